@@ -1,0 +1,284 @@
+# weft: the context switch for x86-64, System V ABI, ELF, LLVM/GNU assembler
+# (Intel syntax, as `global_asm!` assembles it). Included by src/arch/x86_64.rs.
+#
+# ---------------------------------------------------------------------------
+# The saved frame
+# ---------------------------------------------------------------------------
+# A context that is not running is a stack pointer. It points at this frame,
+# which the switch pushed on that context's own stack:
+#
+#   slot  offset  content
+#   ----  ------  ------------------------------------------------------------
+#    0      0     MXCSR (bytes 0-3) and x87 control word (bytes 4-5), pad (6-7)
+#    1      8     r15
+#    2     16     r14
+#    3     24     r13
+#    4     32     r12
+#    5     40     rbx
+#    6     48     rbp
+#    7     56     continuation: the address this context resumes at
+#   ----  ------  ------------------------------------------------------------
+#   FRAME_SIZE = 64 bytes, the continuation included.
+#
+# The frame is pushed when the context's rsp is 8 mod 16 (just after a `call`
+# pushed the continuation), so a saved stack pointer is 16-byte aligned.
+# src/arch/x86_64.rs mirrors every offset as a const and passes its values in
+# as WEFT_RS_*; the `.if` checks below stop the build if the two disagree.
+#
+# ---------------------------------------------------------------------------
+# Why two entry points: the return-stack predictor
+# ---------------------------------------------------------------------------
+# The CPU predicts `ret` from a small stack of the addresses its `call`s
+# pushed. A symmetric switch (both sides `call` one routine that ends in `ret`)
+# returns to the *other* context every time, so every `ret` mispredicts (on
+# the development machine: ~24 ns per round trip instead of ~4.5 ns). weft
+# keeps calls and returns paired instead:
+#
+#   resumer                               coroutine
+#   -------                               ---------
+#   call weft_switch_resume  ---------->  (jmp to its continuation)
+#        pushes R; predictor: [.., R]     runs...
+#                                         lea rax,[rip+2f]; push rax;
+#                                         jmp weft_switch_suspend
+#   continues at R  <-------------------  ret   (pops R: predicted)
+#
+# The resume side is an ordinary call; the suspend side pushes its
+# continuation by hand and jumps (src/coroutine's inline `suspend`), so the
+# suspend's `ret` consumes exactly the entry the resume's `call` made.
+#
+# ---------------------------------------------------------------------------
+# Floating-point control state
+# ---------------------------------------------------------------------------
+# The ABI makes the MXCSR control bits (6-15) and the x87 control word
+# callee-saved. Each switch stores both into the outgoing frame (cheap), then
+# compares them with the incoming frame's and reloads only when the control
+# bits differ. MXCSR bits 0-5 are sticky exception flags that differ between
+# contexts all the time (any inexact division sets one): they are ignored by
+# the compare, because `ldmxcsr` is slow and serialising. With the cargo
+# feature `fp-control` off (WEFT_FP_CONTROL = 0) the slot is kept, unused.
+#
+# ---------------------------------------------------------------------------
+# Unwinding and backtraces
+# ---------------------------------------------------------------------------
+# A fresh stack starts in weft_coroutine_trampoline with rsp pointing at the
+# link slot, where weft_switch_resume stored the resumer's stack pointer.
+# The trampoline's CFA is computed from that slot (a DWARF expression), so a
+# backtrace taken in a coroutine walks its frames, then the trampoline, then
+# continues in the resumer right after its `call weft_switch_resume`. The
+# trampoline is marked as a signal frame so that gdb accepts the jump between
+# stacks. Panics never unwind through it: src/coroutine catches every panic
+# at the coroutine's entry function.
+
+.ifndef WEFT_FP_CONTROL
+.error "WEFT_FP_CONTROL must be set by src/arch/x86_64.rs"
+.endif
+
+.set FRAME_FP,      0
+.set FRAME_R15,     8
+.set FRAME_R14,    16
+.set FRAME_R13,    24
+.set FRAME_R12,    32
+.set FRAME_RBX,    40
+.set FRAME_RBP,    48
+.set FRAME_CONT,   56
+.set FRAME_SIZE,   64
+# MXCSR bits that are control (DAZ, masks, rounding, FZ); 0-5 are sticky flags.
+.set MXCSR_CONTROL_MASK, 0xFFC0
+
+.if FRAME_FP != WEFT_RS_FRAME_FP || FRAME_R15 != WEFT_RS_FRAME_R15 || FRAME_R14 != WEFT_RS_FRAME_R14
+.error "frame offsets differ between asm/switch_x86_64_sysv.S and src/arch/x86_64.rs"
+.endif
+.if FRAME_R13 != WEFT_RS_FRAME_R13 || FRAME_R12 != WEFT_RS_FRAME_R12 || FRAME_RBX != WEFT_RS_FRAME_RBX
+.error "frame offsets differ between asm/switch_x86_64_sysv.S and src/arch/x86_64.rs"
+.endif
+.if FRAME_RBP != WEFT_RS_FRAME_RBP || FRAME_CONT != WEFT_RS_FRAME_CONT || FRAME_SIZE != WEFT_RS_FRAME_SIZE
+.error "frame offsets differ between asm/switch_x86_64_sysv.S and src/arch/x86_64.rs"
+.endif
+
+# Pushes the callee-saved registers and the FP control state: slots 6 to 0.
+# On entry [rsp] is the continuation (slot 7); CFI tracks every push.
+.macro PUSH_FRAME
+    push rbp                            # slot 6
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbp, 0
+    push rbx                            # slot 5
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbx, 0
+    push r12                            # slot 4
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r12, 0
+    push r13                            # slot 3
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r13, 0
+    push r14                            # slot 2
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r14, 0
+    push r15                            # slot 1
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r15, 0
+    sub rsp, 8                          # slot 0
+    .cfi_adjust_cfa_offset 8
+.if WEFT_FP_CONTROL
+    stmxcsr dword ptr [rsp]             # save MXCSR (control bits and flags)
+    fnstcw word ptr [rsp + 4]           # save the x87 control word
+.endif
+.endm
+
+# After the stack switch: rax = the outgoing frame, rsp = the incoming frame.
+# Reloads MXCSR / the x87 control word only if their control bits differ.
+# Uses rcx. The reloads are out of line (label 8/9) to keep the common path
+# straight.
+.macro CHECK_FP_CONTROL
+.if WEFT_FP_CONTROL
+    .cfi_remember_state                 # the reloads below run in this state
+    mov ecx, dword ptr [rax]            # outgoing MXCSR (same-size store: forwarded)
+    xor ecx, dword ptr [rsp]            # differs from the incoming one where set
+    test ecx, MXCSR_CONTROL_MASK        # ignore the sticky flags
+    jnz 8f
+7:
+    movzx ecx, word ptr [rax + 4]       # outgoing x87 control word
+    cmp cx, word ptr [rsp + 4]
+    jne 9f
+6:
+.endif
+.endm
+
+# The out-of-line reloads for CHECK_FP_CONTROL; placed after the routine's
+# final jump so the common path never runs them.
+.macro FP_CONTROL_RELOADS
+.if WEFT_FP_CONTROL
+    .cfi_restore_state
+8:
+    ldmxcsr dword ptr [rsp]             # incoming MXCSR, flags and all
+    jmp 7b
+9:
+    fldcw word ptr [rsp + 4]            # incoming x87 control word
+    jmp 6b
+.endif
+.endm
+
+# Pops slots 0 to 6 of the incoming frame, leaving [rsp] = its continuation.
+.macro POP_FRAME
+    add rsp, 8                          # slot 0 (already handled)
+    .cfi_adjust_cfa_offset -8
+    pop r15
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r15
+    pop r14
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r14
+    pop r13
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r13
+    pop r12
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r12
+    pop rbx
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore rbx
+    pop rbp
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore rbp
+.endm
+
+    .text
+
+# ---------------------------------------------------------------------------
+# weft_switch_resume: enter a suspended (or fresh) coroutine.
+#
+# Called with `call` (extern "sysv64") from the resumer:
+#   rdi  the coroutine's saved stack pointer (a frame as above)
+#   rsi  the link slot: where to store the resumer's stack pointer
+#   rdx  a word for the coroutine; it arrives in rax at the continuation
+# Returns, when the coroutine suspends, with rax = the coroutine's word.
+# Preserves rbx, rbp, r12-r15, the MXCSR control bits and the x87 control word.
+# ---------------------------------------------------------------------------
+    .p2align 4
+    .globl weft_switch_resume
+    .hidden weft_switch_resume
+    .type weft_switch_resume, @function
+weft_switch_resume:
+    .cfi_startproc
+    PUSH_FRAME
+    mov qword ptr [rsi], rsp            # link slot := the resumer's frame
+    mov rax, rsp                        # outgoing frame, for the FP compare
+    mov rsp, rdi                        # now on the coroutine's stack; its frame
+                                        # has the same layout, so the CFI holds
+    CHECK_FP_CONTROL
+    POP_FRAME
+    pop rcx                             # the coroutine's continuation
+    .cfi_adjust_cfa_offset -8
+    .cfi_register rip, rcx
+    mov rax, rdx                        # the word, for the coroutine
+    jmp rcx                             # an indirect jump: no return-stack entry
+    FP_CONTROL_RELOADS
+    .cfi_endproc
+    .size weft_switch_resume, . - weft_switch_resume
+
+# ---------------------------------------------------------------------------
+# weft_switch_suspend: leave the running coroutine for its resumer.
+#
+# Entered with `jmp`, never `call`: the coroutine has pushed its continuation
+# by hand (see the drawing above), so [rsp] is a return address exactly as if
+# it had been called.
+#   rdi  where to store the coroutine's stack pointer
+#   rsi  the link slot holding the resumer's stack pointer
+#   rdx  a word for the resumer; `weft_switch_resume` returns it in rax
+# When the coroutine is resumed, control continues at the pushed address with
+# rax = the resumer's word and all callee-saved state restored.
+# ---------------------------------------------------------------------------
+    .p2align 4
+    .globl weft_switch_suspend
+    .hidden weft_switch_suspend
+    .type weft_switch_suspend, @function
+weft_switch_suspend:
+    .cfi_startproc
+    PUSH_FRAME
+    mov qword ptr [rdi], rsp            # the coroutine's saved stack pointer
+    mov rax, rsp                        # outgoing frame, for the FP compare
+    mov rsp, qword ptr [rsi]            # back on the resumer's stack
+    CHECK_FP_CONTROL
+    POP_FRAME
+    mov rax, rdx                        # the word, for the resumer
+    ret                                 # to just after its `call weft_switch_resume`
+    FP_CONTROL_RELOADS
+    .cfi_endproc
+    .size weft_switch_suspend, . - weft_switch_suspend
+
+# ---------------------------------------------------------------------------
+# weft_coroutine_trampoline: the first continuation of every fresh stack.
+#
+# src/arch/x86_64.rs builds the first frame so that weft_switch_resume
+# "returns" here with rsp at the link slot (16-byte aligned), rbx = the entry
+# function, r12 = its data pointer and rax = the resumer's word. It calls
+#   entry(word: usize /*rdi*/, data: *mut () /*rsi*/) -> !
+# which never returns: a finished coroutine leaves with weft_switch_suspend.
+#
+# CFI: the caller of this frame is the resumer, stopped in weft_switch_resume
+# with its frame at [link slot]. So CFA = [rsp] + FRAME_SIZE and the resumer's
+# registers sit at the frame offsets, written relative to that CFA below.
+# ---------------------------------------------------------------------------
+    .p2align 4
+    .globl weft_coroutine_trampoline
+    .hidden weft_coroutine_trampoline
+    .type weft_coroutine_trampoline, @function
+weft_coroutine_trampoline:
+    .cfi_startproc
+    .cfi_signal_frame
+    # DW_CFA_def_cfa_expression (0x0f), 5 bytes: DW_OP_breg7 (rsp) 0,
+    # DW_OP_deref, DW_OP_plus_uconst 64 (FRAME_SIZE)
+    .cfi_escape 0x0f, 5, 0x77, 0x00, 0x06, 0x23, 0x40
+    .cfi_offset rip, FRAME_CONT - FRAME_SIZE
+    .cfi_offset rbp, FRAME_RBP - FRAME_SIZE
+    .cfi_offset rbx, FRAME_RBX - FRAME_SIZE
+    .cfi_offset r12, FRAME_R12 - FRAME_SIZE
+    .cfi_offset r13, FRAME_R13 - FRAME_SIZE
+    .cfi_offset r14, FRAME_R14 - FRAME_SIZE
+    .cfi_offset r15, FRAME_R15 - FRAME_SIZE
+    mov rdi, rax                        # entry's first argument: the word
+    mov rsi, r12                        # entry's second argument: its data
+    call rbx                            # never returns
+    ud2                                 # keeps the return address inside this
+                                        # function for the unwinder's lookup
+    .cfi_endproc
+    .size weft_coroutine_trampoline, . - weft_coroutine_trampoline

@@ -1,0 +1,1 @@
+// Register-preservation tests: written next.

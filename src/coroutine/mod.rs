@@ -1,0 +1,581 @@
+//! Stackful coroutines: a closure that runs on its own stack and can suspend
+//! from any depth of calls, handing a value to whoever resumed it.
+//!
+//! [`Coroutine`] is the generator underneath weft's green threads, and is
+//! usable on its own:
+//!
+//! ```
+//! use weft::coroutine::{Coroutine, CoroutineResult};
+//!
+//! // Sums what it is given, yielding the running total, until it gets 0.
+//! let mut adder = Coroutine::new(|yielder, mut input: u32| {
+//!     let mut total = 0;
+//!     while input != 0 {
+//!         total += input;
+//!         input = yielder.suspend(total);
+//!     }
+//!     format!("done at {total}")
+//! });
+//! assert_eq!(adder.resume(1), CoroutineResult::Yield(1));
+//! assert_eq!(adder.resume(2), CoroutineResult::Yield(3));
+//! assert_eq!(adder.resume(0), CoroutineResult::Return("done at 3".to_string()));
+//! assert!(adder.is_finished());
+//! ```
+//!
+//! # Protocol
+//!
+//! ```text
+//!  state       resume(input)                              drop
+//!  ---------   ----------------------------------------   --------------------
+//!  Fresh       take a stack, build its first frame,       drop the closure
+//!              switch in -> entry runs the closure
+//!  Suspended   switch in -> suspend() returns input       switch in with
+//!                                                         `unwind` set: the
+//!                                                         coroutine unwinds to
+//!                                                         its entry, then ends
+//!  Finished    panic: nothing left to run                 nothing
+//! ```
+//!
+//! Every resume puts an [`Exchange`] on the resumer's stack and passes its
+//! address through the switch. The coroutine reads the input from it and
+//! writes back what it yields, returns or panicked with, then switches back;
+//! the resumer reads the result before it does anything else. The exchange
+//! also carries where the coroutine saves its stack pointer (a field of the
+//! [`Coroutine`], which cannot move while `resume` borrows it) and the
+//! stack's link slot.
+//!
+//! Panics never cross the switch (DESIGN.md decision 4): the entry function
+//! wraps the closure in `catch_unwind`, passes the payload back as data, and
+//! `resume` continues the unwinding on the resumer's side with
+//! `resume_unwind`.
+//!
+//! The stack is taken from the per-thread cache at the first resume, not at
+//! creation, so creating many coroutines costs no memory maps until they
+//! run, and is given back as soon as the coroutine finishes.
+
+use crate::arch;
+use crate::loom::process::{AtomicU64, Ordering};
+use crate::stack::{self, Stack, overflow::OverflowInfo};
+use std::any::Any;
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+use std::panic::{self, AssertUnwindSafe, Location};
+
+pub use crate::stack::{DEFAULT_STACK_SIZE, MIN_STACK_SIZE};
+
+/// What a [`Coroutine::resume`] produced: a value the coroutine yielded with
+/// [`Yielder::suspend`], or the value its closure returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CoroutineResult<Y, R> {
+    /// The coroutine suspended with this value; it can be resumed again.
+    Yield(Y),
+    /// The coroutine finished with this value.
+    Return(R),
+}
+
+impl<Y, R> CoroutineResult<Y, R> {
+    /// The yielded value, if any.
+    pub fn as_yield(&self) -> Option<&Y> {
+        match self {
+            CoroutineResult::Yield(y) => Some(y),
+            CoroutineResult::Return(_) => None,
+        }
+    }
+
+    /// The returned value, if any.
+    pub fn as_return(&self) -> Option<&R> {
+        match self {
+            CoroutineResult::Yield(_) => None,
+            CoroutineResult::Return(r) => Some(r),
+        }
+    }
+}
+
+/// Sets how many idle stacks the calling thread keeps for reuse (64 unless
+/// changed). A coroutine takes a stack at its first resume and gives it back
+/// when it finishes; a cached stack is reused without a syscall but keeps the
+/// memory its last coroutine touched. `0` maps and unmaps a stack for every
+/// coroutine; excess cached stacks are unmapped at once.
+///
+/// ```
+/// weft::coroutine::set_thread_stack_cache_capacity(0); // no reuse on this thread
+/// let mut c = weft::coroutine::Coroutine::<(), (), u8>::new(|_, ()| 1);
+/// assert_eq!(c.resume(()).as_return(), Some(&1));
+/// ```
+pub fn set_thread_stack_cache_capacity(capacity: usize) {
+    stack::cache::set_capacity(capacity);
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Configures a [`Coroutine`] before it is created: its name (shown by the
+/// overflow report) and its stack size.
+///
+/// ```
+/// use weft::coroutine::Coroutine;
+///
+/// let mut c = Coroutine::<(), (), u32>::builder()
+///     .name("parser".to_string())
+///     .stack_size(64 * 1024)
+///     .build(|_, ()| 7)
+///     .expect("a 64 KiB stack is a valid size");
+/// assert_eq!(c.name(), Some("parser"));
+/// assert_eq!(c.resume(()).as_return(), Some(&7));
+/// ```
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder<I, Y, R> {
+    name: Option<String>,
+    stack_size: usize,
+    _types: PhantomData<fn(I) -> (Y, R)>,
+}
+
+impl<I, Y, R> Builder<I, Y, R> {
+    /// A builder with no name and [`DEFAULT_STACK_SIZE`].
+    pub fn new() -> Self {
+        Builder { name: None, stack_size: DEFAULT_STACK_SIZE, _types: PhantomData }
+    }
+
+    /// Names the coroutine (for the overflow report and [`Coroutine::name`]).
+    pub fn name(mut self, name: String) -> Self {
+        self.name = Some(name);
+        self
+    }
+
+    /// The usable stack size in bytes; rounded up to a page multiple and to
+    /// at least [`MIN_STACK_SIZE`]. Zero is rejected by [`build`](Self::build).
+    pub fn stack_size(mut self, size: usize) -> Self {
+        self.stack_size = size;
+        self
+    }
+
+    /// Creates the coroutine. It does not run, and takes no stack, until the
+    /// first [`Coroutine::resume`].
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] if the stack size is 0 or too large to
+    /// map.
+    #[track_caller]
+    pub fn build<F>(self, f: F) -> io::Result<Coroutine<I, Y, R>>
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
+        let stack_size = stack::round_stack_size(self.stack_size)?;
+        Ok(Coroutine::from_parts(f, self.name, stack_size, Location::caller()))
+    }
+}
+
+impl<I, Y, R> Default for Builder<I, Y, R> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A stackful coroutine: a closure running on its own guarded stack that can
+/// [suspend](Yielder::suspend) from any depth of calls.
+///
+/// `I` is what each [`resume`](Coroutine::resume) passes in, `Y` what each
+/// suspend hands out, `R` what the closure returns.
+///
+/// A coroutine is `!Send`: once started, its stack may hold references to
+/// the thread-locals of the thread it runs on, so it must keep running there
+/// (DESIGN.md decision 3).
+///
+/// Dropping a coroutine that is suspended mid-way unwinds its stack, so the
+/// destructors of everything alive on it run exactly once. (With
+/// `panic = "abort"` it cannot unwind: the stack is leaked instead.)
+pub struct Coroutine<I, Y, R> {
+    state: State,
+    /// The coroutine's saved stack pointer while suspended; written by the
+    /// coroutine side of the switch through `Exchange::sp_slot`.
+    sp: *mut u8,
+    stack: Option<Stack>,
+    info: OverflowInfo,
+    _types: PhantomData<(*mut (), fn(I) -> (Y, R))>,
+}
+
+/// The type-erased closure of a coroutine that has not started.
+struct FreshStart {
+    /// `Box<F>`, as a thin pointer.
+    closure: *mut (),
+    /// `entry::<I, Y, R, F>`: runs the closure on the new stack.
+    entry: arch::EntryFn,
+    /// Drops the `Box<F>` if the coroutine never starts.
+    drop_closure: unsafe fn(*mut ()),
+}
+
+enum State {
+    Fresh(FreshStart),
+    Suspended,
+    Finished,
+}
+
+impl<I, Y, R> Coroutine<I, Y, R> {
+    /// Creates a coroutine that will run `f` on a stack of
+    /// [`DEFAULT_STACK_SIZE`]. `f` receives the [`Yielder`] to suspend with
+    /// and the input of the first `resume`.
+    #[track_caller]
+    pub fn new<F>(f: F) -> Self
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
+        Coroutine::from_parts(f, None, DEFAULT_STACK_SIZE, Location::caller())
+    }
+
+    /// A [`Builder`] to set a name or a stack size.
+    pub fn builder() -> Builder<I, Y, R> {
+        Builder::new()
+    }
+
+    fn from_parts<F>(f: F, name: Option<String>, stack_size: usize, spawned_at: &'static Location<'static>) -> Self
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
+        unsafe fn drop_closure<F>(closure: *mut ()) {
+            // SAFETY: `closure` came from Box::<F>::into_raw and is dropped once.
+            drop(unsafe { Box::from_raw(closure.cast::<F>()) });
+        }
+        let fresh = FreshStart {
+            closure: Box::into_raw(Box::new(f)).cast(),
+            entry: entry::<I, Y, R, F>,
+            drop_closure: drop_closure::<F>,
+        };
+        Coroutine {
+            state: State::Fresh(fresh),
+            sp: std::ptr::null_mut(),
+            stack: None,
+            info: OverflowInfo {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                name,
+                spawned_at,
+                stack_size,
+                guard: 0..0,
+            },
+            _types: PhantomData,
+        }
+    }
+
+    /// A process-unique id, as printed by the overflow report.
+    pub fn id(&self) -> u64 {
+        self.info.id
+    }
+
+    /// The name given with [`Builder::name`].
+    pub fn name(&self) -> Option<&str> {
+        self.info.name.as_deref()
+    }
+
+    /// The usable stack size in bytes (after rounding).
+    pub fn stack_size(&self) -> usize {
+        self.info.stack_size
+    }
+
+    /// Whether the coroutine has been resumed at least once.
+    pub fn is_started(&self) -> bool {
+        !matches!(self.state, State::Fresh(_))
+    }
+
+    /// Whether the closure has returned (or panicked).
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Finished)
+    }
+
+    /// Runs the coroutine until it suspends or finishes.
+    ///
+    /// The first resume starts the closure with `input`; later ones make the
+    /// pending [`Yielder::suspend`] return `input`.
+    ///
+    /// # Panics
+    ///
+    /// - If the coroutine panics, the panic continues in the caller, with the
+    ///   same payload (catch it with [`std::panic::catch_unwind`]); the
+    ///   coroutine is then finished.
+    /// - If the coroutine has already finished.
+    /// - If this is the first resume and no stack can be mapped (see
+    ///   [`try_resume`](Self::try_resume) to get that as an error).
+    pub fn resume(&mut self, input: I) -> CoroutineResult<Y, R> {
+        match self.try_resume(input) {
+            Ok(result) => result,
+            Err(e) => panic!("cannot start coroutine {}: {e}", self.info.id),
+        }
+    }
+
+    /// Like [`resume`](Self::resume), but a failure to map the stack at the
+    /// first resume is returned as an error (and `input` dropped), leaving the
+    /// coroutine unstarted, so it can be retried or dropped.
+    ///
+    /// # Errors
+    ///
+    /// The stack could not be mapped: out of memory, or the process reached
+    /// `vm.max_map_count` (the message says which, and how to raise it).
+    pub fn try_resume(&mut self, input: I) -> io::Result<CoroutineResult<Y, R>> {
+        match &self.state {
+            State::Finished => panic!(
+                "coroutine {} was resumed after it finished; check `is_finished()` before resuming",
+                self.info.id
+            ),
+            State::Fresh(_) => self.start()?,
+            State::Suspended => {}
+        }
+        let mut exchange = Exchange::<I, Y, R>::new(&raw mut self.sp, self.link(), Some(input), false);
+        self.switch_in(&mut exchange);
+        Ok(self.take_result(exchange))
+    }
+
+    /// Takes a stack and builds its first frame; the state becomes Suspended.
+    #[cold]
+    fn start(&mut self) -> io::Result<()> {
+        let stack = stack::cache::take(self.info.stack_size)?;
+        let State::Fresh(fresh) = std::mem::replace(&mut self.state, State::Suspended) else {
+            unreachable!("start() is only called on a fresh coroutine")
+        };
+        self.info.guard = stack.guard();
+        // SAFETY: the top of a Stack is page-aligned and the pages below it
+        // are ours and writable (a stack is at least MIN_STACK_SIZE).
+        self.sp = unsafe { arch::init_stack(stack.top(), fresh.entry, fresh.closure) };
+        self.stack = Some(stack);
+        // The closure now belongs to the new stack's entry function.
+        std::mem::forget(fresh);
+        Ok(())
+    }
+
+    fn link(&self) -> *mut *mut u8 {
+        arch::link_slot(self.stack.as_ref().expect("a started coroutine has a stack").top())
+    }
+
+    /// Switches into the coroutine with `exchange` and returns when it
+    /// suspends or finishes.
+    #[inline]
+    fn switch_in(&mut self, exchange: &mut Exchange<I, Y, R>) {
+        debug_assert!(matches!(self.state, State::Suspended));
+        let previous = stack::overflow::enter(&self.info);
+        let link = exchange.head.link;
+        // SAFETY: `self.sp` is the frame built by `start` or saved by the
+        // coroutine's last suspend, on our stack, which runs nowhere else
+        // (the state is Suspended and we hold `&mut self`). `link` is that
+        // stack's link slot. The coroutine always comes back through
+        // `suspend` with the link it was given (from `Yielder::suspend` or
+        // from its entry function when it finishes).
+        unsafe { arch::resume(self.sp, link, exchange as *mut Exchange<I, Y, R> as usize) };
+        stack::overflow::leave(previous);
+    }
+
+    /// Turns what the coroutine left in `exchange` into the resume's result.
+    fn take_result(&mut self, mut exchange: Exchange<I, Y, R>) -> CoroutineResult<Y, R> {
+        if let Some(yielded) = exchange.head.yielded.take() {
+            return CoroutineResult::Yield(yielded);
+        }
+        let finish = exchange.finish.take();
+        self.finish();
+        match finish {
+            Some(Finish::Returned(value)) => CoroutineResult::Return(value),
+            Some(Finish::Panicked(payload)) => panic::resume_unwind(payload),
+            Some(Finish::Unwound) => unreachable!("coroutine unwound without being asked to"),
+            None => unreachable!("coroutine switched back without a result"),
+        }
+    }
+
+    /// The coroutine has left its stack for the last time: give it back.
+    fn finish(&mut self) {
+        self.state = State::Finished;
+        self.info.guard = 0..0;
+        if let Some(stack) = self.stack.take() {
+            stack::cache::give_back(stack);
+        }
+    }
+
+    /// Unwinds a suspended coroutine's stack so its live values are dropped.
+    #[cfg(panic = "unwind")]
+    fn force_unwind(&mut self) {
+        while matches!(self.state, State::Suspended) {
+            let mut exchange = Exchange::<I, Y, R>::new(&raw mut self.sp, self.link(), None, true);
+            self.switch_in(&mut exchange);
+            if exchange.head.yielded.is_some() {
+                // The closure caught the unwind and suspended again: drop what
+                // it yielded and ask again.
+                continue;
+            }
+            // Returned, panicked in a destructor, or unwound: finished either way.
+            self.finish();
+        }
+    }
+
+    /// With panic=abort nothing can unwind: keep the stack mapped forever so
+    /// nothing on it is freed while still referenced, and run no destructors.
+    #[cfg(not(panic = "unwind"))]
+    fn force_unwind(&mut self) {
+        std::mem::forget(self.stack.take());
+        self.state = State::Finished;
+    }
+}
+
+impl<I, Y, R> Drop for Coroutine<I, Y, R> {
+    fn drop(&mut self) {
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Fresh(fresh) => {
+                // SAFETY: the closure never started, so we still own it.
+                unsafe { (fresh.drop_closure)(fresh.closure) };
+            }
+            State::Suspended => {
+                self.state = State::Suspended;
+                self.force_unwind();
+            }
+            State::Finished => {}
+        }
+    }
+}
+
+impl<I, Y, R> fmt::Debug for Coroutine<I, Y, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Fresh(_) => "fresh",
+            State::Suspended => "suspended",
+            State::Finished => "finished",
+        };
+        f.debug_struct("Coroutine")
+            .field("id", &self.info.id)
+            .field("name", &self.info.name)
+            .field("state", &state)
+            .field("stack_size", &self.info.stack_size)
+            .finish()
+    }
+}
+
+/// The half of an [`Exchange`] that [`Yielder`] sees (it does not know `R`).
+#[repr(C)]
+struct ExchangeHead<I, Y> {
+    /// Where the coroutine stores its stack pointer when it suspends.
+    sp_slot: *mut *mut u8,
+    /// The stack's link slot, holding the resumer's stack pointer.
+    link: *mut *mut u8,
+    /// Resumer -> coroutine. `None` only when `unwind` is set.
+    input: Option<I>,
+    /// Resumer -> coroutine: unwind instead of returning from `suspend`.
+    unwind: bool,
+    /// Coroutine -> resumer: the value of a suspend.
+    yielded: Option<Y>,
+}
+
+/// One resume's mailbox, on the resumer's stack; see the module docs.
+#[repr(C)]
+struct Exchange<I, Y, R> {
+    head: ExchangeHead<I, Y>,
+    /// Coroutine -> resumer: how it ended, when it did.
+    finish: Option<Finish<R>>,
+}
+
+impl<I, Y, R> Exchange<I, Y, R> {
+    fn new(sp_slot: *mut *mut u8, link: *mut *mut u8, input: Option<I>, unwind: bool) -> Self {
+        Exchange { head: ExchangeHead { sp_slot, link, input, unwind, yielded: None }, finish: None }
+    }
+}
+
+enum Finish<R> {
+    Returned(R),
+    Panicked(Box<dyn Any + Send + 'static>),
+    /// Unwound on request (drop).
+    Unwound,
+}
+
+/// The panic payload used to unwind a coroutine that is being dropped.
+struct ForcedUnwind;
+
+/// The coroutine's handle on its own suspension, passed to its closure.
+///
+/// It can only be used on the coroutine it was given to (it is neither
+/// `Send` nor `Sync`, and the closure only borrows it).
+pub struct Yielder<I, Y> {
+    /// The exchange of the resume in progress (updated at every resume).
+    exchange: Cell<*mut ExchangeHead<I, Y>>,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl<I, Y> Yielder<I, Y> {
+    /// Suspends the coroutine, making the pending `resume` return
+    /// [`CoroutineResult::Yield(value)`](CoroutineResult::Yield), and returns
+    /// the input of the next `resume`.
+    ///
+    /// If the coroutine is dropped while suspended here, this unwinds instead
+    /// of returning (so destructors on the coroutine's stack run).
+    pub fn suspend(&self, value: Y) -> I {
+        let head = self.exchange.get();
+        // SAFETY: `head` is the exchange of the resume in progress: it lives
+        // on the resumer's stack, which is not running until we switch back.
+        let (sp_slot, link) = unsafe {
+            (*head).yielded = Some(value);
+            ((*head).sp_slot, (*head).link)
+        };
+        // SAFETY: we run on the coroutine's stack, whose link slot is `link`,
+        // inside the `resume` that gave us `head`; `sp_slot` points into the
+        // Coroutine that `resume` borrows mutably. Our live values are kept:
+        // we are resumed (or unwound) later.
+        let word = unsafe { arch::suspend(sp_slot, link, 0) };
+        let head = word as *mut ExchangeHead<I, Y>;
+        self.exchange.set(head);
+        // SAFETY: the new resume's exchange, valid while we run.
+        let head = unsafe { &mut *head };
+        if head.unwind {
+            panic::resume_unwind(Box::new(ForcedUnwind));
+        }
+        head.input.take().expect("a resume always carries an input")
+    }
+}
+
+impl<I, Y> fmt::Debug for Yielder<I, Y> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Yielder").finish_non_exhaustive()
+    }
+}
+
+/// The entry function of every coroutine stack (see `arch::init_stack`):
+/// runs the closure, catches its panic, reports how it ended, and leaves.
+///
+/// # Safety
+///
+/// - `word` is the address of the first resume's `Exchange<I, Y, R>`.
+/// - `closure` is a `Box<F>` from `Box::into_raw`, owned by this call.
+unsafe extern "sysv64" fn entry<I, Y, R, F>(word: usize, closure: *mut ()) -> !
+where
+    F: FnOnce(&Yielder<I, Y>, I) -> R,
+{
+    // SAFETY: the caller gives us ownership of the Box<F>.
+    let f = unsafe { Box::from_raw(closure.cast::<F>()) };
+    let yielder = Yielder::<I, Y> { exchange: Cell::new(word as *mut ExchangeHead<I, Y>), _not_send: PhantomData };
+    // SAFETY: the first resume's exchange, valid while we run.
+    let input = unsafe { (*(word as *mut ExchangeHead<I, Y>)).input.take() };
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        let input = input.expect("the first resume always carries an input");
+        f(&yielder, input)
+    }));
+    let finish = match outcome {
+        Ok(value) => Finish::Returned(value),
+        Err(payload) if payload.is::<ForcedUnwind>() => Finish::Unwound,
+        Err(payload) => Finish::Panicked(payload),
+    };
+    let exchange = yielder.exchange.get().cast::<Exchange<I, Y, R>>();
+    // SAFETY: the exchange of the last resume; `head` is its first field
+    // (repr(C)), so the cast gives back the full Exchange<I, Y, R>.
+    let (sp_slot, link) = unsafe {
+        (*exchange).finish = Some(finish);
+        ((*exchange).head.sp_slot, (*exchange).head.link)
+    };
+    // Nothing on this frame needs dropping (the closure was consumed, the
+    // Yielder owns nothing), so leaving it un-run is sound.
+    let _ = ManuallyDrop::new(yielder);
+    // SAFETY: as in Yielder::suspend; this stack is never resumed again
+    // (the resumer sees `finish` and gives the stack back).
+    unsafe { arch::suspend(sp_slot, link, 0) };
+    impossible("a finished coroutine was resumed")
+}
+
+/// Ends the process for a state the protocol rules out: continuing could only
+/// corrupt memory.
+#[cold]
+fn impossible(what: &str) -> ! {
+    eprintln!("weft: impossible coroutine state: {what}; aborting");
+    std::process::abort()
+}

@@ -1,0 +1,71 @@
+//! The only module that names atomics, `UnsafeCell` and threads.
+//!
+//! Under `--cfg loom` the protocol types come from [loom] so its model
+//! checker can explore every interleaving; otherwise they are std's. Code
+//! that loom does not model (process-wide counters, the futex word handed to
+//! the kernel) uses [`process`], which is std in both builds.
+//!
+//! [loom]: https://docs.rs/loom
+
+#[cfg(loom)]
+#[allow(unused_imports)]
+pub(crate) use loom::{
+    cell::UnsafeCell,
+    sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence},
+    thread,
+};
+
+#[cfg(not(loom))]
+#[allow(unused_imports)]
+pub(crate) use std::{
+    sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence},
+    thread,
+};
+
+/// Std's atomics in every build: for process-wide statics (which loom cannot
+/// construct in a `static`) and for words the kernel reads (futex).
+pub(crate) mod process {
+    #[allow(unused_imports)]
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+}
+
+/// `UnsafeCell` with loom's closure API (`with`, `with_mut`) in both builds,
+/// so protocol code is written once.
+#[cfg(not(loom))]
+#[derive(Debug, Default)]
+#[allow(dead_code)]
+pub(crate) struct UnsafeCell<T: ?Sized>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+#[allow(dead_code)]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        UnsafeCell(std::cell::UnsafeCell::new(value))
+    }
+
+    pub(crate) fn into_inner(self) -> T {
+        self.0.into_inner()
+    }
+}
+
+#[cfg(not(loom))]
+#[allow(dead_code)]
+impl<T: ?Sized> UnsafeCell<T> {
+    /// Calls `f` with a shared raw pointer to the contents.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Calls `f` with a mutable raw pointer to the contents.
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Exclusive access through `&mut self`.
+    #[inline(always)]
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        self.0.get_mut()
+    }
+}

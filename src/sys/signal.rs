@@ -1,0 +1,179 @@
+//! Signal handling: alternate signal stacks, `sigaction`, and the few
+//! async-signal-safe calls an overflow handler may make.
+
+use std::io;
+use std::ptr::NonNull;
+
+/// The signature of an `SA_SIGINFO` handler.
+pub(crate) type SigInfoHandler = unsafe extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
+/// Whether the calling thread already has an alternate signal stack enabled.
+pub(crate) fn has_alt_stack() -> bool {
+    // SAFETY: stack_t is plain data; all-zero is a valid value to overwrite.
+    let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new stack only queries; `current` is valid to write.
+    let rc = unsafe { libc::sigaltstack(std::ptr::null(), &mut current) };
+    rc == 0 && current.ss_flags & libc::SS_DISABLE == 0
+}
+
+/// Makes `[base, base + len)` the calling thread's alternate signal stack.
+///
+/// # Safety
+///
+/// - The range is writable memory that stays mapped until [`disable_alt_stack`]
+///   runs on this thread or the thread exits.
+pub(crate) unsafe fn enable_alt_stack(base: NonNull<u8>, len: usize) -> io::Result<()> {
+    let stack = libc::stack_t { ss_sp: base.as_ptr().cast(), ss_flags: 0, ss_size: len };
+    // SAFETY: `stack` describes memory the caller keeps mapped while it is in use.
+    let rc = unsafe { libc::sigaltstack(&stack, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Disables the calling thread's alternate signal stack.
+pub(crate) fn disable_alt_stack() {
+    let stack = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+    // SAFETY: SS_DISABLE reads no memory through ss_sp.
+    unsafe { libc::sigaltstack(&stack, std::ptr::null_mut()) };
+}
+
+/// The size to give an alternate signal stack: generous, since the overflow
+/// handler formats a message on it.
+pub(crate) fn alt_stack_size() -> usize {
+    // SAFETY: getauxval has no preconditions; it returns 0 for unknown keys.
+    let min = unsafe { libc::getauxval(libc::AT_MINSIGSTKSZ) } as usize;
+    min.max(libc::SIGSTKSZ).max(64 * 1024)
+}
+
+/// Installs `handler` for `signal` with `SA_SIGINFO | SA_ONSTACK` and returns
+/// the action that was installed before, so the new handler can chain to it.
+///
+/// # Safety
+///
+/// - `handler` is async-signal-safe and handles the signal correctly for every
+///   thread of the process (it runs on whichever thread faults).
+pub(crate) unsafe fn install_handler(signal: libc::c_int, handler: SigInfoHandler) -> io::Result<libc::sigaction> {
+    // SAFETY: sigaction is plain data; all-zero is a valid empty action.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = handler as usize;
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+    // SAFETY: `sa_mask` is a valid sigset_t to initialise.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
+    // SAFETY: as above.
+    let mut previous: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid; the caller vouches for the handler.
+    let rc = unsafe { libc::sigaction(signal, &action, &mut previous) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(previous)
+}
+
+/// Re-installs `action` for `signal` (used to hand a fault to the handler that
+/// was there before ours, or to the default action).
+///
+/// # Safety
+///
+/// - Same as [`install_handler`]: `action` must be a valid action for `signal`.
+pub(crate) unsafe fn restore_handler(signal: libc::c_int, action: &libc::sigaction) {
+    // SAFETY: `action` is a valid sigaction (the caller's promise).
+    unsafe { libc::sigaction(signal, action, std::ptr::null_mut()) };
+}
+
+/// Writes all of `bytes` to standard error with `write(2)`, which is
+/// async-signal-safe (no locks, no allocation). Errors are ignored: there is
+/// nowhere left to report them.
+pub(crate) fn write_stderr(bytes: &[u8]) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        // SAFETY: `rest` is a valid readable slice for its length.
+        let n = unsafe { libc::write(libc::STDERR_FILENO, rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return;
+        }
+        rest = &rest[n as usize..];
+    }
+}
+
+/// Ends the process with `SIGABRT` (async-signal-safe).
+pub(crate) fn abort() -> ! {
+    // SAFETY: abort has no preconditions.
+    unsafe { libc::abort() }
+}
+
+/// What [`install_fault_handler`] calls with the faulting address. It returns
+/// if the fault is not its business (the fault then goes to the handler that
+/// was installed before ours); it may end the process if it is.
+pub(crate) type FaultCallback = fn(fault_address: usize);
+
+static FAULT_CALLBACK: std::sync::OnceLock<FaultCallback> = std::sync::OnceLock::new();
+static PREVIOUS_SEGV: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
+static PREVIOUS_BUS: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
+
+/// Installs, once per process, a `SIGSEGV`/`SIGBUS` handler that runs on the
+/// alternate signal stack, passes the faulting address to `callback`, and
+/// otherwise chains to whatever handler was installed before (std's own
+/// thread-overflow reporter, a sanitizer's, or the default action).
+///
+/// Later calls do nothing, whatever their callback.
+pub(crate) fn install_fault_handler(callback: FaultCallback) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = FAULT_CALLBACK.set(callback);
+        for (signal, previous) in [(libc::SIGSEGV, &PREVIOUS_SEGV), (libc::SIGBUS, &PREVIOUS_BUS)] {
+            // SAFETY: `on_fault` only reads the fault address, calls the
+            // callback (whose contract is async-signal-safety) and chains.
+            match unsafe { install_handler(signal, on_fault) } {
+                Ok(action) => {
+                    let _ = previous.set(action);
+                }
+                Err(e) => write_stderr(format!("weft: cannot install the stack overflow handler: {e}\n").as_bytes()),
+            }
+        }
+    });
+}
+
+unsafe extern "C" fn on_fault(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers; for
+    // SIGSEGV and SIGBUS si_addr is the faulting address.
+    let address = unsafe { (*info).si_addr() } as usize;
+    if let Some(callback) = FAULT_CALLBACK.get() {
+        callback(address);
+    }
+    let previous = if signal == libc::SIGBUS { PREVIOUS_BUS.get() } else { PREVIOUS_SEGV.get() };
+    let Some(previous) = previous else {
+        // Not recorded (a race with installation): fall back to the default
+        // action; returning re-runs the faulting instruction, which then kills
+        // the process with the right signal.
+        // SAFETY: an all-zero sigaction is SIG_DFL with an empty mask.
+        let default: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: SIG_DFL is valid for any signal.
+        unsafe { restore_handler(signal, &default) };
+        return;
+    };
+    match previous.sa_sigaction {
+        libc::SIG_DFL | libc::SIG_IGN => {
+            // SAFETY: `previous` was the process's action for this signal.
+            unsafe { restore_handler(signal, previous) };
+        }
+        handler if previous.sa_flags & libc::SA_SIGINFO != 0 => {
+            // SAFETY: with SA_SIGINFO the stored address is a three-argument
+            // handler, which we call as the kernel would have.
+            let handler: SigInfoHandler = unsafe { std::mem::transmute::<usize, SigInfoHandler>(handler) };
+            // SAFETY: forwarding the kernel's arguments unchanged.
+            unsafe { handler(signal, info, context) };
+        }
+        handler => {
+            type PlainHandler = unsafe extern "C" fn(libc::c_int);
+            // SAFETY: without SA_SIGINFO the stored address is a one-argument handler.
+            let handler: PlainHandler = unsafe { std::mem::transmute::<usize, PlainHandler>(handler) };
+            // SAFETY: called as the kernel would have.
+            unsafe { handler(signal) };
+        }
+    }
+}
