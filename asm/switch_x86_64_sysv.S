@@ -82,6 +82,8 @@
 .set FRAME_RBP,    48
 .set FRAME_CONT,   56
 .set FRAME_SIZE,   64
+# The link slot is this far below the top of a coroutine stack.
+.set LINK_BELOW_TOP, 16
 # MXCSR bits that are control (DAZ, masks, rounding, FZ); 0-5 are sticky flags.
 .set MXCSR_CONTROL_MASK, 0xFFC0
 
@@ -93,6 +95,9 @@
 .endif
 .if FRAME_RBP != WEFT_RS_FRAME_RBP || FRAME_CONT != WEFT_RS_FRAME_CONT || FRAME_SIZE != WEFT_RS_FRAME_SIZE
 .error "frame offsets differ between asm/switch_x86_64_sysv.S and src/arch/x86_64.rs"
+.endif
+.if LINK_BELOW_TOP != WEFT_RS_LINK_BELOW_TOP
+.error "the link slot's place differs between asm/switch_x86_64_sysv.S and src/arch/x86_64.rs"
 .endif
 
 # Pushes the callee-saved registers and the FP control state: slots 6 to 0.
@@ -251,7 +256,7 @@ weft_switch_suspend:
 # src/arch/x86_64.rs builds the first frame so that weft_switch_resume
 # "returns" here with rsp at the link slot (16-byte aligned), rbx = the entry
 # function, r12 = its data pointer and rax = the resumer's word. It calls
-#   entry(word: usize /*rdi*/, data: *mut () /*rsi*/) -> !
+#   entry(word: usize /*rdi*/, data: *mut () /*rsi*/, top: *mut u8 /*rdx*/) -> !
 # which never returns: a finished coroutine leaves with weft_switch_suspend.
 #
 # CFI: the caller of this frame is the resumer, stopped in weft_switch_resume
@@ -277,6 +282,7 @@ weft_coroutine_trampoline:
     .cfi_offset r15, FRAME_R15 - FRAME_SIZE
     mov rdi, rax                        # entry's first argument: the word
     mov rsi, r12                        # entry's second argument: its data
+    lea rdx, [rsp + LINK_BELOW_TOP]     # entry's third argument: the stack top
     call rbx                            # never returns
     ud2                                 # keeps the return address inside this
                                         # function for the unwinder's lookup

@@ -5,5 +5,12 @@
 mod arch;
 pub mod coroutine;
 mod loom;
+mod park;
+mod runtime;
 mod stack;
 pub mod sys;
+
+pub use runtime::{
+    Builder, GreenThread, JoinHandle, Runtime, RuntimeBuilder, current, sleep, spawn, spawn_blocking, try_current,
+    yield_now,
+};

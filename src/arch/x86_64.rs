@@ -7,8 +7,8 @@
 //! ```text
 //!  top (16-byte aligned, highest address)
 //!  +----------------------------+ top
-//!  | unused                     |
-//!  +----------------------------+ top - 8
+//!  | sp slot                    |  <- the coroutine's saved stack pointer
+//!  +----------------------------+ top - 8    while it is suspended
 //!  | link slot                  |  <- weft_switch_resume stores the resumer's
 //!  +----------------------------+ top - 16   stack pointer here; the trampoline
 //!  | continuation = trampoline  |            runs with rsp here
@@ -16,7 +16,7 @@
 //!  | rbx = entry function       |
 //!  | r12 = entry data           |
 //!  | r13, r14, r15 = 0          |
-//!  | MXCSR | x87 CW (creator's) |  <- initial saved stack pointer
+//!  | MXCSR | x87 CW (creator's) |  <- initial saved stack pointer (in sp slot)
 //!  +----------------------------+ top - 16 - FRAME_SIZE
 //!  | (free stack, grows down)   |
 //! ```
@@ -26,10 +26,11 @@
 //! ```text
 //!  coroutine stack                      resumer stack
 //!  +---------------------+              +---------------------+
-//!  | link slot  ---------+----------->  | frame (64 bytes)    |  while the
+//!  | sp slot  ---------+ |              |                     |
+//!  | link slot  -------+-+----------->  | frame (64 bytes)    |  while the
 //!  | trampoline's frame  |              |   ... return addr R |  coroutine runs
 //!  | entry, user frames  |              | Coroutine::resume   |
-//!  | frame (64 bytes) <--+-- saved sp   | user code           |
+//!  | frame (64 bytes) <+ |              | user code           |
 //!  +---------------------+              +---------------------+
 //! ```
 
@@ -49,14 +50,19 @@ pub(crate) const FRAME_RBP: usize = 48;
 pub(crate) const FRAME_CONT: usize = 56;
 /// The whole frame, the continuation included.
 pub(crate) const FRAME_SIZE: usize = 64;
-/// The link slot sits this many bytes below the top of a stack.
+/// The sp slot (the suspended coroutine's stack pointer) sits this many
+/// bytes below the top of a stack.
+pub(crate) const SP_BELOW_TOP: usize = 8;
+/// The link slot (the resumer's stack pointer) sits this many bytes below
+/// the top of a stack; the trampoline runs with rsp pointing at it.
 pub(crate) const LINK_BELOW_TOP: usize = 16;
-/// Bytes at the top of every stack that the switch owns (link slot + padding).
-pub(crate) const STACK_RESERVED_TOP: usize = LINK_BELOW_TOP;
+/// Bytes at the top of every stack that the switch owns (sp and link slots).
+pub(crate) const STACK_RESERVED_TOP: usize = 16;
 
 const _: () = assert!(FRAME_SIZE == FRAME_CONT + 8, "the continuation is the last slot");
 const _: () = assert!(FRAME_SIZE % 16 == 0, "saved stack pointers must stay 16-byte aligned");
 const _: () = assert!(LINK_BELOW_TOP % 16 == 0, "the trampoline needs rsp 16-byte aligned before its call");
+const _: () = assert!(SP_BELOW_TOP < LINK_BELOW_TOP && LINK_BELOW_TOP <= STACK_RESERVED_TOP);
 const _: () = assert!(FRAME_R15 == FRAME_FP + 8 && FRAME_R14 == FRAME_R15 + 8 && FRAME_R13 == FRAME_R14 + 8);
 const _: () = assert!(FRAME_R12 == FRAME_R13 + 8 && FRAME_RBX == FRAME_R12 + 8 && FRAME_RBP == FRAME_RBX + 8);
 const _: () = assert!(FRAME_CONT == FRAME_RBP + 8);
@@ -77,6 +83,7 @@ global_asm!(
     ".set WEFT_RS_FRAME_RBP, {rbp}",
     ".set WEFT_RS_FRAME_CONT, {cont}",
     ".set WEFT_RS_FRAME_SIZE, {size}",
+    ".set WEFT_RS_LINK_BELOW_TOP, {link}",
     include_str!("../../asm/switch_x86_64_sysv.S"),
     fp = const FP_CONTROL as u8,
     fp_slot = const FRAME_FP,
@@ -88,25 +95,27 @@ global_asm!(
     rbp = const FRAME_RBP,
     cont = const FRAME_CONT,
     size = const FRAME_SIZE,
+    link = const LINK_BELOW_TOP,
 );
 
 unsafe extern "sysv64" {
-    /// See the `.S`: switches from the caller to the coroutine whose frame is
-    /// at `coroutine_sp`, storing the caller's stack pointer in `*link`.
-    fn weft_switch_resume(coroutine_sp: *mut u8, link: *mut *mut u8, word: usize) -> usize;
+    /// Called only from [`resume`]'s inline `call`: switches from the caller
+    /// to the coroutine whose frame is at rdi, storing the caller's stack
+    /// pointer in the link slot at rsi.
+    fn weft_switch_resume();
     /// Entered only by `jmp` from [`suspend`]; never called.
     fn weft_switch_suspend();
     /// The first continuation of a fresh stack; never called.
     fn weft_coroutine_trampoline();
 }
 
-/// The function a fresh stack starts in: receives the resumer's word and the
-/// data pointer given to [`init_stack`]. It must never return; it leaves for
-/// the last time with [`suspend`].
-pub(crate) type EntryFn = unsafe extern "sysv64" fn(word: usize, data: *mut ()) -> !;
+/// The function a fresh stack starts in: receives the resumer's word, the
+/// data pointer given to [`init_stack`] and the top of its stack. It must
+/// never return; it leaves for the last time with [`suspend`].
+pub(crate) type EntryFn = unsafe extern "sysv64" fn(word: usize, data: *mut (), top: *mut u8) -> !;
 
-/// Writes the first frame on a fresh stack (see the drawing above) and returns
-/// the stack pointer to pass to [`resume`]. The coroutine starts with the FP
+/// Writes the first frame on a fresh stack (see the drawing above) and stores
+/// its stack pointer in the stack's sp slot, ready for [`resume`]. The coroutine starts with the FP
 /// control state of the thread that calls this, as a new thread inherits its
 /// creator's (POSIX).
 ///
@@ -114,7 +123,7 @@ pub(crate) type EntryFn = unsafe extern "sysv64" fn(word: usize, data: *mut ()) 
 ///
 /// - `top` is 16-byte aligned and the `STACK_RESERVED_TOP + FRAME_SIZE` bytes
 ///   below it are writable memory owned by the caller.
-pub(crate) unsafe fn init_stack(top: *mut u8, entry: EntryFn, data: *mut ()) -> *mut u8 {
+pub(crate) unsafe fn init_stack(top: *mut u8, entry: EntryFn, data: *mut ()) {
     debug_assert_eq!(top as usize % 16, 0, "stack top must be 16-byte aligned");
     let frame = top.wrapping_sub(STACK_RESERVED_TOP + FRAME_SIZE);
     let mut fp_state = 0u64;
@@ -143,46 +152,74 @@ pub(crate) unsafe fn init_stack(top: *mut u8, entry: EntryFn, data: *mut ()) -> 
         // us (offset < FRAME_SIZE) and is 8-byte aligned (frame is 16-aligned).
         unsafe { frame.add(offset).cast::<u64>().write(value) };
     }
-    frame
+    // SAFETY: the sp slot is inside the reserved top of the caller's region.
+    unsafe { sp_slot(top).write(frame) };
+}
+
+/// The sp slot of the stack whose top is `top`.
+#[inline(always)]
+pub(crate) fn sp_slot(top: *mut u8) -> *mut *mut u8 {
+    top.wrapping_sub(SP_BELOW_TOP).cast()
 }
 
 /// The link slot of the stack whose top is `top`.
+#[inline(always)]
 pub(crate) fn link_slot(top: *mut u8) -> *mut *mut u8 {
     top.wrapping_sub(LINK_BELOW_TOP).cast()
 }
 
-/// Switches into a coroutine; returns the word it passes back when it suspends.
+/// Switches into the coroutine whose stack has top `top`; returns the word
+/// it passes back when it suspends.
+///
+/// The routine is reached with a direct `call` from inline asm (an `extern`
+/// call would go through the GOT in a position-independent executable); the
+/// coroutine's later `ret` pairs with this `call` (see the `.S`).
 ///
 /// # Safety
 ///
-/// - `coroutine_sp` is a frame built by [`init_stack`] or saved by [`suspend`],
-///   on a stack that is mapped and not running anywhere.
-/// - `link` is the link slot of that same stack ([`link_slot`]).
-/// - The coroutine will, eventually, come back with [`suspend`] using the
-///   same `link`; until then the caller's stack frames stay untouched.
+/// - `top` is the top of a stack prepared by [`init_stack`] whose coroutine
+///   is suspended (its sp slot holds a frame built by `init_stack` or saved
+///   by [`suspend`]) and runs nowhere else.
+/// - The coroutine will, eventually, come back with [`suspend`] using this
+///   stack's slots; until then the caller's stack frames stay untouched.
 #[inline(always)]
-pub(crate) unsafe fn resume(coroutine_sp: *mut u8, link: *mut *mut u8, word: usize) -> usize {
-    // SAFETY: forwarded from the caller.
-    unsafe { weft_switch_resume(coroutine_sp, link, word) }
+pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
+    let back: usize;
+    // SAFETY: the caller's promises make the switch valid. The routine saves
+    // and restores every callee-saved register (rbx and rbp included) and the
+    // FP control state; the rest are declared clobbered with clobber_abi; it
+    // returns with rsp as before the `call`. rsp is 16-byte aligned at the
+    // `call`, as on entry to any asm block that may use the stack.
+    unsafe {
+        asm!(
+            "call {switch}",
+            switch = sym weft_switch_resume,
+            in("rdi") *sp_slot(top),
+            in("rsi") link_slot(top),
+            in("rdx") word,
+            lateout("rax") back,
+            clobber_abi("sysv64"),
+        );
+    }
+    back
 }
 
 /// The coroutine-side half of a switch: saves the running coroutine's frame,
-/// stores its stack pointer in `*sp_out`, and continues its resumer (whose
-/// stack pointer is in `*link`) with `word`. Returns the word of the next
-/// resume.
+/// stores its stack pointer in the sp slot of its stack (whose top is `top`),
+/// and continues its resumer (whose stack pointer is in the link slot) with
+/// `word`. Returns the word of the next resume.
 ///
 /// The continuation is pushed by hand and the routine entered with `jmp`, so
 /// the routine's `ret` pairs with the resumer's `call` (see the `.S`).
 ///
 /// # Safety
 ///
-/// - Runs on a coroutine stack whose link slot is `link`, inside a
-///   [`resume`] that has not yet returned.
-/// - `sp_out` is valid for writes until the switch completes.
+/// - Runs on the coroutine stack whose top is `top`, inside a [`resume`] of
+///   that stack that has not yet returned.
 /// - If this coroutine will never be resumed, no live value on its stack may
 ///   need dropping (the caller gives up on them).
 #[inline(always)]
-pub(crate) unsafe fn suspend(sp_out: *mut *mut u8, link: *mut *mut u8, word: usize) -> usize {
+pub(crate) unsafe fn suspend(top: *mut u8, word: usize) -> usize {
     let back: usize;
     // SAFETY: the caller's promises make the switch valid. Every
     // callee-saved register, rbx and rbp included, is saved and restored by
@@ -195,8 +232,8 @@ pub(crate) unsafe fn suspend(sp_out: *mut *mut u8, link: *mut *mut u8, word: usi
             "jmp {switch}",
             "2:",
             switch = sym weft_switch_suspend,
-            in("rdi") sp_out,
-            in("rsi") link,
+            in("rdi") sp_slot(top),
+            in("rsi") link_slot(top),
             in("rdx") word,
             lateout("rax") back,
             clobber_abi("sysv64"),

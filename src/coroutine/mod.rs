@@ -164,8 +164,17 @@ impl<I, Y, R> Builder<I, Y, R> {
     where
         F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
     {
+        self.build_at(Location::caller(), f)
+    }
+
+    /// [`build`](Self::build) with an explicit spawn location (the runtime
+    /// passes its caller's).
+    pub(crate) fn build_at<F>(self, spawned_at: &'static Location<'static>, f: F) -> io::Result<Coroutine<I, Y, R>>
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
         let stack_size = stack::round_stack_size(self.stack_size)?;
-        Ok(Coroutine::from_parts(f, self.name, stack_size, Location::caller()))
+        Ok(Coroutine::from_parts(f, self.name, stack_size, spawned_at))
     }
 }
 
@@ -190,13 +199,18 @@ impl<I, Y, R> Default for Builder<I, Y, R> {
 /// `panic = "abort"` it cannot unwind: the stack is leaked instead.)
 pub struct Coroutine<I, Y, R> {
     state: State,
-    /// The coroutine's saved stack pointer while suspended; written by the
-    /// coroutine side of the switch through `Exchange::sp_slot`.
-    sp: *mut u8,
+    /// The top of `stack` (null until started), where the switch keeps the
+    /// saved stack pointer and the link slot; kept here so a resume does not
+    /// recompute it.
+    top: *mut u8,
     stack: Option<Stack>,
     info: OverflowInfo,
-    _types: PhantomData<(*mut (), fn(I) -> (Y, R))>,
+    _types: PhantomData<Markers<I, Y, R>>,
 }
+
+/// `*mut ()` makes a coroutine `!Send + !Sync` (decision 3); the function
+/// type ties the generic parameters without owning values of them.
+type Markers<I, Y, R> = (*mut (), fn(I) -> (Y, R));
 
 /// The type-erased closure of a coroutine that has not started.
 struct FreshStart {
@@ -246,7 +260,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         };
         Coroutine {
             state: State::Fresh(fresh),
-            sp: std::ptr::null_mut(),
+            top: std::ptr::null_mut(),
             stack: None,
             info: OverflowInfo {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -297,6 +311,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// - If the coroutine has already finished.
     /// - If this is the first resume and no stack can be mapped (see
     ///   [`try_resume`](Self::try_resume) to get that as an error).
+    #[inline]
     pub fn resume(&mut self, input: I) -> CoroutineResult<Y, R> {
         match self.try_resume(input) {
             Ok(result) => result,
@@ -312,6 +327,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     ///
     /// The stack could not be mapped: out of memory, or the process reached
     /// `vm.max_map_count` (the message says which, and how to raise it).
+    #[inline]
     pub fn try_resume(&mut self, input: I) -> io::Result<CoroutineResult<Y, R>> {
         match &self.state {
             State::Finished => panic!(
@@ -321,9 +337,9 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             State::Fresh(_) => self.start()?,
             State::Suspended => {}
         }
-        let mut exchange = Exchange::<I, Y, R>::new(&raw mut self.sp, self.link(), Some(input), false);
+        let mut exchange = Exchange::<I, Y, R>::new(Some(input), false);
         self.switch_in(&mut exchange);
-        Ok(self.take_result(exchange))
+        Ok(self.take_result(&mut exchange))
     }
 
     /// Takes a stack and builds its first frame; the state becomes Suspended.
@@ -336,15 +352,13 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         self.info.guard = stack.guard();
         // SAFETY: the top of a Stack is page-aligned and the pages below it
         // are ours and writable (a stack is at least MIN_STACK_SIZE).
-        self.sp = unsafe { arch::init_stack(stack.top(), fresh.entry, fresh.closure) };
+        unsafe { arch::init_stack(stack.top(), fresh.entry, fresh.closure) };
+        self.top = stack.top();
         self.stack = Some(stack);
-        // The closure now belongs to the new stack's entry function.
-        std::mem::forget(fresh);
+        // The closure now belongs to the new stack's entry function (FreshStart
+        // owns it only through a raw pointer, so letting `fresh` go frees nothing).
+        let _ = fresh;
         Ok(())
-    }
-
-    fn link(&self) -> *mut *mut u8 {
-        arch::link_slot(self.stack.as_ref().expect("a started coroutine has a stack").top())
     }
 
     /// Switches into the coroutine with `exchange` and returns when it
@@ -353,19 +367,18 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     fn switch_in(&mut self, exchange: &mut Exchange<I, Y, R>) {
         debug_assert!(matches!(self.state, State::Suspended));
         let previous = stack::overflow::enter(&self.info);
-        let link = exchange.head.link;
-        // SAFETY: `self.sp` is the frame built by `start` or saved by the
-        // coroutine's last suspend, on our stack, which runs nowhere else
-        // (the state is Suspended and we hold `&mut self`). `link` is that
-        // stack's link slot. The coroutine always comes back through
-        // `suspend` with the link it was given (from `Yielder::suspend` or
-        // from its entry function when it finishes).
-        unsafe { arch::resume(self.sp, link, exchange as *mut Exchange<I, Y, R> as usize) };
+        // SAFETY: `self.top` is the top of our stack, prepared by `start`;
+        // the coroutine is suspended (state Suspended) and runs nowhere else
+        // (we hold `&mut self`). It always comes back through `arch::suspend`
+        // on the same stack (from `Yielder::suspend`, or from its entry
+        // function when it finishes), before `exchange` goes away.
+        unsafe { arch::resume(self.top, exchange as *mut Exchange<I, Y, R> as usize) };
         stack::overflow::leave(previous);
     }
 
     /// Turns what the coroutine left in `exchange` into the resume's result.
-    fn take_result(&mut self, mut exchange: Exchange<I, Y, R>) -> CoroutineResult<Y, R> {
+    #[inline]
+    fn take_result(&mut self, exchange: &mut Exchange<I, Y, R>) -> CoroutineResult<Y, R> {
         if let Some(yielded) = exchange.head.yielded.take() {
             return CoroutineResult::Yield(yielded);
         }
@@ -380,9 +393,11 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     }
 
     /// The coroutine has left its stack for the last time: give it back.
+    #[cold]
     fn finish(&mut self) {
         self.state = State::Finished;
         self.info.guard = 0..0;
+        self.top = std::ptr::null_mut();
         if let Some(stack) = self.stack.take() {
             stack::cache::give_back(stack);
         }
@@ -392,7 +407,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     #[cfg(panic = "unwind")]
     fn force_unwind(&mut self) {
         while matches!(self.state, State::Suspended) {
-            let mut exchange = Exchange::<I, Y, R>::new(&raw mut self.sp, self.link(), None, true);
+            let mut exchange = Exchange::<I, Y, R>::new(None, true);
             self.switch_in(&mut exchange);
             if exchange.head.yielded.is_some() {
                 // The closure caught the unwind and suspended again: drop what
@@ -448,10 +463,6 @@ impl<I, Y, R> fmt::Debug for Coroutine<I, Y, R> {
 /// The half of an [`Exchange`] that [`Yielder`] sees (it does not know `R`).
 #[repr(C)]
 struct ExchangeHead<I, Y> {
-    /// Where the coroutine stores its stack pointer when it suspends.
-    sp_slot: *mut *mut u8,
-    /// The stack's link slot, holding the resumer's stack pointer.
-    link: *mut *mut u8,
     /// Resumer -> coroutine. `None` only when `unwind` is set.
     input: Option<I>,
     /// Resumer -> coroutine: unwind instead of returning from `suspend`.
@@ -469,8 +480,9 @@ struct Exchange<I, Y, R> {
 }
 
 impl<I, Y, R> Exchange<I, Y, R> {
-    fn new(sp_slot: *mut *mut u8, link: *mut *mut u8, input: Option<I>, unwind: bool) -> Self {
-        Exchange { head: ExchangeHead { sp_slot, link, input, unwind, yielded: None }, finish: None }
+    #[inline(always)]
+    fn new(input: Option<I>, unwind: bool) -> Self {
+        Exchange { head: ExchangeHead { input, unwind, yielded: None }, finish: None }
     }
 }
 
@@ -484,11 +496,20 @@ enum Finish<R> {
 /// The panic payload used to unwind a coroutine that is being dropped.
 struct ForcedUnwind;
 
+/// Whether a caught panic payload is the one weft uses to unwind a coroutine
+/// that is being dropped (code that catches panics inside a coroutine should
+/// let it continue).
+pub(crate) fn is_forced_unwind(payload: &(dyn Any + Send)) -> bool {
+    payload.is::<ForcedUnwind>()
+}
+
 /// The coroutine's handle on its own suspension, passed to its closure.
 ///
 /// It can only be used on the coroutine it was given to (it is neither
 /// `Send` nor `Sync`, and the closure only borrows it).
 pub struct Yielder<I, Y> {
+    /// The top of the coroutine's stack (its sp and link slots).
+    top: *mut u8,
     /// The exchange of the resume in progress (updated at every resume).
     exchange: Cell<*mut ExchangeHead<I, Y>>,
     _not_send: PhantomData<*mut ()>,
@@ -505,15 +526,11 @@ impl<I, Y> Yielder<I, Y> {
         let head = self.exchange.get();
         // SAFETY: `head` is the exchange of the resume in progress: it lives
         // on the resumer's stack, which is not running until we switch back.
-        let (sp_slot, link) = unsafe {
-            (*head).yielded = Some(value);
-            ((*head).sp_slot, (*head).link)
-        };
-        // SAFETY: we run on the coroutine's stack, whose link slot is `link`,
-        // inside the `resume` that gave us `head`; `sp_slot` points into the
-        // Coroutine that `resume` borrows mutably. Our live values are kept:
+        unsafe { (*head).yielded = Some(value) };
+        // SAFETY: we run on the coroutine's stack, whose top is `self.top`,
+        // inside the `resume` that gave us `head`. Our live values are kept:
         // we are resumed (or unwound) later.
-        let word = unsafe { arch::suspend(sp_slot, link, 0) };
+        let word = unsafe { arch::suspend(self.top, 0) };
         let head = word as *mut ExchangeHead<I, Y>;
         self.exchange.set(head);
         // SAFETY: the new resume's exchange, valid while we run.
@@ -538,13 +555,14 @@ impl<I, Y> fmt::Debug for Yielder<I, Y> {
 ///
 /// - `word` is the address of the first resume's `Exchange<I, Y, R>`.
 /// - `closure` is a `Box<F>` from `Box::into_raw`, owned by this call.
-unsafe extern "sysv64" fn entry<I, Y, R, F>(word: usize, closure: *mut ()) -> !
+/// - It runs on the stack prepared by `arch::init_stack` whose top is `top`.
+unsafe extern "sysv64" fn entry<I, Y, R, F>(word: usize, closure: *mut (), top: *mut u8) -> !
 where
     F: FnOnce(&Yielder<I, Y>, I) -> R,
 {
     // SAFETY: the caller gives us ownership of the Box<F>.
     let f = unsafe { Box::from_raw(closure.cast::<F>()) };
-    let yielder = Yielder::<I, Y> { exchange: Cell::new(word as *mut ExchangeHead<I, Y>), _not_send: PhantomData };
+    let yielder = Yielder::<I, Y> { top, exchange: Cell::new(word as *mut ExchangeHead<I, Y>), _not_send: PhantomData };
     // SAFETY: the first resume's exchange, valid while we run.
     let input = unsafe { (*(word as *mut ExchangeHead<I, Y>)).input.take() };
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -559,16 +577,13 @@ where
     let exchange = yielder.exchange.get().cast::<Exchange<I, Y, R>>();
     // SAFETY: the exchange of the last resume; `head` is its first field
     // (repr(C)), so the cast gives back the full Exchange<I, Y, R>.
-    let (sp_slot, link) = unsafe {
-        (*exchange).finish = Some(finish);
-        ((*exchange).head.sp_slot, (*exchange).head.link)
-    };
+    unsafe { (*exchange).finish = Some(finish) };
     // Nothing on this frame needs dropping (the closure was consumed, the
     // Yielder owns nothing), so leaving it un-run is sound.
     let _ = ManuallyDrop::new(yielder);
     // SAFETY: as in Yielder::suspend; this stack is never resumed again
     // (the resumer sees `finish` and gives the stack back).
-    unsafe { arch::suspend(sp_slot, link, 0) };
+    unsafe { arch::suspend(top, 0) };
     impossible("a finished coroutine was resumed")
 }
 

@@ -31,9 +31,11 @@
 pub(crate) mod cache;
 pub(crate) mod overflow;
 
+use crate::loom::process::{AtomicUsize, Ordering};
 use crate::sys::mem;
 use std::io;
 use std::ptr::NonNull;
+use std::sync::OnceLock;
 
 /// The smallest usable stack: enough for the entry frames, `catch_unwind`
 /// and a formatted panic message.
@@ -102,6 +104,7 @@ impl Stack {
             unsafe { mem::unmap(base, len) };
             return Err(explain_map_error(e, size));
         }
+        LIVE_STACKS.fetch_add(1, Ordering::Relaxed);
         Ok(Stack { base, size })
     }
 
@@ -127,7 +130,36 @@ impl Drop for Stack {
         // SAFETY: we own the mapping of exactly `size + page` bytes; a Stack
         // is only dropped when no coroutine runs on it.
         unsafe { mem::unmap(self.base, self.size + mem::page_size()) };
+        LIVE_STACKS.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// How many stacks are mapped in this process (cached ones included).
+static LIVE_STACKS: AtomicUsize = AtomicUsize::new(0);
+
+/// Maps left for everything else a process needs (libraries, heap arenas,
+/// thread stacks) when judging whether one more coroutine stack fits.
+const MAPS_RESERVED_FOR_OTHERS: u64 = 1024;
+
+/// Fails early, with the error a stack allocation would give, when the
+/// stacks already mapped leave no room under `vm.max_map_count` for one more.
+/// (A cheap estimate from a counter: the exact check happens at mmap time.)
+pub(crate) fn check_map_headroom() -> io::Result<()> {
+    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+    let Some(limit) = *LIMIT.get_or_init(mem::max_map_count) else { return Ok(()) };
+    let live = LIVE_STACKS.load(Ordering::Relaxed) as u64;
+    if (live + 1) * MAPS_PER_STACK + MAPS_RESERVED_FOR_OTHERS <= limit {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::OutOfMemory,
+        format!(
+            "cannot start another coroutine: {live} coroutine stacks are mapped, each uses {MAPS_PER_STACK} memory \
+             maps (the stack and its guard page), and vm.max_map_count is {limit}. Raise the limit, e.g. \
+             `sudo sysctl -w vm.max_map_count={}`, or keep fewer coroutines started at once",
+            limit.saturating_mul(4)
+        ),
+    ))
 }
 
 /// Adds the context a user needs to a failed `mmap`/`mprotect`: when the

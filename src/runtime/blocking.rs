@@ -1,0 +1,99 @@
+//! `spawn_blocking`: a pool of OS threads for work that would stall a worker
+//! (blocking system calls, long computations, `std::thread::sleep`).
+//!
+//! The caller gets a [`JoinHandle`](super::JoinHandle); joining it from a
+//! coroutine parks only that coroutine, so the worker keeps running others
+//! (DESIGN.md decision 7). The pool starts empty, starts a thread when a job
+//! arrives and no thread is idle (up to [`MAX_THREADS`]; beyond that jobs
+//! queue), and an idle thread exits after [`KEEP_ALIVE`]. The pool's threads
+//! are plain OS threads: the job runs outside any coroutine.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// The most threads one pool runs at once.
+pub(crate) const MAX_THREADS: usize = 512;
+/// How long an idle pool thread waits for a job before it exits.
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+#[derive(Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    threads: usize,
+    idle: usize,
+    shutdown: bool,
+}
+
+/// A pool of threads for blocking jobs.
+#[derive(Default)]
+pub(crate) struct BlockingPool {
+    state: Mutex<State>,
+    job_ready: Condvar,
+}
+
+impl BlockingPool {
+    /// Queues `job`; starts a thread if none is idle and the cap allows.
+    pub(crate) fn submit(self: &Arc<Self>, job: Job) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.jobs.push_back(job);
+        if state.idle > 0 {
+            drop(state);
+            self.job_ready.notify_one();
+            return;
+        }
+        if state.threads < MAX_THREADS {
+            state.threads += 1;
+            let id = state.threads;
+            drop(state);
+            let pool = Arc::clone(self);
+            let started =
+                std::thread::Builder::new().name(format!("weft-blocking-{id}")).spawn(move || pool.thread_main());
+            if let Err(e) = started {
+                // The job stays queued for a thread that exists, if any.
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.threads -= 1;
+                tracing::warn!(error = %e, "cannot start a blocking-pool thread");
+                if state.threads == 0 {
+                    let job = state.jobs.pop_back();
+                    drop(state);
+                    // Nobody can run it: run it here rather than lose it.
+                    if let Some(job) = job {
+                        job();
+                    }
+                }
+            }
+        }
+    }
+
+    fn thread_main(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                drop(state);
+                job();
+                state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            if state.shutdown {
+                break;
+            }
+            state.idle += 1;
+            let (next, timeout) = self.job_ready.wait_timeout(state, KEEP_ALIVE).unwrap_or_else(|e| e.into_inner());
+            state = next;
+            state.idle -= 1;
+            if timeout.timed_out() && state.jobs.is_empty() {
+                break;
+            }
+        }
+        state.threads -= 1;
+    }
+
+    /// Lets idle threads exit; running jobs finish on their own.
+    pub(crate) fn shutdown(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).shutdown = true;
+        self.job_ready.notify_all();
+    }
+}

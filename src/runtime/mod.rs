@@ -1,0 +1,634 @@
+//! The M:N runtime: coroutines scheduled over a few OS worker threads.
+//!
+//! # Glossary
+//!
+//! - **task**: one coroutine plus its scheduling state ([`task`]).
+//! - **worker**: an OS thread (`weft-worker-N`) that runs tasks ([`worker`]).
+//! - **home worker**: the worker that first ran a task; a started task is
+//!   only ever resumed there (DESIGN.md decision 3), so `thread_local!` and
+//!   std's thread-bound internals stay sound inside coroutines.
+//! - **park / unpark**: a task suspends until someone wakes it; the token
+//!   protocol is in [`crate::park`]. A woken task goes to its home worker's
+//!   inbox (or straight to its run queue when the waker is that worker).
+//!
+//! # Life of a spawn
+//!
+//! `spawn` wraps the closure in a coroutine (no stack yet) and queues it:
+//! on the spawning worker's `fresh` queue when called from one of this
+//! runtime's coroutines, else on the runtime's injector; a sleeping worker is
+//! woken to help. A worker pops it (or steals it, while unstarted), gives it
+//! a stack from its cache at the first resume, and runs it until it yields,
+//! parks or returns. The closure's result (or panic payload) goes to the
+//! [`JoinHandle`]'s slot; `join` parks a coroutine or blocks an OS thread.
+//!
+//! The scheduling round, the idle protocol and the shutdown steps are
+//! described at the top of [`worker`].
+
+mod blocking;
+mod join;
+mod task;
+mod worker;
+
+pub use join::JoinHandle;
+
+use crate::coroutine;
+use crate::loom::process::{AtomicBool, AtomicUsize, Ordering};
+use crate::stack;
+use crate::sys::futex::Deadline;
+use blocking::BlockingPool;
+use join::JoinState;
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::panic::{self, AssertUnwindSafe, Location};
+use std::ptr;
+use std::sync::atomic::fence;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use task::{Switch, Task};
+use worker::{WorkerShared, with_current_worker};
+
+thread_local! {
+    /// The task running on this thread (set by its worker around a resume).
+    pub(crate) static CURRENT_TASK: Cell<*const Task> = const { Cell::new(ptr::null()) };
+}
+
+/// What all workers of one runtime share.
+pub(crate) struct Shared {
+    workers: Vec<WorkerShared>,
+    injector: Mutex<VecDeque<Arc<Task>>>,
+    /// Length of `injector`, readable without the lock.
+    injector_len: AtomicUsize,
+    /// How many workers are (about to be) asleep.
+    sleepers: AtomicUsize,
+    shutdown: AtomicBool,
+    blocking: Arc<BlockingPool>,
+    /// Default usable stack size of this runtime's coroutines.
+    stack_size: usize,
+}
+
+impl Shared {
+    fn push_injector(&self, task: Arc<Task>) {
+        {
+            let mut injector = self.injector.lock().unwrap_or_else(|e| e.into_inner());
+            injector.push_back(task);
+            self.injector_len.store(injector.len(), Ordering::SeqCst);
+        }
+        self.notify_one_sleeper();
+    }
+
+    fn pop_injector(&self) -> Option<Arc<Task>> {
+        if self.injector_len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut injector = self.injector.lock().unwrap_or_else(|e| e.into_inner());
+        let task = injector.pop_front();
+        self.injector_len.store(injector.len(), Ordering::SeqCst);
+        task
+    }
+
+    /// Wakes one sleeping worker, if any, to take stealable work.
+    fn notify_one_sleeper(&self) {
+        // SeqCst: the publisher's half of the Dekker pair with a worker going
+        // to sleep (see `worker`): the work was pushed before this fence.
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        for worker in &self.workers {
+            if worker.notify() {
+                return;
+            }
+        }
+    }
+}
+
+/// A runtime: worker threads that run coroutines.
+///
+/// ```
+/// let runtime = weft::Runtime::builder().workers(2).build().expect("two worker threads");
+/// let sum = runtime.block_on(|| {
+///     let handles: Vec<_> = (1..=10u64).map(|i| weft::spawn(move || i * i)).collect();
+///     handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+/// });
+/// assert_eq!(sum, 385);
+/// ```
+///
+/// Dropping the runtime stops its workers: coroutines that have not finished
+/// are unwound (their destructors run) and their join handles return an
+/// error.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+/// Configures a [`Runtime`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct RuntimeBuilder {
+    workers: Option<usize>,
+    stack_size: usize,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder { workers: None, stack_size: stack::DEFAULT_STACK_SIZE }
+    }
+}
+
+impl RuntimeBuilder {
+    /// The number of worker threads (default: `available_parallelism()`).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// The default usable stack size of coroutines spawned on this runtime
+    /// (default [`crate::coroutine::DEFAULT_STACK_SIZE`], 256 KiB; rounded up
+    /// to a page multiple and at least 16 KiB).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Starts the worker threads.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for zero workers or an invalid stack
+    /// size; the OS error if a worker thread cannot be started.
+    pub fn build(self) -> io::Result<Runtime> {
+        let workers = match self.workers {
+            Some(0) => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "a runtime needs at least one worker thread"));
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let stack_size = stack::round_stack_size(self.stack_size)?;
+        let shared = Arc::new(Shared {
+            workers: (0..workers).map(|_| WorkerShared::new()).collect(),
+            injector: Mutex::new(VecDeque::new()),
+            injector_len: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            blocking: Arc::new(BlockingPool::default()),
+            stack_size,
+        });
+        let runtime = Runtime { shared: Arc::clone(&shared), threads: Mutex::new(Vec::with_capacity(workers)) };
+        for index in 0..workers {
+            let shared = Arc::clone(&shared);
+            let thread = std::thread::Builder::new()
+                .name(format!("weft-worker-{index}"))
+                .spawn(move || worker::run(index, shared))?;
+            runtime.threads.lock().unwrap_or_else(|e| e.into_inner()).push(thread);
+        }
+        tracing::debug!(workers, stack_size, "runtime started");
+        Ok(runtime)
+    }
+}
+
+impl Runtime {
+    /// A runtime with one worker per available CPU.
+    ///
+    /// # Errors
+    ///
+    /// The OS error if a worker thread cannot be started.
+    pub fn new() -> io::Result<Runtime> {
+        RuntimeBuilder::default().build()
+    }
+
+    /// A [`RuntimeBuilder`] to choose the number of workers or the stack size.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// The number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.shared.workers.len()
+    }
+
+    /// Runs `f` as a coroutine on this runtime and blocks the calling OS
+    /// thread until it returns; a panic in `f` continues in the caller.
+    ///
+    /// # Panics
+    ///
+    /// When called from inside a coroutine: blocking would stall the worker
+    /// thread that runs it (and could deadlock the runtime). Use
+    /// [`Runtime::spawn`] and [`JoinHandle::join`] there instead.
+    #[track_caller]
+    pub fn block_on<F, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        if !CURRENT_TASK.with(Cell::get).is_null() {
+            panic!(
+                "Runtime::block_on was called from inside a coroutine; it would block the worker thread \
+                 running it and can deadlock the runtime. Use `spawn(..)` and `join()` instead"
+            );
+        }
+        /// Runs the caller's closure from a type-erased pointer.
+        ///
+        /// # Safety
+        ///
+        /// `f` points at an `Option<F>` and `out` at an
+        /// `Option<std::thread::Result<T>>`, both alive and untouched by
+        /// anyone else until the coroutine has finished.
+        unsafe fn run_erased<F: FnOnce() -> T, T>(f: *mut (), out: *mut ()) {
+            // SAFETY: the caller's promise.
+            let f = unsafe { (*f.cast::<Option<F>>()).take() }.expect("block_on runs its closure once");
+            let result = panic::catch_unwind(AssertUnwindSafe(f));
+            // SAFETY: the caller's promise.
+            unsafe { *out.cast::<Option<std::thread::Result<T>>>() = Some(result) };
+        }
+        struct Erased(unsafe fn(*mut (), *mut ()), *mut (), *mut ());
+        // SAFETY: the pointers are only used by the coroutine, while
+        // block_on waits for it below (see the SAFETY of the call).
+        unsafe impl Send for Erased {}
+        let mut f = Some(f);
+        let mut out: Option<std::thread::Result<T>> = None;
+        let erased = Erased(run_erased::<F, T>, (&raw mut f).cast(), (&raw mut out).cast());
+        let handle = spawn_on(&self.shared, None, self.shared.stack_size, Location::caller(), move || {
+            let erased = erased;
+            // SAFETY: `f` and `out` live on block_on's stack, which does not
+            // return before this coroutine has finished: it joins it below,
+            // and the runtime cannot shut down meanwhile (block_on borrows it).
+            unsafe { (erased.0)(erased.1, erased.2) }
+        });
+        match handle.join() {
+            Ok(()) => match out.take().expect("the coroutine stored its result") {
+                Ok(value) => value,
+                Err(payload) => panic::resume_unwind(payload),
+            },
+            // It never ran (no stack): report why.
+            Err(payload) => panic::resume_unwind(payload),
+        }
+    }
+
+    /// Spawns a coroutine on this runtime.
+    #[track_caller]
+    pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        spawn_on(&self.shared, None, self.shared.stack_size, Location::caller(), f)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let inside = with_current_worker(|w| w.is_some_and(|w| Arc::ptr_eq(&w.shared, &self.shared)));
+        if inside {
+            // Joining our own worker would never return.
+            panic!("a weft Runtime was dropped from inside one of its own coroutines; drop it from outside");
+        }
+        tracing::debug!("runtime shutting down");
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        for worker in &self.shared.workers {
+            worker.force_wake();
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+        let unstarted: Vec<_> = self.shared.injector.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        for task in unstarted {
+            fail_unstarted(task);
+        }
+        self.shared.blocking.shutdown();
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime").field("workers", &self.shared.workers.len()).finish_non_exhaustive()
+    }
+}
+
+/// Ends the join handle of a task that will never start, and drops its closure.
+fn fail_unstarted(task: Arc<Task>) {
+    // SAFETY: the task is unstarted and we took it from a queue: we own it.
+    let coroutine = unsafe { task.coroutine_mut() }.take();
+    drop(coroutine);
+    task.completion.fail(Box::new(String::from("the coroutine's runtime shut down before it started")));
+}
+
+/// Creates the task for `f` and queues it on `shared`.
+#[track_caller]
+fn spawn_on<F, T>(
+    shared: &Arc<Shared>,
+    name: Option<String>,
+    stack_size: usize,
+    spawned_at: &'static Location<'static>,
+    f: F,
+) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let state = JoinState::<T>::new();
+    let result_slot = Arc::clone(&state);
+    let body = move |yielder: &coroutine::Yielder<(), Switch>, ()| {
+        let task = CURRENT_TASK.with(Cell::get);
+        // SAFETY: the worker sets CURRENT_TASK to this task around every
+        // resume, and holds a reference to it meanwhile.
+        unsafe { (*task).set_yielder(yielder) };
+        let result = panic::catch_unwind(AssertUnwindSafe(f));
+        match result {
+            Err(payload) if coroutine::is_forced_unwind(&*payload) => {
+                result_slot.complete(Err(Box::new(String::from(
+                    "the coroutine was cancelled: its runtime shut down before it finished",
+                ))));
+                panic::resume_unwind(payload)
+            }
+            result => result_slot.complete(result),
+        }
+    };
+    let mut builder = coroutine::Builder::new().stack_size(stack_size);
+    if let Some(name) = name.clone() {
+        builder = builder.name(name);
+    }
+    let coroutine = builder.build_at(spawned_at, body).expect("stack size was validated by the caller");
+    let task = Task::new(name, coroutine, Arc::clone(&state) as Arc<dyn task::Completion>, Arc::downgrade(shared));
+    let id = task.id;
+    tracing::trace!(task = id, "spawn");
+    let task = with_current_worker(|w| match w {
+        Some(w) if Arc::ptr_eq(&w.shared, shared) => {
+            w.push_fresh(task);
+            None
+        }
+        _ => Some(task),
+    });
+    if let Some(task) = task {
+        shared.push_injector(task);
+    }
+    JoinHandle { state, id }
+}
+
+/// The task running on this thread.
+pub(crate) fn current_task() -> Option<Arc<Task>> {
+    let task = CURRENT_TASK.with(Cell::get);
+    if task.is_null() {
+        return None;
+    }
+    // SAFETY: the worker holds an Arc to the running task while it runs, so
+    // the count is at least one; we add ours.
+    unsafe {
+        Arc::increment_strong_count(task);
+        Some(Arc::from_raw(task))
+    }
+}
+
+/// Parks the running coroutine until [`unpark`] (may return spuriously).
+///
+/// # Panics
+///
+/// Outside a coroutine.
+pub(crate) fn park_current_task() {
+    let task = CURRENT_TASK.with(Cell::get);
+    assert!(!task.is_null(), "park_current_task called outside a coroutine");
+    // SAFETY: as in `current_task`.
+    let task = unsafe { &*task };
+    if task.park.try_consume() || !task.park.prepare_park() {
+        return;
+    }
+    tracing::trace!(task = task.id, "park");
+    // SAFETY: we are the running coroutine of `task`.
+    unsafe { task.switch_out(Switch::Park) };
+    task.park.after_wake();
+}
+
+/// Wakes a parked task (or leaves it a token); schedules it on its home worker.
+pub(crate) fn unpark(task: Arc<Task>) {
+    if !task.park.unpark() {
+        return;
+    }
+    tracing::trace!(task = task.id, "wake");
+    let home = task.home();
+    let task = with_current_worker(|w| match w {
+        Some(w) if w.index == home && ptr::eq(Arc::as_ptr(&w.shared), task.runtime.as_ptr()) => {
+            w.push_runnable(task);
+            None
+        }
+        _ => Some(task),
+    });
+    if let Some(task) = task
+        && let Some(shared) = task.runtime.upgrade()
+    {
+        let worker = &shared.workers[home];
+        worker.inbox.push(task);
+        worker.notify();
+    }
+}
+
+fn current_shared() -> Option<Arc<Shared>> {
+    if let Some(task) = current_task() {
+        return task.runtime.upgrade();
+    }
+    with_current_worker(|w| w.map(|w| Arc::clone(&w.shared)))
+}
+
+/// The runtime `weft::spawn` uses outside any runtime: started on first use
+/// with one worker per CPU, and never shut down.
+fn default_shared() -> Arc<Shared> {
+    static DEFAULT: OnceLock<Runtime> = OnceLock::new();
+    let runtime = DEFAULT.get_or_init(|| Runtime::new().expect("weft: cannot start the default runtime's workers"));
+    Arc::clone(&runtime.shared)
+}
+
+fn current_or_default() -> Arc<Shared> {
+    current_shared().unwrap_or_else(default_shared)
+}
+
+/// Spawns a coroutine on the current runtime (the one running the caller),
+/// or, outside any runtime, on a default runtime started on first use.
+///
+/// ```
+/// let handle = weft::spawn(|| 6 * 7);
+/// assert_eq!(handle.join().unwrap(), 42);
+/// ```
+#[track_caller]
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let shared = current_or_default();
+    spawn_on(&shared, None, shared.stack_size, Location::caller(), f)
+}
+
+/// Configures a coroutine before spawning it, like [`std::thread::Builder`].
+///
+/// ```
+/// let handle = weft::Builder::new()
+///     .name("worker".to_string())
+///     .stack_size(64 * 1024)
+///     .spawn(|| weft::current().name().map(str::to_owned))
+///     .expect("valid stack size");
+/// assert_eq!(handle.join().unwrap().as_deref(), Some("worker"));
+/// ```
+#[derive(Debug, Default)]
+#[must_use = "a builder does nothing until `spawn` is called"]
+pub struct Builder {
+    name: Option<String>,
+    stack_size: Option<usize>,
+}
+
+impl Builder {
+    /// A builder with no name and the runtime's default stack size.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Names the coroutine ([`GreenThread::name`], the overflow report).
+    pub fn name(mut self, name: String) -> Builder {
+        self.name = Some(name);
+        self
+    }
+
+    /// The usable stack size in bytes (rounded up to a page multiple, at
+    /// least 16 KiB).
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Spawns on the current runtime (or the default one, outside any).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for a stack size of 0 or one too large
+    /// to map; [`io::ErrorKind::OutOfMemory`] when the process is so close
+    /// to `vm.max_map_count` that the coroutine could not get a stack (the
+    /// message says how to raise the limit).
+    #[track_caller]
+    pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let shared = current_or_default();
+        self.spawn_shared(&shared, f)
+    }
+
+    /// Spawns on `runtime`; errors as for [`Builder::spawn`].
+    #[track_caller]
+    pub fn spawn_on<F, T>(self, runtime: &Runtime, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.spawn_shared(&runtime.shared, f)
+    }
+
+    #[track_caller]
+    fn spawn_shared<F, T>(self, shared: &Arc<Shared>, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let stack_size = match self.stack_size {
+            Some(bytes) => stack::round_stack_size(bytes)?,
+            None => shared.stack_size,
+        };
+        stack::check_map_headroom()?;
+        Ok(spawn_on(shared, self.name, stack_size, Location::caller(), f))
+    }
+}
+
+/// A handle on a running coroutine, like [`std::thread::Thread`].
+#[derive(Clone)]
+pub struct GreenThread {
+    task: Arc<Task>,
+}
+
+impl GreenThread {
+    /// A process-unique id (the same as [`JoinHandle::id`]).
+    pub fn id(&self) -> u64 {
+        self.task.id
+    }
+
+    /// The name given with [`Builder::name`].
+    pub fn name(&self) -> Option<&str> {
+        self.task.name.as_deref()
+    }
+}
+
+impl fmt::Debug for GreenThread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GreenThread").field("id", &self.id()).field("name", &self.name()).finish()
+    }
+}
+
+/// The coroutine that calls it, like [`std::thread::current`].
+///
+/// # Panics
+///
+/// Outside a coroutine (use [`try_current`] to ask).
+pub fn current() -> GreenThread {
+    try_current().expect("weft::current() was called outside a coroutine; use weft::try_current() to check")
+}
+
+/// The coroutine that calls it, or `None` on a plain OS thread.
+pub fn try_current() -> Option<GreenThread> {
+    current_task().map(|task| GreenThread { task })
+}
+
+/// Lets the other coroutines of this worker run, then continues; on a plain
+/// OS thread, [`std::thread::yield_now`].
+pub fn yield_now() {
+    let task = CURRENT_TASK.with(Cell::get);
+    if task.is_null() {
+        std::thread::yield_now();
+        return;
+    }
+    // SAFETY: we are the running coroutine of `task`, which its worker keeps alive.
+    unsafe { (*task).switch_out(Switch::Yield) };
+}
+
+/// Suspends the calling coroutine for at least `duration` (the worker runs
+/// others meanwhile); on a plain OS thread, [`std::thread::sleep`]. Never
+/// returns early: the deadline is on `CLOCK_MONOTONIC`.
+pub fn sleep(duration: Duration) {
+    let Some(task) = current_task() else {
+        std::thread::sleep(duration);
+        return;
+    };
+    if duration.is_zero() {
+        yield_now();
+        return;
+    }
+    let deadline = Deadline::after(duration);
+    with_current_worker(|w| w.expect("a running coroutine has a worker").add_timer(deadline, task));
+    while !deadline.has_passed() {
+        park_current_task();
+    }
+}
+
+/// Runs `f` on a pool of OS threads, so blocking work does not stall a
+/// worker; joining the handle from a coroutine parks only that coroutine.
+///
+/// ```
+/// let handle = weft::spawn(|| {
+///     let io = weft::spawn_blocking(|| std::fs::read_to_string("/proc/self/stat").is_ok());
+///     io.join().unwrap()
+/// });
+/// assert!(handle.join().unwrap());
+/// ```
+pub fn spawn_blocking<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let shared = current_or_default();
+    let state = JoinState::<T>::new();
+    let result_slot = Arc::clone(&state);
+    let id = task::next_id();
+    shared.blocking.submit(Box::new(move || {
+        result_slot.complete(panic::catch_unwind(AssertUnwindSafe(f)));
+    }));
+    JoinHandle { state, id }
+}

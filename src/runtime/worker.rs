@@ -1,0 +1,479 @@
+//! One worker: an OS thread that runs coroutines.
+//!
+//! # Queues (who may touch what)
+//!
+//! ```text
+//!  queue       holds                         pushed by            popped by
+//!  ----------  ----------------------------  -------------------  ------------------------
+//!  runnable    started tasks ready to run    this worker only     this worker only (FIFO)
+//!  fresh       unstarted tasks spawned here  this worker only     this worker (newest first)
+//!                                                                  thieves (oldest first)
+//!  inbox       woken tasks of this worker    any thread           this worker (all at once)
+//!  injector    unstarted tasks from outside  any thread           any worker (FIFO)
+//!  timers      (deadline, task) of sleepers  this worker only     this worker
+//! ```
+//!
+//! A started task never leaves its home worker (DESIGN.md decision 3): a
+//! wake from another thread goes to the home worker's inbox. Only unstarted
+//! tasks move between workers (stealing from `fresh` and the injector).
+//!
+//! Running the newest fresh task first makes a spawn tree run depth-first,
+//! so the number of started-but-unfinished coroutines (each holding a stack
+//! and two memory maps) stays near depth x fan-out instead of growing with
+//! the width of the tree (skynet's million leaves need about 60 stacks).
+//!
+//! # One scheduling round
+//!
+//! 1. Move the inbox into `runnable`; fire expired timers (they wake tasks).
+//! 2. Pick a task: every 61st round the injector first, every 31st the
+//!    oldest fresh task first (so work from outside and unstarted work are
+//!    picked up within a bounded number of rounds even while tasks keep
+//!    yielding); otherwise `runnable`, then the newest fresh task, then the
+//!    injector, then steal half of another worker's oldest fresh tasks.
+//! 3. Run it until it yields (back of `runnable`), parks (someone else holds
+//!    it) or finishes.
+//! 4. With nothing to run, sleep (see below).
+//!
+//! # Sleeping and waking (DESIGN.md decision 6)
+//!
+//! Each worker has a futex word: RUNNING, SLEEPING or NOTIFIED. An idle
+//! worker stores SLEEPING, then (SeqCst) re-checks every queue it could take
+//! work from, and only then waits on the word, with the next timer's
+//! deadline as timeout. Whoever publishes work pushes it first, then
+//! (SeqCst fence) reads the word(s): a SLEEPING worker is CASed to NOTIFIED
+//! and woken. The two SeqCst sides form a Dekker pair: either the sleeper's
+//! re-check sees the work, or the publisher sees SLEEPING — a wake is never
+//! lost. Work for one worker (its inbox) wakes that worker; stealable work
+//! wakes one sleeping worker, if any. Nothing polls: an idle runtime makes
+//! no system calls until work or a timer arrives.
+//!
+//! # Shutdown
+//!
+//! 1. `Runtime::drop` sets `shutdown` and wakes every worker.
+//! 2. Each worker leaves its loop, then unwinds every task it started that
+//!    has not finished (their destructors run on their own thread; their
+//!    join handles end with an error), and drops its queues.
+//! 3. `Runtime::drop` joins the worker threads, then fails the join handles
+//!    of unstarted tasks left in the injector.
+
+use super::task::{NO_HOME, Switch, Task};
+use super::{CURRENT_TASK, Shared};
+use crate::coroutine::CoroutineResult;
+use crate::loom::process::{AtomicU32, AtomicUsize, Ordering};
+use crate::sys::futex::{self, Deadline};
+use std::cell::{Cell, RefCell};
+use std::collections::{BinaryHeap, VecDeque};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, fence};
+use std::sync::{Arc, Mutex};
+
+const RUNNING: u32 = 0;
+const SLEEPING: u32 = 1;
+const NOTIFIED: u32 = 2;
+
+/// How often (in rounds) the injector is checked first.
+const INJECTOR_INTERVAL: u64 = 61;
+/// How often (in rounds) the oldest fresh task is taken first.
+const FRESH_INTERVAL: u64 = 31;
+
+/// The part of a worker other threads may touch.
+pub(crate) struct WorkerShared {
+    pub(crate) inbox: Inbox,
+    fresh: Mutex<VecDeque<Arc<Task>>>,
+    /// Length of `fresh`, readable without the lock (for idle checks).
+    fresh_len: AtomicUsize,
+    /// RUNNING / SLEEPING / NOTIFIED; a futex word.
+    sleep: AtomicU32,
+}
+
+impl WorkerShared {
+    pub(crate) fn new() -> WorkerShared {
+        WorkerShared {
+            inbox: Inbox::new(),
+            fresh: Mutex::new(VecDeque::new()),
+            fresh_len: AtomicUsize::new(0),
+            sleep: AtomicU32::new(RUNNING),
+        }
+    }
+
+    /// Wakes this worker if it sleeps. The caller has published work first.
+    pub(crate) fn notify(&self) -> bool {
+        // SeqCst: the publisher's half of the Dekker pair (module docs).
+        fence(Ordering::SeqCst);
+        if self.sleep.load(Ordering::Relaxed) == SLEEPING
+            && self.sleep.compare_exchange(SLEEPING, NOTIFIED, Ordering::SeqCst, Ordering::Relaxed).is_ok()
+        {
+            futex::wake(&self.sleep, 1);
+            return true;
+        }
+        false
+    }
+
+    /// Wakes this worker unconditionally (shutdown).
+    pub(crate) fn force_wake(&self) {
+        self.sleep.store(NOTIFIED, Ordering::SeqCst);
+        futex::wake(&self.sleep, 1);
+    }
+
+    fn take_fresh_oldest(&self, max: usize) -> Vec<Arc<Task>> {
+        let mut fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        let n = max.min(fresh.len());
+        let taken: Vec<_> = fresh.drain(..n).collect();
+        self.fresh_len.store(fresh.len(), Ordering::Relaxed);
+        taken
+    }
+}
+
+/// A multi-producer, single-consumer stack of tasks, linked through
+/// `Task::next_in_inbox` (a task is in at most one inbox at a time: only the
+/// waker that saw it PARKED pushes it).
+pub(crate) struct Inbox {
+    head: AtomicPtr<Task>,
+}
+
+impl Inbox {
+    fn new() -> Inbox {
+        Inbox { head: AtomicPtr::new(ptr::null_mut()) }
+    }
+
+    pub(crate) fn push(&self, task: Arc<Task>) {
+        let node = Arc::into_raw(task).cast_mut();
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: `node` is ours until the CAS publishes it.
+            unsafe { (*node).next_in_inbox.store(head, Ordering::Relaxed) };
+            // Release: publishes the link and the task to the popper.
+            match self.head.compare_exchange_weak(head, node, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(current) => head = current,
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head.load(Ordering::SeqCst).is_null()
+    }
+
+    /// Takes everything, oldest first.
+    fn take_all(&self) -> Vec<Arc<Task>> {
+        if self.head.load(Ordering::Relaxed).is_null() {
+            return Vec::new();
+        }
+        // Acquire: pairs with the pushers' Release.
+        let mut node = self.head.swap(ptr::null_mut(), Ordering::Acquire);
+        let mut tasks = Vec::new();
+        while !node.is_null() {
+            // SAFETY: every node was an Arc::into_raw pushed exactly once and
+            // is owned by us since the swap.
+            let task = unsafe { Arc::from_raw(node) };
+            node = task.next_in_inbox.swap(ptr::null_mut(), Ordering::Relaxed);
+            tasks.push(task);
+        }
+        tasks.reverse();
+        tasks
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        drop(self.take_all());
+    }
+}
+
+struct Timer {
+    deadline: Deadline,
+    seq: u64,
+    task: Arc<Task>,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Self) -> bool {
+        (self.deadline, self.seq) == (other.deadline, other.seq)
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timer {
+    // Reversed: BinaryHeap is a max-heap and we want the earliest deadline.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.deadline, other.seq).cmp(&(self.deadline, self.seq))
+    }
+}
+
+/// The worker's own state, touched only by its thread (reached through the
+/// thread-local `CURRENT_WORKER`, also from inside its coroutines).
+pub(crate) struct WorkerLocal {
+    pub(crate) index: usize,
+    pub(crate) shared: Arc<Shared>,
+    runnable: RefCell<VecDeque<Arc<Task>>>,
+    timers: RefCell<BinaryHeap<Timer>>,
+    timer_seq: Cell<u64>,
+    /// Started, unfinished tasks (to unwind them at shutdown).
+    registry: RefCell<Vec<Option<Arc<Task>>>>,
+    free_slots: RefCell<Vec<usize>>,
+    tick: Cell<u64>,
+}
+
+thread_local! {
+    static CURRENT_WORKER: Cell<*const WorkerLocal> = const { Cell::new(ptr::null()) };
+}
+
+/// The worker running on this thread, if any.
+pub(crate) fn with_current_worker<R>(f: impl FnOnce(Option<&WorkerLocal>) -> R) -> R {
+    let local = CURRENT_WORKER.with(Cell::get);
+    // SAFETY: the pointer is set by `run` for the lifetime of its stack frame,
+    // which outlives every coroutine it resumes; null otherwise.
+    f(unsafe { local.as_ref() })
+}
+
+impl WorkerLocal {
+    /// Makes a started task of this worker ready to run (a local wake).
+    pub(crate) fn push_runnable(&self, task: Arc<Task>) {
+        self.runnable.borrow_mut().push_back(task);
+    }
+
+    /// Queues an unstarted task spawned on this worker.
+    pub(crate) fn push_fresh(&self, task: Arc<Task>) {
+        let me = &self.shared.workers[self.index];
+        {
+            let mut fresh = me.fresh.lock().unwrap_or_else(|e| e.into_inner());
+            fresh.push_back(task);
+            me.fresh_len.store(fresh.len(), Ordering::Relaxed);
+        }
+        self.shared.notify_one_sleeper();
+    }
+
+    /// Wakes `task` when `deadline` passes.
+    pub(crate) fn add_timer(&self, deadline: Deadline, task: Arc<Task>) {
+        let seq = self.timer_seq.get();
+        self.timer_seq.set(seq + 1);
+        self.timers.borrow_mut().push(Timer { deadline, seq, task });
+    }
+
+    fn register(&self, task: &Arc<Task>) {
+        let mut registry = self.registry.borrow_mut();
+        let slot = match self.free_slots.borrow_mut().pop() {
+            Some(slot) => {
+                registry[slot] = Some(Arc::clone(task));
+                slot
+            }
+            None => {
+                registry.push(Some(Arc::clone(task)));
+                registry.len() - 1
+            }
+        };
+        task.registry_slot.set(slot);
+    }
+
+    fn unregister(&self, task: &Task) {
+        let slot = task.registry_slot.replace(usize::MAX);
+        if slot != usize::MAX {
+            self.registry.borrow_mut()[slot] = None;
+            self.free_slots.borrow_mut().push(slot);
+        }
+    }
+
+    fn fire_timers(&self) {
+        if self.timers.borrow().is_empty() {
+            return;
+        }
+        let now = Deadline::now();
+        loop {
+            let due = {
+                let mut timers = self.timers.borrow_mut();
+                match timers.peek() {
+                    Some(t) if t.deadline <= now => timers.pop(),
+                    _ => None,
+                }
+            };
+            match due {
+                Some(timer) => super::unpark(timer.task),
+                None => break,
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Deadline> {
+        self.timers.borrow().peek().map(|t| t.deadline)
+    }
+
+    fn next_task(&self) -> Option<Arc<Task>> {
+        let tick = self.tick.get();
+        let me = &self.shared.workers[self.index];
+        if tick % INJECTOR_INTERVAL == 0
+            && let Some(task) = self.shared.pop_injector()
+        {
+            return Some(task);
+        }
+        if tick % FRESH_INTERVAL == 0
+            && let Some(task) = me.take_fresh_oldest(1).pop()
+        {
+            return Some(task);
+        }
+        if let Some(task) = self.runnable.borrow_mut().pop_front() {
+            return Some(task);
+        }
+        if me.fresh_len.load(Ordering::Relaxed) > 0 {
+            let mut fresh = me.fresh.lock().unwrap_or_else(|e| e.into_inner());
+            let task = fresh.pop_back();
+            me.fresh_len.store(fresh.len(), Ordering::Relaxed);
+            if task.is_some() {
+                return task;
+            }
+        }
+        if let Some(task) = self.shared.pop_injector() {
+            return Some(task);
+        }
+        self.steal()
+    }
+
+    /// Takes half of the oldest unstarted tasks of the first worker that has
+    /// any, starting after ourselves.
+    fn steal(&self) -> Option<Arc<Task>> {
+        let workers = &self.shared.workers;
+        let n = workers.len();
+        for offset in 1..n {
+            let victim = &workers[(self.index + offset) % n];
+            let available = victim.fresh_len.load(Ordering::Relaxed);
+            if available == 0 {
+                continue;
+            }
+            let mut stolen = victim.take_fresh_oldest(available.div_ceil(2));
+            if stolen.is_empty() {
+                continue;
+            }
+            tracing::trace!(worker = self.index, victim = (self.index + offset) % n, count = stolen.len(), "steal");
+            let first = stolen.remove(0);
+            if !stolen.is_empty() {
+                let me = &workers[self.index];
+                let mut fresh = me.fresh.lock().unwrap_or_else(|e| e.into_inner());
+                // Keep them oldest-first at the front, where thieves look.
+                for task in stolen.into_iter().rev() {
+                    fresh.push_front(task);
+                }
+                me.fresh_len.store(fresh.len(), Ordering::Relaxed);
+            }
+            return Some(first);
+        }
+        None
+    }
+
+    /// Whether any queue this worker takes from has work (the sleeper's
+    /// re-check; SeqCst loads after its SeqCst store of SLEEPING).
+    fn has_work(&self) -> bool {
+        let shared = &self.shared;
+        shared.shutdown.load(Ordering::SeqCst)
+            || !shared.workers[self.index].inbox.is_empty()
+            || shared.injector_len.load(Ordering::SeqCst) > 0
+            || shared.workers.iter().any(|w| w.fresh_len.load(Ordering::SeqCst) > 0)
+    }
+
+    fn sleep(&self) {
+        let me = &self.shared.workers[self.index];
+        // A short spin first: work often arrives within microseconds.
+        for _ in 0..16 {
+            if self.has_work() {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        me.sleep.store(SLEEPING, Ordering::SeqCst);
+        self.shared.sleepers.fetch_add(1, Ordering::SeqCst);
+        if !self.has_work() {
+            let deadline = self.next_deadline();
+            tracing::trace!(worker = self.index, "worker sleeps");
+            futex::wait(&me.sleep, SLEEPING, deadline);
+            tracing::trace!(worker = self.index, "worker wakes");
+        }
+        self.shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+        me.sleep.store(RUNNING, Ordering::SeqCst);
+    }
+
+    fn run_task(&self, task: Arc<Task>) {
+        if task.home() == NO_HOME {
+            task.set_home(self.index);
+            self.register(&task);
+        }
+        debug_assert_eq!(task.home(), self.index, "task {} resumed off its home worker", task.id);
+        let previous = CURRENT_TASK.with(|c| c.replace(Arc::as_ptr(&task)));
+        // SAFETY: this worker owns the task now: it popped it from a queue
+        // (unstarted), or it is the task's home worker (started).
+        let coroutine = unsafe { task.coroutine_mut() };
+        let result = coroutine.as_mut().expect("a queued task has its coroutine").try_resume(());
+        CURRENT_TASK.with(|c| c.set(previous));
+        match result {
+            Ok(CoroutineResult::Yield(Switch::Yield)) => self.push_runnable(task),
+            Ok(CoroutineResult::Yield(Switch::Park)) => {}
+            Ok(CoroutineResult::Return(())) => {
+                self.unregister(&task);
+                *coroutine = None;
+            }
+            Err(error) => {
+                // No stack: the closure never ran. End its join handle with
+                // the error (the message names vm.max_map_count if that is
+                // the cause) and drop the closure.
+                tracing::debug!(task = task.id, %error, "coroutine could not start");
+                self.unregister(&task);
+                *coroutine = None;
+                task.completion.fail(Box::new(error));
+            }
+        }
+    }
+
+    /// Unwinds every started, unfinished task of this worker (shutdown).
+    fn unwind_all(&self) {
+        self.runnable.borrow_mut().clear();
+        self.timers.borrow_mut().clear();
+        loop {
+            let next = self.registry.borrow_mut().iter_mut().find_map(Option::take);
+            let Some(task) = next else { break };
+            task.registry_slot.set(usize::MAX);
+            let previous = CURRENT_TASK.with(|c| c.replace(Arc::as_ptr(&task)));
+            // SAFETY: this is the task's home worker.
+            let coroutine = unsafe { task.coroutine_mut() }.take();
+            drop(coroutine); // unwinds its stack; the wrapper completes the join handle
+            CURRENT_TASK.with(|c| c.set(previous));
+        }
+        self.runnable.borrow_mut().clear();
+        drop(self.shared.workers[self.index].inbox.take_all());
+        let fresh: Vec<_> = self.shared.workers[self.index].take_fresh_oldest(usize::MAX);
+        for task in fresh {
+            super::fail_unstarted(task);
+        }
+    }
+}
+
+/// The body of worker thread `index`.
+pub(crate) fn run(index: usize, shared: Arc<Shared>) {
+    let local = WorkerLocal {
+        index,
+        shared,
+        runnable: RefCell::new(VecDeque::new()),
+        timers: RefCell::new(BinaryHeap::new()),
+        timer_seq: Cell::new(0),
+        registry: RefCell::new(Vec::new()),
+        free_slots: RefCell::new(Vec::new()),
+        tick: Cell::new(0),
+    };
+    CURRENT_WORKER.with(|c| c.set(&local));
+    tracing::debug!(worker = index, "worker started");
+    let me = &local.shared.workers[index];
+    while !local.shared.shutdown.load(Ordering::Acquire) {
+        local.tick.set(local.tick.get().wrapping_add(1));
+        for task in me.inbox.take_all() {
+            local.push_runnable(task);
+        }
+        local.fire_timers();
+        match local.next_task() {
+            Some(task) => local.run_task(task),
+            None => local.sleep(),
+        }
+    }
+    local.unwind_all();
+    CURRENT_WORKER.with(|c| c.set(ptr::null()));
+    tracing::debug!(worker = index, "worker stopped");
+}
