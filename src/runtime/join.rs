@@ -21,7 +21,7 @@
 //! published, so the fields need no lock.
 
 use super::task::{Completion, Task};
-use super::{current_task, park_current_task, unpark};
+use super::{current_task, current_task_is_cancelled, park_current_task, unpark};
 use crate::loom::process::{AtomicU32, Ordering};
 use crate::sys::futex;
 use std::any::Any;
@@ -101,6 +101,14 @@ impl<T> JoinState<T> {
                 match task {
                     Some(_) => {
                         while !self.is_done() {
+                            if current_task_is_cancelled() {
+                                // Our runtime is unwinding us and this join runs in a
+                                // destructor: the result may never come. The finisher
+                                // will still find our registration and wake nobody.
+                                return Err(Box::new(String::from(
+                                    "join gave up: the joining coroutine's runtime is shutting down",
+                                )));
+                            }
                             park_current_task();
                         }
                     }

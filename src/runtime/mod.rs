@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     injector_len: AtomicUsize,
     /// How many workers are (about to be) asleep.
     sleepers: AtomicUsize,
+    /// How many idle workers are spinning, looking for work.
+    spinning: AtomicUsize,
     shutdown: AtomicBool,
     blocking: Arc<BlockingPool>,
     /// Default usable stack size of this runtime's coroutines.
@@ -93,7 +95,7 @@ impl Shared {
         // SeqCst: the publisher's half of the Dekker pair with a worker going
         // to sleep (see `worker`): the work was pushed before this fence.
         fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::Relaxed) == 0 {
+        if self.sleepers.load(Ordering::Relaxed) == 0 || self.spinning.load(Ordering::Relaxed) > 0 {
             return;
         }
         for worker in &self.workers {
@@ -172,6 +174,7 @@ impl RuntimeBuilder {
             injector: Mutex::new(VecDeque::new()),
             injector_len: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
+            spinning: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             blocking: Arc::new(BlockingPool::default()),
             stack_size,
@@ -392,6 +395,12 @@ pub(crate) fn park_current_task() {
     assert!(!task.is_null(), "park_current_task called outside a coroutine");
     // SAFETY: as in `current_task`.
     let task = unsafe { &*task };
+    if runtime_of_running_task_is_shutting_down(task) {
+        // Its worker is unwinding it (a destructor parks): suspending now
+        // would be answered with a second unwind inside that destructor,
+        // which aborts. Return as a spurious wake instead.
+        return;
+    }
     if task.park.try_consume() || !task.park.prepare_park() {
         return;
     }
@@ -399,6 +408,21 @@ pub(crate) fn park_current_task() {
     // SAFETY: we are the running coroutine of `task`.
     unsafe { task.switch_out(Switch::Park) };
     task.park.after_wake();
+}
+
+/// Whether the runtime of `task`, which is running on this thread, is
+/// shutting down.
+fn runtime_of_running_task_is_shutting_down(task: &Task) -> bool {
+    // SAFETY: a running task's worker holds an `Arc<Shared>` of its runtime
+    // for as long as it runs, so the Weak's pointee is alive.
+    unsafe { (*task.runtime.as_ptr()).shutdown.load(Ordering::Relaxed) }
+}
+
+/// Whether the coroutine calling this runs on a runtime that is shutting down.
+pub(crate) fn current_task_is_cancelled() -> bool {
+    let task = CURRENT_TASK.with(Cell::get);
+    // SAFETY: as in `current_task`.
+    !task.is_null() && runtime_of_running_task_is_shutting_down(unsafe { &*task })
 }
 
 /// Wakes a parked task (or leaves it a token); schedules it on its home worker.
@@ -585,13 +609,18 @@ pub fn yield_now() {
         std::thread::yield_now();
         return;
     }
+    if current_task_is_cancelled() {
+        return; // being unwound at shutdown: see park_current_task
+    }
     // SAFETY: we are the running coroutine of `task`, which its worker keeps alive.
     unsafe { (*task).switch_out(Switch::Yield) };
 }
 
 /// Suspends the calling coroutine for at least `duration` (the worker runs
 /// others meanwhile); on a plain OS thread, [`std::thread::sleep`]. Never
-/// returns early: the deadline is on `CLOCK_MONOTONIC`.
+/// returns early (the deadline is on `CLOCK_MONOTONIC`), except in a
+/// destructor that runs while the runtime shuts down and unwinds the
+/// coroutine, where it returns at once.
 pub fn sleep(duration: Duration) {
     let Some(task) = current_task() else {
         std::thread::sleep(duration);
@@ -603,7 +632,7 @@ pub fn sleep(duration: Duration) {
     }
     let deadline = Deadline::after(duration);
     with_current_worker(|w| w.expect("a running coroutine has a worker").add_timer(deadline, task));
-    while !deadline.has_passed() {
+    while !deadline.has_passed() && !current_task_is_cancelled() {
         park_current_task();
     }
 }
