@@ -8,6 +8,7 @@ mod loom;
 mod park;
 mod runtime;
 mod stack;
+pub mod sync;
 pub mod sys;
 
 pub use runtime::{

@@ -39,7 +39,65 @@
 //! The state machine is written against `crate::loom`, so the loom models in
 //! this module check it under every interleaving.
 
+pub(crate) mod lot;
+pub(crate) mod thread;
+
 use crate::loom::{AtomicU32, Ordering};
+use crate::runtime;
+use crate::sys::futex::Deadline;
+use std::sync::Arc;
+
+/// Who to wake: a coroutine (through its runtime) or an OS thread (through
+/// its futex parker).
+pub(crate) enum Unparker {
+    Task(Arc<runtime::TaskRef>),
+    Thread(Arc<thread::ThreadParker>),
+}
+
+impl Unparker {
+    /// The waiter the caller is: the running coroutine, or this OS thread.
+    pub(crate) fn current() -> Unparker {
+        match runtime::current_task() {
+            Some(task) => Unparker::Task(task),
+            None => Unparker::Thread(thread::current()),
+        }
+    }
+
+    /// Another handle on the same waiter.
+    pub(crate) fn clone_handle(&self) -> Unparker {
+        match self {
+            Unparker::Task(task) => Unparker::Task(Arc::clone(task)),
+            Unparker::Thread(parker) => Unparker::Thread(Arc::clone(parker)),
+        }
+    }
+
+    /// Before a timed park: a coroutine registers a timer with its worker
+    /// (a thread passes the deadline to its futex wait instead).
+    pub(crate) fn prepare_deadline(&self, deadline: Option<Deadline>) {
+        if let (Unparker::Task(task), Some(deadline)) = (self, deadline) {
+            runtime::wake_at(deadline, Arc::clone(task));
+        }
+    }
+
+    /// Sleeps until woken (or, for a thread, until `deadline`); may return
+    /// spuriously. Only the waiter itself calls this.
+    pub(crate) fn park(&self, deadline: Option<Deadline>) {
+        match self {
+            Unparker::Task(_) => runtime::park_current_task(),
+            Unparker::Thread(parker) => {
+                parker.park(deadline);
+            }
+        }
+    }
+
+    /// Wakes the waiter (or leaves it a token).
+    pub(crate) fn unpark(self) {
+        match self {
+            Unparker::Task(task) => runtime::unpark(task),
+            Unparker::Thread(parker) => parker.unpark(),
+        }
+    }
+}
 
 const EMPTY: u32 = 0;
 const NOTIFIED: u32 = 1;

@@ -30,6 +30,7 @@ mod task;
 mod worker;
 
 pub use join::JoinHandle;
+pub(crate) use task::Task as TaskRef;
 
 use crate::coroutine;
 use crate::loom::process::{AtomicBool, AtomicUsize, Ordering};
@@ -148,7 +149,7 @@ impl RuntimeBuilder {
 
     /// The default usable stack size of coroutines spawned on this runtime
     /// (default [`crate::coroutine::DEFAULT_STACK_SIZE`], 256 KiB; rounded up
-    /// to a page multiple and at least 16 KiB).
+    /// to a page multiple and at least 32 KiB).
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes;
         self
@@ -410,6 +411,13 @@ pub(crate) fn park_current_task() {
     task.park.after_wake();
 }
 
+/// Wakes `task` (a coroutine of this thread's worker) when `deadline` passes.
+/// The wake may arrive after the task stopped waiting: it is then a
+/// spurious token, which parkers tolerate.
+pub(crate) fn wake_at(deadline: Deadline, task: Arc<Task>) {
+    with_current_worker(|w| w.expect("a running coroutine has a worker").add_timer(deadline, task));
+}
+
 /// Whether the runtime of `task`, which is running on this thread, is
 /// shutting down.
 fn runtime_of_running_task_is_shutting_down(task: &Task) -> bool {
@@ -514,7 +522,7 @@ impl Builder {
     }
 
     /// The usable stack size in bytes (rounded up to a page multiple, at
-    /// least 16 KiB).
+    /// least 32 KiB).
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.stack_size = Some(bytes);
         self

@@ -37,9 +37,11 @@ use std::io;
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 
-/// The smallest usable stack: enough for the entry frames, `catch_unwind`
-/// and a formatted panic message.
-pub const MIN_STACK_SIZE: usize = 16 * 1024;
+/// The smallest usable stack: 32 KiB. Enough for the entry frames,
+/// `catch_unwind`, and a panic whose default hook prints a backtrace
+/// (`RUST_BACKTRACE=1` symbolises on the panicking stack; 16 KiB was
+/// measured to overflow there, 32 KiB not).
+pub const MIN_STACK_SIZE: usize = 32 * 1024;
 
 /// The default usable stack size of a coroutine: 256 KiB.
 ///

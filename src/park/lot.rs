@@ -1,0 +1,385 @@
+//! The parking lot: wait on an address, wake the waiters of an address.
+//!
+//! Every blocking primitive in `sync` is a state word plus this table. A
+//! waiter parks on a *key* (the address of the primitive's state word) only
+//! if a validation callback, run while the key's bucket is locked, still
+//! says it must wait; a waker locks the same bucket to take waiters off.
+//! Because both run under the bucket lock, a waker that changes the state
+//! word and then calls `unpark_*` can never miss a waiter that validated the
+//! old state: either the waiter validated before (and is in the queue when
+//! the waker looks) or after (and sees the new state, so does not park).
+//!
+//! ```text
+//!  TABLE: [bucket; N]      bucket = lock + FIFO queue of WaitNodes
+//!          key -> hash -> bucket   (several keys may share a bucket)
+//!
+//!  WaitNode (on the waiter's own stack: coroutine or thread)
+//!  +-----------------------------------------------------------+
+//!  | key       which address it waits on (requeue may change)  |
+//!  | next      queue link                        } bucket lock |
+//!  | unparker  who to wake (coroutine / thread)  } guards these |
+//!  | token     what the waker hands over         }              |
+//!  | removed   set by the waker, Release, before unlocking      |
+//!  +-----------------------------------------------------------+
+//! ```
+//!
+//! A waiter is a coroutine (parked through the runtime: its worker runs
+//! other coroutines meanwhile) or a plain OS thread (parked on its own futex
+//! word, `park::thread`). A waker takes the waiter's `Unparker` out of the
+//! node while holding the lock, marks the node `removed`, unlocks, and only
+//! then wakes it; it never touches the node after unlocking, so the waiter
+//! may return (and its stack frame go) as soon as it sees `removed`.
+//!
+//! Timeouts: a waiter whose deadline passes locks its bucket; if it is still
+//! queued it removes itself and reports `TimedOut`, otherwise a waker got
+//! there first and it reports `Unparked` with the waker's token.
+//!
+//! Fairness: queues are FIFO, and `unpark_one` tells the waker how long the
+//! woken waiter waited, so a lock can hand itself over directly to a waiter
+//! that waited too long (eventual fairness).
+
+use super::Unparker;
+use crate::loom::{AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering};
+use crate::sys::futex::Deadline;
+use std::cell::Cell;
+use std::ptr;
+use std::time::{Duration, Instant};
+
+/// The token a waker passes when it has nothing special to say.
+pub(crate) const DEFAULT_TOKEN: usize = 0;
+
+/// How a [`park`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ParkResult {
+    /// Woken by a waker, which passed this token.
+    Unparked(usize),
+    /// `validate` said not to park.
+    Invalid,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// What an `unpark_*` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct UnparkResult {
+    /// How many waiters were woken.
+    pub(crate) unparked: usize,
+    /// Whether waiters remain on the key.
+    pub(crate) have_more: bool,
+    /// How long the woken waiter had waited (`unpark_one` only).
+    pub(crate) waited: Duration,
+}
+
+/// One waiter, linked into a bucket's queue; lives on the waiter's stack.
+struct WaitNode {
+    key: AtomicUsize,
+    /// Queue link; guarded by the bucket lock.
+    next: Cell<*const WaitNode>,
+    /// Who to wake; guarded by the bucket lock; taken by the waker.
+    unparker: Cell<Option<Unparker>>,
+    /// The waker's token; written under the bucket lock before `removed`.
+    token: Cell<usize>,
+    /// Set (Release) by the waker once it has taken the node off the queue.
+    removed: AtomicBool,
+    parked_at: Instant,
+}
+
+struct Queue {
+    head: *const WaitNode,
+    tail: *const WaitNode,
+}
+
+// SAFETY: the nodes a Queue points at are only touched with the bucket lock
+// held (or by their owner after `removed` says the queue let go of them).
+unsafe impl Send for Queue {}
+
+struct Bucket {
+    queue: Mutex<Queue>,
+}
+
+impl Bucket {
+    #[cfg(not(loom))]
+    const fn new() -> Bucket {
+        Bucket { queue: Mutex::new(Queue { head: ptr::null(), tail: ptr::null() }) }
+    }
+
+    #[cfg(loom)]
+    fn new() -> Bucket {
+        Bucket { queue: Mutex::new(Queue { head: ptr::null(), tail: ptr::null() }) }
+    }
+}
+
+/// Number of buckets: enough that unrelated primitives rarely share one.
+#[cfg(not(loom))]
+const BUCKETS: usize = 1024;
+/// Under loom, few buckets, so models also exercise keys sharing a bucket.
+#[cfg(loom)]
+const BUCKETS: usize = 2;
+
+#[cfg(not(loom))]
+static TABLE: [crossbeam_utils::CachePadded<Bucket>; BUCKETS] =
+    [const { crossbeam_utils::CachePadded::new(Bucket::new()) }; BUCKETS];
+
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref TABLE: Vec<Bucket> = (0..BUCKETS).map(|_| Bucket::new()).collect();
+}
+
+fn bucket_of(key: usize) -> &'static Bucket {
+    // Fibonacci hashing of the address (the low bits are alignment zeros).
+    let hash = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (usize::BITS - BUCKETS.trailing_zeros());
+    &TABLE[hash % BUCKETS]
+}
+
+fn lock(bucket: &'static Bucket) -> MutexGuard<'static, Queue> {
+    bucket.queue.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Locks the bucket of the key `node` currently waits on (which a requeue
+/// may change until we hold the right lock).
+fn lock_node_bucket(node: &WaitNode) -> MutexGuard<'static, Queue> {
+    loop {
+        let key = node.key.load(Ordering::Relaxed);
+        let guard = lock(bucket_of(key));
+        if node.key.load(Ordering::Relaxed) == key {
+            return guard;
+        }
+    }
+}
+
+/// Locks the buckets of two keys in a fixed order (no lock-order deadlock).
+fn lock_two(a: usize, b: usize) -> (MutexGuard<'static, Queue>, Option<MutexGuard<'static, Queue>>) {
+    let (ba, bb) = (bucket_of(a), bucket_of(b));
+    if ptr::eq(ba, bb) {
+        return (lock(ba), None);
+    }
+    if (ba as *const Bucket) < (bb as *const Bucket) {
+        let ga = lock(ba);
+        (ga, Some(lock(bb)))
+    } else {
+        let gb = lock(bb);
+        (lock(ba), Some(gb))
+    }
+}
+
+impl Queue {
+    fn push(&mut self, node: &WaitNode) {
+        node.next.set(ptr::null());
+        if self.tail.is_null() {
+            self.head = node;
+        } else {
+            // SAFETY: `tail` is a queued node; queued nodes stay alive (their
+            // owners wait until `removed`), and we hold the bucket lock.
+            unsafe { (*self.tail).next.set(node) };
+        }
+        self.tail = node;
+    }
+
+    /// Unlinks and returns the nodes for which `take(node)` says so, in queue
+    /// order, stopping after `limit` taken.
+    fn remove_where(&mut self, limit: usize, mut take: impl FnMut(&WaitNode) -> bool) -> Vec<*const WaitNode> {
+        let mut taken = Vec::new();
+        let mut prev: *const WaitNode = ptr::null();
+        let mut current = self.head;
+        while !current.is_null() && taken.len() < limit {
+            // SAFETY: queued nodes are alive and guarded by the lock we hold.
+            let node = unsafe { &*current };
+            let next = node.next.get();
+            if take(node) {
+                if prev.is_null() {
+                    self.head = next;
+                } else {
+                    // SAFETY: as above.
+                    unsafe { (*prev).next.set(next) };
+                }
+                if self.tail == current {
+                    self.tail = prev;
+                }
+                taken.push(current);
+            } else {
+                prev = current;
+            }
+            current = next;
+        }
+        taken
+    }
+
+    fn contains_key(&self, key: usize) -> bool {
+        let mut current = self.head;
+        while !current.is_null() {
+            // SAFETY: as in remove_where.
+            let node = unsafe { &*current };
+            if node.key.load(Ordering::Relaxed) == key {
+                return true;
+            }
+            current = node.next.get();
+        }
+        false
+    }
+}
+
+/// Takes a removed node's unparker and token and marks it removed. Must be
+/// called with the node's bucket locked; returns who to wake after unlocking.
+///
+/// # Safety
+///
+/// - `node` was just unlinked from a queue whose lock the caller holds.
+unsafe fn release_node(node: *const WaitNode, token: usize) -> Unparker {
+    // SAFETY: the caller's promise: the node is alive (its owner waits for
+    // `removed`) and only we touch it now.
+    let node = unsafe { &*node };
+    node.token.set(token);
+    let unparker = node.unparker.take().expect("a queued node has an unparker");
+    // Release: the owner reads `token` after seeing `removed` (Acquire); after
+    // this store we never touch the node again.
+    node.removed.store(true, Ordering::Release);
+    unparker
+}
+
+/// Parks the caller on `key` if `validate()` (run with the bucket locked)
+/// returns true. `before_sleep` runs after the bucket is unlocked, before
+/// sleeping. On timeout, `timed_out(key, was_last)` runs with the bucket
+/// locked (to clear a "has waiters" bit when the last waiter leaves).
+///
+/// Works from a coroutine (parks only it) and from an OS thread.
+pub(crate) fn park(
+    key: usize,
+    validate: impl FnOnce() -> bool,
+    before_sleep: impl FnOnce(),
+    timed_out: impl FnOnce(usize, bool),
+    deadline: Option<Deadline>,
+) -> ParkResult {
+    let unparker = Unparker::current();
+    let node = WaitNode {
+        key: AtomicUsize::new(key),
+        next: Cell::new(ptr::null()),
+        unparker: Cell::new(None),
+        token: Cell::new(DEFAULT_TOKEN),
+        removed: AtomicBool::new(false),
+        parked_at: Instant::now(),
+    };
+    {
+        let mut queue = lock(bucket_of(key));
+        if !validate() {
+            return ParkResult::Invalid;
+        }
+        node.unparker.set(Some(unparker.clone_handle()));
+        queue.push(&node);
+    }
+    before_sleep();
+    unparker.prepare_deadline(deadline);
+    loop {
+        // Acquire: pairs with release_node's Release; the token is visible.
+        if node.removed.load(Ordering::Acquire) {
+            return ParkResult::Unparked(node.token.get());
+        }
+        let timed_out_now = deadline.is_some_and(|d| d.has_passed());
+        if !timed_out_now {
+            unparker.park(deadline);
+            continue;
+        }
+        let mut queue = lock_node_bucket(&node);
+        if node.removed.load(Ordering::Acquire) {
+            return ParkResult::Unparked(node.token.get());
+        }
+        let key = node.key.load(Ordering::Relaxed);
+        let removed = queue.remove_where(1, |n| ptr::eq(n, &node));
+        debug_assert_eq!(removed.len(), 1, "park: a waiter that was not woken is missing from its queue");
+        node.unparker.take();
+        let was_last = !queue.contains_key(key);
+        timed_out(key, was_last);
+        drop(queue);
+        return ParkResult::TimedOut;
+    }
+}
+
+/// Wakes the oldest waiter of `key`. `callback` runs with the bucket locked,
+/// after the waiter was chosen (or none was), and returns the token to hand
+/// over; it can update the primitive's state word knowing exactly who was
+/// woken and whether others wait.
+pub(crate) fn unpark_one(key: usize, callback: impl FnOnce(UnparkResult) -> usize) -> UnparkResult {
+    let mut queue = lock(bucket_of(key));
+    let taken = queue.remove_where(1, |n| n.key.load(Ordering::Relaxed) == key);
+    let mut result = UnparkResult { unparked: taken.len(), have_more: false, waited: Duration::ZERO };
+    if let Some(&node) = taken.first() {
+        result.have_more = queue.contains_key(key);
+        // SAFETY: just unlinked, lock held.
+        result.waited = unsafe { (*node).parked_at.elapsed() };
+    }
+    let token = callback(result);
+    // SAFETY: just unlinked, lock held.
+    let unparker = taken.first().map(|&node| unsafe { release_node(node, token) });
+    drop(queue);
+    if let Some(unparker) = unparker {
+        unparker.unpark();
+    }
+    result
+}
+
+/// Wakes every waiter of `key`, handing each `token`; returns how many.
+pub(crate) fn unpark_all(key: usize, token: usize) -> usize {
+    let mut queue = lock(bucket_of(key));
+    let taken = queue.remove_where(usize::MAX, |n| n.key.load(Ordering::Relaxed) == key);
+    // SAFETY: each was just unlinked; lock held.
+    let unparkers: Vec<Unparker> = taken.iter().map(|&node| unsafe { release_node(node, token) }).collect();
+    drop(queue);
+    let count = unparkers.len();
+    for unparker in unparkers {
+        unparker.unpark();
+    }
+    count
+}
+
+/// What [`unpark_requeue`]'s validation decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequeueOp {
+    /// Do nothing.
+    Abort,
+    /// Wake one waiter of `from` and move the rest to `to`.
+    UnparkOneRequeueRest,
+    /// Move every waiter of `from` to `to`.
+    RequeueAll,
+}
+
+/// Moves waiters of `from` to `to` (both buckets locked) after
+/// `validate()` says what to do; `callback(op, result)` runs with both
+/// locked and returns the token for the woken waiter. Used by Condvar to
+/// move waiters onto the mutex instead of waking them all at once.
+pub(crate) fn unpark_requeue(
+    from: usize,
+    to: usize,
+    validate: impl FnOnce() -> RequeueOp,
+    callback: impl FnOnce(RequeueOp, UnparkResult) -> usize,
+) -> UnparkResult {
+    let (mut from_queue, mut to_queue) = lock_two(from, to);
+    let op = validate();
+    if op == RequeueOp::Abort {
+        return UnparkResult::default();
+    }
+    let mut moved = from_queue.remove_where(usize::MAX, |n| n.key.load(Ordering::Relaxed) == from);
+    let woken = if op == RequeueOp::UnparkOneRequeueRest && !moved.is_empty() { Some(moved.remove(0)) } else { None };
+    let mut result = UnparkResult { unparked: usize::from(woken.is_some()), have_more: !moved.is_empty(), waited: Duration::ZERO };
+    if let Some(node) = woken {
+        // SAFETY: just unlinked, lock held.
+        result.waited = unsafe { (*node).parked_at.elapsed() };
+    }
+    for &node in &moved {
+        // SAFETY: unlinked from `from`, about to be linked into `to`; both
+        // buckets are locked, so nobody else can see it in between.
+        let node = unsafe { &*node };
+        node.key.store(to, Ordering::Relaxed);
+        match to_queue.as_mut() {
+            Some(queue) => queue.push(node),
+            None => from_queue.push(node),
+        }
+    }
+    let token = callback(op, result);
+    // SAFETY: unlinked, locks held.
+    let unparker = woken.map(|node| unsafe { release_node(node, token) });
+    drop(to_queue);
+    drop(from_queue);
+    if let Some(unparker) = unparker {
+        unparker.unpark();
+    }
+    result
+}

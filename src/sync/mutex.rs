@@ -1,0 +1,342 @@
+//! `Mutex<T>`: a one-byte futex-style lock that works from coroutines and OS
+//! threads alike (they can wait on the same lock).
+//!
+//! # State byte
+//!
+//! ```text
+//!  bits      value   meaning
+//!  -------   -----   -------------------------------------------------------
+//!  00        0       unlocked, nobody waits
+//!  01        1       locked, nobody parked
+//!  10        2       unlocked, waiters parked (a woken waiter is on its way)
+//!  11        3       locked, waiters parked: unlock must wake one
+//!  LOCKED  = 0b01    PARKED = 0b10
+//! ```
+//!
+//! - Fast path: `lock` is one CAS 0 -> LOCKED; `unlock` one CAS LOCKED -> 0.
+//! - Slow path (`#[cold]`): spin briefly while nobody is parked (the holder
+//!   may be about to leave, on another thread), then set PARKED and park on
+//!   the lock's address in the parking lot, validating under the bucket lock
+//!   that the state is still LOCKED|PARKED.
+//! - Unlock with PARKED set wakes the oldest waiter. Barging: normally the
+//!   lock is released and the woken waiter competes for it (throughput).
+//!   Eventual fairness: if the woken waiter has waited more than
+//!   [`FAIR_AFTER`] (about 1 ms), the lock is handed over directly (it stays
+//!   LOCKED and the waiter returns owning it), so no waiter waits forever
+//!   behind a thread or coroutine that re-locks at once.
+//! - `PARKED` is cleared only under the bucket lock by whoever sees the last
+//!   waiter leave (the unlocker, or a waiter that timed out), so it never
+//!   hides a waiter.
+//!
+//! Orderings: acquiring CASes are Acquire and releasing stores/CASes are
+//! Release, pairing lock holders one after another; a handed-over lock is
+//! published by the parking lot's `removed` Release/Acquire pair.
+
+use crate::loom::{AtomicU8, Ordering, UnsafeCell};
+use crate::park::lot::{self, DEFAULT_TOKEN, ParkResult};
+use crate::sys::futex::Deadline;
+use crossbeam_utils::Backoff;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+const LOCKED: u8 = 0b01;
+const PARKED: u8 = 0b10;
+
+/// Token for a waiter that is handed the lock (it returns owning it).
+pub(crate) const TOKEN_HANDOFF: usize = 1;
+
+/// A woken waiter that waited longer than this is handed the lock directly.
+pub const FAIR_AFTER: Duration = Duration::from_millis(1);
+
+/// The lock without data: the state byte and its protocol.
+pub(crate) struct RawMutex {
+    state: AtomicU8,
+}
+
+impl RawMutex {
+    #[cfg(not(loom))]
+    pub(crate) const fn new() -> RawMutex {
+        RawMutex { state: AtomicU8::new(0) }
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn new() -> RawMutex {
+        RawMutex { state: AtomicU8::new(0) }
+    }
+
+    /// The parking-lot key of this lock.
+    pub(crate) fn key(&self) -> usize {
+        &self.state as *const AtomicU8 as usize
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) {
+        if self.state.compare_exchange_weak(0, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            self.lock_contended(None);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn try_lock(&self) -> bool {
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state & LOCKED != 0 {
+                return false;
+            }
+            match self.state.compare_exchange_weak(state, state | LOCKED, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    /// Locks unless `deadline` passes first; `false` on timeout.
+    pub(crate) fn lock_until(&self, deadline: Deadline) -> bool {
+        self.state.compare_exchange(0, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            || self.lock_contended(Some(deadline))
+    }
+
+    #[cold]
+    fn lock_contended(&self, deadline: Option<Deadline>) -> bool {
+        let backoff = Backoff::new();
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state & LOCKED == 0 {
+                match self.state.compare_exchange_weak(state, state | LOCKED, Ordering::Acquire, Ordering::Relaxed) {
+                    Ok(_) => return true,
+                    Err(actual) => state = actual,
+                }
+                continue;
+            }
+            // Spin (never yield the OS thread: in a coroutine that would stall
+            // the worker) while nobody is parked yet.
+            if state & PARKED == 0 && !backoff.is_completed() {
+                backoff.spin();
+                state = self.state.load(Ordering::Relaxed);
+                continue;
+            }
+            if state & PARKED == 0 {
+                if let Err(actual) =
+                    self.state.compare_exchange_weak(state, state | PARKED, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    state = actual;
+                    continue;
+                }
+            }
+            let result = lot::park(
+                self.key(),
+                || self.state.load(Ordering::Relaxed) == LOCKED | PARKED,
+                || {},
+                |_, was_last| {
+                    if was_last {
+                        self.state.fetch_and(!PARKED, Ordering::Relaxed);
+                    }
+                },
+                deadline,
+            );
+            match result {
+                ParkResult::Unparked(TOKEN_HANDOFF) => return true,
+                ParkResult::TimedOut => return false,
+                ParkResult::Unparked(_) | ParkResult::Invalid => {}
+            }
+            backoff.reset();
+            state = self.state.load(Ordering::Relaxed);
+        }
+    }
+
+    /// # Safety
+    ///
+    /// - The caller holds the lock.
+    #[inline]
+    pub(crate) unsafe fn unlock(&self) {
+        if self.state.compare_exchange(LOCKED, 0, Ordering::Release, Ordering::Relaxed).is_err() {
+            self.unlock_slow();
+        }
+    }
+
+    #[cold]
+    fn unlock_slow(&self) {
+        lot::unpark_one(self.key(), |result| {
+            if result.unparked > 0 && result.waited >= FAIR_AFTER {
+                // Hand over: the lock stays LOCKED, now owned by the waiter.
+                if !result.have_more {
+                    self.state.store(LOCKED, Ordering::Relaxed);
+                }
+                return TOKEN_HANDOFF;
+            }
+            let next = if result.have_more { PARKED } else { 0 };
+            // Release: the next owner's Acquire CAS sees our critical section.
+            self.state.store(next, Ordering::Release);
+            DEFAULT_TOKEN
+        });
+    }
+
+    /// Marks that waiters were moved onto this lock's queue (Condvar's
+    /// requeue), so the next unlock wakes one. Called with the bucket locked.
+    pub(crate) fn mark_parked(&self) {
+        self.state.fetch_or(PARKED, Ordering::Relaxed);
+    }
+
+    /// Whether the lock is held (for debug assertions and Debug).
+    pub(crate) fn is_locked(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & LOCKED != 0
+    }
+}
+
+/// A mutual-exclusion lock for coroutines and OS threads, like
+/// [`std::sync::Mutex`] but without poisoning: a panic while the lock is held
+/// releases it during unwinding.
+///
+/// A coroutine that waits parks (its worker runs other coroutines); an OS
+/// thread that waits blocks on a futex. Both can wait on the same lock.
+///
+/// ```
+/// use std::sync::Arc;
+/// use weft::sync::Mutex;
+///
+/// let counter = Arc::new(Mutex::new(0u64));
+/// let handles: Vec<_> = (0..8)
+///     .map(|_| {
+///         let counter = Arc::clone(&counter);
+///         weft::spawn(move || {
+///             for _ in 0..1000 {
+///                 *counter.lock() += 1;
+///             }
+///         })
+///     })
+///     .collect();
+/// for h in handles {
+///     h.join().unwrap();
+/// }
+/// assert_eq!(*counter.lock(), 8000);
+/// ```
+pub struct Mutex<T: ?Sized> {
+    raw: RawMutex,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the lock hands out access to `data` to one owner at a time, so
+// sharing the Mutex across threads only moves T between them: T: Send.
+unsafe impl<T: ?Sized + Send> Send for Mutex<T> {}
+// SAFETY: as above.
+unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
+
+impl<T> Mutex<T> {
+    /// A new, unlocked mutex.
+    #[cfg(not(loom))]
+    pub const fn new(value: T) -> Mutex<T> {
+        Mutex { raw: RawMutex::new(), data: UnsafeCell::new(value) }
+    }
+
+    /// A new, unlocked mutex.
+    #[cfg(loom)]
+    pub fn new(value: T) -> Mutex<T> {
+        Mutex { raw: RawMutex::new(), data: UnsafeCell::new(value) }
+    }
+
+    /// Consumes the mutex and returns its value.
+    pub fn into_inner(self) -> T {
+        self.data.into_inner()
+    }
+}
+
+impl<T: ?Sized> Mutex<T> {
+    /// Locks, waiting (parking the coroutine, or blocking the thread) while
+    /// another holder has it.
+    #[inline]
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        self.raw.lock();
+        MutexGuard { mutex: self, _not_send: PhantomData }
+    }
+
+    /// Locks if it is free right now.
+    #[inline]
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        self.raw.try_lock().then_some(MutexGuard { mutex: self, _not_send: PhantomData })
+    }
+
+    /// Locks, waiting at most `timeout`; `None` if it did not get the lock.
+    pub fn try_lock_for(&self, timeout: Duration) -> Option<MutexGuard<'_, T>> {
+        self.raw.lock_until(Deadline::after(timeout)).then_some(MutexGuard { mutex: self, _not_send: PhantomData })
+    }
+
+    /// The value, through `&mut self` (no locking needed).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.data.get_mut()
+    }
+
+    pub(crate) fn raw(&self) -> &RawMutex {
+        &self.raw
+    }
+}
+
+impl<T: Default> Default for Mutex<T> {
+    fn default() -> Self {
+        Mutex::new(T::default())
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.try_lock() {
+            Some(guard) => f.debug_struct("Mutex").field("data", &&*guard).finish(),
+            None => f.debug_struct("Mutex").field("data", &format_args!("<locked>")).finish(),
+        }
+    }
+}
+
+/// Proof of holding a [`Mutex`]; unlocks on drop (also during unwinding).
+/// `!Send`: a lock is released by the coroutine or thread that took it.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct MutexGuard<'a, T: ?Sized> {
+    mutex: &'a Mutex<T>,
+    _not_send: PhantomData<*const ()>,
+}
+
+// SAFETY: sharing a guard only shares `&T`: T: Sync suffices.
+unsafe impl<T: ?Sized + Sync> Sync for MutexGuard<'_, T> {}
+
+impl<'a, T: ?Sized> MutexGuard<'a, T> {
+    /// The mutex this guard locks (Condvar uses it).
+    pub(crate) fn mutex(guard: &Self) -> &'a Mutex<T> {
+        guard.mutex
+    }
+}
+
+impl<T: ?Sized> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: holding the guard means holding the lock: no one else
+        // touches the data until we unlock.
+        self.mutex.data.with(|p| unsafe { &*p })
+    }
+}
+
+impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in deref, and `&mut self` makes this the only reference.
+        self.mutex.data.with_mut(|p| unsafe { &mut *p })
+    }
+}
+
+impl<T: ?Sized> Drop for MutexGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: the guard proves we hold the lock.
+        unsafe { self.mutex.raw.unlock() };
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Display> fmt::Display for MutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
