@@ -195,8 +195,12 @@ impl<I, Y, R> Default for Builder<I, Y, R> {
 /// (DESIGN.md decision 3).
 ///
 /// Dropping a coroutine that is suspended mid-way unwinds its stack, so the
-/// destructors of everything alive on it run exactly once. (With
-/// `panic = "abort"` it cannot unwind: the stack is leaked instead.)
+/// destructors of everything alive on it run exactly once. Two cases cannot
+/// unwind and leak the stack instead (its remaining destructors never run):
+/// `panic = "abort"` builds, and a coroutine that suspended from a destructor
+/// while unwinding a panic (a second unwind there would abort the process).
+/// While such a coroutine is suspended, `std::thread::panicking()` is true on
+/// its thread: std counts panics per thread, not per stack.
 pub struct Coroutine<I, Y, R> {
     state: State,
     /// The top of `stack` (null until started), where the switch keeps the
@@ -204,6 +208,8 @@ pub struct Coroutine<I, Y, R> {
     /// recompute it.
     top: *mut u8,
     stack: Option<Stack>,
+    /// The coroutine's last suspend happened while it was unwinding a panic.
+    suspended_panicking: bool,
     info: OverflowInfo,
     _types: PhantomData<Markers<I, Y, R>>,
 }
@@ -261,6 +267,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         Coroutine {
             state: State::Fresh(fresh),
             top: std::ptr::null_mut(),
+            suspended_panicking: false,
             stack: None,
             info: OverflowInfo {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -380,6 +387,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     #[inline]
     fn take_result(&mut self, exchange: &mut Exchange<I, Y, R>) -> CoroutineResult<Y, R> {
         if let Some(yielded) = exchange.head.yielded.take() {
+            self.suspended_panicking = exchange.head.suspended_panicking;
             return CoroutineResult::Yield(yielded);
         }
         let finish = exchange.finish.take();
@@ -404,14 +412,24 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     }
 
     /// Unwinds a suspended coroutine's stack so its live values are dropped.
+    ///
+    /// A coroutine that suspended from a destructor while unwinding a panic
+    /// cannot be unwound again (a second panic inside that destructor would
+    /// abort the process): its stack is leaked instead, and its remaining
+    /// destructors never run.
     #[cfg(panic = "unwind")]
     fn force_unwind(&mut self) {
         while matches!(self.state, State::Suspended) {
+            if self.suspended_panicking {
+                self.leak_stack();
+                return;
+            }
             let mut exchange = Exchange::<I, Y, R>::new(None, true);
             self.switch_in(&mut exchange);
             if exchange.head.yielded.is_some() {
                 // The closure caught the unwind and suspended again: drop what
-                // it yielded and ask again.
+                // it yielded and ask again (or leak, if it is unwinding).
+                self.suspended_panicking = exchange.head.suspended_panicking;
                 continue;
             }
             // Returned, panicked in a destructor, or unwound: finished either way.
@@ -423,8 +441,22 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// nothing on it is freed while still referenced, and run no destructors.
     #[cfg(not(panic = "unwind"))]
     fn force_unwind(&mut self) {
+        self.leak_stack();
+    }
+
+    /// Gives up on a suspended coroutine without running its destructors:
+    /// its stack stays mapped forever, so nothing on it is freed while
+    /// something might still point at it.
+    #[cold]
+    fn leak_stack(&mut self) {
+        tracing::warn!(
+            coroutine = self.info.id,
+            "dropping a coroutine that cannot be unwound (it suspended while unwinding a panic, or panic=abort); \
+             its stack is leaked and its remaining destructors do not run"
+        );
         std::mem::forget(self.stack.take());
         self.state = State::Finished;
+        self.top = std::ptr::null_mut();
     }
 }
 
@@ -469,6 +501,9 @@ struct ExchangeHead<I, Y> {
     unwind: bool,
     /// Coroutine -> resumer: the value of a suspend.
     yielded: Option<Y>,
+    /// Coroutine -> resumer: it suspended while its stack was unwinding a
+    /// panic (from a destructor), so it must not be force-unwound.
+    suspended_panicking: bool,
 }
 
 /// One resume's mailbox, on the resumer's stack; see the module docs.
@@ -482,7 +517,7 @@ struct Exchange<I, Y, R> {
 impl<I, Y, R> Exchange<I, Y, R> {
     #[inline(always)]
     fn new(input: Option<I>, unwind: bool) -> Self {
-        Exchange { head: ExchangeHead { input, unwind, yielded: None }, finish: None }
+        Exchange { head: ExchangeHead { input, unwind, yielded: None, suspended_panicking: false }, finish: None }
     }
 }
 
@@ -526,7 +561,10 @@ impl<I, Y> Yielder<I, Y> {
         let head = self.exchange.get();
         // SAFETY: `head` is the exchange of the resume in progress: it lives
         // on the resumer's stack, which is not running until we switch back.
-        unsafe { (*head).yielded = Some(value) };
+        unsafe {
+            (*head).yielded = Some(value);
+            (*head).suspended_panicking = std::thread::panicking();
+        }
         // SAFETY: we run on the coroutine's stack, whose top is `self.top`,
         // inside the `resume` that gave us `head`. Our live values are kept:
         // we are resumed (or unwound) later.
