@@ -383,3 +383,87 @@ pub(crate) fn unpark_requeue(
     }
     result
 }
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    //! The parking lot's races, explored by loom with OS-thread waiters (a
+    //! timed park under loom may time out at any moment: see park::thread).
+    use super::*;
+    use crate::loom::thread;
+    use loom::sync::Arc;
+
+    /// A waker that publishes its flag and then unparks can never strand a
+    /// waiter that validates the flag under the bucket lock.
+    #[test]
+    fn wake_before_or_after_park_is_never_lost() {
+        loom::model(|| {
+            let flag = Arc::new(AtomicBool::new(false));
+            let key = Arc::as_ptr(&flag) as usize;
+            let waker = {
+                let flag = Arc::clone(&flag);
+                thread::spawn(move || {
+                    flag.store(true, Ordering::Release);
+                    unpark_one(key, |_| DEFAULT_TOKEN)
+                })
+            };
+            while !flag.load(Ordering::Acquire) {
+                let result = park(key, || !flag.load(Ordering::Acquire), || {}, |_, _| {}, None);
+                assert_ne!(result, ParkResult::TimedOut);
+            }
+            waker.join().unwrap();
+        });
+    }
+
+    /// A timeout racing a wake: exactly one side wins. If the waker took the
+    /// waiter off the queue, the waiter reports Unparked with the waker's
+    /// token; if the waiter timed out first, the waker found nobody.
+    #[test]
+    fn wake_racing_timeout_has_one_winner() {
+        loom::model(|| {
+            let word = Arc::new(AtomicUsize::new(0));
+            let key = Arc::as_ptr(&word) as usize;
+            let waker = {
+                let word = Arc::clone(&word);
+                thread::spawn(move || {
+                    // Wait until the waiter is queued (or gave up), then wake.
+                    while word.load(Ordering::Acquire) == 0 {
+                        thread::yield_now();
+                    }
+                    unpark_one(key, |_| 7).unparked
+                })
+            };
+            let result = park(key, || true, || word.store(1, Ordering::Release), |_, _| {}, Some(Deadline::now()));
+            let woken = waker.join().unwrap();
+            match result {
+                ParkResult::Unparked(token) => {
+                    assert_eq!(token, 7);
+                    assert_eq!(woken, 1);
+                }
+                ParkResult::TimedOut => assert_eq!(woken, 0, "the waker woke a waiter that timed out"),
+                ParkResult::Invalid => unreachable!("validate always allows parking"),
+            }
+        });
+    }
+
+    /// Two waiters, one `unpark_all`: both wake, neither is lost, and the
+    /// count is exact.
+    #[test]
+    fn unpark_all_wakes_every_waiter() {
+        loom::model(|| {
+            let released = Arc::new(AtomicBool::new(false));
+            let key = Arc::as_ptr(&released) as usize;
+            let waiter = {
+                let released = Arc::clone(&released);
+                thread::spawn(move || {
+                    while !released.load(Ordering::Acquire) {
+                        park(key, || !released.load(Ordering::Acquire), || {}, |_, _| {}, None);
+                    }
+                })
+            };
+            released.store(true, Ordering::Release);
+            let woken = unpark_all(key, DEFAULT_TOKEN);
+            assert!(woken <= 1);
+            waiter.join().unwrap();
+        });
+    }
+}

@@ -264,7 +264,8 @@ impl<T: ?Sized> Mutex<T> {
 
     /// The value, through `&mut self` (no locking needed).
     pub fn get_mut(&mut self) -> &mut T {
-        self.data.get_mut()
+        // SAFETY: `&mut self` proves no guard and no other reference exists.
+        self.data.with_mut(|p| unsafe { &mut *p })
     }
 
     pub(crate) fn raw(&self) -> &RawMutex {
