@@ -396,10 +396,10 @@ pub(crate) fn park_current_task() {
     assert!(!task.is_null(), "park_current_task called outside a coroutine");
     // SAFETY: as in `current_task`.
     let task = unsafe { &*task };
-    if runtime_of_running_task_is_shutting_down(task) {
-        // Its worker is unwinding it (a destructor parks): suspending now
-        // would be answered with a second unwind inside that destructor,
-        // which aborts. Return as a spurious wake instead.
+    if task.unwinding.get() {
+        // Its worker is unwinding it at shutdown and a destructor parks:
+        // suspending now would be answered with a second unwind inside that
+        // destructor, which aborts. Return as a spurious wake instead.
         return;
     }
     if task.park.try_consume() || !task.park.prepare_park() {
@@ -418,19 +418,12 @@ pub(crate) fn wake_at(deadline: Deadline, task: Arc<Task>) {
     with_current_worker(|w| w.expect("a running coroutine has a worker").add_timer(deadline, task));
 }
 
-/// Whether the runtime of `task`, which is running on this thread, is
-/// shutting down.
-fn runtime_of_running_task_is_shutting_down(task: &Task) -> bool {
-    // SAFETY: a running task's worker holds an `Arc<Shared>` of its runtime
-    // for as long as it runs, so the Weak's pointee is alive.
-    unsafe { (*task.runtime.as_ptr()).shutdown.load(Ordering::Relaxed) }
-}
-
-/// Whether the coroutine calling this runs on a runtime that is shutting down.
+/// Whether the calling coroutine is being unwound by its runtime's shutdown
+/// (its destructors are running; waiting would never end).
 pub(crate) fn current_task_is_cancelled() -> bool {
     let task = CURRENT_TASK.with(Cell::get);
     // SAFETY: as in `current_task`.
-    !task.is_null() && runtime_of_running_task_is_shutting_down(unsafe { &*task })
+    !task.is_null() && unsafe { (*task).unwinding.get() }
 }
 
 /// Wakes a parked task (or leaves it a token); schedules it on its home worker.

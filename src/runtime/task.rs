@@ -71,6 +71,9 @@ pub(crate) struct Task {
     yielder: Cell<*const Yielder<(), Switch>>,
     /// Index in the home worker's registry of started tasks.
     pub(crate) registry_slot: Cell<usize>,
+    /// Set by the home worker while it unwinds this task at shutdown: its
+    /// destructors then must not suspend (see `runtime::park_current_task`).
+    pub(crate) unwinding: Cell<bool>,
     pub(crate) completion: Arc<dyn Completion>,
     /// The runtime it belongs to (for `weft::spawn` from inside it).
     pub(crate) runtime: std::sync::Weak<super::Shared>,
@@ -100,6 +103,7 @@ impl Task {
             coroutine: UnsafeCell::new(Some(coroutine)),
             yielder: Cell::new(ptr::null()),
             registry_slot: Cell::new(usize::MAX),
+            unwinding: Cell::new(false),
             completion,
             runtime,
         })

@@ -468,6 +468,7 @@ impl WorkerLocal {
             let next = self.registry.borrow_mut().iter_mut().find_map(Option::take);
             let Some(task) = next else { break };
             task.registry_slot.set(usize::MAX);
+            task.unwinding.set(true);
             let previous = CURRENT_TASK.with(|c| c.replace(Arc::as_ptr(&task)));
             // SAFETY: this is the task's home worker.
             let coroutine = unsafe { task.coroutine_mut() }.take();
