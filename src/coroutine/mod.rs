@@ -344,7 +344,10 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             State::Fresh(_) => self.start()?,
             State::Suspended => {}
         }
-        let mut exchange = Exchange::<I, Y, R>::new(Some(input), false);
+        // ManuallyDrop: by the time we return, every field has been moved out
+        // (the input by the coroutine, the result below), so there is nothing
+        // to drop, and skipping the drop glue keeps the hot path short.
+        let mut exchange = ManuallyDrop::new(Exchange::<I, Y, R>::new(Some(input), false));
         self.switch_in(&mut exchange);
         Ok(self.take_result(&mut exchange))
     }
@@ -390,6 +393,13 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             self.suspended_panicking = exchange.head.suspended_panicking;
             return CoroutineResult::Yield(yielded);
         }
+        self.take_finish(exchange)
+    }
+
+    /// The coroutine has finished: give its stack back, hand over its result.
+    #[cold]
+    fn take_finish(&mut self, exchange: &mut Exchange<I, Y, R>) -> CoroutineResult<Y, R> {
+        debug_assert!(exchange.head.input.is_none(), "the coroutine took its input");
         let finish = exchange.finish.take();
         self.finish();
         match finish {
