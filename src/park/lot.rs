@@ -358,7 +358,8 @@ pub(crate) fn unpark_requeue(
     }
     let mut moved = from_queue.remove_where(usize::MAX, |n| n.key.load(Ordering::Relaxed) == from);
     let woken = if op == RequeueOp::UnparkOneRequeueRest && !moved.is_empty() { Some(moved.remove(0)) } else { None };
-    let mut result = UnparkResult { unparked: usize::from(woken.is_some()), have_more: !moved.is_empty(), waited: Duration::ZERO };
+    let mut result =
+        UnparkResult { unparked: usize::from(woken.is_some()), have_more: !moved.is_empty(), waited: Duration::ZERO };
     if let Some(node) = woken {
         // SAFETY: just unlinked, lock held.
         result.waited = unsafe { (*node).parked_at.elapsed() };

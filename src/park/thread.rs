@@ -8,10 +8,10 @@
 
 use std::sync::Arc;
 
-#[cfg(not(loom))]
-use crate::sys::futex::{self, Deadline};
 #[cfg(loom)]
 use crate::sys::futex::Deadline;
+#[cfg(not(loom))]
+use crate::sys::futex::{self, Deadline};
 
 /// One thread's parker.
 #[derive(Debug)]
@@ -56,10 +56,7 @@ impl ThreadParker {
             }
             if !woke || deadline.is_some_and(|d| d.has_passed()) {
                 // Give up, unless a token lands right now.
-                return match self.state.swap(EMPTY, Ordering::Acquire) {
-                    NOTIFIED => true,
-                    _ => false,
-                };
+                return self.state.swap(EMPTY, Ordering::Acquire) == NOTIFIED;
             }
         }
     }

@@ -1,0 +1,404 @@
+//! weft::sync under load, from coroutines, from OS threads, and from both at
+//! once. Every test runs its participants three ways (`Mode`), and checks
+//! exact counts: nothing lost, nothing twice.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use weft::sync::{Condvar, Mutex, RwLock, Semaphore};
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Coroutines,
+    Threads,
+    Mixed,
+}
+
+const MODES: [Mode; 3] = [Mode::Coroutines, Mode::Threads, Mode::Mixed];
+
+fn runtime() -> &'static weft::Runtime {
+    static RUNTIME: std::sync::OnceLock<weft::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| weft::Runtime::builder().workers(4).build().expect("runtime"))
+}
+
+/// Runs `f(i)` for i in 0..n as coroutines, OS threads, or alternately (even
+/// i a coroutine, odd i a thread), and waits for all; returns their results
+/// in order.
+fn run_all<T, F>(mode: Mode, n: usize, f: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> T + Send + Sync + 'static,
+{
+    let f = Arc::new(f);
+    enum Handle<T> {
+        Coroutine(weft::JoinHandle<T>),
+        Thread(std::thread::JoinHandle<T>),
+    }
+    let handles: Vec<Handle<T>> = (0..n)
+        .map(|i| {
+            let f = Arc::clone(&f);
+            let coroutine = match mode {
+                Mode::Coroutines => true,
+                Mode::Threads => false,
+                Mode::Mixed => i % 2 == 0,
+            };
+            if coroutine {
+                Handle::Coroutine(runtime().spawn(move || f(i)))
+            } else {
+                Handle::Thread(std::thread::spawn(move || f(i)))
+            }
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| match h {
+            Handle::Coroutine(h) => h.join().expect("a coroutine panicked"),
+            Handle::Thread(h) => h.join().expect("a thread panicked"),
+        })
+        .collect()
+}
+
+/// 4 workers; 256 coroutines and 8 OS threads each increment one
+/// `Mutex<u64>` 10 000 times: exactly 2 640 000. (The brief's mixed hammer;
+/// the all-coroutine and all-thread variants use 264 of one kind.)
+#[test]
+fn mutex_hammer_exact_count() {
+    for mode in MODES {
+        let counter = Arc::new(Mutex::new(0u64));
+        let participants = 264;
+        let c = Arc::clone(&counter);
+        let mode_for = move |i: usize| match mode {
+            Mode::Mixed => i < 256,
+            Mode::Coroutines => true,
+            Mode::Threads => false,
+        };
+        // Mixed: exactly 256 coroutines and 8 threads.
+        let f = move |_: usize| {
+            for _ in 0..10_000 {
+                *c.lock() += 1;
+            }
+        };
+        let f = Arc::new(f);
+        let handles: Vec<_> = (0..participants)
+            .map(|i| {
+                let f = Arc::clone(&f);
+                if mode_for(i) { Ok(runtime().spawn(move || f(i))) } else { Err(std::thread::spawn(move || f(i))) }
+            })
+            .collect();
+        for h in handles {
+            match h {
+                Ok(h) => h.join().unwrap(),
+                Err(h) => h.join().unwrap(),
+            }
+        }
+        assert_eq!(*counter.lock(), 2_640_000, "{mode:?}");
+    }
+}
+
+/// A bounded buffer (Mutex + two Condvars); every item delivered exactly once
+/// and each producer's items in order, for {1,4,10} producers x {1,4,10}
+/// consumers x capacity {1,16}.
+#[test]
+fn producer_consumer_matrix() {
+    struct Buffer {
+        items: Mutex<VecDeque<(usize, u64)>>,
+        not_full: Condvar,
+        not_empty: Condvar,
+        capacity: usize,
+    }
+    for mode in MODES {
+        for producers in [1usize, 4, 10] {
+            for consumers in [1usize, 4, 10] {
+                for capacity in [1usize, 16] {
+                    let per_producer = 300u64;
+                    let total = producers as u64 * per_producer;
+                    let buffer = Arc::new(Buffer {
+                        items: Mutex::new(VecDeque::new()),
+                        not_full: Condvar::new(),
+                        not_empty: Condvar::new(),
+                        capacity,
+                    });
+                    let b = Arc::clone(&buffer);
+                    let got = run_all(mode, producers + consumers, move |i| {
+                        if i < producers {
+                            for seq in 0..per_producer {
+                                let mut items = b.not_full.wait_while(b.items.lock(), |q| q.len() >= b.capacity);
+                                items.push_back((i, seq));
+                                drop(items);
+                                b.not_empty.notify_one();
+                            }
+                            Vec::new()
+                        } else {
+                            let c = (i - producers) as u64;
+                            let share = total / consumers as u64 + u64::from(c < total % consumers as u64);
+                            (0..share)
+                                .map(|_| {
+                                    let mut items = b.not_empty.wait_while(b.items.lock(), |q| q.is_empty());
+                                    let item = items.pop_front().expect("not empty");
+                                    drop(items);
+                                    b.not_full.notify_one();
+                                    item
+                                })
+                                .collect()
+                        }
+                    });
+                    let mut seen = vec![vec![false; per_producer as usize]; producers];
+                    let mut count = 0;
+                    for taken in got {
+                        let mut last = vec![None; producers];
+                        for (p, seq) in taken {
+                            assert!(!seen[p][seq as usize], "{mode:?}: ({p},{seq}) delivered twice");
+                            seen[p][seq as usize] = true;
+                            assert!(last[p] < Some(seq), "{mode:?}: producer {p} out of order");
+                            last[p] = Some(seq);
+                            count += 1;
+                        }
+                    }
+                    assert_eq!(count, total, "{mode:?} {producers}x{consumers} cap {capacity}: items lost");
+                }
+            }
+        }
+    }
+}
+
+/// Condvar broadcast: 200 waiters x 200 rounds; each waiter wakes exactly once
+/// per round (it waits for the round number to change, then reports).
+#[test]
+fn condvar_broadcast_rounds() {
+    for mode in MODES {
+        let (waiters, rounds) = (200usize, 200u64);
+        // (round, how many waiters have seen this round)
+        let state = Arc::new((Mutex::new((0u64, 0usize)), Condvar::new(), Condvar::new()));
+        let s = Arc::clone(&state);
+        let driver = std::thread::spawn(move || {
+            let (lock, round_changed, all_seen) = &*s;
+            for round in 1..=rounds {
+                let mut st = lock.lock();
+                st.0 = round;
+                st.1 = 0;
+                round_changed.notify_all();
+                let st = all_seen.wait_while(st, |st| st.1 < waiters);
+                assert_eq!(st.1, waiters);
+            }
+        });
+        let s = Arc::clone(&state);
+        let seen = run_all(mode, waiters, move |_| {
+            let (lock, round_changed, all_seen) = &*s;
+            let mut wakes = 0u64;
+            let mut st = lock.lock();
+            for round in 1..=rounds {
+                st = round_changed.wait_while(st, |st| st.0 < round);
+                assert_eq!(st.0, round, "a waiter missed a round");
+                st.1 += 1;
+                wakes += 1;
+                if st.1 == waiters {
+                    all_seen.notify_one();
+                }
+            }
+            wakes
+        });
+        driver.join().unwrap();
+        assert!(seen.iter().all(|&w| w == rounds), "{mode:?}: a waiter was not woken once per round");
+    }
+}
+
+/// Signal stealing: 1 000 iterations in which a waiter is already waiting
+/// when notify_one is called; a thread that locks right after the notify
+/// must not swallow the signal — the waiter wakes.
+#[test]
+fn condvar_signal_is_not_stolen() {
+    for mode in MODES {
+        let state = Arc::new((Mutex::new((0u64, false)), Condvar::new()));
+        for iteration in 1..=1_000u64 {
+            let s = Arc::clone(&state);
+            let waiter = run_all_async(mode, move || {
+                let (lock, cv) = &*s;
+                let mut st = lock.lock();
+                st.1 = true; // I am waiting
+                while st.0 < iteration {
+                    // Bounded, so a lost signal fails the test instead of hanging it.
+                    let (next, result) = cv.wait_timeout(st, Duration::from_secs(10));
+                    st = next;
+                    assert!(st.0 >= iteration || !result.timed_out(), "the signal was lost");
+                }
+            });
+            // Wait until the waiter is inside wait().
+            loop {
+                let mut st = state.0.lock();
+                if st.1 {
+                    st.1 = false;
+                    st.0 = iteration;
+                    drop(st);
+                    state.1.notify_one();
+                    // A barging locker right after the notify.
+                    drop(state.0.lock());
+                    break;
+                }
+                drop(st);
+                std::thread::yield_now();
+            }
+            waiter();
+        }
+    }
+}
+
+/// Spawns `f` as a coroutine or thread per `mode` (Mixed alternates by
+/// call) and returns a closure that joins it.
+fn run_all_async(mode: Mode, f: impl FnOnce() + Send + 'static) -> impl FnOnce() {
+    static FLIP: AtomicUsize = AtomicUsize::new(0);
+    let coroutine = match mode {
+        Mode::Coroutines => true,
+        Mode::Threads => false,
+        Mode::Mixed => FLIP.fetch_add(1, Ordering::Relaxed) % 2 == 0,
+    };
+    let handle: Box<dyn FnOnce() + Send> = if coroutine {
+        let h = runtime().spawn(f);
+        Box::new(move || h.join().expect("coroutine panicked"))
+    } else {
+        let h = std::thread::spawn(f);
+        Box::new(move || h.join().expect("thread panicked"))
+    };
+    handle
+}
+
+/// RwLock hammer: readers add 1 to an activity counter, writers 10 000; a
+/// reader that sees a writer inside, or a writer that sees anyone, fails.
+#[test]
+fn rwlock_hammer_exclusion() {
+    for mode in MODES {
+        let lock = Arc::new(RwLock::new(0u64));
+        let activity = Arc::new(AtomicUsize::new(0));
+        let (l, a) = (Arc::clone(&lock), Arc::clone(&activity));
+        run_all(mode, 24, move |i| {
+            for _ in 0..500 {
+                if i % 6 == 0 {
+                    let mut guard = l.write();
+                    let before = a.fetch_add(10_000, Ordering::SeqCst);
+                    assert_eq!(before, 0, "a writer saw activity {before}");
+                    *guard += 1;
+                    a.fetch_sub(10_000, Ordering::SeqCst);
+                } else {
+                    let guard = l.read();
+                    let before = a.fetch_add(1, Ordering::SeqCst);
+                    assert!(before < 10_000, "a reader saw a writer inside");
+                    std::hint::black_box(*guard);
+                    a.fetch_sub(1, Ordering::SeqCst);
+                }
+                if i % 2 == 0 {
+                    weft::yield_now();
+                }
+            }
+        });
+        assert_eq!(*lock.read(), 4 * 500, "{mode:?}: every write counted once");
+    }
+}
+
+/// A writer gets the RwLock within 100 ms (liveness margin: 2 s here on a
+/// shared 2-core box) while 16 readers keep overlapping read locks.
+#[test]
+fn rwlock_writer_not_starved() {
+    for mode in MODES {
+        let lock = Arc::new(RwLock::new(0u64));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l, s) = (Arc::clone(&lock), Arc::clone(&stop));
+        let readers = std::thread::spawn(move || {
+            run_all(mode, 16, move |_| {
+                let mut reads = 0u64;
+                while !s.load(Ordering::Relaxed) {
+                    let guard = l.read();
+                    std::hint::black_box(*guard);
+                    std::thread::sleep(Duration::from_micros(200)); // hold it, overlapping others
+                    drop(guard);
+                    reads += 1;
+                }
+                reads
+            })
+        });
+        std::thread::sleep(Duration::from_millis(50)); // readers are in
+        let asked = Instant::now();
+        *lock.write() += 1;
+        let waited = asked.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        readers.join().unwrap();
+        assert!(waited < Duration::from_secs(2), "{mode:?}: writer waited {waited:?}");
+    }
+}
+
+/// Mutex eventual fairness: a waiter gets the lock at least 10 times in 2 s
+/// against a hog that re-locks at once.
+#[test]
+fn mutex_waiter_not_starved_by_hog() {
+    for mode in MODES {
+        let lock = Arc::new(Mutex::new(0u64));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l, s) = (Arc::clone(&lock), Arc::clone(&stop));
+        let got = run_all(mode, 2, move |i| {
+            let mut got = 0u64;
+            let start = Instant::now();
+            if i == 0 {
+                // The hog: holds it, releases, re-locks at once.
+                while !s.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(2) {
+                    let mut g = l.lock();
+                    *g += 1;
+                    std::hint::spin_loop();
+                }
+            } else {
+                while got < 10 && start.elapsed() < Duration::from_secs(2) {
+                    drop(l.lock());
+                    got += 1;
+                    weft::yield_now();
+                }
+                s.store(true, Ordering::Relaxed);
+            }
+            got
+        });
+        assert!(got[1] >= 10, "{mode:?}: waiter got the lock {} times in 2 s", got[1]);
+    }
+}
+
+/// Semaphore: 10 tasks x 100 000 acquire/release (20 000 under debug) leave
+/// exactly the initial count; holders never exceed the permits.
+#[test]
+fn semaphore_exact_and_bounded() {
+    for mode in MODES {
+        let permits = 3;
+        let sem = Arc::new(Semaphore::new(permits));
+        let holders = Arc::new(AtomicUsize::new(0));
+        let (s, h) = (Arc::clone(&sem), Arc::clone(&holders));
+        let rounds = if cfg!(debug_assertions) { 20_000 } else { 100_000 };
+        run_all(mode, 10, move |_| {
+            for _ in 0..rounds {
+                let permit = s.acquire();
+                let now = h.fetch_add(1, Ordering::SeqCst) + 1;
+                assert!(now <= permits, "{now} holders with {permits} permits");
+                h.fetch_sub(1, Ordering::SeqCst);
+                drop(permit);
+            }
+        });
+        assert_eq!(sem.available_permits(), permits, "{mode:?}");
+    }
+}
+
+/// Timeouts never return before their deadline.
+#[test]
+fn timeouts_never_early() {
+    for mode in MODES {
+        let shared = Arc::new((Mutex::new(()), Condvar::new(), Semaphore::new(0)));
+        let s = Arc::clone(&shared);
+        run_all(mode, 8, move |i| {
+            let wait = Duration::from_millis(5 + (i as u64 % 4) * 5);
+            let start = Instant::now();
+            let (guard, result) = s.1.wait_timeout(s.0.lock(), wait);
+            drop(guard);
+            let waited = start.elapsed();
+            if result.timed_out() {
+                assert!(waited >= wait, "wait_timeout returned after {waited:?} < {wait:?}");
+            }
+            let start = Instant::now();
+            assert!(s.2.acquire_timeout(wait).is_none(), "no permit was ever added");
+            let waited = start.elapsed();
+            assert!(waited >= wait, "acquire_timeout returned after {waited:?} < {wait:?}");
+        });
+    }
+}
