@@ -1,0 +1,452 @@
+//! What the M:N runtime costs, next to OS threads: a yield between two
+//! coroutines on one worker, spawning and joining many coroutines, and the
+//! skynet spawn tree.
+//!
+//! Everything is in one criterion group, `runtime`, so the figures sit side by
+//! side in the report:
+//!
+//! ```text
+//! cargo bench --bench runtime
+//! ```
+//!
+//! | benchmark                                                  | one iteration is                                     |
+//! |------------------------------------------------------------|------------------------------------------------------|
+//! | `weft yield ping-pong (2 coroutines, 1 worker)`            | one `weft::yield_now` (two coroutines alternate)     |
+//! | `weft yield ping-pong (..., 1 worker), worker CPU time`    | the same, timed by the worker thread's CPU clock     |
+//! | `OS threads yield ping-pong`                               | one `std::thread::yield_now` (two threads, one core) |
+//! | `weft spawn+join 100k (2 workers)`                         | spawn 100 000 empty coroutines, then join them all   |
+//! | `std::thread spawn+join 1k`                                | one thread, spawned and joined in batches of 1 000   |
+//! | `weft skynet 100k leaves (2 workers)`                      | a skynet tree of 111 111 coroutines                  |
+//! | `weft skynet 1M leaves (2 workers)`                        | a skynet tree of 1 111 111 coroutines                |
+//!
+//! Setting `WEFT_RSS_PROBE` skips criterion and prints memory figures instead
+//! (each mode wants a process of its own, so run them one at a time):
+//!
+//! ```text
+//! WEFT_RSS_PROBE=1      cargo bench --bench runtime  # RSS per parked coroutine (30 000 parked)
+//! WEFT_RSS_PROBE=spawn  cargo bench --bench runtime  # peak RSS of one spawn+join 100k (2 workers)
+//! WEFT_RSS_PROBE=skynet cargo bench --bench runtime  # peak RSS of one skynet 1M (2 workers)
+//! WEFT_RSS_PROBE=skynet1 cargo bench --bench runtime # the same on 1 worker
+//! ```
+//!
+//! (`spawn` and `skynet` also sample the number of memory maps during the
+//! run, which counts the mapped coroutine stacks, then repeat the run on the
+//! same runtime and print each repeat's wall time, process CPU time and minor
+//! page faults.)
+//!
+//! Setting `WEFT_RUNTIME_COUNT=what:n` runs one workload once, for an
+//! instruction counter; the difference between two values of n gives the
+//! instructions per yield or per coroutine:
+//!
+//! ```text
+//! cargo bench --bench runtime --no-run   # prints the path of the bench binary
+//! WEFT_RUNTIME_COUNT=yield:1000000  valgrind --tool=callgrind target/release/deps/runtime-<hash>
+//! WEFT_RUNTIME_COUNT=yield:2000000  valgrind --tool=callgrind target/release/deps/runtime-<hash>
+//! WEFT_RUNTIME_COUNT=spawn:100000   valgrind --tool=callgrind target/release/deps/runtime-<hash>
+//! WEFT_RUNTIME_COUNT=skynet:100000  valgrind --tool=callgrind target/release/deps/runtime-<hash>
+//! ```
+
+use criterion::{Criterion, SamplingMode, criterion_group};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use weft::Runtime;
+use weft::sys::thread::pin_to_cpu;
+
+/// Coroutines per batch in the weft spawn+join benchmark.
+const SPAWN_BATCH: usize = 100_000;
+/// Threads alive at once in the std::thread spawn+join benchmark.
+const THREAD_BATCH: u64 = 1_000;
+/// Coroutines parked at once by the RSS probe.
+const PARKED: usize = 30_000;
+
+fn runtime(c: &mut Criterion) {
+    let mut group = c.benchmark_group("runtime");
+    group.sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+
+    // One iteration = one yield: two coroutines on one worker take turns.
+    let one_worker = Runtime::builder().workers(1).build().expect("one worker thread");
+    group.bench_function("weft yield ping-pong (2 coroutines, 1 worker)", |b| {
+        b.iter_custom(|iters| weft_yield_ping_pong(&one_worker, iters, Clock::Wall));
+    });
+    // The same, timed by the worker thread's CPU clock: what the yields cost
+    // when another process takes the core meanwhile (a shared, loaded box).
+    group.bench_function("weft yield ping-pong (2 coroutines, 1 worker), worker CPU time", |b| {
+        b.iter_custom(|iters| weft_yield_ping_pong(&one_worker, iters, Clock::ThreadCpu));
+    });
+    drop(one_worker);
+
+    // One iteration = one sched_yield, two threads pinned to CPU 0.
+    group.bench_function("OS threads yield ping-pong", |b| {
+        b.iter_custom(os_yield_ping_pong);
+    });
+
+    // The batch benchmarks take milliseconds to a second each: the same
+    // iteration count in every sample (flat), so 10 samples take 10 x that
+    // instead of criterion's linear 55 x.
+    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+
+    let two_workers = Runtime::builder().workers(2).build().expect("two worker threads");
+    // One iteration = spawn 100 000 empty coroutines from a coroutine, then
+    // join them all.
+    group.measurement_time(Duration::from_secs(4));
+    group.bench_function("weft spawn+join 100k (2 workers)", |b| {
+        b.iter(|| two_workers.block_on(|| spawn_join(SPAWN_BATCH)));
+    });
+
+    // One iteration = one OS thread spawned and joined, 1 000 alive at once.
+    group.measurement_time(Duration::from_secs(3));
+    group.bench_function("std::thread spawn+join 1k", |b| {
+        b.iter_custom(thread_spawn_join);
+    });
+
+    // One iteration = a whole skynet tree.
+    group.measurement_time(Duration::from_secs(3));
+    group.bench_function("weft skynet 100k leaves (2 workers)", |b| {
+        b.iter(|| assert_eq!(two_workers.block_on(|| skynet(0, 100_000)), 100_000 * 99_999 / 2));
+    });
+    group.measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(2));
+    group.bench_function("weft skynet 1M leaves (2 workers)", |b| {
+        b.iter(|| assert_eq!(two_workers.block_on(|| skynet(0, 1_000_000)), 1_000_000 * 999_999 / 2));
+    });
+    drop(two_workers);
+
+    group.finish();
+}
+
+/// Which clock a benchmark reads.
+#[derive(Clone, Copy)]
+enum Clock {
+    /// `Instant` (CLOCK_MONOTONIC).
+    Wall,
+    /// CLOCK_THREAD_CPUTIME_ID: CPU time of the calling thread only.
+    ThreadCpu,
+}
+
+impl Clock {
+    fn now(self) -> Duration {
+        let id = match self {
+            Clock::Wall => libc::CLOCK_MONOTONIC,
+            Clock::ThreadCpu => libc::CLOCK_THREAD_CPUTIME_ID,
+        };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec and `id` a clock Linux has.
+        let rc = unsafe { libc::clock_gettime(id, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime: {}", std::io::Error::last_os_error());
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+}
+
+/// `iters` yields in all, split between two coroutines of a one-worker
+/// runtime. Timed inside the runtime, from before the two spawns to after
+/// both joins (two spawns and joins, about a microsecond, amortised over
+/// the yields). With one worker, everything runs on its thread, so its CPU
+/// clock covers all of it. The worker runs the newest coroutine first and
+/// starts the other within a few dozen rounds (its fairness rule); from then
+/// on every yield switches from one to the other.
+fn weft_yield_ping_pong(rt: &Runtime, iters: u64, clock: Clock) -> Duration {
+    let first = iters - iters / 2;
+    let second = iters / 2;
+    rt.block_on(move || {
+        let start = clock.now();
+        let a = weft::spawn(move || {
+            for _ in 0..first {
+                weft::yield_now();
+            }
+        });
+        let b = weft::spawn(move || {
+            for _ in 0..second {
+                weft::yield_now();
+            }
+        });
+        a.join().expect("yielder a does not panic");
+        b.join().expect("yielder b does not panic");
+        clock.now() - start
+    })
+}
+
+/// `iters` sched_yields in all, split between two threads pinned to CPU 0.
+/// Thread creation is not timed: the clock starts when both threads have
+/// reached a barrier and stops when both have been joined.
+fn os_yield_ping_pong(iters: u64) -> Duration {
+    let barrier = Arc::new(Barrier::new(3));
+    let yielder = |n: u64| {
+        let barrier = Arc::clone(&barrier);
+        std::thread::spawn(move || {
+            pin_to_cpu(0).expect("CPU 0 is allowed for this process");
+            barrier.wait();
+            for _ in 0..n {
+                std::thread::yield_now();
+            }
+        })
+    };
+    let a = yielder(iters - iters / 2);
+    let b = yielder(iters / 2);
+    barrier.wait();
+    let start = Instant::now();
+    a.join().expect("yielder a does not panic");
+    b.join().expect("yielder b does not panic");
+    start.elapsed()
+}
+
+/// Spawns `n` empty coroutines from the calling coroutine, then joins them.
+fn spawn_join(n: usize) {
+    let handles: Vec<_> = (0..n).map(|_| weft::spawn(|| ())).collect();
+    for handle in handles {
+        handle.join().expect("an empty coroutine does not panic");
+    }
+}
+
+/// Spawns and joins `iters` OS threads, at most `THREAD_BATCH` alive at once.
+fn thread_spawn_join(iters: u64) -> Duration {
+    let start = Instant::now();
+    let mut left = iters;
+    while left > 0 {
+        let batch = left.min(THREAD_BATCH);
+        let handles: Vec<_> = (0..batch).map(|_| std::thread::spawn(|| black_box(1u8))).collect();
+        for handle in handles {
+            handle.join().expect("an empty thread does not panic");
+        }
+        left -= batch;
+    }
+    start.elapsed()
+}
+
+/// The skynet tree (as in `examples/skynet.rs`): `size` leaves under a
+/// fan-out of 10, each leaf returning its index, each parent the sum of its
+/// children's results.
+fn skynet(num: u64, size: u64) -> u64 {
+    if size == 1 {
+        return num;
+    }
+    let step = size / 10;
+    let children: Vec<_> = (0..10).map(|i| weft::spawn(move || skynet(num + i * step, step))).collect();
+    children.into_iter().map(|child| child.join().expect("a skynet child does not panic")).sum()
+}
+
+/// Skynet with a million leaves, checked.
+fn skynet_1m() {
+    assert_eq!(skynet(0, 1_000_000), 1_000_000 * 999_999 / 2);
+}
+
+/// A `kB` field of `/proc/self/status` (`VmRSS`, `VmHWM`, `VmPTE`...), in KiB.
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status is readable");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
+/// How many memory maps this process holds.
+fn map_count() -> usize {
+    std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps is readable").lines().count()
+}
+
+/// For every mapping of exactly `size_kib` (a coroutine stack without its
+/// guard page), its resident KiB: a histogram `(rss_kib, mappings)`.
+fn stack_rss_histogram(size_kib: u64) -> Vec<(u64, usize)> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps is readable");
+    let mut histogram = std::collections::BTreeMap::new();
+    let mut in_stack = false;
+    for line in smaps.lines() {
+        let kib =
+            |prefix: &str| line.strip_prefix(prefix).and_then(|r| r.trim().trim_end_matches("kB").trim().parse().ok());
+        if let Some(size) = kib("Size:") {
+            in_stack = size == size_kib;
+        } else if in_stack && let Some(rss) = kib("Rss:") {
+            *histogram.entry(rss).or_insert(0) += 1;
+            in_stack = false;
+        }
+    }
+    histogram.into_iter().collect()
+}
+
+/// `WEFT_RSS_PROBE=1`: RSS per parked coroutine, default stack size.
+fn probe_parked() {
+    let rt = Runtime::builder().workers(2).build().expect("two worker threads");
+    // Warm up: workers started, their first coroutine run, the allocator's
+    // per-thread arenas in place.
+    rt.block_on(|| spawn_join(100));
+    let started = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::with_capacity(PARKED);
+    let maps_before = map_count();
+    let pte_before = status_kib("VmPTE");
+    let before = status_kib("VmRSS");
+    let spawn_start = Instant::now();
+    for _ in 0..PARKED {
+        let started = Arc::clone(&started);
+        let release = Arc::clone(&release);
+        handles.push(rt.spawn(move || {
+            started.fetch_add(1, Ordering::SeqCst);
+            // Parks on the worker's timer heap; wakes once a second at most
+            // to look at the release flag.
+            while !release.load(Ordering::SeqCst) {
+                weft::sleep(Duration::from_secs(1));
+            }
+        }));
+    }
+    while started.load(Ordering::SeqCst) < PARKED {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let all_started = spawn_start.elapsed();
+    // The last ones counted themselves just before parking: let them park.
+    std::thread::sleep(Duration::from_millis(100));
+    let after = status_kib("VmRSS");
+    let pte_after = status_kib("VmPTE");
+    let maps_after = map_count();
+    let histogram = stack_rss_histogram((weft::coroutine::DEFAULT_STACK_SIZE / 1024) as u64);
+    release.store(true, Ordering::SeqCst);
+    let join_start = Instant::now();
+    for handle in handles {
+        handle.join().expect("a parked coroutine does not panic");
+    }
+    let joined = join_start.elapsed();
+    let per = (after - before) as f64 / PARKED as f64;
+    println!("RSS probe: {PARKED} coroutines parked in weft::sleep, 2 workers, default stack size");
+    println!("  all started after {:.1} ms; released and joined in {:.1} ms", ms(all_started), ms(joined));
+    println!("  VmRSS before {before} KiB, after {after} KiB: {} KiB more", after - before);
+    println!("  RSS per parked coroutine: {per:.2} KiB");
+    println!(
+        "  page tables (VmPTE, not in VmRSS): {pte_before} -> {pte_after} KiB, {:.2} KiB per coroutine",
+        (pte_after - pte_before) as f64 / PARKED as f64
+    );
+    println!("  memory maps: {maps_before} -> {maps_after}");
+    println!("  resident KiB per {} KiB stack mapping (rss: mappings):", weft::coroutine::DEFAULT_STACK_SIZE / 1024);
+    for (rss, count) in histogram {
+        println!("    {rss:>4} KiB: {count}");
+    }
+    drop(rt);
+}
+
+/// Minor page faults and CPU time (user + system) of the whole process.
+fn rusage() -> (i64, Duration) {
+    // SAFETY: all-zero is a valid `rusage` (plain integers).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    (usage.ru_minflt, tv(usage.ru_utime) + tv(usage.ru_stime))
+}
+
+/// `WEFT_RSS_PROBE=spawn` / `skynet`: one run of `work` on a fresh two-worker
+/// runtime, with the process's peak RSS before and after; then `repeat` more
+/// runs on the same runtime, each with its wall time, the process's CPU time
+/// and its minor page faults (what the allocator gives back and takes again).
+fn probe_peak(what: &str, workers: usize, work: fn(), repeat: usize) {
+    let rt = Runtime::builder().workers(workers).build().expect("worker threads");
+    rt.block_on(|| spawn_join(100));
+    let hwm_before = status_kib("VmHWM");
+    let rss_before = status_kib("VmRSS");
+    let maps_before = map_count();
+    // A watcher samples the number of memory maps while the run goes on:
+    // each coroutine stack (started and unfinished, or cached) holds two.
+    let running = AtomicBool::new(true);
+    let (elapsed, max_maps) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut max = 0;
+            while running.load(Ordering::Relaxed) {
+                max = max.max(map_count());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            max
+        });
+        let start = Instant::now();
+        rt.block_on(work);
+        let elapsed = start.elapsed();
+        running.store(false, Ordering::Relaxed);
+        (elapsed, watcher.join().expect("the watcher does not panic"))
+    });
+    let hwm_after = status_kib("VmHWM");
+    let rss_after = status_kib("VmRSS");
+    println!("peak RSS probe: one {what} on a fresh {workers}-worker runtime, took {:.1} ms", ms(elapsed));
+    println!("  before: VmRSS {rss_before} KiB, VmHWM {hwm_before} KiB");
+    println!("  after:  VmRSS {rss_after} KiB, VmHWM {hwm_after} KiB");
+    println!(
+        "  memory maps: {maps_before} before, at most {max_maps} seen during the run (sampled every ~1 ms; \
+         2 per mapped coroutine stack: about {} stacks above the start)",
+        max_maps.saturating_sub(maps_before) / 2
+    );
+    println!(
+        "  peak RSS of the process: {:.2} MiB ({:.2} MiB above the RSS before the run)",
+        hwm_after as f64 / 1024.0,
+        hwm_after.saturating_sub(rss_before) as f64 / 1024.0
+    );
+    if repeat > 0 {
+        println!("  {repeat} more runs on the same runtime:");
+    }
+    for run in 1..=repeat {
+        let (faults_before, cpu_before) = rusage();
+        let start = Instant::now();
+        rt.block_on(work);
+        let wall = start.elapsed();
+        let (faults_after, cpu_after) = rusage();
+        println!(
+            "    run {run}: {:.1} ms wall, {:.1} ms CPU (all threads), {} minor page faults",
+            ms(wall),
+            ms(cpu_after - cpu_before),
+            faults_after - faults_before
+        );
+    }
+    if repeat > 0 {
+        println!("  VmHWM after all runs: {:.2} MiB", status_kib("VmHWM") as f64 / 1024.0);
+    }
+    drop(rt);
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `WEFT_RUNTIME_COUNT=what:n`: runs one workload once, outside criterion,
+/// for an instruction counter (`valgrind --tool=callgrind`): `yield:n` (n
+/// yields, 1 worker), `spawn:n` (spawn+join n, 2 workers) or `skynet:n` (n
+/// leaves, a power of 10, 2 workers). Comparing two values of n gives the
+/// instructions per yield or per coroutine with start-up cost subtracted.
+fn count(spec: &str) {
+    let (what, n) = spec.split_once(':').expect("WEFT_RUNTIME_COUNT is what:n");
+    let n: u64 = n.parse().expect("WEFT_RUNTIME_COUNT: n is a number");
+    let start = Instant::now();
+    match what {
+        "yield" => {
+            let rt = Runtime::builder().workers(1).build().expect("one worker thread");
+            weft_yield_ping_pong(&rt, n, Clock::Wall);
+        }
+        "spawn" => {
+            let rt = Runtime::builder().workers(2).build().expect("two worker threads");
+            rt.block_on(move || spawn_join(n as usize));
+        }
+        "skynet" => {
+            let rt = Runtime::builder().workers(2).build().expect("two worker threads");
+            assert_eq!(rt.block_on(move || skynet(0, n)), n * (n - 1) / 2);
+        }
+        other => panic!("WEFT_RUNTIME_COUNT: unknown workload {other:?}: expected yield, spawn or skynet"),
+    }
+    println!("{what} x {n}: {:.1} ms", ms(start.elapsed()));
+}
+
+criterion_group!(benches, runtime);
+
+fn main() {
+    if let Ok(spec) = std::env::var("WEFT_RUNTIME_COUNT") {
+        count(&spec);
+        return;
+    }
+    if let Ok(mode) = std::env::var("WEFT_RSS_PROBE") {
+        match mode.as_str() {
+            "1" => probe_parked(),
+            "spawn" => probe_peak("spawn+join 100k", 2, || spawn_join(SPAWN_BATCH), 9),
+            "skynet" => probe_peak("skynet 1M leaves", 2, skynet_1m, 4),
+            "skynet1" => probe_peak("skynet 1M leaves", 1, skynet_1m, 4),
+            other => panic!("WEFT_RSS_PROBE={other:?}: expected 1, spawn, skynet or skynet1"),
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
