@@ -7,15 +7,24 @@ use std::ptr::NonNull;
 /// process would exceed `vm.max_map_count`.
 pub(crate) const ENOMEM: i32 = libc::ENOMEM;
 
-/// The size of a page, read once from the kernel.
-pub(crate) fn page_size() -> usize {
-    use std::sync::OnceLock;
-    static PAGE_SIZE: OnceLock<usize> = OnceLock::new();
-    *PAGE_SIZE.get_or_init(|| {
-        // SAFETY: sysconf has no preconditions.
-        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if size <= 0 { 4096 } else { size as usize }
-    })
+/// The size of a base page. x86-64 Linux always uses 4 KiB base pages (huge
+/// pages are opt-in per mapping), so this is a constant rather than a
+/// `sysconf` call on every stack operation; `page_size_matches_kernel`
+/// checks it against the kernel.
+pub(crate) const PAGE_SIZE: usize = 4096;
+
+/// The size of a page.
+#[inline(always)]
+pub(crate) const fn page_size() -> usize {
+    PAGE_SIZE
+}
+
+#[cfg(test)]
+#[test]
+fn page_size_matches_kernel() {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    assert_eq!(size as usize, PAGE_SIZE, "weft assumes 4 KiB pages");
 }
 
 /// Maps `len` bytes of private anonymous read-write memory that the kernel
