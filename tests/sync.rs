@@ -402,3 +402,39 @@ fn timeouts_never_early() {
         });
     }
 }
+
+/// A coroutine parked on a Condvar and a Mutex when its runtime is dropped is
+/// unwound; its wait-queue entry (which lives on its stack) must leave the
+/// queue with it, so the primitives keep working for everyone else.
+#[test]
+fn primitives_survive_a_runtime_dropped_under_their_waiters() {
+    let shared = Arc::new((Mutex::new(false), Condvar::new(), Mutex::new(0u32)));
+    let runtime = weft::Runtime::builder().workers(1).build().expect("runtime");
+    let held = shared.2.lock(); // the second waiter parks on this mutex
+    let started = Arc::new(AtomicUsize::new(0));
+    for i in 0..2 {
+        let (s, started) = (Arc::clone(&shared), Arc::clone(&started));
+        runtime.spawn(move || {
+            started.fetch_add(1, Ordering::SeqCst);
+            if i == 0 {
+                let guard = s.0.lock();
+                let _guard = s.1.wait_while(guard, |ready| !*ready); // parks forever
+            } else {
+                let _guard = s.2.lock(); // parks behind `held`
+            }
+        });
+    }
+    while started.load(Ordering::SeqCst) < 2 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(20)); // both are parked now
+    drop(runtime);
+    // The queues no longer hold the dead waiters' nodes.
+    let (guard, result) = shared.1.wait_timeout(shared.0.lock(), Duration::from_millis(5));
+    assert!(result.timed_out() && !*guard);
+    drop(guard);
+    shared.1.notify_all();
+    drop(held);
+    *shared.2.lock() += 1;
+    assert_eq!(*shared.2.lock(), 1);
+}

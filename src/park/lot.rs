@@ -204,6 +204,33 @@ impl Queue {
         taken
     }
 
+    /// Unlinks the oldest node waiting on `key` (no allocation: this is on
+    /// every contended unlock).
+    fn remove_first(&mut self, key: usize) -> Option<*const WaitNode> {
+        let mut prev: *const WaitNode = ptr::null();
+        let mut current = self.head;
+        while !current.is_null() {
+            // SAFETY: queued nodes are alive and guarded by the lock we hold.
+            let node = unsafe { &*current };
+            let next = node.next.get();
+            if node.key.load(Ordering::Relaxed) == key {
+                if prev.is_null() {
+                    self.head = next;
+                } else {
+                    // SAFETY: as above.
+                    unsafe { (*prev).next.set(next) };
+                }
+                if self.tail == current {
+                    self.tail = prev;
+                }
+                return Some(current);
+            }
+            prev = current;
+            current = next;
+        }
+        None
+    }
+
     fn contains_key(&self, key: usize) -> bool {
         let mut current = self.head;
         while !current.is_null() {
@@ -242,6 +269,10 @@ unsafe fn release_node(node: *const WaitNode, token: usize) -> Unparker {
 /// locked (to clear a "has waiters" bit when the last waiter leaves).
 ///
 /// Works from a coroutine (parks only it) and from an OS thread.
+///
+/// If the waiting coroutine is unwound while parked (its runtime shut down),
+/// its node is taken off the queue during the unwind; a lock or permit
+/// handed to it in that instant stays taken (shutdown only).
 pub(crate) fn park(
     key: usize,
     validate: impl FnOnce() -> bool,
@@ -266,11 +297,17 @@ pub(crate) fn park(
         node.unparker.set(Some(unparker.clone_handle()));
         queue.push(&node);
     }
+    // If this coroutine is unwound while parked (its runtime shuts down and
+    // drops it), the node on its stack must leave the queue before the
+    // stack goes away; the guard does that during the unwind. Normal returns
+    // disarm it (the node is already off the queue then).
+    let guard = DequeueOnUnwind { node: &node, armed: Cell::new(true) };
     before_sleep();
     unparker.prepare_deadline(deadline);
     loop {
         // Acquire: pairs with release_node's Release; the token is visible.
         if node.removed.load(Ordering::Acquire) {
+            guard.armed.set(false);
             return ParkResult::Unparked(node.token.get());
         }
         let timed_out_now = deadline.is_some_and(|d| d.has_passed());
@@ -279,6 +316,7 @@ pub(crate) fn park(
             continue;
         }
         let mut queue = lock_node_bucket(&node);
+        guard.armed.set(false);
         if node.removed.load(Ordering::Acquire) {
             return ParkResult::Unparked(node.token.get());
         }
@@ -293,22 +331,44 @@ pub(crate) fn park(
     }
 }
 
+/// Takes a parked node off its queue if it is still there when the waiter's
+/// stack unwinds (see `park`).
+struct DequeueOnUnwind<'a> {
+    node: &'a WaitNode,
+    armed: Cell<bool>,
+}
+
+impl Drop for DequeueOnUnwind<'_> {
+    fn drop(&mut self) {
+        if !self.armed.get() {
+            return;
+        }
+        let mut queue = lock_node_bucket(self.node);
+        if !self.node.removed.load(Ordering::Acquire) {
+            queue.remove_where(1, |n| ptr::eq(n, self.node));
+            self.node.unparker.take();
+        }
+        // Else a waker took it first (and may have handed us a lock we will
+        // never release: only at shutdown, and documented on `park`).
+    }
+}
+
 /// Wakes the oldest waiter of `key`. `callback` runs with the bucket locked,
 /// after the waiter was chosen (or none was), and returns the token to hand
 /// over; it can update the primitive's state word knowing exactly who was
 /// woken and whether others wait.
 pub(crate) fn unpark_one(key: usize, callback: impl FnOnce(UnparkResult) -> usize) -> UnparkResult {
     let mut queue = lock(bucket_of(key));
-    let taken = queue.remove_where(1, |n| n.key.load(Ordering::Relaxed) == key);
-    let mut result = UnparkResult { unparked: taken.len(), have_more: false, waited: Duration::ZERO };
-    if let Some(&node) = taken.first() {
+    let taken = queue.remove_first(key);
+    let mut result = UnparkResult { unparked: usize::from(taken.is_some()), have_more: false, waited: Duration::ZERO };
+    if let Some(node) = taken {
         result.have_more = queue.contains_key(key);
         // SAFETY: just unlinked, lock held.
         result.waited = unsafe { (*node).parked_at.elapsed() };
     }
     let token = callback(result);
     // SAFETY: just unlinked, lock held.
-    let unparker = taken.first().map(|&node| unsafe { release_node(node, token) });
+    let unparker = taken.map(|node| unsafe { release_node(node, token) });
     drop(queue);
     if let Some(unparker) = unparker {
         unparker.unpark();

@@ -47,6 +47,14 @@ const PARKED: u8 = 0b10;
 /// Token for a waiter that is handed the lock (it returns owning it).
 pub(crate) const TOKEN_HANDOFF: usize = 1;
 
+/// Spin rounds before parking (`Backoff::spin` doubles each round, up to 64
+/// `spin_loop` hints). `Backoff::is_completed` cannot bound this loop: only
+/// `snooze` advances it that far, so a `spin`-only loop never completes and
+/// a waiter would spin for as long as the holder keeps the lock — forever
+/// when the holder is a suspended coroutine of the spinner's own worker.
+/// Under loom a single round keeps the models small.
+const SPIN_ROUNDS: u32 = if cfg!(loom) { 1 } else { 7 };
+
 /// A woken waiter that waited longer than this is handed the lock directly.
 pub const FAIR_AFTER: Duration = Duration::from_millis(1);
 
@@ -68,7 +76,14 @@ impl RawMutex {
 
     /// The parking-lot key of this lock.
     pub(crate) fn key(&self) -> usize {
-        &self.state as *const AtomicU8 as usize
+        RawMutex::key_of(self)
+    }
+
+    /// The parking-lot key of the lock at `raw`, computed from the address
+    /// alone: Condvar knows its mutex by address and must not dereference a
+    /// mutex that may be gone by the time it looks.
+    pub(crate) fn key_of(raw: *const RawMutex) -> usize {
+        raw as usize
     }
 
     #[inline]
@@ -101,6 +116,7 @@ impl RawMutex {
     #[cold]
     fn lock_contended(&self, deadline: Option<Deadline>) -> bool {
         let backoff = Backoff::new();
+        let mut spins = 0;
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
             if state & LOCKED == 0 {
@@ -112,7 +128,8 @@ impl RawMutex {
             }
             // Spin (never yield the OS thread: in a coroutine that would stall
             // the worker) while nobody is parked yet.
-            if state & PARKED == 0 && !backoff.is_completed() {
+            if state & PARKED == 0 && spins < SPIN_ROUNDS {
+                spins += 1;
                 backoff.spin();
                 state = self.state.load(Ordering::Relaxed);
                 continue;
@@ -142,6 +159,7 @@ impl RawMutex {
                 ParkResult::Unparked(_) | ParkResult::Invalid => {}
             }
             backoff.reset();
+            spins = 0;
             state = self.state.load(Ordering::Relaxed);
         }
     }
@@ -177,6 +195,24 @@ impl RawMutex {
     /// requeue), so the next unlock wakes one. Called with the bucket locked.
     pub(crate) fn mark_parked(&self) {
         self.state.fetch_or(PARKED, Ordering::Relaxed);
+    }
+
+    /// Sets PARKED if the lock is held and returns whether it did (Condvar's
+    /// `notify_all` then moves every waiter onto this lock instead of waking
+    /// one only to see it park again). Called with this lock's bucket locked:
+    /// an unlock that races it either ran first (we see it unlocked) or sees
+    /// PARKED and waits for the bucket in `unlock_slow`.
+    pub(crate) fn mark_parked_if_locked(&self) -> bool {
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state & LOCKED == 0 {
+                return false;
+            }
+            match self.state.compare_exchange_weak(state, state | PARKED, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(actual) => state = actual,
+            }
+        }
     }
 
     /// Whether the lock is held (for debug assertions and Debug).
