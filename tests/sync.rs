@@ -438,3 +438,17 @@ fn primitives_survive_a_runtime_dropped_under_their_waiters() {
     *shared.2.lock() += 1;
     assert_eq!(*shared.2.lock(), 1);
 }
+
+/// A failed `try_lock` / `try_lock_for` must leave the holder's lock alone
+/// (an eagerly built guard, dropped on failure, would unlock it).
+#[test]
+fn failed_try_lock_does_not_release_the_holders_lock() {
+    let mutex = Mutex::new(7);
+    let held = mutex.lock();
+    assert!(mutex.try_lock().is_none());
+    assert!(mutex.try_lock().is_none(), "the first failed try_lock unlocked the mutex");
+    assert!(mutex.try_lock_for(Duration::from_millis(2)).is_none());
+    assert!(mutex.try_lock().is_none(), "a timed-out try_lock_for unlocked the mutex");
+    drop(held);
+    assert_eq!(mutex.try_lock().map(|g| *g), Some(7));
+}

@@ -304,15 +304,16 @@ pub(crate) fn park(
     let guard = DequeueOnUnwind { node: &node, armed: Cell::new(true) };
     before_sleep();
     unparker.prepare_deadline(deadline);
+    let mut expired = false;
     loop {
         // Acquire: pairs with release_node's Release; the token is visible.
         if node.removed.load(Ordering::Acquire) {
             guard.armed.set(false);
             return ParkResult::Unparked(node.token.get());
         }
-        let timed_out_now = deadline.is_some_and(|d| d.has_passed());
+        let timed_out_now = deadline.is_some_and(|d| expired || deadline_passed(d));
         if !timed_out_now {
-            unparker.park(deadline);
+            expired = !unparker.park(deadline);
             continue;
         }
         let mut queue = lock_node_bucket(&node);
@@ -331,6 +332,13 @@ pub(crate) fn park(
     }
 }
 
+/// Whether a timed park should give up now. Under loom there is no clock:
+/// only the parker decides (it may time out at any moment), which keeps the
+/// models deterministic.
+fn deadline_passed(deadline: Deadline) -> bool {
+    if cfg!(loom) { false } else { deadline.has_passed() }
+}
+
 /// Takes a parked node off its queue if it is still there when the waiter's
 /// stack unwinds (see `park`).
 struct DequeueOnUnwind<'a> {
@@ -341,6 +349,12 @@ struct DequeueOnUnwind<'a> {
 impl Drop for DequeueOnUnwind<'_> {
     fn drop(&mut self) {
         if !self.armed.get() {
+            return;
+        }
+        // Under loom a detected deadlock unwinds every model thread after
+        // loom has torn the execution down; touching a loom Mutex then would
+        // panic inside this destructor and abort the test binary.
+        if cfg!(loom) && std::thread::panicking() {
             return;
         }
         let mut queue = lock_node_bucket(self.node);

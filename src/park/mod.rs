@@ -80,13 +80,16 @@ impl Unparker {
     }
 
     /// Sleeps until woken (or, for a thread, until `deadline`); may return
-    /// spuriously. Only the waiter itself calls this.
-    pub(crate) fn park(&self, deadline: Option<Deadline>) {
+    /// spuriously. Returns `false` when a thread's parker gave up because the
+    /// deadline passed (a coroutine's timeouts are judged by the clock, its
+    /// timer being just another wake). Only the waiter itself calls this.
+    pub(crate) fn park(&self, deadline: Option<Deadline>) -> bool {
         match self {
-            Unparker::Task(_) => runtime::park_current_task(),
-            Unparker::Thread(parker) => {
-                parker.park(deadline);
+            Unparker::Task(_) => {
+                runtime::park_current_task();
+                true
             }
+            Unparker::Thread(parker) => parker.park(deadline),
         }
     }
 

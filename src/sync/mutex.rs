@@ -290,12 +290,15 @@ impl<T: ?Sized> Mutex<T> {
     /// Locks if it is free right now.
     #[inline]
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-        self.raw.try_lock().then_some(MutexGuard { mutex: self, _not_send: PhantomData })
+        // `then`, not `then_some`: a guard built eagerly on failure would be
+        // dropped at once and unlock the mutex its real holder owns.
+        self.raw.try_lock().then(|| MutexGuard { mutex: self, _not_send: PhantomData })
     }
 
     /// Locks, waiting at most `timeout`; `None` if it did not get the lock.
     pub fn try_lock_for(&self, timeout: Duration) -> Option<MutexGuard<'_, T>> {
-        self.raw.lock_until(Deadline::after(timeout)).then_some(MutexGuard { mutex: self, _not_send: PhantomData })
+        // `then`, not `then_some`: see try_lock.
+        self.raw.lock_until(Deadline::after(timeout)).then(|| MutexGuard { mutex: self, _not_send: PhantomData })
     }
 
     /// The value, through `&mut self` (no locking needed).
@@ -375,5 +378,69 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
 impl<T: ?Sized + fmt::Display> fmt::Display for MutexGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&**self, f)
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    //! The Mutex protocol under loom: the fast path, the PARKED bit, parking
+    //! and waking through the parking lot, with OS-thread waiters.
+    use super::*;
+    use crate::loom::thread;
+    use loom::sync::Arc;
+
+    /// Two or three threads increment under the lock: no increment is lost
+    /// and no one is left parked (the model would report a deadlock).
+    fn increments(threads: usize) {
+        loom::model(move || {
+            let mutex = Arc::new(Mutex::new(0usize));
+            let handles: Vec<_> = (1..threads)
+                .map(|_| {
+                    let mutex = Arc::clone(&mutex);
+                    thread::spawn(move || *mutex.lock() += 1)
+                })
+                .collect();
+            *mutex.lock() += 1;
+            for handle in handles {
+                handle.join().unwrap();
+            }
+            assert_eq!(*mutex.lock(), threads);
+            assert!(!mutex.raw().is_locked());
+        });
+    }
+
+    #[test]
+    fn two_threads_increment() {
+        increments(2);
+    }
+
+    #[test]
+    fn three_threads_increment() {
+        increments(3);
+    }
+
+    /// A failed try_lock never disturbs the holder: if it released the
+    /// holder's lock, this thread's next `lock` would get in while the holder
+    /// still writes, and loom reports the unsynchronised access.
+    #[test]
+    fn try_lock_never_releases_the_holders_lock() {
+        loom::model(|| {
+            let mutex = Arc::new(Mutex::new(0usize));
+            let other = {
+                let mutex = Arc::clone(&mutex);
+                thread::spawn(move || {
+                    drop(mutex.try_lock());
+                    *mutex.lock() += 1;
+                })
+            };
+            {
+                let mut guard = mutex.lock();
+                *guard += 10;
+                thread::yield_now();
+                *guard += 10;
+            }
+            other.join().unwrap();
+            assert_eq!(*mutex.lock(), 21);
+        });
     }
 }
