@@ -36,7 +36,7 @@
 //!  Finished    panic: nothing left to run                 nothing
 //! ```
 //!
-//! Every resume puts an [`Exchange`] on the resumer's stack and passes its
+//! Every resume puts an `Exchange` on the resumer's stack and passes its
 //! address through the switch. The coroutine reads the input from it and
 //! writes back what it yields, returns or panicked with, then switches back;
 //! the resumer reads the result before it does anything else. The exchange

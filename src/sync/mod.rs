@@ -18,16 +18,10 @@ mod semaphore;
 mod spinlock;
 mod waitgroup;
 
-#[allow(unused_imports)]
-pub use barrier::*;
-#[allow(unused_imports)]
-pub use condvar::*;
+pub use barrier::{Barrier, BarrierWaitResult};
+pub use condvar::{Condvar, WaitTimeoutResult};
 pub use mutex::{FAIR_AFTER, Mutex, MutexGuard};
-#[allow(unused_imports)]
-pub use rwlock::*;
-#[allow(unused_imports)]
-pub use semaphore::*;
-#[allow(unused_imports)]
-pub use spinlock::*;
-#[allow(unused_imports)]
-pub use waitgroup::*;
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+pub use semaphore::{Semaphore, SemaphorePermit};
+pub use spinlock::{SpinLock, SpinLockGuard};
+pub use waitgroup::WaitGroup;
