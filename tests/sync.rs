@@ -452,3 +452,44 @@ fn failed_try_lock_does_not_release_the_holders_lock() {
     drop(held);
     assert_eq!(mutex.try_lock().map(|g| *g), Some(7));
 }
+
+/// While a runtime shuts down, a coroutine's destructor that waits on a lock
+/// held by an OS thread blocks its worker like a thread would, and finishes
+/// once the thread lets go (no busy loop, no abort, no hang).
+#[test]
+fn destructor_waiting_on_a_lock_during_shutdown_completes() {
+    struct LockOnDrop(Arc<Mutex<u32>>);
+    impl Drop for LockOnDrop {
+        fn drop(&mut self) {
+            *self.0.lock() += 1;
+        }
+    }
+    let lock = Arc::new(Mutex::new(0u32));
+    let runtime = weft::Runtime::builder().workers(1).build().expect("runtime");
+    let started = Arc::new(AtomicBool::new(false));
+    {
+        let (lock, started) = (Arc::clone(&lock), Arc::clone(&started));
+        runtime.spawn(move || {
+            let _on_drop = LockOnDrop(lock);
+            started.store(true, Ordering::SeqCst);
+            weft::sleep(Duration::from_secs(3600)); // unwound at shutdown
+        });
+    }
+    while !started.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let releaser = {
+        let lock = Arc::clone(&lock);
+        std::thread::spawn(move || {
+            let held = lock.lock();
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            drop(held);
+        })
+    };
+    locked_rx.recv().unwrap();
+    drop(runtime); // the destructor waits for the thread's lock
+    releaser.join().unwrap();
+    assert_eq!(*lock.lock(), 1, "the destructor ran once, under the lock");
+}

@@ -56,10 +56,14 @@ pub(crate) enum Unparker {
 
 impl Unparker {
     /// The waiter the caller is: the running coroutine, or this OS thread.
+    ///
+    /// A coroutine that its runtime is unwinding at shutdown (a destructor
+    /// waits on a lock) waits like an OS thread, blocking its worker thread:
+    /// it cannot suspend any more, and its worker has nothing else to run.
     pub(crate) fn current() -> Unparker {
         match runtime::current_task() {
-            Some(task) => Unparker::Task(task),
-            None => Unparker::Thread(thread::current()),
+            Some(task) if !task.unwinding.get() => Unparker::Task(task),
+            _ => Unparker::Thread(thread::current()),
         }
     }
 
