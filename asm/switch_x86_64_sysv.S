@@ -10,20 +10,40 @@
 #   slot  offset  content
 #   ----  ------  ------------------------------------------------------------
 #    0      0     MXCSR (bytes 0-3) and x87 control word (bytes 4-5), pad (6-7)
-#    1      8     r15
-#    2     16     r14
-#    3     24     r13
-#    4     32     r12
-#    5     40     rbx
-#    6     48     rbp
-#    7     56     continuation: the address this context resumes at
+#    1      8     rbx
+#    2     16     rbp
+#    3     24     continuation: the address this context resumes at
 #   ----  ------  ------------------------------------------------------------
-#   FRAME_SIZE = 64 bytes, the continuation included.
+#   FRAME_SIZE = 32 bytes, the continuation included.
 #
 # The frame is pushed when the context's rsp is 8 mod 16 (just after a `call`
 # pushed the continuation), so a saved stack pointer is 16-byte aligned.
 # src/arch/x86_64.rs mirrors every offset as a const and passes its values in
 # as WEFT_RS_*; the `.if` checks below stop the build if the two disagree.
+#
+# ---------------------------------------------------------------------------
+# Who preserves which callee-saved register
+# ---------------------------------------------------------------------------
+# The SysV ABI makes rbx, rbp, r12-r15 callee-saved. The switch as a whole
+# preserves all six for its Rust callers, but splits the work:
+#
+#   rbx, rbp    saved in the frame by these routines. Rust's inline asm cannot
+#               declare them clobbered (LLVM reserves rbx; rbp may be the
+#               frame pointer), so the routines must.
+#   r12-r15     never touched here: they pass through a switch with whatever
+#               the outgoing side left in them. The two inline asm blocks that
+#               enter these routines (src/arch/x86_64.rs: `resume`'s `call`
+#               and `suspend`'s `lea/push/jmp`) declare them clobbered, so the
+#               compiler keeps nothing live in them across a switch: it saves
+#               the values that are live (spill, or another register) and only
+#               those, as it does around any call. That is corosensei's trick:
+#               four pushes and four pops per switch become what the code
+#               around the switch needs, which is nothing when it has no live
+#               values there, and a save in the function's prologue (once per
+#               call of that function, not once per switch) otherwise.
+#
+# Anything else that enters these routines must obey the same contract:
+# treat r12-r15 (and all caller-saved registers) as clobbered.
 #
 # ---------------------------------------------------------------------------
 # Why two entry points: the return-stack predictor
@@ -74,54 +94,37 @@
 .endif
 
 .set FRAME_FP,      0
-.set FRAME_R15,     8
-.set FRAME_R14,    16
-.set FRAME_R13,    24
-.set FRAME_R12,    32
-.set FRAME_RBX,    40
-.set FRAME_RBP,    48
-.set FRAME_CONT,   56
-.set FRAME_SIZE,   64
+.set FRAME_RBX,     8
+.set FRAME_RBP,    16
+.set FRAME_CONT,   24
+.set FRAME_SIZE,   32
 # The link slot is this far below the top of a coroutine stack.
 .set LINK_BELOW_TOP, 16
 # MXCSR bits that are control (DAZ, masks, rounding, FZ); 0-5 are sticky flags.
 .set MXCSR_CONTROL_MASK, 0xFFC0
 
-.if FRAME_FP != WEFT_RS_FRAME_FP || FRAME_R15 != WEFT_RS_FRAME_R15 || FRAME_R14 != WEFT_RS_FRAME_R14
+.if FRAME_FP != WEFT_RS_FRAME_FP || FRAME_RBX != WEFT_RS_FRAME_RBX || FRAME_RBP != WEFT_RS_FRAME_RBP
 .error "frame offsets differ between asm/switch_x86_64_sysv.S and src/arch/x86_64.rs"
 .endif
-.if FRAME_R13 != WEFT_RS_FRAME_R13 || FRAME_R12 != WEFT_RS_FRAME_R12 || FRAME_RBX != WEFT_RS_FRAME_RBX
-.error "frame offsets differ between asm/switch_x86_64_sysv.S and src/arch/x86_64.rs"
-.endif
-.if FRAME_RBP != WEFT_RS_FRAME_RBP || FRAME_CONT != WEFT_RS_FRAME_CONT || FRAME_SIZE != WEFT_RS_FRAME_SIZE
+.if FRAME_CONT != WEFT_RS_FRAME_CONT || FRAME_SIZE != WEFT_RS_FRAME_SIZE
 .error "frame offsets differ between asm/switch_x86_64_sysv.S and src/arch/x86_64.rs"
 .endif
 .if LINK_BELOW_TOP != WEFT_RS_LINK_BELOW_TOP
 .error "the link slot's place differs between asm/switch_x86_64_sysv.S and src/arch/x86_64.rs"
 .endif
 
-# Pushes the callee-saved registers and the FP control state: slots 6 to 0.
-# On entry [rsp] is the continuation (slot 7); CFI tracks every push.
+# Pushes rbp, rbx and the FP control state: slots 2 to 0 (r12-r15 are the
+# compiler's business, see above). On entry [rsp] is the continuation
+# (slot 3); CFI tracks every push.
 .macro PUSH_FRAME
-    push rbp                            # slot 6
+    push rbp                            # slot 2
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset rbp, 0
-    push rbx                            # slot 5
+    push rbx                            # slot 1
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset rbx, 0
-    push r12                            # slot 4
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r12, 0
-    push r13                            # slot 3
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r13, 0
-    push r14                            # slot 2
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r14, 0
-    push r15                            # slot 1
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r15, 0
-    sub rsp, 8                          # slot 0
+    sub rsp, 8                          # slot 0 (also keeps the frame 16-byte
+                                        # aligned when fp-control is off)
     .cfi_adjust_cfa_offset 8
 .if WEFT_FP_CONTROL
     stmxcsr dword ptr [rsp]             # save MXCSR (control bits and flags)
@@ -129,10 +132,10 @@
 .endif
 .endm
 
-# After the stack switch: rax = the outgoing frame, rsp = the incoming frame.
-# Reloads MXCSR / the x87 control word only if their control bits differ.
-# Uses rcx. The reloads are out of line (label 8/9) to keep the common path
-# straight.
+# After the stack switch: rax = the outgoing frame (SAVE_OUTGOING put it
+# there), rsp = the incoming frame. Reloads MXCSR / the x87 control word only
+# if their control bits differ. Uses rcx. The reloads are out of line (label
+# 8/9) to keep the common path straight.
 .macro CHECK_FP_CONTROL
 .if WEFT_FP_CONTROL
     .cfi_remember_state                 # the reloads below run in this state
@@ -145,6 +148,14 @@
     cmp cx, word ptr [rsp + 4]
     jne 9f
 6:
+.endif
+.endm
+
+# Before the stack switch: rax := the outgoing frame, for CHECK_FP_CONTROL.
+# Nothing to do without fp-control.
+.macro SAVE_OUTGOING
+.if WEFT_FP_CONTROL
+    mov rax, rsp
 .endif
 .endm
 
@@ -162,22 +173,10 @@
 .endif
 .endm
 
-# Pops slots 0 to 6 of the incoming frame, leaving [rsp] = its continuation.
+# Pops slots 0 to 2 of the incoming frame, leaving [rsp] = its continuation.
 .macro POP_FRAME
     add rsp, 8                          # slot 0 (already handled)
     .cfi_adjust_cfa_offset -8
-    pop r15
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore r15
-    pop r14
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore r14
-    pop r13
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore r13
-    pop r12
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore r12
     pop rbx
     .cfi_adjust_cfa_offset -8
     .cfi_restore rbx
@@ -196,7 +195,8 @@
 #   rsi  the link slot: where to store the resumer's stack pointer
 #   rdx  a word for the coroutine; it arrives in rax at the continuation
 # Returns, when the coroutine suspends, with rax = the coroutine's word.
-# Preserves rbx, rbp, r12-r15, the MXCSR control bits and the x87 control word.
+# Preserves rbx, rbp, the MXCSR control bits and the x87 control word; r12-r15
+# come back as the coroutine left them (the caller declares them clobbered).
 # ---------------------------------------------------------------------------
     .p2align 4
     .globl weft_switch_resume
@@ -206,7 +206,7 @@ weft_switch_resume:
     .cfi_startproc
     PUSH_FRAME
     mov qword ptr [rsi], rsp            # link slot := the resumer's frame
-    mov rax, rsp                        # outgoing frame, for the FP compare
+    SAVE_OUTGOING                       # rax = outgoing frame, for the FP compare
     mov rsp, rdi                        # now on the coroutine's stack; its frame
                                         # has the same layout, so the CFI holds
     CHECK_FP_CONTROL
@@ -230,7 +230,9 @@ weft_switch_resume:
 #   rsi  the link slot holding the resumer's stack pointer
 #   rdx  a word for the resumer; `weft_switch_resume` returns it in rax
 # When the coroutine is resumed, control continues at the pushed address with
-# rax = the resumer's word and all callee-saved state restored.
+# rax = the resumer's word, and rbx, rbp and the FP control state restored;
+# r12-r15 arrive as the resumer left them (the coroutine's asm block declares
+# them clobbered).
 # ---------------------------------------------------------------------------
     .p2align 4
     .globl weft_switch_suspend
@@ -240,7 +242,7 @@ weft_switch_suspend:
     .cfi_startproc
     PUSH_FRAME
     mov qword ptr [rdi], rsp            # the coroutine's saved stack pointer
-    mov rax, rsp                        # outgoing frame, for the FP compare
+    SAVE_OUTGOING                       # rax = outgoing frame, for the FP compare
     mov rsp, qword ptr [rsi]            # back on the resumer's stack
     CHECK_FP_CONTROL
     POP_FRAME
@@ -255,13 +257,19 @@ weft_switch_suspend:
 #
 # src/arch/x86_64.rs builds the first frame so that weft_switch_resume
 # "returns" here with rsp at the link slot (16-byte aligned), rbx = the entry
-# function, r12 = its data pointer and rax = the resumer's word. It calls
+# function, rbp = its data pointer and rax = the resumer's word. It zeroes rbp
+# (the end of the frame-pointer chain) and calls
 #   entry(word: usize /*rdi*/, data: *mut () /*rsi*/, top: *mut u8 /*rdx*/) -> !
 # which never returns: a finished coroutine leaves with weft_switch_suspend.
 #
 # CFI: the caller of this frame is the resumer, stopped in weft_switch_resume
-# with its frame at [link slot]. So CFA = [rsp] + FRAME_SIZE and the resumer's
-# registers sit at the frame offsets, written relative to that CFA below.
+# with its frame at [link slot]. So CFA = [rsp] + FRAME_SIZE, and the
+# resumer's rip, rbx and rbp sit at the frame offsets, written relative to
+# that CFA below. Its r12-r15 are not in the frame: the unwinder carries them
+# over unchanged, so they read wrong in the resumer's innermost frame only,
+# where they are dead anyway (its asm block clobbers them); every function
+# around such a block saves r12-r15 for its own caller in its prologue, under
+# its own CFI, so the frames further out read right.
 # ---------------------------------------------------------------------------
     .p2align 4
     .globl weft_coroutine_trampoline
@@ -271,17 +279,17 @@ weft_coroutine_trampoline:
     .cfi_startproc
     .cfi_signal_frame
     # DW_CFA_def_cfa_expression (0x0f), 5 bytes: DW_OP_breg7 (rsp) 0,
-    # DW_OP_deref, DW_OP_plus_uconst 64 (FRAME_SIZE)
-    .cfi_escape 0x0f, 5, 0x77, 0x00, 0x06, 0x23, 0x40
+    # DW_OP_deref, DW_OP_plus_uconst 32 (FRAME_SIZE, checked below)
+    .cfi_escape 0x0f, 5, 0x77, 0x00, 0x06, 0x23, 0x20
+.if FRAME_SIZE != 0x20
+.error "update the DW_OP_plus_uconst operand in weft_coroutine_trampoline's CFA"
+.endif
     .cfi_offset rip, FRAME_CONT - FRAME_SIZE
     .cfi_offset rbp, FRAME_RBP - FRAME_SIZE
     .cfi_offset rbx, FRAME_RBX - FRAME_SIZE
-    .cfi_offset r12, FRAME_R12 - FRAME_SIZE
-    .cfi_offset r13, FRAME_R13 - FRAME_SIZE
-    .cfi_offset r14, FRAME_R14 - FRAME_SIZE
-    .cfi_offset r15, FRAME_R15 - FRAME_SIZE
     mov rdi, rax                        # entry's first argument: the word
-    mov rsi, r12                        # entry's second argument: its data
+    mov rsi, rbp                        # entry's second argument: its data
+    xor ebp, ebp                        # rbp = 0 ends frame-pointer chains
     lea rdx, [rsp + LINK_BELOW_TOP]     # entry's third argument: the stack top
     call rbx                            # never returns
     ud2                                 # keeps the return address inside this

@@ -2,6 +2,11 @@
 //! layout, builds the first frame of a fresh stack, and performs the
 //! coroutine-side half of a switch.
 //!
+//! The routines in the `.S` save only rbx, rbp and the FP control state;
+//! [`resume`] and [`suspend`] declare r12-r15 clobbered, so the compiler
+//! preserves those where they hold live values (see the `.S` header). Together
+//! the switch preserves every callee-saved register for its Rust callers.
+//!
 //! # A fresh stack, ready for its first resume
 //!
 //! ```text
@@ -12,10 +17,8 @@
 //!  | link slot                  |  <- weft_switch_resume stores the resumer's
 //!  +----------------------------+ top - 16   stack pointer here; the trampoline
 //!  | continuation = trampoline  |            runs with rsp here
-//!  | rbp = 0                    |
+//!  | rbp = entry data           |  (the trampoline zeroes rbp before the call)
 //!  | rbx = entry function       |
-//!  | r12 = entry data           |
-//!  | r13, r14, r15 = 0          |
 //!  | MXCSR | x87 CW (creator's) |  <- initial saved stack pointer (in sp slot)
 //!  +----------------------------+ top - 16 - FRAME_SIZE
 //!  | (free stack, grows down)   |
@@ -27,10 +30,10 @@
 //!  coroutine stack                      resumer stack
 //!  +---------------------+              +---------------------+
 //!  | sp slot  ---------+ |              |                     |
-//!  | link slot  -------+-+----------->  | frame (64 bytes)    |  while the
+//!  | link slot  -------+-+----------->  | frame (32 bytes)    |  while the
 //!  | trampoline's frame  |              |   ... return addr R |  coroutine runs
 //!  | entry, user frames  |              | Coroutine::resume   |
-//!  | frame (64 bytes) <+ |              | user code           |
+//!  | frame (32 bytes) <+ |              | user code           |
 //!  +---------------------+              +---------------------+
 //! ```
 
@@ -41,15 +44,11 @@ mod tests;
 
 /// Byte offsets of the saved frame; see the table at the top of the `.S`.
 pub(crate) const FRAME_FP: usize = 0;
-pub(crate) const FRAME_R15: usize = 8;
-pub(crate) const FRAME_R14: usize = 16;
-pub(crate) const FRAME_R13: usize = 24;
-pub(crate) const FRAME_R12: usize = 32;
-pub(crate) const FRAME_RBX: usize = 40;
-pub(crate) const FRAME_RBP: usize = 48;
-pub(crate) const FRAME_CONT: usize = 56;
+pub(crate) const FRAME_RBX: usize = 8;
+pub(crate) const FRAME_RBP: usize = 16;
+pub(crate) const FRAME_CONT: usize = 24;
 /// The whole frame, the continuation included.
-pub(crate) const FRAME_SIZE: usize = 64;
+pub(crate) const FRAME_SIZE: usize = 32;
 /// The sp slot (the suspended coroutine's stack pointer) sits this many
 /// bytes below the top of a stack.
 pub(crate) const SP_BELOW_TOP: usize = 8;
@@ -63,9 +62,7 @@ const _: () = assert!(FRAME_SIZE == FRAME_CONT + 8, "the continuation is the las
 const _: () = assert!(FRAME_SIZE % 16 == 0, "saved stack pointers must stay 16-byte aligned");
 const _: () = assert!(LINK_BELOW_TOP % 16 == 0, "the trampoline needs rsp 16-byte aligned before its call");
 const _: () = assert!(SP_BELOW_TOP < LINK_BELOW_TOP && LINK_BELOW_TOP <= STACK_RESERVED_TOP);
-const _: () = assert!(FRAME_R15 == FRAME_FP + 8 && FRAME_R14 == FRAME_R15 + 8 && FRAME_R13 == FRAME_R14 + 8);
-const _: () = assert!(FRAME_R12 == FRAME_R13 + 8 && FRAME_RBX == FRAME_R12 + 8 && FRAME_RBP == FRAME_RBX + 8);
-const _: () = assert!(FRAME_CONT == FRAME_RBP + 8);
+const _: () = assert!(FRAME_RBX == FRAME_FP + 8 && FRAME_RBP == FRAME_RBX + 8 && FRAME_CONT == FRAME_RBP + 8);
 
 /// MXCSR at process start per the System V ABI: all exceptions masked,
 /// round to nearest.
@@ -82,10 +79,6 @@ pub(crate) const FP_CONTROL: bool = cfg!(feature = "fp-control");
 global_asm!(
     ".set WEFT_FP_CONTROL, {fp}",
     ".set WEFT_RS_FRAME_FP, {fp_slot}",
-    ".set WEFT_RS_FRAME_R15, {r15}",
-    ".set WEFT_RS_FRAME_R14, {r14}",
-    ".set WEFT_RS_FRAME_R13, {r13}",
-    ".set WEFT_RS_FRAME_R12, {r12}",
     ".set WEFT_RS_FRAME_RBX, {rbx}",
     ".set WEFT_RS_FRAME_RBP, {rbp}",
     ".set WEFT_RS_FRAME_CONT, {cont}",
@@ -94,10 +87,6 @@ global_asm!(
     include_str!("../../asm/switch_x86_64_sysv.S"),
     fp = const FP_CONTROL as u8,
     fp_slot = const FRAME_FP,
-    r15 = const FRAME_R15,
-    r14 = const FRAME_R14,
-    r13 = const FRAME_R13,
-    r12 = const FRAME_R12,
     rbx = const FRAME_RBX,
     rbp = const FRAME_RBP,
     cont = const FRAME_CONT,
@@ -148,14 +137,12 @@ pub(crate) unsafe fn init_stack(top: *mut u8, entry: EntryFn, data: *mut ()) {
             );
         }
     }
-    let words: [(usize, u64); 8] = [
+    // The trampoline takes the entry function from rbx and its data from
+    // rbp, then zeroes rbp (the end of frame-pointer chains) before the call.
+    let words: [(usize, u64); 4] = [
         (FRAME_FP, fp_state),
-        (FRAME_R15, 0),
-        (FRAME_R14, 0),
-        (FRAME_R13, 0),
-        (FRAME_R12, data as u64),
         (FRAME_RBX, entry as usize as u64),
-        (FRAME_RBP, 0), // ends frame-pointer chains
+        (FRAME_RBP, data as u64),
         (FRAME_CONT, weft_coroutine_trampoline as *const () as usize as u64),
     ];
     for (offset, value) in words {
@@ -197,10 +184,12 @@ pub(crate) fn link_slot(top: *mut u8) -> *mut *mut u8 {
 pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
     let back: usize;
     // SAFETY: the caller's promises make the switch valid. The routine saves
-    // and restores every callee-saved register (rbx and rbp included) and the
-    // FP control state; the rest are declared clobbered with clobber_abi; it
-    // returns with rsp as before the `call`. rsp is 16-byte aligned at the
-    // `call`, as on entry to any asm block that may use the stack.
+    // and restores rbx, rbp (which asm cannot declare clobbered) and the FP
+    // control state; r12-r15 come back as the coroutine left them and are
+    // declared clobbered here, the caller-saved ones with clobber_abi, so the
+    // compiler keeps nothing live in any of them across the block. It returns
+    // with rsp as before the `call`. rsp is 16-byte aligned at the `call`, as
+    // on entry to any asm block that may use the stack.
     unsafe {
         asm!(
             "call {switch}",
@@ -209,6 +198,10 @@ pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
             in("rsi") link_slot(top),
             in("rdx") word,
             lateout("rax") back,
+            out("r12") _,
+            out("r13") _,
+            out("r14") _,
+            out("r15") _,
             clobber_abi("sysv64"),
         );
     }
@@ -232,10 +225,12 @@ pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
 #[inline(always)]
 pub(crate) unsafe fn suspend(top: *mut u8, word: usize) -> usize {
     let back: usize;
-    // SAFETY: the caller's promises make the switch valid. Every
-    // callee-saved register, rbx and rbp included, is saved and restored by
-    // the routine; the rest are declared clobbered with clobber_abi; the
-    // stack pointer is the same at `2:` as on entry to this block.
+    // SAFETY: the caller's promises make the switch valid. rbx, rbp and the
+    // FP control state are saved and restored by the routine; r12-r15 arrive
+    // at `2:` as the resumer left them and are declared clobbered here, the
+    // caller-saved ones with clobber_abi, so the compiler keeps nothing live
+    // in any of them across the block. The stack pointer is the same at `2:`
+    // as on entry to this block.
     unsafe {
         asm!(
             "lea rax, [rip + 2f]",
@@ -247,6 +242,10 @@ pub(crate) unsafe fn suspend(top: *mut u8, word: usize) -> usize {
             in("rsi") link_slot(top),
             in("rdx") word,
             lateout("rax") back,
+            out("r12") _,
+            out("r13") _,
+            out("r14") _,
+            out("r15") _,
             clobber_abi("sysv64"),
         );
     }

@@ -6,6 +6,11 @@
 //! pointer and never returns: at the end it suspends for good, the test stops
 //! resuming it and unmaps its stack (nothing on it needs dropping).
 //!
+//! The register contract under test: the assembly routines preserve rbx, rbp
+//! and the FP control state and pass r12-r15 through untouched; [`resume`]
+//! and [`suspend`] declare r12-r15 clobbered, so the compiler keeps values
+//! that are live across a switch out of them (or saves them).
+//!
 //! What makes these tests able to fail:
 //! - the register and FP tests load values on each side that differ from the
 //!   other side's, so a switch that forgets to restore something hands one
@@ -13,7 +18,15 @@
 //! - the `*_detects_a_wrong_restore*` tests overwrite one slot of a saved frame
 //!   while its context is switched out and check that the readout sees the
 //!   overwritten value: the readout really observes what the switch restores,
-//!   and each `FRAME_*` offset belongs to the register it is named after.
+//!   and each `FRAME_*` offset belongs to the register it is named after;
+//! - the register test also checks that r12-r15 arrive holding the other
+//!   side's values, so the live-values test (which scribbles over r12-r15
+//!   right before each switch) really hands each side the other's garbage: a
+//!   wrapper that forgot to declare r12-r15 clobbered would let the compiler
+//!   keep live values there, and they would come back wrong (checked by hand:
+//!   with the `out("r12") _` .. `out("r15") _` lines deleted from both
+//!   wrappers, that test and most others here fail in release builds, mostly
+//!   by crashing, since the tests' own pointers live in r12-r15 as well).
 
 use super::*;
 use crate::sys::mem::{map_anonymous, page_size, protect_none, unmap};
@@ -27,8 +40,11 @@ use std::ptr::NonNull;
 /// r14, r15 (the order of the arrays the helpers load and fill).
 type Regs = [u64; 6];
 const REG_NAMES: [&str; 6] = ["rbx", "rbp", "r12", "r13", "r14", "r15"];
-/// Where the switch saves each register of [`Regs`] in a frame.
-const REG_SLOTS: [usize; 6] = [FRAME_RBX, FRAME_RBP, FRAME_R12, FRAME_R13, FRAME_R14, FRAME_R15];
+/// The first `SAVED` registers of [`Regs`] (rbx, rbp) are the ones the
+/// routines save in the frame; the rest (r12-r15) pass through.
+const SAVED: usize = 2;
+/// Where the switch saves each of the first `SAVED` registers of [`Regs`].
+const REG_SLOTS: [usize; SAVED] = [FRAME_RBX, FRAME_RBP];
 
 global_asm!(
     // weft_test_resume_with_regs(sp, link, word, load: *const Regs, out: *mut Regs) -> usize
@@ -36,8 +52,9 @@ global_asm!(
     // Does what `resume` does (`call weft_switch_resume` with rdi = the
     // coroutine's sp, rsi = its link slot, rdx = the word), but with rbx, rbp,
     // r12-r15 set to `load` across the call, and writes what those registers
-    // hold once the call returns into `out`. The caller's own values are
-    // saved first and restored last.
+    // hold once the call returns into `out`. The caller's own values of all
+    // six are saved first and restored last (the switch itself keeps only rbx
+    // and rbp, so the helper must keep r12-r15 for its Rust caller).
     "    .p2align 4",
     "    .globl weft_test_resume_with_regs",
     "    .hidden weft_test_resume_with_regs",
@@ -79,7 +96,8 @@ global_asm!(
     // continuation by hand, `jmp weft_switch_suspend` with rdi = the sp slot,
     // rsi = the link slot, rdx = the word) with rbx, rbp, r12-r15 set to
     // `load`, and after being resumed writes those registers into `out`.
-    // Returns the resumer's word.
+    // Returns the resumer's word. Saves and restores its caller's six, as
+    // the resume helper does.
     "    .p2align 4",
     "    .globl weft_test_suspend_with_regs",
     "    .hidden weft_test_suspend_with_regs",
@@ -243,7 +261,7 @@ unsafe fn set_frame_word(frame: *mut u8, offset: usize, value: u64) {
 }
 
 // ---------------------------------------------------------------------------
-// 1. Callee-saved registers
+// 1. Callee-saved registers: rbx and rbp kept, r12-r15 passed through
 // ---------------------------------------------------------------------------
 
 const RESUMER: u64 = 0xA5;
@@ -262,11 +280,28 @@ fn patterns(side: u64, round: usize) -> Regs {
     std::array::from_fn(|reg| pattern(side, round, reg))
 }
 
-/// Compares register by register, naming the first that differs.
-fn assert_regs(got: &Regs, want: &Regs, context: &str) {
-    for ((name, got), want) in REG_NAMES.iter().zip(got).zip(want) {
+/// Compares the registers numbered `regs` one by one, naming the first that
+/// differs.
+fn assert_regs(got: &Regs, want: &Regs, regs: std::ops::Range<usize>, context: &str) {
+    for reg in regs {
+        let (name, got, want) = (REG_NAMES[reg], got[reg], want[reg]);
         assert_eq!(got, want, "{context}: {name} is {got:#x}, want {want:#x}");
     }
+}
+
+/// What the resumer finds after the switch back in `round` (< REG_ROUNDS):
+/// its own rbx and rbp; in r12-r15, what the coroutine loaded before its
+/// suspend.
+fn resumer_after(round: usize) -> Regs {
+    let (own, other) = (patterns(RESUMER, round), patterns(COROUTINE, round));
+    std::array::from_fn(|reg| if reg < SAVED { own[reg] } else { other[reg] })
+}
+
+/// What the coroutine finds when resumed after `round`: its own rbx and rbp;
+/// in r12-r15, what the resumer loaded for the next round's resume.
+fn coroutine_after(round: usize) -> Regs {
+    let (own, other) = (patterns(COROUTINE, round), patterns(RESUMER, round + 1));
+    std::array::from_fn(|reg| if reg < SAVED { own[reg] } else { other[reg] })
 }
 
 /// Where a register test's coroutine and the test meet.
@@ -329,7 +364,7 @@ unsafe extern "sysv64" fn regs_entry(word: usize, data: *mut (), top: *mut u8) -
 /// Every switch here goes through the helpers, which keep the real register
 /// values of this function and of the coroutine's Rust code out of reach: a
 /// broken switch fails an assertion instead of corrupting the test itself
-/// (except on a fresh stack, whose trampoline needs rbx and r12 intact).
+/// (except on a fresh stack, whose trampoline needs rbx and rbp intact).
 fn run_register_rounds(stack: &TestStack, shared: *mut RegShared) -> [Regs; REG_ROUNDS + 1] {
     let top = stack.top();
     // SAFETY: the top of our own stack, 16-byte aligned, with writable pages
@@ -354,16 +389,25 @@ fn run_register_rounds(stack: &TestStack, shared: *mut RegShared) -> [Regs; REG_
     after
 }
 
+/// The routines restore rbx and rbp on both sides, and leave r12-r15 as the
+/// other side had them (the wrappers' callers are told they are clobbered).
 #[test]
-fn callee_saved_registers_survive_both_directions() {
+fn rbx_rbp_survive_both_directions_and_r12_to_r15_pass_through() {
     let stack = TestStack::new();
     let mut shared = RegShared::new(usize::MAX);
     let after = run_register_rounds(&stack, &raw mut shared);
     for (round, regs) in after.iter().enumerate() {
-        assert_regs(regs, &patterns(RESUMER, round), &format!("resumer, after the switch back in round {round}"));
+        let context = format!("resumer, after the switch back in round {round}");
+        if round < REG_ROUNDS {
+            assert_regs(regs, &resumer_after(round), 0..6, &context);
+        } else {
+            // The last suspend is the Rust `suspend` in regs_entry: r12-r15
+            // hold whatever its code left there.
+            assert_regs(regs, &patterns(RESUMER, round), 0..SAVED, &context);
+        }
     }
     for (round, regs) in shared.seen.iter().enumerate() {
-        assert_regs(regs, &patterns(COROUTINE, round), &format!("coroutine, when resumed after round {round}"));
+        assert_regs(regs, &coroutine_after(round), 0..6, &format!("coroutine, when resumed after round {round}"));
     }
     assert_eq!(shared.link_at_start % 16, 0, "the resumer's saved stack pointer must be 16-byte aligned");
 }
@@ -379,12 +423,12 @@ fn register_test_detects_a_wrong_restore_in_the_resumer() {
         let stack = TestStack::new();
         let mut shared = RegShared::new(slot);
         let after = run_register_rounds(&stack, &raw mut shared);
-        let mut want = patterns(RESUMER, 0);
+        let mut want = resumer_after(0);
         want[reg] = TAMPERED;
         assert_eq!(after[0], want, "round 0 with {} (frame offset {slot}) overwritten", REG_NAMES[reg]);
         // The later rounds are untouched.
-        for (round, regs) in after.iter().enumerate().skip(1) {
-            assert_eq!(*regs, patterns(RESUMER, round), "round {round}");
+        for (round, regs) in after.iter().enumerate().take(REG_ROUNDS).skip(1) {
+            assert_eq!(*regs, resumer_after(round), "round {round}");
         }
     }
 }
@@ -423,8 +467,141 @@ fn register_test_detects_a_wrong_restore_in_the_coroutine() {
         want[reg] = TAMPERED;
         // SAFETY: the coroutine is suspended; nothing else touches `shared`.
         let seen = unsafe { (*shared_ptr).seen[0] };
-        assert_eq!(seen, want, "coroutine's registers with {} (frame offset {slot}) overwritten", REG_NAMES[reg]);
+        // Resumed by the Rust `resume`: r12-r15 hold whatever this function's
+        // code left there, so only the saved registers are compared.
+        assert_eq!(
+            seen[..SAVED],
+            want[..SAVED],
+            "coroutine's registers with {} (frame offset {slot}) overwritten",
+            REG_NAMES[reg]
+        );
     }
+}
+
+// ---------------------------------------------------------------------------
+// 1b. r12-r15 through the Rust wrappers: live values survive
+// ---------------------------------------------------------------------------
+//
+// The routines no longer keep r12-r15; `resume` and `suspend` declare them
+// clobbered, and the compiler must keep whatever is live across a switch
+// elsewhere. These tests hold more values live across every switch than the
+// routines preserve (rbx, rbp), with r12-r15 scribbled over by the other side
+// just before each switch, and check that every value comes back.
+
+/// Rounds of the live-values exchange.
+const LIVE_ROUNDS: usize = 16;
+
+/// Overwrites r12-r15 with values derived from `seed` and declares them
+/// clobbered. Placed right before a switch, it hands the other side these
+/// values in r12-r15 (which pass through the routines; see the register test
+/// above), so anything the other side wrongly kept there is lost.
+#[inline(always)]
+fn scribble_r12_to_r15(seed: u64) {
+    // SAFETY: writes only the four registers it declares as outputs.
+    unsafe {
+        asm!(
+            "mov r12, {s}",
+            "lea r13, [{s} + 1]",
+            "lea r14, [{s} + 2]",
+            "lea r15, [{s} + 3]",
+            s = in(reg) seed,
+            out("r12") _,
+            out("r13") _,
+            out("r14") _,
+            out("r15") _,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+}
+
+/// Makes twelve values the compiler cannot predict (each through
+/// `black_box`, so none can be recomputed from another), runs `$switch` while
+/// all of them are live, and evaluates to how many changed. Twelve is more
+/// than rbx and rbp can hold, so without the wrappers' clobbers the register
+/// allocator would put some of them in r12-r15.
+macro_rules! changed_across {
+    ($seed:expr, $switch:block) => {{
+        let seed: u64 = $seed;
+        let keys: [u64; 12] = std::array::from_fn(|i| (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let v0 = std::hint::black_box(seed ^ keys[0]);
+        let v1 = std::hint::black_box(seed ^ keys[1]);
+        let v2 = std::hint::black_box(seed ^ keys[2]);
+        let v3 = std::hint::black_box(seed ^ keys[3]);
+        let v4 = std::hint::black_box(seed ^ keys[4]);
+        let v5 = std::hint::black_box(seed ^ keys[5]);
+        let v6 = std::hint::black_box(seed ^ keys[6]);
+        let v7 = std::hint::black_box(seed ^ keys[7]);
+        let v8 = std::hint::black_box(seed ^ keys[8]);
+        let v9 = std::hint::black_box(seed ^ keys[9]);
+        let v10 = std::hint::black_box(seed ^ keys[10]);
+        let v11 = std::hint::black_box(seed ^ keys[11]);
+        $switch
+        [v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11]
+            .iter()
+            .zip(keys)
+            .filter(|&(v, key)| *v != seed ^ key)
+            .count()
+    }};
+}
+
+#[repr(C)]
+struct LiveShared {
+    /// Per round, how many of the coroutine's live values changed across its
+    /// suspend (`usize::MAX`: the round never ran).
+    changed: [usize; LIVE_ROUNDS],
+}
+
+/// Entry of the live-values test: in each round holds twelve values across a
+/// `suspend`, with r12-r15 scribbled just before it.
+///
+/// # Safety
+///
+/// `data` is a `LiveShared` that outlives every resume of this stack.
+unsafe extern "sysv64" fn live_entry(word: usize, data: *mut (), top: *mut u8) -> ! {
+    let shared = data.cast::<LiveShared>();
+    let mut round = word;
+    while round < LIVE_ROUNDS {
+        let next: usize;
+        let changed = changed_across!(pattern(COROUTINE, round, 0), {
+            scribble_r12_to_r15(pattern(COROUTINE, round, 4));
+            // SAFETY: runs on `top`'s stack inside a resume of it.
+            next = unsafe { suspend(top, round) };
+        });
+        // SAFETY: the test waits in resume while we use `shared`.
+        unsafe { (*shared).changed[round] = changed };
+        round = next;
+    }
+    // SAFETY: as above; nothing on this stack needs dropping.
+    unsafe { suspend(top, usize::MAX) };
+    die("the live-values test coroutine was resumed after its end")
+}
+
+/// Values live across `resume` (in the resumer) and across `suspend` (in the
+/// coroutine) survive, although the routines do not keep r12-r15 and each
+/// side fills r12-r15 with its own garbage right before switching.
+#[test]
+fn live_values_survive_resume_and_suspend() {
+    let stack = TestStack::new();
+    let top = stack.top();
+    let mut shared = LiveShared { changed: [usize::MAX; LIVE_ROUNDS] };
+    let shared_ptr = &raw mut shared;
+    // SAFETY: our own stack's top; `shared` outlives the coroutine's use.
+    unsafe { init_stack(top, live_entry, shared_ptr.cast()) };
+    for round in 0..=LIVE_ROUNDS {
+        let back: usize;
+        let changed = changed_across!(pattern(RESUMER, round, 0), {
+            scribble_r12_to_r15(pattern(RESUMER, round, 4));
+            // SAFETY: the coroutine is suspended (fresh, or by its previous
+            // round) and always comes back with a suspend.
+            back = unsafe { resume(top, round) };
+        });
+        assert_eq!(changed, 0, "the resumer's live values that changed across resume in round {round}");
+        let want = if round < LIVE_ROUNDS { round } else { usize::MAX };
+        assert_eq!(back, want, "the coroutine's word in round {round}");
+    }
+    // SAFETY: the coroutine has suspended for good; nothing else touches `shared`.
+    let changed = unsafe { (*shared_ptr).changed };
+    assert_eq!(changed, [0; LIVE_ROUNDS], "the coroutine's live values that changed across suspend, per round");
 }
 
 // ---------------------------------------------------------------------------
