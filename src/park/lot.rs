@@ -66,7 +66,8 @@ pub(crate) struct UnparkResult {
     pub(crate) unparked: usize,
     /// Whether waiters remain on the key.
     pub(crate) have_more: bool,
-    /// How long the woken waiter had waited (`unpark_one` only).
+    /// How long the woken waiter had waited (`unpark_one`, and only for a
+    /// waiter that parked with `park_fair`; zero otherwise).
     pub(crate) waited: Duration,
 }
 
@@ -81,7 +82,9 @@ struct WaitNode {
     token: Cell<usize>,
     /// Set (Release) by the waker once it has taken the node off the queue.
     removed: AtomicBool,
-    parked_at: Instant,
+    /// When it parked, for waiters whose waker needs `UnparkResult::waited`
+    /// (`park_fair`); `None` spares two clock reads per hand-off elsewhere.
+    parked_at: Option<Instant>,
 }
 
 struct Queue {
@@ -280,6 +283,31 @@ pub(crate) fn park(
     timed_out: impl FnOnce(usize, bool),
     deadline: Option<Deadline>,
 ) -> ParkResult {
+    park_inner(key, validate, before_sleep, timed_out, deadline, false)
+}
+
+/// [`park`], also recording when the waiter parked, so that `unpark_one`
+/// reports how long it waited (for a lock's eventual fairness). Costs two
+/// clock reads per park/unpark pair, so only primitives that use
+/// `UnparkResult::waited` call it.
+pub(crate) fn park_fair(
+    key: usize,
+    validate: impl FnOnce() -> bool,
+    before_sleep: impl FnOnce(),
+    timed_out: impl FnOnce(usize, bool),
+    deadline: Option<Deadline>,
+) -> ParkResult {
+    park_inner(key, validate, before_sleep, timed_out, deadline, true)
+}
+
+fn park_inner(
+    key: usize,
+    validate: impl FnOnce() -> bool,
+    before_sleep: impl FnOnce(),
+    timed_out: impl FnOnce(usize, bool),
+    deadline: Option<Deadline>,
+    record_time: bool,
+) -> ParkResult {
     let unparker = Unparker::current();
     let node = WaitNode {
         key: AtomicUsize::new(key),
@@ -287,7 +315,7 @@ pub(crate) fn park(
         unparker: Cell::new(None),
         token: Cell::new(DEFAULT_TOKEN),
         removed: AtomicBool::new(false),
-        parked_at: Instant::now(),
+        parked_at: record_time.then(Instant::now),
     };
     {
         let mut queue = lock(bucket_of(key));
@@ -378,7 +406,7 @@ pub(crate) fn unpark_one(key: usize, callback: impl FnOnce(UnparkResult) -> usiz
     if let Some(node) = taken {
         result.have_more = queue.contains_key(key);
         // SAFETY: just unlinked, lock held.
-        result.waited = unsafe { (*node).parked_at.elapsed() };
+        result.waited = unsafe { (*node).parked_at }.map_or(Duration::ZERO, |t| t.elapsed());
     }
     let token = callback(result);
     // SAFETY: just unlinked, lock held.
@@ -436,7 +464,7 @@ pub(crate) fn unpark_requeue(
         UnparkResult { unparked: usize::from(woken.is_some()), have_more: !moved.is_empty(), waited: Duration::ZERO };
     if let Some(node) = woken {
         // SAFETY: just unlinked, lock held.
-        result.waited = unsafe { (*node).parked_at.elapsed() };
+        result.waited = unsafe { (*node).parked_at }.map_or(Duration::ZERO, |t| t.elapsed());
     }
     for &node in &moved {
         // SAFETY: unlinked from `from`, about to be linked into `to`; both

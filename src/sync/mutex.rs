@@ -142,7 +142,8 @@ impl RawMutex {
                     continue;
                 }
             }
-            let result = lot::park(
+            // park_fair: the unlocker needs how long we waited (FAIR_AFTER).
+            let result = lot::park_fair(
                 self.key(),
                 || self.state.load(Ordering::Relaxed) == LOCKED | PARKED,
                 || {},

@@ -1,0 +1,935 @@
+//! What weft's synchronization primitives cost, next to std's and
+//! parking_lot's on OS threads: uncontended locking, a Mutex+Condvar
+//! hand-off, a contended Mutex, a bounded producer-consumer queue and a
+//! read-mostly RwLock.
+//!
+//! Everything is in one criterion group, `sync`, so the figures sit side by
+//! side in the report:
+//!
+//! ```text
+//! cargo bench --bench sync
+//! cargo bench --bench sync -- 'uncontended'   # a subset, by name
+//! ```
+//!
+//! | benchmark                                              | one iteration is                                            |
+//! |--------------------------------------------------------|-------------------------------------------------------------|
+//! | `uncontended lock+unlock/{weft,std,parking_lot} Mutex` | one lock and unlock from a plain thread                     |
+//! | `uncontended read+unlock/{weft,std,parking_lot} RwLock`| one read lock and unlock from a plain thread                |
+//! | `uncontended lock+unlock/weft SpinLock`                | one lock and unlock from a plain thread                     |
+//! | `hand-off/weft Mutex+Condvar (2 coroutines, 1 worker)` | one one-way hand-off (wall clock)                           |
+//! | `hand-off/weft ..., worker CPU time`                   | the same, timed by the worker thread's CPU clock            |
+//! | `hand-off/std Mutex+Condvar (2 threads, pinned ...)`   | one one-way hand-off, both threads on CPU 0                 |
+//! | `hand-off/std Mutex+Condvar (2 threads, unpinned)`     | one one-way hand-off, threads free to move                  |
+//! | `contended 2x1M/...`                                   | a batch: 2 tasks x 1 000 000 `*lock() += 1`                 |
+//! | `producer-consumer 4p4c 1M cap 64/...`                 | a batch: 1 000 000 items through a queue of capacity 64     |
+//! | `rwlock 95% read 4x200k/...`                           | a batch: 4 tasks x 200 000 ops, every 20th a write          |
+//!
+//! The runtimes are built once, outside the timing. Every task of a
+//! multi-task benchmark (coroutine or thread) reads the clock when it starts
+//! (OS threads: after a barrier, so thread creation is not timed) and when
+//! it is done; a run's time is the span from the earliest start to the
+//! latest end, so a measuring thread that gets preempted (on a shared
+//! machine) cannot shorten or stretch a figure.
+//!
+//! A started coroutine stays on its first worker, so where the coroutines
+//! of a weft batch landed decides how much of it is cross-thread: after the
+//! criterion run the bench prints, for each weft batch benchmark, each split
+//! of its coroutines over the workers that occurred, how often, and the
+//! median batch time with that split (stderr).
+//!
+//! Setting `WEFT_SYNC_COUNT=what:n` runs one workload once with n as its
+//! size, for an instruction counter (callgrind); `what` is one of
+//! `handoff` (n one-way hand-offs), `contended` (n increments per
+//! coroutine), `prodcons` (n items), `rwlock` (n ops per coroutine; `rwlock1`
+//! the same on a one-worker runtime):
+//!
+//! ```text
+//! cargo bench --bench sync --no-run   # prints the path of the bench binary
+//! WEFT_SYNC_COUNT=handoff:100000 valgrind --tool=callgrind target/release/deps/sync-<hash>
+//! WEFT_SYNC_COUNT=handoff:200000 valgrind --tool=callgrind target/release/deps/sync-<hash>
+//! ```
+//!
+//! Setting `WEFT_SYNC_INTERLEAVED=rounds` skips criterion and runs every
+//! workload above once per round, in turn, then prints each one's median,
+//! min and max over the rounds (uncontended: 10M ops a run; weft hand-off:
+//! 1M, std hand-off: 50k). On a shared machine whose load drifts, this
+//! compares the contenders under the same conditions:
+//!
+//! ```text
+//! WEFT_SYNC_INTERLEAVED=20 cargo bench --bench sync
+//! ```
+
+use criterion::{Criterion, SamplingMode, criterion_group};
+use std::collections::{BTreeMap, VecDeque};
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+use weft::Runtime;
+use weft::sys::thread::pin_to_cpu;
+
+/// Increments per task in the contended-Mutex batch.
+const CONTENDED_OPS: u64 = 1_000_000;
+/// Items per producer-consumer batch.
+const PC_ITEMS: u64 = 1_000_000;
+/// Producers, and consumers, in the producer-consumer batch.
+const PC_SIDES: u64 = 4;
+/// Capacity of the producer-consumer queue.
+const PC_CAPACITY: usize = 64;
+/// Tasks in the RwLock batch.
+const RW_TASKS: u64 = 4;
+/// Operations per task in the RwLock batch.
+const RW_OPS: u64 = 200_000;
+/// Every `RW_WRITE_EVERY`-th operation of the RwLock batch is a write (5%).
+const RW_WRITE_EVERY: u64 = 20;
+
+fn sync(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sync");
+    group.sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+
+    // --- Uncontended, from a plain thread: one iteration = lock + unlock. ---
+    let weft_mutex = weft::sync::Mutex::new(0u64);
+    group.bench_function("uncontended lock+unlock/weft Mutex", |b| {
+        b.iter(|| drop(black_box(black_box(&weft_mutex).lock())));
+    });
+    let std_mutex = std::sync::Mutex::new(0u64);
+    group.bench_function("uncontended lock+unlock/std Mutex", |b| {
+        b.iter(|| drop(black_box(black_box(&std_mutex).lock().expect("not poisoned"))));
+    });
+    let pl_mutex = parking_lot::Mutex::new(0u64);
+    group.bench_function("uncontended lock+unlock/parking_lot Mutex", |b| {
+        b.iter(|| drop(black_box(black_box(&pl_mutex).lock())));
+    });
+    let weft_spin = weft::sync::SpinLock::new(0u64);
+    group.bench_function("uncontended lock+unlock/weft SpinLock", |b| {
+        b.iter(|| drop(black_box(black_box(&weft_spin).lock())));
+    });
+    let weft_rw = weft::sync::RwLock::new(0u64);
+    group.bench_function("uncontended read+unlock/weft RwLock", |b| {
+        b.iter(|| drop(black_box(black_box(&weft_rw).read())));
+    });
+    let std_rw = std::sync::RwLock::new(0u64);
+    group.bench_function("uncontended read+unlock/std RwLock", |b| {
+        b.iter(|| drop(black_box(black_box(&std_rw).read().expect("not poisoned"))));
+    });
+    let pl_rw = parking_lot::RwLock::new(0u64);
+    group.bench_function("uncontended read+unlock/parking_lot RwLock", |b| {
+        b.iter(|| drop(black_box(black_box(&pl_rw).read())));
+    });
+
+    // --- Hand-off: one iteration = one one-way hand-off. ---
+    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    let one_worker = Runtime::builder().workers(1).build().expect("one worker thread");
+    group.bench_function("hand-off/weft Mutex+Condvar (2 coroutines, 1 worker)", |b| {
+        b.iter_custom(|iters| weft_handoff(&one_worker, iters, Clock::Wall));
+    });
+    // The same, timed by the worker's CPU clock (everything runs on that one
+    // thread): what the hand-offs cost when another process takes the core.
+    group.bench_function("hand-off/weft Mutex+Condvar (2 coroutines, 1 worker), worker CPU time", |b| {
+        b.iter_custom(|iters| weft_handoff(&one_worker, iters, Clock::ThreadCpu));
+    });
+    drop(one_worker);
+    group.bench_function("hand-off/std Mutex+Condvar (2 threads, pinned to CPU 0)", |b| {
+        b.iter_custom(|iters| std_handoff(iters, true));
+    });
+    group.bench_function("hand-off/std Mutex+Condvar (2 threads, unpinned)", |b| {
+        b.iter_custom(|iters| std_handoff(iters, false));
+    });
+
+    // --- Batches: one iteration = one whole batch. The same iteration count
+    // in every sample (flat), so 10 samples take 10 x that, not 55 x. ---
+    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    let two_workers = Runtime::builder().workers(2).build().expect("two worker threads");
+    let mut placements = Placements::default();
+
+    group.bench_function("contended 2x1M/weft Mutex (2 coroutines, 2 workers)", |b| {
+        b.iter_custom(|iters| {
+            (0..iters).map(|_| placements.time("contended weft", || weft_contended(&two_workers, CONTENDED_OPS))).sum()
+        });
+    });
+    group.bench_function("contended 2x1M/parking_lot Mutex (2 threads)", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| threads_contended::<parking_lot::Mutex<u64>>(CONTENDED_OPS)).sum());
+    });
+    group.bench_function("contended 2x1M/std Mutex (2 threads)", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| threads_contended::<std::sync::Mutex<u64>>(CONTENDED_OPS)).sum());
+    });
+
+    group.measurement_time(Duration::from_secs(6));
+    group.bench_function("producer-consumer 4p4c 1M cap 64/weft Mutex+2 Condvar (8 coroutines, 2 workers)", |b| {
+        b.iter_custom(|iters| {
+            (0..iters).map(|_| placements.time("prodcons weft", || weft_prodcons(&two_workers, PC_ITEMS))).sum()
+        });
+    });
+    group.bench_function("producer-consumer 4p4c 1M cap 64/std Mutex+2 Condvar (8 threads)", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| std_prodcons(PC_ITEMS)).sum());
+    });
+
+    group.measurement_time(Duration::from_secs(3));
+    group.bench_function("rwlock 95% read 4x200k/weft RwLock (4 coroutines, 2 workers)", |b| {
+        b.iter_custom(|iters| {
+            (0..iters).map(|_| placements.time("rwlock weft", || weft_rwlock(&two_workers, RW_OPS))).sum()
+        });
+    });
+    group.bench_function("rwlock 95% read 4x200k/std RwLock (4 threads)", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| threads_rwlock::<std::sync::RwLock<u64>>(RW_OPS)).sum());
+    });
+    group.bench_function("rwlock 95% read 4x200k/parking_lot RwLock (4 threads)", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| threads_rwlock::<parking_lot::RwLock<u64>>(RW_OPS)).sum());
+    });
+    drop(two_workers);
+
+    group.finish();
+    placements.report();
+}
+
+/// Which clock a benchmark reads.
+#[derive(Clone, Copy)]
+enum Clock {
+    /// `Instant` (CLOCK_MONOTONIC).
+    Wall,
+    /// CLOCK_THREAD_CPUTIME_ID: CPU time of the calling thread only.
+    ThreadCpu,
+}
+
+impl Clock {
+    fn now(self) -> Duration {
+        let id = match self {
+            Clock::Wall => libc::CLOCK_MONOTONIC,
+            Clock::ThreadCpu => libc::CLOCK_THREAD_CPUTIME_ID,
+        };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec and `id` a clock Linux has.
+        let rc = unsafe { libc::clock_gettime(id, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime: {}", std::io::Error::last_os_error());
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+}
+
+/// From the earliest start to the latest end of some tasks' `(start, end)`
+/// clock readings. Each task reads the clock itself, so a measuring thread
+/// that is preempted (on a shared machine) cannot shorten or stretch the
+/// figure.
+fn span(spans: impl IntoIterator<Item = (Duration, Duration)>) -> Duration {
+    let (start, end) =
+        spans.into_iter().fold((Duration::MAX, Duration::ZERO), |(start, end), (s, e)| (start.min(s), end.max(e)));
+    end.saturating_sub(start)
+}
+
+/// The index of the weft worker running the caller (from the worker
+/// thread's name, `weft-worker-N`); a coroutine's first worker is its only
+/// one.
+fn worker_index() -> usize {
+    std::thread::current()
+        .name()
+        .and_then(|name| name.strip_prefix("weft-worker-"))
+        .and_then(|index| index.parse().ok())
+        .expect("called from a coroutine of a weft runtime")
+}
+
+/// For each weft batch benchmark, each split of its coroutines over the
+/// workers that occurred, with the time of every batch that had it.
+#[derive(Default)]
+struct Placements(BTreeMap<&'static str, BTreeMap<Vec<usize>, Vec<Duration>>>);
+
+impl Placements {
+    /// Runs one batch, which returns its time and the worker of each of its
+    /// coroutines; records the split with the time and returns the time.
+    fn time(&mut self, what: &'static str, batch: impl FnOnce() -> (Duration, Vec<usize>)) -> Duration {
+        let (elapsed, workers) = batch();
+        let mut per_worker = vec![0; workers.iter().max().map_or(0, |&w| w + 1).max(2)];
+        for w in workers {
+            per_worker[w] += 1;
+        }
+        self.0.entry(what).or_default().entry(per_worker).or_default().push(elapsed);
+        elapsed
+    }
+
+    fn report(&mut self) {
+        eprintln!("coroutines per worker [worker 0, worker 1] in every weft batch run (criterion warm-up included):");
+        for (what, splits) in &mut self.0 {
+            eprintln!("  {what}:");
+            for (split, times) in splits {
+                times.sort();
+                let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                eprintln!(
+                    "    {split:?}: {} batches, median {:.2} ms (min {:.2}, max {:.2})",
+                    times.len(),
+                    ms(times[times.len() / 2]),
+                    ms(times[0]),
+                    ms(times[times.len() - 1])
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hand-off
+// ---------------------------------------------------------------------------
+
+/// `iters` one-way hand-offs between two coroutines of a one-worker runtime:
+/// a counter under a weft Mutex, and a Condvar; coroutine `me` (0 or 1) may
+/// increment the counter when `counter % 2 == me`, then notifies the other
+/// and waits for its next turn. Each coroutine reads `clock` when it starts
+/// and when it is done (both run on the one worker thread, so even its CPU
+/// clock is common to them); the time is the span of those readings.
+fn weft_handoff(rt: &Runtime, iters: u64, clock: Clock) -> Duration {
+    let turns = [iters - iters / 2, iters / 2];
+    rt.block_on(move || {
+        let shared = Arc::new((weft::sync::Mutex::new(0u64), weft::sync::Condvar::new()));
+        let players: Vec<_> = (0..2)
+            .map(|me| {
+                let shared = Arc::clone(&shared);
+                weft::spawn(move || {
+                    let start = clock.now();
+                    let (counter, turn) = &*shared;
+                    let mut guard = counter.lock();
+                    for _ in 0..turns[me as usize] {
+                        while *guard % 2 != me {
+                            guard = turn.wait(guard);
+                        }
+                        *guard += 1;
+                        turn.notify_one();
+                    }
+                    drop(guard);
+                    (start, clock.now())
+                })
+            })
+            .collect();
+        let elapsed = span(players.into_iter().map(|p| p.join().expect("a hand-off coroutine does not panic")));
+        assert_eq!(*shared.0.lock(), iters);
+        elapsed
+    })
+}
+
+/// The same hand-off between two OS threads with std's Mutex and Condvar,
+/// both pinned to CPU 0 or both free. Each thread times itself from the
+/// barrier they start behind (thread creation is not timed).
+fn std_handoff(iters: u64, pinned: bool) -> Duration {
+    let shared = Arc::new((std::sync::Mutex::new(0u64), std::sync::Condvar::new()));
+    let barrier = Arc::new(Barrier::new(2));
+    let players: Vec<_> = [(0u64, iters - iters / 2), (1, iters / 2)]
+        .into_iter()
+        .map(|(me, turns)| {
+            let shared = Arc::clone(&shared);
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                if pinned {
+                    pin_to_cpu(0).expect("CPU 0 is allowed for this process");
+                }
+                barrier.wait();
+                let start = Clock::Wall.now();
+                let (counter, turn) = &*shared;
+                let mut guard = counter.lock().expect("not poisoned");
+                for _ in 0..turns {
+                    while *guard % 2 != me {
+                        guard = turn.wait(guard).expect("not poisoned");
+                    }
+                    *guard += 1;
+                    turn.notify_one();
+                }
+                drop(guard);
+                (start, Clock::Wall.now())
+            })
+        })
+        .collect();
+    let elapsed = span(players.into_iter().map(|p| p.join().expect("a hand-off thread does not panic")));
+    assert_eq!(*shared.0.lock().expect("not poisoned"), iters);
+    elapsed
+}
+
+// ---------------------------------------------------------------------------
+// Contended Mutex
+// ---------------------------------------------------------------------------
+
+/// Two coroutines of `rt` each do `ops` increments under one weft Mutex;
+/// the span from the first one's start to the last one's end.
+fn weft_contended(rt: &Runtime, ops: u64) -> (Duration, Vec<usize>) {
+    rt.block_on(move || {
+        let counter = Arc::new(weft::sync::Mutex::new(0u64));
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let counter = Arc::clone(&counter);
+                weft::spawn(move || {
+                    let start = Clock::Wall.now();
+                    for _ in 0..ops {
+                        *counter.lock() += 1;
+                    }
+                    ((start, Clock::Wall.now()), worker_index())
+                })
+            })
+            .collect();
+        let (spans, workers): (Vec<_>, Vec<_>) =
+            tasks.into_iter().map(|t| t.join().expect("an incrementer does not panic")).unzip();
+        assert_eq!(*counter.lock(), 2 * ops);
+        (span(spans), workers)
+    })
+}
+
+/// A mutex around a counter, for the OS-thread side of the contended batch.
+trait CounterLock: Default + Send + Sync + 'static {
+    fn increment(&self);
+    fn value(&self) -> u64;
+}
+
+impl CounterLock for parking_lot::Mutex<u64> {
+    #[inline]
+    fn increment(&self) {
+        *self.lock() += 1;
+    }
+    fn value(&self) -> u64 {
+        *self.lock()
+    }
+}
+
+impl CounterLock for std::sync::Mutex<u64> {
+    #[inline]
+    fn increment(&self) {
+        *self.lock().expect("not poisoned") += 1;
+    }
+    fn value(&self) -> u64 {
+        *self.lock().expect("not poisoned")
+    }
+}
+
+/// Two OS threads each do `ops` increments under one `M`; the span from
+/// the first one's start (behind a barrier: thread creation is not timed) to
+/// the last one's end.
+fn threads_contended<M: CounterLock>(ops: u64) -> Duration {
+    let counter = Arc::new(M::default());
+    let barrier = Arc::new(Barrier::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let counter = Arc::clone(&counter);
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let start = Clock::Wall.now();
+                for _ in 0..ops {
+                    counter.increment();
+                }
+                (start, Clock::Wall.now())
+            })
+        })
+        .collect();
+    let elapsed = span(threads.into_iter().map(|t| t.join().expect("an incrementer does not panic")));
+    assert_eq!(counter.value(), 2 * ops);
+    elapsed
+}
+
+// ---------------------------------------------------------------------------
+// Producer-consumer
+// ---------------------------------------------------------------------------
+
+/// A bounded queue: a weft Mutex around a VecDeque, and two weft Condvars.
+struct WeftQueue {
+    items: weft::sync::Mutex<VecDeque<u64>>,
+    not_empty: weft::sync::Condvar,
+    not_full: weft::sync::Condvar,
+}
+
+impl WeftQueue {
+    fn new() -> WeftQueue {
+        WeftQueue {
+            items: weft::sync::Mutex::new(VecDeque::with_capacity(PC_CAPACITY)),
+            not_empty: weft::sync::Condvar::new(),
+            not_full: weft::sync::Condvar::new(),
+        }
+    }
+
+    fn push(&self, item: u64) {
+        let mut items = self.items.lock();
+        while items.len() == PC_CAPACITY {
+            items = self.not_full.wait(items);
+        }
+        items.push_back(item);
+        self.not_empty.notify_one();
+    }
+
+    fn pop(&self) -> u64 {
+        let mut items = self.items.lock();
+        loop {
+            if let Some(item) = items.pop_front() {
+                self.not_full.notify_one();
+                return item;
+            }
+            items = self.not_empty.wait(items);
+        }
+    }
+}
+
+/// The same queue with std's Mutex and Condvar.
+struct StdQueue {
+    items: std::sync::Mutex<VecDeque<u64>>,
+    not_empty: std::sync::Condvar,
+    not_full: std::sync::Condvar,
+}
+
+impl StdQueue {
+    fn new() -> StdQueue {
+        StdQueue {
+            items: std::sync::Mutex::new(VecDeque::with_capacity(PC_CAPACITY)),
+            not_empty: std::sync::Condvar::new(),
+            not_full: std::sync::Condvar::new(),
+        }
+    }
+
+    fn push(&self, item: u64) {
+        let mut items = self.items.lock().expect("not poisoned");
+        while items.len() == PC_CAPACITY {
+            items = self.not_full.wait(items).expect("not poisoned");
+        }
+        items.push_back(item);
+        self.not_empty.notify_one();
+    }
+
+    fn pop(&self) -> u64 {
+        let mut items = self.items.lock().expect("not poisoned");
+        loop {
+            if let Some(item) = items.pop_front() {
+                self.not_full.notify_one();
+                return item;
+            }
+            items = self.not_empty.wait(items).expect("not poisoned");
+        }
+    }
+}
+
+/// The items producer `p` of `PC_SIDES` pushes, out of `items` in all: every
+/// `PC_SIDES`-th number from `p`. Each consumer pops `items / PC_SIDES` of them.
+fn produced_by(p: u64, items: u64) -> impl Iterator<Item = u64> {
+    (p..items).step_by(PC_SIDES as usize)
+}
+
+/// The sum of 0..items, which the consumers' sums must add up to.
+fn expected_sum(items: u64) -> u64 {
+    items * (items - 1) / 2
+}
+
+/// `items` numbers through a `WeftQueue`, from 4 producer to 4 consumer
+/// coroutines of `rt`; the span from the first one's start to the last
+/// one's end.
+fn weft_prodcons(rt: &Runtime, items: u64) -> (Duration, Vec<usize>) {
+    assert_eq!(items % PC_SIDES, 0);
+    rt.block_on(move || {
+        let queue = Arc::new(WeftQueue::new());
+        let producers: Vec<_> = (0..PC_SIDES)
+            .map(|p| {
+                let queue = Arc::clone(&queue);
+                weft::spawn(move || {
+                    let start = Clock::Wall.now();
+                    for item in produced_by(p, items) {
+                        queue.push(item);
+                    }
+                    ((start, Clock::Wall.now()), worker_index())
+                })
+            })
+            .collect();
+        let consumers: Vec<_> = (0..PC_SIDES)
+            .map(|_| {
+                let queue = Arc::clone(&queue);
+                weft::spawn(move || {
+                    let start = Clock::Wall.now();
+                    let sum: u64 = (0..items / PC_SIDES).map(|_| queue.pop()).sum();
+                    (sum, (start, Clock::Wall.now()), worker_index())
+                })
+            })
+            .collect();
+        let (mut spans, mut workers): (Vec<_>, Vec<_>) =
+            producers.into_iter().map(|p| p.join().expect("a producer does not panic")).unzip();
+        let mut sum = 0;
+        for consumer in consumers {
+            let (part, span, worker) = consumer.join().expect("a consumer does not panic");
+            sum += part;
+            spans.push(span);
+            workers.push(worker);
+        }
+        assert_eq!(sum, expected_sum(items));
+        (span(spans), workers)
+    })
+}
+
+/// `items` numbers through a `StdQueue`, from 4 producer to 4 consumer OS
+/// threads; the span from the first one's start (behind a barrier: thread
+/// creation is not timed) to the last one's end.
+fn std_prodcons(items: u64) -> Duration {
+    assert_eq!(items % PC_SIDES, 0);
+    let queue = Arc::new(StdQueue::new());
+    let barrier = Arc::new(Barrier::new(2 * PC_SIDES as usize));
+    let producers: Vec<_> = (0..PC_SIDES)
+        .map(|p| {
+            let queue = Arc::clone(&queue);
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let start = Clock::Wall.now();
+                for item in produced_by(p, items) {
+                    queue.push(item);
+                }
+                (start, Clock::Wall.now())
+            })
+        })
+        .collect();
+    let consumers: Vec<_> = (0..PC_SIDES)
+        .map(|_| {
+            let queue = Arc::clone(&queue);
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let start = Clock::Wall.now();
+                let sum = (0..items / PC_SIDES).map(|_| queue.pop()).sum::<u64>();
+                (sum, (start, Clock::Wall.now()))
+            })
+        })
+        .collect();
+    let mut spans: Vec<_> = producers.into_iter().map(|p| p.join().expect("a producer does not panic")).collect();
+    let mut sum = 0;
+    for consumer in consumers {
+        let (part, span) = consumer.join().expect("a consumer does not panic");
+        sum += part;
+        spans.push(span);
+    }
+    assert_eq!(sum, expected_sum(items));
+    span(spans)
+}
+
+// ---------------------------------------------------------------------------
+// Read-mostly RwLock
+// ---------------------------------------------------------------------------
+
+/// One task's share of the RwLock batch on `lock`: `ops` operations, every
+/// `RW_WRITE_EVERY`-th a write (an increment), the others a read.
+fn rw_ops(ops: u64, read: impl Fn() -> u64, write: impl Fn()) {
+    for i in 0..ops {
+        if i % RW_WRITE_EVERY == RW_WRITE_EVERY - 1 {
+            write();
+        } else {
+            black_box(read());
+        }
+    }
+}
+
+/// The writes the RwLock batch makes in all.
+fn rw_expected(ops: u64) -> u64 {
+    RW_TASKS * (ops / RW_WRITE_EVERY)
+}
+
+/// `RW_TASKS` coroutines of `rt` each do `ops` operations on one weft
+/// RwLock; the span from the first one's start to the last one's end.
+fn weft_rwlock(rt: &Runtime, ops: u64) -> (Duration, Vec<usize>) {
+    rt.block_on(move || {
+        let lock = Arc::new(weft::sync::RwLock::new(0u64));
+        let tasks: Vec<_> = (0..RW_TASKS)
+            .map(|_| {
+                let lock = Arc::clone(&lock);
+                weft::spawn(move || {
+                    let start = Clock::Wall.now();
+                    rw_ops(ops, || *lock.read(), || *lock.write() += 1);
+                    ((start, Clock::Wall.now()), worker_index())
+                })
+            })
+            .collect();
+        let (spans, workers): (Vec<_>, Vec<_>) =
+            tasks.into_iter().map(|t| t.join().expect("an RwLock task does not panic")).unzip();
+        assert_eq!(*lock.read(), rw_expected(ops));
+        (span(spans), workers)
+    })
+}
+
+/// An RwLock around a counter, for the OS-thread side of the RwLock batch.
+trait CounterRwLock: Default + Send + Sync + 'static {
+    fn get(&self) -> u64;
+    fn increment(&self);
+}
+
+impl CounterRwLock for std::sync::RwLock<u64> {
+    #[inline]
+    fn get(&self) -> u64 {
+        *self.read().expect("not poisoned")
+    }
+    #[inline]
+    fn increment(&self) {
+        *self.write().expect("not poisoned") += 1;
+    }
+}
+
+impl CounterRwLock for parking_lot::RwLock<u64> {
+    #[inline]
+    fn get(&self) -> u64 {
+        *self.read()
+    }
+    #[inline]
+    fn increment(&self) {
+        *self.write() += 1;
+    }
+}
+
+/// `RW_TASKS` OS threads each do `ops` operations on one `L`; the span from
+/// the first one's start (behind a barrier: thread creation is not timed)
+/// to the last one's end.
+fn threads_rwlock<L: CounterRwLock>(ops: u64) -> Duration {
+    let lock = Arc::new(L::default());
+    let barrier = Arc::new(Barrier::new(RW_TASKS as usize));
+    let threads: Vec<_> = (0..RW_TASKS)
+        .map(|_| {
+            let lock = Arc::clone(&lock);
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let start = Clock::Wall.now();
+                rw_ops(ops, || lock.get(), || lock.increment());
+                (start, Clock::Wall.now())
+            })
+        })
+        .collect();
+    let elapsed = span(threads.into_iter().map(|t| t.join().expect("an RwLock thread does not panic")));
+    assert_eq!(lock.get(), rw_expected(ops));
+    elapsed
+}
+
+// ---------------------------------------------------------------------------
+// Instruction-count mode
+// ---------------------------------------------------------------------------
+
+/// `WEFT_SYNC_COUNT=what:n`: one run of one workload, for callgrind.
+fn count_mode(spec: &str) {
+    let (what, n) = spec.split_once(':').unwrap_or_else(|| panic!("WEFT_SYNC_COUNT={spec}: expected what:n"));
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("WEFT_SYNC_COUNT={spec}: n is not a number"));
+    let start = Instant::now();
+    match what {
+        "handoff" => {
+            let rt = Runtime::builder().workers(1).build().expect("one worker thread");
+            weft_handoff(&rt, n, Clock::Wall);
+        }
+        "contended" => {
+            let rt = Runtime::builder().workers(2).build().expect("two worker threads");
+            println!("workers: {:?}", weft_contended(&rt, n).1);
+        }
+        "prodcons" => {
+            let rt = Runtime::builder().workers(2).build().expect("two worker threads");
+            println!("workers: {:?}", weft_prodcons(&rt, n).1);
+        }
+        "rwlock" => {
+            let rt = Runtime::builder().workers(2).build().expect("two worker threads");
+            println!("workers: {:?}", weft_rwlock(&rt, n).1);
+        }
+        "rwlock1" => {
+            let rt = Runtime::builder().workers(1).build().expect("one worker thread");
+            println!("workers: {:?}", weft_rwlock(&rt, n).1);
+        }
+        _ => panic!("WEFT_SYNC_COUNT={spec}: unknown workload {what}"),
+    }
+    println!("{spec}: {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
+}
+
+// ---------------------------------------------------------------------------
+// Interleaved mode
+// ---------------------------------------------------------------------------
+
+/// One workload of the interleaved mode: one run returns its time, which is
+/// divided by `ops` (1 for a batch) and shown in `unit`.
+struct Variant<'a> {
+    name: &'static str,
+    ops: u64,
+    unit: Unit,
+    run: Box<dyn FnMut() -> Duration + 'a>,
+    samples: Vec<f64>,
+}
+
+#[derive(Clone, Copy)]
+enum Unit {
+    Ns,
+    Ms,
+}
+
+impl<'a> Variant<'a> {
+    fn new(name: &'static str, ops: u64, unit: Unit, run: Box<dyn FnMut() -> Duration + 'a>) -> Variant<'a> {
+        Variant { name, ops, unit, run, samples: Vec::new() }
+    }
+}
+
+/// `n` runs of `op`, timed together.
+fn per_op(n: u64, mut op: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        op();
+    }
+    start.elapsed()
+}
+
+/// `WEFT_SYNC_INTERLEAVED=rounds`: every workload of the criterion group
+/// once per round, in turn, `rounds` times; then each one's median, min and
+/// max. On a shared machine whose load changes from minute to minute, this
+/// compares the contenders under the same conditions, which criterion's
+/// one-after-another runs cannot.
+fn interleaved_mode(spec: &str) {
+    let rounds: usize = spec.parse().unwrap_or_else(|_| panic!("WEFT_SYNC_INTERLEAVED={spec}: expected a number"));
+    const UNCONTENDED: u64 = 10_000_000;
+    const WEFT_HANDOFFS: u64 = 1_000_000;
+    const STD_HANDOFFS: u64 = 50_000;
+    let one_worker = Runtime::builder().workers(1).build().expect("one worker thread");
+    let two_workers = Runtime::builder().workers(2).build().expect("two worker threads");
+    let placements = std::cell::RefCell::new(Placements::default());
+    let weft_mutex = weft::sync::Mutex::new(0u64);
+    let std_mutex = std::sync::Mutex::new(0u64);
+    let pl_mutex = parking_lot::Mutex::new(0u64);
+    let weft_spin = weft::sync::SpinLock::new(0u64);
+    let weft_rw = weft::sync::RwLock::new(0u64);
+    let std_rw = std::sync::RwLock::new(0u64);
+    let pl_rw = parking_lot::RwLock::new(0u64);
+    let mut variants = vec![
+        Variant::new(
+            "uncontended lock+unlock/weft Mutex",
+            UNCONTENDED,
+            Unit::Ns,
+            Box::new(|| per_op(UNCONTENDED, || drop(black_box(black_box(&weft_mutex).lock())))),
+        ),
+        Variant::new(
+            "uncontended lock+unlock/std Mutex",
+            UNCONTENDED,
+            Unit::Ns,
+            Box::new(|| per_op(UNCONTENDED, || drop(black_box(black_box(&std_mutex).lock().expect("not poisoned"))))),
+        ),
+        Variant::new(
+            "uncontended lock+unlock/parking_lot Mutex",
+            UNCONTENDED,
+            Unit::Ns,
+            Box::new(|| per_op(UNCONTENDED, || drop(black_box(black_box(&pl_mutex).lock())))),
+        ),
+        Variant::new(
+            "uncontended lock+unlock/weft SpinLock",
+            UNCONTENDED,
+            Unit::Ns,
+            Box::new(|| per_op(UNCONTENDED, || drop(black_box(black_box(&weft_spin).lock())))),
+        ),
+        Variant::new(
+            "uncontended read+unlock/weft RwLock",
+            UNCONTENDED,
+            Unit::Ns,
+            Box::new(|| per_op(UNCONTENDED, || drop(black_box(black_box(&weft_rw).read())))),
+        ),
+        Variant::new(
+            "uncontended read+unlock/std RwLock",
+            UNCONTENDED,
+            Unit::Ns,
+            Box::new(|| per_op(UNCONTENDED, || drop(black_box(black_box(&std_rw).read().expect("not poisoned"))))),
+        ),
+        Variant::new(
+            "uncontended read+unlock/parking_lot RwLock",
+            UNCONTENDED,
+            Unit::Ns,
+            Box::new(|| per_op(UNCONTENDED, || drop(black_box(black_box(&pl_rw).read())))),
+        ),
+        Variant::new(
+            "hand-off/weft (1 worker), wall",
+            WEFT_HANDOFFS,
+            Unit::Ns,
+            Box::new(|| weft_handoff(&one_worker, WEFT_HANDOFFS, Clock::Wall)),
+        ),
+        Variant::new(
+            "hand-off/weft (1 worker), worker CPU time",
+            WEFT_HANDOFFS,
+            Unit::Ns,
+            Box::new(|| weft_handoff(&one_worker, WEFT_HANDOFFS, Clock::ThreadCpu)),
+        ),
+        Variant::new(
+            "hand-off/std (2 threads, pinned to CPU 0)",
+            STD_HANDOFFS,
+            Unit::Ns,
+            Box::new(|| std_handoff(STD_HANDOFFS, true)),
+        ),
+        Variant::new(
+            "hand-off/std (2 threads, unpinned)",
+            STD_HANDOFFS,
+            Unit::Ns,
+            Box::new(|| std_handoff(STD_HANDOFFS, false)),
+        ),
+        Variant::new(
+            "contended 2x1M/weft Mutex (2 workers)",
+            1,
+            Unit::Ms,
+            Box::new(|| placements.borrow_mut().time("contended weft", || weft_contended(&two_workers, CONTENDED_OPS))),
+        ),
+        Variant::new(
+            "contended 2x1M/parking_lot Mutex (2 threads)",
+            1,
+            Unit::Ms,
+            Box::new(|| threads_contended::<parking_lot::Mutex<u64>>(CONTENDED_OPS)),
+        ),
+        Variant::new(
+            "contended 2x1M/std Mutex (2 threads)",
+            1,
+            Unit::Ms,
+            Box::new(|| threads_contended::<std::sync::Mutex<u64>>(CONTENDED_OPS)),
+        ),
+        Variant::new(
+            "producer-consumer 1M/weft (8 coroutines, 2 workers)",
+            1,
+            Unit::Ms,
+            Box::new(|| placements.borrow_mut().time("prodcons weft", || weft_prodcons(&two_workers, PC_ITEMS))),
+        ),
+        Variant::new("producer-consumer 1M/std (8 threads)", 1, Unit::Ms, Box::new(|| std_prodcons(PC_ITEMS))),
+        Variant::new(
+            "rwlock 95% read 4x200k/weft (2 workers)",
+            1,
+            Unit::Ms,
+            Box::new(|| placements.borrow_mut().time("rwlock weft", || weft_rwlock(&two_workers, RW_OPS))),
+        ),
+        Variant::new(
+            "rwlock 95% read 4x200k/std (4 threads)",
+            1,
+            Unit::Ms,
+            Box::new(|| threads_rwlock::<std::sync::RwLock<u64>>(RW_OPS)),
+        ),
+        Variant::new(
+            "rwlock 95% read 4x200k/parking_lot (4 threads)",
+            1,
+            Unit::Ms,
+            Box::new(|| threads_rwlock::<parking_lot::RwLock<u64>>(RW_OPS)),
+        ),
+    ];
+    for round in 0..rounds {
+        for v in &mut variants {
+            let elapsed = (v.run)();
+            let scaled = match v.unit {
+                Unit::Ns => elapsed.as_secs_f64() * 1e9 / v.ops as f64,
+                Unit::Ms => elapsed.as_secs_f64() * 1e3 / v.ops as f64,
+            };
+            v.samples.push(scaled);
+        }
+        eprintln!("round {} of {rounds} done", round + 1);
+    }
+    println!("{rounds} interleaved rounds: median (min .. max)");
+    for v in &mut variants {
+        v.samples.sort_by(f64::total_cmp);
+        let unit = match v.unit {
+            Unit::Ns => "ns/op",
+            Unit::Ms => "ms/batch",
+        };
+        let n = v.samples.len();
+        println!(
+            "  {:<55} {:>10.2} {unit}  ({:.2} .. {:.2})",
+            v.name,
+            v.samples[n / 2],
+            v.samples[0],
+            v.samples[n - 1]
+        );
+    }
+    drop(variants);
+    placements.borrow_mut().report();
+}
+
+criterion_group!(benches, sync);
+
+fn main() {
+    if let Ok(spec) = std::env::var("WEFT_SYNC_COUNT") {
+        count_mode(&spec);
+        return;
+    }
+    if let Ok(spec) = std::env::var("WEFT_SYNC_INTERLEAVED") {
+        interleaved_mode(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
