@@ -662,3 +662,11 @@ where
     }));
     JoinHandle { state, id }
 }
+
+// DESIGN.md: `Runtime: Send + Sync` (a runtime can be shared, e.g. in a
+// static or an Arc, and used from any thread); join handles move freely.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Runtime>();
+    assert_send_sync::<JoinHandle<u8>>();
+};
