@@ -178,6 +178,22 @@ impl Queue {
         self.tail = node;
     }
 
+    /// Unlinks `node`, whose predecessor in the queue is `prev` (null if it
+    /// is the head). The caller holds the bucket lock.
+    fn unlink(&mut self, prev: *const WaitNode, node: &WaitNode) {
+        let next = node.next.get();
+        if prev.is_null() {
+            self.head = next;
+        } else {
+            // SAFETY: `prev` is a queued node: alive, and guarded by the
+            // bucket lock the caller holds.
+            unsafe { (*prev).next.set(next) };
+        }
+        if ptr::eq(self.tail, node) {
+            self.tail = prev;
+        }
+    }
+
     /// Unlinks and returns the nodes for which `take(node)` says so, in queue
     /// order, stopping after `limit` taken.
     fn remove_where(&mut self, limit: usize, mut take: impl FnMut(&WaitNode) -> bool) -> Vec<*const WaitNode> {
@@ -189,15 +205,7 @@ impl Queue {
             let node = unsafe { &*current };
             let next = node.next.get();
             if take(node) {
-                if prev.is_null() {
-                    self.head = next;
-                } else {
-                    // SAFETY: as above.
-                    unsafe { (*prev).next.set(next) };
-                }
-                if self.tail == current {
-                    self.tail = prev;
-                }
+                self.unlink(prev, node);
                 taken.push(current);
             } else {
                 prev = current;
@@ -217,15 +225,7 @@ impl Queue {
             let node = unsafe { &*current };
             let next = node.next.get();
             if node.key.load(Ordering::Relaxed) == key {
-                if prev.is_null() {
-                    self.head = next;
-                } else {
-                    // SAFETY: as above.
-                    unsafe { (*prev).next.set(next) };
-                }
-                if self.tail == current {
-                    self.tail = prev;
-                }
+                self.unlink(prev, node);
                 return Some(current);
             }
             prev = current;
