@@ -24,11 +24,15 @@ pub(crate) use std::{
     thread,
 };
 
-/// Std's atomics in every build: for process-wide statics (which loom cannot
-/// construct in a `static`) and for words the kernel reads (futex).
+/// Std's atomics and `UnsafeCell` in every build: for process-wide statics
+/// (which loom cannot construct in a `static`), for words the kernel reads
+/// (futex), and for the runtime's scheduler, which loom does not model
+/// (its parking protocol, `park::ParkState`, is modelled on its own).
 pub(crate) mod process {
     #[allow(unused_imports)]
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use std::cell::UnsafeCell;
+    #[allow(unused_imports)]
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 }
 
 /// `UnsafeCell` with loom's closure API (`with`, `with_mut`) in both builds,

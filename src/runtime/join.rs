@@ -22,10 +22,10 @@
 
 use super::task::{Completion, Task};
 use super::{current_task, current_task_is_cancelled, park_current_task, unpark};
+use crate::loom::process::UnsafeCell;
 use crate::loom::process::{AtomicU32, Ordering};
 use crate::sys::futex;
 use std::any::Any;
-use std::cell::UnsafeCell;
 use std::fmt;
 use std::sync::Arc;
 

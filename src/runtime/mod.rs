@@ -33,7 +33,7 @@ pub use join::JoinHandle;
 pub(crate) use task::Task as TaskRef;
 
 use crate::coroutine;
-use crate::loom::process::{AtomicBool, AtomicUsize, Ordering};
+use crate::loom::process::{AtomicBool, AtomicUsize, Ordering, fence};
 use crate::stack;
 use crate::sys::futex::Deadline;
 use blocking::BlockingPool;
@@ -44,7 +44,6 @@ use std::fmt;
 use std::io;
 use std::panic::{self, AssertUnwindSafe, Location};
 use std::ptr;
-use std::sync::atomic::fence;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use task::{Switch, Task};

@@ -17,13 +17,12 @@
 //! coroutine is `!Send`.
 
 use crate::coroutine::{Coroutine, Yielder};
-use crate::loom::process::{AtomicU64, AtomicUsize, Ordering};
+use crate::loom::process::{AtomicPtr, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
 use crate::park::ParkState;
 use std::any::Any;
-use std::cell::{Cell, UnsafeCell};
+use std::cell::Cell;
 use std::ptr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicPtr;
 
 /// What a task's coroutine tells its worker when it switches out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

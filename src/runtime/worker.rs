@@ -68,12 +68,11 @@
 use super::task::{NO_HOME, Switch, Task};
 use super::{CURRENT_TASK, Shared};
 use crate::coroutine::CoroutineResult;
-use crate::loom::process::{AtomicU32, AtomicUsize, Ordering};
+use crate::loom::process::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence};
 use crate::sys::futex::{self, Deadline};
 use std::cell::{Cell, RefCell};
 use std::collections::{BinaryHeap, VecDeque};
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, fence};
 use std::sync::{Arc, Mutex};
 
 const RUNNING: u32 = 0;

@@ -678,9 +678,9 @@ impl<T: ?Sized + fmt::Display> fmt::Display for RwLockWriteGuard<'_, T> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::loom::process::{AtomicBool, AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
     use crate::sync::Mutex;
     use proptest::prelude::*;
-    use std::sync::atomic::{AtomicBool, AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
     use std::sync::{Arc, mpsc};
     use std::thread;
     use std::time::{Duration, Instant};

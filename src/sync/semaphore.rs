@@ -388,10 +388,10 @@ impl fmt::Debug for SemaphorePermit<'_> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::loom::process::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
     use crate::sync::Mutex;
     use proptest::prelude::*;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
     use std::thread;
     use std::time::Instant;
 
