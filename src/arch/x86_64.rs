@@ -183,13 +183,15 @@ pub(crate) fn link_slot(top: *mut u8) -> *mut *mut u8 {
 #[inline(always)]
 pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
     let back: usize;
-    // SAFETY: the caller's promises make the switch valid. The routine saves
-    // and restores rbx, rbp (which asm cannot declare clobbered) and the FP
-    // control state; r12-r15 come back as the coroutine left them and are
-    // declared clobbered here, the caller-saved ones with clobber_abi, so the
-    // compiler keeps nothing live in any of them across the block. It returns
-    // with rsp as before the `call`. rsp is 16-byte aligned at the `call`, as
-    // on entry to any asm block that may use the stack.
+    // Registers: the routine saves and restores rbx, rbp (which asm cannot
+    // declare clobbered) and the FP control state; r12-r15 come back as the
+    // coroutine left them and are declared clobbered here, the caller-saved
+    // ones with clobber_abi, so the compiler keeps nothing live in any of them
+    // across the block. It returns with rsp as before the `call`; rsp is
+    // 16-byte aligned at the `call`, as on entry to any asm block that may
+    // use the stack.
+    // SAFETY: the caller's promises make the switch valid; registers and the
+    // stack are handled as just described.
     unsafe {
         asm!(
             "call {switch}",
@@ -225,12 +227,13 @@ pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
 #[inline(always)]
 pub(crate) unsafe fn suspend(top: *mut u8, word: usize) -> usize {
     let back: usize;
-    // SAFETY: the caller's promises make the switch valid. rbx, rbp and the
-    // FP control state are saved and restored by the routine; r12-r15 arrive
-    // at `2:` as the resumer left them and are declared clobbered here, the
-    // caller-saved ones with clobber_abi, so the compiler keeps nothing live
-    // in any of them across the block. The stack pointer is the same at `2:`
-    // as on entry to this block.
+    // Registers: rbx, rbp and the FP control state are saved and restored by
+    // the routine; r12-r15 arrive at `2:` as the resumer left them and are
+    // declared clobbered here, the caller-saved ones with clobber_abi, so the
+    // compiler keeps nothing live in any of them across the block. The stack
+    // pointer is the same at `2:` as on entry to this block.
+    // SAFETY: the caller's promises make the switch valid; registers and the
+    // stack are handled as just described.
     unsafe {
         asm!(
             "lea rax, [rip + 2f]",

@@ -377,11 +377,11 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     fn switch_in(&mut self, exchange: &mut Exchange<I, Y, R>) {
         debug_assert!(matches!(self.state, State::Suspended));
         let previous = stack::overflow::enter(&self.info);
-        // SAFETY: `self.top` is the top of our stack, prepared by `start`;
-        // the coroutine is suspended (state Suspended) and runs nowhere else
-        // (we hold `&mut self`). It always comes back through `arch::suspend`
-        // on the same stack (from `Yielder::suspend`, or from its entry
-        // function when it finishes), before `exchange` goes away.
+        // The coroutine always comes back through `arch::suspend` on the same
+        // stack (from `Yielder::suspend`, or from its entry function when it
+        // finishes), before `exchange` goes away.
+        // SAFETY: `self.top` is the top of our stack, prepared by `start`; the
+        // coroutine is suspended and runs nowhere else (we hold `&mut self`).
         unsafe { arch::resume(self.top, exchange as *mut Exchange<I, Y, R> as usize) };
         stack::overflow::leave(previous);
     }

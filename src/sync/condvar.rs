@@ -392,10 +392,10 @@ impl Condvar {
                 }
                 // Every waiter leaves the condvar's queue now.
                 self.state.store(ptr::null_mut(), Ordering::Relaxed);
-                // SAFETY: the state still names `mutex` under the condvar's
-                // bucket lock, so waiters are queued (the invariant in the
-                // module docs), and each holds a guard borrowing the mutex:
-                // it is alive.
+                // The state still names `mutex` under the condvar's bucket
+                // lock, so waiters are queued (the module docs' invariant).
+                // SAFETY: each queued waiter holds a guard borrowing the
+                // mutex, so it is alive.
                 let raw = unsafe { &*mutex };
                 if raw.mark_parked_if_locked() { RequeueOp::RequeueAll } else { RequeueOp::UnparkOneRequeueRest }
             },

@@ -374,10 +374,10 @@ fn run_register_rounds(stack: &TestStack, shared: *mut RegShared) -> [Regs; REG_
     let mut after = [[0; 6]; REG_ROUNDS + 1];
     for (round, out) in after.iter_mut().enumerate() {
         let load = patterns(RESUMER, round);
-        // SAFETY: the coroutine is suspended on `top`'s stack (fresh, or
-        // suspended by its previous round) and always comes back with a
-        // suspend; the helper performs `resume`'s switch and restores our
-        // callee-saved registers.
+        // The coroutine is suspended on `top`'s stack (fresh, or suspended by
+        // its previous round) and always comes back with a suspend.
+        // SAFETY: as just said; the helper performs `resume`'s switch and
+        // restores our callee-saved registers.
         let back = unsafe { weft_test_resume_with_regs(saved_sp(top), link_slot(top), round, &load, out) };
         let want = if round < REG_ROUNDS { round } else { usize::MAX };
         assert_eq!(back, want, "the coroutine's word in round {round}");
