@@ -1,0 +1,3 @@
+module weftpeers
+
+go 1.19
