@@ -89,6 +89,12 @@ impl SpinWait {
         true
     }
 
+    /// Whether `spin` would still spin (always `false` under loom).
+    #[inline]
+    pub(crate) fn has_budget(&self) -> bool {
+        !cfg!(loom) && self.rounds < Self::ROUNDS
+    }
+
     /// A fresh budget (after a wake-up).
     pub(crate) fn reset(&mut self) {
         self.backoff.reset();
