@@ -8,20 +8,17 @@
 //! [loom]: https://docs.rs/loom
 
 #[cfg(loom)]
-#[allow(unused_imports)]
 pub(crate) use loom::{
     cell::UnsafeCell,
-    sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence},
+    sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering},
     sync::{Condvar, Mutex, MutexGuard},
     thread,
 };
 
 #[cfg(not(loom))]
-#[allow(unused_imports)]
-pub(crate) use std::{
-    sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence},
-    sync::{Condvar, Mutex, MutexGuard},
-    thread,
+pub(crate) use std::sync::{
+    Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering},
 };
 
 /// Std's atomics and `UnsafeCell` in every build: for process-wide statics
@@ -29,9 +26,7 @@ pub(crate) use std::{
 /// (futex), and for the runtime's scheduler, which loom does not model
 /// (its parking protocol, `park::ParkState`, is modelled on its own).
 pub(crate) mod process {
-    #[allow(unused_imports)]
     pub(crate) use std::cell::UnsafeCell;
-    #[allow(unused_imports)]
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 }
 
@@ -39,11 +34,9 @@ pub(crate) mod process {
 /// so protocol code is written once.
 #[cfg(not(loom))]
 #[derive(Debug, Default)]
-#[allow(dead_code)]
 pub(crate) struct UnsafeCell<T: ?Sized>(std::cell::UnsafeCell<T>);
 
 #[cfg(not(loom))]
-#[allow(dead_code)]
 impl<T> UnsafeCell<T> {
     pub(crate) const fn new(value: T) -> Self {
         UnsafeCell(std::cell::UnsafeCell::new(value))
@@ -55,7 +48,6 @@ impl<T> UnsafeCell<T> {
 }
 
 #[cfg(not(loom))]
-#[allow(dead_code)]
 impl<T: ?Sized> UnsafeCell<T> {
     /// Calls `f` with a shared raw pointer to the contents.
     #[inline(always)]
@@ -67,11 +59,5 @@ impl<T: ?Sized> UnsafeCell<T> {
     #[inline(always)]
     pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         f(self.0.get())
-    }
-
-    /// Exclusive access through `&mut self`.
-    #[inline(always)]
-    pub(crate) fn get_mut(&mut self) -> &mut T {
-        self.0.get_mut()
     }
 }

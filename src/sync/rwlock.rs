@@ -549,8 +549,7 @@ impl YieldWait {
     /// at once (the caller should park).
     #[inline]
     fn yield_once(&mut self) -> bool {
-        #[cfg(not(loom))]
-        if self.rounds < Self::ROUNDS && crate::runtime::in_coroutine() {
+        if !cfg!(loom) && self.rounds < Self::ROUNDS && crate::runtime::in_coroutine() {
             self.rounds += 1;
             crate::yield_now();
             return true;
