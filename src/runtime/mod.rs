@@ -448,10 +448,10 @@ pub(crate) fn unpark(task: Arc<Task>) {
     }
 }
 
+/// The runtime whose worker runs on this thread. A coroutine only ever
+/// runs on a worker of its own runtime, so this also answers "the runtime of
+/// the running coroutine".
 fn current_shared() -> Option<Arc<Shared>> {
-    if let Some(task) = current_task() {
-        return task.runtime.upgrade();
-    }
     with_current_worker(|w| w.map(|w| Arc::clone(&w.shared)))
 }
 
