@@ -1,4 +1,4 @@
-// Command weftpeers runs the workloads of weft's examples/versus_threads.rs
+// Command weftpeers runs the workloads of weft's examples/versus_threads/
 // (the weft column) and examples/skynet.rs on goroutines and Go's sync
 // package, for comparison only. See README.md.
 //
@@ -6,6 +6,8 @@
 //
 // Every figure is the median of 5 runs (3 for memory and skynet). Every run
 // checks its results; the last line is "check: ok" only if all passed.
+// With -json PATH the rows go to PATH as one object (see report and row
+// below, and README.md); run.sh combines one such object per GOMAXPROCS.
 package main
 
 import (
@@ -70,15 +72,23 @@ func verify(ok bool, what string) {
 	}
 }
 
-func medianOf(runs int, f func() float64) float64 {
+// medianOf runs f `runs` times; it returns the median and every run's
+// value, in the order they ran.
+func medianOf(runs int, f func() float64) (float64, []float64) {
 	results := make([]float64, 0, runs)
 	fmt.Fprint(os.Stderr, " run")
 	for run := 1; run <= runs; run++ {
 		fmt.Fprintf(os.Stderr, " %d/%d", run, runs)
 		results = append(results, f())
 	}
-	sort.Float64s(results)
-	return results[len(results)/2]
+	return median(results), results
+}
+
+// median of a non-empty slice, which it leaves as it was.
+func median(values []float64) float64 {
+	sorted := append([]float64(nil), values...)
+	sort.Float64s(sorted)
+	return sorted[len(sorted)/2]
 }
 
 func nanosPer(d time.Duration, n uint64) float64 { return float64(d.Nanoseconds()) / float64(n) }
@@ -306,15 +316,25 @@ func condHandoff(turns uint64) float64 {
 	return nanosPer(elapsed, 2*turns)
 }
 
-// contendedMutex: 2 goroutines each add 1 to a Mutex-guarded counter
-// `perTask` times; ns per increment, once both are running.
-func contendedMutex(perTask uint64) float64 {
+// mutexTasks: how many goroutines contendedMutex runs, one per P but at
+// least 2, so that a GOMAXPROCS=1,2,4,8,16 series measures contention at
+// each width (weft's row: 2 coroutines on 2 workers).
+func mutexTasks(procs int) int {
+	if procs < 2 {
+		return 2
+	}
+	return procs
+}
+
+// contendedMutex: `tasks` goroutines each add 1 to a Mutex-guarded counter
+// `perTask` times; ns per increment, once all are running.
+func contendedMutex(tasks int, perTask uint64) float64 {
 	var mu sync.Mutex
 	var counter uint64
-	line := newStartLine(2)
-	ivs := make([]interval, 2)
+	line := newStartLine(tasks)
+	ivs := make([]interval, tasks)
 	var wg sync.WaitGroup
-	for t := 0; t < 2; t++ {
+	for t := 0; t < tasks; t++ {
 		wg.Add(1)
 		go func(t int) {
 			defer wg.Done()
@@ -328,8 +348,9 @@ func contendedMutex(perTask uint64) float64 {
 		}(t)
 	}
 	wg.Wait()
-	verify(counter == 2*perTask, "contended Mutex: no increment lost")
-	return nanosPer(span(ivs), 2*perTask)
+	total := uint64(tasks) * perTask
+	verify(counter == total, "contended Mutex: no increment lost")
+	return nanosPer(span(ivs), total)
 }
 
 // channel: a bounded buffer of `capacity` items.
@@ -516,10 +537,48 @@ func skynetPerLeaf(leaves uint64) float64 {
 // Rows and output
 // ---------------------------------------------------------------------------
 
+// figure is a float64 that JSON-encodes NaN and ±Inf (a failed memory
+// run) as null, which encoding/json refuses to write for a float64.
+type figure float64
+
+func (f figure) MarshalJSON() ([]byte, error) {
+	v := float64(f)
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(v)
+}
+
+func figures(values []float64) []figure {
+	out := make([]figure, len(values))
+	for i, v := range values {
+		out[i] = figure(v)
+	}
+	return out
+}
+
+// row is one workload's result. Key names the versus_threads row it
+// matches where there is one (same unit); Value is the median of Runs.
 type row struct {
-	Workload string  `json:"workload"`
-	Go       float64 `json:"go"`
-	Unit     string  `json:"unit"`
+	Key            string   `json:"key"`
+	Workload       string   `json:"workload"`
+	Value          figure   `json:"value"`
+	Unit           string   `json:"unit"`
+	HigherIsBetter bool     `json:"higher_is_better"`
+	Runs           []figure `json:"runs"`
+	Note           string   `json:"note"`
+}
+
+// report is what -json writes: one GOMAXPROCS setting's rows.
+type report struct {
+	Tool       string `json:"tool"`
+	GoVersion  string `json:"go_version"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	Mode       string `json:"mode"`
+	NProc      int    `json:"nproc"`
+	UnixTime   int64  `json:"unix_time"`
+	ChecksOK   bool   `json:"checks_ok"`
+	Rows       []row  `json:"rows"`
 }
 
 // threeDigits formats like versus_threads: about 3 significant digits.
@@ -538,9 +597,22 @@ func threeDigits(v float64) string {
 	}
 }
 
+// count formats 1234567 as "1 234 567", like versus_threads' notes.
+func count(n uint64) string {
+	digits := strconv.FormatUint(n, 10)
+	var b strings.Builder
+	for i, d := range digits {
+		if i > 0 && (len(digits)-i)%3 == 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteRune(d)
+	}
+	return b.String()
+}
+
 func main() {
 	quickFlag := flag.Bool("quick", false, "short mode (a few seconds)")
-	jsonPath := flag.String("json", "", "also write the rows as JSON to `PATH`")
+	jsonPath := flag.String("json", "", "also write the rows as one JSON object to `PATH`")
 	memoryChild := flag.Int("memory-child", 0, "internal: measure parked memory with N goroutines and print it")
 	flag.Parse()
 
@@ -554,59 +626,123 @@ func main() {
 		return
 	}
 
-	s := full
+	s, mode := full, "full"
 	if *quickFlag {
-		s = quick
+		s, mode = quick, "quick"
 	}
-	procs := runtime.GOMAXPROCS(0)
+	began := time.Now()
+	procs, cpus := runtime.GOMAXPROCS(0), runtime.NumCPU()
 	fmt.Printf("weftpeers: versus_threads' workloads on goroutines (%s, %s/%s)\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	fmt.Printf("GOMAXPROCS=%d (NumCPU %d)\n", procs, runtime.NumCPU())
+	fmt.Printf("GOMAXPROCS=%d (NumCPU %d)\n", procs, cpus)
+	if procs > cpus {
+		fmt.Printf("note: GOMAXPROCS=%d > %d CPUs: oversubscribed, Ps share cores\n", procs, cpus)
+	}
 
 	var rows []row
 	step, steps := 0, 11
-	measure := func(workload, unit string, runs int, f func() float64) {
+	// measure fills r's Value and Runs from `runs` runs of f.
+	measure := func(r row, runs int, f func() float64) {
 		step++
 		begun := time.Now()
-		fmt.Fprintf(os.Stderr, "[%d/%d] %s:", step, steps, workload)
-		v := medianOf(runs, f)
+		fmt.Fprintf(os.Stderr, "[%d/%d] %s:", step, steps, r.Workload)
+		v, all := medianOf(runs, f)
 		fmt.Fprintf(os.Stderr, " (%.1f s)\n", time.Since(begun).Seconds())
-		rows = append(rows, row{workload, v, unit})
+		r.Value, r.Runs = figure(v), figures(all)
+		rows = append(rows, r)
 	}
 
-	measure("hand-off latency, Gosched, GOMAXPROCS=1", "ns/hand-off", s.runs, func() float64 { return goschedHandoff(s.yieldTurns) })
-	measure("hand-off latency, unbuffered channels", "ns/hand-off", s.runs, func() float64 { return channelHandoff(s.chanTurns) })
-	measure("spawn+join, per goroutine", "µs/task", s.runs, func() float64 { return spawnJoin(s.spawns) })
+	measure(row{
+		Key: "handoff_yield", Workload: "hand-off latency, Gosched, GOMAXPROCS=1", Unit: "ns/hand-off",
+		Note: fmt.Sprintf("2 goroutines x %s turns through an atomic counter, each runtime.Gosched()ing until it is "+
+			"its turn, always with GOMAXPROCS set to 1 (weft: yield_now on a 1-worker runtime, rows handoff_pinned "+
+			"and handoff_unpinned)", count(s.yieldTurns)),
+	}, s.runs, func() float64 { return goschedHandoff(s.yieldTurns) })
+	measure(row{
+		Key: "channel_handoff", Workload: "hand-off latency, unbuffered channels", Unit: "ns/hand-off",
+		Note: fmt.Sprintf("2 goroutines ping-pong a counter through two unbuffered channels, %s round trips, at "+
+			"GOMAXPROCS=%d; Go's idiomatic hand-off (no versus_threads row)", count(s.chanTurns), procs),
+	}, s.runs, func() float64 { return channelHandoff(s.chanTurns) })
+	measure(row{
+		Key: "spawn_join", Workload: "spawn+join, per goroutine", Unit: "µs/task",
+		Note: fmt.Sprintf("%s empty goroutines each store their index in a result slice, then a sync.WaitGroup "+
+			"joins them; the sum is checked; GOMAXPROCS=%d", count(s.spawns), procs),
+	}, s.runs, func() float64 { return spawnJoin(s.spawns) })
 	// Both memory figures come from the same child processes.
 	var rtFigures []float64
-	measure("memory per parked goroutine (VmRSS)", "KiB/task", s.costlyRuns, func() float64 {
+	measure(row{
+		Key: "parked_memory", Workload: "memory per parked goroutine (VmRSS)", Unit: "KiB/task",
+		Note: fmt.Sprintf("VmRSS growth with %s goroutines blocked on a channel receive, each run in a fresh "+
+			"child process (no stack or g reused from an earlier run)", count(uint64(s.parked))),
+	}, s.costlyRuns, func() float64 {
 		rss, rt := memoryRun(s.parked)
 		rtFigures = append(rtFigures, rt)
 		return rss
 	})
 	step++
-	sort.Float64s(rtFigures)
-	rows = append(rows, row{"memory per parked goroutine (Stack+HeapInuse)", rtFigures[len(rtFigures)/2], "KiB/task"})
-	measure("Mutex+Cond hand-off", "ns/hand-off", s.runs, func() float64 { return condHandoff(s.condTurns) })
-	measure("contended Mutex (2 goroutines)", "ns/increment", s.runs, func() float64 { return contendedMutex(s.incrementsPerTask) })
-	measure("producer-consumer, buffered chan", "M items/s", s.runs, func() float64 {
+	rows = append(rows, row{
+		Key: "parked_memory_runtime", Workload: "memory per parked goroutine (Stack+HeapInuse)",
+		Value: figure(median(rtFigures)), Unit: "KiB/task", Runs: figures(rtFigures),
+		Note: "runtime.MemStats StackInuse+HeapInuse growth per goroutine (the runtime's own view), from the " +
+			"same child processes as parked_memory",
+	})
+	measure(row{
+		Key: "condvar_handoff", Workload: "Mutex+Cond hand-off", Unit: "ns/hand-off",
+		Note: fmt.Sprintf("2 goroutines x %s turns through a sync.Mutex-guarded counter and one sync.Cond, at "+
+			"GOMAXPROCS=%d (weft: 1 worker, so compare with GOMAXPROCS=1)", count(s.condTurns), procs),
+	}, s.runs, func() float64 { return condHandoff(s.condTurns) })
+	tasks := mutexTasks(procs)
+	shared := ""
+	if procs == 1 {
+		shared = "; here the two share one P and hardly contend"
+	}
+	measure(row{
+		Key: "contended_mutex", Workload: fmt.Sprintf("contended Mutex (%d goroutines = GOMAXPROCS, min 2)", tasks),
+		Unit: "ns/increment",
+		Note: fmt.Sprintf("%d goroutines (GOMAXPROCS, at least 2) x %s increments of one sync.Mutex-guarded "+
+			"counter, timed from a common start line, at GOMAXPROCS=%d (weft: 2 coroutines on 2 workers, so "+
+			"compare with GOMAXPROCS=2%s)", tasks, count(s.incrementsPerTask), procs, shared),
+	}, s.runs, func() float64 { return contendedMutex(tasks, s.incrementsPerTask) })
+	measure(row{
+		Key: "pc_channel", Workload: "producer-consumer, buffered chan", Unit: "M items/s", HigherIsBetter: true,
+		Note: fmt.Sprintf("%d producers, %d consumers, a chan uint64 of capacity %d, %s items, every item counted "+
+			"and summed, at GOMAXPROCS=%d; Go's idiomatic bounded queue (no versus_threads row)",
+			producers, consumers, capacity, count(producers*s.itemsPerProducer), procs),
+	}, s.runs, func() float64 {
 		return producerConsumer(make(goChannel, capacity), s.itemsPerProducer) / 1e6
 	})
-	measure("producer-consumer, Mutex+2 Cond", "M items/s", s.runs, func() float64 {
+	measure(row{
+		Key: "pc_condvar", Workload: "producer-consumer, Mutex+2 Cond", Unit: "M items/s", HigherIsBetter: true,
+		Note: fmt.Sprintf("the same through a %d-slot ring buffer under a sync.Mutex with notFull and notEmpty "+
+			"sync.Conds, at GOMAXPROCS=%d", capacity, procs),
+	}, s.runs, func() float64 {
 		return producerConsumer(newCondQueue(), s.itemsPerProducer) / 1e6
 	})
-	measure("readers-writers (95 % reads)", "M ops/s", s.runs, func() float64 { return readersWriters(s.rwOpsPerTask) / 1e6 })
-	measure("skynet", "µs/leaf", s.costlyRuns, func() float64 { return skynetPerLeaf(s.leaves) })
+	measure(row{
+		Key: "readers_writers", Workload: "readers-writers (95 % reads)", Unit: "M ops/s", HigherIsBetter: true,
+		Note: fmt.Sprintf("%d goroutines x %s operations on a sync.RWMutex-guarded 8-slot table, one in %d a write; "+
+			"every read checks the slots are equal; GOMAXPROCS=%d", rwTasks, count(s.rwOpsPerTask), writeEvery, procs),
+	}, s.runs, func() float64 { return readersWriters(s.rwOpsPerTask) / 1e6 })
+	measure(row{
+		Key: "skynet", Workload: "skynet", Unit: "µs/leaf",
+		Note: fmt.Sprintf("%s leaves (%s goroutines), each parent spawning 10 children and summing their results "+
+			"from a buffered channel; GOMAXPROCS=%d", count(s.leaves), count((s.leaves*10-1)/9), procs),
+	}, s.costlyRuns, func() float64 { return skynetPerLeaf(s.leaves) })
 
 	fmt.Println()
-	fmt.Printf("%-46s %10s  %s\n", "workload", "go", "unit")
+	fmt.Printf("%-52s %10s  %s\n", "workload", "go", "unit")
 	for _, r := range rows {
-		fmt.Printf("%-46s %10s  %s\n", r.Workload, threeDigits(r.Go), r.Unit)
+		fmt.Printf("%-52s %10s  %s\n", r.Workload, threeDigits(float64(r.Value)), r.Unit)
 	}
 	fmt.Printf("GOMAXPROCS=%d; medians of %d runs (%d for memory and skynet); %d spawns, %d parked, %d skynet leaves\n",
 		procs, s.runs, s.costlyRuns, s.spawns, s.parked, s.leaves)
 
+	failed := atomic.LoadInt64(&failedChecks)
 	if *jsonPath != "" {
-		data, err := json.MarshalIndent(rows, "", "  ")
+		rep := report{
+			Tool: "weft-go-peer", GoVersion: runtime.Version(), GOMAXPROCS: procs, Mode: mode,
+			NProc: cpus, UnixTime: began.Unix(), ChecksOK: failed == 0, Rows: rows,
+		}
+		data, err := json.MarshalIndent(rep, "", "  ")
 		if err == nil {
 			err = os.WriteFile(*jsonPath, append(data, '\n'), 0o644)
 		}
@@ -615,8 +751,8 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	if n := atomic.LoadInt64(&failedChecks); n != 0 {
-		fmt.Printf("check: FAILED (%d checks)\n", n)
+	if failed != 0 {
+		fmt.Printf("check: FAILED (%d checks)\n", failed)
 		os.Exit(1)
 	}
 	fmt.Println("check: ok")
