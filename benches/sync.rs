@@ -170,6 +170,9 @@ fn sync(c: &mut Criterion) {
             (0..iters).map(|_| placements.time("rwlock weft", || weft_rwlock(&two_workers, RW_OPS))).sum()
         });
     });
+    group.bench_function("rwlock 95% read 4x200k/weft RwLock (4 threads)", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| threads_rwlock::<weft::sync::RwLock<u64>>(RW_OPS)).sum());
+    });
     group.bench_function("rwlock 95% read 4x200k/std RwLock (4 threads)", |b| {
         b.iter_custom(|iters| (0..iters).map(|_| threads_rwlock::<std::sync::RwLock<u64>>(RW_OPS)).sum());
     });
@@ -650,6 +653,17 @@ impl CounterRwLock for std::sync::RwLock<u64> {
     #[inline]
     fn increment(&self) {
         *self.write().expect("not poisoned") += 1;
+    }
+}
+
+impl CounterRwLock for weft::sync::RwLock<u64> {
+    #[inline]
+    fn get(&self) -> u64 {
+        *self.read()
+    }
+    #[inline]
+    fn increment(&self) {
+        *self.write() += 1;
     }
 }
 

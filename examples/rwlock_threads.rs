@@ -1,0 +1,99 @@
+//! RwLock from plain OS threads under oversubscription: N threads x ops on
+//! one lock, 95 % reads (every 20th op a write), weft's RwLock against
+//! std's and parking_lot's. Prints the median of several runs in M ops/s.
+//!
+//! `cargo run --release --example rwlock_threads -- [ops_per_thread] [runs]`
+//! (defaults 200 000 and 5; `--quick`: 2 000 and 1, a smoke run for CI).
+//! `THREADS=2,4,8,16` picks the thread counts (default 2, 4, 8).
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+const WRITE_EVERY: u64 = 20;
+
+trait Lock: Send + Sync + 'static {
+    fn new() -> Self;
+    fn read_check(&self) -> bool;
+    fn write_bump(&self);
+}
+
+macro_rules! impl_lock {
+    ($t:ty, $($unwrap:ident)?) => {
+        impl Lock for $t {
+            fn new() -> Self {
+                <$t>::new([0u64; 8])
+            }
+            fn read_check(&self) -> bool {
+                let g = self.read()$(.$unwrap())?;
+                g.iter().any(|&s| s != g[0])
+            }
+            fn write_bump(&self) {
+                let mut g = self.write()$(.$unwrap())?;
+                let next = g[0] + 1;
+                *g = [next; 8];
+            }
+        }
+    };
+}
+
+impl_lock!(weft::sync::RwLock<[u64; 8]>,);
+impl_lock!(std::sync::RwLock<[u64; 8]>, unwrap);
+impl_lock!(parking_lot::RwLock<[u64; 8]>,);
+
+fn run<L: Lock>(threads: usize, ops: u64) -> Duration {
+    let lock = Arc::new(L::new());
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (lock, barrier) = (Arc::clone(&lock), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                let start = Instant::now();
+                let mut torn = 0u64;
+                for op in 0..ops {
+                    if op % WRITE_EVERY == WRITE_EVERY - 1 {
+                        lock.write_bump();
+                    } else {
+                        torn += u64::from(lock.read_check());
+                    }
+                }
+                (torn, start, Instant::now())
+            })
+        })
+        .collect();
+    barrier.wait();
+    let spans: Vec<(u64, Instant, Instant)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let torn: u64 = spans.iter().map(|s| s.0).sum();
+    // From the first thread's start to the last one's end.
+    let first = spans.iter().map(|s| s.1).min().expect("at least one thread");
+    let last = spans.iter().map(|s| s.2).max().expect("at least one thread");
+    let elapsed = last - first;
+    assert_eq!(torn, 0, "torn read");
+    elapsed
+}
+
+fn median_mops<L: Lock>(threads: usize, ops: u64, runs: usize) -> (f64, f64, f64) {
+    let mut v: Vec<f64> =
+        (0..runs).map(|_| (threads as u64 * ops) as f64 / run::<L>(threads, ops).as_secs_f64() / 1e6).collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut numbers = args.iter().filter(|a| !a.starts_with("--")).map(|a| a.parse::<u64>().expect("a number"));
+    let ops = numbers.next().unwrap_or(if quick { 2_000 } else { 200_000 });
+    let runs = numbers.next().map_or(if quick { 1 } else { 5 }, |n| n as usize);
+    println!("{ops} ops per thread, 5 % writes, median of {runs} runs (min..max), M ops/s");
+    for threads in
+        std::env::var("THREADS").map_or(vec![2, 4, 8], |s| s.split(',').map(|t| t.parse().unwrap()).collect())
+    {
+        let (w, wl, wh) = median_mops::<weft::sync::RwLock<[u64; 8]>>(threads, ops, runs);
+        let (s, sl, sh) = median_mops::<std::sync::RwLock<[u64; 8]>>(threads, ops, runs);
+        let (p, pl, ph) = median_mops::<parking_lot::RwLock<[u64; 8]>>(threads, ops, runs);
+        println!(
+            "{threads} threads: weft {w:7.2} ({wl:.2}..{wh:.2})  std {s:7.2} ({sl:.2}..{sh:.2})  parking_lot {p:7.2} ({pl:.2}..{ph:.2})"
+        );
+    }
+}
