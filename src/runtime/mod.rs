@@ -601,12 +601,6 @@ pub fn try_current() -> Option<GreenThread> {
     current_task().map(|task| GreenThread { task })
 }
 
-/// Whether the caller runs in a coroutine (not on a plain OS thread).
-#[inline]
-pub(crate) fn in_coroutine() -> bool {
-    !CURRENT_TASK.with(Cell::get).is_null()
-}
-
 /// Lets the other coroutines of this worker run, then continues; on a plain
 /// OS thread, [`std::thread::yield_now`].
 pub fn yield_now() {
