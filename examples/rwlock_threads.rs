@@ -4,12 +4,11 @@
 //!
 //! `cargo run --release --example rwlock_threads -- [ops_per_thread] [runs]`
 //! (defaults 200 000 and 5; `--quick`: 2 000 and 1, a smoke run for CI).
-//! `THREADS=2,4,8,16` picks the thread counts (default 2, 4, 8).
+//! `THREADS=2,4,8,16` picks the thread counts (default 2, 4, 8);
+//! `WRITE_EVERY=n` makes every n-th operation a write (default 20: 5 %).
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
-
-const WRITE_EVERY: u64 = 20;
 
 trait Lock: Send + Sync + 'static {
     fn new() -> Self;
@@ -40,7 +39,7 @@ impl_lock!(weft::sync::RwLock<[u64; 8]>,);
 impl_lock!(std::sync::RwLock<[u64; 8]>, unwrap);
 impl_lock!(parking_lot::RwLock<[u64; 8]>,);
 
-fn run<L: Lock>(threads: usize, ops: u64) -> Duration {
+fn run<L: Lock>(threads: usize, ops: u64, write_every: u64) -> Duration {
     let lock = Arc::new(L::new());
     let barrier = Arc::new(Barrier::new(threads + 1));
     let handles: Vec<_> = (0..threads)
@@ -51,7 +50,7 @@ fn run<L: Lock>(threads: usize, ops: u64) -> Duration {
                 let start = Instant::now();
                 let mut torn = 0u64;
                 for op in 0..ops {
-                    if op % WRITE_EVERY == WRITE_EVERY - 1 {
+                    if op % write_every == write_every - 1 {
                         lock.write_bump();
                     } else {
                         torn += u64::from(lock.read_check());
@@ -72,9 +71,10 @@ fn run<L: Lock>(threads: usize, ops: u64) -> Duration {
     elapsed
 }
 
-fn median_mops<L: Lock>(threads: usize, ops: u64, runs: usize) -> (f64, f64, f64) {
-    let mut v: Vec<f64> =
-        (0..runs).map(|_| (threads as u64 * ops) as f64 / run::<L>(threads, ops).as_secs_f64() / 1e6).collect();
+fn median_mops<L: Lock>(threads: usize, ops: u64, runs: usize, write_every: u64) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = (0..runs)
+        .map(|_| (threads as u64 * ops) as f64 / run::<L>(threads, ops, write_every).as_secs_f64() / 1e6)
+        .collect();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
@@ -85,13 +85,15 @@ fn main() {
     let mut numbers = args.iter().filter(|a| !a.starts_with("--")).map(|a| a.parse::<u64>().expect("a number"));
     let ops = numbers.next().unwrap_or(if quick { 2_000 } else { 200_000 });
     let runs = numbers.next().map_or(if quick { 1 } else { 5 }, |n| n as usize);
-    println!("{ops} ops per thread, 5 % writes, median of {runs} runs (min..max), M ops/s");
+    let write_every: u64 = std::env::var("WRITE_EVERY").map_or(20, |s| s.parse().expect("WRITE_EVERY: a number"));
+    assert!(write_every > 0, "WRITE_EVERY: at least 1");
+    println!("{ops} ops per thread, every {write_every}th a write, median of {runs} runs (min..max), M ops/s");
     for threads in
         std::env::var("THREADS").map_or(vec![2, 4, 8], |s| s.split(',').map(|t| t.parse().unwrap()).collect())
     {
-        let (w, wl, wh) = median_mops::<weft::sync::RwLock<[u64; 8]>>(threads, ops, runs);
-        let (s, sl, sh) = median_mops::<std::sync::RwLock<[u64; 8]>>(threads, ops, runs);
-        let (p, pl, ph) = median_mops::<parking_lot::RwLock<[u64; 8]>>(threads, ops, runs);
+        let (w, wl, wh) = median_mops::<weft::sync::RwLock<[u64; 8]>>(threads, ops, runs, write_every);
+        let (s, sl, sh) = median_mops::<std::sync::RwLock<[u64; 8]>>(threads, ops, runs, write_every);
+        let (p, pl, ph) = median_mops::<parking_lot::RwLock<[u64; 8]>>(threads, ops, runs, write_every);
         println!(
             "{threads} threads: weft {w:7.2} ({wl:.2}..{wh:.2})  std {s:7.2} ({sl:.2}..{sh:.2})  parking_lot {p:7.2} ({pl:.2}..{ph:.2})"
         );
