@@ -5,7 +5,8 @@
 //! `cargo run --release --example rwlock_threads -- [ops_per_thread] [runs]`
 //! (defaults 200 000 and 5; `--quick`: 2 000 and 1, a smoke run for CI).
 //! `THREADS=2,4,8,16` picks the thread counts (default 2, 4, 8);
-//! `WRITE_EVERY=n` makes every n-th operation a write (default 20: 5 %).
+//! `WRITE_EVERY=n` makes every n-th operation a write (default 20: 5 %);
+//! `HOLD=n` spins n `spin_loop` hints inside each write (default 0).
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -14,6 +15,16 @@ trait Lock: Send + Sync + 'static {
     fn new() -> Self;
     fn read_check(&self) -> bool;
     fn write_bump(&self);
+}
+
+/// `HOLD=n`: n `spin_loop` hints inside each write (a longer critical
+/// section); 0 by default.
+fn hold() {
+    static HOLD: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let n = *HOLD.get_or_init(|| std::env::var("HOLD").map_or(0, |s| s.parse().expect("HOLD: a number")));
+    for _ in 0..n {
+        std::hint::spin_loop();
+    }
 }
 
 macro_rules! impl_lock {
@@ -30,6 +41,7 @@ macro_rules! impl_lock {
                 let mut g = self.write()$(.$unwrap())?;
                 let next = g[0] + 1;
                 *g = [next; 8];
+                hold();
             }
         }
     };
