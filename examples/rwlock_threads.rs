@@ -99,7 +99,7 @@ fn main() {
     let runs = numbers.next().map_or(if quick { 1 } else { 5 }, |n| n as usize);
     let write_every: u64 = std::env::var("WRITE_EVERY").map_or(20, |s| s.parse().expect("WRITE_EVERY: a number"));
     assert!(write_every > 0, "WRITE_EVERY: at least 1");
-    println!("{ops} ops per thread, every {write_every}th a write, median of {runs} runs (min..max), M ops/s");
+    println!("{ops} ops per thread, 1 write in every {write_every} ops, median of {runs} runs (min..max), M ops/s");
     for threads in
         std::env::var("THREADS").map_or(vec![2, 4, 8], |s| s.split(',').map(|t| t.parse().unwrap()).collect())
     {
