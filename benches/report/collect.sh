@@ -1,0 +1,412 @@
+#!/usr/bin/env bash
+# Runs weft's measurements and writes their raw results, one JSON file per
+# source, for benches/report/render.py to turn into BENCHMARKS.md.
+#
+#   bash benches/report/collect.sh                 # full sizes into benches/results/ (long; a quiet machine)
+#   bash benches/report/collect.sh --quick         # short runs into target/bench-results-quick/
+#   bash benches/report/collect.sh --go            # also the Go peer (benches/peers/go)
+#   bash benches/report/collect.sh --scaling "1 2 4 8 16"   # also versus_threads per worker count
+#   bash benches/report/collect.sh --out DIR       # another results directory
+#
+# What it writes into DIR (each file names the commands that made it in
+# machine.json's "steps"):
+#
+#   machine.json         the machine, the commit, the load average before and
+#                        after, and every step: its command and its status
+#                        (ok / skipped: why / failed: why)
+#   versus_threads.json  examples/versus_threads --json
+#   criterion.json       every benchmark of the switch, runtime, sync and
+#                        versus groups, labelled by the run that made it:
+#                        default, no-fp-control (switch built with
+#                        --no-default-features), may-1-worker (versus' may
+#                        rows with WEFT_BENCH_MAY_WORKERS=1)
+#   callgrind.json       instructions per switch round trip (weft and
+#                        corosensei, both builds) and per yield and per
+#                        spawned coroutine (runtime bench), if valgrind exists
+#   rss.json             the WEFT_RSS_PROBE modes of benches/runtime.rs
+#   skynet.json          examples/skynet on 1 and 2 workers, 3 runs each,
+#                        with peak RSS if /usr/bin/time exists
+#   go.json              (--go) benches/peers/go/run.sh -json
+#   scaling/             (--scaling) versus-N.json per worker count, go.json
+#
+# A collection replaces every source in DIR (plots/ is render.py's and is
+# left alone): one directory is one collection, on one machine, at one commit.
+# Progress goes to stderr. Exits 1 if a step failed (every other step still
+# runs); a step whose tool or bench target does not exist is skipped, and
+# machine.json says so.
+#
+# Criterion writes to $CARGO_TARGET_DIR/criterion (target/criterion without
+# it; $CRITERION_HOME if set), and this script reads it from there.
+#
+# --quick passes criterion `--quick --noplot`: the benches set warm-up time,
+# measurement time and sample size per group, and a group's settings win over
+# criterion's --warm-up-time/--measurement-time/--sample-size flags, so only
+# criterion's own quick mode (stop once the estimate is stable, no warm-up)
+# makes a group shorter.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$root"
+
+usage() {
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+quick=0
+go=0
+scaling=""
+out=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) quick=1; shift ;;
+        --go) go=1; shift ;;
+        --scaling) scaling="${2:?--scaling needs a list of worker counts, e.g. \"1 2 4\"}"; shift 2 ;;
+        --scaling=*) scaling="${1#*=}"; shift ;;
+        --out) out="${2:?--out needs a directory}"; shift 2 ;;
+        --out=*) out="${1#*=}"; shift ;;
+        -h|--help) usage ;;
+        *) echo "collect.sh: unknown argument '$1'" >&2; usage ;;
+    esac
+done
+for n in $scaling; do
+    case "$n" in
+        *[!0-9]* | 0*) echo "collect.sh: --scaling takes positive worker counts, got '$n'" >&2; exit 2 ;;
+    esac
+done
+if [ -z "$out" ]; then
+    if [ "$quick" = 1 ]; then out="target/bench-results-quick"; else out="benches/results"; fi
+fi
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
+criterion_dir="${CRITERION_HOME:-$target_dir/criterion}"
+
+record() { python3 "$here/record.py" "$@"; }
+log() { echo "collect: $*" >&2; }
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/go" "$tmp/go-scaling"
+
+mkdir -p "$out"
+rm -rf "$out/scaling"
+rm -f "$out"/{machine,versus_threads,criterion,callgrind,rss,skynet,go}.json "$out/steps.jsonl"
+steps="$out/steps.jsonl"
+mode=full
+if [ "$quick" = 1 ]; then mode=quick; fi
+record machine-start "$out/machine.json" "$mode"
+collection_start=$SECONDS
+failures=0
+
+# A command as one would type it: arguments quoted only where the shell needs
+# it, the target directory shown as target/, `env ` dropped.
+shell_words() {
+    local word words=() prefix
+    for word in "$@"; do
+        word="${word//"$target_dir"/target}"
+        word="${word//"$tmp"\//}"
+        word="${word//"$root"\//}"
+        prefix=""
+        # VAR=value stays an assignment: quote the value only.
+        if [[ "$word" =~ ^[A-Z_][A-Z0-9_]*= ]]; then
+            prefix="${word%%=*}="
+            word="${word#*=}"
+        fi
+        if [[ "$word" =~ ^[A-Za-z0-9_./=:,+@%-]*$ ]]; then
+            words+=("$prefix$word")
+        else
+            words+=("$prefix'${word//\'/\'\\\'\'}'")
+        fi
+    done
+    local line="${words[*]}"
+    printf '%s' "${line#env }"
+}
+
+# step SOURCE LABEL COMMAND...: runs COMMAND with its stdout copied to stderr
+# and to $tmp/step.out, and records it in steps.jsonl (as $shown_as if set,
+# for a command that writes to a temporary file first). Returns COMMAND's
+# success.
+shown_as=""
+step() {
+    local source="$1" label="$2"
+    shift 2
+    local shown started status=ok rc
+    shown="${shown_as:-$(shell_words "$@")}"
+    shown_as=""
+    log "$source [$label]: $shown"
+    started=$SECONDS
+    set +e
+    "$@" | tee "$tmp/step.out" >&2
+    rc="${PIPESTATUS[0]}"
+    set -e
+    if [ "$rc" != 0 ]; then
+        status="failed: exit status $rc"
+        log "$source [$label]: $status"
+        failures=$((failures + 1))
+    fi
+    record step "$steps" "$source" "$label" "$status" "$((SECONDS - started))" "$shown"
+    [ "$status" = ok ]
+}
+
+# skip SOURCE LABEL WHY COMMAND...: records a step that could not run.
+skip() {
+    local source="$1" label="$2" why="$3"
+    shift 3
+    log "$source [$label]: skipped: $why"
+    record step "$steps" "$source" "$label" "skipped: $why" 0 "$(shell_words "$@")"
+}
+
+# fail SOURCE LABEL WHY COMMAND...: records a step that ran but gave nothing usable.
+fail() {
+    local source="$1" label="$2" why="$3"
+    shift 3
+    log "$source [$label]: failed: $why"
+    failures=$((failures + 1))
+    record step "$steps" "$source" "$label" "failed: $why" 0 "$(shell_words "$@")"
+}
+
+# The bench and example targets of the package, as "bench:switch" lines.
+cargo metadata --no-deps --format-version 1 2>/dev/null | python3 -c '
+import json, sys
+for package in json.load(sys.stdin)["packages"]:
+    for target in package["targets"]:
+        for kind in target["kind"]:
+            print(kind + ":" + target["name"])
+' >"$tmp/targets" || true
+has_target() { grep -qx "$1:$2" "$tmp/targets"; }
+
+# The path of a bench binary: bench_exe NAME [CARGO FLAGS...] (builds it).
+bench_exe() {
+    local name="$1"
+    shift
+    cargo bench --bench "$name" "$@" --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+name = sys.argv[1]
+for line in sys.stdin:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        continue
+    if message.get("reason") == "compiler-artifact" and message["target"]["name"] == name \
+            and "bench" in message["target"]["kind"] and message.get("executable"):
+        print(message["executable"])
+' "$name"
+}
+
+quick_flag=()
+criterion_flags=()
+if [ "$quick" = 1 ]; then
+    quick_flag=(--quick)
+    criterion_flags=(--quick --noplot)
+fi
+
+# ---------------------------------------------------------------------------
+# versus_threads.json
+# ---------------------------------------------------------------------------
+
+if has_target example versus_threads; then
+    step versus_threads.json default \
+        cargo run --release --example versus_threads -- ${quick_flag[@]+"${quick_flag[@]}"} \
+        --json "$out/versus_threads.json" || true
+else
+    skip versus_threads.json default "no example target named versus_threads" \
+        cargo run --release --example versus_threads -- --json "$out/versus_threads.json"
+fi
+
+# ---------------------------------------------------------------------------
+# criterion.json
+# ---------------------------------------------------------------------------
+
+# criterion_run LABEL GROUP CLEAN [VAR=VALUE...] [CARGO_ARGS...] [-- BENCH_ARGS...]:
+# one cargo bench run, with VAR=VALUE in its environment; CLEAN=clean
+# deletes the group's old results first. Records every benchmark of GROUP
+# that the run wrote, so a run that adds to a group records only its rows.
+criterion_run() {
+    local label="$1" group="$2" clean="$3"
+    shift 3
+    local vars=() cargo_args=() bench_args=()
+    while [ $# -gt 0 ] && [[ "$1" =~ ^[A-Z_][A-Z0-9_]*= ]]; do vars+=("$1"); shift; done
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do cargo_args+=("$1"); shift; done
+    if [ $# -gt 0 ]; then shift; fi
+    bench_args=(${criterion_flags[@]+"${criterion_flags[@]}"} "$@")
+    local command=(cargo bench --bench "$group" ${cargo_args[@]+"${cargo_args[@]}"})
+    if [ "${#vars[@]}" -gt 0 ]; then command=(env "${vars[@]}" "${command[@]}"); fi
+    if [ "${#bench_args[@]}" -gt 0 ]; then command+=(-- "${bench_args[@]}"); fi
+    if ! has_target bench "$group"; then
+        skip criterion.json "$label" "no bench target named $group" "${command[@]}"
+        return 0
+    fi
+    if [ "$clean" = clean ]; then rm -rf "${criterion_dir:?}/$group"; fi
+    touch "$tmp/marker"
+    sleep 0.01
+    # A run that fails part-way still leaves the benchmarks it finished:
+    # record them (machine.json says the step failed).
+    if ! step criterion.json "$label" "${command[@]}"; then
+        record criterion "$criterion_dir" "$group" "$label" "$tmp/marker" "$out/criterion.json" || true
+    elif ! record criterion "$criterion_dir" "$group" "$label" "$tmp/marker" "$out/criterion.json"; then
+        fail criterion.json "$label" "no results in $criterion_dir/$group" "${command[@]}"
+    fi
+}
+
+criterion_run default switch clean
+criterion_run default runtime clean
+criterion_run default sync clean
+criterion_run default versus clean
+# may's one-worker rows (its hand-off rows), added to the versus group.
+criterion_run may-1-worker versus keep WEFT_BENCH_MAY_WORKERS=1 -- /may
+# Last: the switch group again, built without fp-control (same bench ids).
+criterion_run no-fp-control switch clean --no-default-features
+
+# ---------------------------------------------------------------------------
+# callgrind.json
+# ---------------------------------------------------------------------------
+
+# Round trips, yields and spawned coroutines per callgrind run (the runtime
+# counts run twice, at n and 2n, and their difference is divided by n).
+if [ "$quick" = 1 ]; then
+    switch_count=100000
+    runtime_counts=(yield:50000 spawn:20000)
+else
+    switch_count=1000000
+    runtime_counts=(yield:500000 spawn:100000)
+fi
+
+if ! command -v valgrind >/dev/null 2>&1; then
+    skip callgrind.json default "valgrind is not installed" \
+        env WEFT_SWITCH_COUNT="$switch_count" valgrind --tool=callgrind "--toggle-collect=*weft_round_trips*" \
+        "target/release/deps/switch-<hash>"
+else
+    for build in default no-fp-control; do
+        features=()
+        if [ "$build" = no-fp-control ]; then features=(--no-default-features); fi
+        bin="$(bench_exe switch ${features[@]+"${features[@]}"} || true)"
+        if [ -z "$bin" ]; then
+            fail callgrind.json "$build" "cannot build the switch bench" \
+                cargo bench --bench switch ${features[@]+"${features[@]}"} --no-run
+            continue
+        fi
+        for who in weft corosensei; do
+            cg_out="$tmp/callgrind.$build.$who"
+            if step callgrind.json "$build" env WEFT_SWITCH_COUNT="$switch_count" valgrind --tool=callgrind \
+                "--callgrind-out-file=$cg_out" "--toggle-collect=*${who}_round_trips*" "$bin"; then
+                record callgrind "$cg_out" "$switch_count" "$out/callgrind.json" switch "$build" "$who"
+            fi
+        done
+    done
+
+    # Instructions per yield (1 worker) and per spawned+joined coroutine (2
+    # workers): two runs of different sizes, start-up cancelled.
+    bin="$(bench_exe runtime || true)"
+    if [ -z "$bin" ]; then
+        fail callgrind.json default "cannot build the runtime bench" cargo bench --bench runtime --no-run
+    else
+        for spec in "${runtime_counts[@]}"; do
+            what="${spec%%:*}"
+            n="${spec#*:}"
+            ok=1
+            for count in "$n" "$((2 * n))"; do
+                step callgrind.json default env WEFT_RUNTIME_COUNT="$what:$count" valgrind --tool=callgrind \
+                    "--callgrind-out-file=$tmp/callgrind.$what.$count" "$bin" || ok=0
+            done
+            if [ "$ok" = 1 ]; then
+                record callgrind-diff "$out/callgrind.json" "$tmp/callgrind.$what.$n" "$n" \
+                    "$tmp/callgrind.$what.$((2 * n))" "$((2 * n))" runtime "$what"
+            fi
+        done
+    fi
+fi
+
+# ---------------------------------------------------------------------------
+# rss.json
+# ---------------------------------------------------------------------------
+
+for probe in 1 spawn skynet skynet1; do
+    if step rss.json "$probe" env WEFT_RSS_PROBE="$probe" cargo bench --bench runtime; then
+        cp "$tmp/step.out" "$tmp/rss.$probe"
+        if ! record rss "$probe" "$tmp/rss.$probe" "$out/rss.json"; then
+            fail rss.json "$probe" "the probe's output did not parse" \
+                env WEFT_RSS_PROBE="$probe" cargo bench --bench runtime
+        fi
+    fi
+done
+
+# ---------------------------------------------------------------------------
+# skynet.json
+# ---------------------------------------------------------------------------
+
+skynet_exe="$target_dir/release/examples/skynet"
+if step skynet.json build cargo build --release --example skynet; then
+    if [ -x /usr/bin/time ]; then
+        timer=(/usr/bin/time -f %M -o "$tmp/peak_kib")
+    else
+        timer=()
+        log "skynet.json: /usr/bin/time not found: no peak RSS"
+    fi
+    for workers in 1 2; do
+        for run in 1 2 3; do
+            rm -f "$tmp/peak_kib"
+            if step skynet.json "workers=$workers run=$run" \
+                ${timer[@]+"${timer[@]}"} "$skynet_exe" --workers "$workers"; then
+                peak=""
+                if [ -s "$tmp/peak_kib" ]; then peak="$(tail -1 "$tmp/peak_kib")"; fi
+                if ! record skynet "$workers" "$out/skynet.json" "$tmp/step.out" "$peak"; then
+                    fail skynet.json "workers=$workers run=$run" "no result line" "$skynet_exe" --workers "$workers"
+                fi
+            fi
+        done
+    done
+fi
+
+# ---------------------------------------------------------------------------
+# go.json (--go)
+# ---------------------------------------------------------------------------
+
+go_quick=()
+if [ "$quick" = 1 ]; then go_quick=(-quick); fi
+if [ "$go" = 1 ]; then
+    # run.sh may leave a file per setting next to the one asked for: keep
+    # them out of DIR.
+    shown_as="$(shell_words bash benches/peers/go/run.sh ${go_quick[@]+"${go_quick[@]}"} -json "$out/go.json")"
+    if step go.json default bash benches/peers/go/run.sh ${go_quick[@]+"${go_quick[@]}"} -json "$tmp/go/go.json"; then
+        if [ -s "$tmp/go/go.json" ]; then
+            cp "$tmp/go/go.json" "$out/go.json"
+        else
+            fail go.json default "run.sh wrote no JSON file" bash benches/peers/go/run.sh -json "$out/go.json"
+        fi
+    fi
+fi
+
+# ---------------------------------------------------------------------------
+# scaling/ (--scaling)
+# ---------------------------------------------------------------------------
+
+if [ -n "$scaling" ]; then
+    mkdir -p "$out/scaling"
+    for n in $scaling; do
+        step "scaling/versus-$n.json" "workers=$n" \
+            cargo run --release --example versus_threads -- ${quick_flag[@]+"${quick_flag[@]}"} \
+            --workers "$n" --only skynet,pc_condvar,contended_mutex --json "$out/scaling/versus-$n.json" || true
+    done
+    if [ "$go" = 1 ]; then
+        shown_as="$(shell_words env WEFT_GO_PROCS="$scaling" bash benches/peers/go/run.sh \
+            ${go_quick[@]+"${go_quick[@]}"} -json "$out/scaling/go.json")"
+        if step scaling/go.json default env WEFT_GO_PROCS="$scaling" \
+            bash benches/peers/go/run.sh ${go_quick[@]+"${go_quick[@]}"} -json "$tmp/go-scaling/go.json"; then
+            if [ -s "$tmp/go-scaling/go.json" ]; then
+                cp "$tmp/go-scaling/go.json" "$out/scaling/go.json"
+            else
+                fail scaling/go.json default "run.sh wrote no JSON file" \
+                    env WEFT_GO_PROCS="$scaling" bash benches/peers/go/run.sh -json "$out/scaling/go.json"
+            fi
+        fi
+    fi
+fi
+
+record machine-finish "$out/machine.json" "$steps"
+rm -f "$steps"
+log "done in $((SECONDS - collection_start)) s: $out ($failures failed steps)"
+if [ "$failures" -gt 0 ]; then
+    exit 1
+fi

@@ -1,0 +1,411 @@
+#!/usr/bin/env python3
+"""Turns what one measurement step printed or wrote into a results JSON file.
+
+`collect.sh` runs the measurements; after each step it calls this script to
+record the step's output in the results directory. Python 3 standard library
+only. One subcommand per kind of source:
+
+    record.py machine-start OUT/machine.json
+        The machine and the tree, and the load average before the collection.
+    record.py step OUT/steps.jsonl SOURCE LABEL STATUS SECONDS COMMAND
+        One line per step: what ran, and whether it ran (ok, skipped: why,
+        failed: why). machine-finish folds these lines into machine.json.
+    record.py machine-finish OUT/machine.json OUT/steps.jsonl
+        The load average after the collection, the end time, the steps.
+    record.py criterion CRITERION_DIR GROUP LABEL MARKER OUT/criterion.json
+        Appends to criterion.json every benchmark of GROUP whose estimates
+        were written after MARKER (a file touched before the run), so a run
+        that adds rows to a group (may-1-worker) records only its own rows.
+    record.py callgrind CALLGRIND_OUT COUNT OUT/callgrind.json KEY...
+        The instruction total of one callgrind.out file (its `totals:` or
+        `summary:` line) divided by COUNT, stored under KEY... (a path of
+        object keys).
+    record.py callgrind-diff OUT/callgrind.json SMALL_OUT SMALL_N BIG_OUT BIG_N KEY...
+        Instructions per unit from two runs of different sizes:
+        (total(BIG) - total(SMALL)) / (BIG_N - SMALL_N), start-up cancelled.
+    record.py rss PROBE RAW_TEXT OUT/rss.json
+        Parses the text `WEFT_RSS_PROBE=PROBE cargo bench --bench runtime`
+        printed (benches/runtime.rs) and stores it, raw text included.
+    record.py skynet WORKERS OUT/skynet.json RUN_TEXT [PEAK_RSS_KIB]
+        One run of examples/skynet.rs: its output line and, if measured, the
+        process's peak RSS from /usr/bin/time -f %M.
+
+Every file is written with sorted keys and a trailing newline, so two
+collections of the same figures give the same bytes.
+"""
+
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+
+
+def load(path, default):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+
+
+def save(path, value):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=1, sort_keys=True, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def command_output(argv):
+    """The first line of a command's output, or None if it cannot run."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else None
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def load_average():
+    with open("/proc/loadavg", encoding="ascii") as f:
+        return " ".join(f.read().split()[:3])
+
+
+# ---------------------------------------------------------------------------
+# machine.json
+# ---------------------------------------------------------------------------
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def mem_total_kib():
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def max_map_count():
+    try:
+        with open("/proc/sys/vm/max_map_count", encoding="ascii") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def hardware_perf_counters():
+    """Whether the kernel exposes a CPU PMU (hardware counters) to us."""
+    devices = "/sys/bus/event_source/devices"
+    if not os.path.isdir(devices):
+        return None
+    return any(name in ("cpu", "cpu_core", "cpu_atom", "armv8_pmuv3") for name in os.listdir(devices))
+
+
+def git(*args):
+    return command_output(["git", *args])
+
+
+def machine_start(path, mode):
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip() != ""
+    save(path, {
+        "tool": "weft-bench-collect",
+        "mode": mode,
+        "date_utc": utc_now(),
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "commit_subject": git("log", "-1", "--format=%s"),
+        "dirty": dirty,
+        "cpu": cpu_model(),
+        "nproc": len(os.sched_getaffinity(0)),  # what `nproc` prints
+        "mem_total_kib": mem_total_kib(),
+        "kernel": platform.release(),
+        "rustc": command_output(["rustc", "-V"]),
+        "glibc": command_output(["ldd", "--version"]),
+        "vm_max_map_count": max_map_count(),
+        "hardware_perf_counters": hardware_perf_counters(),
+        "valgrind": command_output(["valgrind", "--version"]),
+        "load_average_before": load_average(),
+    })
+
+
+def step(path, source, label, status, seconds, command):
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"source": source, "label": label, "status": status,
+                            "seconds": round(float(seconds)), "command": command},
+                           sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def machine_finish(path, steps_path):
+    machine = load(path, {})
+    machine["load_average_after"] = load_average()
+    machine["end_utc"] = utc_now()
+    steps = []
+    if os.path.exists(steps_path):
+        with open(steps_path, encoding="utf-8") as f:
+            steps = [json.loads(line) for line in f if line.strip()]
+    machine["steps"] = steps
+    save(path, machine)
+
+
+# ---------------------------------------------------------------------------
+# criterion.json
+# ---------------------------------------------------------------------------
+
+
+def criterion(criterion_dir, group, label, marker, out):
+    since = os.stat(marker).st_mtime_ns
+    group_dir = os.path.join(criterion_dir, group)
+    found = []
+    for directory, _dirs, files in os.walk(group_dir):
+        if os.path.basename(directory) != "new":
+            continue
+        if "benchmark.json" not in files or "estimates.json" not in files:
+            continue
+        estimates_path = os.path.join(directory, "estimates.json")
+        written = os.stat(estimates_path).st_mtime_ns
+        if written <= since:
+            continue
+        bench = load(os.path.join(directory, "benchmark.json"), None)
+        estimates = load(estimates_path, None)
+        ident = bench["function_id"] or ""
+        if bench.get("value_str"):
+            ident = f"{ident}/{bench['value_str']}" if ident else bench["value_str"]
+        median = estimates["median"]
+        found.append((written, {
+            "label": label,
+            "group": bench["group_id"],
+            "id": ident,
+            "full_id": bench["full_id"],
+            "median_ns": median["point_estimate"],
+            "median_lo_ns": median["confidence_interval"]["lower_bound"],
+            "median_hi_ns": median["confidence_interval"]["upper_bound"],
+            "mean_ns": estimates["mean"]["point_estimate"],
+            "throughput": bench.get("throughput"),
+        }))
+    # The order criterion ran them in: the order their estimates were written.
+    found.sort(key=lambda pair: (pair[0], pair[1]["full_id"]))
+    entries = load(out, [])
+    for order, (_written, entry) in enumerate(found):
+        entry["order"] = order
+        entries.append(entry)
+    save(out, entries)
+    print(f"record: {len(found)} benchmarks of group {group} recorded as {label!r}", file=sys.stderr)
+    return 0 if found else 1
+
+
+# ---------------------------------------------------------------------------
+# callgrind.json
+# ---------------------------------------------------------------------------
+
+
+def callgrind_total(path):
+    """The event total of a callgrind.out file: its `totals:` line, else `summary:`."""
+    summary = None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+            if line.startswith("summary:"):
+                summary = int(line.split()[1])
+    if summary is None:
+        raise SystemExit(f"record: no totals: or summary: line in {path}")
+    return summary
+
+
+def put(tree, keys, value):
+    for key in keys[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[keys[-1]] = value
+
+
+def callgrind(cg_out, count, out, keys):
+    total = callgrind_total(cg_out)
+    count = int(count)
+    results = load(out, {})
+    put(results, keys, {"instructions": total, "count": count, "per_unit": total / count})
+    save(out, results)
+
+
+def callgrind_diff(out, small_out, small_n, big_out, big_n, keys):
+    small, big = callgrind_total(small_out), callgrind_total(big_out)
+    small_n, big_n = int(small_n), int(big_n)
+    results = load(out, {})
+    put(results, keys, {"instructions_small": small, "count_small": small_n,
+                        "instructions_big": big, "count_big": big_n,
+                        "per_unit": (big - small) / (big_n - small_n)})
+    save(out, results)
+
+
+# ---------------------------------------------------------------------------
+# rss.json: the text of benches/runtime.rs's WEFT_RSS_PROBE modes
+# ---------------------------------------------------------------------------
+
+NUM = r"([0-9]+(?:\.[0-9]+)?)"
+
+PARKED_PATTERNS = {
+    "parked": r"RSS probe: ([0-9]+) coroutines parked",
+    "workers": r"parked in weft::sleep, ([0-9]+) workers",
+    "all_started_ms": rf"all started after {NUM} ms",
+    "joined_ms": rf"released and joined in {NUM} ms",
+    "vmrss_before_kib": r"VmRSS before ([0-9]+) KiB",
+    "vmrss_after_kib": r"VmRSS before [0-9]+ KiB, after ([0-9]+) KiB",
+    "per_task_kib": rf"RSS per parked coroutine: {NUM} KiB",
+    "pte_before_kib": r"VmPTE, not in VmRSS\): ([0-9]+) ->",
+    "pte_after_kib": r"VmPTE, not in VmRSS\): [0-9]+ -> ([0-9]+) KiB",
+    "pte_per_task_kib": rf"KiB, {NUM} KiB per coroutine",
+    "maps_before": r"memory maps: ([0-9]+) -> [0-9]+",
+    "maps_after": r"memory maps: [0-9]+ -> ([0-9]+)",
+    "stack_kib": r"resident KiB per ([0-9]+) KiB stack mapping",
+}
+
+PEAK_PATTERNS = {
+    "what": r"peak RSS probe: one (.+?) on a fresh",
+    "workers": r"on a fresh ([0-9]+)-worker runtime",
+    "first_run_ms": rf"runtime, took {NUM} ms",
+    "vmrss_before_kib": r"before: VmRSS ([0-9]+) KiB",
+    "vmhwm_before_kib": r"before: VmRSS [0-9]+ KiB, VmHWM ([0-9]+) KiB",
+    "vmrss_after_kib": r"after:  VmRSS ([0-9]+) KiB",
+    "vmhwm_after_kib": r"after:  VmRSS [0-9]+ KiB, VmHWM ([0-9]+) KiB",
+    "maps_before": r"memory maps: ([0-9]+) before",
+    "maps_max": r"at most ([0-9]+) seen during the run",
+    "stacks_max": r"about ([0-9]+) stacks above the start",
+    "peak_rss_mib": rf"peak RSS of the process: {NUM} MiB",
+    "peak_above_start_mib": rf"MiB \({NUM} MiB above the RSS before the run\)",
+    "vmhwm_after_all_runs_mib": rf"VmHWM after all runs: {NUM} MiB",
+}
+
+
+def number(text):
+    return float(text) if "." in text else int(text)
+
+
+def parse_fields(text, patterns):
+    fields = {}
+    for name, pattern in patterns.items():
+        match = re.search(pattern, text)
+        if match:
+            value = match.group(1)
+            fields[name] = value if name == "what" else number(value)
+    return fields
+
+
+def rss(probe, raw_path, out):
+    with open(raw_path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    if probe == "1":
+        fields = parse_fields(text, PARKED_PATTERNS)
+        fields["stack_histogram"] = [
+            {"rss_kib": int(rss_kib), "mappings": int(count)}
+            for rss_kib, count in re.findall(r"^\s+([0-9]+) KiB: ([0-9]+)$", text, re.M)
+        ]
+        name = "parked"
+    else:
+        fields = parse_fields(text, PEAK_PATTERNS)
+        fields["runs"] = [
+            {"wall_ms": float(wall), "cpu_ms": float(cpu), "minor_faults": int(faults)}
+            for wall, cpu, faults in re.findall(
+                rf"run [0-9]+: {NUM} ms wall, {NUM} ms CPU \(all threads\), ([0-9]+) minor page faults", text)
+        ]
+        name = {"spawn": "peak_spawn", "skynet": "peak_skynet", "skynet1": "peak_skynet_1_worker"}[probe]
+    fields["probe"] = f"WEFT_RSS_PROBE={probe}"
+    fields["raw"] = text
+    results = load(out, {})
+    results[name] = fields
+    save(out, results)
+    if probe == "1" and "per_task_kib" not in fields:
+        print("record: the RSS probe printed no 'RSS per parked coroutine' line", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# skynet.json: runs of examples/skynet.rs
+# ---------------------------------------------------------------------------
+
+SKYNET_LINE = re.compile(
+    r"skynet: ([0-9]+) leaves on ([0-9]+) workers: sum ([0-9]+) in ([0-9.]+) ms \(([0-9]+) coroutines\)")
+
+
+def median(values):
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return None
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+
+
+def skynet(workers, out, run_text_path, peak_kib=None):
+    with open(run_text_path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    match = SKYNET_LINE.search(text)
+    if not match or "check: ok" not in text:
+        print(f"record: skynet printed no result line and 'check: ok':\n{text}", file=sys.stderr)
+        return 1
+    leaves, ran_workers, _sum, ms, coroutines = match.groups()
+    results = load(out, {"runs": {}})
+    runs = results["runs"].setdefault(str(workers), [])
+    run = {"ms": float(ms), "leaves": int(leaves), "workers": int(ran_workers), "coroutines": int(coroutines),
+           "output": match.group(0)}
+    if peak_kib:
+        run["peak_rss_kib"] = int(peak_kib)
+    runs.append(run)
+    results["peak_rss_tool"] = "/usr/bin/time -f %M" if peak_kib else None
+    if not peak_kib:
+        results["peak_rss_note"] = "no peak RSS: /usr/bin/time was not found"
+    summary = results.setdefault("median", {})
+    peaks = [r["peak_rss_kib"] for r in runs if "peak_rss_kib" in r]
+    summary[str(workers)] = {"ms": median([r["ms"] for r in runs]), "runs": len(runs),
+                             "leaves": int(leaves), "peak_rss_kib": median(peaks)}
+    save(out, results)
+    return 0
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    what, args = argv[1], argv[2:]
+    if what == "machine-start":
+        machine_start(args[0], args[1] if len(args) > 1 else "full")
+    elif what == "step":
+        step(*args)
+    elif what == "machine-finish":
+        machine_finish(*args)
+    elif what == "criterion":
+        return criterion(*args)
+    elif what == "callgrind":
+        callgrind(args[0], args[1], args[2], args[3:])
+    elif what == "callgrind-diff":
+        callgrind_diff(args[0], args[1], args[2], args[3], args[4], args[5:])
+    elif what == "rss":
+        return rss(*args)
+    elif what == "skynet":
+        return skynet(*args)
+    else:
+        print(f"record: unknown subcommand {what!r}\n{__doc__}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
