@@ -70,8 +70,8 @@ mod thread_side {
 /// The same workloads on may's coroutines and `may::sync`.
 #[allow(dead_code, reason = "parked_memory is a size, not timed here")]
 mod may_side {
-    use crate::peer_may::{Condvar, Mutex, RwLock, Semaphore, spawn};
-    use may::coroutine::{sleep, yield_now};
+    use crate::peer_may::{Condvar, Mutex, RwLock, Semaphore, spawn, yield_now};
+    use may::coroutine::sleep;
     crate::workloads::same_code!();
 }
 
@@ -95,6 +95,17 @@ mod peer_may {
         // and each coroutine runs one shallow frame (skynet recurses one
         // frame per coroutine), far inside may's default stack.
         unsafe { may::coroutine::spawn(f) }
+    }
+
+    /// What the workloads' wait loops (their start line) call to let other
+    /// coroutines run: a 10 µs sleep, not may's `yield_now`. may re-queues a
+    /// yielding coroutine ahead of coroutines that have not started yet, so
+    /// a wait loop of bare yields can starve them: readers-writers' start
+    /// line (8 coroutines on 2 workers, each yielding until all 8 have
+    /// arrived) was seen spinning for minutes with both workers busy
+    /// yielding. The start line is outside the timed part.
+    pub fn yield_now() {
+        may::coroutine::sleep(std::time::Duration::from_micros(10));
     }
 
     /// Runs `f` as a may coroutine and waits for it (so the driver is a
