@@ -203,19 +203,6 @@ if [ "$quick" = 1 ]; then
 fi
 
 # ---------------------------------------------------------------------------
-# versus_threads.json
-# ---------------------------------------------------------------------------
-
-if has_target example versus_threads; then
-    step versus_threads.json default \
-        cargo run --release --example versus_threads -- ${quick_flag[@]+"${quick_flag[@]}"} \
-        --json "$out/versus_threads.json" || true
-else
-    skip versus_threads.json default "no example target named versus_threads" \
-        cargo run --release --example versus_threads -- --json "$out/versus_threads.json"
-fi
-
-# ---------------------------------------------------------------------------
 # criterion.json
 # ---------------------------------------------------------------------------
 
@@ -253,6 +240,22 @@ criterion_run() {
 criterion_run default switch clean
 criterion_run default runtime clean
 criterion_run default sync clean
+# versus_threads.json, right before criterion's versus group: the report
+# cross-checks the two harnesses' ratios, and on a shared machine the drift
+# between two runs grows with the time between them (so the versus bench is
+# built first, and its build does not come between them).
+if has_target bench versus; then
+    cargo bench --bench versus --no-run --quiet >&2 2>/dev/null || true
+fi
+if has_target example versus_threads; then
+    step versus_threads.json default \
+        cargo run --release --example versus_threads -- ${quick_flag[@]+"${quick_flag[@]}"} \
+        --json "$out/versus_threads.json" || true
+else
+    skip versus_threads.json default "no example target named versus_threads" \
+        cargo run --release --example versus_threads -- --json "$out/versus_threads.json"
+fi
+
 criterion_run default versus clean
 # may's one-worker rows (its hand-off rows), added to the versus group.
 criterion_run may-1-worker versus keep WEFT_BENCH_MAY_WORKERS=1 -- /may
