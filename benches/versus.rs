@@ -75,11 +75,10 @@ mod may_side {
     crate::workloads::same_code!();
 }
 
-/// `may::sync` behind weft's names (poisoning ignored, as weft's locks do
-/// not poison) and may's `spawn`.
+/// `may::sync` behind weft's names (the example's `poison_free_locks!`),
+/// may's counting semaphore, and may's `spawn`.
 mod peer_may {
-    use may::sync::{MutexGuard, RwLockReadGuard, RwLockWriteGuard};
-    use std::sync::PoisonError;
+    crate::workloads::poison_free_locks!(may::sync);
 
     /// may's `spawn`.
     pub fn spawn<F, T>(f: F) -> may::coroutine::JoinHandle<T>
@@ -112,58 +111,6 @@ mod peer_may {
     /// coroutine, as weft's is inside `block_on`).
     pub fn on_may<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         spawn(f).join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    }
-
-    pub struct Mutex<T>(may::sync::Mutex<T>);
-
-    impl<T> Mutex<T> {
-        pub fn new(value: T) -> Mutex<T> {
-            Mutex(may::sync::Mutex::new(value))
-        }
-
-        pub fn lock(&self) -> MutexGuard<'_, T> {
-            self.0.lock().unwrap_or_else(PoisonError::into_inner)
-        }
-    }
-
-    pub struct Condvar(may::sync::Condvar);
-
-    impl Condvar {
-        pub fn new() -> Condvar {
-            Condvar(may::sync::Condvar::new())
-        }
-
-        pub fn wait_while<'a, T>(
-            &self,
-            guard: MutexGuard<'a, T>,
-            condition: impl FnMut(&mut T) -> bool,
-        ) -> MutexGuard<'a, T> {
-            self.0.wait_while(guard, condition).unwrap_or_else(PoisonError::into_inner)
-        }
-
-        pub fn notify_one(&self) {
-            self.0.notify_one();
-        }
-
-        pub fn notify_all(&self) {
-            self.0.notify_all();
-        }
-    }
-
-    pub struct RwLock<T>(may::sync::RwLock<T>);
-
-    impl<T> RwLock<T> {
-        pub fn new(value: T) -> RwLock<T> {
-            RwLock(may::sync::RwLock::new(value))
-        }
-
-        pub fn read(&self) -> RwLockReadGuard<'_, T> {
-            self.0.read().unwrap_or_else(PoisonError::into_inner)
-        }
-
-        pub fn write(&self) -> RwLockWriteGuard<'_, T> {
-            self.0.write().unwrap_or_else(PoisonError::into_inner)
-        }
     }
 
     /// may's counting semaphore (`Semphore`, sic) with weft's P/V names.

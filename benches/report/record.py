@@ -42,6 +42,8 @@ import re
 import subprocess
 import sys
 
+from units import median
+
 
 def load(path, default):
     try:
@@ -344,14 +346,6 @@ def rss(probe, raw_path, out):
 
 SKYNET_LINE = re.compile(
     r"skynet: ([0-9]+) leaves on ([0-9]+) workers: sum ([0-9]+) in ([0-9.]+) ms \(([0-9]+) coroutines\)")
-
-
-def median(values):
-    ordered = sorted(values)
-    n = len(ordered)
-    if n == 0:
-        return None
-    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
 
 
 def skynet(workers, out, run_text_path, peak_kib=None):

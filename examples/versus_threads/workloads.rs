@@ -153,63 +153,76 @@ pub fn on_weft<T: Send>(workers: usize, f: impl FnOnce() -> T + Send) -> T {
 // std::sync behind weft's names
 // ---------------------------------------------------------------------------
 
-/// `std::sync` behind weft's names: `lock()` and friends return the guard
-/// (std's poisoning is ignored, as weft's locks do not poison), and a
-/// counting `Semaphore`, which std lacks, built from a std Mutex + Condvar.
+/// `Mutex`, `Condvar` and `RwLock` with weft's signatures, wrapping the
+/// locks of a library whose API is std's (`$lib::Mutex::lock` returning a
+/// `LockResult`, and so on): `lock()` and friends return the guard, and
+/// poisoning is ignored, as weft's locks do not poison. Used by [`os`] for
+/// `std::sync`, and by `benches/versus.rs` for `may::sync`.
+macro_rules! poison_free_locks {
+    ($($lib:ident)::+) => {
+        use std::sync::PoisonError;
+        use $($lib)::+::{MutexGuard, RwLockReadGuard, RwLockWriteGuard};
+
+        pub struct Mutex<T>($($lib)::+::Mutex<T>);
+
+        impl<T> Mutex<T> {
+            pub fn new(value: T) -> Mutex<T> {
+                Mutex($($lib)::+::Mutex::new(value))
+            }
+
+            pub fn lock(&self) -> MutexGuard<'_, T> {
+                self.0.lock().unwrap_or_else(PoisonError::into_inner)
+            }
+        }
+
+        pub struct Condvar($($lib)::+::Condvar);
+
+        impl Condvar {
+            pub fn new() -> Condvar {
+                Condvar($($lib)::+::Condvar::new())
+            }
+
+            pub fn wait_while<'a, T>(
+                &self,
+                guard: MutexGuard<'a, T>,
+                condition: impl FnMut(&mut T) -> bool,
+            ) -> MutexGuard<'a, T> {
+                self.0.wait_while(guard, condition).unwrap_or_else(PoisonError::into_inner)
+            }
+
+            pub fn notify_one(&self) {
+                self.0.notify_one();
+            }
+
+            pub fn notify_all(&self) {
+                self.0.notify_all();
+            }
+        }
+
+        pub struct RwLock<T>($($lib)::+::RwLock<T>);
+
+        impl<T> RwLock<T> {
+            pub fn new(value: T) -> RwLock<T> {
+                RwLock($($lib)::+::RwLock::new(value))
+            }
+
+            pub fn read(&self) -> RwLockReadGuard<'_, T> {
+                self.0.read().unwrap_or_else(PoisonError::into_inner)
+            }
+
+            pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+                self.0.write().unwrap_or_else(PoisonError::into_inner)
+            }
+        }
+    };
+}
+
+pub(crate) use poison_free_locks;
+
+/// `std::sync` behind weft's names ([`poison_free_locks!`]), and a counting
+/// `Semaphore`, which std lacks, built from a std Mutex + Condvar.
 pub mod os {
-    use std::sync::{MutexGuard, PoisonError, RwLockReadGuard, RwLockWriteGuard};
-
-    pub struct Mutex<T>(std::sync::Mutex<T>);
-
-    impl<T> Mutex<T> {
-        pub fn new(value: T) -> Mutex<T> {
-            Mutex(std::sync::Mutex::new(value))
-        }
-
-        pub fn lock(&self) -> MutexGuard<'_, T> {
-            self.0.lock().unwrap_or_else(PoisonError::into_inner)
-        }
-    }
-
-    pub struct Condvar(std::sync::Condvar);
-
-    impl Condvar {
-        pub fn new() -> Condvar {
-            Condvar(std::sync::Condvar::new())
-        }
-
-        pub fn wait_while<'a, T>(
-            &self,
-            guard: MutexGuard<'a, T>,
-            condition: impl FnMut(&mut T) -> bool,
-        ) -> MutexGuard<'a, T> {
-            self.0.wait_while(guard, condition).unwrap_or_else(PoisonError::into_inner)
-        }
-
-        pub fn notify_one(&self) {
-            self.0.notify_one();
-        }
-
-        pub fn notify_all(&self) {
-            self.0.notify_all();
-        }
-    }
-
-    pub struct RwLock<T>(std::sync::RwLock<T>);
-
-    impl<T> RwLock<T> {
-        pub fn new(value: T) -> RwLock<T> {
-            RwLock(std::sync::RwLock::new(value))
-        }
-
-        pub fn read(&self) -> RwLockReadGuard<'_, T> {
-            self.0.read().unwrap_or_else(PoisonError::into_inner)
-        }
-
-        pub fn write(&self) -> RwLockWriteGuard<'_, T> {
-            self.0.write().unwrap_or_else(PoisonError::into_inner)
-        }
-    }
+    crate::workloads::poison_free_locks!(std::sync);
 
     /// A counting semaphore from a std Mutex (the free permits) and Condvar.
     pub struct Semaphore {
