@@ -59,6 +59,10 @@
 //! WEFT_SYNC_INTERLEAVED=20 cargo bench --bench sync
 //! ```
 
+#[path = "common/clock.rs"]
+mod clock;
+
+use clock::Clock;
 use criterion::{Criterion, SamplingMode, criterion_group};
 use std::collections::{BTreeMap, VecDeque};
 use std::hint::black_box;
@@ -183,29 +187,6 @@ fn sync(c: &mut Criterion) {
 
     group.finish();
     placements.report();
-}
-
-/// Which clock a benchmark reads.
-#[derive(Clone, Copy)]
-enum Clock {
-    /// `Instant` (CLOCK_MONOTONIC).
-    Wall,
-    /// CLOCK_THREAD_CPUTIME_ID: CPU time of the calling thread only.
-    ThreadCpu,
-}
-
-impl Clock {
-    fn now(self) -> Duration {
-        let id = match self {
-            Clock::Wall => libc::CLOCK_MONOTONIC,
-            Clock::ThreadCpu => libc::CLOCK_THREAD_CPUTIME_ID,
-        };
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: `ts` is a valid, writable timespec and `id` a clock Linux has.
-        let rc = unsafe { libc::clock_gettime(id, &mut ts) };
-        assert_eq!(rc, 0, "clock_gettime: {}", std::io::Error::last_os_error());
-        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-    }
 }
 
 /// From the earliest start to the latest end of some tasks' `(start, end)`
