@@ -43,7 +43,9 @@ use crate::loom::{AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::sys::futex::Deadline;
 use std::cell::Cell;
 use std::ptr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(not(loom))]
+use std::time::Instant;
 
 /// The token a waker passes when it has nothing special to say.
 pub(crate) const DEFAULT_TOKEN: usize = 0;
@@ -84,7 +86,52 @@ struct WaitNode {
     removed: AtomicBool,
     /// When it parked, for waiters whose waker needs `UnparkResult::waited`
     /// (`park_fair`); `None` spares two clock reads per hand-off elsewhere.
-    parked_at: Option<Instant>,
+    parked_at: Option<Stamp>,
+}
+
+/// When a fair waiter parked (`WaitNode::parked_at`).
+#[cfg(not(loom))]
+type Stamp = Instant;
+
+#[cfg(not(loom))]
+fn stamp() -> Stamp {
+    Instant::now()
+}
+
+#[cfg(not(loom))]
+fn waited_since(parked_at: Stamp) -> Duration {
+    parked_at.elapsed()
+}
+
+/// Under loom, time is logical. A wall clock would make a model's path
+/// depend on how fast the host ran it (a waiter that happened to wait over
+/// `FAIR_AFTER` takes the Mutex's hand-over path), and loom replays each
+/// execution expecting the same program. Instead every fair park and every
+/// report of a fair wait is one tick, and a waiter "waited" one millisecond
+/// per tick that happened between its park and its wake. So a waiter woken
+/// before anyone else parked or was woken waited zero; one that saw others
+/// come and go waited longer: both of a lock's paths are explored, chosen
+/// by the schedule alone.
+#[cfg(loom)]
+type Stamp = u64;
+
+#[cfg(loom)]
+loom::lazy_static! {
+    /// Ticks of this execution (lazy statics are reset per execution).
+    static ref TICKS: crate::loom::process::AtomicU64 = crate::loom::process::AtomicU64::new(0);
+}
+
+#[cfg(loom)]
+fn stamp() -> Stamp {
+    // Relaxed: a std atomic that loom does not see; loom runs one thread at
+    // a time, so the count is exact.
+    TICKS.fetch_add(1, crate::loom::process::Ordering::Relaxed) + 1
+}
+
+#[cfg(loom)]
+fn waited_since(parked_at: Stamp) -> Duration {
+    let now = stamp();
+    Duration::from_millis(now - parked_at - 1)
 }
 
 struct Queue {
@@ -115,7 +162,7 @@ impl Bucket {
 /// Number of buckets: enough that unrelated primitives rarely share one.
 #[cfg(not(loom))]
 const BUCKETS: usize = 1024;
-/// Under loom, few buckets, so models also exercise keys sharing a bucket.
+/// Under loom, two buckets: see the loom `bucket_of` for which keys share one.
 #[cfg(loom)]
 const BUCKETS: usize = 2;
 
@@ -128,10 +175,38 @@ loom::lazy_static! {
     static ref TABLE: Vec<Bucket> = (0..BUCKETS).map(|_| Bucket::new()).collect();
 }
 
+#[cfg(not(loom))]
 fn bucket_of(key: usize) -> &'static Bucket {
     // Fibonacci hashing of the address (the low bits are alignment zeros).
     let hash = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (usize::BITS - BUCKETS.trailing_zeros());
     &TABLE[hash % BUCKETS]
+}
+
+#[cfg(loom)]
+loom::lazy_static! {
+    /// Keys in the order this execution first used them.
+    static ref SEEN: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+}
+
+/// Under loom the bucket cannot depend on the key's address: addresses
+/// change from one execution to the next (tests allocate in parallel), and
+/// whether two keys share a bucket changes which locks are taken, so loom
+/// would see a different program on replay ("is the model fully
+/// deterministic?"). Instead the n-th distinct key of an execution gets
+/// bucket n % BUCKETS, which depends only on the schedule: the first two
+/// keys (a Condvar and its Mutex) take separate buckets, a third shares.
+/// `SEEN` is std's Mutex, not a loom object, so it adds no branch points.
+#[cfg(loom)]
+fn bucket_of(key: usize) -> &'static Bucket {
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let index = match seen.iter().position(|&k| k == key) {
+        Some(index) => index,
+        None => {
+            seen.push(key);
+            seen.len() - 1
+        }
+    };
+    &TABLE[index % BUCKETS]
 }
 
 fn lock(bucket: &'static Bucket) -> MutexGuard<'static, Queue> {
@@ -315,7 +390,7 @@ fn park_inner(
         unparker: Cell::new(None),
         token: Cell::new(DEFAULT_TOKEN),
         removed: AtomicBool::new(false),
-        parked_at: record_time.then(Instant::now),
+        parked_at: record_time.then(stamp),
     };
     {
         let mut queue = lock(bucket_of(key));
@@ -406,7 +481,7 @@ pub(crate) fn unpark_one(key: usize, callback: impl FnOnce(UnparkResult) -> usiz
     if let Some(node) = taken {
         result.have_more = queue.contains_key(key);
         // SAFETY: just unlinked, lock held.
-        result.waited = unsafe { (*node).parked_at }.map_or(Duration::ZERO, |t| t.elapsed());
+        result.waited = unsafe { (*node).parked_at }.map_or(Duration::ZERO, waited_since);
     }
     let token = callback(result);
     // SAFETY: just unlinked, lock held.
@@ -464,7 +539,7 @@ pub(crate) fn unpark_requeue(
         UnparkResult { unparked: usize::from(woken.is_some()), have_more: !moved.is_empty(), waited: Duration::ZERO };
     if let Some(node) = woken {
         // SAFETY: just unlinked, lock held.
-        result.waited = unsafe { (*node).parked_at }.map_or(Duration::ZERO, |t| t.elapsed());
+        result.waited = unsafe { (*node).parked_at }.map_or(Duration::ZERO, waited_since);
     }
     for &node in &moved {
         // SAFETY: unlinked from `from`, about to be linked into `to`; both
