@@ -15,11 +15,16 @@
 //! cargo run --release --example dining_philosophers -- --quick # CI's short mode
 //! ```
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft::sync::{Mutex, Semaphore};
 
 const PHILOSOPHERS: usize = 5;
+
+static ARGS: args::Spec = args::Spec { name: "dining_philosophers", counts: &["meals"], workers: false };
 
 #[derive(Clone, Copy)]
 enum Strategy {
@@ -73,9 +78,8 @@ fn dine(strategy: Strategy, meals: u64) -> (Vec<u64>, Duration) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let meals: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(if quick { 100 } else { 1_000 });
+    let args = args::Args::parse(&ARGS);
+    let meals = args.count(0, if args.quick { 100 } else { 1_000 });
     for (name, strategy) in [("lock ordering", Strategy::LockOrdering), ("semaphore waiter", Strategy::Waiter)] {
         let start = Instant::now();
         let (eaten, longest) = dine(strategy, meals);

@@ -11,14 +11,19 @@
 //! round trip against a futex hand-off between two OS threads (the cheapest
 //! way one thread can hand control to another).
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use weft::coroutine::{Coroutine, CoroutineResult, Yielder};
 use weft::sys::futex;
 
+static ARGS: args::Spec = args::Spec { name: "generator", counts: &[], workers: false };
+
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let quick = args::Args::parse(&ARGS).quick;
 
     // 1. A generator: yields values until it returns.
     let mut fib = Coroutine::<(), u64, &'static str>::new(|yielder, ()| {

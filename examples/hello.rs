@@ -5,10 +5,16 @@
 //! cargo run --release --example hello
 //! ```
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::time::Duration;
 
+static ARGS: args::Spec = args::Spec { name: "hello", counts: &[], workers: false };
+
 fn main() {
-    let _quick = std::env::args().any(|a| a == "--quick");
+    // Short already; --quick is accepted (CI passes it to every example).
+    let _ = args::Args::parse(&ARGS);
     let runtime = weft::Runtime::builder().workers(2).build().expect("cannot start the runtime");
 
     // From an OS thread: spawn onto the runtime and join (blocks this thread).

@@ -15,12 +15,18 @@
 //! cargo run --release --example producer_consumer -- --quick       # CI's short mode
 //! ```
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 use weft::sync::{Condvar, Mutex, Semaphore};
 
 const CAPACITY: usize = 16;
+
+static ARGS: args::Spec =
+    args::Spec { name: "producer_consumer", counts: &["producers", "consumers", "items-per-producer"], workers: false };
 
 /// (producer, sequence number within that producer)
 type Item = (usize, u64);
@@ -147,13 +153,13 @@ fn run(name: &str, buffer: Arc<dyn Buffer>, producers: usize, consumers: usize, 
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let numbers: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
-    let producers = numbers.first().copied().unwrap_or(4) as usize;
-    let consumers = numbers.get(1).copied().unwrap_or(4) as usize;
-    let per_producer = numbers.get(2).copied().unwrap_or(if quick { 2_000 } else { 50_000 });
-    assert!(producers > 0 && consumers > 0, "need at least one producer and one consumer");
+    let args = args::Args::parse(&ARGS);
+    let producers = args.count(0, 4) as usize;
+    let consumers = args.count(1, 4) as usize;
+    let per_producer = args.count(2, if args.quick { 2_000 } else { 50_000 });
+    if producers == 0 || consumers == 0 {
+        args.fail("need at least one producer and one consumer");
+    }
 
     let condvar = Arc::new(CondvarBuffer {
         items: Mutex::new(VecDeque::with_capacity(CAPACITY)),

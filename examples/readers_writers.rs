@@ -11,10 +11,16 @@
 //! cargo run --release --example readers_writers -- --quick     # CI's short mode
 //! ```
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use weft::sync::RwLock;
+
+static ARGS: args::Spec =
+    args::Spec { name: "readers_writers", counts: &["readers", "writers", "milliseconds"], workers: false };
 
 struct Shared {
     slots: [u64; 16],
@@ -22,12 +28,10 @@ struct Shared {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let numbers: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
-    let readers = numbers.first().copied().unwrap_or(16) as usize;
-    let writers = numbers.get(1).copied().unwrap_or(2) as usize;
-    let millis = numbers.get(2).copied().unwrap_or(if quick { 100 } else { 1_000 });
+    let args = args::Args::parse(&ARGS);
+    let readers = args.count(0, 16) as usize;
+    let writers = args.count(1, 2) as usize;
+    let millis = args.count(2, if args.quick { 100 } else { 1_000 });
 
     let runtime = weft::Runtime::builder().workers(2).build().expect("cannot start the runtime");
     let data = Arc::new(RwLock::new(Shared { slots: [0; 16], sum: 0 }));

@@ -8,7 +8,12 @@
 //! `WRITE_EVERY=n` makes every n-th operation a write (default 20: 5 %);
 //! `HOLD=n` spins n `spin_loop` hints inside each write (default 0).
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::sync::{Arc, Barrier};
+
+static ARGS: args::Spec = args::Spec { name: "rwlock_threads", counts: &["ops-per-thread", "runs"], workers: false };
 use std::time::{Duration, Instant};
 
 trait Lock: Send + Sync + 'static {
@@ -92,17 +97,27 @@ fn median_mops<L: Lock>(threads: usize, ops: u64, runs: usize, write_every: u64)
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let mut numbers = args.iter().filter(|a| !a.starts_with("--")).map(|a| a.parse::<u64>().expect("a number"));
-    let ops = numbers.next().unwrap_or(if quick { 2_000 } else { 200_000 });
-    let runs = numbers.next().map_or(if quick { 1 } else { 5 }, |n| n as usize);
-    let write_every: u64 = std::env::var("WRITE_EVERY").map_or(20, |s| s.parse().expect("WRITE_EVERY: a number"));
-    assert!(write_every > 0, "WRITE_EVERY: at least 1");
+    let args = args::Args::parse(&ARGS);
+    let ops = args.count(0, if args.quick { 2_000 } else { 200_000 });
+    let runs = args.count(1, if args.quick { 1 } else { 5 }) as usize;
+    if runs == 0 {
+        args.fail("runs: at least 1");
+    }
+    let write_every: u64 = match std::env::var("WRITE_EVERY").map(|s| s.parse::<u64>()) {
+        Err(_) => 20,
+        Ok(Ok(n)) if n > 0 => n,
+        Ok(_) => args.fail("WRITE_EVERY: expected a whole number of at least 1"),
+    };
+    let thread_counts: Vec<usize> = match std::env::var("THREADS") {
+        Err(_) => vec![2, 4, 8],
+        Ok(list) => {
+            list.split(',').map(|t| t.trim().parse().ok().filter(|&n| n > 0)).collect::<Option<_>>().unwrap_or_else(
+                || args.fail(&format!("THREADS: expected a comma-separated list of thread counts, got {list:?}")),
+            )
+        }
+    };
     println!("{ops} ops per thread, 1 write in every {write_every} ops, median of {runs} runs (min..max), M ops/s");
-    for threads in
-        std::env::var("THREADS").map_or(vec![2, 4, 8], |s| s.split(',').map(|t| t.parse().unwrap()).collect())
-    {
+    for threads in thread_counts {
         let (w, wl, wh) = median_mops::<weft::sync::RwLock<[u64; 8]>>(threads, ops, runs, write_every);
         let (s, sl, sh) = median_mops::<std::sync::RwLock<[u64; 8]>>(threads, ops, runs, write_every);
         let (p, pl, ph) = median_mops::<parking_lot::RwLock<[u64; 8]>>(threads, ops, runs, write_every);

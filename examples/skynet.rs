@@ -15,7 +15,12 @@
 //! coroutine first (depth-first), and a coroutine takes its stack only when
 //! it first runs, so this runs within Linux's default `vm.max_map_count`.
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::time::Instant;
+
+static ARGS: args::Spec = args::Spec { name: "skynet", counts: &["leaves"], workers: true };
 
 fn skynet(num: u64, size: u64) -> u64 {
     if size == 1 {
@@ -27,23 +32,16 @@ fn skynet(num: u64, size: u64) -> u64 {
 }
 
 fn main() {
-    let mut leaves: u64 = 1_000_000;
-    let mut workers = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--quick" => leaves = 10_000,
-            "--workers" => workers = Some(args.next().and_then(|w| w.parse().ok()).expect("--workers needs a number")),
-            other => {
-                leaves = other.parse().unwrap_or_else(|_| panic!("unknown argument {other:?}: expected a leaf count"))
-            }
-        }
-    }
+    let args = args::Args::parse(&ARGS);
+    let leaves = args.count(0, if args.quick { 10_000 } else { 1_000_000 });
+    let workers = args.workers;
     let mut power = 1;
     while power < leaves {
         power *= 10;
     }
-    assert!(power == leaves && leaves > 0, "the leaf count must be a power of 10, got {leaves}");
+    if power != leaves || leaves == 0 {
+        args.fail(&format!("the leaf count must be a power of 10, got {leaves}"));
+    }
 
     let mut builder = weft::Runtime::builder();
     if let Some(workers) = workers {
