@@ -712,6 +712,30 @@ fn blocking_jobs_do_not_stall_the_workers() {
     });
 }
 
+/// Two jobs submitted back to back while the pool has one idle thread: the
+/// first waits for the second, so both must run at once. (The pool once
+/// woke its one idle thread for each, and started no second thread: the
+/// second job waited for the first, which waited for it.) Repeated, because
+/// the window between the two submissions is short.
+#[test]
+fn blocking_jobs_submitted_together_run_together() {
+    isolated(Duration::from_secs(120), || {
+        let rt = runtime(1);
+        rt.block_on(|| {
+            for round in 0..20 {
+                // Leaves one pool thread idle (its job is done).
+                joined(weft::spawn_blocking(|| ()));
+                weft::sleep(Duration::from_millis(5));
+                let (tx, rx) = std::sync::mpsc::channel();
+                let first = weft::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(10)).is_ok());
+                let second = weft::spawn_blocking(move || tx.send(()).expect("the first job waits"));
+                assert!(joined(first), "round {round}: the second job did not run while the first waited for it");
+                joined(second);
+            }
+        });
+    });
+}
+
 // ---------------------------------------------------------------------------
 // 8. block_on misuse
 // ---------------------------------------------------------------------------

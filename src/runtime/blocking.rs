@@ -35,16 +35,23 @@ pub(crate) struct BlockingPool {
 }
 
 impl BlockingPool {
-    /// Queues `job`; starts a thread if none is idle and the cap allows.
+    /// Queues `job`; wakes an idle thread for it, or starts one if every
+    /// idle thread is already spoken for and the cap allows.
     pub(crate) fn submit(self: &Arc<Self>, job: Job) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.jobs.push_back(job);
-        if state.idle > 0 {
+        // `idle` counts threads waiting on `job_ready`, including ones
+        // already notified that have not taken the lock yet; each takes one
+        // job when it does. So a wake suffices only while there are at least
+        // as many idle threads as queued jobs: with one idle thread, a second
+        // job submitted before it woke would otherwise wait until the first
+        // job finished (forever, if the first waits for the second).
+        if state.idle >= state.jobs.len() || state.threads >= MAX_THREADS {
             drop(state);
             self.job_ready.notify_one();
             return;
         }
-        if state.threads < MAX_THREADS {
+        {
             state.threads += 1;
             let id = state.threads;
             drop(state);
