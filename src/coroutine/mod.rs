@@ -190,32 +190,6 @@ impl<I, Y, R> Builder<I, Y, R> {
         // SAFETY: a fresh Box, handed over to the coroutine (`InBox`).
         Ok(unsafe { Coroutine::from_parts::<F, InBox>(closure, next_id(), self.name, stack_size, spawned_at) })
     }
-
-    /// [`build_at`](Self::build_at) for a closure that lives in memory the
-    /// caller owns (the runtime keeps it inside its task's allocation, so a
-    /// spawn allocates once), with an id the caller chose from [`next_id`].
-    ///
-    /// # Safety
-    ///
-    /// - `closure` points at an initialised `F`, aligned, that stays in
-    ///   place (not moved, read, written or dropped by anyone else) until the
-    ///   coroutine is dropped. The coroutine owns that value: it moves it
-    ///   out at its first resume, or drops it in place if it is dropped
-    ///   without having started. The memory itself stays the caller's, and
-    ///   may be freed once the coroutine has been dropped.
-    pub(crate) unsafe fn build_in_place<F>(
-        self,
-        spawned_at: &'static Location<'static>,
-        id: u64,
-        closure: *mut F,
-    ) -> io::Result<Coroutine<I, Y, R>>
-    where
-        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
-    {
-        let stack_size = stack::round_stack_size(self.stack_size)?;
-        // SAFETY: the caller's promise is `InPlace`'s contract.
-        Ok(unsafe { Coroutine::from_parts::<F, InPlace>(closure, id, self.name, stack_size, spawned_at) })
-    }
 }
 
 impl<I, Y, R> Default for Builder<I, Y, R> {
@@ -310,7 +284,7 @@ unsafe impl ClosureHome for InBox {
 }
 
 /// In memory that the coroutine's creator owns and keeps in place
-/// (`Builder::build_in_place`): the coroutine owns only the value, which it
+/// (`Coroutine::with_closure_in_place`): the coroutine owns only the value, which it
 /// moves out at its first resume or drops in place.
 enum InPlace {}
 
@@ -351,6 +325,34 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// A [`Builder`] to set a name or a stack size.
     pub fn builder() -> Builder<I, Y, R> {
         Builder::new()
+    }
+
+    /// A coroutine whose closure lives in memory the caller owns (the
+    /// runtime keeps it inside its task's allocation, so a spawn allocates
+    /// once), with an id the caller took from [`next_id`] and a stack size
+    /// already rounded by `stack::round_stack_size`.
+    ///
+    /// # Safety
+    ///
+    /// - `closure` points at an initialised `F`, aligned, that stays in
+    ///   place (not moved, read, written or dropped by anyone else) until the
+    ///   coroutine is dropped. The coroutine owns that value: it moves it
+    ///   out at its first resume, or drops it in place if it is dropped
+    ///   without having started. The memory itself stays the caller's, and
+    ///   may be freed once the coroutine has been dropped.
+    pub(crate) unsafe fn with_closure_in_place<F>(
+        closure: *mut F,
+        id: u64,
+        name: Option<String>,
+        stack_size: usize,
+        spawned_at: &'static Location<'static>,
+    ) -> Self
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
+        debug_assert_eq!(stack::round_stack_size(stack_size).ok(), Some(stack_size), "stack size not rounded");
+        // SAFETY: the caller's promise is `InPlace`'s contract.
+        unsafe { Coroutine::from_parts::<F, InPlace>(closure, id, name, stack_size, spawned_at) }
     }
 
     /// # Safety

@@ -79,6 +79,9 @@ pub(crate) type TaskCoroutine = Coroutine<(), Switch, ()>;
 /// No worker yet (not started).
 pub(crate) const NO_HOME: usize = usize::MAX;
 
+/// `Task::registry_slot` of a task that is in no worker's registry.
+pub(crate) const NOT_REGISTERED: usize = usize::MAX;
+
 /// A fresh process-unique task id (shared with plain coroutines' ids, so a
 /// green thread's coroutine carries its task's id).
 pub(crate) fn next_id() -> u64 {
@@ -118,7 +121,8 @@ pub(crate) struct Task {
     coroutine: UnsafeCell<Option<TaskCoroutine>>,
     /// The coroutine's yielder, set by the coroutine itself when it starts.
     yielder: Cell<*const Yielder<(), Switch>>,
-    /// Index in the home worker's registry of started tasks.
+    /// Index in the home worker's registry of suspended tasks, or
+    /// `NOT_REGISTERED`.
     pub(crate) registry_slot: Cell<usize>,
     /// Set by the home worker while it unwinds this task at shutdown: its
     /// destructors then must not suspend (see `runtime::park_current_task`).
@@ -147,7 +151,7 @@ struct CellHead<T> {
 #[repr(C)]
 struct TaskCell<B, T> {
     head: CellHead<T>,
-    /// Owned by the coroutine (`coroutine::Builder::build_in_place`); never
+    /// Owned by the coroutine (`Coroutine::with_closure_in_place`); never
     /// initialised in a `spawn_blocking` cell.
     body: UnsafeCell<MaybeUninit<B>>,
 }
@@ -155,41 +159,49 @@ struct TaskCell<B, T> {
 impl<B, T: Send> TaskCell<B, T> {
     const VTABLE: TaskVtable = TaskVtable { fail: Self::fail, dealloc: Self::dealloc };
 
-    /// Allocates a cell with `body` and no coroutine yet, holding two
-    /// references.
-    fn allocate(
-        id: u64,
-        name: Option<String>,
-        body: MaybeUninit<B>,
-        runtime: std::sync::Weak<super::Shared>,
-    ) -> NonNull<TaskCell<B, T>> {
-        let cell = TaskCell {
-            head: CellHead {
-                task: Task {
-                    refs: AtomicUsize::new(2),
-                    vtable: &Self::VTABLE,
-                    id,
-                    name,
-                    park: ParkState::new(),
-                    home: AtomicUsize::new(NO_HOME),
-                    next_in_inbox: AtomicPtr::new(ptr::null_mut()),
-                    coroutine: UnsafeCell::new(None),
-                    yielder: Cell::new(ptr::null()),
-                    registry_slot: Cell::new(usize::MAX),
-                    unwinding: Cell::new(false),
-                    runtime,
-                },
-                join: JoinState::new(),
-            },
-            body: UnsafeCell::new(body),
-        };
+    /// Allocates the memory of a cell, uninitialised.
+    fn allocate() -> NonNull<TaskCell<B, T>> {
         let layout = Layout::new::<TaskCell<B, T>>();
         // SAFETY: the layout is not zero-sized (the header is not).
         let raw = unsafe { alloc::alloc(layout) }.cast::<TaskCell<B, T>>();
         let Some(raw) = NonNull::new(raw) else { alloc::handle_alloc_error(layout) };
-        // SAFETY: fresh memory with the layout of a TaskCell<B, T>.
-        unsafe { raw.write(cell) };
         raw
+    }
+
+    /// Initialises the head of a cell from [`allocate`](Self::allocate),
+    /// with two references. Field by field, in place: building the ~300
+    /// bytes on the stack and copying them showed up as a `memcpy` per
+    /// spawn.
+    ///
+    /// # Safety
+    ///
+    /// `cell` came from `allocate` and its head is not initialised yet;
+    /// `coroutine`, if any, owns the cell's body (initialised by the caller).
+    unsafe fn init_head(
+        cell: NonNull<TaskCell<B, T>>,
+        id: u64,
+        name: Option<String>,
+        coroutine: Option<TaskCoroutine>,
+        runtime: std::sync::Weak<super::Shared>,
+    ) {
+        // SAFETY: fresh memory of the right layout (the caller's promise);
+        // each field is written once, none is read.
+        unsafe {
+            let task = &raw mut (*cell.as_ptr()).head.task;
+            (&raw mut (*task).refs).write(AtomicUsize::new(2));
+            (&raw mut (*task).vtable).write(&Self::VTABLE);
+            (&raw mut (*task).id).write(id);
+            (&raw mut (*task).name).write(name);
+            (&raw mut (*task).park).write(ParkState::new());
+            (&raw mut (*task).home).write(AtomicUsize::new(NO_HOME));
+            (&raw mut (*task).next_in_inbox).write(AtomicPtr::new(ptr::null_mut()));
+            (&raw mut (*task).coroutine).write(UnsafeCell::new(coroutine));
+            (&raw mut (*task).yielder).write(Cell::new(ptr::null()));
+            (&raw mut (*task).registry_slot).write(Cell::new(NOT_REGISTERED));
+            (&raw mut (*task).unwinding).write(Cell::new(false));
+            (&raw mut (*task).runtime).write(runtime);
+            (&raw mut (*cell.as_ptr()).head.join).write(JoinState::new());
+        }
     }
 
     /// # Safety
@@ -247,19 +259,18 @@ where
     T: Send + 'static,
 {
     let id = next_id();
-    let mut builder = coroutine::Builder::new().stack_size(stack_size);
-    if let Some(name) = &name {
-        builder = builder.name(name.clone());
-    }
-    let cell = TaskCell::<B, T>::allocate(id, name, MaybeUninit::new(body), runtime);
-    // SAFETY: `cell` is fresh and ours alone; `body` is initialised and stays
-    // in place until the cell is freed, which happens only after the
-    // coroutine is dropped (it lives in the same cell's header, dropped
-    // first by `dealloc`). From now on only the coroutine touches the body.
+    let coroutine_name = name.clone();
+    let cell = TaskCell::<B, T>::allocate();
+    // SAFETY: `cell` is fresh and ours alone. The body is written before the
+    // coroutine that owns it exists, and stays in place until the cell is
+    // freed, which happens only after the coroutine is dropped (it lives in
+    // the same cell's head, dropped first by `dealloc`). From now on only
+    // the coroutine touches the body.
     unsafe {
-        let body = (*(*cell.as_ptr()).body.get()).as_mut_ptr();
-        let coroutine = builder.build_in_place(spawned_at, id, body).expect("stack size was validated by the caller");
-        *(*cell.as_ptr()).head.task.coroutine.get() = Some(coroutine);
+        let body_at = (&raw mut (*cell.as_ptr()).body).cast::<B>();
+        body_at.write(body);
+        let coroutine = TaskCoroutine::with_closure_in_place(body_at, id, coroutine_name, stack_size, spawned_at);
+        TaskCell::init_head(cell, id, name, Some(coroutine), runtime);
     }
     let task = cell.cast::<Task>();
     (TaskRef { task }, TaskRef { task })
@@ -268,7 +279,9 @@ where
 /// A cell with only a join state (and an id), for `spawn_blocking`: its
 /// closure runs on the blocking pool and completes the join state.
 pub(crate) fn new_join_only<T: Send + 'static>() -> (TaskRef, TaskRef) {
-    let cell = TaskCell::<(), T>::allocate(next_id(), None, MaybeUninit::uninit(), std::sync::Weak::new());
+    let cell = TaskCell::<(), T>::allocate();
+    // SAFETY: fresh, and its body stays uninitialised (no coroutine owns it).
+    unsafe { TaskCell::init_head(cell, next_id(), None, None, std::sync::Weak::new()) };
     let task = cell.cast::<Task>();
     (TaskRef { task }, TaskRef { task })
 }

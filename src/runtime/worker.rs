@@ -65,7 +65,7 @@
 //! 3. `Runtime::drop` joins the worker threads, then fails the join handles
 //!    of unstarted tasks left in the injector.
 
-use super::task::{NO_HOME, Switch, Task, TaskRef};
+use super::task::{NO_HOME, NOT_REGISTERED, Switch, Task, TaskRef};
 use super::{CURRENT_TASK, Shared};
 use crate::coroutine::CoroutineResult;
 use crate::loom::process::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence};
@@ -230,7 +230,11 @@ pub(crate) struct WorkerLocal {
     runnable: RefCell<VecDeque<TaskRef>>,
     timers: RefCell<BinaryHeap<Timer>>,
     timer_seq: Cell<u64>,
-    /// Started, unfinished tasks (to unwind them at shutdown).
+    /// Started tasks that have switched out and not finished (to unwind
+    /// them at shutdown). A task is registered the first time it switches
+    /// out, not when it starts: one that runs to completion in its first
+    /// resume (most spawned tasks) never needs it, and at shutdown no task
+    /// is running.
     registry: RefCell<Vec<Option<TaskRef>>>,
     free_slots: RefCell<Vec<usize>>,
     tick: Cell<u64>,
@@ -288,8 +292,8 @@ impl WorkerLocal {
     }
 
     fn unregister(&self, task: &Task) {
-        let slot = task.registry_slot.replace(usize::MAX);
-        if slot != usize::MAX {
+        let slot = task.registry_slot.replace(NOT_REGISTERED);
+        if slot != NOT_REGISTERED {
             self.registry.borrow_mut()[slot] = None;
             self.free_slots.borrow_mut().push(slot);
         }
@@ -431,7 +435,6 @@ impl WorkerLocal {
     fn run_task(&self, task: TaskRef) {
         if task.home() == NO_HOME {
             task.set_home(self.index);
-            self.register(&task);
         }
         debug_assert_eq!(task.home(), self.index, "task {} resumed off its home worker", task.id);
         let previous = CURRENT_TASK.with(|c| c.replace(task.as_ptr()));
@@ -441,8 +444,14 @@ impl WorkerLocal {
         let result = coroutine.as_mut().expect("a queued task has its coroutine").try_resume(());
         CURRENT_TASK.with(|c| c.set(previous));
         match result {
-            Ok(CoroutineResult::Yield(Switch::Yield)) => self.push_runnable(task),
-            Ok(CoroutineResult::Yield(Switch::Park)) => {}
+            Ok(CoroutineResult::Yield(why)) => {
+                if task.registry_slot.get() == NOT_REGISTERED {
+                    self.register(&task);
+                }
+                if why == Switch::Yield {
+                    self.push_runnable(task);
+                }
+            }
             Ok(CoroutineResult::Return(())) => {
                 self.unregister(&task);
                 *coroutine = None;
@@ -452,7 +461,6 @@ impl WorkerLocal {
                 // the error (the message names vm.max_map_count if that is
                 // the cause) and drop the closure.
                 tracing::debug!(task = task.id, %error, "coroutine could not start");
-                self.unregister(&task);
                 *coroutine = None;
                 task.fail(Box::new(error));
             }
@@ -466,7 +474,7 @@ impl WorkerLocal {
         loop {
             let next = self.registry.borrow_mut().iter_mut().find_map(Option::take);
             let Some(task) = next else { break };
-            task.registry_slot.set(usize::MAX);
+            task.registry_slot.set(NOT_REGISTERED);
             task.unwinding.set(true);
             let previous = CURRENT_TASK.with(|c| c.replace(task.as_ptr()));
             // SAFETY: this is the task's home worker.
