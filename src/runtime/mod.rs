@@ -37,7 +37,6 @@ use crate::loom::process::{AtomicBool, AtomicUsize, Ordering, fence};
 use crate::stack;
 use crate::sys::futex::Deadline;
 use blocking::BlockingPool;
-use join::JoinState;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
@@ -352,9 +351,8 @@ where
             result => result_slot.complete(result),
         }
     };
-    let (task, state) = task::new_task::<_, T>(name, stack_size, spawned_at, body, Arc::downgrade(shared));
-    let id = task.id;
-    tracing::trace!(task = id, "spawn");
+    let (task, joined) = task::new_task::<_, T>(name, stack_size, spawned_at, body, Arc::downgrade(shared));
+    tracing::trace!(task = task.id, "spawn");
     let task = with_current_worker(|w| match w {
         Some(w) if Arc::ptr_eq(&w.shared, shared) => {
             w.push_fresh(task);
@@ -365,7 +363,8 @@ where
     if let Some(task) = task {
         shared.push_injector(task);
     }
-    JoinHandle { state, id }
+    // SAFETY: `joined` is the second reference new_task::<_, T> returned.
+    unsafe { JoinHandle::from_task(joined) }
 }
 
 /// The task running on this thread.
@@ -655,13 +654,14 @@ where
     T: Send + 'static,
 {
     let shared = current_or_default();
-    let state = JoinState::<T>::new();
-    let result_slot = Arc::clone(&state);
-    let id = task::next_id();
+    let (finisher, joined) = task::new_join_only::<T>();
     shared.blocking.submit(Box::new(move || {
+        // SAFETY: new_join_only::<T> made the cell, so its result type is T.
+        let result_slot = unsafe { task::join_state_of::<T>(&finisher) };
         result_slot.complete(panic::catch_unwind(AssertUnwindSafe(f)));
     }));
-    JoinHandle { state, id }
+    // SAFETY: `joined` is the second reference new_join_only::<T> returned.
+    unsafe { JoinHandle::from_task(joined) }
 }
 
 // DESIGN.md: `Runtime: Send + Sync` (a runtime can be shared, e.g. in a

@@ -1,42 +1,36 @@
 //! A task: one coroutine plus what the scheduler needs to run, park and wake
-//! it, in one allocation with the coroutine's closure.
+//! it, and the join slot its result goes to — all in one allocation.
 //!
-//! # Layout: two allocations per spawn
+//! # Layout: one allocation per spawn
 //!
 //! ```text
 //!  TaskCell<B, T>  (repr(C))
-//!  +--------------------------------+ <- TaskRef points here (a thin pointer)
-//!  | Task: the header               |    reference count, vtable, id, name,
-//!  |   .vtable ---> TaskVtable<B,T> |    park state, home, the coroutine, ...
-//!  +--------------------------------+
-//!  | Arc<JoinState<T>> -------------+--> the join handle's result slot, an
-//!  +--------------------------------+    allocation of its own (see below)
-//!  | B: the coroutine's body        |    moved onto the coroutine's stack at
-//!  |   (the user's closure inside)  |    its first resume (or dropped in place
-//!  +--------------------------------+    if it never starts)
+//!  +-------------------------------+ <- TaskRef points here (a thin pointer)
+//!  | Task: the header              |    reference count, vtable, id, name,
+//!  |   .vtable ---> TaskVtable<B,T>|    park state, home, the coroutine, ...
+//!  +-------------------------------+ <- JoinHandle<T> reads here: the offset
+//!  | JoinState<T>                  |    depends on T only, never on B
+//!  |   state word, waiter, result  |
+//!  +-------------------------------+
+//!  | B: the coroutine's body       |    moved onto the coroutine's stack at
+//!  |   (the user's closure inside) |    its first resume (or dropped in place
+//!  +-------------------------------+    if it never starts)
 //! ```
 //!
 //! The scheduler sees only the header, through [`TaskRef`], our own
-//! reference-counted thin pointer (an `Arc<Task>` cannot free memory it did
-//! not lay out). What depends on `B` and `T` — failing the join handle of a
-//! task that cannot run, freeing the cell — goes through the header's
-//! vtable, as tokio's `RawTask` does. A spawn allocates the cell and the join
-//! state; it used to allocate three times (the join state, the boxed
-//! closure, `Arc<Task>`).
-//!
-//! Why not the join state inside the cell too (one allocation, as tokio
-//! does)? Tried and measured: a join handle often outlives its task (spawn
-//! 100 000, then join them), and the whole cell (~300 bytes, most of it the
-//! coroutine's bookkeeping) then lives until `join`, where the separate join
-//! state is 64 bytes and the cell is freed when the task finishes. Peak RSS
-//! of spawn+join 100k went from 15 to 32 MiB, with ~7 000 page faults per
-//! run instead of ~1 000, which cost more time than the saved allocation.
+//! reference-counted thin pointer (an `Arc` cannot free memory it did not
+//! lay out). What depends on `B` and `T` — failing the join handle of a task
+//! that cannot run, freeing the cell — goes through the header's vtable, as
+//! tokio's `RawTask` does. A spawn thus makes one heap allocation, where it
+//! used to make three (`Arc<JoinState<T>>`, the boxed closure, `Arc<Task>`).
+//! `spawn_blocking` uses the same cell without a coroutine or body, so every
+//! [`JoinHandle`](super::JoinHandle) has one representation.
 //!
 //! # Ownership
 //!
 //! A task is shared (`TaskRef`) between the queue it sits in, its home
-//! worker's registry of suspended tasks, and whoever may wake it (a join
-//! waiter, a timer, a lock's wait list). The coroutine and the
+//! worker's registry of started tasks, its join handle, and whoever may wake
+//! it (a join waiter, a timer, a lock's wait list). The coroutine and the
 //! body inside are not shared:
 //!
 //! - before it starts, only the thread that popped the task from a queue
@@ -54,8 +48,8 @@
 //! needs no ordering (Relaxed); dropping is a Release decrement, and the
 //! holder of the last reference fences with Acquire before it frees the
 //! cell, which pairs with every other holder's Release decrement: all their
-//! uses of the cell happen before the free. A new cell starts with one
-//! reference, its queue's.
+//! uses of the cell happen before the free. A new cell starts with two
+//! references, its queue's and its join handle's.
 
 use super::join::JoinState;
 use crate::coroutine::{self, Coroutine, Yielder};
@@ -68,7 +62,6 @@ use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ops::Deref;
 use std::panic::Location;
 use std::ptr::{self, NonNull};
-use std::sync::Arc;
 
 /// What a task's coroutine tells its worker when it switches out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,8 +115,9 @@ pub(crate) struct Task {
     home: AtomicUsize,
     /// Link of the intrusive inbox stack (see `worker::Inbox`).
     pub(crate) next_in_inbox: AtomicPtr<Task>,
-    /// The coroutine; see the module docs for who may touch it. `None` once
-    /// it finished or was dropped.
+    /// The coroutine; see the module docs for who may touch it. `None` for
+    /// a `spawn_blocking` cell, and once the coroutine finished or was
+    /// dropped.
     coroutine: UnsafeCell<Option<TaskCoroutine>>,
     /// The coroutine's yielder, set by the coroutine itself when it starts.
     yielder: Cell<*const Yielder<(), Switch>>,
@@ -145,19 +139,20 @@ unsafe impl Send for Task {}
 // SAFETY: as above.
 unsafe impl Sync for Task {}
 
-/// The part of a cell that does not depend on the body type.
+/// The part of a cell that does not depend on the body type: what a
+/// `JoinHandle<T>` may read.
 #[repr(C)]
 struct CellHead<T> {
     task: Task,
-    /// Where the result goes; the join handle holds the other reference.
-    join: Arc<JoinState<T>>,
+    join: JoinState<T>,
 }
 
 /// One task's allocation; see the module docs.
 #[repr(C)]
 struct TaskCell<B, T> {
     head: CellHead<T>,
-    /// Owned by the coroutine (`Coroutine::with_closure_in_place`).
+    /// Owned by the coroutine (`Coroutine::with_closure_in_place`); never
+    /// initialised in a `spawn_blocking` cell.
     body: UnsafeCell<MaybeUninit<B>>,
 }
 
@@ -174,39 +169,38 @@ impl<B, T: Send> TaskCell<B, T> {
     }
 
     /// Initialises the head of a cell from [`allocate`](Self::allocate),
-    /// with one reference. Field by field, in place: building the ~300
+    /// with two references. Field by field, in place: building the ~300
     /// bytes on the stack and copying them showed up as a `memcpy` per
     /// spawn.
     ///
     /// # Safety
     ///
     /// `cell` came from `allocate` and its head is not initialised yet;
-    /// `coroutine` owns the cell's body (initialised by the caller).
+    /// `coroutine`, if any, owns the cell's body (initialised by the caller).
     unsafe fn init_head(
         cell: NonNull<TaskCell<B, T>>,
         id: u64,
         name: Option<String>,
-        coroutine: TaskCoroutine,
-        join: Arc<JoinState<T>>,
+        coroutine: Option<TaskCoroutine>,
         runtime: std::sync::Weak<super::Shared>,
     ) {
         // SAFETY: fresh memory of the right layout (the caller's promise);
         // each field is written once, none is read.
         unsafe {
             let task = &raw mut (*cell.as_ptr()).head.task;
-            (&raw mut (*task).refs).write(AtomicUsize::new(1));
+            (&raw mut (*task).refs).write(AtomicUsize::new(2));
             (&raw mut (*task).vtable).write(&Self::VTABLE);
             (&raw mut (*task).id).write(id);
             (&raw mut (*task).name).write(name);
             (&raw mut (*task).park).write(ParkState::new());
             (&raw mut (*task).home).write(AtomicUsize::new(NO_HOME));
             (&raw mut (*task).next_in_inbox).write(AtomicPtr::new(ptr::null_mut()));
-            (&raw mut (*task).coroutine).write(UnsafeCell::new(Some(coroutine)));
+            (&raw mut (*task).coroutine).write(UnsafeCell::new(coroutine));
             (&raw mut (*task).yielder).write(Cell::new(ptr::null()));
             (&raw mut (*task).registry_slot).write(Cell::new(NOT_REGISTERED));
             (&raw mut (*task).unwinding).write(Cell::new(false));
             (&raw mut (*task).runtime).write(runtime);
-            (&raw mut (*cell.as_ptr()).head.join).write(join);
+            (&raw mut (*cell.as_ptr()).head.join).write(JoinState::new());
         }
     }
 
@@ -249,8 +243,8 @@ pub(crate) unsafe fn join_state_of<T>(task: &Task) -> &JoinState<T> {
 }
 
 /// Creates a task that will run `body` as its coroutine, and whose result,
-/// of type `T`, `body` hands to its join state. Returns the task's one
-/// reference (for a queue) and the join state (for the join handle).
+/// of type `T`, `body` hands to its join state. Returns two references to
+/// it: one for a queue, one for the join handle.
 ///
 /// `body` finds its task through `CURRENT_TASK` (see `spawn_on`).
 pub(crate) fn new_task<B, T>(
@@ -259,13 +253,12 @@ pub(crate) fn new_task<B, T>(
     spawned_at: &'static Location<'static>,
     body: B,
     runtime: std::sync::Weak<super::Shared>,
-) -> (TaskRef, Arc<JoinState<T>>)
+) -> (TaskRef, TaskRef)
 where
     B: FnOnce(&Yielder<(), Switch>, ()) + Send + 'static,
     T: Send + 'static,
 {
     let id = next_id();
-    let join = JoinState::new();
     let coroutine_name = name.clone();
     let cell = TaskCell::<B, T>::allocate();
     // SAFETY: `cell` is fresh and ours alone. The body is written before the
@@ -277,9 +270,20 @@ where
         let body_at = (&raw mut (*cell.as_ptr()).body).cast::<B>();
         body_at.write(body);
         let coroutine = TaskCoroutine::with_closure_in_place(body_at, id, coroutine_name, stack_size, spawned_at);
-        TaskCell::init_head(cell, id, name, coroutine, Arc::clone(&join), runtime);
+        TaskCell::init_head(cell, id, name, Some(coroutine), runtime);
     }
-    (TaskRef { task: cell.cast::<Task>() }, join)
+    let task = cell.cast::<Task>();
+    (TaskRef { task }, TaskRef { task })
+}
+
+/// A cell with only a join state (and an id), for `spawn_blocking`: its
+/// closure runs on the blocking pool and completes the join state.
+pub(crate) fn new_join_only<T: Send + 'static>() -> (TaskRef, TaskRef) {
+    let cell = TaskCell::<(), T>::allocate();
+    // SAFETY: fresh, and its body stays uninitialised (no coroutine owns it).
+    unsafe { TaskCell::init_head(cell, next_id(), None, None, std::sync::Weak::new()) };
+    let task = cell.cast::<Task>();
+    (TaskRef { task }, TaskRef { task })
 }
 
 impl Task {
