@@ -53,7 +53,7 @@
 //! creation, so creating many coroutines costs no memory maps until they
 //! run, and is given back as soon as the coroutine finishes.
 //!
-//! Until the first resume the closure waits in its *home* ([`ClosureHome`]):
+//! Until the first resume the closure waits in its *home* (`ClosureHome`):
 //! its own box for coroutines built with the public API, or memory its
 //! creator owns for the runtime's tasks (inside the task's one allocation).
 //! At the first resume the entry function moves it onto the new stack.
@@ -284,8 +284,8 @@ unsafe impl ClosureHome for InBox {
 }
 
 /// In memory that the coroutine's creator owns and keeps in place
-/// (`Coroutine::with_closure_in_place`): the coroutine owns only the value, which it
-/// moves out at its first resume or drops in place.
+/// (`Coroutine::with_closure_in_place`): the coroutine owns only the value,
+/// which it moves out at its first resume or drops in place.
 enum InPlace {}
 
 // SAFETY: each function ends the value's life once and leaves the memory.

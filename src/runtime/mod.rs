@@ -13,10 +13,11 @@
 //!
 //! # Life of a spawn
 //!
-//! `spawn` wraps the closure in a coroutine (no stack yet) and queues it:
-//! on the spawning worker's `fresh` queue when called from one of this
-//! runtime's coroutines, else on the runtime's injector; a sleeping worker is
-//! woken to help. A worker pops it (or steals it, while unstarted), gives it
+//! `spawn` wraps the closure in a coroutine (no stack yet) inside one heap
+//! allocation that also holds the task's header and its join state (see
+//! [`task`]), and queues it: on the spawning worker's `fresh` queue when
+//! called from one of this runtime's coroutines, else on the runtime's
+//! injector; a sleeping worker is woken to help. A worker pops it (or steals it, while unstarted), gives it
 //! a stack from its cache at the first resume, and runs it until it yields,
 //! parks or returns. The closure's result (or panic payload) goes to the
 //! [`JoinHandle`]'s slot; `join` parks a coroutine or blocks an OS thread.
