@@ -52,6 +52,11 @@
 //! The stack is taken from the per-thread cache at the first resume, not at
 //! creation, so creating many coroutines costs no memory maps until they
 //! run, and is given back as soon as the coroutine finishes.
+//!
+//! Until the first resume the closure waits in its *home* (`ClosureHome`):
+//! its own box for coroutines built with the public API, or memory its
+//! creator owns for the runtime's tasks (inside the task's one allocation).
+//! At the first resume the entry function moves it onto the new stack.
 
 use crate::arch;
 use crate::loom::process::{AtomicU64, Ordering};
@@ -110,6 +115,13 @@ pub fn set_thread_stack_cache_capacity(capacity: usize) {
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh process-unique id, shared by plain coroutines and the runtime's
+/// tasks (a green thread's coroutine carries its task's id, so the overflow
+/// report names the id that `weft::current().id()` shows).
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Configures a [`Coroutine`] before it is created: its name (shown by the
 /// overflow report) and its stack size.
@@ -174,7 +186,9 @@ impl<I, Y, R> Builder<I, Y, R> {
         F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
     {
         let stack_size = stack::round_stack_size(self.stack_size)?;
-        Ok(Coroutine::from_parts(f, self.name, stack_size, spawned_at))
+        let closure = Box::into_raw(Box::new(f));
+        // SAFETY: a fresh Box, handed over to the coroutine (`InBox`).
+        Ok(unsafe { Coroutine::from_parts::<F, InBox>(closure, next_id(), self.name, stack_size, spawned_at) })
     }
 }
 
@@ -220,12 +234,72 @@ type Markers<I, Y, R> = (*mut (), fn(I) -> (Y, R));
 
 /// The type-erased closure of a coroutine that has not started.
 struct FreshStart {
-    /// `Box<F>`, as a thin pointer.
+    /// The closure `F`, as a thin pointer into its home `H` (below).
     closure: *mut (),
-    /// `entry::<I, Y, R, F>`: runs the closure on the new stack.
+    /// `entry::<I, Y, R, F, H>`: runs the closure on the new stack.
     entry: arch::EntryFn,
-    /// Drops the `Box<F>` if the coroutine never starts.
+    /// `H::discard::<F>`: drops the closure if the coroutine never starts.
     drop_closure: unsafe fn(*mut ()),
+}
+
+/// Where a fresh coroutine's closure waits for its first resume.
+///
+/// # Safety
+///
+/// An implementor's `take` and `discard` each end the coroutine's ownership
+/// of the closure; exactly one of them is called, once.
+unsafe trait ClosureHome {
+    /// Moves the closure out (and frees its memory, if that is the
+    /// coroutine's).
+    ///
+    /// # Safety
+    ///
+    /// `closure` is the pointer the coroutine was built with, to an `F`
+    /// owned by the coroutine, taken or discarded no time before.
+    unsafe fn take<F>(closure: *mut ()) -> F;
+
+    /// Drops the closure of a coroutine that never started.
+    ///
+    /// # Safety
+    ///
+    /// As for [`take`](Self::take).
+    unsafe fn discard<F>(closure: *mut ());
+}
+
+/// In its own `Box<F>`, which the coroutine owns (`Coroutine::new`,
+/// `Builder::build`).
+enum InBox {}
+
+// SAFETY: each function consumes the Box once.
+unsafe impl ClosureHome for InBox {
+    unsafe fn take<F>(closure: *mut ()) -> F {
+        // SAFETY: a Box<F> from Box::into_raw, owned by us (the caller's promise).
+        *unsafe { Box::from_raw(closure.cast::<F>()) }
+    }
+
+    unsafe fn discard<F>(closure: *mut ()) {
+        // SAFETY: as in `take`.
+        drop(unsafe { Box::from_raw(closure.cast::<F>()) });
+    }
+}
+
+/// In memory that the coroutine's creator owns and keeps in place
+/// (`Coroutine::with_closure_in_place`): the coroutine owns only the value,
+/// which it moves out at its first resume or drops in place.
+enum InPlace {}
+
+// SAFETY: each function ends the value's life once and leaves the memory.
+unsafe impl ClosureHome for InPlace {
+    unsafe fn take<F>(closure: *mut ()) -> F {
+        // SAFETY: an initialised, aligned F that we own and nobody else
+        // touches (the caller's promise); after this read it is moved out.
+        unsafe { closure.cast::<F>().read() }
+    }
+
+    unsafe fn discard<F>(closure: *mut ()) {
+        // SAFETY: as in `take`; dropped instead of moved out.
+        unsafe { closure.cast::<F>().drop_in_place() }
+    }
 }
 
 enum State {
@@ -243,7 +317,9 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     where
         F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
     {
-        Coroutine::from_parts(f, None, DEFAULT_STACK_SIZE, Location::caller())
+        let closure = Box::into_raw(Box::new(f));
+        // SAFETY: a fresh Box, handed over to the coroutine (`InBox`).
+        unsafe { Coroutine::from_parts::<F, InBox>(closure, next_id(), None, DEFAULT_STACK_SIZE, Location::caller()) }
     }
 
     /// A [`Builder`] to set a name or a stack size.
@@ -251,31 +327,57 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         Builder::new()
     }
 
-    fn from_parts<F>(f: F, name: Option<String>, stack_size: usize, spawned_at: &'static Location<'static>) -> Self
+    /// A coroutine whose closure lives in memory the caller owns (the
+    /// runtime keeps it inside its task's allocation, so a spawn allocates
+    /// once), with an id the caller took from [`next_id`] and a stack size
+    /// already rounded by `stack::round_stack_size`.
+    ///
+    /// # Safety
+    ///
+    /// - `closure` points at an initialised `F`, aligned, that stays in
+    ///   place (not moved, read, written or dropped by anyone else) until the
+    ///   coroutine is dropped. The coroutine owns that value: it moves it
+    ///   out at its first resume, or drops it in place if it is dropped
+    ///   without having started. The memory itself stays the caller's, and
+    ///   may be freed once the coroutine has been dropped.
+    pub(crate) unsafe fn with_closure_in_place<F>(
+        closure: *mut F,
+        id: u64,
+        name: Option<String>,
+        stack_size: usize,
+        spawned_at: &'static Location<'static>,
+    ) -> Self
     where
         F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
     {
-        unsafe fn drop_closure<F>(closure: *mut ()) {
-            // SAFETY: `closure` came from Box::<F>::into_raw and is dropped once.
-            drop(unsafe { Box::from_raw(closure.cast::<F>()) });
-        }
-        let fresh = FreshStart {
-            closure: Box::into_raw(Box::new(f)).cast(),
-            entry: entry::<I, Y, R, F>,
-            drop_closure: drop_closure::<F>,
-        };
+        debug_assert_eq!(stack::round_stack_size(stack_size).ok(), Some(stack_size), "stack size not rounded");
+        // SAFETY: the caller's promise is `InPlace`'s contract.
+        unsafe { Coroutine::from_parts::<F, InPlace>(closure, id, name, stack_size, spawned_at) }
+    }
+
+    /// # Safety
+    ///
+    /// `closure` satisfies the contract of `H` (see [`ClosureHome`] and its
+    /// implementors): the coroutine owns the `F` it points at.
+    unsafe fn from_parts<F, H>(
+        closure: *mut F,
+        id: u64,
+        name: Option<String>,
+        stack_size: usize,
+        spawned_at: &'static Location<'static>,
+    ) -> Self
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R,
+        H: ClosureHome,
+    {
+        let fresh =
+            FreshStart { closure: closure.cast(), entry: entry::<I, Y, R, F, H>, drop_closure: H::discard::<F> };
         Coroutine {
             state: State::Fresh(fresh),
             top: std::ptr::null_mut(),
             suspended_panicking: false,
             stack: None,
-            info: OverflowInfo {
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                name,
-                spawned_at,
-                stack_size,
-                guard: 0..0,
-            },
+            info: OverflowInfo { id, name, spawned_at, stack_size, guard: 0..0 },
             _types: PhantomData,
         }
     }
@@ -602,14 +704,16 @@ impl<I, Y> fmt::Debug for Yielder<I, Y> {
 /// # Safety
 ///
 /// - `word` is the address of the first resume's `Exchange<I, Y, R>`.
-/// - `closure` is a `Box<F>` from `Box::into_raw`, owned by this call.
+/// - `closure` points at an `F` in its home `H`, owned by this call.
 /// - It runs on the stack prepared by `arch::init_stack` whose top is `top`.
-unsafe extern "sysv64" fn entry<I, Y, R, F>(word: usize, closure: *mut (), top: *mut u8) -> !
+unsafe extern "sysv64" fn entry<I, Y, R, F, H>(word: usize, closure: *mut (), top: *mut u8) -> !
 where
     F: FnOnce(&Yielder<I, Y>, I) -> R,
+    H: ClosureHome,
 {
-    // SAFETY: the caller gives us ownership of the Box<F>.
-    let f = unsafe { Box::from_raw(closure.cast::<F>()) };
+    // SAFETY: the caller gives us ownership of the closure, in home `H`:
+    // it moves onto this stack.
+    let f = unsafe { H::take::<F>(closure) };
     let yielder = Yielder::<I, Y> { top, exchange: Cell::new(word as *mut ExchangeHead<I, Y>), _not_send: PhantomData };
     // SAFETY: the first resume's exchange, valid while we run.
     let input = unsafe { (*(word as *mut ExchangeHead<I, Y>)).input.take() };

@@ -50,7 +50,7 @@ use std::sync::Arc;
 /// Who to wake: a coroutine (through its runtime) or an OS thread (through
 /// its futex parker).
 pub(crate) enum Unparker {
-    Task(Arc<runtime::TaskRef>),
+    Task(runtime::TaskRef),
     Thread(Arc<thread::ThreadParker>),
 }
 
@@ -70,7 +70,7 @@ impl Unparker {
     /// Another handle on the same waiter.
     pub(crate) fn clone_handle(&self) -> Unparker {
         match self {
-            Unparker::Task(task) => Unparker::Task(Arc::clone(task)),
+            Unparker::Task(task) => Unparker::Task(task.clone()),
             Unparker::Thread(parker) => Unparker::Thread(Arc::clone(parker)),
         }
     }
@@ -79,7 +79,7 @@ impl Unparker {
     /// (a thread passes the deadline to its futex wait instead).
     pub(crate) fn prepare_deadline(&self, deadline: Option<Deadline>) {
         if let (Unparker::Task(task), Some(deadline)) = (self, deadline) {
-            runtime::wake_at(deadline, Arc::clone(task));
+            runtime::wake_at(deadline, task.clone());
         }
     }
 

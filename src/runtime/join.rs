@@ -19,22 +19,24 @@
 //! which pairs with the finisher's Release. Each side writes its field
 //! before publishing it, and reads the other's only after seeing it
 //! published, so the fields need no lock.
+//!
+//! The join state lives inside its task's allocation (see [`super::task`]);
+//! a [`JoinHandle`] is a counted reference to that task.
 
-use super::task::{Completion, Task};
+use super::task::{self, TaskRef};
 use super::{current_task, current_task_is_cancelled, park_current_task, unpark};
 use crate::loom::process::UnsafeCell;
 use crate::loom::process::{AtomicU32, Ordering};
 use crate::sys::futex;
-use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::marker::PhantomData;
 
 const RUNNING: u32 = 0;
 const WAITING: u32 = 1;
 const DONE: u32 = 2;
 
 enum Waiter {
-    Task(Arc<Task>),
+    Task(TaskRef),
     Thread,
 }
 
@@ -52,12 +54,8 @@ unsafe impl<T: Send> Send for JoinState<T> {}
 unsafe impl<T: Send> Sync for JoinState<T> {}
 
 impl<T> JoinState<T> {
-    pub(crate) fn new() -> Arc<JoinState<T>> {
-        Arc::new(JoinState {
-            state: AtomicU32::new(RUNNING),
-            waiter: UnsafeCell::new(None),
-            result: UnsafeCell::new(None),
-        })
+    pub(crate) fn new() -> JoinState<T> {
+        JoinState { state: AtomicU32::new(RUNNING), waiter: UnsafeCell::new(None), result: UnsafeCell::new(None) }
     }
 
     /// Stores the result and wakes the joiner. Called exactly once.
@@ -92,7 +90,7 @@ impl<T> JoinState<T> {
         if !self.is_done() {
             let task = current_task();
             let waiter = match &task {
-                Some(task) => Waiter::Task(Arc::clone(task)),
+                Some(task) => Waiter::Task(task.clone()),
                 None => Waiter::Thread,
             };
             // SAFETY: nobody reads `waiter` until we publish WAITING below.
@@ -131,20 +129,38 @@ impl<T> JoinState<T> {
     }
 }
 
-impl<T: Send> Completion for JoinState<T> {
-    fn fail(&self, payload: Box<dyn Any + Send>) {
-        self.complete(Err(payload));
-    }
-}
-
 /// An owned permission to wait for a coroutine's result, like
 /// [`std::thread::JoinHandle`]. Dropping it detaches the coroutine.
 pub struct JoinHandle<T> {
-    pub(crate) state: Arc<JoinState<T>>,
-    pub(crate) id: u64,
+    /// The task whose join state holds our result: a `TaskCell<_, T>`.
+    task: TaskRef,
+    /// We may take a `T` out of the cell (and the cell may drop one).
+    _result: PhantomData<T>,
 }
 
+// SAFETY: the handle moves a T between threads (the finisher's and the
+// joiner's), hence T: Send; sharing `&JoinHandle` only allows atomic reads of
+// the state word. (The same bounds the handle had as an Arc<JoinState<T>>.)
+unsafe impl<T: Send> Send for JoinHandle<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for JoinHandle<T> {}
+
 impl<T> JoinHandle<T> {
+    /// The handle of `task`, a cell whose result type is `T`.
+    ///
+    /// # Safety
+    ///
+    /// `task` was created by `task::new_task::<_, T>` or
+    /// `task::new_join_only::<T>`, and this is the only handle to it.
+    pub(crate) unsafe fn from_task(task: TaskRef) -> JoinHandle<T> {
+        JoinHandle { task, _result: PhantomData }
+    }
+
+    fn state(&self) -> &JoinState<T> {
+        // SAFETY: `from_task`'s promise: the cell's result type is T.
+        unsafe { task::join_state_of::<T>(&self.task) }
+    }
+
     /// Waits for the coroutine to finish and returns its result; `Err`
     /// carries the panic payload if it panicked (as `std::thread` does), or
     /// an [`std::io::Error`] if it could not get a stack to start, or a
@@ -153,22 +169,22 @@ impl<T> JoinHandle<T> {
     /// From a coroutine this parks only the coroutine (its worker runs
     /// others meanwhile); from an OS thread it blocks the thread.
     pub fn join(self) -> std::thread::Result<T> {
-        self.state.wait()
+        self.state().wait()
     }
 
     /// Whether the coroutine has finished (`join` would not wait).
     pub fn is_finished(&self) -> bool {
-        self.state.is_done()
+        self.state().is_done()
     }
 
     /// The id of the coroutine (as `weft::current().id()` reports it inside).
     pub fn id(&self) -> u64 {
-        self.id
+        self.task.id
     }
 }
 
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinHandle").field("id", &self.id).field("finished", &self.is_finished()).finish()
+        f.debug_struct("JoinHandle").field("id", &self.id()).field("finished", &self.is_finished()).finish()
     }
 }

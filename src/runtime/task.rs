@@ -1,28 +1,78 @@
 //! A task: one coroutine plus what the scheduler needs to run, park and wake
-//! it.
+//! it, and the join slot its result goes to — all in one allocation.
+//!
+//! # Layout: one allocation per spawn
+//!
+//! ```text
+//!  TaskCell<B, T>  (repr(C))
+//!  +-------------------------------+ <- TaskRef points here (a thin pointer)
+//!  | Task: the header              |    reference count, vtable, id, name,
+//!  |   .vtable --> VTABLE of <B, T>|    park state, home, the coroutine, ...
+//!  +-------------------------------+ <- JoinHandle<T> reads here: the offset
+//!  | JoinState<T>                  |    depends on T only, never on B
+//!  |   state word, waiter, result  |
+//!  +-------------------------------+
+//!  | B: the coroutine's body       |    moved onto the coroutine's stack at
+//!  |   (the user's closure inside) |    its first resume (or dropped in place
+//!  +-------------------------------+    if it never starts)
+//! ```
+//!
+//! The scheduler sees only the header, through [`TaskRef`], our own
+//! reference-counted thin pointer (an `Arc` cannot free memory it did not
+//! lay out). What depends on `B` and `T` — failing the join handle of a task
+//! that cannot run, freeing the cell — goes through the header's vtable, as
+//! tokio's `RawTask` does. A spawn thus makes one heap allocation, where it
+//! used to make three (`Arc<JoinState<T>>`, the boxed closure, `Arc<Task>`).
+//! `spawn_blocking` uses the same cell without a coroutine or body, so every
+//! [`JoinHandle`](super::JoinHandle) has one representation.
+//!
+//! The price: a join handle keeps the whole cell (~280 bytes plus the body)
+//! alive until it is joined or dropped, where a separate join state would
+//! keep 80 bytes and free the rest when the task finishes. Spawning 100 000
+//! and then joining them peaks at ~32 MiB of RSS this way. The two-allocation
+//! layout was tried (commit "Experiment: join state back in its own Arc") and
+//! measured slower — 1881 instructions per spawn+join against 1254, most of
+//! the difference glibc's handling of the mixed chunk sizes — and its peak
+//! RSS varied with scheduling (14-32 MiB) rather than staying low. Shrinking
+//! the header (the coroutine's bookkeeping is 128 bytes of it) is the way to
+//! cut this cost.
 //!
 //! # Ownership
 //!
-//! A task is shared (`Arc<Task>`) between the queue it sits in, its home
-//! worker's registry of started tasks, and whoever may wake it (a join
-//! waiter, a timer, a lock's wait list). The coroutine inside is not shared:
+//! A task is shared (`TaskRef`) between the queue it sits in, its home
+//! worker's registry of suspended tasks, its join handle, and whoever may
+//! wake it (a join waiter, a timer, a lock's wait list). The coroutine and the
+//! body inside are not shared:
 //!
 //! - before it starts, only the thread that popped the task from a queue
-//!   touches it (queues hand out tasks exclusively), and a task may move
+//!   touches them (queues hand out tasks exclusively), and a task may move
 //!   between threads (stealing);
-//! - once started, only its home worker thread touches it (DESIGN.md
+//! - once started, only its home worker thread touches them (DESIGN.md
 //!   decision 3): wakes from anywhere go to that worker's inbox.
 //!
 //! That is the contract that makes `Task: Send + Sync` sound although the
 //! coroutine is `!Send`.
+//!
+//! # Reference count
+//!
+//! As `Arc`'s: a new reference is made from an existing one, so cloning
+//! needs no ordering (Relaxed); dropping is a Release decrement, and the
+//! holder of the last reference fences with Acquire before it frees the
+//! cell, which pairs with every other holder's Release decrement: all their
+//! uses of the cell happen before the free. A new cell starts with two
+//! references, its queue's and its join handle's.
 
-use crate::coroutine::{Coroutine, Yielder};
-use crate::loom::process::{AtomicPtr, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
+use super::join::JoinState;
+use crate::coroutine::{self, Coroutine, Yielder};
+use crate::loom::process::{AtomicPtr, AtomicUsize, Ordering, UnsafeCell, fence};
 use crate::park::ParkState;
+use std::alloc::{self, Layout};
 use std::any::Any;
 use std::cell::Cell;
-use std::ptr;
-use std::sync::Arc;
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::ops::Deref;
+use std::panic::Location;
+use std::ptr::{self, NonNull};
 
 /// What a task's coroutine tells its worker when it switches out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,23 +87,35 @@ pub(crate) enum Switch {
 /// switched out, and returns nothing (its result goes to its join state).
 pub(crate) type TaskCoroutine = Coroutine<(), Switch, ()>;
 
-/// Who completes a task's join handle when the task cannot even start.
-pub(crate) trait Completion: Send + Sync {
-    /// Ends the join handle with `payload` as the `Err` of `join()`.
-    fn fail(&self, payload: Box<dyn Any + Send>);
-}
-
 /// No worker yet (not started).
 pub(crate) const NO_HOME: usize = usize::MAX;
 
-static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+/// `Task::registry_slot` of a task that is in no worker's registry.
+pub(crate) const NOT_REGISTERED: usize = usize::MAX;
 
-/// A fresh process-unique task id.
+/// A fresh process-unique task id (shared with plain coroutines' ids, so a
+/// green thread's coroutine carries its task's id).
 pub(crate) fn next_id() -> u64 {
-    NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed)
+    coroutine::next_id()
 }
 
+/// More references than this is a leak of `TaskRef`s gone wrong (as in
+/// `Arc`, which aborts at the same bound rather than risk an overflow).
+const MAX_REFS: usize = isize::MAX as usize;
+
+/// The parts of a task that depend on its body and result types.
+struct TaskVtable {
+    /// Ends the task's join handle with `payload` as the `Err` of `join()`.
+    fail: unsafe fn(&Task, Box<dyn Any + Send>),
+    /// Drops what the cell still holds and frees it.
+    dealloc: unsafe fn(NonNull<Task>),
+}
+
+/// The header of every task cell; see the module docs.
 pub(crate) struct Task {
+    /// How many `TaskRef`s point here (see the module docs).
+    refs: AtomicUsize,
+    vtable: &'static TaskVtable,
     pub(crate) id: u64,
     pub(crate) name: Option<String>,
     pub(crate) park: ParkState,
@@ -64,16 +126,18 @@ pub(crate) struct Task {
     home: AtomicUsize,
     /// Link of the intrusive inbox stack (see `worker::Inbox`).
     pub(crate) next_in_inbox: AtomicPtr<Task>,
-    /// The coroutine; see the module docs for who may touch it.
+    /// The coroutine; see the module docs for who may touch it. `None` for
+    /// a `spawn_blocking` cell, and once the coroutine finished or was
+    /// dropped.
     coroutine: UnsafeCell<Option<TaskCoroutine>>,
     /// The coroutine's yielder, set by the coroutine itself when it starts.
     yielder: Cell<*const Yielder<(), Switch>>,
-    /// Index in the home worker's registry of started tasks.
+    /// Index in the home worker's registry of suspended tasks, or
+    /// `NOT_REGISTERED`.
     pub(crate) registry_slot: Cell<usize>,
     /// Set by the home worker while it unwinds this task at shutdown: its
     /// destructors then must not suspend (see `runtime::park_current_task`).
     pub(crate) unwinding: Cell<bool>,
-    pub(crate) completion: Arc<dyn Completion>,
     /// The runtime it belongs to (for `weft::spawn` from inside it).
     pub(crate) runtime: std::sync::Weak<super::Shared>,
 }
@@ -86,34 +150,167 @@ unsafe impl Send for Task {}
 // SAFETY: as above.
 unsafe impl Sync for Task {}
 
-impl Task {
-    pub(crate) fn new(
-        name: Option<String>,
-        coroutine: TaskCoroutine,
-        completion: Arc<dyn Completion>,
-        runtime: std::sync::Weak<super::Shared>,
-    ) -> Arc<Task> {
-        Arc::new(Task {
-            id: next_id(),
-            name,
-            park: ParkState::new(),
-            home: AtomicUsize::new(NO_HOME),
-            next_in_inbox: AtomicPtr::new(ptr::null_mut()),
-            coroutine: UnsafeCell::new(Some(coroutine)),
-            yielder: Cell::new(ptr::null()),
-            registry_slot: Cell::new(usize::MAX),
-            unwinding: Cell::new(false),
-            completion,
-            runtime,
-        })
+/// The part of a cell that does not depend on the body type: what a
+/// `JoinHandle<T>` may read.
+#[repr(C)]
+struct CellHead<T> {
+    task: Task,
+    join: JoinState<T>,
+}
+
+/// One task's allocation; see the module docs.
+#[repr(C)]
+struct TaskCell<B, T> {
+    head: CellHead<T>,
+    /// Owned by the coroutine (`Coroutine::with_closure_in_place`); never
+    /// initialised in a `spawn_blocking` cell.
+    body: UnsafeCell<MaybeUninit<B>>,
+}
+
+impl<B, T: Send> TaskCell<B, T> {
+    const VTABLE: TaskVtable = TaskVtable { fail: Self::fail, dealloc: Self::dealloc };
+
+    /// Allocates the memory of a cell, uninitialised.
+    fn allocate() -> NonNull<TaskCell<B, T>> {
+        let layout = Layout::new::<TaskCell<B, T>>();
+        // SAFETY: the layout is not zero-sized (the header is not).
+        let raw = unsafe { alloc::alloc(layout) }.cast::<TaskCell<B, T>>();
+        let Some(raw) = NonNull::new(raw) else { alloc::handle_alloc_error(layout) };
+        raw
     }
 
+    /// Initialises the head of a cell from [`allocate`](Self::allocate),
+    /// with two references. Field by field, in place: building the ~300
+    /// bytes on the stack and copying them showed up as a `memcpy` per
+    /// spawn.
+    ///
+    /// # Safety
+    ///
+    /// `cell` came from `allocate` and its head is not initialised yet;
+    /// `coroutine`, if any, owns the cell's body (initialised by the caller).
+    unsafe fn init_head(
+        cell: NonNull<TaskCell<B, T>>,
+        id: u64,
+        name: Option<String>,
+        coroutine: Option<TaskCoroutine>,
+        runtime: std::sync::Weak<super::Shared>,
+    ) {
+        // SAFETY: fresh memory of the right layout (the caller's promise);
+        // each field is written once, none is read.
+        unsafe {
+            let task = &raw mut (*cell.as_ptr()).head.task;
+            (&raw mut (*task).refs).write(AtomicUsize::new(2));
+            (&raw mut (*task).vtable).write(&Self::VTABLE);
+            (&raw mut (*task).id).write(id);
+            (&raw mut (*task).name).write(name);
+            (&raw mut (*task).park).write(ParkState::new());
+            (&raw mut (*task).home).write(AtomicUsize::new(NO_HOME));
+            (&raw mut (*task).next_in_inbox).write(AtomicPtr::new(ptr::null_mut()));
+            (&raw mut (*task).coroutine).write(UnsafeCell::new(coroutine));
+            (&raw mut (*task).yielder).write(Cell::new(ptr::null()));
+            (&raw mut (*task).registry_slot).write(Cell::new(NOT_REGISTERED));
+            (&raw mut (*task).unwinding).write(Cell::new(false));
+            (&raw mut (*task).runtime).write(runtime);
+            (&raw mut (*cell.as_ptr()).head.join).write(JoinState::new());
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `task` is the header of a `TaskCell<_, T>` (the vtable's own type).
+    unsafe fn fail(task: &Task, payload: Box<dyn Any + Send>) {
+        // SAFETY: the caller's promise.
+        unsafe { join_state_of::<T>(task) }.complete(Err(payload));
+    }
+
+    /// # Safety
+    ///
+    /// `task` is the header of a `TaskCell<B, T>` whose last reference was
+    /// just dropped (the caller fenced with Acquire): nobody else uses it.
+    unsafe fn dealloc(task: NonNull<Task>) {
+        let cell = task.cast::<TaskCell<B, T>>();
+        // SAFETY: the caller's promise; the header is first in the cell
+        // (repr(C)). Dropping the head drops the coroutine, if still there,
+        // which drops the body in place if it never started; `body` itself
+        // is a MaybeUninit and owns nothing by then. Then the memory goes,
+        // with the layout it was allocated with.
+        unsafe {
+            ptr::drop_in_place(&raw mut (*cell.as_ptr()).head);
+            alloc::dealloc(cell.as_ptr().cast(), Layout::new::<TaskCell<B, T>>());
+        }
+    }
+}
+
+/// The join state of the task whose header is `task`.
+///
+/// # Safety
+///
+/// `task` is the header of a `TaskCell<_, T>` (the `T` its creator chose).
+pub(crate) unsafe fn join_state_of<T>(task: &Task) -> &JoinState<T> {
+    let head = ptr::from_ref(task).cast::<CellHead<T>>();
+    // SAFETY: a TaskCell<B, T> starts with a CellHead<T> (repr(C)), which
+    // starts with the Task; its offset of `join` does not depend on B.
+    unsafe { &(*head).join }
+}
+
+/// Creates a task that will run `body` as its coroutine, and whose result,
+/// of type `T`, `body` hands to its join state. Returns two references to
+/// it: one for a queue, one for the join handle.
+///
+/// `body` finds its task through `CURRENT_TASK` (see `spawn_on`).
+pub(crate) fn new_task<B, T>(
+    name: Option<String>,
+    stack_size: usize,
+    spawned_at: &'static Location<'static>,
+    body: B,
+    runtime: std::sync::Weak<super::Shared>,
+) -> (TaskRef, TaskRef)
+where
+    B: FnOnce(&Yielder<(), Switch>, ()) + Send + 'static,
+    T: Send + 'static,
+{
+    let id = next_id();
+    let coroutine_name = name.clone();
+    let cell = TaskCell::<B, T>::allocate();
+    // SAFETY: `cell` is fresh and ours alone. The body is written before the
+    // coroutine that owns it exists, and stays in place until the cell is
+    // freed, which happens only after the coroutine is dropped (it lives in
+    // the same cell's head, dropped first by `dealloc`). From now on only
+    // the coroutine touches the body.
+    unsafe {
+        let body_at = (&raw mut (*cell.as_ptr()).body).cast::<B>();
+        body_at.write(body);
+        let coroutine = TaskCoroutine::with_closure_in_place(body_at, id, coroutine_name, stack_size, spawned_at);
+        TaskCell::init_head(cell, id, name, Some(coroutine), runtime);
+    }
+    let task = cell.cast::<Task>();
+    (TaskRef { task }, TaskRef { task })
+}
+
+/// A cell with only a join state (and an id), for `spawn_blocking`: its
+/// closure runs on the blocking pool and completes the join state.
+pub(crate) fn new_join_only<T: Send + 'static>() -> (TaskRef, TaskRef) {
+    let cell = TaskCell::<(), T>::allocate();
+    // SAFETY: fresh, and its body stays uninitialised (no coroutine owns it).
+    unsafe { TaskCell::init_head(cell, next_id(), None, None, std::sync::Weak::new()) };
+    let task = cell.cast::<Task>();
+    (TaskRef { task }, TaskRef { task })
+}
+
+impl Task {
     pub(crate) fn home(&self) -> usize {
         self.home.load(Ordering::Acquire)
     }
 
     pub(crate) fn set_home(&self, worker: usize) {
         self.home.store(worker, Ordering::Release);
+    }
+
+    /// Ends the task's join handle with `payload` as the `Err` of `join()`
+    /// (the task could not start, or will never start).
+    pub(crate) fn fail(&self, payload: Box<dyn Any + Send>) {
+        // SAFETY: `self` is the header of the cell whose vtable this is.
+        unsafe { (self.vtable.fail)(self, payload) }
     }
 
     /// The coroutine, for resuming or dropping it.
@@ -152,5 +349,96 @@ impl Task {
 impl std::fmt::Debug for Task {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Task").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// A counted reference to a task (a thin pointer to its header); see the
+/// module docs for the count's protocol.
+pub(crate) struct TaskRef {
+    task: NonNull<Task>,
+}
+
+// SAFETY: a TaskRef only gives out `&Task`, and Task is Send + Sync; the
+// count is atomic.
+unsafe impl Send for TaskRef {}
+// SAFETY: as above.
+unsafe impl Sync for TaskRef {}
+
+impl TaskRef {
+    /// The header's address (stays valid while this reference lives).
+    pub(crate) fn as_ptr(&self) -> *const Task {
+        self.task.as_ptr()
+    }
+
+    /// Gives up this reference as a raw pointer (for intrusive lists); get
+    /// it back with [`from_raw`](Self::from_raw).
+    pub(crate) fn into_raw(self) -> *const Task {
+        let task = self.task.as_ptr();
+        std::mem::forget(self);
+        task
+    }
+
+    /// Takes back a reference given up with [`into_raw`](Self::into_raw).
+    ///
+    /// # Safety
+    ///
+    /// `task` came from `into_raw`, and is taken back once.
+    pub(crate) unsafe fn from_raw(task: *const Task) -> TaskRef {
+        // SAFETY: a pointer from into_raw is a non-null header pointer.
+        TaskRef { task: unsafe { NonNull::new_unchecked(task.cast_mut()) } }
+    }
+
+    /// A new reference to a task that someone else holds one to.
+    ///
+    /// # Safety
+    ///
+    /// `task` is the header of a live task, and a reference to it is held
+    /// (by someone else) for the duration of this call.
+    pub(crate) unsafe fn clone_from_ptr(task: *const Task) -> TaskRef {
+        // SAFETY: the caller's promise: the header is live. The borrowed
+        // reference is not ours to release, hence ManuallyDrop.
+        let borrowed = ManuallyDrop::new(TaskRef { task: unsafe { NonNull::new_unchecked(task.cast_mut()) } });
+        TaskRef::clone(&borrowed)
+    }
+}
+
+impl Clone for TaskRef {
+    fn clone(&self) -> TaskRef {
+        // Relaxed: see the module docs (a reference is made from another).
+        let old = self.refs.fetch_add(1, Ordering::Relaxed);
+        if old > MAX_REFS {
+            std::process::abort();
+        }
+        TaskRef { task: self.task }
+    }
+}
+
+impl Drop for TaskRef {
+    fn drop(&mut self) {
+        // Release: our uses of the cell happen before whoever frees it.
+        if self.refs.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        // Acquire: pairs with the Release decrements of every other
+        // reference, so their uses of the cell happen before the free.
+        fence(Ordering::Acquire);
+        // SAFETY: we held the last reference: nobody else can reach the
+        // cell, and its vtable matches its type.
+        unsafe { (self.vtable.dealloc)(self.task) }
+    }
+}
+
+impl Deref for TaskRef {
+    type Target = Task;
+
+    fn deref(&self) -> &Task {
+        // SAFETY: the cell lives while this reference does.
+        unsafe { self.task.as_ref() }
+    }
+}
+
+impl std::fmt::Debug for TaskRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
     }
 }

@@ -65,7 +65,7 @@
 //! 3. `Runtime::drop` joins the worker threads, then fails the join handles
 //!    of unstarted tasks left in the injector.
 
-use super::task::{NO_HOME, Switch, Task};
+use super::task::{NO_HOME, NOT_REGISTERED, Switch, Task, TaskRef};
 use super::{CURRENT_TASK, Shared};
 use crate::coroutine::CoroutineResult;
 use crate::loom::process::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence};
@@ -90,7 +90,7 @@ const SPIN_ROUNDS: u32 = 128;
 /// The part of a worker other threads may touch.
 pub(crate) struct WorkerShared {
     pub(crate) inbox: Inbox,
-    fresh: Mutex<VecDeque<Arc<Task>>>,
+    fresh: Mutex<VecDeque<TaskRef>>,
     /// Length of `fresh`, readable without the lock (for idle checks).
     fresh_len: AtomicUsize,
     /// RUNNING / SLEEPING / NOTIFIED; a futex word.
@@ -126,7 +126,7 @@ impl WorkerShared {
         futex::wake(&self.sleep, 1);
     }
 
-    fn take_fresh_oldest(&self, max: usize) -> Vec<Arc<Task>> {
+    fn take_fresh_oldest(&self, max: usize) -> Vec<TaskRef> {
         let mut fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
         let n = max.min(fresh.len());
         let taken: Vec<_> = fresh.drain(..n).collect();
@@ -147,8 +147,8 @@ impl Inbox {
         Inbox { head: AtomicPtr::new(ptr::null_mut()) }
     }
 
-    pub(crate) fn push(&self, task: Arc<Task>) {
-        let node = Arc::into_raw(task).cast_mut();
+    pub(crate) fn push(&self, task: TaskRef) {
+        let node = task.into_raw().cast_mut();
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
             // SAFETY: `node` is ours until the CAS publishes it.
@@ -173,7 +173,7 @@ impl Inbox {
     }
 
     /// Takes everything, oldest first.
-    fn take_all(&self) -> Vec<Arc<Task>> {
+    fn take_all(&self) -> Vec<TaskRef> {
         if self.head.load(Ordering::Relaxed).is_null() {
             return Vec::new();
         }
@@ -181,9 +181,9 @@ impl Inbox {
         let mut node = self.head.swap(ptr::null_mut(), Ordering::Acquire);
         let mut tasks = Vec::new();
         while !node.is_null() {
-            // SAFETY: every node was an Arc::into_raw pushed exactly once and
-            // is owned by us since the swap.
-            let task = unsafe { Arc::from_raw(node) };
+            // SAFETY: every node was a TaskRef::into_raw pushed exactly once
+            // and is owned by us since the swap.
+            let task = unsafe { TaskRef::from_raw(node) };
             node = task.next_in_inbox.swap(ptr::null_mut(), Ordering::Relaxed);
             tasks.push(task);
         }
@@ -201,7 +201,7 @@ impl Drop for Inbox {
 struct Timer {
     deadline: Deadline,
     seq: u64,
-    task: Arc<Task>,
+    task: TaskRef,
 }
 
 impl PartialEq for Timer {
@@ -227,11 +227,15 @@ impl Ord for Timer {
 pub(crate) struct WorkerLocal {
     pub(crate) index: usize,
     pub(crate) shared: Arc<Shared>,
-    runnable: RefCell<VecDeque<Arc<Task>>>,
+    runnable: RefCell<VecDeque<TaskRef>>,
     timers: RefCell<BinaryHeap<Timer>>,
     timer_seq: Cell<u64>,
-    /// Started, unfinished tasks (to unwind them at shutdown).
-    registry: RefCell<Vec<Option<Arc<Task>>>>,
+    /// Started tasks that have switched out and not finished (to unwind
+    /// them at shutdown). A task is registered the first time it switches
+    /// out, not when it starts: one that runs to completion in its first
+    /// resume (most spawned tasks) never needs it, and at shutdown no task
+    /// is running.
+    registry: RefCell<Vec<Option<TaskRef>>>,
     free_slots: RefCell<Vec<usize>>,
     tick: Cell<u64>,
 }
@@ -250,12 +254,12 @@ pub(crate) fn with_current_worker<R>(f: impl FnOnce(Option<&WorkerLocal>) -> R) 
 
 impl WorkerLocal {
     /// Makes a started task of this worker ready to run (a local wake).
-    pub(crate) fn push_runnable(&self, task: Arc<Task>) {
+    pub(crate) fn push_runnable(&self, task: TaskRef) {
         self.runnable.borrow_mut().push_back(task);
     }
 
     /// Queues an unstarted task spawned on this worker.
-    pub(crate) fn push_fresh(&self, task: Arc<Task>) {
+    pub(crate) fn push_fresh(&self, task: TaskRef) {
         let me = &self.shared.workers[self.index];
         {
             let mut fresh = me.fresh.lock().unwrap_or_else(|e| e.into_inner());
@@ -266,21 +270,21 @@ impl WorkerLocal {
     }
 
     /// Wakes `task` when `deadline` passes.
-    pub(crate) fn add_timer(&self, deadline: Deadline, task: Arc<Task>) {
+    pub(crate) fn add_timer(&self, deadline: Deadline, task: TaskRef) {
         let seq = self.timer_seq.get();
         self.timer_seq.set(seq + 1);
         self.timers.borrow_mut().push(Timer { deadline, seq, task });
     }
 
-    fn register(&self, task: &Arc<Task>) {
+    fn register(&self, task: &TaskRef) {
         let mut registry = self.registry.borrow_mut();
         let slot = match self.free_slots.borrow_mut().pop() {
             Some(slot) => {
-                registry[slot] = Some(Arc::clone(task));
+                registry[slot] = Some(task.clone());
                 slot
             }
             None => {
-                registry.push(Some(Arc::clone(task)));
+                registry.push(Some(task.clone()));
                 registry.len() - 1
             }
         };
@@ -288,8 +292,8 @@ impl WorkerLocal {
     }
 
     fn unregister(&self, task: &Task) {
-        let slot = task.registry_slot.replace(usize::MAX);
-        if slot != usize::MAX {
+        let slot = task.registry_slot.replace(NOT_REGISTERED);
+        if slot != NOT_REGISTERED {
             self.registry.borrow_mut()[slot] = None;
             self.free_slots.borrow_mut().push(slot);
         }
@@ -319,7 +323,7 @@ impl WorkerLocal {
         self.timers.borrow().peek().map(|t| t.deadline)
     }
 
-    fn next_task(&self) -> Option<Arc<Task>> {
+    fn next_task(&self) -> Option<TaskRef> {
         let tick = self.tick.get();
         if tick % INJECTOR_INTERVAL == 0
             && let Some(task) = self.shared.pop_injector()
@@ -344,7 +348,7 @@ impl WorkerLocal {
     }
 
     /// The newest unstarted task spawned on this worker (depth-first).
-    fn pop_fresh_newest(&self) -> Option<Arc<Task>> {
+    fn pop_fresh_newest(&self) -> Option<TaskRef> {
         let me = &self.shared.workers[self.index];
         if me.fresh_len.load(Ordering::Relaxed) == 0 {
             return None;
@@ -357,7 +361,7 @@ impl WorkerLocal {
 
     /// Takes half of the oldest unstarted tasks of the first worker that has
     /// any, starting after ourselves.
-    fn steal(&self) -> Option<Arc<Task>> {
+    fn steal(&self) -> Option<TaskRef> {
         let workers = &self.shared.workers;
         let n = workers.len();
         for offset in 1..n {
@@ -428,21 +432,26 @@ impl WorkerLocal {
         me.sleep.store(RUNNING, Ordering::SeqCst);
     }
 
-    fn run_task(&self, task: Arc<Task>) {
+    fn run_task(&self, task: TaskRef) {
         if task.home() == NO_HOME {
             task.set_home(self.index);
-            self.register(&task);
         }
         debug_assert_eq!(task.home(), self.index, "task {} resumed off its home worker", task.id);
-        let previous = CURRENT_TASK.with(|c| c.replace(Arc::as_ptr(&task)));
+        let previous = CURRENT_TASK.with(|c| c.replace(task.as_ptr()));
         // SAFETY: this worker owns the task now: it popped it from a queue
         // (unstarted), or it is the task's home worker (started).
         let coroutine = unsafe { task.coroutine_mut() };
         let result = coroutine.as_mut().expect("a queued task has its coroutine").try_resume(());
         CURRENT_TASK.with(|c| c.set(previous));
         match result {
-            Ok(CoroutineResult::Yield(Switch::Yield)) => self.push_runnable(task),
-            Ok(CoroutineResult::Yield(Switch::Park)) => {}
+            Ok(CoroutineResult::Yield(why)) => {
+                if task.registry_slot.get() == NOT_REGISTERED {
+                    self.register(&task);
+                }
+                if why == Switch::Yield {
+                    self.push_runnable(task);
+                }
+            }
             Ok(CoroutineResult::Return(())) => {
                 self.unregister(&task);
                 *coroutine = None;
@@ -452,9 +461,8 @@ impl WorkerLocal {
                 // the error (the message names vm.max_map_count if that is
                 // the cause) and drop the closure.
                 tracing::debug!(task = task.id, %error, "coroutine could not start");
-                self.unregister(&task);
                 *coroutine = None;
-                task.completion.fail(Box::new(error));
+                task.fail(Box::new(error));
             }
         }
     }
@@ -466,9 +474,9 @@ impl WorkerLocal {
         loop {
             let next = self.registry.borrow_mut().iter_mut().find_map(Option::take);
             let Some(task) = next else { break };
-            task.registry_slot.set(usize::MAX);
+            task.registry_slot.set(NOT_REGISTERED);
             task.unwinding.set(true);
-            let previous = CURRENT_TASK.with(|c| c.replace(Arc::as_ptr(&task)));
+            let previous = CURRENT_TASK.with(|c| c.replace(task.as_ptr()));
             // SAFETY: this is the task's home worker.
             let coroutine = unsafe { task.coroutine_mut() }.take();
             drop(coroutine); // unwinds its stack; the wrapper completes the join handle
