@@ -659,6 +659,49 @@ fn dropping_a_runtime_stops_coroutines_running_yield_and_sleep_loops() {
     });
 }
 
+/// A task parked from inside a generator it drives (a `weft::coroutine::
+/// Coroutine` resumed on the task's stack) is cancelled at shutdown like any
+/// other: the forced unwind goes through the generator's frames and then the
+/// task's, both sides' destructors run, and `join` reports the shutdown.
+#[test]
+fn shutdown_unwinds_a_task_parked_inside_a_generator() {
+    isolated(Duration::from_secs(30), || {
+        let rt = runtime(1);
+        let lock = Arc::new(weft::sync::Mutex::new(()));
+        let held = lock.lock();
+        // Slot 0: a local of the task; slot 1: a local of the generator.
+        let drops: Arc<Vec<AtomicUsize>> = Arc::new((0..2).map(|_| AtomicUsize::new(0)).collect());
+        let total = Arc::new(AtomicUsize::new(0));
+        let parked = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let guard = |index| DropGuard { index, drops: Arc::clone(&drops), total: Arc::clone(&total) };
+            let (outer, inner) = (guard(0), guard(1));
+            let (lock, parked) = (Arc::clone(&lock), Arc::clone(&parked));
+            rt.spawn(move || {
+                let _outer = outer;
+                let mut generator = weft::coroutine::Coroutine::<(), (), ()>::new(move |_, ()| {
+                    let _inner = inner;
+                    parked.store(true, Ordering::SeqCst);
+                    drop(lock.lock()); // parks the task from the generator's stack
+                });
+                let _ = generator.resume(());
+            })
+        };
+        wait_until(Duration::from_secs(10), "the task to block in the generator", || parked.load(Ordering::SeqCst));
+        thread::sleep(Duration::from_millis(20));
+        drop(rt);
+        drop(held);
+        let dropped: Vec<usize> = drops.iter().map(|d| d.load(Ordering::SeqCst)).collect();
+        assert_eq!(dropped, [1, 1], "the task's and the generator's locals are each dropped once");
+        let payload = handle.join().expect_err("a task cancelled by shutdown joins as Err");
+        assert!(
+            payload_str(&*payload).is_some_and(|t| t.contains("shut down")),
+            "the join error names the shutdown: {}",
+            describe(&*payload)
+        );
+    });
+}
+
 // ---------------------------------------------------------------------------
 // 7. spawn_blocking
 // ---------------------------------------------------------------------------

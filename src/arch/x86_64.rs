@@ -220,8 +220,12 @@ pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
 ///
 /// # Safety
 ///
-/// - Runs on the coroutine stack whose top is `top`, inside a [`resume`] of
-///   that stack that has not yet returned.
+/// - Runs inside a [`resume`] of the coroutine stack whose top is `top` that
+///   has not yet returned: on that stack, or on the stack of a coroutine
+///   resumed from it (transitively), which then stays suspended inside this
+///   call until the next resume of `top` returns here. The switch saves and
+///   restores whatever stack it runs on; the link slot of `top` says where
+///   to continue.
 /// - If this coroutine will never be resumed, no live value on its stack may
 ///   need dropping (the caller gives up on them).
 #[inline(always)]

@@ -507,7 +507,12 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         match finish {
             Some(Finish::Returned(value)) => CoroutineResult::Return(value),
             Some(Finish::Panicked(payload)) => panic::resume_unwind(payload),
-            Some(Finish::Unwound) => unreachable!("coroutine unwound without being asked to"),
+            // Unwound although nobody dropped it: an outer coroutine
+            // suspended from inside this one (a task that parked from a
+            // generator it drives) and is being unwound itself. The unwind
+            // went through this coroutine's frames to its entry; carry it on
+            // through the outer one's.
+            Some(Finish::Unwound) => panic::resume_unwind(Box::new(ForcedUnwind)),
             None => unreachable!("coroutine switched back without a result"),
         }
     }

@@ -335,8 +335,10 @@ impl Task {
     ///
     /// # Safety
     ///
-    /// - Called on this task's own coroutine stack, while it runs (the
-    ///   yielder was recorded at its start and lives on that stack).
+    /// - Called while this task's coroutine runs: on its stack, or on the
+    ///   stack of a coroutine it resumed (a generator it drives), as
+    ///   `arch::suspend` allows. The yielder was recorded at its start and
+    ///   lives on the task's stack.
     pub(crate) unsafe fn switch_out(&self, why: Switch) {
         let yielder = self.yielder.get();
         debug_assert!(!yielder.is_null(), "task {} switched out before it started", self.id);
