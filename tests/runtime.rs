@@ -702,6 +702,41 @@ fn shutdown_unwinds_a_task_parked_inside_a_generator() {
     });
 }
 
+/// A task that parks in a destructor while unwinding its own panic cannot
+/// be force-unwound at shutdown (a second unwind through a panicking frame
+/// would abort), so its stack is leaked; its `join` must still end, with an
+/// error that names the shutdown, instead of waiting forever.
+#[test]
+fn shutdown_ends_the_join_of_a_task_parked_while_panicking() {
+    isolated(Duration::from_secs(30), || {
+        struct SleepOnDrop(Arc<AtomicBool>);
+        impl Drop for SleepOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+                weft::sleep(Duration::from_secs(3600));
+            }
+        }
+        let rt = runtime(1);
+        let parked = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let parked = Arc::clone(&parked);
+            rt.spawn(move || {
+                let _sleeps_when_dropped = SleepOnDrop(parked);
+                panic!("this coroutine fails on purpose, then sleeps in a destructor");
+            })
+        };
+        wait_until(Duration::from_secs(10), "the destructor to start sleeping", || parked.load(Ordering::SeqCst));
+        thread::sleep(Duration::from_millis(20));
+        drop(rt);
+        let payload = handle.join().expect_err("a task cancelled by shutdown joins as Err");
+        assert!(
+            payload_str(&*payload).is_some_and(|t| t.contains("shut down")),
+            "the join error names the shutdown: {}",
+            describe(&*payload)
+        );
+    });
+}
+
 // ---------------------------------------------------------------------------
 // 7. spawn_blocking
 // ---------------------------------------------------------------------------

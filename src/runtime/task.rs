@@ -107,6 +107,8 @@ const MAX_REFS: usize = isize::MAX as usize;
 struct TaskVtable {
     /// Ends the task's join handle with `payload` as the `Err` of `join()`.
     fail: unsafe fn(&Task, Box<dyn Any + Send>),
+    /// Whether the task's join handle has its result.
+    is_finished: unsafe fn(&Task) -> bool,
     /// Drops what the cell still holds and frees it.
     dealloc: unsafe fn(NonNull<Task>),
 }
@@ -168,7 +170,7 @@ struct TaskCell<B, T> {
 }
 
 impl<B, T: Send> TaskCell<B, T> {
-    const VTABLE: TaskVtable = TaskVtable { fail: Self::fail, dealloc: Self::dealloc };
+    const VTABLE: TaskVtable = TaskVtable { fail: Self::fail, is_finished: Self::is_finished, dealloc: Self::dealloc };
 
     /// Allocates the memory of a cell, uninitialised.
     fn allocate() -> NonNull<TaskCell<B, T>> {
@@ -221,6 +223,14 @@ impl<B, T: Send> TaskCell<B, T> {
     unsafe fn fail(task: &Task, payload: Box<dyn Any + Send>) {
         // SAFETY: the caller's promise.
         unsafe { join_state_of::<T>(task) }.complete(Err(payload));
+    }
+
+    /// # Safety
+    ///
+    /// `task` is the header of a `TaskCell<_, T>` (the vtable's own type).
+    unsafe fn is_finished(task: &Task) -> bool {
+        // SAFETY: the caller's promise.
+        unsafe { join_state_of::<T>(task) }.is_done()
     }
 
     /// # Safety
@@ -311,6 +321,12 @@ impl Task {
     pub(crate) fn fail(&self, payload: Box<dyn Any + Send>) {
         // SAFETY: `self` is the header of the cell whose vtable this is.
         unsafe { (self.vtable.fail)(self, payload) }
+    }
+
+    /// Whether the task's join handle has its result (`join` would not wait).
+    pub(crate) fn is_finished(&self) -> bool {
+        // SAFETY: `self` is the header of the cell whose vtable this is.
+        unsafe { (self.vtable.is_finished)(self) }
     }
 
     /// The coroutine, for resuming or dropping it.

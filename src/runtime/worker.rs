@@ -480,6 +480,15 @@ impl WorkerLocal {
             // SAFETY: this is the task's home worker.
             let coroutine = unsafe { task.coroutine_mut() }.take();
             drop(coroutine); // unwinds its stack; the wrapper completes the join handle
+            if !task.is_finished() {
+                // It could not be unwound: it was suspended while unwinding a
+                // panic (a destructor parked), so its stack was leaked and
+                // the wrapper never ran to its end. Its joiner must not wait
+                // forever; nobody else can complete it now.
+                task.fail(Box::new(String::from(
+                    "the coroutine was cancelled: its runtime shut down while it was unwinding a panic",
+                )));
+            }
             CURRENT_TASK.with(|c| c.set(previous));
         }
         self.runnable.borrow_mut().clear();
