@@ -384,6 +384,7 @@ fn park_inner(
     record_time: bool,
 ) -> ParkResult {
     let unparker = Unparker::current();
+    let kind = unparker.kind();
     let node = WaitNode {
         key: AtomicUsize::new(key),
         next: Cell::new(ptr::null()),
@@ -397,30 +398,34 @@ fn park_inner(
         if !validate() {
             return ParkResult::Invalid;
         }
-        node.unparker.set(Some(unparker.clone_handle()));
+        // The timer (a coroutine's deadline) goes in before the node is
+        // queued: once it is, a waker may take the unparker at any moment.
+        unparker.prepare_deadline(deadline);
+        // The node gets our only handle: we park through `kind`.
+        node.unparker.set(Some(unparker));
         queue.push(&node);
     }
     // If this coroutine is unwound while parked (its runtime shuts down and
     // drops it), the node on its stack must leave the queue before the
-    // stack goes away; the guard does that during the unwind. Normal returns
-    // disarm it (the node is already off the queue then).
-    let guard = DequeueOnUnwind { node: &node, armed: Cell::new(true) };
+    // stack goes away; the guard does that during the unwind. Every normal
+    // return forgets it (the node is off the queue then), so the common
+    // path pays nothing for it.
+    let guard = DequeueOnUnwind { node: &node };
     before_sleep();
-    unparker.prepare_deadline(deadline);
     let mut expired = false;
     loop {
         // Acquire: pairs with release_node's Release; the token is visible.
         if node.removed.load(Ordering::Acquire) {
-            guard.armed.set(false);
+            std::mem::forget(guard);
             return ParkResult::Unparked(node.token.get());
         }
         let timed_out_now = deadline.is_some_and(|d| expired || deadline_passed(d));
         if !timed_out_now {
-            expired = !unparker.park(deadline);
+            expired = !kind.park(deadline);
             continue;
         }
+        std::mem::forget(guard);
         let mut queue = lock_node_bucket(&node);
-        guard.armed.set(false);
         if node.removed.load(Ordering::Acquire) {
             return ParkResult::Unparked(node.token.get());
         }
@@ -443,17 +448,15 @@ fn deadline_passed(deadline: Deadline) -> bool {
 }
 
 /// Takes a parked node off its queue if it is still there when the waiter's
-/// stack unwinds (see `park`).
+/// stack unwinds (see `park`). Only ever dropped by an unwind: every normal
+/// exit from `park` forgets it.
 struct DequeueOnUnwind<'a> {
     node: &'a WaitNode,
-    armed: Cell<bool>,
 }
 
 impl Drop for DequeueOnUnwind<'_> {
+    #[cold]
     fn drop(&mut self) {
-        if !self.armed.get() {
-            return;
-        }
         // Under loom a detected deadlock unwinds every model thread after
         // loom has torn the execution down; touching a loom Mutex then would
         // panic inside this destructor and abort the test binary.

@@ -401,10 +401,9 @@ pub(crate) fn park_current_task() {
         // destructor, which aborts. Return as a spurious wake instead.
         return;
     }
-    if task.park.try_consume() || !task.park.prepare_park() {
-        return;
+    if !task.park.prepare_park() {
+        return; // a token was waiting: a (possibly spurious) wake
     }
-    tracing::trace!(task = task.id, "park");
     // SAFETY: we are the running coroutine of `task`.
     unsafe { task.switch_out(Switch::Park) };
     task.park.after_wake();
@@ -430,7 +429,8 @@ pub(crate) fn unpark(task: Arc<Task>) {
     if !task.park.unpark() {
         return;
     }
-    tracing::trace!(task = task.id, "wake");
+    // (No trace event here or in park_current_task: they sit on every
+    // hand-off between coroutines; spawn, steal and sleep are traced.)
     let home = task.home();
     let task = with_current_worker(|w| match w {
         Some(w) if w.index == home && ptr::eq(Arc::as_ptr(&w.shared), task.runtime.as_ptr()) => {

@@ -80,9 +80,9 @@ const SLEEPING: u32 = 1;
 const NOTIFIED: u32 = 2;
 
 /// How often (in rounds) the injector is checked first.
-const INJECTOR_INTERVAL: u64 = 61;
-/// How often (in rounds) the oldest fresh task is taken first.
-const FRESH_INTERVAL: u64 = 31;
+const INJECTOR_INTERVAL: u32 = 61;
+/// How often (in rounds) the newest fresh task is taken first.
+const FRESH_INTERVAL: u32 = 31;
 /// How many times an idle worker checks for work before it sleeps (a few
 /// microseconds; every 16th check yields the CPU).
 const SPIN_ROUNDS: u32 = 128;
@@ -233,7 +233,14 @@ pub(crate) struct WorkerLocal {
     /// Started, unfinished tasks (to unwind them at shutdown).
     registry: RefCell<Vec<Option<Arc<Task>>>>,
     free_slots: RefCell<Vec<usize>>,
-    tick: Cell<u64>,
+    /// Whether `timers` is non-empty: the round's check without a RefCell
+    /// borrow (set by `add_timer`, cleared by `fire_timers`).
+    has_timers: Cell<bool>,
+    /// Rounds left until the injector is checked first (counts down from
+    /// INJECTOR_INTERVAL; a countdown instead of a modulo of a round counter).
+    until_injector: Cell<u32>,
+    /// Rounds left until the newest fresh task is taken first.
+    until_fresh: Cell<u32>,
 }
 
 thread_local! {
@@ -270,6 +277,7 @@ impl WorkerLocal {
         let seq = self.timer_seq.get();
         self.timer_seq.set(seq + 1);
         self.timers.borrow_mut().push(Timer { deadline, seq, task });
+        self.has_timers.set(true);
     }
 
     fn register(&self, task: &Arc<Task>) {
@@ -295,10 +303,19 @@ impl WorkerLocal {
         }
     }
 
+    /// Moves every task woken from another thread (the inbox) to the back of
+    /// `runnable`, oldest first.
+    #[cold]
+    #[inline(never)]
+    fn drain_inbox(&self, inbox: &Inbox) {
+        let woken = inbox.take_all();
+        self.runnable.borrow_mut().extend(woken);
+    }
+
+    /// Wakes the tasks whose deadline has passed. Only called while
+    /// `has_timers` is set (out of line: the yield round skips it).
+    #[inline(never)]
     fn fire_timers(&self) {
-        if self.timers.borrow().is_empty() {
-            return;
-        }
         let now = Deadline::now();
         loop {
             let due = {
@@ -313,27 +330,57 @@ impl WorkerLocal {
                 None => break,
             }
         }
+        self.has_timers.set(!self.timers.borrow().is_empty());
     }
 
     fn next_deadline(&self) -> Option<Deadline> {
         self.timers.borrow().peek().map(|t| t.deadline)
     }
 
+    #[inline]
     fn next_task(&self) -> Option<Arc<Task>> {
-        let tick = self.tick.get();
-        if tick % INJECTOR_INTERVAL == 0
-            && let Some(task) = self.shared.pop_injector()
-        {
-            return Some(task);
-        }
-        if tick % FRESH_INTERVAL == 0
-            && let Some(task) = self.pop_fresh_newest()
-        {
-            return Some(task);
+        // The fairness rule (module docs, step 2), as two countdowns: one
+        // decrement and test each per round, no division.
+        let until_injector = self.until_injector.get() - 1;
+        let until_fresh = self.until_fresh.get() - 1;
+        self.until_injector.set(until_injector);
+        self.until_fresh.set(until_fresh);
+        if until_injector == 0 || until_fresh == 0 {
+            return self.next_task_fairness_round(until_injector == 0, until_fresh == 0);
         }
         if let Some(task) = self.runnable.borrow_mut().pop_front() {
             return Some(task);
         }
+        self.next_task_elsewhere()
+    }
+
+    /// A round in which the injector (every INJECTOR_INTERVAL rounds) or the
+    /// newest fresh task (every FRESH_INTERVAL rounds) goes before `runnable`.
+    #[cold]
+    #[inline(never)]
+    fn next_task_fairness_round(&self, injector_first: bool, fresh_first: bool) -> Option<Arc<Task>> {
+        if injector_first {
+            self.until_injector.set(INJECTOR_INTERVAL);
+            if let Some(task) = self.shared.pop_injector() {
+                return Some(task);
+            }
+        }
+        if fresh_first {
+            self.until_fresh.set(FRESH_INTERVAL);
+            if let Some(task) = self.pop_fresh_newest() {
+                return Some(task);
+            }
+        }
+        if let Some(task) = self.runnable.borrow_mut().pop_front() {
+            return Some(task);
+        }
+        self.next_task_elsewhere()
+    }
+
+    /// `runnable` is empty: the newest fresh task, then the injector, then
+    /// stealing.
+    #[inline(never)]
+    fn next_task_elsewhere(&self) -> Option<Arc<Task>> {
         if let Some(task) = self.pop_fresh_newest() {
             return Some(task);
         }
@@ -434,12 +481,15 @@ impl WorkerLocal {
             self.register(&task);
         }
         debug_assert_eq!(task.home(), self.index, "task {} resumed off its home worker", task.id);
-        let previous = CURRENT_TASK.with(|c| c.replace(Arc::as_ptr(&task)));
+        // Workers do not nest: between two resumes CURRENT_TASK is null on
+        // this thread, so it is set and cleared rather than saved and restored.
+        debug_assert!(CURRENT_TASK.with(Cell::get).is_null(), "worker {}: a resume inside a resume", self.index);
+        CURRENT_TASK.with(|c| c.set(Arc::as_ptr(&task)));
         // SAFETY: this worker owns the task now: it popped it from a queue
         // (unstarted), or it is the task's home worker (started).
         let coroutine = unsafe { task.coroutine_mut() };
         let result = coroutine.as_mut().expect("a queued task has its coroutine").try_resume(());
-        CURRENT_TASK.with(|c| c.set(previous));
+        CURRENT_TASK.with(|c| c.set(ptr::null()));
         match result {
             Ok(CoroutineResult::Yield(Switch::Yield)) => self.push_runnable(task),
             Ok(CoroutineResult::Yield(Switch::Park)) => {}
@@ -493,19 +543,20 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
         timer_seq: Cell::new(0),
         registry: RefCell::new(Vec::new()),
         free_slots: RefCell::new(Vec::new()),
-        tick: Cell::new(0),
+        has_timers: Cell::new(false),
+        until_injector: Cell::new(INJECTOR_INTERVAL),
+        until_fresh: Cell::new(FRESH_INTERVAL),
     };
     CURRENT_WORKER.with(|c| c.set(&local));
     tracing::debug!(worker = index, "worker started");
     let me = &local.shared.workers[index];
     while !local.shared.shutdown.load(Ordering::Acquire) {
-        local.tick.set(local.tick.get().wrapping_add(1));
         if !me.inbox.is_empty_relaxed() {
-            for task in me.inbox.take_all() {
-                local.push_runnable(task);
-            }
+            local.drain_inbox(&me.inbox);
         }
-        local.fire_timers();
+        if local.has_timers.get() {
+            local.fire_timers();
+        }
         match local.next_task() {
             Some(task) => local.run_task(task),
             None => local.sleep(),
