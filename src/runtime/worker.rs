@@ -359,17 +359,19 @@ impl WorkerLocal {
     #[cold]
     #[inline(never)]
     fn next_task_fairness_round(&self, injector_first: bool, fresh_first: bool) -> Option<Arc<Task>> {
+        // Restart every countdown that ran out before anything returns (both
+        // run out together every 61 x 31 rounds).
         if injector_first {
             self.until_injector.set(INJECTOR_INTERVAL);
-            if let Some(task) = self.shared.pop_injector() {
-                return Some(task);
-            }
         }
         if fresh_first {
             self.until_fresh.set(FRESH_INTERVAL);
-            if let Some(task) = self.pop_fresh_newest() {
-                return Some(task);
-            }
+        }
+        if injector_first && let Some(task) = self.shared.pop_injector() {
+            return Some(task);
+        }
+        if fresh_first && let Some(task) = self.pop_fresh_newest() {
+            return Some(task);
         }
         if let Some(task) = self.runnable.borrow_mut().pop_front() {
             return Some(task);
