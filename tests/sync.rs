@@ -553,8 +553,7 @@ fn condvar_same_worker_ping_pong_never_loses_a_notify() {
             for player in players {
                 player.join().expect("a player panicked");
             }
-            let total = *shared.0.lock();
-            total
+            *shared.0.lock()
         });
         assert_eq!(total, TURNS);
     });

@@ -77,7 +77,7 @@ impl Unparker {
     /// waits on a lock) waits like an OS thread, blocking its worker thread:
     /// it cannot suspend any more, and its worker has nothing else to run.
     pub(crate) fn current() -> Unparker {
-        match runtime::current_task() {
+        match runtime::current_task_for_waker() {
             Some(task) if !task.unwinding.get() => Unparker::Task(task),
             _ => Unparker::Thread(thread::current()),
         }

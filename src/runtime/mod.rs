@@ -52,6 +52,11 @@ use worker::{WorkerShared, with_current_worker};
 thread_local! {
     /// The task running on this thread (set by its worker around a resume).
     pub(crate) static CURRENT_TASK: Cell<*const Task> = const { Cell::new(ptr::null()) };
+    /// Whether CURRENT_TASK is still the worker's own strong reference
+    /// (`Arc::into_raw` of the `Arc` it popped from a queue), lent to the
+    /// running coroutine for its first park of this resume: see
+    /// [`current_task_for_waker`].
+    pub(crate) static CURRENT_TASK_LENT: Cell<bool> = const { Cell::new(false) };
 }
 
 /// What all workers of one runtime share.
@@ -377,12 +382,39 @@ pub(crate) fn current_task() -> Option<Arc<Task>> {
     if task.is_null() {
         return None;
     }
-    // SAFETY: the worker holds an Arc to the running task while it runs, so
-    // the count is at least one; we add ours.
+    // SAFETY: a running task is alive: its home worker's registry holds an
+    // Arc to it until its coroutine has returned (the worker's own reference
+    // may have been lent away, see `current_task_for_waker`), so the count
+    // is at least one; we add ours.
     unsafe {
         Arc::increment_strong_count(task);
         Some(Arc::from_raw(task))
     }
+}
+
+/// The task running on this thread, as the reference a waker will hold
+/// while it waits: the first call of a resume takes the worker's own
+/// reference (`CURRENT_TASK_LENT`), so a park and the wake that follows move
+/// one `Arc` from run queue to wait node and back without touching its
+/// count; later calls add a reference, like [`current_task`].
+///
+/// The worker can lend its reference because it does not need it to keep
+/// the task alive: a started task stays in its home worker's registry (an
+/// `Arc` of its own) until its coroutine has returned, and the worker takes
+/// a new reference after the resume wherever it needs an owned one
+/// (`WorkerLocal::run_task`).
+pub(crate) fn current_task_for_waker() -> Option<Arc<Task>> {
+    let task = CURRENT_TASK.with(Cell::get);
+    if task.is_null() {
+        return None;
+    }
+    if CURRENT_TASK_LENT.with(|lent| lent.replace(false)) {
+        // SAFETY: CURRENT_TASK came from `Arc::into_raw` in run_task, which
+        // set the flag that we just cleared: that reference is handed over
+        // exactly once, here, and run_task does not use it afterwards.
+        return Some(unsafe { Arc::from_raw(task) });
+    }
+    current_task()
 }
 
 /// Parks the running coroutine until [`unpark`] (may return spuriously).
@@ -612,7 +644,8 @@ pub fn yield_now() {
     if current_task_is_cancelled() {
         return; // being unwound at shutdown: see park_current_task
     }
-    // SAFETY: we are the running coroutine of `task`, which its worker keeps alive.
+    // SAFETY: we are the running coroutine of `task`, which its worker's
+    // registry keeps alive.
     unsafe { (*task).switch_out(Switch::Yield) };
 }
 
@@ -622,7 +655,7 @@ pub fn yield_now() {
 /// destructor that runs while the runtime shuts down and unwinds the
 /// coroutine, where it returns at once.
 pub fn sleep(duration: Duration) {
-    let Some(task) = current_task() else {
+    let Some(task) = current_task_for_waker() else {
         std::thread::sleep(duration);
         return;
     };

@@ -66,7 +66,7 @@
 //!    of unstarted tasks left in the injector.
 
 use super::task::{NO_HOME, Switch, Task};
-use super::{CURRENT_TASK, Shared};
+use super::{CURRENT_TASK, CURRENT_TASK_LENT, Shared};
 use crate::coroutine::CoroutineResult;
 use crate::loom::process::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence};
 use crate::sys::futex::{self, Deadline};
@@ -486,16 +486,39 @@ impl WorkerLocal {
         // Workers do not nest: between two resumes CURRENT_TASK is null on
         // this thread, so it is set and cleared rather than saved and restored.
         debug_assert!(CURRENT_TASK.with(Cell::get).is_null(), "worker {}: a resume inside a resume", self.index);
-        CURRENT_TASK.with(|c| c.set(Arc::as_ptr(&task)));
+        // Our reference to the task is lent to the coroutine for the length
+        // of the resume (see `current_task_for_waker`): its first park may
+        // hand it to whoever will wake it.
+        let raw = Arc::into_raw(task);
+        CURRENT_TASK.with(|c| c.set(raw));
+        CURRENT_TASK_LENT.with(|lent| lent.set(true));
+        // SAFETY: the task is registered (just above, or at its first run)
+        // and stays registered, so alive, until `unregister` below, which
+        // only runs once we hold an owned reference again.
+        let task_ref = unsafe { &*raw };
         // SAFETY: this worker owns the task now: it popped it from a queue
         // (unstarted), or it is the task's home worker (started).
-        let coroutine = unsafe { task.coroutine_mut() };
+        let coroutine = unsafe { task_ref.coroutine_mut() };
         let result = coroutine.as_mut().expect("a queued task has its coroutine").try_resume(());
         CURRENT_TASK.with(|c| c.set(ptr::null()));
+        let still_lent = CURRENT_TASK_LENT.with(|lent| lent.replace(false));
+        // An owned reference: ours back if the coroutine did not take it,
+        // else a new one. Called at most once below.
+        // SAFETY: `raw` is our `into_raw` above, still lent only if the
+        // coroutine did not take it (then reclaimed once, here); otherwise
+        // the task is alive, being registered until `unregister` below, which
+        // runs after this call.
+        let owned = || unsafe { reclaim(raw, still_lent) };
         match result {
-            Ok(CoroutineResult::Yield(Switch::Yield)) => self.push_runnable(task),
-            Ok(CoroutineResult::Yield(Switch::Park)) => {}
+            Ok(CoroutineResult::Yield(Switch::Yield)) => self.push_runnable(owned()),
+            Ok(CoroutineResult::Yield(Switch::Park)) => {
+                // Whoever wakes it holds a reference (ours, if it took it).
+                if still_lent {
+                    drop(owned());
+                }
+            }
             Ok(CoroutineResult::Return(())) => {
+                let task = owned();
                 self.unregister(&task);
                 *coroutine = None;
             }
@@ -503,6 +526,7 @@ impl WorkerLocal {
                 // No stack: the closure never ran. End its join handle with
                 // the error (the message names vm.max_map_count if that is
                 // the cause) and drop the closure.
+                let task = owned();
                 tracing::debug!(task = task.id, %error, "coroutine could not start");
                 self.unregister(&task);
                 *coroutine = None;
@@ -533,6 +557,25 @@ impl WorkerLocal {
             super::fail_unstarted(task);
         }
     }
+}
+
+/// An owned reference to the task at `raw` after a resume: the worker's
+/// own (lent to the coroutine, see `current_task_for_waker`) if
+/// `still_lent`, else a new one.
+///
+/// # Safety
+///
+/// - `raw` came from `Arc::into_raw` in `run_task`, and if `still_lent` this
+///   is the only call that reclaims it.
+/// - Otherwise the task is alive: it is still in its worker's registry.
+unsafe fn reclaim(raw: *const Task, still_lent: bool) -> Arc<Task> {
+    if !still_lent {
+        // SAFETY: alive (the caller's promise), so its count is at least
+        // one; we add ours.
+        unsafe { Arc::increment_strong_count(raw) };
+    }
+    // SAFETY: the lent reference, reclaimed once, or the one just added.
+    unsafe { Arc::from_raw(raw) }
 }
 
 /// The body of worker thread `index`.
@@ -567,4 +610,58 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
     local.unwind_all();
     CURRENT_WORKER.with(|c| c.set(ptr::null()));
     tracing::debug!(worker = index, "worker stopped");
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::super::{Runtime, current_task};
+    use crate::sync::{Condvar, Mutex};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// The worker lends its reference to a running task to the task's first
+    /// park (`current_task_for_waker`): it travels through the wait node and
+    /// the run queue and comes back without touching the count. Two
+    /// coroutines on one worker hand a turn back and forth (Condvar waits,
+    /// some timed, so timers hold references too, and a Mutex whose
+    /// `lock` may park); each reads its own task's strong count at every
+    /// turn. A leaked or doubly dropped reference would make it drift (or
+    /// crash); once every timer has fired it must be back where it started.
+    #[test]
+    fn lent_task_references_balance_across_parks() {
+        let rt = Runtime::builder().workers(1).build().expect("runtime");
+        let counts = rt.block_on(|| {
+            let shared = Arc::new((Mutex::new(0u64), Condvar::new()));
+            let players: Vec<_> = (0..2u64)
+                .map(|me| {
+                    let shared = Arc::clone(&shared);
+                    crate::spawn(move || {
+                        let count = || Arc::strong_count(&current_task().expect("in a coroutine"));
+                        let first = count();
+                        let (counter, turn) = &*shared;
+                        for round in 0..2_000u64 {
+                            let mut guard = counter.lock();
+                            while *guard % 2 != me {
+                                guard = if round % 8 == 0 {
+                                    turn.wait_timeout(guard, Duration::from_millis(1)).0
+                                } else {
+                                    turn.wait(guard)
+                                };
+                            }
+                            *guard += 1;
+                            turn.notify_one();
+                        }
+                        // Let the timers of the timed waits fire (and drop
+                        // their references).
+                        crate::sleep(Duration::from_millis(20));
+                        (first, count())
+                    })
+                })
+                .collect();
+            players.into_iter().map(|p| p.join().expect("a player panicked")).collect::<Vec<_>>()
+        });
+        for (first, last) in counts {
+            assert_eq!(first, last, "a task's reference count drifted across parks");
+        }
+    }
 }
