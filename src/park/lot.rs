@@ -28,7 +28,10 @@
 //! word, `park::thread`). A waker takes the waiter's `Unparker` out of the
 //! node while holding the lock, marks the node `removed`, unlocks, and only
 //! then wakes it; it never touches the node after unlocking, so the waiter
-//! may return (and its stack frame go) as soon as it sees `removed`.
+//! may return (and its stack frame go) as soon as it sees `removed`. The
+//! node holds the waiter's only `Unparker` (for a coroutine, usually the
+//! reference its worker lent it: `runtime::current_task_for_waker`); the
+//! waiter itself parks through its `WaiterKind`, which needs no handle.
 //!
 //! Timeouts: a waiter whose deadline passes locks its bucket; if it is still
 //! queued it removes itself and reports `TimedOut`, otherwise a waker got

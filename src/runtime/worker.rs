@@ -37,6 +37,14 @@
 //!    it) or finishes.
 //! 4. With nothing to run, sleep (see below).
 //!
+//! A round is on the path of every yield and every hand-off between two
+//! coroutines, so its common case stays short: the inbox and timer checks
+//! are one load each (the work behind them is out of line), the fairness
+//! rule is two countdowns rather than two divisions, and the `Arc` popped
+//! from a queue is lent to the running task (its first park hands it to its
+//! waker, who queues it again: no reference-count traffic per hand-off; see
+//! `run_task` and `runtime::current_task_for_waker`).
+//!
 //! # Sleeping and waking (DESIGN.md decision 6)
 //!
 //! Each worker has a futex word: RUNNING, SLEEPING or NOTIFIED. An idle
