@@ -140,6 +140,7 @@ impl Task {
     ///
     /// - Called on this task's own coroutine stack, while it runs (the
     ///   yielder was recorded at its start and lives on that stack).
+    #[inline] // into `yield_now`, itself inline: see there
     pub(crate) unsafe fn switch_out(&self, why: Switch) {
         let yielder = self.yielder.get();
         debug_assert!(!yielder.is_null(), "task {} switched out before it started", self.id);
