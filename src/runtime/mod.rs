@@ -422,6 +422,7 @@ pub(crate) fn current_task_for_waker() -> Option<Arc<Task>> {
 /// # Panics
 ///
 /// Outside a coroutine.
+#[inline] // the switch inside goes to the parker's frame: see `yield_now`
 pub(crate) fn park_current_task() {
     let task = CURRENT_TASK.with(Cell::get);
     assert!(!task.is_null(), "park_current_task called outside a coroutine");
