@@ -17,7 +17,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -1041,6 +1041,51 @@ fn a_yield_heavy_coroutine_does_not_starve_others() {
         let counts = rx.recv_timeout(Duration::from_secs(5)).expect("all three coroutines complete within 5 s");
         assert!(counts[0] > 0 && counts[1] > 0, "both yielders ran: {counts:?}");
         assert_eq!(counts[2], 50);
+    });
+}
+
+/// The two fairness rules (injector first every 61st round, newest fresh
+/// task first every 31st) keep working after thousands of rounds in which
+/// both come due together while the injector always has work: on a
+/// 1-worker runtime two coroutines yield forever, an OS thread keeps the
+/// injector non-empty, and after a while a coroutine spawns a child (a fresh
+/// task) and joins it. The run queue never empties, so only the fresh rule
+/// can start the child; it must finish (5 s channel timeout).
+#[test]
+fn fresh_tasks_still_start_after_many_rounds_with_a_busy_injector() {
+    isolated(Duration::from_secs(60), || {
+        let rt = Arc::new(runtime(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let yielders = spawn_yielders(&rt, 2, &stop);
+        let feeder = {
+            let (rt, stop) = (Arc::clone(&rt), Arc::clone(&stop));
+            thread::spawn(move || {
+                let mut handles = VecDeque::new();
+                while !stop.load(Ordering::Relaxed) {
+                    handles.push_back(rt.spawn(|| ()));
+                    if handles.len() > 64 {
+                        joined(handles.pop_front().expect("not empty"));
+                    }
+                }
+                handles.len()
+            })
+        };
+        // Let many rounds pass (each coincidence of the two rules is 1 891
+        // rounds; a yield round is some tens of nanoseconds).
+        thread::sleep(Duration::from_millis(50));
+        let (tx, rx) = mpsc::channel();
+        let parent = rt.spawn(move || {
+            let child = weft::spawn(|| 7u32);
+            let _ = tx.send(joined(child));
+        });
+        let outcome = rx.recv_timeout(Duration::from_secs(5));
+        stop.store(true, Ordering::SeqCst);
+        assert_eq!(outcome.expect("a fresh child starts while coroutines yield and the injector is busy"), 7);
+        joined(parent);
+        feeder.join().expect("the feeder does not panic");
+        for handle in yielders {
+            assert!(joined(handle) > 0);
+        }
     });
 }
 

@@ -493,3 +493,162 @@ fn destructor_waiting_on_a_lock_during_shutdown_completes() {
     releaser.join().unwrap();
     assert_eq!(*lock.lock(), 1, "the destructor ran once, under the lock");
 }
+
+/// Runs `body` on a helper thread and fails (instead of hanging) if it does
+/// not finish within `limit`: a lost wakeup shows up as a timeout.
+fn within(limit: Duration, what: &str, body: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        body();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(()) => runner.join().expect("the test body panicked"),
+        Err(_) if runner.is_finished() => {
+            // It panicked before sending: report its payload.
+            if let Err(payload) = runner.join() {
+                std::panic::resume_unwind(payload);
+            }
+        }
+        Err(_) => panic!("{what}: not finished within {limit:?} (a lost wakeup?)"),
+    }
+}
+
+/// Two coroutines on one worker take turns through a Mutex and a Condvar
+/// (the `hand-off` benchmark's shape) 50 000 times: every notify goes from a
+/// coroutine to a parked coroutine of the same worker (its local run queue),
+/// and one lost notify would leave both waiting forever. Every fourth wait
+/// is a short `wait_timeout`, so stale timer wakes keep arriving while the
+/// waiter runs or waits again (tokens left on a running coroutine); they may
+/// wake it spuriously but must not swallow a notify.
+#[test]
+fn condvar_same_worker_ping_pong_never_loses_a_notify() {
+    const TURNS: u64 = 50_000;
+    within(Duration::from_secs(60), "same-worker ping-pong", || {
+        let rt = weft::Runtime::builder().workers(1).build().expect("runtime");
+        let total = rt.block_on(|| {
+            let shared = Arc::new((Mutex::new(0u64), Condvar::new()));
+            let players: Vec<_> = (0..2u64)
+                .map(|me| {
+                    let shared = Arc::clone(&shared);
+                    weft::spawn(move || {
+                        let (counter, turn) = &*shared;
+                        let mut guard = counter.lock();
+                        let mut waits = 0u64;
+                        for _ in 0..TURNS / 2 {
+                            while *guard % 2 != me {
+                                waits += 1;
+                                guard = if waits % 4 == 0 {
+                                    turn.wait_timeout(guard, Duration::from_micros(50)).0
+                                } else {
+                                    turn.wait(guard)
+                                };
+                            }
+                            *guard += 1;
+                            turn.notify_one();
+                        }
+                    })
+                })
+                .collect();
+            for player in players {
+                player.join().expect("a player panicked");
+            }
+            *shared.0.lock()
+        });
+        assert_eq!(total, TURNS);
+    });
+}
+
+/// A coroutine and an OS thread take turns through a Mutex and a Condvar
+/// 20 000 times: the thread's notifies reach the coroutine through its
+/// worker's inbox (a cross-thread wake), the coroutine's reach the thread's
+/// futex parker. A lost wake hangs, and fails the test by its time limit.
+#[test]
+fn condvar_coroutine_thread_ping_pong_never_loses_a_notify() {
+    const TURNS: u64 = 20_000;
+    within(Duration::from_secs(60), "coroutine-thread ping-pong", || {
+        let rt = weft::Runtime::builder().workers(1).build().expect("runtime");
+        let shared = Arc::new((Mutex::new(0u64), Condvar::new()));
+        let play = |me: u64, shared: Arc<(Mutex<u64>, Condvar)>| {
+            move || {
+                let (counter, turn) = &*shared;
+                let mut guard = counter.lock();
+                for _ in 0..TURNS / 2 {
+                    while *guard % 2 != me {
+                        guard = turn.wait(guard);
+                    }
+                    *guard += 1;
+                    turn.notify_one();
+                }
+            }
+        };
+        let coroutine = rt.spawn(play(0, Arc::clone(&shared)));
+        let thread = std::thread::spawn(play(1, Arc::clone(&shared)));
+        coroutine.join().expect("the coroutine player panicked");
+        thread.join().expect("the thread player panicked");
+        assert_eq!(*shared.0.lock(), TURNS);
+    });
+}
+
+/// On one worker, a coroutine yields without pause while a second waits on
+/// a Condvar that a third coroutine and an OS thread notify in turns: the
+/// waiter must get every turn (local wakes while the run queue is never
+/// empty, and inbox wakes picked up between yields), and the yielder keeps
+/// running alongside.
+#[test]
+fn wakes_reach_a_waiter_while_another_coroutine_yields_forever() {
+    const ROUNDS: u64 = 2_000;
+    within(Duration::from_secs(60), "wakes during a yield storm", || {
+        let rt = weft::Runtime::builder().workers(1).build().expect("runtime");
+        let stop = Arc::new(AtomicBool::new(false));
+        let yielder = {
+            let stop = Arc::clone(&stop);
+            rt.spawn(move || {
+                let mut yields = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    weft::yield_now();
+                    yields += 1;
+                }
+                yields
+            })
+        };
+        // state: (rounds posted, rounds taken)
+        let shared = Arc::new((Mutex::new((0u64, 0u64)), Condvar::new()));
+        let waiter = {
+            let shared = Arc::clone(&shared);
+            rt.spawn(move || {
+                let (state, posted) = &*shared;
+                let mut guard = state.lock();
+                while guard.1 < ROUNDS {
+                    while guard.0 == guard.1 {
+                        guard = posted.wait(guard);
+                    }
+                    guard.1 += 1;
+                    posted.notify_all();
+                }
+            })
+        };
+        let poster = |parity: u64, shared: Arc<(Mutex<(u64, u64)>, Condvar)>| {
+            move || {
+                let (state, posted) = &*shared;
+                let mut guard = state.lock();
+                while guard.0 < ROUNDS {
+                    // Post on our parity once the previous post was taken.
+                    if guard.0 == guard.1 && guard.0 % 2 == parity {
+                        guard.0 += 1;
+                        posted.notify_all();
+                    }
+                    guard = posted.wait_timeout(guard, Duration::from_millis(1)).0;
+                }
+            }
+        };
+        let coroutine_poster = rt.spawn(poster(0, Arc::clone(&shared)));
+        let thread_poster = std::thread::spawn(poster(1, Arc::clone(&shared)));
+        waiter.join().expect("the waiter panicked");
+        coroutine_poster.join().expect("the coroutine poster panicked");
+        thread_poster.join().expect("the thread poster panicked");
+        stop.store(true, Ordering::Relaxed);
+        assert!(yielder.join().expect("the yielder panicked") > 0);
+        assert_eq!(*shared.0.lock(), (ROUNDS, ROUNDS));
+    });
+}

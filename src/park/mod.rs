@@ -15,14 +15,15 @@
 //!
 //!  transition                     who                          then
 //!  -----------------------------  ---------------------------  ----------------------
-//!  NOTIFIED -> EMPTY              waiter (try_consume)          returns without parking
 //!  EMPTY    -> PARKED  (CAS)      waiter (prepare_park)         suspends
-//!  any      -> NOTIFIED (swap)    waker  (unpark)               if it was PARKED, the
-//!                                                               waker reschedules it:
+//!  NOTIFIED -> EMPTY   (swap)     waiter (prepare_park, when    returns without parking
+//!                                 its CAS found a token)
+//!  PARKED   -> EMPTY   (CAS)      waker  (unpark)               reschedules the waiter:
 //!                                                               exactly one waker sees
 //!                                                               PARKED, so it is
 //!                                                               rescheduled exactly once
-//!  NOTIFIED -> EMPTY              waiter, once resumed          (after_wake)
+//!  EMPTY or NOTIFIED -> NOTIFIED  waker  (unpark)               leaves a token
+//!                      (CAS)
 //! ```
 //!
 //! A wake that races a park is never lost: if it lands before the waiter's
@@ -30,6 +31,21 @@
 //! waker sees PARKED and reschedules. Wakes coalesce: several wakes before a
 //! park leave one token, like `std::thread::unpark`. A waiter may wake
 //! spuriously (a stale token), so callers re-check their condition in a loop.
+//!
+//! The waker that reschedules a PARKED waiter also resets the word to EMPTY
+//! (its CAS), so the waiter, once resumed, owns a clean word and touches it
+//! no more: one atomic read-modify-write per wake on each side, instead of a
+//! token handed over and consumed. A waker that comes after that CAS, while
+//! the waiter is still queued or running, leaves a token (a spurious wake
+//! later, never a lost one). What the rescheduling waker wrote before its
+//! CAS reaches the resumed waiter through the scheduler's own hand-over (the
+//! run queue on the same thread, or the inbox's Release/Acquire pair), not
+//! through this word.
+//!
+//! Every read-modify-write here that ends a wait (the waiter's swap that
+//! takes a token, the waker's CAS) is one: a plain store could overwrite a
+//! token that another waker left in between, and the waiter would not
+//! synchronise with that waker (its writes could stay unseen).
 //!
 //! Rescheduling a coroutine means pushing it to its home worker's inbox (or
 //! its local queue, when the waker runs on that worker); a coroutine that is
@@ -61,17 +77,17 @@ impl Unparker {
     /// waits on a lock) waits like an OS thread, blocking its worker thread:
     /// it cannot suspend any more, and its worker has nothing else to run.
     pub(crate) fn current() -> Unparker {
-        match runtime::current_task() {
+        match runtime::current_task_for_waker() {
             Some(task) if !task.unwinding.get() => Unparker::Task(task),
             _ => Unparker::Thread(thread::current()),
         }
     }
 
-    /// Another handle on the same waiter.
-    pub(crate) fn clone_handle(&self) -> Unparker {
+    /// Which kind of waiter this is, for [`WaiterKind::park`].
+    pub(crate) fn kind(&self) -> WaiterKind {
         match self {
-            Unparker::Task(task) => Unparker::Task(task.clone()),
-            Unparker::Thread(parker) => Unparker::Thread(Arc::clone(parker)),
+            Unparker::Task(_) => WaiterKind::Task,
+            Unparker::Thread(_) => WaiterKind::Thread,
         }
     }
 
@@ -83,25 +99,40 @@ impl Unparker {
         }
     }
 
-    /// Sleeps until woken (or, for a thread, until `deadline`); may return
-    /// spuriously. Returns `false` when a thread's parker gave up because the
-    /// deadline passed (a coroutine's timeouts are judged by the clock, its
-    /// timer being just another wake). Only the waiter itself calls this.
-    pub(crate) fn park(&self, deadline: Option<Deadline>) -> bool {
-        match self {
-            Unparker::Task(_) => {
-                runtime::park_current_task();
-                true
-            }
-            Unparker::Thread(parker) => parker.park(deadline),
-        }
-    }
-
     /// Wakes the waiter (or leaves it a token).
+    #[inline]
     pub(crate) fn unpark(self) {
         match self {
             Unparker::Task(task) => runtime::unpark(task),
             Unparker::Thread(parker) => parker.unpark(),
+        }
+    }
+}
+
+/// The kind of waiter the caller is; parking needs no handle on itself (a
+/// coroutine parks through `CURRENT_TASK`, a thread through its own
+/// thread-local parker), so a waiter hands its only [`Unparker`] to whoever
+/// will wake it instead of keeping a second one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaiterKind {
+    Task,
+    Thread,
+}
+
+impl WaiterKind {
+    /// Sleeps until woken (or, for a thread, until `deadline`); may return
+    /// spuriously. Returns `false` when a thread's parker gave up because the
+    /// deadline passed (a coroutine's timeouts are judged by the clock, its
+    /// timer being just another wake). Only the waiter itself calls this, on
+    /// its own coroutine or thread: the one [`Unparker::current`] described.
+    #[inline]
+    pub(crate) fn park(self, deadline: Option<Deadline>) -> bool {
+        match self {
+            WaiterKind::Task => {
+                runtime::park_current_task();
+                true
+            }
+            WaiterKind::Thread => thread::park_current(deadline),
         }
     }
 }
@@ -121,48 +152,61 @@ impl ParkState {
         ParkState { state: AtomicU32::new(EMPTY) }
     }
 
-    /// Takes a pending token, if any (the waiter then does not park).
-    #[inline]
-    pub(crate) fn try_consume(&self) -> bool {
-        // Acquire: pairs with the Release half of `unpark`'s swap, so what
-        // the waker wrote before waking is visible after we return.
-        self.state.compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Relaxed).is_ok()
-    }
-
     /// Announces that the waiter is about to suspend. `false` means a token
     /// arrived first: it has been consumed and the waiter must not suspend.
     #[inline]
     pub(crate) fn prepare_park(&self) -> bool {
-        // Release: a waker that sees PARKED (Acquire in its swap) also sees
-        // everything the waiter did before parking. Acquire on failure pairs
-        // with the waker's Release, as in try_consume.
-        match self.state.compare_exchange(EMPTY, PARKED, Ordering::Release, Ordering::Acquire) {
+        // Release: a waker that sees PARKED (Acquire in its CAS) also sees
+        // everything the waiter did before parking.
+        match self.state.compare_exchange(EMPTY, PARKED, Ordering::Release, Ordering::Relaxed) {
             Ok(_) => true,
             Err(found) => {
-                debug_assert_eq!(found, NOTIFIED, "ParkState: a waiter parked twice");
-                self.state.store(EMPTY, Ordering::Relaxed);
+                self.consume_token(found);
                 false
             }
         }
     }
 
-    /// Called by the waiter when it runs again after suspending: consumes the
-    /// token that woke it.
-    #[inline]
-    pub(crate) fn after_wake(&self) {
-        // Acquire: pairs with the waker's Release swap.
-        let previous = self.state.swap(EMPTY, Ordering::Acquire);
-        debug_assert_eq!(previous, NOTIFIED, "ParkState: a parked waiter ran without being woken");
+    /// Takes the token `prepare_park` found.
+    #[cold]
+    fn consume_token(&self, found: u32) {
+        debug_assert_eq!(found, NOTIFIED, "ParkState: a waiter parked twice");
+        // A swap, not a store: a waker may add its token between our CAS and
+        // now, and reading its value is what makes its writes visible to
+        // us. Acquire: pairs with the wakers' Release.
+        let taken = self.state.swap(EMPTY, Ordering::Acquire);
+        debug_assert_eq!(taken, NOTIFIED, "ParkState: a token vanished");
     }
 
-    /// Leaves a token. Returns `true` exactly when the waiter was PARKED:
-    /// the caller must then reschedule it (and no one else will).
+    /// Called by the waiter when it runs again after suspending. The waker
+    /// that rescheduled it has already reset the word (module docs), so
+    /// there is nothing to consume; debug builds check the state.
+    #[inline]
+    pub(crate) fn after_wake(&self) {
+        debug_assert_ne!(
+            self.state.load(Ordering::Relaxed),
+            PARKED,
+            "ParkState: a parked waiter ran without being rescheduled"
+        );
+    }
+
+    /// Wakes the waiter or leaves it a token. Returns `true` exactly when the
+    /// waiter was PARKED: the caller must then reschedule it (and no one else
+    /// will); the word is EMPTY again.
     #[inline]
     pub(crate) fn unpark(&self) -> bool {
-        // AcqRel: Release publishes the waker's writes to the waiter;
-        // Acquire makes the waiter's pre-park writes visible to the waker
-        // that reschedules it.
-        self.state.swap(NOTIFIED, Ordering::AcqRel) == PARKED
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            let next = if state == PARKED { EMPTY } else { NOTIFIED };
+            // AcqRel: Release publishes the waker's writes to the waiter (a
+            // token is taken with Acquire; a rescheduled waiter is reached
+            // through the scheduler as well); Acquire makes the waiter's
+            // pre-park writes visible to the waker that reschedules it.
+            match self.state.compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return state == PARKED,
+                Err(actual) => state = actual,
+            }
+        }
     }
 }
 
@@ -186,12 +230,15 @@ mod loom_models {
     }
 
     /// One park: returns once a token was consumed or the waiter was
-    /// rescheduled; never suspends forever if a wake happened.
-    fn park(w: &Waiter) {
-        if w.park.try_consume() || !w.park.prepare_park() {
+    /// rescheduled; never suspends forever if a wake happened. `suspended`
+    /// counts this waiter's suspensions: the scheduler has resumed it once
+    /// `rescheduled` catches up.
+    fn park(w: &Waiter, suspended: &mut usize) {
+        if !w.park.prepare_park() {
             return;
         }
-        while w.rescheduled.load(Ordering::Acquire) == 0 {
+        *suspended += 1;
+        while w.rescheduled.load(Ordering::Acquire) < *suspended {
             thread::yield_now();
         }
         w.park.after_wake();
@@ -217,8 +264,9 @@ mod loom_models {
                 })
             };
             // The waiter parks until it sees the data: every park ends.
+            let mut suspended = 0;
             while w.data.load(Ordering::Relaxed) != 42 {
-                park(&w);
+                park(&w, &mut suspended);
             }
             waker.join().unwrap();
             assert!(w.rescheduled.load(Ordering::Relaxed) <= 1, "rescheduled more than once");
@@ -236,7 +284,7 @@ mod loom_models {
                 thread::spawn(move || unpark(&w))
             };
             waker.join().unwrap();
-            park(&w);
+            park(&w, &mut 0);
             assert_eq!(w.rescheduled.load(Ordering::Relaxed), 0);
         });
     }
@@ -252,11 +300,40 @@ mod loom_models {
                     thread::spawn(move || unpark(&w))
                 })
                 .collect();
-            park(&w);
+            park(&w, &mut 0);
             for waker in wakers {
                 waker.join().unwrap();
             }
             assert!(w.rescheduled.load(Ordering::Relaxed) <= 1, "a parked waiter was rescheduled twice");
+        });
+    }
+
+    /// Two wakers, each publishing its own flag before it wakes the waiter:
+    /// the waiter, parking until it has seen both, always gets there. The
+    /// second wake may land while the first one's reschedule is on its way
+    /// (it then leaves a token): its flag must still become visible, which
+    /// is why every transition that ends a wait is a read-modify-write.
+    #[test]
+    fn two_wakers_each_seen() {
+        loom::model(|| {
+            let w = new_waiter();
+            let flags = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+            let wakers: Vec<_> = (0..2)
+                .map(|i| {
+                    let (w, flags) = (w.clone(), flags.clone());
+                    thread::spawn(move || {
+                        flags[i].store(1, Ordering::Relaxed);
+                        unpark(&w);
+                    })
+                })
+                .collect();
+            let mut suspended = 0;
+            while flags[0].load(Ordering::Relaxed) == 0 || flags[1].load(Ordering::Relaxed) == 0 {
+                park(&w, &mut suspended);
+            }
+            for waker in wakers {
+                waker.join().unwrap();
+            }
         });
     }
 }

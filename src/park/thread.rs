@@ -117,3 +117,8 @@ loom::thread_local! {
 pub(crate) fn current() -> Arc<ThreadParker> {
     PARKER.with(Arc::clone)
 }
+
+/// Parks the calling thread on its own parker; see [`ThreadParker::park`].
+pub(crate) fn park_current(deadline: Option<Deadline>) -> bool {
+    PARKER.with(|parker| parker.park(deadline))
+}

@@ -355,6 +355,7 @@ impl Task {
     ///   stack of a coroutine it resumed (a generator it drives), as
     ///   `arch::suspend` allows. The yielder was recorded at its start and
     ///   lives on the task's stack.
+    #[inline] // into `yield_now`, itself inline: see there
     pub(crate) unsafe fn switch_out(&self, why: Switch) {
         let yielder = self.yielder.get();
         debug_assert!(!yielder.is_null(), "task {} switched out before it started", self.id);
@@ -417,6 +418,14 @@ impl TaskRef {
         // reference is not ours to release, hence ManuallyDrop.
         let borrowed = ManuallyDrop::new(TaskRef { task: unsafe { NonNull::new_unchecked(task.cast_mut()) } });
         TaskRef::clone(&borrowed)
+    }
+}
+
+#[cfg(test)]
+impl TaskRef {
+    /// How many references the task has (for tests of the count).
+    pub(crate) fn ref_count(&self) -> usize {
+        self.refs.load(Ordering::Relaxed)
     }
 }
 

@@ -37,6 +37,14 @@
 //!    it) or finishes.
 //! 4. With nothing to run, sleep (see below).
 //!
+//! A round is on the path of every yield and every hand-off between two
+//! coroutines, so its common case stays short: the inbox and timer checks
+//! are one load each (the work behind them is out of line), the fairness
+//! rule is two countdowns rather than two divisions, and the `Arc` popped
+//! from a queue is lent to the running task (its first park hands it to its
+//! waker, who queues it again: no reference-count traffic per hand-off; see
+//! `run_task` and `runtime::current_task_for_waker`).
+//!
 //! # Sleeping and waking (DESIGN.md decision 6)
 //!
 //! Each worker has a futex word: RUNNING, SLEEPING or NOTIFIED. An idle
@@ -66,7 +74,7 @@
 //!    of unstarted tasks left in the injector.
 
 use super::task::{NO_HOME, NOT_REGISTERED, Switch, Task, TaskRef};
-use super::{CURRENT_TASK, Shared};
+use super::{CURRENT_TASK, CURRENT_TASK_LENT, Shared};
 use crate::coroutine::CoroutineResult;
 use crate::loom::process::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence};
 use crate::sys::futex::{self, Deadline};
@@ -80,9 +88,9 @@ const SLEEPING: u32 = 1;
 const NOTIFIED: u32 = 2;
 
 /// How often (in rounds) the injector is checked first.
-const INJECTOR_INTERVAL: u64 = 61;
-/// How often (in rounds) the oldest fresh task is taken first.
-const FRESH_INTERVAL: u64 = 31;
+const INJECTOR_INTERVAL: u32 = 61;
+/// How often (in rounds) the newest fresh task is taken first.
+const FRESH_INTERVAL: u32 = 31;
 /// How many times an idle worker checks for work before it sleeps (a few
 /// microseconds; every 16th check yields the CPU).
 const SPIN_ROUNDS: u32 = 128;
@@ -237,7 +245,14 @@ pub(crate) struct WorkerLocal {
     /// is running.
     registry: RefCell<Vec<Option<TaskRef>>>,
     free_slots: RefCell<Vec<usize>>,
-    tick: Cell<u64>,
+    /// Whether `timers` is non-empty: the round's check without a RefCell
+    /// borrow (set by `add_timer`, cleared by `fire_timers`).
+    has_timers: Cell<bool>,
+    /// Rounds left until the injector is checked first (counts down from
+    /// INJECTOR_INTERVAL; a countdown instead of a modulo of a round counter).
+    until_injector: Cell<u32>,
+    /// Rounds left until the newest fresh task is taken first.
+    until_fresh: Cell<u32>,
 }
 
 thread_local! {
@@ -274,6 +289,16 @@ impl WorkerLocal {
         let seq = self.timer_seq.get();
         self.timer_seq.set(seq + 1);
         self.timers.borrow_mut().push(Timer { deadline, seq, task });
+        self.has_timers.set(true);
+    }
+
+    /// Puts a started task of this worker into its registry, if it is not
+    /// there yet (shutdown unwinds what the registry holds, and its
+    /// reference keeps a suspended task alive).
+    pub(crate) fn register_if_needed(&self, task: &TaskRef) {
+        if task.registry_slot.get() == NOT_REGISTERED {
+            self.register(task);
+        }
     }
 
     fn register(&self, task: &TaskRef) {
@@ -299,10 +324,19 @@ impl WorkerLocal {
         }
     }
 
+    /// Moves every task woken from another thread (the inbox) to the back of
+    /// `runnable`, oldest first.
+    #[cold]
+    #[inline(never)]
+    fn drain_inbox(&self, inbox: &Inbox) {
+        let woken = inbox.take_all();
+        self.runnable.borrow_mut().extend(woken);
+    }
+
+    /// Wakes the tasks whose deadline has passed. Only called while
+    /// `has_timers` is set (out of line: the yield round skips it).
+    #[inline(never)]
     fn fire_timers(&self) {
-        if self.timers.borrow().is_empty() {
-            return;
-        }
         let now = Deadline::now();
         loop {
             let due = {
@@ -317,27 +351,59 @@ impl WorkerLocal {
                 None => break,
             }
         }
+        self.has_timers.set(!self.timers.borrow().is_empty());
     }
 
     fn next_deadline(&self) -> Option<Deadline> {
         self.timers.borrow().peek().map(|t| t.deadline)
     }
 
+    #[inline]
     fn next_task(&self) -> Option<TaskRef> {
-        let tick = self.tick.get();
-        if tick % INJECTOR_INTERVAL == 0
-            && let Some(task) = self.shared.pop_injector()
-        {
+        // The fairness rule (module docs, step 2), as two countdowns: one
+        // decrement and test each per round, no division.
+        let until_injector = self.until_injector.get() - 1;
+        let until_fresh = self.until_fresh.get() - 1;
+        self.until_injector.set(until_injector);
+        self.until_fresh.set(until_fresh);
+        if until_injector == 0 || until_fresh == 0 {
+            return self.next_task_fairness_round(until_injector == 0, until_fresh == 0);
+        }
+        if let Some(task) = self.runnable.borrow_mut().pop_front() {
             return Some(task);
         }
-        if tick % FRESH_INTERVAL == 0
-            && let Some(task) = self.pop_fresh_newest()
-        {
+        self.next_task_elsewhere()
+    }
+
+    /// A round in which the injector (every INJECTOR_INTERVAL rounds) or the
+    /// newest fresh task (every FRESH_INTERVAL rounds) goes before `runnable`.
+    #[cold]
+    #[inline(never)]
+    fn next_task_fairness_round(&self, injector_first: bool, fresh_first: bool) -> Option<TaskRef> {
+        // Restart every countdown that ran out before anything returns (both
+        // run out together every 61 x 31 rounds).
+        if injector_first {
+            self.until_injector.set(INJECTOR_INTERVAL);
+        }
+        if fresh_first {
+            self.until_fresh.set(FRESH_INTERVAL);
+        }
+        if injector_first && let Some(task) = self.shared.pop_injector() {
+            return Some(task);
+        }
+        if fresh_first && let Some(task) = self.pop_fresh_newest() {
             return Some(task);
         }
         if let Some(task) = self.runnable.borrow_mut().pop_front() {
             return Some(task);
         }
+        self.next_task_elsewhere()
+    }
+
+    /// `runnable` is empty: the newest fresh task, then the injector, then
+    /// stealing.
+    #[inline(never)]
+    fn next_task_elsewhere(&self) -> Option<TaskRef> {
         if let Some(task) = self.pop_fresh_newest() {
             return Some(task);
         }
@@ -437,22 +503,49 @@ impl WorkerLocal {
             task.set_home(self.index);
         }
         debug_assert_eq!(task.home(), self.index, "task {} resumed off its home worker", task.id);
-        let previous = CURRENT_TASK.with(|c| c.replace(task.as_ptr()));
+        // Workers do not nest: between two resumes CURRENT_TASK is null on
+        // this thread, so it is set and cleared rather than saved and restored.
+        debug_assert!(CURRENT_TASK.with(Cell::get).is_null(), "worker {}: a resume inside a resume", self.index);
+        // Our reference to the task is lent to the coroutine for the length
+        // of the resume (see `current_task_for_waker`): its first park may
+        // hand it to whoever will wake it, after registering the task (if it
+        // was not yet), so that the registry keeps it alive meanwhile.
+        let raw = task.into_raw();
+        CURRENT_TASK.with(|c| c.set(raw));
+        CURRENT_TASK_LENT.with(|lent| lent.set(true));
+        // SAFETY: alive until `owned()` below: through the lent reference
+        // while the coroutine has not taken it, and through the registry
+        // once it has (it registers the task before taking it), which only
+        // `unregister` below ends, after `owned()`.
+        let task_ref = unsafe { &*raw };
         // SAFETY: this worker owns the task now: it popped it from a queue
         // (unstarted), or it is the task's home worker (started).
-        let coroutine = unsafe { task.coroutine_mut() };
+        let coroutine = unsafe { task_ref.coroutine_mut() };
         let result = coroutine.as_mut().expect("a queued task has its coroutine").try_resume(());
-        CURRENT_TASK.with(|c| c.set(previous));
+        CURRENT_TASK.with(|c| c.set(ptr::null()));
+        let still_lent = CURRENT_TASK_LENT.with(|lent| lent.replace(false));
+        // An owned reference: ours back if the coroutine did not take it,
+        // else a new one. Called at most once below.
+        // SAFETY: `raw` is our `into_raw` above, still lent only if the
+        // coroutine did not take it (then reclaimed once, here); otherwise
+        // the task is alive, being registered until `unregister` below, which
+        // runs after this call.
+        let owned = || unsafe { reclaim(raw, still_lent) };
         match result {
-            Ok(CoroutineResult::Yield(why)) => {
-                if task.registry_slot.get() == NOT_REGISTERED {
-                    self.register(&task);
-                }
-                if why == Switch::Yield {
-                    self.push_runnable(task);
+            Ok(CoroutineResult::Yield(Switch::Yield)) => {
+                let task = owned();
+                self.register_if_needed(&task);
+                self.push_runnable(task);
+            }
+            Ok(CoroutineResult::Yield(Switch::Park)) => {
+                // Whoever wakes it holds a reference (ours, if it took it;
+                // it registered the task then). Else the registry takes ours.
+                if still_lent {
+                    self.register_if_needed(&owned());
                 }
             }
             Ok(CoroutineResult::Return(())) => {
+                let task = owned();
                 self.unregister(&task);
                 *coroutine = None;
             }
@@ -460,6 +553,7 @@ impl WorkerLocal {
                 // No stack: the closure never ran. End its join handle with
                 // the error (the message names vm.max_map_count if that is
                 // the cause) and drop the closure.
+                let task = owned();
                 tracing::debug!(task = task.id, %error, "coroutine could not start");
                 *coroutine = None;
                 task.fail(Box::new(error));
@@ -500,6 +594,26 @@ impl WorkerLocal {
     }
 }
 
+/// An owned reference to the task at `raw` after a resume: the worker's
+/// own (lent to the coroutine, see `current_task_for_waker`) if
+/// `still_lent`, else a new one.
+///
+/// # Safety
+///
+/// - `raw` came from `TaskRef::into_raw` in `run_task`, and if `still_lent`
+///   this is the only call that reclaims it.
+/// - Otherwise the task is alive: the coroutine registered it before it
+///   took the lent reference, and it is still in its worker's registry.
+unsafe fn reclaim(raw: *const Task, still_lent: bool) -> TaskRef {
+    if still_lent {
+        // SAFETY: the lent reference, reclaimed once.
+        unsafe { TaskRef::from_raw(raw) }
+    } else {
+        // SAFETY: alive, referenced by the registry (the caller's promise).
+        unsafe { TaskRef::clone_from_ptr(raw) }
+    }
+}
+
 /// The body of worker thread `index`.
 pub(crate) fn run(index: usize, shared: Arc<Shared>) {
     let local = WorkerLocal {
@@ -510,19 +624,20 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
         timer_seq: Cell::new(0),
         registry: RefCell::new(Vec::new()),
         free_slots: RefCell::new(Vec::new()),
-        tick: Cell::new(0),
+        has_timers: Cell::new(false),
+        until_injector: Cell::new(INJECTOR_INTERVAL),
+        until_fresh: Cell::new(FRESH_INTERVAL),
     };
     CURRENT_WORKER.with(|c| c.set(&local));
     tracing::debug!(worker = index, "worker started");
     let me = &local.shared.workers[index];
     while !local.shared.shutdown.load(Ordering::Acquire) {
-        local.tick.set(local.tick.get().wrapping_add(1));
         if !me.inbox.is_empty_relaxed() {
-            for task in me.inbox.take_all() {
-                local.push_runnable(task);
-            }
+            local.drain_inbox(&me.inbox);
         }
-        local.fire_timers();
+        if local.has_timers.get() {
+            local.fire_timers();
+        }
         match local.next_task() {
             Some(task) => local.run_task(task),
             None => local.sleep(),
@@ -531,4 +646,61 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
     local.unwind_all();
     CURRENT_WORKER.with(|c| c.set(ptr::null()));
     tracing::debug!(worker = index, "worker stopped");
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::super::{Runtime, current_task};
+    use crate::sync::{Condvar, Mutex};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// The worker lends its reference to a running task to the task's first
+    /// park (`current_task_for_waker`): it travels through the wait node and
+    /// the run queue and comes back without touching the count. Two
+    /// coroutines on one worker hand a turn back and forth (Condvar waits,
+    /// some timed, so timers hold references too, and a Mutex whose
+    /// `lock` may park); each reads its own task's strong count at every
+    /// turn. A leaked or doubly dropped reference would make it drift (or
+    /// crash); once every timer has fired it must be back where it started.
+    #[test]
+    fn lent_task_references_balance_across_parks() {
+        let rt = Runtime::builder().workers(1).build().expect("runtime");
+        let counts = rt.block_on(|| {
+            let shared = Arc::new((Mutex::new(0u64), Condvar::new()));
+            let players: Vec<_> = (0..2u64)
+                .map(|me| {
+                    let shared = Arc::clone(&shared);
+                    crate::spawn(move || {
+                        let count = || current_task().expect("in a coroutine").ref_count();
+                        // A task enters the registry (one reference) the
+                        // first time it switches out: count from there.
+                        crate::yield_now();
+                        let first = count();
+                        let (counter, turn) = &*shared;
+                        for round in 0..2_000u64 {
+                            let mut guard = counter.lock();
+                            while *guard % 2 != me {
+                                guard = if round % 8 == 0 {
+                                    turn.wait_timeout(guard, Duration::from_millis(1)).0
+                                } else {
+                                    turn.wait(guard)
+                                };
+                            }
+                            *guard += 1;
+                            turn.notify_one();
+                        }
+                        // Let the timers of the timed waits fire (and drop
+                        // their references).
+                        crate::sleep(Duration::from_millis(20));
+                        (first, count())
+                    })
+                })
+                .collect();
+            players.into_iter().map(|p| p.join().expect("a player panicked")).collect::<Vec<_>>()
+        });
+        for (first, last) in counts {
+            assert_eq!(first, last, "a task's reference count drifted across parks");
+        }
+    }
 }
