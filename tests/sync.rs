@@ -439,6 +439,93 @@ fn primitives_survive_a_runtime_dropped_under_their_waiters() {
     assert_eq!(*shared.2.lock(), 1);
 }
 
+/// A Condvar remembers the Mutex its waiters use until the last one leaves.
+/// A waiter unwound by its runtime's shutdown must leave like one that timed
+/// out: otherwise the Condvar keeps naming a Mutex nobody waits with (here
+/// one on the dead coroutine's stack, which a later notify would
+/// dereference), and the next wait with another Mutex panics ("two
+/// different Mutexes"). Covers a waiter still parked at shutdown and one
+/// that `notify_all` woke but that never ran again (its worker was busy).
+#[test]
+fn condvar_forgets_the_mutex_of_a_waiter_unwound_at_shutdown() {
+    for woken_first in [false, true] {
+        let condvar = Arc::new(Condvar::new());
+        let runtime = weft::Runtime::builder().workers(1).build().expect("runtime");
+        let parked = Arc::new(AtomicBool::new(false));
+        {
+            let (condvar, parked) = (Arc::clone(&condvar), Arc::clone(&parked));
+            runtime.spawn(move || {
+                let mine = Mutex::new(0u64); // on this coroutine's stack
+                let guard = mine.lock();
+                parked.store(true, Ordering::SeqCst);
+                let _guard = condvar.wait(guard);
+            });
+        }
+        while !parked.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20)); // parked on the Condvar now
+        let busy = Arc::new(AtomicBool::new(true));
+        if woken_first {
+            // Keep the worker busy, so the woken waiter cannot run again.
+            let busy = Arc::clone(&busy);
+            runtime.spawn(move || {
+                while busy.load(Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            condvar.notify_all();
+        }
+        busy.store(false, Ordering::SeqCst);
+        drop(runtime);
+        let other = Mutex::new(());
+        let (_guard, result) = condvar.wait_timeout(other.lock(), Duration::from_millis(5));
+        assert!(result.timed_out(), "woken first {woken_first}: nobody notifies");
+        condvar.notify_all();
+    }
+}
+
+/// Readers and a writer parked on an RwLock when their runtime is dropped:
+/// the lock works as before afterwards, from threads and coroutines.
+#[test]
+fn rwlock_works_after_a_runtime_dropped_under_its_waiters() {
+    let lock = Arc::new(RwLock::new(0u64));
+    let writer_guard = lock.write();
+    let runtime = weft::Runtime::builder().workers(1).build().expect("runtime");
+    let started = Arc::new(AtomicUsize::new(0));
+    for i in 0..4 {
+        let (lock, started) = (Arc::clone(&lock), Arc::clone(&started));
+        runtime.spawn(move || {
+            started.fetch_add(1, Ordering::SeqCst);
+            if i == 0 {
+                *lock.write() += 1;
+            } else {
+                let _ = *lock.read();
+            }
+        });
+    }
+    while started.load(Ordering::SeqCst) < 4 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50)); // all parked (or yielding) now
+    drop(runtime);
+    drop(writer_guard);
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let lock = Arc::clone(&lock);
+            std::thread::spawn(move || *lock.read())
+        })
+        .collect();
+    for reader in readers {
+        assert_eq!(reader.join().expect("a reader thread panicked"), 0);
+    }
+    *lock.write() += 1;
+    let again = weft::Runtime::builder().workers(1).build().expect("runtime");
+    let lock2 = Arc::clone(&lock);
+    assert_eq!(again.block_on(move || *lock2.read()), 1);
+}
+
 /// A failed `try_lock` / `try_lock_for` must leave the holder's lock alone
 /// (an eagerly built guard, dropped on failure, would unlock it).
 #[test]

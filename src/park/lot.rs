@@ -346,14 +346,18 @@ unsafe fn release_node(node: *const WaitNode, token: usize) -> Unparker {
 
 /// Parks the caller on `key` if `validate()` (run with the bucket locked)
 /// returns true. `before_sleep` runs after the bucket is unlocked, before
-/// sleeping. On timeout, `timed_out(key, was_last)` runs with the bucket
-/// locked (to clear a "has waiters" bit when the last waiter leaves).
+/// sleeping. When the waiter leaves the queue without being woken,
+/// `timed_out(key, was_last)` runs with the bucket locked (to undo the
+/// waiter's bookkeeping: clear a "has waiters" bit when the last waiter
+/// leaves, forget the Mutex a Condvar waits with): on timeout, and when a
+/// coroutine's runtime shuts down and unwinds it while it is parked, so a
+/// primitive that is never timed still gets the call then.
 ///
 /// Works from a coroutine (parks only it) and from an OS thread.
 ///
 /// If the waiting coroutine is unwound while parked (its runtime shut down),
-/// its node is taken off the queue during the unwind; a lock or permit
-/// handed to it in that instant stays taken (shutdown only).
+/// its node is taken off the queue during the unwind, as above; a lock or
+/// permit handed to it in that instant stays taken (shutdown only).
 #[inline]
 pub(crate) fn park(
     key: usize,
@@ -420,13 +424,13 @@ fn park_inner(
     // stack goes away; the guard does that during the unwind. Every normal
     // return forgets it (the node is off the queue then), so the common
     // path pays nothing for it.
-    let guard = DequeueOnUnwind { node: &node };
+    let guard = DequeueOnUnwind { node: &node, left: Cell::new(Some(timed_out)) };
     before_sleep();
     let mut expired = false;
     loop {
         // Acquire: pairs with release_node's Release; the token is visible.
         if node.removed.load(Ordering::Acquire) {
-            std::mem::forget(guard);
+            forget_guard(guard);
             return ParkResult::Unparked(node.token.get());
         }
         let timed_out_now = deadline.is_some_and(|d| expired || deadline_passed(d));
@@ -434,7 +438,7 @@ fn park_inner(
             expired = !kind.park(deadline);
             continue;
         }
-        std::mem::forget(guard);
+        let timed_out = forget_guard(guard).expect("the guard holds `timed_out` until it is forgotten");
         let mut queue = lock_node_bucket(&node);
         if node.removed.load(Ordering::Acquire) {
             return ParkResult::Unparked(node.token.get());
@@ -458,13 +462,25 @@ fn deadline_passed(deadline: Deadline) -> bool {
 }
 
 /// Takes a parked node off its queue if it is still there when the waiter's
-/// stack unwinds (see `park`). Only ever dropped by an unwind: every normal
-/// exit from `park` forgets it.
-struct DequeueOnUnwind<'a> {
+/// stack unwinds (see `park`), and tells the primitive (`left`, its
+/// `timed_out`) as a timeout would: a Condvar whose state still named the
+/// waiter's Mutex would otherwise later dereference that Mutex, gone with
+/// the unwound stack. Only ever dropped by an unwind: every normal exit from
+/// `park` forgets it ([`forget_guard`]).
+struct DequeueOnUnwind<'a, F: FnOnce(usize, bool)> {
     node: &'a WaitNode,
+    left: Cell<Option<F>>,
 }
 
-impl Drop for DequeueOnUnwind<'_> {
+/// Disarms `guard`, giving back the callback it held.
+#[inline]
+fn forget_guard<F: FnOnce(usize, bool)>(guard: DequeueOnUnwind<'_, F>) -> Option<F> {
+    let left = guard.left.take();
+    std::mem::forget(guard);
+    left
+}
+
+impl<F: FnOnce(usize, bool)> Drop for DequeueOnUnwind<'_, F> {
     #[cold]
     fn drop(&mut self) {
         // Under loom a detected deadlock unwinds every model thread after
@@ -477,6 +493,12 @@ impl Drop for DequeueOnUnwind<'_> {
         if !self.node.removed.load(Ordering::Acquire) {
             queue.remove_where(1, |n| ptr::eq(n, self.node));
             self.node.unparker.take();
+            // The key it is queued on now (a requeue may have moved it).
+            let key = self.node.key.load(Ordering::Relaxed);
+            let was_last = !queue.contains_key(key);
+            if let Some(left) = self.left.take() {
+                left(key, was_last);
+            }
         }
         // Else a waker took it first (and may have handed us a lock we will
         // never release: only at shutdown, and documented on `park`).

@@ -395,7 +395,9 @@ impl Condvar {
                 // The state still names `mutex` under the condvar's bucket
                 // lock, so waiters are queued (the module docs' invariant).
                 // SAFETY: each queued waiter holds a guard borrowing the
-                // mutex, so it is alive.
+                // mutex, so it is alive. (A waiter that leaves without a
+                // wake, by timeout or by a shutdown's unwind, leaves through
+                // `timed_out`, which clears the state when it was the last.)
                 let raw = unsafe { &*mutex };
                 if raw.mark_parked_if_locked() { RequeueOp::RequeueAll } else { RequeueOp::UnparkOneRequeueRest }
             },

@@ -275,7 +275,15 @@ impl RawRwLock {
                     park
                 },
                 || {},
-                |_, _| {}, // untimed: never called
+                // Untimed: called only when a runtime shuts down and unwinds
+                // us while parked. Undo what `validate` counted, and clear
+                // the bit if no reader is left queued, as a read phase would.
+                |_, was_last| {
+                    self.parked_readers.fetch_sub(1, Ordering::Relaxed);
+                    if was_last {
+                        self.state.fetch_and(!READERS_WAITING, Ordering::Relaxed);
+                    }
+                },
                 None,
             );
             if result == ParkResult::Unparked(TOKEN_HANDOFF) {
@@ -394,7 +402,14 @@ impl RawRwLock {
                 // lock, only once the writer queue is found empty).
                 || self.state.load(Ordering::Relaxed) & WRITERS_WAITING != 0,
                 || {},
-                |_, _| {}, // untimed: never called
+                // Untimed: called only when a runtime shuts down and unwinds
+                // us while parked. The bit is cleared, under this bucket
+                // lock, once the writer queue is empty (see `validate`).
+                |_, was_last| {
+                    if was_last {
+                        self.state.fetch_and(!WRITERS_WAITING, Ordering::Relaxed);
+                    }
+                },
                 None,
             );
             if result == ParkResult::Unparked(TOKEN_HANDOFF) {
