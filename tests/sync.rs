@@ -526,6 +526,85 @@ fn rwlock_works_after_a_runtime_dropped_under_its_waiters() {
     assert_eq!(again.block_on(move || *lock2.read()), 1);
 }
 
+/// A coroutine woken by an unlock (or release) but unwound by its runtime's
+/// shutdown before it ran again must pass on what the wake gave it: a lock
+/// handed over, a permit, or the turn to compete for a free lock. Otherwise
+/// an OS thread queued behind it waits forever on a lock nobody holds.
+/// `kind`: "mutex", "semaphore", "rwlock". The coroutine queues first, the
+/// thread second; the main thread then lets go while the coroutine's only
+/// worker is kept busy, and drops the runtime.
+fn thread_behind_an_abandoned_wake_gets_through(kind: &'static str) {
+    let mutex = Arc::new(Mutex::new(()));
+    let semaphore = Arc::new(Semaphore::new(0));
+    let rwlock = Arc::new(RwLock::new(()));
+    let take = {
+        let (mutex, semaphore, rwlock) = (Arc::clone(&mutex), Arc::clone(&semaphore), Arc::clone(&rwlock));
+        move || match kind {
+            "mutex" => drop(mutex.lock()),
+            "semaphore" => drop(semaphore.acquire()),
+            _ => drop(rwlock.write()),
+        }
+    };
+    let mutex_guard = mutex.lock();
+    let rwlock_guard = rwlock.write();
+    let runtime = weft::Runtime::builder().workers(1).build().expect("runtime");
+    let queued = Arc::new(AtomicBool::new(false));
+    {
+        let (take, queued) = (take.clone(), Arc::clone(&queued));
+        runtime.spawn(move || {
+            queued.store(true, Ordering::SeqCst);
+            take();
+        });
+    }
+    while !queued.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50)); // the coroutine is parked now
+    let busy = Arc::new(AtomicBool::new(true));
+    {
+        let busy = Arc::clone(&busy);
+        runtime.spawn(move || {
+            while busy.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+        });
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        take();
+        done_tx.send(()).expect("the test waits");
+    });
+    std::thread::sleep(Duration::from_millis(50)); // the thread is queued now
+    // Wakes the coroutine, which cannot run: its worker spins.
+    match kind {
+        "mutex" => drop(mutex_guard),
+        "semaphore" => semaphore.add_permits(1),
+        _ => drop(rwlock_guard),
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    busy.store(false, Ordering::SeqCst);
+    drop(runtime); // unwinds the woken coroutine (or it already finished)
+    assert!(
+        done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "{kind}: the thread queued behind the unwound coroutine never got through"
+    );
+}
+
+#[test]
+fn mutex_wake_abandoned_at_shutdown_is_passed_on() {
+    thread_behind_an_abandoned_wake_gets_through("mutex");
+}
+
+#[test]
+fn semaphore_permit_abandoned_at_shutdown_is_passed_on() {
+    thread_behind_an_abandoned_wake_gets_through("semaphore");
+}
+
+#[test]
+fn rwlock_hand_off_abandoned_at_shutdown_is_passed_on() {
+    thread_behind_an_abandoned_wake_gets_through("rwlock");
+}
+
 /// A failed `try_lock` / `try_lock_for` must leave the holder's lock alone
 /// (an eagerly built guard, dropped on failure, would unlock it).
 #[test]

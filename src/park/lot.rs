@@ -37,6 +37,13 @@
 //! queued it removes itself and reports `TimedOut`, otherwise a waker got
 //! there first and it reports `Unparked` with the waker's token.
 //!
+//! Shutdown: a runtime that is dropped unwinds its parked coroutines. A
+//! guard on the waiter's stack then leaves the queue the way a timeout does
+//! (the primitive's `timed_out` undoes its bookkeeping), or, if a waker took
+//! the node first, passes on what it handed over (`park_passing_on`: the
+//! lock, the permit, the turn to compete), so OS threads and other runtimes
+//! waiting on the same primitive carry on.
+//!
 //! Fairness: queues are FIFO, and `unpark_one` tells the waker how long the
 //! woken waiter waited, so a lock can hand itself over directly to a waiter
 //! that waited too long (eventual fairness).
@@ -355,9 +362,8 @@ unsafe fn release_node(node: *const WaitNode, token: usize) -> Unparker {
 ///
 /// Works from a coroutine (parks only it) and from an OS thread.
 ///
-/// If the waiting coroutine is unwound while parked (its runtime shut down),
-/// its node is taken off the queue during the unwind, as above; a lock or
-/// permit handed to it in that instant stays taken (shutdown only).
+/// For primitives whose wakes carry nothing a waiter must pass on (a
+/// Barrier's or WaitGroup's wake-all); others use [`park_passing_on`].
 #[inline]
 pub(crate) fn park(
     key: usize,
@@ -366,12 +372,33 @@ pub(crate) fn park(
     timed_out: impl FnOnce(usize, bool),
     deadline: Option<Deadline>,
 ) -> ParkResult {
-    park_inner(key, validate, before_sleep, timed_out, deadline, false)
+    park_inner(key, validate, before_sleep, timed_out, |_, _| {}, deadline, false)
 }
 
-/// [`park`], also recording when the waiter parked, so that `unpark_one`
-/// reports how long it waited (for a lock's eventual fairness). Costs two
-/// clock reads per park/unpark pair, so only primitives that use
+/// [`park`], for a primitive whose wake may hand the waiter something: a
+/// lock, a permit, or the duty to retry on behalf of the others. If the
+/// waiting coroutine is unwound by its runtime's shutdown after a waker
+/// already took it off the queue, but before it ran again, that would be
+/// lost (a free lock with waiters nobody wakes, a permit gone): then
+/// `abandoned(key, token)` runs, with the key it was woken on (a requeue may
+/// have moved it) and the waker's token, and passes it on (unlocks, releases,
+/// wakes another waiter). It runs with no bucket locked, on the unwinding
+/// coroutine's worker thread.
+#[inline]
+pub(crate) fn park_passing_on(
+    key: usize,
+    validate: impl FnOnce() -> bool,
+    before_sleep: impl FnOnce(),
+    timed_out: impl FnOnce(usize, bool),
+    abandoned: impl FnOnce(usize, usize),
+    deadline: Option<Deadline>,
+) -> ParkResult {
+    park_inner(key, validate, before_sleep, timed_out, abandoned, deadline, false)
+}
+
+/// [`park_passing_on`], also recording when the waiter parked, so that
+/// `unpark_one` reports how long it waited (for a lock's eventual fairness).
+/// Costs two clock reads per park/unpark pair, so only primitives that use
 /// `UnparkResult::waited` call it.
 #[inline]
 pub(crate) fn park_fair(
@@ -379,9 +406,10 @@ pub(crate) fn park_fair(
     validate: impl FnOnce() -> bool,
     before_sleep: impl FnOnce(),
     timed_out: impl FnOnce(usize, bool),
+    abandoned: impl FnOnce(usize, usize),
     deadline: Option<Deadline>,
 ) -> ParkResult {
-    park_inner(key, validate, before_sleep, timed_out, deadline, true)
+    park_inner(key, validate, before_sleep, timed_out, abandoned, deadline, true)
 }
 
 // Inline (into `park`/`park_fair`, themselves inline: each instantiation has
@@ -394,6 +422,7 @@ fn park_inner(
     validate: impl FnOnce() -> bool,
     before_sleep: impl FnOnce(),
     timed_out: impl FnOnce(usize, bool),
+    abandoned: impl FnOnce(usize, usize),
     deadline: Option<Deadline>,
     record_time: bool,
 ) -> ParkResult {
@@ -424,7 +453,8 @@ fn park_inner(
     // stack goes away; the guard does that during the unwind. Every normal
     // return forgets it (the node is off the queue then), so the common
     // path pays nothing for it.
-    let guard = DequeueOnUnwind { node: &node, left: Cell::new(Some(timed_out)) };
+    let guard =
+        DequeueOnUnwind { node: &node, left: Cell::new(Some(timed_out)), abandoned: Cell::new(Some(abandoned)) };
     before_sleep();
     let mut expired = false;
     loop {
@@ -465,22 +495,25 @@ fn deadline_passed(deadline: Deadline) -> bool {
 /// stack unwinds (see `park`), and tells the primitive (`left`, its
 /// `timed_out`) as a timeout would: a Condvar whose state still named the
 /// waiter's Mutex would otherwise later dereference that Mutex, gone with
-/// the unwound stack. Only ever dropped by an unwind: every normal exit from
-/// `park` forgets it ([`forget_guard`]).
-struct DequeueOnUnwind<'a, F: FnOnce(usize, bool)> {
+/// the unwound stack. If a waker took the node first, what it handed over is
+/// passed on (`abandoned`, see [`park_passing_on`]). Only ever dropped by an
+/// unwind: every normal exit from `park` forgets it ([`forget_guard`]).
+struct DequeueOnUnwind<'a, F: FnOnce(usize, bool), A: FnOnce(usize, usize)> {
     node: &'a WaitNode,
     left: Cell<Option<F>>,
+    abandoned: Cell<Option<A>>,
 }
 
-/// Disarms `guard`, giving back the callback it held.
+/// Disarms `guard`, giving back the `timed_out` callback it held.
 #[inline]
-fn forget_guard<F: FnOnce(usize, bool)>(guard: DequeueOnUnwind<'_, F>) -> Option<F> {
+fn forget_guard<F: FnOnce(usize, bool), A: FnOnce(usize, usize)>(guard: DequeueOnUnwind<'_, F, A>) -> Option<F> {
     let left = guard.left.take();
+    drop(guard.abandoned.take());
     std::mem::forget(guard);
     left
 }
 
-impl<F: FnOnce(usize, bool)> Drop for DequeueOnUnwind<'_, F> {
+impl<F: FnOnce(usize, bool), A: FnOnce(usize, usize)> Drop for DequeueOnUnwind<'_, F, A> {
     #[cold]
     fn drop(&mut self) {
         // Under loom a detected deadlock unwinds every model thread after
@@ -499,9 +532,16 @@ impl<F: FnOnce(usize, bool)> Drop for DequeueOnUnwind<'_, F> {
             if let Some(left) = self.left.take() {
                 left(key, was_last);
             }
+            return;
         }
-        // Else a waker took it first (and may have handed us a lock we will
-        // never release: only at shutdown, and documented on `park`).
+        // A waker took it first: pass on what it handed us, with no bucket
+        // locked (passing on may unpark someone). The Acquire load of
+        // `removed` above made the waker's key and token visible.
+        let (key, token) = (self.node.key.load(Ordering::Relaxed), self.node.token.get());
+        drop(queue);
+        if let Some(abandoned) = self.abandoned.take() {
+            abandoned(key, token);
+        }
     }
 }
 

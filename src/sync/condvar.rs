@@ -429,7 +429,7 @@ impl Condvar {
         // From `before_sleep` until the re-lock the lock is not ours: an
         // unwind out of `park` must not unlock it (module docs).
         let guard = ManuallyDrop::new(guard);
-        let result = lot::park(
+        let result = lot::park_passing_on(
             key,
             || {
                 let current = self.state.load(Ordering::Relaxed);
@@ -453,6 +453,16 @@ impl Condvar {
                 requeued = node_key != key;
                 if !requeued && was_last {
                     self.state.store(ptr::null_mut(), Ordering::Relaxed);
+                }
+            },
+            // Unwound by a shutdown after a wake, before running again: a
+            // notify goes to another waiter; on the mutex's key (requeued),
+            // the mutex's wake is passed on as a mutex waiter would.
+            |node_key, token| {
+                if node_key == key {
+                    self.notify_one();
+                } else {
+                    raw.pass_on(token);
                 }
             },
             deadline,

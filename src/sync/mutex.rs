@@ -152,6 +152,7 @@ impl RawMutex {
                         self.state.fetch_and(!PARKED, Ordering::Relaxed);
                     }
                 },
+                |_, token| self.pass_on(token),
                 deadline,
             );
             match result {
@@ -190,6 +191,20 @@ impl RawMutex {
             self.state.store(next, Ordering::Release);
             DEFAULT_TOKEN
         });
+    }
+
+    /// What a waiter that a runtime's shutdown unwinds after an unlock woke
+    /// it, before it ran, does with `token` (`lot::park_passing_on`): a
+    /// handed-over lock is unlocked; a plain wake (compete for the lock) is
+    /// passed to the next waiter by taking the lock if it is free and
+    /// unlocking it, which wakes the next one if PARKED is set. Otherwise
+    /// the waiters would sleep on a free lock.
+    #[cold]
+    pub(crate) fn pass_on(&self, token: usize) {
+        if token == TOKEN_HANDOFF || self.try_lock() {
+            // SAFETY: handed to us, or just taken.
+            unsafe { self.unlock() };
+        }
     }
 
     /// Marks that waiters were moved onto this lock's queue (Condvar's

@@ -261,7 +261,7 @@ impl RawRwLock {
                     continue;
                 }
             }
-            let result = lot::park(
+            let result = lot::park_passing_on(
                 self.reader_key(),
                 || {
                     // Park only if a writer is in the way (so some unlock
@@ -282,6 +282,14 @@ impl RawRwLock {
                     self.parked_readers.fetch_sub(1, Ordering::Relaxed);
                     if was_last {
                         self.state.fetch_and(!READERS_WAITING, Ordering::Relaxed);
+                    }
+                },
+                // Unwound by a shutdown after a read phase counted us in,
+                // before we ran: give the read lock back.
+                |_, token| {
+                    if token == TOKEN_HANDOFF {
+                        // SAFETY: TOKEN_HANDOFF means we hold a read lock.
+                        unsafe { self.read_unlock() }
                     }
                 },
                 None,
@@ -394,7 +402,7 @@ impl RawRwLock {
                     continue;
                 }
             }
-            let result = lot::park(
+            let result = lot::park_passing_on(
                 self.writer_key(),
                 // We set the bit on a word that was not free, so whoever
                 // frees it sees the bit and passes the lock on; park as long
@@ -408,6 +416,14 @@ impl RawRwLock {
                 |_, was_last| {
                     if was_last {
                         self.state.fetch_and(!WRITERS_WAITING, Ordering::Relaxed);
+                    }
+                },
+                // Unwound by a shutdown after the write lock was handed to
+                // us, before we ran: give it back.
+                |_, token| {
+                    if token == TOKEN_HANDOFF {
+                        // SAFETY: TOKEN_HANDOFF means we hold the write lock.
+                        unsafe { self.write_unlock() }
                     }
                 },
                 None,

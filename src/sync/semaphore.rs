@@ -237,7 +237,7 @@ impl Semaphore {
                     continue;
                 }
             }
-            let result = lot::park(
+            let result = lot::park_passing_on(
                 self.key(),
                 // Park only while WAITING is set: then every release goes to
                 // `release_contended`, which will find us in the queue.
@@ -249,6 +249,13 @@ impl Semaphore {
                     // leaves the state at exactly 0.
                     if was_last {
                         self.state.fetch_and(!WAITING, Ordering::Relaxed);
+                    }
+                },
+                // Unwound by a shutdown after a release handed us a permit,
+                // before we ran: give it back (to the next waiter, if any).
+                |_, token| {
+                    if token == TOKEN_PERMIT {
+                        self.release(1);
                     }
                 },
                 deadline,
