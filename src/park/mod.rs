@@ -75,7 +75,10 @@ impl Unparker {
     ///
     /// A coroutine that its runtime is unwinding at shutdown (a destructor
     /// waits on a lock) waits like an OS thread, blocking its worker thread:
-    /// it cannot suspend any more, and its worker has nothing else to run.
+    /// it cannot suspend any more (its worker is tearing it down, not
+    /// scheduling). Its worker unwinds nothing else meanwhile, so a wait that
+    /// only a not-yet-unwound coroutine could end never ends: `Runtime`'s
+    /// docs warn about that.
     pub(crate) fn current() -> Unparker {
         match runtime::current_task_for_waker() {
             Some(task) if !task.unwinding.get() => Unparker::Task(task),

@@ -124,7 +124,13 @@ impl Shared {
 ///
 /// Dropping the runtime stops its workers: coroutines that have not finished
 /// are unwound (their destructors run) and their join handles return an
-/// error.
+/// error. Each worker unwinds its coroutines one at a time, and an unwinding
+/// coroutine can no longer suspend: a destructor that waits (for a lock, a
+/// join, a sleep) blocks its worker thread until the wait ends. So a
+/// destructor must not wait for something only another unfinished coroutine
+/// of the same runtime would provide (a lock that coroutine holds, say):
+/// that coroutine may be unwound only after it, and the drop would hang.
+/// Waits that other threads end, and locks that nobody holds, are fine.
 pub struct Runtime {
     shared: Arc<Shared>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
