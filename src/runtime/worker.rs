@@ -295,12 +295,15 @@ impl WorkerLocal {
     /// Puts a started task of this worker into its registry, if it is not
     /// there yet (shutdown unwinds what the registry holds, and its
     /// reference keeps a suspended task alive).
+    #[inline]
     pub(crate) fn register_if_needed(&self, task: &TaskRef) {
         if task.registry_slot.get() == NOT_REGISTERED {
             self.register(task);
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn register(&self, task: &TaskRef) {
         let mut registry = self.registry.borrow_mut();
         let slot = match self.free_slots.borrow_mut().pop() {
