@@ -46,7 +46,7 @@ use std::panic::{self, AssertUnwindSafe, Location};
 use std::ptr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use task::{Switch, Task};
+use task::{NOT_REGISTERED, Switch, Task};
 use worker::{WorkerShared, with_current_worker};
 
 thread_local! {
@@ -414,7 +414,9 @@ pub(crate) fn current_task_for_waker() -> Option<TaskRef> {
         // which set the flag that we just cleared: that reference is handed
         // over exactly once, here, and run_task does not use it afterwards.
         let lent = unsafe { TaskRef::from_raw(task) };
-        with_current_worker(|w| w.expect("a lent task reference is set by a worker").register_if_needed(&lent));
+        if lent.registry_slot.get() == NOT_REGISTERED {
+            with_current_worker(|w| w.expect("a lent task reference is set by a worker").register_if_needed(&lent));
+        }
         return Some(lent);
     }
     current_task()

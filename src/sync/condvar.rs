@@ -414,7 +414,9 @@ impl Condvar {
     }
 
     /// The wait protocol (module docs, "Wait"); returns the guard and
-    /// whether the deadline passed without a notification.
+    /// whether the deadline passed without a notification. Inline, so the
+    /// coroutine's switch sits in the caller's loop (see `weft::yield_now`).
+    #[inline]
     fn wait_until<'a, T: ?Sized>(
         &self,
         guard: MutexGuard<'a, T>,
