@@ -532,7 +532,8 @@ fn rwlock_works_after_a_runtime_dropped_under_its_waiters() {
 /// an OS thread queued behind it waits forever on a lock nobody holds.
 /// `kind`: "mutex", "semaphore", "rwlock". The coroutine queues first, the
 /// thread second; the main thread then lets go while the coroutine's only
-/// worker is kept busy, and drops the runtime.
+/// worker is kept busy, and drops the runtime (from another thread, before
+/// the worker is let go).
 fn thread_behind_an_abandoned_wake_gets_through(kind: &'static str) {
     let mutex = Arc::new(Mutex::new(()));
     let semaphore = Arc::new(Semaphore::new(0));
@@ -582,8 +583,12 @@ fn thread_behind_an_abandoned_wake_gets_through(kind: &'static str) {
         _ => drop(rwlock_guard),
     }
     std::thread::sleep(Duration::from_millis(20));
+    // Shut down while the worker spins, so the woken coroutine never runs
+    // again before it is unwound.
+    let dropper = std::thread::spawn(move || drop(runtime));
+    std::thread::sleep(Duration::from_millis(100));
     busy.store(false, Ordering::SeqCst);
-    drop(runtime); // unwinds the woken coroutine (or it already finished)
+    dropper.join().expect("dropping the runtime panicked");
     assert!(
         done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
         "{kind}: the thread queued behind the unwound coroutine never got through"
@@ -603,6 +608,65 @@ fn semaphore_permit_abandoned_at_shutdown_is_passed_on() {
 #[test]
 fn rwlock_hand_off_abandoned_at_shutdown_is_passed_on() {
     thread_behind_an_abandoned_wake_gets_through("rwlock");
+}
+
+/// `notify_all` with the mutex free wakes the first waiter (a coroutine)
+/// and moves the others (an OS thread) onto the mutex, for the coroutine's
+/// re-lock and unlock to wake. If the coroutine is unwound by its runtime's
+/// shutdown before it runs again, the thread must still get the mutex. The
+/// runtime is dropped from another thread while the coroutine's only worker
+/// spins, so the woken coroutine cannot run first.
+#[test]
+fn condvar_notify_all_abandoned_at_shutdown_is_passed_on() {
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let runtime = weft::Runtime::builder().workers(1).build().expect("runtime");
+    let queued = Arc::new(AtomicBool::new(false));
+    {
+        let (gate, queued) = (Arc::clone(&gate), Arc::clone(&queued));
+        runtime.spawn(move || {
+            let (open, condvar) = &*gate;
+            let guard = open.lock();
+            queued.store(true, Ordering::SeqCst);
+            drop(condvar.wait_while(guard, |open| !*open));
+        });
+    }
+    while !queued.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50)); // the coroutine waits on the condvar
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    {
+        let gate = Arc::clone(&gate);
+        std::thread::spawn(move || {
+            let (open, condvar) = &*gate;
+            drop(condvar.wait_while(open.lock(), |open| !*open));
+            done_tx.send(()).expect("the test waits");
+        });
+    }
+    std::thread::sleep(Duration::from_millis(50)); // the thread waits behind it
+    let busy = Arc::new(AtomicBool::new(true));
+    {
+        let busy = Arc::clone(&busy);
+        runtime.spawn(move || {
+            while busy.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+        });
+    }
+    std::thread::sleep(Duration::from_millis(50)); // the only worker spins now
+    {
+        let (open, condvar) = &*gate;
+        *open.lock() = true;
+        condvar.notify_all(); // mutex free: wakes the coroutine, requeues the thread
+    }
+    let dropper = std::thread::spawn(move || drop(runtime)); // shutdown while the worker spins
+    std::thread::sleep(Duration::from_millis(100));
+    busy.store(false, Ordering::SeqCst);
+    dropper.join().expect("dropping the runtime panicked");
+    assert!(
+        done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "the thread requeued behind the unwound coroutine never got the mutex"
+    );
 }
 
 /// A failed `try_lock` / `try_lock_for` must leave the holder's lock alone

@@ -463,6 +463,10 @@ impl Condvar {
             |node_key, token| {
                 if node_key == key {
                     self.notify_one();
+                    // notify_all may have woken us alone and requeued the
+                    // others onto the mutex (PARKED set), for the unlock
+                    // after our re-lock to wake: re-lock and unlock for us.
+                    raw.pass_on(TOKEN_NOTIFIED);
                 } else {
                     raw.pass_on(token);
                 }
