@@ -158,7 +158,7 @@ impl<T> JoinHandle<T> {
 
     fn state(&self) -> &JoinState<T> {
         // SAFETY: `from_task`'s promise: the cell's result type is T.
-        unsafe { task::join_state_of::<T>(&self.task) }
+        unsafe { task::join_state_of::<T>(self.task.as_ptr()) }
     }
 
     /// Waits for the coroutine to finish and returns its result; `Err`

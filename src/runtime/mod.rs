@@ -344,15 +344,18 @@ where
     T: Send + 'static,
 {
     let body = move |yielder: &coroutine::Yielder<(), Switch>, ()| {
-        let task = CURRENT_TASK.with(Cell::get);
+        let task_ptr = CURRENT_TASK.with(Cell::get);
         // SAFETY: the worker sets CURRENT_TASK to this task around every
-        // resume, and holds a reference to it meanwhile.
-        let task = unsafe { &*task };
+        // resume, and the task is alive while it runs (its lent reference or
+        // its worker's registry).
+        let task = unsafe { &*task_ptr };
         task.set_yielder(yielder);
         let result = panic::catch_unwind(AssertUnwindSafe(f));
         // SAFETY: this body runs in the task that `new_task::<_, T>` made for
-        // it below, so the cell's result type is T.
-        let result_slot = unsafe { task::join_state_of::<T>(task) };
+        // it below, so the cell's result type is T; CURRENT_TASK is the
+        // cell's own pointer (`TaskRef::into_raw`), and the cell outlives
+        // this body, which runs inside it.
+        let result_slot = unsafe { task::join_state_of::<T>(task_ptr) };
         match result {
             Err(payload) if coroutine::is_forced_unwind(&*payload) => {
                 result_slot.complete(Err(Box::new(String::from(
@@ -710,7 +713,7 @@ where
     let (finisher, joined) = task::new_join_only::<T>();
     shared.blocking.submit(Box::new(move || {
         // SAFETY: new_join_only::<T> made the cell, so its result type is T.
-        let result_slot = unsafe { task::join_state_of::<T>(&finisher) };
+        let result_slot = unsafe { task::join_state_of::<T>(finisher.as_ptr()) };
         result_slot.complete(panic::catch_unwind(AssertUnwindSafe(f)));
     }));
     // SAFETY: `joined` is the second reference new_join_only::<T> returned.

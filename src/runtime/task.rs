@@ -106,9 +106,9 @@ const MAX_REFS: usize = isize::MAX as usize;
 /// The parts of a task that depend on its body and result types.
 struct TaskVtable {
     /// Ends the task's join handle with `payload` as the `Err` of `join()`.
-    fail: unsafe fn(&Task, Box<dyn Any + Send>),
+    fail: unsafe fn(*const Task, Box<dyn Any + Send>),
     /// Whether the task's join handle has its result.
-    is_finished: unsafe fn(&Task) -> bool,
+    is_finished: unsafe fn(*const Task) -> bool,
     /// Drops what the cell still holds and frees it.
     dealloc: unsafe fn(NonNull<Task>),
 }
@@ -219,16 +219,17 @@ impl<B, T: Send> TaskCell<B, T> {
 
     /// # Safety
     ///
-    /// `task` is the header of a `TaskCell<_, T>` (the vtable's own type).
-    unsafe fn fail(task: &Task, payload: Box<dyn Any + Send>) {
+    /// `task` points at the header of a live `TaskCell<_, T>` (the vtable's
+    /// own type), with the whole cell's provenance.
+    unsafe fn fail(task: *const Task, payload: Box<dyn Any + Send>) {
         // SAFETY: the caller's promise.
         unsafe { join_state_of::<T>(task) }.complete(Err(payload));
     }
 
     /// # Safety
     ///
-    /// `task` is the header of a `TaskCell<_, T>` (the vtable's own type).
-    unsafe fn is_finished(task: &Task) -> bool {
+    /// As for [`fail`](Self::fail).
+    unsafe fn is_finished(task: *const Task) -> bool {
         // SAFETY: the caller's promise.
         unsafe { join_state_of::<T>(task) }.is_done()
     }
@@ -251,15 +252,23 @@ impl<B, T: Send> TaskCell<B, T> {
     }
 }
 
-/// The join state of the task whose header is `task`.
+/// The join state of the task whose header `task` points at.
+///
+/// A raw pointer, not `&Task`: the join state lies past the header, and a
+/// reference to the header grants access to the header's bytes only. The
+/// pointers that reach here (`TaskRef`'s, `CURRENT_TASK`) come from the
+/// cell's allocation and cover all of it.
 ///
 /// # Safety
 ///
-/// `task` is the header of a `TaskCell<_, T>` (the `T` its creator chose).
-pub(crate) unsafe fn join_state_of<T>(task: &Task) -> &JoinState<T> {
-    let head = ptr::from_ref(task).cast::<CellHead<T>>();
+/// - `task` points at the header of a `TaskCell<_, T>` (the `T` its creator
+///   chose), with the whole cell's provenance;
+/// - the cell stays alive for `'a`.
+pub(crate) unsafe fn join_state_of<'a, T>(task: *const Task) -> &'a JoinState<T> {
+    let head = task.cast::<CellHead<T>>();
     // SAFETY: a TaskCell<B, T> starts with a CellHead<T> (repr(C)), which
-    // starts with the Task; its offset of `join` does not depend on B.
+    // starts with the Task; its offset of `join` does not depend on B. Alive
+    // for 'a by the caller's promise.
     unsafe { &(*head).join }
 }
 
@@ -314,19 +323,6 @@ impl Task {
 
     pub(crate) fn set_home(&self, worker: usize) {
         self.home.store(worker, Ordering::Release);
-    }
-
-    /// Ends the task's join handle with `payload` as the `Err` of `join()`
-    /// (the task could not start, or will never start).
-    pub(crate) fn fail(&self, payload: Box<dyn Any + Send>) {
-        // SAFETY: `self` is the header of the cell whose vtable this is.
-        unsafe { (self.vtable.fail)(self, payload) }
-    }
-
-    /// Whether the task's join handle has its result (`join` would not wait).
-    pub(crate) fn is_finished(&self) -> bool {
-        // SAFETY: `self` is the header of the cell whose vtable this is.
-        unsafe { (self.vtable.is_finished)(self) }
     }
 
     /// The coroutine, for resuming or dropping it.
@@ -384,6 +380,20 @@ unsafe impl Send for TaskRef {}
 unsafe impl Sync for TaskRef {}
 
 impl TaskRef {
+    /// Ends the task's join handle with `payload` as the `Err` of `join()`
+    /// (the task could not start, or will never start).
+    pub(crate) fn fail(&self, payload: Box<dyn Any + Send>) {
+        // SAFETY: our pointer is the header of the live cell whose vtable
+        // this is, from its allocation.
+        unsafe { (self.vtable.fail)(self.task.as_ptr(), payload) }
+    }
+
+    /// Whether the task's join handle has its result (`join` would not wait).
+    pub(crate) fn is_finished(&self) -> bool {
+        // SAFETY: as in `fail`.
+        unsafe { (self.vtable.is_finished)(self.task.as_ptr()) }
+    }
+
     /// The header's address (stays valid while this reference lives).
     pub(crate) fn as_ptr(&self) -> *const Task {
         self.task.as_ptr()
