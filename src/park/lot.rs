@@ -35,13 +35,17 @@
 //!
 //! Timeouts: a waiter whose deadline passes locks its bucket; if it is still
 //! queued it removes itself and reports `TimedOut`, otherwise a waker got
-//! there first and it reports `Unparked` with the waker's token.
+//! there first and it reports `Unparked` with the waker's token. A coroutine's
+//! deadline is a timer on its worker, armed before the node is queued and
+//! cancelled when the park ends, however it ends, after the bucket is
+//! unlocked (`WaiterKind::end_deadline`): a wait woken early leaves no timer
+//! behind.
 //!
 //! Fairness: queues are FIFO, and `unpark_one` tells the waker how long the
 //! woken waiter waited, so a lock can hand itself over directly to a waiter
 //! that waited too long (eventual fairness).
 
-use super::Unparker;
+use super::{Unparker, WaiterKind};
 use crate::loom::{AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::sys::futex::Deadline;
 use std::cell::Cell;
@@ -420,14 +424,14 @@ fn park_inner(
     // stack goes away; the guard does that during the unwind. Every normal
     // return forgets it (the node is off the queue then), so the common
     // path pays nothing for it.
-    let guard = DequeueOnUnwind { node: &node };
+    let guard = DequeueOnUnwind { node: &node, kind, deadline };
     before_sleep();
     let mut expired = false;
-    loop {
+    let result = loop {
         // Acquire: pairs with release_node's Release; the token is visible.
         if node.removed.load(Ordering::Acquire) {
             std::mem::forget(guard);
-            return ParkResult::Unparked(node.token.get());
+            break ParkResult::Unparked(node.token.get());
         }
         let timed_out_now = deadline.is_some_and(|d| expired || deadline_passed(d));
         if !timed_out_now {
@@ -437,7 +441,7 @@ fn park_inner(
         std::mem::forget(guard);
         let mut queue = lock_node_bucket(&node);
         if node.removed.load(Ordering::Acquire) {
-            return ParkResult::Unparked(node.token.get());
+            break ParkResult::Unparked(node.token.get());
         }
         let key = node.key.load(Ordering::Relaxed);
         let removed = queue.remove_where(1, |n| ptr::eq(n, &node));
@@ -446,8 +450,13 @@ fn park_inner(
         let was_last = !queue.contains_key(key);
         timed_out(key, was_last);
         drop(queue);
-        return ParkResult::TimedOut;
-    }
+        break ParkResult::TimedOut;
+    };
+    // The bucket is unlocked (the guard of the timed-out path dropped at
+    // its `break`): cancel a coroutine's timer if it has not fired, so that
+    // a wait woken early leaves nothing behind in its worker's timer heap.
+    kind.end_deadline(deadline);
+    result
 }
 
 /// Whether a timed park should give up now. Under loom there is no clock:
@@ -462,6 +471,9 @@ fn deadline_passed(deadline: Deadline) -> bool {
 /// exit from `park` forgets it.
 struct DequeueOnUnwind<'a> {
     node: &'a WaitNode,
+    /// To cancel a coroutine's timer as a normal exit would.
+    kind: WaiterKind,
+    deadline: Option<Deadline>,
 }
 
 impl Drop for DequeueOnUnwind<'_> {
@@ -480,6 +492,10 @@ impl Drop for DequeueOnUnwind<'_> {
         }
         // Else a waker took it first (and may have handed us a lock we will
         // never release: only at shutdown, and documented on `park`).
+        drop(queue);
+        // (At shutdown the worker has already dropped its timers: this
+        // then finds none armed.)
+        self.kind.end_deadline(self.deadline);
     }
 }
 

@@ -92,7 +92,8 @@ impl Unparker {
     }
 
     /// Before a timed park: a coroutine registers a timer with its worker
-    /// (a thread passes the deadline to its futex wait instead).
+    /// (a thread passes the deadline to its futex wait instead). The waiter
+    /// calls [`WaiterKind::end_deadline`] when the park ends.
     pub(crate) fn prepare_deadline(&self, deadline: Option<Deadline>) {
         if let (Unparker::Task(task), Some(deadline)) = (self, deadline) {
             runtime::wake_at(deadline, task.clone());
@@ -133,6 +134,17 @@ impl WaiterKind {
                 true
             }
             WaiterKind::Thread => thread::park_current(deadline),
+        }
+    }
+
+    /// After a park that [`Unparker::prepare_deadline`] gave `deadline`,
+    /// however it ended (woken, timed out, unwound): a coroutine cancels its
+    /// timer, if it has not fired (see `runtime::disarm_timer`). Called by
+    /// the waiter itself, holding no parking-lot lock.
+    #[inline]
+    pub(crate) fn end_deadline(self, deadline: Option<Deadline>) {
+        if self == WaiterKind::Task && deadline.is_some() {
+            runtime::disarm_timer();
         }
     }
 }

@@ -93,6 +93,10 @@ pub(crate) const NO_HOME: usize = usize::MAX;
 /// `Task::registry_slot` of a task that is in no worker's registry.
 pub(crate) const NOT_REGISTERED: usize = usize::MAX;
 
+/// `Task::armed_timer` of a task that has no armed timer (timer sequence
+/// numbers count up from 0 and never reach it).
+pub(crate) const NO_TIMER: u64 = u64::MAX;
+
 /// A fresh process-unique task id (shared with plain coroutines' ids, so a
 /// green thread's coroutine carries its task's id).
 pub(crate) fn next_id() -> u64 {
@@ -140,14 +144,22 @@ pub(crate) struct Task {
     /// Set by the home worker while it unwinds this task at shutdown: its
     /// destructors then must not suspend (see `runtime::park_current_task`).
     pub(crate) unwinding: Cell<bool>,
+    /// The sequence number of this task's entry in its home worker's timer
+    /// heap that may still wake it, or `NO_TIMER`. An entry of the heap whose
+    /// number differs is stale (the timed park it was armed for ended
+    /// first) and is dropped without waking anyone; see "Timers" in
+    /// `worker`. Touched only by the home worker (its timers, and the task
+    /// itself while it runs there).
+    pub(crate) armed_timer: Cell<u64>,
     /// The runtime it belongs to (for `weft::spawn` from inside it).
     pub(crate) runtime: std::sync::Weak<super::Shared>,
 }
 
 // SAFETY: see the module docs: the !Send/!Sync fields (the coroutine, its
-// yielder pointer, the registry slot) are only touched by the one thread that
-// owns the task at the time — the popper of an unstarted task, then forever
-// its home worker. Everything else is atomic or immutable.
+// yielder pointer, the registry slot, the unwinding flag, the armed timer)
+// are only touched by the one thread that owns the task at the time — the
+// popper of an unstarted task, then forever its home worker. Everything else
+// is atomic or immutable.
 unsafe impl Send for Task {}
 // SAFETY: as above.
 unsafe impl Sync for Task {}
@@ -212,6 +224,7 @@ impl<B, T: Send> TaskCell<B, T> {
             (&raw mut (*task).yielder).write(Cell::new(ptr::null()));
             (&raw mut (*task).registry_slot).write(Cell::new(NOT_REGISTERED));
             (&raw mut (*task).unwinding).write(Cell::new(false));
+            (&raw mut (*task).armed_timer).write(Cell::new(NO_TIMER));
             (&raw mut (*task).runtime).write(runtime);
             (&raw mut (*cell.as_ptr()).head.join).write(JoinState::new());
         }

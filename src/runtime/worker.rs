@@ -10,7 +10,8 @@
 //!                                                                  thieves (oldest first)
 //!  inbox       woken tasks of this worker    any thread           this worker (all at once)
 //!  injector    unstarted tasks from outside  any thread           any worker (FIFO)
-//!  timers      (deadline, task) of sleepers  this worker only     this worker
+//!  timers      (deadline, task) of timed      this worker only     this worker
+//!              parks (see Timers)
 //! ```
 //!
 //! A started task never leaves its home worker (DESIGN.md decision 3): a
@@ -64,6 +65,57 @@
 //! first, its SLEEPING re-check above sees the work. This saves a futex wake
 //! per spawn when spawns come in bursts.
 //!
+//! # Timers
+//!
+//! A coroutine's timed park (`weft::sleep`, and every wait with a timeout,
+//! through `park::Unparker::prepare_deadline`) arms a timer on its home
+//! worker: an entry `(deadline, seq, task)` in the worker's binary heap,
+//! `seq` a per-worker number that also breaks ties between equal deadlines.
+//! The task records the `seq` of its one armed entry (`Task::armed_timer`),
+//! so an entry is *armed* exactly while `entry.seq == task.armed_timer`,
+//! else *stale*. Everything here is touched only by the home worker's
+//! thread (the heap, the counter, and `armed_timer`: a started task runs
+//! only there, and its timers live there), so no atomics are needed.
+//!
+//! ```text
+//!  event                        who                     entry      armed_timer  stale_timers
+//!  ---------------------------  ----------------------  ---------  -----------  ------------
+//!  arm (add_timer)              the task, parking       pushed, or seq          -1 if it took
+//!                                                       takes a                 a stale top's
+//!                                                       stale top's             place (+1 if
+//!                                                       place                   it had one
+//!                                                                               armed)
+//!  park ends first (disarm)     the task, woken early   stays      NO_TIMER     +1
+//!  deadline passes (fire)       worker, fire_timers     popped     NO_TIMER     -1 if stale
+//!                                                       (woken if
+//!                                                       armed)
+//!  worker goes idle             worker, next_deadline   stale tops -            -1 each
+//!                                                       popped
+//!  compaction (stale >=         disarm / fire_timers    all stale  -            0
+//!  COMPACT_MIN and > armed)                             dropped
+//! ```
+//!
+//! Ending a park early is thus one compare and one increment, not a search
+//! of the heap (Go's runtime also marks deleted timers and cleans them up
+//! lazily, rebuilding its heap when they become too many). A stale entry
+//! never wakes its task. Stale entries leave in four ways, none of them on
+//! the scheduling round's path: a new timer takes the place of a stale top
+//! (a coroutine waiting in a loop usually finds its own previous timer
+//! there, so its next wait costs one sift instead of a push and a pop); an
+//! idle worker drops the stale top entries before it computes its futex
+//! timeout (`next_deadline`), so it sleeps until an armed deadline, never a
+//! stale one, and holds no task through a stale top; due entries are
+//! popped as before; and a compaction rebuilds the heap with only its armed
+//! entries once the stale ones are at least `COMPACT_MIN` and outnumber
+//! them. So a worker holds at most about `max(armed, COMPACT_MIN - 1)`
+//! stale entries (each a reference to a task's cell): memory follows the
+//! armed timers, not the number of timed waits. A rebuild costs time linear
+//! in the heap, paid for by the disarms that made over half of it stale.
+//!
+//! Invariant (checked in debug builds at compaction): `stale_timers` is the
+//! number of stale entries in the heap, and a task's `armed_timer` names an
+//! entry of its home worker's heap or is `NO_TIMER`.
+//!
 //! # Shutdown
 //!
 //! 1. `Runtime::drop` sets `shutdown` and wakes every worker.
@@ -73,7 +125,7 @@
 //! 3. `Runtime::drop` joins the worker threads, then fails the join handles
 //!    of unstarted tasks left in the injector.
 
-use super::task::{NO_HOME, NOT_REGISTERED, Switch, Task, TaskRef};
+use super::task::{NO_HOME, NO_TIMER, NOT_REGISTERED, Switch, Task, TaskRef};
 use super::{CURRENT_TASK, CURRENT_TASK_LENT, Shared};
 use crate::coroutine::CoroutineResult;
 use crate::loom::process::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence};
@@ -94,6 +146,10 @@ const FRESH_INTERVAL: u32 = 31;
 /// How many times an idle worker checks for work before it sleeps (a few
 /// microseconds; every 16th check yields the CPU).
 const SPIN_ROUNDS: u32 = 128;
+/// The fewest stale timers that make a compaction (when they also outnumber
+/// the armed ones): below it, a rebuild would cost more than the few stale
+/// entries do (see "Timers" in the module docs).
+const COMPACT_MIN: usize = 32;
 
 /// The part of a worker other threads may touch.
 pub(crate) struct WorkerShared {
@@ -206,10 +262,20 @@ impl Drop for Inbox {
     }
 }
 
+/// An entry of a worker's timer heap (see "Timers" in the module docs).
 struct Timer {
     deadline: Deadline,
+    /// Unique per worker; the task's `armed_timer` while this entry is armed.
     seq: u64,
     task: TaskRef,
+}
+
+impl Timer {
+    /// Whether this entry may still wake its task (else it is stale). Only
+    /// the home worker of `task` calls it (it holds the heap).
+    fn is_armed(&self) -> bool {
+        self.task.armed_timer.get() == self.seq
+    }
 }
 
 impl PartialEq for Timer {
@@ -238,6 +304,8 @@ pub(crate) struct WorkerLocal {
     runnable: RefCell<VecDeque<TaskRef>>,
     timers: RefCell<BinaryHeap<Timer>>,
     timer_seq: Cell<u64>,
+    /// How many entries of `timers` are stale (see "Timers" above).
+    stale_timers: Cell<usize>,
     /// Started tasks that have switched out and not finished (to unwind
     /// them at shutdown). A task is registered the first time it switches
     /// out, not when it starts: one that runs to completion in its first
@@ -284,12 +352,95 @@ impl WorkerLocal {
         self.shared.notify_one_sleeper();
     }
 
-    /// Wakes `task` when `deadline` passes.
+    /// Arms a timer that wakes `task`, a coroutine running on this worker
+    /// (its home), when `deadline` passes, unless [`disarm_timer`]
+    /// (Self::disarm_timer) comes first.
     pub(crate) fn add_timer(&self, deadline: Deadline, task: TaskRef) {
+        debug_assert_eq!(task.home(), self.index, "task {} armed a timer off its home worker", task.id);
         let seq = self.timer_seq.get();
         self.timer_seq.set(seq + 1);
-        self.timers.borrow_mut().push(Timer { deadline, seq, task });
+        if task.armed_timer.replace(seq) != NO_TIMER {
+            // An earlier timed park of this task was left without being
+            // disarmed (it unwound): that entry is stale from now on.
+            self.stale_timers.set(self.stale_timers.get() + 1);
+        }
+        let timer = Timer { deadline, seq, task };
+        let replaced = {
+            let mut timers = self.timers.borrow_mut();
+            if timers.peek().is_some_and(|top| !top.is_armed()) {
+                // A stale top gives up its place (one sift down, instead of
+                // this push and that entry's pop later): the common case of
+                // a coroutine that waits in a loop and is woken early, whose
+                // previous timer is often the top.
+                let mut top = timers.peek_mut().expect("the heap has a top");
+                Some(std::mem::replace(&mut *top, timer))
+            } else {
+                timers.push(timer);
+                None
+            }
+        };
         self.has_timers.set(true);
+        if replaced.is_some() {
+            self.stale_timers.set(self.stale_timers.get() - 1);
+            // Dropped here, outside the heap's borrow: it may be the last
+            // reference to a finished task (whose result's destructor runs).
+            drop(replaced);
+        }
+    }
+
+    /// Ends the timed park of `task`, a coroutine running on this worker:
+    /// its armed timer, if it has not fired, becomes stale (it will neither
+    /// wake the task nor, for long, hold a reference to it). Must not be
+    /// called with a lock held that a task's destructor could take: a
+    /// compaction may drop the last reference to a finished task.
+    pub(crate) fn disarm_timer(&self, task: &Task) {
+        if task.armed_timer.replace(NO_TIMER) == NO_TIMER {
+            return; // it fired (or none was armed)
+        }
+        self.stale_timers.set(self.stale_timers.get() + 1);
+        self.compact_timers_if_mostly_stale();
+    }
+
+    /// Compacts the timer heap if stale entries are at least `COMPACT_MIN`
+    /// and outnumber the armed ones.
+    #[inline]
+    fn compact_timers_if_mostly_stale(&self) {
+        let stale = self.stale_timers.get();
+        if stale >= COMPACT_MIN && stale > self.timers.borrow().len() - stale {
+            self.compact_timers();
+        }
+    }
+
+    /// Rebuilds the timer heap with only its armed entries (see "Timers").
+    #[cold]
+    #[inline(never)]
+    fn compact_timers(&self) {
+        let stale: Vec<Timer> = {
+            let mut timers = self.timers.borrow_mut();
+            let (armed, stale): (Vec<Timer>, Vec<Timer>) =
+                std::mem::take(&mut *timers).into_vec().into_iter().partition(Timer::is_armed);
+            debug_assert_eq!(stale.len(), self.stale_timers.get(), "worker {}: stale timers miscounted", self.index);
+            *timers = BinaryHeap::from(armed);
+            self.has_timers.set(!timers.is_empty());
+            stale
+        };
+        self.stale_timers.set(0);
+        // Outside the borrow: the last reference to a finished task runs
+        // its result's destructor, which may use timers itself.
+        drop(stale);
+    }
+
+    /// Takes every entry out of the timer heap (shutdown), disarming the
+    /// tasks' timers.
+    fn clear_timers(&self) {
+        let timers = std::mem::take(&mut *self.timers.borrow_mut());
+        self.stale_timers.set(0);
+        self.has_timers.set(false);
+        for timer in timers.into_vec() {
+            if timer.is_armed() {
+                timer.task.armed_timer.set(NO_TIMER);
+            }
+        }
     }
 
     /// Puts a started task of this worker into its registry, if it is not
@@ -333,29 +484,60 @@ impl WorkerLocal {
         self.runnable.borrow_mut().extend(woken);
     }
 
-    /// Wakes the tasks whose deadline has passed. Only called while
-    /// `has_timers` is set (out of line: the yield round skips it).
+    /// Wakes the tasks whose deadline has passed (dropping the stale
+    /// entries among them). Only called while `has_timers` is set (out of
+    /// line: the yield round skips it).
     #[inline(never)]
     fn fire_timers(&self) {
         let now = Deadline::now();
-        loop {
-            let due = {
-                let mut timers = self.timers.borrow_mut();
-                match timers.peek() {
-                    Some(t) if t.deadline <= now => timers.pop(),
-                    _ => None,
-                }
-            };
-            match due {
-                Some(timer) => super::unpark(timer.task),
-                None => break,
+        let mut fired = false;
+        while let Some(timer) = self.pop_timer_if(|top| top.deadline <= now) {
+            if timer.task.armed_timer.get() == timer.seq {
+                // It leaves the heap: the task has no armed timer any more.
+                timer.task.armed_timer.set(NO_TIMER);
+                super::unpark(timer.task);
+                fired = true;
             }
+            // A stale one is dropped here, outside the heap's borrow.
         }
         self.has_timers.set(!self.timers.borrow().is_empty());
+        if fired && self.stale_timers.get() != 0 {
+            // Fewer armed timers now: the stale ones may outnumber them.
+            self.compact_timers_if_mostly_stale();
+        }
     }
 
+    /// Pops the top of the timer heap if `take(top)` (counting a stale one
+    /// off); the heap's borrow ends before the caller drops the entry.
+    fn pop_timer_if(&self, take: impl FnOnce(&Timer) -> bool) -> Option<Timer> {
+        let mut timers = self.timers.borrow_mut();
+        let top = timers.peek()?;
+        if !take(top) {
+            return None;
+        }
+        if !top.is_armed() {
+            self.stale_timers.set(self.stale_timers.get() - 1);
+        }
+        timers.pop()
+    }
+
+    /// The earliest armed deadline, for an idle worker's sleep. Stale
+    /// entries at the top are dropped first: the worker must not wake for a
+    /// timer that no longer matters (and an idle worker then holds no
+    /// reference to a task through its timers' top).
     fn next_deadline(&self) -> Option<Deadline> {
-        self.timers.borrow().peek().map(|t| t.deadline)
+        while let Some(stale) = self.pop_timer_if(|top| !top.is_armed()) {
+            drop(stale);
+        }
+        let next = self.timers.borrow().peek().map(|t| t.deadline);
+        self.has_timers.set(next.is_some());
+        next
+    }
+
+    /// The number of entries in the timer heap and how many are stale.
+    #[cfg(test)]
+    pub(crate) fn timer_counts(&self) -> (usize, usize) {
+        (self.timers.borrow().len(), self.stale_timers.get())
     }
 
     #[inline]
@@ -564,7 +746,7 @@ impl WorkerLocal {
     /// Unwinds every started, unfinished task of this worker (shutdown).
     fn unwind_all(&self) {
         self.runnable.borrow_mut().clear();
-        self.timers.borrow_mut().clear();
+        self.clear_timers();
         loop {
             let next = self.registry.borrow_mut().iter_mut().find_map(Option::take);
             let Some(task) = next else { break };
@@ -622,6 +804,7 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
         runnable: RefCell::new(VecDeque::new()),
         timers: RefCell::new(BinaryHeap::new()),
         timer_seq: Cell::new(0),
+        stale_timers: Cell::new(0),
         registry: RefCell::new(Vec::new()),
         free_slots: RefCell::new(Vec::new()),
         has_timers: Cell::new(false),
@@ -651,9 +834,83 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::super::{Runtime, current_task};
+    use super::{COMPACT_MIN, with_current_worker};
     use crate::sync::{Condvar, Mutex};
     use std::sync::Arc;
     use std::time::Duration;
+
+    /// The timer heap of the calling coroutine's worker: (entries, stale).
+    fn timer_counts() -> (usize, usize) {
+        with_current_worker(|w| w.expect("called from a coroutine").timer_counts())
+    }
+
+    /// Two coroutines on one worker hand a turn back and forth 200 000
+    /// times, every wait a `wait_timeout` of an hour that is notified within
+    /// microseconds. Each wait arms a timer; without cancellation the heap
+    /// would hold all 200 000 (and their task references) for an hour. A
+    /// third coroutine keeps a timer of a minute armed meanwhile, at the top
+    /// of the heap, so stale entries cannot simply leave from the top: they
+    /// pile up until a compaction. At every turn the heap holds at most the
+    /// three armed timers plus fewer than `COMPACT_MIN` stale ones, the
+    /// stale count is exact (checked against the heap in debug builds at
+    /// every compaction), and no wait reports a timeout.
+    #[test]
+    fn timers_of_waits_woken_early_are_cancelled() {
+        const TURNS: u64 = 200_000;
+        let rt = Runtime::builder().workers(1).build().expect("runtime");
+        let (largest, after) = rt.block_on(|| {
+            let anchor = Arc::new((Mutex::new(false), Condvar::new()));
+            let anchored = {
+                let anchor = Arc::clone(&anchor);
+                crate::spawn(move || {
+                    let (done, cv) = &*anchor;
+                    let mut guard = done.lock();
+                    while !*guard {
+                        let (next, result) = cv.wait_timeout(guard, Duration::from_secs(60));
+                        assert!(!result.timed_out(), "a minute-long wait timed out");
+                        guard = next;
+                    }
+                })
+            };
+            crate::yield_now(); // the anchor waits
+            let shared = Arc::new((Mutex::new(0u64), Condvar::new()));
+            let players: Vec<_> = (0..2u64)
+                .map(|me| {
+                    let shared = Arc::clone(&shared);
+                    crate::spawn(move || {
+                        let (counter, turn) = &*shared;
+                        let mut largest = 0;
+                        let mut guard = counter.lock();
+                        for _ in 0..TURNS / 2 {
+                            while *guard % 2 != me {
+                                let (next, result) = turn.wait_timeout(guard, Duration::from_secs(3600));
+                                assert!(!result.timed_out(), "an hour-long wait timed out");
+                                guard = next;
+                            }
+                            *guard += 1;
+                            turn.notify_one();
+                            largest = largest.max(timer_counts().0);
+                        }
+                        largest
+                    })
+                })
+                .collect();
+            let largest = players.into_iter().map(|p| p.join().expect("a player panicked")).max();
+            *anchor.0.lock() = true;
+            anchor.1.notify_one();
+            anchored.join().expect("the anchor panicked");
+            // Every timer the players armed is stale now (or was dropped).
+            (largest.expect("two players"), timer_counts())
+        });
+        assert!(
+            largest <= 2 * COMPACT_MIN,
+            "the timer heap grew to {largest} entries for 3 waiters ({TURNS} waits woken early)"
+        );
+        assert!(largest > COMPACT_MIN / 2, "stale timers never piled up under the anchor ({largest}): untested");
+        let (entries, stale) = after;
+        assert_eq!(entries, stale, "a finished waiter left an armed timer");
+        assert!(stale < COMPACT_MIN, "{stale} stale timers were left behind after the waiters finished");
+    }
 
     /// The worker lends its reference to a running task to the task's first
     /// park (`current_task_for_waker`): it travels through the wait node and
