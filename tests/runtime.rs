@@ -346,11 +346,15 @@ fn a_wait_woken_early_leaves_no_timer_holding_its_task() {
 }
 
 /// While two coroutines hand a turn back and forth with hour-long timed
-/// waits (each woken early, so stale timers pile up under the armed ones
-/// and the heap is compacted over and over), on the same single worker: a
-/// 100 ms `wait_timeout` that nobody notifies still times out, not before
-/// 100 ms and not much after, and 20 ms sleeps never wake early. Losing an
-/// armed timer in a compaction would hang the waiter (watchdog).
+/// waits (each woken early, and each a millisecond shorter than the last,
+/// so that stale timers pile up under the armed ones and the heap is
+/// compacted over and over), on the same single worker: 20 ms sleeps never
+/// wake early, and a coroutine that waits with a 100 ms timeout, is
+/// notified early 20 times (each wait reuses its timer's entry, due at the
+/// first wait's deadline), then waits once more unnotified, reports a
+/// timeout not before 100 ms after that last wait began and not much later.
+/// An armed timer lost in a compaction, or a reused entry that did not move
+/// on to its new deadline, would hang a waiter (the watchdog fails it).
 #[test]
 fn armed_timers_survive_the_cancellation_of_many_others() {
     isolated(Duration::from_secs(60), || {
@@ -364,29 +368,63 @@ fn armed_timers_survive_the_cancellation_of_many_others() {
                     weft::spawn(move || {
                         let (counter, turn) = &*shared;
                         let mut guard = counter.lock();
-                        loop {
+                        for waits in 0u64.. {
                             if stop.load(Ordering::SeqCst) {
                                 turn.notify_all();
-                                return *guard;
+                                break;
                             }
                             if *guard % 2 == me {
                                 *guard += 1;
                                 turn.notify_one();
                             } else {
-                                let (next, result) = turn.wait_timeout(guard, Duration::from_secs(3600));
+                                let shorter = Duration::from_millis(waits.min(1_000_000));
+                                let (next, result) = turn.wait_timeout(guard, Duration::from_secs(3600) - shorter);
                                 assert!(!result.timed_out(), "an hour-long wait timed out");
                                 guard = next;
                             }
                         }
+                        *guard
                     })
                 })
                 .collect();
-            let waiter = weft::spawn(|| {
-                let (flag, cv) = (weft::sync::Mutex::new(()), weft::sync::Condvar::new());
-                let at = Instant::now();
-                let (_guard, result) = cv.wait_timeout(flag.lock(), Duration::from_millis(100));
-                (result.timed_out(), at.elapsed())
-            });
+            // 0: nothing asked; 1: the waiter asks for a notification; 2: done.
+            let asks = Arc::new((weft::sync::Mutex::new(0u32), weft::sync::Condvar::new()));
+            let notifier = {
+                let asks = Arc::clone(&asks);
+                weft::spawn(move || {
+                    loop {
+                        let mut state = asks.0.lock();
+                        match *state {
+                            1 => {
+                                *state = 0;
+                                asks.1.notify_one();
+                            }
+                            2 => return,
+                            _ => {}
+                        }
+                        drop(state);
+                        weft::yield_now();
+                    }
+                })
+            };
+            let waiter = {
+                let asks = Arc::clone(&asks);
+                weft::spawn(move || {
+                    let (state, cv) = &*asks;
+                    let mut guard = state.lock();
+                    for _ in 0..20 {
+                        *guard = 1;
+                        while *guard == 1 {
+                            guard = cv.wait_timeout(guard, Duration::from_millis(100)).0;
+                        }
+                    }
+                    *guard = 2;
+                    let at = Instant::now();
+                    // (`_while`: a spurious wake must not end the test early.)
+                    let (_guard, result) = cv.wait_timeout_while(guard, Duration::from_millis(100), |_| true);
+                    (result.timed_out(), at.elapsed())
+                })
+            };
             let sleeper = weft::spawn(|| {
                 (0..5)
                     .map(|_| {
@@ -397,6 +435,7 @@ fn armed_timers_survive_the_cancellation_of_many_others() {
                     .collect::<Vec<_>>()
             });
             let timed_wait = joined(waiter);
+            joined(notifier);
             let sleeps = joined(sleeper);
             stop.store(true, Ordering::SeqCst);
             let hand_offs: Vec<u64> = players.into_iter().map(joined).collect();

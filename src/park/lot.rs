@@ -38,14 +38,14 @@
 //! there first and it reports `Unparked` with the waker's token. A coroutine's
 //! deadline is a timer on its worker, armed before the node is queued and
 //! cancelled when the park ends, however it ends, after the bucket is
-//! unlocked (`WaiterKind::end_deadline`): a wait woken early leaves no timer
+//! unlocked (`park::disarm_timer`): a wait woken early leaves no timer
 //! behind.
 //!
 //! Fairness: queues are FIFO, and `unpark_one` tells the waker how long the
 //! woken waiter waited, so a lock can hand itself over directly to a waiter
 //! that waited too long (eventual fairness).
 
-use super::{Unparker, WaiterKind};
+use super::Unparker;
 use crate::loom::{AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::sys::futex::Deadline;
 use std::cell::Cell;
@@ -424,7 +424,8 @@ fn park_inner(
     // stack goes away; the guard does that during the unwind. Every normal
     // return forgets it (the node is off the queue then), so the common
     // path pays nothing for it.
-    let guard = DequeueOnUnwind { node: &node, kind, deadline };
+    let armed_timer = kind.arms_timer(deadline);
+    let guard = DequeueOnUnwind { node: &node, armed_timer };
     before_sleep();
     let mut expired = false;
     let result = loop {
@@ -455,7 +456,9 @@ fn park_inner(
     // The bucket is unlocked (the guard of the timed-out path dropped at
     // its `break`): cancel a coroutine's timer if it has not fired, so that
     // a wait woken early leaves nothing behind in its worker's timer heap.
-    kind.end_deadline(deadline);
+    if armed_timer {
+        super::disarm_timer();
+    }
     result
 }
 
@@ -471,9 +474,9 @@ fn deadline_passed(deadline: Deadline) -> bool {
 /// exit from `park` forgets it.
 struct DequeueOnUnwind<'a> {
     node: &'a WaitNode,
-    /// To cancel a coroutine's timer as a normal exit would.
-    kind: WaiterKind,
-    deadline: Option<Deadline>,
+    /// Whether the park armed a coroutine's timer, to end it as a normal
+    /// exit would.
+    armed_timer: bool,
 }
 
 impl Drop for DequeueOnUnwind<'_> {
@@ -495,7 +498,9 @@ impl Drop for DequeueOnUnwind<'_> {
         drop(queue);
         // (At shutdown the worker has already dropped its timers: this
         // then finds none armed.)
-        self.kind.end_deadline(self.deadline);
+        if self.armed_timer {
+            super::disarm_timer();
+        }
     }
 }
 

@@ -444,7 +444,7 @@ pub(crate) fn park_current_task() {
 /// The wake may still arrive after the task stopped waiting (the deadline
 /// passed while it was already woken, before it ran): it is then a spurious
 /// token, which parkers tolerate.
-pub(crate) fn wake_at(deadline: Deadline, task: TaskRef) {
+pub(crate) fn wake_at(deadline: Deadline, task: &TaskRef) {
     with_current_worker(|w| w.expect("a running coroutine has a worker").add_timer(deadline, task));
 }
 
@@ -462,7 +462,7 @@ pub(crate) fn disarm_timer() {
     }
     // SAFETY: as in `current_task`.
     let task = unsafe { &*task };
-    if task.armed_timer.get() != task::NO_TIMER {
+    if task.timer_armed.get() {
         with_current_worker(|w| w.expect("a running coroutine has a worker").disarm_timer(task));
     }
 }
@@ -698,7 +698,7 @@ pub fn sleep(duration: Duration) {
         return;
     }
     let deadline = Deadline::after(duration);
-    wake_at(deadline, task);
+    wake_at(deadline, &task);
     while !deadline.has_passed() && !current_task_is_cancelled() {
         park_current_task();
     }

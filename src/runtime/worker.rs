@@ -69,52 +69,53 @@
 //!
 //! A coroutine's timed park (`weft::sleep`, and every wait with a timeout,
 //! through `park::Unparker::prepare_deadline`) arms a timer on its home
-//! worker: an entry `(deadline, seq, task)` in the worker's binary heap,
-//! `seq` a per-worker number that also breaks ties between equal deadlines.
-//! The task records the `seq` of its one armed entry (`Task::armed_timer`),
-//! so an entry is *armed* exactly while `entry.seq == task.armed_timer`,
-//! else *stale*. Everything here is touched only by the home worker's
-//! thread (the heap, the counter, and `armed_timer`: a started task runs
-//! only there, and its timers live there), so no atomics are needed.
+//! worker, and ends by disarming it (`disarm_timer`), however it ended. The
+//! worker keeps a binary heap of entries `(deadline, seq, task)`, `seq` a
+//! per-worker number that also breaks ties between equal deadlines. Each
+//! task names its *current* entry (`Task::timer_entry`) and says whether a
+//! timed park is under way (`timer_armed`) and until when
+//! (`timer_deadline`). An entry is *armed* while it is its task's current
+//! entry and the task's timer is armed; every other entry is *stale*: it
+//! will never wake anyone, and `stale_timers` counts them. Everything here
+//! is touched only by the home worker's thread (a started task runs only
+//! there, and its timers live there), so no atomics are needed.
 //!
 //! ```text
-//!  event                        who                     entry      armed_timer  stale_timers
-//!  ---------------------------  ----------------------  ---------  -----------  ------------
-//!  arm (add_timer)              the task, parking       pushed, or seq          -1 if it took
-//!                                                       takes a                 a stale top's
-//!                                                       stale top's             place (+1 if
-//!                                                       place                   it had one
-//!                                                                               armed)
-//!  park ends first (disarm)     the task, woken early   stays      NO_TIMER     +1
-//!  deadline passes (fire)       worker, fire_timers     popped     NO_TIMER     -1 if stale
-//!                                                       (woken if
-//!                                                       armed)
-//!  worker goes idle             worker, next_deadline   stale tops -            -1 each
-//!                                                       popped
-//!  compaction (stale >=         disarm / fire_timers    all stale  -            0
-//!  COMPACT_MIN and > armed)                             dropped
+//!  event                      who                  what happens                            stale_timers
+//!  -------------------------  -------------------  --------------------------------------  ------------
+//!  arm, the current entry     the task, parking    it is armed again (revived): no heap    -1
+//!  is due no later than the                        operation; it moves on when it is due
+//!  new deadline
+//!  arm, otherwise             the task, parking    a new entry is pushed and becomes the   -
+//!                                                  current one (an older one stays stale)
+//!  park ends (disarm)         the task             timer_armed = false                     +1 if armed
+//!  an entry comes due         worker, fire_timers  popped; if armed: fires (wakes the
+//!                                                  task) or, if the task's deadline is
+//!                                                  later (revived), is pushed again for     -1 if stale
+//!                                                  that deadline
+//!  worker goes idle           worker,              stale tops popped, a revived top         -1 each
+//!                             next_deadline        moved on: the top is armed and exact     stale
+//!  compaction (stale >=       disarm / fire_timers the heap rebuilt without stale entries  0
+//!  COMPACT_MIN and > armed)
 //! ```
 //!
-//! Ending a park early is thus one compare and one increment, not a search
-//! of the heap (Go's runtime also marks deleted timers and cleans them up
-//! lazily, rebuilding its heap when they become too many). A stale entry
-//! never wakes its task. Stale entries leave in four ways, none of them on
-//! the scheduling round's path: a new timer takes the place of a stale top
-//! (a coroutine waiting in a loop usually finds its own previous timer
-//! there, so its next wait costs one sift instead of a push and a pop); an
-//! idle worker drops the stale top entries before it computes its futex
-//! timeout (`next_deadline`), so it sleeps until an armed deadline, never a
-//! stale one, and holds no task through a stale top; due entries are
-//! popped as before; and a compaction rebuilds the heap with only its armed
-//! entries once the stale ones are at least `COMPACT_MIN` and outnumber
-//! them. So a worker holds at most about `max(armed, COMPACT_MIN - 1)`
-//! stale entries (each a reference to a task's cell): memory follows the
-//! armed timers, not the number of timed waits. A rebuild costs time linear
-//! in the heap, paid for by the disarms that made over half of it stale.
+//! So a timed wait that is woken early costs a few flag updates and no
+//! heap operation at all when it comes back with the same timeout (its
+//! entry is revived, as Go's runtime moves a modified timer lazily), and
+//! its entry is moved at most once per timeout that actually elapses. A
+//! stale entry leaves when it comes due, when an idle worker finds it at
+//! the top (so the worker sleeps until an armed deadline and never wakes
+//! for a stale one), or in a compaction once stale entries are at least
+//! `COMPACT_MIN` and outnumber the armed ones. So a worker holds at most
+//! about `max(armed, COMPACT_MIN - 1)` stale entries (each a reference to a
+//! task's cell): memory follows the armed timers, not the number of timed
+//! waits. A rebuild costs time linear in the heap, paid for by the disarms
+//! that made over half of it stale.
 //!
-//! Invariant (checked in debug builds at compaction): `stale_timers` is the
-//! number of stale entries in the heap, and a task's `armed_timer` names an
-//! entry of its home worker's heap or is `NO_TIMER`.
+//! Invariants: `stale_timers` is the number of stale entries (checked in
+//! debug builds at every compaction); a task whose timer is armed has a
+//! current entry in the heap; the current entry's deadline is never later
+//! than the task's `timer_deadline` (a timer never fires late).
 //!
 //! # Shutdown
 //!
@@ -265,16 +266,30 @@ impl Drop for Inbox {
 /// An entry of a worker's timer heap (see "Timers" in the module docs).
 struct Timer {
     deadline: Deadline,
-    /// Unique per worker; the task's `armed_timer` while this entry is armed.
+    /// Unique per worker; the task's `timer_entry` while this entry is its
+    /// current one.
     seq: u64,
     task: TaskRef,
 }
 
 impl Timer {
-    /// Whether this entry may still wake its task (else it is stale). Only
-    /// the home worker of `task` calls it (it holds the heap).
+    /// Whether this is its task's current entry. Only the home worker of
+    /// `task` calls this and `is_armed` (it holds the heap).
+    fn is_current(&self) -> bool {
+        self.task.timer_entry.get() == self.seq
+    }
+
+    /// Whether this entry may still wake its task (else it is stale).
     fn is_armed(&self) -> bool {
-        self.task.armed_timer.get() == self.seq
+        self.is_current() && self.task.timer_armed.get()
+    }
+
+    /// Tells the task that this entry, leaving the heap, is no longer its
+    /// current one.
+    fn forget(&self) {
+        if self.is_current() {
+            self.task.timer_entry.set(NO_TIMER);
+        }
     }
 }
 
@@ -355,46 +370,44 @@ impl WorkerLocal {
     /// Arms a timer that wakes `task`, a coroutine running on this worker
     /// (its home), when `deadline` passes, unless [`disarm_timer`]
     /// (Self::disarm_timer) comes first.
-    pub(crate) fn add_timer(&self, deadline: Deadline, task: TaskRef) {
+    pub(crate) fn add_timer(&self, deadline: Deadline, task: &TaskRef) {
         debug_assert_eq!(task.home(), self.index, "task {} armed a timer off its home worker", task.id);
+        if task.timer_armed.get() {
+            // An earlier timed park of this task unwound without ending.
+            self.disarm_timer(task);
+        }
+        let revive =
+            task.timer_entry.get() != NO_TIMER && task.timer_deadline.get().is_some_and(|latest| latest <= deadline);
+        task.timer_armed.set(true);
+        task.timer_deadline.set(Some(deadline));
+        if revive {
+            // Its current entry is due no later than `deadline` (the
+            // invariant, and the test above): armed again, it will move on
+            // to `deadline` when it comes due.
+            self.stale_timers.set(self.stale_timers.get() - 1);
+            return;
+        }
+        // A current entry due later (a shorter timeout than last time)
+        // stays in the heap, stale (it was counted when it was disarmed).
+        self.push_timer(deadline, task.clone());
+    }
+
+    /// Pushes a new entry for `task`, which becomes its current one.
+    fn push_timer(&self, deadline: Deadline, task: TaskRef) {
         let seq = self.timer_seq.get();
         self.timer_seq.set(seq + 1);
-        if task.armed_timer.replace(seq) != NO_TIMER {
-            // An earlier timed park of this task was left without being
-            // disarmed (it unwound): that entry is stale from now on.
-            self.stale_timers.set(self.stale_timers.get() + 1);
-        }
-        let timer = Timer { deadline, seq, task };
-        let replaced = {
-            let mut timers = self.timers.borrow_mut();
-            if timers.peek().is_some_and(|top| !top.is_armed()) {
-                // A stale top gives up its place (one sift down, instead of
-                // this push and that entry's pop later): the common case of
-                // a coroutine that waits in a loop and is woken early, whose
-                // previous timer is often the top.
-                let mut top = timers.peek_mut().expect("the heap has a top");
-                Some(std::mem::replace(&mut *top, timer))
-            } else {
-                timers.push(timer);
-                None
-            }
-        };
+        task.timer_entry.set(seq);
+        self.timers.borrow_mut().push(Timer { deadline, seq, task });
         self.has_timers.set(true);
-        if replaced.is_some() {
-            self.stale_timers.set(self.stale_timers.get() - 1);
-            // Dropped here, outside the heap's borrow: it may be the last
-            // reference to a finished task (whose result's destructor runs).
-            drop(replaced);
-        }
     }
 
     /// Ends the timed park of `task`, a coroutine running on this worker:
-    /// its armed timer, if it has not fired, becomes stale (it will neither
-    /// wake the task nor, for long, hold a reference to it). Must not be
-    /// called with a lock held that a task's destructor could take: a
-    /// compaction may drop the last reference to a finished task.
+    /// its timer, if it has not fired, becomes stale (it will not wake the
+    /// task). Must not be called with a lock held that a task's destructor
+    /// could take: a compaction may drop the last reference to a finished
+    /// task.
     pub(crate) fn disarm_timer(&self, task: &Task) {
-        if task.armed_timer.replace(NO_TIMER) == NO_TIMER {
+        if !task.timer_armed.replace(false) {
             return; // it fired (or none was armed)
         }
         self.stale_timers.set(self.stale_timers.get() + 1);
@@ -425,6 +438,9 @@ impl WorkerLocal {
             stale
         };
         self.stale_timers.set(0);
+        for timer in &stale {
+            timer.forget();
+        }
         // Outside the borrow: the last reference to a finished task runs
         // its result's destructor, which may use timers itself.
         drop(stale);
@@ -437,9 +453,10 @@ impl WorkerLocal {
         self.stale_timers.set(0);
         self.has_timers.set(false);
         for timer in timers.into_vec() {
-            if timer.is_armed() {
-                timer.task.armed_timer.set(NO_TIMER);
+            if timer.is_current() {
+                timer.task.timer_armed.set(false);
             }
+            timer.forget();
         }
     }
 
@@ -485,20 +502,27 @@ impl WorkerLocal {
     }
 
     /// Wakes the tasks whose deadline has passed (dropping the stale
-    /// entries among them). Only called while `has_timers` is set (out of
-    /// line: the yield round skips it).
+    /// entries among them, and moving revived ones on to their task's
+    /// deadline). Only called while `has_timers` is set (out of line: the
+    /// yield round skips it).
     #[inline(never)]
     fn fire_timers(&self) {
         let now = Deadline::now();
         let mut fired = false;
         while let Some(timer) = self.pop_timer_if(|top| top.deadline <= now) {
-            if timer.task.armed_timer.get() == timer.seq {
-                // It leaves the heap: the task has no armed timer any more.
-                timer.task.armed_timer.set(NO_TIMER);
-                super::unpark(timer.task);
-                fired = true;
+            if !timer.is_armed() {
+                timer.forget();
+                continue; // stale: dropped here, outside the heap's borrow
             }
-            // A stale one is dropped here, outside the heap's borrow.
+            match timer.task.timer_deadline.get() {
+                Some(deadline) if deadline > now => self.push_timer(deadline, timer.task),
+                _ => {
+                    timer.forget();
+                    timer.task.timer_armed.set(false);
+                    super::unpark(timer.task);
+                    fired = true;
+                }
+            }
         }
         self.has_timers.set(!self.timers.borrow().is_empty());
         if fired && self.stale_timers.get() != 0 {
@@ -522,12 +546,18 @@ impl WorkerLocal {
     }
 
     /// The earliest armed deadline, for an idle worker's sleep. Stale
-    /// entries at the top are dropped first: the worker must not wake for a
-    /// timer that no longer matters (and an idle worker then holds no
-    /// reference to a task through its timers' top).
+    /// entries at the top are dropped and a revived top is moved on to its
+    /// task's deadline first: the worker must not wake for a timer that no
+    /// longer matters (nor hold a finished task through its timers' top).
     fn next_deadline(&self) -> Option<Deadline> {
-        while let Some(stale) = self.pop_timer_if(|top| !top.is_armed()) {
-            drop(stale);
+        let moved_on = |top: &Timer| !top.is_armed() || top.task.timer_deadline.get() != Some(top.deadline);
+        while let Some(timer) = self.pop_timer_if(moved_on) {
+            if timer.is_armed() {
+                let deadline = timer.task.timer_deadline.get().expect("an armed task has a deadline");
+                self.push_timer(deadline, timer.task);
+            } else {
+                timer.forget();
+            }
         }
         let next = self.timers.borrow().peek().map(|t| t.deadline);
         self.has_timers.set(next.is_some());
@@ -845,20 +875,19 @@ mod tests {
     }
 
     /// Two coroutines on one worker hand a turn back and forth 200 000
-    /// times, every wait a `wait_timeout` of an hour that is notified within
-    /// microseconds. Each wait arms a timer; without cancellation the heap
-    /// would hold all 200 000 (and their task references) for an hour. A
-    /// third coroutine keeps a timer of a minute armed meanwhile, at the top
-    /// of the heap, so stale entries cannot simply leave from the top: they
-    /// pile up until a compaction. At every turn the heap holds at most the
-    /// three armed timers plus fewer than `COMPACT_MIN` stale ones, the
-    /// stale count is exact (checked against the heap in debug builds at
-    /// every compaction), and no wait reports a timeout.
-    #[test]
-    fn timers_of_waits_woken_early_are_cancelled() {
+    /// times, every wait a `wait_timeout` of about an hour
+    /// (`timeout(round)`) that is notified within microseconds. Each wait
+    /// arms a timer; without cancellation the heap would hold all 200 000
+    /// (and their task references) for an hour. A third coroutine keeps a
+    /// timer of a minute armed meanwhile, at the top of the heap, so stale
+    /// entries cannot leave from the top. Returns the largest heap seen at
+    /// any turn, and (entries, stale) once all three are done. No wait may
+    /// report a timeout; in debug builds every compaction checks the stale
+    /// count against the heap.
+    fn hand_off_through_timed_waits(timeout: fn(u64) -> Duration) -> (usize, (usize, usize)) {
         const TURNS: u64 = 200_000;
         let rt = Runtime::builder().workers(1).build().expect("runtime");
-        let (largest, after) = rt.block_on(|| {
+        rt.block_on(move || {
             let anchor = Arc::new((Mutex::new(false), Condvar::new()));
             let anchored = {
                 let anchor = Arc::clone(&anchor);
@@ -881,9 +910,9 @@ mod tests {
                         let (counter, turn) = &*shared;
                         let mut largest = 0;
                         let mut guard = counter.lock();
-                        for _ in 0..TURNS / 2 {
+                        for round in 0..TURNS / 2 {
                             while *guard % 2 != me {
-                                let (next, result) = turn.wait_timeout(guard, Duration::from_secs(3600));
+                                let (next, result) = turn.wait_timeout(guard, timeout(round));
                                 assert!(!result.timed_out(), "an hour-long wait timed out");
                                 guard = next;
                             }
@@ -899,15 +928,32 @@ mod tests {
             *anchor.0.lock() = true;
             anchor.1.notify_one();
             anchored.join().expect("the anchor panicked");
-            // Every timer the players armed is stale now (or was dropped).
             (largest.expect("two players"), timer_counts())
-        });
-        assert!(
-            largest <= 2 * COMPACT_MIN,
-            "the timer heap grew to {largest} entries for 3 waiters ({TURNS} waits woken early)"
-        );
+        })
+    }
+
+    /// The same timeout every time: each wait finds its previous entry in
+    /// the heap (stale, due earlier) and revives it, so the heap holds one
+    /// entry per waiter and never grows.
+    #[test]
+    fn repeated_timed_waits_woken_early_reuse_their_timer() {
+        let (largest, (entries, stale)) = hand_off_through_timed_waits(|_| Duration::from_secs(3600));
+        assert!(largest <= 3, "the timer heap grew to {largest} entries for 3 waiters");
+        assert_eq!(entries, stale, "a finished waiter left an armed timer");
+        assert!(entries <= 3, "{entries} timers were left behind after the waiters finished");
+    }
+
+    /// A timeout a millisecond shorter at every turn: no entry can be
+    /// revived (it is due later than the new deadline), so each wait pushes
+    /// a new one and leaves its previous one stale, below the anchor's:
+    /// they pile up, and compactions keep them fewer than `COMPACT_MIN` or
+    /// the armed ones.
+    #[test]
+    fn stale_timers_are_compacted() {
+        let (largest, (entries, stale)) =
+            hand_off_through_timed_waits(|round| Duration::from_secs(3600) - Duration::from_millis(round));
+        assert!(largest <= 2 * COMPACT_MIN, "the timer heap grew to {largest} entries for 3 waiters");
         assert!(largest > COMPACT_MIN / 2, "stale timers never piled up under the anchor ({largest}): untested");
-        let (entries, stale) = after;
         assert_eq!(entries, stale, "a finished waiter left an armed timer");
         assert!(stale < COMPACT_MIN, "{stale} stale timers were left behind after the waiters finished");
     }
