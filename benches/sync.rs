@@ -41,7 +41,9 @@
 //! size, for an instruction counter (callgrind); `what` is one of
 //! `handoff` (n one-way hand-offs), `contended` (n increments per
 //! coroutine), `prodcons` (n items), `rwlock` (n ops per coroutine; `rwlock1`
-//! the same on a one-worker runtime):
+//! the same on a one-worker runtime), `handoff_timed` (n one-way hand-offs
+//! whose every wait is a `wait_timeout` of an hour, always notified first:
+//! the cost of arming and cancelling a timer):
 //!
 //! ```text
 //! cargo bench --bench sync --no-run   # prints the path of the bench binary
@@ -284,6 +286,38 @@ fn weft_handoff(rt: &Runtime, iters: u64, clock: Clock) -> Duration {
         assert_eq!(*shared.0.lock(), iters);
         elapsed
     })
+}
+
+/// [`weft_handoff`] with every wait a `wait_timeout` of an hour (notified
+/// long before it): each turn arms a timer that is never needed (count mode
+/// only).
+fn weft_handoff_timed(rt: &Runtime, iters: u64) {
+    let turns = [iters - iters / 2, iters / 2];
+    rt.block_on(move || {
+        let shared = Arc::new((weft::sync::Mutex::new(0u64), weft::sync::Condvar::new()));
+        let players: Vec<_> = (0..2)
+            .map(|me| {
+                let shared = Arc::clone(&shared);
+                weft::spawn(move || {
+                    let (counter, turn) = &*shared;
+                    let mut guard = counter.lock();
+                    for _ in 0..turns[me as usize] {
+                        while *guard % 2 != me {
+                            let (next, result) = turn.wait_timeout(guard, Duration::from_secs(3600));
+                            assert!(!result.timed_out(), "an hour-long wait timed out");
+                            guard = next;
+                        }
+                        *guard += 1;
+                        turn.notify_one();
+                    }
+                })
+            })
+            .collect();
+        for player in players {
+            player.join().expect("a hand-off coroutine does not panic");
+        }
+        assert_eq!(*shared.0.lock(), iters);
+    });
 }
 
 /// The same hand-off between two OS threads with std's Mutex and Condvar,
@@ -695,6 +729,10 @@ fn count_mode(spec: &str) {
         "handoff" => {
             let rt = Runtime::builder().workers(1).build().expect("one worker thread");
             weft_handoff(&rt, n, Clock::Wall);
+        }
+        "handoff_timed" => {
+            let rt = Runtime::builder().workers(1).build().expect("one worker thread");
+            weft_handoff_timed(&rt, n);
         }
         "contended" => {
             let rt = Runtime::builder().workers(2).build().expect("two worker threads");

@@ -299,6 +299,159 @@ fn thousand_random_sleepers_never_wake_early_and_all_finish_promptly() {
     });
 }
 
+/// Sets its flag when dropped.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A coroutine waits with a one-hour timeout, is notified at once, and
+/// returns a value; its join handle is dropped unjoined, so the value lives
+/// in the task's cell until the last reference to the task goes. The timer
+/// of the wait must not be that reference: the value is dropped within
+/// seconds, not an hour (before timers were cancelled, the heap entry kept
+/// the task for the full hour).
+#[test]
+fn a_wait_woken_early_leaves_no_timer_holding_its_task() {
+    isolated(Duration::from_secs(30), || {
+        let rt = runtime(1);
+        let shared = Arc::new((weft::sync::Mutex::new(false), weft::sync::Condvar::new()));
+        let waiting = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let (shared, waiting, dropped) = (Arc::clone(&shared), Arc::clone(&waiting), Arc::clone(&dropped));
+            rt.spawn(move || {
+                let (flag, cv) = &*shared;
+                let mut guard = flag.lock();
+                waiting.store(true, Ordering::SeqCst);
+                while !*guard {
+                    let (next, result) = cv.wait_timeout(guard, Duration::from_secs(3600));
+                    assert!(!result.timed_out(), "an hour-long wait timed out");
+                    guard = next;
+                }
+                SetOnDrop(dropped)
+            })
+        };
+        wait_until(Duration::from_secs(10), "the coroutine to wait", || waiting.load(Ordering::SeqCst));
+        // The waiter holds the mutex until its wait has released it.
+        *shared.0.lock() = true;
+        shared.1.notify_all();
+        wait_until(Duration::from_secs(10), "the coroutine to finish", || handle.is_finished());
+        drop(handle);
+        wait_until(Duration::from_secs(5), "the unjoined result to be dropped", || dropped.load(Ordering::SeqCst));
+    });
+}
+
+/// While two coroutines hand a turn back and forth with hour-long timed
+/// waits (each woken early, and each a millisecond shorter than the last,
+/// so that stale timers pile up under the armed ones and the heap is
+/// compacted over and over), on the same single worker: 20 ms sleeps never
+/// wake early, and a coroutine that waits with a 100 ms timeout, is
+/// notified early 20 times (each wait reuses its timer's entry, due at the
+/// first wait's deadline), then waits once more unnotified, reports a
+/// timeout not before 100 ms after that last wait began and not much later.
+/// An armed timer lost in a compaction, or a reused entry that did not move
+/// on to its new deadline, would hang a waiter (the watchdog fails it).
+#[test]
+fn armed_timers_survive_the_cancellation_of_many_others() {
+    isolated(Duration::from_secs(60), || {
+        let rt = runtime(1);
+        let (hand_offs, timed_wait, sleeps) = rt.block_on(|| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let shared = Arc::new((weft::sync::Mutex::new(0u64), weft::sync::Condvar::new()));
+            let players: Vec<_> = (0..2u64)
+                .map(|me| {
+                    let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
+                    weft::spawn(move || {
+                        let (counter, turn) = &*shared;
+                        let mut guard = counter.lock();
+                        for waits in 0u64.. {
+                            if stop.load(Ordering::SeqCst) {
+                                turn.notify_all();
+                                break;
+                            }
+                            if *guard % 2 == me {
+                                *guard += 1;
+                                turn.notify_one();
+                            } else {
+                                let shorter = Duration::from_millis(waits.min(1_000_000));
+                                let (next, result) = turn.wait_timeout(guard, Duration::from_secs(3600) - shorter);
+                                assert!(!result.timed_out(), "an hour-long wait timed out");
+                                guard = next;
+                            }
+                        }
+                        *guard
+                    })
+                })
+                .collect();
+            // 0: nothing asked; 1: the waiter asks for a notification; 2: done.
+            let asks = Arc::new((weft::sync::Mutex::new(0u32), weft::sync::Condvar::new()));
+            let notifier = {
+                let asks = Arc::clone(&asks);
+                weft::spawn(move || {
+                    loop {
+                        let mut state = asks.0.lock();
+                        match *state {
+                            1 => {
+                                *state = 0;
+                                asks.1.notify_one();
+                            }
+                            2 => return,
+                            _ => {}
+                        }
+                        drop(state);
+                        weft::yield_now();
+                    }
+                })
+            };
+            let waiter = {
+                let asks = Arc::clone(&asks);
+                weft::spawn(move || {
+                    let (state, cv) = &*asks;
+                    let mut guard = state.lock();
+                    for _ in 0..20 {
+                        *guard = 1;
+                        while *guard == 1 {
+                            guard = cv.wait_timeout(guard, Duration::from_millis(100)).0;
+                        }
+                    }
+                    *guard = 2;
+                    let at = Instant::now();
+                    // (`_while`: a spurious wake must not end the test early.)
+                    let (_guard, result) = cv.wait_timeout_while(guard, Duration::from_millis(100), |_| true);
+                    (result.timed_out(), at.elapsed())
+                })
+            };
+            let sleeper = weft::spawn(|| {
+                (0..5)
+                    .map(|_| {
+                        let at = Instant::now();
+                        weft::sleep(Duration::from_millis(20));
+                        at.elapsed()
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let timed_wait = joined(waiter);
+            joined(notifier);
+            let sleeps = joined(sleeper);
+            stop.store(true, Ordering::SeqCst);
+            let hand_offs: Vec<u64> = players.into_iter().map(joined).collect();
+            (hand_offs[0], timed_wait, sleeps)
+        });
+        let (timed_out, waited) = timed_wait;
+        assert!(timed_out, "a 100 ms wait nobody notified did not time out (after {waited:?})");
+        assert!(waited >= Duration::from_millis(100), "a 100 ms wait timed out after {waited:?}");
+        assert!(waited < Duration::from_secs(5), "a 100 ms wait timed out only after {waited:?}");
+        for slept in sleeps {
+            assert!(slept >= Duration::from_millis(20), "a 20 ms sleep woke after {slept:?}");
+        }
+        assert!(hand_offs >= 1_000, "only {hand_offs} hand-offs ran meanwhile: the test exercised little");
+    });
+}
+
 // ---------------------------------------------------------------------------
 // 4. Idle runtime
 // ---------------------------------------------------------------------------

@@ -35,7 +35,11 @@
 //!
 //! Timeouts: a waiter whose deadline passes locks its bucket; if it is still
 //! queued it removes itself and reports `TimedOut`, otherwise a waker got
-//! there first and it reports `Unparked` with the waker's token.
+//! there first and it reports `Unparked` with the waker's token. A coroutine's
+//! deadline is a timer on its worker, armed before the node is queued and
+//! cancelled when the park ends, however it ends, after the bucket is
+//! unlocked (`park::disarm_timer`): a wait woken early leaves no timer
+//! behind.
 //!
 //! Shutdown: a runtime that is dropped unwinds its parked coroutines. A
 //! guard on the waiter's stack then leaves the queue the way a timeout does
@@ -453,15 +457,20 @@ fn park_inner(
     // stack goes away; the guard does that during the unwind. Every normal
     // return forgets it (the node is off the queue then), so the common
     // path pays nothing for it.
-    let guard =
-        DequeueOnUnwind { node: &node, left: Cell::new(Some(timed_out)), abandoned: Cell::new(Some(abandoned)) };
+    let armed_timer = kind.arms_timer(deadline);
+    let guard = DequeueOnUnwind {
+        node: &node,
+        left: Cell::new(Some(timed_out)),
+        abandoned: Cell::new(Some(abandoned)),
+        armed_timer,
+    };
     before_sleep();
     let mut expired = false;
-    loop {
+    let result = loop {
         // Acquire: pairs with release_node's Release; the token is visible.
         if node.removed.load(Ordering::Acquire) {
             forget_guard(guard);
-            return ParkResult::Unparked(node.token.get());
+            break ParkResult::Unparked(node.token.get());
         }
         let timed_out_now = deadline.is_some_and(|d| expired || deadline_passed(d));
         if !timed_out_now {
@@ -471,7 +480,7 @@ fn park_inner(
         let timed_out = forget_guard(guard).expect("the guard holds `timed_out` until it is forgotten");
         let mut queue = lock_node_bucket(&node);
         if node.removed.load(Ordering::Acquire) {
-            return ParkResult::Unparked(node.token.get());
+            break ParkResult::Unparked(node.token.get());
         }
         let key = node.key.load(Ordering::Relaxed);
         let removed = queue.remove_where(1, |n| ptr::eq(n, &node));
@@ -480,8 +489,15 @@ fn park_inner(
         let was_last = !queue.contains_key(key);
         timed_out(key, was_last);
         drop(queue);
-        return ParkResult::TimedOut;
+        break ParkResult::TimedOut;
+    };
+    // The bucket is unlocked (the guard of the timed-out path dropped at
+    // its `break`): cancel a coroutine's timer if it has not fired, so that
+    // a wait woken early leaves nothing behind in its worker's timer heap.
+    if armed_timer {
+        super::disarm_timer();
     }
+    result
 }
 
 /// Whether a timed park should give up now. Under loom there is no clock:
@@ -502,6 +518,9 @@ struct DequeueOnUnwind<'a, F: FnOnce(usize, bool), A: FnOnce(usize, usize)> {
     node: &'a WaitNode,
     left: Cell<Option<F>>,
     abandoned: Cell<Option<A>>,
+    /// Whether the park armed a coroutine's timer, to end it as a normal
+    /// exit would.
+    armed_timer: bool,
 }
 
 /// Disarms `guard`, giving back the `timed_out` callback it held.
@@ -532,15 +551,21 @@ impl<F: FnOnce(usize, bool), A: FnOnce(usize, usize)> Drop for DequeueOnUnwind<'
             if let Some(left) = self.left.take() {
                 left(key, was_last);
             }
-            return;
+            drop(queue);
+        } else {
+            // A waker took it first: pass on what it handed us, with no
+            // bucket locked (passing on may unpark someone). The Acquire
+            // load of `removed` above made the waker's key and token visible.
+            let (key, token) = (self.node.key.load(Ordering::Relaxed), self.node.token.get());
+            drop(queue);
+            if let Some(abandoned) = self.abandoned.take() {
+                abandoned(key, token);
+            }
         }
-        // A waker took it first: pass on what it handed us, with no bucket
-        // locked (passing on may unpark someone). The Acquire load of
-        // `removed` above made the waker's key and token visible.
-        let (key, token) = (self.node.key.load(Ordering::Relaxed), self.node.token.get());
-        drop(queue);
-        if let Some(abandoned) = self.abandoned.take() {
-            abandoned(key, token);
+        // (At shutdown the worker has already dropped its timers: this
+        // then finds none armed.)
+        if self.armed_timer {
+            super::disarm_timer();
         }
     }
 }

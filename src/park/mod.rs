@@ -95,10 +95,12 @@ impl Unparker {
     }
 
     /// Before a timed park: a coroutine registers a timer with its worker
-    /// (a thread passes the deadline to its futex wait instead).
+    /// (a thread passes the deadline to its futex wait instead). The waiter
+    /// calls [`disarm_timer`] when the park ends (see
+    /// [`WaiterKind::arms_timer`]).
     pub(crate) fn prepare_deadline(&self, deadline: Option<Deadline>) {
         if let (Unparker::Task(task), Some(deadline)) = (self, deadline) {
-            runtime::wake_at(deadline, task.clone());
+            runtime::wake_at(deadline, task);
         }
     }
 
@@ -138,6 +140,23 @@ impl WaiterKind {
             WaiterKind::Thread => thread::park_current(deadline),
         }
     }
+
+    /// Whether a park of this waiter until `deadline` arms a timer
+    /// ([`Unparker::prepare_deadline`]: a coroutine's), which the waiter
+    /// must end with [`disarm_timer`] however the park ends.
+    #[inline]
+    pub(crate) fn arms_timer(self, deadline: Option<Deadline>) -> bool {
+        self == WaiterKind::Task && deadline.is_some()
+    }
+}
+
+/// Ends a timed park of the calling coroutine, however it ended (woken,
+/// timed out, unwound): its timer, if it has not fired, is cancelled (see
+/// `runtime::disarm_timer`). Called by the waiter itself, holding no
+/// parking-lot lock.
+#[inline]
+pub(crate) fn disarm_timer() {
+    runtime::disarm_timer();
 }
 
 const EMPTY: u32 = 0;

@@ -450,11 +450,32 @@ pub(crate) fn park_current_task() {
     task.park.after_wake();
 }
 
-/// Wakes `task` (a coroutine of this thread's worker) when `deadline` passes.
-/// The wake may arrive after the task stopped waiting: it is then a
-/// spurious token, which parkers tolerate.
-pub(crate) fn wake_at(deadline: Deadline, task: TaskRef) {
+/// Wakes `task` (the coroutine running on this thread) when `deadline`
+/// passes, unless its timed park ends first and calls [`disarm_timer`].
+/// The wake may still arrive after the task stopped waiting (the deadline
+/// passed while it was already woken, before it ran): it is then a spurious
+/// token, which parkers tolerate.
+pub(crate) fn wake_at(deadline: Deadline, task: &TaskRef) {
     with_current_worker(|w| w.expect("a running coroutine has a worker").add_timer(deadline, task));
+}
+
+/// Ends the running coroutine's timed park, however it ended: a timer that
+/// has not fired is cancelled, so it neither wakes the coroutine later nor
+/// keeps its task alive (see "Timers" in `worker`). Does nothing outside a
+/// coroutine or when no timer is armed. Call it with no parking-lot bucket
+/// or other lock held: it may drop the last reference to another, finished
+/// task (running its result's destructor).
+#[inline]
+pub(crate) fn disarm_timer() {
+    let task = CURRENT_TASK.with(Cell::get);
+    if task.is_null() {
+        return;
+    }
+    // SAFETY: as in `current_task`.
+    let task = unsafe { &*task };
+    if task.timer_armed.get() {
+        with_current_worker(|w| w.expect("a running coroutine has a worker").disarm_timer(task));
+    }
 }
 
 /// Whether the calling coroutine is being unwound by its runtime's shutdown
@@ -688,10 +709,13 @@ pub fn sleep(duration: Duration) {
         return;
     }
     let deadline = Deadline::after(duration);
-    with_current_worker(|w| w.expect("a running coroutine has a worker").add_timer(deadline, task));
+    wake_at(deadline, &task);
     while !deadline.has_passed() && !current_task_is_cancelled() {
         park_current_task();
     }
+    // Usually the timer fired and this does nothing; but a stale token may
+    // have woken us just after the deadline, before the timer's turn.
+    disarm_timer();
 }
 
 /// Runs `f` on a pool of OS threads, so blocking work does not stall a

@@ -66,6 +66,7 @@ use super::join::JoinState;
 use crate::coroutine::{self, Coroutine, Yielder};
 use crate::loom::process::{AtomicPtr, AtomicUsize, Ordering, UnsafeCell, fence};
 use crate::park::ParkState;
+use crate::sys::futex::Deadline;
 use std::alloc::{self, Layout};
 use std::any::Any;
 use std::cell::Cell;
@@ -92,6 +93,10 @@ pub(crate) const NO_HOME: usize = usize::MAX;
 
 /// `Task::registry_slot` of a task that is in no worker's registry.
 pub(crate) const NOT_REGISTERED: usize = usize::MAX;
+
+/// `Task::timer_entry` of a task that has no entry in its worker's timer
+/// heap (timer sequence numbers count up from 0 and never reach it).
+pub(crate) const NO_TIMER: u64 = u64::MAX;
 
 /// A fresh process-unique task id (shared with plain coroutines' ids, so a
 /// green thread's coroutine carries its task's id).
@@ -140,14 +145,27 @@ pub(crate) struct Task {
     /// Set by the home worker while it unwinds this task at shutdown: its
     /// destructors then must not suspend (see `runtime::park_current_task`).
     pub(crate) unwinding: Cell<bool>,
+    /// The sequence number of this task's current entry in its home
+    /// worker's timer heap, or `NO_TIMER`; any other entry of the task there
+    /// is stale. See "Timers" in `worker`. This and the next two fields are
+    /// touched only by the home worker (its timers, and the task itself
+    /// while it runs there).
+    pub(crate) timer_entry: Cell<u64>,
+    /// Whether a timed park of this task is under way: its current entry
+    /// may wake it (it is *armed*).
+    pub(crate) timer_armed: Cell<bool>,
+    /// The deadline of this task's latest timed park (`None` before its
+    /// first). The current entry's own deadline is never later.
+    pub(crate) timer_deadline: Cell<Option<Deadline>>,
     /// The runtime it belongs to (for `weft::spawn` from inside it).
     pub(crate) runtime: std::sync::Weak<super::Shared>,
 }
 
 // SAFETY: see the module docs: the !Send/!Sync fields (the coroutine, its
-// yielder pointer, the registry slot) are only touched by the one thread that
-// owns the task at the time — the popper of an unstarted task, then forever
-// its home worker. Everything else is atomic or immutable.
+// yielder pointer, the registry slot, the unwinding flag, the timer fields)
+// are only touched by the one thread that owns the task at the time — the
+// popper of an unstarted task, then forever its home worker. Everything else
+// is atomic or immutable.
 unsafe impl Send for Task {}
 // SAFETY: as above.
 unsafe impl Sync for Task {}
@@ -212,6 +230,9 @@ impl<B, T: Send> TaskCell<B, T> {
             (&raw mut (*task).yielder).write(Cell::new(ptr::null()));
             (&raw mut (*task).registry_slot).write(Cell::new(NOT_REGISTERED));
             (&raw mut (*task).unwinding).write(Cell::new(false));
+            (&raw mut (*task).timer_entry).write(Cell::new(NO_TIMER));
+            (&raw mut (*task).timer_armed).write(Cell::new(false));
+            (&raw mut (*task).timer_deadline).write(Cell::new(None));
             (&raw mut (*task).runtime).write(runtime);
             (&raw mut (*cell.as_ptr()).head.join).write(JoinState::new());
         }

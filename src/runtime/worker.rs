@@ -10,7 +10,8 @@
 //!                                                                  thieves (oldest first)
 //!  inbox       woken tasks of this worker    any thread           this worker (all at once)
 //!  injector    unstarted tasks from outside  any thread           any worker (FIFO)
-//!  timers      (deadline, task) of sleepers  this worker only     this worker
+//!  timers      (deadline, task) of timed      this worker only     this worker
+//!              parks (see Timers)
 //! ```
 //!
 //! A started task never leaves its home worker (DESIGN.md decision 3): a
@@ -64,6 +65,58 @@
 //! first, its SLEEPING re-check above sees the work. This saves a futex wake
 //! per spawn when spawns come in bursts.
 //!
+//! # Timers
+//!
+//! A coroutine's timed park (`weft::sleep`, and every wait with a timeout,
+//! through `park::Unparker::prepare_deadline`) arms a timer on its home
+//! worker, and ends by disarming it (`disarm_timer`), however it ended. The
+//! worker keeps a binary heap of entries `(deadline, seq, task)`, `seq` a
+//! per-worker number that also breaks ties between equal deadlines. Each
+//! task names its *current* entry (`Task::timer_entry`) and says whether a
+//! timed park is under way (`timer_armed`) and until when
+//! (`timer_deadline`). An entry is *armed* while it is its task's current
+//! entry and the task's timer is armed; every other entry is *stale*: it
+//! will never wake anyone, and `stale_timers` counts them. Everything here
+//! is touched only by the home worker's thread (a started task runs only
+//! there, and its timers live there), so no atomics are needed.
+//!
+//! ```text
+//!  event                      who                  what happens                            stale_timers
+//!  -------------------------  -------------------  --------------------------------------  ------------
+//!  arm, the current entry     the task, parking    it is armed again (revived): no heap    -1
+//!  is due no later than the                        operation; it moves on when it is due
+//!  new deadline
+//!  arm, otherwise             the task, parking    a new entry is pushed and becomes the   -
+//!                                                  current one (an older one stays stale)
+//!  park ends (disarm)         the task             timer_armed = false                     +1 if armed
+//!  an entry comes due         worker, fire_timers  popped; if armed: fires (wakes the
+//!                                                  task) or, if the task's deadline is
+//!                                                  later (revived), is pushed again for     -1 if stale
+//!                                                  that deadline
+//!  worker goes idle           worker,              stale tops popped, a revived top         -1 each
+//!                             next_deadline        moved on: the top is armed and exact     stale
+//!  compaction (stale >=       disarm / fire_timers the heap rebuilt without stale entries  0
+//!  COMPACT_MIN and > armed)
+//! ```
+//!
+//! So a timed wait that is woken early costs a few flag updates and no
+//! heap operation at all when it comes back with the same timeout (its
+//! entry is revived, as Go's runtime moves a modified timer lazily), and
+//! its entry is moved at most once per timeout that actually elapses. A
+//! stale entry leaves when it comes due, when an idle worker finds it at
+//! the top (so the worker sleeps until an armed deadline and never wakes
+//! for a stale one), or in a compaction once stale entries are at least
+//! `COMPACT_MIN` and outnumber the armed ones. So a worker holds at most
+//! about `max(armed, COMPACT_MIN - 1)` stale entries (each a reference to a
+//! task's cell): memory follows the armed timers, not the number of timed
+//! waits. A rebuild costs time linear in the heap, paid for by the disarms
+//! that made over half of it stale.
+//!
+//! Invariants: `stale_timers` is the number of stale entries (checked in
+//! debug builds at every compaction); a task whose timer is armed has a
+//! current entry in the heap; the current entry's deadline is never later
+//! than the task's `timer_deadline` (a timer never fires late).
+//!
 //! # Shutdown
 //!
 //! 1. `Runtime::drop` sets `shutdown` and wakes every worker.
@@ -73,7 +126,7 @@
 //! 3. `Runtime::drop` joins the worker threads, then fails the join handles
 //!    of unstarted tasks left in the injector.
 
-use super::task::{NO_HOME, NOT_REGISTERED, Switch, Task, TaskRef};
+use super::task::{NO_HOME, NO_TIMER, NOT_REGISTERED, Switch, Task, TaskRef};
 use super::{CURRENT_TASK, CURRENT_TASK_LENT, Shared};
 use crate::coroutine::CoroutineResult;
 use crate::loom::process::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence};
@@ -94,6 +147,10 @@ const FRESH_INTERVAL: u32 = 31;
 /// How many times an idle worker checks for work before it sleeps (a few
 /// microseconds; every 16th check yields the CPU).
 const SPIN_ROUNDS: u32 = 128;
+/// The fewest stale timers that make a compaction (when they also outnumber
+/// the armed ones): below it, a rebuild would cost more than the few stale
+/// entries do (see "Timers" in the module docs).
+const COMPACT_MIN: usize = 32;
 
 /// The part of a worker other threads may touch.
 pub(crate) struct WorkerShared {
@@ -206,10 +263,34 @@ impl Drop for Inbox {
     }
 }
 
+/// An entry of a worker's timer heap (see "Timers" in the module docs).
 struct Timer {
     deadline: Deadline,
+    /// Unique per worker; the task's `timer_entry` while this entry is its
+    /// current one.
     seq: u64,
     task: TaskRef,
+}
+
+impl Timer {
+    /// Whether this is its task's current entry. Only the home worker of
+    /// `task` calls this and `is_armed` (it holds the heap).
+    fn is_current(&self) -> bool {
+        self.task.timer_entry.get() == self.seq
+    }
+
+    /// Whether this entry may still wake its task (else it is stale).
+    fn is_armed(&self) -> bool {
+        self.is_current() && self.task.timer_armed.get()
+    }
+
+    /// Tells the task that this entry, leaving the heap, is no longer its
+    /// current one.
+    fn forget(&self) {
+        if self.is_current() {
+            self.task.timer_entry.set(NO_TIMER);
+        }
+    }
 }
 
 impl PartialEq for Timer {
@@ -238,6 +319,8 @@ pub(crate) struct WorkerLocal {
     runnable: RefCell<VecDeque<TaskRef>>,
     timers: RefCell<BinaryHeap<Timer>>,
     timer_seq: Cell<u64>,
+    /// How many entries of `timers` are stale (see "Timers" above).
+    stale_timers: Cell<usize>,
     /// Started tasks that have switched out and not finished (to unwind
     /// them at shutdown). A task is registered the first time it switches
     /// out, not when it starts: one that runs to completion in its first
@@ -284,12 +367,97 @@ impl WorkerLocal {
         self.shared.notify_one_sleeper();
     }
 
-    /// Wakes `task` when `deadline` passes.
-    pub(crate) fn add_timer(&self, deadline: Deadline, task: TaskRef) {
+    /// Arms a timer that wakes `task`, a coroutine running on this worker
+    /// (its home), when `deadline` passes, unless [`disarm_timer`]
+    /// (Self::disarm_timer) comes first.
+    pub(crate) fn add_timer(&self, deadline: Deadline, task: &TaskRef) {
+        debug_assert_eq!(task.home(), self.index, "task {} armed a timer off its home worker", task.id);
+        if task.timer_armed.get() {
+            // An earlier timed park of this task unwound without ending.
+            self.disarm_timer(task);
+        }
+        let revive =
+            task.timer_entry.get() != NO_TIMER && task.timer_deadline.get().is_some_and(|latest| latest <= deadline);
+        task.timer_armed.set(true);
+        task.timer_deadline.set(Some(deadline));
+        if revive {
+            // Its current entry is due no later than `deadline` (the
+            // invariant, and the test above): armed again, it will move on
+            // to `deadline` when it comes due.
+            self.stale_timers.set(self.stale_timers.get() - 1);
+            return;
+        }
+        // A current entry due later (a shorter timeout than last time)
+        // stays in the heap, stale (it was counted when it was disarmed).
+        self.push_timer(deadline, task.clone());
+    }
+
+    /// Pushes a new entry for `task`, which becomes its current one.
+    fn push_timer(&self, deadline: Deadline, task: TaskRef) {
         let seq = self.timer_seq.get();
         self.timer_seq.set(seq + 1);
+        task.timer_entry.set(seq);
         self.timers.borrow_mut().push(Timer { deadline, seq, task });
         self.has_timers.set(true);
+    }
+
+    /// Ends the timed park of `task`, a coroutine running on this worker:
+    /// its timer, if it has not fired, becomes stale (it will not wake the
+    /// task). Must not be called with a lock held that a task's destructor
+    /// could take: a compaction may drop the last reference to a finished
+    /// task.
+    pub(crate) fn disarm_timer(&self, task: &Task) {
+        if !task.timer_armed.replace(false) {
+            return; // it fired (or none was armed)
+        }
+        self.stale_timers.set(self.stale_timers.get() + 1);
+        self.compact_timers_if_mostly_stale();
+    }
+
+    /// Compacts the timer heap if stale entries are at least `COMPACT_MIN`
+    /// and outnumber the armed ones.
+    #[inline]
+    fn compact_timers_if_mostly_stale(&self) {
+        let stale = self.stale_timers.get();
+        if stale >= COMPACT_MIN && stale > self.timers.borrow().len() - stale {
+            self.compact_timers();
+        }
+    }
+
+    /// Rebuilds the timer heap with only its armed entries (see "Timers").
+    #[cold]
+    #[inline(never)]
+    fn compact_timers(&self) {
+        let stale: Vec<Timer> = {
+            let mut timers = self.timers.borrow_mut();
+            let (armed, stale): (Vec<Timer>, Vec<Timer>) =
+                std::mem::take(&mut *timers).into_vec().into_iter().partition(Timer::is_armed);
+            debug_assert_eq!(stale.len(), self.stale_timers.get(), "worker {}: stale timers miscounted", self.index);
+            *timers = BinaryHeap::from(armed);
+            self.has_timers.set(!timers.is_empty());
+            stale
+        };
+        self.stale_timers.set(0);
+        for timer in &stale {
+            timer.forget();
+        }
+        // Outside the borrow: the last reference to a finished task runs
+        // its result's destructor, which may use timers itself.
+        drop(stale);
+    }
+
+    /// Takes every entry out of the timer heap (shutdown), disarming the
+    /// tasks' timers.
+    fn clear_timers(&self) {
+        let timers = std::mem::take(&mut *self.timers.borrow_mut());
+        self.stale_timers.set(0);
+        self.has_timers.set(false);
+        for timer in timers.into_vec() {
+            if timer.is_current() {
+                timer.task.timer_armed.set(false);
+            }
+            timer.forget();
+        }
     }
 
     /// Puts a started task of this worker into its registry, if it is not
@@ -336,29 +504,73 @@ impl WorkerLocal {
         self.runnable.borrow_mut().extend(woken);
     }
 
-    /// Wakes the tasks whose deadline has passed. Only called while
-    /// `has_timers` is set (out of line: the yield round skips it).
+    /// Wakes the tasks whose deadline has passed (dropping the stale
+    /// entries among them, and moving revived ones on to their task's
+    /// deadline). Only called while `has_timers` is set (out of line: the
+    /// yield round skips it).
     #[inline(never)]
     fn fire_timers(&self) {
         let now = Deadline::now();
-        loop {
-            let due = {
-                let mut timers = self.timers.borrow_mut();
-                match timers.peek() {
-                    Some(t) if t.deadline <= now => timers.pop(),
-                    _ => None,
+        let mut fired = false;
+        while let Some(timer) = self.pop_timer_if(|top| top.deadline <= now) {
+            if !timer.is_armed() {
+                timer.forget();
+                continue; // stale: dropped here, outside the heap's borrow
+            }
+            match timer.task.timer_deadline.get() {
+                Some(deadline) if deadline > now => self.push_timer(deadline, timer.task),
+                _ => {
+                    timer.forget();
+                    timer.task.timer_armed.set(false);
+                    super::unpark(timer.task);
+                    fired = true;
                 }
-            };
-            match due {
-                Some(timer) => super::unpark(timer.task),
-                None => break,
             }
         }
         self.has_timers.set(!self.timers.borrow().is_empty());
+        if fired && self.stale_timers.get() != 0 {
+            // Fewer armed timers now: the stale ones may outnumber them.
+            self.compact_timers_if_mostly_stale();
+        }
     }
 
+    /// Pops the top of the timer heap if `take(top)` (counting a stale one
+    /// off); the heap's borrow ends before the caller drops the entry.
+    fn pop_timer_if(&self, take: impl FnOnce(&Timer) -> bool) -> Option<Timer> {
+        let mut timers = self.timers.borrow_mut();
+        let top = timers.peek()?;
+        if !take(top) {
+            return None;
+        }
+        if !top.is_armed() {
+            self.stale_timers.set(self.stale_timers.get() - 1);
+        }
+        timers.pop()
+    }
+
+    /// The earliest armed deadline, for an idle worker's sleep. Stale
+    /// entries at the top are dropped and a revived top is moved on to its
+    /// task's deadline first: the worker must not wake for a timer that no
+    /// longer matters (nor hold a finished task through its timers' top).
     fn next_deadline(&self) -> Option<Deadline> {
-        self.timers.borrow().peek().map(|t| t.deadline)
+        let moved_on = |top: &Timer| !top.is_armed() || top.task.timer_deadline.get() != Some(top.deadline);
+        while let Some(timer) = self.pop_timer_if(moved_on) {
+            if timer.is_armed() {
+                let deadline = timer.task.timer_deadline.get().expect("an armed task has a deadline");
+                self.push_timer(deadline, timer.task);
+            } else {
+                timer.forget();
+            }
+        }
+        let next = self.timers.borrow().peek().map(|t| t.deadline);
+        self.has_timers.set(next.is_some());
+        next
+    }
+
+    /// The number of entries in the timer heap and how many are stale.
+    #[cfg(test)]
+    pub(crate) fn timer_counts(&self) -> (usize, usize) {
+        (self.timers.borrow().len(), self.stale_timers.get())
     }
 
     #[inline]
@@ -567,7 +779,7 @@ impl WorkerLocal {
     /// Unwinds every started, unfinished task of this worker (shutdown).
     fn unwind_all(&self) {
         self.runnable.borrow_mut().clear();
-        self.timers.borrow_mut().clear();
+        self.clear_timers();
         loop {
             let next = self.registry.borrow_mut().iter_mut().find_map(Option::take);
             let Some(task) = next else { break };
@@ -625,6 +837,7 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
         runnable: RefCell::new(VecDeque::new()),
         timers: RefCell::new(BinaryHeap::new()),
         timer_seq: Cell::new(0),
+        stale_timers: Cell::new(0),
         registry: RefCell::new(Vec::new()),
         free_slots: RefCell::new(Vec::new()),
         has_timers: Cell::new(false),
@@ -654,9 +867,99 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::super::{Runtime, current_task};
+    use super::{COMPACT_MIN, with_current_worker};
     use crate::sync::{Condvar, Mutex};
     use std::sync::Arc;
     use std::time::Duration;
+
+    /// The timer heap of the calling coroutine's worker: (entries, stale).
+    fn timer_counts() -> (usize, usize) {
+        with_current_worker(|w| w.expect("called from a coroutine").timer_counts())
+    }
+
+    /// Two coroutines on one worker hand a turn back and forth 200 000
+    /// times, every wait a `wait_timeout` of about an hour
+    /// (`timeout(round)`) that is notified within microseconds. Each wait
+    /// arms a timer; without cancellation the heap would hold all 200 000
+    /// (and their task references) for an hour. A third coroutine keeps a
+    /// timer of a minute armed meanwhile, at the top of the heap, so stale
+    /// entries cannot leave from the top. Returns the largest heap seen at
+    /// any turn, and (entries, stale) once all three are done. No wait may
+    /// report a timeout; in debug builds every compaction checks the stale
+    /// count against the heap.
+    fn hand_off_through_timed_waits(timeout: fn(u64) -> Duration) -> (usize, (usize, usize)) {
+        const TURNS: u64 = 200_000;
+        let rt = Runtime::builder().workers(1).build().expect("runtime");
+        rt.block_on(move || {
+            let anchor = Arc::new((Mutex::new(false), Condvar::new()));
+            let anchored = {
+                let anchor = Arc::clone(&anchor);
+                crate::spawn(move || {
+                    let (done, cv) = &*anchor;
+                    let mut guard = done.lock();
+                    while !*guard {
+                        let (next, result) = cv.wait_timeout(guard, Duration::from_secs(60));
+                        assert!(!result.timed_out(), "a minute-long wait timed out");
+                        guard = next;
+                    }
+                })
+            };
+            crate::yield_now(); // the anchor waits
+            let shared = Arc::new((Mutex::new(0u64), Condvar::new()));
+            let players: Vec<_> = (0..2u64)
+                .map(|me| {
+                    let shared = Arc::clone(&shared);
+                    crate::spawn(move || {
+                        let (counter, turn) = &*shared;
+                        let mut largest = 0;
+                        let mut guard = counter.lock();
+                        for round in 0..TURNS / 2 {
+                            while *guard % 2 != me {
+                                let (next, result) = turn.wait_timeout(guard, timeout(round));
+                                assert!(!result.timed_out(), "an hour-long wait timed out");
+                                guard = next;
+                            }
+                            *guard += 1;
+                            turn.notify_one();
+                            largest = largest.max(timer_counts().0);
+                        }
+                        largest
+                    })
+                })
+                .collect();
+            let largest = players.into_iter().map(|p| p.join().expect("a player panicked")).max();
+            *anchor.0.lock() = true;
+            anchor.1.notify_one();
+            anchored.join().expect("the anchor panicked");
+            (largest.expect("two players"), timer_counts())
+        })
+    }
+
+    /// The same timeout every time: each wait finds its previous entry in
+    /// the heap (stale, due earlier) and revives it, so the heap holds one
+    /// entry per waiter and never grows.
+    #[test]
+    fn repeated_timed_waits_woken_early_reuse_their_timer() {
+        let (largest, (entries, stale)) = hand_off_through_timed_waits(|_| Duration::from_secs(3600));
+        assert!(largest <= 3, "the timer heap grew to {largest} entries for 3 waiters");
+        assert_eq!(entries, stale, "a finished waiter left an armed timer");
+        assert!(entries <= 3, "{entries} timers were left behind after the waiters finished");
+    }
+
+    /// A timeout a millisecond shorter at every turn: no entry can be
+    /// revived (it is due later than the new deadline), so each wait pushes
+    /// a new one and leaves its previous one stale, below the anchor's:
+    /// they pile up, and compactions keep them fewer than `COMPACT_MIN` or
+    /// the armed ones.
+    #[test]
+    fn stale_timers_are_compacted() {
+        let (largest, (entries, stale)) =
+            hand_off_through_timed_waits(|round| Duration::from_secs(3600) - Duration::from_millis(round));
+        assert!(largest <= 2 * COMPACT_MIN, "the timer heap grew to {largest} entries for 3 waiters");
+        assert!(largest > COMPACT_MIN / 2, "stale timers never piled up under the anchor ({largest}): untested");
+        assert_eq!(entries, stale, "a finished waiter left an armed timer");
+        assert!(stale < COMPACT_MIN, "{stale} stale timers were left behind after the waiters finished");
+    }
 
     /// The worker lends its reference to a running task to the task's first
     /// park (`current_task_for_waker`): it travels through the wait node and
