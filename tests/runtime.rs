@@ -88,6 +88,18 @@ fn describe(payload: &(dyn Any + Send)) -> String {
     "a payload that is neither text nor io::Error".to_string()
 }
 
+/// Joins a coroutine that its runtime's shutdown cancelled: the join is an
+/// `Err` whose text says the runtime shut down. `what` names it in failures.
+#[track_caller]
+fn joins_as_cancelled<T>(handle: JoinHandle<T>, what: &str) {
+    let Err(payload) = handle.join() else { panic!("{what}: a coroutine cancelled by shutdown joined as Ok") };
+    assert!(
+        payload_str(&*payload).is_some_and(|text| text.contains("shut down")),
+        "{what}: the join error does not say the runtime shut down: {}",
+        describe(&*payload)
+    );
+}
+
 /// Unwraps a join result, failing with the payload's text.
 #[track_caller]
 fn joined<T>(handle: JoinHandle<T>) -> T {
@@ -676,13 +688,7 @@ fn dropping_a_runtime_unwinds_every_parked_and_sleeping_coroutine_once() {
         }
         for (index, handle) in handles.into_iter().enumerate() {
             assert!(handle.is_finished(), "the handle of coroutine {index} is not finished after the drop");
-            let payload = handle.join().expect_err("a coroutine killed by shutdown joins as Err");
-            let text = payload_str(&*payload)
-                .unwrap_or_else(|| panic!("coroutine {index}: unexpected payload {}", describe(&*payload)));
-            assert!(
-                text.contains("shut down"),
-                "coroutine {index}: payload {text:?} does not say the runtime shut down"
-            );
+            joins_as_cancelled(handle, &format!("coroutine {index}"));
         }
 
         let dropping = Instant::now();
@@ -801,12 +807,7 @@ fn dropping_a_runtime_stops_coroutines_running_yield_and_sleep_loops() {
             }
             assert_eq!(early.load(Ordering::SeqCst), 0, "round {round}: a sleep returned early");
             for (index, handle) in handles.into_iter().enumerate() {
-                let payload = handle.join().expect_err("a coroutine killed by shutdown joins as Err");
-                assert!(
-                    payload_str(&*payload).is_some_and(|t| t.contains("shut down")),
-                    "round {round}, coroutine {index}: {}",
-                    describe(&*payload)
-                );
+                joins_as_cancelled(handle, &format!("round {round}, coroutine {index}"));
             }
         }
     });
@@ -846,12 +847,7 @@ fn shutdown_unwinds_a_task_parked_inside_a_generator() {
         drop(held);
         let dropped: Vec<usize> = drops.iter().map(|d| d.load(Ordering::SeqCst)).collect();
         assert_eq!(dropped, [1, 1], "the task's and the generator's locals are each dropped once");
-        let payload = handle.join().expect_err("a task cancelled by shutdown joins as Err");
-        assert!(
-            payload_str(&*payload).is_some_and(|t| t.contains("shut down")),
-            "the join error names the shutdown: {}",
-            describe(&*payload)
-        );
+        joins_as_cancelled(handle, "the task");
     });
 }
 
@@ -881,12 +877,7 @@ fn shutdown_ends_the_join_of_a_task_parked_while_panicking() {
         wait_until(Duration::from_secs(10), "the destructor to start sleeping", || parked.load(Ordering::SeqCst));
         thread::sleep(Duration::from_millis(20));
         drop(rt);
-        let payload = handle.join().expect_err("a task cancelled by shutdown joins as Err");
-        assert!(
-            payload_str(&*payload).is_some_and(|t| t.contains("shut down")),
-            "the join error names the shutdown: {}",
-            describe(&*payload)
-        );
+        joins_as_cancelled(handle, "the task");
     });
 }
 
