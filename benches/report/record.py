@@ -128,7 +128,11 @@ def git(*args):
 
 
 def machine_start(path, mode):
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+    # Uncommitted changes to the code being measured; the results directory
+    # itself is excluded (collect.sh has just removed the previous results,
+    # and this collection rewrites them).
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":(exclude)benches/results"],
                            capture_output=True, text=True).stdout.strip() != ""
     save(path, {
         "tool": "weft-bench-collect",
