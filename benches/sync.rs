@@ -126,12 +126,12 @@ fn sync(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
     let one_worker = Runtime::builder().workers(1).build().expect("one worker thread");
     group.bench_function("hand-off/weft Mutex+Condvar (2 coroutines, 1 worker)", |b| {
-        b.iter_custom(|iters| weft_handoff(&one_worker, iters, Clock::Wall));
+        b.iter_custom(|iters| weft_handoff::<false>(&one_worker, iters, Clock::Wall));
     });
     // The same, timed by the worker's CPU clock (everything runs on that one
     // thread): what the hand-offs cost when another process takes the core.
     group.bench_function("hand-off/weft Mutex+Condvar (2 coroutines, 1 worker), worker CPU time", |b| {
-        b.iter_custom(|iters| weft_handoff(&one_worker, iters, Clock::ThreadCpu));
+        b.iter_custom(|iters| weft_handoff::<false>(&one_worker, iters, Clock::ThreadCpu));
     });
     drop(one_worker);
     group.bench_function("hand-off/std Mutex+Condvar (2 threads, pinned to CPU 0)", |b| {
@@ -258,8 +258,11 @@ impl Placements {
 /// increment the counter when `counter % 2 == me`, then notifies the other
 /// and waits for its next turn. Each coroutine reads `clock` when it starts
 /// and when it is done (both run on the one worker thread, so even its CPU
-/// clock is common to them); the time is the span of those readings.
-fn weft_handoff(rt: &Runtime, iters: u64, clock: Clock) -> Duration {
+/// clock is common to them); the time is the span of those readings. With
+/// `TIMED`, every wait is a `wait_timeout` of an hour (notified long before
+/// it): each turn arms a timer that is never needed. (A const parameter, so
+/// the untimed loop carries no test for it.)
+fn weft_handoff<const TIMED: bool>(rt: &Runtime, iters: u64, clock: Clock) -> Duration {
     let turns = [iters - iters / 2, iters / 2];
     rt.block_on(move || {
         let shared = Arc::new((weft::sync::Mutex::new(0u64), weft::sync::Condvar::new()));
@@ -272,7 +275,13 @@ fn weft_handoff(rt: &Runtime, iters: u64, clock: Clock) -> Duration {
                     let mut guard = counter.lock();
                     for _ in 0..turns[me as usize] {
                         while *guard % 2 != me {
-                            guard = turn.wait(guard);
+                            guard = if TIMED {
+                                let (next, result) = turn.wait_timeout(guard, Duration::from_secs(3600));
+                                assert!(!result.timed_out(), "an hour-long wait timed out");
+                                next
+                            } else {
+                                turn.wait(guard)
+                            };
                         }
                         *guard += 1;
                         turn.notify_one();
@@ -286,38 +295,6 @@ fn weft_handoff(rt: &Runtime, iters: u64, clock: Clock) -> Duration {
         assert_eq!(*shared.0.lock(), iters);
         elapsed
     })
-}
-
-/// [`weft_handoff`] with every wait a `wait_timeout` of an hour (notified
-/// long before it): each turn arms a timer that is never needed (count mode
-/// only).
-fn weft_handoff_timed(rt: &Runtime, iters: u64) {
-    let turns = [iters - iters / 2, iters / 2];
-    rt.block_on(move || {
-        let shared = Arc::new((weft::sync::Mutex::new(0u64), weft::sync::Condvar::new()));
-        let players: Vec<_> = (0..2)
-            .map(|me| {
-                let shared = Arc::clone(&shared);
-                weft::spawn(move || {
-                    let (counter, turn) = &*shared;
-                    let mut guard = counter.lock();
-                    for _ in 0..turns[me as usize] {
-                        while *guard % 2 != me {
-                            let (next, result) = turn.wait_timeout(guard, Duration::from_secs(3600));
-                            assert!(!result.timed_out(), "an hour-long wait timed out");
-                            guard = next;
-                        }
-                        *guard += 1;
-                        turn.notify_one();
-                    }
-                })
-            })
-            .collect();
-        for player in players {
-            player.join().expect("a hand-off coroutine does not panic");
-        }
-        assert_eq!(*shared.0.lock(), iters);
-    });
 }
 
 /// The same hand-off between two OS threads with std's Mutex and Condvar,
@@ -728,11 +705,11 @@ fn count_mode(spec: &str) {
     match what {
         "handoff" => {
             let rt = Runtime::builder().workers(1).build().expect("one worker thread");
-            weft_handoff(&rt, n, Clock::Wall);
+            weft_handoff::<false>(&rt, n, Clock::Wall);
         }
         "handoff_timed" => {
             let rt = Runtime::builder().workers(1).build().expect("one worker thread");
-            weft_handoff_timed(&rt, n);
+            weft_handoff::<true>(&rt, n, Clock::Wall);
         }
         "contended" => {
             let rt = Runtime::builder().workers(2).build().expect("two worker threads");
@@ -857,13 +834,13 @@ fn interleaved_mode(spec: &str) {
             "hand-off/weft (1 worker), wall",
             WEFT_HANDOFFS,
             Unit::Ns,
-            Box::new(|| weft_handoff(&one_worker, WEFT_HANDOFFS, Clock::Wall)),
+            Box::new(|| weft_handoff::<false>(&one_worker, WEFT_HANDOFFS, Clock::Wall)),
         ),
         Variant::new(
             "hand-off/weft (1 worker), worker CPU time",
             WEFT_HANDOFFS,
             Unit::Ns,
-            Box::new(|| weft_handoff(&one_worker, WEFT_HANDOFFS, Clock::ThreadCpu)),
+            Box::new(|| weft_handoff::<false>(&one_worker, WEFT_HANDOFFS, Clock::ThreadCpu)),
         ),
         Variant::new(
             "hand-off/std (2 threads, pinned to CPU 0)",
