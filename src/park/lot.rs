@@ -458,12 +458,7 @@ fn park_inner(
     // return forgets it (the node is off the queue then), so the common
     // path pays nothing for it.
     let armed_timer = kind.arms_timer(deadline);
-    let guard = DequeueOnUnwind {
-        node: &node,
-        left: Cell::new(Some(timed_out)),
-        abandoned: Cell::new(Some(abandoned)),
-        armed_timer,
-    };
+    let guard = DequeueOnUnwind { node: &node, left: Some(timed_out), abandoned: Some(abandoned), armed_timer };
     before_sleep();
     let mut expired = false;
     let result = loop {
@@ -516,8 +511,8 @@ fn deadline_passed(deadline: Deadline) -> bool {
 /// unwind: every normal exit from `park` forgets it ([`forget_guard`]).
 struct DequeueOnUnwind<'a, F: FnOnce(usize, bool), A: FnOnce(usize, usize)> {
     node: &'a WaitNode,
-    left: Cell<Option<F>>,
-    abandoned: Cell<Option<A>>,
+    left: Option<F>,
+    abandoned: Option<A>,
     /// Whether the park armed a coroutine's timer, to end it as a normal
     /// exit would.
     armed_timer: bool,
@@ -525,7 +520,7 @@ struct DequeueOnUnwind<'a, F: FnOnce(usize, bool), A: FnOnce(usize, usize)> {
 
 /// Disarms `guard`, giving back the `timed_out` callback it held.
 #[inline]
-fn forget_guard<F: FnOnce(usize, bool), A: FnOnce(usize, usize)>(guard: DequeueOnUnwind<'_, F, A>) -> Option<F> {
+fn forget_guard<F: FnOnce(usize, bool), A: FnOnce(usize, usize)>(mut guard: DequeueOnUnwind<'_, F, A>) -> Option<F> {
     let left = guard.left.take();
     drop(guard.abandoned.take());
     std::mem::forget(guard);
