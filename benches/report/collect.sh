@@ -5,7 +5,6 @@
 #   bash benches/report/collect.sh                 # full sizes into benches/results/ (long; a quiet machine)
 #   bash benches/report/collect.sh --quick         # short runs into target/bench-results-quick/
 #   bash benches/report/collect.sh --go            # also the Go peer (benches/peers/go)
-#   bash benches/report/collect.sh --scaling "1 2 4 8 16"   # also versus_threads per worker count
 #   bash benches/report/collect.sh --out DIR       # another results directory
 #
 # What it writes into DIR (each file names the commands that made it in
@@ -27,7 +26,9 @@
 #   skynet.json          examples/skynet on 1 and 2 workers, 3 runs each,
 #                        with peak RSS if /usr/bin/time exists
 #   go.json              (--go) benches/peers/go/run.sh -json
-#   scaling/             (--scaling) versus-N.json per worker count, go.json
+#
+# scaling/ is left alone: it is its own collection, by scaling.sh, usually
+# on another machine (one with many CPUs).
 #
 # A collection replaces every source in DIR (plots/ is render.py's and is
 # left alone): one directory is one collection, on one machine, at one commit.
@@ -56,23 +57,15 @@ usage() {
 
 quick=0
 go=0
-scaling=""
 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1; shift ;;
         --go) go=1; shift ;;
-        --scaling) scaling="${2:?--scaling needs a list of worker counts, e.g. \"1 2 4\"}"; shift 2 ;;
-        --scaling=*) scaling="${1#*=}"; shift ;;
         --out) out="${2:?--out needs a directory}"; shift 2 ;;
         --out=*) out="${1#*=}"; shift ;;
         -h|--help) usage ;;
         *) echo "collect.sh: unknown argument '$1'" >&2; usage ;;
-    esac
-done
-for n in $scaling; do
-    case "$n" in
-        *[!0-9]* | 0*) echo "collect.sh: --scaling takes positive worker counts, got '$n'" >&2; exit 2 ;;
     esac
 done
 if [ -z "$out" ]; then
@@ -83,15 +76,15 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
 criterion_dir="${CRITERION_HOME:-$target_dir/criterion}"
 
-record() { python3 "$here/record.py" "$@"; }
-log() { echo "collect: $*" >&2; }
+log_name=collect
+# record, log, shell_words, step, skip, fail
+source "$here/steps.sh"
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/go" "$tmp/go-scaling"
+mkdir -p "$tmp/go"
 
 mkdir -p "$out"
-rm -rf "$out/scaling"
 rm -f "$out"/{machine,versus_threads,criterion,callgrind,rss,skynet,go}.json "$out/steps.jsonl"
 steps="$out/steps.jsonl"
 mode=full
@@ -99,73 +92,6 @@ if [ "$quick" = 1 ]; then mode=quick; fi
 record machine-start "$out/machine.json" "$mode"
 collection_start=$SECONDS
 failures=0
-
-# A command as one would type it: arguments quoted only where the shell needs
-# it, the target directory shown as target/, `env ` dropped.
-shell_words() {
-    local word words=() prefix
-    for word in "$@"; do
-        word="${word//"$target_dir"/target}"
-        word="${word//"$tmp"\//}"
-        word="${word//"$root"\//}"
-        prefix=""
-        # VAR=value stays an assignment: quote the value only.
-        if [[ "$word" =~ ^[A-Z_][A-Z0-9_]*= ]]; then
-            prefix="${word%%=*}="
-            word="${word#*=}"
-        fi
-        if [[ "$word" =~ ^[A-Za-z0-9_./=:,+@%-]*$ ]]; then
-            words+=("$prefix$word")
-        else
-            words+=("$prefix'${word//\'/\'\\\'\'}'")
-        fi
-    done
-    local line="${words[*]}"
-    printf '%s' "${line#env }"
-}
-
-# step SOURCE LABEL COMMAND...: runs COMMAND with its stdout copied to stderr
-# and to $tmp/step.out, and records it in steps.jsonl (as $shown_as if set,
-# for a command that writes to a temporary file first). Returns COMMAND's
-# success.
-shown_as=""
-step() {
-    local source="$1" label="$2"
-    shift 2
-    local shown started status=ok rc
-    shown="${shown_as:-$(shell_words "$@")}"
-    shown_as=""
-    log "$source [$label]: $shown"
-    started=$SECONDS
-    set +e
-    "$@" | tee "$tmp/step.out" >&2
-    rc="${PIPESTATUS[0]}"
-    set -e
-    if [ "$rc" != 0 ]; then
-        status="failed: exit status $rc"
-        log "$source [$label]: $status"
-        failures=$((failures + 1))
-    fi
-    record step "$steps" "$source" "$label" "$status" "$((SECONDS - started))" "$shown"
-    [ "$status" = ok ]
-}
-
-# skip SOURCE LABEL WHY COMMAND...: records a step that could not run.
-skip() {
-    local source="$1" label="$2" why="$3"
-    shift 3
-    log "$source [$label]: skipped: $why"
-    record step "$steps" "$source" "$label" "skipped: $why" 0 "$(shell_words "$@")"
-}
-
-# fail SOURCE LABEL WHY COMMAND...: records a step that ran but gave nothing usable.
-fail() {
-    local source="$1" label="$2" why="$3"
-    shift 3
-    log "$source [$label]: failed: $why"
-    failures=$((failures + 1))
-    record step "$steps" "$source" "$label" "failed: $why" 0 "$(shell_words "$@")"
-}
 
 # The bench and example targets of the package, as "bench:switch" lines.
 cargo metadata --no-deps --format-version 1 2>/dev/null | python3 -c '
@@ -377,32 +303,6 @@ if [ "$go" = 1 ]; then
             cp "$tmp/go/go.json" "$out/go.json"
         else
             fail go.json default "run.sh wrote no JSON file" bash benches/peers/go/run.sh -json "$out/go.json"
-        fi
-    fi
-fi
-
-# ---------------------------------------------------------------------------
-# scaling/ (--scaling)
-# ---------------------------------------------------------------------------
-
-if [ -n "$scaling" ]; then
-    mkdir -p "$out/scaling"
-    for n in $scaling; do
-        step "scaling/versus-$n.json" "workers=$n" \
-            cargo run --release --example versus_threads -- ${quick_flag[@]+"${quick_flag[@]}"} \
-            --workers "$n" --only skynet,pc_condvar,contended_mutex --json "$out/scaling/versus-$n.json" || true
-    done
-    if [ "$go" = 1 ]; then
-        shown_as="$(shell_words env WEFT_GO_PROCS="$scaling" bash benches/peers/go/run.sh \
-            ${go_quick[@]+"${go_quick[@]}"} -json "$out/scaling/go.json")"
-        if step scaling/go.json default env WEFT_GO_PROCS="$scaling" \
-            bash benches/peers/go/run.sh ${go_quick[@]+"${go_quick[@]}"} -json "$tmp/go-scaling/go.json"; then
-            if [ -s "$tmp/go-scaling/go.json" ]; then
-                cp "$tmp/go-scaling/go.json" "$out/scaling/go.json"
-            else
-                fail scaling/go.json default "run.sh wrote no JSON file" \
-                    env WEFT_GO_PROCS="$scaling" bash benches/peers/go/run.sh -json "$out/scaling/go.json"
-            fi
         fi
     fi
 fi

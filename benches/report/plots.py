@@ -263,7 +263,7 @@ def plot_scaling(results):
     if not keys:
         return None
     ns = sorted({n for sides in series.values() for values in sides.values() for n in values})
-    cores = (results.machine or {}).get("nproc") or 0
+    cores = (results.scaling_machine or {}).get("nproc") or 0
     panel_w, panel_h, gap, left = 250, 220, 64, 56
     width = left + len(keys) * panel_w + (len(keys) - 1) * gap + 30
     top = 100
@@ -271,7 +271,7 @@ def plot_scaling(results):
         + (", scaling/go.json (GOMAXPROCS=N)" if results.scaling_go else "") + "."
     if cores and ns[-1] > cores:
         sources += f" *: more than the machine's {cores} CPUs."
-    caption = [results.caption(), sources]
+    caption = [results.caption("scaling"), sources]
     height = top + panel_h + 60 + 18 * len(caption)
     svg = Svg(width, height)
     svg.text(12, 22, "Scaling with workers", size=15, weight="bold")

@@ -5,8 +5,14 @@
 record the step's output in the results directory. Python 3 standard library
 only. One subcommand per kind of source:
 
-    record.py machine-start OUT/machine.json
+    record.py machine-start OUT/machine.json [MODE [BUILD_JSON]]
         The machine and the tree, and the load average before the collection.
+        With BUILD_JSON (written by build-info), the commit and the compilers
+        come from there: the programs were built elsewhere (scaling.sh
+        --prebuilt), and this machine may have neither git nor rustc.
+    record.py build-info OUT/build.json WITH_GO
+        The commit, whether the tree was dirty, rustc's and (WITH_GO=1) go's
+        version, for programs built here to run on another machine.
     record.py step OUT/steps.jsonl SOURCE LABEL STATUS SECONDS COMMAND
         One line per step: what ran, and whether it ran (ok, skipped: why,
         failed: why). machine-finish folds these lines into machine.json.
@@ -127,25 +133,47 @@ def git(*args):
     return command_output(["git", *args])
 
 
-def machine_start(path, mode):
-    # Uncommitted changes to the code being measured; the results directory
-    # itself is excluded (collect.sh has just removed the previous results,
-    # and this collection rewrites them).
+def tree_info():
+    """The commit and whether the code being measured has uncommitted
+    changes; the results directory itself is excluded (collect.sh has just
+    removed the previous results, and this collection rewrites them)."""
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
                             ":(exclude)benches/results"],
                            capture_output=True, text=True).stdout.strip() != ""
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "commit_subject": git("log", "-1", "--format=%s"),
+        "dirty": dirty,
+        "rustc": command_output(["rustc", "-V"]),
+    }
+
+
+def build_info(path, with_go):
+    info = tree_info()
+    info["built_utc"] = utc_now()
+    info["built_on_cpu"] = cpu_model()
+    if with_go == "1":
+        info["go"] = command_output(["go", "version"])
+    save(path, info)
+
+
+def machine_start(path, mode, build_json=None):
+    if build_json:
+        build = load(build_json, None)
+        if build is None:
+            raise SystemExit(f"record: {build_json} does not exist (scaling.sh --build-only writes it)")
+        build["prebuilt"] = True
+    else:
+        build = tree_info()
     save(path, {
         "tool": "weft-bench-collect",
         "mode": mode,
         "date_utc": utc_now(),
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "commit_subject": git("log", "-1", "--format=%s"),
-        "dirty": dirty,
+        **build,
         "cpu": cpu_model(),
         "nproc": len(os.sched_getaffinity(0)),  # what `nproc` prints
         "mem_total_kib": mem_total_kib(),
         "kernel": platform.release(),
-        "rustc": command_output(["rustc", "-V"]),
         "glibc": command_output(["ldd", "--version"]),
         "vm_max_map_count": max_map_count(),
         "hardware_perf_counters": hardware_perf_counters(),
@@ -384,7 +412,9 @@ def main(argv):
         return 2
     what, args = argv[1], argv[2:]
     if what == "machine-start":
-        machine_start(args[0], args[1] if len(args) > 1 else "full")
+        machine_start(*args)
+    elif what == "build-info":
+        build_info(*args)
     elif what == "step":
         step(*args)
     elif what == "machine-finish":

@@ -66,7 +66,10 @@ class Results:
                 if match:
                     self.scaling[int(match.group(1))] = read_json(os.path.join(scaling_dir, name))
         self.scaling_go = read_json(os.path.join(scaling_dir, "go.json"))
-        self.steps = (self.machine or {}).get("steps", [])
+        # scaling/ is its own collection (scaling.sh), usually on a machine
+        # with more CPUs; without its machine.json (older layouts), the main
+        # one describes it.
+        self.scaling_machine = read_json(os.path.join(scaling_dir, "machine.json")) or self.machine
         if self.rss and "parked" in self.rss:
             derive_stack_residency(self.rss["parked"])
 
@@ -151,9 +154,13 @@ class Results:
 
     # -- the machine and the steps -------------------------------------------
 
+    def machine_of(self, source):
+        """machine.json of the collection that made SOURCE."""
+        return self.scaling_machine if source == "scaling" else self.machine
+
     def steps_for(self, source, group=None):
         found = []
-        for entry in self.steps:
+        for entry in (self.machine_of(source) or {}).get("steps", []):
             if source == "scaling":
                 if not entry["source"].startswith("scaling/"):
                     continue
@@ -164,15 +171,16 @@ class Results:
             found.append(entry)
         return found
 
-    def machine_line(self):
-        m = self.machine
+    def machine_line(self, source=None):
+        m = self.machine_of(source)
         if not m:
             return "on an unknown machine (no machine.json)"
         commit = f"commit `{m.get('commit')}`" + (" with uncommitted changes" if m.get("dirty") else "")
-        return f"{m.get('cpu')}, {m.get('nproc')} CPUs, Linux {m.get('kernel')}, {commit}, {collected(m)}"
+        built = f" (built elsewhere with {m.get('rustc')})" if m.get("prebuilt") else ""
+        return f"{m.get('cpu')}, {m.get('nproc')} CPUs, Linux {m.get('kernel')}, {commit}{built}, {collected(m)}"
 
-    def caption(self):
-        m = self.machine or {}
+    def caption(self, source=None):
+        m = self.machine_of(source) or {}
         dirty = "+" if m.get("dirty") else ""
         return (f"{m.get('cpu', 'unknown CPU')}, {m.get('nproc', '?')} CPUs, Linux {m.get('kernel', '?')}"
                 f" · {collected(m)} · commit {m.get('commit', '?')}{dirty}"

@@ -295,7 +295,7 @@ def table_scaling(results):
     if not series:
         return ""
     ns = sorted({n for sides in series.values() for values in sides.values() for n in values})
-    cores = (results.machine or {}).get("nproc") or 0
+    cores = (results.scaling_machine or {}).get("nproc") or 0
     headers = ["workload", "side", "unit"] + [f"{n}{'*' if cores and n > cores else ''}" for n in ns]
     rows = []
     for key in SCALING_KEYS:
@@ -327,7 +327,7 @@ def source_present(results, source, group=None):
 
 COLLECT_HINT = {
     "go": " (`bash benches/report/collect.sh --go`)",
-    "scaling": " (`bash benches/report/collect.sh --scaling \"1 2 4 8 16\"` on a machine with that many CPUs)",
+    "scaling": " (`bash benches/report/scaling.sh --go \"1 2 4 8 16\"` on a machine with that many CPUs)",
 }
 
 
@@ -336,7 +336,7 @@ def not_collected_sentence(results, source, group=None):
     steps = results.steps_for(source, group)
     reasons = sorted({s["status"] for s in steps if s["status"] != "ok"})
     if source == "scaling" and not steps:
-        return f"*No scaling figures: this collection did not run `--scaling`{COLLECT_HINT['scaling']}.*"
+        return f"*No scaling figures: no scaling collection was made{COLLECT_HINT['scaling']}.*"
     if reasons:
         return f"*No figures from {what}: {'; '.join(reasons)}.*"
     return f"*No figures from {what}: it was not collected{COLLECT_HINT.get(source, '')}.*"
@@ -364,7 +364,8 @@ def about(results, *specs):
     if commands:
         parts.append("\n".join(["```sh"] + commands + ["```"]))
     if len(absent) < len(specs):
-        text = f"*{results.machine_line()}.*"
+        # One collection per about line: the scaling one has its own machine.
+        text = f"*{results.machine_line(specs[0].partition(':')[0])}.*"
         if problems:
             text += " " + "; ".join(sorted(set(problems))) + "."
         parts.append(text)

@@ -8,6 +8,11 @@
 #   bash benches/peers/go/run.sh -quick
 #   bash benches/peers/go/run.sh -json /tmp/go.json   # one JSON file, every setting in it
 #   WEFT_GO_PROCS="1 2 4 8 16" bash benches/peers/go/run.sh -json /tmp/go.json
+#   bash benches/peers/go/run.sh -build DIR/weftpeers        # only build the program
+#   WEFT_GO_BIN=DIR/weftpeers bash benches/peers/go/run.sh   # run a program built so
+#
+# The last two serve a machine without Go (benches/report/scaling.sh
+# --build-only and --prebuilt): build here, carry the one static binary.
 #
 # -json PATH writes one object,
 #   {"tool": "weft-go-peer", "go_version": "go1.19.8", "settings": [...]},
@@ -25,11 +30,13 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Take "-json PATH" (or --json PATH / -json=PATH) for the combined file;
 # pass every other argument through unchanged.
 json=""
+build_only=""
 args=()
 while [ $# -gt 0 ]; do
     case "$1" in
         -json|--json) json="${2:?-json needs a path}"; shift 2 ;;
         -json=*|--json=*) json="${1#*=}"; shift ;;
+        -build|--build) build_only="${2:?-build needs a path}"; shift 2 ;;
         *) args+=("$1"); shift ;;
     esac
 done
@@ -59,7 +66,12 @@ if [ -n "$json" ] && ! command -v python3 >/dev/null 2>&1; then
     exit 1
 fi
 
-if ! command -v go >/dev/null 2>&1; then
+if [ -n "${WEFT_GO_BIN:-}" ] && [ -z "$build_only" ]; then
+    if [ ! -x "$WEFT_GO_BIN" ]; then
+        echo "run.sh: WEFT_GO_BIN=$WEFT_GO_BIN is not an executable file (build one with -build PATH)" >&2
+        exit 1
+    fi
+elif ! command -v go >/dev/null 2>&1; then
     echo "run.sh: 'go' not found; installing Debian's golang-go (apt-get update && apt-get install -y golang-go)" >&2
     if [ "$(id -u)" -ne 0 ]; then
         echo "run.sh: installing golang-go needs root; install Go 1.19 or newer yourself and re-run" >&2
@@ -71,9 +83,20 @@ fi
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-bin="$tmp/weftpeers"
-echo "run.sh: $(go version); building $bin" >&2
-(cd "$here" && go build -o "$bin" .)
+if [ -n "$build_only" ]; then
+    case "$build_only" in /*) ;; *) build_only="$PWD/$build_only" ;; esac
+    echo "run.sh: $(go version); building $build_only" >&2
+    (cd "$here" && go build -o "$build_only" .)
+    exit 0
+fi
+if [ -n "${WEFT_GO_BIN:-}" ]; then
+    bin="$WEFT_GO_BIN"
+    echo "run.sh: running the prebuilt $bin" >&2
+else
+    bin="$tmp/weftpeers"
+    echo "run.sh: $(go version); building $bin" >&2
+    (cd "$here" && go build -o "$bin" .)
+fi
 
 echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); host: $(uname -srm); nproc: $(nproc)"
 echo "uptime:$(uptime)"
