@@ -81,7 +81,7 @@
 //! may hold.
 
 use super::MutexGuard;
-use super::mutex::{RawMutex, TOKEN_HANDOFF};
+use super::mutex::{RawMutex, TOKEN_HANDOFF, TOKEN_WOKEN};
 use crate::loom::{AtomicPtr, Ordering};
 use crate::park::lot::{self, DEFAULT_TOKEN, ParkResult, RequeueOp};
 use crate::sys::futex::Deadline;
@@ -92,7 +92,10 @@ use std::time::Duration;
 
 /// The token a notify hands the waiter it wakes: "re-lock the mutex".
 const TOKEN_NOTIFIED: usize = DEFAULT_TOKEN;
-const _: () = assert!(TOKEN_NOTIFIED != TOKEN_HANDOFF, "Condvar: a notify must not look like a mutex handoff");
+const _: () = assert!(
+    TOKEN_NOTIFIED != TOKEN_HANDOFF && TOKEN_NOTIFIED != TOKEN_WOKEN,
+    "Condvar: a notify must not look like a mutex's wake"
+);
 
 /// The panic message for a condvar used with two mutexes at once.
 const TWO_MUTEXES: &str = "a weft Condvar was used with two different Mutexes at the same time; \
@@ -485,6 +488,9 @@ impl Condvar {
             ParkResult::Unparked(TOKEN_HANDOFF) => {
                 debug_assert!(raw.is_locked(), "Condvar: handed a mutex that is unlocked");
             }
+            // Requeued onto the mutex and woken by its unlock: we own its
+            // WOKEN bit.
+            ParkResult::Unparked(TOKEN_WOKEN) => raw.lock_woken(),
             ParkResult::Unparked(_) | ParkResult::TimedOut => raw.lock(),
         }
         let timed_out = result == ParkResult::TimedOut && !requeued;
