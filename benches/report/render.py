@@ -56,6 +56,8 @@ SOURCEs (a figure that is not in the results makes its placeholder "n/a"):
                             the derived parked.stack_resident_kib and parked.stack_resident_share); the unit
                             comes from the name's suffix (_kib, _mib, _ms, _share; else a count)
     skynet WORKERS FIELD    skynet.json, median of the runs: ms, per_leaf (µs/leaf), peak_rss_kib, leaves or runs
+    scale KEY SIDE N        scaling/: row KEY (skynet, pc_condvar, contended_mutex) of SIDE (weft, threads, go)
+                            with N workers (GOMAXPROCS=N for go), in the row's unit
     machine FIELD           machine.json field (text, or a count)
 
 EXPRESSIONs are Python expressions over those names, numbers and strings:

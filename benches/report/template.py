@@ -12,6 +12,7 @@ import re
 import shlex
 
 from plots import PLOTS_BY_NAME, PLOTS_DIR
+from results import scaling_series
 from tables import TABLES, about, crosscheck_summary, go_summary, machine_paragraph, notes_versus_threads
 from units import Q, fmt_pct, plain
 
@@ -102,6 +103,12 @@ def source_skynet(results, workers, field):
     raise TemplateError(f"skynet: unknown field {field!r}")
 
 
+def source_scale(results, key, side, count):
+    series, units = scaling_series(results)
+    value = need(series.get(key, {}).get(side, {}).get(int(count)), f"scaling {key} {side} at {count}")
+    return Q.of(value, units[key])
+
+
 def source_machine(results, field):
     value = need((results.machine or {}).get(field), f"machine {field}")
     return Q(value, "count") if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
@@ -109,7 +116,7 @@ def source_machine(results, field):
 
 SOURCES = {"crit": (source_crit, 2), "versus": (source_versus, 2), "vt": (source_vt, 2), "vtmeta": (source_vtmeta, 1),
            "go": (source_go, 2), "cg": (source_cg, 2), "cgrt": (source_cgrt, 1), "rss": (source_rss, 1),
-           "skynet": (source_skynet, 2), "machine": (source_machine, 1)}
+           "skynet": (source_skynet, 2), "machine": (source_machine, 1), "scale": (source_scale, 3)}
 
 
 # ---------------------------------------------------------------------------
