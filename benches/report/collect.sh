@@ -13,7 +13,9 @@
 #   machine.json         the machine, the commit, the load average before and
 #                        after, and every step: its command and its status
 #                        (ok / skipped: why / failed: why)
-#   versus_threads.json  examples/versus_threads --json
+#   versus_threads.json  examples/versus_threads --only KEY --json, one row
+#                        at a time, each right before criterion's benchmarks
+#                        of that key, merged into one file
 #   criterion.json       every benchmark of the switch, runtime, sync and
 #                        versus groups, labelled by the run that made it:
 #                        default, no-fp-control (switch built with
@@ -166,23 +168,44 @@ criterion_run() {
 criterion_run default switch clean
 criterion_run default runtime clean
 criterion_run default sync clean
-# versus_threads.json, right before criterion's versus group: the report
-# cross-checks the two harnesses' ratios, and on a shared machine the drift
-# between two runs grows with the time between them (so the versus bench is
-# built first, and its build does not come between them).
+# versus_threads.json and criterion's versus group, one row at a time: each
+# versus_threads row (`--only KEY`) runs right before criterion's benchmarks
+# of the same key. The report cross-checks the two harnesses' ratios, and on
+# a shared machine the drift between two runs grows with the time between
+# them (a whole versus_threads run, then the whole group, put up to ten
+# minutes between a row's two measurements). The rows' files are merged into
+# one versus_threads.json (record.py vt-merge).
 if has_target bench versus; then
     cargo bench --bench versus --no-run --quiet >&2 2>/dev/null || true
 fi
 if has_target example versus_threads; then
-    step versus_threads.json default \
-        cargo run --release --example versus_threads -- ${quick_flag[@]+"${quick_flag[@]}"} \
-        --json "$out/versus_threads.json" || true
+    cargo build --release --example versus_threads --quiet >&2 2>/dev/null || true
+    vt_keys="$(cargo run --release --quiet --example versus_threads -- --list)"
+    mkdir -p "$tmp/vt"
+    clean=clean
+    vt_parts=()
+    for key in $vt_keys; do
+        if step versus_threads.json "$key" \
+            cargo run --release --example versus_threads -- ${quick_flag[@]+"${quick_flag[@]}"} \
+            --only "$key" --json "$tmp/vt/$key.json"; then
+            vt_parts+=("$tmp/vt/$key.json")
+        fi
+        # parked_memory is a size: the versus group has no benchmark of it.
+        if [ "$key" != parked_memory ]; then
+            criterion_run default versus "$clean" -- "^versus/$key/"
+            clean=keep
+        fi
+    done
+    if [ "${#vt_parts[@]}" -gt 0 ]; then
+        record vt-merge "$out/versus_threads.json" "${vt_parts[@]}"
+    fi
+    # Benchmarks of the group with no versus_threads row (channel_handoff).
+    criterion_run default versus "$clean" -- "^versus/channel_handoff/"
 else
     skip versus_threads.json default "no example target named versus_threads" \
         cargo run --release --example versus_threads -- --json "$out/versus_threads.json"
+    criterion_run default versus clean
 fi
-
-criterion_run default versus clean
 # may's one-worker rows (its hand-off rows), added to the versus group.
 criterion_run may-1-worker versus keep WEFT_BENCH_MAY_WORKERS=1 -- /may
 # Last: the switch group again, built without fp-control (same bench ids).

@@ -18,6 +18,10 @@ only. One subcommand per kind of source:
         failed: why). machine-finish folds these lines into machine.json.
     record.py machine-finish OUT/machine.json OUT/steps.jsonl
         The load average after the collection, the end time, the steps.
+    record.py vt-merge OUT/versus_threads.json PART.json...
+        One versus_threads.json from runs of one row each (`--only KEY`):
+        the first part's header (machine, mode, sizes, start time), every
+        part's rows in order, and each row's own start time and load average.
     record.py criterion CRITERION_DIR GROUP LABEL MARKER OUT/criterion.json
         Appends to criterion.json every benchmark of GROUP whose estimates
         were written after MARKER (a file touched before the run), so a run
@@ -199,6 +203,29 @@ def machine_finish(path, steps_path):
             steps = [json.loads(line) for line in f if line.strip()]
     machine["steps"] = steps
     save(path, machine)
+
+
+# ---------------------------------------------------------------------------
+# versus_threads.json
+# ---------------------------------------------------------------------------
+
+
+def vt_merge(out, *parts):
+    merged, rows = None, []
+    for part in parts:
+        run = load(part, None)
+        if run is None:
+            raise SystemExit(f"record: {part} does not exist")
+        if merged is None:
+            merged = dict(run)
+        for key in ("mode", "workers", "runs", "costly_runs"):
+            if run.get(key) != merged.get(key):
+                raise SystemExit(f"record: {part} has {key} {run.get(key)!r}, the first part {merged.get(key)!r}")
+        for row in run["rows"]:
+            rows.append(dict(row, unix_time=run.get("unix_time"), load_average_at_start=run.get("load_average_at_start")))
+    merged["rows"] = rows
+    merged["merged_from"] = len(parts)
+    save(out, merged)
 
 
 # ---------------------------------------------------------------------------
@@ -419,6 +446,8 @@ def main(argv):
         step(*args)
     elif what == "machine-finish":
         machine_finish(*args)
+    elif what == "vt-merge":
+        vt_merge(*args)
     elif what == "criterion":
         return criterion(*args)
     elif what == "callgrind":

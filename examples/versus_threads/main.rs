@@ -37,7 +37,8 @@
 //! `--only KEY,KEY` runs only the rows with those keys (`handoff_pinned`,
 //! `handoff_unpinned`, `spawn_join`, `parked_memory`, `condvar_handoff`,
 //! `contended_mutex`, `pc_condvar`, `pc_semaphore`, `readers_writers`,
-//! `skynet`; the keys are also in the JSON).
+//! `skynet`; the keys are also in the JSON); `--list` prints the keys, one
+//! per line, and exits.
 //!
 //! Every run checks its own results (sums, counts, invariants); the last
 //! line is `check: ok` only when every check of every run passed. Progress
@@ -54,7 +55,8 @@ use workloads::{CAPACITY, CONSUMERS, PRODUCERS, RW_TASKS, Sizes, on_weft};
 // Options
 // ---------------------------------------------------------------------------
 
-/// The command line: `--quick`, `--json PATH`, `--workers N`, `--only KEYS`.
+/// The command line: `--quick`, `--json PATH`, `--workers N`, `--only KEYS`,
+/// `--list`.
 struct Options {
     quick: bool,
     json: Option<String>,
@@ -62,7 +64,7 @@ struct Options {
     only: Option<Vec<String>>,
 }
 
-const USAGE: &str = "usage: versus_threads [--quick] [--json PATH] [--workers N] [--only KEY,KEY...]";
+const USAGE: &str = "usage: versus_threads [--quick] [--json PATH] [--workers N] [--only KEY,KEY...] [--list]";
 
 impl Options {
     fn parse() -> Options {
@@ -90,6 +92,10 @@ impl Options {
                     }
                     None => usage("--only needs a comma-separated list of row keys"),
                 },
+                "--list" => {
+                    ROWS.iter().for_each(|(key, _)| println!("{key}"));
+                    std::process::exit(0);
+                }
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);
