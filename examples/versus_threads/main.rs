@@ -27,7 +27,8 @@
 //! `workloads.rs`, shared with the criterion bench `benches/versus.rs`) and
 //! compiled twice: with `weft::spawn` and `weft::sync`, and with
 //! `std::thread::spawn` and `std::sync` (behind thin wrappers that give them
-//! weft's names). Each figure is the median of several runs, and the `±`
+//! weft's names). Each figure is the median of several runs, after one
+//! unmeasured warm-up run (none for the memory row), and the `±`
 //! columns give the runs' spread (half their range, as a share of the
 //! median); the ratio column says how many times better weft did (above 1:
 //! weft wins), whether the unit is a time, a size or a rate.
@@ -157,9 +158,24 @@ impl Figure {
     }
 }
 
-/// Runs `f` `runs` times (showing each run on the progress line) and
-/// returns the median of its results, with every run's result.
+/// Runs `f` once to warm up (its result is dropped), then `runs` times
+/// (showing each run on the progress line), and returns the median of those
+/// results, with every one of them. The warm-up run is what criterion's
+/// warm-up time is to the `versus` bench: the first run of a workload in a
+/// process pays for growing the allocator's heap and for first-touch page
+/// faults (seen: spawn+join's first run 30 % slower than the next four),
+/// which the bench's steady state does not, and the cross-check compares
+/// the two.
 fn median_of(side: &str, runs: usize, mut f: impl FnMut() -> f64) -> Figure {
+    eprint!(" {side} warm-up");
+    flush_stderr();
+    f();
+    median_of_cold(side, runs, f)
+}
+
+/// [`median_of`] without the warm-up run: for the memory row, where the
+/// first touch of the memory is what is measured.
+fn median_of_cold(side: &str, runs: usize, mut f: impl FnMut() -> f64) -> Figure {
     eprint!(" {side} run");
     let mut results = Vec::with_capacity(runs);
     for run in 1..=runs {
@@ -306,8 +322,8 @@ fn spawn_join_row(cx: &mut Context) -> Row {
 fn memory_row(cx: &mut Context) -> Row {
     let (s, workers) = (&cx.sizes, cx.workers);
     cx.progress.begin("memory per parked task");
-    let weft = median_of("weft", s.costly_runs, || on_weft(workers, || weft_side::parked_memory(s.weft_parked)));
-    let threads = median_of("threads", s.costly_runs, || thread_side::parked_memory(s.thread_parked));
+    let weft = median_of_cold("weft", s.costly_runs, || on_weft(workers, || weft_side::parked_memory(s.weft_parked)));
+    let threads = median_of_cold("threads", s.costly_runs, || thread_side::parked_memory(s.thread_parked));
     cx.progress.end();
     let note = format!(
         "VmRSS growth with {} coroutines ({} KiB stacks, resident only where touched) / {} OS threads (std's \
@@ -544,7 +560,7 @@ fn header(machine: &Machine, options: &Options, sizes: &Sizes, workers: usize) -
     );
     let _ = writeln!(
         out,
-        "{} mode: median of {} runs ({} for memory and skynet); weft runtimes have {workers} workers unless a note \
+        "{} mode: median of {} runs after a warm-up run ({} for memory, without warm-up, and skynet); weft runtimes have {workers} workers unless a note \
          says otherwise; load average at start {}; unix time {}",
         if options.quick { "quick" } else { "full" },
         sizes.runs,
