@@ -380,7 +380,8 @@ fn contended_mutex_row(cx: &mut Context) -> Row {
     let threads =
         median_of("threads", s.runs, || nanos_per(thread_side::contended_mutex(tasks, s.increments_per_task).0, ops));
     cx.progress.end();
-    let spread_over: Vec<String> = spread_over.iter().map(usize::to_string).collect();
+    // The first entry is the warm-up run's.
+    let spread_over: Vec<String> = spread_over.iter().skip(1).map(usize::to_string).collect();
     let note = format!(
         "{tasks} tasks x {} increments of one Mutex<u64>: weft::sync with {tasks} coroutines on a {tasks}-worker \
          runtime (the workers they ran on, run by run: {}), std::sync with {tasks} OS threads",
