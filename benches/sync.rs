@@ -21,6 +21,7 @@
 //! | `hand-off/std Mutex+Condvar (2 threads, pinned ...)`   | one one-way hand-off, both threads on CPU 0                 |
 //! | `hand-off/std Mutex+Condvar (2 threads, unpinned)`     | one one-way hand-off, threads free to move                  |
 //! | `contended 2x1M/...`                                   | a batch: 2 tasks x 1 000 000 `*lock() += 1`                 |
+//! | `contended 256x10k/...`                                | a batch: 256 tasks x 10 000 `*lock() += 1` (many waiters)   |
 //! | `producer-consumer 4p4c 1M cap 64/...`                 | a batch: 1 000 000 items through a queue of capacity 64     |
 //! | `rwlock 95% read 4x200k/...`                           | a batch: 4 tasks x 200 000 ops, every 20th a write          |
 //!
@@ -75,6 +76,8 @@ use weft::sys::thread::pin_to_cpu;
 
 /// Increments per task in the contended-Mutex batch.
 const CONTENDED_OPS: u64 = 1_000_000;
+/// Increments per task in the many-waiters batch (256 tasks).
+const MANY_OPS: u64 = 10_000;
 /// Items per producer-consumer batch.
 const PC_ITEMS: u64 = 1_000_000;
 /// Producers, and consumers, in the producer-consumer batch.
@@ -150,15 +153,29 @@ fn sync(c: &mut Criterion) {
 
     group.bench_function("contended 2x1M/weft Mutex (2 coroutines, 2 workers)", |b| {
         b.iter_custom(|iters| {
-            (0..iters).map(|_| placements.time("contended weft", || weft_contended(&two_workers, CONTENDED_OPS))).sum()
+            (0..iters)
+                .map(|_| placements.time("contended weft", || weft_contended(&two_workers, 2, CONTENDED_OPS)))
+                .sum()
         });
     });
     group.bench_function("contended 2x1M/parking_lot Mutex (2 threads)", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| threads_contended::<parking_lot::Mutex<u64>>(CONTENDED_OPS)).sum());
+        b.iter_custom(|iters| (0..iters).map(|_| threads_contended::<parking_lot::Mutex<u64>>(2, CONTENDED_OPS)).sum());
     });
     group.bench_function("contended 2x1M/std Mutex (2 threads)", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| threads_contended::<std::sync::Mutex<u64>>(CONTENDED_OPS)).sum());
+        b.iter_custom(|iters| (0..iters).map(|_| threads_contended::<std::sync::Mutex<u64>>(2, CONTENDED_OPS)).sum());
     });
+
+    // Many waiters: the queue is long enough that every waiter waits longer
+    // than FAIR_AFTER, where fair hand-overs must stay rare (lot.rs, "Fair
+    // hand-overs"); the tests' hammer, on 4 workers.
+    let four_workers = Runtime::builder().workers(4).build().expect("four worker threads");
+    group.bench_function("contended 256x10k/weft Mutex (256 coroutines, 4 workers)", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| weft_contended(&four_workers, 256, MANY_OPS).0).sum());
+    });
+    group.bench_function("contended 256x10k/parking_lot Mutex (256 threads)", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| threads_contended::<parking_lot::Mutex<u64>>(256, MANY_OPS)).sum());
+    });
+    drop(four_workers);
 
     group.measurement_time(Duration::from_secs(6));
     group.bench_function("producer-consumer 4p4c 1M cap 64/weft Mutex+2 Condvar (8 coroutines, 2 workers)", |b| {
@@ -337,12 +354,12 @@ fn std_handoff(iters: u64, pinned: bool) -> Duration {
 // Contended Mutex
 // ---------------------------------------------------------------------------
 
-/// Two coroutines of `rt` each do `ops` increments under one weft Mutex;
-/// the span from the first one's start to the last one's end.
-fn weft_contended(rt: &Runtime, ops: u64) -> (Duration, Vec<usize>) {
+/// `tasks` coroutines of `rt` each do `ops` increments under one weft
+/// Mutex; the span from the first one's start to the last one's end.
+fn weft_contended(rt: &Runtime, tasks: u64, ops: u64) -> (Duration, Vec<usize>) {
     rt.block_on(move || {
         let counter = Arc::new(weft::sync::Mutex::new(0u64));
-        let tasks: Vec<_> = (0..2)
+        let tasks: Vec<_> = (0..tasks)
             .map(|_| {
                 let counter = Arc::clone(&counter);
                 weft::spawn(move || {
@@ -354,9 +371,10 @@ fn weft_contended(rt: &Runtime, ops: u64) -> (Duration, Vec<usize>) {
                 })
             })
             .collect();
+        let count = tasks.len() as u64;
         let (spans, workers): (Vec<_>, Vec<_>) =
             tasks.into_iter().map(|t| t.join().expect("an incrementer does not panic")).unzip();
-        assert_eq!(*counter.lock(), 2 * ops);
+        assert_eq!(*counter.lock(), count * ops);
         (span(spans), workers)
     })
 }
@@ -387,13 +405,13 @@ impl CounterLock for std::sync::Mutex<u64> {
     }
 }
 
-/// Two OS threads each do `ops` increments under one `M`; the span from
+/// `tasks` OS threads each do `ops` increments under one `M`; the span from
 /// the first one's start (behind a barrier: thread creation is not timed) to
 /// the last one's end.
-fn threads_contended<M: CounterLock>(ops: u64) -> Duration {
+fn threads_contended<M: CounterLock>(tasks: u64, ops: u64) -> Duration {
     let counter = Arc::new(M::default());
-    let barrier = Arc::new(Barrier::new(2));
-    let threads: Vec<_> = (0..2)
+    let barrier = Arc::new(Barrier::new(tasks as usize));
+    let threads: Vec<_> = (0..tasks)
         .map(|_| {
             let counter = Arc::clone(&counter);
             let barrier = Arc::clone(&barrier);
@@ -408,7 +426,7 @@ fn threads_contended<M: CounterLock>(ops: u64) -> Duration {
         })
         .collect();
     let elapsed = span(threads.into_iter().map(|t| t.join().expect("an incrementer does not panic")));
-    assert_eq!(counter.value(), 2 * ops);
+    assert_eq!(counter.value(), tasks * ops);
     elapsed
 }
 
@@ -713,7 +731,7 @@ fn count_mode(spec: &str) {
         }
         "contended" => {
             let rt = Runtime::builder().workers(2).build().expect("two worker threads");
-            println!("workers: {:?}", weft_contended(&rt, n).1);
+            println!("workers: {:?}", weft_contended(&rt, 2, n).1);
         }
         "prodcons" => {
             let rt = Runtime::builder().workers(2).build().expect("two worker threads");
@@ -858,19 +876,21 @@ fn interleaved_mode(spec: &str) {
             "contended 2x1M/weft Mutex (2 workers)",
             1,
             Unit::Ms,
-            Box::new(|| placements.borrow_mut().time("contended weft", || weft_contended(&two_workers, CONTENDED_OPS))),
+            Box::new(|| {
+                placements.borrow_mut().time("contended weft", || weft_contended(&two_workers, 2, CONTENDED_OPS))
+            }),
         ),
         Variant::new(
             "contended 2x1M/parking_lot Mutex (2 threads)",
             1,
             Unit::Ms,
-            Box::new(|| threads_contended::<parking_lot::Mutex<u64>>(CONTENDED_OPS)),
+            Box::new(|| threads_contended::<parking_lot::Mutex<u64>>(2, CONTENDED_OPS)),
         ),
         Variant::new(
             "contended 2x1M/std Mutex (2 threads)",
             1,
             Unit::Ms,
-            Box::new(|| threads_contended::<std::sync::Mutex<u64>>(CONTENDED_OPS)),
+            Box::new(|| threads_contended::<std::sync::Mutex<u64>>(2, CONTENDED_OPS)),
         ),
         Variant::new(
             "producer-consumer 1M/weft (8 coroutines, 2 workers)",

@@ -23,7 +23,10 @@
 //!   waited more than [`FAIR_AFTER`] (about 1 ms), the lock is handed over
 //!   directly (it stays LOCKED, WOKEN stays clear, and the waiter returns
 //!   owning it), so no waiter waits forever behind a thread or coroutine
-//!   that re-locks at once.
+//!   that re-locks at once; at most one such hand-over per `FAIR_AFTER` per
+//!   parking-lot bucket (`lot::unpark_one_fair`: with hundreds of waiters,
+//!   each waits that long, and a hand-over at every unlock would make the
+//!   lock move at the speed of cross-worker wakes).
 //! - WOKEN (Go's `mutexWoken`) keeps one woken waiter in flight, not one per
 //!   unlock. Without it, a holder that re-locks at once (a loop of short
 //!   critical sections) wakes a waiter at every unlock; each wakes to find
@@ -228,8 +231,8 @@ impl RawMutex {
         }
         // PARKED and not WOKEN: only the holder (us) sets WOKEN, so it stays
         // clear until the store below, made under the bucket lock.
-        lot::unpark_one(self.key(), |result| {
-            if result.unparked > 0 && result.waited >= FAIR_AFTER {
+        lot::unpark_one_fair(self.key(), FAIR_AFTER, |result| {
+            if result.be_fair {
                 // Hand over: the lock stays LOCKED, now owned by the waiter.
                 if !result.have_more {
                     self.state.store(LOCKED, Ordering::Relaxed);
