@@ -169,11 +169,14 @@ criterion_run default switch clean
 criterion_run default runtime clean
 criterion_run default sync clean
 # versus_threads.json and criterion's versus group, one row at a time: each
-# versus_threads row (`--only KEY`) runs right before criterion's benchmarks
-# of the same key. The report cross-checks the two harnesses' ratios, and on
-# a shared machine the drift between two runs grows with the time between
+# versus_threads row (`--only KEY`) runs right before and right after
+# criterion's benchmarks of the same key, and the two runs are pooled into
+# one row. The report cross-checks the two harnesses' ratios, and on a
+# shared machine the drift between two runs grows with the time between
 # them (a whole versus_threads run, then the whole group, put up to ten
-# minutes between a row's two measurements). The rows' files are merged into
+# minutes between a row's two measurements); bracketing criterion's run
+# puts the drift during it into the row's range of runs, where the report
+# shows it, instead of between the two harnesses. The files are merged into
 # one versus_threads.json (record.py vt-merge).
 if has_target bench versus; then
     cargo bench --bench versus --no-run --quiet >&2 2>/dev/null || true
@@ -185,16 +188,21 @@ if has_target example versus_threads; then
     clean=clean
     vt_parts=()
     for key in $vt_keys; do
-        if step versus_threads.json "$key" \
-            cargo run --release --example versus_threads -- ${quick_flag[@]+"${quick_flag[@]}"} \
-            --only "$key" --json "$tmp/vt/$key.json"; then
-            vt_parts+=("$tmp/vt/$key.json")
-        fi
-        # parked_memory is a size: the versus group has no benchmark of it.
-        if [ "$key" != parked_memory ]; then
-            criterion_run default versus "$clean" -- "^versus/$key/"
-            clean=keep
-        fi
+        # parked_memory is a size: the versus group has no benchmark of it,
+        # so it runs once.
+        brackets=(before after)
+        if [ "$key" = parked_memory ]; then brackets=(before); fi
+        for bracket in "${brackets[@]}"; do
+            if [ "$bracket" = after ]; then
+                criterion_run default versus "$clean" -- "^versus/$key/"
+                clean=keep
+            fi
+            if step versus_threads.json "$key $bracket" \
+                cargo run --release --example versus_threads -- ${quick_flag[@]+"${quick_flag[@]}"} \
+                --only "$key" --json "$tmp/vt/$key.$bracket.json"; then
+                vt_parts+=("$tmp/vt/$key.$bracket.json")
+            fi
+        done
     done
     if [ "${#vt_parts[@]}" -gt 0 ]; then
         record vt-merge "$out/versus_threads.json" "${vt_parts[@]}"

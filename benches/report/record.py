@@ -21,7 +21,11 @@ only. One subcommand per kind of source:
     record.py vt-merge OUT/versus_threads.json PART.json...
         One versus_threads.json from runs of one row each (`--only KEY`):
         the first part's header (machine, mode, sizes, start time), every
-        part's rows in order, and each row's own start time and load average.
+        key's row in order of first appearance, with each part's start time
+        and load average. Parts with the same key (a row run before and after
+        criterion's benchmarks) are pooled: their runs concatenated, the
+        medians (the upper one, as versus_threads takes) and the ratio
+        computed again from all of them.
     record.py criterion CRITERION_DIR GROUP LABEL MARKER OUT/criterion.json
         Appends to criterion.json every benchmark of GROUP whose estimates
         were written after MARKER (a file touched before the run), so a run
@@ -210,8 +214,13 @@ def machine_finish(path, steps_path):
 # ---------------------------------------------------------------------------
 
 
+def upper_median(values):
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
 def vt_merge(out, *parts):
-    merged, rows = None, []
+    merged, rows = None, {}
     for part in parts:
         run = load(part, None)
         if run is None:
@@ -222,8 +231,19 @@ def vt_merge(out, *parts):
             if run.get(key) != merged.get(key):
                 raise SystemExit(f"record: {part} has {key} {run.get(key)!r}, the first part {merged.get(key)!r}")
         for row in run["rows"]:
-            rows.append(dict(row, unix_time=run.get("unix_time"), load_average_at_start=run.get("load_average_at_start")))
-    merged["rows"] = rows
+            when = {"unix_time": run.get("unix_time"), "load_average_at_start": run.get("load_average_at_start")}
+            if row["key"] not in rows:
+                rows[row["key"]] = dict(row, parts=[when])
+                continue
+            pooled = rows[row["key"]]
+            pooled["parts"].append(when)
+            for side in ("weft", "threads"):
+                pooled[f"{side}_runs"] = pooled[f"{side}_runs"] + row[f"{side}_runs"]
+                pooled[side] = upper_median(pooled[f"{side}_runs"])
+            better, worse = (pooled["weft"], pooled["threads"]) if pooled["higher_is_better"] \
+                else (pooled["threads"], pooled["weft"])
+            pooled["ratio"] = better / worse if worse else None
+    merged["rows"] = list(rows.values())
     merged["merged_from"] = len(parts)
     save(out, merged)
 
