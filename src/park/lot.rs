@@ -65,8 +65,11 @@
 //! the queue was long enough for every waiter to wait `interval`: 264
 //! coroutines on 4 workers incrementing one Mutex ran 4x slower on a
 //! 16-CPU machine. With it, hand-overs take at most one lock turn per
-//! `interval` and per bucket, and every waiter still gets its turn: the
-//! oldest waiter is the one woken, and the timer comes due again.
+//! `interval` and per bucket. As in parking_lot, that bounds how long a
+//! barging holder keeps everyone out (a hand-over comes due every
+//! `interval`, to the oldest waiter then woken), but not how long one given
+//! waiter waits: one that is woken while the timer is not due and loses the
+//! race parks again at the back of the queue.
 
 use super::Unparker;
 use crate::loom::{AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering};

@@ -26,7 +26,8 @@
 //!   that re-locks at once; at most one such hand-over per `FAIR_AFTER` per
 //!   parking-lot bucket (`lot::unpark_one_fair`: with hundreds of waiters,
 //!   each waits that long, and a hand-over at every unlock would make the
-//!   lock move at the speed of cross-worker wakes).
+//!   lock move at the speed of cross-worker wakes; the limits of this
+//!   guarantee are in lot.rs, "Fair hand-overs").
 //! - WOKEN (Go's `mutexWoken`) keeps one woken waiter in flight, not one per
 //!   unlock. Without it, a holder that re-locks at once (a loop of short
 //!   critical sections) wakes a waiter at every unlock; each wakes to find
