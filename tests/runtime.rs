@@ -1240,6 +1240,81 @@ fn fresh_tasks_still_start_after_many_rounds_with_a_busy_injector() {
     });
 }
 
+/// The oldest unstarted coroutine of a worker starts within a bounded time
+/// even while the running coroutine keeps spawning and yielding (one task
+/// per accepted request, say): newest-first alone would pick the newest
+/// spawn at every fresh round and never reach the first one. The victim is
+/// spawned first, then the spawner loops (spawn, yield) until it ran; it
+/// must run within 100 ms (the scheduler's bound is 20 ms while the queue
+/// grows), however many newer tasks pile up meanwhile.
+fn oldest_unstarted_coroutine_starts_while_newer_ones_keep_coming(workers: usize) {
+    isolated(Duration::from_secs(60), move || {
+        let rt = runtime(workers);
+        let ran = Arc::new(AtomicBool::new(false));
+        let ran_in_spawner = Arc::clone(&ran);
+        let (waited, spawned) = rt.block_on(move || {
+            let ran_in_victim = Arc::clone(&ran_in_spawner);
+            let start = Instant::now();
+            let victim = weft::spawn(move || ran_in_victim.store(true, Ordering::SeqCst));
+            let mut spawned = 0u64;
+            while !ran_in_spawner.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(10) {
+                drop(weft::spawn(|| {}));
+                spawned += 1;
+                weft::yield_now();
+            }
+            let waited = start.elapsed();
+            joined(victim);
+            (waited, spawned)
+        });
+        assert!(ran.load(Ordering::SeqCst), "the victim never ran: {spawned} newer coroutines were spawned in 10 s");
+        assert!(
+            waited < Duration::from_millis(100),
+            "the victim waited {waited:?} behind {spawned} newer coroutines on {workers} worker(s)"
+        );
+    });
+}
+
+#[test]
+fn oldest_unstarted_coroutine_starts_on_one_busy_worker() {
+    oldest_unstarted_coroutine_starts_while_newer_ones_keep_coming(1);
+}
+
+#[test]
+fn oldest_unstarted_coroutine_starts_on_two_busy_workers() {
+    oldest_unstarted_coroutine_starts_while_newer_ones_keep_coming(2);
+}
+
+/// The other shape of the same starvation: the fresh queue never grows, yet
+/// is never down to the victim when a fresh task is picked. The running
+/// coroutine keeps exactly one newer unstarted child at a time (it spawns
+/// the next one only when the last one finished, and yields meanwhile), so
+/// every pick of the newest takes that child. Only the absolute bound (a
+/// quarter second) starts the victim; it must start well within 2 s.
+#[test]
+fn oldest_unstarted_coroutine_starts_behind_a_steady_queue() {
+    isolated(Duration::from_secs(60), || {
+        let rt = runtime(1);
+        let (waited, spawned) = rt.block_on(|| {
+            let ran = Arc::new(AtomicBool::new(false));
+            let ran_in_victim = Arc::clone(&ran);
+            let start = Instant::now();
+            let victim = weft::spawn(move || ran_in_victim.store(true, Ordering::SeqCst));
+            let mut spawned = 0u64;
+            while !ran.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(10) {
+                let child = weft::spawn(|| {});
+                spawned += 1;
+                while !child.is_finished() && !ran.load(Ordering::SeqCst) {
+                    weft::yield_now();
+                }
+            }
+            let waited = start.elapsed();
+            joined(victim);
+            (waited, spawned)
+        });
+        assert!(waited < Duration::from_secs(2), "the victim waited {waited:?} behind {spawned} newer children");
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Scale
 // ---------------------------------------------------------------------------

@@ -31,9 +31,29 @@
 //!    picked up within a bounded number of rounds even while tasks keep
 //!    yielding); otherwise `runnable`, then the newest fresh task, then the
 //!    injector, then steal half of another worker's oldest fresh tasks.
-//!    Fresh tasks are always taken newest-first by their own worker: taking
-//!    the oldest one, even now and then, turns a spawn tree's depth-first
-//!    walk breadth-wise (measured: skynet held ~4 700 stacks instead of ~20).
+//!    Fresh tasks are taken newest-first by their own worker: taking the
+//!    oldest one often turns a spawn tree's depth-first walk breadth-wise
+//!    (measured: skynet held ~4 700 stacks instead of ~20 with the oldest
+//!    every 31st round, 55 instead of 7 with the oldest every 20 ms).
+//!
+//!    Newest-first alone lets the oldest fresh task wait without bound,
+//!    though: a coroutine that keeps spawning keeps something newer at the
+//!    back, and stealing rescues it only when another worker is idle. So
+//!    every 32nd fresh-first round (about every thousand rounds) checks the
+//!    oldest fresh task and takes it instead of the newest when it has been
+//!    the oldest since an earlier check
+//!
+//!    - at least 20 ms ago and the queue has since grown past twice its
+//!      length then, plus 64 (spawns outpace starts: the newest-first walk
+//!      is not coming back to it), or
+//!    - at least 250 ms ago in any case (the queue stays steady, but the
+//!      back never runs dry down to it).
+//!
+//!    A new spawn goes behind every waiting task, so each fresh task starts
+//!    within (its place from the front + 1) x 250 ms of being queued however
+//!    much is spawned after it; and a depth-first walk is interrupted at most
+//!    four times a second (each interruption keeps the interrupted path's
+//!    few stacks alive until the old task's subtree is done).
 //! 3. Run it until it yields (back of `runnable`), parks (someone else holds
 //!    it) or finishes.
 //! 4. With nothing to run, sleep (see below).
@@ -135,6 +155,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BinaryHeap, VecDeque};
 use std::ptr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 const RUNNING: u32 = 0;
 const SLEEPING: u32 = 1;
@@ -144,6 +165,25 @@ const NOTIFIED: u32 = 2;
 const INJECTOR_INTERVAL: u32 = 61;
 /// How often (in rounds) the newest fresh task is taken first.
 const FRESH_INTERVAL: u32 = 31;
+/// How often (in fresh-first rounds, so about every 31 x 32 rounds) the
+/// oldest fresh task's wait is checked against `STARVE_AFTER`.
+const OLDEST_CHECK_INTERVAL: u32 = 32;
+/// How long the oldest unstarted task of a worker may stay the oldest
+/// while the worker's fresh queue keeps growing (spawns outpace starts:
+/// newest-first would never reach it) before it is taken ahead of the
+/// newest (see "One scheduling round").
+const STARVE_AFTER_GROWING: Duration = Duration::from_millis(20);
+/// How long the oldest unstarted task may stay the oldest in any case.
+/// Long, because each early start of an old task interrupts a depth-first
+/// walk and keeps the interrupted path's stacks alive meanwhile (skynet's
+/// million leaves run in about a quarter second with 7 stacks on one worker;
+/// an interruption every 20 ms made that 55).
+const STARVE_AFTER: Duration = Duration::from_millis(250);
+/// The fresh queue "keeps growing" when it is at least this much longer
+/// than twice its length when its oldest task was first seen (a spawn
+/// tree's depth-first walk keeps it near depth x fan-out, some tens).
+const GROWTH_SLACK: usize = 64;
+
 /// How many times an idle worker checks for work before it sleeps (a few
 /// microseconds; every 16th check yields the CPU).
 const SPIN_ROUNDS: u32 = 128;
@@ -336,6 +376,26 @@ pub(crate) struct WorkerLocal {
     until_injector: Cell<u32>,
     /// Rounds left until the newest fresh task is taken first.
     until_fresh: Cell<u32>,
+    /// Fresh-first rounds left until the oldest fresh task is checked.
+    until_oldest_check: Cell<u32>,
+    /// The oldest fresh task as the checks saw it; see
+    /// `take_oldest_fresh_if_starved`.
+    oldest_seen: Cell<Option<OldestFresh>>,
+}
+
+/// The oldest fresh task of a worker when a check first saw it there.
+#[derive(Clone, Copy)]
+struct OldestFresh {
+    /// Only compared with the queue's front, never dereferenced (a task
+    /// freed and another allocated at the same address would only make its
+    /// start come early).
+    task: *const Task,
+    /// The fresh queue's length then.
+    len: usize,
+    /// When it is due if the queue has grown meanwhile.
+    due_if_growing: Deadline,
+    /// When it is due in any case.
+    due: Deadline,
 }
 
 thread_local! {
@@ -606,8 +666,18 @@ impl WorkerLocal {
         if injector_first && let Some(task) = self.shared.pop_injector() {
             return Some(task);
         }
-        if fresh_first && let Some(task) = self.pop_fresh_newest() {
-            return Some(task);
+        if fresh_first {
+            let until_check = self.until_oldest_check.get() - 1;
+            self.until_oldest_check.set(until_check);
+            if until_check == 0 {
+                self.until_oldest_check.set(OLDEST_CHECK_INTERVAL);
+                if let Some(task) = self.take_oldest_fresh_if_starved() {
+                    return Some(task);
+                }
+            }
+            if let Some(task) = self.pop_fresh_newest() {
+                return Some(task);
+            }
         }
         if let Some(task) = self.runnable.borrow_mut().pop_front() {
             return Some(task);
@@ -626,6 +696,49 @@ impl WorkerLocal {
             return Some(task);
         }
         self.steal()
+    }
+
+    /// The oldest unstarted task of this worker, if a check saw it as the
+    /// oldest at least `STARVE_AFTER_GROWING` ago and the queue has grown
+    /// past twice its length then (plus `GROWTH_SLACK`), or at least
+    /// `STARVE_AFTER` ago (decision 10's bound: see "One scheduling round").
+    /// Otherwise remembers the current oldest, if it is new.
+    #[cold]
+    #[inline(never)]
+    fn take_oldest_fresh_if_starved(&self) -> Option<TaskRef> {
+        let me = &self.shared.workers[self.index];
+        if me.fresh_len.load(Ordering::Relaxed) == 0 {
+            self.oldest_seen.set(None);
+            return None;
+        }
+        let mut fresh = me.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(oldest) = fresh.front().map(TaskRef::as_ptr) else {
+            self.oldest_seen.set(None);
+            return None;
+        };
+        match self.oldest_seen.get() {
+            Some(seen) if seen.task == oldest => {
+                let grown = fresh.len() > seen.len.saturating_mul(2).saturating_add(GROWTH_SLACK);
+                let now = Deadline::now();
+                if now < seen.due && !(grown && now >= seen.due_if_growing) {
+                    return None;
+                }
+                self.oldest_seen.set(None);
+                let task = fresh.pop_front();
+                me.fresh_len.store(fresh.len(), Ordering::Relaxed);
+                tracing::trace!(worker = self.index, grown, "the oldest fresh task is taken first");
+                task
+            }
+            _ => {
+                self.oldest_seen.set(Some(OldestFresh {
+                    task: oldest,
+                    len: fresh.len(),
+                    due_if_growing: Deadline::after(STARVE_AFTER_GROWING),
+                    due: Deadline::after(STARVE_AFTER),
+                }));
+                None
+            }
+        }
     }
 
     /// The newest unstarted task spawned on this worker (depth-first).
@@ -843,6 +956,8 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
         has_timers: Cell::new(false),
         until_injector: Cell::new(INJECTOR_INTERVAL),
         until_fresh: Cell::new(FRESH_INTERVAL),
+        until_oldest_check: Cell::new(OLDEST_CHECK_INTERVAL),
+        oldest_seen: Cell::new(None),
     };
     CURRENT_WORKER.with(|c| c.set(&local));
     tracing::debug!(worker = index, "worker started");
