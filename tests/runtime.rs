@@ -707,11 +707,12 @@ const CHILD_ENV: &str = "WEFT_RUNTIME_TEST_CHILD";
 /// Runs `body` in a child process (this test binary re-executed, filtered to
 /// the test `name`), so that a hang (a `Runtime::drop` that never returns,
 /// with a worker spinning) is contained: the parent kills the child after
-/// `limit` and fails with what it printed. In the child, runs `body` itself.
-fn in_child_process(name: &str, limit: Duration, body: impl FnOnce()) {
+/// `limit` and fails with what it printed. In the child, runs `body` itself
+/// and returns `None`; in the parent, returns the child's stderr.
+fn in_child_process(name: &str, limit: Duration, body: impl FnOnce()) -> Option<String> {
     if std::env::var(CHILD_ENV).is_ok_and(|scenario| scenario == name) {
         body();
-        return;
+        return None;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let exe = std::env::current_exe().expect("the test binary's path");
@@ -755,6 +756,65 @@ fn in_child_process(name: &str, limit: Duration, body: impl FnOnce()) {
             panic!("the child did not finish within {limit:?} and was killed\nstdout:\n{stdout}\nstderr:\n{stderr}")
         }
     }
+    Some(stderr)
+}
+
+/// Runs a named coroutine that panics, on a runtime built after `hook` (if
+/// any) was installed, and a plain OS thread that panics too. Returns the
+/// child's stderr in the parent, `None` in the child.
+fn panic_reports(name: &str, user_hook: bool) -> Option<String> {
+    in_child_process(name, Duration::from_secs(30), move || {
+        if user_hook {
+            let previous = panic::take_hook();
+            panic::set_hook(Box::new(move |info| {
+                eprintln!("USER HOOK RAN for {}", payload_str(info.payload()).unwrap_or("?"));
+                previous(info);
+            }));
+        }
+        let rt = runtime(2);
+        let handle = weft::Builder::new()
+            .name("updater".to_string())
+            .spawn_on(&rt, || panic!("the update failed"))
+            .expect("spawned");
+        let id = handle.id();
+        assert!(handle.join().is_err(), "the coroutine panicked");
+        eprintln!("THE COROUTINE'S ID WAS {id}");
+        let thread = thread::Builder::new().name("plain-thread".into()).spawn(|| panic!("a plain thread failed"));
+        assert!(thread.expect("spawned").join().is_err(), "the thread panicked");
+    })
+}
+
+/// A panic in a named coroutine is reported with the coroutine's id, name
+/// and spawn site, not as a panic of the worker thread; a panic on another
+/// thread keeps std's report.
+#[test]
+fn a_coroutine_panic_names_the_coroutine() {
+    const NAME: &str = "a_coroutine_panic_names_the_coroutine";
+    let Some(stderr) = panic_reports(NAME, false) else { return };
+    let id = stderr.split("THE COROUTINE'S ID WAS ").nth(1).and_then(|rest| rest.lines().next()).expect("the id line");
+    let expected = format!("coroutine {id} ('updater') panicked at tests/runtime.rs:");
+    assert!(stderr.contains(&expected), "no {expected:?} in the child's stderr:\n{stderr}");
+    assert!(stderr.contains("the update failed"), "the payload is missing:\n{stderr}");
+    assert!(stderr.contains("spawned at tests/runtime.rs:"), "the spawn site is missing:\n{stderr}");
+    assert!(!stderr.contains("thread 'weft-"), "the worker thread was named instead:\n{stderr}");
+    assert!(
+        stderr.contains("thread 'plain-thread'") && stderr.contains("a plain thread failed"),
+        "a plain thread's panic lost std's report:\n{stderr}"
+    );
+}
+
+/// With the user's own panic hook installed before the runtime, a coroutine
+/// panic still names the coroutine, and the user's hook still runs (for it
+/// and for the plain thread).
+#[test]
+fn a_coroutine_panic_names_the_coroutine_and_keeps_the_users_hook() {
+    const NAME: &str = "a_coroutine_panic_names_the_coroutine_and_keeps_the_users_hook";
+    let Some(stderr) = panic_reports(NAME, true) else { return };
+    let id = stderr.split("THE COROUTINE'S ID WAS ").nth(1).and_then(|rest| rest.lines().next()).expect("the id line");
+    let expected = format!("coroutine {id} ('updater') panicked");
+    assert!(stderr.contains(&expected), "no {expected:?} in the child's stderr:\n{stderr}");
+    assert!(stderr.contains("USER HOOK RAN for the update failed"), "the user's hook did not run:\n{stderr}");
+    assert!(stderr.contains("USER HOOK RAN for a plain thread failed"), "the user's hook missed a thread:\n{stderr}");
 }
 
 /// Dropping a runtime while some of its coroutines are *running* (not

@@ -116,6 +116,22 @@ pub fn set_thread_stack_cache_capacity(capacity: usize) {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Who the coroutine running on this thread is (the innermost one, when
+/// coroutines nest), for reports that should name it.
+pub(crate) struct Running<'a> {
+    pub(crate) id: u64,
+    pub(crate) name: Option<&'a str>,
+    pub(crate) spawned_at: &'static Location<'static>,
+}
+
+/// Calls `f` with the coroutine running on this thread, or `None` when the
+/// thread runs on its own stack.
+pub(crate) fn with_running<R>(f: impl FnOnce(Option<Running<'_>>) -> R) -> R {
+    stack::overflow::with_current(|info| {
+        f(info.map(|info| Running { id: info.id, name: info.name.as_deref(), spawned_at: info.spawned_at }))
+    })
+}
+
 /// A fresh process-unique id, shared by plain coroutines and the runtime's
 /// tasks (a green thread's coroutine carries its task's id, so the overflow
 /// report names the id that `weft::current().id()` shows).

@@ -27,6 +27,7 @@
 
 mod blocking;
 mod join;
+mod panic_report;
 mod task;
 mod worker;
 
@@ -180,6 +181,7 @@ impl RuntimeBuilder {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         let stack_size = stack::round_stack_size(self.stack_size)?;
+        panic_report::install();
         let shared = Arc::new(Shared {
             workers: (0..workers).map(|_| WorkerShared::new()).collect(),
             injector: Mutex::new(VecDeque::new()),

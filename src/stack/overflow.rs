@@ -58,6 +58,16 @@ pub(crate) fn leave(previous: *const OverflowInfo) {
     CURRENT.with(|current| current.set(previous));
 }
 
+/// Calls `f` with the info of the coroutine running on this thread (the
+/// innermost, when coroutines nest), or `None` outside any coroutine.
+pub(crate) fn with_current<R>(f: impl FnOnce(Option<&OverflowInfo>) -> R) -> R {
+    let current = CURRENT.try_with(Cell::get).unwrap_or(std::ptr::null());
+    // SAFETY: `enter` published a pointer that its caller keeps alive until
+    // `leave`, and we are on the same thread, inside that coroutine (the
+    // pointer is not null), so before `leave`.
+    f(unsafe { current.as_ref() })
+}
+
 /// Makes this thread ready to report an overflow: the process handler is
 /// installed and the thread has an alternate signal stack.
 pub(crate) fn prepare_thread() {
