@@ -38,9 +38,14 @@ const EXPECTED: &str = "[weft-test: expected panic]";
 /// panics the tests cause on purpose and defers to the previous hook for
 /// everything else. Panics on worker threads are not captured by the test
 /// harness, so without this the panic test prints a hundred messages.
+///
+/// The first runtime chains weft's hook (which names the coroutine) in front
+/// of the installed one; a runtime is built first so that this hook goes in
+/// front of weft's, and expected panics stay silent.
 fn quiet_expected_panics() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
+        drop(runtime(1));
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
             if payload_str(info.payload()).is_some_and(|s| s.contains(EXPECTED)) || info.payload().is::<Counted>() {
@@ -1378,6 +1383,87 @@ fn oldest_unstarted_coroutine_starts_behind_a_steady_queue() {
 // ---------------------------------------------------------------------------
 // Scale
 // ---------------------------------------------------------------------------
+
+/// 40 000 coroutines that park until a gate opens, under the process's
+/// `vm.max_map_count` (65 530 by default: about 32 000 stacks fit). Those
+/// that got a stack park; the others cannot start, and their join handles
+/// say why (naming `vm.max_map_count`). The first such failure is reported
+/// on stderr exactly once; the parked ones use no CPU while they wait; once
+/// the gate opens they all finish, and the runtime still spawns and runs new
+/// coroutines. Runs in a child process (it counts stderr lines and process
+/// CPU time).
+#[test]
+fn forty_thousand_parked_coroutines_past_the_map_limit() {
+    const NAME: &str = "forty_thousand_parked_coroutines_past_the_map_limit";
+    const COUNT: usize = 40_000;
+    const REPORT: &str = "could not start";
+    let Some(stderr) = in_child_process(NAME, Duration::from_secs(120), || {
+        let rt = runtime(2);
+        let gate = Arc::new((weft::sync::Mutex::new(false), weft::sync::Condvar::new()));
+        let started = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..COUNT)
+            .map(|_| {
+                let (gate, started) = (Arc::clone(&gate), Arc::clone(&started));
+                rt.spawn(move || {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    let (open, opened) = &*gate;
+                    let mut open = open.lock();
+                    while !*open {
+                        open = opened.wait(open);
+                    }
+                })
+            })
+            .collect();
+        // Every coroutine has either started (and parked) or failed to.
+        let failed = || handles.iter().filter(|h| h.is_finished()).count();
+        wait_until(Duration::from_secs(60), "every coroutine to start or fail", || {
+            thread::sleep(Duration::from_millis(20));
+            started.load(Ordering::SeqCst) + failed() == COUNT
+        });
+        let cpu_before = process_cpu_time();
+        thread::sleep(Duration::from_secs(1));
+        let cpu_parked = process_cpu_time() - cpu_before;
+        assert!(cpu_parked < Duration::from_millis(100), "{cpu_parked:?} of CPU in 1 s while parked");
+        let failures = failed();
+        {
+            let (open, opened) = &*gate;
+            *open.lock() = true;
+            opened.notify_all();
+        }
+        let mut finished = 0;
+        for handle in handles {
+            match handle.join() {
+                Ok(()) => finished += 1,
+                Err(payload) => {
+                    let why = describe(&*payload);
+                    assert!(why.contains("vm.max_map_count"), "a coroutine failed for another reason: {why}");
+                }
+            }
+        }
+        assert_eq!(finished + failures, COUNT);
+        assert_eq!(finished, started.load(Ordering::SeqCst), "a started coroutine did not finish");
+        // Healthy: the stacks came back, and new coroutines run.
+        let sums: Vec<_> = (0..1000u64).map(|i| rt.spawn(move || i * 2)).collect();
+        assert_eq!(sums.into_iter().map(joined).sum::<u64>(), 999 * 1000);
+        eprintln!("FAILED TO START: {failures}");
+    }) else {
+        return;
+    };
+    let failures: usize = stderr
+        .split("FAILED TO START: ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the child's count is missing:\n{stderr}"));
+    let reports = stderr.matches(REPORT).count();
+    if failures == 0 {
+        // vm.max_map_count was raised on this machine: nothing to report.
+        assert_eq!(reports, 0, "a failure was reported although none happened:\n{stderr}");
+    } else {
+        assert_eq!(reports, 1, "{failures} failures were reported {reports} times:\n{stderr}");
+        assert!(stderr.contains("sysctl -w vm.max_map_count="), "the report does not say how to raise the limit");
+    }
+}
 
 /// 30 000 coroutines with the default stack size (256 KiB) alive and parked
 /// at the same time, under the default `vm.max_map_count` (65 530; each

@@ -74,6 +74,10 @@ pub(crate) struct Shared {
     blocking: Arc<BlockingPool>,
     /// Default usable stack size of this runtime's coroutines.
     stack_size: usize,
+    /// Whether a coroutine of this runtime failed to get a stack yet (the
+    /// first failure is reported on stderr, the others only to their join
+    /// handles).
+    stack_failure_reported: AtomicBool,
 }
 
 impl Shared {
@@ -84,6 +88,33 @@ impl Shared {
             self.injector_len.store(injector.len(), Ordering::SeqCst);
         }
         self.notify_one_sleeper();
+    }
+
+    /// How many coroutines wait in this runtime's queues to start (each
+    /// will need a stack): the injector and every worker's fresh queue.
+    fn unstarted(&self) -> usize {
+        self.injector_len.load(Ordering::Relaxed) + self.workers.iter().map(WorkerShared::fresh_len).sum::<usize>()
+    }
+
+    /// Reports the first coroutine of this runtime that could not start
+    /// because no stack could be mapped (once per runtime: a burst of such
+    /// failures near the memory-map limit would otherwise flood stderr; each
+    /// failure also ends its own join handle with the error).
+    #[cold]
+    fn report_stack_failure(&self, task: &Task, error: &io::Error) {
+        if self.stack_failure_reported.swap(true, Ordering::Relaxed) {
+            tracing::debug!(task = task.id, %error, "coroutine could not start");
+            return;
+        }
+        let who = match &task.name {
+            Some(name) => format!("coroutine {} ('{name}')", task.id),
+            None => format!("coroutine {}", task.id),
+        };
+        tracing::warn!(task = task.id, %error, "coroutine could not start");
+        eprintln!(
+            "weft: {who} could not start: {error}\nweft: its join handle returns this error; further coroutines of \
+             this runtime that cannot get a stack are not reported here, only to their join handles"
+        );
     }
 
     fn pop_injector(&self) -> Option<TaskRef> {
@@ -191,6 +222,7 @@ impl RuntimeBuilder {
             shutdown: AtomicBool::new(false),
             blocking: Arc::new(BlockingPool::default()),
             stack_size,
+            stack_failure_reported: AtomicBool::new(false),
         });
         let runtime = Runtime { shared: Arc::clone(&shared), threads: Mutex::new(Vec::with_capacity(workers)) };
         for index in 0..workers {
@@ -599,7 +631,14 @@ impl Builder {
     /// [`io::ErrorKind::InvalidInput`] for a stack size of 0 or one too large
     /// to map; [`io::ErrorKind::OutOfMemory`] when the process is so close
     /// to `vm.max_map_count` that the coroutine could not get a stack (the
-    /// message says how to raise the limit).
+    /// message says how to raise the limit). The check counts the stacks
+    /// mapped now plus one for every coroutine of the runtime that is
+    /// spawned but not started yet, since each will need one: a burst of
+    /// spawns is refused here, where the caller can handle it, rather than
+    /// failing at start. (`weft::spawn` and `Runtime::spawn` do not check:
+    /// a coroutine that cannot get a stack when it starts ends its join
+    /// handle with the error, and the runtime reports the first such failure
+    /// on stderr.)
     #[track_caller]
     pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
     where
@@ -630,7 +669,7 @@ impl Builder {
             Some(bytes) => stack::round_stack_size(bytes)?,
             None => shared.stack_size,
         };
-        stack::check_map_headroom()?;
+        stack::check_map_headroom(shared.unstarted())?;
         Ok(spawn_on(shared, self.name, stack_size, Location::caller(), f))
     }
 }

@@ -231,6 +231,11 @@ impl WorkerShared {
         futex::wake(&self.sleep, 1);
     }
 
+    /// How many unstarted tasks wait in this worker's fresh queue.
+    pub(crate) fn fresh_len(&self) -> usize {
+        self.fresh_len.load(Ordering::Relaxed)
+    }
+
     fn take_fresh_oldest(&self, max: usize) -> Vec<TaskRef> {
         let mut fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
         let n = max.min(fresh.len());
@@ -882,7 +887,7 @@ impl WorkerLocal {
                 // the error (the message names vm.max_map_count if that is
                 // the cause) and drop the closure.
                 let task = owned();
-                tracing::debug!(task = task.id, %error, "coroutine could not start");
+                self.shared.report_stack_failure(&task, &error);
                 *coroutine = None;
                 task.fail(Box::new(error));
             }

@@ -35,7 +35,8 @@ use crate::loom::process::{AtomicUsize, Ordering};
 use crate::sys::mem;
 use std::io;
 use std::ptr::NonNull;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// The smallest usable stack: 32 KiB. Enough for the entry frames,
 /// `catch_unwind`, and a panic whose default hook prints a backtrace
@@ -97,6 +98,7 @@ impl Stack {
     pub(crate) fn new(size: usize) -> io::Result<Stack> {
         let page = mem::page_size();
         debug_assert!(size % page == 0 && size >= MIN_STACK_SIZE);
+        check_map_headroom(0)?;
         let len = size + page;
         let base = mem::map_anonymous(len).map_err(|e| explain_map_error(e, size))?;
         // SAFETY: `base` starts a mapping of `len > page` bytes that we own;
@@ -139,57 +141,117 @@ impl Drop for Stack {
 /// How many stacks are mapped in this process (cached ones included).
 static LIVE_STACKS: AtomicUsize = AtomicUsize::new(0);
 
+/// How many coroutine stacks are mapped in this process right now (stacks
+/// kept in the per-thread caches included).
+pub(crate) fn live_stacks() -> usize {
+    LIVE_STACKS.load(Ordering::Relaxed)
+}
+
 /// Maps left for everything else a process needs (libraries, heap arenas,
 /// thread stacks) when judging whether one more coroutine stack fits.
 const MAPS_RESERVED_FOR_OTHERS: u64 = 1024;
 
-/// Fails early, with the error a stack allocation would give, when the
-/// stacks already mapped leave no room under `vm.max_map_count` for one more.
-/// (A cheap estimate from a counter: the exact check happens at mmap time.)
-pub(crate) fn check_map_headroom() -> io::Result<()> {
+/// `vm.max_map_count`, read once per process (`None` if unreadable).
+pub(crate) fn map_limit() -> Option<u64> {
     static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
-    let Some(limit) = *LIMIT.get_or_init(mem::max_map_count) else { return Ok(()) };
-    let live = LIVE_STACKS.load(Ordering::Relaxed) as u64;
-    if (live + 1) * MAPS_PER_STACK + MAPS_RESERVED_FOR_OTHERS <= limit {
+    *LIMIT.get_or_init(mem::max_map_count)
+}
+
+/// Fails early, with the error a stack allocation would give, when the
+/// stacks already mapped plus `pending` more (coroutines spawned that have
+/// not started yet: each will need one) leave no room under
+/// `vm.max_map_count` for one more, keeping `MAPS_RESERVED_FOR_OTHERS` maps
+/// for the rest of the process. A cheap estimate from counters (a pending
+/// coroutine may reuse a cached stack, which is counted as mapped already).
+///
+/// [`Stack::new`] checks with no pending stacks before every mapping, so
+/// that coroutine stacks never take the last maps: near the limit, the
+/// allocator's own `mmap`s and new threads would fail next, and a process
+/// that cannot allocate aborts.
+pub(crate) fn check_map_headroom(pending: usize) -> io::Result<()> {
+    let Some(limit) = map_limit() else { return Ok(()) };
+    let live = live_stacks() as u64;
+    let needed = live.saturating_add(pending as u64).saturating_add(1);
+    if needed.saturating_mul(MAPS_PER_STACK).saturating_add(MAPS_RESERVED_FOR_OTHERS) <= limit {
         return Ok(());
     }
+    let waiting = if pending == 0 {
+        String::new()
+    } else {
+        format!(" and {pending} spawned coroutines have yet to start (each will need a stack)")
+    };
     Err(io::Error::new(
         io::ErrorKind::OutOfMemory,
         format!(
-            "cannot start another coroutine: {live} coroutine stacks are mapped, each uses {MAPS_PER_STACK} memory \
-             maps (the stack and its guard page), and vm.max_map_count is {limit}. Raise the limit, e.g. \
-             `sudo sysctl -w vm.max_map_count={}`, or keep fewer coroutines started at once",
+            "cannot map another coroutine stack: {live} coroutine stacks are mapped{waiting}, each stack uses \
+             {MAPS_PER_STACK} memory maps (the stack and its guard page), {MAPS_RESERVED_FOR_OTHERS} maps are kept \
+             for the rest of the process, and vm.max_map_count is {limit}. Raise the limit, e.g. `sudo sysctl -w \
+             vm.max_map_count={}`, or keep fewer coroutines started at once",
             limit.saturating_mul(4)
         ),
     ))
 }
 
+/// How many memory maps this process holds, from `/proc/self/maps`, read at
+/// most once a second: a burst of failed stacks near the limit must not
+/// re-read a file of 65 000 lines per failure (that cost a whole core).
+/// Counted through a small buffer on the stack: near the limit, the heap
+/// may be unable to grow (a large allocation needs a map of its own).
+fn maps_held() -> Option<u64> {
+    static LAST: Mutex<Option<(Instant, Option<u64>)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    match *last {
+        Some((at, held)) if at.elapsed() < Duration::from_secs(1) => held,
+        _ => {
+            let held = count_lines("/proc/self/maps");
+            *last = Some((Instant::now(), held));
+            held
+        }
+    }
+}
+
+/// The number of lines of the file at `path`, read without allocating.
+fn count_lines(path: &str) -> Option<u64> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut buffer = [0u8; 4096];
+    let mut lines = 0u64;
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => return Some(lines),
+            Ok(n) => lines += buffer[..n].iter().filter(|&&b| b == b'\n').count() as u64,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 /// Adds the context a user needs to a failed `mmap`/`mprotect`: when the
-/// process is out of memory maps, say which sysctl limits it.
+/// process is out of memory maps, say which sysctl limits it, and otherwise
+/// say that memory or address space ran out (without blaming the sysctl).
 fn explain_map_error(error: io::Error, size: usize) -> io::Error {
     if error.raw_os_error() != Some(mem::ENOMEM) {
         return io::Error::new(error.kind(), format!("cannot map a {} KiB coroutine stack: {error}", size / 1024));
     }
-    let limit = mem::max_map_count();
-    let held = std::fs::read_to_string("/proc/self/maps").map(|m| m.lines().count() as u64).ok();
-    match (limit, held) {
+    let live = live_stacks();
+    match (map_limit(), maps_held()) {
         (Some(limit), Some(held)) if held + MAPS_PER_STACK + 8 >= limit => io::Error::new(
             io::ErrorKind::OutOfMemory,
             format!(
-                "cannot map a coroutine stack: the process holds {held} memory maps and vm.max_map_count is \
-                 {limit}; each coroutine stack uses {MAPS_PER_STACK} maps (the stack and its guard page). \
-                 Raise the limit, e.g. `sudo sysctl -w vm.max_map_count={}`, or keep fewer coroutines \
-                 started at once",
+                "cannot map a coroutine stack: the process holds {held} memory maps ({live} coroutine stacks \
+                 among them) and vm.max_map_count is {limit}; each coroutine stack uses {MAPS_PER_STACK} maps (the \
+                 stack and its guard page). Raise the limit, e.g. `sudo sysctl -w vm.max_map_count={}`, or keep \
+                 fewer coroutines started at once",
                 limit.saturating_mul(4)
             ),
         ),
         _ => io::Error::new(
             io::ErrorKind::OutOfMemory,
             format!(
-                "cannot map a {} KiB coroutine stack: out of memory or address space ({error}); \
-                 vm.max_map_count is {}, each coroutine stack uses {MAPS_PER_STACK} maps",
+                "cannot map a {} KiB coroutine stack: out of memory or address space ({error}) with {live} \
+                 coroutine stacks mapped. Ask for smaller stacks (`Builder::stack_size`) or keep fewer coroutines \
+                 started at once",
                 size / 1024,
-                limit.map_or_else(|| "unknown".to_string(), |l| l.to_string()),
             ),
         ),
     }
