@@ -219,12 +219,12 @@ fn span(spans: impl IntoIterator<Item = (Duration, Duration)>) -> Duration {
 }
 
 /// The index of the weft worker running the caller (from the worker
-/// thread's name, `weft-worker-N`); a coroutine's first worker is its only
+/// thread's name, `weft-r<R>-w<N>`); a coroutine's first worker is its only
 /// one.
 fn worker_index() -> usize {
     std::thread::current()
         .name()
-        .and_then(|name| name.strip_prefix("weft-worker-"))
+        .and_then(|name| name.rsplit_once("-w").map(|(_, index)| index))
         .and_then(|index| index.parse().ok())
         .expect("called from a coroutine of a weft runtime")
 }

@@ -139,6 +139,12 @@ impl Drop for Stack {
 /// How many stacks are mapped in this process (cached ones included).
 static LIVE_STACKS: AtomicUsize = AtomicUsize::new(0);
 
+/// How many coroutine stacks are mapped in this process now (cached ones
+/// included), for `Runtime::metrics`.
+pub(crate) fn live_stacks() -> usize {
+    LIVE_STACKS.load(Ordering::Relaxed)
+}
+
 /// Maps left for everything else a process needs (libraries, heap arenas,
 /// thread stacks) when judging whether one more coroutine stack fits.
 const MAPS_RESERVED_FOR_OTHERS: u64 = 1024;
