@@ -40,7 +40,8 @@
 //!
 //! Setting `WEFT_SYNC_COUNT=what:n` runs one workload once with n as its
 //! size, for an instruction counter (callgrind); `what` is one of
-//! `handoff` (n one-way hand-offs), `contended` (n increments per
+//! `handoff` (n one-way hand-offs; `handoff_nomon` the same without the
+//! runtime's monitor thread), `contended` (n increments per
 //! coroutine), `prodcons` (n items), `rwlock` (n ops per coroutine; `rwlock1`
 //! the same on a one-worker runtime), `handoff_timed` (n one-way hand-offs
 //! whose every wait is a `wait_timeout` of an hour, always notified first:
@@ -725,6 +726,10 @@ fn count_mode(spec: &str) {
             let rt = Runtime::builder().workers(1).build().expect("one worker thread");
             weft_handoff::<false>(&rt, n, Clock::Wall);
         }
+        "handoff_nomon" => {
+            let rt = Runtime::builder().workers(1).stall_threshold(None).build().expect("one worker thread");
+            weft_handoff::<false>(&rt, n, Clock::Wall);
+        }
         "handoff_timed" => {
             let rt = Runtime::builder().workers(1).build().expect("one worker thread");
             weft_handoff::<true>(&rt, n, Clock::Wall);
@@ -949,7 +954,25 @@ fn interleaved_mode(spec: &str) {
     placements.borrow_mut().report();
 }
 
-criterion_group!(benches, sync);
+/// The runtime's monitor thread on against off, on the Mutex+Condvar
+/// hand-off (see `monitor` in benches/runtime.rs):
+///
+/// ```text
+/// cargo bench --bench sync -- monitor/ --measurement-time 3
+/// ```
+fn monitor(c: &mut Criterion) {
+    let mut group = c.benchmark_group("monitor");
+    group.sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    for (label, threshold) in [("on", Some(Duration::from_millis(100))), ("off", None)] {
+        let rt = Runtime::builder().workers(1).stall_threshold(threshold).build().expect("one worker thread");
+        group.bench_function(format!("hand-off Mutex+Condvar (2 coroutines, 1 worker), monitor {label}"), |b| {
+            b.iter_custom(|iters| weft_handoff::<false>(&rt, iters, Clock::Wall));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, sync, monitor);
 
 fn main() {
     if let Ok(spec) = std::env::var("WEFT_SYNC_COUNT") {

@@ -25,8 +25,9 @@
 //!  switches       run_task, before every resume             yes: one store
 //!  spawned        spawn_on, spawns from a coroutine here    yes: one store
 //!  started        run_task, first resume (home set)         no (cold branch)
-//!  finished       run_task, the coroutine returned or
-//!                 could not get a stack                      once per task
+//!  finished       spawn_on's wrapper, before the result      once per task
+//!                 goes to the join handle; run_task, for a
+//!                 coroutine that could not get a stack
 //!  parks          run_task, the coroutine parked            hand-offs: one store
 //!  local_wakes    unpark from the home worker's thread      hand-offs: one store
 //!  remote_wakes   drain_inbox (wakes from other threads)     no (cold)

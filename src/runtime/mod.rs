@@ -453,6 +453,10 @@ where
         let task = unsafe { &*task_ptr };
         task.set_yielder(yielder);
         let result = panic::catch_unwind(AssertUnwindSafe(f));
+        // Counted before the result is handed over, so that whoever joins
+        // sees it in `Runtime::metrics`. A task runs on its worker's thread,
+        // the counter's one writer.
+        with_current_worker(|w| metrics::bump(&w.expect("a coroutine runs on a worker").counters().finished));
         // SAFETY: this body runs in the task that `new_task::<_, T>` made for
         // it below, so the cell's result type is T; CURRENT_TASK is the
         // cell's own pointer (`TaskRef::into_raw`), and the cell outlives

@@ -227,6 +227,8 @@ impl TaskSummary {
 /// What a probed worker's handler reports; see the module docs.
 #[derive(Clone, Copy)]
 struct ProbeData {
+    /// False only in the monitor's stand-in for a probe nobody answered.
+    answered: bool,
     switches: u64,
     running: bool,
     task_id: u64,
@@ -244,6 +246,7 @@ struct ProbeData {
 
 impl ProbeData {
     const EMPTY: ProbeData = ProbeData {
+        answered: true,
         switches: 0,
         running: false,
         task_id: 0,
@@ -531,10 +534,14 @@ impl Monitor {
             return false;
         }
         watch.probed = true;
-        let Some(data) = probe(worker) else { return false };
-        if !data.running || data.switches != switches {
-            return false; // between coroutines, or the stall just ended
-        }
+        let data = match probe(worker) {
+            // Between coroutines, or the stall just ended.
+            Some(data) if !data.running || data.switches != switches => return false,
+            Some(data) => data,
+            // No answer (another SIGURG handler replaced ours, say): report
+            // what the monitor knows.
+            None => ProbeData { answered: false, ..ProbeData::EMPTY },
+        };
         let who = self.report_stall(index, &data, held);
         self.watches[index].stall = Some((who, since));
         false
@@ -547,13 +554,17 @@ impl Monitor {
         let name =
             if data.has_name { Some(String::from_utf8_lossy(&data.name[..data.name_len]).into_owned()) } else { None };
         let who = match &name {
+            _ if !data.answered => {
+                "a coroutine (its worker thread did not answer the monitor's SIGURG probe)".to_string()
+            }
             Some(name) => format!("coroutine {} ('{name}')", data.task_id),
             None => format!("coroutine {}", data.task_id),
         };
         let site = data.spawned_at.map_or_else(|| "an unknown place".to_string(), |l| l.to_string());
+        let spawned = if data.answered { format!(", spawned at {site},") } else { String::new() };
         let (waiting, parked) = self.waiting_on(index, data);
         let mut text = format!(
-            "weft: {who}, spawned at {site}, has held worker {index} of runtime {runtime} \
+            "weft: {who}{spawned} has held worker {index} of runtime {runtime} \
              (thread weft-r{runtime}-w{index}) for {} ms without yielding; {waiting} other coroutine{} \
              ready and waiting for that worker, {parked} parked on it.\n  weft schedules cooperatively: a coroutine keeps its worker until it \
              yields, parks or returns. Move blocking calls and long computations to weft::spawn_blocking, use \
@@ -577,7 +588,7 @@ impl Monitor {
                     }
                 }
             }
-        } else {
+        } else if data.answered {
             let _ = writeln!(text, "  (no backtrace: the worker thread is unwinding a panic)");
         }
         let _ = io::stderr().lock().write_all(text.as_bytes());

@@ -844,7 +844,7 @@ impl WorkerLocal {
                 let task = owned();
                 self.unregister(&task);
                 *coroutine = None;
-                metrics::bump(&self.counters().finished);
+                // (`finished` was counted by the coroutine itself, in `spawn_on`.)
             }
             Err(error) => {
                 // No stack: the closure never ran. End its join handle with
