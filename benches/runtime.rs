@@ -45,9 +45,16 @@
 //! WEFT_RUNTIME_COUNT=spawn:100000   valgrind --tool=callgrind target/release/deps/runtime-<hash>
 //! WEFT_RUNTIME_COUNT=skynet:100000  valgrind --tool=callgrind target/release/deps/runtime-<hash>
 //! ```
+//!
+//! Setting `WEFT_RUNTIME_MONITOR_AB=rounds` runs the yield ping-pong on a
+//! runtime with its monitor thread and on one without, alternately, and
+//! prints each one's median (`common/monitor_ab.rs`); the criterion group
+//! `monitor/` measures the same one after the other.
 
 #[path = "common/clock.rs"]
 mod clock;
+#[path = "common/monitor_ab.rs"]
+mod monitor_ab;
 
 use clock::Clock;
 use criterion::{Criterion, SamplingMode, criterion_group};
@@ -438,6 +445,13 @@ fn monitor(c: &mut Criterion) {
 criterion_group!(benches, runtime, monitor);
 
 fn main() {
+    if let Ok(rounds) = std::env::var("WEFT_RUNTIME_MONITOR_AB") {
+        let rounds = rounds.parse().expect("WEFT_RUNTIME_MONITOR_AB=rounds");
+        monitor_ab::monitor_ab("yield ping-pong (1 worker)", rounds, 2_000_000, |rt, n, clock| {
+            weft_yield_ping_pong(rt, n, clock)
+        });
+        return;
+    }
     if let Ok(spec) = std::env::var("WEFT_RUNTIME_COUNT") {
         count(&spec);
         return;

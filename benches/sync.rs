@@ -53,6 +53,11 @@
 //! WEFT_SYNC_COUNT=handoff:200000 valgrind --tool=callgrind target/release/deps/sync-<hash>
 //! ```
 //!
+//! Setting `WEFT_SYNC_MONITOR_AB=rounds` runs the Mutex+Condvar hand-off on
+//! a runtime with its monitor thread and on one without, alternately, and
+//! prints each one's median (`common/monitor_ab.rs`); the criterion group
+//! `monitor/` measures the same one after the other.
+//!
 //! Setting `WEFT_SYNC_INTERLEAVED=rounds` skips criterion and runs every
 //! workload above once per round, in turn, then prints each one's median,
 //! min and max over the rounds (uncontended: 10M ops a run; weft hand-off:
@@ -65,6 +70,8 @@
 
 #[path = "common/clock.rs"]
 mod clock;
+#[path = "common/monitor_ab.rs"]
+mod monitor_ab;
 
 use clock::Clock;
 use criterion::{Criterion, SamplingMode, criterion_group};
@@ -975,6 +982,13 @@ fn monitor(c: &mut Criterion) {
 criterion_group!(benches, sync, monitor);
 
 fn main() {
+    if let Ok(rounds) = std::env::var("WEFT_SYNC_MONITOR_AB") {
+        let rounds = rounds.parse().expect("WEFT_SYNC_MONITOR_AB=rounds");
+        monitor_ab::monitor_ab("Mutex+Condvar hand-off (1 worker)", rounds, 1_000_000, |rt, n, clock| {
+            weft_handoff::<false>(rt, n, clock)
+        });
+        return;
+    }
     if let Ok(spec) = std::env::var("WEFT_SYNC_COUNT") {
         count_mode(&spec);
         return;

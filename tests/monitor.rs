@@ -348,9 +348,33 @@ fn process_cpu_time() -> Duration {
     Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
 
+/// The kernel id of runtime `id`'s monitor thread (`weft-mon-r<id>`).
+fn monitor_thread(id: usize) -> u32 {
+    let name = format!("weft-mon-r{id}");
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|tid| std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).is_ok_and(|c| c.trim() == name))
+        .expect("the runtime's monitor thread")
+}
+
+/// (CPU nanoseconds, voluntary + involuntary context switches) of thread `tid`.
+fn thread_activity(tid: u32) -> (u64, u64) {
+    let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).expect("schedstat");
+    let cpu_ns = schedstat.split_whitespace().next().and_then(|f| f.parse().ok()).expect("schedstat field 1");
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).expect("status");
+    let switches = status
+        .lines()
+        .filter(|l| l.contains("ctxt_switches:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    (cpu_ns, switches)
+}
+
 /// An idle 2-worker runtime with its monitor (after warm-up, one coroutine
 /// asleep on a one-hour timer and one parked joining it) uses under 0.1 % of
-/// a core over a second: the monitor parks while every worker sleeps.
+/// a core over a second, and its monitor thread does not wake: it parks
+/// while every worker sleeps.
 #[test]
 fn an_idle_runtime_with_its_monitor_uses_under_a_thousandth_of_a_core() {
     const NAME: &str = "an_idle_runtime_with_its_monitor_uses_under_a_thousandth_of_a_core";
@@ -373,10 +397,24 @@ fn an_idle_runtime_with_its_monitor_uses_under_a_thousandth_of_a_core() {
         let sleeper = rt.spawn(|| weft::sleep(Duration::from_secs(3600)));
         let parked = rt.spawn(move || sleeper.join().is_ok());
         thread::sleep(Duration::from_millis(300));
+        let monitor = monitor_thread(rt.id());
+        let (monitor_cpu_before, monitor_switches_before) = thread_activity(monitor);
         let before = process_cpu_time();
         thread::sleep(WINDOW);
         let used = process_cpu_time() - before;
+        let (monitor_cpu_after, monitor_switches_after) = thread_activity(monitor);
+        eprintln!(
+            "idle process: {used:?} of CPU in {WINDOW:?}; its monitor thread {} ns and {} context switches",
+            monitor_cpu_after - monitor_cpu_before,
+            monitor_switches_after - monitor_switches_before
+        );
         assert!(used < WINDOW / 1000, "the idle process used {used:?} of CPU in {WINDOW:?}");
+        // Parked, not ticking: a tick a few times a second would show here.
+        assert!(
+            monitor_switches_after - monitor_switches_before <= 1,
+            "the idle runtime's monitor woke {} times in {WINDOW:?}",
+            monitor_switches_after - monitor_switches_before
+        );
         assert!(!parked.is_finished());
     });
 }
