@@ -246,6 +246,38 @@ fn a_lock_cycle_gets_one_deadlock_hint() {
     assert!(left[0].contains(announced_site(&stderr)), "the summary lacks left's spawn site:\n{stderr}");
 }
 
+/// A coroutine that an OS thread wakes every 1.5 s: the first pause gets a
+/// hint (nothing inside the runtime can wake it), which the next wake
+/// refutes; each refuted hint doubles the quiet time the next one needs, so
+/// the later pauses get none.
+#[test]
+fn a_coroutine_fed_by_an_os_thread_gets_one_hint_not_one_per_pause() {
+    const NAME: &str = "a_coroutine_fed_by_an_os_thread_gets_one_hint_not_one_per_pause";
+    let Some(stderr) = in_child_process(NAME, Duration::from_secs(30), || {
+        let rt = Runtime::builder().workers(1).build().expect("a runtime");
+        let shared = Arc::new((weft::sync::Mutex::new(0u32), weft::sync::Condvar::new()));
+        let fed = Arc::clone(&shared);
+        let consumer = rt.spawn(move || {
+            let (count, cv) = &*fed;
+            let mut seen = 0;
+            while seen < 3 {
+                let guard = cv.wait_while(count.lock(), |n| *n == seen);
+                seen = *guard;
+            }
+        });
+        for _ in 0..3 {
+            thread::sleep(Duration::from_millis(1500));
+            *shared.0.lock() += 1;
+            shared.1.notify_one();
+        }
+        consumer.join().expect("the consumer finished");
+    }) else {
+        return;
+    };
+    let hints = lines_with(&stderr, "are parked and nothing can wake them");
+    assert_eq!(hints.len(), 1, "expected one hint for three pauses:\n{stderr}");
+}
+
 /// Coroutines that all sleep on timers (and one that joins a sleeper) are
 /// not deadlocked: no hint.
 #[test]

@@ -82,7 +82,11 @@
 //! and prints the hint once; it prints again only after the counters moved
 //! and the runtime fell quiet anew. An OS thread outside the runtime may
 //! still wake them (a channel fed by a thread, a lock an OS thread holds),
-//! so the message says it is a hint. The parked coroutines are listed by
+//! so the message says it is a hint. When the runtime does move after a
+//! hint, the hint was wrong (something outside woke it, or spawned work on
+//! it), and a program built that way (coroutines fed by an OS thread now
+//! and then) would get a hint at every pause: so each refuted hint doubles
+//! the quiet time the next one needs, up to `MAX_HINT_QUIET`. The parked coroutines are listed by
 //! their workers (only a worker may read its registry): the monitor sets
 //! `listing_requested` and wakes each worker, which answers from its sleep
 //! path (`worker::WorkerLocal::answer_monitor`) and sleeps again.
@@ -118,6 +122,8 @@ use std::time::{Duration, Instant};
 pub(crate) const DEFAULT_STALL_THRESHOLD: Duration = Duration::from_millis(100);
 /// How long a runtime must stay quiet before the deadlock hint.
 const HINT_QUIET: Duration = Duration::from_secs(1);
+/// The longest quiet time a hint needs after earlier hints were refuted.
+const MAX_HINT_QUIET: Duration = Duration::from_secs(64);
 /// How long the monitor waits for a probed worker's handler.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long the monitor waits for the workers' lists of parked coroutines.
@@ -431,6 +437,7 @@ pub(crate) fn start(shared: &Arc<Shared>, threshold: Duration) -> io::Result<std
             probes,
             quiet: None,
             hinted: None,
+            hint_quiet: HINT_QUIET,
         };
         monitor.run();
     })
@@ -466,6 +473,8 @@ struct Monitor {
     quiet: Option<(u64, Instant)>,
     /// The signature the last hint was printed for.
     hinted: Option<u64>,
+    /// How long the runtime must be quiet before a hint (module docs).
+    hint_quiet: Duration,
 }
 
 impl Monitor {
@@ -636,13 +645,20 @@ impl Monitor {
             // A running blocking job can end without waking a worker.
             return if self.shared.blocking.stats().running > 0 { Wait::Tick } else { Wait::Park };
         };
-        if self.hinted == Some(signature) {
-            return Wait::Park;
+        match self.hinted {
+            Some(hinted) if hinted == signature => return Wait::Park,
+            Some(_) => {
+                // The runtime moved after the last hint: it was wrong.
+                self.hinted = None;
+                self.hint_quiet = (self.hint_quiet * 2).min(MAX_HINT_QUIET);
+            }
+            None => {}
         }
+        let quiet_for = self.hint_quiet;
         match self.quiet {
             Some((quiet, since)) if quiet == signature => {
-                if now.duration_since(since) < HINT_QUIET {
-                    return Wait::Until(since + HINT_QUIET);
+                if now.duration_since(since) < quiet_for {
+                    return Wait::Until(since + quiet_for);
                 }
                 if self.report_deadlock_hint(signature) {
                     self.hinted = Some(signature);
@@ -654,7 +670,7 @@ impl Monitor {
             }
             _ => {
                 self.quiet = Some((signature, now));
-                Wait::Until(now + HINT_QUIET)
+                Wait::Until(now + quiet_for)
             }
         }
     }
