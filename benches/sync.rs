@@ -962,7 +962,10 @@ fn interleaved_mode(spec: &str) {
 }
 
 /// The runtime's monitor thread on against off, on the Mutex+Condvar
-/// hand-off (see `monitor` in benches/runtime.rs):
+/// hand-off (see `monitor` in benches/runtime.rs). Run one after the
+/// other, the two differ by whatever the machine did meanwhile: on the
+/// shared 2-CPU machine the first of the pair came out 6-14 % slower in
+/// either order. `WEFT_SYNC_MONITOR_AB` interleaves them.
 ///
 /// ```text
 /// cargo bench --bench sync -- monitor/ --measurement-time 3
