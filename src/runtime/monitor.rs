@@ -24,8 +24,8 @@
 //!    that times out: measured 55-70 us of CPU per tick on the 2-CPU VM of
 //!    BENCHMARKS.md, so 0.12-0.14 % of a core while the runtime runs (0.22 %
 //!    with ticks at a quarter threshold), and nothing while it is idle
-//!    (step 3). A moved counter or a sleeping worker ends that
-//!    worker's stall, if one was reported ("released" line).
+//!    (step 3). A moved counter or a sleeping worker ends that worker's
+//!    stall, if one was reported ("released" line).
 //! 2. A worker whose counter has stood still for the threshold while awake
 //!    is probed, once per resume. If the probe answers that a coroutine runs
 //!    and that the counter still has the value the monitor saw, the stall is
@@ -45,8 +45,9 @@
 //! runs the handler. The handler copies what the report needs — id, up to
 //! 64 bytes of name, the spawn site (a `&'static Location`), the switch
 //! counter, the inbox length and the return addresses of the stack — into
-//! the worker's `Probe`, and wakes the monitor. Nothing is added to the
-//! path of a resume.
+//! the worker's `Probe`, and wakes the monitor. Naming the coroutine adds
+//! nothing to the path of a resume (the switch counter, one store, is all
+//! the monitor asks of it).
 //!
 //! ```text
 //!  probe state   set by                   means
@@ -91,10 +92,14 @@
 //! hint, the hint was wrong (something outside woke it, or spawned work on
 //! it), and a program built that way (coroutines fed by an OS thread now
 //! and then) would get a hint at every pause: so each refuted hint doubles
-//! the quiet time the next one needs, up to `MAX_HINT_QUIET`. The parked coroutines are listed by
-//! their workers (only a worker may read its registry): the monitor sets
-//! `listing_requested` and wakes each worker, which answers from its sleep
-//! path (`worker::WorkerLocal::answer_monitor`) and sleeps again.
+//! the quiet time the next one needs, up to `MAX_HINT_QUIET`.
+//!
+//! The parked coroutines are listed by their workers (only a worker may
+//! read its registry): the monitor sets `listing_requested` and wakes each
+//! worker, which answers from its sleep path
+//! (`worker::WorkerLocal::answer_monitor`) and sleeps again. The listing is
+//! one small function on each side (`send_listing`, `list_parked`), to be
+//! replaced by `Runtime::dump`'s one-line summary once that exists.
 //!
 //! # Sleeping and waking the monitor
 //!
