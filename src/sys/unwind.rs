@@ -12,12 +12,15 @@
 //! the interrupted code. POSIX does not list `_Unwind_Backtrace` as
 //! async-signal-safe: finding an address's unwind tables goes through
 //! `dl_iterate_phdr`, which takes the loader's lock (a recursive one, so a
-//! thread interrupted inside the loader re-enters it rather than deadlocks)
-//! and updates libgcc's small lookup cache. A thread that was itself
-//! unwinding when the signal came could see that cache change under it, so
-//! the caller must not walk a thread that is panicking (see
-//! `runtime::monitor`). This is what glibc's `backtrace(3)` does too, and
-//! what profilers that walk from a signal handler rely on.
+//! thread interrupted inside the loader re-enters it rather than deadlocks,
+//! but may then read its lists mid-update) and updates libgcc's small
+//! lookup cache (a thread interrupted inside libgcc's own lookup could see
+//! that cache change under it). So the caller does not walk a thread that
+//! is panicking (see `runtime::monitor`), the one long stay in the
+//! unwinder; what remains is a thread interrupted within the microseconds
+//! of a `dlopen` or of another stack walk (`std::backtrace` capturing).
+//! This is what glibc's `backtrace(3)` does too, and what profilers that
+//! walk from a signal handler rely on.
 
 use std::ffi::{CStr, c_int, c_void};
 
