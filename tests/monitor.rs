@@ -161,13 +161,14 @@ fn a_spinning_coroutine_is_reported_once() {
         return;
     };
     let site = announced_site(&stderr);
-    let reports = lines_with(&stderr, "without yielding");
-    assert_eq!(reports.len(), 1, "expected one stall report:\n{stderr}");
-    assert!(reports[0].contains("('hog')"), "the report does not name the hog:\n{stderr}");
+    // Only the hog's lines: on a loaded machine the OS may hold a busy
+    // coroutine's worker off the CPU past the threshold too.
+    let reports: Vec<_> =
+        lines_with(&stderr, "without yielding").into_iter().filter(|l| l.contains("('hog')")).collect();
+    assert_eq!(reports.len(), 1, "expected one stall report naming the hog:\n{stderr}");
     assert!(reports[0].contains(site), "the report does not give the spawn site {site}:\n{stderr}");
-    let ended = lines_with(&stderr, "released worker");
-    assert_eq!(ended.len(), 1, "expected one end-of-stall line:\n{stderr}");
-    assert!(ended[0].contains("('hog')"), "the end-of-stall line does not name the hog:\n{stderr}");
+    let ended = lines_with(&stderr, "released worker").into_iter().filter(|l| l.contains("('hog')")).count();
+    assert_eq!(ended, 1, "expected one end-of-stall line naming the hog:\n{stderr}");
     assert!(stderr.contains("backtrace of the worker thread"), "no backtrace in the report:\n{stderr}");
 }
 
@@ -203,10 +204,12 @@ fn a_coroutine_in_thread_sleep_is_reported() {
         return;
     };
     let site = announced_site(&stderr);
-    let reports = lines_with(&stderr, "without yielding");
-    assert_eq!(reports.len(), 1, "expected one stall report:\n{stderr}");
-    assert!(reports[0].contains("('sleepy')") && reports[0].contains(site), "wrong report:\n{stderr}");
-    assert_eq!(lines_with(&stderr, "released worker").len(), 1, "expected one end-of-stall line:\n{stderr}");
+    let reports: Vec<_> =
+        lines_with(&stderr, "without yielding").into_iter().filter(|l| l.contains("('sleepy')")).collect();
+    assert_eq!(reports.len(), 1, "expected one stall report naming the sleeper:\n{stderr}");
+    assert!(reports[0].contains(site), "the report does not give the spawn site {site}:\n{stderr}");
+    let ended = lines_with(&stderr, "released worker").into_iter().filter(|l| l.contains("('sleepy')")).count();
+    assert_eq!(ended, 1, "expected one end-of-stall line naming the sleeper:\n{stderr}");
 }
 
 /// Two coroutines that each hold one `weft::sync::Mutex` and wait for the
