@@ -45,9 +45,16 @@
 //! WEFT_RUNTIME_COUNT=spawn:100000   valgrind --tool=callgrind target/release/deps/runtime-<hash>
 //! WEFT_RUNTIME_COUNT=skynet:100000  valgrind --tool=callgrind target/release/deps/runtime-<hash>
 //! ```
+//!
+//! Setting `WEFT_RUNTIME_MONITOR_AB=rounds` runs the yield ping-pong on a
+//! runtime with its monitor thread and on one without, alternately, and
+//! prints each one's median (`common/monitor_ab.rs`); the criterion group
+//! `monitor/` measures the same one after the other.
 
 #[path = "common/clock.rs"]
 mod clock;
+#[path = "common/monitor_ab.rs"]
+mod monitor_ab;
 
 use clock::Clock;
 use criterion::{Criterion, SamplingMode, criterion_group};
@@ -386,7 +393,7 @@ fn ms(d: Duration) -> f64 {
 
 /// `WEFT_RUNTIME_COUNT=what:n`: runs one workload once, outside criterion,
 /// for an instruction counter (`valgrind --tool=callgrind`): `yield:n` (n
-/// yields, 1 worker), `spawn:n` (spawn+join n, 2 workers) or `skynet:n` (n
+/// yields, 1 worker; `yield_nomon:n` the same without the monitor thread), `spawn:n` (spawn+join n, 2 workers) or `skynet:n` (n
 /// leaves, a power of 10, 2 workers). Comparing two values of n gives the
 /// instructions per yield or per coroutine with start-up cost subtracted.
 fn count(spec: &str) {
@@ -398,6 +405,10 @@ fn count(spec: &str) {
             let rt = Runtime::builder().workers(1).build().expect("one worker thread");
             weft_yield_ping_pong(&rt, n, Clock::Wall);
         }
+        "yield_nomon" => {
+            let rt = Runtime::builder().workers(1).stall_threshold(None).build().expect("one worker thread");
+            weft_yield_ping_pong(&rt, n, Clock::Wall);
+        }
         "spawn" => {
             let rt = Runtime::builder().workers(2).build().expect("two worker threads");
             rt.block_on(move || spawn_join(n as usize));
@@ -406,14 +417,41 @@ fn count(spec: &str) {
             let rt = Runtime::builder().workers(2).build().expect("two worker threads");
             assert_eq!(rt.block_on(move || skynet(0, n)), n * (n - 1) / 2);
         }
-        other => panic!("WEFT_RUNTIME_COUNT: unknown workload {other:?}: expected yield, spawn or skynet"),
+        other => panic!("WEFT_RUNTIME_COUNT: unknown workload {other:?}: expected yield, yield_nomon, spawn or skynet"),
     }
     println!("{what} x {n}: {:.1} ms", ms(start.elapsed()));
 }
 
-criterion_group!(benches, runtime);
+/// The runtime's monitor thread (`RuntimeBuilder::stall_threshold`) on
+/// against off, on the yield ping-pong: the monitor reads each worker's
+/// switch counter a few times a second, which costs the worker a cache-line
+/// transfer per read; the counters themselves are kept either way.
+///
+/// ```text
+/// cargo bench --bench runtime -- monitor/ --measurement-time 3
+/// ```
+fn monitor(c: &mut Criterion) {
+    let mut group = c.benchmark_group("monitor");
+    group.sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    for (label, threshold) in [("on", Some(Duration::from_millis(100))), ("off", None)] {
+        let rt = Runtime::builder().workers(1).stall_threshold(threshold).build().expect("one worker thread");
+        group.bench_function(format!("yield ping-pong (2 coroutines, 1 worker), monitor {label}"), |b| {
+            b.iter_custom(|iters| weft_yield_ping_pong(&rt, iters, Clock::Wall));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, runtime, monitor);
 
 fn main() {
+    if let Ok(rounds) = std::env::var("WEFT_RUNTIME_MONITOR_AB") {
+        let rounds = rounds.parse().expect("WEFT_RUNTIME_MONITOR_AB=rounds");
+        monitor_ab::monitor_ab("yield ping-pong (1 worker)", rounds, 2_000_000, |rt, n, clock| {
+            weft_yield_ping_pong(rt, n, clock)
+        });
+        return;
+    }
     if let Ok(spec) = std::env::var("WEFT_RUNTIME_COUNT") {
         count(&spec);
         return;

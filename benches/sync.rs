@@ -40,7 +40,8 @@
 //!
 //! Setting `WEFT_SYNC_COUNT=what:n` runs one workload once with n as its
 //! size, for an instruction counter (callgrind); `what` is one of
-//! `handoff` (n one-way hand-offs), `contended` (n increments per
+//! `handoff` (n one-way hand-offs; `handoff_nomon` the same without the
+//! runtime's monitor thread), `contended` (n increments per
 //! coroutine), `prodcons` (n items), `rwlock` (n ops per coroutine; `rwlock1`
 //! the same on a one-worker runtime), `handoff_timed` (n one-way hand-offs
 //! whose every wait is a `wait_timeout` of an hour, always notified first:
@@ -51,6 +52,11 @@
 //! WEFT_SYNC_COUNT=handoff:100000 valgrind --tool=callgrind target/release/deps/sync-<hash>
 //! WEFT_SYNC_COUNT=handoff:200000 valgrind --tool=callgrind target/release/deps/sync-<hash>
 //! ```
+//!
+//! Setting `WEFT_SYNC_MONITOR_AB=rounds` runs the Mutex+Condvar hand-off on
+//! a runtime with its monitor thread and on one without, alternately, and
+//! prints each one's median (`common/monitor_ab.rs`); the criterion group
+//! `monitor/` measures the same one after the other.
 //!
 //! Setting `WEFT_SYNC_INTERLEAVED=rounds` skips criterion and runs every
 //! workload above once per round, in turn, then prints each one's median,
@@ -64,6 +70,8 @@
 
 #[path = "common/clock.rs"]
 mod clock;
+#[path = "common/monitor_ab.rs"]
+mod monitor_ab;
 
 use clock::Clock;
 use criterion::{Criterion, SamplingMode, criterion_group};
@@ -219,12 +227,12 @@ fn span(spans: impl IntoIterator<Item = (Duration, Duration)>) -> Duration {
 }
 
 /// The index of the weft worker running the caller (from the worker
-/// thread's name, `weft-worker-N`); a coroutine's first worker is its only
+/// thread's name, `weft-r<R>-w<N>`); a coroutine's first worker is its only
 /// one.
 fn worker_index() -> usize {
     std::thread::current()
         .name()
-        .and_then(|name| name.strip_prefix("weft-worker-"))
+        .and_then(|name| name.rsplit_once("-w").map(|(_, index)| index))
         .and_then(|index| index.parse().ok())
         .expect("called from a coroutine of a weft runtime")
 }
@@ -725,6 +733,10 @@ fn count_mode(spec: &str) {
             let rt = Runtime::builder().workers(1).build().expect("one worker thread");
             weft_handoff::<false>(&rt, n, Clock::Wall);
         }
+        "handoff_nomon" => {
+            let rt = Runtime::builder().workers(1).stall_threshold(None).build().expect("one worker thread");
+            weft_handoff::<false>(&rt, n, Clock::Wall);
+        }
         "handoff_timed" => {
             let rt = Runtime::builder().workers(1).build().expect("one worker thread");
             weft_handoff::<true>(&rt, n, Clock::Wall);
@@ -949,9 +961,37 @@ fn interleaved_mode(spec: &str) {
     placements.borrow_mut().report();
 }
 
-criterion_group!(benches, sync);
+/// The runtime's monitor thread on against off, on the Mutex+Condvar
+/// hand-off (see `monitor` in benches/runtime.rs). Run one after the
+/// other, the two differ by whatever the machine did meanwhile: on the
+/// shared 2-CPU machine the first of the pair came out 6-14 % slower in
+/// either order. `WEFT_SYNC_MONITOR_AB` interleaves them.
+///
+/// ```text
+/// cargo bench --bench sync -- monitor/ --measurement-time 3
+/// ```
+fn monitor(c: &mut Criterion) {
+    let mut group = c.benchmark_group("monitor");
+    group.sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    for (label, threshold) in [("on", Some(Duration::from_millis(100))), ("off", None)] {
+        let rt = Runtime::builder().workers(1).stall_threshold(threshold).build().expect("one worker thread");
+        group.bench_function(format!("hand-off Mutex+Condvar (2 coroutines, 1 worker), monitor {label}"), |b| {
+            b.iter_custom(|iters| weft_handoff::<false>(&rt, iters, Clock::Wall));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, sync, monitor);
 
 fn main() {
+    if let Ok(rounds) = std::env::var("WEFT_SYNC_MONITOR_AB") {
+        let rounds = rounds.parse().expect("WEFT_SYNC_MONITOR_AB=rounds");
+        monitor_ab::monitor_ab("Mutex+Condvar hand-off (1 worker)", rounds, 1_000_000, |rt, n, clock| {
+            weft_handoff::<false>(rt, n, clock)
+        });
+        return;
+    }
     if let Ok(spec) = std::env::var("WEFT_SYNC_COUNT") {
         count_mode(&spec);
         return;

@@ -485,14 +485,22 @@ fn process_cpu_time() -> Duration {
     Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
 
-/// The ids of this process's threads whose name starts with `prefix`.
-fn threads_named(prefix: &str) -> HashSet<u32> {
+/// Whether a thread name is a weft worker's: `weft-r<runtime>-w<index>`.
+fn is_worker_thread_name(name: &str) -> bool {
+    let Some((runtime, index)) = name.strip_prefix("weft-r").and_then(|rest| rest.split_once("-w")) else {
+        return false;
+    };
+    runtime.parse::<usize>().is_ok() && index.trim_end().parse::<usize>().is_ok()
+}
+
+/// The ids of this process's weft worker threads.
+fn worker_threads() -> HashSet<u32> {
     std::fs::read_dir("/proc/self/task")
         .expect("/proc/self/task")
         .filter_map(|entry| {
             let tid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
             let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;
-            comm.starts_with(prefix).then_some(tid)
+            is_worker_thread_name(&comm).then_some(tid)
         })
         .collect()
 }
@@ -522,12 +530,12 @@ fn idle_runtime_uses_under_one_percent_of_a_cpu() {
     const NAME: &str = "idle_runtime_uses_under_one_percent_of_a_cpu";
     in_child_process(NAME, Duration::from_secs(60), || {
         const WINDOW: Duration = Duration::from_secs(1);
-        let before: HashSet<u32> = threads_named("weft-worker");
+        let before: HashSet<u32> = worker_threads();
         let rt = runtime(2);
         // A new thread names itself once it runs: wait for both names.
         let mut workers = Vec::new();
         wait_until(Duration::from_secs(10), "this runtime's 2 named worker threads", || {
-            workers = threads_named("weft-worker").difference(&before).copied().collect();
+            workers = worker_threads().difference(&before).copied().collect();
             workers.len() == 2
         });
         // Warm up: start coroutines on the workers (stacks, signal stacks, caches).
@@ -1118,7 +1126,7 @@ fn builder_current_and_default_runtime() {
             joined(h)
         });
         assert_eq!(nested.0.as_deref(), Some("inner"));
-        assert!(nested.1.as_deref().is_some_and(|n| n.starts_with("weft-worker-")), "ran on {:?}", nested.1);
+        assert!(nested.1.as_deref().is_some_and(is_worker_thread_name), "ran on {:?}", nested.1);
 
         // Plain threads.
         assert!(weft::try_current().is_none(), "try_current() on a plain thread");

@@ -27,6 +27,13 @@ struct State {
     shutdown: bool,
 }
 
+/// What [`BlockingPool::stats`] returns.
+pub(crate) struct BlockingStats {
+    pub(crate) threads: usize,
+    pub(crate) running: usize,
+    pub(crate) queued: usize,
+}
+
 /// A pool of threads for blocking jobs.
 #[derive(Default)]
 pub(crate) struct BlockingPool {
@@ -96,6 +103,17 @@ impl BlockingPool {
             }
         }
         state.threads -= 1;
+    }
+
+    /// Threads, running jobs and queued jobs, now (for metrics and the
+    /// monitor's deadlock hint).
+    pub(crate) fn stats(&self) -> BlockingStats {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        BlockingStats {
+            threads: state.threads,
+            running: state.threads.saturating_sub(state.idle),
+            queued: state.jobs.len(),
+        }
     }
 
     /// Lets idle threads exit; running jobs finish on their own.

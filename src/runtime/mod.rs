@@ -3,7 +3,12 @@
 //! # Glossary
 //!
 //! - **task**: one coroutine plus its scheduling state ([`task`]).
-//! - **worker**: an OS thread (`weft-worker-N`) that runs tasks ([`worker`]).
+//! - **worker**: an OS thread (`weft-r<R>-w<N>`: worker N of runtime R)
+//!   that runs tasks ([`worker`]).
+//! - **monitor**: a thread per runtime (`weft-mon-r<R>`) that reports
+//!   coroutines holding their worker too long and runtimes whose coroutines
+//!   are all parked ([`monitor`]); it reads the per-worker counters of
+//!   [`metrics`].
 //! - **home worker**: the worker that first ran a task; a started task is
 //!   only ever resumed there (DESIGN.md decision 3), so `thread_local!` and
 //!   std's thread-bound internals stay sound inside coroutines.
@@ -27,18 +32,22 @@
 
 mod blocking;
 mod join;
+mod metrics;
+mod monitor;
 mod panic_report;
 mod task;
 mod worker;
 
 pub use join::JoinHandle;
+pub use metrics::{RuntimeMetrics, WorkerMetrics};
 pub(crate) use task::TaskRef;
 
 use crate::coroutine;
-use crate::loom::process::{AtomicBool, AtomicUsize, Ordering, fence};
+use crate::loom::process::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use crate::stack;
 use crate::sys::futex::Deadline;
 use blocking::BlockingPool;
+use monitor::MonitorShared;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
@@ -62,6 +71,9 @@ thread_local! {
 
 /// What all workers of one runtime share.
 pub(crate) struct Shared {
+    /// A small process-unique number (1, 2, ...), in thread names and the
+    /// monitor's messages.
+    id: usize,
     workers: Vec<WorkerShared>,
     injector: Mutex<VecDeque<TaskRef>>,
     /// Length of `injector`, readable without the lock.
@@ -78,6 +90,10 @@ pub(crate) struct Shared {
     /// first failure is reported on stderr, the others only to their join
     /// handles).
     stack_failure_reported: AtomicBool,
+    /// Coroutines spawned from outside the runtime (the workers count their
+    /// own spawns; see `metrics`).
+    spawned_outside: AtomicU64,
+    monitor: MonitorShared,
 }
 
 impl Shared {
@@ -166,6 +182,7 @@ impl Shared {
 pub struct Runtime {
     shared: Arc<Shared>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    monitor: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Configures a [`Runtime`].
@@ -174,11 +191,16 @@ pub struct Runtime {
 pub struct RuntimeBuilder {
     workers: Option<usize>,
     stack_size: usize,
+    stall_threshold: Option<Duration>,
 }
 
 impl Default for RuntimeBuilder {
     fn default() -> Self {
-        RuntimeBuilder { workers: None, stack_size: stack::DEFAULT_STACK_SIZE }
+        RuntimeBuilder {
+            workers: None,
+            stack_size: stack::DEFAULT_STACK_SIZE,
+            stall_threshold: Some(monitor::DEFAULT_STALL_THRESHOLD),
+        }
     }
 }
 
@@ -197,7 +219,36 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Starts the worker threads.
+    /// How long a coroutine may hold its worker without yielding or parking
+    /// before the runtime's monitor reports it on stderr (and as a
+    /// `tracing` warning): once per stall, naming the coroutine, where it
+    /// was spawned, how many coroutines wait for that worker, and the
+    /// worker thread's backtrace; a second line when it lets go. Default
+    /// 100 ms. The monitor also prints a hint, once, when every coroutine of
+    /// the runtime is parked and nothing inside the runtime can wake them.
+    ///
+    /// `None` turns the monitor off: no monitor thread is started, and
+    /// neither report is printed. The counters of
+    /// [`Runtime::metrics`] are kept either way. See the crate docs,
+    /// "Blocking", for what holds a worker.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let quiet = weft::Runtime::builder().workers(1).stall_threshold(None).build().expect("a worker");
+    /// let patient = weft::Runtime::builder()
+    ///     .workers(1)
+    ///     .stall_threshold(Some(Duration::from_secs(1)))
+    ///     .build()
+    ///     .expect("a worker");
+    /// # drop((quiet, patient));
+    /// ```
+    pub fn stall_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.stall_threshold = threshold;
+        self
+    }
+
+    /// Starts the worker threads (and the monitor thread, unless
+    /// [`stall_threshold`](Self::stall_threshold) is `None`).
     ///
     /// # Errors
     ///
@@ -213,7 +264,10 @@ impl RuntimeBuilder {
         };
         let stack_size = stack::round_stack_size(self.stack_size)?;
         panic_report::install();
+        static NEXT_RUNTIME_ID: AtomicUsize = AtomicUsize::new(1);
+        let id = NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(Shared {
+            id,
             workers: (0..workers).map(|_| WorkerShared::new()).collect(),
             injector: Mutex::new(VecDeque::new()),
             injector_len: AtomicUsize::new(0),
@@ -223,16 +277,26 @@ impl RuntimeBuilder {
             blocking: Arc::new(BlockingPool::default()),
             stack_size,
             stack_failure_reported: AtomicBool::new(false),
+            spawned_outside: AtomicU64::new(0),
+            monitor: MonitorShared::new(),
         });
-        let runtime = Runtime { shared: Arc::clone(&shared), threads: Mutex::new(Vec::with_capacity(workers)) };
+        let runtime = Runtime {
+            shared: Arc::clone(&shared),
+            threads: Mutex::new(Vec::with_capacity(workers)),
+            monitor: Mutex::new(None),
+        };
         for index in 0..workers {
             let shared = Arc::clone(&shared);
             let thread = std::thread::Builder::new()
-                .name(format!("weft-worker-{index}"))
+                .name(format!("weft-r{id}-w{index}"))
                 .spawn(move || worker::run(index, shared))?;
             runtime.threads.lock().unwrap_or_else(|e| e.into_inner()).push(thread);
         }
-        tracing::debug!(workers, stack_size, "runtime started");
+        if let Some(threshold) = self.stall_threshold {
+            let thread = monitor::start(&shared, threshold)?;
+            *runtime.monitor.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        }
+        tracing::debug!(runtime = id, workers, stack_size, "runtime started");
         Ok(runtime)
     }
 }
@@ -255,6 +319,34 @@ impl Runtime {
     /// The number of worker threads.
     pub fn workers(&self) -> usize {
         self.shared.workers.len()
+    }
+
+    /// This runtime's number: small, unique in the process, and part of its
+    /// threads' names (`weft-r<N>-w<i>` for worker `i`) and of the monitor's
+    /// messages, so that two runtimes can be told apart in a debugger.
+    pub fn id(&self) -> usize {
+        self.shared.id
+    }
+
+    /// The runtime's counters, per worker and in total (see
+    /// [`RuntimeMetrics`] for an example). Reading them costs a few loads
+    /// per worker and takes the `spawn_blocking` pool's lock briefly; the
+    /// workers keep them at the cost of a store or two on their paths.
+    pub fn metrics(&self) -> RuntimeMetrics {
+        let shared = &self.shared;
+        let mut metrics =
+            RuntimeMetrics::from_workers(shared.workers.iter().map(|worker| worker.counters.read()).collect());
+        metrics.runtime_id = shared.id;
+        metrics.spawned_from_outside = shared.spawned_outside.load(Ordering::Relaxed);
+        let blocking = shared.blocking.stats();
+        metrics.blocking_threads = blocking.threads;
+        metrics.blocking_jobs_running = blocking.running;
+        metrics.blocking_jobs_queued = blocking.queued;
+        metrics.stacks_mapped = stack::live_stacks();
+        metrics.stack_maps = metrics.stacks_mapped as u64 * stack::MAPS_PER_STACK;
+        static MAX_MAP_COUNT: OnceLock<Option<u64>> = OnceLock::new();
+        metrics.max_map_count = *MAX_MAP_COUNT.get_or_init(crate::sys::mem::max_map_count);
+        metrics
     }
 
     /// Runs `f` as a coroutine on this runtime and blocks the calling OS
@@ -333,7 +425,14 @@ impl Drop for Runtime {
             // Joining our own worker would never return.
             panic!("a weft Runtime was dropped from inside one of its own coroutines; drop it from outside");
         }
-        tracing::debug!("runtime shutting down");
+        tracing::debug!(runtime = self.shared.id, "runtime shutting down");
+        // The monitor first: it may signal worker threads, which must still
+        // be there.
+        let monitor = self.monitor.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(monitor) = monitor {
+            self.shared.monitor.stop();
+            let _ = monitor.join();
+        }
         self.shared.shutdown.store(true, Ordering::SeqCst);
         for worker in &self.shared.workers {
             worker.force_wake();
@@ -352,7 +451,10 @@ impl Drop for Runtime {
 
 impl fmt::Debug for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Runtime").field("workers", &self.shared.workers.len()).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("id", &self.shared.id)
+            .field("workers", &self.shared.workers.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -385,6 +487,10 @@ where
         let task = unsafe { &*task_ptr };
         task.set_yielder(yielder);
         let result = panic::catch_unwind(AssertUnwindSafe(f));
+        // Counted before the result is handed over, so that whoever joins
+        // sees it in `Runtime::metrics`. A task runs on its worker's thread,
+        // the counter's one writer.
+        with_current_worker(|w| metrics::bump(&w.expect("a coroutine runs on a worker").counters().finished));
         // SAFETY: this body runs in the task that `new_task::<_, T>` made for
         // it below, so the cell's result type is T; CURRENT_TASK is the
         // cell's own pointer (`TaskRef::into_raw`), and the cell outlives
@@ -404,12 +510,14 @@ where
     tracing::trace!(task = task.id, "spawn");
     let task = with_current_worker(|w| match w {
         Some(w) if Arc::ptr_eq(&w.shared, shared) => {
+            metrics::bump(&w.counters().spawned);
             w.push_fresh(task);
             None
         }
         _ => Some(task),
     });
     if let Some(task) = task {
+        shared.spawned_outside.fetch_add(1, Ordering::Relaxed);
         shared.push_injector(task);
     }
     // SAFETY: `joined` is the second reference new_task::<_, T> returned.
@@ -530,6 +638,7 @@ pub(crate) fn unpark(task: TaskRef) {
     let home = task.home();
     let task = with_current_worker(|w| match w {
         Some(w) if w.index == home && ptr::eq(Arc::as_ptr(&w.shared), task.runtime.as_ptr()) => {
+            metrics::bump(&w.counters().local_wakes);
             w.push_runnable(task);
             None
         }

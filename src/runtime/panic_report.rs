@@ -1,6 +1,6 @@
 //! Panic reports that name the coroutine.
 //!
-//! std's panic hook names the OS thread (`thread 'weft-worker-1' panicked`),
+//! std's panic hook names the OS thread (`thread 'weft-r1-w0' panicked`),
 //! which says nothing about which of the thousands of coroutines on that
 //! worker failed. When the first runtime is built, weft chains a hook in
 //! front of whatever hook is installed then:

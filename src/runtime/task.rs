@@ -125,6 +125,8 @@ pub(crate) struct Task {
     vtable: &'static TaskVtable,
     pub(crate) id: u64,
     pub(crate) name: Option<String>,
+    /// Where it was spawned (for the monitor's reports).
+    pub(crate) spawned_at: &'static Location<'static>,
     pub(crate) park: ParkState,
     /// The worker that first ran it; `NO_HOME` before. Written once by that
     /// worker before the first resume, read by wakers (Acquire/Release pair:
@@ -212,6 +214,7 @@ impl<B, T: Send> TaskCell<B, T> {
         cell: NonNull<TaskCell<B, T>>,
         id: u64,
         name: Option<String>,
+        spawned_at: &'static Location<'static>,
         coroutine: Option<TaskCoroutine>,
         runtime: std::sync::Weak<super::Shared>,
     ) {
@@ -223,6 +226,7 @@ impl<B, T: Send> TaskCell<B, T> {
             (&raw mut (*task).vtable).write(&Self::VTABLE);
             (&raw mut (*task).id).write(id);
             (&raw mut (*task).name).write(name);
+            (&raw mut (*task).spawned_at).write(spawned_at);
             (&raw mut (*task).park).write(ParkState::new());
             (&raw mut (*task).home).write(AtomicUsize::new(NO_HOME));
             (&raw mut (*task).next_in_inbox).write(AtomicPtr::new(ptr::null_mut()));
@@ -321,7 +325,7 @@ where
         let body_at = (&raw mut (*cell.as_ptr()).body).cast::<B>();
         body_at.write(body);
         let coroutine = TaskCoroutine::with_closure_in_place(body_at, id, coroutine_name, stack_size, spawned_at);
-        TaskCell::init_head(cell, id, name, Some(coroutine), runtime);
+        TaskCell::init_head(cell, id, name, spawned_at, Some(coroutine), runtime);
     }
     let task = cell.cast::<Task>();
     (TaskRef { task }, TaskRef { task })
@@ -332,7 +336,7 @@ where
 pub(crate) fn new_join_only<T: Send + 'static>() -> (TaskRef, TaskRef) {
     let cell = TaskCell::<(), T>::allocate();
     // SAFETY: fresh, and its body stays uninitialised (no coroutine owns it).
-    unsafe { TaskCell::init_head(cell, next_id(), None, None, std::sync::Weak::new()) };
+    unsafe { TaskCell::init_head(cell, next_id(), None, Location::caller(), None, std::sync::Weak::new()) };
     let task = cell.cast::<Task>();
     (TaskRef { task }, TaskRef { task })
 }

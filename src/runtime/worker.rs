@@ -146,11 +146,14 @@
 //! 3. `Runtime::drop` joins the worker threads, then fails the join handles
 //!    of unstarted tasks left in the injector.
 
+use super::metrics::{self, WorkerCounters};
+use super::monitor::{self, TaskSummary, WorkerWatch};
 use super::task::{NO_HOME, NO_TIMER, NOT_REGISTERED, Switch, Task, TaskRef};
 use super::{CURRENT_TASK, CURRENT_TASK_LENT, Shared};
 use crate::coroutine::CoroutineResult;
 use crate::loom::process::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence};
 use crate::sys::futex::{self, Deadline};
+use crossbeam_utils::CachePadded;
 use std::cell::{Cell, RefCell};
 use std::collections::{BinaryHeap, VecDeque};
 use std::ptr;
@@ -200,6 +203,11 @@ pub(crate) struct WorkerShared {
     fresh_len: AtomicUsize,
     /// RUNNING / SLEEPING / NOTIFIED; a futex word.
     sleep: AtomicU32,
+    /// Written only by this worker's thread (see `metrics`); on lines of
+    /// their own, away from the inbox that other threads push to.
+    pub(crate) counters: CachePadded<WorkerCounters>,
+    /// What the monitor needs of this worker (see `monitor`).
+    pub(crate) watch: WorkerWatch,
 }
 
 impl WorkerShared {
@@ -209,7 +217,20 @@ impl WorkerShared {
             fresh: Mutex::new(VecDeque::new()),
             fresh_len: AtomicUsize::new(0),
             sleep: AtomicU32::new(RUNNING),
+            counters: CachePadded::new(WorkerCounters::default()),
+            watch: WorkerWatch::new(),
         }
+    }
+
+    /// Whether the worker is asleep (or about to be: it re-checks for work
+    /// after publishing SLEEPING).
+    pub(crate) fn is_sleeping(&self, order: Ordering) -> bool {
+        self.sleep.load(order) == SLEEPING
+    }
+
+    /// How many unstarted tasks wait in its `fresh` queue.
+    pub(crate) fn fresh_len(&self) -> usize {
+        self.fresh_len.load(Ordering::Relaxed)
     }
 
     /// Wakes this worker if it sleeps. The caller has published work first.
@@ -229,11 +250,6 @@ impl WorkerShared {
     pub(crate) fn force_wake(&self) {
         self.sleep.store(NOTIFIED, Ordering::SeqCst);
         futex::wake(&self.sleep, 1);
-    }
-
-    /// How many unstarted tasks wait in this worker's fresh queue.
-    pub(crate) fn fresh_len(&self) -> usize {
-        self.fresh_len.load(Ordering::Relaxed)
     }
 
     fn take_fresh_oldest(&self, max: usize) -> Vec<TaskRef> {
@@ -280,6 +296,24 @@ impl Inbox {
     #[inline]
     fn is_empty_relaxed(&self) -> bool {
         self.head.load(Ordering::Relaxed).is_null()
+    }
+
+    /// How many tasks wait in the inbox. Only the owning worker's thread
+    /// may call this (also from a signal handler that interrupted it
+    /// outside `take_all`): nodes leave the inbox, and may be freed, only in
+    /// `take_all`, which that thread runs.
+    pub(crate) fn len_on_owner_thread(&self) -> usize {
+        // Acquire: pairs with the pushers' Release CASes (a release sequence
+        // on `head`), so every link below the head is visible.
+        let mut node = self.head.load(Ordering::Acquire);
+        let mut len = 0;
+        while !node.is_null() && len < 1 << 20 {
+            len += 1;
+            // SAFETY: nodes in the inbox are alive (it holds a reference to
+            // each) until `take_all`, which cannot run meanwhile.
+            node = unsafe { (*node).next_in_inbox.load(Ordering::Relaxed) };
+        }
+        len
     }
 
     /// Takes everything, oldest first.
@@ -361,6 +395,9 @@ impl Ord for Timer {
 pub(crate) struct WorkerLocal {
     pub(crate) index: usize,
     pub(crate) shared: Arc<Shared>,
+    /// `&shared.workers[index].counters`, without the indexing on the paths
+    /// that bump them.
+    counters: *const WorkerCounters,
     runnable: RefCell<VecDeque<TaskRef>>,
     timers: RefCell<BinaryHeap<Timer>>,
     timer_seq: Cell<u64>,
@@ -416,6 +453,32 @@ pub(crate) fn with_current_worker<R>(f: impl FnOnce(Option<&WorkerLocal>) -> R) 
 }
 
 impl WorkerLocal {
+    /// This worker's counters (written only here; see `metrics`).
+    #[inline(always)]
+    pub(crate) fn counters(&self) -> &WorkerCounters {
+        // SAFETY: points into `self.shared`, which `self` keeps alive.
+        unsafe { &*self.counters }
+    }
+
+    /// Lists this worker's parked coroutines for the monitor if it asked
+    /// (see `monitor`): called on the sleep path, before waiting and after
+    /// waking.
+    #[inline]
+    fn answer_monitor(&self) {
+        let me = &self.shared.workers[self.index];
+        if me.watch.listing_requested() {
+            self.send_listing(me);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn send_listing(&self, me: &WorkerShared) {
+        // Called with nothing to run: every registered task is parked.
+        let parked = self.registry.borrow().iter().flatten().map(|task| TaskSummary::of(task)).collect();
+        me.watch.answer_listing(parked);
+    }
+
     /// Makes a started task of this worker ready to run (a local wake).
     pub(crate) fn push_runnable(&self, task: TaskRef) {
         self.runnable.borrow_mut().push_back(task);
@@ -441,6 +504,7 @@ impl WorkerLocal {
             // An earlier timed park of this task unwound without ending.
             self.disarm_timer(task);
         }
+        metrics::bump(&self.counters().timers_armed);
         let revive =
             task.timer_entry.get() != NO_TIMER && task.timer_deadline.get().is_some_and(|latest| latest <= deadline);
         task.timer_armed.set(true);
@@ -566,6 +630,7 @@ impl WorkerLocal {
     #[inline(never)]
     fn drain_inbox(&self, inbox: &Inbox) {
         let woken = inbox.take_all();
+        metrics::add(&self.counters().remote_wakes, woken.len() as u64);
         self.runnable.borrow_mut().extend(woken);
     }
 
@@ -774,6 +839,7 @@ impl WorkerLocal {
                 continue;
             }
             tracing::trace!(worker = self.index, victim = (self.index + offset) % n, count = stolen.len(), "steal");
+            metrics::add(&self.counters().steals, stolen.len() as u64);
             let first = stolen.remove(0);
             if !stolen.is_empty() {
                 let me = &workers[self.index];
@@ -821,19 +887,26 @@ impl WorkerLocal {
         shared.spinning.fetch_sub(1, Ordering::SeqCst);
         me.sleep.store(SLEEPING, Ordering::SeqCst);
         shared.sleepers.fetch_add(1, Ordering::SeqCst);
+        self.answer_monitor();
         if !self.has_work() {
             let deadline = self.next_deadline();
+            me.watch.sleeping_with_timer.store(deadline.is_some(), Ordering::Relaxed);
+            metrics::bump(&self.counters().sleeps);
             tracing::trace!(worker = self.index, "worker sleeps");
             futex::wait(&me.sleep, SLEEPING, deadline);
             tracing::trace!(worker = self.index, "worker wakes");
+            metrics::bump(&self.counters().wakeups);
         }
         shared.sleepers.fetch_sub(1, Ordering::SeqCst);
         me.sleep.store(RUNNING, Ordering::SeqCst);
+        shared.monitor.on_worker_running();
+        self.answer_monitor();
     }
 
     fn run_task(&self, task: TaskRef) {
         if task.home() == NO_HOME {
             task.set_home(self.index);
+            metrics::bump(&self.counters().started);
         }
         debug_assert_eq!(task.home(), self.index, "task {} resumed off its home worker", task.id);
         // Workers do not nest: between two resumes CURRENT_TASK is null on
@@ -854,6 +927,8 @@ impl WorkerLocal {
         // SAFETY: this worker owns the task now: it popped it from a queue
         // (unstarted), or it is the task's home worker (started).
         let coroutine = unsafe { task_ref.coroutine_mut() };
+        // The monitor's switch counter (see `monitor`): one store per resume.
+        metrics::bump(&self.counters().switches);
         let result = coroutine.as_mut().expect("a queued task has its coroutine").try_resume(());
         CURRENT_TASK.with(|c| c.set(ptr::null()));
         let still_lent = CURRENT_TASK_LENT.with(|lent| lent.replace(false));
@@ -873,6 +948,7 @@ impl WorkerLocal {
             Ok(CoroutineResult::Yield(Switch::Park)) => {
                 // Whoever wakes it holds a reference (ours, if it took it;
                 // it registered the task then). Else the registry takes ours.
+                metrics::bump(&self.counters().parks);
                 if still_lent {
                     self.register_if_needed(&owned());
                 }
@@ -881,6 +957,7 @@ impl WorkerLocal {
                 let task = owned();
                 self.unregister(&task);
                 *coroutine = None;
+                // (`finished` was counted by the coroutine itself, in `spawn_on`.)
             }
             Err(error) => {
                 // No stack: the closure never ran. End its join handle with
@@ -890,6 +967,7 @@ impl WorkerLocal {
                 self.shared.report_stack_failure(&task, &error);
                 *coroutine = None;
                 task.fail(Box::new(error));
+                metrics::bump(&self.counters().finished);
             }
         }
     }
@@ -951,6 +1029,7 @@ unsafe fn reclaim(raw: *const Task, still_lent: bool) -> TaskRef {
 pub(crate) fn run(index: usize, shared: Arc<Shared>) {
     let local = WorkerLocal {
         index,
+        counters: &*shared.workers[index].counters,
         shared,
         runnable: RefCell::new(VecDeque::new()),
         timers: RefCell::new(BinaryHeap::new()),
@@ -967,6 +1046,7 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
     CURRENT_WORKER.with(|c| c.set(&local));
     tracing::debug!(worker = index, "worker started");
     let me = &local.shared.workers[index];
+    monitor::watch_this_thread(me);
     while !local.shared.shutdown.load(Ordering::Acquire) {
         if !me.inbox.is_empty_relaxed() {
             local.drain_inbox(&me.inbox);
@@ -980,6 +1060,7 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
         }
     }
     local.unwind_all();
+    monitor::unwatch_this_thread();
     CURRENT_WORKER.with(|c| c.set(ptr::null()));
     tracing::debug!(worker = index, "worker stopped");
 }

@@ -55,10 +55,38 @@ pub(crate) fn alt_stack_size() -> usize {
 /// - `handler` is async-signal-safe and handles the signal correctly for every
 ///   thread of the process (it runs on whichever thread faults).
 pub(crate) unsafe fn install_handler(signal: libc::c_int, handler: SigInfoHandler) -> io::Result<libc::sigaction> {
+    // SAFETY: the caller's promise.
+    unsafe { install_handler_with_flags(signal, handler, 0) }
+}
+
+/// As [`install_handler`], with `SA_RESTART` too: a system call the signal
+/// interrupts is restarted where the kernel can (reads and writes of pipes
+/// and sockets without a timeout, waits for child processes), rather than
+/// failing with `EINTR`. For signals that are not faults.
+///
+/// # Safety
+///
+/// - As for [`install_handler`].
+pub(crate) unsafe fn install_restarting_handler(
+    signal: libc::c_int,
+    handler: SigInfoHandler,
+) -> io::Result<libc::sigaction> {
+    // SAFETY: the caller's promise.
+    unsafe { install_handler_with_flags(signal, handler, libc::SA_RESTART) }
+}
+
+/// # Safety
+///
+/// - As for [`install_handler`].
+unsafe fn install_handler_with_flags(
+    signal: libc::c_int,
+    handler: SigInfoHandler,
+    extra_flags: libc::c_int,
+) -> io::Result<libc::sigaction> {
     // SAFETY: sigaction is plain data; all-zero is a valid empty action.
     let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
     action.sa_sigaction = handler as usize;
-    action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | extra_flags;
     // SAFETY: `sa_mask` is a valid sigset_t to initialise.
     unsafe { libc::sigemptyset(&mut action.sa_mask) };
     // SAFETY: as above.
@@ -175,5 +203,87 @@ unsafe extern "C" fn on_fault(signal: libc::c_int, info: *mut libc::siginfo_t, c
             // SAFETY: called as the kernel would have.
             unsafe { handler(signal) };
         }
+    }
+}
+
+/// `SIGURG`: ignored by default, so one sent to a thread that has no
+/// handler for it is harmless (Go's runtime uses it to preempt goroutines
+/// for the same reason). The stall monitor asks a worker thread for its
+/// running coroutine and backtrace with it.
+pub(crate) const SIGURG: libc::c_int = libc::SIGURG;
+
+/// Passes a signal that is not ours to the action that was installed
+/// before ours: its handler, called as the kernel would have; nothing for
+/// `SIG_DFL` or `SIG_IGN` (only for signals whose default is to be
+/// ignored, such as [`SIGURG`]).
+///
+/// # Safety
+///
+/// - Called from a signal handler for `signal`, with the kernel's `info`
+///   and `context`; `previous` was the process's action for `signal`, and
+///   `signal`'s default action is to ignore it.
+pub(crate) unsafe fn forward_ignorable(
+    previous: &libc::sigaction,
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    match previous.sa_sigaction {
+        libc::SIG_DFL | libc::SIG_IGN => {}
+        handler if previous.sa_flags & libc::SA_SIGINFO != 0 => {
+            // SAFETY: with SA_SIGINFO the stored address is a three-argument handler.
+            let handler: SigInfoHandler = unsafe { std::mem::transmute::<usize, SigInfoHandler>(handler) };
+            // SAFETY: forwarding the kernel's arguments unchanged.
+            unsafe { handler(signal, info, context) };
+        }
+        handler => {
+            type PlainHandler = unsafe extern "C" fn(libc::c_int);
+            // SAFETY: without SA_SIGINFO the stored address is a one-argument handler.
+            let handler: PlainHandler = unsafe { std::mem::transmute::<usize, PlainHandler>(handler) };
+            // SAFETY: called as the kernel would have.
+            unsafe { handler(signal) };
+        }
+    }
+}
+
+/// The instruction pointer at which the kernel interrupted the thread,
+/// from a handler's `context` (a `ucontext_t`).
+///
+/// # Safety
+///
+/// - `context` is the third argument the kernel passed to an `SA_SIGINFO`
+///   handler that is still running.
+pub(crate) unsafe fn interrupted_ip(context: *mut libc::c_void) -> usize {
+    // SAFETY: for SA_SIGINFO handlers the kernel passes a valid ucontext_t.
+    unsafe { (*context.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RIP as usize] as usize }
+}
+
+/// Sends `signal` to thread `tid` of this process (`tgkill(2)`).
+pub(crate) fn signal_thread(tid: u32, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: getpid and tgkill take plain integers; tgkill checks that
+    // `tid` belongs to our process, so a stale tid cannot hit another one.
+    let rc = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid as libc::pid_t, signal) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Saves the calling thread's `errno` and puts it back when dropped: a
+/// signal handler that makes system calls must leave `errno` as the
+/// interrupted code had it (it may be between a failed call and reading it).
+pub(crate) struct ErrnoGuard(libc::c_int);
+
+impl ErrnoGuard {
+    pub(crate) fn save() -> ErrnoGuard {
+        // SAFETY: __errno_location returns this thread's errno slot, always valid.
+        ErrnoGuard(unsafe { *libc::__errno_location() })
+    }
+}
+
+impl Drop for ErrnoGuard {
+    fn drop(&mut self) {
+        // SAFETY: as in `save`.
+        unsafe { *libc::__errno_location() = self.0 };
     }
 }
