@@ -442,6 +442,36 @@ fn monitor(c: &mut Criterion) {
     group.finish();
 }
 
+/// `WEFT_RUNTIME_PROBE=idle:SECONDS`: the process CPU time a runtime with
+/// one worker per CPU and its monitor thread uses while idle (after one
+/// `block_on` has woken every worker once), over SECONDS seconds.
+fn probe_idle(seconds: f64) {
+    let rt = Runtime::new().expect("worker threads");
+    rt.block_on(|| ());
+    // Let the workers and the monitor settle into their sleep.
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, before) = rusage();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let (_, after) = rusage();
+    let cpu = after - before;
+    println!(
+        "idle probe: a {}-worker runtime with its monitor, idle for {seconds} s: {:.3} ms of CPU ({:.4} % of one core)",
+        rt.workers(),
+        ms(cpu),
+        cpu.as_secs_f64() / seconds * 100.0
+    );
+}
+
+/// `WEFT_RUNTIME_PROBE=what:arg`: one of the observability probes
+/// (benches/report/observability.sh).
+fn probe(spec: &str) {
+    let (what, arg) = spec.split_once(':').unwrap_or_else(|| panic!("WEFT_RUNTIME_PROBE={spec}: expected what:arg"));
+    match what {
+        "idle" => probe_idle(arg.parse().unwrap_or_else(|_| panic!("WEFT_RUNTIME_PROBE={spec}: seconds"))),
+        other => panic!("WEFT_RUNTIME_PROBE: unknown probe {other:?}: expected idle:SECONDS"),
+    }
+}
+
 criterion_group!(benches, runtime, monitor);
 
 fn main() {
@@ -454,6 +484,10 @@ fn main() {
     }
     if let Ok(spec) = std::env::var("WEFT_RUNTIME_COUNT") {
         count(&spec);
+        return;
+    }
+    if let Ok(spec) = std::env::var("WEFT_RUNTIME_PROBE") {
+        probe(&spec);
         return;
     }
     if let Ok(mode) = std::env::var("WEFT_RSS_PROBE") {

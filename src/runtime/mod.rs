@@ -128,8 +128,9 @@ impl Shared {
         };
         tracing::warn!(task = task.id, %error, "coroutine could not start");
         eprintln!(
-            "weft: {who} could not start: {error}\nweft: its join handle returns this error; further coroutines of \
-             this runtime that cannot get a stack are not reported here, only to their join handles"
+            "weft: {who} of runtime {} could not start: {error}\nweft: its join handle returns this error; further \
+             coroutines of this runtime that cannot get a stack are not reported here, only to their join handles",
+            self.id
         );
     }
 

@@ -130,6 +130,9 @@ use std::time::{Duration, Instant};
 
 /// The default stall threshold.
 pub(crate) const DEFAULT_STALL_THRESHOLD: Duration = Duration::from_millis(100);
+/// How many parked coroutines the deadlock hint lists (a runtime with tens
+/// of thousands would otherwise print as many lines).
+const HINT_LISTED: usize = 32;
 /// How long a runtime must stay quiet before the deadlock hint.
 const HINT_QUIET: Duration = Duration::from_secs(1);
 /// The longest quiet time a hint needs after earlier hints were refuted.
@@ -738,10 +741,17 @@ impl Monitor {
              parked coroutines:\n",
             if workers == 1 { " is" } else { "s are" },
         );
+        let mut shown = 0;
+        let mut not_shown = 0;
         for (index, list) in listed.iter().enumerate() {
             match list {
                 Some(list) => {
                     for task in list {
+                        if shown == HINT_LISTED {
+                            not_shown += 1;
+                            continue;
+                        }
+                        shown += 1;
                         let name = task.name.as_deref().map(|n| format!(" ('{n}')")).unwrap_or_default();
                         let _ = writeln!(
                             text,
@@ -754,6 +764,9 @@ impl Monitor {
                     let _ = writeln!(text, "    (worker {index} did not list its coroutines in time)");
                 }
             }
+        }
+        if not_shown > 0 {
+            let _ = writeln!(text, "    ... and {not_shown} more (Runtime::dump lists every coroutine)");
         }
         let _ = io::stderr().lock().write_all(text.as_bytes());
         tracing::warn!(
