@@ -54,22 +54,45 @@
 //!
 //! # Fair hand-overs
 //!
+//! A lock whose woken waiters compete with newcomers (barging) has a waiter
+//! park several times in one wait: woken, it finds the lock re-taken and
+//! parks again. `park_fair` counts those parks as one wait (a [`FairWait`]
+//! the waiter keeps across them, Go's `waitStartTime`):
+//!
+//! ```text
+//!  park of a wait          wait's start (parked_at)        queued at
+//!  ----------------------  ------------------------------  -----------------
+//!  first (FairWait new)    stamped now, kept in FairWait   the back (FIFO)
+//!  re-park (woken, lost)   the first park's, unchanged     the front: it was
+//!                                                          the oldest, woken
+//!  refused by `validate`   not stamped: no wait yet        (not queued)
+//! ```
+//!
+//! Stamped per park instead, a waiter that kept losing to a holder that
+//! re-locks at once never "waited" longer than one critical section and
+//! was never handed the lock (Go's TestMutexFairness, tests/fairness.rs:
+//! ten locks behind a holder that sleeps 100 µs took 0.03-0.5 s; Go and
+//! parking_lot take milliseconds). Re-parking at the front (Go's
+//! `queueLifo`) keeps that waiter the next one woken, so it is the one a
+//! hand-over reaches when one comes due.
+//!
 //! `unpark_one_fair(key, interval, ..)` says a hand-over is due
-//! (`be_fair`) when the woken waiter waited at least `interval` *and* the
-//! bucket made no fair hand-over in the last `interval` (the bucket's
-//! `next_fair`, advanced by each `be_fair` result). The second condition is
-//! parking_lot's per-bucket fairness timer: a hand-over keeps the lock held
-//! until its new owner runs, which for a coroutine parked on another worker
-//! takes a cross-thread wake, so a lock whose every unlock hands over moves
-//! at the speed of those wakes. Without the timer that happened as soon as
-//! the queue was long enough for every waiter to wait `interval`: 264
-//! coroutines on 4 workers incrementing one Mutex ran 4x slower on a
-//! 16-CPU machine. With it, hand-overs take at most one lock turn per
-//! `interval` and per bucket. As in parking_lot, that bounds how long a
-//! barging holder keeps everyone out (a hand-over comes due every
-//! `interval`, to the oldest waiter then woken), but not how long one given
-//! waiter waits: one that is woken while the timer is not due and loses the
-//! race parks again at the back of the queue.
+//! (`be_fair`) when the woken waiter's wait began at least `interval` ago
+//! *and* the bucket made no fair hand-over in the last `interval` (the
+//! bucket's `next_fair`, advanced by each `be_fair` result). The second
+//! condition is parking_lot's per-bucket fairness timer: a hand-over keeps
+//! the lock held until its new owner runs, which for a coroutine parked on
+//! another worker takes a cross-thread wake, so a lock whose every unlock
+//! hands over moves at the speed of those wakes. Without the timer that
+//! happened as soon as the queue was long enough for every waiter to wait
+//! `interval`: 264 coroutines on 4 workers incrementing one Mutex ran 4x
+//! slower on a 16-CPU machine. With it, hand-overs take at most one lock
+//! turn per `interval` and per bucket. So a waiter behind a holder that
+//! re-locks at once is handed the lock about `interval` plus one critical
+//! section after its wait began, when no other lock of its bucket took the
+//! bucket's hand-over meanwhile; with `n` waiters queued ahead of it, the
+//! bucket's hand-overs serve them first, one per `interval`, in queue order
+//! (the oldest is the one woken, and re-parks at the front until served).
 
 use super::Unparker;
 use crate::loom::{AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering};
@@ -101,8 +124,9 @@ pub(crate) struct UnparkResult {
     pub(crate) unparked: usize,
     /// Whether waiters remain on the key.
     pub(crate) have_more: bool,
-    /// How long the woken waiter had waited (`unpark_one`, and only for a
-    /// waiter that parked with `park_fair`; zero otherwise).
+    /// How long the woken waiter had waited since its wait began (its
+    /// `FairWait`'s first park; `unpark_one`, and only for a waiter that
+    /// parked with `park_fair`; zero otherwise).
     pub(crate) waited: Duration,
     /// `unpark_one_fair`: the woken waiter is due a hand-over (module docs,
     /// "Fair hand-overs"); always false from the other `unpark_*`.
@@ -120,12 +144,14 @@ struct WaitNode {
     token: Cell<usize>,
     /// Set (Release) by the waker once it has taken the node off the queue.
     removed: AtomicBool,
-    /// When it parked, for waiters whose waker needs `UnparkResult::waited`
-    /// (`park_fair`); `None` spares two clock reads per hand-off elsewhere.
+    /// When its wait began (`FairWait`: the first park of the same wait,
+    /// not this one, if it re-parked), for waiters whose waker needs
+    /// `UnparkResult::waited` (`park_fair`); `None` spares two clock reads
+    /// per hand-off elsewhere.
     parked_at: Option<Stamp>,
 }
 
-/// When a fair waiter parked (`WaitNode::parked_at`).
+/// When a fair wait began (`WaitNode::parked_at`, `FairWait`).
 #[cfg(not(loom))]
 type Stamp = Instant;
 
@@ -154,12 +180,13 @@ fn after(from: Stamp, interval: Duration) -> Stamp {
 /// Under loom, time is logical. A wall clock would make a model's path
 /// depend on how fast the host ran it (a waiter that happened to wait over
 /// `FAIR_AFTER` takes the Mutex's hand-over path), and loom replays each
-/// execution expecting the same program. Instead every fair park and every
+/// execution expecting the same program. Instead every first fair park of
+/// a wait (a re-park keeps its wait's stamp and takes none) and every
 /// report of a fair wait is one tick, and a waiter "waited" one millisecond
-/// per tick that happened between its park and its wake. So a waiter woken
-/// before anyone else parked or was woken waited zero; one that saw others
-/// come and go waited longer: both of a lock's paths are explored, chosen
-/// by the schedule alone.
+/// per tick that happened between its wait's first park and its wake. So a
+/// waiter woken before anyone else parked or was woken waited zero; one
+/// that saw others come and go waited longer: both of a lock's paths are
+/// explored, chosen by the schedule alone.
 #[cfg(loom)]
 type Stamp = u64;
 
@@ -305,6 +332,16 @@ fn lock_two(a: usize, b: usize) -> (MutexGuard<'static, Queue>, Option<MutexGuar
 }
 
 impl Queue {
+    /// Links `node` at the head: a fair wait's re-park (`park_fair`), ahead
+    /// of every waiter, as the oldest of its key's waiters.
+    fn push_front(&mut self, node: &WaitNode) {
+        node.next.set(self.head);
+        if self.tail.is_null() {
+            self.tail = node;
+        }
+        self.head = node;
+    }
+
     fn push(&mut self, node: &WaitNode) {
         node.next.set(ptr::null());
         if self.tail.is_null() {
@@ -426,7 +463,7 @@ pub(crate) fn park(
     timed_out: impl FnOnce(usize, bool),
     deadline: Option<Deadline>,
 ) -> ParkResult {
-    park_inner(key, validate, before_sleep, timed_out, |_, _| {}, deadline, false)
+    park_inner(key, validate, before_sleep, timed_out, |_, _| {}, deadline, None)
 }
 
 /// [`park`], for a primitive whose wake may hand the waiter something: a
@@ -447,23 +484,44 @@ pub(crate) fn park_passing_on(
     abandoned: impl FnOnce(usize, usize),
     deadline: Option<Deadline>,
 ) -> ParkResult {
-    park_inner(key, validate, before_sleep, timed_out, abandoned, deadline, false)
+    park_inner(key, validate, before_sleep, timed_out, abandoned, deadline, None)
 }
 
-/// [`park_passing_on`], also recording when the waiter parked, so that
-/// `unpark_one` reports how long it waited (for a lock's eventual fairness).
-/// Costs two clock reads per park/unpark pair, so only primitives that use
+/// [`park_passing_on`] for one park of a lock's wait (`wait`, see
+/// [`FairWait`]), recording when that wait began, so that `unpark_one`
+/// reports how long the waiter has waited (for a lock's eventual
+/// fairness). A re-park of a wait that already queued keeps the wait's
+/// start and goes to the front of the queue. Costs a clock read at the
+/// wait's first park and one per wake, so only primitives that use
 /// `UnparkResult::waited` call it.
 #[inline]
 pub(crate) fn park_fair(
     key: usize,
+    wait: &mut FairWait,
     validate: impl FnOnce() -> bool,
     before_sleep: impl FnOnce(),
     timed_out: impl FnOnce(usize, bool),
     abandoned: impl FnOnce(usize, usize),
     deadline: Option<Deadline>,
 ) -> ParkResult {
-    park_inner(key, validate, before_sleep, timed_out, abandoned, deadline, true)
+    park_inner(key, validate, before_sleep, timed_out, abandoned, deadline, Some(wait))
+}
+
+/// One wait of a lock (one `lock()` call), across the parks it takes: a
+/// woken waiter that loses the race for the lock parks again, and that
+/// re-park is the same wait (Go's `waitStartTime`). Owned by the waiter, on
+/// its stack; [`park_fair`] stamps it when the wait's first park queues.
+#[derive(Debug, Default)]
+pub(crate) struct FairWait {
+    /// When the wait's first park queued; `None` until then.
+    started: Option<Stamp>,
+}
+
+impl FairWait {
+    /// A wait that has not parked yet.
+    pub(crate) fn new() -> FairWait {
+        FairWait::default()
+    }
 }
 
 // Inline (into `park`/`park_fair`, themselves inline: each instantiation has
@@ -478,17 +536,24 @@ fn park_inner(
     timed_out: impl FnOnce(usize, bool),
     abandoned: impl FnOnce(usize, usize),
     deadline: Option<Deadline>,
-    record_time: bool,
+    fair: Option<&mut FairWait>,
 ) -> ParkResult {
     let unparker = Unparker::current();
     let kind = unparker.kind();
+    // A fair wait's start: stamped now (outside the bucket lock) for its
+    // first park, kept from the earlier park of the same wait otherwise; a
+    // re-park goes to the front of the queue ("Fair hand-overs").
+    let (parked_at, reparked) = match &fair {
+        Some(wait) => (Some(wait.started.unwrap_or_else(stamp)), wait.started.is_some()),
+        None => (None, false),
+    };
     let node = WaitNode {
         key: AtomicUsize::new(key),
         next: Cell::new(ptr::null()),
         unparker: Cell::new(None),
         token: Cell::new(DEFAULT_TOKEN),
         removed: AtomicBool::new(false),
-        parked_at: record_time.then(stamp),
+        parked_at,
     };
     {
         let mut queue = lock(bucket_of(key));
@@ -500,7 +565,16 @@ fn park_inner(
         unparker.prepare_deadline(deadline);
         // The node gets our only handle: we park through `kind`.
         node.unparker.set(Some(unparker));
-        queue.push(&node);
+        if reparked {
+            queue.push_front(&node);
+        } else {
+            queue.push(&node);
+        }
+        // The wait began when it first queued (a park that `validate`
+        // refused was no wait).
+        if let Some(wait) = fair {
+            wait.started = parked_at;
+        }
     }
     // If this coroutine is unwound while parked (its runtime shuts down and
     // drops it), the node on its stack must leave the queue before the

@@ -20,14 +20,20 @@
 //! - Unlock with PARKED set and WOKEN clear wakes the oldest waiter and sets
 //!   WOKEN. Barging: normally the lock is released and the woken waiter
 //!   competes for it (throughput). Eventual fairness: if the woken waiter has
-//!   waited more than [`FAIR_AFTER`] (about 1 ms), the lock is handed over
-//!   directly (it stays LOCKED, WOKEN stays clear, and the waiter returns
-//!   owning it), so no waiter waits forever behind a thread or coroutine
-//!   that re-locks at once; at most one such hand-over per `FAIR_AFTER` per
-//!   parking-lot bucket (`lot::unpark_one_fair`: with hundreds of waiters,
-//!   each waits that long, and a hand-over at every unlock would make the
-//!   lock move at the speed of cross-worker wakes; the limits of this
-//!   guarantee are in lot.rs, "Fair hand-overs").
+//!   waited more than [`FAIR_AFTER`] (about 1 ms) since its `lock` call
+//!   first parked, the lock is handed over directly (it stays LOCKED, WOKEN
+//!   stays clear, and the waiter returns owning it), so a waiter behind a
+//!   thread or coroutine that re-locks at once gets in after about
+//!   `FAIR_AFTER` plus one critical section; at most one such hand-over per
+//!   `FAIR_AFTER` per parking-lot bucket (`lot::unpark_one_fair`: with
+//!   hundreds of waiters, each waits that long, and a hand-over at every
+//!   unlock would make the lock move at the speed of cross-worker wakes;
+//!   the exact guarantee is in lot.rs, "Fair hand-overs").
+//! - One `lock` call is one wait however often it parks (`lot::FairWait`):
+//!   a woken waiter that loses the race re-parks at the front of the queue
+//!   and keeps its wait's start, so its wait keeps counting towards
+//!   `FAIR_AFTER` (stamped per park, it restarted from zero at every
+//!   re-park and never reached 1 ms behind short critical sections).
 //! - WOKEN (Go's `mutexWoken`) keeps one woken waiter in flight, not one per
 //!   unlock. Without it, a holder that re-locks at once (a loop of short
 //!   critical sections) wakes a waiter at every unlock; each wakes to find
@@ -146,6 +152,10 @@ impl RawMutex {
     fn lock_contended(&self, deadline: Option<Deadline>, mut woken: bool) -> bool {
         let backoff = Backoff::new();
         let mut spins = 0;
+        // This call's wait, across its parks: a re-park after losing the
+        // race keeps the wait's start (FAIR_AFTER counts from the first
+        // park) and its place at the front of the queue.
+        let mut wait = lot::FairWait::new();
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
             let clear = if woken { WOKEN } else { 0 };
@@ -186,6 +196,7 @@ impl RawMutex {
             // Another waiter's WOKEN may be set: its return wakes us.
             let result = lot::park_fair(
                 self.key(),
+                &mut wait,
                 || self.state.load(Ordering::Relaxed) & (LOCKED | PARKED) == LOCKED | PARKED,
                 || {},
                 |_, was_last| {
