@@ -12,3 +12,4 @@ pub mod futex;
 pub(crate) mod mem;
 pub(crate) mod signal;
 pub mod thread;
+pub(crate) mod unwind;
