@@ -62,6 +62,7 @@
 //! uses of the cell happen before the free. A new cell starts with two
 //! references, its queue's and its join handle's.
 
+use super::dump::ParkedOn;
 use super::join::JoinState;
 use crate::coroutine::{self, Coroutine, Yielder};
 use crate::loom::process::{AtomicPtr, AtomicUsize, Ordering, UnsafeCell, fence};
@@ -159,6 +160,18 @@ pub(crate) struct Task {
     pub(crate) timer_deadline: Cell<Option<Deadline>>,
     /// The runtime it belongs to (for `weft::spawn` from inside it).
     pub(crate) runtime: std::sync::Weak<super::Shared>,
+    /// Where it was spawned (for `Runtime::dump`).
+    pub(crate) spawned_at: &'static Location<'static>,
+    /// What its latest park waits on, named by the parker just before it
+    /// parks (`runtime::note_wait`); meaningful while it is parked. Touched
+    /// only by the home worker's thread (the task itself, and the dump's
+    /// collection there), like the timer fields.
+    pub(crate) waiting_on: Cell<ParkedOn>,
+    /// When it entered its current state, on its worker's coarse clock
+    /// (`runtime::clock`): spawned, or switched out (parked or yielded).
+    /// Written by its creator before it is queued, then only on its home
+    /// worker's thread.
+    pub(crate) since: Cell<u64>,
 }
 
 // SAFETY: see the module docs: the !Send/!Sync fields (the coroutine, its
@@ -214,6 +227,7 @@ impl<B, T: Send> TaskCell<B, T> {
         name: Option<String>,
         coroutine: Option<TaskCoroutine>,
         runtime: std::sync::Weak<super::Shared>,
+        spawned_at: &'static Location<'static>,
     ) {
         // SAFETY: fresh memory of the right layout (the caller's promise);
         // each field is written once, none is read.
@@ -234,6 +248,9 @@ impl<B, T: Send> TaskCell<B, T> {
             (&raw mut (*task).timer_armed).write(Cell::new(false));
             (&raw mut (*task).timer_deadline).write(Cell::new(None));
             (&raw mut (*task).runtime).write(runtime);
+            (&raw mut (*task).spawned_at).write(spawned_at);
+            (&raw mut (*task).waiting_on).write(Cell::new(ParkedOn::Other));
+            (&raw mut (*task).since).write(Cell::new(super::clock::coarse_or_now()));
             (&raw mut (*cell.as_ptr()).head.join).write(JoinState::new());
         }
     }
@@ -321,7 +338,7 @@ where
         let body_at = (&raw mut (*cell.as_ptr()).body).cast::<B>();
         body_at.write(body);
         let coroutine = TaskCoroutine::with_closure_in_place(body_at, id, coroutine_name, stack_size, spawned_at);
-        TaskCell::init_head(cell, id, name, Some(coroutine), runtime);
+        TaskCell::init_head(cell, id, name, Some(coroutine), runtime, spawned_at);
     }
     let task = cell.cast::<Task>();
     (TaskRef { task }, TaskRef { task })
@@ -329,10 +346,11 @@ where
 
 /// A cell with only a join state (and an id), for `spawn_blocking`: its
 /// closure runs on the blocking pool and completes the join state.
+#[track_caller]
 pub(crate) fn new_join_only<T: Send + 'static>() -> (TaskRef, TaskRef) {
     let cell = TaskCell::<(), T>::allocate();
     // SAFETY: fresh, and its body stays uninitialised (no coroutine owns it).
-    unsafe { TaskCell::init_head(cell, next_id(), None, None, std::sync::Weak::new()) };
+    unsafe { TaskCell::init_head(cell, next_id(), None, None, std::sync::Weak::new(), Location::caller()) };
     let task = cell.cast::<Task>();
     (TaskRef { task }, TaskRef { task })
 }
@@ -376,6 +394,8 @@ impl Task {
     pub(crate) unsafe fn switch_out(&self, why: Switch) {
         let yielder = self.yielder.get();
         debug_assert!(!yielder.is_null(), "task {} switched out before it started", self.id);
+        // For the dump: one load of a thread-local and one store (no clock read).
+        self.since.set(super::clock::coarse());
         // SAFETY: the yielder lives at the base of this running coroutine's
         // stack for as long as it runs (the caller's promise).
         unsafe { (*yielder).suspend(why) };

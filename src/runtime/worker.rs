@@ -126,8 +126,9 @@
 //! 3. `Runtime::drop` joins the worker threads, then fails the join handles
 //!    of unstarted tasks left in the injector.
 
+use super::dump::{self, CoroutineDump, Mailbox, PartBuilder};
 use super::task::{NO_HOME, NO_TIMER, NOT_REGISTERED, Switch, Task, TaskRef};
-use super::{CURRENT_TASK, CURRENT_TASK_LENT, Shared};
+use super::{CURRENT_TASK, CURRENT_TASK_LENT, Shared, clock};
 use crate::coroutine::CoroutineResult;
 use crate::loom::process::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence};
 use crate::sys::futex::{self, Deadline};
@@ -160,6 +161,8 @@ pub(crate) struct WorkerShared {
     fresh_len: AtomicUsize,
     /// RUNNING / SLEEPING / NOTIFIED; a futex word.
     sleep: AtomicU32,
+    /// Requests for `Runtime::dump` (see `dump`).
+    pub(crate) dump: Mailbox,
 }
 
 impl WorkerShared {
@@ -169,7 +172,15 @@ impl WorkerShared {
             fresh: Mutex::new(VecDeque::new()),
             fresh_len: AtomicUsize::new(0),
             sleep: AtomicU32::new(RUNNING),
+            dump: Mailbox::new(),
         }
+    }
+
+    /// Calls `f` with each unstarted task in this worker's `fresh` queue,
+    /// holding its lock (for the dump).
+    pub(crate) fn visit_fresh(&self, f: &mut dyn FnMut(&TaskRef)) {
+        let fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        fresh.iter().for_each(f);
     }
 
     /// Wakes this worker if it sleeps. The caller has published work first.
@@ -511,6 +522,7 @@ impl WorkerLocal {
     #[inline(never)]
     fn fire_timers(&self) {
         let now = Deadline::now();
+        clock::set(now.as_nanos());
         let mut fired = false;
         while let Some(timer) = self.pop_timer_if(|top| top.deadline <= now) {
             if !timer.is_armed() {
@@ -595,6 +607,7 @@ impl WorkerLocal {
     #[cold]
     #[inline(never)]
     fn next_task_fairness_round(&self, injector_first: bool, fresh_first: bool) -> Option<TaskRef> {
+        clock::refresh_now_and_then();
         // Restart every countdown that ran out before anything returns (both
         // run out together every 61 x 31 rounds).
         if injector_first {
@@ -679,6 +692,7 @@ impl WorkerLocal {
             || !shared.workers[self.index].inbox.is_empty()
             || shared.injector_len.load(Ordering::SeqCst) > 0
             || shared.workers.iter().any(|w| w.fresh_len.load(Ordering::SeqCst) > 0)
+            || shared.workers[self.index].dump.has_requests()
     }
 
     fn sleep(&self) {
@@ -707,6 +721,7 @@ impl WorkerLocal {
             let deadline = self.next_deadline();
             tracing::trace!(worker = self.index, "worker sleeps");
             futex::wait(&me.sleep, SLEEPING, deadline);
+            clock::refresh();
             tracing::trace!(worker = self.index, "worker wakes");
         }
         shared.sleepers.fetch_sub(1, Ordering::SeqCst);
@@ -736,6 +751,7 @@ impl WorkerLocal {
         // SAFETY: this worker owns the task now: it popped it from a queue
         // (unstarted), or it is the task's home worker (started).
         let coroutine = unsafe { task_ref.coroutine_mut() };
+        self.shared.workers[self.index].dump.note_resume(task_ref.id, clock::coarse());
         let result = coroutine.as_mut().expect("a queued task has its coroutine").try_resume(());
         CURRENT_TASK.with(|c| c.set(ptr::null()));
         let still_lent = CURRENT_TASK_LENT.with(|lent| lent.replace(false));
@@ -774,6 +790,51 @@ impl WorkerLocal {
                 task.fail(Box::new(error));
             }
         }
+    }
+
+    /// Answers the dump requests in this worker's mailbox (see `dump`);
+    /// called between rounds, when no task runs.
+    #[cold]
+    #[inline(never)]
+    fn answer_dumps(&self) {
+        let me = &self.shared.workers[self.index];
+        for request in me.dump.take() {
+            request.answer(self.index, || self.dump_part(ptr::null()));
+        }
+    }
+
+    /// This worker's part of a dump: its started, unfinished tasks and its
+    /// unstarted ones. Called on this worker's thread, between rounds
+    /// (`running` null) or from its running task (`running`), which is
+    /// then listed as running and not walked.
+    pub(crate) fn dump_part(&self, running: *const Task) -> Vec<CoroutineDump> {
+        let me = &self.shared.workers[self.index];
+        // Woken tasks show as runnable, as they are.
+        if !me.inbox.is_empty_relaxed() {
+            self.drain_inbox(&me.inbox);
+        }
+        let mut part = PartBuilder::new(self.index, running, me.dump.running_since());
+        let runnable: std::collections::HashSet<*const Task> =
+            self.runnable.borrow().iter().map(TaskRef::as_ptr).collect();
+        // Our own references: no borrow is held while the stacks are walked.
+        let started: Vec<TaskRef> = self.registry.borrow().iter().flatten().cloned().collect();
+        for task in &started {
+            // SAFETY: this is the home worker's thread (tasks in its
+            // registry are its own), and the only task that may be running
+            // is `running` (between rounds none is; inside a resume, the
+            // caller is that resume's task).
+            unsafe { part.add_started(task, runnable.contains(&task.as_ptr())) };
+        }
+        // A running task that never switched out is not registered yet.
+        if !running.is_null() && !started.iter().any(|t| ptr::eq(t.as_ptr(), running)) {
+            // SAFETY: the running task is alive while it runs (see
+            // `current_task`); we add a reference of our own.
+            let task = unsafe { TaskRef::clone_from_ptr(running) };
+            // SAFETY: as above; `task` is `running`, which is not walked.
+            unsafe { part.add_started(&task, false) };
+        }
+        me.visit_fresh(&mut |task| dump::add_fresh(&mut part, task));
+        part.finish()
     }
 
     /// Unwinds every started, unfinished task of this worker (shutdown).
@@ -845,9 +906,13 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
         until_fresh: Cell::new(FRESH_INTERVAL),
     };
     CURRENT_WORKER.with(|c| c.set(&local));
+    clock::refresh();
     tracing::debug!(worker = index, "worker started");
     let me = &local.shared.workers[index];
     while !local.shared.shutdown.load(Ordering::Acquire) {
+        if me.dump.has_requests_relaxed() {
+            local.answer_dumps();
+        }
         if !me.inbox.is_empty_relaxed() {
             local.drain_inbox(&me.inbox);
         }
