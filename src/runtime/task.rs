@@ -168,7 +168,7 @@ pub(crate) struct Task {
     /// collection there), like the timer fields.
     pub(crate) waiting_on: Cell<ParkedOn>,
     /// When it entered its current state, on its worker's coarse clock
-    /// (`runtime::clock`): spawned, or switched out (parked or yielded).
+    /// (`runtime::clock`): spawned, or parked (yields are not stamped).
     /// Written by its creator before it is queued, then only on its home
     /// worker's thread.
     pub(crate) since: Cell<u64>,
@@ -394,8 +394,12 @@ impl Task {
     pub(crate) unsafe fn switch_out(&self, why: Switch) {
         let yielder = self.yielder.get();
         debug_assert!(!yielder.is_null(), "task {} switched out before it started", self.id);
-        // For the dump: one load of a thread-local and one store (no clock read).
-        self.since.set(super::clock::coarse());
+        // For the dump, when it parks: one load of a thread-local and one
+        // store (no clock read). A yield is not stamped: the yield path is
+        // the shortest there is, and a runnable task's wait is a queue's.
+        if why == Switch::Park {
+            self.since.set(super::clock::coarse());
+        }
         // SAFETY: the yielder lives at the base of this running coroutine's
         // stack for as long as it runs (the caller's promise).
         unsafe { (*yielder).suspend(why) };

@@ -608,6 +608,7 @@ impl WorkerLocal {
     #[inline(never)]
     fn next_task_fairness_round(&self, injector_first: bool, fresh_first: bool) -> Option<TaskRef> {
         clock::refresh_now_and_then();
+        self.answer_dumps();
         // Restart every countdown that ran out before anything returns (both
         // run out together every 61 x 31 rounds).
         if injector_first {
@@ -698,6 +699,10 @@ impl WorkerLocal {
     fn sleep(&self) {
         let shared = &self.shared;
         let me = &shared.workers[self.index];
+        if me.dump.has_requests_relaxed() {
+            self.answer_dumps();
+            return;
+        }
         // Spin first: work often arrives within microseconds, and a spinning
         // worker spares publishers a futex wake (they skip it while anyone
         // spins). Safe because a spinner that gives up re-checks every queue
@@ -751,7 +756,6 @@ impl WorkerLocal {
         // SAFETY: this worker owns the task now: it popped it from a queue
         // (unstarted), or it is the task's home worker (started).
         let coroutine = unsafe { task_ref.coroutine_mut() };
-        self.shared.workers[self.index].dump.note_resume(task_ref.id, clock::coarse());
         let result = coroutine.as_mut().expect("a queued task has its coroutine").try_resume(());
         CURRENT_TASK.with(|c| c.set(ptr::null()));
         let still_lent = CURRENT_TASK_LENT.with(|lent| lent.replace(false));
@@ -792,11 +796,20 @@ impl WorkerLocal {
         }
     }
 
-    /// Answers the dump requests in this worker's mailbox (see `dump`);
-    /// called between rounds, when no task runs.
+    /// Answers the dump requests in this worker's mailbox (see `dump`), if
+    /// any; called between rounds, when no task runs: in the fairness
+    /// rounds (every few dozen rounds) and when the worker runs out of work.
+    #[inline]
+    fn answer_dumps(&self) {
+        let me = &self.shared.workers[self.index];
+        if me.dump.has_requests_relaxed() {
+            self.answer_dumps_now();
+        }
+    }
+
     #[cold]
     #[inline(never)]
-    fn answer_dumps(&self) {
+    fn answer_dumps_now(&self) {
         let me = &self.shared.workers[self.index];
         for request in me.dump.take() {
             request.answer(self.index, || self.dump_part(ptr::null()));
@@ -910,9 +923,6 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
     tracing::debug!(worker = index, "worker started");
     let me = &local.shared.workers[index];
     while !local.shared.shutdown.load(Ordering::Acquire) {
-        if me.dump.has_requests_relaxed() {
-            local.answer_dumps();
-        }
         if !me.inbox.is_empty_relaxed() {
             local.drain_inbox(&me.inbox);
         }
@@ -920,7 +930,10 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
             local.fire_timers();
         }
         match local.next_task() {
-            Some(task) => local.run_task(task),
+            Some(task) => {
+                me.dump.note_resume(task.id, clock::coarse());
+                local.run_task(task)
+            }
             None => local.sleep(),
         }
     }
