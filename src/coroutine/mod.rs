@@ -842,3 +842,81 @@ fn impossible(what: &str) -> ! {
     eprintln!("weft: impossible coroutine state: {what}; aborting");
     std::process::abort()
 }
+
+#[cfg(all(test, not(loom)))]
+mod walk_tests {
+    //! `Coroutine::on_suspended_stack`: the callback runs on the suspended
+    //! stack with the coroutine's frames below it, the coroutine is left
+    //! intact, and the refusals hold.
+    use super::*;
+
+    #[inline(never)]
+    fn suspends_here_marker(yielder: &Yielder<(), u32>, seed: u32) -> u32 {
+        let local = std::hint::black_box(seed * 3);
+        yielder.suspend(1);
+        std::hint::black_box(local + 1)
+    }
+
+    /// The callback runs below the coroutine's saved frame (on its stack),
+    /// a walk from there reaches the coroutine's entry and ends, and the
+    /// coroutine then resumes with its locals intact.
+    #[test]
+    fn a_walk_runs_on_the_suspended_stack_and_leaves_it_intact() {
+        let mut c = Coroutine::<(), u32, u32>::new(|y, ()| suspends_here_marker(y, 14));
+        assert_eq!(c.resume(()), CoroutineResult::Yield(1));
+        let stack = c.stack.as_ref().map(|s| (s.guard().end, s.top() as usize)).expect("started");
+        let (first, last) = stack_walk_bounds();
+        let mut local_at = 0usize;
+        let mut ips = Vec::new();
+        c.on_suspended_stack(&mut || {
+            let here = 0u8;
+            local_at = std::hint::black_box(&here) as *const u8 as usize;
+            crate::sys::unwind::walk(&mut |ip| {
+                ips.push(ip);
+                ips.len() < 256
+            });
+        })
+        .expect("a suspended coroutine with a default stack can be walked");
+        assert!((stack.0..stack.1).contains(&local_at), "the callback did not run on the coroutine's stack");
+        let start = ips.iter().position(|&ip| ip == first).expect("the walk passes weft_call_on_stack");
+        let end = ips.iter().position(|&ip| ip == last).expect("the walk reaches the trampoline");
+        assert!(end > start + 2, "no coroutine frames between the walk's start and the trampoline: {ips:x?}");
+        assert!(end + 1 >= ips.len(), "the walk went on past the trampoline: {} frames after it", ips.len() - end - 1);
+        assert_eq!(c.resume(()), CoroutineResult::Return(43), "the coroutine's frame was disturbed");
+    }
+
+    #[test]
+    fn a_walk_is_refused_when_it_cannot_be_safe() {
+        // Not started, then finished.
+        let mut c = Coroutine::<(), (), ()>::new(|_, ()| ());
+        assert_eq!(c.on_suspended_stack(&mut || panic!("must not run")), Err(WalkRefused::NotSuspended));
+        c.resume(());
+        assert_eq!(c.on_suspended_stack(&mut || panic!("must not run")), Err(WalkRefused::NotSuspended));
+
+        // A 32 KiB stack never has 32 KiB free below a saved frame.
+        let mut small =
+            Coroutine::<(), (), ()>::builder().stack_size(MIN_STACK_SIZE).build(|y, ()| y.suspend(())).unwrap();
+        small.resume(());
+        assert!(matches!(
+            small.on_suspended_stack(&mut || panic!("must not run")),
+            Err(WalkRefused::LowOnStack { .. })
+        ));
+        small.resume(());
+
+        // Suspended from inside a generator it drives: its saved stack
+        // pointer is on the generator's stack.
+        let mut outer = Coroutine::<(), (), ()>::new(|outer_yielder, ()| {
+            let outer_yielder: *const Yielder<(), ()> = outer_yielder;
+            let mut inner = Coroutine::<(), (), ()>::new(move |_, ()| {
+                // SAFETY: the outer coroutine is running (it resumed
+                // us); suspending it from here is what arch::suspend allows.
+                unsafe { (*outer_yielder).suspend(()) };
+            });
+            inner.resume(());
+        });
+        outer.resume(());
+        assert_eq!(outer.on_suspended_stack(&mut || panic!("must not run")), Err(WalkRefused::OnAnotherStack));
+        outer.resume(());
+        assert!(outer.is_finished());
+    }
+}
