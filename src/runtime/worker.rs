@@ -38,6 +38,11 @@
 //!    it) or finishes.
 //! 4. With nothing to run, sleep (see below).
 //!
+//! In the fairness rounds and before going idle, a worker also answers the
+//! dump requests in its mailbox (`WorkerShared::dump`; the protocol is in
+//! `dump`): between two rounds no task of the worker runs, so it may walk
+//! their stacks.
+//!
 //! A round is on the path of every yield and every hand-off between two
 //! coroutines, so its common case stays short: the inbox and timer checks
 //! are one load each (the work behind them is out of line), the fairness
@@ -50,8 +55,8 @@
 //!
 //! Each worker has a futex word: RUNNING, SLEEPING or NOTIFIED. An idle
 //! worker stores SLEEPING, then (SeqCst) re-checks every queue it could take
-//! work from, and only then waits on the word, with the next timer's
-//! deadline as timeout. Whoever publishes work pushes it first, then
+//! work from (and its dump mailbox), and only then waits on the word, with
+//! the next timer's deadline as timeout. Whoever publishes work pushes it first, then
 //! (SeqCst fence) reads the word(s): a SLEEPING worker is CASed to NOTIFIED
 //! and woken. The two SeqCst sides form a Dekker pair: either the sleeper's
 //! re-check sees the work, or the publisher sees SLEEPING — a wake is never
