@@ -94,6 +94,16 @@
 # trampoline is marked as a signal frame so that gdb accepts the jump between
 # stacks. Panics never unwind through it: src/coroutine catches every panic
 # at the coroutine's entry function.
+#
+# A *suspended* coroutine can be walked too (the runtime's dump does):
+# weft_call_on_stack runs a callback on the coroutine's own stack, just below
+# its saved frame, with CFI at the call site that makes the saved frame the
+# callback's caller (CFA = rsp + FRAME_SIZE, rip/rbp/rbx at the frame
+# offsets). An unwinder started in the callback walks into the coroutine's
+# frames, down to the trampoline. While a coroutine is suspended its link
+# slot is stale (the stack pointer of a resumer that has moved on), so the
+# caller points it at an *end frame* first: a FRAME_SIZE block of zeroes,
+# whose continuation 0 ends the walk at the trampoline.
 
 .ifndef WEFT_FP_CONTROL
 .error "WEFT_FP_CONTROL must be set by src/arch/x86_64.rs"
@@ -298,7 +308,80 @@ weft_coroutine_trampoline:
     xor ebp, ebp                        # rbp = 0 ends frame-pointer chains
     lea rdx, [rsp + LINK_BELOW_TOP]     # entry's third argument: the stack top
     call rbx                            # never returns
+    .globl weft_coroutine_trampoline_ret
+    .hidden weft_coroutine_trampoline_ret
+weft_coroutine_trampoline_ret:          # the return address of that call: the
+                                        # last frame of every coroutine's walk
     ud2                                 # keeps the return address inside this
                                         # function for the unwinder's lookup
     .cfi_endproc
     .size weft_coroutine_trampoline, . - weft_coroutine_trampoline
+
+# ---------------------------------------------------------------------------
+# weft_call_on_stack: run a callback on a suspended coroutine's stack.
+#
+# Called with `call` (extern "sysv64"):
+#   rdi  the coroutine's saved stack pointer (a frame as above, 16-byte
+#        aligned); the callback runs with its stack just below that frame
+#   rsi  the callback, extern "sysv64" fn(data)
+#   rdx  data, the callback's argument
+# Returns when the callback returns, on the caller's stack, with rbx and rbp
+# preserved (pushed here); everything else is as after any call (the
+# callback is an ordinary SysV function, so r12-r15 survive it).
+#
+# The callback runs on the coroutine's stack below its saved frame, which it
+# does not touch: the frame, and everything above it, is exactly as the
+# coroutine left it, so it can be resumed later as if nothing happened. The
+# caller makes sure there is room below the frame (the stack's guard page
+# is below) and that the coroutine cannot run meanwhile.
+#
+# CFI at the call site: the saved frame is the callback's caller, i.e.
+# CFA = rsp + FRAME_SIZE, with rip, rbp and rbx at their frame offsets (as
+# the trampoline says for its resumer, and as weft_switch_suspend's own CFI
+# said when it stored the frame). So a backtrace taken in the callback
+# reads: callback, weft_call_on_stack, the coroutine's frames from where it
+# suspended down to its entry, then weft_coroutine_trampoline, whose caller
+# is found through the link slot (see "Unwinding and backtraces").
+# weft_call_on_stack_ret marks the call's return address, so a walker can
+# tell where the coroutine's own frames begin.
+# ---------------------------------------------------------------------------
+    .p2align 4
+    .globl weft_call_on_stack
+    .hidden weft_call_on_stack
+    .type weft_call_on_stack, @function
+weft_call_on_stack:
+    .cfi_startproc
+    push rbp
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbp, 0
+    push rbx
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbx, 0
+    sub rsp, 8                          # keeps our own frame 16-byte aligned
+    .cfi_adjust_cfa_offset 8
+    mov rbx, rsp                        # our stack pointer, kept across the
+                                        # callback in a callee-saved register
+    .cfi_remember_state
+    mov rsp, rdi                        # on the coroutine's stack, at its frame
+    .cfi_def_cfa rsp, FRAME_SIZE
+    .cfi_offset rip, FRAME_CONT - FRAME_SIZE
+    .cfi_offset rbp, FRAME_RBP - FRAME_SIZE
+    .cfi_offset rbx, FRAME_RBX - FRAME_SIZE
+    mov rdi, rdx                        # the callback's argument
+    call rsi                            # rsp is 16-byte aligned here
+    .globl weft_call_on_stack_ret
+    .hidden weft_call_on_stack_ret
+weft_call_on_stack_ret:
+    mov rsp, rbx                        # back on our own stack
+    .cfi_restore_state
+    add rsp, 8
+    .cfi_adjust_cfa_offset -8
+    pop rbx
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore rbx
+    pop rbp
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore rbp
+    ret
+    .cfi_endproc
+    .size weft_call_on_stack, . - weft_call_on_stack

@@ -12,6 +12,6 @@ pub mod sync;
 pub mod sys;
 
 pub use runtime::{
-    Builder, GreenThread, JoinHandle, Runtime, RuntimeBuilder, RuntimeMetrics, WorkerMetrics, current, sleep, spawn,
-    spawn_blocking, try_current, yield_now,
+    Builder, BusyWorker, CoroutineDump, CoroutineState, Dump, GreenThread, JoinHandle, ParkedOn, Runtime,
+    RuntimeBuilder, RuntimeMetrics, WorkerMetrics, current, sleep, spawn, spawn_blocking, try_current, yield_now,
 };

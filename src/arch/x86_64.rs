@@ -103,6 +103,73 @@ unsafe extern "sysv64" {
     fn weft_switch_suspend();
     /// The first continuation of a fresh stack; never called.
     fn weft_coroutine_trampoline();
+    /// The return address of the trampoline's call of the entry function: a
+    /// label, never called.
+    fn weft_coroutine_trampoline_ret();
+    /// Runs a callback on a suspended coroutine's stack; see [`call_on_stack`].
+    fn weft_call_on_stack(sp: *mut u8, callback: unsafe extern "sysv64" fn(*mut ()), data: *mut ());
+    /// The return address of `weft_call_on_stack`'s call of the callback: a
+    /// label, never called.
+    fn weft_call_on_stack_ret();
+}
+
+/// The return addresses that bound a suspended coroutine's own frames in a
+/// walk started inside [`call_on_stack`]'s callback: the frame whose return
+/// address is `first` (in `weft_call_on_stack`) is the last one that is not
+/// the coroutine's; the one whose return address is `last` (in the
+/// trampoline) is the last frame of the coroutine's stack.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WalkBounds {
+    pub(crate) first: usize,
+    pub(crate) last: usize,
+}
+
+/// See [`WalkBounds`].
+pub(crate) fn walk_bounds() -> WalkBounds {
+    WalkBounds {
+        first: weft_call_on_stack_ret as *const () as usize,
+        last: weft_coroutine_trampoline_ret as *const () as usize,
+    }
+}
+
+/// A FRAME_SIZE block of zeroes: pointed at by a suspended coroutine's link
+/// slot while [`call_on_stack`] runs, its continuation 0 ends an unwinder's
+/// walk at the trampoline (see the `.S`).
+#[repr(C, align(16))]
+struct EndFrame([u64; FRAME_SIZE / 8]);
+
+/// Runs `callback(data)` on the suspended coroutine stack whose top is
+/// `top`, just below its saved frame, with that frame as the callback's
+/// caller for unwinders (see `weft_call_on_stack` in the `.S`): a backtrace
+/// taken in the callback walks the coroutine's frames and ends at its
+/// trampoline. The coroutine's frame and everything above it are left as
+/// they were (the link slot is restored before returning).
+///
+/// # Safety
+///
+/// - `top` is the top of a stack prepared by [`init_stack`] whose coroutine
+///   is suspended (its sp slot holds a frame saved by [`suspend`], on this
+///   stack) and cannot be resumed or dropped while this runs.
+/// - At least as many bytes as the callback needs are free, mapped stack
+///   between the saved stack pointer and the stack's guard page.
+/// - `callback` does not unwind (a panic out of it aborts, as any panic out
+///   of an `extern` function does) and does not resume or suspend this
+///   coroutine.
+pub(crate) unsafe fn call_on_stack(top: *mut u8, callback: unsafe extern "sysv64" fn(*mut ()), data: *mut ()) {
+    let end = EndFrame([0; FRAME_SIZE / 8]);
+    let link = link_slot(top);
+    // SAFETY: the slots at the top of a prepared stack are readable and
+    // writable (the caller's promise); the link slot is only read by a
+    // running coroutine (its suspend) and by unwinders, and we put back what
+    // was there before anything can resume it.
+    unsafe {
+        let stale = link.read();
+        link.write((&raw const end).cast_mut().cast());
+        weft_call_on_stack(sp_slot(top).read(), callback, data);
+        link.write(stale);
+    }
+    // The end frame lives until here: the callback's walk read it.
+    let _ = &end;
 }
 
 /// The function a fresh stack starts in: receives the resumer's word, the

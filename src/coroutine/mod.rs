@@ -593,6 +593,97 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     }
 }
 
+/// Stack a callback run on a suspended coroutine's stack may need
+/// ([`Coroutine::on_suspended_stack`]): enough for the system unwinder
+/// (a few KiB) and `std::backtrace` (its capture allocates, and the
+/// allocator's slow path uses some stack), with room to spare.
+pub(crate) const WALK_STACK_MARGIN: usize = 32 * 1024;
+
+/// Why [`Coroutine::on_suspended_stack`] did not run its callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WalkRefused {
+    /// The coroutine is not suspended (fresh or finished).
+    NotSuspended,
+    /// It suspended from inside a coroutine it drives (a generator), so its
+    /// saved stack pointer is on that other stack, whose bounds are unknown.
+    OnAnotherStack,
+    /// Less than [`WALK_STACK_MARGIN`] is left below its saved frame.
+    LowOnStack { free: usize },
+}
+
+impl fmt::Display for WalkRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WalkRefused::NotSuspended => f.write_str("not suspended"),
+            WalkRefused::OnAnotherStack => f.write_str("suspended inside a nested coroutine's stack"),
+            WalkRefused::LowOnStack { free } => write!(
+                f,
+                "only {} KiB of its stack left free (a walk needs {} KiB)",
+                free / 1024,
+                WALK_STACK_MARGIN / 1024
+            ),
+        }
+    }
+}
+
+impl<I, Y, R> Coroutine<I, Y, R> {
+    /// Runs `f` on this suspended coroutine's own stack, just below its
+    /// saved frame, in such a way that a backtrace taken in `f` walks the
+    /// coroutine's frames, from where it suspended down to its entry (see
+    /// `arch::call_on_stack`); [`stack_walk_bounds`] tells which frames of
+    /// such a walk are the coroutine's. The coroutine is left exactly as it
+    /// was. A panic in `f` is caught and dropped.
+    ///
+    /// Refused (and `f` not run) unless the coroutine is suspended on its
+    /// own stack with at least [`WALK_STACK_MARGIN`] bytes free below it.
+    pub(crate) fn on_suspended_stack(&mut self, f: &mut dyn FnMut()) -> Result<(), WalkRefused> {
+        if !matches!(self.state, State::Suspended) || self.top.is_null() {
+            return Err(WalkRefused::NotSuspended);
+        }
+        // SAFETY: a started coroutine's stack has its sp slot at the top.
+        let sp = unsafe { arch::sp_slot(self.top).read() } as usize;
+        let lowest = self.info.guard.end;
+        let highest = self.top as usize - arch::STACK_RESERVED_TOP - arch::FRAME_SIZE;
+        if !(lowest..=highest).contains(&sp) {
+            return Err(WalkRefused::OnAnotherStack);
+        }
+        let free = sp - lowest;
+        if free < WALK_STACK_MARGIN {
+            return Err(WalkRefused::LowOnStack { free });
+        }
+        /// Runs the `&mut dyn FnMut()` that `data` points at.
+        ///
+        /// # Safety
+        ///
+        /// `data` points at a live `&mut dyn FnMut()`.
+        unsafe extern "sysv64" fn run(data: *mut ()) {
+            // SAFETY: the caller's promise.
+            let f = unsafe { &mut *data.cast::<&mut dyn FnMut()>() };
+            // A panic must not leave the callback (it would abort).
+            let _ = panic::catch_unwind(AssertUnwindSafe(f));
+        }
+        let mut f = f;
+        // SAFETY: `self.top` is our prepared stack and the coroutine is
+        // suspended on it (checked above: its frame lies on this stack); it
+        // cannot be resumed or dropped meanwhile (we hold `&mut self`, and a
+        // coroutine is !Send, so this is its thread). `free` bytes of mapped
+        // stack lie between its frame and the guard page, at least
+        // WALK_STACK_MARGIN. `run` catches panics and only calls `f`, which
+        // cannot reach this coroutine (borrowed mutably here).
+        unsafe { arch::call_on_stack(self.top, run, (&raw mut f).cast()) };
+        Ok(())
+    }
+}
+
+/// The return addresses that delimit a suspended coroutine's frames in a
+/// walk taken inside [`Coroutine::on_suspended_stack`]: its frames are those
+/// after the one whose return address is `.0`, up to and including the one
+/// whose return address is `.1` (its entry trampoline).
+pub(crate) fn stack_walk_bounds() -> (usize, usize) {
+    let bounds = arch::walk_bounds();
+    (bounds.first, bounds.last)
+}
+
 impl<I, Y, R> Drop for Coroutine<I, Y, R> {
     fn drop(&mut self) {
         match std::mem::replace(&mut self.state, State::Finished) {
@@ -766,4 +857,82 @@ where
 fn impossible(what: &str) -> ! {
     eprintln!("weft: impossible coroutine state: {what}; aborting");
     std::process::abort()
+}
+
+#[cfg(all(test, not(loom)))]
+mod walk_tests {
+    //! `Coroutine::on_suspended_stack`: the callback runs on the suspended
+    //! stack with the coroutine's frames below it, the coroutine is left
+    //! intact, and the refusals hold.
+    use super::*;
+
+    #[inline(never)]
+    fn suspends_here_marker(yielder: &Yielder<(), u32>, seed: u32) -> u32 {
+        let local = std::hint::black_box(seed * 3);
+        yielder.suspend(1);
+        std::hint::black_box(local + 1)
+    }
+
+    /// The callback runs below the coroutine's saved frame (on its stack),
+    /// a walk from there reaches the coroutine's entry and ends, and the
+    /// coroutine then resumes with its locals intact.
+    #[test]
+    fn a_walk_runs_on_the_suspended_stack_and_leaves_it_intact() {
+        let mut c = Coroutine::<(), u32, u32>::new(|y, ()| suspends_here_marker(y, 14));
+        assert_eq!(c.resume(()), CoroutineResult::Yield(1));
+        let stack = c.stack.as_ref().map(|s| (s.guard().end, s.top() as usize)).expect("started");
+        let (first, last) = stack_walk_bounds();
+        let mut local_at = 0usize;
+        let mut ips = Vec::new();
+        c.on_suspended_stack(&mut || {
+            let here = 0u8;
+            local_at = std::hint::black_box(&here) as *const u8 as usize;
+            crate::sys::unwind::walk(&mut |ip| {
+                ips.push(ip);
+                ips.len() < 256
+            });
+        })
+        .expect("a suspended coroutine with a default stack can be walked");
+        assert!((stack.0..stack.1).contains(&local_at), "the callback did not run on the coroutine's stack");
+        let start = ips.iter().position(|&ip| ip == first).expect("the walk passes weft_call_on_stack");
+        let end = ips.iter().position(|&ip| ip == last).expect("the walk reaches the trampoline");
+        assert!(end > start + 2, "no coroutine frames between the walk's start and the trampoline: {ips:x?}");
+        assert!(end + 1 >= ips.len(), "the walk went on past the trampoline: {} frames after it", ips.len() - end - 1);
+        assert_eq!(c.resume(()), CoroutineResult::Return(43), "the coroutine's frame was disturbed");
+    }
+
+    #[test]
+    fn a_walk_is_refused_when_it_cannot_be_safe() {
+        // Not started, then finished.
+        let mut c = Coroutine::<(), (), ()>::new(|_, ()| ());
+        assert_eq!(c.on_suspended_stack(&mut || panic!("must not run")), Err(WalkRefused::NotSuspended));
+        c.resume(());
+        assert_eq!(c.on_suspended_stack(&mut || panic!("must not run")), Err(WalkRefused::NotSuspended));
+
+        // A 32 KiB stack never has 32 KiB free below a saved frame.
+        let mut small =
+            Coroutine::<(), (), ()>::builder().stack_size(MIN_STACK_SIZE).build(|y, ()| y.suspend(())).unwrap();
+        small.resume(());
+        assert!(matches!(
+            small.on_suspended_stack(&mut || panic!("must not run")),
+            Err(WalkRefused::LowOnStack { .. })
+        ));
+        small.resume(());
+
+        // Suspended from inside a generator it drives: its saved stack
+        // pointer is on the generator's stack.
+        let mut outer = Coroutine::<(), (), ()>::new(|outer_yielder, ()| {
+            let outer_yielder: *const Yielder<(), ()> = outer_yielder;
+            let mut inner = Coroutine::<(), (), ()>::new(move |_, ()| {
+                // SAFETY: the outer coroutine is running (it resumed
+                // us); suspending it from here is what arch::suspend allows.
+                unsafe { (*outer_yielder).suspend(()) };
+            });
+            inner.resume(());
+        });
+        outer.resume(());
+        assert_eq!(outer.on_suspended_stack(&mut || panic!("must not run")), Err(WalkRefused::OnAnotherStack));
+        outer.resume(());
+        assert!(outer.is_finished());
+    }
 }

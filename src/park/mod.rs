@@ -159,6 +159,16 @@ pub(crate) fn disarm_timer() {
     runtime::disarm_timer();
 }
 
+pub(crate) use crate::runtime::ParkedOn;
+
+/// Names what the calling coroutine is about to park on (shown by
+/// `Runtime::dump`): two stores into its task; nothing on an OS thread.
+/// Primitives call it right before they park.
+#[inline]
+pub(crate) fn waiting_on(on: ParkedOn) {
+    runtime::note_wait(on);
+}
+
 const EMPTY: u32 = 0;
 const NOTIFIED: u32 = 1;
 const PARKED: u32 = 2;

@@ -169,6 +169,7 @@ impl<T> JoinHandle<T> {
     /// From a coroutine this parks only the coroutine (its worker runs
     /// others meanwhile); from an OS thread it blocks the thread.
     pub fn join(self) -> std::thread::Result<T> {
+        super::note_wait(super::ParkedOn::Join(self.task.id));
         self.state().wait()
     }
 

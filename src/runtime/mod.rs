@@ -31,6 +31,8 @@
 //! described at the top of [`worker`].
 
 mod blocking;
+pub(crate) mod clock;
+mod dump;
 mod join;
 mod metrics;
 mod monitor;
@@ -38,6 +40,7 @@ mod panic_report;
 mod task;
 mod worker;
 
+pub use dump::{BusyWorker, CoroutineDump, CoroutineState, Dump, ParkedOn};
 pub use join::JoinHandle;
 pub use metrics::{RuntimeMetrics, WorkerMetrics};
 pub(crate) use task::TaskRef;
@@ -193,6 +196,7 @@ pub struct RuntimeBuilder {
     workers: Option<usize>,
     stack_size: usize,
     stall_threshold: Option<Duration>,
+    dump_signal: Option<i32>,
 }
 
 impl Default for RuntimeBuilder {
@@ -201,9 +205,15 @@ impl Default for RuntimeBuilder {
             workers: None,
             stack_size: stack::DEFAULT_STACK_SIZE,
             stall_threshold: Some(monitor::DEFAULT_STALL_THRESHOLD),
+            dump_signal: None,
         }
     }
 }
+
+/// The environment variable that, when [`RuntimeBuilder::dump_on_signal`]
+/// is not called, names the signal (a number, or a name such as `SIGUSR1`
+/// or `USR1`) on which every runtime prints its dump.
+const DUMP_SIGNAL_ENV: &str = "WEFT_DUMP_SIGNAL";
 
 impl RuntimeBuilder {
     /// The number of worker threads (default: `available_parallelism()`).
@@ -248,13 +258,29 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Prints the runtime's [`dump`](Runtime::dump) on stderr each time the
+    /// process receives `signal` (e.g. `libc::SIGUSR1`), as Go prints its
+    /// goroutines on SIGQUIT. The signal's previous handler is replaced.
+    /// Without this call, the environment variable `WEFT_DUMP_SIGNAL` (a
+    /// number, or a name such as `SIGUSR1`) does the same; an invalid value
+    /// there is reported on stderr and ignored.
+    ///
+    /// The handler only writes a byte to a pipe; a thread named
+    /// `weft-dump-signal` collects and prints the dump.
+    pub fn dump_on_signal(mut self, signal: i32) -> Self {
+        self.dump_signal = Some(signal);
+        self
+    }
+
     /// Starts the worker threads (and the monitor thread, unless
     /// [`stall_threshold`](Self::stall_threshold) is `None`).
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::InvalidInput`] for zero workers or an invalid stack
-    /// size; the OS error if a worker thread cannot be started.
+    /// [`io::ErrorKind::InvalidInput`] for zero workers, an invalid stack
+    /// size, or a signal [`dump_on_signal`](Self::dump_on_signal) cannot use
+    /// (not a signal, or one of SIGSEGV, SIGBUS, SIGKILL and SIGSTOP); the OS
+    /// error if a worker thread cannot be started.
     pub fn build(self) -> io::Result<Runtime> {
         let workers = match self.workers {
             Some(0) => {
@@ -267,6 +293,13 @@ impl RuntimeBuilder {
         panic_report::install();
         static NEXT_RUNTIME_ID: AtomicUsize = AtomicUsize::new(1);
         let id = NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed);
+        let dump_signal = match self.dump_signal {
+            Some(signal) => {
+                crate::sys::signal::check_dump_signal(signal)?;
+                Some(signal)
+            }
+            None => dump_signal_from_env(),
+        };
         let shared = Arc::new(Shared {
             id,
             workers: (0..workers).map(|_| WorkerShared::new()).collect(),
@@ -297,8 +330,24 @@ impl RuntimeBuilder {
             let thread = monitor::start(&shared, threshold)?;
             *runtime.monitor.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
         }
+        if let Some(signal) = dump_signal {
+            dump::dump_on_signal(signal, &shared)?;
+        }
         tracing::debug!(runtime = id, workers, stack_size, "runtime started");
         Ok(runtime)
+    }
+}
+
+/// The signal `WEFT_DUMP_SIGNAL` names, if it is set and valid (an invalid
+/// one is reported on stderr, once per runtime built).
+fn dump_signal_from_env() -> Option<i32> {
+    let value = std::env::var(DUMP_SIGNAL_ENV).ok()?;
+    match crate::sys::signal::parse_signal(&value).and_then(|s| crate::sys::signal::check_dump_signal(s).map(|()| s)) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            eprintln!("weft: ignoring {DUMP_SIGNAL_ENV}={value:?}: {e}");
+            None
+        }
     }
 }
 
@@ -406,6 +455,39 @@ impl Runtime {
             // It never ran (no stack): report why.
             Err(payload) => panic::resume_unwind(payload),
         }
+    }
+
+    /// Every live coroutine of this runtime: its id, name, spawn site, home
+    /// worker, state (running, runnable, parked — on what — or unstarted),
+    /// for how long, and, for a suspended one, the backtrace of where it
+    /// waits. `{}` prints it all, `{:#}` one line per coroutine, and
+    /// [`Dump::coroutines`] gives the same as data.
+    ///
+    /// ```
+    /// use weft::{CoroutineState, ParkedOn};
+    /// use std::time::Duration;
+    ///
+    /// let runtime = weft::Runtime::builder().workers(1).build().unwrap();
+    /// let sleeper = runtime.spawn(|| weft::sleep(Duration::from_millis(200)));
+    /// std::thread::sleep(Duration::from_millis(50)); // let it start sleeping
+    /// let dump = runtime.dump();
+    /// let entry = dump.coroutine(sleeper.id()).expect("it is alive");
+    /// assert!(matches!(entry.state(), CoroutineState::Parked { on: ParkedOn::Sleep, .. }));
+    /// println!("{dump}"); // its backtrace goes through `weft::sleep`
+    /// sleeper.join().unwrap();
+    /// ```
+    ///
+    /// Each worker lists its own coroutines, between two of its scheduling
+    /// rounds, walking each suspended stack where it lies (so the dump
+    /// holds every worker for about as long as its walks take; identical
+    /// stacks are symbolised once, when the dump is printed). A worker that
+    /// does not answer within half a second is busy running one coroutine
+    /// without switching: [`Dump::busy_workers`] names it and that
+    /// coroutine, and its other started coroutines are missing. Called from
+    /// one of the runtime's own coroutines, it works too: that coroutine
+    /// lists itself as running.
+    pub fn dump(&self) -> Dump {
+        dump::collect(&self.shared)
     }
 
     /// Spawns a coroutine on this runtime.
@@ -566,6 +648,19 @@ pub(crate) fn current_task_for_waker() -> Option<TaskRef> {
         return Some(lent);
     }
     current_task()
+}
+
+/// Names what the running coroutine is about to park on, for the dump
+/// (two stores into its task); does nothing on an OS thread. A park that
+/// does not name itself shows the latest wait named.
+#[inline]
+pub(crate) fn note_wait(on: ParkedOn) {
+    let task = CURRENT_TASK.with(Cell::get);
+    if !task.is_null() {
+        // SAFETY: as in `current_task`; `waiting_on` is only touched on the
+        // task's home worker thread, which this is (it runs the task).
+        unsafe { (*task).waiting_on.set(on) };
+    }
 }
 
 /// Parks the running coroutine until [`unpark`] (may return spuriously).
@@ -860,6 +955,7 @@ pub fn sleep(duration: Duration) {
         return;
     }
     let deadline = Deadline::after(duration);
+    task.waiting_on.set(ParkedOn::Sleep);
     wake_at(deadline, &task);
     while !deadline.has_passed() && !current_task_is_cancelled() {
         park_current_task();

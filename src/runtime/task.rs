@@ -62,6 +62,7 @@
 //! uses of the cell happen before the free. A new cell starts with two
 //! references, its queue's and its join handle's.
 
+use super::dump::ParkedOn;
 use super::join::JoinState;
 use crate::coroutine::{self, Coroutine, Yielder};
 use crate::loom::process::{AtomicPtr, AtomicUsize, Ordering, UnsafeCell, fence};
@@ -125,7 +126,7 @@ pub(crate) struct Task {
     vtable: &'static TaskVtable,
     pub(crate) id: u64,
     pub(crate) name: Option<String>,
-    /// Where it was spawned (for the monitor's reports).
+    /// Where it was spawned (for the monitor's reports and `Runtime::dump`).
     pub(crate) spawned_at: &'static Location<'static>,
     pub(crate) park: ParkState,
     /// The worker that first ran it; `NO_HOME` before. Written once by that
@@ -161,6 +162,16 @@ pub(crate) struct Task {
     pub(crate) timer_deadline: Cell<Option<Deadline>>,
     /// The runtime it belongs to (for `weft::spawn` from inside it).
     pub(crate) runtime: std::sync::Weak<super::Shared>,
+    /// What its latest park waits on, named by the parker just before it
+    /// parks (`runtime::note_wait`); meaningful while it is parked. Touched
+    /// only by the home worker's thread (the task itself, and the dump's
+    /// collection there), like the timer fields.
+    pub(crate) waiting_on: Cell<ParkedOn>,
+    /// When it entered its current state, on its worker's coarse clock
+    /// (`runtime::clock`): spawned, or parked (yields are not stamped).
+    /// Written by its creator before it is queued, then only on its home
+    /// worker's thread.
+    pub(crate) since: Cell<u64>,
 }
 
 // SAFETY: see the module docs: the !Send/!Sync fields (the coroutine, its
@@ -238,6 +249,8 @@ impl<B, T: Send> TaskCell<B, T> {
             (&raw mut (*task).timer_armed).write(Cell::new(false));
             (&raw mut (*task).timer_deadline).write(Cell::new(None));
             (&raw mut (*task).runtime).write(runtime);
+            (&raw mut (*task).waiting_on).write(Cell::new(ParkedOn::Other));
+            (&raw mut (*task).since).write(Cell::new(super::clock::coarse_or_now()));
             (&raw mut (*cell.as_ptr()).head.join).write(JoinState::new());
         }
     }
@@ -333,6 +346,7 @@ where
 
 /// A cell with only a join state (and an id), for `spawn_blocking`: its
 /// closure runs on the blocking pool and completes the join state.
+#[track_caller]
 pub(crate) fn new_join_only<T: Send + 'static>() -> (TaskRef, TaskRef) {
     let cell = TaskCell::<(), T>::allocate();
     // SAFETY: fresh, and its body stays uninitialised (no coroutine owns it).
@@ -380,6 +394,12 @@ impl Task {
     pub(crate) unsafe fn switch_out(&self, why: Switch) {
         let yielder = self.yielder.get();
         debug_assert!(!yielder.is_null(), "task {} switched out before it started", self.id);
+        // For the dump, when it parks: one load of a thread-local and one
+        // store (no clock read). A yield is not stamped: the yield path is
+        // the shortest there is, and a runnable task's wait is a queue's.
+        if why == Switch::Park {
+            self.since.set(super::clock::coarse());
+        }
         // SAFETY: the yielder lives at the base of this running coroutine's
         // stack for as long as it runs (the caller's promise).
         unsafe { (*yielder).suspend(why) };

@@ -58,6 +58,11 @@
 //!    it) or finishes.
 //! 4. With nothing to run, sleep (see below).
 //!
+//! In the fairness rounds and before going idle, a worker also answers the
+//! dump requests in its mailbox (`WorkerShared::dump`; the protocol is in
+//! `dump`): between two rounds no task of the worker runs, so it may walk
+//! their stacks.
+//!
 //! A round is on the path of every yield and every hand-off between two
 //! coroutines, so its common case stays short: the inbox and timer checks
 //! are one load each (the work behind them is out of line), the fairness
@@ -70,8 +75,8 @@
 //!
 //! Each worker has a futex word: RUNNING, SLEEPING or NOTIFIED. An idle
 //! worker stores SLEEPING, then (SeqCst) re-checks every queue it could take
-//! work from, and only then waits on the word, with the next timer's
-//! deadline as timeout. Whoever publishes work pushes it first, then
+//! work from (and its dump mailbox), and only then waits on the word, with
+//! the next timer's deadline as timeout. Whoever publishes work pushes it first, then
 //! (SeqCst fence) reads the word(s): a SLEEPING worker is CASed to NOTIFIED
 //! and woken. The two SeqCst sides form a Dekker pair: either the sleeper's
 //! re-check sees the work, or the publisher sees SLEEPING — a wake is never
@@ -148,8 +153,9 @@
 
 use super::metrics::{self, WorkerCounters};
 use super::monitor::{self, TaskSummary, WorkerWatch};
+use super::dump::{self, CoroutineDump, Mailbox, PartBuilder};
 use super::task::{NO_HOME, NO_TIMER, NOT_REGISTERED, Switch, Task, TaskRef};
-use super::{CURRENT_TASK, CURRENT_TASK_LENT, Shared};
+use super::{CURRENT_TASK, CURRENT_TASK_LENT, Shared, clock};
 use crate::coroutine::CoroutineResult;
 use crate::loom::process::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence};
 use crate::sys::futex::{self, Deadline};
@@ -208,6 +214,8 @@ pub(crate) struct WorkerShared {
     pub(crate) counters: CachePadded<WorkerCounters>,
     /// What the monitor needs of this worker (see `monitor`).
     pub(crate) watch: WorkerWatch,
+    /// Requests for `Runtime::dump` (see `dump`).
+    pub(crate) dump: Mailbox,
 }
 
 impl WorkerShared {
@@ -219,6 +227,7 @@ impl WorkerShared {
             sleep: AtomicU32::new(RUNNING),
             counters: CachePadded::new(WorkerCounters::default()),
             watch: WorkerWatch::new(),
+            dump: Mailbox::new(),
         }
     }
 
@@ -231,6 +240,13 @@ impl WorkerShared {
     /// How many unstarted tasks wait in its `fresh` queue.
     pub(crate) fn fresh_len(&self) -> usize {
         self.fresh_len.load(Ordering::Relaxed)
+    }
+
+    /// Calls `f` with each unstarted task in this worker's `fresh` queue,
+    /// holding its lock (for the dump).
+    pub(crate) fn visit_fresh(&self, f: &mut dyn FnMut(&TaskRef)) {
+        let fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        fresh.iter().for_each(f);
     }
 
     /// Wakes this worker if it sleeps. The caller has published work first.
@@ -641,6 +657,7 @@ impl WorkerLocal {
     #[inline(never)]
     fn fire_timers(&self) {
         let now = Deadline::now();
+        clock::set(now.as_nanos());
         let mut fired = false;
         while let Some(timer) = self.pop_timer_if(|top| top.deadline <= now) {
             if !timer.is_armed() {
@@ -725,6 +742,8 @@ impl WorkerLocal {
     #[cold]
     #[inline(never)]
     fn next_task_fairness_round(&self, injector_first: bool, fresh_first: bool) -> Option<TaskRef> {
+        clock::refresh_now_and_then();
+        self.answer_dumps();
         // Restart every countdown that ran out before anything returns (both
         // run out together every 61 x 31 rounds).
         if injector_first {
@@ -863,11 +882,16 @@ impl WorkerLocal {
             || !shared.workers[self.index].inbox.is_empty()
             || shared.injector_len.load(Ordering::SeqCst) > 0
             || shared.workers.iter().any(|w| w.fresh_len.load(Ordering::SeqCst) > 0)
+            || shared.workers[self.index].dump.has_requests()
     }
 
     fn sleep(&self) {
         let shared = &self.shared;
         let me = &shared.workers[self.index];
+        if me.dump.has_requests_relaxed() {
+            self.answer_dumps();
+            return;
+        }
         // Spin first: work often arrives within microseconds, and a spinning
         // worker spares publishers a futex wake (they skip it while anyone
         // spins). Safe because a spinner that gives up re-checks every queue
@@ -894,6 +918,7 @@ impl WorkerLocal {
             metrics::bump(&self.counters().sleeps);
             tracing::trace!(worker = self.index, "worker sleeps");
             futex::wait(&me.sleep, SLEEPING, deadline);
+            clock::refresh();
             tracing::trace!(worker = self.index, "worker wakes");
             metrics::bump(&self.counters().wakeups);
         }
@@ -972,6 +997,60 @@ impl WorkerLocal {
         }
     }
 
+    /// Answers the dump requests in this worker's mailbox (see `dump`), if
+    /// any; called between rounds, when no task runs: in the fairness
+    /// rounds (every few dozen rounds) and when the worker runs out of work.
+    #[inline]
+    fn answer_dumps(&self) {
+        let me = &self.shared.workers[self.index];
+        if me.dump.has_requests_relaxed() {
+            self.answer_dumps_now();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn answer_dumps_now(&self) {
+        let me = &self.shared.workers[self.index];
+        for request in me.dump.take() {
+            request.answer(self.index, || self.dump_part(ptr::null()));
+        }
+    }
+
+    /// This worker's part of a dump: its started, unfinished tasks and its
+    /// unstarted ones. Called on this worker's thread, between rounds
+    /// (`running` null) or from its running task (`running`), which is
+    /// then listed as running and not walked.
+    pub(crate) fn dump_part(&self, running: *const Task) -> Vec<CoroutineDump> {
+        let me = &self.shared.workers[self.index];
+        // Woken tasks show as runnable, as they are.
+        if !me.inbox.is_empty_relaxed() {
+            self.drain_inbox(&me.inbox);
+        }
+        let mut part = PartBuilder::new(self.index, running, me.dump.running_since());
+        let runnable: std::collections::HashSet<*const Task> =
+            self.runnable.borrow().iter().map(TaskRef::as_ptr).collect();
+        // Our own references: no borrow is held while the stacks are walked.
+        let started: Vec<TaskRef> = self.registry.borrow().iter().flatten().cloned().collect();
+        for task in &started {
+            // SAFETY: this is the home worker's thread (tasks in its
+            // registry are its own), and the only task that may be running
+            // is `running` (between rounds none is; inside a resume, the
+            // caller is that resume's task).
+            unsafe { part.add_started(task, runnable.contains(&task.as_ptr())) };
+        }
+        // A running task that never switched out is not registered yet.
+        if !running.is_null() && !started.iter().any(|t| ptr::eq(t.as_ptr(), running)) {
+            // SAFETY: the running task is alive while it runs (see
+            // `current_task`); we add a reference of our own.
+            let task = unsafe { TaskRef::clone_from_ptr(running) };
+            // SAFETY: as above; `task` is `running`, which is not walked.
+            unsafe { part.add_started(&task, false) };
+        }
+        me.visit_fresh(&mut |task| dump::add_fresh(&mut part, task));
+        part.finish()
+    }
+
     /// Unwinds every started, unfinished task of this worker (shutdown).
     fn unwind_all(&self) {
         self.runnable.borrow_mut().clear();
@@ -1044,6 +1123,7 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
         oldest_seen: Cell::new(None),
     };
     CURRENT_WORKER.with(|c| c.set(&local));
+    clock::refresh();
     tracing::debug!(worker = index, "worker started");
     let me = &local.shared.workers[index];
     monitor::watch_this_thread(me);
@@ -1055,7 +1135,10 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
             local.fire_timers();
         }
         match local.next_task() {
-            Some(task) => local.run_task(task),
+            Some(task) => {
+                me.dump.note_resume(task.id, clock::coarse());
+                local.run_task(task)
+            }
             None => local.sleep(),
         }
     }

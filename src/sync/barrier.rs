@@ -190,6 +190,7 @@ impl Barrier {
     #[cold]
     fn wait_for_generation_after(&self, arrived_in: usize) {
         loop {
+            crate::park::waiting_on(crate::park::ParkedOn::Barrier(self.key()));
             lot::park(
                 self.key(),
                 || generation(self.state.load(Ordering::Relaxed)) == arrived_in,

@@ -434,6 +434,7 @@ impl Condvar {
         // From `before_sleep` until the re-lock the lock is not ours: an
         // unwind out of `park` must not unlock it (module docs).
         let guard = ManuallyDrop::new(guard);
+        crate::park::waiting_on(crate::park::ParkedOn::Condvar(key));
         let result = lot::park_passing_on(
             key,
             || {

@@ -194,6 +194,7 @@ impl RawMutex {
             }
             // park_fair: the unlocker needs how long we waited (FAIR_AFTER).
             // Another waiter's WOKEN may be set: its return wakes us.
+            crate::park::waiting_on(crate::park::ParkedOn::Mutex(self.key()));
             let result = lot::park_fair(
                 self.key(),
                 &mut wait,

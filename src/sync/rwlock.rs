@@ -261,6 +261,7 @@ impl RawRwLock {
                     continue;
                 }
             }
+            crate::park::waiting_on(crate::park::ParkedOn::RwLockRead(self.reader_key()));
             let result = lot::park_passing_on(
                 self.reader_key(),
                 || {
@@ -402,6 +403,7 @@ impl RawRwLock {
                     continue;
                 }
             }
+            crate::park::waiting_on(crate::park::ParkedOn::RwLockWrite(self.writer_key()));
             let result = lot::park_passing_on(
                 self.writer_key(),
                 // We set the bit on a word that was not free, so whoever

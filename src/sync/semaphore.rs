@@ -237,6 +237,7 @@ impl Semaphore {
                     continue;
                 }
             }
+            crate::park::waiting_on(crate::park::ParkedOn::Semaphore(self.key()));
             let result = lot::park_passing_on(
                 self.key(),
                 // Park only while WAITING is set: then every release goes to

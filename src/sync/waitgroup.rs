@@ -112,6 +112,7 @@ impl Inner {
 
     #[cold]
     fn park_until_zero(&self) {
+        crate::park::waiting_on(crate::park::ParkedOn::WaitGroup(self.key()));
         lot::park(self.key(), || count(self.state.load(Ordering::Relaxed)) != 0, || {}, |_, _| {}, None);
     }
 

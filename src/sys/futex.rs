@@ -40,6 +40,12 @@ impl Deadline {
         }
     }
 
+    /// Nanoseconds since the clock's origin (boot, for `CLOCK_MONOTONIC`);
+    /// saturates at `u64::MAX`.
+    pub(crate) fn as_nanos(&self) -> u64 {
+        (self.secs.max(0) as u64).saturating_mul(1_000_000_000).saturating_add(self.nanos as u64)
+    }
+
     /// Whether the deadline has passed.
     pub fn has_passed(&self) -> bool {
         Deadline::now() >= *self

@@ -287,3 +287,155 @@ impl Drop for ErrnoGuard {
         unsafe { *libc::__errno_location() = self.0 };
     }
 }
+
+// ---------------------------------------------------------------------------
+// Signals forwarded to a pipe (the runtime's dump on a signal)
+// ---------------------------------------------------------------------------
+
+/// Signals that cannot carry a dump: SIGSEGV and SIGBUS belong to the stack
+/// overflow handler (and to real faults), SIGKILL and SIGSTOP cannot be
+/// caught.
+const RESERVED_SIGNALS: [(libc::c_int, &str); 4] = [
+    (libc::SIGSEGV, "SIGSEGV: weft's stack-overflow report and real faults need it"),
+    (libc::SIGBUS, "SIGBUS: weft's stack-overflow report and real faults need it"),
+    (libc::SIGKILL, "SIGKILL cannot be caught"),
+    (libc::SIGSTOP, "SIGSTOP cannot be caught"),
+];
+
+/// Checks that `signal` is a signal number a dump can be printed on.
+pub(crate) fn check_dump_signal(signal: libc::c_int) -> io::Result<()> {
+    if signal < 1 || signal > libc::SIGRTMAX() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{signal} is not a signal number (1 to {})", libc::SIGRTMAX()),
+        ));
+    }
+    if let Some((_, why)) = RESERVED_SIGNALS.iter().find(|(s, _)| *s == signal) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot print dumps on signal {signal}: {why}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A signal given as a number (`10`) or a name (`SIGUSR1`, `USR1`).
+pub(crate) fn parse_signal(text: &str) -> io::Result<libc::c_int> {
+    let text = text.trim();
+    if let Ok(number) = text.parse::<libc::c_int>() {
+        return Ok(number);
+    }
+    let name = text.strip_prefix("SIG").unwrap_or(text);
+    let known = [
+        ("USR1", libc::SIGUSR1),
+        ("USR2", libc::SIGUSR2),
+        ("QUIT", libc::SIGQUIT),
+        ("HUP", libc::SIGHUP),
+        ("INT", libc::SIGINT),
+        ("TERM", libc::SIGTERM),
+        ("WINCH", libc::SIGWINCH),
+        ("PWR", libc::SIGPWR),
+        ("URG", libc::SIGURG),
+    ];
+    known.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|&(_, s)| s).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{text:?} is not a signal number or a known name (USR1, USR2, QUIT, HUP, INT, TERM, WINCH, PWR, URG)"
+            ),
+        )
+    })
+}
+
+/// The write end of the pipe that [`forward_to_pipe`]'s handler writes to
+/// (`u32::MAX`: none yet). Set once, before any handler is installed.
+static PIPE_WRITE: crate::loom::process::AtomicU32 = crate::loom::process::AtomicU32::new(u32::MAX);
+
+/// The read end of the signal pipe: [`wait`](SignalPipe::wait) returns the
+/// next forwarded signal.
+#[derive(Debug)]
+pub(crate) struct SignalPipe {
+    read: libc::c_int,
+}
+
+/// The process's signal pipe, created on first use (close-on-exec; the
+/// write end non-blocking, so a handler never blocks on a full pipe: a
+/// signal that finds it full is dropped, a dump being due anyway).
+pub(crate) fn signal_pipe() -> io::Result<&'static SignalPipe> {
+    static PIPE: std::sync::OnceLock<SignalPipe> = std::sync::OnceLock::new();
+    if let Some(pipe) = PIPE.get() {
+        return Ok(pipe);
+    }
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints to write.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fds[1] is the write end we just created.
+    unsafe { libc::fcntl(fds[1], libc::F_SETFL, libc::O_NONBLOCK) };
+    match PIPE.set(SignalPipe { read: fds[0] }) {
+        // Release: a handler that reads the fd (Acquire) uses an open pipe.
+        Ok(()) => PIPE_WRITE.store(fds[1] as u32, crate::loom::process::Ordering::Release),
+        Err(_) => {
+            // Another thread won the race: ours is not needed.
+            // SAFETY: both fds are ours and unused.
+            unsafe {
+                libc::close(fds[0]);
+                libc::close(fds[1]);
+            }
+        }
+    }
+    Ok(PIPE.get().expect("set above"))
+}
+
+impl SignalPipe {
+    /// Blocks until a forwarded signal arrives; returns its number.
+    pub(crate) fn wait(&self) -> libc::c_int {
+        let mut byte = 0u8;
+        loop {
+            // SAFETY: reads one byte into a local; `self.read` stays open
+            // for the life of the process.
+            let n = unsafe { libc::read(self.read, (&raw mut byte).cast(), 1) };
+            if n == 1 {
+                return libc::c_int::from(byte);
+            }
+            // EINTR, or (never expected) an error: try again after a pause
+            // rather than spin.
+            if n < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Makes `signal` (checked with [`check_dump_signal`]) write its number to
+/// the signal pipe ([`signal_pipe`], which must exist) instead of its
+/// previous action.
+pub(crate) fn forward_to_pipe(signal: libc::c_int) -> io::Result<()> {
+    unsafe extern "C" fn forward(signal: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+        // SAFETY: errno is thread-local; saved and restored around write(2),
+        // both async-signal-safe, so the interrupted code sees its own errno.
+        unsafe {
+            let errno = *libc::__errno_location();
+            // Acquire: pairs with signal_pipe's Release store.
+            let fd = PIPE_WRITE.load(crate::loom::process::Ordering::Acquire);
+            if fd != u32::MAX {
+                let byte = signal as u8;
+                libc::write(fd as libc::c_int, (&raw const byte).cast(), 1);
+            }
+            *libc::__errno_location() = errno;
+        }
+    }
+    // SAFETY: `forward` only reads an atomic and calls write(2): it is
+    // async-signal-safe and right for any thread.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = forward as SigInfoHandler as usize;
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SAFETY: `sa_mask` is a valid sigset_t to initialise.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
+    // SAFETY: a valid action for a catchable signal (the caller checked it).
+    if unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
