@@ -243,8 +243,9 @@ fn a_lock_cycle_gets_one_deadlock_hint() {
     assert_eq!(hints.len(), 1, "expected one deadlock hint:\n{stderr}");
     assert!(hints[0].contains("all 2 coroutines"), "wrong count:\n{stderr}");
     assert!(hints[0].contains("hint, not a verdict"), "the hint must say it is one:\n{stderr}");
-    let left = lines_with(&stderr, "('left')");
-    let right = lines_with(&stderr, "('right')");
+    // One summary line each, saying what it waits on.
+    let left = lines_with(&stderr, "'left' [parked on Mutex");
+    let right = lines_with(&stderr, "'right' [parked on Mutex");
     assert_eq!((left.len(), right.len()), (1, 1), "each parked coroutine listed once:\n{stderr}");
     assert!(left[0].contains(announced_site(&stderr)), "the summary lacks left's spawn site:\n{stderr}");
 }

@@ -301,6 +301,18 @@ impl CoroutineDump {
         }
     }
 
+    /// Its one-line summary, as [`Dump::summary`] prints it (for the
+    /// monitor's deadlock hint).
+    pub(crate) fn line(&self) -> impl fmt::Display + '_ {
+        struct Line<'a>(&'a CoroutineDump);
+        impl fmt::Display for Line<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.summary_line(f)
+            }
+        }
+        Line(self)
+    }
+
     /// The one-line summary: id, name, state, for how long, worker, spawn site.
     fn summary_line(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "coroutine {}", self.id)?;

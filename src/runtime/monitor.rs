@@ -94,12 +94,10 @@
 //! and then) would get a hint at every pause: so each refuted hint doubles
 //! the quiet time the next one needs, up to `MAX_HINT_QUIET`.
 //!
-//! The parked coroutines are listed by their workers (only a worker may
-//! read its registry): the monitor sets `listing_requested` and wakes each
-//! worker, which answers from its sleep path
-//! (`worker::WorkerLocal::answer_monitor`) and sleeps again. The listing is
-//! one small function on each side (`send_listing`, `list_parked`), to be
-//! replaced by `Runtime::dump`'s one-line summary once that exists.
+//! The parked coroutines are listed from `Runtime::dump`'s collection
+//! (only a worker may read its own coroutines: the dump asks each worker,
+//! which answers from its sleep path and sleeps again), one summary line
+//! each, at most `HINT_LISTED` of them.
 //!
 //! # Sleeping and waking the monitor
 //!
@@ -114,7 +112,6 @@
 //! it, then joins it before it stops the workers.
 
 use super::metrics::WorkerMetrics;
-use super::task::Task;
 use super::worker::WorkerShared;
 use super::{CURRENT_TASK, Shared};
 use crate::loom::process::{AtomicBool, AtomicU32, Ordering, UnsafeCell};
@@ -125,7 +122,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::panic::Location;
 use std::ptr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The default stall threshold.
@@ -139,8 +136,6 @@ const HINT_QUIET: Duration = Duration::from_secs(1);
 const MAX_HINT_QUIET: Duration = Duration::from_secs(64);
 /// How long the monitor waits for a probed worker's handler.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
-/// How long the monitor waits for the workers' lists of parked coroutines.
-const LISTING_TIMEOUT: Duration = Duration::from_millis(500);
 /// Return addresses kept from a stalled worker's stack.
 const MAX_FRAMES: usize = 48;
 /// Bytes of a coroutine's name kept by a probe.
@@ -196,9 +191,6 @@ pub(crate) struct WorkerWatch {
     tid: AtomicU32,
     /// Set by the worker before it sleeps: whether it sleeps until a timer.
     pub(crate) sleeping_with_timer: AtomicBool,
-    /// Set by the monitor: list your parked coroutines into `listing`.
-    listing_requested: AtomicBool,
-    listing: Mutex<Option<Vec<TaskSummary>>>,
     probe: Probe,
 }
 
@@ -207,39 +199,8 @@ impl WorkerWatch {
         WorkerWatch {
             tid: AtomicU32::new(0),
             sleeping_with_timer: AtomicBool::new(false),
-            listing_requested: AtomicBool::new(false),
-            listing: Mutex::new(None),
             probe: Probe { state: AtomicU32::new(IDLE), data: UnsafeCell::new(ProbeData::EMPTY) },
         }
-    }
-
-    /// Whether the monitor waits for this worker's list of parked coroutines.
-    #[inline]
-    pub(crate) fn listing_requested(&self) -> bool {
-        // SeqCst: the worker's half of a Dekker pair with `request_listing`:
-        // the worker stored SLEEPING (SeqCst) before this load, the monitor
-        // stores the request before it reads the sleep word.
-        self.listing_requested.load(Ordering::SeqCst)
-    }
-
-    /// The worker's answer to a listing request.
-    pub(crate) fn answer_listing(&self, parked: Vec<TaskSummary>) {
-        *self.listing.lock().unwrap_or_else(|e| e.into_inner()) = Some(parked);
-        self.listing_requested.store(false, Ordering::Relaxed);
-    }
-}
-
-/// One parked coroutine, for the deadlock hint's summary. Small on
-/// purpose: `Runtime::dump` may later provide it instead.
-pub(crate) struct TaskSummary {
-    id: u64,
-    name: Option<String>,
-    spawned_at: &'static Location<'static>,
-}
-
-impl TaskSummary {
-    pub(crate) fn of(task: &Task) -> TaskSummary {
-        TaskSummary { id: task.id, name: task.name.clone(), spawned_at: task.spawned_at }
     }
 }
 
@@ -723,10 +684,10 @@ impl Monitor {
     /// still in the same quiet state afterwards; returns whether it printed.
     #[cold]
     fn report_deadlock_hint(&self, signature: u64) -> bool {
-        let listed = self.list_parked();
-        // The workers woke to answer (and may still be on their way back to
-        // sleep), which moves none of the signature's counters; anything
-        // else that happened meanwhile does.
+        // The dump's collection wakes the workers to answer (they go back to
+        // sleep after), which moves none of the signature's counters;
+        // anything else that happened meanwhile does.
+        let dump = super::dump::collect(&self.shared);
         if self.quiet_signature() != Some(signature) {
             return false;
         }
@@ -738,35 +699,17 @@ impl Monitor {
              the runtime: its {workers} worker{} idle, no timer is armed, no spawn_blocking job runs and nothing is \
              queued. This is a hint, not a verdict: a thread outside the runtime may still wake them; if none \
              will, they are deadlocked (a lock cycle, a std::sync lock held across a park, a lost notify).\n  \
-             parked coroutines:\n",
+             parked coroutines (Runtime::dump shows their backtraces):\n",
             if workers == 1 { " is" } else { "s are" },
         );
-        let mut shown = 0;
-        let mut not_shown = 0;
-        for (index, list) in listed.iter().enumerate() {
-            match list {
-                Some(list) => {
-                    for task in list {
-                        if shown == HINT_LISTED {
-                            not_shown += 1;
-                            continue;
-                        }
-                        shown += 1;
-                        let name = task.name.as_deref().map(|n| format!(" ('{n}')")).unwrap_or_default();
-                        let _ = writeln!(
-                            text,
-                            "    coroutine {}{name}, spawned at {}, on worker {index}",
-                            task.id, task.spawned_at
-                        );
-                    }
-                }
-                None => {
-                    let _ = writeln!(text, "    (worker {index} did not list its coroutines in time)");
-                }
-            }
+        for coroutine in dump.coroutines().iter().take(HINT_LISTED) {
+            let _ = writeln!(text, "    {}", coroutine.line());
         }
-        if not_shown > 0 {
-            let _ = writeln!(text, "    ... and {not_shown} more (Runtime::dump lists every coroutine)");
+        if let Some(more) = dump.coroutines().len().checked_sub(HINT_LISTED).filter(|&n| n > 0) {
+            let _ = writeln!(text, "    ... and {more} more (Runtime::dump lists every coroutine)");
+        }
+        for busy in dump.busy_workers() {
+            let _ = writeln!(text, "    (worker {} did not list its coroutines in time)", busy.worker);
         }
         let _ = io::stderr().lock().write_all(text.as_bytes());
         tracing::warn!(
@@ -775,35 +718,5 @@ impl Monitor {
             "weft: all coroutines are parked and nothing inside the runtime can wake them"
         );
         true
-    }
-
-    /// The parked coroutines of every worker, asked of the workers
-    /// themselves (module docs); `None` for a worker that did not answer.
-    fn list_parked(&self) -> Vec<Option<Vec<TaskSummary>>> {
-        for worker in &self.shared.workers {
-            *worker.watch.listing.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            // SeqCst: the monitor's half of the Dekker pair in
-            // `WorkerWatch::listing_requested`; `notify` then reads the
-            // sleep word after a SeqCst fence.
-            worker.watch.listing_requested.store(true, Ordering::SeqCst);
-            worker.notify();
-        }
-        let deadline = Instant::now() + LISTING_TIMEOUT;
-        let mut lists: Vec<Option<Vec<TaskSummary>>> = self.shared.workers.iter().map(|_| None).collect();
-        loop {
-            for (worker, list) in self.shared.workers.iter().zip(&mut lists) {
-                if list.is_none() {
-                    *list = worker.watch.listing.lock().unwrap_or_else(|e| e.into_inner()).take();
-                }
-            }
-            if lists.iter().all(Option::is_some) || Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        for worker in &self.shared.workers {
-            worker.watch.listing_requested.store(false, Ordering::Relaxed);
-        }
-        lists
     }
 }

@@ -151,9 +151,9 @@
 //! 3. `Runtime::drop` joins the worker threads, then fails the join handles
 //!    of unstarted tasks left in the injector.
 
-use super::metrics::{self, WorkerCounters};
-use super::monitor::{self, TaskSummary, WorkerWatch};
 use super::dump::{self, CoroutineDump, Mailbox, PartBuilder};
+use super::metrics::{self, WorkerCounters};
+use super::monitor::{self, WorkerWatch};
 use super::task::{NO_HOME, NO_TIMER, NOT_REGISTERED, Switch, Task, TaskRef};
 use super::{CURRENT_TASK, CURRENT_TASK_LENT, Shared, clock};
 use crate::coroutine::CoroutineResult;
@@ -474,25 +474,6 @@ impl WorkerLocal {
     pub(crate) fn counters(&self) -> &WorkerCounters {
         // SAFETY: points into `self.shared`, which `self` keeps alive.
         unsafe { &*self.counters }
-    }
-
-    /// Lists this worker's parked coroutines for the monitor if it asked
-    /// (see `monitor`): called on the sleep path, before waiting and after
-    /// waking.
-    #[inline]
-    fn answer_monitor(&self) {
-        let me = &self.shared.workers[self.index];
-        if me.watch.listing_requested() {
-            self.send_listing(me);
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn send_listing(&self, me: &WorkerShared) {
-        // Called with nothing to run: every registered task is parked.
-        let parked = self.registry.borrow().iter().flatten().map(|task| TaskSummary::of(task)).collect();
-        me.watch.answer_listing(parked);
     }
 
     /// Makes a started task of this worker ready to run (a local wake).
@@ -911,7 +892,6 @@ impl WorkerLocal {
         shared.spinning.fetch_sub(1, Ordering::SeqCst);
         me.sleep.store(SLEEPING, Ordering::SeqCst);
         shared.sleepers.fetch_add(1, Ordering::SeqCst);
-        self.answer_monitor();
         if !self.has_work() {
             let deadline = self.next_deadline();
             me.watch.sleeping_with_timer.store(deadline.is_some(), Ordering::Relaxed);
@@ -925,7 +905,6 @@ impl WorkerLocal {
         shared.sleepers.fetch_sub(1, Ordering::SeqCst);
         me.sleep.store(RUNNING, Ordering::SeqCst);
         shared.monitor.on_worker_running();
-        self.answer_monitor();
     }
 
     fn run_task(&self, task: TaskRef) {
