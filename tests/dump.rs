@@ -182,8 +182,10 @@ fn check(dump: &Dump, roles: &HashMap<u64, Role>, lock: usize, condvar_pair: usi
         };
         assert!(ok, "coroutine {id}, a {role:?}, is listed as {state:?}\n{c:?}");
         assert!(c.spawned_at().is_some_and(|at| at.file().ends_with("dump.rs")), "{c:?}: spawn site");
-        // Runnable coroutines are not timed (yields and wakes stay cheap).
-        assert_eq!(c.in_state_for().is_some(), role != Role::Yielding, "{c:?}: time in state");
+        // Runnable and running coroutines are not timed (yields, wakes and
+        // resumes stay cheap).
+        let timed = !matches!(role, Role::Yielding | Role::Dumper);
+        assert_eq!(c.in_state_for().is_some(), timed, "{c:?}: time in state");
         let marker = match role {
             Role::OnMutex => Some("dump_test_marker_parks_on_mutex"),
             Role::OnCondvar => Some("dump_test_marker_waits_on_condvar"),
@@ -284,7 +286,8 @@ fn a_dump_from_an_os_thread_lists_every_state() {
 
 /// A worker stuck in a coroutine that spins cannot answer: the dump returns
 /// after its timeout (half a second), names the worker and the coroutine it
-/// is busy with, and still lists the unstarted coroutines queued there and
+/// is busy with (id and spawn site, asked of the worker's thread with the
+/// stall monitor's probe signal), and still lists the unstarted coroutines queued there and
 /// in the runtime's queue.
 #[test]
 fn a_stuck_worker_is_reported_busy() {
@@ -320,9 +323,10 @@ fn a_stuck_worker_is_reported_busy() {
     assert_eq!(busy.len(), 1, "{busy:?}");
     assert_eq!(busy[0].worker, 0);
     assert_eq!(busy[0].running, Some(spinner.id()), "{busy:?}");
-    assert!(busy[0].running_for.is_some_and(|d| d >= Duration::from_millis(40)), "{busy:?}");
     let listed = dump.coroutine(spinner.id()).expect("the spinner is listed");
     assert_eq!(listed.state(), CoroutineState::Running);
+    // Asked of the worker's own thread: where the spinner was spawned.
+    assert!(listed.spawned_at().is_some_and(|at| at.file().ends_with("dump.rs")), "{listed:?}");
     assert!(listed.backtrace_skipped().is_some_and(|why| why.contains("did not answer")), "{listed:?}");
     for h in &outside {
         let c = dump.coroutine(h.id()).expect("an unstarted coroutine from outside is listed");

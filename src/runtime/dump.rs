@@ -16,8 +16,8 @@
 //!                                 one of its own coroutines)       each coroutine's own stack
 //!  a worker's unstarted ones      the dumper                       its `fresh` queue, locked
 //!  the runtime's unstarted ones   the dumper                       the injector, locked
-//!  a worker that does not answer  the dumper                       the id of the coroutine it
-//!                                                                  resumed last, and since when
+//!  a worker that does not answer  the dumper, through the probe     the id, name and spawn site
+//!                                 signal of the stall monitor      of the coroutine it runs
 //! ```
 //!
 //! # The protocol
@@ -46,17 +46,20 @@
 //!    `Waiting` is busy running one coroutine (a loop without a yield, a
 //!    blocking call): the request is closed (it will skip it when it gets
 //!    there), and the dump lists what can be read without touching that
-//!    worker's coroutines: the coroutine it runs, since when, and its
-//!    unstarted ones.
+//!    worker's coroutines: the coroutine it runs (asked of the worker's own
+//!    thread with the stall monitor's probe signal, where that coroutine is
+//!    surely alive; see `monitor`) and its unstarted ones.
 //!
 //! # What it costs
 //!
 //! On the hot paths: a coroutine that parks stores a coarse timestamp
-//! (`runtime::clock`) and names what it waits on (two stores), and a resume
-//! stores the task's id and timestamp in the mailbox: 7 instructions more
-//! per yield (190 -> 197) and 16 per Mutex+Condvar hand-off (536 -> 552),
-//! counted with callgrind (`WEFT_RUNTIME_COUNT=yield:..`, `WEFT_SYNC_COUNT=
-//! handoff:..`, see `benches/`). A dump holds each worker for the time it
+//! (`runtime::clock`) and names what it waits on (two stores); a resume
+//! stores nothing for the dump (an earlier version stored the resumed
+//! task's id and a timestamp for the busy-worker case: 7 instructions of a
+//! 190-instruction yield, counted with callgrind, `WEFT_RUNTIME_COUNT=
+//! yield:..`; the probe signal answers that question only when it is asked).
+//! So the running coroutine of a worker has no duration in the dump. A
+//! dump holds each worker for the time it
 //! takes to walk its suspended coroutines' stacks, about 3.5 µs each
 //! (`cargo run --release --example dump`: 10 000 parked coroutines on one
 //! worker, 35 ms); identical stacks are symbolised once, later, on the
@@ -65,7 +68,7 @@
 use super::task::{NO_HOME, Task, TaskRef};
 use super::{CURRENT_TASK, Shared, clock, with_current_worker};
 use crate::coroutine::{self, WalkRefused};
-use crate::loom::process::{AtomicBool, AtomicU64, Ordering};
+use crate::loom::process::{AtomicBool, Ordering};
 use std::backtrace::Backtrace;
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -269,11 +272,13 @@ impl CoroutineDump {
     }
 
     /// How long it had been in that state when the dump was taken; `None`
-    /// when unknown (always, for a runnable one: yields and wakes are not
-    /// timed, to keep them cheap). Measured on a coarse clock (the worker's latest reading
-    /// when it entered the state), so it can over-report by the time a
-    /// worker spent without reading its clock: microseconds on a worker
-    /// that switches often, more on one whose coroutines run long.
+    /// when unknown (always, for a runnable or running one: yields, wakes
+    /// and resumes are not timed, to keep them cheap; the stall monitor
+    /// reports a coroutine that runs too long). Measured on a coarse clock
+    /// (the worker's latest reading when it entered the state), so it can
+    /// over-report by the time a worker spent without reading its clock:
+    /// microseconds on a worker that switches often, more on one whose
+    /// coroutines run long.
     pub fn in_state_for(&self) -> Option<Duration> {
         self.in_state_for
     }
@@ -354,11 +359,9 @@ impl fmt::Debug for CoroutineDump {
 pub struct BusyWorker {
     /// The worker's index.
     pub worker: usize,
-    /// The coroutine it resumed last, which it is (most likely) still
-    /// running; `None` if it had not run any.
+    /// The coroutine it runs, as its thread answered the probe signal;
+    /// `None` if it did not answer in time (or runs none).
     pub running: Option<u64>,
-    /// For how long it had been running that coroutine (coarse clock).
-    pub running_for: Option<Duration>,
 }
 
 /// Every live coroutine of a runtime: what [`Runtime::dump`](super::Runtime::dump)
@@ -423,10 +426,9 @@ impl Dump {
         )?;
         for busy in &self.busy {
             write!(f, "worker {} did not answer within {}: ", busy.worker, Millis(ANSWER_TIMEOUT))?;
-            match (busy.running, busy.running_for) {
-                (Some(id), Some(d)) => write!(f, "busy running coroutine {id} for {}", Millis(d))?,
-                (Some(id), None) => write!(f, "busy running coroutine {id}")?,
-                (None, _) => f.write_str("busy")?,
+            match busy.running {
+                Some(id) => write!(f, "busy running coroutine {id}")?,
+                None => f.write_str("busy")?,
             }
             writeln!(f, "; its other started coroutines are not listed")?;
         }
@@ -470,20 +472,11 @@ pub(crate) struct Mailbox {
     /// Whether `requests` may hold something; checked every round.
     pending: AtomicBool,
     requests: Mutex<Vec<Arc<Request>>>,
-    /// The id of the task the worker resumed last (0: none yet), and when
-    /// (coarse clock): what the dump says of a worker that does not answer.
-    running: AtomicU64,
-    running_since: AtomicU64,
 }
 
 impl Mailbox {
     pub(crate) fn new() -> Mailbox {
-        Mailbox {
-            pending: AtomicBool::new(false),
-            requests: Mutex::new(Vec::new()),
-            running: AtomicU64::new(0),
-            running_since: AtomicU64::new(0),
-        }
+        Mailbox { pending: AtomicBool::new(false), requests: Mutex::new(Vec::new()) }
     }
 
     /// The round's check (a stale `false` delays the answer by a round; the
@@ -497,18 +490,6 @@ impl Mailbox {
     /// (the Dekker pair with `post`'s fence in `WorkerShared::notify`).
     pub(crate) fn has_requests(&self) -> bool {
         self.pending.load(Ordering::SeqCst)
-    }
-
-    /// Called by the worker before each resume (two relaxed stores).
-    #[inline]
-    pub(crate) fn note_resume(&self, task: u64, at: u64) {
-        self.running.store(task, Ordering::Relaxed);
-        self.running_since.store(at, Ordering::Relaxed);
-    }
-
-    /// When the worker resumed the task it runs (or ran last).
-    pub(crate) fn running_since(&self) -> u64 {
-        self.running_since.load(Ordering::Relaxed)
     }
 
     /// Posts `request`; the caller then wakes the worker (`notify`).
@@ -572,7 +553,6 @@ pub(crate) struct PartBuilder {
     worker: usize,
     now: u64,
     running: *const Task,
-    running_since: u64,
     out: Vec<CoroutineDump>,
     /// Walks by the coroutine's frames' return addresses: one capture and
     /// one symbolisation per distinct stack.
@@ -582,15 +562,13 @@ pub(crate) struct PartBuilder {
 
 impl PartBuilder {
     /// For worker `worker`, on its thread; `running` is the task running
-    /// there (the dumper itself, when collecting inline), or null, and
-    /// `running_since` when it was resumed.
-    pub(crate) fn new(worker: usize, running: *const Task, running_since: u64) -> PartBuilder {
+    /// there (the dumper itself, when collecting inline), or null.
+    pub(crate) fn new(worker: usize, running: *const Task) -> PartBuilder {
         let now = clock::refresh();
         PartBuilder {
             worker,
             now,
             running,
-            running_since,
             out: Vec::new(),
             traces: HashMap::new(),
             bounds: coroutine::stack_walk_bounds(),
@@ -639,7 +617,8 @@ impl PartBuilder {
         // A runnable task's stamp is that of its latest park (yields are
         // not stamped, nor wakes): no duration for it.
         let since = match state {
-            CoroutineState::Running => self.running_since,
+            // Resumes are not stamped (see "What it costs").
+            CoroutineState::Running => 0,
             CoroutineState::Runnable => 0,
             _ => task.since.get(),
         };
@@ -772,19 +751,16 @@ pub(crate) fn collect(shared: &Arc<Shared>) -> Dump {
             Part::Done(part) => coroutines.extend(part),
             Part::Started => unreachable!("the dump waits for every worker that started answering"),
             Part::Waiting => {
-                let mailbox = &shared.workers[index].dump;
-                let running = mailbox.running.load(Ordering::Relaxed);
-                let since = mailbox.running_since.load(Ordering::Relaxed);
-                let running_for = (since != 0).then(|| Duration::from_nanos(now.saturating_sub(since)));
-                busy.push(BusyWorker { worker: index, running: (running != 0).then_some(running), running_for });
-                if running != 0 {
+                let running = super::monitor::running_on(&shared.workers[index]);
+                busy.push(BusyWorker { worker: index, running: running.as_ref().map(|r| r.id) });
+                if let Some(running) = running {
                     coroutines.push(CoroutineDump {
-                        id: running,
-                        name: None,
-                        spawned_at: None,
+                        id: running.id,
+                        name: running.name,
+                        spawned_at: Some(running.spawned_at),
                         worker: Some(index),
                         state: CoroutineState::Running,
-                        in_state_for: running_for,
+                        in_state_for: None,
                         trace: TraceSlot::Skipped(format!("worker {index} did not answer")),
                     });
                 }

@@ -398,6 +398,29 @@ fn probe(worker: &WorkerShared) -> Option<ProbeData> {
     }
 }
 
+/// The coroutine a worker runs, as its own thread answered the probe.
+pub(crate) struct Running {
+    pub(crate) id: u64,
+    pub(crate) name: Option<String>,
+    pub(crate) spawned_at: &'static Location<'static>,
+}
+
+/// Which coroutine `worker` runs, asked of its thread with the probe
+/// signal (for `Runtime::dump`, about a worker that does not answer its
+/// request): `None` if it runs none, does not answer within
+/// `PROBE_TIMEOUT`, or the monitor is probing it at the same time.
+pub(crate) fn running_on(worker: &WorkerShared) -> Option<Running> {
+    if !install_probe_handler() {
+        return None;
+    }
+    let data = probe(worker)?;
+    if !data.answered || !data.running {
+        return None;
+    }
+    let name = data.has_name.then(|| String::from_utf8_lossy(&data.name[..data.name_len]).into_owned());
+    Some(Running { id: data.task_id, name, spawned_at: data.spawned_at? })
+}
+
 /// Starts the monitor thread of `shared`.
 pub(crate) fn start(shared: &Arc<Shared>, threshold: Duration) -> io::Result<std::thread::JoinHandle<()>> {
     let probes = install_probe_handler();

@@ -1006,7 +1006,7 @@ impl WorkerLocal {
         if !me.inbox.is_empty_relaxed() {
             self.drain_inbox(&me.inbox);
         }
-        let mut part = PartBuilder::new(self.index, running, me.dump.running_since());
+        let mut part = PartBuilder::new(self.index, running);
         let runnable: std::collections::HashSet<*const Task> =
             self.runnable.borrow().iter().map(TaskRef::as_ptr).collect();
         // Our own references: no borrow is held while the stacks are walked.
@@ -1114,10 +1114,7 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
             local.fire_timers();
         }
         match local.next_task() {
-            Some(task) => {
-                me.dump.note_resume(task.id, clock::coarse());
-                local.run_task(task)
-            }
+            Some(task) => local.run_task(task),
             None => local.sleep(),
         }
     }
