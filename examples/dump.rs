@@ -4,16 +4,21 @@
 //! the printing of one (which symbolises the backtraces).
 //!
 //! ```text
-//! cargo run --release --example dump -- [coroutines] [workers] [rounds]
-//! cargo run --release --example dump -- 10000 1 11
+//! cargo run --release --example dump                         # 10 000 coroutines, 11 dumps
+//! cargo run --release --example dump -- 100000 5             # coroutines, dumps
+//! cargo run --release --example dump -- --workers 1 10000    # choose the worker count
+//! cargo run --release --example dump -- --quick              # CI's short mode (1 000 coroutines, 3 dumps)
 //! ```
 //!
 //! Each parked coroutine holds a stack, two memory maps of the default
 //! `vm.max_map_count` of 65 530: about 32 000 is the most this can park
-//! without raising it.
+//! without raising it (`sudo sysctl -w vm.max_map_count=262144`).
 //!
 //! With one worker, that worker is held for the whole collection (it walks
 //! every stack); with several, each holds its own share.
+
+#[path = "common/args.rs"]
+mod args;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,12 +44,21 @@ fn sleeps(until: &Mutex<bool>) {
     }
 }
 
+static ARGS: args::Spec = args::Spec { name: "dump", counts: &["coroutines", "dumps"], workers: true };
+
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("numbers")).collect();
-    let coroutines = args.first().copied().unwrap_or(10_000);
-    let workers = args.get(1).copied().unwrap_or(1);
-    let rounds = args.get(2).copied().unwrap_or(11);
-    let rt = Arc::new(weft::Runtime::builder().workers(workers).stack_size(64 * 1024).build().expect("runtime"));
+    let args = args::Args::parse(&ARGS);
+    let coroutines = args.count(0, if args.quick { 1_000 } else { 10_000 }) as usize;
+    let rounds = args.count(1, if args.quick { 3 } else { 11 }) as usize;
+    if coroutines < 4 || rounds == 0 {
+        args.fail("park at least 4 coroutines (a quarter on each kind of wait) and take at least one dump");
+    }
+    let mut builder = weft::Runtime::builder().stack_size(64 * 1024);
+    if let Some(workers) = args.workers {
+        builder = builder.workers(workers);
+    }
+    let rt = Arc::new(builder.build().expect("runtime"));
+    let workers = rt.workers();
 
     let lock = Arc::new(Mutex::new(()));
     let pair = Arc::new((Mutex::new(false), Condvar::new()));
@@ -93,18 +107,20 @@ fn main() {
     let printed_again = dump.to_string();
     let reprint_time = started.elapsed();
     assert_eq!(printed.len(), printed_again.len());
+    let backtraces = dump.coroutines().iter().filter(|c| c.backtrace().is_some()).count();
     println!(
-        "{parked} parked coroutines, {workers} worker(s): dump median {:.1} ms (min {:.1}, max {:.1}, {rounds} rounds), \
-         {:.2} us per coroutine; printing it: {:.1} ms the first time (symbolises {} distinct stacks), \
-         {:.1} ms again ({} MB of text)",
+        "dump probe: {parked} coroutines parked on {workers} workers; Runtime::dump() took median {:.1} ms \
+         (min {:.1} ms, max {:.1} ms, {rounds} runs), {:.2} us per coroutine; its text: {} lines, {:.0} KiB, \
+         {backtraces} backtraces; printing it took {:.1} ms the first time (symbolising the distinct stacks), \
+         {:.1} ms again",
         ms(times[times.len() / 2]),
         ms(times[0]),
         ms(times[times.len() - 1]),
         ms(times[times.len() / 2]) * 1e3 / parked as f64,
+        printed.lines().count(),
+        printed.len() as f64 / 1024.0,
         ms(print_time),
-        4,
         ms(reprint_time),
-        printed.len() / 1_000_000,
     );
 
     drop(guard);

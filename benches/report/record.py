@@ -43,6 +43,16 @@ only. One subcommand per kind of source:
     record.py skynet WORKERS OUT/skynet.json RUN_TEXT [PEAK_RSS_KIB]
         One run of examples/skynet.rs: its output line and, if measured, the
         process's peak RSS from /usr/bin/time -f %M.
+    record.py observe-time OUT/observability.json WORKLOAD VARIANT N RUN_TEXT
+        One timed run of a count mode (`WEFT_RUNTIME_COUNT=yield:N`,
+        `WEFT_SYNC_COUNT=handoff:N`): its "...: X ms" line, appended to
+        timing.WORKLOAD.VARIANT.runs_ms.N.
+    record.py observe-probe OUT/observability.json KIND RUN_TEXT
+        What `examples/dump.rs` (KIND dump) or `WEFT_RUNTIME_PROBE=idle:S`
+        of benches/runtime.rs (KIND idle) printed, parsed, raw text included.
+    record.py observe-summarize OUT/observability.json BASE_COMMIT
+        Per round, ns per operation from two run sizes (start-up cancelled),
+        their median, and the commit the base build is of.
 
 Every file is written with sorted keys and a trailing newline, so two
 collections of the same figures give the same bytes.
@@ -453,6 +463,81 @@ def skynet(workers, out, run_text_path, peak_kib=None):
     return 0
 
 
+# ---------------------------------------------------------------------------
+# observability.json: benches/report/observability.sh
+# ---------------------------------------------------------------------------
+
+def observe_time(out, workload, variant, n, run_text_path):
+    with open(run_text_path, encoding="utf-8") as f:
+        text = f.read()
+    # "yield x N: X ms" (benches/runtime.rs) or "handoff:N: X ms" (benches/sync.rs)
+    match = re.search(rf"(?: x |:){re.escape(str(n))}: {NUM} ms", text)
+    if not match:
+        raise SystemExit(f"record: no 'WORKLOAD x {n}: X ms' or 'WORKLOAD:{n}: X ms' line in {run_text_path}")
+    results = load(out, {})
+    entry = results.setdefault("timing", {}).setdefault(workload, {}).setdefault(variant, {"runs_ms": {}})
+    entry["runs_ms"].setdefault(str(n), []).append(float(match.group(1)))
+    save(out, results)
+
+
+DUMP_PATTERNS = {
+    "coroutines": r"dump probe: ([0-9]+) coroutines parked",
+    "workers": r"parked on ([0-9]+) workers",
+    "median_ms": rf"took median {NUM} ms",
+    "min_ms": rf"\(min {NUM} ms",
+    "max_ms": rf"max {NUM} ms",
+    "runs": r"([0-9]+) runs\)",
+    "lines": r"its text: ([0-9]+) lines",
+    "text_kib": rf"lines, {NUM} KiB",
+    "backtraces": r"([0-9]+) backtraces",
+    "per_coroutine_us": rf"{NUM} us per coroutine",
+    "print_first_ms": rf"printing it took {NUM} ms the first time",
+    "print_again_ms": rf"{NUM} ms again",
+}
+
+IDLE_PATTERNS = {
+    "workers": r"idle probe: a ([0-9]+)-worker runtime",
+    "seconds": rf"idle for {NUM} s",
+    "cpu_ms": rf"s: {NUM} ms of CPU",
+    "core_percent": rf"\({NUM} % of one core\)",
+}
+
+
+def observe_probe(out, kind, run_text_path):
+    with open(run_text_path, encoding="utf-8") as f:
+        text = f.read()
+    patterns = {"dump": DUMP_PATTERNS, "idle": IDLE_PATTERNS}[kind]
+    fields = parse_fields(text, patterns)
+    missing = sorted(set(patterns) - set(fields))
+    if missing:
+        raise SystemExit(f"record: the {kind} probe's output lacks {', '.join(missing)}:\n{text}")
+    fields["raw"] = text
+    results = load(out, {})
+    if kind == "dump":
+        results.setdefault("dump", {})[str(fields["coroutines"])] = fields
+    else:
+        results["idle"] = fields
+    save(out, results)
+
+
+def observe_summarize(out, base_commit):
+    """Per round, the time of the big run minus the small one's, per
+    operation (the process's start-up and the runtime's cancel out), and
+    the median of the rounds."""
+    results = load(out, {})
+    for workload in (results.get("timing") or {}).values():
+        for entry in workload.values():
+            runs = entry["runs_ms"]
+            small, big = sorted(runs, key=int)[:2] if len(runs) >= 2 else (None, None)
+            if small is None:
+                continue
+            per_op = [(b - a) * 1e6 / (int(big) - int(small)) for a, b in zip(runs[small], runs[big])]
+            entry["runs_ns"] = per_op
+            entry["median_ns"] = median(per_op)
+    results["base_commit"] = base_commit
+    save(out, results)
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -478,6 +563,12 @@ def main(argv):
         return rss(*args)
     elif what == "skynet":
         return skynet(*args)
+    elif what == "observe-time":
+        observe_time(*args)
+    elif what == "observe-probe":
+        observe_probe(*args)
+    elif what == "observe-summarize":
+        observe_summarize(*args)
     else:
         print(f"record: unknown subcommand {what!r}\n{__doc__}", file=sys.stderr)
         return 2

@@ -59,6 +59,12 @@ SOURCEs (a figure that is not in the results makes its placeholder "n/a"):
     scale KEY SIDE N        scaling/: row KEY (skynet, pc_condvar, contended_mutex) of SIDE (weft, threads, go)
                             with N workers (GOMAXPROCS=N for go), in the row's unit
     machine FIELD           machine.json field (text, or a count)
+    obs WHAT ARG...         observability/ (observability.sh): `obs time WORKLOAD BUILD` (ns per yield or
+                            handoff of the base, monitor-on or monitor-off build), `obs instr WORKLOAD BUILD`
+                            (callgrind instructions per operation), `obs dump N FIELD` (Runtime::dump with N
+                            parked coroutines: median_ms, per_coroutine_us, print_first_ms, print_again_ms,
+                            workers, runs, backtraces), `obs maps` (vm.max_map_count then), `obs idle` (share of one core an idle runtime uses), `obs base` (the
+                            base build's commit)
 
 EXPRESSIONs are Python expressions over those names, numbers and strings:
 
@@ -76,7 +82,7 @@ EXPRESSIONs are Python expressions over those names, numbers and strings:
 BLOCKs:
 
     {{machine}}                  the machine paragraph (with a warning when the results are --quick ones)
-    {{about SOURCE...}}          the commands that produced each SOURCE (versus_threads, criterion:GROUP,
+    {{about SOURCE...}}          the commands that produced each SOURCE (versus_threads, criterion:GROUP, observability,
                                  callgrind, rss, skynet, go, scaling), the machine and the date; for a SOURCE
                                  that was not collected, a sentence saying so and why
     {{table NAME}}               versus_threads, versus, crosscheck, switch, runtime, sync, go, scaling

@@ -70,6 +70,10 @@ class Results:
         # with more CPUs; without its machine.json (older layouts), the main
         # one describes it.
         self.scaling_machine = read_json(os.path.join(scaling_dir, "machine.json")) or self.machine
+        # observability/ is its own collection too (observability.sh).
+        obs_dir = os.path.join(directory, "observability")
+        self.observability = read_json(os.path.join(obs_dir, "observability.json"))
+        self.observability_machine = read_json(os.path.join(obs_dir, "machine.json"))
         if self.rss and "parked" in self.rss:
             derive_stack_residency(self.rss["parked"])
 
@@ -156,7 +160,11 @@ class Results:
 
     def machine_of(self, source):
         """machine.json of the collection that made SOURCE."""
-        return self.scaling_machine if source == "scaling" else self.machine
+        if source == "scaling":
+            return self.scaling_machine
+        if source == "observability":
+            return self.observability_machine
+        return self.machine
 
     def steps_for(self, source, group=None):
         found = []

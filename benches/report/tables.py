@@ -328,6 +328,7 @@ def source_present(results, source, group=None):
 COLLECT_HINT = {
     "go": " (`bash benches/report/collect.sh --go`)",
     "scaling": " (`bash benches/report/scaling.sh --go \"1 2 4 8 16\"` on a machine with that many CPUs)",
+    "observability": " (`bash benches/report/observability.sh`)",
 }
 
 

@@ -109,6 +109,38 @@ def source_scale(results, key, side, count):
     return Q.of(value, units[key])
 
 
+def source_obs(results, what, *args):
+    obs = results.observability or {}
+    if what == "time":
+        workload, variant = args
+        entry = need(((obs.get("timing") or {}).get(workload) or {}).get(variant), f"observability {workload} {variant}")
+        return Q(entry["median_ns"], "time")
+    if what == "instr":
+        workload, variant = args
+        entry = need(((obs.get("callgrind") or {}).get(workload) or {}).get(variant),
+                     f"observability callgrind {workload} {variant}")
+        return Q(entry["per_unit"], "instr")
+    if what == "dump":
+        size, field = args
+        entry = need((obs.get("dump") or {}).get(str(size)), f"observability dump of {size}")
+        if field in ("median_ms", "print_first_ms", "print_again_ms"):
+            return Q(need(entry.get(field), f"observability dump of {size}: {field}") * 1e6, "time")
+        if field == "per_coroutine_us":
+            return Q(need(entry.get(field), f"observability dump of {size}: {field}") * 1e3, "time")
+        if field in ("workers", "coroutines", "runs", "backtraces"):
+            return Q(need(entry.get(field), f"observability dump of {size}: {field}"), "count")
+        raise TemplateError(f"obs dump: unknown field {field!r}")
+    if what == "idle":
+        entry = need(obs.get("idle"), "observability idle")
+        return Q(entry["core_percent"] / 100, "ratio")
+    if what == "maps":
+        return Q(need((results.observability_machine or {}).get("vm_max_map_count"),
+                      "observability machine's vm.max_map_count"), "count")
+    if what == "base":
+        return str(need(obs.get("base_commit"), "observability base commit"))
+    raise TemplateError(f"obs: unknown figure {what!r}: expected time, instr, dump, idle, maps or base")
+
+
 def source_machine(results, field):
     value = need((results.machine or {}).get(field), f"machine {field}")
     return Q(value, "count") if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
@@ -116,7 +148,8 @@ def source_machine(results, field):
 
 SOURCES = {"crit": (source_crit, 2), "versus": (source_versus, 2), "vt": (source_vt, 2), "vtmeta": (source_vtmeta, 1),
            "go": (source_go, 2), "cg": (source_cg, 2), "cgrt": (source_cgrt, 1), "rss": (source_rss, 1),
-           "skynet": (source_skynet, 2), "machine": (source_machine, 1), "scale": (source_scale, 3)}
+           "skynet": (source_skynet, 2), "machine": (source_machine, 1), "scale": (source_scale, 3),
+           "obs": (source_obs, None)}
 
 
 # ---------------------------------------------------------------------------
@@ -185,7 +218,7 @@ class Figures:
         if first in SOURCES:
             words = shlex.split(rest)
             function, arity = SOURCES[first]
-            if len(words) - 1 != arity:
+            if arity is not None and len(words) - 1 != arity:
                 raise TemplateError(f"let {name}: {first} takes {arity} arguments, got {words[1:]}")
             self.defs[name] = ("source", function, words[1:])
         else:
