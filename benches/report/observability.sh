@@ -27,10 +27,13 @@
 #
 #   machine.json         the machine, the commit, the load average, the steps
 #   observability.json   timing: per workload and build, the time of every
-#                        run at two sizes (the three builds' runs
-#                        interleaved, so that drift on a shared machine hits
-#                        all three), ns per operation per round from the
-#                        difference of the two sizes, and their median; callgrind: instructions per operation
+#                        run (the three builds' runs interleaved round by
+#                        round, so that drift on a shared machine hits all
+#                        three) and its ns per operation, and their median.
+#                        A run includes the process's start-up, under 0.1 %
+#                        of it at these sizes (the difference of two sizes
+#                        cancels it but doubles the noise: tried, the rounds
+#                        then spread over 3x); callgrind: instructions per operation
 #                        of each build (two run sizes, start-up cancelled);
 #                        dump: Runtime::dump() with 10 000 and 100 000 parked
 #                        coroutines (examples/dump.rs; 100 000 need
@@ -106,9 +109,9 @@ started=$SECONDS
 results="$out/observability.json"
 
 if [ "$quick" = 1 ]; then
-    yield_n=200000; handoff_n=100000; rounds=3; dump_sizes=(1000 10000); dump_rounds=3; idle_seconds=2
+    yield_n=400000; handoff_n=200000; rounds=3; dump_sizes=(1000 10000); dump_rounds=3; idle_seconds=2
 else
-    yield_n=2000000; handoff_n=1000000; rounds=15; dump_sizes=(10000 100000); dump_rounds=7; idle_seconds=20
+    yield_n=4000000; handoff_n=2000000; rounds=21; dump_sizes=(10000 100000); dump_rounds=7; idle_seconds=20
 fi
 
 # The binaries: this tree's, and BASE's, built in a worktree of their own
@@ -162,12 +165,9 @@ for round in $(seq "$rounds"); do
     for workload in yield handoff; do
         n=$yield_n
         if [ "$workload" = handoff ]; then n=$handoff_n; fi
-        # Two sizes: their difference cancels the process's start-up.
-        for size in "$n" "$((2 * n))"; do
-            run_count base base "$workload" "$size"
-            run_count head monitor-on "$workload" "$size"
-            run_count head monitor-off "$workload" "$size"
-        done
+        run_count base base "$workload" "$n"
+        run_count head monitor-on "$workload" "$n"
+        run_count head monitor-off "$workload" "$n"
     done
 done
 
@@ -180,8 +180,8 @@ else
         build="${pair%%:*}"
         variant="${pair#*:}"
         for workload in yield handoff; do
-            exe="${bin[$build.runtime]:-}"; var=WEFT_RUNTIME_COUNT; n=$((yield_n / 10))
-            if [ "$workload" = handoff ]; then exe="${bin[$build.sync]:-}"; var=WEFT_SYNC_COUNT; n=$((handoff_n / 10)); fi
+            exe="${bin[$build.runtime]:-}"; var=WEFT_RUNTIME_COUNT; n=$((yield_n / 20))
+            if [ "$workload" = handoff ]; then exe="${bin[$build.sync]:-}"; var=WEFT_SYNC_COUNT; n=$((handoff_n / 20)); fi
             [ -n "$exe" ] || continue
             spec="$(count_spec "$variant" "$workload")"
             ok=1

@@ -51,8 +51,8 @@ only. One subcommand per kind of source:
         What `examples/dump.rs` (KIND dump) or `WEFT_RUNTIME_PROBE=idle:S`
         of benches/runtime.rs (KIND idle) printed, parsed, raw text included.
     record.py observe-summarize OUT/observability.json BASE_COMMIT
-        Per round, ns per operation from two run sizes (start-up cancelled),
-        their median, and the commit the base build is of.
+        ns per operation of every timed run, their median, and the commit
+        the base build is of.
 
 Every file is written with sorted keys and a trailing newline, so two
 collections of the same figures give the same bytes.
@@ -521,17 +521,12 @@ def observe_probe(out, kind, run_text_path):
 
 
 def observe_summarize(out, base_commit):
-    """Per round, the time of the big run minus the small one's, per
-    operation (the process's start-up and the runtime's cancel out), and
-    the median of the rounds."""
+    """ns per operation of every timed run, their median, and the commit
+    the base build is of."""
     results = load(out, {})
     for workload in (results.get("timing") or {}).values():
         for entry in workload.values():
-            runs = entry["runs_ms"]
-            small, big = sorted(runs, key=int)[:2] if len(runs) >= 2 else (None, None)
-            if small is None:
-                continue
-            per_op = [(b - a) * 1e6 / (int(big) - int(small)) for a, b in zip(runs[small], runs[big])]
+            per_op = [ms * 1e6 / int(n) for n, runs in sorted(entry["runs_ms"].items()) for ms in runs]
             entry["runs_ns"] = per_op
             entry["median_ns"] = median(per_op)
     results["base_commit"] = base_commit

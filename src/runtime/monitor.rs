@@ -118,6 +118,7 @@ use crate::loom::process::{AtomicBool, AtomicU32, Ordering, UnsafeCell};
 use crate::sys::futex::{self, Deadline};
 use crate::sys::{signal, thread as sys_thread, unwind};
 use std::cell::Cell;
+use std::ffi::{c_int, c_void};
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::panic::Location;
@@ -272,7 +273,7 @@ pub(crate) fn unwatch_this_thread() {
     WATCHED.with(|w| w.set(ptr::null()));
 }
 
-static PREVIOUS_SIGURG: OnceLock<libc::sigaction> = OnceLock::new();
+static PREVIOUS_SIGURG: OnceLock<signal::SigAction> = OnceLock::new();
 
 /// Installs the probe handler for `SIGURG`, once per process.
 fn install_probe_handler() -> bool {
@@ -294,7 +295,7 @@ fn install_probe_handler() -> bool {
     })
 }
 
-unsafe extern "C" fn on_probe(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+unsafe extern "C" fn on_probe(sig: c_int, info: *mut signal::SigInfo, context: *mut c_void) {
     let _errno = signal::ErrnoGuard::save();
     let worker = WATCHED.try_with(Cell::get).unwrap_or(ptr::null());
     // SAFETY: `watch_this_thread` set it to this thread's worker, whose
@@ -314,7 +315,7 @@ unsafe extern "C" fn on_probe(sig: libc::c_int, info: *mut libc::siginfo_t, cont
 ///
 /// - Runs in a signal handler on `worker`'s own thread; `context` is the
 ///   handler's third argument.
-unsafe fn answer_probe(worker: &WorkerShared, context: *mut libc::c_void) -> bool {
+unsafe fn answer_probe(worker: &WorkerShared, context: *mut c_void) -> bool {
     let probe = &worker.watch.probe;
     // Acquire: pairs with the monitor's Release of REQUESTED (module docs).
     if probe.state.compare_exchange(REQUESTED, WRITING, Ordering::Acquire, Ordering::Relaxed).is_err() {

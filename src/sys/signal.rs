@@ -6,6 +6,11 @@ use std::ptr::NonNull;
 
 /// The signature of an `SA_SIGINFO` handler.
 pub(crate) type SigInfoHandler = unsafe extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+/// A signal's installed action, as `install_handler` returns it (for
+/// modules outside `sys`, which do not name libc).
+pub(crate) type SigAction = libc::sigaction;
+/// What the kernel passes an `SA_SIGINFO` handler about the signal.
+pub(crate) type SigInfo = libc::siginfo_t;
 
 /// Whether the calling thread already has an alternate signal stack enabled.
 pub(crate) fn has_alt_stack() -> bool {
