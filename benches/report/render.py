@@ -60,11 +60,12 @@ SOURCEs (a figure that is not in the results makes its placeholder "n/a"):
                             with N workers (GOMAXPROCS=N for go), in the row's unit
     machine FIELD           machine.json field (text, or a count)
     obs WHAT ARG...         observability/ (observability.sh): `obs time WORKLOAD BUILD` (ns per yield or
-                            handoff of the base, monitor-on or monitor-off build), `obs instr WORKLOAD BUILD`
+                            handoff of the base, monitor-on or monitor-off build), `obs spread WORKLOAD BUILD`
+                            (the runs' interquartile range over their median), `obs instr WORKLOAD BUILD`
                             (callgrind instructions per operation), `obs dump N FIELD` (Runtime::dump with N
                             parked coroutines: median_ms, per_coroutine_us, print_first_ms, print_again_ms,
-                            workers, runs, backtraces), `obs maps` (vm.max_map_count then), `obs idle` (share of one core an idle runtime uses), `obs base` (the
-                            base build's commit)
+                            workers, runs, backtraces), `obs maps` (vm.max_map_count then), `obs idle`
+                            (share of one core an idle runtime uses), `obs base` (the base build's commit)
 
 EXPRESSIONs are Python expressions over those names, numbers and strings:
 

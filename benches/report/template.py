@@ -115,6 +115,12 @@ def source_obs(results, what, *args):
         workload, variant = args
         entry = need(((obs.get("timing") or {}).get(workload) or {}).get(variant), f"observability {workload} {variant}")
         return Q(entry["median_ns"], "time")
+    if what == "spread":
+        workload, variant = args
+        entry = need(((obs.get("timing") or {}).get(workload) or {}).get(variant), f"observability {workload} {variant}")
+        runs = sorted(entry["runs_ns"])
+        lower, upper = runs[len(runs) // 4], runs[(3 * len(runs)) // 4]
+        return Q((upper - lower) / entry["median_ns"], "ratio")
     if what == "instr":
         workload, variant = args
         entry = need(((obs.get("callgrind") or {}).get(workload) or {}).get(variant),
@@ -138,7 +144,7 @@ def source_obs(results, what, *args):
                       "observability machine's vm.max_map_count"), "count")
     if what == "base":
         return str(need(obs.get("base_commit"), "observability base commit"))
-    raise TemplateError(f"obs: unknown figure {what!r}: expected time, instr, dump, idle, maps or base")
+    raise TemplateError(f"obs: unknown figure {what!r}: expected time, spread, instr, dump, idle, maps or base")
 
 
 def source_machine(results, field):

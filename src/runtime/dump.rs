@@ -61,8 +61,8 @@
 //! So the running coroutine of a worker has no duration in the dump. A
 //! dump holds each worker for the time it
 //! takes to walk its suspended coroutines' stacks, about 3.5 µs each
-//! (`cargo run --release --example dump`: 10 000 parked coroutines on one
-//! worker, 35 ms); identical stacks are symbolised once, later, on the
+//! (`cargo run --release --example dump -- --workers 1 10000`: 10 000
+//! parked coroutines on one worker, 35 ms); identical stacks are symbolised once, later, on the
 //! dumper's side, when the dump is printed.
 
 use super::task::{NO_HOME, Task, TaskRef};
