@@ -7,8 +7,9 @@
 //! Every test body takes [`SERIAL`]: the tests count on idle workers and on
 //! the wall clock, and the machine is small and shared.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
@@ -356,55 +357,10 @@ fn dump_on_signal_refuses_reserved_signals() {
     }
 }
 
-/// Names the scenario a re-executed copy of this test binary runs.
-const CHILD_ENV: &str = "WEFT_DUMP_TEST_CHILD";
-
-/// Runs `body` in a child process (this test binary re-executed, filtered to
-/// the test `name`, with `env` set) and returns its stderr once it has
-/// succeeded; in the child, runs `body`.
+/// Runs `body` in a child process with `env` set; see
+/// `common::in_child_process`.
 fn in_child_process(name: &str, env: &[(&str, &str)], limit: Duration, body: impl FnOnce()) -> Option<String> {
-    if std::env::var(CHILD_ENV).is_ok_and(|scenario| scenario == name) {
-        body();
-        return None;
-    }
-    let _serial = serial();
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let mut command = std::process::Command::new(exe);
-    command
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, name)
-        .env("RUST_BACKTRACE", "0")
-        .env_remove("WEFT_DUMP_SIGNAL")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().expect("the test binary can be re-executed");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the child") {
-            break Some(status);
-        }
-        if started.elapsed() > limit {
-            child.kill().expect("killing the child");
-            child.wait().expect("reaping the child");
-            break None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    let _ = child.stdout.take().expect("piped").read_to_string(&mut stdout);
-    let _ = child.stderr.take().expect("piped").read_to_string(&mut stderr);
-    match status {
-        Some(status) if status.success() => {
-            assert!(stdout.contains("test result: ok. 1 passed"), "the child ran no test named {name:?}\n{stdout}");
-            Some(stderr)
-        }
-        Some(status) => panic!("the child failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}"),
-        None => panic!("the child did not finish within {limit:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"),
-    }
+    common::in_child_process(&SERIAL, name, env, limit, body)
 }
 
 #[inline(never)]

@@ -8,7 +8,8 @@
 //! filtered to one test) and the parent reads the child's stderr. Time
 //! bounds are generous: the machine is small and shared.
 
-use std::io;
+mod common;
+
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,71 +21,9 @@ use weft::{JoinHandle, Runtime};
 /// a two-core machine.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Names the scenario a re-executed copy of this test binary runs.
-const CHILD_ENV: &str = "WEFT_MONITOR_TEST_CHILD";
-
-/// What a child prints on stdout when its scenario ran to its end (a child
-/// that ends with `std::process::exit` prints no test summary).
-const CHILD_DONE: &str = "[weft-monitor-test: child done]";
-
-/// Runs `body` in a child process (this test binary re-executed, filtered to
-/// the test `name`) and returns the child's stderr to the parent; in the
-/// child, runs `body` and returns `None`. The parent fails if the child
-/// fails, takes longer than `limit`, or did not reach its end.
+/// Runs `body` in a child process; see `common::in_child_process`.
 fn in_child_process(name: &str, limit: Duration, body: impl FnOnce()) -> Option<String> {
-    if std::env::var(CHILD_ENV).is_ok_and(|scenario| scenario == name) {
-        body();
-        println!("{CHILD_DONE}");
-        return None;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let mut child = std::process::Command::new(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, name)
-        .env("RUST_BACKTRACE", "0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the test binary can be re-executed");
-    // Read both pipes on threads: a chatty child must not block on a full pipe.
-    let mut stdout_pipe = child.stdout.take().expect("piped stdout");
-    let mut stderr_pipe = child.stderr.take().expect("piped stderr");
-    let stdout = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = io::Read::read_to_string(&mut stdout_pipe, &mut text);
-        text
-    });
-    let stderr = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = io::Read::read_to_string(&mut stderr_pipe, &mut text);
-        text
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the child") {
-            break Some(status);
-        }
-        if started.elapsed() > limit {
-            child.kill().expect("killing the child");
-            child.wait().expect("reaping the child");
-            break None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let stdout = stdout.join().expect("the stdout reader");
-    let stderr = stderr.join().expect("the stderr reader");
-    match status {
-        Some(status) if status.success() => assert!(
-            stdout.contains(CHILD_DONE),
-            "the child ran no test named {name:?} to its end\nstdout:\n{stdout}\nstderr:\n{stderr}"
-        ),
-        Some(status) => panic!("the child failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}"),
-        None => {
-            panic!("the child did not finish within {limit:?} and was killed\nstdout:\n{stdout}\nstderr:\n{stderr}")
-        }
-    }
-    Some(stderr)
+    common::in_child_process(&SERIAL, name, &[], limit, body)
 }
 
 /// Spawns `f` on `rt` under `name`; returns its handle and its spawn site
@@ -234,7 +173,7 @@ fn a_lock_cycle_gets_one_deadlock_hint() {
         eprintln!("[right site: {}:{}]", right_site.file(), right_site.line());
         // The hint comes after a second of quiet; wait for more than two.
         thread::sleep(Duration::from_millis(3500));
-        println!("{CHILD_DONE}");
+        println!("{}", common::CHILD_DONE);
         std::process::exit(0); // the runtime can never be dropped
     }) else {
         return;
@@ -295,7 +234,7 @@ fn sleeping_coroutines_get_no_deadlock_hint() {
             }
         });
         thread::sleep(Duration::from_millis(2500));
-        println!("{CHILD_DONE}");
+        println!("{}", common::CHILD_DONE);
         std::process::exit(0);
     }) else {
         return;
@@ -372,18 +311,6 @@ fn worker_threads_are_named_after_their_runtime() {
     }
 }
 
-/// CPU time (user + system) used so far by the whole process.
-fn process_cpu_time() -> Duration {
-    // SAFETY: `rusage` is plain data, for which all-zero bytes are valid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF is a valid `who`, and `usage` is a valid, writable
-    // rusage that outlives the call.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    assert_eq!(rc, 0, "getrusage failed: {}", io::Error::last_os_error());
-    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
-}
-
 /// The kernel id of runtime `id`'s monitor thread (`weft-mon-r<id>`).
 fn monitor_thread(id: usize) -> u32 {
     let name = format!("weft-mon-r{id}");
@@ -392,19 +319,6 @@ fn monitor_thread(id: usize) -> u32 {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .find(|tid| std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).is_ok_and(|c| c.trim() == name))
         .expect("the runtime's monitor thread")
-}
-
-/// (CPU nanoseconds, voluntary + involuntary context switches) of thread `tid`.
-fn thread_activity(tid: u32) -> (u64, u64) {
-    let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).expect("schedstat");
-    let cpu_ns = schedstat.split_whitespace().next().and_then(|f| f.parse().ok()).expect("schedstat field 1");
-    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).expect("status");
-    let switches = status
-        .lines()
-        .filter(|l| l.contains("ctxt_switches:"))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum();
-    (cpu_ns, switches)
 }
 
 /// An idle 2-worker runtime with its monitor (after warm-up, one coroutine
@@ -434,11 +348,11 @@ fn an_idle_runtime_with_its_monitor_uses_under_a_thousandth_of_a_core() {
         let parked = rt.spawn(move || sleeper.join().is_ok());
         thread::sleep(Duration::from_millis(300));
         let monitor = monitor_thread(rt.id());
-        let (monitor_cpu_before, monitor_switches_before) = thread_activity(monitor);
-        let before = process_cpu_time();
+        let (monitor_cpu_before, monitor_switches_before) = common::thread_activity(monitor);
+        let before = common::process_cpu_time();
         thread::sleep(WINDOW);
-        let used = process_cpu_time() - before;
-        let (monitor_cpu_after, monitor_switches_after) = thread_activity(monitor);
+        let used = common::process_cpu_time() - before;
+        let (monitor_cpu_after, monitor_switches_after) = common::thread_activity(monitor);
         eprintln!(
             "idle process: {used:?} of CPU in {WINDOW:?}; its monitor thread {} ns and {} context switches",
             monitor_cpu_after - monitor_cpu_before,

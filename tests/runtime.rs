@@ -15,6 +15,8 @@
 //! Time bounds are liveness checks with generous margins, never performance
 //! assertions: the machine these run on is small and shared.
 
+mod common;
+
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -473,18 +475,6 @@ fn armed_timers_survive_the_cancellation_of_many_others() {
 // 4. Idle runtime
 // ---------------------------------------------------------------------------
 
-/// CPU time (user + system) used so far by the whole process.
-fn process_cpu_time() -> Duration {
-    // SAFETY: `rusage` is plain data, for which all-zero bytes are valid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF is a valid `who`, and `usage` is a valid, writable
-    // rusage that outlives the call.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    assert_eq!(rc, 0, "getrusage failed: {}", io::Error::last_os_error());
-    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
-}
-
 /// Whether a thread name is a weft worker's: `weft-r<runtime>-w<index>`.
 fn is_worker_thread_name(name: &str) -> bool {
     let Some((runtime, index)) = name.strip_prefix("weft-r").and_then(|rest| rest.split_once("-w")) else {
@@ -503,19 +493,6 @@ fn worker_threads() -> HashSet<u32> {
             is_worker_thread_name(&comm).then_some(tid)
         })
         .collect()
-}
-
-/// (CPU nanoseconds, voluntary + involuntary context switches) of thread `tid`.
-fn thread_activity(tid: u32) -> (u64, u64) {
-    let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).expect("schedstat");
-    let cpu_ns = schedstat.split_whitespace().next().and_then(|f| f.parse().ok()).expect("schedstat field 1");
-    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).expect("status");
-    let switches = status
-        .lines()
-        .filter(|l| l.contains("ctxt_switches:"))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum();
-    (cpu_ns, switches)
 }
 
 /// An idle 2-worker runtime (after warm-up, with one coroutine asleep on a
@@ -558,11 +535,11 @@ fn idle_runtime_uses_under_one_percent_of_a_cpu() {
         let parked = rt.spawn(move || sleeper.join().is_ok());
         thread::sleep(Duration::from_millis(200));
 
-        let cpu_before = process_cpu_time();
-        let workers_before: Vec<_> = workers.iter().map(|&tid| thread_activity(tid)).collect();
+        let cpu_before = common::process_cpu_time();
+        let workers_before: Vec<_> = workers.iter().map(|&tid| common::thread_activity(tid)).collect();
         thread::sleep(WINDOW);
-        let cpu_used = process_cpu_time() - cpu_before;
-        let workers_after: Vec<_> = workers.iter().map(|&tid| thread_activity(tid)).collect();
+        let cpu_used = common::process_cpu_time() - cpu_before;
+        let workers_after: Vec<_> = workers.iter().map(|&tid| common::thread_activity(tid)).collect();
 
         let mut worker_cpu_ns = 0;
         let mut worker_switches = 0;
@@ -714,62 +691,13 @@ fn dropping_a_runtime_unwinds_every_parked_and_sleeping_coroutine_once() {
     });
 }
 
-/// Names the scenario a re-executed copy of this test binary runs.
-const CHILD_ENV: &str = "WEFT_RUNTIME_TEST_CHILD";
-
-/// Runs `body` in a child process (this test binary re-executed, filtered to
-/// the test `name`), so that a hang (a `Runtime::drop` that never returns,
-/// with a worker spinning) is contained: the parent kills the child after
-/// `limit` and fails with what it printed. In the child, runs `body` itself
-/// and returns `None`; in the parent, returns the child's stderr.
+/// Runs `body` in a child process, so that a hang (a `Runtime::drop` that
+/// never returns, with a worker spinning) is contained, or so that a
+/// process-wide figure or stderr is the scenario's alone: see
+/// `common::in_child_process`. Returns the child's stderr in the parent,
+/// `None` in the child.
 fn in_child_process(name: &str, limit: Duration, body: impl FnOnce()) -> Option<String> {
-    if std::env::var(CHILD_ENV).is_ok_and(|scenario| scenario == name) {
-        body();
-        return None;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let mut child = std::process::Command::new(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, name)
-        .env("RUST_BACKTRACE", "0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the test binary can be re-executed");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the child") {
-            break Some(status);
-        }
-        if started.elapsed() > limit {
-            child.kill().expect("killing the child");
-            child.wait().expect("reaping the child");
-            break None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let read = |pipe: Option<&mut dyn io::Read>| {
-        let mut text = String::new();
-        if let Some(pipe) = pipe {
-            let _ = pipe.read_to_string(&mut text);
-        }
-        text
-    };
-    let stdout = read(child.stdout.as_mut().map(|p| p as &mut dyn io::Read));
-    let stderr = read(child.stderr.as_mut().map(|p| p as &mut dyn io::Read));
-    match status {
-        // A `name` that matches no test would "pass" without running it.
-        Some(status) if status.success() => assert!(
-            stdout.contains("test result: ok. 1 passed"),
-            "the child ran no test named {name:?}\nstdout:\n{stdout}"
-        ),
-        Some(status) => panic!("the child failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}"),
-        None => {
-            panic!("the child did not finish within {limit:?} and was killed\nstdout:\n{stdout}\nstderr:\n{stderr}")
-        }
-    }
-    Some(stderr)
+    common::in_child_process(&SERIAL, name, &[], limit, body)
 }
 
 /// Runs a named coroutine that panics, on a runtime built after `hook` (if
@@ -1428,9 +1356,9 @@ fn forty_thousand_parked_coroutines_past_the_map_limit() {
             thread::sleep(Duration::from_millis(20));
             started.load(Ordering::SeqCst) + failed() == COUNT
         });
-        let cpu_before = process_cpu_time();
+        let cpu_before = common::process_cpu_time();
         thread::sleep(Duration::from_secs(1));
-        let cpu_parked = process_cpu_time() - cpu_before;
+        let cpu_parked = common::process_cpu_time() - cpu_before;
         assert!(cpu_parked < Duration::from_millis(100), "{cpu_parked:?} of CPU in 1 s while parked");
         let failures = failed();
         {

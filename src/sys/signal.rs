@@ -189,17 +189,40 @@ unsafe extern "C" fn on_fault(signal: libc::c_int, info: *mut libc::siginfo_t, c
         unsafe { restore_handler(signal, &default) };
         return;
     };
-    match previous.sa_sigaction {
-        libc::SIG_DFL | libc::SIG_IGN => {
-            // SAFETY: `previous` was the process's action for this signal.
-            unsafe { restore_handler(signal, previous) };
-        }
-        handler if previous.sa_flags & libc::SA_SIGINFO != 0 => {
+    // SAFETY: called from the handler for `signal` with the kernel's
+    // arguments; `previous` was the process's action for it.
+    if !unsafe { call_handler(previous, signal, info, context) } {
+        // SIG_DFL or SIG_IGN: put it back; returning re-runs the faulting
+        // instruction, which then gets the default action.
+        // SAFETY: `previous` was the process's action for this signal.
+        unsafe { restore_handler(signal, previous) };
+    }
+}
+
+/// Calls the handler of `action` for `signal` as the kernel would have
+/// (with `info` and `context` if it was installed with `SA_SIGINFO`).
+/// Returns `false`, calling nothing, when `action` is `SIG_DFL` or
+/// `SIG_IGN`.
+///
+/// # Safety
+///
+/// - Called from a signal handler for `signal`, with the kernel's `info`
+///   and `context`; `action` was the process's action for `signal`.
+unsafe fn call_handler(
+    action: &libc::sigaction,
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) -> bool {
+    match action.sa_sigaction {
+        libc::SIG_DFL | libc::SIG_IGN => false,
+        handler if action.sa_flags & libc::SA_SIGINFO != 0 => {
             // SAFETY: with SA_SIGINFO the stored address is a three-argument
-            // handler, which we call as the kernel would have.
+            // handler.
             let handler: SigInfoHandler = unsafe { std::mem::transmute::<usize, SigInfoHandler>(handler) };
             // SAFETY: forwarding the kernel's arguments unchanged.
             unsafe { handler(signal, info, context) };
+            true
         }
         handler => {
             type PlainHandler = unsafe extern "C" fn(libc::c_int);
@@ -207,6 +230,7 @@ unsafe extern "C" fn on_fault(signal: libc::c_int, info: *mut libc::siginfo_t, c
             let handler: PlainHandler = unsafe { std::mem::transmute::<usize, PlainHandler>(handler) };
             // SAFETY: called as the kernel would have.
             unsafe { handler(signal) };
+            true
         }
     }
 }
@@ -233,22 +257,9 @@ pub(crate) unsafe fn forward_ignorable(
     info: *mut libc::siginfo_t,
     context: *mut libc::c_void,
 ) {
-    match previous.sa_sigaction {
-        libc::SIG_DFL | libc::SIG_IGN => {}
-        handler if previous.sa_flags & libc::SA_SIGINFO != 0 => {
-            // SAFETY: with SA_SIGINFO the stored address is a three-argument handler.
-            let handler: SigInfoHandler = unsafe { std::mem::transmute::<usize, SigInfoHandler>(handler) };
-            // SAFETY: forwarding the kernel's arguments unchanged.
-            unsafe { handler(signal, info, context) };
-        }
-        handler => {
-            type PlainHandler = unsafe extern "C" fn(libc::c_int);
-            // SAFETY: without SA_SIGINFO the stored address is a one-argument handler.
-            let handler: PlainHandler = unsafe { std::mem::transmute::<usize, PlainHandler>(handler) };
-            // SAFETY: called as the kernel would have.
-            unsafe { handler(signal) };
-        }
-    }
+    // SAFETY: the caller's promise; for SIG_DFL and SIG_IGN nothing is
+    // called, which is right for a signal whose default is to be ignored.
+    unsafe { call_handler(previous, signal, info, context) };
 }
 
 /// The instruction pointer at which the kernel interrupted the thread,
