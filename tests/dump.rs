@@ -350,7 +350,7 @@ fn a_stuck_worker_is_reported_busy() {
 /// the kernel keep for themselves.
 #[test]
 fn dump_on_signal_refuses_reserved_signals() {
-    for signal in [0, -1, 1000, libc::SIGSEGV, libc::SIGBUS, libc::SIGKILL, libc::SIGSTOP] {
+    for signal in [0, -1, 1000, libc::SIGSEGV, libc::SIGBUS, libc::SIGURG, libc::SIGKILL, libc::SIGSTOP] {
         let error = Runtime::builder().workers(1).dump_on_signal(signal).build().expect_err("refused");
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{error}");
         assert!(error.to_string().contains(&signal.to_string()), "the error names the signal: {error}");

@@ -36,8 +36,9 @@
 //!    walk of its stack, run *on that stack* below its saved frame (see
 //!    `Coroutine::on_suspended_stack`) — and stores it, `Done`.
 //! 3. A dumper that is itself a coroutine of this runtime collects its own
-//!    worker's part inline (it is that worker's running coroutine, so no
-//!    other coroutine of the worker runs meanwhile), then waits by sleeping
+//!    worker's part inline, after posting the others' requests (it is that
+//!    worker's running coroutine, so no other coroutine of the worker runs
+//!    meanwhile), then waits by sleeping (blocking, if it is panicking)
 //!    in short steps, so its worker keeps running and answering; an OS
 //!    thread waits on the request's condition variable.
 //! 4. The dumper waits up to [`ANSWER_TIMEOUT`] for every slot to leave
@@ -541,7 +542,19 @@ impl Request {
             }
             state.parts[index] = Part::Started;
         }
+        /// Ends the slot with an empty part if collecting panics, so that
+        /// the dumper, which waits without limit for a started part, is not
+        /// left waiting forever.
+        struct EmptyIfUnwound<'a>(&'a Request, usize);
+        impl Drop for EmptyIfUnwound<'_> {
+            fn drop(&mut self) {
+                self.0.state.lock().unwrap_or_else(|e| e.into_inner()).parts[self.1] = Part::Done(Vec::new());
+                self.0.answered.notify_all();
+            }
+        }
+        let unwound = EmptyIfUnwound(self, index);
         let part = collect();
+        std::mem::forget(unwound);
         self.state.lock().unwrap_or_else(|e| e.into_inner()).parts[index] = Part::Done(part);
         self.answered.notify_all();
     }
@@ -706,28 +719,35 @@ pub(crate) fn collect(shared: &Arc<Shared>) -> Dump {
         state: Mutex::new(RequestState { parts: (0..workers).map(|_| Part::Waiting).collect(), closed: false }),
         answered: Condvar::new(),
     });
-    // A coroutine of this runtime collects its own worker's part inline.
-    let own = with_current_worker(|w| match w {
-        Some(w) if Arc::ptr_eq(&w.shared, shared) => {
-            let running = CURRENT_TASK.with(Cell::get);
-            request.answer(w.index, || w.dump_part(running));
-            Some(w.index)
-        }
-        _ => None,
-    });
+    // A coroutine of this runtime collects its own worker's part inline,
+    // after asking the others (so that they work meanwhile, and its own
+    // part's time does not eat into their answer time).
+    let own = with_current_worker(|w| w.filter(|w| Arc::ptr_eq(&w.shared, shared)).map(|w| w.index));
     for (index, worker) in shared.workers.iter().enumerate() {
         if Some(index) != own {
             worker.dump.post(Arc::clone(&request));
             worker.notify();
         }
     }
+    if own.is_some() {
+        with_current_worker(|w| {
+            let w = w.expect("the dumper runs on its worker");
+            let running = CURRENT_TASK.with(Cell::get);
+            request.answer(w.index, || w.dump_part(running));
+        });
+    }
     let now = clock::now();
     let mut coroutines = Vec::new();
     for task in shared.injector.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         PartBuilder::add_unstarted(&mut coroutines, now, task, None);
     }
-    let in_coroutine = !CURRENT_TASK.with(Cell::get).is_null();
-    let answer_deadline = started + ANSWER_TIMEOUT;
+    // A coroutine waits by sleeping, so that its worker keeps answering;
+    // but not while it panics (a dump from a panic hook or a destructor
+    // during unwinding): parked mid-panic, it would leave its worker's
+    // other coroutines running with `thread::panicking()` true. It blocks
+    // the worker thread instead; its own part is already collected.
+    let in_coroutine = !CURRENT_TASK.with(Cell::get).is_null() && !std::thread::panicking();
+    let answer_deadline = Instant::now() + ANSWER_TIMEOUT;
     // Phase one: every worker starts answering, or the timeout passes;
     // phase two: every worker that started has finished.
     let mut state = request.state.lock().unwrap_or_else(|e| e.into_inner());

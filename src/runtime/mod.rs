@@ -279,7 +279,7 @@ impl RuntimeBuilder {
     ///
     /// [`io::ErrorKind::InvalidInput`] for zero workers, an invalid stack
     /// size, or a signal [`dump_on_signal`](Self::dump_on_signal) cannot use
-    /// (not a signal, or one of SIGSEGV, SIGBUS, SIGKILL and SIGSTOP); the OS
+    /// (not a signal, or one of SIGSEGV, SIGBUS, SIGURG, SIGKILL and SIGSTOP); the OS
     /// error if a worker thread cannot be started.
     pub fn build(self) -> io::Result<Runtime> {
         let workers = match self.workers {

@@ -123,7 +123,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::panic::Location;
 use std::ptr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The default stall threshold.
@@ -268,8 +268,11 @@ pub(crate) fn watch_this_thread(worker: &WorkerShared) {
     WATCHED.with(|w| w.set(worker));
 }
 
-/// Called by a worker thread before its `WorkerShared` may go away.
-pub(crate) fn unwatch_this_thread() {
+/// Called by a worker thread before it exits (and its `WorkerShared` may
+/// go away): no probe reaches it any more, nor, through a stale thread id,
+/// a thread the kernel later gives the same id.
+pub(crate) fn unwatch_this_thread(worker: &WorkerShared) {
+    worker.watch.tid.store(0, Ordering::Relaxed);
     WATCHED.with(|w| w.set(ptr::null()));
 }
 
@@ -364,6 +367,13 @@ unsafe fn answer_probe(worker: &WorkerShared, context: *mut c_void) -> bool {
 /// Asks `worker`'s thread what it runs; `None` if it does not answer in
 /// time (or a previous probe is still being answered).
 fn probe(worker: &WorkerShared) -> Option<ProbeData> {
+    // One requester at a time, process-wide: the monitor, a dump (through
+    // `running_on`) and the dump-on-signal thread may all probe the same
+    // worker, and the states below assume that only the requester moves
+    // DONE on (two requesters could read `data` while the other's handler
+    // writes it). The handler never takes this lock.
+    static REQUESTER: Mutex<()> = Mutex::new(());
+    let _one_requester = REQUESTER.lock().unwrap_or_else(|e| e.into_inner());
     let probe = &worker.watch.probe;
     // A DONE left by a probe that timed out while its handler wrote.
     // Release: as for IDLE below.

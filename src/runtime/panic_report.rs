@@ -35,6 +35,11 @@ use std::sync::Once;
 /// Chains weft's hook in front of the installed one (once per process).
 pub(crate) fn install() {
     static CHAINED: Once = Once::new();
+    // `take_hook` panics while the thread panics (a first runtime built in
+    // a destructor during unwinding): chain at the next build instead.
+    if std::thread::panicking() {
+        return;
+    }
     CHAINED.call_once(|| {
         let previous = panic::take_hook();
         let default = panic::take_hook();

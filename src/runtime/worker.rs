@@ -1119,7 +1119,7 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
         }
     }
     local.unwind_all();
-    monitor::unwatch_this_thread();
+    monitor::unwatch_this_thread(me);
     CURRENT_WORKER.with(|c| c.set(ptr::null()));
     tracing::debug!(worker = index, "worker stopped");
 }

@@ -309,11 +309,12 @@ impl Drop for ErrnoGuard {
 // ---------------------------------------------------------------------------
 
 /// Signals that cannot carry a dump: SIGSEGV and SIGBUS belong to the stack
-/// overflow handler (and to real faults), SIGKILL and SIGSTOP cannot be
-/// caught.
-const RESERVED_SIGNALS: [(libc::c_int, &str); 4] = [
+/// overflow handler (and to real faults), SIGURG to the stall monitor's
+/// probe, SIGKILL and SIGSTOP cannot be caught.
+const RESERVED_SIGNALS: [(libc::c_int, &str); 5] = [
     (libc::SIGSEGV, "SIGSEGV: weft's stack-overflow report and real faults need it"),
     (libc::SIGBUS, "SIGBUS: weft's stack-overflow report and real faults need it"),
+    (libc::SIGURG, "SIGURG: weft's stall monitor asks worker threads what they run with it"),
     (libc::SIGKILL, "SIGKILL cannot be caught"),
     (libc::SIGSTOP, "SIGSTOP cannot be caught"),
 ];
@@ -351,14 +352,11 @@ pub(crate) fn parse_signal(text: &str) -> io::Result<libc::c_int> {
         ("TERM", libc::SIGTERM),
         ("WINCH", libc::SIGWINCH),
         ("PWR", libc::SIGPWR),
-        ("URG", libc::SIGURG),
     ];
     known.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|&(_, s)| s).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!(
-                "{text:?} is not a signal number or a known name (USR1, USR2, QUIT, HUP, INT, TERM, WINCH, PWR, URG)"
-            ),
+            format!("{text:?} is not a signal number or a known name (USR1, USR2, QUIT, HUP, INT, TERM, WINCH, PWR)"),
         )
     })
 }
@@ -446,7 +444,10 @@ pub(crate) fn forward_to_pipe(signal: libc::c_int) -> io::Result<()> {
     // async-signal-safe and right for any thread.
     let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
     action.sa_sigaction = forward as SigInfoHandler as usize;
-    action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SA_ONSTACK: a signal sent to the process often lands on a worker that
+    // runs a coroutine, whose stack may be near its guard page; the
+    // alternate stack takes the kernel's signal frame instead.
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
     // SAFETY: `sa_mask` is a valid sigset_t to initialise.
     unsafe { libc::sigemptyset(&mut action.sa_mask) };
     // SAFETY: a valid action for a catchable signal (the caller checked it).
