@@ -351,14 +351,9 @@ weft_coroutine_trampoline_ret:          # the return address of that call: the
     .type weft_call_on_stack, @function
 weft_call_on_stack:
     .cfi_startproc
-    push rbp
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset rbp, 0
-    push rbx
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset rbx, 0
-    sub rsp, 8                          # keeps our own frame 16-byte aligned
-    .cfi_adjust_cfa_offset 8
+    PUSH_FRAME                          # rbp, rbx and a slot that keeps our own
+                                        # frame 16-byte aligned (a switch frame's
+                                        # shape; its FP slot is not needed here)
     mov rbx, rsp                        # our stack pointer, kept across the
                                         # callback in a callee-saved register
     .cfi_remember_state
@@ -374,14 +369,7 @@ weft_call_on_stack:
 weft_call_on_stack_ret:
     mov rsp, rbx                        # back on our own stack
     .cfi_restore_state
-    add rsp, 8
-    .cfi_adjust_cfa_offset -8
-    pop rbx
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore rbx
-    pop rbp
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore rbp
+    POP_FRAME
     ret
     .cfi_endproc
     .size weft_call_on_stack, . - weft_call_on_stack
