@@ -19,28 +19,54 @@
 //! # State word
 //!
 //! ```text
-//!   u32:  [ WRITERS_WAITING (bit 31) | READERS_WAITING (bit 30) | count (bits 0..30) ]
+//!   u32:  [ WRITERS_WAITING (31) | READERS_WAITING (30) | UPGRADING (29) | count (0..29) ]
 //!
 //!  count                  meaning
 //!  ---------------------  ---------------------------------------------
 //!  0                      free
-//!  1 ..= MAX_READERS      read-locked by that many readers
+//!  1 ..= MAX_READERS      read-locked by that many readers (an upgradable
+//!                         reader, if one holds the lock, is one of them)
 //!  WRITE_LOCKED (= MASK)  write-locked
 //!
 //!  READERS_WAITING   readers are parked on the reader key (or one is about to)
 //!  WRITERS_WAITING   writers are parked on the writer key (or one is about to,
 //!                    or is still spinning or yielding before it parks)
+//!  UPGRADING         the upgradable reader waits in `upgrade` for the other
+//!                    readers to leave (parked on the upgrade key, or about to)
 //! ```
 //!
-//! - Readers park on the state word's address, writers on that address + 1
-//!   (a byte inside the same word, so no other lock's key can equal it).
+//! - Readers park on the state word's address, writers on that address + 1,
+//!   an upgrading reader on address + 2 (bytes inside the same word, so no
+//!   other lock's key can equal them).
 //! - A read lock is taken by `count += 1` when the lock is not write-locked,
-//!   not full, and WRITERS_WAITING is clear ([`is_read_lockable`]); a write
-//!   lock by `0 -> WRITE_LOCKED`, only from an entirely clear word.
+//!   not full, and neither WRITERS_WAITING nor UPGRADING is set
+//!   ([`is_read_lockable`]); a write lock by `0 -> WRITE_LOCKED`, only from
+//!   an entirely clear word.
 //! - A waiting bit is cleared only under its key's bucket lock, by whoever
-//!   takes the last waiter off that queue (or finds it empty), so a set bit
-//!   never hides a waiter from an unlocker, and a waiter that set the bit
-//!   but had not yet validated sees it cleared and retries.
+//!   takes the last waiter off that queue (or finds it empty, or leaves it
+//!   last by a timeout), so a set bit never hides a waiter from an unlocker,
+//!   and a waiter that set the bit but had not yet validated sees it cleared
+//!   and retries.
+//!
+//! ```text
+//!  transition                                 who
+//!  -----------------------------------------  ---------------------------------------
+//!  count += 1          (read-lockable word)   a reader, an upgradable reader
+//!  0 -> WRITE_LOCKED   (clear word)           a writer
+//!  count -= 1                                 a reader leaving; the last one of a
+//!                                             phase with a bit set is responsible
+//!                                             (below); 2 -> 1 with UPGRADING set
+//!                                             wakes the upgrading reader
+//!  0|bits -> WRITE_LOCKED|bits                the responsible party takes over
+//!  WRITE_LOCKED -> 1   (bits kept)            a read phase starts; a downgrade
+//!  1|UPGRADING|bits -> WRITE_LOCKED|bits      an upgrade, once it is the only reader
+//!  1 -> WRITE_LOCKED   (bits kept)            try_upgrade
+//!  WRITE_LOCKED -> 0   (no bits)              a writer leaving, nobody waiting
+//!  set a bit                                  a waiter before it parks (a writer
+//!                                             also before it spins)
+//!  clear a bit         (bucket lock held)     whoever takes the last waiter off,
+//!                                             or a timed-out waiter leaving last
+//! ```
 //!
 //! # Who wakes whom
 //!
@@ -121,6 +147,54 @@
 //! parking the workloads above no longer park at all, so it buys nothing
 //! measurable there and would weaken the FIFO order of writers.
 //!
+//! # Upgradable reads
+//!
+//! An upgradable reader holds an ordinary read lock (it is counted, and
+//! shares the lock with plain readers) plus a small [`Mutex`](super::Mutex)
+//! beside the state word that admits one upgradable reader at a time
+//! (taken first, released last). So an upgradable reader waits for its
+//! read lock exactly as a reader does: it never barges past a waiting
+//! writer, and goes in with the next read phase.
+//!
+//! `upgrade` sets UPGRADING, which stops new readers as a waiting writer
+//! does, and waits (spin, yield, park on the upgrade key) until it is the
+//! only reader left; the reader whose unlock takes the count from 2 to 1
+//! wakes it. It then turns its read lock into the write lock with one CAS,
+//! keeping the waiting bits, and releases the upgradable mutex (the write
+//! lock keeps every other reader out by itself). So the upgrading reader
+//! goes before the writers that wait — they could not get in before it
+//! left anyway — and when it leaves the write lock, the readers that queued
+//! meanwhile go in together (a read phase), as after any writer: neither
+//! side starves. `try_upgrade` is the CAS alone, when it is the only reader.
+//!
+//! # Downgrades
+//!
+//! A writer downgrades by turning `WRITE_LOCKED` into one read lock (its
+//! own) in one step, so no writer can get in between, and then hands a read
+//! lock to every reader queued at that moment, as a read phase does (it is
+//! the phase holder, and keeps its read lock afterwards). A writer that
+//! waits stays out until the last of them leaves.
+//!
+//! # Timeouts
+//!
+//! A reader or writer whose deadline passes while it is queued takes itself
+//! off its queue (the parking lot does it under the bucket lock) and, as the
+//! last waiter of its kind, clears its bit; a reader also uncounts itself
+//! from `parked_readers`. A writer that timed out while its bit was still
+//! set only by itself (flagged before spinning) leaves through the same
+//! path, so its bit never outlives it. A deadline is checked only before a
+//! waiter sets a bit; after that it is the park's to judge.
+//!
+//! A writer that leaves the writer queue as its last waiter may leave
+//! readers parked behind it on a lock they could now share (readers queue
+//! while WRITERS_WAITING is set even if only readers hold the lock). It then
+//! lets them in as a read phase would: it takes a read lock of its own
+//! (they are read-lockable now), hands one to each queued reader, and
+//! drops its own; or, if the lock is free, takes it over and passes it on.
+//! An upgrading reader unwound while parked does the same for the readers
+//! that queued behind UPGRADING (it still holds its read lock). So a waiter
+//! that gives up leaves the lock as if it had never waited.
+//!
 //! Orderings: every change of the word is a read-modify-write, so release
 //! sequences are never broken. Taking a lock is Acquire, giving one up is
 //! Release: a writer's Acquire (its CAS from 0, or the last reader's
@@ -130,18 +204,24 @@
 //! Release/Acquire pair, which the responsible party performs after its
 //! critical section.
 
+use super::mutex::RawMutex;
 use super::spinlock::SpinWait;
 use crate::loom::{AtomicU32, AtomicUsize, Ordering, UnsafeCell};
 use crate::park::lot::{self, DEFAULT_TOKEN, ParkResult};
+use crate::sys::futex::Deadline;
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
 
-/// Bits 0..30: the reader count, or WRITE_LOCKED.
-const MASK: u32 = (1 << 30) - 1;
+/// Bits 0..29: the reader count, or WRITE_LOCKED.
+const MASK: u32 = (1 << 29) - 1;
 const WRITE_LOCKED: u32 = MASK;
 /// The most readers at once; one more is a panic.
 const MAX_READERS: u32 = MASK - 1;
+const UPGRADING: u32 = 1 << 29;
 const READERS_WAITING: u32 = 1 << 30;
 const WRITERS_WAITING: u32 = 1 << 31;
 const WAITING: u32 = READERS_WAITING | WRITERS_WAITING;
@@ -155,11 +235,21 @@ fn is_write_locked(state: u32) -> bool {
 }
 
 /// Whether a reader may take a read lock itself: not write-locked, room for
-/// one more, and no writer waiting (readers never barge past a writer).
-/// READERS_WAITING does not matter: readers do not exclude each other.
+/// one more, no writer waiting and no upgrade waiting (readers never barge
+/// past either). READERS_WAITING does not matter: readers do not exclude
+/// each other.
 #[inline]
 fn is_read_lockable(state: u32) -> bool {
-    state & MASK < MAX_READERS && state & WRITERS_WAITING == 0
+    state & MASK < MAX_READERS && state & (WRITERS_WAITING | UPGRADING) == 0
+}
+
+/// Whether a read unlock that found `previous` has more to do than the
+/// decrement: it was the last reader with waiters flagged, or it leaves the
+/// upgrading reader alone.
+#[inline]
+fn read_unlock_is_contended(previous: u32) -> bool {
+    let count = previous & MASK;
+    (count == 1 && previous & WAITING != 0) || (count == 2 && previous & UPGRADING != 0)
 }
 
 /// The lock without data: the state word and its protocol.
@@ -168,19 +258,21 @@ pub(crate) struct RawRwLock {
     state: AtomicU32,
     /// Readers on the reader key's queue. Read and written only under that
     /// key's bucket lock (so Relaxed): +1 in a reader's validation, -1 when
-    /// a read phase takes one off.
+    /// a read phase takes one off or one times out.
     parked_readers: AtomicUsize,
+    /// Admits one upgradable reader at a time ("Upgradable reads").
+    upgradable: RawMutex,
 }
 
 impl RawRwLock {
     #[cfg(not(loom))]
     pub(crate) const fn new() -> RawRwLock {
-        RawRwLock { state: AtomicU32::new(0), parked_readers: AtomicUsize::new(0) }
+        RawRwLock { state: AtomicU32::new(0), parked_readers: AtomicUsize::new(0), upgradable: RawMutex::new() }
     }
 
     #[cfg(loom)]
     pub(crate) fn new() -> RawRwLock {
-        RawRwLock { state: AtomicU32::new(0), parked_readers: AtomicUsize::new(0) }
+        RawRwLock { state: AtomicU32::new(0), parked_readers: AtomicUsize::new(0), upgradable: RawMutex::new() }
     }
 
     /// The parking-lot key readers wait on.
@@ -194,6 +286,22 @@ impl RawRwLock {
         self.reader_key() + 1
     }
 
+    /// The parking-lot key an upgrading reader waits on (another byte of
+    /// the state word).
+    fn upgrade_key(&self) -> usize {
+        self.reader_key() + 2
+    }
+
+    /// Whether any lock is held (read, upgradable or write): a snapshot.
+    fn is_locked(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & MASK != 0
+    }
+
+    /// Whether the write lock is held: a snapshot.
+    fn is_locked_exclusive(&self) -> bool {
+        is_write_locked(self.state.load(Ordering::Relaxed))
+    }
+
     #[inline]
     pub(crate) fn read(&self) {
         let state = self.state.load(Ordering::Relaxed);
@@ -201,7 +309,8 @@ impl RawRwLock {
         if !is_read_lockable(state)
             || self.state.compare_exchange_weak(state, state + 1, Ordering::Acquire, Ordering::Relaxed).is_err()
         {
-            self.read_contended();
+            let locked = self.read_contended(None);
+            debug_assert!(locked, "RwLock: an untimed read gave up");
         }
     }
 
@@ -220,8 +329,14 @@ impl RawRwLock {
         }
     }
 
+    /// Takes a read lock unless `deadline` passes first; `false` on timeout.
+    pub(crate) fn read_until(&self, deadline: Deadline) -> bool {
+        self.try_read() || self.read_contended(Some(deadline))
+    }
+
+    /// Waits for a read lock (until `deadline`, if any); `false` on timeout.
     #[cold]
-    fn read_contended(&self) {
+    fn read_contended(&self, deadline: Option<Deadline>) -> bool {
         let mut spin = SpinWait::new();
         let mut yield_wait = YieldWait::new();
         let mut state = self.state.load(Ordering::Relaxed);
@@ -229,13 +344,19 @@ impl RawRwLock {
             if is_read_lockable(state) {
                 // Acquire: as in `read`.
                 match self.state.compare_exchange_weak(state, state + 1, Ordering::Acquire, Ordering::Relaxed) {
-                    Ok(_) => return,
+                    Ok(_) => return true,
                     Err(actual) => state = actual,
                 }
                 continue;
             }
             if state & MASK == MAX_READERS {
                 reader_overflow();
+            }
+            // Nothing of ours is in the word here (our bit, if we set it
+            // before an earlier park, is the parking lot's business now):
+            // giving up leaves no trace.
+            if deadline.is_some_and(lot::deadline_passed) {
+                return false;
             }
             // Spin while nobody is queued: the writer may be about to leave.
             if state & WAITING == 0 && spin.spin() {
@@ -265,20 +386,23 @@ impl RawRwLock {
             let result = lot::park_passing_on(
                 self.reader_key(),
                 || {
-                    // Park only if a writer is in the way (so some unlock
-                    // will pass the lock on to readers) and our bit is still
-                    // set (so that unlock will look at the reader queue).
+                    // Park only if a writer or an upgrade is in the way (so
+                    // some unlock will pass the lock on to readers) and our
+                    // bit is still set (so that unlock will look at the
+                    // reader queue).
                     let state = self.state.load(Ordering::Relaxed);
-                    let park = state & READERS_WAITING != 0 && (is_write_locked(state) || state & WRITERS_WAITING != 0);
+                    let park = state & READERS_WAITING != 0
+                        && (is_write_locked(state) || state & (WRITERS_WAITING | UPGRADING) != 0);
                     if park {
                         self.parked_readers.fetch_add(1, Ordering::Relaxed);
                     }
                     park
                 },
                 || {},
-                // Untimed: called only when a runtime shuts down and unwinds
-                // us while parked. Undo what `validate` counted, and clear
-                // the bit if no reader is left queued, as a read phase would.
+                // Timed out, or unwound by a runtime while parked: undo
+                // what `validate` counted, and clear the bit if no reader is
+                // left queued, as a read phase would. Nobody waits for a
+                // queued reader, so nothing else changes.
                 |_, was_last| {
                     self.parked_readers.fetch_sub(1, Ordering::Relaxed);
                     if was_last {
@@ -293,10 +417,13 @@ impl RawRwLock {
                         unsafe { self.read_unlock() }
                     }
                 },
-                None,
+                deadline,
             );
-            if result == ParkResult::Unparked(TOKEN_HANDOFF) {
-                return; // a read phase counted us in
+            match result {
+                ParkResult::Unparked(TOKEN_HANDOFF) => return true, // a read phase counted us in
+                // Only once the deadline passed (the parking lot checks).
+                ParkResult::TimedOut => return false,
+                ParkResult::Unparked(_) | ParkResult::Invalid => {}
             }
             spin.reset();
             yield_wait.reset();
@@ -315,25 +442,40 @@ impl RawRwLock {
             previous & MASK != 0 && !is_write_locked(previous),
             "RwLock: read unlock without a read lock (state {previous:#x})"
         );
-        if previous & MASK == 1 && previous & WAITING != 0 {
-            self.read_unlock_contended();
+        if read_unlock_is_contended(previous) {
+            self.read_unlock_contended(previous);
         }
     }
 
     #[cold]
-    fn read_unlock_contended(&self) {
-        // We were the last reader and waiters are flagged: we are
-        // responsible for passing the lock on.
-        if self.take_over_free_lock() {
+    fn read_unlock_contended(&self, previous: u32) {
+        if self.after_read_unlock(previous) {
             self.pass_on_write_lock(true);
         }
+    }
+
+    /// The rest of a read unlock (a reader's or a phase holder's) whose
+    /// `count -= 1` found `previous`. The last reader with waiters flagged
+    /// is responsible for passing the lock on: `true` means it took the
+    /// write lock over to do so, and the caller must pass it on. A reader
+    /// that leaves the upgrading reader alone wakes it.
+    fn after_read_unlock(&self, previous: u32) -> bool {
+        let count = previous & MASK;
+        if count == 1 && previous & WAITING != 0 {
+            return self.take_over_free_lock();
+        }
+        if count == 2 && previous & UPGRADING != 0 {
+            self.wake_upgrader();
+        }
+        false
     }
 
     #[inline]
     pub(crate) fn write(&self) {
         // Acquire: pairs with the Release of the previous holders.
         if self.state.compare_exchange_weak(0, WRITE_LOCKED, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            self.write_contended();
+            let locked = self.write_contended(None);
+            debug_assert!(locked, "RwLock: an untimed write gave up");
         }
     }
 
@@ -343,11 +485,22 @@ impl RawRwLock {
         self.state.compare_exchange(0, WRITE_LOCKED, Ordering::Acquire, Ordering::Relaxed).is_ok()
     }
 
+    /// Takes the write lock unless `deadline` passes first; `false` on
+    /// timeout.
+    pub(crate) fn write_until(&self, deadline: Deadline) -> bool {
+        self.try_write() || self.write_contended(Some(deadline))
+    }
+
+    /// Waits for the write lock (until `deadline`, if any); `false` on
+    /// timeout.
     #[cold]
-    fn write_contended(&self) {
+    fn write_contended(&self, deadline: Option<Deadline>) -> bool {
         let mut spin = SpinWait::new();
         let mut yield_wait = YieldWait::new();
-        let mut flagged = false;
+        // What we leave behind if we go without the lock (a timeout, or an
+        // unwind): a bit we set, readers parked behind it (module docs,
+        // "Timeouts"). Dropped on every exit, so an unwind runs it too.
+        let leave = WriterLeaving::new(self);
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
             // Only an entirely clear word may be taken: with a waiting bit
@@ -355,13 +508,21 @@ impl RawRwLock {
             if state == 0 {
                 // Acquire: as in `write`.
                 match self.state.compare_exchange_weak(0, WRITE_LOCKED, Ordering::Acquire, Ordering::Relaxed) {
-                    Ok(_) => return,
+                    Ok(_) => {
+                        leave.flagged.set(false);
+                        return true;
+                    }
                     Err(actual) => state = actual,
                 }
                 continue;
             }
             if state & WRITERS_WAITING == 0 {
-                flagged = false; // whoever cleared our bit found no writer queued
+                // Whoever cleared our bit found no writer queued.
+                leave.flagged.set(false);
+            }
+            // Out of time: `leave` withdraws a bit we set before spinning.
+            if deadline.is_some_and(lot::deadline_passed) {
+                return false;
             }
             // Readers hold the lock and no writer is flagged: flag ourselves
             // before spinning, so that new readers queue and the count can
@@ -378,11 +539,11 @@ impl RawRwLock {
                     continue;
                 }
                 state |= WRITERS_WAITING;
-                flagged = true;
+                leave.flagged.set(true);
             }
             // Spin while no writer but us is flagged: the holders may leave
             // soon.
-            if (state & WRITERS_WAITING == 0 || flagged) && spin.spin() {
+            if (state & WRITERS_WAITING == 0 || leave.flagged.get()) && spin.spin() {
                 state = self.state.load(Ordering::Relaxed);
                 continue;
             }
@@ -403,6 +564,9 @@ impl RawRwLock {
                     continue;
                 }
             }
+            // From here the bit belongs to the writer queue: the park's
+            // `timed_out` deals with it if we leave.
+            leave.flagged.set(false);
             crate::park::waiting_on(crate::park::ParkedOn::RwLockWrite(self.writer_key()));
             let result = lot::park_passing_on(
                 self.writer_key(),
@@ -412,12 +576,14 @@ impl RawRwLock {
                 // lock, only once the writer queue is found empty).
                 || self.state.load(Ordering::Relaxed) & WRITERS_WAITING != 0,
                 || {},
-                // Untimed: called only when a runtime shuts down and unwinds
-                // us while parked. The bit is cleared, under this bucket
-                // lock, once the writer queue is empty (see `validate`).
+                // Timed out, or unwound by a runtime while parked. The bit
+                // is cleared, under this bucket lock, once the writer queue
+                // is empty (see `validate`); readers parked behind it are
+                // then let in (`leave`).
                 |_, was_last| {
                     if was_last {
                         self.state.fetch_and(!WRITERS_WAITING, Ordering::Relaxed);
+                        leave.left_last.set(true);
                     }
                 },
                 // Unwound by a shutdown after the write lock was handed to
@@ -428,16 +594,39 @@ impl RawRwLock {
                         unsafe { self.write_unlock() }
                     }
                 },
-                None,
+                deadline,
             );
-            if result == ParkResult::Unparked(TOKEN_HANDOFF) {
-                return; // handed the write lock
+            match result {
+                ParkResult::Unparked(TOKEN_HANDOFF) => return true, // handed the write lock
+                // Only once the deadline passed (the parking lot checks).
+                ParkResult::TimedOut => return false,
+                ParkResult::Unparked(_) | ParkResult::Invalid => {}
             }
             spin.reset();
             yield_wait.reset();
-            flagged = false;
             state = self.state.load(Ordering::Relaxed);
         }
+    }
+
+    /// Clears WRITERS_WAITING if no writer is queued (under the writer
+    /// key's bucket lock, waking nobody); `true` if it did. For a writer
+    /// that set the bit and leaves without having queued.
+    fn withdraw_writer_flag(&self) -> bool {
+        let mut cleared = false;
+        lot::unpark_filter(
+            self.writer_key(),
+            |_| lot::FilterOp::Stop,
+            |result| {
+                // A writer that set the bit but has not validated yet sees
+                // it clear and retries, as after `wake_one_writer`.
+                if !result.have_more {
+                    self.state.fetch_and(!WRITERS_WAITING, Ordering::Relaxed);
+                    cleared = true;
+                }
+                DEFAULT_TOKEN
+            },
+        );
+        cleared
     }
 
     /// # Safety
@@ -457,6 +646,183 @@ impl RawRwLock {
         self.pass_on_write_lock(false);
     }
 
+    /// Turns the write lock into a read lock without letting a writer in
+    /// between, and lets in the readers queued now ("Downgrades").
+    ///
+    /// # Safety
+    ///
+    /// - The caller holds the write lock; it holds one read lock afterwards.
+    pub(crate) unsafe fn downgrade(&self) {
+        // WRITE_LOCKED -> 1, bits kept. Release: readers that get in by
+        // themselves from now on see our critical section.
+        let previous = self.state.fetch_sub(WRITE_LOCKED - 1, Ordering::Release);
+        debug_assert!(is_write_locked(previous), "RwLock: downgrade without the write lock (state {previous:#x})");
+        if previous & READERS_WAITING != 0 {
+            self.hand_out_read_locks();
+        }
+    }
+
+    /// Takes the upgradable read lock: the upgradable mutex, then a read
+    /// lock ("Upgradable reads").
+    pub(crate) fn upgradable_read(&self) {
+        self.upgradable.lock();
+        // `read` panics only on a reader overflow: give the mutex back then.
+        let release = ReleaseOnUnwind(&self.upgradable);
+        self.read();
+        std::mem::forget(release);
+    }
+
+    /// The upgradable read lock if both halves are free right now.
+    pub(crate) fn try_upgradable_read(&self) -> bool {
+        if !self.upgradable.try_lock() {
+            return false;
+        }
+        if self.try_read() {
+            return true;
+        }
+        // SAFETY: taken just above.
+        unsafe { self.upgradable.unlock() };
+        false
+    }
+
+    /// # Safety
+    ///
+    /// - The caller holds the upgradable read lock, which this gives up.
+    pub(crate) unsafe fn upgradable_unlock(&self) {
+        // SAFETY: the upgradable read lock includes a read lock and the
+        // upgradable mutex, both ours (the caller's promise).
+        unsafe {
+            self.read_unlock();
+            self.upgradable.unlock();
+        }
+    }
+
+    /// # Safety
+    ///
+    /// - The caller holds the upgradable read lock; it holds a plain read
+    ///   lock afterwards.
+    pub(crate) unsafe fn upgradable_downgrade(&self) {
+        // SAFETY: the upgradable mutex is ours (the caller's promise).
+        unsafe { self.upgradable.unlock() };
+    }
+
+    /// Turns the upgradable read lock into the write lock if no other
+    /// reader holds the lock now; `false` (still upgradable) otherwise.
+    ///
+    /// # Safety
+    ///
+    /// - The caller holds the upgradable read lock; on `true` it holds the
+    ///   write lock instead.
+    pub(crate) unsafe fn try_upgrade(&self) -> bool {
+        if !self.upgrade_if_alone() {
+            return false;
+        }
+        // SAFETY: ours (the caller's promise); the write lock keeps every
+        // other upgradable reader out by itself.
+        unsafe { self.upgradable.unlock() };
+        true
+    }
+
+    /// Turns the upgradable read lock into the write lock, waiting for the
+    /// other readers to leave ("Upgradable reads").
+    ///
+    /// # Safety
+    ///
+    /// - The caller holds the upgradable read lock; it holds the write lock
+    ///   afterwards. If this unwinds, it still holds the upgradable read
+    ///   lock.
+    pub(crate) unsafe fn upgrade(&self) {
+        if !self.upgrade_if_alone() {
+            self.upgrade_contended();
+        }
+        // SAFETY: as in try_upgrade.
+        unsafe { self.upgradable.unlock() };
+    }
+
+    /// The CAS of an upgrade: our read lock, the only one, becomes the write
+    /// lock (waiting bits kept, UPGRADING cleared).
+    fn upgrade_if_alone(&self) -> bool {
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state & MASK != 1 {
+                return false;
+            }
+            let next = (state & WAITING) | WRITE_LOCKED;
+            // Acquire: pairs with the Release `count -= 1` of every reader
+            // that left before us (a release sequence of RMWs).
+            match self.state.compare_exchange_weak(state, next, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    #[cold]
+    fn upgrade_contended(&self) {
+        let mut spin = SpinWait::new();
+        let mut yield_wait = YieldWait::new();
+        // Clears UPGRADING and lets in the readers parked behind it if we
+        // leave without upgrading (a runtime unwinding us at a park or a
+        // yield; `upgrade` is never timed).
+        let pending = PendingUpgrade { lock: self, upgrading: Cell::new(false) };
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state & MASK == 1 {
+                if self.upgrade_if_alone() {
+                    pending.upgrading.set(false); // the CAS cleared UPGRADING
+                    return;
+                }
+                state = self.state.load(Ordering::Relaxed);
+                continue;
+            }
+            debug_assert!(
+                state & MASK > 1 && !is_write_locked(state),
+                "RwLock: upgrading without a read lock (state {state:#x})"
+            );
+            // Stop new readers first, so the count drains while we wait.
+            // Relaxed: the bit carries no data; the bucket lock orders it
+            // with the wake of the reader that leaves us alone.
+            if state & UPGRADING == 0 {
+                if let Err(actual) =
+                    self.state.compare_exchange_weak(state, state | UPGRADING, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    state = actual;
+                    continue;
+                }
+                pending.upgrading.set(true);
+            }
+            if spin.spin() || yield_wait.yield_once() {
+                state = self.state.load(Ordering::Relaxed);
+                continue;
+            }
+            crate::park::waiting_on(crate::park::ParkedOn::RwLockWrite(self.upgrade_key()));
+            // Nothing to undo in the callbacks: UPGRADING is ours alone (one
+            // upgradable reader at a time), and `pending` clears it if we
+            // unwind out of here; a wake hands nothing over.
+            lot::park(
+                self.upgrade_key(),
+                // The reader that takes the count from 2 to 1 sees
+                // UPGRADING and wakes us under this bucket lock.
+                || {
+                    let state = self.state.load(Ordering::Relaxed);
+                    state & UPGRADING != 0 && state & MASK > 1
+                },
+                || {},
+                |_, _| {},
+                None,
+            );
+            spin.reset();
+            yield_wait.reset();
+            state = self.state.load(Ordering::Relaxed);
+        }
+    }
+
+    /// Wakes the upgrading reader: its count has drained to 1 (its own).
+    #[cold]
+    fn wake_upgrader(&self) {
+        lot::unpark_one(self.upgrade_key(), |_| DEFAULT_TOKEN);
+    }
+
     /// The caller made the count 0 with waiting bits set (the last reader,
     /// or a phase holder): takes the write lock so as to pass it on.
     /// `false` if another reader got in meanwhile (only possible with
@@ -468,6 +834,7 @@ impl RawRwLock {
             if state & MASK != 0 || state & WAITING == 0 {
                 return false;
             }
+            debug_assert_eq!(state & UPGRADING, 0, "RwLock: upgrading with no reader");
             // Acquire: pairs with the Release `count -= 1` of every reader
             // of the phase (a release sequence of RMWs), so the writer we
             // hand over to comes after their reads.
@@ -484,6 +851,7 @@ impl RawRwLock {
         loop {
             let state = self.state.load(Ordering::Relaxed);
             debug_assert!(is_write_locked(state), "RwLock: passing on a lock not write-locked (state {state:#x})");
+            debug_assert_eq!(state & UPGRADING, 0, "RwLock: upgrading while write-locked");
             if state & WAITING == 0 {
                 // Release: pairs with the Acquire of the next holders.
                 if self.state.compare_exchange_weak(state, 0, Ordering::Release, Ordering::Relaxed).is_ok() {
@@ -532,6 +900,19 @@ impl RawRwLock {
         // clear) see the critical section before ours.
         let previous = self.state.fetch_sub(WRITE_LOCKED - 1, Ordering::Release);
         debug_assert!(is_write_locked(previous), "RwLock: read phase without the write lock");
+        self.hand_out_read_locks();
+        // Drop our phase-holder read lock like any reader. Release: as in
+        // read_unlock.
+        let previous = self.state.fetch_sub(1, Ordering::Release);
+        self.after_read_unlock(previous)
+    }
+
+    /// Holding a read lock (the phase holder's: it keeps the count above 0,
+    /// so the readers woken cannot start the next phase while we hand out):
+    /// hands a read lock to every reader queued now, oldest first. Readers
+    /// that queue meanwhile wait for the next phase, which keeps this
+    /// bounded.
+    fn hand_out_read_locks(&self) {
         // How many readers of the snapshot are still to be woken; the
         // snapshot is taken in the first callback, under the bucket lock.
         let mut to_wake: Option<usize> = None;
@@ -541,10 +922,6 @@ impl RawRwLock {
                 break;
             }
         }
-        // Drop our phase-holder read lock like any reader. Release: as in
-        // read_unlock.
-        let previous = self.state.fetch_sub(1, Ordering::Release);
-        previous & MASK == 1 && previous & WAITING != 0 && self.take_over_free_lock()
     }
 
     /// `unpark_one`'s callback in a read phase, under the reader key's
@@ -576,8 +953,106 @@ impl RawRwLock {
             }
         }
     }
+
+    /// After a writer left the writer queue last without the lock, or an
+    /// upgrade was abandoned: lets in the readers parked behind the bit it
+    /// cleared, if the lock is one they can now share (module docs,
+    /// "Timeouts"). Holding no lock, or the abandoned upgrade's read lock.
+    #[cold]
+    fn admit_stranded_readers(&self) {
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            // Not stranded: nobody queued, or whoever holds or waits for the
+            // lock in their way will pass it on to them.
+            if state & READERS_WAITING == 0 || !is_read_lockable(state) {
+                return;
+            }
+            if state & MASK == 0 {
+                // Free: pass it on as its last holder would have.
+                if self.take_over_free_lock() {
+                    self.pass_on_write_lock(false);
+                    return;
+                }
+            } else {
+                // Read-locked: become a phase holder. Acquire: as in `read`.
+                if self.state.compare_exchange_weak(state, state + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    self.hand_out_read_locks();
+                    // SAFETY: taken just above.
+                    unsafe { self.read_unlock() };
+                    return;
+                }
+            }
+            state = self.state.load(Ordering::Relaxed);
+        }
+    }
 }
 
+/// What a writer that goes without the write lock (a timeout, an unwind)
+/// leaves in order (module docs, "Timeouts"); dropped on every exit of
+/// `write_contended`.
+struct WriterLeaving<'a> {
+    lock: &'a RawRwLock,
+    /// We set WRITERS_WAITING before spinning and have not queued since: the
+    /// bit is ours to withdraw.
+    flagged: Cell<bool>,
+    /// We left the writer queue last and cleared the bit (the park's
+    /// `timed_out`).
+    left_last: Cell<bool>,
+}
+
+impl<'a> WriterLeaving<'a> {
+    fn new(lock: &'a RawRwLock) -> Self {
+        WriterLeaving { lock, flagged: Cell::new(false), left_last: Cell::new(false) }
+    }
+}
+
+impl Drop for WriterLeaving<'_> {
+    fn drop(&mut self) {
+        // Under loom a detected deadlock unwinds every model thread after
+        // loom has torn the execution down (as in the parking lot's guard).
+        if cfg!(loom) && std::thread::panicking() {
+            return;
+        }
+        let cleared = self.left_last.get() || (self.flagged.get() && self.lock.withdraw_writer_flag());
+        if cleared {
+            self.lock.admit_stranded_readers();
+        }
+    }
+}
+
+/// An upgrade under way (`upgrade_contended`): if it ends without the write
+/// lock, clears UPGRADING and lets in the readers that queued behind it
+/// (the upgrader still holds its read lock then).
+struct PendingUpgrade<'a> {
+    lock: &'a RawRwLock,
+    /// We set UPGRADING and have not upgraded yet.
+    upgrading: Cell<bool>,
+}
+
+impl Drop for PendingUpgrade<'_> {
+    fn drop(&mut self) {
+        if cfg!(loom) && std::thread::panicking() {
+            return;
+        }
+        if self.upgrading.get() {
+            // Relaxed: the bit carries no data; clearing it only lets
+            // readers in, which `admit_stranded_readers` does by RMWs.
+            self.lock.state.fetch_and(!UPGRADING, Ordering::Relaxed);
+            self.lock.admit_stranded_readers();
+        }
+    }
+}
+
+/// Unlocks the upgradable mutex if dropped by an unwind.
+struct ReleaseOnUnwind<'a>(&'a RawMutex);
+
+impl Drop for ReleaseOnUnwind<'_> {
+    fn drop(&mut self) {
+        // SAFETY: built right after the mutex was locked, and forgotten
+        // once the lock belongs to a guard.
+        unsafe { self.0.unlock() };
+    }
+}
 /// Bounded yielding before parking, for a waiter whose spinning is spent
 /// (see "Waiting" in the module docs).
 struct YieldWait {
@@ -633,6 +1108,11 @@ fn reader_overflow() -> ! {
 /// writer. A waiting coroutine parks (its worker runs others); a waiting OS
 /// thread blocks on a futex. Both can wait on the same lock.
 ///
+/// Besides std's API it has parking_lot's: timed locks (`try_read_for`,
+/// `try_write_until`, ...), guards mapped to a part of the data
+/// ([`RwLockReadGuard::map`]), [`RwLockWriteGuard::downgrade`], and
+/// upgradable reads ([`upgradable_read`](Self::upgradable_read)).
+///
 /// ```
 /// use std::sync::Arc;
 /// use weft::sync::RwLock;
@@ -664,6 +1144,14 @@ unsafe impl<T: ?Sized + Send + Sync> Sync for RwLock<T> {}
 
 impl<T> RwLock<T> {
     /// A new, unlocked reader-writer lock.
+    ///
+    /// ```
+    /// use weft::sync::RwLock;
+    ///
+    /// static SETTINGS: RwLock<Vec<&str>> = RwLock::new(Vec::new());
+    /// SETTINGS.write().push("verbose");
+    /// assert_eq!(*SETTINGS.read(), ["verbose"]);
+    /// ```
     #[cfg(not(loom))]
     pub const fn new(value: T) -> RwLock<T> {
         RwLock { raw: RawRwLock::new(), data: UnsafeCell::new(value) }
@@ -676,12 +1164,36 @@ impl<T> RwLock<T> {
     }
 
     /// Consumes the lock and returns its value.
+    ///
+    /// ```
+    /// use weft::sync::RwLock;
+    ///
+    /// let lock = RwLock::new(5);
+    /// *lock.write() += 1;
+    /// assert_eq!(lock.into_inner(), 6);
+    /// ```
     pub fn into_inner(self) -> T {
         self.data.into_inner()
     }
 }
 
 impl<T: ?Sized> RwLock<T> {
+    /// A pointer to the data, for a read guard (which holds a pointer
+    /// rather than `&RwLock<T>`, so that it is covariant in `T`). Under
+    /// loom the read is recorded here, when the lock has just been taken.
+    fn data_ptr(&self) -> NonNull<T> {
+        self.data.with(|p| NonNull::new(p.cast_mut()).expect("an UnsafeCell's pointer is never null"))
+    }
+
+    /// A read guard for a read lock the caller has just taken.
+    fn read_guard(&self) -> RwLockReadGuard<'_, T> {
+        RwLockReadGuard { data: self.data_ptr(), raw: &self.raw, _marker: PhantomData }
+    }
+
+    fn write_guard(&self) -> RwLockWriteGuard<'_, T> {
+        RwLockWriteGuard { lock: self, _not_send: PhantomData }
+    }
+
     /// Locks for reading, waiting (parking the coroutine, or blocking the
     /// thread) while a writer holds the lock or waits for it.
     ///
@@ -691,38 +1203,265 @@ impl<T: ?Sized> RwLock<T> {
     ///
     /// # Panics
     ///
-    /// If more than about 2^30 read locks would be held at once.
+    /// If more than about 2^29 read locks would be held at once.
+    ///
+    /// ```
+    /// use weft::sync::RwLock;
+    ///
+    /// let lock = RwLock::new(1);
+    /// let r1 = lock.read();
+    /// let r2 = lock.read(); // readers share the lock
+    /// assert_eq!(*r1 + *r2, 2);
+    /// ```
     #[inline]
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
         self.raw.read();
-        RwLockReadGuard { lock: self, _not_send: PhantomData }
+        self.read_guard()
     }
 
     /// Locks for reading if that is possible right now: not write-locked
     /// and no writer waiting (it does not barge past a waiting writer).
+    ///
+    /// ```
+    /// use weft::sync::RwLock;
+    ///
+    /// let lock = RwLock::new(1);
+    /// assert!(lock.try_read().is_some());
+    /// let writer = lock.write();
+    /// assert!(lock.try_read().is_none());
+    /// drop(writer);
+    /// ```
     #[inline]
     pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
         // `then`, not `then_some`: an eagerly built guard would be dropped
         // on failure, unlocking a lock we do not hold.
-        self.raw.try_read().then(|| RwLockReadGuard { lock: self, _not_send: PhantomData })
+        self.raw.try_read().then(|| self.read_guard())
+    }
+
+    /// Locks for reading, waiting at most `timeout`; `None` if it did not
+    /// get the lock in time. The time is measured on `CLOCK_MONOTONIC` and
+    /// `None` never comes before `timeout` has passed; a reader that gives
+    /// up leaves the lock as if it had never waited.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::RwLock;
+    ///
+    /// let lock = RwLock::new(0);
+    /// let writer = lock.write();
+    /// let start = Instant::now();
+    /// assert!(lock.try_read_for(Duration::from_millis(10)).is_none());
+    /// assert!(start.elapsed() >= Duration::from_millis(10));
+    /// drop(writer);
+    /// assert!(lock.try_read_for(Duration::from_millis(10)).is_some());
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`read`](Self::read).
+    pub fn try_read_for(&self, timeout: Duration) -> Option<RwLockReadGuard<'_, T>> {
+        self.try_read_deadline(Deadline::after(timeout))
+    }
+
+    /// Locks for reading, waiting until `deadline` at the latest; `None` if
+    /// it did not get the lock by then (never before).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::RwLock;
+    ///
+    /// let lock = RwLock::new(0);
+    /// let deadline = Instant::now() + Duration::from_millis(10);
+    /// let writer = lock.write();
+    /// assert!(lock.try_read_until(deadline).is_none());
+    /// assert!(Instant::now() >= deadline);
+    /// drop(writer);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`read`](Self::read).
+    pub fn try_read_until(&self, deadline: Instant) -> Option<RwLockReadGuard<'_, T>> {
+        self.try_read_deadline(super::deadline_at(deadline))
+    }
+
+    fn try_read_deadline(&self, deadline: Deadline) -> Option<RwLockReadGuard<'_, T>> {
+        // `then`, not `then_some`: see try_read.
+        self.raw.read_until(deadline).then(|| self.read_guard())
     }
 
     /// Locks for writing, waiting while readers or a writer hold the lock,
     /// or it is their turn.
+    ///
+    /// ```
+    /// use weft::sync::RwLock;
+    ///
+    /// let lock = RwLock::new(Vec::new());
+    /// lock.write().push(1);
+    /// assert_eq!(*lock.read(), [1]);
+    /// ```
     #[inline]
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
         self.raw.write();
-        RwLockWriteGuard { lock: self, _not_send: PhantomData }
+        self.write_guard()
     }
 
     /// Locks for writing if the lock is free right now and nobody waits.
+    ///
+    /// ```
+    /// use weft::sync::RwLock;
+    ///
+    /// let lock = RwLock::new(0);
+    /// let reader = lock.read();
+    /// assert!(lock.try_write().is_none());
+    /// drop(reader);
+    /// *lock.try_write().unwrap() = 1;
+    /// ```
     #[inline]
     pub fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
         // `then`, not `then_some`: see try_read.
-        self.raw.try_write().then(|| RwLockWriteGuard { lock: self, _not_send: PhantomData })
+        self.raw.try_write().then(|| self.write_guard())
+    }
+
+    /// Locks for writing, waiting at most `timeout`; `None` if it did not
+    /// get the lock in time (never before `timeout` has passed, measured on
+    /// `CLOCK_MONOTONIC`). A writer that gives up leaves the lock as if it
+    /// had never waited: readers that queued behind it go in.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::RwLock;
+    ///
+    /// let lock = RwLock::new(0);
+    /// let reader = lock.read();
+    /// let start = Instant::now();
+    /// assert!(lock.try_write_for(Duration::from_millis(10)).is_none());
+    /// assert!(start.elapsed() >= Duration::from_millis(10));
+    /// // The writer left no trace: readers still get in.
+    /// assert!(lock.try_read().is_some());
+    /// drop(reader);
+    /// ```
+    pub fn try_write_for(&self, timeout: Duration) -> Option<RwLockWriteGuard<'_, T>> {
+        self.try_write_deadline(Deadline::after(timeout))
+    }
+
+    /// Locks for writing, waiting until `deadline` at the latest; `None` if
+    /// it did not get the lock by then (never before).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::RwLock;
+    ///
+    /// let lock = RwLock::new(0);
+    /// let deadline = Instant::now() + Duration::from_millis(10);
+    /// *lock.try_write_until(deadline).unwrap() += 1; // free: at once
+    /// let reader = lock.read();
+    /// assert!(lock.try_write_until(deadline).is_none());
+    /// assert!(Instant::now() >= deadline);
+    /// drop(reader);
+    /// ```
+    pub fn try_write_until(&self, deadline: Instant) -> Option<RwLockWriteGuard<'_, T>> {
+        self.try_write_deadline(super::deadline_at(deadline))
+    }
+
+    fn try_write_deadline(&self, deadline: Deadline) -> Option<RwLockWriteGuard<'_, T>> {
+        // `then`, not `then_some`: see try_read.
+        self.raw.write_until(deadline).then(|| self.write_guard())
+    }
+
+    /// Locks for an upgradable read: a read lock that shares the lock with
+    /// plain readers, but of which only one exists at a time, and that can
+    /// later be turned into the write lock
+    /// ([`RwLockUpgradableReadGuard::upgrade`]) without letting a writer in
+    /// between. It waits as a reader does (never barging past a waiting
+    /// writer), and also while another upgradable read is held.
+    ///
+    /// Taking it while holding a read lock can deadlock, as a second
+    /// [`read`](Self::read) can; and so can two threads that each hold a
+    /// read lock and ask for the upgradable one.
+    ///
+    /// # Panics
+    ///
+    /// As [`read`](Self::read).
+    ///
+    /// ```
+    /// use weft::sync::{RwLock, RwLockUpgradableReadGuard};
+    ///
+    /// let cache = RwLock::new(vec![1, 2]);
+    /// let entries = cache.upgradable_read();
+    /// assert_eq!(cache.read().len(), 2, "plain readers still get in");
+    /// if !entries.contains(&3) {
+    ///     let mut entries = RwLockUpgradableReadGuard::upgrade(entries);
+    ///     entries.push(3);
+    /// }
+    /// assert_eq!(*cache.read(), [1, 2, 3]);
+    /// ```
+    pub fn upgradable_read(&self) -> RwLockUpgradableReadGuard<'_, T> {
+        self.raw.upgradable_read();
+        RwLockUpgradableReadGuard { lock: self, _not_send: PhantomData }
+    }
+
+    /// An upgradable read if one can be had right now (no other upgradable
+    /// reader, and the lock read-lockable: see [`try_read`](Self::try_read)).
+    ///
+    /// ```
+    /// use weft::sync::RwLock;
+    ///
+    /// let lock = RwLock::new(0);
+    /// let first = lock.try_upgradable_read().expect("free");
+    /// assert!(lock.try_upgradable_read().is_none(), "one at a time");
+    /// assert!(lock.try_read().is_some(), "plain readers share it");
+    /// drop(first);
+    /// ```
+    pub fn try_upgradable_read(&self) -> Option<RwLockUpgradableReadGuard<'_, T>> {
+        // `then`, not `then_some`: see try_read.
+        self.raw.try_upgradable_read().then(|| RwLockUpgradableReadGuard { lock: self, _not_send: PhantomData })
+    }
+
+    /// Whether the lock is held right now, in any mode (read, upgradable
+    /// read or write). A snapshot, for assertions and diagnostics.
+    ///
+    /// ```
+    /// use weft::sync::RwLock;
+    ///
+    /// let lock = RwLock::new(());
+    /// assert!(!lock.is_locked());
+    /// let reader = lock.read();
+    /// assert!(lock.is_locked());
+    /// drop(reader);
+    /// assert!(!lock.is_locked());
+    /// ```
+    pub fn is_locked(&self) -> bool {
+        self.raw.is_locked()
+    }
+
+    /// Whether the write lock is held right now. A snapshot, for assertions
+    /// and diagnostics.
+    ///
+    /// ```
+    /// use weft::sync::RwLock;
+    ///
+    /// let lock = RwLock::new(());
+    /// let reader = lock.read();
+    /// assert!(!lock.is_locked_exclusive());
+    /// drop(reader);
+    /// let writer = lock.write();
+    /// assert!(lock.is_locked_exclusive());
+    /// drop(writer);
+    /// ```
+    pub fn is_locked_exclusive(&self) -> bool {
+        self.raw.is_locked_exclusive()
     }
 
     /// The value, through `&mut self` (no locking needed).
+    ///
+    /// ```
+    /// use weft::sync::RwLock;
+    ///
+    /// let mut lock = RwLock::new(1);
+    /// *lock.get_mut() = 2;
+    /// assert_eq!(*lock.read(), 2);
+    /// ```
     pub fn get_mut(&mut self) -> &mut T {
         // SAFETY: `&mut self` proves no guard and no other reference exists.
         self.data.with_mut(|p| unsafe { &mut *p })
@@ -746,21 +1485,94 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLock<T> {
 
 /// Proof of holding a read lock of a [`RwLock`]; unlocks on drop (also
 /// during unwinding). `!Send`: a lock is released by whoever took it.
+///
+/// Covariant in `T`, as std's: a guard of `RwLock<&'static str>` may be
+/// used where one of `RwLock<&'a str>` is expected.
+///
+/// ```
+/// use weft::sync::{RwLock, RwLockReadGuard};
+///
+/// fn shorten<'a>(guard: RwLockReadGuard<'a, &'static str>) -> RwLockReadGuard<'a, &'a str> {
+///     guard
+/// }
+///
+/// let lock = RwLock::new("weft");
+/// let guard = shorten(lock.read());
+/// assert_eq!(*guard, "weft");
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct RwLockReadGuard<'a, T: ?Sized> {
-    lock: &'a RwLock<T>,
-    _not_send: PhantomData<*const ()>,
+    /// The data; only read through, while the read lock is held.
+    data: NonNull<T>,
+    raw: &'a RawRwLock,
+    /// Borrows the data for `'a`, covariantly (as `&'a T`); the pointer
+    /// makes the guard `!Send`.
+    _marker: PhantomData<&'a T>,
 }
 
 // SAFETY: sharing a read guard only shares `&T`: T: Sync suffices.
 unsafe impl<T: ?Sized + Sync> Sync for RwLockReadGuard<'_, T> {}
+
+impl<'a, T: ?Sized> RwLockReadGuard<'a, T> {
+    /// Turns the guard into one for a part of the data, still holding the
+    /// read lock (released when the mapped guard drops). An associated
+    /// function, so that it does not hide a method of `T`. If `f` panics,
+    /// the lock is released as the guard unwinds.
+    ///
+    /// ```
+    /// use weft::sync::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
+    ///
+    /// let lock = RwLock::new((String::from("name"), 7));
+    /// let name: MappedRwLockReadGuard<'_, str> = RwLockReadGuard::map(lock.read(), |p| p.0.as_str());
+    /// assert_eq!(&*name, "name");
+    /// assert!(lock.try_write().is_none(), "still read-locked");
+    /// ```
+    pub fn map<U: ?Sized, F>(guard: Self, f: F) -> MappedRwLockReadGuard<'a, U>
+    where
+        F: FnOnce(&T) -> &U,
+    {
+        // SAFETY: the guard holds the read lock and lives until `f` returns.
+        let data = NonNull::from(f(unsafe { guard.data.as_ref() }));
+        let raw = guard.raw;
+        std::mem::forget(guard);
+        MappedRwLockReadGuard { data, raw, _marker: PhantomData }
+    }
+
+    /// Like [`map`](Self::map), for a part that may be absent: `Err` gives
+    /// the original guard back, still holding the lock.
+    ///
+    /// ```
+    /// use weft::sync::{RwLock, RwLockReadGuard};
+    ///
+    /// let lock = RwLock::new(vec![10, 20]);
+    /// let first = RwLockReadGuard::try_map(lock.read(), |v| v.first()).ok().unwrap();
+    /// assert_eq!(*first, 10);
+    /// drop(first);
+    /// assert!(RwLockReadGuard::try_map(lock.read(), |v| v.get(5)).is_err());
+    /// ```
+    pub fn try_map<U: ?Sized, F>(guard: Self, f: F) -> Result<MappedRwLockReadGuard<'a, U>, Self>
+    where
+        F: FnOnce(&T) -> Option<&U>,
+    {
+        // SAFETY: as in `map`.
+        match f(unsafe { guard.data.as_ref() }) {
+            Some(data) => {
+                let data = NonNull::from(data);
+                let raw = guard.raw;
+                std::mem::forget(guard);
+                Ok(MappedRwLockReadGuard { data, raw, _marker: PhantomData })
+            }
+            None => Err(guard),
+        }
+    }
+}
 
 impl<T: ?Sized> Deref for RwLockReadGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: a read lock is held: no writer touches the data until it
         // is released, and readers only read.
-        self.lock.data.with(|p| unsafe { &*p })
+        unsafe { self.data.as_ref() }
     }
 }
 
@@ -768,7 +1580,7 @@ impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
         // SAFETY: the guard proves we hold a read lock.
-        unsafe { self.lock.raw.read_unlock() };
+        unsafe { self.raw.read_unlock() };
     }
 }
 
@@ -786,6 +1598,18 @@ impl<T: ?Sized + fmt::Display> fmt::Display for RwLockReadGuard<'_, T> {
 
 /// Proof of holding the write lock of a [`RwLock`]; unlocks on drop (also
 /// during unwinding). `!Send`: a lock is released by whoever took it.
+///
+/// ```
+/// use weft::sync::{RwLock, RwLockWriteGuard};
+///
+/// fn append(mut guard: RwLockWriteGuard<'_, String>, s: &str) {
+///     guard.push_str(s);
+/// }
+///
+/// let lock = RwLock::new(String::from("a"));
+/// append(lock.write(), "b");
+/// assert_eq!(*lock.read(), "ab");
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct RwLockWriteGuard<'a, T: ?Sized> {
     lock: &'a RwLock<T>,
@@ -794,6 +1618,84 @@ pub struct RwLockWriteGuard<'a, T: ?Sized> {
 
 // SAFETY: sharing a write guard only shares `&T`: T: Sync suffices.
 unsafe impl<T: ?Sized + Sync> Sync for RwLockWriteGuard<'_, T> {}
+
+impl<'a, T: ?Sized> RwLockWriteGuard<'a, T> {
+    /// Turns the write lock into a read lock in one step: no writer can get
+    /// in between, and the readers that were waiting go in with it (a
+    /// writer that waits stays out until they have all left).
+    ///
+    /// ```
+    /// use weft::sync::{RwLock, RwLockWriteGuard};
+    ///
+    /// let lock = RwLock::new(0);
+    /// let mut writer = lock.write();
+    /// *writer = 42;
+    /// let reader = RwLockWriteGuard::downgrade(writer);
+    /// assert_eq!(*reader, 42);
+    /// assert!(lock.try_read().is_some(), "other readers share it now");
+    /// assert!(lock.try_write().is_none(), "writers still wait");
+    /// ```
+    pub fn downgrade(guard: Self) -> RwLockReadGuard<'a, T> {
+        let lock = guard.lock;
+        std::mem::forget(guard);
+        // SAFETY: the guard held the write lock, and is forgotten: the read
+        // lock that remains belongs to the guard returned below.
+        unsafe { lock.raw.downgrade() };
+        lock.read_guard()
+    }
+
+    /// Turns the guard into one for a part of the data, still holding the
+    /// write lock. An associated function, so that it does not hide a
+    /// method of `T`. If `f` panics, the lock is released as the guard
+    /// unwinds.
+    ///
+    /// ```
+    /// use weft::sync::{RwLock, RwLockWriteGuard};
+    ///
+    /// let lock = RwLock::new((0, vec![1]));
+    /// let mut list = RwLockWriteGuard::map(lock.write(), |p| &mut p.1);
+    /// list.push(2);
+    /// drop(list);
+    /// assert_eq!(lock.read().1, [1, 2]);
+    /// ```
+    pub fn map<U: ?Sized, F>(guard: Self, f: F) -> MappedRwLockWriteGuard<'a, U>
+    where
+        F: FnOnce(&mut T) -> &mut U,
+    {
+        let lock = guard.lock;
+        // SAFETY: the guard holds the write lock and lives until `f`
+        // returns: no one else touches the data meanwhile.
+        let data = NonNull::from(f(lock.data.with_mut(|p| unsafe { &mut *p })));
+        std::mem::forget(guard);
+        MappedRwLockWriteGuard { data, raw: &lock.raw, _marker: PhantomData }
+    }
+
+    /// Like [`map`](Self::map), for a part that may be absent: `Err` gives
+    /// the original guard back, still holding the lock.
+    ///
+    /// ```
+    /// use weft::sync::{RwLock, RwLockWriteGuard};
+    ///
+    /// let lock = RwLock::new(vec![1]);
+    /// *RwLockWriteGuard::try_map(lock.write(), |v| v.last_mut()).ok().unwrap() = 5;
+    /// assert_eq!(*lock.read(), [5]);
+    /// ```
+    pub fn try_map<U: ?Sized, F>(guard: Self, f: F) -> Result<MappedRwLockWriteGuard<'a, U>, Self>
+    where
+        F: FnOnce(&mut T) -> Option<&mut U>,
+    {
+        let lock = guard.lock;
+        // SAFETY: as in `map`.
+        match f(lock.data.with_mut(|p| unsafe { &mut *p })) {
+            Some(data) => {
+                let data = NonNull::from(data);
+                std::mem::forget(guard);
+                Ok(MappedRwLockWriteGuard { data, raw: &lock.raw, _marker: PhantomData })
+            }
+            None => Err(guard),
+        }
+    }
+}
 
 impl<T: ?Sized> Deref for RwLockWriteGuard<'_, T> {
     type Target = T;
@@ -825,6 +1727,352 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockWriteGuard<'_, T> {
 }
 
 impl<T: ?Sized + fmt::Display> fmt::Display for RwLockWriteGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
+/// Proof of holding the upgradable read lock of a [`RwLock`]
+/// ([`RwLock::upgradable_read`]): it reads alongside plain readers, only one
+/// exists at a time, and it can become the write lock
+/// ([`upgrade`](Self::upgrade)) without a writer getting in between.
+/// Unlocks on drop (also during unwinding); `!Send`.
+///
+/// ```
+/// use weft::sync::{RwLock, RwLockUpgradableReadGuard};
+///
+/// let counter = RwLock::new(0);
+/// let seen = counter.upgradable_read();
+/// if *seen == 0 {
+///     // Nobody can have changed it in between: no writer got in.
+///     *RwLockUpgradableReadGuard::upgrade(seen) = 1;
+/// }
+/// assert_eq!(*counter.read(), 1);
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct RwLockUpgradableReadGuard<'a, T: ?Sized> {
+    lock: &'a RwLock<T>,
+    _not_send: PhantomData<*const ()>,
+}
+
+// SAFETY: sharing the guard only shares `&T`: T: Sync suffices.
+unsafe impl<T: ?Sized + Sync> Sync for RwLockUpgradableReadGuard<'_, T> {}
+
+impl<'a, T: ?Sized> RwLockUpgradableReadGuard<'a, T> {
+    /// Turns the upgradable read into the write lock, waiting for the other
+    /// readers to leave. Meanwhile new readers queue (as behind a waiting
+    /// writer), and the writers that wait go after this one; when it leaves
+    /// the write lock, the readers that queued meanwhile go in first.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use weft::sync::{RwLock, RwLockUpgradableReadGuard};
+    ///
+    /// let lock = Arc::new(RwLock::new(0));
+    /// let reader = lock.read();
+    /// let lock2 = Arc::clone(&lock);
+    /// let upgrader = weft::spawn(move || {
+    ///     let upgradable = lock2.upgradable_read(); // shares the lock with `reader`
+    ///     *RwLockUpgradableReadGuard::upgrade(upgradable) += 1; // waits for `reader` to leave
+    /// });
+    /// std::thread::sleep(Duration::from_millis(10));
+    /// assert_eq!(*reader, 0, "no write while a reader is in");
+    /// drop(reader);
+    /// upgrader.join().unwrap();
+    /// assert_eq!(*lock.read(), 1);
+    /// ```
+    pub fn upgrade(guard: Self) -> RwLockWriteGuard<'a, T> {
+        let lock = guard.lock;
+        // SAFETY: the guard holds the upgradable read lock. If this unwinds,
+        // we still hold it, and `guard` (still ours) gives it back.
+        unsafe { lock.raw.upgrade() };
+        std::mem::forget(guard);
+        lock.write_guard()
+    }
+
+    /// Turns the upgradable read into the write lock if no other reader
+    /// holds the lock right now; otherwise gives the guard back in `Err`.
+    ///
+    /// ```
+    /// use weft::sync::{RwLock, RwLockUpgradableReadGuard};
+    ///
+    /// let lock = RwLock::new(0);
+    /// let reader = lock.read();
+    /// let upgradable = lock.upgradable_read();
+    /// let upgradable = RwLockUpgradableReadGuard::try_upgrade(upgradable).err().expect("a reader is in");
+    /// drop(reader);
+    /// let mut writer = RwLockUpgradableReadGuard::try_upgrade(upgradable).ok().expect("alone now");
+    /// *writer = 1;
+    /// ```
+    pub fn try_upgrade(guard: Self) -> Result<RwLockWriteGuard<'a, T>, Self> {
+        let lock = guard.lock;
+        // SAFETY: the guard holds the upgradable read lock; on success it is
+        // forgotten and the write lock belongs to the guard returned.
+        if unsafe { lock.raw.try_upgrade() } {
+            std::mem::forget(guard);
+            Ok(lock.write_guard())
+        } else {
+            Err(guard)
+        }
+    }
+
+    /// Gives up the right to upgrade, keeping a plain read lock: another
+    /// upgradable reader may then get in.
+    ///
+    /// ```
+    /// use weft::sync::{RwLock, RwLockUpgradableReadGuard};
+    ///
+    /// let lock = RwLock::new(3);
+    /// let reader = RwLockUpgradableReadGuard::downgrade(lock.upgradable_read());
+    /// assert!(lock.try_upgradable_read().is_some(), "free for another");
+    /// assert_eq!(*reader, 3);
+    /// ```
+    pub fn downgrade(guard: Self) -> RwLockReadGuard<'a, T> {
+        let lock = guard.lock;
+        std::mem::forget(guard);
+        // SAFETY: the guard held the upgradable read lock and is forgotten;
+        // its read lock now belongs to the guard returned below.
+        unsafe { lock.raw.upgradable_downgrade() };
+        lock.read_guard()
+    }
+}
+
+impl<T: ?Sized> Deref for RwLockUpgradableReadGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: a read lock is held: no writer touches the data.
+        self.lock.data.with(|p| unsafe { &*p })
+    }
+}
+
+impl<T: ?Sized> Drop for RwLockUpgradableReadGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: the guard proves we hold the upgradable read lock.
+        unsafe { self.lock.raw.upgradable_unlock() };
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockUpgradableReadGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Display> fmt::Display for RwLockUpgradableReadGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
+/// A [`RwLockReadGuard`] mapped to a part of the data
+/// ([`RwLockReadGuard::map`]); holds the read lock and releases it on drop.
+/// Covariant in `T`, like the read guard; `!Send`.
+///
+/// ```
+/// use weft::sync::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
+///
+/// let lock = RwLock::new([1, 2, 3]);
+/// let tail: MappedRwLockReadGuard<'_, [i32]> = RwLockReadGuard::map(lock.read(), |a| &a[1..]);
+/// assert_eq!(&*tail, [2, 3]);
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct MappedRwLockReadGuard<'a, T: ?Sized> {
+    data: NonNull<T>,
+    raw: &'a RawRwLock,
+    _marker: PhantomData<&'a T>,
+}
+
+// SAFETY: sharing the guard only shares `&T`: T: Sync suffices.
+unsafe impl<T: ?Sized + Sync> Sync for MappedRwLockReadGuard<'_, T> {}
+
+impl<'a, T: ?Sized> MappedRwLockReadGuard<'a, T> {
+    /// Maps further, to a part of this part.
+    ///
+    /// ```
+    /// use weft::sync::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
+    ///
+    /// let lock = RwLock::new(((1, 2), 3));
+    /// let inner = RwLockReadGuard::map(lock.read(), |n| &n.0);
+    /// let two = MappedRwLockReadGuard::map(inner, |i| &i.1);
+    /// assert_eq!(*two, 2);
+    /// ```
+    pub fn map<U: ?Sized, F>(guard: Self, f: F) -> MappedRwLockReadGuard<'a, U>
+    where
+        F: FnOnce(&T) -> &U,
+    {
+        // SAFETY: the guard holds the read lock and lives until `f` returns.
+        let data = NonNull::from(f(unsafe { guard.data.as_ref() }));
+        let raw = guard.raw;
+        std::mem::forget(guard);
+        MappedRwLockReadGuard { data, raw, _marker: PhantomData }
+    }
+
+    /// Like [`map`](Self::map), for a part that may be absent; `Err` gives
+    /// this guard back.
+    ///
+    /// ```
+    /// use weft::sync::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
+    ///
+    /// let lock = RwLock::new((vec![1], 0));
+    /// let list = RwLockReadGuard::map(lock.read(), |p| &p.0);
+    /// let list = MappedRwLockReadGuard::try_map(list, |l| l.get(3)).err().unwrap();
+    /// assert_eq!(list.len(), 1);
+    /// ```
+    pub fn try_map<U: ?Sized, F>(guard: Self, f: F) -> Result<MappedRwLockReadGuard<'a, U>, Self>
+    where
+        F: FnOnce(&T) -> Option<&U>,
+    {
+        // SAFETY: as in `map`.
+        match f(unsafe { guard.data.as_ref() }) {
+            Some(data) => {
+                let data = NonNull::from(data);
+                let raw = guard.raw;
+                std::mem::forget(guard);
+                Ok(MappedRwLockReadGuard { data, raw, _marker: PhantomData })
+            }
+            None => Err(guard),
+        }
+    }
+}
+
+impl<T: ?Sized> Deref for MappedRwLockReadGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the read lock is held, and `data` points into the data.
+        unsafe { self.data.as_ref() }
+    }
+}
+
+impl<T: ?Sized> Drop for MappedRwLockReadGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: the guard holds a read lock (taken over from a read guard).
+        unsafe { self.raw.read_unlock() };
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for MappedRwLockReadGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Display> fmt::Display for MappedRwLockReadGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
+/// A [`RwLockWriteGuard`] mapped to a part of the data
+/// ([`RwLockWriteGuard::map`]); holds the write lock and releases it on
+/// drop. `!Send`.
+///
+/// ```
+/// use weft::sync::{MappedRwLockWriteGuard, RwLock, RwLockWriteGuard};
+///
+/// let lock = RwLock::new((0, String::new()));
+/// let mut text: MappedRwLockWriteGuard<'_, String> = RwLockWriteGuard::map(lock.write(), |p| &mut p.1);
+/// text.push_str("hi");
+/// drop(text);
+/// assert_eq!(lock.read().1, "hi");
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct MappedRwLockWriteGuard<'a, T: ?Sized> {
+    data: NonNull<T>,
+    raw: &'a RawRwLock,
+    /// Borrows the data mutably for `'a` (invariant in `T`, as `&mut T`).
+    _marker: PhantomData<&'a mut T>,
+}
+
+// SAFETY: sharing the guard only shares `&T`: T: Sync suffices.
+unsafe impl<T: ?Sized + Sync> Sync for MappedRwLockWriteGuard<'_, T> {}
+
+impl<'a, T: ?Sized> MappedRwLockWriteGuard<'a, T> {
+    /// Maps further, to a part of this part.
+    ///
+    /// ```
+    /// use weft::sync::{MappedRwLockWriteGuard, RwLock, RwLockWriteGuard};
+    ///
+    /// let lock = RwLock::new(((1, 2), 3));
+    /// let inner = RwLockWriteGuard::map(lock.write(), |n| &mut n.0);
+    /// *MappedRwLockWriteGuard::map(inner, |i| &mut i.0) = 10;
+    /// assert_eq!(*lock.read(), ((10, 2), 3));
+    /// ```
+    pub fn map<U: ?Sized, F>(guard: Self, f: F) -> MappedRwLockWriteGuard<'a, U>
+    where
+        F: FnOnce(&mut T) -> &mut U,
+    {
+        let mut ptr = guard.data;
+        // SAFETY: the guard holds the write lock and lives until `f`
+        // returns; the pointer is borrowed mutably only here.
+        let data = NonNull::from(f(unsafe { ptr.as_mut() }));
+        let raw = guard.raw;
+        std::mem::forget(guard);
+        MappedRwLockWriteGuard { data, raw, _marker: PhantomData }
+    }
+
+    /// Like [`map`](Self::map), for a part that may be absent; `Err` gives
+    /// this guard back.
+    ///
+    /// ```
+    /// use weft::sync::{MappedRwLockWriteGuard, RwLock, RwLockWriteGuard};
+    ///
+    /// let lock = RwLock::new((vec![1, 2], 0));
+    /// let list = RwLockWriteGuard::map(lock.write(), |p| &mut p.0);
+    /// *MappedRwLockWriteGuard::try_map(list, |l| l.first_mut()).ok().unwrap() = 7;
+    /// assert_eq!(lock.read().0, [7, 2]);
+    /// ```
+    pub fn try_map<U: ?Sized, F>(guard: Self, f: F) -> Result<MappedRwLockWriteGuard<'a, U>, Self>
+    where
+        F: FnOnce(&mut T) -> Option<&mut U>,
+    {
+        let mut ptr = guard.data;
+        // SAFETY: as in `map`.
+        match f(unsafe { ptr.as_mut() }) {
+            Some(data) => {
+                let data = NonNull::from(data);
+                let raw = guard.raw;
+                std::mem::forget(guard);
+                Ok(MappedRwLockWriteGuard { data, raw, _marker: PhantomData })
+            }
+            None => Err(guard),
+        }
+    }
+}
+
+impl<T: ?Sized> Deref for MappedRwLockWriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the write lock is held, and `data` points into the data.
+        unsafe { self.data.as_ref() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for MappedRwLockWriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in deref, and `&mut self` makes this the only reference.
+        unsafe { self.data.as_mut() }
+    }
+}
+
+impl<T: ?Sized> Drop for MappedRwLockWriteGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: the guard holds the write lock (taken over from a write
+        // guard).
+        unsafe { self.raw.write_unlock() };
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for MappedRwLockWriteGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Display> fmt::Display for MappedRwLockWriteGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&**self, f)
     }
