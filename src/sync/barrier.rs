@@ -441,6 +441,7 @@ mod loom_models {
     use super::*;
     use crate::loom::{AtomicUsize, thread};
     use loom::sync::Arc;
+    use std::time::Duration;
 
     fn model(n: usize, generations: usize) {
         loom::model(move || {
@@ -483,6 +484,37 @@ mod loom_models {
         model(3, 1);
     }
 
+    /// A timed participant that may give up at any moment (then it withdraws
+    /// and arrives again, untimed) and an untimed one: the barrier opens
+    /// once, for both, with exactly one leader, and after both have really
+    /// arrived; the word ends at generation 1 with nobody arrived.
+    #[test]
+    fn timed_wait_withdraws_cleanly() {
+        loom::model(|| {
+            let barrier = Arc::new(Barrier::new(2));
+            let data = Arc::new(AtomicUsize::new(0));
+            let other = {
+                let (barrier, data) = (barrier.clone(), data.clone());
+                thread::spawn(move || {
+                    data.fetch_add(1, Ordering::Relaxed);
+                    let leader = barrier.wait().is_leader();
+                    assert_eq!(data.load(Ordering::Relaxed), 2, "left before both arrived");
+                    leader
+                })
+            };
+            data.fetch_add(1, Ordering::Relaxed);
+            let result = match barrier.wait_timeout(Duration::from_secs(3600)) {
+                Some(result) => result,
+                None => barrier.wait(),
+            };
+            assert_eq!(data.load(Ordering::Relaxed), 2, "left before both arrived");
+            let leaders = usize::from(result.is_leader()) + usize::from(other.join().unwrap());
+            assert_eq!(leaders, 1, "not exactly one leader");
+            let state = barrier.state.load(Ordering::Relaxed);
+            assert_eq!((generation(state), arrived(state)), (1, 0));
+        });
+    }
+
     /// Negative control: a barrier whose leader wakes the waiters *before*
     /// it opens the next generation loses a wakeup (a waiter validating
     /// between the two parks forever): loom must report the deadlock.
@@ -509,7 +541,7 @@ mod loom_models {
             barrier.release_waiters();
             barrier.state.store((state & !ARRIVED_MASK).wrapping_add(ONE_GENERATION), Ordering::Release);
         } else {
-            barrier.wait_for_generation_after(generation(state));
+            barrier.wait_for_generation_after(generation(state), None);
         }
     }
 }

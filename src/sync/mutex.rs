@@ -822,6 +822,36 @@ mod loom_models {
         increments(3);
     }
 
+    /// A timed lock (which may give up at any moment) and an untimed one
+    /// queue behind the holder: the untimed one always gets in (a PARKED
+    /// bit cleared under it, or a wake lost to the timed-out waiter, is a
+    /// loom deadlock), no increment is lost, and the word ends clear.
+    #[test]
+    fn timed_lock_leaves_no_trace() {
+        loom::model(|| {
+            let mutex = Arc::new(Mutex::new(0usize));
+            let held = mutex.lock();
+            let timed = {
+                let mutex = Arc::clone(&mutex);
+                thread::spawn(move || {
+                    if let Some(mut guard) = mutex.try_lock_for(Duration::from_secs(3600)) {
+                        *guard += 1;
+                    }
+                })
+            };
+            let untimed = {
+                let mutex = Arc::clone(&mutex);
+                thread::spawn(move || *mutex.lock() += 10)
+            };
+            drop(held);
+            timed.join().unwrap();
+            untimed.join().unwrap();
+            let total = *mutex.lock();
+            assert!(total == 10 || total == 11, "an increment was lost: {total}");
+            assert_eq!(mutex.raw().state.load(Ordering::Relaxed), 0, "the word is not clear");
+        });
+    }
+
     /// A failed try_lock never disturbs the holder: if it released the
     /// holder's lock, this thread's next `lock` would get in while the holder
     /// still writes, and loom reports the unsynchronised access.

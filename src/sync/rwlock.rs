@@ -2461,6 +2461,7 @@ mod loom_models {
     use super::*;
     use crate::loom::thread;
     use loom::sync::Arc;
+    use std::time::Duration;
 
     /// Two writers and a reader: the reader only ever sees whole states (a
     /// pair changed together is equal), no write is lost, and the word ends
@@ -2585,6 +2586,151 @@ mod loom_models {
             other.join().unwrap();
             assert_eq!(*lock.read(), (2, 2));
             assert_eq!(lock.raw.state.load(Ordering::Relaxed), 0);
+        });
+    }
+
+    fn assert_clear<T>(lock: &RwLock<T>) {
+        assert_eq!(lock.raw.state.load(Ordering::Relaxed), 0, "the word is not clear");
+        assert_eq!(lock.raw.parked_readers.load(Ordering::Relaxed), 0, "a reader is still counted as parked");
+    }
+
+    /// A timed writer queues (or flags itself) behind a reader that keeps
+    /// its read lock, while a second reader arrives and queues behind that
+    /// writer. The writer can only give up (at any moment: while flagged,
+    /// or queued); the reader behind it must then get in beside the first
+    /// one, which still holds the lock (a stranded reader is a loom
+    /// deadlock). The word ends clear.
+    #[test]
+    fn timed_out_writer_lets_queued_reader_in() {
+        loom::model(|| {
+            let lock = Arc::new(RwLock::new(0usize));
+            let first = lock.read();
+            let writer = {
+                let lock = lock.clone();
+                thread::spawn(move || lock.try_write_for(Duration::from_secs(3600)).is_none())
+            };
+            let reader = {
+                let lock = lock.clone();
+                thread::spawn(move || drop(lock.read()))
+            };
+            assert!(writer.join().unwrap(), "a writer got a read-locked lock");
+            reader.join().unwrap();
+            drop(first);
+            assert_clear(&lock);
+        });
+    }
+
+    /// As above, but the first reader leaves at some point: the timed
+    /// writer may then get the lock instead. Whatever happens, no read
+    /// overlaps the write, every wait ends, and the word ends clear.
+    #[test]
+    fn timed_writer_races_reader_unlock() {
+        loom::model(|| {
+            let lock = Arc::new(RwLock::new((0usize, 0usize)));
+            let first = lock.read();
+            let writer = {
+                let lock = lock.clone();
+                thread::spawn(move || {
+                    if let Some(mut guard) = lock.try_write_for(Duration::from_secs(3600)) {
+                        guard.0 += 1;
+                        guard.1 += 1;
+                    }
+                })
+            };
+            let reader = {
+                let lock = lock.clone();
+                thread::spawn(move || {
+                    let guard = lock.read();
+                    assert_eq!(guard.0, guard.1, "a reader saw half a write");
+                })
+            };
+            thread::yield_now();
+            drop(first);
+            writer.join().unwrap();
+            reader.join().unwrap();
+            assert_clear(&lock);
+        });
+    }
+
+    /// A timed reader behind a writer, racing its unlock: it gets the
+    /// lock or gives up, and either way leaves the word clear.
+    #[test]
+    fn timed_reader_races_writer_unlock() {
+        loom::model(|| {
+            let lock = Arc::new(RwLock::new((0usize, 0usize)));
+            let mut first = lock.write();
+            let reader = {
+                let lock = lock.clone();
+                thread::spawn(move || {
+                    if let Some(guard) = lock.try_read_for(Duration::from_secs(3600)) {
+                        assert_eq!(guard.0, guard.1, "a reader saw half a write");
+                    }
+                })
+            };
+            first.0 += 1;
+            first.1 += 1;
+            drop(first);
+            reader.join().unwrap();
+            assert_clear(&lock);
+        });
+    }
+
+    /// An upgradable reader upgrades while a plain reader holds the lock:
+    /// the upgrade waits for it (an overlap of the write with the read is a
+    /// data race loom reports), and the word ends clear.
+    #[test]
+    fn upgrade_waits_for_reader() {
+        loom::model(|| {
+            let lock = Arc::new(RwLock::new((0usize, 0usize)));
+            let reader = {
+                let lock = lock.clone();
+                thread::spawn(move || {
+                    let guard = lock.read();
+                    assert_eq!(guard.0, guard.1, "a reader saw half a write");
+                })
+            };
+            let upgradable = lock.upgradable_read();
+            let mut guard = RwLockUpgradableReadGuard::upgrade(upgradable);
+            guard.0 += 1;
+            guard.1 += 1;
+            drop(guard);
+            reader.join().unwrap();
+            assert_clear(&lock);
+            assert!(!lock.raw.upgradable.is_locked());
+        });
+    }
+
+    /// A writer downgrades while a reader and a writer wait: the reader may
+    /// go in with the downgraded guard, the writer only after both leave.
+    #[test]
+    fn downgrade_lets_reader_in_not_writer() {
+        loom::model(|| {
+            let lock = Arc::new(RwLock::new((0usize, 0usize)));
+            let mut first = lock.write();
+            let reader = {
+                let lock = lock.clone();
+                thread::spawn(move || {
+                    let guard = lock.read();
+                    assert_eq!(guard.0, guard.1, "a reader saw half a write");
+                })
+            };
+            let writer = {
+                let lock = lock.clone();
+                thread::spawn(move || {
+                    let mut guard = lock.write();
+                    guard.0 += 1;
+                    guard.1 += 1;
+                })
+            };
+            first.0 += 1;
+            first.1 += 1;
+            let read = RwLockWriteGuard::downgrade(first);
+            assert_eq!(read.0, read.1);
+            drop(read);
+            reader.join().unwrap();
+            writer.join().unwrap();
+            assert_eq!(*lock.read(), (2, 2));
+            assert_clear(&lock);
         });
     }
 

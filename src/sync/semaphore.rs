@@ -1115,6 +1115,32 @@ mod loom_models {
         });
     }
 
+    /// FIFO with many: a waiter for two permits and a timed waiter for one
+    /// (which may give up at any moment), while permits come back one at a
+    /// time. Every wait ends (a permit stranded in the word, set aside for
+    /// a head that left, is a loom deadlock), and the count ends exact with
+    /// WAITING clear and nobody counted as queued.
+    #[test]
+    fn many_and_timed_one() {
+        loom::model(|| {
+            let sem = Arc::new(Semaphore::new(0));
+            let many = {
+                let sem = sem.clone();
+                thread::spawn(move || assert_eq!(sem.acquire_many(2).num_permits(), 2))
+            };
+            let timed = {
+                let sem = sem.clone();
+                thread::spawn(move || drop(sem.acquire_many_timeout(1, Duration::from_secs(3600))))
+            };
+            sem.add_permits(1);
+            sem.add_permits(1);
+            many.join().unwrap();
+            timed.join().unwrap();
+            assert_eq!(sem.state.load(Ordering::Relaxed), 2 << 1, "a permit was lost or WAITING left set");
+            assert_eq!(sem.queued.load(Ordering::Relaxed), 0);
+        });
+    }
+
     /// An already expired timed acquire racing a release: it either gets
     /// the permit or gives up, and in both cases the count ends exact and
     /// WAITING clear. (Loom has no clock, so only a zero timeout is
@@ -1131,6 +1157,7 @@ mod loom_models {
             releaser.join().unwrap();
             let expected = if got { 0 } else { 1 };
             assert_eq!(sem.state.load(Ordering::Relaxed), expected << 1);
+            assert_eq!(sem.queued.load(Ordering::Relaxed), 0);
         });
     }
 }

@@ -411,4 +411,33 @@ mod loom_models {
             }
         });
     }
+
+    /// A timed wait racing the last drop; the park may time out at any
+    /// moment. If it reports success the worker's write is visible; if it
+    /// times out it leaves PARKED clear, so the word ends exactly empty.
+    #[test]
+    fn timed_wait_races_last_drop() {
+        loom::model(|| {
+            let wg = WaitGroup::new();
+            let inner = wg.inner.clone();
+            let data = loom::sync::Arc::new(AtomicUsize::new(0));
+            let worker = {
+                let (wg, data) = (wg.clone(), data.clone());
+                thread::spawn(move || {
+                    data.store(1, Ordering::Relaxed);
+                    drop(wg);
+                })
+            };
+            let zero = wg.wait_timeout(std::time::Duration::from_secs(3600));
+            if zero {
+                assert_eq!(data.load(Ordering::Relaxed), 1);
+            }
+            worker.join().unwrap();
+            let state = inner.state.load(Ordering::Relaxed);
+            assert_eq!(count(state), 0);
+            if !zero {
+                assert_eq!(state & PARKED, 0, "a timed-out waiter left PARKED set");
+            }
+        });
+    }
 }
