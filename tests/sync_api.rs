@@ -45,6 +45,29 @@ fn assert_not_early(start: Instant, timeout: Duration, what: &str) {
     assert!(waited >= timeout, "{what}: gave up after {waited:?}, before its {timeout:?}");
 }
 
+/// `recv_timeout` that does not block a coroutine's worker (it polls,
+/// sleeping with `weft::sleep`, which parks a coroutine and sleeps a
+/// thread).
+trait RecvWithin<T> {
+    fn recv_within(&self, limit: Duration) -> Result<T, mpsc::RecvTimeoutError>;
+}
+
+impl<T> RecvWithin<T> for mpsc::Receiver<T> {
+    fn recv_within(&self, limit: Duration) -> Result<T, mpsc::RecvTimeoutError> {
+        let start = Instant::now();
+        loop {
+            match self.try_recv() {
+                Ok(value) => return Ok(value),
+                Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvTimeoutError::Disconnected),
+                Err(mpsc::TryRecvError::Empty) if start.elapsed() >= limit => {
+                    return Err(mpsc::RecvTimeoutError::Timeout);
+                }
+                Err(mpsc::TryRecvError::Empty) => weft::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+}
+
 /// Runs `f` on a new thread; the receiver gets its result.
 fn in_background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> mpsc::Receiver<T> {
     let (tx, rx) = mpsc::channel();
@@ -91,12 +114,12 @@ fn mutex_timed_out_waiter_strands_nobody() {
     let held = mutex.lock();
     let m = Arc::clone(&mutex);
     let untimed = in_background(move || *m.lock() += 1);
-    thread::sleep(SETTLE);
+    weft::sleep(SETTLE);
     let m = Arc::clone(&mutex);
     let timed = runtime().spawn(move || m.try_lock_for(Duration::from_millis(50)).is_none());
     assert!(timed.join().unwrap(), "the timed waiter got a held mutex");
     drop(held);
-    untimed.recv_timeout(PATIENCE).expect("the untimed waiter was stranded");
+    untimed.recv_within(PATIENCE).expect("the untimed waiter was stranded");
     assert_eq!(*mutex.lock(), 1);
 }
 
@@ -106,7 +129,7 @@ fn mutex_timed_lock_succeeds_when_released_in_time() {
     let held = mutex.lock();
     let m = Arc::clone(&mutex);
     let waiter = runtime().spawn(move || m.try_lock_for(PATIENCE).map(|mut g| *g += 1).is_some());
-    thread::sleep(Duration::from_millis(20));
+    weft::sleep(Duration::from_millis(20));
     drop(held);
     assert!(waiter.join().unwrap());
     assert_eq!(*mutex.lock(), 1);
@@ -176,13 +199,13 @@ fn rwlock_timed_out_writer_lets_queued_readers_in() {
             let handle = thread::spawn(timed);
             Box::new(move || handle.join().unwrap())
         };
-        thread::sleep(SETTLE);
+        weft::sleep(SETTLE);
         assert!(lock.try_read().is_none(), "a reader barged past a waiting writer");
         let l = Arc::clone(&lock);
         let reader = in_background(move || *l.read());
         assert!(writer(), "the writer got a read-locked lock");
         // `first` is still held: the reader gets in beside it.
-        assert_eq!(reader.recv_timeout(PATIENCE).expect("a reader was stranded behind a writer that left"), 0);
+        assert_eq!(reader.recv_within(PATIENCE).expect("a reader was stranded behind a writer that left"), 0);
         drop(first);
         *lock.write() += 1;
         assert_eq!(*lock.read(), 1);
@@ -204,7 +227,7 @@ fn rwlock_timed_out_reader_leaves_no_trace() {
     let writer = lock.write();
     let l = Arc::clone(&lock);
     let timed = runtime().spawn(move || l.try_read_for(PATIENCE).map(|g| *g));
-    thread::sleep(Duration::from_millis(20));
+    weft::sleep(Duration::from_millis(20));
     drop(writer);
     assert_eq!(timed.join().unwrap(), Some(1));
     assert!(!lock.is_locked());
@@ -228,10 +251,10 @@ fn upgradable_read_shares_with_readers_but_not_with_upgradables() {
         // Another upgradable reader waits for this one.
         let l = Arc::clone(&lock);
         let second = in_background(move || *l.upgradable_read());
-        assert!(second.recv_timeout(SETTLE).is_err(), "{who}: a second upgradable read got in");
+        assert!(second.recv_within(SETTLE).is_err(), "{who}: a second upgradable read got in");
         drop((r1, r2));
         drop(upgradable);
-        assert_eq!(second.recv_timeout(PATIENCE).expect("the second upgradable reader never got in"), 1);
+        assert_eq!(second.recv_within(PATIENCE).expect("the second upgradable reader never got in"), 1);
         assert!(!lock.is_locked());
     });
 }
@@ -249,17 +272,17 @@ fn upgrade_waits_for_readers_and_stops_new_ones() {
             u.store(true, Ordering::SeqCst);
             writer.push("upgraded");
         });
-        thread::sleep(SETTLE);
+        weft::sleep(SETTLE);
         assert!(!upgraded.load(Ordering::SeqCst), "{who}: upgraded while a reader held the lock");
         // The upgrade waits: new readers queue behind it.
         assert!(lock.try_read().is_none(), "{who}: a reader barged past a waiting upgrade");
         let l = Arc::clone(&lock);
         let late_reader = in_background(move || l.read().clone());
-        assert!(late_reader.recv_timeout(SETTLE).is_err(), "{who}: a new reader got in before the upgrade");
+        assert!(late_reader.recv_within(SETTLE).is_err(), "{who}: a new reader got in before the upgrade");
         drop(reader);
-        upgrader.recv_timeout(PATIENCE).expect("the upgrade never happened");
+        upgrader.recv_within(PATIENCE).expect("the upgrade never happened");
         // The reader that queued behind the upgrade sees its write.
-        assert_eq!(late_reader.recv_timeout(PATIENCE).expect("the queued reader never got in"), ["upgraded"]);
+        assert_eq!(late_reader.recv_within(PATIENCE).expect("the queued reader never got in"), ["upgraded"]);
         assert!(!lock.is_locked());
     });
 }
@@ -292,7 +315,7 @@ fn upgradable_read_does_not_barge_past_a_waiting_writer() {
     let reader = lock.read();
     let l = Arc::clone(&lock);
     let writer = in_background(move || l.write().push("writer"));
-    thread::sleep(SETTLE);
+    weft::sleep(SETTLE);
     assert!(lock.try_upgradable_read().is_none(), "an upgradable reader barged past a waiting writer");
     let l = Arc::clone(&lock);
     let upgrader = in_background(move || {
@@ -302,8 +325,8 @@ fn upgradable_read_does_not_barge_past_a_waiting_writer() {
         seen
     });
     drop(reader);
-    writer.recv_timeout(PATIENCE).unwrap();
-    assert_eq!(upgrader.recv_timeout(PATIENCE).unwrap(), ["writer"], "the writer went first");
+    writer.recv_within(PATIENCE).unwrap();
+    assert_eq!(upgrader.recv_within(PATIENCE).unwrap(), ["writer"], "the writer went first");
     assert_eq!(*lock.read(), ["writer", "upgrader"]);
 }
 
@@ -321,25 +344,25 @@ fn downgrade_lets_waiting_readers_in_and_keeps_writers_out() {
             reader_may_leave.recv().unwrap();
             seen
         });
-        thread::sleep(SETTLE);
+        weft::sleep(SETTLE);
         let wrote = Arc::new(AtomicBool::new(false));
         let (l, w) = (Arc::clone(&lock), Arc::clone(&wrote));
         let second_writer = in_background(move || {
             *l.write() += 10;
             w.store(true, Ordering::SeqCst);
         });
-        thread::sleep(SETTLE);
+        weft::sleep(SETTLE);
         *writer = 1;
         let read = RwLockWriteGuard::downgrade(writer);
         assert_eq!(*read, 1);
         assert!(!lock.is_locked_exclusive());
         drop(read);
         // The reader went in with the downgrade; the writer is still out.
-        thread::sleep(SETTLE);
+        weft::sleep(SETTLE);
         assert!(!wrote.load(Ordering::SeqCst), "{who}: a writer got in while a reader held the lock");
         release_reader.send(()).unwrap();
-        assert_eq!(reader.recv_timeout(PATIENCE).expect("the reader never got in"), 1);
-        second_writer.recv_timeout(PATIENCE).expect("the writer never got in");
+        assert_eq!(reader.recv_within(PATIENCE).expect("the reader never got in"), 1);
+        second_writer.recv_within(PATIENCE).expect("the writer never got in");
         assert_eq!(*lock.read(), 11);
         assert!(!lock.is_locked());
     });
@@ -476,7 +499,7 @@ fn condvar_wait_while_until_sees_the_notify() {
         let (guard, result) = condvar.wait_while_until(ready.lock(), |ready| !*ready, Instant::now() + PATIENCE);
         (*guard, result.timed_out())
     });
-    thread::sleep(Duration::from_millis(20));
+    weft::sleep(Duration::from_millis(20));
     let (ready, condvar) = &*state;
     *ready.lock() = true;
     condvar.notify_all();
@@ -512,7 +535,7 @@ fn gate_with_waiters(n: usize) -> (Arc<Gate>, Vec<mpsc::Receiver<()>>) {
     let start = Instant::now();
     while gate.state.lock().0 < n {
         assert!(start.elapsed() < PATIENCE, "the waiters never arrived");
-        thread::sleep(Duration::from_millis(1));
+        weft::sleep(Duration::from_millis(1));
     }
     (gate, waiters)
 }
@@ -528,7 +551,7 @@ fn notify_one_says_whether_it_woke_a_waiter() {
     assert!(!gate.condvar.notify_one(), "it was the only one");
     drop(state);
     for w in waiters {
-        w.recv_timeout(PATIENCE).expect("the waiter never returned");
+        w.recv_within(PATIENCE).expect("the waiter never returned");
     }
     assert!(!gate.condvar.notify_one());
 }
@@ -545,7 +568,7 @@ fn notify_all_counts_every_waiter() {
     assert_eq!(gate.condvar.notify_all(), 0, "all were reached by the first");
     drop(state);
     for w in waiters {
-        w.recv_timeout(PATIENCE).expect("a waiter never returned");
+        w.recv_within(PATIENCE).expect("a waiter never returned");
     }
     // Notified without the mutex: one is woken, the rest moved.
     let (gate, waiters) = gate_with_waiters(WAITERS);
@@ -554,7 +577,7 @@ fn notify_all_counts_every_waiter() {
     drop(state);
     assert_eq!(gate.condvar.notify_all(), WAITERS);
     for w in waiters {
-        w.recv_timeout(PATIENCE).expect("a waiter never returned");
+        w.recv_within(PATIENCE).expect("a waiter never returned");
     }
 }
 
@@ -600,12 +623,12 @@ fn barrier_still_needs_the_full_count_after_a_timeout() {
             }
         })
         .collect();
-    thread::sleep(SETTLE);
+    weft::sleep(SETTLE);
     assert_eq!(passed.load(Ordering::SeqCst), 0, "the barrier opened one participant short");
     let me = barrier.wait_timeout(PATIENCE).expect("the third arrival opens it");
     let mut leaders = usize::from(me.is_leader());
     for other in others {
-        leaders += usize::from(other.recv_timeout(PATIENCE).expect("a participant was not released"));
+        leaders += usize::from(other.recv_within(PATIENCE).expect("a participant was not released"));
     }
     assert_eq!(leaders, 1);
     // And the next generation works as usual.
@@ -618,7 +641,7 @@ fn barrier_still_needs_the_full_count_after_a_timeout() {
         .collect();
     let mut leaders = usize::from(barrier.wait().is_leader());
     for r in rounds {
-        leaders += usize::from(r.recv_timeout(PATIENCE).unwrap());
+        leaders += usize::from(r.recv_within(PATIENCE).unwrap());
     }
     assert_eq!(leaders, 1);
 }
@@ -662,7 +685,7 @@ fn barrier_timeouts_racing_arrivals() {
         })
         .collect();
     for h in handles {
-        h.recv_timeout(PATIENCE * 3).expect("a participant never finished");
+        h.recv_within(PATIENCE * 3).expect("a participant never finished");
     }
     assert_eq!(leaders.load(Ordering::Relaxed), ROUNDS, "not exactly one leader per round");
 }
@@ -684,13 +707,13 @@ fn waitgroup_wait_timeout_never_early_then_completes() {
         let done = Arc::new(AtomicBool::new(false));
         let d = Arc::clone(&done);
         thread::spawn(move || {
-            thread::sleep(Duration::from_millis(10));
+            weft::sleep(Duration::from_millis(10));
             d.store(true, Ordering::Relaxed);
             drop(worker);
         });
-        assert!(wg.clone().wait_timeout(PATIENCE), "{who}: the last handle went, but the wait timed out");
+        assert!(wg.wait_timeout(PATIENCE), "{who}: the last handle went, but the wait timed out");
         assert!(done.load(Ordering::Relaxed), "{who}: the worker's write is visible");
-        assert!(wg.wait_timeout(Duration::ZERO), "{who}: nobody left");
+        assert!(WaitGroup::new().wait_timeout(Duration::ZERO), "{who}: nobody else: at once");
     });
 }
 
@@ -768,20 +791,20 @@ fn acquire_many_is_fifo() {
         } else {
             in_background(body)
         });
-        thread::sleep(SETTLE);
+        weft::sleep(SETTLE);
     }
     let served = |count: usize| {
         let start = Instant::now();
         while order.lock().len() < count {
             assert!(start.elapsed() < PATIENCE, "only {:?} served", *order.lock());
-            thread::sleep(Duration::from_millis(1));
+            weft::sleep(Duration::from_millis(1));
         }
-        thread::sleep(Duration::from_millis(20));
+        weft::sleep(Duration::from_millis(20));
         assert_eq!(order.lock().len(), count, "served too many: {:?}", *order.lock());
     };
     sem.add_permits(1);
     sem.add_permits(1);
-    thread::sleep(SETTLE);
+    weft::sleep(SETTLE);
     assert!(order.lock().is_empty(), "the waiter for one overtook the waiter for three");
     assert_eq!(sem.available_permits(), 0, "permits set aside for the head are not free");
     assert!(sem.try_acquire().is_none(), "a newcomer took a permit set aside for the head");
@@ -790,12 +813,12 @@ fn acquire_many_is_fifo() {
     sem.add_permits(1);
     served(2);
     sem.add_permits(1);
-    thread::sleep(SETTLE);
+    weft::sleep(SETTLE);
     assert_eq!(order.lock().len(), 2);
     sem.add_permits(2); // one more than needed: banked
     served(3);
     for w in waiters {
-        w.recv_timeout(PATIENCE).unwrap();
+        w.recv_within(PATIENCE).unwrap();
     }
     assert_eq!(*order.lock(), [3, 1, 2]);
     assert_eq!(sem.available_permits(), 1);
@@ -808,15 +831,15 @@ fn acquire_many_is_fifo() {
 fn timed_out_head_passes_its_permits_on() {
     let sem = Arc::new(Semaphore::new(0));
     let s = Arc::clone(&sem);
-    let head = runtime().spawn(move || s.acquire_many_timeout(5, Duration::from_millis(300)).is_none());
-    thread::sleep(SETTLE);
+    let head = runtime().spawn(move || s.acquire_many_timeout(5, Duration::from_millis(1000)).is_none());
+    weft::sleep(SETTLE);
     let s = Arc::clone(&sem);
     let behind = in_background(move || s.acquire_many(2).forget());
-    thread::sleep(SETTLE);
+    weft::sleep(SETTLE);
     sem.add_permits(2);
-    assert!(behind.recv_timeout(SETTLE).is_err(), "the waiter behind overtook the head");
+    assert!(behind.recv_within(SETTLE).is_err(), "the waiter behind overtook the head");
     assert!(head.join().unwrap(), "the head got 5 of 2 permits");
-    behind.recv_timeout(PATIENCE).expect("the permits set aside for the head that left were stranded");
+    behind.recv_within(PATIENCE).expect("the permits set aside for the head that left were stranded");
     assert_eq!(sem.available_permits(), 0);
     sem.add_permits(1);
     assert_eq!(sem.available_permits(), 1);
@@ -865,7 +888,7 @@ fn acquire_many_stress_exact() {
         })
         .collect();
     for h in handles {
-        h.recv_timeout(PATIENCE * 3).expect("a party never finished");
+        h.recv_within(PATIENCE * 3).expect("a party never finished");
     }
     assert_eq!(sem.available_permits(), PERMITS);
     assert_eq!(format!("{sem:?}"), format!("Semaphore {{ available_permits: {PERMITS}, waiters: false }}"));
@@ -946,7 +969,7 @@ fn rwlock_stress_every_kind_of_lock() {
         })
         .collect();
     for h in handles {
-        h.recv_timeout(PATIENCE * 3).expect("a party never finished (deadlock?)");
+        h.recv_within(PATIENCE * 3).expect("a party never finished (deadlock?)");
     }
     let (a, b) = *lock.read();
     assert_eq!(a, b);

@@ -52,6 +52,14 @@
 //! woken waiter waited, so a lock can hand itself over directly to a waiter
 //! that waited too long (eventual fairness).
 //!
+//! Park tokens: a waiter may leave a word in its node for wakers to read
+//! (`park_with_token`), and `unpark_filter` shows each waiter's word to a
+//! filter, oldest first, under the bucket lock, which wakes it or stops
+//! there (parking_lot's `ParkToken` and `unpark_filter`). A Semaphore waiter
+//! says how many permits it waits for, and a release serves the queue's
+//! head only once its permits cover that many; a filter that stops at once
+//! learns, under the bucket lock and waking nobody, whether anyone waits.
+//!
 //! # Fair hand-overs
 //!
 //! A lock whose woken waiters compete with newcomers (barging) has a waiter

@@ -9,7 +9,10 @@
 //! next writer; when the last of them leaves, the next writer goes in. So
 //! phases alternate — writer, every waiting reader, writer, ... — and a
 //! waiter of either kind waits at most about one phase of the other kind.
-//! Writers go in one at a time in arrival order (FIFO).
+//! Writers go in one at a time in arrival order (FIFO). An upgradable
+//! reader is a reader in this (it waits for its read phase); its upgrade
+//! stops new readers as a waiting writer does and goes before the writers
+//! already waiting, then counts as a writer's phase ("Upgradable reads").
 //!
 //! The lock is always *handed over* to the waiters whose turn it is (their
 //! read locks are counted, or the write lock kept, on their behalf before
@@ -81,6 +84,11 @@
 //!  a writer                      writers only      the oldest writer
 //!  the last reader of a phase    writers           the oldest writer
 //!  the last reader of a phase    readers only      every reader queued now
+//!  a writer that downgrades       readers           every reader queued now; it
+//!                                                   keeps a read lock of its own
+//!  a writer that gives up, as     readers           every reader queued now, if
+//!  the last writer queued                           only readers hold the lock
+//!                                                   (see "Timeouts")
 //! ```
 //!
 //! - The last reader (its `count -= 1` reached 0 with a bit set) first takes
