@@ -292,9 +292,9 @@ fn try_upgrade_and_downgrades_of_an_upgradable_read() {
     let lock = RwLock::new(0u32);
     let reader = lock.read();
     let upgradable = lock.upgradable_read();
-    let upgradable = RwLockUpgradableReadGuard::try_upgrade(upgradable).err().expect("a reader is in");
+    let upgradable = RwLockUpgradableReadGuard::try_upgrade(upgradable).expect_err("a reader is in");
     drop(reader);
-    let mut writer = RwLockUpgradableReadGuard::try_upgrade(upgradable).ok().expect("alone");
+    let mut writer = RwLockUpgradableReadGuard::try_upgrade(upgradable).expect("alone");
     *writer = 5;
     assert!(lock.is_locked_exclusive());
     assert!(lock.try_upgradable_read().is_none());
@@ -379,7 +379,6 @@ fn read_guard_is_covariant() {
         let i = 6;
         do_stuff(lock.read(), &i);
     }
-    drop(lock);
 
     fn shorten<'a>(guard: RwLockReadGuard<'a, &'static str>) -> RwLockReadGuard<'a, &'a str> {
         guard
@@ -406,10 +405,10 @@ fn mapped_mutex_guards_hold_the_lock() {
     assert!(mutex.is_locked());
     drop(first);
     let list = MutexGuard::map(mutex.lock(), |p| &mut p.1);
-    let mut last = MappedMutexGuard::try_map(list, |l| l.last_mut()).ok().expect("not empty");
+    let mut last = MappedMutexGuard::try_map(list, |l| l.last_mut()).expect("not empty");
     *last += 1;
     drop(last);
-    let guard = MutexGuard::try_map(mutex.lock(), |p| p.1.get_mut(9)).err().expect("no element 9");
+    let guard = MutexGuard::try_map(mutex.lock(), |p| p.1.get_mut(9)).expect_err("no element 9");
     assert_eq!(*guard, (2, vec![10, 21]));
     drop(guard);
     assert!(!mutex.is_locked());

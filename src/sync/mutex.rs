@@ -607,10 +607,10 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
     /// use weft::sync::{Mutex, MutexGuard};
     ///
     /// let slots = Mutex::new(vec![1, 2, 3]);
-    /// let second = MutexGuard::try_map(slots.lock(), |v| v.get_mut(1)).ok().unwrap();
+    /// let second = MutexGuard::try_map(slots.lock(), |v| v.get_mut(1)).expect("present");
     /// assert_eq!(*second, 2);
     /// drop(second);
-    /// let guard = MutexGuard::try_map(slots.lock(), |v| v.get_mut(10)).err().unwrap();
+    /// let guard = MutexGuard::try_map(slots.lock(), |v| v.get_mut(10)).expect_err("absent");
     /// assert_eq!(guard.len(), 3, "the lock is still held by the returned guard");
     /// ```
     pub fn try_map<U: ?Sized, F>(guard: Self, f: F) -> Result<MappedMutexGuard<'a, U>, Self>
@@ -727,7 +727,7 @@ impl<'a, T: ?Sized> MappedMutexGuard<'a, T> {
     ///
     /// let lists = Mutex::new((vec![1], vec![2, 3]));
     /// let second = MutexGuard::map(lists.lock(), |l| &mut l.1);
-    /// let last = MappedMutexGuard::try_map(second, |v| v.last_mut()).ok().unwrap();
+    /// let last = MappedMutexGuard::try_map(second, |v| v.last_mut()).expect("present");
     /// assert_eq!(*last, 3);
     /// ```
     pub fn try_map<U: ?Sized, F>(guard: Self, f: F) -> Result<MappedMutexGuard<'a, U>, Self>
