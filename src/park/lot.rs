@@ -812,7 +812,10 @@ pub(crate) fn unpark_filter(
     callback: impl FnOnce(UnparkResult) -> usize,
 ) -> UnparkResult {
     let mut queue = lock(bucket_of(key));
-    let mut taken = Vec::new();
+    // The first waiter chosen apart from the rest: a release that serves
+    // one waiter (the common case) allocates nothing.
+    let mut first: Option<*const WaitNode> = None;
+    let mut more = Vec::new();
     let mut prev: *const WaitNode = ptr::null();
     let mut current = queue.head;
     while !current.is_null() {
@@ -823,7 +826,11 @@ pub(crate) fn unpark_filter(
             match filter(node.park_token) {
                 FilterOp::Unpark => {
                     queue.unlink(prev, node);
-                    taken.push(current);
+                    if first.is_none() {
+                        first = Some(current);
+                    } else {
+                        more.push(current);
+                    }
                     current = next;
                     continue;
                 }
@@ -833,12 +840,18 @@ pub(crate) fn unpark_filter(
         prev = current;
         current = next;
     }
-    let result = UnparkResult { unparked: taken.len(), have_more: queue.contains_key(key), ..UnparkResult::default() };
+    let unparked = usize::from(first.is_some()) + more.len();
+    let result = UnparkResult { unparked, have_more: queue.contains_key(key), ..UnparkResult::default() };
     let token = callback(result);
     // SAFETY: each was just unlinked; lock held.
-    let unparkers: Vec<Unparker> = taken.iter().map(|&node| unsafe { release_node(node, token) }).collect();
+    let first = first.map(|node| unsafe { release_node(node, token) });
+    // SAFETY: as above.
+    let more: Vec<Unparker> = more.iter().map(|&node| unsafe { release_node(node, token) }).collect();
     drop(queue);
-    for unparker in unparkers {
+    if let Some(unparker) = first {
+        unparker.unpark();
+    }
+    for unparker in more {
         unparker.unpark();
     }
     result

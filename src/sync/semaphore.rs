@@ -925,6 +925,42 @@ mod tests {
         assert_eq!(sem.available_permits(), 1);
     }
 
+    /// A waiter for many at the head holds permits set aside; when it times
+    /// out, they go to the waiter behind it, and the word and the queued
+    /// count end exact.
+    #[test]
+    fn timed_out_head_leaves_exact_counts() {
+        let sem = Arc::new(Semaphore::new(0));
+        let s = Arc::clone(&sem);
+        let head = thread::spawn(move || s.acquire_many_timeout(4, Duration::from_millis(300)).is_none());
+        wait_until_queued(&sem);
+        let s = Arc::clone(&sem);
+        let behind = thread::spawn(move || s.acquire_many(3).forget());
+        thread::sleep(Duration::from_millis(30));
+        sem.add_permits(3);
+        assert_eq!(sem.state.load(Ordering::Relaxed), 3 << 1 | WAITING, "3 set aside for the head");
+        assert_eq!(sem.queued.load(Ordering::Relaxed), 2);
+        assert_eq!(sem.available_permits(), 0);
+        assert!(head.join().unwrap(), "the head got 4 of 3 permits");
+        behind.join().unwrap();
+        assert_eq!(sem.state.load(Ordering::Relaxed), 0);
+        assert_eq!(sem.queued.load(Ordering::Relaxed), 0);
+    }
+
+    /// A waiter that would be the head finds enough permits set aside for a
+    /// bigger waiter that set WAITING but has not queued: it takes them
+    /// instead of parking with nobody to serve it.
+    #[test]
+    fn validate_takes_permits_set_aside_when_nobody_is_queued() {
+        let sem = Semaphore::new(0);
+        // As if a waiter for 5 had set WAITING over 2 free permits and not
+        // queued yet.
+        sem.state.store(2 << 1 | WAITING, Ordering::Relaxed);
+        assert!(sem.acquire_many_timeout(2, Duration::from_secs(10)).map(SemaphorePermit::forget).is_some());
+        assert_eq!(sem.state.load(Ordering::Relaxed), 0, "took the two and cleared WAITING");
+        assert_eq!(sem.queued.load(Ordering::Relaxed), 0);
+    }
+
     /// A timed-out waiter in the middle of the queue leaves it without
     /// disturbing the order of the others, and the bit stays set for them.
     #[test]

@@ -1087,6 +1087,38 @@ mod tests {
         let _one_too_many = lock.read();
     }
 
+    /// Timed waiters that give up leave no bit behind: a writer flagged
+    /// before spinning (never queued), a writer queued, a reader queued;
+    /// and a reader queued behind a writer that gives up is let in beside
+    /// the reader that holds the lock.
+    #[test]
+    fn timed_out_waiters_leave_no_bits() {
+        let lock = Arc::new(RwLock::new(0));
+        let reader = lock.read();
+        for timeout in [Duration::ZERO, Duration::from_micros(50), Duration::from_millis(20)] {
+            assert!(lock.try_write_for(timeout).is_none());
+            assert_eq!(state(&lock), 1, "a timed-out writer left a bit ({timeout:?})");
+        }
+        let l = Arc::clone(&lock);
+        let writer = thread::spawn(move || l.try_write_for(Duration::from_millis(300)).is_none());
+        wait_until_flagged(&lock, WRITERS_WAITING);
+        let l = Arc::clone(&lock);
+        let queued_reader = thread::spawn(move || *l.read());
+        wait_until_flagged(&lock, READERS_WAITING);
+        assert!(writer.join().unwrap());
+        assert_eq!(queued_reader.join().unwrap(), 0, "let in beside the first reader");
+        assert_eq!(state(&lock), 1, "only the first reader holds it");
+        drop(reader);
+        let writer = lock.write();
+        let l = Arc::clone(&lock);
+        let timed_reader = thread::spawn(move || l.try_read_for(Duration::from_millis(50)).is_none());
+        assert!(timed_reader.join().unwrap());
+        assert_eq!(state(&lock), WRITE_LOCKED, "a timed-out reader left a bit");
+        assert_eq!(lock.raw.parked_readers.load(Ordering::Relaxed), 0);
+        drop(writer);
+        assert_eq!(state(&lock), 0);
+    }
+
     /// A waiting writer stops new readers; they go in after it.
     #[test]
     fn readers_queue_behind_waiting_writer() {
