@@ -11,7 +11,9 @@ mod stack;
 pub mod sync;
 pub mod sys;
 
+pub use coroutine::is_forced_unwind;
 pub use runtime::{
-    Builder, BusyWorker, CoroutineDump, CoroutineState, Dump, GreenThread, JoinHandle, ParkedOn, Runtime,
-    RuntimeBuilder, RuntimeMetrics, WorkerMetrics, current, sleep, spawn, spawn_blocking, try_current, yield_now,
+    AccessError, Builder, BusyWorker, CoroutineDump, CoroutineState, Dump, EnterGuard, GreenThread, JoinError,
+    JoinErrorKind, JoinHandle, LocalKey, ParkedOn, Runtime, RuntimeBuilder, RuntimeMetrics, WorkerMetrics, current,
+    is_cancelled, sleep, spawn, spawn_blocking, try_current, yield_now,
 };

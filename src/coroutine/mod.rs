@@ -752,14 +752,45 @@ enum Finish<R> {
     Unwound,
 }
 
-/// The panic payload used to unwind a coroutine that is being dropped.
+/// The panic payload used to unwind a coroutine that is being dropped (or,
+/// in the runtime, cancelled or shut down).
 struct ForcedUnwind;
 
-/// Whether a caught panic payload is the one weft uses to unwind a coroutine
-/// that is being dropped (code that catches panics inside a coroutine should
-/// let it continue).
-pub(crate) fn is_forced_unwind(payload: &(dyn Any + Send)) -> bool {
+/// Whether a panic payload caught with [`std::panic::catch_unwind`] is
+/// weft's own *forced unwind*, not a panic: a coroutine being cancelled
+/// ([`JoinHandle::cancel`](crate::JoinHandle::cancel)), unwound by its
+/// runtime's shutdown, or dropped while suspended unwinds its stack with it,
+/// so that its destructors run.
+///
+/// Code that catches panics inside a coroutine must resume a forced unwind
+/// with [`std::panic::resume_unwind`], not swallow it: a swallowed one
+/// leaves the coroutine running (a cancel is then lost; a dropped or shut
+/// down coroutine is asked again at its next suspension).
+///
+/// ```
+/// use std::panic::{self, AssertUnwindSafe};
+/// use std::time::Duration;
+///
+/// let handle = weft::spawn(|| {
+///     let caught = panic::catch_unwind(AssertUnwindSafe(|| weft::sleep(Duration::from_secs(3600))));
+///     if let Err(payload) = caught {
+///         if weft::is_forced_unwind(&*payload) {
+///             panic::resume_unwind(payload); // cancelled: let the unwind go on
+///         }
+///         eprintln!("the sleep panicked"); // a real panic: handle it
+///     }
+/// });
+/// handle.cancel();
+/// assert!(handle.join().unwrap_err().is_cancelled());
+/// ```
+pub fn is_forced_unwind(payload: &(dyn Any + Send)) -> bool {
     payload.is::<ForcedUnwind>()
+}
+
+/// Starts a forced unwind of the running coroutine's stack (a cancel): the
+/// same payload a drop uses, raised without the panic hook.
+pub(crate) fn start_forced_unwind() -> ! {
+    panic::resume_unwind(Box::new(ForcedUnwind))
 }
 
 /// The coroutine's handle on its own suspension, passed to its closure.
