@@ -1379,6 +1379,9 @@ fn forty_thousand_parked_coroutines_past_the_map_limit() {
                 Ok(()) => finished += 1,
                 Err(payload) => {
                     let why = describe(&payload);
+                    assert_eq!(payload.kind(), JoinErrorKind::NoStack, "{why}");
+                    assert!(payload.stack_error().is_some(), "a stack failure carries its io::Error: {why}");
+                    assert!(why.contains("could not start"), "the error says the coroutine never started: {why}");
                     assert!(why.contains("vm.max_map_count"), "a coroutine failed for another reason: {why}");
                 }
             }

@@ -307,11 +307,25 @@ impl<T> JoinHandle<T> {
     }
 
     /// Whether the coroutine has finished (`join` would not wait).
+    ///
+    /// ```
+    /// let handle = weft::spawn(|| ());
+    /// while !handle.is_finished() {
+    ///     std::thread::yield_now();
+    /// }
+    /// handle.join().unwrap(); // does not wait
+    /// ```
     pub fn is_finished(&self) -> bool {
         self.state().is_done()
     }
 
     /// The id of the coroutine (as `weft::current().id()` reports it inside).
+    ///
+    /// ```
+    /// let handle = weft::spawn(|| weft::current().id());
+    /// let id = handle.id();
+    /// assert_eq!(handle.join().unwrap(), id);
+    /// ```
     pub fn id(&self) -> u64 {
         self.task.id
     }

@@ -360,6 +360,11 @@ fn dump_signal_from_env() -> Option<i32> {
 impl Runtime {
     /// A runtime with one worker per available CPU.
     ///
+    /// ```
+    /// let runtime = weft::Runtime::new().expect("worker threads");
+    /// assert_eq!(runtime.block_on(|| "hi"), "hi");
+    /// ```
+    ///
     /// # Errors
     ///
     /// The OS error if a worker thread cannot be started.
@@ -368,6 +373,11 @@ impl Runtime {
     }
 
     /// A [`RuntimeBuilder`] to choose the number of workers or the stack size.
+    ///
+    /// ```
+    /// let runtime = weft::Runtime::builder().workers(2).stack_size(64 * 1024).build().unwrap();
+    /// assert_eq!(runtime.workers(), 2);
+    /// ```
     pub fn builder() -> RuntimeBuilder {
         RuntimeBuilder::default()
     }
@@ -406,7 +416,15 @@ impl Runtime {
     }
 
     /// Runs `f` as a coroutine on this runtime and blocks the calling OS
-    /// thread until it returns; a panic in `f` continues in the caller.
+    /// thread until it returns; a panic in `f` continues in the caller. `f`
+    /// may borrow from the caller's stack.
+    ///
+    /// ```
+    /// let runtime = weft::Runtime::builder().workers(2).build().unwrap();
+    /// let words = vec!["straight", "line", "code"];
+    /// let total = runtime.block_on(|| words.iter().map(|w| w.len()).sum::<usize>());
+    /// assert_eq!(total, 16);
+    /// ```
     ///
     /// # Panics
     ///
@@ -1053,6 +1071,18 @@ impl fmt::Debug for GreenThread {
 
 /// The coroutine that calls it, like [`std::thread::current`].
 ///
+/// ```
+/// let handle = weft::Builder::new()
+///     .name("fetcher".to_string())
+///     .spawn(|| {
+///         let me = weft::current();
+///         (me.id(), me.name().map(str::to_owned))
+///     })
+///     .unwrap();
+/// let id = handle.id();
+/// assert_eq!(handle.join().unwrap(), (id, Some("fetcher".to_string())));
+/// ```
+///
 /// # Panics
 ///
 /// Outside a coroutine (use [`try_current`] to ask).
@@ -1061,12 +1091,45 @@ pub fn current() -> GreenThread {
 }
 
 /// The coroutine that calls it, or `None` on a plain OS thread.
+///
+/// ```
+/// assert!(weft::try_current().is_none(), "main is an OS thread");
+/// assert!(weft::spawn(|| weft::try_current().is_some()).join().unwrap());
+/// ```
 pub fn try_current() -> Option<GreenThread> {
     current_task().map(|task| GreenThread { task })
 }
 
 /// Lets the other coroutines of this worker run, then continues; on a plain
 /// OS thread, [`std::thread::yield_now`].
+///
+/// A coroutine that computes for long should yield now and then: until it
+/// does, the other coroutines of its worker wait (and the runtime's monitor
+/// reports it after 100 ms, see [`RuntimeBuilder::stall_threshold`]).
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+///
+/// let runtime = weft::Runtime::builder().workers(1).build().unwrap();
+/// let turns = Arc::new(AtomicU32::new(0));
+/// let (a, b) = (Arc::clone(&turns), Arc::clone(&turns));
+/// let first = runtime.spawn(move || {
+///     for _ in 0..3 {
+///         a.fetch_add(1, Ordering::SeqCst);
+///         weft::yield_now(); // the other coroutine runs in between
+///     }
+/// });
+/// let second = runtime.spawn(move || {
+///     for _ in 0..3 {
+///         b.fetch_add(1, Ordering::SeqCst);
+///         weft::yield_now();
+///     }
+/// });
+/// first.join().unwrap();
+/// second.join().unwrap();
+/// assert_eq!(turns.load(Ordering::SeqCst), 6);
+/// ```
 // Inline, so that the switch sits in the caller's own code: a coroutine
 // resumed inside an out-of-line `yield_now` first returns from it, and that
 // `ret`, and the suspend's `ret` that follows the next call, both miss the
@@ -1093,6 +1156,17 @@ pub fn yield_now() {
 /// returns early (the deadline is on `CLOCK_MONOTONIC`), except in a
 /// destructor that runs while the runtime shuts down and unwinds the
 /// coroutine, where it returns at once.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+///
+/// let slept = weft::spawn(|| {
+///     let start = Instant::now();
+///     weft::sleep(Duration::from_millis(20)); // parks this coroutine only
+///     start.elapsed()
+/// });
+/// assert!(slept.join().unwrap() >= Duration::from_millis(20));
+/// ```
 pub fn sleep(duration: Duration) {
     let Some(task) = current_task_for_waker() else {
         std::thread::sleep(duration);
