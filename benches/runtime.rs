@@ -53,18 +53,20 @@
 
 #[path = "common/clock.rs"]
 mod clock;
+#[path = "../examples/common/linux.rs"]
+mod linux;
 #[path = "common/monitor_ab.rs"]
 mod monitor_ab;
 
 use clock::Clock;
 use criterion::{Criterion, SamplingMode, criterion_group};
+use linux::pin_to_cpu;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use weft::Runtime;
-use weft::sys::thread::pin_to_cpu;
 
 /// Coroutines per batch in the weft spawn+join benchmark.
 const SPAWN_BATCH: usize = 100_000;

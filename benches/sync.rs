@@ -70,17 +70,19 @@
 
 #[path = "common/clock.rs"]
 mod clock;
+#[path = "../examples/common/linux.rs"]
+mod linux;
 #[path = "common/monitor_ab.rs"]
 mod monitor_ab;
 
 use clock::Clock;
 use criterion::{Criterion, SamplingMode, criterion_group};
+use linux::pin_to_cpu;
 use std::collections::{BTreeMap, VecDeque};
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use weft::Runtime;
-use weft::sys::thread::pin_to_cpu;
 
 /// Increments per task in the contended-Mutex batch.
 const CONTENDED_OPS: u64 = 1_000_000;
@@ -174,7 +176,8 @@ fn sync(c: &mut Criterion) {
     });
 
     // Many waiters: the queue is long enough that every waiter waits longer
-    // than FAIR_AFTER, where fair hand-overs must stay rare (lot.rs, "Fair
+    // than the Mutex's fairness threshold (about 1 ms, weft's private
+    // `FAIR_AFTER`), where fair hand-overs must stay rare (lot.rs, "Fair
     // hand-overs"); the tests' hammer, on 4 workers.
     let four_workers = Runtime::builder().workers(4).build().expect("four worker threads");
     group.bench_function("contended 256x10k/weft Mutex (256 coroutines, 4 workers)", |b| {

@@ -9,7 +9,9 @@ mod park;
 mod runtime;
 mod stack;
 pub mod sync;
-pub mod sys;
+mod sys;
+#[cfg(all(test, not(loom)))]
+mod test_rng;
 
 pub use coroutine::is_forced_unwind;
 pub use runtime::{
