@@ -7,8 +7,8 @@
 //! side in the report:
 //!
 //! ```text
-//! cargo bench --bench sync
-//! cargo bench --bench sync -- 'uncontended'   # a subset, by name
+//! cargo bench -p weft-benches --bench sync
+//! cargo bench -p weft-benches --bench sync -- 'uncontended'   # a subset, by name
 //! ```
 //!
 //! | benchmark                                              | one iteration is                                            |
@@ -48,7 +48,7 @@
 //! the cost of arming and cancelling a timer):
 //!
 //! ```text
-//! cargo bench --bench sync --no-run   # prints the path of the bench binary
+//! cargo bench -p weft-benches --bench sync --no-run   # prints the path of the bench binary
 //! WEFT_SYNC_COUNT=handoff:100000 valgrind --tool=callgrind target/release/deps/sync-<hash>
 //! WEFT_SYNC_COUNT=handoff:200000 valgrind --tool=callgrind target/release/deps/sync-<hash>
 //! ```
@@ -65,7 +65,7 @@
 //! compares the contenders under the same conditions:
 //!
 //! ```text
-//! WEFT_SYNC_INTERLEAVED=20 cargo bench --bench sync
+//! WEFT_SYNC_INTERLEAVED=20 cargo bench -p weft-benches --bench sync
 //! ```
 
 #[path = "common/clock.rs"]
@@ -971,7 +971,7 @@ fn interleaved_mode(spec: &str) {
 /// either order. `WEFT_SYNC_MONITOR_AB` interleaves them.
 ///
 /// ```text
-/// cargo bench --bench sync -- monitor/ --measurement-time 3
+/// cargo bench -p weft-benches --bench sync -- monitor/ --measurement-time 3
 /// ```
 fn monitor(c: &mut Criterion) {
     let mut group = c.benchmark_group("monitor");
