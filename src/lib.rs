@@ -88,11 +88,14 @@
 //! - `weft::spawn`, `JoinHandle`, `Builder`, `yield_now`, `sleep` and
 //!   `current` have `std::thread`'s shapes. [`JoinHandle::join`] works from
 //!   a coroutine (it parks) and from an OS thread (it blocks), and returns
-//!   `Err` with the payload when the coroutine panicked.
-//! - The locks have `std::sync`'s names and methods but do not poison, so
-//!   [`Mutex::lock`](sync::Mutex::lock) returns the guard itself, not a
-//!   `Result` — parking_lot's shape, not std's. A panic while a guard is
-//!   held releases the lock during unwinding. Guards are `!Send`.
+//!   an `Err` when the coroutine panicked.
+//! - The locks have `std::sync`'s names and methods with parking_lot's
+//!   shapes: they do not poison (a panic while a guard is held releases the
+//!   lock during unwinding), so [`Mutex::lock`](sync::Mutex::lock),
+//!   `RwLock::read` and `write`, `get_mut`, `into_inner` and
+//!   [`Condvar::wait`](sync::Condvar::wait) return their value itself, not
+//!   a `LockResult` (`*m.lock() += 1`, no `.unwrap()`), and the `try_`
+//!   forms return an `Option`. Guards are `!Send`.
 //! - [`Semaphore`](sync::Semaphore), [`WaitGroup`](sync::WaitGroup) and
 //!   [`SpinLock`](sync::SpinLock) have no std counterpart.
 //!
