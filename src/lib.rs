@@ -41,9 +41,13 @@
 //! - **The runtime**: [`Runtime`] runs coroutines on its worker threads;
 //!   [`spawn`], [`JoinHandle::join`], [`yield_now`], [`sleep`],
 //!   [`spawn_blocking`] and [`current`] mirror their `std::thread`
-//!   namesakes. A bare [`spawn`] outside any runtime starts a default one
-//!   (one worker per CPU) on first use. Each worker has its own run queue
-//!   and timers; an idle worker sleeps on a futex and costs no CPU.
+//!   namesakes; [`JoinHandle::cancel`] unwinds a coroutine at its next park
+//!   or yield, and [`task_local!`] gives each coroutine a value of its own.
+//!   A bare [`spawn`] uses the calling coroutine's runtime, or on a plain
+//!   thread the one entered there with [`Runtime::enter`]; outside both it
+//!   starts a default runtime (one worker per CPU) on first use. Each
+//!   worker has its own run queue and timers; an idle worker sleeps on a
+//!   futex and costs no CPU.
 //! - **[`sync`]**: [`Mutex`](sync::Mutex), [`RwLock`](sync::RwLock),
 //!   [`Condvar`](sync::Condvar), [`Semaphore`](sync::Semaphore),
 //!   [`Barrier`](sync::Barrier) and [`WaitGroup`](sync::WaitGroup), each a
@@ -67,8 +71,10 @@
 //! first thread's thread-local — a data race in safe code, which has broken
 //! other Rust runtimes that move coroutines. Because weft's never move,
 //! `thread_local!`, `println!`, [`std::thread::current`] and std's own
-//! internals are sound inside coroutines. Load balancing still happens: an
-//! idle worker steals coroutines that have not started yet.
+//! internals are sound inside coroutines. A `thread_local!` is still one
+//! value per worker thread, shared by every coroutine that runs there: for
+//! one value per coroutine, use [`task_local!`]. Load balancing still
+//! happens: an idle worker steals coroutines that have not started yet.
 //!
 //! The price is that scheduling is cooperative and per worker. A coroutine
 //! keeps its worker until it yields, parks or returns; nothing preempts it,
@@ -87,8 +93,11 @@
 //!
 //! - `weft::spawn`, `JoinHandle`, `Builder`, `yield_now`, `sleep` and
 //!   `current` have `std::thread`'s shapes. [`JoinHandle::join`] works from
-//!   a coroutine (it parks) and from an OS thread (it blocks), and returns
-//!   an `Err` when the coroutine panicked.
+//!   a coroutine (it parks) and from an OS thread (it blocks); its error is
+//!   a [`JoinError`] (tokio's shape rather than std's bare panic payload):
+//!   the coroutine panicked ([`into_panic`](JoinError::into_panic) gives the
+//!   payload back), was cancelled, or never started because no stack could
+//!   be mapped.
 //! - The locks have `std::sync`'s names and methods with parking_lot's
 //!   shapes: they do not poison (a panic while a guard is held releases the
 //!   lock during unwinding), so [`Mutex::lock`](sync::Mutex::lock),
@@ -130,6 +139,10 @@
 //!   turn the feature off (`default-features = false`).
 //! - **Panics** inside a coroutine are caught where it starts and reach
 //!   whoever joins or resumes it; they never unwind across a switch.
+//!   Cancelling a coroutine, shutting its runtime down or dropping a
+//!   suspended [`Coroutine`](coroutine::Coroutine) unwinds its stack with a
+//!   payload of weft's own; code that catches panics inside a coroutine
+//!   must resume that one ([`is_forced_unwind`] tells it apart).
 //!   [`std::thread::panicking`] counts per OS thread: while one coroutine
 //!   is suspended in the middle of unwinding (a destructor that waits),
 //!   others on its worker see `true`.
