@@ -17,6 +17,7 @@
 
 mod common;
 
+use common::gettid;
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -26,7 +27,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
-use weft::sys::thread::gettid;
 use weft::{JoinError, JoinErrorKind, JoinHandle, Runtime};
 
 /// Held by every test body: see the module docs.

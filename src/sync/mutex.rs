@@ -83,7 +83,7 @@ const _: () = assert!(TOKEN_WOKEN != DEFAULT_TOKEN && TOKEN_WOKEN != TOKEN_HANDO
 const SPIN_ROUNDS: u32 = if cfg!(loom) { 1 } else { 7 };
 
 /// A woken waiter that waited longer than this is handed the lock directly.
-pub const FAIR_AFTER: Duration = Duration::from_millis(1);
+pub(crate) const FAIR_AFTER: Duration = Duration::from_millis(1);
 
 /// The lock without data: the state byte and its protocol.
 pub(crate) struct RawMutex {
