@@ -6,7 +6,7 @@
 //! side in the report:
 //!
 //! ```text
-//! cargo bench --bench runtime
+//! cargo bench -p weft-benches --bench runtime
 //! ```
 //!
 //! | benchmark                                                  | one iteration is                                     |
@@ -23,10 +23,10 @@
 //! (each mode wants a process of its own, so run them one at a time):
 //!
 //! ```text
-//! WEFT_RSS_PROBE=1      cargo bench --bench runtime  # RSS per parked coroutine (30 000 parked)
-//! WEFT_RSS_PROBE=spawn  cargo bench --bench runtime  # peak RSS of one spawn+join 100k (2 workers)
-//! WEFT_RSS_PROBE=skynet cargo bench --bench runtime  # peak RSS of one skynet 1M (2 workers)
-//! WEFT_RSS_PROBE=skynet1 cargo bench --bench runtime # the same on 1 worker
+//! WEFT_RSS_PROBE=1      cargo bench -p weft-benches --bench runtime  # RSS per parked coroutine (30 000 parked)
+//! WEFT_RSS_PROBE=spawn  cargo bench -p weft-benches --bench runtime  # peak RSS of one spawn+join 100k (2 workers)
+//! WEFT_RSS_PROBE=skynet cargo bench -p weft-benches --bench runtime  # peak RSS of one skynet 1M (2 workers)
+//! WEFT_RSS_PROBE=skynet1 cargo bench -p weft-benches --bench runtime # the same on 1 worker
 //! ```
 //!
 //! (`spawn` and `skynet` also sample the number of memory maps during the
@@ -39,7 +39,7 @@
 //! instructions per yield or per coroutine:
 //!
 //! ```text
-//! cargo bench --bench runtime --no-run   # prints the path of the bench binary
+//! cargo bench -p weft-benches --bench runtime --no-run   # prints the path of the bench binary
 //! WEFT_RUNTIME_COUNT=yield:1000000  valgrind --tool=callgrind target/release/deps/runtime-<hash>
 //! WEFT_RUNTIME_COUNT=yield:2000000  valgrind --tool=callgrind target/release/deps/runtime-<hash>
 //! WEFT_RUNTIME_COUNT=spawn:100000   valgrind --tool=callgrind target/release/deps/runtime-<hash>
@@ -53,18 +53,20 @@
 
 #[path = "common/clock.rs"]
 mod clock;
+#[path = "../examples/common/linux.rs"]
+mod linux;
 #[path = "common/monitor_ab.rs"]
 mod monitor_ab;
 
 use clock::Clock;
 use criterion::{Criterion, SamplingMode, criterion_group};
+use linux::pin_to_cpu;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use weft::Runtime;
-use weft::sys::thread::pin_to_cpu;
 
 /// Coroutines per batch in the weft spawn+join benchmark.
 const SPAWN_BATCH: usize = 100_000;
@@ -428,7 +430,7 @@ fn count(spec: &str) {
 /// transfer per read; the counters themselves are kept either way.
 ///
 /// ```text
-/// cargo bench --bench runtime -- monitor/ --measurement-time 3
+/// cargo bench -p weft-benches --bench runtime -- monitor/ --measurement-time 3
 /// ```
 fn monitor(c: &mut Criterion) {
     let mut group = c.benchmark_group("monitor");

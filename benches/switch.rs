@@ -6,8 +6,8 @@
 //! side in the report:
 //!
 //! ```text
-//! cargo bench --bench switch                        # fp-control on (default)
-//! cargo bench --bench switch --no-default-features  # fp-control compiled out
+//! cargo bench -p weft-benches --bench switch                        # fp-control on (default)
+//! cargo bench -p weft-benches --bench switch --no-default-features  # fp-control compiled out
 //! ```
 //!
 //! Setting `WEFT_SWITCH_COUNT=N` skips criterion and runs N weft round trips,
@@ -20,13 +20,15 @@
 //!     --toggle-collect='*weft_round_trips*' target/release/deps/switch-<hash>
 //! ```
 
+#[path = "../examples/common/linux.rs"]
+mod linux;
+
 use criterion::{Criterion, criterion_group};
+use linux::{futex_wait, futex_wake, pin_to_cpu};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use weft::coroutine::{Coroutine, set_thread_stack_cache_capacity};
-use weft::sys::futex;
-use weft::sys::thread::pin_to_cpu;
 
 /// The stack cache capacity a thread starts with (see
 /// `set_thread_stack_cache_capacity`).
@@ -124,14 +126,14 @@ fn futex_ping_pong(iters: u64, pin: bool) -> Duration {
             for _ in 0..=iters {
                 wait_until(turn, 1);
                 turn.store(0, Ordering::Release);
-                futex::wake(turn, 1);
+                futex_wake(turn, 1);
             }
         });
         let a = s.spawn(move || {
             pin_if_asked();
             let round_trip = || {
                 turn.store(1, Ordering::Release);
-                futex::wake(turn, 1);
+                futex_wake(turn, 1);
                 wait_until(turn, 0);
             };
             round_trip();
@@ -152,7 +154,7 @@ fn wait_until(word: &AtomicU32, value: u32) {
         if current == value {
             return;
         }
-        futex::wait(word, current, None);
+        futex_wait(word, current);
     }
 }
 

@@ -7,8 +7,8 @@
 //! side in the report:
 //!
 //! ```text
-//! cargo bench --bench sync
-//! cargo bench --bench sync -- 'uncontended'   # a subset, by name
+//! cargo bench -p weft-benches --bench sync
+//! cargo bench -p weft-benches --bench sync -- 'uncontended'   # a subset, by name
 //! ```
 //!
 //! | benchmark                                              | one iteration is                                            |
@@ -48,7 +48,7 @@
 //! the cost of arming and cancelling a timer):
 //!
 //! ```text
-//! cargo bench --bench sync --no-run   # prints the path of the bench binary
+//! cargo bench -p weft-benches --bench sync --no-run   # prints the path of the bench binary
 //! WEFT_SYNC_COUNT=handoff:100000 valgrind --tool=callgrind target/release/deps/sync-<hash>
 //! WEFT_SYNC_COUNT=handoff:200000 valgrind --tool=callgrind target/release/deps/sync-<hash>
 //! ```
@@ -65,22 +65,24 @@
 //! compares the contenders under the same conditions:
 //!
 //! ```text
-//! WEFT_SYNC_INTERLEAVED=20 cargo bench --bench sync
+//! WEFT_SYNC_INTERLEAVED=20 cargo bench -p weft-benches --bench sync
 //! ```
 
 #[path = "common/clock.rs"]
 mod clock;
+#[path = "../examples/common/linux.rs"]
+mod linux;
 #[path = "common/monitor_ab.rs"]
 mod monitor_ab;
 
 use clock::Clock;
 use criterion::{Criterion, SamplingMode, criterion_group};
+use linux::pin_to_cpu;
 use std::collections::{BTreeMap, VecDeque};
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use weft::Runtime;
-use weft::sys::thread::pin_to_cpu;
 
 /// Increments per task in the contended-Mutex batch.
 const CONTENDED_OPS: u64 = 1_000_000;
@@ -174,7 +176,8 @@ fn sync(c: &mut Criterion) {
     });
 
     // Many waiters: the queue is long enough that every waiter waits longer
-    // than FAIR_AFTER, where fair hand-overs must stay rare (lot.rs, "Fair
+    // than the Mutex's fairness threshold (about 1 ms, weft's private
+    // `FAIR_AFTER`), where fair hand-overs must stay rare (lot.rs, "Fair
     // hand-overs"); the tests' hammer, on 4 workers.
     let four_workers = Runtime::builder().workers(4).build().expect("four worker threads");
     group.bench_function("contended 256x10k/weft Mutex (256 coroutines, 4 workers)", |b| {
@@ -968,7 +971,7 @@ fn interleaved_mode(spec: &str) {
 /// either order. `WEFT_SYNC_MONITOR_AB` interleaves them.
 ///
 /// ```text
-/// cargo bench --bench sync -- monitor/ --measurement-time 3
+/// cargo bench -p weft-benches --bench sync -- monitor/ --measurement-time 3
 /// ```
 fn monitor(c: &mut Criterion) {
     let mut group = c.benchmark_group("monitor");

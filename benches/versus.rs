@@ -7,8 +7,8 @@
 //! them side by side).
 //!
 //! ```text
-//! cargo bench --bench versus                                      # weft, OS threads, may on one worker per core
-//! WEFT_BENCH_MAY_WORKERS=1 cargo bench --bench versus -- /may     # may's one-worker rows
+//! cargo bench -p weft-benches --bench versus                                  # weft, OS threads, may on one worker per core
+//! WEFT_BENCH_MAY_WORKERS=1 cargo bench -p weft-benches --bench versus -- /may # may's one-worker rows
 //! ```
 //!
 //! Ids are `<key>/<side>`: the key is the example's row key

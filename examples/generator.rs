@@ -13,12 +13,13 @@
 
 #[path = "common/args.rs"]
 mod args;
+#[path = "common/linux.rs"]
+mod linux;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use weft::coroutine::{Coroutine, CoroutineResult, Yielder};
-use weft::sys::futex;
 
 static ARGS: args::Spec = args::Spec { name: "generator", counts: &[], workers: false };
 
@@ -117,19 +118,19 @@ fn time_futex_round_trip(rounds: u32) -> f64 {
         std::thread::spawn(move || {
             for _ in 0..rounds {
                 while turn.load(Ordering::Acquire) != 1 {
-                    futex::wait(&turn, 0, None);
+                    linux::futex_wait(&turn, 0);
                 }
                 turn.store(0, Ordering::Release);
-                futex::wake(&turn, 1);
+                linux::futex_wake(&turn, 1);
             }
         })
     };
     let start = Instant::now();
     for _ in 0..rounds {
         turn.store(1, Ordering::Release);
-        futex::wake(&turn, 1);
+        linux::futex_wake(&turn, 1);
         while turn.load(Ordering::Acquire) != 0 {
-            futex::wait(&turn, 1, None);
+            linux::futex_wait(&turn, 1);
         }
     }
     let elapsed = start.elapsed();

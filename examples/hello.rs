@@ -41,10 +41,20 @@ fn main() {
     println!("children returned {total} in all");
     assert_eq!(total, 1500);
 
-    // A panic in a coroutine reaches whoever joins it, as with std::thread.
+    // A panic in a coroutine reaches whoever joins it, as with std::thread:
+    // a JoinError that names the coroutine and keeps the panic's payload.
     let failed = runtime.spawn(|| panic!("this coroutine fails on purpose")).join();
-    println!("a panicking coroutine's join: {}", if failed.is_err() { "Err(payload)" } else { "Ok?!" });
-    assert!(failed.is_err());
+    let error = failed.expect_err("it panicked");
+    println!("a panicking coroutine's join: Err({error})");
+    assert!(error.is_panic());
+
+    // A coroutine can be cancelled: it unwinds where it waits (its
+    // destructors run) and its join says so.
+    let sleeper = runtime.spawn(|| weft::sleep(Duration::from_secs(3600)));
+    sleeper.cancel();
+    let error = sleeper.join().expect_err("cancelled");
+    println!("a cancelled coroutine's join: Err({error})");
+    assert!(error.is_cancelled());
 
     // Blocking work goes to a separate pool of OS threads.
     let blocking =

@@ -7,10 +7,10 @@
 //! runtime with 2 workers, then one with 1 worker: the holder sleeps with
 //! `weft::sleep` while it holds) and on OS threads (`std::thread::sleep`).
 //! A round's ten acquisitions must take under [`BOUND`] in all. The policy
-//! promises far less than that (about `FAIR_AFTER` = 1 ms plus one critical
-//! section per acquisition for the Mutex, one phase for RwLock, FIFO for the
-//! Semaphore); the bound is a liveness margin for a shared, noisy 2-core
-//! machine. Before the Mutex kept a wait's start across re-parks, one round
+//! promises far less than that (about 1 ms, the Mutex's private
+//! `FAIR_AFTER`, plus one critical section per acquisition for the Mutex,
+//! one phase for RwLock, FIFO for the Semaphore); the bound is a liveness
+//! margin for a shared, noisy 2-core machine. Before the Mutex kept a wait's start across re-parks, one round
 //! took 3.5-6 s on coroutines and up to 0.5 s on OS threads.
 
 use std::sync::Arc;
@@ -149,7 +149,8 @@ fn scenario<P: Send + Sync + 'static>(
 }
 
 /// Go's TestMutexFairness: a waiter is not kept out by a holder that
-/// re-locks at once (Mutex's eventual fairness, `FAIR_AFTER`).
+/// re-locks at once (Mutex's eventual fairness: a waiter that has waited
+/// more than about 1 ms is handed the lock).
 #[test]
 fn mutex_waiter_gets_in_behind_a_holder_that_relocks() {
     scenario(

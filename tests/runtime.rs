@@ -17,6 +17,7 @@
 
 mod common;
 
+use common::gettid;
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -26,8 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
-use weft::sys::thread::gettid;
-use weft::{JoinHandle, Runtime};
+use weft::{JoinError, JoinErrorKind, JoinHandle, Runtime};
 
 /// Held by every test body: see the module docs.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -84,33 +84,40 @@ fn payload_str(payload: &(dyn Any + Send)) -> Option<&str> {
     payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str))
 }
 
-/// A printable description of a `join` error payload.
-fn describe(payload: &(dyn Any + Send)) -> String {
-    if let Some(text) = payload_str(payload) {
-        return format!("panic: {text}");
+/// A printable description of a `join` error.
+fn describe(error: &JoinError) -> String {
+    match error.stack_error() {
+        Some(io) => format!("{error} (io::Error of kind {:?})", io.kind()),
+        None => error.to_string(),
     }
-    if let Some(error) = payload.downcast_ref::<io::Error>() {
-        return format!("io::Error ({:?}): {error}", error.kind());
-    }
-    "a payload that is neither text nor io::Error".to_string()
+}
+
+/// The text of a join error's panic payload; fails the test for any other
+/// error.
+#[track_caller]
+fn panic_text(error: JoinError) -> String {
+    let description = describe(&error);
+    let payload = error.try_into_panic().unwrap_or_else(|_| panic!("expected a panic, got: {description}"));
+    payload_str(&*payload).unwrap_or_else(|| panic!("a panic payload that is not text: {description}")).to_owned()
 }
 
 /// Joins a coroutine that its runtime's shutdown cancelled: the join is an
 /// `Err` whose text says the runtime shut down. `what` names it in failures.
 #[track_caller]
 fn joins_as_cancelled<T>(handle: JoinHandle<T>, what: &str) {
-    let Err(payload) = handle.join() else { panic!("{what}: a coroutine cancelled by shutdown joined as Ok") };
+    let Err(error) = handle.join() else { panic!("{what}: a coroutine cancelled by shutdown joined as Ok") };
+    assert!(error.is_cancelled(), "{what}: not a cancellation: {error}");
+    assert_eq!(error.kind(), JoinErrorKind::Shutdown, "{what}: {error}");
     assert!(
-        payload_str(&*payload).is_some_and(|text| text.contains("shut down")),
-        "{what}: the join error does not say the runtime shut down: {}",
-        describe(&*payload)
+        error.to_string().contains("shut down"),
+        "{what}: the join error does not say the runtime shut down: {error}"
     );
 }
 
 /// Unwraps a join result, failing with the payload's text.
 #[track_caller]
 fn joined<T>(handle: JoinHandle<T>) -> T {
-    handle.join().unwrap_or_else(|payload| panic!("join failed: {}", describe(&*payload)))
+    handle.join().unwrap_or_else(|error| panic!("join failed: {}", describe(&error)))
 }
 
 /// Polls `done` every millisecond until it holds or `limit` passes.
@@ -598,9 +605,9 @@ fn panicking_coroutines_report_their_payload_and_the_runtime_survives() {
                     let expected = match i % 20 {
                         0 => STATIC_PAYLOAD.to_string(),
                         10 => format!("{EXPECTED} coroutine {i} panics"),
-                        _ => panic!("coroutine {i} failed unexpectedly: {}", describe(&*payload)),
+                        _ => panic!("coroutine {i} failed unexpectedly: {}", describe(&payload)),
                     };
-                    assert_eq!(payload_str(&*payload), Some(expected.as_str()), "payload of coroutine {i}");
+                    assert_eq!(panic_text(payload), expected, "payload of coroutine {i}");
                 }
             }
         }
@@ -980,7 +987,7 @@ fn block_on_inside_a_coroutine_panics_with_a_clear_message() {
         let rt = Arc::new(runtime(2));
         let inner = Arc::clone(&rt);
         let payload = rt.spawn(move || inner.block_on(|| 1)).join().expect_err("block_on inside a coroutine");
-        let text = payload_str(&*payload).unwrap_or_else(|| panic!("unexpected payload {}", describe(&*payload)));
+        let text = panic_text(payload);
         assert!(text.contains("inside a coroutine"), "message: {text:?}");
 
         // Caught inside the coroutine itself.
@@ -998,7 +1005,7 @@ fn block_on_inside_a_coroutine_panics_with_a_clear_message() {
         let other = runtime(1);
         let inner = Arc::clone(&rt);
         let payload = other.spawn(move || inner.block_on(|| 3)).join().expect_err("block_on from another runtime");
-        let text = payload_str(&*payload).unwrap_or_else(|| panic!("unexpected payload {}", describe(&*payload)));
+        let text = panic_text(payload);
         assert!(text.contains("inside a coroutine"), "message: {text:?}");
 
         assert_eq!(rt.block_on(|| 4), 4, "block_on still works from a plain thread");
@@ -1371,7 +1378,10 @@ fn forty_thousand_parked_coroutines_past_the_map_limit() {
             match handle.join() {
                 Ok(()) => finished += 1,
                 Err(payload) => {
-                    let why = describe(&*payload);
+                    let why = describe(&payload);
+                    assert_eq!(payload.kind(), JoinErrorKind::NoStack, "{why}");
+                    assert!(payload.stack_error().is_some(), "a stack failure carries its io::Error: {why}");
+                    assert!(why.contains("could not start"), "the error says the coroutine never started: {why}");
                     assert!(why.contains("vm.max_map_count"), "a coroutine failed for another reason: {why}");
                 }
             }
@@ -1436,7 +1446,7 @@ fn thirty_thousand_parked_coroutines_at_once() {
         for (i, handle) in handles.into_iter().enumerate() {
             match handle.join() {
                 Ok(value) => assert_eq!(value, i * 7, "result of coroutine {i}"),
-                Err(payload) => failures.push((i, describe(&*payload))),
+                Err(payload) => failures.push((i, describe(&payload))),
             }
         }
         assert!(
@@ -1577,7 +1587,7 @@ fn every_capture_and_result_is_dropped_exactly_once() {
                     }),
                 );
                 let payload = handle.join().expect_err("the coroutine panicked");
-                assert!(payload.is::<Counted>(), "the panic payload reaches join unchanged");
+                assert!(payload.into_panic().is::<Counted>(), "the panic payload reaches join unchanged");
             }
             assert_eq!(drops.captures.load(Ordering::SeqCst), 4 * N, "captures of panicking coroutines");
             assert_eq!(drops.results.load(Ordering::SeqCst), 4 * N, "panic payloads");
@@ -1647,7 +1657,8 @@ fn unstarted_coroutines_at_shutdown_fail_their_join_and_drop_their_closure_once(
         for (index, handle) in handles.into_iter().enumerate() {
             assert!(handle.is_finished(), "handle {index} is not finished after the runtime was dropped");
             let payload = handle.join().expect_err("an unstarted coroutine joins as Err");
-            let text = payload_str(&*payload).unwrap_or_else(|| panic!("handle {index}: {}", describe(&*payload)));
+            assert_eq!(payload.kind(), JoinErrorKind::Shutdown, "handle {index}: {payload}");
+            let text = payload.to_string();
             assert!(text.contains("before it started"), "handle {index}: {text:?}");
         }
         assert_eq!(drops.results.load(Ordering::SeqCst), 0, "no results were made");

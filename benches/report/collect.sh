@@ -109,7 +109,7 @@ has_target() { grep -qx "$1:$2" "$tmp/targets"; }
 bench_exe() {
     local name="$1"
     shift
-    cargo bench --bench "$name" "$@" --no-run --message-format=json 2>/dev/null | python3 -c '
+    cargo bench -p weft-benches --bench "$name" "$@" --no-run --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 name = sys.argv[1]
 for line in sys.stdin:
@@ -146,7 +146,7 @@ criterion_run() {
     while [ $# -gt 0 ] && [ "$1" != -- ]; do cargo_args+=("$1"); shift; done
     if [ $# -gt 0 ]; then shift; fi
     bench_args=(${criterion_flags[@]+"${criterion_flags[@]}"} "$@")
-    local command=(cargo bench --bench "$group" ${cargo_args[@]+"${cargo_args[@]}"})
+    local command=(cargo bench -p weft-benches --bench "$group" ${cargo_args[@]+"${cargo_args[@]}"})
     if [ "${#vars[@]}" -gt 0 ]; then command=(env "${vars[@]}" "${command[@]}"); fi
     if [ "${#bench_args[@]}" -gt 0 ]; then command+=(-- "${bench_args[@]}"); fi
     if ! has_target bench "$group"; then
@@ -179,7 +179,7 @@ criterion_run default sync clean
 # shows it, instead of between the two harnesses. The files are merged into
 # one versus_threads.json (record.py vt-merge).
 if has_target bench versus; then
-    cargo bench --bench versus --no-run --quiet >&2 2>/dev/null || true
+    cargo bench -p weft-benches --bench versus --no-run --quiet >&2 2>/dev/null || true
 fi
 if has_target example versus_threads; then
     cargo build --release --example versus_threads --quiet >&2 2>/dev/null || true
@@ -244,7 +244,7 @@ else
         bin="$(bench_exe switch ${features[@]+"${features[@]}"} || true)"
         if [ -z "$bin" ]; then
             fail callgrind.json "$build" "cannot build the switch bench" \
-                cargo bench --bench switch ${features[@]+"${features[@]}"} --no-run
+                cargo bench -p weft-benches --bench switch ${features[@]+"${features[@]}"} --no-run
             continue
         fi
         for who in weft corosensei; do
@@ -260,7 +260,7 @@ else
     # workers): two runs of different sizes, start-up cancelled.
     bin="$(bench_exe runtime || true)"
     if [ -z "$bin" ]; then
-        fail callgrind.json default "cannot build the runtime bench" cargo bench --bench runtime --no-run
+        fail callgrind.json default "cannot build the runtime bench" cargo bench -p weft-benches --bench runtime --no-run
     else
         for spec in "${runtime_counts[@]}"; do
             what="${spec%%:*}"
@@ -283,11 +283,11 @@ fi
 # ---------------------------------------------------------------------------
 
 for probe in 1 spawn skynet skynet1; do
-    if step rss.json "$probe" env WEFT_RSS_PROBE="$probe" cargo bench --bench runtime; then
+    if step rss.json "$probe" env WEFT_RSS_PROBE="$probe" cargo bench -p weft-benches --bench runtime; then
         cp "$tmp/step.out" "$tmp/rss.$probe"
         if ! record rss "$probe" "$tmp/rss.$probe" "$out/rss.json"; then
             fail rss.json "$probe" "the probe's output did not parse" \
-                env WEFT_RSS_PROBE="$probe" cargo bench --bench runtime
+                env WEFT_RSS_PROBE="$probe" cargo bench -p weft-benches --bench runtime
         fi
     fi
 done

@@ -84,9 +84,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# bench_exe NAME: the path of this tree's release bench binary NAME (builds it).
+# bench_exe NAME: the path of the current directory's tree's release bench
+# binary NAME (builds it). The benches are in the weft-benches package since
+# the workspace split; a base commit from before it has them in weft itself.
 bench_exe() {
-    cargo bench --bench "$1" --no-run --message-format=json 2>/dev/null | python3 -c '
+    local package=()
+    if [ -f benches/Cargo.toml ]; then package=(-p weft-benches); fi
+    cargo bench ${package[@]+"${package[@]}"} --bench "$1" --no-run --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:
     try:
@@ -131,7 +135,7 @@ for build in head base; do
         if [ -z "${bin[$build.$name]:-}" ]; then
             what="this tree's"
             if [ "$build" = base ]; then what="commit $base's"; fi
-            fail observability.json "$build" "cannot build $what $name bench" cargo bench --bench "$name" --no-run
+            fail observability.json "$build" "cannot build $what $name bench" cargo bench -p weft-benches --bench "$name" --no-run
         fi
     done
 done
@@ -153,7 +157,7 @@ run_count() {
     spec="$(count_spec "$variant" "$workload"):$n"
     local shown_prefix=""
     if [ "$build" = base ]; then shown_prefix="(at $base) "; fi
-    shown_as="$shown_prefix$(shell_words env "$var=$spec" cargo bench --bench "$bench")"
+    shown_as="$shown_prefix$(shell_words env "$var=$spec" cargo bench -p weft-benches --bench "$bench")"
     if step observability.json "$variant $workload" env "$var=$spec" "$exe"; then
         record observe-time "$results" "$workload" "$variant" "$n" "$tmp/step.out"
     fi
@@ -215,7 +219,7 @@ coroutines (2 each): raise it, e.g. sudo sysctl -w vm.max_map_count=262144" "${c
     done
 fi
 if [ -n "${bin[head.runtime]:-}" ]; then
-    shown_as="$(shell_words env WEFT_RUNTIME_PROBE="idle:$idle_seconds" cargo bench --bench runtime)"
+    shown_as="$(shell_words env WEFT_RUNTIME_PROBE="idle:$idle_seconds" cargo bench -p weft-benches --bench runtime)"
     if step observability.json idle env WEFT_RUNTIME_PROBE="idle:$idle_seconds" "${bin[head.runtime]}"; then
         record observe-probe "$results" idle "$tmp/step.out"
     fi

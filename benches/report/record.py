@@ -38,7 +38,7 @@ only. One subcommand per kind of source:
         Instructions per unit from two runs of different sizes:
         (total(BIG) - total(SMALL)) / (BIG_N - SMALL_N), start-up cancelled.
     record.py rss PROBE RAW_TEXT OUT/rss.json
-        Parses the text `WEFT_RSS_PROBE=PROBE cargo bench --bench runtime`
+        Parses the text `WEFT_RSS_PROBE=PROBE cargo bench -p weft-benches --bench runtime`
         printed (benches/runtime.rs) and stores it, raw text included.
     record.py skynet WORKERS OUT/skynet.json RUN_TEXT [PEAK_RSS_KIB]
         One run of examples/skynet.rs: its output line and, if measured, the

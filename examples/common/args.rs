@@ -6,7 +6,8 @@
 //!
 //! Mounted by each example with `#[path = "common/args.rs"] mod args;`
 //! (`examples/common/` has no `main.rs`, so Cargo does not build it as an
-//! example of its own).
+//! example of its own), and from there by `weft-benches`' example
+//! `benches/examples/rwlock_threads.rs`.
 
 #![allow(dead_code)] // each example uses the parts it needs
 

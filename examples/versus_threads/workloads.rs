@@ -17,7 +17,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use weft::sys::futex;
+
+#[path = "../common/linux.rs"]
+mod linux;
 
 /// Capacity of the producer-consumer buffer.
 pub const CAPACITY: usize = 64;
@@ -583,7 +585,7 @@ pub(crate) use same_code;
 
 /// Pins the calling thread to CPU 0; false (and a message) if it cannot.
 pub fn pin_here() -> bool {
-    match weft::sys::thread::pin_to_cpu(0) {
+    match linux::pin_to_cpu(0) {
         Ok(()) => true,
         Err(e) => {
             eprint!(" (cannot pin to CPU 0: {e})");
@@ -625,7 +627,7 @@ pub fn weft_yield_handoff(turns: u64, pin: bool) -> Duration {
 }
 
 /// Two OS threads take `turns` turns each through a futex word (0: thread
-/// 0's turn, 1: thread 1's), sleeping in `futex::wait` until woken by the
+/// 0's turn, 1: thread 1's), sleeping in `linux::futex_wait` until woken by the
 /// other. `pin` pins both to CPU 0.
 pub fn futex_handoff(turns: u64, pin: bool) -> Duration {
     let turn = Arc::new(AtomicU32::new(0));
@@ -642,11 +644,11 @@ pub fn futex_handoff(turns: u64, pin: bool) -> Duration {
                 let start = Instant::now();
                 for _ in 0..turns {
                     while turn.load(Ordering::Acquire) != me {
-                        futex::wait(&turn, 1 - me, None);
+                        linux::futex_wait(&turn, 1 - me);
                     }
                     handoffs.fetch_add(1, Ordering::Relaxed);
                     turn.store(1 - me, Ordering::Release);
-                    futex::wake(&turn, 1);
+                    linux::futex_wake(&turn, 1);
                 }
                 start.elapsed()
             })

@@ -44,7 +44,9 @@
 //! [`Coroutine`], which cannot move while `resume` borrows it) and the
 //! stack's link slot.
 //!
-//! Panics never cross the switch (DESIGN.md decision 4): the entry function
+//! Panics never cross the switch (an unwind may not pass through the
+//! switch's assembly frames, and the frames above a coroutine's entry are
+//! its resumer's, on another stack): the entry function
 //! wraps the closure in `catch_unwind`, passes the payload back as data, and
 //! `resume` continues the unwinding on the resumer's side with
 //! `resume_unwind`.
@@ -73,6 +75,20 @@ pub use crate::stack::{DEFAULT_STACK_SIZE, MIN_STACK_SIZE};
 
 /// What a [`Coroutine::resume`] produced: a value the coroutine yielded with
 /// [`Yielder::suspend`], or the value its closure returned.
+///
+/// ```
+/// use weft::coroutine::{Coroutine, CoroutineResult};
+///
+/// let mut once = Coroutine::<(), char, u8>::new(|yielder, ()| {
+///     yielder.suspend('a');
+///     1
+/// });
+/// match once.resume(()) {
+///     CoroutineResult::Yield(c) => assert_eq!(c, 'a'),
+///     CoroutineResult::Return(_) => unreachable!("it yields first"),
+/// }
+/// assert_eq!(once.resume(()), CoroutineResult::Return(1));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CoroutineResult<Y, R> {
     /// The coroutine suspended with this value; it can be resumed again.
@@ -83,6 +99,13 @@ pub enum CoroutineResult<Y, R> {
 
 impl<Y, R> CoroutineResult<Y, R> {
     /// The yielded value, if any.
+    ///
+    /// ```
+    /// use weft::coroutine::CoroutineResult;
+    ///
+    /// assert_eq!(CoroutineResult::<u8, ()>::Yield(3).as_yield(), Some(&3));
+    /// assert_eq!(CoroutineResult::<u8, ()>::Return(()).as_yield(), None);
+    /// ```
     pub fn as_yield(&self) -> Option<&Y> {
         match self {
             CoroutineResult::Yield(y) => Some(y),
@@ -91,6 +114,13 @@ impl<Y, R> CoroutineResult<Y, R> {
     }
 
     /// The returned value, if any.
+    ///
+    /// ```
+    /// use weft::coroutine::CoroutineResult;
+    ///
+    /// assert_eq!(CoroutineResult::<(), &str>::Return("done").as_return(), Some(&"done"));
+    /// assert_eq!(CoroutineResult::<(), &str>::Yield(()).as_return(), None);
+    /// ```
     pub fn as_return(&self) -> Option<&R> {
         match self {
             CoroutineResult::Yield(_) => None,
@@ -163,11 +193,24 @@ pub struct Builder<I, Y, R> {
 
 impl<I, Y, R> Builder<I, Y, R> {
     /// A builder with no name and [`DEFAULT_STACK_SIZE`].
+    ///
+    /// ```
+    /// use weft::coroutine::{Builder, DEFAULT_STACK_SIZE};
+    ///
+    /// let c = Builder::<(), (), ()>::new().build(|_, ()| {}).expect("the default size is valid");
+    /// assert_eq!(c.stack_size(), DEFAULT_STACK_SIZE);
+    /// assert_eq!(c.name(), None);
+    /// ```
     pub fn new() -> Self {
         Builder { name: None, stack_size: DEFAULT_STACK_SIZE, _types: PhantomData }
     }
 
     /// Names the coroutine (for the overflow report and [`Coroutine::name`]).
+    ///
+    /// ```
+    /// let c = weft::coroutine::Builder::<(), (), ()>::new().name("tokenizer".into()).build(|_, ()| {}).unwrap();
+    /// assert_eq!(c.name(), Some("tokenizer"));
+    /// ```
     pub fn name(mut self, name: String) -> Self {
         self.name = Some(name);
         self
@@ -175,6 +218,14 @@ impl<I, Y, R> Builder<I, Y, R> {
 
     /// The usable stack size in bytes; rounded up to a page multiple and to
     /// at least [`MIN_STACK_SIZE`]. Zero is rejected by [`build`](Self::build).
+    ///
+    /// ```
+    /// use weft::coroutine::{Builder, MIN_STACK_SIZE};
+    ///
+    /// let small = Builder::<(), (), ()>::new().stack_size(1000).build(|_, ()| {}).unwrap();
+    /// assert_eq!(small.stack_size(), MIN_STACK_SIZE); // rounded up
+    /// assert!(Builder::<(), (), ()>::new().stack_size(0).build(|_, ()| {}).is_err());
+    /// ```
     pub fn stack_size(mut self, size: usize) -> Self {
         self.stack_size = size;
         self
@@ -182,6 +233,21 @@ impl<I, Y, R> Builder<I, Y, R> {
 
     /// Creates the coroutine. It does not run, and takes no stack, until the
     /// first [`Coroutine::resume`].
+    ///
+    /// ```
+    /// use weft::coroutine::Builder;
+    ///
+    /// let mut echo = Builder::<u32, u32, ()>::new()
+    ///     .stack_size(64 * 1024)
+    ///     .build(|yielder, mut input| {
+    ///         while input != 0 {
+    ///             input = yielder.suspend(input);
+    ///         }
+    ///     })
+    ///     .expect("64 KiB is a valid stack size");
+    /// assert!(!echo.is_started());
+    /// assert_eq!(echo.resume(5).as_yield(), Some(&5));
+    /// ```
     ///
     /// # Errors
     ///
@@ -220,9 +286,29 @@ impl<I, Y, R> Default for Builder<I, Y, R> {
 /// `I` is what each [`resume`](Coroutine::resume) passes in, `Y` what each
 /// suspend hands out, `R` what the closure returns.
 ///
+/// ```
+/// use weft::coroutine::{Coroutine, CoroutineResult, Yielder};
+///
+/// // Suspends from inside a recursive walk: the whole call chain waits on
+/// // the coroutine's stack until the next resume.
+/// fn walk(yielder: &Yielder<(), u32>, depth: u32) {
+///     if depth > 0 {
+///         walk(yielder, depth - 1);
+///         yielder.suspend(depth);
+///     }
+/// }
+/// let mut depths = Coroutine::new(|yielder, ()| walk(yielder, 3));
+/// let mut seen = Vec::new();
+/// while let CoroutineResult::Yield(depth) = depths.resume(()) {
+///     seen.push(depth);
+/// }
+/// assert_eq!(seen, [1, 2, 3]);
+/// ```
+///
 /// A coroutine is `!Send`: once started, its stack may hold references to
-/// the thread-locals of the thread it runs on, so it must keep running there
-/// (DESIGN.md decision 3).
+/// the thread-locals of the thread it runs on (the compiler may even keep a
+/// thread-local's address in a register across a suspension), so it must
+/// keep running there.
 ///
 /// Dropping a coroutine that is suspended mid-way unwinds its stack, so the
 /// destructors of everything alive on it run exactly once. Two cases cannot
@@ -244,7 +330,8 @@ pub struct Coroutine<I, Y, R> {
     _types: PhantomData<Markers<I, Y, R>>,
 }
 
-/// `*mut ()` makes a coroutine `!Send + !Sync` (decision 3); the function
+/// `*mut ()` makes a coroutine `!Send + !Sync` (it must stay on its thread:
+/// see [`Coroutine`]); the function
 /// type ties the generic parameters without owning values of them.
 type Markers<I, Y, R> = (*mut (), fn(I) -> (Y, R));
 
@@ -328,6 +415,13 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// Creates a coroutine that will run `f` on a stack of
     /// [`DEFAULT_STACK_SIZE`]. `f` receives the [`Yielder`] to suspend with
     /// and the input of the first `resume`.
+    ///
+    /// ```
+    /// use weft::coroutine::{Coroutine, CoroutineResult};
+    ///
+    /// let mut greet = Coroutine::<&str, (), String>::new(|_, name| format!("hello, {name}"));
+    /// assert_eq!(greet.resume("weft"), CoroutineResult::Return("hello, weft".to_string()));
+    /// ```
     #[track_caller]
     pub fn new<F>(f: F) -> Self
     where
@@ -339,6 +433,13 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     }
 
     /// A [`Builder`] to set a name or a stack size.
+    ///
+    /// ```
+    /// use weft::coroutine::Coroutine;
+    ///
+    /// let c = Coroutine::<(), (), ()>::builder().name("worker".into()).build(|_, ()| {}).unwrap();
+    /// assert_eq!(c.name(), Some("worker"));
+    /// ```
     pub fn builder() -> Builder<I, Y, R> {
         Builder::new()
     }
@@ -399,26 +500,69 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     }
 
     /// A process-unique id, as printed by the overflow report.
+    ///
+    /// ```
+    /// use weft::coroutine::Coroutine;
+    ///
+    /// let a = Coroutine::<(), (), ()>::new(|_, ()| {});
+    /// let b = Coroutine::<(), (), ()>::new(|_, ()| {});
+    /// assert_ne!(a.id(), b.id());
+    /// ```
     pub fn id(&self) -> u64 {
         self.info.id
     }
 
     /// The name given with [`Builder::name`].
+    ///
+    /// ```
+    /// use weft::coroutine::Coroutine;
+    ///
+    /// assert_eq!(Coroutine::<(), (), ()>::new(|_, ()| {}).name(), None);
+    /// let named = Coroutine::<(), (), ()>::builder().name("lexer".into()).build(|_, ()| {}).unwrap();
+    /// assert_eq!(named.name(), Some("lexer"));
+    /// ```
     pub fn name(&self) -> Option<&str> {
         self.info.name.as_deref()
     }
 
     /// The usable stack size in bytes (after rounding).
+    ///
+    /// ```
+    /// use weft::coroutine::Coroutine;
+    ///
+    /// let c = Coroutine::<(), (), ()>::builder().stack_size(100_000).build(|_, ()| {}).unwrap();
+    /// assert!(c.stack_size() >= 100_000);
+    /// assert_eq!(c.stack_size() % 4096, 0); // whole pages
+    /// ```
     pub fn stack_size(&self) -> usize {
         self.info.stack_size
     }
 
     /// Whether the coroutine has been resumed at least once.
+    ///
+    /// ```
+    /// use weft::coroutine::Coroutine;
+    ///
+    /// let mut c = Coroutine::<(), (), ()>::new(|yielder, ()| yielder.suspend(()));
+    /// assert!(!c.is_started());
+    /// c.resume(());
+    /// assert!(c.is_started());
+    /// ```
     pub fn is_started(&self) -> bool {
         !matches!(self.state, State::Fresh(_))
     }
 
     /// Whether the closure has returned (or panicked).
+    ///
+    /// ```
+    /// use weft::coroutine::Coroutine;
+    ///
+    /// let mut c = Coroutine::<(), (), ()>::new(|yielder, ()| yielder.suspend(()));
+    /// c.resume(()); // suspends
+    /// assert!(!c.is_finished());
+    /// c.resume(()); // returns
+    /// assert!(c.is_finished());
+    /// ```
     pub fn is_finished(&self) -> bool {
         matches!(self.state, State::Finished)
     }
@@ -427,6 +571,25 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     ///
     /// The first resume starts the closure with `input`; later ones make the
     /// pending [`Yielder::suspend`] return `input`.
+    ///
+    /// ```
+    /// use std::panic::{self, AssertUnwindSafe};
+    /// use weft::coroutine::{Coroutine, CoroutineResult};
+    ///
+    /// let mut doubler = Coroutine::<u32, u32, ()>::new(|yielder, mut n| {
+    ///     loop {
+    ///         n = yielder.suspend(2 * n);
+    ///     }
+    /// });
+    /// assert_eq!(doubler.resume(1), CoroutineResult::Yield(2));
+    /// assert_eq!(doubler.resume(21), CoroutineResult::Yield(42));
+    ///
+    /// // A panic inside continues in the resumer, with its payload.
+    /// let mut faulty = Coroutine::<(), (), ()>::new(|_, ()| panic!("inside"));
+    /// let payload = panic::catch_unwind(AssertUnwindSafe(|| faulty.resume(()))).unwrap_err();
+    /// assert_eq!(payload.downcast_ref::<&str>(), Some(&"inside"));
+    /// assert!(faulty.is_finished());
+    /// ```
     ///
     /// # Panics
     ///
@@ -447,6 +610,16 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// Like [`resume`](Self::resume), but a failure to map the stack at the
     /// first resume is returned as an error (and `input` dropped), leaving the
     /// coroutine unstarted, so it can be retried or dropped.
+    ///
+    /// ```
+    /// use weft::coroutine::{Coroutine, CoroutineResult};
+    ///
+    /// let mut c = Coroutine::<u8, (), u8>::new(|_, x| x + 1);
+    /// match c.try_resume(1) {
+    ///     Ok(result) => assert_eq!(result, CoroutineResult::Return(2)),
+    ///     Err(e) => eprintln!("no stack for the coroutine: {e}"), // e.g. vm.max_map_count reached
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
@@ -752,20 +925,66 @@ enum Finish<R> {
     Unwound,
 }
 
-/// The panic payload used to unwind a coroutine that is being dropped.
+/// The panic payload used to unwind a coroutine that is being dropped (or,
+/// in the runtime, cancelled or shut down).
 struct ForcedUnwind;
 
-/// Whether a caught panic payload is the one weft uses to unwind a coroutine
-/// that is being dropped (code that catches panics inside a coroutine should
-/// let it continue).
-pub(crate) fn is_forced_unwind(payload: &(dyn Any + Send)) -> bool {
+/// Whether a panic payload caught with [`std::panic::catch_unwind`] is
+/// weft's own *forced unwind*, not a panic: a coroutine being cancelled
+/// ([`JoinHandle::cancel`](crate::JoinHandle::cancel)), unwound by its
+/// runtime's shutdown, or dropped while suspended unwinds its stack with it,
+/// so that its destructors run.
+///
+/// Code that catches panics inside a coroutine must resume a forced unwind
+/// with [`std::panic::resume_unwind`], not swallow it: a swallowed one
+/// leaves the coroutine running (a cancel is then lost; a dropped or shut
+/// down coroutine is asked again at its next suspension).
+///
+/// ```
+/// use std::panic::{self, AssertUnwindSafe};
+/// use std::time::Duration;
+///
+/// let handle = weft::spawn(|| {
+///     let caught = panic::catch_unwind(AssertUnwindSafe(|| weft::sleep(Duration::from_secs(3600))));
+///     if let Err(payload) = caught {
+///         if weft::is_forced_unwind(&*payload) {
+///             panic::resume_unwind(payload); // cancelled: let the unwind go on
+///         }
+///         eprintln!("the sleep panicked"); // a real panic: handle it
+///     }
+/// });
+/// handle.cancel();
+/// assert!(handle.join().unwrap_err().is_cancelled());
+/// ```
+pub fn is_forced_unwind(payload: &(dyn Any + Send)) -> bool {
     payload.is::<ForcedUnwind>()
+}
+
+/// Starts a forced unwind of the running coroutine's stack (a cancel): the
+/// same payload a drop uses, raised without the panic hook.
+pub(crate) fn start_forced_unwind() -> ! {
+    panic::resume_unwind(Box::new(ForcedUnwind))
 }
 
 /// The coroutine's handle on its own suspension, passed to its closure.
 ///
 /// It can only be used on the coroutine it was given to (it is neither
-/// `Send` nor `Sync`, and the closure only borrows it).
+/// `Send` nor `Sync`, and the closure only borrows it), but it can be passed
+/// down to any function the closure calls:
+///
+/// ```
+/// use weft::coroutine::{Coroutine, Yielder};
+///
+/// fn emit_words(yielder: &Yielder<(), String>, text: &str) {
+///     for word in text.split_whitespace() {
+///         yielder.suspend(word.to_uppercase());
+///     }
+/// }
+/// let mut words = Coroutine::new(|yielder, ()| emit_words(yielder, "stackful coroutines"));
+/// assert_eq!(words.resume(()).as_yield().map(String::as_str), Some("STACKFUL"));
+/// assert_eq!(words.resume(()).as_yield().map(String::as_str), Some("COROUTINES"));
+/// assert_eq!(words.resume(()).as_return(), Some(&()));
+/// ```
 pub struct Yielder<I, Y> {
     /// The top of the coroutine's stack (its sp and link slots).
     top: *mut u8,
@@ -781,6 +1000,40 @@ impl<I, Y> Yielder<I, Y> {
     ///
     /// If the coroutine is dropped while suspended here, this unwinds instead
     /// of returning (so destructors on the coroutine's stack run).
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// use weft::coroutine::Coroutine;
+    ///
+    /// // A running sum: each resume's input comes back out of `suspend`.
+    /// let mut sum = Coroutine::<i64, i64, ()>::new(|yielder, mut input| {
+    ///     let mut total = 0;
+    ///     loop {
+    ///         total += input;
+    ///         input = yielder.suspend(total);
+    ///     }
+    /// });
+    /// assert_eq!(sum.resume(5).as_yield(), Some(&5));
+    /// assert_eq!(sum.resume(-2).as_yield(), Some(&3));
+    ///
+    /// // Dropped while suspended: the stack unwinds, destructors run.
+    /// struct Flag(Rc<Cell<bool>>);
+    /// impl Drop for Flag {
+    ///     fn drop(&mut self) {
+    ///         self.0.set(true);
+    ///     }
+    /// }
+    /// let dropped = Rc::new(Cell::new(false));
+    /// let flag = Flag(Rc::clone(&dropped));
+    /// let mut holder = Coroutine::<(), (), ()>::new(move |yielder, ()| {
+    ///     let _flag = flag;
+    ///     yielder.suspend(());
+    /// });
+    /// holder.resume(());
+    /// drop(holder);
+    /// assert!(dropped.get());
+    /// ```
     pub fn suspend(&self, value: Y) -> I {
         let head = self.exchange.get();
         // SAFETY: `head` is the exchange of the resume in progress: it lives

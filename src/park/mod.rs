@@ -368,4 +368,65 @@ mod loom_models {
             }
         });
     }
+
+    /// The cancel protocol (`JoinHandle::cancel` and the coroutine's park):
+    /// the canceller sets its flag (Release) and wakes; the waiter checks
+    /// the flag before it parks and again when it is resumed, and parks
+    /// again otherwise (a park that only consumed a token returns and is
+    /// retried, as the parking loops do). With both checks the waiter
+    /// always leaves; `check_before_park: false` is the negative control:
+    /// the cancel's wake can be the token a park consumes, and the retried
+    /// park then waits for ever.
+    fn cancel_racing_a_park(check_before_park: bool) {
+        loom::model(move || {
+            // std's Arc: loom's panics when dropped while loom unwinds the
+            // deadlocked negative control, which aborts the test binary.
+            let w = std::sync::Arc::new(Waiter {
+                park: ParkState::new(),
+                rescheduled: AtomicUsize::new(0),
+                data: AtomicUsize::new(0),
+            });
+            let cancelled = std::sync::Arc::new(crate::loom::AtomicBool::new(false));
+            let me = thread::current();
+            let canceller = {
+                let (w, cancelled) = (w.clone(), cancelled.clone());
+                thread::spawn(move || {
+                    cancelled.store(true, Ordering::Release);
+                    if w.park.unpark() {
+                        w.rescheduled.fetch_add(1, Ordering::Release);
+                        me.unpark();
+                    }
+                })
+            };
+            let mut suspended = 0;
+            loop {
+                if check_before_park && cancelled.load(Ordering::Acquire) {
+                    break;
+                }
+                if !w.park.prepare_park() {
+                    continue; // a token: the park returns, the loop parks again
+                }
+                suspended += 1;
+                while w.rescheduled.load(Ordering::Acquire) < suspended {
+                    thread::park();
+                }
+                w.park.after_wake();
+                if cancelled.load(Ordering::Acquire) {
+                    break; // the check on the way back from the switch
+                }
+            }
+            canceller.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn cancel_racing_a_park_is_never_lost() {
+        cancel_racing_a_park(true);
+    }
+
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn negative_control_cancel_checked_only_after_a_switch() {
+        cancel_racing_a_park(false);
+    }
 }

@@ -10,6 +10,14 @@
 //!  RUNNING  no result yet, nobody waiting
 //!  WAITING  no result yet; `waiter` holds who to wake
 //!  DONE     `result` is written; the waiter (if any) is being woken
+//!
+//!  transition           who                       then
+//!  -------------------  ------------------------  ---------------------------
+//!  RUNNING -> WAITING   joiner (CAS, Release)     waits (parks or futex)
+//!  WAITING -> RUNNING   joiner whose timed wait   takes `waiter` back: the
+//!                       ran out (CAS, Acquire)    finisher will not read it
+//!  any     -> DONE      finisher (swap, AcqRel)   wakes `waiter` if it saw
+//!                                                 WAITING
 //! ```
 //!
 //! The joiner writes `waiter` and then CASes RUNNING -> WAITING (Release);
@@ -18,18 +26,24 @@
 //! and wakes it. The joiner reads `result` after seeing DONE with Acquire,
 //! which pairs with the finisher's Release. Each side writes its field
 //! before publishing it, and reads the other's only after seeing it
-//! published, so the fields need no lock.
+//! published, so the fields need no lock. A timed join that gives up CASes
+//! WAITING back to RUNNING: if that wins, the finisher has not swapped yet
+//! and will see RUNNING, so `waiter` is the joiner's again; if it loses, the
+//! result is there (DONE) and the join takes it after all.
 //!
 //! The join state lives inside its task's allocation (see [`super::task`]);
 //! a [`JoinHandle`] is a counted reference to that task.
 
 use super::task::{self, TaskRef};
-use super::{current_task, current_task_is_cancelled, park_current_task, unpark};
+use super::{current_task, current_task_is_unwinding, disarm_timer, park_current_task, unpark, wake_at};
 use crate::loom::process::UnsafeCell;
 use crate::loom::process::{AtomicU32, Ordering};
-use crate::sys::futex;
+use crate::sys::futex::{self, Deadline};
+use std::any::Any;
 use std::fmt;
+use std::io;
 use std::marker::PhantomData;
+use std::time::Duration;
 
 const RUNNING: u32 = 0;
 const WAITING: u32 = 1;
@@ -40,15 +54,35 @@ enum Waiter {
     Thread,
 }
 
+/// Why a coroutine produced no value; what a [`JoinError`] carries besides
+/// the coroutine's id and name.
+pub(crate) enum Failure {
+    /// Its closure panicked with this payload.
+    Panic(Box<dyn Any + Send + 'static>),
+    /// [`JoinHandle::cancel`] unwound it (or it never started).
+    Cancelled,
+    /// Its runtime shut down before it finished (`started`) or started.
+    Shutdown { started: bool },
+    /// It never started: no stack could be mapped for it.
+    NoStack(io::Error),
+    /// The joiner gave up: it is itself being unwound by its runtime's
+    /// shutdown, where waiting could never end.
+    JoinerUnwinding,
+}
+
+/// A coroutine's outcome, as its join state holds it.
+pub(crate) type Outcome<T> = Result<T, Failure>;
+
 pub(crate) struct JoinState<T> {
     state: AtomicU32,
     waiter: UnsafeCell<Option<Waiter>>,
-    result: UnsafeCell<Option<std::thread::Result<T>>>,
+    result: UnsafeCell<Option<Outcome<T>>>,
 }
 
 // SAFETY: `waiter` and `result` are each written by one side before a
 // Release publication and read by the other only after the matching Acquire
-// (see the module docs); T crosses threads, hence T: Send.
+// (see the module docs); T crosses threads, hence T: Send. A `Failure`'s
+// payload is `Send`.
 unsafe impl<T: Send> Send for JoinState<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Sync for JoinState<T> {}
@@ -59,7 +93,7 @@ impl<T> JoinState<T> {
     }
 
     /// Stores the result and wakes the joiner. Called exactly once.
-    pub(crate) fn complete(&self, result: std::thread::Result<T>) {
+    pub(crate) fn complete(&self, result: Outcome<T>) {
         // SAFETY: only the finisher writes `result`, once, before publishing
         // DONE; the joiner reads it only after seeing DONE.
         unsafe { *self.result.get() = Some(result) };
@@ -67,7 +101,8 @@ impl<T> JoinState<T> {
             RUNNING => {}
             WAITING => {
                 // SAFETY: the joiner wrote `waiter` before publishing WAITING,
-                // which we just observed with Acquire; it never touches it again.
+                // which we just observed with Acquire; it never touches it
+                // again (its CAS back to RUNNING can no longer succeed).
                 match unsafe { (*self.waiter.get()).take() } {
                     Some(Waiter::Task(task)) => unpark(task),
                     Some(Waiter::Thread) => {
@@ -84,9 +119,11 @@ impl<T> JoinState<T> {
         self.state.load(Ordering::Acquire) == DONE
     }
 
-    /// Waits for the result: parks the current coroutine, or blocks the
-    /// current OS thread on the state word.
-    pub(crate) fn wait(&self) -> std::thread::Result<T> {
+    /// Waits for the result until `deadline` (for ever if `None`): parks the
+    /// current coroutine, or blocks the current OS thread on the state word.
+    /// `None` when the deadline passed first (the result stays for a later
+    /// wait). Only the single join handle calls it, never twice at once.
+    pub(crate) fn wait(&self, deadline: Option<Deadline>) -> Option<Outcome<T>> {
         if !self.is_done() {
             let task = current_task();
             let waiter = match &task {
@@ -96,23 +133,22 @@ impl<T> JoinState<T> {
             // SAFETY: nobody reads `waiter` until we publish WAITING below.
             unsafe { *self.waiter.get() = Some(waiter) };
             if self.state.compare_exchange(RUNNING, WAITING, Ordering::Release, Ordering::Acquire).is_ok() {
-                match task {
-                    Some(_) => {
-                        while !self.is_done() {
-                            if current_task_is_cancelled() {
-                                // Our runtime is unwinding us and this join runs in a
-                                // destructor: the result may never come. The finisher
-                                // will still find our registration and wake nobody.
-                                return Err(Box::new(String::from(
-                                    "join gave up: the joining coroutine's runtime is shutting down",
-                                )));
-                            }
-                            park_current_task();
-                        }
-                    }
-                    None => {
-                        while self.state.load(Ordering::Acquire) != DONE {
-                            futex::wait(&self.state, WAITING, None);
+                let ended = match &task {
+                    Some(task) => self.wait_as_task(task, deadline),
+                    None => self.wait_as_thread(deadline),
+                };
+                match ended {
+                    Ended::Done => {}
+                    Ended::GaveUp(why) => {
+                        // Take the registration back, unless the finisher
+                        // has just swapped in DONE (then the result is here).
+                        // Acquire: on failure we read `result`, published by
+                        // the finisher's Release swap.
+                        if self.state.compare_exchange(WAITING, RUNNING, Ordering::Acquire, Ordering::Acquire).is_ok() {
+                            // SAFETY: the finisher has not swapped yet and
+                            // will see RUNNING: it never reads `waiter` now.
+                            unsafe { *self.waiter.get() = None };
+                            return why;
                         }
                     }
                 }
@@ -124,23 +160,77 @@ impl<T> JoinState<T> {
         }
         // SAFETY: DONE was seen with Acquire, so the finisher's write is
         // visible, and it never touches `result` again. Only the single
-        // JoinHandle (consumed by join) reads it.
-        unsafe { (*self.result.get()).take() }.expect("JoinState: result taken twice")
+        // JoinHandle reads it, and only once (`JoinHandle::taken`).
+        Some(unsafe { (*self.result.get()).take() }.expect("JoinState: result taken twice"))
+    }
+
+    /// The coroutine's half of [`wait`](Self::wait), registered as WAITING.
+    fn wait_as_task(&self, task: &TaskRef, deadline: Option<Deadline>) -> Ended<T> {
+        if let Some(deadline) = deadline {
+            wake_at(deadline, task);
+        }
+        let ended = loop {
+            if self.is_done() {
+                break Ended::Done;
+            }
+            if deadline.is_some_and(|d| d.has_passed()) {
+                break Ended::GaveUp(None);
+            }
+            if current_task_is_unwinding() {
+                // Our runtime is unwinding us and this join runs in a
+                // destructor: the result may never come.
+                break Ended::GaveUp(Some(Err(Failure::JoinerUnwinding)));
+            }
+            // (A cancel of this coroutine unwinds from here, leaving the
+            // registration: the finisher then wakes a finished task, which
+            // is harmless, and its worker disarms the timer.)
+            park_current_task();
+        };
+        if deadline.is_some() {
+            disarm_timer();
+        }
+        ended
+    }
+
+    /// The OS thread's half of [`wait`](Self::wait), registered as WAITING.
+    fn wait_as_thread(&self, deadline: Option<Deadline>) -> Ended<T> {
+        while self.state.load(Ordering::Acquire) != DONE {
+            if !futex::wait(&self.state, WAITING, deadline) {
+                return Ended::GaveUp(None);
+            }
+        }
+        Ended::Done
     }
 }
 
+/// How a registered wait ended.
+enum Ended<T> {
+    Done,
+    /// Before the result came: `None` for a timeout, else what to return.
+    GaveUp(Option<Outcome<T>>),
+}
+
 /// An owned permission to wait for a coroutine's result, like
-/// [`std::thread::JoinHandle`]. Dropping it detaches the coroutine.
+/// [`std::thread::JoinHandle`]. Dropping it detaches the coroutine (it runs
+/// on; nobody gets its result).
+///
+/// ```
+/// let handle = weft::spawn(|| "done");
+/// assert_eq!(handle.join().unwrap(), "done");
+/// ```
 pub struct JoinHandle<T> {
     /// The task whose join state holds our result: a `TaskCell<_, T>`.
     task: TaskRef,
+    /// `join_timeout` returned the result already.
+    taken: bool,
     /// We may take a `T` out of the cell (and the cell may drop one).
     _result: PhantomData<T>,
 }
 
 // SAFETY: the handle moves a T between threads (the finisher's and the
 // joiner's), hence T: Send; sharing `&JoinHandle` only allows atomic reads of
-// the state word. (The same bounds the handle had as an Arc<JoinState<T>>.)
+// the state word and `cancel` (an atomic flag and a wake). (The same bounds
+// the handle had as an Arc<JoinState<T>>.)
 unsafe impl<T: Send> Send for JoinHandle<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Sync for JoinHandle<T> {}
@@ -153,7 +243,7 @@ impl<T> JoinHandle<T> {
     /// `task` was created by `task::new_task::<_, T>` or
     /// `task::new_join_only::<T>`, and this is the only handle to it.
     pub(crate) unsafe fn from_task(task: TaskRef) -> JoinHandle<T> {
-        JoinHandle { task, _result: PhantomData }
+        JoinHandle { task, taken: false, _result: PhantomData }
     }
 
     fn state(&self) -> &JoinState<T> {
@@ -161,31 +251,307 @@ impl<T> JoinHandle<T> {
         unsafe { task::join_state_of::<T>(self.task.as_ptr()) }
     }
 
-    /// Waits for the coroutine to finish and returns its result; `Err`
-    /// carries the panic payload if it panicked (as `std::thread` does), or
-    /// an [`std::io::Error`] if it could not get a stack to start, or a
-    /// `String` if its runtime shut down before it finished.
+    /// Waits for the coroutine to finish and returns its value, or a
+    /// [`JoinError`] saying why there is none: it panicked (the payload is
+    /// inside), it was cancelled (by [`cancel`](Self::cancel) or its
+    /// runtime's shutdown), or it never started because no stack could be
+    /// mapped.
     ///
     /// From a coroutine this parks only the coroutine (its worker runs
     /// others meanwhile); from an OS thread it blocks the thread.
-    pub fn join(self) -> std::thread::Result<T> {
+    ///
+    /// ```
+    /// let handle = weft::spawn(|| -> u32 { panic!("out of cheese") });
+    /// let error = handle.join().unwrap_err();
+    /// assert!(error.is_panic());
+    /// assert!(error.to_string().contains("out of cheese"));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If [`join_timeout`](Self::join_timeout) already returned the result.
+    pub fn join(mut self) -> Result<T, JoinError> {
+        self.join_until(None).expect("a join without a deadline waits until the result comes")
+    }
+
+    /// Waits at most `timeout` for the coroutine to finish: `Some` with what
+    /// [`join`](Self::join) would return, or `None` if it is still running
+    /// when the time is up (never earlier: the deadline is on the monotonic
+    /// clock). The handle is kept, so the caller can wait again, cancel, or
+    /// drop it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut handle = weft::spawn(|| weft::sleep(Duration::from_millis(100)));
+    /// assert!(handle.join_timeout(Duration::from_millis(1)).is_none(), "still sleeping");
+    /// assert!(handle.join_timeout(Duration::from_secs(60)).expect("finished").is_ok());
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If an earlier call already returned `Some` (the result is gone).
+    pub fn join_timeout(&mut self, timeout: Duration) -> Option<Result<T, JoinError>> {
+        self.join_until(Some(Deadline::after(timeout)))
+    }
+
+    fn join_until(&mut self, deadline: Option<Deadline>) -> Option<Result<T, JoinError>> {
+        assert!(
+            !self.taken,
+            "JoinHandle: coroutine {}'s result was already returned by join_timeout; it can be taken only once",
+            self.task.id
+        );
         super::note_wait(super::ParkedOn::Join(self.task.id));
-        self.state().wait()
+        let outcome = self.state().wait(deadline)?;
+        self.taken = true;
+        Some(outcome.map_err(|failure| JoinError::new(&self.task, failure)))
     }
 
     /// Whether the coroutine has finished (`join` would not wait).
+    ///
+    /// ```
+    /// let handle = weft::spawn(|| ());
+    /// while !handle.is_finished() {
+    ///     std::thread::yield_now();
+    /// }
+    /// handle.join().unwrap(); // does not wait
+    /// ```
     pub fn is_finished(&self) -> bool {
         self.state().is_done()
     }
 
     /// The id of the coroutine (as `weft::current().id()` reports it inside).
+    ///
+    /// ```
+    /// let handle = weft::spawn(|| weft::current().id());
+    /// let id = handle.id();
+    /// assert_eq!(handle.join().unwrap(), id);
+    /// ```
     pub fn id(&self) -> u64 {
         self.task.id
+    }
+
+    /// Asks the coroutine to stop: it is unwound at its next park or yield
+    /// (at once if it is parked now: in a lock, a condition variable, a
+    /// semaphore, a sleep or a join, which it leaves cleanly, as a timed-out
+    /// wait would), its destructors run on its own worker, and
+    /// [`join`](Self::join) returns a [`JoinError`] for which
+    /// [`is_cancelled`](JoinError::is_cancelled) holds. A coroutine that has
+    /// not started never starts (its closure is dropped). A coroutine busy
+    /// computing is not interrupted: it can poll [`crate::is_cancelled`] to
+    /// stop early. Cancelling a finished or already cancelled coroutine does
+    /// nothing; a coroutine that finishes before it reaches a park or yield
+    /// joins with its value.
+    ///
+    /// The unwind is a panic with a payload of weft's own (the panic hook is
+    /// not called): code that catches panics inside the coroutine must let
+    /// it go on ([`crate::is_forced_unwind`] tells it apart); one that is
+    /// swallowed leaves the coroutine running, and the cancel is spent. A
+    /// destructor that waits during the unwind parks as usual; while it is
+    /// parked, [`std::thread::panicking`] reports `true` to the other
+    /// coroutines of its worker thread (std keeps that count per thread).
+    ///
+    /// A `spawn_blocking` job that has not started is dropped the same way;
+    /// one that runs is not interrupted (its OS thread runs it to the end).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let handle = weft::spawn(|| weft::sleep(Duration::from_secs(3600)));
+    /// handle.cancel();
+    /// assert!(handle.join().unwrap_err().is_cancelled());
+    /// ```
+    pub fn cancel(&self) {
+        super::cancel(&self.task);
     }
 }
 
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinHandle").field("id", &self.id()).field("finished", &self.is_finished()).finish()
+    }
+}
+
+/// Why [`JoinHandle::join`] has no value: the coroutine panicked, was
+/// cancelled, or never started because no stack could be mapped for it.
+///
+/// Its `Display` names the coroutine (id and name) and says what happened;
+/// a panic's payload comes back with [`into_panic`](Self::into_panic), to
+/// be resumed with [`std::panic::resume_unwind`] or inspected.
+///
+/// ```
+/// let handle = weft::Builder::new()
+///     .name("parser".to_string())
+///     .spawn(|| -> u32 { panic!("unexpected token") })
+///     .unwrap();
+/// let error = handle.join().unwrap_err();
+/// assert_eq!(error.kind(), weft::JoinErrorKind::Panic);
+/// assert!(error.to_string().contains("'parser'"));
+/// let payload = error.into_panic();
+/// assert_eq!(payload.downcast_ref::<&str>(), Some(&"unexpected token"));
+/// ```
+pub struct JoinError {
+    id: u64,
+    name: Option<String>,
+    repr: Repr,
+}
+
+/// A [`Failure`] as a `JoinError` holds it: the panic's text taken out
+/// once, and the payload behind a lock only `into_panic` takes, so that the
+/// error is `Sync` (a payload is only `Send`) as errors are expected to be.
+enum Repr {
+    Panic { text: Option<String>, payload: std::sync::Mutex<Box<dyn Any + Send + 'static>> },
+    Cancelled,
+    Shutdown { started: bool },
+    NoStack(io::Error),
+    JoinerUnwinding,
+}
+
+/// What kind of [`JoinError`] it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum JoinErrorKind {
+    /// The coroutine panicked ([`JoinError::into_panic`] gives the payload).
+    Panic,
+    /// It was cancelled with [`JoinHandle::cancel`].
+    Cancelled,
+    /// Its runtime shut down before it finished (or started); a kind of
+    /// cancellation ([`JoinError::is_cancelled`] holds).
+    Shutdown,
+    /// It never started: no stack could be mapped for it
+    /// ([`JoinError::stack_error`] says why; usually `vm.max_map_count` or
+    /// memory).
+    NoStack,
+}
+
+impl JoinError {
+    fn new(task: &TaskRef, failure: Failure) -> JoinError {
+        let repr = match failure {
+            Failure::Panic(payload) => Repr::Panic {
+                text: payload_text(&*payload).map(str::to_owned),
+                payload: std::sync::Mutex::new(payload),
+            },
+            Failure::Cancelled => Repr::Cancelled,
+            Failure::Shutdown { started } => Repr::Shutdown { started },
+            Failure::NoStack(error) => Repr::NoStack(error),
+            Failure::JoinerUnwinding => Repr::JoinerUnwinding,
+        };
+        JoinError { id: task.id, name: task.name.clone(), repr }
+    }
+
+    /// What happened.
+    pub fn kind(&self) -> JoinErrorKind {
+        match self.repr {
+            Repr::Panic { .. } => JoinErrorKind::Panic,
+            Repr::Cancelled => JoinErrorKind::Cancelled,
+            Repr::Shutdown { .. } | Repr::JoinerUnwinding => JoinErrorKind::Shutdown,
+            Repr::NoStack(_) => JoinErrorKind::NoStack,
+        }
+    }
+
+    /// Whether the coroutine panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.repr, Repr::Panic { .. })
+    }
+
+    /// Whether the coroutine was cancelled: by [`JoinHandle::cancel`], or by
+    /// its runtime's shutdown.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.repr, Repr::Cancelled | Repr::Shutdown { .. } | Repr::JoinerUnwinding)
+    }
+
+    /// The error that kept the coroutine from getting a stack
+    /// ([`JoinErrorKind::NoStack`]), else `None`.
+    pub fn stack_error(&self) -> Option<&io::Error> {
+        match &self.repr {
+            Repr::NoStack(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The id of the coroutine ([`JoinHandle::id`]).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The coroutine's name, if it was given one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The panic's payload, to resume the panic in the joiner with
+    /// [`std::panic::resume_unwind`].
+    ///
+    /// # Panics
+    ///
+    /// If the error is not a panic ([`try_into_panic`](Self::try_into_panic)
+    /// asks first).
+    #[track_caller]
+    pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
+        self.try_into_panic()
+            .unwrap_or_else(|error| panic!("JoinError::into_panic on an error that is not a panic: {error}"))
+    }
+
+    /// The panic's payload, or the error itself if it is not a panic.
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
+        match self.repr {
+            Repr::Panic { payload, .. } => Ok(payload.into_inner().unwrap_or_else(|e| e.into_inner())),
+            repr => Err(JoinError { repr, ..self }),
+        }
+    }
+}
+
+/// The text of a panic payload, if it is text (`panic!` with a literal gives
+/// `&str`, with a format `String`).
+fn payload_text(payload: &(dyn Any + Send)) -> Option<&str> {
+    payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "coroutine {}", self.id)?;
+        if let Some(name) = &self.name {
+            write!(f, " ('{name}')")?;
+        }
+        match &self.repr {
+            Repr::Panic { text: Some(text), .. } => write!(f, " panicked: {text}"),
+            Repr::Panic { text: None, .. } => write!(f, " panicked (with a payload that is not text)"),
+            Repr::Cancelled => write!(f, " was cancelled"),
+            Repr::Shutdown { started: true } => write!(f, " was cancelled: its runtime shut down before it finished"),
+            Repr::Shutdown { started: false } => write!(f, " was cancelled: its runtime shut down before it started"),
+            Repr::NoStack(error) => write!(f, " could not start: {error}"),
+            Repr::JoinerUnwinding => {
+                write!(f, " was not joined: the joining coroutine's runtime is shutting down and unwinding it")
+            }
+        }
+    }
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinError")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("kind", &self.kind())
+            .field("message", &format_args!("{self}"))
+            .finish()
+    }
+}
+
+impl std::error::Error for JoinError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.repr {
+            Repr::NoStack(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<JoinError> for io::Error {
+    /// A stack failure gives back its own error; anything else becomes an
+    /// error of kind `Other` that carries the `JoinError`.
+    fn from(error: JoinError) -> io::Error {
+        match error.repr {
+            Repr::NoStack(error) => error,
+            _ => io::Error::other(error),
+        }
     }
 }

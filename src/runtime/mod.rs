@@ -38,23 +38,27 @@ mod metrics;
 mod monitor;
 mod panic_report;
 mod task;
+mod task_local;
 mod worker;
 
 pub use dump::{BusyWorker, CoroutineDump, CoroutineState, Dump, ParkedOn};
-pub use join::JoinHandle;
+pub use join::{JoinError, JoinErrorKind, JoinHandle};
 pub use metrics::{RuntimeMetrics, WorkerMetrics};
 pub(crate) use task::TaskRef;
+pub use task_local::{AccessError, LocalKey};
 
 use crate::coroutine;
 use crate::loom::process::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use crate::stack;
 use crate::sys::futex::Deadline;
 use blocking::BlockingPool;
+use join::Failure;
 use monitor::MonitorShared;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe, Location};
 use std::ptr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -70,6 +74,8 @@ thread_local! {
     /// running coroutine for its first park of this resume: see
     /// [`current_task_for_waker`].
     pub(crate) static CURRENT_TASK_LENT: Cell<bool> = const { Cell::new(false) };
+    /// The runtime `Runtime::enter` made current on this thread, if any.
+    static ENTERED: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
 }
 
 /// What all workers of one runtime share.
@@ -354,6 +360,11 @@ fn dump_signal_from_env() -> Option<i32> {
 impl Runtime {
     /// A runtime with one worker per available CPU.
     ///
+    /// ```
+    /// let runtime = weft::Runtime::new().expect("worker threads");
+    /// assert_eq!(runtime.block_on(|| "hi"), "hi");
+    /// ```
+    ///
     /// # Errors
     ///
     /// The OS error if a worker thread cannot be started.
@@ -362,6 +373,11 @@ impl Runtime {
     }
 
     /// A [`RuntimeBuilder`] to choose the number of workers or the stack size.
+    ///
+    /// ```
+    /// let runtime = weft::Runtime::builder().workers(2).stack_size(64 * 1024).build().unwrap();
+    /// assert_eq!(runtime.workers(), 2);
+    /// ```
     pub fn builder() -> RuntimeBuilder {
         RuntimeBuilder::default()
     }
@@ -400,7 +416,15 @@ impl Runtime {
     }
 
     /// Runs `f` as a coroutine on this runtime and blocks the calling OS
-    /// thread until it returns; a panic in `f` continues in the caller.
+    /// thread until it returns; a panic in `f` continues in the caller. `f`
+    /// may borrow from the caller's stack.
+    ///
+    /// ```
+    /// let runtime = weft::Runtime::builder().workers(2).build().unwrap();
+    /// let words = vec!["straight", "line", "code"];
+    /// let total = runtime.block_on(|| words.iter().map(|w| w.len()).sum::<usize>());
+    /// assert_eq!(total, 16);
+    /// ```
     ///
     /// # Panics
     ///
@@ -453,7 +477,7 @@ impl Runtime {
                 Err(payload) => panic::resume_unwind(payload),
             },
             // It never ran (no stack): report why.
-            Err(payload) => panic::resume_unwind(payload),
+            Err(error) => panic!("Runtime::block_on: {error}"),
         }
     }
 
@@ -491,6 +515,12 @@ impl Runtime {
     }
 
     /// Spawns a coroutine on this runtime.
+    ///
+    /// ```
+    /// let runtime = weft::Runtime::builder().workers(1).build().unwrap();
+    /// let handle = runtime.spawn(|| 2 + 2);
+    /// assert_eq!(handle.join().unwrap(), 4);
+    /// ```
     #[track_caller]
     pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
     where
@@ -498,6 +528,64 @@ impl Runtime {
         T: Send + 'static,
     {
         spawn_on(&self.shared, None, self.shared.stack_size, Location::caller(), f)
+    }
+
+    /// Makes this runtime the one that bare [`weft::spawn`](crate::spawn),
+    /// [`spawn_blocking`](crate::spawn_blocking) and
+    /// [`Builder::spawn`] use on this OS thread, until the guard is dropped
+    /// (without it, they start a default runtime of their own on first use
+    /// outside a coroutine). Guards nest: dropping one restores what was
+    /// entered before it.
+    ///
+    /// ```
+    /// let runtime = weft::Runtime::builder().workers(1).build().unwrap();
+    /// let _entered = runtime.enter();
+    /// let handle = weft::spawn(|| std::thread::current().name().map(str::to_owned));
+    /// let worker = handle.join().unwrap().expect("workers are named");
+    /// assert_eq!(worker, format!("weft-r{}-w0", runtime.id()));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Inside a coroutine, where spawns already go to the coroutine's own
+    /// runtime (entering another one there would make every coroutine of
+    /// the worker thread see it).
+    #[track_caller]
+    pub fn enter(&self) -> EnterGuard<'_> {
+        if !CURRENT_TASK.with(Cell::get).is_null() {
+            panic!(
+                "Runtime::enter was called from inside a coroutine; spawns there already use the coroutine's own \
+                 runtime (use Runtime::spawn or Builder::spawn_on to reach another one)"
+            );
+        }
+        let previous = ENTERED.with(|entered| entered.replace(Some(Arc::clone(&self.shared))));
+        EnterGuard { previous, entered: Arc::as_ptr(&self.shared), _runtime: PhantomData }
+    }
+}
+
+/// Keeps a runtime current on this OS thread; see [`Runtime::enter`].
+#[must_use = "the runtime is current only while the guard lives"]
+pub struct EnterGuard<'a> {
+    previous: Option<Arc<Shared>>,
+    entered: *const Shared,
+    /// Borrows the runtime (it cannot shut down while entered) and is
+    /// `!Send` (it restores this thread's state).
+    _runtime: PhantomData<(&'a Runtime, *const ())>,
+}
+
+impl Drop for EnterGuard<'_> {
+    fn drop(&mut self) {
+        let current = ENTERED.with(|entered| entered.replace(self.previous.take()));
+        let in_order = current.as_ref().is_some_and(|current| ptr::eq(Arc::as_ptr(current), self.entered));
+        if !in_order && !std::thread::panicking() {
+            panic!("weft::EnterGuard values were dropped out of order: drop the latest `Runtime::enter` guard first");
+        }
+    }
+}
+
+impl fmt::Debug for EnterGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnterGuard").finish_non_exhaustive()
     }
 }
 
@@ -546,7 +634,7 @@ fn fail_unstarted(task: TaskRef) {
     // SAFETY: the task is unstarted and we took it from a queue: we own it.
     let coroutine = unsafe { task.coroutine_mut() }.take();
     drop(coroutine);
-    task.fail(Box::new(String::from("the coroutine's runtime shut down before it started")));
+    task.fail(Failure::Shutdown { started: false });
 }
 
 /// Creates the task for `f` and queues it on `shared`.
@@ -569,7 +657,18 @@ where
         // its worker's registry).
         let task = unsafe { &*task_ptr };
         task.set_yielder(yielder);
-        let result = panic::catch_unwind(AssertUnwindSafe(f));
+        let outcome = match panic::catch_unwind(AssertUnwindSafe(f)) {
+            Ok(value) => Ok(value),
+            // Our own unwind (a cancel, or the runtime's shutdown) ends
+            // here: the coroutine returns normally, which also ends a
+            // shutdown's unwind (the coroutine has finished either way).
+            Err(payload) if coroutine::is_forced_unwind(&*payload) => {
+                Err(if task.cancel_begun.get() { Failure::Cancelled } else { Failure::Shutdown { started: true } })
+            }
+            Err(payload) => Err(Failure::Panic(payload)),
+        };
+        // Its task-locals go while it still runs on its own stack and worker.
+        task_local::drop_all(task);
         // Counted before the result is handed over, so that whoever joins
         // sees it in `Runtime::metrics`. A task runs on its worker's thread,
         // the counter's one writer.
@@ -579,15 +678,7 @@ where
         // cell's own pointer (`TaskRef::into_raw`), and the cell outlives
         // this body, which runs inside it.
         let result_slot = unsafe { task::join_state_of::<T>(task_ptr) };
-        match result {
-            Err(payload) if coroutine::is_forced_unwind(&*payload) => {
-                result_slot.complete(Err(Box::new(String::from(
-                    "the coroutine was cancelled: its runtime shut down before it finished",
-                ))));
-                panic::resume_unwind(payload)
-            }
-            result => result_slot.complete(result),
-        }
+        result_slot.complete(outcome);
     };
     let (task, joined) = task::new_task::<_, T>(name, stack_size, spawned_at, body, Arc::downgrade(shared));
     tracing::trace!(task = task.id, "spawn");
@@ -680,6 +771,11 @@ pub(crate) fn park_current_task() {
         // destructor, which aborts. Return as a spurious wake instead.
         return;
     }
+    if task.cancel_requested() {
+        // Cancelled while it ran: the wake that `cancel` sent may be the
+        // token this park would consume, so nobody would wake it again.
+        begin_cancel_unwind(task);
+    }
     if !task.park.prepare_park() {
         return; // a token was waiting: a (possibly spurious) wake
     }
@@ -718,10 +814,69 @@ pub(crate) fn disarm_timer() {
 
 /// Whether the calling coroutine is being unwound by its runtime's shutdown
 /// (its destructors are running; waiting would never end).
-pub(crate) fn current_task_is_cancelled() -> bool {
+pub(crate) fn current_task_is_unwinding() -> bool {
     let task = CURRENT_TASK.with(Cell::get);
     // SAFETY: as in `current_task`.
     !task.is_null() && unsafe { (*task).unwinding.get() }
+}
+
+/// Starts the cancellation unwind of `task`, the running coroutine, unless
+/// it has begun already (a destructor of that unwind parks) or its runtime
+/// is unwinding it at shutdown. Called where it is about to park, and where
+/// it is resumed from a park or yield.
+#[cold]
+#[inline(never)]
+pub(crate) fn begin_cancel_unwind(task: &Task) {
+    if task.cancel_begun.get() || task.unwinding.get() {
+        return;
+    }
+    task.cancel_begun.set(true);
+    tracing::debug!(task = task.id, "cancelled: unwinding");
+    coroutine::start_forced_unwind()
+}
+
+/// `JoinHandle::cancel`: marks the task and wakes it if it is parked, so
+/// that it unwinds (see `begin_cancel_unwind`); an unstarted task is
+/// dropped by the worker that takes it (`WorkerLocal::run_task`).
+///
+/// The flag is written (Release) before the wake. A parked task is resumed
+/// by its worker after that wake reaches it (inbox or run queue), so the
+/// check on its way back sees the flag. A running task gets a token
+/// instead: its next park finds the token (the park word's Acquire
+/// synchronises with the wake's Release), returns, and the park it retries
+/// sees the flag before it suspends.
+pub(crate) fn cancel(task: &TaskRef) {
+    if task.is_finished() || !task.request_cancel() {
+        return;
+    }
+    tracing::debug!(task = task.id, "cancel requested");
+    unpark(task.clone());
+}
+
+/// Whether the calling coroutine was cancelled with
+/// [`JoinHandle::cancel`]; `false` on a plain OS thread.
+///
+/// A cancelled coroutine unwinds at its next park or yield; one that
+/// computes for long without either can poll this to stop early.
+///
+/// ```
+/// let worker = weft::spawn(|| {
+///     let mut rounds = 0u64;
+///     while !weft::is_cancelled() {
+///         rounds += 1; // a long computation, in slices
+///         if rounds % 1024 == 0 {
+///             weft::yield_now(); // a cancel would unwind here too
+///         }
+///     }
+///     rounds
+/// });
+/// worker.cancel();
+/// assert!(worker.join().map_or_else(|e| e.is_cancelled(), |rounds| rounds > 0));
+/// ```
+pub fn is_cancelled() -> bool {
+    let task = CURRENT_TASK.with(Cell::get);
+    // SAFETY: as in `current_task`.
+    !task.is_null() && unsafe { (*task).cancel_requested() }
 }
 
 /// Wakes a parked task (or leaves it a token); schedules it on its home worker.
@@ -764,12 +919,23 @@ fn default_shared() -> Arc<Shared> {
     Arc::clone(&runtime.shared)
 }
 
-fn current_or_default() -> Arc<Shared> {
-    current_shared().unwrap_or_else(default_shared)
+/// The runtime [`Runtime::enter`] made current on this thread.
+fn entered_shared() -> Option<Arc<Shared>> {
+    ENTERED.with(|entered| entered.borrow().clone())
 }
 
-/// Spawns a coroutine on the current runtime (the one running the caller),
-/// or, outside any runtime, on a default runtime started on first use.
+/// The runtime a bare spawn uses: the caller's own (a coroutine), the one
+/// entered on this thread, or the default one.
+fn current_or_default() -> Arc<Shared> {
+    current_shared().or_else(entered_shared).unwrap_or_else(default_shared)
+}
+
+/// Spawns a coroutine on the current runtime; outside any runtime and any
+/// [`Runtime::enter`], on a default runtime (one worker per CPU) that the
+/// first such spawn starts and that runs until the process exits.
+///
+/// The current runtime is the calling coroutine's own, or, on a plain OS
+/// thread, the one entered there with [`Runtime::enter`].
 ///
 /// ```
 /// let handle = weft::spawn(|| 6 * 7);
@@ -787,7 +953,7 @@ where
     with_current_worker(|w| match w {
         Some(w) => spawn_on(&w.shared, None, w.shared.stack_size, spawned_at, f),
         None => {
-            let shared = default_shared();
+            let shared = entered_shared().unwrap_or_else(default_shared);
             spawn_on(&shared, None, shared.stack_size, spawned_at, f)
         }
     })
@@ -905,6 +1071,18 @@ impl fmt::Debug for GreenThread {
 
 /// The coroutine that calls it, like [`std::thread::current`].
 ///
+/// ```
+/// let handle = weft::Builder::new()
+///     .name("fetcher".to_string())
+///     .spawn(|| {
+///         let me = weft::current();
+///         (me.id(), me.name().map(str::to_owned))
+///     })
+///     .unwrap();
+/// let id = handle.id();
+/// assert_eq!(handle.join().unwrap(), (id, Some("fetcher".to_string())));
+/// ```
+///
 /// # Panics
 ///
 /// Outside a coroutine (use [`try_current`] to ask).
@@ -913,12 +1091,45 @@ pub fn current() -> GreenThread {
 }
 
 /// The coroutine that calls it, or `None` on a plain OS thread.
+///
+/// ```
+/// assert!(weft::try_current().is_none(), "main is an OS thread");
+/// assert!(weft::spawn(|| weft::try_current().is_some()).join().unwrap());
+/// ```
 pub fn try_current() -> Option<GreenThread> {
     current_task().map(|task| GreenThread { task })
 }
 
 /// Lets the other coroutines of this worker run, then continues; on a plain
 /// OS thread, [`std::thread::yield_now`].
+///
+/// A coroutine that computes for long should yield now and then: until it
+/// does, the other coroutines of its worker wait (and the runtime's monitor
+/// reports it after 100 ms, see [`RuntimeBuilder::stall_threshold`]).
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+///
+/// let runtime = weft::Runtime::builder().workers(1).build().unwrap();
+/// let turns = Arc::new(AtomicU32::new(0));
+/// let (a, b) = (Arc::clone(&turns), Arc::clone(&turns));
+/// let first = runtime.spawn(move || {
+///     for _ in 0..3 {
+///         a.fetch_add(1, Ordering::SeqCst);
+///         weft::yield_now(); // the other coroutine runs in between
+///     }
+/// });
+/// let second = runtime.spawn(move || {
+///     for _ in 0..3 {
+///         b.fetch_add(1, Ordering::SeqCst);
+///         weft::yield_now();
+///     }
+/// });
+/// first.join().unwrap();
+/// second.join().unwrap();
+/// assert_eq!(turns.load(Ordering::SeqCst), 6);
+/// ```
 // Inline, so that the switch sits in the caller's own code: a coroutine
 // resumed inside an out-of-line `yield_now` first returns from it, and that
 // `ret`, and the suspend's `ret` that follows the next call, both miss the
@@ -932,7 +1143,7 @@ pub fn yield_now() {
         std::thread::yield_now();
         return;
     }
-    if current_task_is_cancelled() {
+    if current_task_is_unwinding() {
         return; // being unwound at shutdown: see park_current_task
     }
     // SAFETY: we are the running coroutine of `task`, which its worker's
@@ -945,6 +1156,17 @@ pub fn yield_now() {
 /// returns early (the deadline is on `CLOCK_MONOTONIC`), except in a
 /// destructor that runs while the runtime shuts down and unwinds the
 /// coroutine, where it returns at once.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+///
+/// let slept = weft::spawn(|| {
+///     let start = Instant::now();
+///     weft::sleep(Duration::from_millis(20)); // parks this coroutine only
+///     start.elapsed()
+/// });
+/// assert!(slept.join().unwrap() >= Duration::from_millis(20));
+/// ```
 pub fn sleep(duration: Duration) {
     let Some(task) = current_task_for_waker() else {
         std::thread::sleep(duration);
@@ -957,7 +1179,7 @@ pub fn sleep(duration: Duration) {
     let deadline = Deadline::after(duration);
     task.waiting_on.set(ParkedOn::Sleep);
     wake_at(deadline, &task);
-    while !deadline.has_passed() && !current_task_is_cancelled() {
+    while !deadline.has_passed() && !current_task_is_unwinding() {
         park_current_task();
     }
     // Usually the timer fired and this does nothing; but a stale token may
@@ -985,7 +1207,12 @@ where
     shared.blocking.submit(Box::new(move || {
         // SAFETY: new_join_only::<T> made the cell, so its result type is T.
         let result_slot = unsafe { task::join_state_of::<T>(finisher.as_ptr()) };
-        result_slot.complete(panic::catch_unwind(AssertUnwindSafe(f)));
+        if finisher.cancel_requested() {
+            drop(f); // cancelled before it started: it never runs
+            result_slot.complete(Err(Failure::Cancelled));
+            return;
+        }
+        result_slot.complete(panic::catch_unwind(AssertUnwindSafe(f)).map_err(Failure::Panic));
     }));
     // SAFETY: `joined` is the second reference new_join_only::<T> returned.
     unsafe { JoinHandle::from_task(joined) }
@@ -997,4 +1224,6 @@ const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Runtime>();
     assert_send_sync::<JoinHandle<u8>>();
+    // An error that crosses threads (into `io::Error`, `anyhow`, a channel).
+    assert_send_sync::<JoinError>();
 };

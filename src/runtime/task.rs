@@ -63,13 +63,12 @@
 //! references, its queue's and its join handle's.
 
 use super::dump::ParkedOn;
-use super::join::JoinState;
+use super::join::{Failure, JoinState};
 use crate::coroutine::{self, Coroutine, Yielder};
-use crate::loom::process::{AtomicPtr, AtomicUsize, Ordering, UnsafeCell, fence};
+use crate::loom::process::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, UnsafeCell, fence};
 use crate::park::ParkState;
 use crate::sys::futex::Deadline;
 use std::alloc::{self, Layout};
-use std::any::Any;
 use std::cell::Cell;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ops::Deref;
@@ -111,8 +110,8 @@ const MAX_REFS: usize = isize::MAX as usize;
 
 /// The parts of a task that depend on its body and result types.
 struct TaskVtable {
-    /// Ends the task's join handle with `payload` as the `Err` of `join()`.
-    fail: unsafe fn(*const Task, Box<dyn Any + Send>),
+    /// Ends the task's join handle with `failure` (its `join()` error).
+    fail: unsafe fn(*const Task, Failure),
     /// Whether the task's join handle has its result.
     is_finished: unsafe fn(*const Task) -> bool,
     /// Drops what the cell still holds and frees it.
@@ -148,6 +147,15 @@ pub(crate) struct Task {
     /// Set by the home worker while it unwinds this task at shutdown: its
     /// destructors then must not suspend (see `runtime::park_current_task`).
     pub(crate) unwinding: Cell<bool>,
+    /// `JoinHandle::cancel` was called: set once, by any thread (Release,
+    /// before the wake that makes the task look: see `runtime::cancel`).
+    cancel_requested: AtomicBool,
+    /// The task began its cancellation's unwind (it is not begun twice).
+    /// Touched only by the task itself, on its home worker's thread.
+    pub(crate) cancel_begun: Cell<bool>,
+    /// The task's `task_local!` values; touched only by the task itself,
+    /// on its home worker's thread (see `runtime::task_local`).
+    pub(crate) locals: UnsafeCell<super::task_local::Locals>,
     /// The sequence number of this task's current entry in its home
     /// worker's timer heap, or `NO_TIMER`; any other entry of the task there
     /// is stale. See "Timers" in `worker`. This and the next two fields are
@@ -175,10 +183,13 @@ pub(crate) struct Task {
 }
 
 // SAFETY: see the module docs: the !Send/!Sync fields (the coroutine, its
-// yielder pointer, the registry slot, the unwinding flag, the timer fields)
-// are only touched by the one thread that owns the task at the time — the
-// popper of an unstarted task, then forever its home worker. Everything else
-// is atomic or immutable.
+// yielder pointer, the registry slot, the unwinding and cancel-begun flags,
+// the task-locals, the timer fields) are only touched by the one thread that
+// owns the task at the time — the popper of an unstarted task, then forever
+// its home worker. Everything else is atomic or immutable. (The task-locals
+// may hold values that are not `Send`: they are made and dropped by the
+// coroutine itself, on its home worker; `Locals` leaks rather than drops
+// what is left when the cell is freed elsewhere.)
 unsafe impl Send for Task {}
 // SAFETY: as above.
 unsafe impl Sync for Task {}
@@ -245,6 +256,9 @@ impl<B, T: Send> TaskCell<B, T> {
             (&raw mut (*task).yielder).write(Cell::new(ptr::null()));
             (&raw mut (*task).registry_slot).write(Cell::new(NOT_REGISTERED));
             (&raw mut (*task).unwinding).write(Cell::new(false));
+            (&raw mut (*task).cancel_requested).write(AtomicBool::new(false));
+            (&raw mut (*task).cancel_begun).write(Cell::new(false));
+            (&raw mut (*task).locals).write(UnsafeCell::new(super::task_local::Locals::new()));
             (&raw mut (*task).timer_entry).write(Cell::new(NO_TIMER));
             (&raw mut (*task).timer_armed).write(Cell::new(false));
             (&raw mut (*task).timer_deadline).write(Cell::new(None));
@@ -259,9 +273,9 @@ impl<B, T: Send> TaskCell<B, T> {
     ///
     /// `task` points at the header of a live `TaskCell<_, T>` (the vtable's
     /// own type), with the whole cell's provenance.
-    unsafe fn fail(task: *const Task, payload: Box<dyn Any + Send>) {
+    unsafe fn fail(task: *const Task, failure: Failure) {
         // SAFETY: the caller's promise.
-        unsafe { join_state_of::<T>(task) }.complete(Err(payload));
+        unsafe { join_state_of::<T>(task) }.complete(Err(failure));
     }
 
     /// # Safety
@@ -364,6 +378,21 @@ impl Task {
         self.home.store(worker, Ordering::Release);
     }
 
+    /// Marks the task cancelled; `false` if it already was.
+    pub(crate) fn request_cancel(&self) -> bool {
+        // Release: pairs with the Acquire of `cancel_requested()` in the
+        // task (or its worker), which looks after the wake that follows.
+        !self.cancel_requested.swap(true, Ordering::Release)
+    }
+
+    /// Whether `JoinHandle::cancel` was called.
+    #[inline]
+    pub(crate) fn cancel_requested(&self) -> bool {
+        // Acquire: pairs with `request_cancel`'s Release (what the canceller
+        // wrote before cancelling is visible to the unwinding task).
+        self.cancel_requested.load(Ordering::Acquire)
+    }
+
     /// The coroutine, for resuming or dropping it.
     ///
     /// # Safety
@@ -403,6 +432,12 @@ impl Task {
         // SAFETY: the yielder lives at the base of this running coroutine's
         // stack for as long as it runs (the caller's promise).
         unsafe { (*yielder).suspend(why) };
+        // Resumed: a cancel that came while we were parked or queued unwinds
+        // us here (one load on the way back; the wake that resumed a parked
+        // task made the flag visible, see `runtime::cancel`).
+        if self.cancel_requested() {
+            super::begin_cancel_unwind(self);
+        }
     }
 }
 
@@ -425,12 +460,12 @@ unsafe impl Send for TaskRef {}
 unsafe impl Sync for TaskRef {}
 
 impl TaskRef {
-    /// Ends the task's join handle with `payload` as the `Err` of `join()`
+    /// Ends the task's join handle with `failure` as the `Err` of `join()`
     /// (the task could not start, or will never start).
-    pub(crate) fn fail(&self, payload: Box<dyn Any + Send>) {
+    pub(crate) fn fail(&self, failure: Failure) {
         // SAFETY: our pointer is the header of the live cell whose vtable
         // this is, from its allocation.
-        unsafe { (self.vtable.fail)(self.task.as_ptr(), payload) }
+        unsafe { (self.vtable.fail)(self.task.as_ptr(), failure) }
     }
 
     /// Whether the task's join handle has its result (`join` would not wait).

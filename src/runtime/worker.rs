@@ -152,6 +152,7 @@
 //!    of unstarted tasks left in the injector.
 
 use super::dump::{self, CoroutineDump, Mailbox, PartBuilder};
+use super::join::Failure;
 use super::metrics::{self, WorkerCounters};
 use super::monitor::{self, WorkerWatch};
 use super::task::{NO_HOME, NO_TIMER, NOT_REGISTERED, Switch, Task, TaskRef};
@@ -909,6 +910,10 @@ impl WorkerLocal {
 
     fn run_task(&self, task: TaskRef) {
         if task.home() == NO_HOME {
+            if task.cancel_requested() {
+                self.drop_cancelled_unstarted(task);
+                return;
+            }
             task.set_home(self.index);
             metrics::bump(&self.counters().started);
         }
@@ -961,6 +966,9 @@ impl WorkerLocal {
                 let task = owned();
                 self.unregister(&task);
                 *coroutine = None;
+                // A cancel can unwind a timed park before it disarmed its
+                // timer: the entry must not keep the task alive until then.
+                self.disarm_timer(&task);
                 // (`finished` was counted by the coroutine itself, in `spawn_on`.)
             }
             Err(error) => {
@@ -970,10 +978,23 @@ impl WorkerLocal {
                 let task = owned();
                 self.shared.report_stack_failure(&task, &error);
                 *coroutine = None;
-                task.fail(Box::new(error));
+                task.fail(Failure::NoStack(error));
                 metrics::bump(&self.counters().finished);
             }
         }
+    }
+
+    /// A task cancelled before it started never starts: its closure is
+    /// dropped here, on the worker that took it from a queue, and its join
+    /// handle ends as cancelled.
+    #[cold]
+    fn drop_cancelled_unstarted(&self, task: TaskRef) {
+        tracing::debug!(task = task.id, "cancelled before it started");
+        // SAFETY: the task is unstarted and we took it from a queue: we own it.
+        let coroutine = unsafe { task.coroutine_mut() }.take();
+        drop(coroutine);
+        metrics::bump(&self.counters().finished);
+        task.fail(Failure::Cancelled);
     }
 
     /// Answers the dump requests in this worker's mailbox (see `dump`), if
@@ -1048,9 +1069,7 @@ impl WorkerLocal {
                 // panic (a destructor parked), so its stack was leaked and
                 // the wrapper never ran to its end. Its joiner must not wait
                 // forever; nobody else can complete it now.
-                task.fail(Box::new(String::from(
-                    "the coroutine was cancelled: its runtime shut down while it was unwinding a panic",
-                )));
+                task.fail(Failure::Shutdown { started: true });
             }
             CURRENT_TASK.with(|c| c.set(previous));
         }

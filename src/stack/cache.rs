@@ -3,7 +3,8 @@
 //!
 //! The cache is thread-local, so taking and giving back a stack is a few
 //! loads and stores with no synchronisation. Coroutines never move between
-//! threads once started (DESIGN.md decision 3), so a stack is always
+//! threads once started (a moved one could read another thread's
+//! `thread_local!`: see the crate docs), so a stack is always
 //! returned to the thread that took it — which is why a stack taken from the
 //! cache needs no per-thread preparation (the thread was prepared when the
 //! stack was first mapped there). At most `DEFAULT_CACHE_CAPACITY` stacks

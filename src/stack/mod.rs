@@ -42,6 +42,13 @@ use std::time::{Duration, Instant};
 /// `catch_unwind`, and a panic whose default hook prints a backtrace
 /// (`RUST_BACKTRACE=1` symbolises on the panicking stack; 16 KiB was
 /// measured to overflow there, 32 KiB not).
+///
+/// ```
+/// use weft::coroutine::{Coroutine, MIN_STACK_SIZE};
+///
+/// let c = Coroutine::<(), (), ()>::builder().stack_size(MIN_STACK_SIZE).build(|_, ()| {}).unwrap();
+/// assert_eq!(c.stack_size(), 32 * 1024);
+/// ```
 pub const MIN_STACK_SIZE: usize = 32 * 1024;
 
 /// The default usable stack size of a coroutine: 256 KiB.
@@ -52,6 +59,13 @@ pub const MIN_STACK_SIZE: usize = 32 * 1024;
 /// while costing only address space until touched (a parked coroutine that
 /// used one page of it holds one page of memory). 30 000 coroutines reserve
 /// about 7.5 GiB of the 128 TiB address space.
+///
+/// ```
+/// use weft::coroutine::{Coroutine, DEFAULT_STACK_SIZE};
+///
+/// assert_eq!(DEFAULT_STACK_SIZE, 256 * 1024);
+/// assert_eq!(Coroutine::<(), (), ()>::new(|_, ()| {}).stack_size(), DEFAULT_STACK_SIZE);
+/// ```
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 
 /// Maps each stack uses against `vm.max_map_count`: the stack and its guard.

@@ -86,13 +86,7 @@ const SPIN_ROUNDS: u32 = if cfg!(loom) { 1 } else { 7 };
 /// A woken waiter that waited longer than this is handed the lock directly
 /// (eventual fairness: a waiter behind a holder that re-locks at once still
 /// gets in, about this long after it started waiting).
-///
-/// ```
-/// use std::time::Duration;
-///
-/// assert_eq!(weft::sync::FAIR_AFTER, Duration::from_millis(1));
-/// ```
-pub const FAIR_AFTER: Duration = Duration::from_millis(1);
+pub(crate) const FAIR_AFTER: Duration = Duration::from_millis(1);
 
 /// The lock without data: the state byte and its protocol.
 pub(crate) struct RawMutex {

@@ -750,7 +750,7 @@ mod tests {
     use super::*;
     use crate::loom::process::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
     use crate::sync::Mutex;
-    use proptest::prelude::*;
+    use crate::test_rng::{self, TestRng};
     use std::sync::Arc;
     use std::thread;
     use std::time::Instant;
@@ -1041,29 +1041,37 @@ mod tests {
         Available,
     }
 
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            3 => Just(Op::TryAcquire),
-            2 => any::<usize>().prop_map(Op::Release),
-            1 => any::<usize>().prop_map(Op::Forget),
-            1 => (0usize..4).prop_map(Op::AddPermits),
-            1 => Just(Op::Available),
-        ]
+    /// Up to 63 operations, weighted 3:2:1:1:1.
+    fn random_ops(rng: &mut TestRng) -> Vec<Op> {
+        (0..rng.below(64))
+            .map(|_| match rng.weighted(&[3, 2, 1, 1, 1]) {
+                0 => Op::TryAcquire,
+                1 => Op::Release(rng.next_u64() as usize),
+                2 => Op::Forget(rng.next_u64() as usize),
+                3 => Op::AddPermits(rng.below(4)),
+                _ => Op::Available,
+            })
+            .collect()
     }
 
-    proptest! {
-        /// Single-threaded random operations against a counter: every
-        /// `try_acquire` result and every count matches the model exactly.
-        #[test]
-        fn matches_sequential_model(initial in 0usize..4, ops in proptest::collection::vec(op(), 0..64)) {
+    /// Single-threaded random operations against a counter: every
+    /// `try_acquire` result and every count matches the model exactly
+    /// (`test_rng::CASES` seeded cases; a failure names its case and ops).
+    #[test]
+    fn matches_sequential_model() {
+        for case in 0..test_rng::CASES {
+            let mut rng = TestRng::new(case);
+            let initial = rng.below(4);
+            let ops = random_ops(&mut rng);
             let sem = Semaphore::new(initial);
             let mut free = initial;
             let mut held = Vec::new();
-            for op in ops {
-                match op {
+            for (i, op) in ops.iter().enumerate() {
+                let at = || format!("case {case} (initial {initial}), op {i} of {ops:?}");
+                match *op {
                     Op::TryAcquire => {
                         let got = sem.try_acquire();
-                        prop_assert_eq!(got.is_some(), free > 0);
+                        assert_eq!(got.is_some(), free > 0, "try_acquire, {}", at());
                         if let Some(permit) = got {
                             free -= 1;
                             held.push(permit);
@@ -1080,8 +1088,8 @@ mod tests {
                     }
                     Op::Release(_) | Op::Forget(_) | Op::Available => {}
                 }
-                prop_assert_eq!(sem.available_permits(), free);
-                prop_assert_eq!(sem.state.load(Ordering::Relaxed) & WAITING, 0);
+                assert_eq!(sem.available_permits(), free, "available_permits, {}", at());
+                assert_eq!(sem.state.load(Ordering::Relaxed) & WAITING, 0, "WAITING bit, {}", at());
             }
             drop(held);
         }

@@ -115,3 +115,10 @@ pub fn thread_activity(tid: u32) -> (u64, u64) {
         .sum();
     (cpu_ns, switches)
 }
+
+/// The kernel's id of the calling thread (`gettid(2)`): a syscall, so no
+/// compiler can cache it across a coroutine switch.
+pub fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() as u32 }
+}

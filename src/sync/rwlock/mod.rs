@@ -1008,7 +1008,7 @@ mod tests {
     use crate::loom::Ordering;
     use crate::loom::process::{AtomicBool, AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
     use crate::sync::Mutex;
-    use proptest::prelude::*;
+    use crate::test_rng::{self, TestRng};
     use std::sync::{Arc, mpsc};
     use std::thread;
     use std::time::{Duration, Instant};
@@ -1370,33 +1370,39 @@ mod tests {
         DropWrite,
     }
 
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            3 => Just(Op::TryRead),
-            2 => Just(Op::TryWrite),
-            3 => any::<usize>().prop_map(Op::DropRead),
-            2 => Just(Op::DropWrite),
-        ]
+    /// Up to 63 operations, weighted 3:2:3:2.
+    fn random_ops(rng: &mut TestRng) -> Vec<Op> {
+        (0..rng.below(64))
+            .map(|_| match rng.weighted(&[3, 2, 3, 2]) {
+                0 => Op::TryRead,
+                1 => Op::TryWrite,
+                2 => Op::DropRead(rng.next_u64() as usize),
+                _ => Op::DropWrite,
+            })
+            .collect()
     }
 
-    proptest! {
-        /// Single-threaded random operations against a model: each try_*
-        /// succeeds exactly when the model says, and the state word matches.
-        #[test]
-        fn matches_sequential_model(ops in proptest::collection::vec(op(), 0..64)) {
+    /// Single-threaded random operations against a model: each try_*
+    /// succeeds exactly when the model says, and the state word matches
+    /// (`test_rng::CASES` seeded cases; a failure names its case and ops).
+    #[test]
+    fn matches_sequential_model() {
+        for case in 0..test_rng::CASES {
+            let ops = random_ops(&mut TestRng::new(case));
             let lock = RwLock::new(0u32);
             let mut reads = Vec::new();
             let mut write = None;
-            for op in ops {
-                match op {
+            for (i, op) in ops.iter().enumerate() {
+                let at = || format!("case {case}, op {i} of {ops:?}");
+                match *op {
                     Op::TryRead => {
                         let got = lock.try_read();
-                        prop_assert_eq!(got.is_some(), write.is_none());
+                        assert_eq!(got.is_some(), write.is_none(), "try_read, {}", at());
                         reads.extend(got);
                     }
                     Op::TryWrite => {
                         let got = lock.try_write();
-                        prop_assert_eq!(got.is_some(), write.is_none() && reads.is_empty());
+                        assert_eq!(got.is_some(), write.is_none() && reads.is_empty(), "try_write, {}", at());
                         if let Some(mut guard) = got {
                             *guard += 1;
                             write = Some(guard);
@@ -1407,7 +1413,7 @@ mod tests {
                     Op::DropRead(_) => {}
                 }
                 let expected = if write.is_some() { WRITE_LOCKED } else { reads.len() as u32 };
-                prop_assert_eq!(state(&lock), expected);
+                assert_eq!(state(&lock), expected, "state word, {}", at());
             }
         }
     }

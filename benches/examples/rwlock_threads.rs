@@ -2,13 +2,13 @@
 //! one lock, 95 % reads (every 20th op a write), weft's RwLock against
 //! std's and parking_lot's. Prints the median of several runs in M ops/s.
 //!
-//! `cargo run --release --example rwlock_threads -- [ops_per_thread] [runs]`
+//! `cargo run --release -p weft-benches --example rwlock_threads -- [ops_per_thread] [runs]`
 //! (defaults 200 000 and 5; `--quick`: 2 000 and 1, a smoke run for CI).
 //! `THREADS=2,4,8,16` picks the thread counts (default 2, 4, 8);
 //! `WRITE_EVERY=n` makes every n-th operation a write (default 20: 5 %);
 //! `HOLD=n` spins n `spin_loop` hints inside each write (default 0).
 
-#[path = "common/args.rs"]
+#[path = "../../examples/common/args.rs"]
 mod args;
 
 use std::sync::{Arc, Barrier};

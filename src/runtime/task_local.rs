@@ -1,0 +1,269 @@
+//! `task_local!`: a value per coroutine, the way `thread_local!` gives one
+//! per OS thread.
+//!
+//! # Where the values live
+//!
+//! ```text
+//!  static KEY: LocalKey<T>          Task (header of the running coroutine)
+//!  +-------------------+            +--------------------------------------+
+//!  | init: fn() -> T   |            | locals: Locals                       |
+//!  | index: OnceLock --+--- i ----->|   values[i]: Option<Box<dyn Any>>    |
+//!  +-------------------+            +--------------------------------------+
+//! ```
+//!
+//! Each key gets a process-wide index the first time it is used; a task's
+//! `Locals` is a vector indexed by it, filled lazily (`init` runs at a
+//! coroutine's first access). Values are boxed, so a `&T` handed to `with`
+//! stays put while the closure runs even if it touches another key (the
+//! vector may grow; the boxes do not move). Values are dropped only when the
+//! coroutine ends (`drop_all`, called by the task's own body on its own
+//! stack and worker, after the user's closure returned, panicked, or was
+//! unwound by a cancel or a shutdown), never while a `with` runs.
+//!
+//! Only the running coroutine touches its `Locals`, on its home worker's
+//! thread: no lock, no atomic. A coroutine never moves to another thread
+//! once started, so a value that is not `Send` is sound here too.
+
+use super::CURRENT_TASK;
+use super::task::Task;
+use crate::loom::process::{AtomicUsize, Ordering};
+use std::any::Any;
+use std::cell::Cell;
+use std::fmt;
+use std::sync::OnceLock;
+
+/// How many keys have an index (the next key's index).
+static NEXT_INDEX: AtomicUsize = AtomicUsize::new(0);
+
+/// Destructors that create values again (they touch a task-local that is
+/// gone) are run again, at most this many rounds, as std does for
+/// `thread_local!`; values still left after that are leaked.
+const DROP_ROUNDS: usize = 8;
+
+/// A task's task-local values (see the module docs).
+pub(crate) struct Locals {
+    values: Vec<Option<Box<dyn Any>>>,
+}
+
+impl Locals {
+    pub(crate) fn new() -> Locals {
+        Locals { values: Vec::new() }
+    }
+}
+
+impl Drop for Locals {
+    fn drop(&mut self) {
+        // Normally empty: `drop_all` ran at the end of the coroutine. A task
+        // whose stack was leaked (it could not be unwound) never got there;
+        // its values may not be `Send` and this may be another thread, so
+        // they are leaked with the stack.
+        std::mem::forget(std::mem::take(&mut self.values));
+    }
+}
+
+/// Drops the task-locals of `task`, the running coroutine, at its end.
+pub(crate) fn drop_all(task: &Task) {
+    for _ in 0..DROP_ROUNDS {
+        // SAFETY: `task` is the coroutine running on this thread (its own
+        // body calls this); only it touches `locals`, and no `with` runs now
+        // (the user's closure has returned), so no reference into it lives.
+        let values = std::mem::take(unsafe { &mut (*task.locals.get()).values });
+        if values.iter().all(Option::is_none) {
+            return;
+        }
+        // A destructor that panics loses the rest of its round's values
+        // (they are dropped during that unwind, as a Vec's are); its panic
+        // is reported by the panic hook and goes no further.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(values)));
+    }
+}
+
+/// A key to a value that each coroutine has its own copy of: declared with
+/// [`task_local!`](crate::task_local), like `thread_local!`'s `LocalKey`.
+pub struct LocalKey<T: 'static> {
+    init: fn() -> T,
+    index: OnceLock<usize>,
+}
+
+/// [`LocalKey::try_with`] was called where there is no coroutine: on a plain
+/// OS thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AccessError;
+
+impl fmt::Display for AccessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a task-local value was accessed outside a coroutine (task-locals belong to coroutines)")
+    }
+}
+
+impl std::error::Error for AccessError {}
+
+impl<T: 'static> LocalKey<T> {
+    #[doc(hidden)]
+    pub const fn __new(init: fn() -> T) -> LocalKey<T> {
+        LocalKey { init, index: OnceLock::new() }
+    }
+
+    fn index(&self) -> usize {
+        // Relaxed: the counter only hands out distinct numbers; OnceLock
+        // publishes the chosen one.
+        *self.index.get_or_init(|| NEXT_INDEX.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Calls `f` with the running coroutine's value, made with the key's
+    /// initialiser at the coroutine's first access. The value lives until
+    /// the coroutine ends (also by a panic, a cancel or its runtime's
+    /// shutdown), then is dropped on the coroutine's own worker.
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    ///
+    /// weft::task_local! {
+    ///     static REQUESTS: Cell<u32> = Cell::new(0);
+    /// }
+    ///
+    /// let handles: Vec<_> = (1..=3)
+    ///     .map(|n| {
+    ///         weft::spawn(move || {
+    ///             for _ in 0..n {
+    ///                 REQUESTS.with(|r| r.set(r.get() + 1));
+    ///                 weft::yield_now(); // others run; our count stays ours
+    ///             }
+    ///             REQUESTS.with(Cell::get)
+    ///         })
+    ///     })
+    ///     .collect();
+    /// let counts: Vec<u32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    /// assert_eq!(counts, [1, 2, 3]);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Outside a coroutine (on a plain OS thread there is no coroutine to
+    /// hold the value: use `thread_local!` there, or
+    /// [`try_with`](Self::try_with) to ask), and if the initialiser panics.
+    #[track_caller]
+    pub fn with<F, R>(&'static self, f: F) -> R
+    where
+        F: FnOnce(&T) -> R,
+    {
+        match self.try_with(f) {
+            Ok(r) => r,
+            Err(AccessError) => panic!(
+                "a weft::task_local! value was accessed outside a coroutine: task-locals belong to coroutines; \
+                 on a plain OS thread use thread_local!, or LocalKey::try_with to check"
+            ),
+        }
+    }
+
+    /// As [`with`](Self::with), but `Err` outside a coroutine instead of a
+    /// panic.
+    ///
+    /// ```
+    /// weft::task_local! { static ID: u64 = weft::current().id(); }
+    /// assert!(ID.try_with(|id| *id).is_err(), "main is not a coroutine");
+    /// let handle = weft::spawn(|| (ID.with(|id| *id), weft::current().id()));
+    /// let (local, current) = handle.join().unwrap();
+    /// assert_eq!(local, current);
+    /// ```
+    pub fn try_with<F, R>(&'static self, f: F) -> Result<R, AccessError>
+    where
+        F: FnOnce(&T) -> R,
+    {
+        let task = CURRENT_TASK.with(Cell::get);
+        if task.is_null() {
+            return Err(AccessError);
+        }
+        // SAFETY: the running task is alive while it runs (see
+        // `runtime::current_task`), and so for the whole call.
+        let task = unsafe { &*task };
+        let value = self.get_or_init(task);
+        // SAFETY: the value is boxed in the task's locals, which drop it only
+        // at the coroutine's end (`drop_all`), after every `with` returned;
+        // it is only ever shared (`&T`), here and in nested `with`s.
+        Ok(f(unsafe { &*value }))
+    }
+
+    /// The running task's value of this key, made if it has none yet.
+    fn get_or_init(&self, task: &Task) -> *const T {
+        let index = self.index();
+        if let Some(value) = Self::lookup(task, index) {
+            return value;
+        }
+        // No borrow of the locals is held while the initialiser runs: it may
+        // use other task-locals (or this one: then its own value wins and
+        // ours is dropped, as std's `thread_local!` does on re-entry).
+        let made: Box<dyn Any> = Box::new((self.init)());
+        if let Some(value) = Self::lookup(task, index) {
+            drop(made);
+            return value;
+        }
+        // SAFETY: only the running task touches its locals (module docs),
+        // and no other reference to them is live (lookup's was temporary).
+        let values = unsafe { &mut (*task.locals.get()).values };
+        if values.len() <= index {
+            values.resize_with(index + 1, || None);
+        }
+        let slot = values[index].insert(made);
+        Self::downcast(&**slot)
+    }
+
+    fn lookup(task: &Task, index: usize) -> Option<*const T> {
+        // SAFETY: as in `get_or_init`: ours alone, no other borrow live.
+        let values = unsafe { &(*task.locals.get()).values };
+        values.get(index)?.as_deref().map(Self::downcast)
+    }
+
+    fn downcast(value: &dyn Any) -> *const T {
+        value.downcast_ref::<T>().expect("a task-local key's slot holds the key's own type")
+    }
+}
+
+impl<T: 'static> fmt::Debug for LocalKey<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalKey").finish_non_exhaustive()
+    }
+}
+
+/// Declares task-local keys: each coroutine that touches one gets its own
+/// value, made by the initialiser at its first access and dropped when it
+/// ends. The same syntax as `thread_local!`.
+///
+/// `thread_local!` inside a coroutine is the *worker thread's* value, shared
+/// by every coroutine that runs on that worker; `task_local!` is the
+/// coroutine's own.
+///
+/// ```
+/// use std::cell::RefCell;
+///
+/// weft::task_local! {
+///     /// The current request's trace, one per coroutine.
+///     static TRACE: RefCell<Vec<&'static str>> = RefCell::new(Vec::new());
+/// }
+///
+/// let handle = weft::spawn(|| {
+///     TRACE.with(|t| t.borrow_mut().push("parsed"));
+///     weft::yield_now();
+///     TRACE.with(|t| t.borrow_mut().push("answered"));
+///     TRACE.with(|t| t.borrow().clone())
+/// });
+/// assert_eq!(handle.join().unwrap(), ["parsed", "answered"]);
+/// ```
+#[macro_export]
+macro_rules! task_local {
+    () => {};
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = $init:expr; $($rest:tt)*) => {
+        $crate::task_local!($(#[$attr])* $vis static $name: $t = $init);
+        $crate::task_local!($($rest)*);
+    };
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = $init:expr) => {
+        $(#[$attr])*
+        $vis static $name: $crate::LocalKey<$t> = {
+            fn __weft_task_local_init() -> $t {
+                $init
+            }
+            $crate::LocalKey::__new(__weft_task_local_init)
+        };
+    };
+}
