@@ -266,8 +266,10 @@ impl Semaphore {
     /// Takes `n` permits at once, waiting until they are free and every
     /// earlier waiter has been served. While it waits at the head of the
     /// queue, permits released are set aside for it until there are `n`;
-    /// waiters behind it, even for a single permit, wait until it is served.
-    /// `n == 0` returns an empty permit at once.
+    /// waiters behind it, even for a single permit, wait until it is served
+    /// (so a request for more permits than will ever be free waits for ever,
+    /// and so does everyone behind it). `n == 0` returns an empty permit at
+    /// once.
     ///
     /// # Panics
     ///
