@@ -17,7 +17,9 @@
 //!  (g, n-1) -> (g + 1, 0)              the last arrival: the leader; it then
 //!                                      wakes every waiter of the key
 //!  (g, a)   -> (g, a - 1)              a waiter of generation g whose time
-//!                                      ran out withdraws its arrival
+//!                                      ran out, or that is unwound while
+//!                                      parked (a cancel, a shutdown),
+//!                                      withdraws its arrival
 //! ```
 //!
 //! # Timeouts
@@ -275,6 +277,18 @@ impl Barrier {
     /// unless the barrier opened first (module docs, "Timeouts").
     #[cold]
     fn wait_for_generation_after(&self, arrived_in: usize, deadline: Option<Deadline>) -> bool {
+        // A coroutine cancelled (or unwound at its runtime's shutdown) while
+        // parked here leaves by unwinding out of `park`: it withdraws its
+        // arrival then too, as a timed-out wait does, so the barrier still
+        // waits for a full count. Every normal return disarms the guard.
+        let guard = WithdrawOnUnwind { barrier: self, arrived_in };
+        let released = self.wait_or_time_out(arrived_in, deadline);
+        std::mem::forget(guard);
+        released
+    }
+
+    /// The loop of [`wait_for_generation_after`](Self::wait_for_generation_after).
+    fn wait_or_time_out(&self, arrived_in: usize, deadline: Option<Deadline>) -> bool {
         loop {
             crate::park::waiting_on(crate::park::ParkedOn::Barrier(self.key()));
             let result = lot::park(
@@ -315,6 +329,21 @@ impl Barrier {
                 Err(actual) => state = actual,
             }
         }
+    }
+}
+
+/// Withdraws a parked participant's arrival if its wait unwinds (a cancel,
+/// or its runtime's shutdown); see `wait_for_generation_after`.
+struct WithdrawOnUnwind<'a> {
+    barrier: &'a Barrier,
+    arrived_in: usize,
+}
+
+impl Drop for WithdrawOnUnwind<'_> {
+    #[cold]
+    fn drop(&mut self) {
+        // If the barrier opened first, this arrival counted and stays.
+        self.barrier.withdraw_arrival(self.arrived_in);
     }
 }
 
