@@ -515,6 +515,10 @@ impl<T> Chan<T> {
 
 impl<T> Drop for Chan<T> {
     fn drop(&mut self) {
+        // Under loom, see `LeaveOnUnwind`.
+        if cfg!(loom) && std::thread::panicking() {
+            return;
+        }
         // Every handle is gone, so nobody waits.
         let inner = self.inner.get_mut();
         debug_assert!(inner.senders.is_empty() && inner.receivers.is_empty(), "channel: dropped with waiters");
@@ -589,6 +593,29 @@ mod loom_models {
             assert_eq!(rx.recv(), Ok(1));
             assert!(rx.recv().is_err());
             sender.join().unwrap();
+        });
+    }
+
+    /// A timed send and a timed receive on a rendezvous channel (under
+    /// loom a timed wait may give up at any moment): the waiter's abort
+    /// races the other side's selection, and exactly one wins. Either the
+    /// hand-off happened for both sides, or for neither: a sender is never
+    /// told its value went when nobody took it, and the reverse.
+    #[test]
+    fn timeouts_race_a_rendezvous() {
+        use std::time::Duration;
+        loom::model(|| {
+            let (tx, rx) = bounded::<u32>(0);
+            let sender = thread::spawn(move || tx.send_timeout(9, Duration::from_secs(60)).is_ok());
+            let received = rx.recv_timeout(Duration::from_secs(60));
+            let sent = sender.join().unwrap();
+            match received {
+                Ok(value) => {
+                    assert_eq!(value, 9);
+                    assert!(sent, "the value was received but its send failed");
+                }
+                Err(_) => assert!(!sent, "the send succeeded but nobody received"),
+            }
         });
     }
 

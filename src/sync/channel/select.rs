@@ -881,4 +881,34 @@ mod loom_models {
             sender_b.join().unwrap();
         });
     }
+
+    /// A timed select (under loom it may time out at any moment) racing a
+    /// send into a buffered channel: it either takes the value or takes
+    /// nothing; after a timeout the value is still in the channel.
+    #[test]
+    fn timed_select_that_loses_consumes_nothing() {
+        use std::time::Duration;
+        loom::model(|| {
+            let (tx_a, rx_a) = bounded::<u32>(1);
+            let (_tx_b, rx_b) = bounded::<u32>(1);
+            let sender = thread::spawn(move || tx_a.send(1).unwrap());
+            let got = {
+                let mut select = Select::new();
+                let a = select.recv(&rx_a);
+                select.recv(&rx_b);
+                match select.select_timeout(Duration::from_secs(60)) {
+                    Ok(operation) => {
+                        assert_eq!(operation.index(), a);
+                        Some(operation.recv(&rx_a).unwrap())
+                    }
+                    Err(_) => None,
+                }
+            };
+            sender.join().unwrap();
+            match got {
+                Some(value) => assert_eq!(value, 1),
+                None => assert_eq!(rx_a.try_recv(), Ok(1), "a select that timed out consumed the value"),
+            }
+        });
+    }
 }
