@@ -304,15 +304,19 @@ impl<T> Chan<T> {
 
     #[cold]
     fn disconnect_senders(&self) {
+        let retry = DisconnectOnUnwind { chan: self, side: Side::Send };
         let mut inner = self.lock();
+        retry.disarm();
         inner.senders_gone = true;
         inner.receivers.select_all();
     }
 
     #[cold]
     fn disconnect_receivers(&self) {
+        let retry = DisconnectOnUnwind { chan: self, side: Side::Recv };
         let discarded = {
             let mut inner = self.lock();
+            retry.disarm();
             inner.receivers_gone = true;
             inner.senders.select_all();
             (inner.buffer.take_all(), mem::take(&mut inner.handed_back))
@@ -378,10 +382,12 @@ impl<T> Chan<T> {
         drop(inner);
         let guard = LeaveOnUnwind { chan: self, side: Side::Send, waiter: &waiter, slot: &slot };
         let selected = waiter.wait(deadline);
-        guard.disarm();
         if selected.is_none() {
+            // (A cancellation may unwind out of this lock: the guard, still
+            // armed, then removes the entry.)
             self.lock().senders.remove(&waiter, 0);
         }
+        guard.disarm();
         // SAFETY: selected (the waker is done with the slot) or removed
         // under the lock: the slot is ours alone again.
         let left = slot.with_mut(|p| unsafe { (*p).take() });
@@ -407,22 +413,34 @@ impl<T> Chan<T> {
         drop(inner);
         let guard = LeaveOnUnwind { chan: self, side: Side::Recv, waiter: &waiter, slot: &slot };
         let selected = waiter.wait(deadline);
-        guard.disarm();
         if selected.is_none() {
+            // As in `send_blocking`: the guard stays armed over the lock.
             self.lock().receivers.remove(&waiter, 0);
+            guard.disarm();
             return Err(false);
         }
+        guard.disarm();
         // SAFETY: as in `send_blocking`.
         slot.with_mut(|p| unsafe { (*p).take() }).ok_or(true)
     }
 
-    /// Gives back a value a receiver was handed but cannot take (module
-    /// docs, "Cancellation and unwinding").
+    /// Gives back the value in `slot`, which a receiver was handed but
+    /// will not take (module docs, "Cancellation and unwinding"): to the
+    /// oldest parked receiver, or to the front of the queue.
+    ///
+    /// The value leaves the slot only once the lock is held: if a
+    /// cancellation unwinds the caller out of `lock`, the value is still in
+    /// the slot for the caller's guard to give back.
+    ///
+    /// The slot must be its owner's alone: no entry of it is registered.
     #[cold]
-    pub(super) fn hand_back(&self, value: T) {
+    pub(super) fn hand_back(&self, slot: &Slot<T>) {
         let mut inner = self.lock();
-        if let Err(value) = inner.receivers.deliver(value) {
-            inner.handed_back.push_front(value);
+        // SAFETY: the caller's promise: no waker can reach the slot.
+        if let Some(value) = slot.with_mut(|p| unsafe { (*p).take() }) {
+            if let Err(value) = inner.receivers.deliver(value) {
+                inner.handed_back.push_front(value);
+            }
         }
     }
 
@@ -526,8 +544,9 @@ impl<T> Drop for Chan<T> {
 }
 
 /// Cleans up after a parked plain `send`/`recv` whose coroutine is
-/// unwound (cancelled, or its runtime shut down) while it waits: module
-/// docs, "Cancellation and unwinding". Every normal exit disarms it.
+/// unwound (cancelled, or its runtime shut down) while it waits, or while
+/// it waits for the lock to leave after a timeout: module docs,
+/// "Cancellation and unwinding". Every normal exit disarms it.
 struct LeaveOnUnwind<'a, T> {
     chan: &'a Chan<T>,
     side: Side,
@@ -551,16 +570,43 @@ impl<T> Drop for LeaveOnUnwind<'_, T> {
         }
         match self.waiter.abort() {
             None => self.chan.lock().queue(self.side).remove(self.waiter, 0),
+            // Selected: the waker popped the entry and is done with the slot.
             Some(_) => {
                 if self.side == Side::Recv {
-                    // SAFETY: selected: the waker is done with the slot.
-                    if let Some(value) = self.slot.with_mut(|p| unsafe { (*p).take() }) {
-                        self.chan.hand_back(value);
-                    }
+                    self.chan.hand_back(self.slot);
                 }
                 // A sender that was selected sent its value (or was told of
                 // a disconnection: its value unwinds with its stack).
             }
+        }
+    }
+}
+
+/// Disconnects anyway when the last handle's drop is unwound out of the
+/// lock it waits for (its coroutine was cancelled there): the count is
+/// already zero, so nobody else would, and the other side would wait for
+/// ever. During that unwind the lock waits without unwinding again.
+struct DisconnectOnUnwind<'a, T> {
+    chan: &'a Chan<T>,
+    side: Side,
+}
+
+impl<T> DisconnectOnUnwind<'_, T> {
+    fn disarm(self) {
+        mem::forget(self);
+    }
+}
+
+impl<T> Drop for DisconnectOnUnwind<'_, T> {
+    #[cold]
+    fn drop(&mut self) {
+        // Under loom, see `LeaveOnUnwind`.
+        if cfg!(loom) && std::thread::panicking() {
+            return;
+        }
+        match self.side {
+            Side::Send => self.chan.disconnect_senders(),
+            Side::Recv => self.chan.disconnect_receivers(),
         }
     }
 }

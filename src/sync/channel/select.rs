@@ -509,8 +509,8 @@ impl<T> Case for RecvCase<'_, T> {
         // SAFETY: called by the select's owner when no entry of the case
         // is registered (before the passes, after them, or from a guard
         // that left every channel): the slot is its own.
-        if let Some(value) = self.slot.with_mut(|p| unsafe { (*p).take() }) {
-            self.chan.hand_back(value);
+        if self.slot.with(|p| unsafe { (*p).is_some() }) {
+            self.chan.hand_back(&self.slot);
         }
     }
 }
@@ -583,7 +583,9 @@ impl Registration<'_, '_> {
         }
     }
 
-    /// The normal end of a wait.
+    /// The normal end of a wait. A cancellation that unwinds out of a
+    /// channel's lock in here leaves the rest to `Drop`, which asks the
+    /// waiter again (the same answer) and finishes.
     fn leave(self, selected: Option<usize>) {
         self.unregister_all_but(selected);
         std::mem::forget(self);

@@ -23,7 +23,8 @@
 //!
 //!  WAITING -> case      exactly one waker wins: a Select's other entries, and a
 //!  WAITING -> ABORTED   waiter that gives up, lose the CAS and back off
-//!  case, ABORTED        final: nothing changes them again
+//!  case, ABORTED        final: nothing changes them again (asking `abort`
+//!                       again gives the same answer)
 //! ```
 //!
 //! # The hand-off (Go's `sendDirect`)
@@ -130,15 +131,16 @@ impl Waiter {
 
     /// Gives up: `None` if it did, `Some(case)` if a waker selected `case`
     /// first (then the operation happened and must be reported so).
+    ///
+    /// Idempotent: a cleanup that is itself unwound (a cancellation that
+    /// lands while it waits for a channel's lock) is run again by its
+    /// guard, which asks again and gets the same answer.
     pub(super) fn abort(&self) -> Option<usize> {
         // Acquire on failure: as in `wait`. Relaxed on success: the waiter
         // then takes the channel lock before it touches its slot again.
         match self.state.compare_exchange(WAITING, ABORTED, Ordering::Relaxed, Ordering::Acquire) {
-            Ok(_) => None,
-            Err(case) => {
-                debug_assert_ne!(case, ABORTED, "channel: a waiter gave up twice");
-                Some(case)
-            }
+            Ok(_) | Err(ABORTED) => None,
+            Err(case) => Some(case),
         }
     }
 }
