@@ -337,3 +337,63 @@ fn shutdown_disconnects_the_other_side() {
     assert!(parked.join().is_err());
     assert!(tx.send(1).is_err(), "the receiver went with the runtime");
 }
+
+/// Victims in short timed waits (recv_timeout, select_timeout), so that
+/// many cancellations land while a victim leaves after a timeout (taking
+/// a channel's lock to unregister), under contention from users on both
+/// sides. Every value is accounted for exactly once.
+#[test]
+fn cancel_victims_in_timed_waits() {
+    let rt = runtime(2);
+    for round in 0..3 {
+        let (tx, rx) = if round == 0 { bounded::<u64>(0) } else { bounded::<u64>(1) };
+        let (_other_tx, other_rx) = unbounded::<u64>();
+        let received = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+        const VICTIMS: usize = 200;
+        let victims = park_victims(&rt, VICTIMS, {
+            let (rx, other_rx, received) = (rx.clone(), other_rx.clone(), Arc::clone(&received));
+            move |i| loop {
+                if i % 2 == 0 {
+                    if let Ok(value) = rx.recv_timeout(Duration::from_micros(20)) {
+                        received.lock().unwrap().push(value);
+                    }
+                } else {
+                    let mut select = Select::new();
+                    select.recv(&other_rx);
+                    let mine = select.recv(&rx);
+                    if let Ok(operation) = select.select_timeout(Duration::from_micros(20)) {
+                        if operation.index() == mine {
+                            received.lock().unwrap().push(operation.recv(&rx).unwrap());
+                        }
+                    }
+                }
+            }
+        });
+        const PER_USER: u64 = 2_000;
+        let users: Vec<_> = (0..2u64)
+            .map(|u| {
+                let tx = tx.clone();
+                thread::spawn(move || (0..PER_USER).for_each(|i| tx.send(u * PER_USER + i).unwrap()))
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(2));
+        for victim in &victims {
+            victim.cancel();
+        }
+        assert_cancelled(victims);
+        let drainer = {
+            let (rx, received) = (rx.clone(), Arc::clone(&received));
+            thread::spawn(move || {
+                while let Ok(value) = rx.recv() {
+                    received.lock().unwrap().push(value);
+                }
+            })
+        };
+        users.into_iter().for_each(|u| u.join().unwrap());
+        drop(tx);
+        drainer.join().unwrap();
+        let mut all = std::mem::take(&mut *received.lock().unwrap());
+        all.sort();
+        assert_eq!(all, (0..2 * PER_USER).collect::<Vec<_>>(), "round {round}");
+    }
+}
