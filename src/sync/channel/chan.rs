@@ -10,7 +10,7 @@
 //!  |               linked blocks (list)                                |
 //!  | handed_back   values a receiver was handed but could not take     |
 //!  |               (cancelled or unwound before it ran): served first  |
-//!  | receivers     WaitQueue of parked receivers (entries, oldest first)|
+//!  | receivers     WaitQueue of parked receivers (oldest first)        |
 //!  | senders       WaitQueue of parked senders, each offering a value  |
 //!  | senders_gone, receivers_gone   disconnection, set once            |
 //!  +-------------------------------------------------------------------+
@@ -65,6 +65,15 @@
 //! exactly once or is still in the channel. (Such a value may then reach a
 //! receiver after later values of the same sender: order is kept except
 //! across a cancelled receiver.)
+//!
+//! Every wait for the channel's lock is itself a point where a coroutine
+//! can be cancelled. So the guards stay armed until the cleanup is done
+//! (a cancellation that lands while a timed-out waiter takes the lock to
+//! leave is finished by its guard: `Waiter::abort` answers the same the
+//! second time); a value being handed back leaves its slot only under the
+//! lock; and the last handle's disconnection, unwound out of the lock,
+//! runs again from a guard (`DisconnectOnUnwind`). During that unwind a
+//! wait for the lock does not unwind again.
 //!
 //! # Rejected alternative
 //!

@@ -106,6 +106,8 @@ impl Waiter {
     /// Cancellation and shutdown unwind out of here; the caller's guard
     /// then gives up with [`abort`](Self::abort) and cleans up.
     pub(super) fn wait(&self, deadline: Option<Deadline>) -> Option<usize> {
+        // `Runtime::dump` shows "an unnamed wait": `ParkedOn` has no
+        // channel variant yet (it lives in the runtime's dump module).
         crate::park::waiting_on(crate::park::ParkedOn::Other);
         loop {
             // Acquire: pairs with the waker's Release CAS; its move of the
