@@ -1,6 +1,7 @@
 // Command weftpeers runs the workloads of weft's examples/versus_threads/
-// (the weft column) and examples/skynet.rs on goroutines and Go's sync
-// package, for comparison only. See README.md.
+// (the weft column), examples/skynet.rs and benches/channel.rs on
+// goroutines, Go's sync package and Go's channels, for comparison only.
+// See README.md.
 //
 //	go build -o weftpeers . && GOMAXPROCS=2 ./weftpeers [-quick] [-json PATH]
 //
@@ -41,6 +42,9 @@ type sizes struct {
 	parked                              int
 	incrementsPerTask, itemsPerProducer uint64
 	rwOpsPerTask, leaves                uint64
+	// benches/channel.rs' workloads: items of the 4p4c batch and of a
+	// select batch.
+	chanPCItems, selectItems uint64
 }
 
 var full = sizes{
@@ -49,6 +53,7 @@ var full = sizes{
 	spawns: 100_000, parked: 10_000,
 	incrementsPerTask: 2_000_000, itemsPerProducer: 100_000,
 	rwOpsPerTask: 100_000, leaves: 1_000_000,
+	chanPCItems: 1_000_000, selectItems: 400_000,
 }
 
 var quick = sizes{
@@ -57,6 +62,7 @@ var quick = sizes{
 	spawns: 10_000, parked: 2_000,
 	incrementsPerTask: 200_000, itemsPerProducer: 10_000,
 	rwOpsPerTask: 20_000, leaves: 100_000,
+	chanPCItems: 200_000, selectItems: 100_000,
 }
 
 // ---------------------------------------------------------------------------
@@ -449,6 +455,60 @@ func producerConsumer(ch channel, perProducer uint64) float64 {
 	return float64(total) / elapsed.Seconds()
 }
 
+// selectWays: the channels one select waits on (benches/channel.rs).
+const selectWays = 4
+
+// selectReceive: `selectWays` goroutines each send their share of `items`
+// distinct numbers on their own channel of capacity `cap`; one goroutine
+// receives them all with a select over the four channels, and sums them.
+// ns per completed select (the span of all five goroutines / items). The
+// channels stay open until the selector is done (a closed channel would be
+// always ready). As benches/channel.rs' `select 4 ...` batches.
+func selectReceive(cap int, items uint64) float64 {
+	chans := make([]chan uint64, selectWays)
+	for i := range chans {
+		chans[i] = make(chan uint64, cap)
+	}
+	line := newStartLine(selectWays + 1)
+	ivs := make([]interval, selectWays+1)
+	var wg sync.WaitGroup
+	for p := 0; p < selectWays; p++ {
+		wg.Add(1)
+		go func(p int) {
+			defer wg.Done()
+			s := line.arrive()
+			ch := chans[p]
+			for item := uint64(p); item < items; item += selectWays {
+				ch <- item
+			}
+			ivs[p] = interval{s, time.Now()}
+		}(p)
+	}
+	var sum uint64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s := line.arrive()
+		c0, c1, c2, c3 := chans[0], chans[1], chans[2], chans[3]
+		for got := uint64(0); got < items; got++ {
+			select {
+			case v := <-c0:
+				sum += v
+			case v := <-c1:
+				sum += v
+			case v := <-c2:
+				sum += v
+			case v := <-c3:
+				sum += v
+			}
+		}
+		ivs[selectWays] = interval{s, time.Now()}
+	}()
+	wg.Wait()
+	verify(sum == items*(items-1)/2, "select: every item received exactly once")
+	return nanosPer(span(ivs), items)
+}
+
 // readersWriters: `rwTasks` goroutines each do `ops` operations on one
 // RWMutex-guarded table, one in `writeEvery` a write; ops per second.
 func readersWriters(ops uint64) float64 {
@@ -639,7 +699,7 @@ func main() {
 	}
 
 	var rows []row
-	step, steps := 0, 11
+	step, steps := 0, 14
 	// measure fills r's Value and Runs from `runs` runs of f.
 	measure := func(r row, runs int, f func() float64) {
 		step++
@@ -722,6 +782,27 @@ func main() {
 		Note: fmt.Sprintf("%d goroutines x %s operations on a sync.RWMutex-guarded 8-slot table, one in %d a write; "+
 			"every read checks the slots are equal; GOMAXPROCS=%d", rwTasks, count(s.rwOpsPerTask), writeEvery, procs),
 	}, s.runs, func() float64 { return readersWriters(s.rwOpsPerTask) / 1e6 })
+	// benches/channel.rs' workloads (no versus_threads row): the 4p4c
+	// batch at 1 000 000 items, and the two select batches.
+	measure(row{
+		Key: "chan_pc", Workload: "channel 4p4c cap 64, 1M items", Unit: "M items/s", HigherIsBetter: true,
+		Note: fmt.Sprintf("%d producers, %d consumers, a chan uint64 of capacity %d, %s items, every item counted "+
+			"and summed, at GOMAXPROCS=%d (benches/channel.rs: pc 4p4c cap 64 1M)",
+			producers, consumers, capacity, count(s.chanPCItems), procs),
+	}, s.runs, func() float64 {
+		return producerConsumer(make(goChannel, capacity), s.chanPCItems/producers) / 1e6
+	})
+	measure(row{
+		Key: "chan_select_rendezvous", Workload: "select over 4 unbuffered chans", Unit: "ns/select",
+		Note: fmt.Sprintf("%d goroutines each send their share of %s items on their own unbuffered chan; one "+
+			"goroutine receives them all with a 4-case select; per completed select, at GOMAXPROCS=%d "+
+			"(benches/channel.rs: select 4 rendezvous)", selectWays, count(s.selectItems), procs),
+	}, s.runs, func() float64 { return selectReceive(0, s.selectItems) })
+	measure(row{
+		Key: "chan_select_cap64", Workload: "select over 4 buffered chans (cap 64)", Unit: "ns/select",
+		Note: fmt.Sprintf("the same with chans of capacity 64, at GOMAXPROCS=%d (benches/channel.rs: select 4 "+
+			"cap 64)", procs),
+	}, s.runs, func() float64 { return selectReceive(64, s.selectItems) })
 	measure(row{
 		Key: "skynet", Workload: "skynet", Unit: "µs/leaf",
 		Note: fmt.Sprintf("%s leaves (%s goroutines), each parent spawning 10 children and summing their results "+

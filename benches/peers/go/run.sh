@@ -4,7 +4,7 @@
 # the settings listed in WEFT_GO_PROCS. Not part of CI. Extra arguments go
 # to the program (-quick), except -json PATH, which run.sh takes itself.
 #
-#   bash benches/peers/go/run.sh            # full sizes, ~5 s per GOMAXPROCS on 2 cores
+#   bash benches/peers/go/run.sh            # full sizes, ~10 s per GOMAXPROCS on 2 cores
 #   bash benches/peers/go/run.sh -quick
 #   bash benches/peers/go/run.sh -json /tmp/go.json   # one JSON file, every setting in it
 #   WEFT_GO_PROCS="1 2 4 8 16" bash benches/peers/go/run.sh -json /tmp/go.json

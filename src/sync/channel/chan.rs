@@ -88,7 +88,7 @@
 use super::array::Ring;
 use super::error::{SendTimeoutError, TryRecvError, TrySendError};
 use super::list::Blocks;
-use super::waiter::{Entry, Slot, WaitQueue, Waiter};
+use super::waiter::{Entry, Slot, WaitQueue, Waiter, Wake};
 use crate::loom::{AtomicUsize, Ordering, UnsafeCell};
 use crate::sync::{Mutex, MutexGuard};
 use crate::sys::futex::Deadline;
@@ -171,48 +171,55 @@ pub(super) struct Inner<T> {
 }
 
 impl<T> Inner<T> {
-    /// Moves `value` in without waiting: to the oldest parked receiver,
-    /// else into the buffer; `Err(value)` if neither can take it.
-    fn try_push(&mut self, value: T) -> Result<(), T> {
+    /// Moves `value` in without waiting: to the oldest parked receiver
+    /// (`Ok(Some(wake))`: its wake, to drop after the lock), else into the
+    /// buffer (`Ok(None)`); `Err(value)` if neither can take it.
+    #[inline]
+    fn try_push(&mut self, value: T) -> Result<Option<Wake>, T> {
         let value = match self.receivers.deliver(value) {
-            Ok(()) => return Ok(()),
+            Ok(wake) => return Ok(Some(wake)),
             Err(value) => value,
         };
         if self.buffer.has_room() {
             self.buffer.push(value);
-            Ok(())
+            Ok(None)
         } else {
             Err(value)
         }
     }
 
-    /// Takes the next value without waiting (module docs, "recv").
-    fn try_pop(&mut self) -> Option<T> {
+    /// Takes the next value without waiting (module docs, "recv"), with
+    /// the wake of a parked sender it completed, to drop after the lock.
+    #[inline]
+    fn try_pop(&mut self) -> Option<(T, Option<Wake>)> {
         if let Some(value) = self.handed_back.pop_front() {
-            return Some(value);
+            return Some((value, None));
         }
         if let Some(value) = self.buffer.pop() {
             // Room again: the oldest parked sender's value moves in.
-            if let Some(offered) = self.senders.take_value() {
+            let wake = self.senders.take_value().map(|(offered, wake)| {
                 self.buffer.push(offered);
-            }
-            return Some(value);
+                wake
+            });
+            return Some((value, wake));
         }
         // Zero capacity (an array or list that is empty has no live parked
         // senders: this pops stale entries only).
-        self.senders.take_value()
+        self.senders.take_value().map(|(value, wake)| (value, Some(wake)))
     }
 
-    fn try_send(&mut self, value: T) -> Result<(), TrySendError<T>> {
+    #[inline]
+    fn try_send(&mut self, value: T) -> Result<Option<Wake>, TrySendError<T>> {
         if self.receivers_gone {
             return Err(TrySendError::Disconnected(value));
         }
         self.try_push(value).map_err(TrySendError::Full)
     }
 
-    fn try_recv(&mut self) -> Result<T, TryRecvError> {
+    #[inline]
+    fn try_recv(&mut self) -> Result<(T, Option<Wake>), TryRecvError> {
         match self.try_pop() {
-            Some(value) => Ok(value),
+            Some(taken) => Ok(taken),
             None if self.senders_gone => Err(TryRecvError::Disconnected),
             None => Err(TryRecvError::Empty),
         }
@@ -317,29 +324,40 @@ impl<T> Chan<T> {
         let mut inner = self.lock();
         retry.disarm();
         inner.senders_gone = true;
-        inner.receivers.select_all();
+        let wakes = inner.receivers.select_all();
+        drop(inner);
+        drop(wakes);
     }
 
     #[cold]
     fn disconnect_receivers(&self) {
         let retry = DisconnectOnUnwind { chan: self, side: Side::Recv };
-        let discarded = {
+        let (wakes, discarded) = {
             let mut inner = self.lock();
             retry.disarm();
             inner.receivers_gone = true;
-            inner.senders.select_all();
-            (inner.buffer.take_all(), mem::take(&mut inner.handed_back))
+            let wakes = inner.senders.select_all();
+            (wakes, (inner.buffer.take_all(), mem::take(&mut inner.handed_back)))
         };
+        drop(wakes);
         // Outside the lock: a value's destructor may use this channel.
         drop(discarded);
     }
 
     pub(super) fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
-        self.lock().try_send(value)
+        let mut inner = self.lock();
+        let wake = inner.try_send(value)?;
+        drop(inner);
+        drop(wake);
+        Ok(())
     }
 
     pub(super) fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.lock().try_recv()
+        let mut inner = self.lock();
+        let (value, wake) = inner.try_recv()?;
+        drop(inner);
+        drop(wake);
+        Ok(value)
     }
 
     /// Sends, waiting for room or a receiver until `deadline` (for ever if
@@ -348,7 +366,11 @@ impl<T> Chan<T> {
     pub(super) fn send(&self, value: T, deadline: Option<Deadline>) -> Result<(), SendTimeoutError<T>> {
         let mut inner = self.lock();
         match inner.try_send(value) {
-            Ok(()) => Ok(()),
+            Ok(wake) => {
+                drop(inner);
+                drop(wake);
+                Ok(())
+            }
             Err(TrySendError::Disconnected(value)) => {
                 drop(inner);
                 Err(SendTimeoutError::Disconnected(value))
@@ -363,7 +385,11 @@ impl<T> Chan<T> {
     pub(super) fn recv(&self, deadline: Option<Deadline>) -> Result<T, bool> {
         let mut inner = self.lock();
         match inner.try_recv() {
-            Ok(value) => Ok(value),
+            Ok((value, wake)) => {
+                drop(inner);
+                drop(wake);
+                Ok(value)
+            }
             Err(TryRecvError::Disconnected) => Err(true),
             Err(TryRecvError::Empty) => self.recv_blocking(inner, deadline),
         }
@@ -446,10 +472,13 @@ impl<T> Chan<T> {
     pub(super) fn hand_back(&self, slot: &Slot<T>) {
         let mut inner = self.lock();
         // SAFETY: the caller's promise: no waker can reach the slot.
-        if let Some(value) = slot.with_mut(|p| unsafe { (*p).take() }) {
-            if let Err(value) = inner.receivers.deliver(value) {
-                inner.handed_back.push_front(value);
+        let Some(value) = slot.with_mut(|p| unsafe { (*p).take() }) else { return };
+        match inner.receivers.deliver(value) {
+            Ok(wake) => {
+                drop(inner);
+                drop(wake);
             }
+            Err(value) => inner.handed_back.push_front(value),
         }
     }
 
