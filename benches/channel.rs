@@ -48,7 +48,9 @@
 //! the latest end. Every run checks what it moved: the count and the sum of
 //! the items, so a lost or doubled item fails the bench. After the
 //! criterion run the bench prints how the coroutines of each weft batch on
-//! 2 workers were split over the workers (stderr; `common/placements.rs`).
+//! 2 workers were split over the workers (stderr; `common/placements.rs`),
+//! and writes the same as JSON to the file `WEFT_CHANNEL_PLACEMENTS` names,
+//! if set (`benches/report/channel.sh` records it).
 //!
 //! Setting `WEFT_CHANNEL_COUNT=what:n` runs one weft workload once with n
 //! as its size, for an instruction counter (callgrind): `rendezvous` (n
@@ -686,6 +688,9 @@ fn channel(c: &mut Criterion) {
 
     group.finish();
     placements.report();
+    if let Ok(path) = std::env::var("WEFT_CHANNEL_PLACEMENTS") {
+        placements.write_json(&path).unwrap_or_else(|e| panic!("WEFT_CHANNEL_PLACEMENTS={path}: {e}"));
+    }
 }
 
 criterion_group!(benches, channel);

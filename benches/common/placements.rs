@@ -52,6 +52,24 @@ impl Placements {
         elapsed
     }
 
+    /// Writes every split and its batch times as JSON to `path`:
+    /// `{"WHAT": [{"split": [coroutines on worker 0, ...], "batches_ms": [...]}, ...], ...}`.
+    pub fn write_json(&self, path: &str) -> std::io::Result<()> {
+        let mut out = String::from("{");
+        for (n, (what, splits)) in self.0.iter().enumerate() {
+            out += if n == 0 { "\n" } else { ",\n" };
+            out += &format!(" {what:?}: [");
+            for (m, (split, times)) in splits.iter().enumerate() {
+                let times: Vec<String> = times.iter().map(|t| format!("{:.4}", t.as_secs_f64() * 1e3)).collect();
+                out += if m == 0 { "\n" } else { ",\n" };
+                out += &format!("  {{\"split\": {split:?}, \"batches_ms\": [{}]}}", times.join(", "));
+            }
+            out += "\n ]";
+        }
+        out += "\n}\n";
+        std::fs::write(path, out)
+    }
+
     pub fn report(&mut self) {
         eprintln!("coroutines per worker [worker 0, worker 1] in every weft batch run (criterion warm-up included):");
         for (what, splits) in &mut self.0 {

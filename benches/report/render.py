@@ -59,6 +59,13 @@ SOURCEs (a figure that is not in the results makes its placeholder "n/a"):
     scale KEY SIDE N        scaling/: row KEY (skynet, pc_condvar, contended_mutex) of SIDE (weft, threads, go)
                             with N workers (GOMAXPROCS=N for go), in the row's unit
     machine FIELD           machine.json field (text, or a count)
+    in SUBDIR SOURCE ARG... SOURCE read from the collection in SUBDIR of the results (`in channel crit default
+                            ID`: channel.sh's collection, benches/results/channel/, with its own machine.json)
+    cgch WHAT BUILD         callgrind instructions per rendezvous hand-off (WHAT rendezvous) or per completed
+                            select (select), BUILD no-fp-control or fp-control (channel.sh; use with `in channel`)
+    placed WHAT FIELD       channel.sh's placements.json (use with `in channel`): the weft batches WHAT ("pc 4p4c
+                            weft", "unbounded weft"); FIELD one_worker (share of batches all on one worker),
+                            one_worker_ms or spread_ms (median batch time of those, or of the others)
     obs WHAT ARG...         observability/ (observability.sh): `obs time WORKLOAD BUILD` (ns per yield or
                             handoff of the base, monitor-on or monitor-off build), `obs spread WORKLOAD BUILD`
                             (the runs' interquartile range over their median), `obs instr WORKLOAD BUILD`
@@ -93,6 +100,7 @@ BLOCKs:
     {{notes versus_threads}}     what each versus_threads row runs (the rows' notes)
     {{crosscheck_summary}}       how many rows of the cross-check table agree, and which do not
     {{go_summary}}               where weft is ahead of, level with and behind Go, at matching parallelism
+    {{in SUBDIR BLOCK ARG...}}   BLOCK of the collection in SUBDIR (`{{in channel about criterion:channel go}}`)
 """
 
 import argparse

@@ -187,6 +187,15 @@ class Results:
         built = f" (built elsewhere with {m.get('rustc')})" if m.get("prebuilt") else ""
         return f"{m.get('cpu')}, {m.get('nproc')} CPUs, Linux {m.get('kernel')}, {commit}{built}, {collected(m)}"
 
+    def sub(self, name):
+        """The collection in the subdirectory `name` (`channel/`, written by
+        channel.sh): a results directory of its own, with its own
+        machine.json; read once."""
+        subs = self.__dict__.setdefault("_subs", {})
+        if name not in subs:
+            subs[name] = Results(os.path.join(self.dir, name))
+        return subs[name]
+
     def caption(self, source=None):
         m = self.machine_of(source) or {}
         dirty = "+" if m.get("dirty") else ""

@@ -8,6 +8,8 @@ mismatch, an unknown function) raises `TemplateError` and stops the render.
 """
 
 import ast
+import json
+import os
 import re
 import shlex
 
@@ -156,6 +158,55 @@ SOURCES = {"crit": (source_crit, 2), "versus": (source_versus, 2), "vt": (source
            "go": (source_go, 2), "cg": (source_cg, 2), "cgrt": (source_cgrt, 1), "rss": (source_rss, 1),
            "skynet": (source_skynet, 2), "machine": (source_machine, 1), "scale": (source_scale, 3),
            "obs": (source_obs, None)}
+
+
+def source_in(results, subdir, source, *args):
+    """`in SUBDIR SOURCE ARG...`: SOURCE read from the collection in
+    SUBDIR (`in channel crit default ID`, `in channel go 1 KEY`)."""
+    if source not in SOURCES or source == "in":
+        raise TemplateError(f"in {subdir}: unknown source {source!r}")
+    function, arity = SOURCES[source]
+    if arity is not None and len(args) != arity:
+        raise TemplateError(f"in {subdir} {source}: takes {arity} arguments, got {list(args)}")
+    return function(results.sub(subdir), *args)
+
+
+def source_cgch(results, what, build):
+    """`cgch WHAT BUILD`: channel.sh's callgrind instructions per rendezvous
+    hand-off (rendezvous) or per completed select (select)."""
+    entry = need(((results.callgrind or {}).get("channel") or {}).get(what, {}).get(build),
+                 f"callgrind channel {what} {build}")
+    return Q(entry["per_unit"], "instr")
+
+
+def source_placed(results, what, field):
+    """`placed WHAT FIELD`: channel.sh's placements.json, the batches of WHAT
+    (as the bench names them: "pc 4p4c weft", "unbounded weft"): `one_worker`
+    (the share of batches whose coroutines all ran on one worker), `spread_ms`
+    and `one_worker_ms` (the median batch time of the others, and of those)."""
+    placements = read_placements(results)
+    splits = need(placements.get(what), f"placements of {what}")
+    one, spread = [], []
+    for split in splits:
+        (one if sum(1 for n in split["split"] if n) == 1 else spread).extend(split["batches_ms"])
+    if field == "one_worker":
+        return Q(len(one) / (len(one) + len(spread)), "ratio")
+    if field in ("spread_ms", "one_worker_ms"):
+        times = sorted(spread if field == "spread_ms" else one)
+        need(times or None, f"placements of {what}: no {field[:-3]} batch")
+        return Q(times[len(times) // 2] * 1e6, "time")
+    raise TemplateError(f"placed: unknown field {field!r}")
+
+
+def read_placements(results):
+    try:
+        with open(os.path.join(results.dir, "placements.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+SOURCES.update({"in": (source_in, None), "cgch": (source_cgch, 2), "placed": (source_placed, 2)})
 
 
 # ---------------------------------------------------------------------------
@@ -316,7 +367,7 @@ def render_value(value):
 # Rendering
 # ---------------------------------------------------------------------------
 
-BLOCKS = ("machine", "about", "table", "plot", "notes", "go_summary", "crosscheck_summary")
+BLOCKS = ("machine", "about", "table", "plot", "notes", "go_summary", "crosscheck_summary", "in")
 
 
 class Renderer:
@@ -328,6 +379,9 @@ class Renderer:
 
     def block(self, words):
         name, args = words[0], words[1:]
+        if name == "in":
+            # {{in SUBDIR BLOCK ARG...}}: a block of the collection in SUBDIR.
+            return Renderer(self.results.sub(args[0])).block(args[1:])
         if name == "machine":
             return machine_paragraph(self.results)
         if name == "about":
