@@ -77,6 +77,13 @@ pub use error::{
 pub use oneshot::{OneshotReceiver, OneshotSender, oneshot};
 pub use select::{Select, SelectedOperation};
 
+/// What `select!` expands to: not an API (its names may change at any
+/// release).
+#[doc(hidden)]
+pub mod __private {
+    pub use super::select::{CaseRef, RecvCase, SelectMode, SendCase, select_cases};
+}
+
 use chan::{Buffer, Chan, Side};
 use std::fmt;
 use std::sync::Arc;

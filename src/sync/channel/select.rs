@@ -137,7 +137,7 @@ impl<'a> Select<'a> {
     /// assert_eq!(operation.recv(&rx), Ok("ready"));
     /// ```
     pub fn recv<T>(&mut self, receiver: &'a Receiver<T>) -> usize {
-        self.cases.push(Box::new(RecvCase { chan: &receiver.chan, slot: UnsafeCell::new(None) }));
+        self.cases.push(Box::new(RecvCase::new(receiver)));
         self.cases.len() - 1
     }
 
@@ -157,7 +157,7 @@ impl<'a> Select<'a> {
     /// assert_eq!(rx.recv(), Ok(5));
     /// ```
     pub fn send<T>(&mut self, sender: &'a Sender<T>, msg: T) -> usize {
-        self.cases.push(Box::new(SendCase { chan: &sender.chan, slot: UnsafeCell::new(Some(msg)) }));
+        self.cases.push(Box::new(SendCase::new(sender, msg)));
         self.cases.len() - 1
     }
 
@@ -247,53 +247,84 @@ impl<'a> Select<'a> {
         }
     }
 
-    /// The protocol (module docs): the index of the case that completed,
-    /// or `None` when `until` ran out.
+    /// The protocol (module docs) over the boxed cases.
     fn run(&mut self, until: Until) -> Option<usize> {
-        // A received value whose operation was forgotten goes back first.
-        for case in &self.cases {
-            case.hand_back();
-        }
         self.order.clear();
         self.order.extend(0..self.cases.len());
-        shuffle(&mut self.order);
-        loop {
-            // Pass 1: try.
-            for &i in &self.order {
-                if self.cases[i].try_now() {
-                    return Some(i);
-                }
-            }
-            let deadline = match until {
-                Until::Now => return None,
-                Until::Forever => None,
-                Until::Deadline(deadline) if deadline.has_passed() => return None,
-                Until::Deadline(deadline) => Some(deadline),
-            };
-            // Pass 2: register and wait.
-            let waiter = Waiter::new();
-            let registration =
-                Registration { cases: &self.cases, order: &self.order, registered: Cell::new(0), waiter: &waiter };
-            let mut ready = false;
-            for (n, &i) in self.order.iter().enumerate() {
-                // SAFETY: the case's slot lives in its box, which `self`
-                // owns, and the registration leaves every channel before
-                // this function returns or unwinds past it.
-                if unsafe { self.cases[i].register(&waiter, i) } {
-                    registration.registered.set(n + 1);
-                } else {
-                    ready = true;
-                    break;
-                }
-            }
-            let selected = if ready { waiter.abort() } else { waiter.wait(deadline) };
-            registration.leave(selected);
-            match selected {
-                Some(i) => return Some(i),
-                None if ready => continue,
-                None => return None,
+        run_cases(&self.cases, &mut self.order, until)
+    }
+}
+
+/// The protocol (module docs) over `cases`, in a random order that it
+/// writes into `order` (as long as `cases`): the index of the case that
+/// completed, or `None` when `until` ran out. Every case has left every
+/// channel when this returns (or unwinds).
+fn run_cases<C: AsCase>(cases: &[C], order: &mut [usize], until: Until) -> Option<usize> {
+    debug_assert_eq!(cases.len(), order.len());
+    // A received value whose operation was forgotten goes back first.
+    for case in cases {
+        case.case().hand_back();
+    }
+    for (i, slot) in order.iter_mut().enumerate() {
+        *slot = i;
+    }
+    shuffle(order);
+    let order = &*order;
+    loop {
+        // Pass 1: try.
+        for &i in order {
+            if cases[i].case().try_now() {
+                return Some(i);
             }
         }
+        let deadline = match until {
+            Until::Now => return None,
+            Until::Forever => None,
+            Until::Deadline(deadline) if deadline.has_passed() => return None,
+            Until::Deadline(deadline) => Some(deadline),
+        };
+        // Pass 2: register and wait.
+        let waiter = Waiter::new();
+        let registration = Registration { cases, order, registered: Cell::new(0), waiter: &waiter };
+        let mut ready = false;
+        for (n, &i) in order.iter().enumerate() {
+            // SAFETY: the case (its slot) outlives this function, whose
+            // caller lends it, and the registration leaves every channel
+            // before this function returns or unwinds past it.
+            if unsafe { cases[i].case().register(&waiter, i) } {
+                registration.registered.set(n + 1);
+            } else {
+                ready = true;
+                break;
+            }
+        }
+        let selected = if ready { waiter.abort() } else { waiter.wait(deadline) };
+        registration.leave(selected);
+        match selected {
+            Some(i) => return Some(i),
+            None if ready => continue,
+            None => return None,
+        }
+    }
+}
+
+/// A case as `run_cases` takes it: a `Select`'s boxed case, or a
+/// `select!` case on the caller's stack.
+trait AsCase {
+    fn case(&self) -> &dyn Case;
+}
+
+impl<'a> AsCase for Box<dyn Case + 'a> {
+    #[inline]
+    fn case(&self) -> &dyn Case {
+        &**self
+    }
+}
+
+impl AsCase for CaseRef<'_> {
+    #[inline]
+    fn case(&self) -> &dyn Case {
+        self.0
     }
 }
 
@@ -469,14 +500,90 @@ trait Case {
     fn hand_back(&self);
 }
 
-struct RecvCase<'a, T> {
+/// A receive case: `Select`'s (boxed), or `select!`'s (on the caller's
+/// stack, `__private`).
+pub struct RecvCase<'a, T> {
     chan: &'a Chan<T>,
     slot: Slot<T>,
 }
 
-struct SendCase<'a, T> {
+/// A send case, with the value it offers until it is sent.
+pub struct SendCase<'a, T> {
     chan: &'a Chan<T>,
     slot: Slot<T>,
+}
+
+/// A case lent to [`select_cases`] (`select!`'s cases live on its caller's
+/// stack: no allocation per select).
+pub struct CaseRef<'c>(&'c dyn Case);
+
+impl<'a, T> RecvCase<'a, T> {
+    /// A case receiving from `receiver`.
+    pub fn new(receiver: &'a Receiver<T>) -> RecvCase<'a, T> {
+        RecvCase { chan: &receiver.chan, slot: UnsafeCell::new(None) }
+    }
+
+    /// Lends the case to [`select_cases`].
+    pub fn as_case(&self) -> CaseRef<'_> {
+        CaseRef(self)
+    }
+
+    /// The result of this case, once [`select_cases`] returned its index:
+    /// the value, or [`RecvError`] (the channel was empty and
+    /// disconnected).
+    pub fn take(&self) -> Result<T, RecvError> {
+        // SAFETY: no entry of this case is registered anywhere: cases are
+        // registered only inside `select_cases`, which leaves every channel
+        // before it returns, and `&self` is all there is.
+        self.slot.with_mut(|p| unsafe { (*p).take() }).ok_or(RecvError)
+    }
+}
+
+impl<'a, T> SendCase<'a, T> {
+    /// A case sending `msg` through `sender`.
+    pub fn new(sender: &'a Sender<T>, msg: T) -> SendCase<'a, T> {
+        SendCase { chan: &sender.chan, slot: UnsafeCell::new(Some(msg)) }
+    }
+
+    /// Lends the case to [`select_cases`].
+    pub fn as_case(&self) -> CaseRef<'_> {
+        CaseRef(self)
+    }
+
+    /// The result of this case, once [`select_cases`] returned its index:
+    /// `Ok` once the value went, or [`SendError`] with the value if every
+    /// receiver was gone.
+    pub fn take(&self) -> Result<(), SendError<T>> {
+        // SAFETY: as in `RecvCase::take`.
+        match self.slot.with_mut(|p| unsafe { (*p).take() }) {
+            None => Ok(()),
+            Some(value) => Err(SendError(value)),
+        }
+    }
+}
+
+/// How long [`select_cases`] may wait.
+#[derive(Debug, Clone, Copy)]
+pub enum SelectMode {
+    /// Until a case completes.
+    Wait,
+    /// Not at all (a `default` case).
+    Try,
+    /// At most this long.
+    Timeout(Duration),
+}
+
+/// `select!`'s select over `cases` (at most 16): the index of the case that
+/// completed, or `None` if `mode` ran out first.
+pub fn select_cases(cases: &[CaseRef<'_>], mode: SelectMode) -> Option<usize> {
+    let mut order = [0; 16];
+    let order = &mut order[..cases.len()];
+    let until = match mode {
+        SelectMode::Wait => Until::Forever,
+        SelectMode::Try => Until::Now,
+        SelectMode::Timeout(timeout) => Until::Deadline(Deadline::after(timeout)),
+    };
+    run_cases(cases, order, until)
 }
 
 impl<T> Case for RecvCase<'_, T> {
@@ -565,20 +672,20 @@ impl<T> Case for SendCase<'_, T> {
 /// normally through [`leave`](Self::leave), or when the waiting coroutine
 /// is unwound (cancelled, or its runtime shut down), by `Drop`, which also
 /// gives back a value that was handed to a receive case.
-struct Registration<'s, 'a> {
-    cases: &'s [Box<dyn Case + 'a>],
+struct Registration<'s, C: AsCase> {
+    cases: &'s [C],
     order: &'s [usize],
     /// How many cases of `order` were registered.
     registered: Cell<usize>,
     waiter: &'s Waiter,
 }
 
-impl Registration<'_, '_> {
+impl<C: AsCase> Registration<'_, C> {
     /// Unregisters every case but `selected` (whose waker popped it).
     fn unregister_all_but(&self, selected: Option<usize>) {
         for &i in &self.order[..self.registered.get()] {
             if Some(i) != selected {
-                self.cases[i].unregister(self.waiter, i);
+                self.cases[i].case().unregister(self.waiter, i);
             }
         }
     }
@@ -592,7 +699,7 @@ impl Registration<'_, '_> {
     }
 }
 
-impl Drop for Registration<'_, '_> {
+impl<C: AsCase> Drop for Registration<'_, C> {
     #[cold]
     fn drop(&mut self) {
         // Under loom, see `LeaveOnUnwind` in chan.rs.
@@ -602,7 +709,7 @@ impl Drop for Registration<'_, '_> {
         let selected = self.waiter.abort();
         self.unregister_all_but(selected);
         if let Some(i) = selected {
-            self.cases[i].hand_back();
+            self.cases[i].case().hand_back();
         }
     }
 }
@@ -750,32 +857,30 @@ macro_rules! __select_body {
 macro_rules! __select_run {
     ([$(($kind:ident $name:ident $index:tt ($($args:tt)*) $res:pat => $body:block))*] ($($mode:tt)*) $default:block) => {{
         $( $crate::__select_bind!($kind $name ($($args)*)); )*
-        let mut __weft_select = $crate::sync::channel::Select::new();
-        $( $crate::__select_add!(__weft_select $kind $name ($($args)*)); )*
-        match $crate::__select_call!(__weft_select $($mode)*) {
-            ::std::option::Option::Some(__weft_operation) => {
-                match __weft_operation.index() {
-                    $( $index => {
-                        let $res = $crate::__select_complete!(__weft_operation $kind $name);
-                        $body
-                    } )*
-                    _ => ::std::unreachable!("select!: an index that no case has"),
-                }
-            }
+        match $crate::sync::channel::__private::select_cases(
+            &[$( $name.as_case() ),*],
+            $crate::__select_mode!($($mode)*),
+        ) {
+            $( ::std::option::Option::Some($index) => {
+                let $res = $name.take();
+                $body
+            } )*
+            ::std::option::Option::Some(_) => ::std::unreachable!("select!: an index that no case has"),
             ::std::option::Option::None => $default,
         }
     }};
 }
 
-/// Evaluates a case's channel once (`name` borrows it for the select).
+/// Makes a case, on the stack: its channel is evaluated once, and a send's
+/// value before the select (as in Go).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __select_bind {
     (recv $name:ident ($receiver:expr)) => {
-        let $name = &$receiver;
+        let $name = $crate::sync::channel::__private::RecvCase::new(&$receiver);
     };
     (send $name:ident ($sender:expr, $value:expr)) => {
-        let $name = &$sender;
+        let $name = $crate::sync::channel::__private::SendCase::new(&$sender, $value);
     };
     ($kind:ident $name:ident ($($args:tt)*)) => {
         ::std::compile_error!(::std::concat!(
@@ -786,45 +891,19 @@ macro_rules! __select_bind {
     };
 }
 
-/// Adds a case to the select.
+/// The wait of a `select!`: `wait` (no default case), `try` (`default`),
+/// `timeout` (`default(timeout)`).
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __select_add {
-    ($select:ident recv $name:ident ($receiver:expr)) => {
-        $select.recv($name)
+macro_rules! __select_mode {
+    (wait) => {
+        $crate::sync::channel::__private::SelectMode::Wait
     };
-    ($select:ident send $name:ident ($sender:expr, $value:expr)) => {
-        $select.send($name, $value)
+    (try) => {
+        $crate::sync::channel::__private::SelectMode::Try
     };
-    ($select:ident $kind:ident $name:ident ($($args:tt)*)) => {
-        0
-    };
-}
-
-/// Runs the select: `Some(operation)`, or `None` for the default case.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __select_call {
-    ($select:ident wait) => {
-        ::std::option::Option::Some($select.select())
-    };
-    ($select:ident try) => {
-        $select.try_select().ok()
-    };
-    ($select:ident timeout $timeout:expr) => {
-        $select.select_timeout($timeout).ok()
-    };
-}
-
-/// Takes the completed case's result.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __select_complete {
-    ($operation:ident recv $name:ident) => {
-        $operation.recv($name)
-    };
-    ($operation:ident send $name:ident) => {
-        $operation.send($name)
+    (timeout $timeout:expr) => {
+        $crate::sync::channel::__private::SelectMode::Timeout($timeout)
     };
 }
 
