@@ -414,6 +414,56 @@ fn weft_prodcons(
     })
 }
 
+/// The same with every producer on `producers_rt` and every consumer on
+/// `consumers_rt` (two one-worker runtimes): each item crosses between two
+/// worker threads, the placement a 2-worker runtime may or may not choose.
+fn weft_prodcons_split(producers_rt: &Runtime, consumers_rt: &Runtime, sides: u64, items: u64) -> Duration {
+    let (tx, rx) = weft::sync::channel::bounded(PC_CAPACITY);
+    let start_line = Arc::new(Barrier::new(2));
+    let consumers = {
+        let start_line = Arc::clone(&start_line);
+        consumers_rt.spawn(move || {
+            let tasks: Vec<_> = (0..sides)
+                .map(|c| {
+                    let rx = rx.clone();
+                    weft::spawn(move || {
+                        let start = Clock::Wall.now();
+                        let sum: u64 =
+                            (0..share_of(c, sides, items)).map(|_| rx.recv().expect("the producers send enough")).sum();
+                        (sum, (start, Clock::Wall.now()))
+                    })
+                })
+                .collect();
+            start_line.wait();
+            tasks.into_iter().map(|t| t.join().expect("a consumer does not panic")).collect::<Vec<_>>()
+        })
+    };
+    let producers = producers_rt.spawn(move || {
+        start_line.wait();
+        let tasks: Vec<_> = (0..sides)
+            .map(|p| {
+                let tx = tx.clone();
+                weft::spawn(move || {
+                    let start = Clock::Wall.now();
+                    for item in sent_by(p, sides, items) {
+                        tx.send(item).expect("the consumers are alive");
+                    }
+                    (start, Clock::Wall.now())
+                })
+            })
+            .collect();
+        tasks.into_iter().map(|t| t.join().expect("a producer does not panic")).collect::<Vec<_>>()
+    });
+    let mut spans = producers.join().expect("the producers' launcher does not panic");
+    let mut sum = 0;
+    for (part, span) in consumers.join().expect("the consumers' launcher does not panic") {
+        sum += part;
+        spans.push(span);
+    }
+    assert_eq!(sum, expected_sum(items), "weft split producer-consumer: every item received once");
+    span(spans)
+}
+
 /// The same on OS threads through a channel of `chan`; the span from the
 /// first one's start (behind a barrier: thread creation is not timed) to
 /// the last one's end.
@@ -574,6 +624,12 @@ fn crossbeam_select(cap: usize, items: u64) -> Duration {
 // The criterion group
 // ---------------------------------------------------------------------------
 
+/// A runtime of one worker (the rendezvous and select rows; the split
+/// producer-consumer takes two).
+fn one_worker_runtime() -> Runtime {
+    Runtime::builder().workers(1).build().expect("one worker thread")
+}
+
 /// Whether criterion runs in its quick mode (`-- --quick`, as
 /// `benches/report/collect.sh --quick` runs it): the unbounded batch is
 /// then smaller.
@@ -714,6 +770,17 @@ fn count_mode(spec: &str) {
             let workers = weft_prodcons(&rt, PC_SIDES, PC_SIDES, n, || weft::sync::channel::bounded(PC_CAPACITY)).1;
             println!("workers: {workers:?}");
         }
+        "pc_split" => {
+            let (a, b) = (one_worker_runtime(), one_worker_runtime());
+            weft_prodcons_split(&a, &b, PC_SIDES, n);
+            for (side, rt) in [("producers", &a), ("consumers", &b)] {
+                let m = rt.metrics().total;
+                println!(
+                    "{side}: switches {} parks {} local wakes {} remote wakes {} sleeps {} wakeups {}",
+                    m.switches, m.parks, m.local_wakes, m.remote_wakes, m.sleeps, m.wakeups
+                );
+            }
+        }
         "unbounded" => {
             let rt = Runtime::builder().workers(2).build().expect("two worker threads");
             println!("workers: {:?}", weft_prodcons(&rt, 1, 1, n, weft::sync::channel::unbounded).1);
@@ -722,7 +789,7 @@ fn count_mode(spec: &str) {
             let rt = Runtime::builder().workers(1).build().expect("one worker thread");
             weft_select(&rt, 0, n);
         }
-        _ => panic!("WEFT_CHANNEL_COUNT={spec}: what is one of rendezvous, pc, unbounded, select"),
+        _ => panic!("WEFT_CHANNEL_COUNT={spec}: what is one of rendezvous, pc, pc_split, unbounded, select"),
     }
     println!("{what} x {n}: {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
 }
