@@ -30,7 +30,10 @@
 //!   unbounded channels, each send answered before the next); may on one
 //!   worker; crossbeam-channel `bounded(0)`, flume `bounded(0)` and std
 //!   `sync_channel(0)` between two OS threads.
-//! - `pc 4p4c ...`: weft `bounded(64)`, 8 coroutines on 2 workers;
+//! - `pc 4p4c ...`: weft `bounded(64)`, 8 coroutines on 2 workers (where
+//!   the scheduler puts them: see the placements), and the same with the 4
+//!   producers on one 1-worker runtime and the 4 consumers on another (every
+//!   item crosses between two worker threads);
 //!   crossbeam-channel and flume `bounded(64)` on 8 OS threads; std
 //!   `sync_channel(64)` on 8 OS threads, its one `Receiver` shared by the
 //!   4 consumers under a `std::sync::Mutex` (std has no multi-consumer
@@ -644,7 +647,7 @@ fn channel(c: &mut Criterion) {
     // --- Rendezvous: one iteration = one one-way hand-off. ---
     group.sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
     group.throughput(Throughput::Elements(1));
-    let one_worker = Runtime::builder().workers(1).build().expect("one worker thread");
+    let one_worker = one_worker_runtime();
     group.bench_function("rendezvous/weft bounded(0) (2 coroutines, 1 worker)", |b| {
         b.iter_custom(|n| weft_rendezvous(&one_worker, n, Clock::Wall, weft_bounded0));
     });
@@ -673,7 +676,11 @@ fn channel(c: &mut Criterion) {
     // count in every sample (flat), so 10 samples take 10 x that. ---
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
     group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    let two_workers = Runtime::builder().workers(2).build().expect("two worker threads");
+    // No stall reports: an unbounded send never waits, so a producer that
+    // shares its worker with its consumer runs its whole batch (hundreds of
+    // milliseconds) without a switch, which the monitor would report, with
+    // a backtrace, every time.
+    let two_workers = Runtime::builder().workers(2).stall_threshold(None).build().expect("two worker threads");
 
     group.throughput(Throughput::Elements(PC_ITEMS));
     group.bench_function("pc 4p4c cap 64 1M/weft bounded(64) (8 coroutines, 2 workers)", |b| {
@@ -689,6 +696,13 @@ fn channel(c: &mut Criterion) {
                 .sum()
         });
     });
+    // The placement a 2-worker runtime may or may not choose, made certain:
+    // every item crosses between two worker threads.
+    let (producers_rt, consumers_rt) = (one_worker_runtime(), one_worker_runtime());
+    group.bench_function("pc 4p4c cap 64 1M/weft bounded(64) (4 coroutines on each of two 1-worker runtimes)", |b| {
+        b.iter_custom(|n| (0..n).map(|_| weft_prodcons_split(&producers_rt, &consumers_rt, PC_SIDES, PC_ITEMS)).sum());
+    });
+    drop((producers_rt, consumers_rt));
     group.bench_function("pc 4p4c cap 64 1M/crossbeam-channel bounded(64) (8 threads)", |b| {
         b.iter_custom(|n| {
             (0..n).map(|_| threads_prodcons(PC_SIDES, PC_SIDES, PC_ITEMS, crossbeam_bounded(PC_CAPACITY))).sum()
@@ -731,7 +745,7 @@ fn channel(c: &mut Criterion) {
 
     group.throughput(Throughput::Elements(SELECT_ITEMS));
     group.measurement_time(Duration::from_secs(3));
-    let one_worker = Runtime::builder().workers(1).build().expect("one worker thread");
+    let one_worker = one_worker_runtime();
     for (cap, name) in [(0, "select 4 rendezvous 400k"), (SELECT_CAPACITY, "select 4 cap 64 400k")] {
         group.bench_function(format!("{name}/weft select! (5 coroutines, 1 worker)"), |b| {
             b.iter_custom(|n| (0..n).map(|_| weft_select(&one_worker, cap, SELECT_ITEMS).0).sum());
@@ -762,7 +776,7 @@ fn count_mode(spec: &str) {
     let start = Instant::now();
     match what {
         "rendezvous" => {
-            let rt = Runtime::builder().workers(1).build().expect("one worker thread");
+            let rt = one_worker_runtime();
             weft_rendezvous(&rt, n, Clock::Wall, weft_bounded0);
         }
         "pc" => {
@@ -786,7 +800,7 @@ fn count_mode(spec: &str) {
             println!("workers: {:?}", weft_prodcons(&rt, 1, 1, n, weft::sync::channel::unbounded).1);
         }
         "select" => {
-            let rt = Runtime::builder().workers(1).build().expect("one worker thread");
+            let rt = one_worker_runtime();
             weft_select(&rt, 0, n);
         }
         _ => panic!("WEFT_CHANNEL_COUNT={spec}: what is one of rendezvous, pc, pc_split, unbounded, select"),

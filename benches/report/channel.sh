@@ -11,6 +11,8 @@
 #   bash benches/report/channel.sh --quick         # short runs into target/bench-results-quick/channel
 #   bash benches/report/channel.sh --no-go         # without the Go peer
 #   bash benches/report/channel.sh --out DIR       # another results directory
+#   bash benches/report/channel.sh --tree DIR --weft-only --no-go --out benches/results/channel/before
+#                                                  # another checkout (an earlier commit), weft's rows only
 #
 # What it writes into DIR (each command is in machine.json's "steps"):
 #
@@ -32,6 +34,11 @@
 #   go.json          benches/peers/go/run.sh -json at GOMAXPROCS 1 and 2
 #                    (not with --no-go)
 #
+# --tree DIR runs the cargo commands in the checkout DIR (its
+# benches/channel.rs, its weft) with these scripts; machine.json then names
+# DIR's commit. --weft-only runs only weft's rows of the criterion group
+# (a filter on the ids), for a before/after comparison.
+#
 # Exits 1 if a step failed (the other steps still run), 2 on a bad argument.
 set -euo pipefail
 
@@ -40,17 +47,21 @@ root="$(cd "$here/../.." && pwd)"
 cd "$root"
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
 quick=0
 go=1
+weft_only=0
+tree=""
 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1; shift ;;
         --no-go) go=0; shift ;;
+        --weft-only) weft_only=1; shift ;;
+        --tree) tree="${2:?--tree needs a directory}"; shift 2 ;;
         --out) out="${2:?--out needs a directory}"; shift 2 ;;
         --out=*) out="${1#*=}"; shift ;;
         -h|--help) usage ;;
@@ -59,6 +70,14 @@ while [ $# -gt 0 ]; do
 done
 if [ -z "$out" ]; then
     if [ "$quick" = 1 ]; then out="target/bench-results-quick/channel"; else out="benches/results/channel"; fi
+fi
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+# How commands show the results directory: relative to this checkout.
+out_shown="${out#"$root"/}"
+if [ -n "$tree" ]; then
+    root="$(cd "$tree" && pwd)"
+    cd "$root"
 fi
 
 target_dir="${CARGO_TARGET_DIR:-target}"
@@ -71,7 +90,6 @@ failures=0
 # record, log, shell_words, step, skip, fail
 source "$here/steps.sh"
 
-mkdir -p "$out"
 rm -f "$out"/{machine,criterion,callgrind,placements,go}.json "$out/steps.jsonl"
 steps="$out/steps.jsonl"
 mode=full
@@ -81,6 +99,8 @@ started=$SECONDS
 
 criterion_flags=()
 if [ "$quick" = 1 ]; then criterion_flags=(--quick --noplot); fi
+weft_filter=()
+if [ "$weft_only" = 1 ]; then weft_filter=(-- '/weft '); fi
 
 # bench_exe [CARGO FLAGS...]: the path of the channel bench binary (builds it).
 bench_exe() {
@@ -123,10 +143,11 @@ criterion_run() {
     fi
 }
 
-shown_as="$(shell_words env WEFT_CHANNEL_PLACEMENTS="$out/placements.json" cargo bench -p weft-benches \
-    --bench channel ${criterion_flags[@]+-- "${criterion_flags[@]}"})"
+criterion_shown=(${criterion_flags[@]+"${criterion_flags[@]}"} ${weft_filter[@]+"${weft_filter[@]:1}"})
+shown_as="$(shell_words env WEFT_CHANNEL_PLACEMENTS="$out_shown/placements.json" cargo bench -p weft-benches \
+    --bench channel ${criterion_shown[@]+-- "${criterion_shown[@]}"})"
 export WEFT_CHANNEL_PLACEMENTS="$tmp/placements.json"
-criterion_run default
+criterion_run default ${weft_filter[@]+"${weft_filter[@]}"}
 unset WEFT_CHANNEL_PLACEMENTS
 if [ -s "$tmp/placements.json" ]; then cp "$tmp/placements.json" "$out/placements.json"; fi
 criterion_run no-fp-control --no-default-features -- '^channel/rendezvous/weft'
@@ -176,7 +197,7 @@ go_quick=()
 if [ "$quick" = 1 ]; then go_quick=(-quick); fi
 if [ "$go" = 1 ]; then
     shown_as="$(shell_words env WEFT_GO_PROCS="1 2" bash benches/peers/go/run.sh ${go_quick[@]+"${go_quick[@]}"} \
-        -json "$out/go.json")"
+        -json "$out_shown/go.json")"
     if step go.json default env WEFT_GO_PROCS="1 2" bash benches/peers/go/run.sh ${go_quick[@]+"${go_quick[@]}"} \
         -json "$tmp/go.json"; then
         if [ -s "$tmp/go.json" ]; then

@@ -22,8 +22,9 @@
 #                        --no-default-features), may-1-worker (versus' may
 #                        rows with WEFT_BENCH_MAY_WORKERS=1)
 #   callgrind.json       instructions per switch round trip (weft and
-#                        corosensei, both builds) and per yield and per
-#                        spawned coroutine (runtime bench), if valgrind exists
+#                        corosensei, both builds), per yield and per
+#                        spawned coroutine (runtime bench) and per
+#                        rendezvous hand-off (channel bench), if valgrind exists
 #   rss.json             the WEFT_RSS_PROBE modes of benches/runtime.rs
 #   skynet.json          examples/skynet on 1 and 2 workers, 3 runs each,
 #                        with peak RSS if /usr/bin/time exists
@@ -275,6 +276,28 @@ else
                     "$tmp/callgrind.$what.$((2 * n))" "$((2 * n))" runtime "$what"
             fi
         done
+    fi
+fi
+
+# Instructions per rendezvous hand-off between two coroutines on one
+# worker (benches/channel.rs, WEFT_CHANNEL_COUNT=rendezvous:N), from two
+# run sizes, start-up cancelled. The channel figures themselves, with their
+# peers, are their own collection: benches/report/channel.sh.
+if command -v valgrind >/dev/null 2>&1 && has_target bench channel; then
+    bin="$(bench_exe channel || true)"
+    n=$((switch_count / 5))
+    if [ -z "$bin" ]; then
+        fail callgrind.json default "cannot build the channel bench" cargo bench -p weft-benches --bench channel --no-run
+    else
+        ok=1
+        for count in "$n" "$((2 * n))"; do
+            step callgrind.json default env WEFT_CHANNEL_COUNT="rendezvous:$count" valgrind --tool=callgrind \
+                "--callgrind-out-file=$tmp/callgrind.rendezvous.$count" "$bin" || ok=0
+        done
+        if [ "$ok" = 1 ]; then
+            record callgrind-diff "$out/callgrind.json" "$tmp/callgrind.rendezvous.$n" "$n" \
+                "$tmp/callgrind.rendezvous.$((2 * n))" "$((2 * n))" channel rendezvous default
+        fi
     fi
 fi
 

@@ -61,6 +61,8 @@ SOURCEs (a figure that is not in the results makes its placeholder "n/a"):
     machine FIELD           machine.json field (text, or a count)
     in SUBDIR SOURCE ARG... SOURCE read from the collection in SUBDIR of the results (`in channel crit default
                             ID`: channel.sh's collection, benches/results/channel/, with its own machine.json)
+    perop LABEL FULL_ID UNIT  criterion median of FULL_ID per element of its throughput, in UNIT (ns/hand-off,
+                            M items/s, ...), comparable with a Go row of that unit
     cgch WHAT BUILD         callgrind instructions per rendezvous hand-off (WHAT rendezvous) or per completed
                             select (select), BUILD no-fp-control or fp-control (channel.sh; use with `in channel`)
     placed WHAT FIELD       channel.sh's placements.json (use with `in channel`): the weft batches WHAT ("pc 4p4c

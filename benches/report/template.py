@@ -171,6 +171,15 @@ def source_in(results, subdir, source, *args):
     return function(results.sub(subdir), *args)
 
 
+def source_perop(results, label, full_id, unit):
+    """`perop LABEL FULL_ID UNIT`: a criterion median per element of its
+    throughput, in UNIT ("ns/hand-off", "ns/select", "M items/s"), so that it
+    compares with a Go row of that unit."""
+    entry = need(results.crit_entry(label, full_id), f"criterion {label} {full_id}")
+    point = need(results.per_op(entry, unit), f"throughput of {full_id}")[0]
+    return Q.of(point, unit)
+
+
 def source_cgch(results, what, build):
     """`cgch WHAT BUILD`: channel.sh's callgrind instructions per rendezvous
     hand-off (rendezvous) or per completed select (select)."""
@@ -206,7 +215,8 @@ def read_placements(results):
         return {}
 
 
-SOURCES.update({"in": (source_in, None), "cgch": (source_cgch, 2), "placed": (source_placed, 2)})
+SOURCES.update({"in": (source_in, None), "perop": (source_perop, 3), "cgch": (source_cgch, 2),
+                "placed": (source_placed, 2)})
 
 
 # ---------------------------------------------------------------------------
