@@ -207,7 +207,7 @@ if [ "$go" = 1 ]; then
         fi
     fi
 else
-    skip go.json default "--no-go" bash benches/peers/go/run.sh -json "$out/go.json"
+    skip go.json default "--no-go" bash benches/peers/go/run.sh -json "$out_shown/go.json"
 fi
 
 record machine-finish "$out/machine.json" "$steps"
