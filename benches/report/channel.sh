@@ -13,6 +13,7 @@
 #   bash benches/report/channel.sh --out DIR       # another results directory
 #   bash benches/report/channel.sh --tree DIR --weft-only --no-go --out benches/results/channel/before
 #                                                  # another checkout (an earlier commit), weft's rows only
+#   bash benches/report/channel.sh --before DIR    # also: that checkout against this one, interleaved
 #
 # What it writes into DIR (each command is in machine.json's "steps"):
 #
@@ -33,6 +34,14 @@
 #                    split over the workers, with each batch's time
 #   go.json          benches/peers/go/run.sh -json at GOMAXPROCS 1 and 2
 #                    (not with --no-go)
+#   ab.json          (--before DIR) the count modes rendezvous and select of
+#                    DIR's channel bench and of this one, both built without
+#                    fp-control, run in turns (rounds of before, after), each
+#                    timed by /usr/bin/time: the process's CPU time per
+#                    hand-off or select (a one-worker runtime: its worker
+#                    thread's, plus start-up and the monitor's few wakes).
+#                    Turns put the machine's drift into both builds alike;
+#                    collections at different times do not
 #
 # --tree DIR runs the cargo commands in the checkout DIR (its
 # benches/channel.rs, its weft) with these scripts; machine.json then names
@@ -47,7 +56,7 @@ root="$(cd "$here/../.." && pwd)"
 cd "$root"
 
 usage() {
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -55,6 +64,7 @@ quick=0
 go=1
 weft_only=0
 tree=""
+before=""
 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -62,6 +72,7 @@ while [ $# -gt 0 ]; do
         --no-go) go=0; shift ;;
         --weft-only) weft_only=1; shift ;;
         --tree) tree="${2:?--tree needs a directory}"; shift 2 ;;
+        --before) before="$(cd "${2:?--before needs a directory}" && pwd)"; shift 2 ;;
         --out) out="${2:?--out needs a directory}"; shift 2 ;;
         --out=*) out="${1#*=}"; shift ;;
         -h|--help) usage ;;
@@ -90,7 +101,7 @@ failures=0
 # record, log, shell_words, step, skip, fail
 source "$here/steps.sh"
 
-rm -f "$out"/{machine,criterion,callgrind,placements,go}.json "$out/steps.jsonl"
+rm -f "$out"/{machine,criterion,callgrind,placements,go,ab}.json "$out/steps.jsonl"
 steps="$out/steps.jsonl"
 mode=full
 if [ "$quick" = 1 ]; then mode=quick; fi
@@ -187,6 +198,38 @@ else
             fi
         done
     done
+fi
+
+# ---------------------------------------------------------------------------
+# ab.json (--before DIR)
+# ---------------------------------------------------------------------------
+
+if [ -n "$before" ]; then
+    if [ "$quick" = 1 ]; then rounds=3; ab_counts=(rendezvous:300000 select:100000); else
+        rounds=15; ab_counts=(rendezvous:3000000 select:1000000); fi
+    after_bin="$(bench_exe --no-default-features || true)"
+    before_bin="$(cd "$before" && bench_exe --no-default-features || true)"
+    before_commit="$(git -C "$before" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    if [ -z "$after_bin" ] || [ -z "$before_bin" ] || [ ! -x /usr/bin/time ]; then
+        fail ab.json default "cannot build both channel benches, or no /usr/bin/time" \
+            cargo bench -p weft-benches --bench channel --no-default-features --no-run
+    else
+        for round in $(seq "$rounds"); do
+            log "ab.json: round $round of $rounds"
+            for spec in "${ab_counts[@]}"; do
+                for build in before after; do
+                    bin="$after_bin"; shown_prefix=""
+                    if [ "$build" = before ]; then bin="$before_bin"; shown_prefix="(at $before_commit) "; fi
+                    shown_as="$shown_prefix$(shell_words /usr/bin/time -f "%e %U %S" env WEFT_CHANNEL_COUNT="$spec" \
+                        cargo bench -p weft-benches --bench channel --no-default-features)"
+                    if step ab.json "$build ${spec%%:*}" /usr/bin/time -f "%e %U %S" -o "$tmp/time" \
+                        env WEFT_CHANNEL_COUNT="$spec" "$bin"; then
+                        record channel-ab "$out/ab.json" "${spec%%:*}" "$build" "${spec#*:}" "$tmp/time"
+                    fi
+                done
+            done
+        done
+    fi
 fi
 
 # ---------------------------------------------------------------------------

@@ -50,6 +50,11 @@ only. One subcommand per kind of source:
     record.py observe-probe OUT/observability.json KIND RUN_TEXT
         What `examples/dump.rs` (KIND dump) or `WEFT_RUNTIME_PROBE=idle:S`
         of benches/runtime.rs (KIND idle) printed, parsed, raw text included.
+    record.py channel-ab OUT/ab.json WHAT BUILD N TIME_FILE
+        One run of `WEFT_CHANNEL_COUNT=WHAT:N` of the channel bench of BUILD
+        (before or after), timed by /usr/bin/time -f "%e %U %S" into
+        TIME_FILE: its wall and CPU (user + system) seconds, appended to
+        WHAT.BUILD.runs, and each build's median CPU ns per unit.
     record.py observe-summarize OUT/observability.json BASE_COMMIT
         ns per operation of every timed run, their median, and the commit
         the base build is of.
@@ -533,6 +538,17 @@ def observe_summarize(out, base_commit):
     save(out, results)
 
 
+def channel_ab(path, what, build, n, time_file):
+    """channel.sh --before: one timed count-mode run of one build."""
+    with open(time_file, encoding="utf-8") as f:
+        wall, user, system = (float(x) for x in f.read().split()[-3:])
+    results = load(path, {})
+    entry = results.setdefault(what, {}).setdefault(build, {"n": int(n), "runs": []})
+    entry["runs"].append({"wall_s": wall, "cpu_s": round(user + system, 3)})
+    entry["cpu_ns_per_unit"] = median(r["cpu_s"] for r in entry["runs"]) * 1e9 / entry["n"]
+    save(path, results)
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -564,6 +580,8 @@ def main(argv):
         observe_probe(*args)
     elif what == "observe-summarize":
         observe_summarize(*args)
+    elif what == "channel-ab":
+        channel_ab(*args)
     else:
         print(f"record: unknown subcommand {what!r}\n{__doc__}", file=sys.stderr)
         return 2

@@ -65,6 +65,8 @@ SOURCEs (a figure that is not in the results makes its placeholder "n/a"):
                             M items/s, ...), comparable with a Go row of that unit
     cgch WHAT BUILD         callgrind instructions per rendezvous hand-off (WHAT rendezvous) or per completed
                             select (select), BUILD no-fp-control or fp-control (channel.sh; use with `in channel`)
+    ab WHAT BUILD           channel.sh --before's ab.json (use with `in channel`): median process CPU time per
+                            hand-off (rendezvous) or select (select) of BUILD (before or after), runs in turns
     placed WHAT FIELD       channel.sh's placements.json (use with `in channel`): the weft batches WHAT ("pc 4p4c
                             weft", "unbounded weft"); FIELD one_worker (share of batches all on one worker),
                             one_worker_ms or spread_ms (median batch time of those, or of the others)

@@ -215,8 +215,22 @@ def read_placements(results):
         return {}
 
 
+def source_ab(results, what, build):
+    """`ab WHAT BUILD`: channel.sh --before's ab.json, the median CPU time
+    per hand-off (WHAT rendezvous) or per select (select) of BUILD (before
+    or after), from runs in turns."""
+    path = os.path.join(results.dir, "ab.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            ab = json.load(f)
+    except FileNotFoundError:
+        ab = {}
+    entry = need((ab.get(what) or {}).get(build), f"ab.json {what} {build}")
+    return Q(entry["cpu_ns_per_unit"], "time")
+
+
 SOURCES.update({"in": (source_in, None), "perop": (source_perop, 3), "cgch": (source_cgch, 2),
-                "placed": (source_placed, 2)})
+                "placed": (source_placed, 2), "ab": (source_ab, 2)})
 
 
 # ---------------------------------------------------------------------------
