@@ -18,8 +18,8 @@
 #                        of that key, merged into one file
 #   criterion.json       every benchmark of the switch, runtime, sync and
 #                        versus groups, labelled by the run that made it:
-#                        default, no-fp-control (switch built with
-#                        --no-default-features), may-1-worker (versus' may
+#                        default, fp-control (switch built with
+#                        --features fp-control), may-1-worker (versus' may
 #                        rows with WEFT_BENCH_MAY_WORKERS=1)
 #   callgrind.json       instructions per switch round trip (weft and
 #                        corosensei, both builds) and per yield and per
@@ -216,8 +216,9 @@ else
 fi
 # may's one-worker rows (its hand-off rows), added to the versus group.
 criterion_run may-1-worker versus keep WEFT_BENCH_MAY_WORKERS=1 -- /may
-# Last: the switch group again, built without fp-control (same bench ids).
-criterion_run no-fp-control switch clean --no-default-features
+# Last: the switch group again, built with fp-control (same bench ids; the
+# feature is off by default).
+criterion_run fp-control switch clean --features fp-control
 
 # ---------------------------------------------------------------------------
 # callgrind.json
@@ -238,9 +239,9 @@ if ! command -v valgrind >/dev/null 2>&1; then
         env WEFT_SWITCH_COUNT="$switch_count" valgrind --tool=callgrind "--toggle-collect=*weft_round_trips*" \
         "target/release/deps/switch-<hash>"
 else
-    for build in default no-fp-control; do
+    for build in default fp-control; do
         features=()
-        if [ "$build" = no-fp-control ]; then features=(--no-default-features); fi
+        if [ "$build" = fp-control ]; then features=(--features fp-control); fi
         bin="$(bench_exe switch ${features[@]+"${features[@]}"} || true)"
         if [ -z "$bin" ]; then
             fail callgrind.json "$build" "cannot build the switch bench" \

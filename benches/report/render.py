@@ -21,11 +21,11 @@ units, number formatting), tables.py (tables and provenance), plots.py (SVG).
 An example, from BENCHMARKS.md.in:
 
     <!-- figures
-    let rt_off = crit no-fp-control "switch/weft resume+suspend"
-    let coro_off = crit no-fp-control "switch/corosensei resume+suspend"
+    let rt = crit default "switch/weft resume+suspend"
+    let coro = crit default "switch/corosensei resume+suspend"
     -->
-    weft's round trip is {{rt_off / coro_off}} corosensei's ({{rt_off}} against
-    {{coro_off}}; goal: within 1.5x: {{goal(rt_off / coro_off <= 1.5)}}).
+    weft's round trip is {{rt / coro}} corosensei's ({{rt}} against
+    {{coro}}; goal: within 1.5x: {{goal(rt / coro <= 1.5)}}).
 
 renders as "weft's round trip is 1.43x corosensei's (3.09 ns against 2.16 ns;
 goal: within 1.5x: met)".
@@ -43,13 +43,13 @@ Template syntax
 
 SOURCEs (a figure that is not in the results makes its placeholder "n/a"):
 
-    crit LABEL FULL_ID      criterion median of FULL_ID in the run LABEL (default, no-fp-control, may-1-worker)
+    crit LABEL FULL_ID      criterion median of FULL_ID in the run LABEL (default, fp-control, may-1-worker)
     versus KEY SIDE         criterion group `versus`, benchmark KEY/SIDE, per operation (median / throughput
                             elements), in the unit of versus_threads' row KEY
     vt KEY SIDE             versus_threads row KEY: SIDE weft or threads (in the row's unit), or ratio
     vtmeta FIELD            versus_threads' runs, costly_runs or workers
     go PROCS KEY            go.json row KEY at GOMAXPROCS=PROCS, in its unit
-    cg BUILD WHO            callgrind instructions per switch round trip (BUILD default or no-fp-control,
+    cg BUILD WHO            callgrind instructions per switch round trip (BUILD default or fp-control,
                             WHO weft or corosensei)
     cgrt WHAT               callgrind instructions per yield (yield) or per spawned+joined coroutine (spawn)
     rss PATH                rss.json field by dotted path (parked.per_task_kib, peak_skynet.peak_rss_mib, or

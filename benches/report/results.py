@@ -76,6 +76,7 @@ class Results:
         self.observability_machine = read_json(os.path.join(obs_dir, "machine.json"))
         if self.rss and "parked" in self.rss:
             derive_stack_residency(self.rss["parked"])
+        normalise_fp_labels(self)
 
     # -- criterion ----------------------------------------------------------
 
@@ -206,6 +207,25 @@ def collected(machine):
     if end.group(1) == start.group(1):
         return f"collected {start.group(1)} {start.group(2)}–{end.group(2)} UTC"
     return f"collected {start.group(1)} {start.group(2)} UTC to {end.group(1)} {end.group(2)} UTC"
+
+
+def normalise_fp_labels(results):
+    """Collections made while `fp-control` was a default feature label the
+    switch's two builds `default` (the FP check on) and `no-fp-control`;
+    since the feature is opt-in they are `default` (off) and `fp-control`
+    (on). The old labels are renamed as they are read, so that one template
+    reads both kinds of collection (machine.json keeps the commands that
+    ran: `--no-default-features` then, `--features fp-control` now)."""
+    switch_cg = (results.callgrind or {}).get("switch") or {}
+    legacy = "no-fp-control" in switch_cg or any(e["label"] == "no-fp-control" for e in results.crit)
+    if not legacy:
+        return
+    rename = {"default": "fp-control", "no-fp-control": "default"}
+    for entry in results.crit:
+        if entry["group"] == "switch" and entry["label"] in rename:
+            entry["label"] = rename[entry["label"]]
+    if switch_cg:
+        results.callgrind["switch"] = {rename.get(build, build): v for build, v in switch_cg.items()}
 
 
 def derive_stack_residency(parked):
