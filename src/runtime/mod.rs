@@ -679,6 +679,8 @@ where
         // this body, which runs inside it.
         let result_slot = unsafe { task::join_state_of::<T>(task_ptr) };
         result_slot.complete(outcome);
+        // Last: the panic report no longer looks for this task's stack.
+        task.clear_yielder();
     };
     let (task, joined) = task::new_task::<_, T>(name, stack_size, spawned_at, body, Arc::downgrade(shared));
     tracing::trace!(task = task.id, "spawn");
@@ -810,6 +812,16 @@ pub(crate) fn disarm_timer() {
     if task.timer_armed.get() {
         with_current_worker(|w| w.expect("a running coroutine has a worker").disarm_timer(task));
     }
+}
+
+/// Where the panic report should look first for the running coroutine: the
+/// stack of the task running on this thread, if any (see
+/// `Task::stack_hint`).
+pub(crate) fn current_stack_hint() -> Option<std::ptr::NonNull<u8>> {
+    let task = CURRENT_TASK.with(Cell::get);
+    // SAFETY: as in `current_task`; CURRENT_TASK is set only on the task's
+    // home worker thread, which this is.
+    (!task.is_null()).then(|| unsafe { (*task).stack_hint() }).flatten()
 }
 
 /// Whether the calling coroutine is being unwound by its runtime's shutdown

@@ -408,6 +408,28 @@ impl Task {
         self.yielder.set(yielder);
     }
 
+    /// Forgets the yielder; called by the coroutine as the last thing it
+    /// does, so that nothing reads it once its stack may be gone.
+    pub(crate) fn clear_yielder(&self) {
+        self.yielder.set(ptr::null());
+    }
+
+    /// The switch top of the task's stack while its coroutine has started
+    /// and its body has not ended (a stack that is mapped), for the panic
+    /// report's search (`coroutine::with_running`).
+    ///
+    /// # Safety
+    ///
+    /// Called on the task's home worker thread (the yielder is touched only
+    /// there).
+    pub(crate) unsafe fn stack_hint(&self) -> Option<NonNull<u8>> {
+        let yielder = self.yielder.get();
+        // SAFETY: a non-null yielder lives on the task's stack, which is
+        // mapped until the body clears it (see `clear_yielder`): it does so
+        // after everything else, and a leaked stack stays mapped.
+        (!yielder.is_null()).then(|| unsafe { (*yielder).switch_top() }).and_then(NonNull::new)
+    }
+
     /// Switches the running task out, telling its worker why.
     ///
     /// # Safety
