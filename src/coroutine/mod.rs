@@ -38,12 +38,12 @@
 //!
 //! Every resume puts an `Exchange` on the resumer's stack and passes its
 //! address through the switch, as the word `arch::resume` hands over. The
-//! coroutine moves the input out of it, and writes back what it yields, or
-//! how it finished, then switches back with a word that says which:
+//! coroutine moves the input out of it and writes back what it yields, then
+//! switches back with a word that says what happened:
 //!
 //! ```text
-//!  word                     direction            meaning
-//!  -----------------------  -------------------  ------------------------------------
+//!  word                     direction             meaning
+//!  -----------------------  --------------------  ------------------------------------
 //!  &exchange                resumer -> coroutine  `input` is set: return it from suspend
 //!  &exchange | UNWIND       resumer -> coroutine  no input: unwind (a drop), then finish
 //!  YIELDED                  coroutine -> resumer  `yielded` is set
@@ -51,15 +51,20 @@
 //!                                                 suspended while unwinding a panic (from
 //!                                                 a destructor): it must not be unwound
 //!                                                 again
-//!  FINISHED                 coroutine -> resumer  `finish` is set; the stack is done
+//!  &finish (any other)      coroutine -> resumer  it finished: how (returned, panicked,
+//!                                                 unwound) is the `Finish<R>` at that
+//!                                                 address, in its entry function's frame
+//!                                                 on its stack, which never runs again
 //! ```
 //!
 //! The resumer reads the result before it does anything else. Each field of
 //! the exchange is written by one side and moved out by the other exactly
 //! when the word says so (they are `MaybeUninit`: no flags, no drop glue), so
-//! a round trip moves only what it carries. A resume's hot path is one test
-//! (a started, unfinished coroutine has a non-null stack top), the switch,
-//! and one test of the word; everything else is out of line and cold.
+//! a round trip moves only what it carries, and nothing at all when it
+//! carries nothing (`()` both ways: the coroutine does not even keep the
+//! exchange's address). A resume's hot path is one test (a started,
+//! unfinished coroutine has a non-null stack top), the switch, and one test
+//! of the word; everything else is out of line and cold.
 //!
 //! Panics never cross the switch (an unwind may not pass through the
 //! switch's assembly frames, and the frames above a coroutine's entry are
@@ -690,25 +695,34 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         Ok(unsafe { self.resume_suspended(input) })
     }
 
+    /// Whether the coroutine has started and not finished: a resume of it
+    /// takes the hot path ([`resume_suspended`](Self::resume_suspended)).
+    #[inline(always)]
+    pub(crate) fn is_suspended(&self) -> bool {
+        !self.top.is_null()
+    }
+
     /// Switches in with `input` and turns the word that comes back into the
-    /// result.
+    /// result: [`resume`](Self::resume) of a coroutine known to be
+    /// suspended.
     ///
     /// # Safety
     ///
-    /// The coroutine is suspended (`self.top` is not null).
+    /// The coroutine is suspended ([`is_suspended`](Self::is_suspended)).
     #[inline(always)]
-    unsafe fn resume_suspended(&mut self, input: I) -> CoroutineResult<Y, R> {
-        let mut exchange = Exchange::<I, Y, R>::new(MaybeUninit::new(input));
+    pub(crate) unsafe fn resume_suspended(&mut self, input: I) -> CoroutineResult<Y, R> {
+        let mut exchange = Exchange::<I, Y>::new(MaybeUninit::new(input));
         // SAFETY: suspended (the caller's promise); the input is set.
         let word = unsafe { self.switch_in(&mut exchange, 0) };
-        if word == FINISHED {
-            return self.take_finish(&mut exchange);
+        if word > YIELDED_PANICKING {
+            // SAFETY: a word other than the two YIELDEDs is its Finish's address.
+            return unsafe { self.take_finish(word) };
         }
         debug_assert!(word == YIELDED || word == YIELDED_PANICKING, "coroutine {}: word {word:#x}", self.id);
         self.last_suspend = word;
         // SAFETY: YIELDED or YIELDED_PANICKING: the suspend wrote `yielded`,
         // which nobody has read.
-        CoroutineResult::Yield(unsafe { exchange.head.yielded.assume_init_read() })
+        CoroutineResult::Yield(unsafe { exchange.yielded.assume_init_read() })
     }
 
     /// Whether the coroutine's last suspend happened while it was unwinding a
@@ -751,9 +765,10 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// The coroutine is suspended (`self.top` is not null); `exchange`'s
     /// input is set unless `flags` is UNWIND.
     #[inline(always)]
-    unsafe fn switch_in(&mut self, exchange: &mut Exchange<I, Y, R>, flags: usize) -> usize {
+    unsafe fn switch_in(&mut self, exchange: &mut Exchange<I, Y>, flags: usize) -> usize {
         debug_assert!(matches!(self.state, State::Suspended));
-        const { assert!(align_of::<Exchange<I, Y, R>>() > UNWIND, "the UNWIND bit needs the exchange aligned") };
+        const { assert!(align_of::<Exchange<I, Y>>() > UNWIND, "the UNWIND bit needs the exchange aligned") };
+        const { assert!(align_of::<Finish<R>>() > YIELDED_PANICKING, "a Finish's address is not a YIELDED word") };
         // The coroutine always comes back through `arch::suspend` on the same
         // stack (from `Yielder::suspend`, or from its entry function when it
         // finishes), before `exchange` goes away.
@@ -764,11 +779,17 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     }
 
     /// The coroutine has finished: give its stack back, hand over its result.
+    ///
+    /// # Safety
+    ///
+    /// `word` is what the coroutine's last switch back handed over: the
+    /// address of its `Finish<R>`, on its stack, not read yet.
     #[cold]
     #[inline(never)]
-    fn take_finish(&mut self, exchange: &mut Exchange<I, Y, R>) -> CoroutineResult<Y, R> {
-        // SAFETY: FINISHED: the entry function wrote `finish`.
-        let finish = unsafe { exchange.finish.assume_init_read() };
+    unsafe fn take_finish(&mut self, word: usize) -> CoroutineResult<Y, R> {
+        // SAFETY: the caller's promise: a Finish<R> on the stack we still
+        // hold (`finish` below gives it back), moved out once.
+        let finish = unsafe { (word as *const Finish<R>).read() };
         self.finish();
         match finish {
             Finish::Returned(value) => CoroutineResult::Return(value),
@@ -808,15 +829,15 @@ impl<I, Y, R> Coroutine<I, Y, R> {
                 self.leak_stack();
                 return;
             }
-            let mut exchange = Exchange::<I, Y, R>::new(MaybeUninit::uninit());
+            let mut exchange = Exchange::<I, Y>::new(MaybeUninit::uninit());
             // SAFETY: suspended (non-null top); UNWIND carries no input.
             let word = unsafe { self.switch_in(&mut exchange, UNWIND) };
-            if word == FINISHED {
+            if word > YIELDED_PANICKING {
                 // Returned, panicked in a destructor, or unwound: finished
                 // either way. What it finished with is dropped after the
                 // stack went back.
-                // SAFETY: FINISHED: the entry function wrote `finish`.
-                let finish = unsafe { exchange.finish.assume_init_read() };
+                // SAFETY: its Finish's address, on the stack we still hold.
+                let finish = unsafe { (word as *const Finish<R>).read() };
                 self.finish();
                 drop(finish);
             } else {
@@ -824,7 +845,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
                 // it yielded and ask again (or leak, if it is unwinding).
                 self.last_suspend = word;
                 // SAFETY: a suspend wrote `yielded`, which nobody has read.
-                unsafe { exchange.head.yielded.assume_init_drop() };
+                unsafe { exchange.yielded.assume_init_drop() };
             }
         }
     }
@@ -950,6 +971,32 @@ pub(crate) fn stack_walk_bounds() -> (usize, usize) {
 
 impl<I, Y, R> Drop for Coroutine<I, Y, R> {
     fn drop(&mut self) {
+        self.end();
+    }
+}
+
+impl<I, Y, R> Coroutine<I, Y, R> {
+    /// A coroutine that has already finished and owns nothing: the runtime's
+    /// stand-in where a task has no coroutine (a `spawn_blocking` cell).
+    pub(crate) fn finished(id: u64, spawned_at: &'static Location<'static>) -> Self {
+        Coroutine {
+            top: std::ptr::null_mut(),
+            state: State::Finished,
+            stack: None,
+            last_suspend: YIELDED,
+            id,
+            name: None,
+            spawned_at,
+            stack_size: 0,
+            _types: PhantomData,
+        }
+    }
+
+    /// What dropping the coroutine does, in place: drops a fresh one's
+    /// closure, unwinds a suspended one's stack; the coroutine is finished
+    /// afterwards. (The runtime ends its tasks' coroutines where they lie,
+    /// inside the task's cell.)
+    pub(crate) fn end(&mut self) {
         match std::mem::replace(&mut self.state, State::Finished) {
             State::Fresh(fresh) => {
                 // SAFETY: the closure never started, so we still own it.
@@ -985,35 +1032,28 @@ const YIELDED: usize = 0;
 /// Coroutine -> resumer: as YIELDED, and it suspended while its stack was
 /// unwinding a panic (from a destructor), so it must not be force-unwound.
 const YIELDED_PANICKING: usize = 1;
-/// Coroutine -> resumer: it finished (`finish` is set).
-const FINISHED: usize = 2;
 /// Resumer -> coroutine, or'ed into the exchange's address: unwind instead
 /// of returning from the pending suspend (there is no input).
 const UNWIND: usize = 1;
 
-/// The half of an [`Exchange`] that [`Yielder`] sees (it does not know `R`).
-/// Which field is set is said by the word that crossed the switch (see the
-/// module docs).
-#[repr(C)]
-struct ExchangeHead<I, Y> {
+/// One resume's mailbox, on the resumer's stack; see the module docs.
+/// Which field is set is said by the word that crossed the switch.
+#[repr(C, align(2))] // the UNWIND bit: its address is even even when it is empty
+struct Exchange<I, Y> {
     /// Resumer -> coroutine; set unless the resume is an UNWIND.
     input: MaybeUninit<I>,
     /// Coroutine -> resumer: the value of a suspend (YIELDED*).
     yielded: MaybeUninit<Y>,
 }
 
-/// One resume's mailbox, on the resumer's stack; see the module docs.
-#[repr(C)]
-struct Exchange<I, Y, R> {
-    head: ExchangeHead<I, Y>,
-    /// Coroutine -> resumer: how it ended (FINISHED).
-    finish: MaybeUninit<Finish<R>>,
-}
+impl<I, Y> Exchange<I, Y> {
+    /// Whether an exchange carries anything: when it does not (`()` both
+    /// ways), the coroutine need not remember where it is.
+    const CARRIES_DATA: bool = size_of::<I>() + size_of::<Y>() > 0;
 
-impl<I, Y, R> Exchange<I, Y, R> {
     #[inline(always)]
     fn new(input: MaybeUninit<I>) -> Self {
-        Exchange { head: ExchangeHead { input, yielded: MaybeUninit::uninit() }, finish: MaybeUninit::uninit() }
+        Exchange { input, yielded: MaybeUninit::uninit() }
     }
 }
 
@@ -1087,8 +1127,9 @@ pub(crate) fn start_forced_unwind() -> ! {
 pub struct Yielder<I, Y> {
     /// The top of the coroutine's stack (its sp and link slots).
     top: *mut u8,
-    /// The exchange of the resume in progress (updated at every resume).
-    exchange: Cell<*mut ExchangeHead<I, Y>>,
+    /// The exchange of the resume in progress (updated at every resume
+    /// whose exchange carries data; see `Exchange::CARRIES_DATA`).
+    exchange: Cell<*mut Exchange<I, Y>>,
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -1148,20 +1189,22 @@ impl<I, Y> Yielder<I, Y> {
         if back & UNWIND != 0 {
             self.unwind_for_drop(back);
         }
-        let head = back as *mut ExchangeHead<I, Y>;
-        self.exchange.set(head);
+        let head = back as *mut Exchange<I, Y>;
+        if Exchange::<I, Y>::CARRIES_DATA {
+            self.exchange.set(head);
+        }
         // SAFETY: the new resume's exchange, valid while we run; its input is
         // set (not an UNWIND) and only we take it.
         unsafe { (*head).input.assume_init_read() }
     }
 
     /// The resume that woke us asks us to unwind (the coroutine is being
-    /// dropped): remember its exchange, for the entry function to report
-    /// the end in, and unwind.
+    /// dropped): remember its exchange, for a suspend from a destructor on
+    /// the way, and unwind.
     #[cold]
     #[inline(never)]
     fn unwind_for_drop(&self, word: usize) -> ! {
-        self.exchange.set((word & !UNWIND) as *mut ExchangeHead<I, Y>);
+        self.exchange.set((word & !UNWIND) as *mut Exchange<I, Y>);
         panic::resume_unwind(Box::new(ForcedUnwind))
     }
 
@@ -1196,7 +1239,7 @@ where
     if word & UNWIND != 0 {
         impossible("a coroutine that never ran was asked to unwind");
     }
-    let head = word as *mut ExchangeHead<I, Y>;
+    let head = word as *mut Exchange<I, Y>;
     let yielder = Yielder::<I, Y> { top, exchange: Cell::new(head), _not_send: PhantomData };
     // SAFETY: the first resume's exchange, valid while we run, with its
     // input set (not an UNWIND, checked above).
@@ -1207,17 +1250,15 @@ where
         Err(payload) if payload.is::<ForcedUnwind>() => Finish::Unwound,
         Err(payload) => Finish::Panicked(payload),
     };
-    let exchange = yielder.exchange.get().cast::<Exchange<I, Y, R>>();
-    // SAFETY: the exchange of the last resume; `head` is its first field
-    // (repr(C)), so the cast gives back the full Exchange<I, Y, R>, whose
-    // `finish` is empty.
-    unsafe { (*exchange).finish.write(finish) };
-    // Nothing on this frame needs dropping (the closure was consumed, the
-    // Yielder owns nothing), so leaving it un-run is sound.
+    // The resumer moves it out of this frame, which never runs again: it
+    // must not be dropped here too, and nothing else on the frame needs
+    // dropping (the closure was consumed, the Yielder owns nothing).
+    let finish = ManuallyDrop::new(finish);
     let _ = ManuallyDrop::new(yielder);
     // SAFETY: as in Yielder::suspend; this stack is never resumed again
-    // (the resumer sees FINISHED and gives the stack back).
-    unsafe { arch::suspend(top, FINISHED) };
+    // (the resumer sees the Finish's address, reads it and gives the stack
+    // back).
+    unsafe { arch::suspend(top, std::ptr::from_ref(&*finish) as usize) };
     impossible("a finished coroutine was resumed")
 }
 

@@ -37,6 +37,7 @@ mod join;
 mod metrics;
 mod monitor;
 mod panic_report;
+mod run_queue;
 mod task;
 mod task_local;
 mod worker;
@@ -632,8 +633,7 @@ impl fmt::Debug for Runtime {
 /// Ends the join handle of a task that will never start, and drops its closure.
 fn fail_unstarted(task: TaskRef) {
     // SAFETY: the task is unstarted and we took it from a queue: we own it.
-    let coroutine = unsafe { task.coroutine_mut() }.take();
-    drop(coroutine);
+    unsafe { task.coroutine_mut() }.end();
     task.fail(Failure::Shutdown { started: false });
 }
 
@@ -650,7 +650,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let body = move |yielder: &coroutine::Yielder<(), Switch>, ()| {
+    let body = move |yielder: &coroutine::Yielder<(), ()>, ()| {
         let task_ptr = CURRENT_TASK.with(Cell::get);
         // SAFETY: the worker sets CURRENT_TASK to this task around every
         // resume, and the task is alive while it runs (its lent reference or
@@ -1155,12 +1155,14 @@ pub fn yield_now() {
         std::thread::yield_now();
         return;
     }
-    if current_task_is_unwinding() {
+    // SAFETY: we are the running coroutine of `task`, which its worker's
+    // registry (or the reference lent to this resume) keeps alive.
+    let task = unsafe { &*task };
+    if task.unwinding.get() {
         return; // being unwound at shutdown: see park_current_task
     }
-    // SAFETY: we are the running coroutine of `task`, which its worker's
-    // registry keeps alive.
-    unsafe { (*task).switch_out(Switch::Yield) };
+    // SAFETY: as above.
+    unsafe { task.switch_out(Switch::Yield) };
 }
 
 /// Suspends the calling coroutine for at least `duration` (the worker runs
