@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
-use weft::sync::{Condvar, Mutex, RwLock, Semaphore, WaitGroup};
+use weft::sync::{Barrier, Condvar, Mutex, RwLock, Semaphore, WaitGroup};
 use weft::{JoinErrorKind, JoinHandle, Runtime};
 
 /// Victims per primitive.
@@ -178,7 +178,7 @@ fn cancel_coroutines_parked_on_a_mutex() {
         open: Gated::open,
         check: |s, total| {
             assert_eq!(*s.lock.lock(), total, "the Mutex's value counts user increments only");
-            assert!(s.lock.try_lock().is_some(), "the Mutex is free at the end");
+            assert!(!s.lock.is_locked(), "the Mutex is free at the end");
         },
     });
 }
@@ -382,6 +382,63 @@ fn cancel_coroutines_parked_in_join() {
             s.blocker.lock().unwrap().take().expect("the blocker").join().expect("the blocker ends");
         },
     });
+}
+
+/// A Barrier of `VICTIMS + 1`: the victims arrive and are cancelled, which
+/// must take their arrivals back; then a full set of users trips it once.
+#[test]
+fn cancel_coroutines_parked_on_a_barrier() {
+    let rt = runtime(2);
+    let barrier = Arc::new(Barrier::new(VICTIMS + 1));
+    let drops = Arc::new(AtomicUsize::new(0));
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let victims: Vec<_> = (0..VICTIMS)
+        .map(|_| {
+            let (barrier, drops, arrived) = (Arc::clone(&barrier), Arc::clone(&drops), Arc::clone(&arrived));
+            rt.spawn(move || {
+                let _count = DropCount(drops);
+                arrived.fetch_add(1, Ordering::SeqCst);
+                barrier.wait();
+            })
+        })
+        .collect();
+    wait_until(Duration::from_secs(30), "the victims to arrive", || arrived.load(Ordering::SeqCst) == VICTIMS);
+    thread::sleep(Duration::from_millis(20));
+    for handle in &victims {
+        handle.cancel();
+    }
+    for handle in victims {
+        assert!(handle.join().expect_err("cancelled").is_cancelled());
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), VICTIMS);
+    // A full generation: VICTIMS + 1 users, coroutines and threads.
+    let leaders = Arc::new(AtomicUsize::new(0));
+    let mut coroutines = Vec::new();
+    for _ in 0..VICTIMS - 1 {
+        let (barrier, leaders) = (Arc::clone(&barrier), Arc::clone(&leaders));
+        coroutines.push(rt.spawn(move || {
+            if barrier.wait().is_leader() {
+                leaders.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (barrier, leaders) = (Arc::clone(&barrier), Arc::clone(&leaders));
+            thread::spawn(move || {
+                if barrier.wait().is_leader() {
+                    leaders.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for handle in coroutines {
+        handle.join().expect("a barrier user");
+    }
+    for thread in threads {
+        thread.join().expect("a barrier thread");
+    }
+    assert_eq!(leaders.load(Ordering::SeqCst), 1, "the cancelled arrivals were taken back: one generation tripped");
 }
 
 /// Cancel racing the coroutine's own finish: each joins either with its

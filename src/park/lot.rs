@@ -52,6 +52,14 @@
 //! woken waiter waited, so a lock can hand itself over directly to a waiter
 //! that waited too long (eventual fairness).
 //!
+//! Park tokens: a waiter may leave a word in its node for wakers to read
+//! (`park_with_token`), and `unpark_filter` shows each waiter's word to a
+//! filter, oldest first, under the bucket lock, which wakes it or stops
+//! there (parking_lot's `ParkToken` and `unpark_filter`). A Semaphore waiter
+//! says how many permits it waits for, and a release serves the queue's
+//! head only once its permits cover that many; a filter that stops at once
+//! learns, under the bucket lock and waking nobody, whether anyone waits.
+//!
 //! # Fair hand-overs
 //!
 //! A lock whose woken waiters compete with newcomers (barging) has a waiter
@@ -131,6 +139,10 @@ pub(crate) struct UnparkResult {
     /// `unpark_one_fair`: the woken waiter is due a hand-over (module docs,
     /// "Fair hand-overs"); always false from the other `unpark_*`.
     pub(crate) be_fair: bool,
+    /// `unpark_requeue`: how many waiters were moved to the other key (so a
+    /// Condvar's `notify_all` can say how many waiters it reached); zero
+    /// from the other `unpark_*`.
+    pub(crate) requeued: usize,
 }
 
 /// One waiter, linked into a bucket's queue; lives on the waiter's stack.
@@ -149,6 +161,10 @@ struct WaitNode {
     /// `UnparkResult::waited` (`park_fair`); `None` spares two clock reads
     /// per hand-off elsewhere.
     parked_at: Option<Stamp>,
+    /// What the waiter tells wakers about itself ([`park_with_token`]: a
+    /// Semaphore waiter's permit count), read by [`unpark_filter`]'s
+    /// filter under the bucket lock; [`DEFAULT_TOKEN`] otherwise.
+    park_token: usize,
 }
 
 /// When a fair wait began (`WaitNode::parked_at`, `FairWait`).
@@ -463,7 +479,7 @@ pub(crate) fn park(
     timed_out: impl FnOnce(usize, bool),
     deadline: Option<Deadline>,
 ) -> ParkResult {
-    park_inner(key, validate, before_sleep, timed_out, |_, _| {}, deadline, None)
+    park_inner(key, DEFAULT_TOKEN, validate, before_sleep, timed_out, |_, _| {}, deadline, None)
 }
 
 /// [`park`], for a primitive whose wake may hand the waiter something: a
@@ -484,7 +500,7 @@ pub(crate) fn park_passing_on(
     abandoned: impl FnOnce(usize, usize),
     deadline: Option<Deadline>,
 ) -> ParkResult {
-    park_inner(key, validate, before_sleep, timed_out, abandoned, deadline, None)
+    park_inner(key, DEFAULT_TOKEN, validate, before_sleep, timed_out, abandoned, deadline, None)
 }
 
 /// [`park_passing_on`] for one park of a lock's wait (`wait`, see
@@ -504,7 +520,25 @@ pub(crate) fn park_fair(
     abandoned: impl FnOnce(usize, usize),
     deadline: Option<Deadline>,
 ) -> ParkResult {
-    park_inner(key, validate, before_sleep, timed_out, abandoned, deadline, Some(wait))
+    park_inner(key, DEFAULT_TOKEN, validate, before_sleep, timed_out, abandoned, deadline, Some(wait))
+}
+
+/// [`park_passing_on`], leaving `park_token` in the queue for wakers to
+/// read: [`unpark_filter`] shows each waiter's token to its filter, which
+/// decides from it whom to wake (a Semaphore waiter says how many permits
+/// it waits for, and a release serves the queue's head only once its
+/// permits cover that many).
+#[inline]
+pub(crate) fn park_with_token(
+    key: usize,
+    park_token: usize,
+    validate: impl FnOnce() -> bool,
+    before_sleep: impl FnOnce(),
+    timed_out: impl FnOnce(usize, bool),
+    abandoned: impl FnOnce(usize, usize),
+    deadline: Option<Deadline>,
+) -> ParkResult {
+    park_inner(key, park_token, validate, before_sleep, timed_out, abandoned, deadline, None)
 }
 
 /// One wait of a lock (one `lock()` call), across the parks it takes: a
@@ -529,8 +563,10 @@ impl FairWait {
 // one frame closer to the caller's loop, one mispredicted return fewer per
 // park (see `weft::yield_now`); ~75 -> ~70 ns per Condvar hand-off.
 #[inline]
+#[allow(clippy::too_many_arguments)]
 fn park_inner(
     key: usize,
+    park_token: usize,
     validate: impl FnOnce() -> bool,
     before_sleep: impl FnOnce(),
     timed_out: impl FnOnce(usize, bool),
@@ -554,6 +590,7 @@ fn park_inner(
         token: Cell::new(DEFAULT_TOKEN),
         removed: AtomicBool::new(false),
         parked_at,
+        park_token,
     };
     {
         let mut queue = lock(bucket_of(key));
@@ -621,8 +658,9 @@ fn park_inner(
 
 /// Whether a timed park should give up now. Under loom there is no clock:
 /// only the parker decides (it may time out at any moment), which keeps the
-/// models deterministic.
-fn deadline_passed(deadline: Deadline) -> bool {
+/// models deterministic. Primitives whose wait loops check a deadline
+/// between parks use this too, for the same reason.
+pub(crate) fn deadline_passed(deadline: Deadline) -> bool {
     if cfg!(loom) { false } else { deadline.has_passed() }
 }
 
@@ -754,6 +792,71 @@ pub(crate) fn unpark_all(key: usize, token: usize) -> usize {
     count
 }
 
+/// What [`unpark_filter`]'s filter decides for one waiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FilterOp {
+    /// Wake it (it leaves the queue), and look at the next one.
+    Unpark,
+    /// Leave it and every later waiter queued.
+    Stop,
+}
+
+/// Wakes waiters of `key` chosen by `filter`, which sees each one's park
+/// token ([`park_with_token`]) in queue order, oldest first, with the
+/// bucket locked. `callback` then runs, still locked, with how many were
+/// chosen and whether others still wait, and returns the token every woken
+/// waiter is handed (parking_lot's `unpark_filter`).
+pub(crate) fn unpark_filter(
+    key: usize,
+    mut filter: impl FnMut(usize) -> FilterOp,
+    callback: impl FnOnce(UnparkResult) -> usize,
+) -> UnparkResult {
+    let mut queue = lock(bucket_of(key));
+    // The first waiter chosen apart from the rest: a release that serves
+    // one waiter (the common case) allocates nothing.
+    let mut first: Option<*const WaitNode> = None;
+    let mut more = Vec::new();
+    let mut prev: *const WaitNode = ptr::null();
+    let mut current = queue.head;
+    while !current.is_null() {
+        // SAFETY: queued nodes are alive and guarded by the lock we hold.
+        let node = unsafe { &*current };
+        let next = node.next.get();
+        if node.key.load(Ordering::Relaxed) == key {
+            match filter(node.park_token) {
+                FilterOp::Unpark => {
+                    queue.unlink(prev, node);
+                    if first.is_none() {
+                        first = Some(current);
+                    } else {
+                        more.push(current);
+                    }
+                    current = next;
+                    continue;
+                }
+                FilterOp::Stop => break,
+            }
+        }
+        prev = current;
+        current = next;
+    }
+    let unparked = usize::from(first.is_some()) + more.len();
+    let result = UnparkResult { unparked, have_more: queue.contains_key(key), ..UnparkResult::default() };
+    let token = callback(result);
+    // SAFETY: each was just unlinked; lock held.
+    let first = first.map(|node| unsafe { release_node(node, token) });
+    // SAFETY: as above.
+    let more: Vec<Unparker> = more.iter().map(|&node| unsafe { release_node(node, token) }).collect();
+    drop(queue);
+    if let Some(unparker) = first {
+        unparker.unpark();
+    }
+    for unparker in more {
+        unparker.unpark();
+    }
+    result
+}
+
 /// What [`unpark_requeue`]'s validation decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RequeueOp {
@@ -785,6 +888,7 @@ pub(crate) fn unpark_requeue(
     let mut result = UnparkResult {
         unparked: usize::from(woken.is_some()),
         have_more: !moved.is_empty(),
+        requeued: moved.len(),
         ..UnparkResult::default()
     };
     if let Some(node) = woken {

@@ -190,10 +190,13 @@ pub(crate) struct Task {
 }
 
 // SAFETY: see the module docs: the !Send/!Sync fields (the coroutine, its
-// yielder pointer, the registry slot, the unwinding flag, the timer fields)
-// are only touched by the one thread that owns the task at the time — the
-// popper of an unstarted task, then forever its home worker. Everything else
-// is atomic or immutable.
+// yielder pointer, the registry slot, the unwinding and cancel-begun flags,
+// the task-locals, the timer fields) are only touched by the one thread that
+// owns the task at the time — the popper of an unstarted task, then forever
+// its home worker. Everything else is atomic or immutable. (The task-locals
+// may hold values that are not `Send`: they are made and dropped by the
+// coroutine itself, on its home worker; `Locals` leaks rather than drops
+// what is left when the cell is freed elsewhere.)
 unsafe impl Send for Task {}
 // SAFETY: as above.
 unsafe impl Sync for Task {}

@@ -16,7 +16,25 @@
 //!  (g, a)   -> (g, a + 1)              an arrival that is not the last
 //!  (g, n-1) -> (g + 1, 0)              the last arrival: the leader; it then
 //!                                      wakes every waiter of the key
+//!  (g, a)   -> (g, a - 1)              a waiter of generation g whose time
+//!                                      ran out, or that is unwound while
+//!                                      parked (a cancel, a shutdown),
+//!                                      withdraws its arrival
 //! ```
+//!
+//! # Timeouts
+//!
+//! A waiter whose deadline passes leaves the parking lot's queue (nothing of
+//! the barrier's is kept under the bucket lock, so there is nothing to undo
+//! there) and then withdraws its arrival with a CAS that requires the
+//! generation to still be `g`. That CAS and the leader's are ordered on the
+//! word: if the withdrawal comes first, the arrival that would have been
+//! the last finds one arrival short and waits, so the barrier still opens
+//! only for `n` participants, exactly as if the timed-out one had never
+//! come; if the leader's comes first, the barrier opened and the waiter
+//! returns as released (it never reports a timeout for a generation that
+//! included it). A withdrawal never moves the generation, so the argument
+//! below still holds.
 //!
 //! A waiter that arrived in generation `g` parks on the barrier's address,
 //! validating (under the bucket lock) that the generation is still `g`.
@@ -39,8 +57,10 @@
 //! load of the new generation pairs with it.
 
 use crate::loom::{AtomicUsize, Ordering};
-use crate::park::lot::{self, DEFAULT_TOKEN};
+use crate::park::lot::{self, DEFAULT_TOKEN, ParkResult};
+use crate::sys::futex::Deadline;
 use std::fmt;
+use std::time::Duration;
 
 /// Bits of the state word that count arrivals; the rest count generations.
 const ARRIVED_BITS: u32 = usize::BITS / 2;
@@ -88,11 +108,29 @@ pub struct Barrier {
 
 /// What [`Barrier::wait`] returns: whether this participant is the leader
 /// (exactly one per generation: the last to arrive).
+///
+/// ```
+/// use weft::sync::{Barrier, BarrierWaitResult};
+///
+/// let result: BarrierWaitResult = Barrier::new(1).wait();
+/// assert!(result.is_leader());
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct BarrierWaitResult(bool);
 
 impl BarrierWaitResult {
     /// `true` for exactly one participant of each generation.
+    ///
+    /// ```
+    /// use weft::sync::Barrier;
+    ///
+    /// let barrier = Barrier::new(2);
+    /// std::thread::scope(|s| {
+    ///     let other = s.spawn(|| barrier.wait().is_leader());
+    ///     let me = barrier.wait().is_leader();
+    ///     assert_ne!(me, other.join().unwrap());
+    /// });
+    /// ```
     pub fn is_leader(&self) -> bool {
         self.0
     }
@@ -111,6 +149,14 @@ impl Barrier {
     /// # Panics
     ///
     /// If `n` exceeds 2³² − 1 (half the state word counts arrivals).
+    ///
+    /// ```
+    /// use weft::sync::Barrier;
+    ///
+    /// static START: Barrier = Barrier::new(1);
+    /// assert!(START.wait().is_leader(), "one participant: always the leader");
+    /// assert!(Barrier::new(0).wait().is_leader(), "like new(1)");
+    /// ```
     #[cfg(not(loom))]
     pub const fn new(n: usize) -> Barrier {
         assert!(n <= ARRIVED_MASK, "Barrier::new: more participants than the barrier can count (2^32 - 1)");
@@ -156,8 +202,48 @@ impl Barrier {
     /// });
     /// ```
     pub fn wait(&self) -> BarrierWaitResult {
+        let result = self.wait_deadline(None);
+        result.expect("Barrier: an untimed wait gave up")
+    }
+
+    /// Like [`wait`](Self::wait), but gives up once `timeout` has passed
+    /// (measured on `CLOCK_MONOTONIC`, never early): `None` then, and this
+    /// participant's arrival is withdrawn, so the barrier still waits for
+    /// `n` others, exactly as if this one had never come (it may call
+    /// `wait` again, as a new arrival). `Some` if the barrier opened in
+    /// time, possibly right at the deadline; a participant whose arrival
+    /// opens the barrier is its leader and never times out.
+    ///
+    /// An `Option` rather than a `Result`: like
+    /// [`Semaphore::acquire_timeout`](super::Semaphore::acquire_timeout),
+    /// the only failure is the timeout, and there is nothing to hand back.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::Barrier;
+    ///
+    /// let barrier = Arc::new(Barrier::new(2));
+    /// let start = Instant::now();
+    /// // Nobody else comes: it times out and withdraws.
+    /// assert!(barrier.wait_timeout(Duration::from_millis(10)).is_none());
+    /// assert!(start.elapsed() >= Duration::from_millis(10));
+    ///
+    /// // The barrier still needs two participants.
+    /// let b = Arc::clone(&barrier);
+    /// let other = weft::spawn(move || b.wait().is_leader());
+    /// let me = barrier.wait_timeout(Duration::from_secs(60)).expect("both came");
+    /// assert!(me.is_leader() != other.join().unwrap(), "exactly one leader");
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<BarrierWaitResult> {
+        self.wait_deadline(Some(Deadline::after(timeout)))
+    }
+
+    /// Arrives and waits for the generation to open, until `deadline`;
+    /// `None` once its arrival was withdrawn.
+    fn wait_deadline(&self, deadline: Option<Deadline>) -> Option<BarrierWaitResult> {
         if self.n == 1 {
-            return BarrierWaitResult(true);
+            return Some(BarrierWaitResult(true));
         }
         // Relaxed: the CAS below is what orders; this only seeds it.
         let mut state = self.state.load(Ordering::Relaxed);
@@ -170,11 +256,11 @@ impl Barrier {
             match self.state.compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) if last => {
                     self.release_waiters();
-                    return BarrierWaitResult(true);
+                    return Some(BarrierWaitResult(true));
                 }
                 Ok(_) => {
-                    self.wait_for_generation_after(generation(state));
-                    return BarrierWaitResult(false);
+                    let opened = self.wait_for_generation_after(generation(state), deadline);
+                    return opened.then_some(BarrierWaitResult(false));
                 }
                 Err(actual) => state = actual,
             }
@@ -186,24 +272,83 @@ impl Barrier {
         lot::unpark_all(self.key(), DEFAULT_TOKEN);
     }
 
-    /// Parks until the generation is no longer `arrived_in`.
+    /// Parks until the generation is no longer `arrived_in` (`true`), or
+    /// until `deadline`: then withdraws our arrival and returns `false`,
+    /// unless the barrier opened first (module docs, "Timeouts").
     #[cold]
-    fn wait_for_generation_after(&self, arrived_in: usize) {
+    fn wait_for_generation_after(&self, arrived_in: usize, deadline: Option<Deadline>) -> bool {
+        // A coroutine cancelled (or unwound at its runtime's shutdown) while
+        // parked here leaves by unwinding out of `park`: it withdraws its
+        // arrival then too, as a timed-out wait does, so the barrier still
+        // waits for a full count. Every normal return disarms the guard.
+        let guard = WithdrawOnUnwind { barrier: self, arrived_in };
+        let released = self.wait_or_time_out(arrived_in, deadline);
+        std::mem::forget(guard);
+        released
+    }
+
+    /// The loop of [`wait_for_generation_after`](Self::wait_for_generation_after).
+    fn wait_or_time_out(&self, arrived_in: usize, deadline: Option<Deadline>) -> bool {
         loop {
             crate::park::waiting_on(crate::park::ParkedOn::Barrier(self.key()));
-            lot::park(
+            let result = lot::park(
                 self.key(),
                 || generation(self.state.load(Ordering::Relaxed)) == arrived_in,
                 || {},
+                // Nothing of ours is kept under the bucket lock: the
+                // withdrawal below is a CAS on the word.
                 |_, _| {},
-                None,
+                deadline,
             );
             // Acquire: pairs with the leader's Release CAS that opened the
             // barrier, so we see everything every participant did before.
             if generation(self.state.load(Ordering::Acquire)) != arrived_in {
-                return;
+                return true;
+            }
+            if result == ParkResult::TimedOut || deadline.is_some_and(lot::deadline_passed) {
+                return !self.withdraw_arrival(arrived_in);
             }
         }
+    }
+
+    /// Takes back our arrival in generation `arrived_in`; `false` if the
+    /// barrier opened first (we were released after all).
+    fn withdraw_arrival(&self, arrived_in: usize) -> bool {
+        // Acquire (here and on failure): if we find the barrier open, we
+        // return as released and must see what the participants did, as
+        // after the Acquire load in `wait_for_generation_after`.
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            if generation(state) != arrived_in {
+                return false;
+            }
+            debug_assert!(arrived(state) > 0, "Barrier: withdrawing from a generation nobody arrived in");
+            // Relaxed on success: a withdrawal publishes nothing.
+            match self.state.compare_exchange_weak(state, state - 1, Ordering::Relaxed, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+}
+
+/// Withdraws a parked participant's arrival if its wait unwinds (a cancel,
+/// or its runtime's shutdown); see `wait_for_generation_after`.
+struct WithdrawOnUnwind<'a> {
+    barrier: &'a Barrier,
+    arrived_in: usize,
+}
+
+impl Drop for WithdrawOnUnwind<'_> {
+    #[cold]
+    fn drop(&mut self) {
+        // Under loom a detected deadlock unwinds every model thread after
+        // loom has torn the execution down (as in the parking lot's guard).
+        if cfg!(loom) && std::thread::panicking() {
+            return;
+        }
+        // If the barrier opened first, this arrival counted and stays.
+        self.barrier.withdraw_arrival(self.arrived_in);
     }
 }
 
@@ -330,6 +475,7 @@ mod loom_models {
     use super::*;
     use crate::loom::{AtomicUsize, thread};
     use loom::sync::Arc;
+    use std::time::Duration;
 
     fn model(n: usize, generations: usize) {
         loom::model(move || {
@@ -372,6 +518,37 @@ mod loom_models {
         model(3, 1);
     }
 
+    /// A timed participant that may give up at any moment (then it withdraws
+    /// and arrives again, untimed) and an untimed one: the barrier opens
+    /// once, for both, with exactly one leader, and after both have really
+    /// arrived; the word ends at generation 1 with nobody arrived.
+    #[test]
+    fn timed_wait_withdraws_cleanly() {
+        loom::model(|| {
+            let barrier = Arc::new(Barrier::new(2));
+            let data = Arc::new(AtomicUsize::new(0));
+            let other = {
+                let (barrier, data) = (barrier.clone(), data.clone());
+                thread::spawn(move || {
+                    data.fetch_add(1, Ordering::Relaxed);
+                    let leader = barrier.wait().is_leader();
+                    assert_eq!(data.load(Ordering::Relaxed), 2, "left before both arrived");
+                    leader
+                })
+            };
+            data.fetch_add(1, Ordering::Relaxed);
+            let result = match barrier.wait_timeout(Duration::from_secs(3600)) {
+                Some(result) => result,
+                None => barrier.wait(),
+            };
+            assert_eq!(data.load(Ordering::Relaxed), 2, "left before both arrived");
+            let leaders = usize::from(result.is_leader()) + usize::from(other.join().unwrap());
+            assert_eq!(leaders, 1, "not exactly one leader");
+            let state = barrier.state.load(Ordering::Relaxed);
+            assert_eq!((generation(state), arrived(state)), (1, 0));
+        });
+    }
+
     /// Negative control: a barrier whose leader wakes the waiters *before*
     /// it opens the next generation loses a wakeup (a waiter validating
     /// between the two parks forever): loom must report the deadlock.
@@ -398,7 +575,7 @@ mod loom_models {
             barrier.release_waiters();
             barrier.state.store((state & !ARRIVED_MASK).wrapping_add(ONE_GENERATION), Ordering::Release);
         } else {
-            barrier.wait_for_generation_after(generation(state));
+            barrier.wait_for_generation_after(generation(state), None);
         }
     }
 }

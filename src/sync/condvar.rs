@@ -43,6 +43,11 @@
 //!
 //! # Notify
 //!
+//! Both say how many waiters they reached: `notify_one` whether its
+//! `unpark_one` took a waiter off the queue, `notify_all` how many it woke
+//! plus how many it moved onto the mutex (each of those returns from its
+//! wait as notified, never as timed out).
+//!
 //! - `notify_one` wakes the oldest waiter; the one that takes the last waiter
 //!   clears the state. (parking_lot requeues that one waiter onto a locked
 //!   mutex instead; our parking lot has no "requeue one" operation, so the
@@ -88,7 +93,7 @@ use crate::sys::futex::Deadline;
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::ptr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The token a notify hands the waiter it wakes: "re-lock the mutex".
 const TOKEN_NOTIFIED: usize = DEFAULT_TOKEN;
@@ -153,13 +158,33 @@ pub struct Condvar {
 }
 
 /// Whether a timed wait ended because its time ran out, as returned by
-/// [`Condvar::wait_timeout`] and [`Condvar::wait_timeout_while`].
+/// [`Condvar::wait_timeout`], [`Condvar::wait_until`] and their `_while`
+/// forms.
+///
+/// ```
+/// use std::time::Duration;
+/// use weft::sync::{Condvar, Mutex, WaitTimeoutResult};
+///
+/// let (lock, condvar) = (Mutex::new(()), Condvar::new());
+/// let (_guard, result): (_, WaitTimeoutResult) = condvar.wait_timeout(lock.lock(), Duration::ZERO);
+/// assert!(result.timed_out());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitTimeoutResult(bool);
 
 impl WaitTimeoutResult {
-    /// `true` if the wait ended because the timeout passed (for
-    /// `wait_timeout_while`: and the condition still held).
+    /// `true` if the wait ended because the timeout passed (for the
+    /// `_while` forms: and the condition still held).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weft::sync::{Condvar, Mutex};
+    ///
+    /// let (flag, condvar) = (Mutex::new(true), Condvar::new());
+    /// // The condition is already false: no wait, no timeout.
+    /// let (_guard, result) = condvar.wait_timeout_while(flag.lock(), Duration::ZERO, |flag| !*flag);
+    /// assert!(!result.timed_out());
+    /// ```
     pub fn timed_out(&self) -> bool {
         self.0
     }
@@ -167,6 +192,14 @@ impl WaitTimeoutResult {
 
 impl Condvar {
     /// A new condition variable with no waiters.
+    ///
+    /// ```
+    /// use weft::sync::{Condvar, Mutex};
+    ///
+    /// static READY: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+    /// *READY.0.lock() = true;
+    /// assert_eq!(READY.1.notify_all(), 0);
+    /// ```
     #[cfg(not(loom))]
     pub const fn new() -> Condvar {
         Condvar { state: AtomicPtr::new(ptr::null_mut()) }
@@ -208,7 +241,7 @@ impl Condvar {
     ///
     /// If other waiters of this condvar use a different mutex.
     pub fn wait<'a, T: ?Sized>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-        self.wait_until(guard, None).0
+        self.wait_deadline(guard, None).0
     }
 
     /// Waits until `condition` returns `false`, checking it under the lock
@@ -276,7 +309,7 @@ impl Condvar {
         guard: MutexGuard<'a, T>,
         timeout: Duration,
     ) -> (MutexGuard<'a, T>, WaitTimeoutResult) {
-        let (guard, timed_out) = self.wait_until(guard, Some(Deadline::after(timeout)));
+        let (guard, timed_out) = self.wait_deadline(guard, Some(Deadline::after(timeout)));
         (guard, WaitTimeoutResult(timed_out))
     }
 
@@ -300,56 +333,166 @@ impl Condvar {
     /// If other waiters of this condvar use a different mutex.
     pub fn wait_timeout_while<'a, T: ?Sized, F>(
         &self,
-        mut guard: MutexGuard<'a, T>,
+        guard: MutexGuard<'a, T>,
         timeout: Duration,
-        mut condition: F,
+        condition: F,
     ) -> (MutexGuard<'a, T>, WaitTimeoutResult)
     where
         F: FnMut(&mut T) -> bool,
     {
-        let deadline = Deadline::after(timeout);
+        self.wait_while_deadline(guard, condition, Deadline::after(timeout))
+    }
+
+    /// Like [`wait_timeout`](Self::wait_timeout), with the time limit given
+    /// as an instant: gives up once `deadline` has passed (never before).
+    /// The result says whether it timed out; either way the lock is held
+    /// again. May wake spuriously, before the deadline, like
+    /// [`wait`](Self::wait).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::{Condvar, Mutex};
+    ///
+    /// let lock = Mutex::new(0);
+    /// let condvar = Condvar::new();
+    /// let deadline = Instant::now() + Duration::from_millis(20);
+    /// let mut guard = lock.lock();
+    /// loop {
+    ///     let (g, result) = condvar.wait_until(guard, deadline);
+    ///     guard = g;
+    ///     if result.timed_out() {
+    ///         break;
+    ///     }
+    /// }
+    /// assert!(Instant::now() >= deadline);
+    /// assert_eq!(*guard, 0);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If other waiters of this condvar use a different mutex.
+    pub fn wait_until<'a, T: ?Sized>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Instant,
+    ) -> (MutexGuard<'a, T>, WaitTimeoutResult) {
+        let (guard, timed_out) = self.wait_deadline(guard, Some(super::deadline_at(deadline)));
+        (guard, WaitTimeoutResult(timed_out))
+    }
+
+    /// Like [`wait_while`](Self::wait_while), but gives up once `deadline`
+    /// has passed (never before). The result reports a timeout only if the
+    /// condition still held when the time ran out.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::{Condvar, Mutex};
+    ///
+    /// let state = Arc::new((Mutex::new(None), Condvar::new()));
+    /// let state2 = Arc::clone(&state);
+    /// weft::spawn(move || {
+    ///     let (answer, condvar) = &*state2;
+    ///     *answer.lock() = Some(42);
+    ///     condvar.notify_all();
+    /// });
+    /// let (answer, condvar) = &*state;
+    /// let deadline = Instant::now() + Duration::from_secs(10);
+    /// let (guard, result) = condvar.wait_while_until(answer.lock(), |a| a.is_none(), deadline);
+    /// assert!(!result.timed_out());
+    /// assert_eq!(*guard, Some(42));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If other waiters of this condvar use a different mutex.
+    pub fn wait_while_until<'a, T: ?Sized, F>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        condition: F,
+        deadline: Instant,
+    ) -> (MutexGuard<'a, T>, WaitTimeoutResult)
+    where
+        F: FnMut(&mut T) -> bool,
+    {
+        self.wait_while_deadline(guard, condition, super::deadline_at(deadline))
+    }
+
+    /// The loop of the timed `wait_*while*`: waits while `condition` holds,
+    /// until `deadline`.
+    fn wait_while_deadline<'a, T: ?Sized, F>(
+        &self,
+        mut guard: MutexGuard<'a, T>,
+        mut condition: F,
+        deadline: Deadline,
+    ) -> (MutexGuard<'a, T>, WaitTimeoutResult)
+    where
+        F: FnMut(&mut T) -> bool,
+    {
         loop {
             if !condition(&mut *guard) {
                 return (guard, WaitTimeoutResult(false));
             }
-            if deadline.has_passed() {
+            if lot::deadline_passed(deadline) {
                 return (guard, WaitTimeoutResult(true));
             }
-            guard = self.wait_until(guard, Some(deadline)).0;
+            let (next, timed_out) = self.wait_deadline(guard, Some(deadline));
+            guard = next;
+            // The park reports a timeout only once the deadline has passed
+            // (under loom, where there is no clock, whenever it chose to).
+            if timed_out {
+                let still = condition(&mut *guard);
+                return (guard, WaitTimeoutResult(still));
+            }
         }
     }
 
-    /// Wakes one waiter, if any waits. Holding the mutex while notifying is
-    /// allowed but not required.
+    /// Wakes one waiter, if any waits, and returns whether it woke one.
+    /// Holding the mutex while notifying is allowed but not required.
     ///
     /// ```
-    /// use weft::sync::Condvar;
+    /// use weft::sync::{Condvar, Mutex};
     ///
     /// // With nobody waiting, a notification is a single atomic load.
-    /// Condvar::new().notify_one();
+    /// let condvar = Condvar::new();
+    /// assert!(!condvar.notify_one());
+    ///
+    /// let done = Mutex::new(false);
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| drop(condvar.wait_while(done.lock(), |done| !*done)));
+    ///     // `true` once the waiter was queued and this notify reached it.
+    ///     while !condvar.notify_one() {
+    ///         std::thread::yield_now();
+    ///     }
+    ///     *done.lock() = true;
+    ///     condvar.notify_one();
+    /// });
     /// ```
     #[inline]
-    pub fn notify_one(&self) {
+    pub fn notify_one(&self) -> bool {
         // Relaxed: see "Why Relaxed suffices" in the module docs.
-        if !self.state.load(Ordering::Relaxed).is_null() {
-            self.notify_one_slow();
+        if self.state.load(Ordering::Relaxed).is_null() {
+            return false;
         }
+        self.notify_one_slow()
     }
 
     #[cold]
-    fn notify_one_slow(&self) {
-        lot::unpark_one(self.key(), |result| {
+    fn notify_one_slow(&self) -> bool {
+        let result = lot::unpark_one(self.key(), |result| {
             if !result.have_more {
                 // The last waiter leaves (or all left before we looked).
                 self.state.store(ptr::null_mut(), Ordering::Relaxed);
             }
             TOKEN_NOTIFIED
         });
+        result.unparked > 0
     }
 
-    /// Wakes every waiter. They re-take the mutex one after another: all but
-    /// (at most) one are moved onto the mutex's queue instead of being woken
-    /// at once.
+    /// Wakes every waiter and returns how many there were. They re-take the
+    /// mutex one after another: all but (at most) one are moved onto the
+    /// mutex's queue instead of being woken at once; the count includes
+    /// them, since each of them returns from its wait as notified.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -367,23 +510,26 @@ impl Condvar {
     ///     .collect();
     /// let (open, condvar) = &*gate;
     /// *open.lock() = true;
-    /// condvar.notify_all();
+    /// let reached = condvar.notify_all(); // those already waiting
+    /// assert!(reached <= 8);
     /// for w in waiters {
     ///     w.join().unwrap();
     /// }
+    /// assert_eq!(condvar.notify_all(), 0, "nobody waits any more");
     /// ```
     #[inline]
-    pub fn notify_all(&self) {
+    pub fn notify_all(&self) -> usize {
         // Relaxed: see "Why Relaxed suffices" in the module docs.
         let mutex = self.state.load(Ordering::Relaxed);
-        if !mutex.is_null() {
-            self.notify_all_slow(mutex);
+        if mutex.is_null() {
+            return 0;
         }
+        self.notify_all_slow(mutex)
     }
 
     #[cold]
-    fn notify_all_slow(&self, mutex: *mut RawMutex) {
-        lot::unpark_requeue(
+    fn notify_all_slow(&self, mutex: *mut RawMutex) -> usize {
+        let result = lot::unpark_requeue(
             self.key(),
             RawMutex::key_of(mutex),
             || {
@@ -414,13 +560,14 @@ impl Condvar {
                 TOKEN_NOTIFIED
             },
         );
+        result.unparked + result.requeued
     }
 
     /// The wait protocol (module docs, "Wait"); returns the guard and
     /// whether the deadline passed without a notification. Inline, so the
     /// coroutine's switch sits in the caller's loop (see `weft::yield_now`).
     #[inline]
-    fn wait_until<'a, T: ?Sized>(
+    fn wait_deadline<'a, T: ?Sized>(
         &self,
         guard: MutexGuard<'a, T>,
         deadline: Option<Deadline>,
@@ -692,7 +839,11 @@ mod tests {
                 let (lock, cv) = &*state;
                 for i in 0..PER_PRODUCER {
                     lock.lock().0.push(i);
-                    if i % 2 == 0 { cv.notify_one() } else { cv.notify_all() }
+                    if i % 2 == 0 {
+                        cv.notify_one();
+                    } else {
+                        cv.notify_all();
+                    }
                 }
                 lock.lock().1 += 1;
                 cv.notify_all();
@@ -813,9 +964,9 @@ mod tests {
         while !stop.load(Ordering::Relaxed) {
             i += 1;
             if i % 2 == 0 {
-                s.1.notify_one()
+                s.1.notify_one();
             } else {
-                s.1.notify_all()
+                s.1.notify_all();
             }
             thread::yield_now();
         }

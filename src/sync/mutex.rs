@@ -61,7 +61,8 @@ use crossbeam_utils::Backoff;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::time::Duration;
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
 
 const LOCKED: u8 = 0b001;
 const PARKED: u8 = 0b010;
@@ -82,7 +83,9 @@ const _: () = assert!(TOKEN_WOKEN != DEFAULT_TOKEN && TOKEN_WOKEN != TOKEN_HANDO
 /// Under loom a single round keeps the models small.
 const SPIN_ROUNDS: u32 = if cfg!(loom) { 1 } else { 7 };
 
-/// A woken waiter that waited longer than this is handed the lock directly.
+/// A woken waiter that waited longer than this is handed the lock directly
+/// (eventual fairness: a waiter behind a holder that re-locks at once still
+/// gets in, about this long after it started waiting).
 pub(crate) const FAIR_AFTER: Duration = Duration::from_millis(1);
 
 /// The lock without data: the state byte and its protocol.
@@ -348,6 +351,14 @@ unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
 
 impl<T> Mutex<T> {
     /// A new, unlocked mutex.
+    ///
+    /// ```
+    /// use weft::sync::Mutex;
+    ///
+    /// static COUNTER: Mutex<u32> = Mutex::new(0);
+    /// *COUNTER.lock() += 1;
+    /// assert_eq!(*COUNTER.lock(), 1);
+    /// ```
     #[cfg(not(loom))]
     pub const fn new(value: T) -> Mutex<T> {
         Mutex { raw: RawMutex::new(), data: UnsafeCell::new(value) }
@@ -360,6 +371,14 @@ impl<T> Mutex<T> {
     }
 
     /// Consumes the mutex and returns its value.
+    ///
+    /// ```
+    /// use weft::sync::Mutex;
+    ///
+    /// let mutex = Mutex::new(String::from("weft"));
+    /// mutex.lock().push('!');
+    /// assert_eq!(mutex.into_inner(), "weft!");
+    /// ```
     pub fn into_inner(self) -> T {
         self.data.into_inner()
     }
@@ -368,13 +387,37 @@ impl<T> Mutex<T> {
 impl<T: ?Sized> Mutex<T> {
     /// Locks, waiting (parking the coroutine, or blocking the thread) while
     /// another holder has it.
+    ///
+    /// Locking a mutex the caller already holds deadlocks (it is not
+    /// reentrant).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use weft::sync::Mutex;
+    ///
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let log2 = Arc::clone(&log);
+    /// weft::spawn(move || log2.lock().push("coroutine")).join().unwrap();
+    /// log.lock().push("thread");
+    /// assert_eq!(*log.lock(), ["coroutine", "thread"]);
+    /// ```
     #[inline]
     pub fn lock(&self) -> MutexGuard<'_, T> {
         self.raw.lock();
         MutexGuard { mutex: self, _not_send: PhantomData }
     }
 
-    /// Locks if it is free right now.
+    /// Locks if it is free right now; never waits.
+    ///
+    /// ```
+    /// use weft::sync::Mutex;
+    ///
+    /// let mutex = Mutex::new(1);
+    /// let guard = mutex.try_lock().expect("free");
+    /// assert!(mutex.try_lock().is_none(), "held");
+    /// drop(guard);
+    /// assert!(mutex.try_lock().is_some());
+    /// ```
     #[inline]
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
         // `then`, not `then_some`: a guard built eagerly on failure would be
@@ -383,12 +426,77 @@ impl<T: ?Sized> Mutex<T> {
     }
 
     /// Locks, waiting at most `timeout`; `None` if it did not get the lock.
+    /// The time is measured on `CLOCK_MONOTONIC` and `None` never comes
+    /// before `timeout` has passed; a waiter that gives up leaves the lock as
+    /// if it had never waited.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::Mutex;
+    ///
+    /// let mutex = Mutex::new(());
+    /// let _held = mutex.lock();
+    /// let start = Instant::now();
+    /// assert!(mutex.try_lock_for(Duration::from_millis(10)).is_none());
+    /// assert!(start.elapsed() >= Duration::from_millis(10));
+    /// ```
     pub fn try_lock_for(&self, timeout: Duration) -> Option<MutexGuard<'_, T>> {
+        self.try_lock_deadline(Deadline::after(timeout))
+    }
+
+    /// Locks, waiting until `deadline` at the latest; `None` if it did not
+    /// get the lock by then (never before `deadline`). An instant already
+    /// past tries once, like [`try_lock`](Self::try_lock).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::Mutex;
+    ///
+    /// let mutex = Mutex::new(0);
+    /// let deadline = Instant::now() + Duration::from_millis(10);
+    /// // Free: taken at once.
+    /// *mutex.try_lock_until(deadline).unwrap() += 1;
+    /// // Held: waits until the deadline, then gives up.
+    /// let _held = mutex.lock();
+    /// assert!(mutex.try_lock_until(deadline).is_none());
+    /// assert!(Instant::now() >= deadline);
+    /// ```
+    pub fn try_lock_until(&self, deadline: Instant) -> Option<MutexGuard<'_, T>> {
+        self.try_lock_deadline(super::deadline_at(deadline))
+    }
+
+    fn try_lock_deadline(&self, deadline: Deadline) -> Option<MutexGuard<'_, T>> {
         // `then`, not `then_some`: see try_lock.
-        self.raw.lock_until(Deadline::after(timeout)).then(|| MutexGuard { mutex: self, _not_send: PhantomData })
+        self.raw.lock_until(deadline).then(|| MutexGuard { mutex: self, _not_send: PhantomData })
+    }
+
+    /// Whether the mutex is held right now, by anyone. Only a snapshot (it
+    /// may change at once): for assertions and diagnostics, not for
+    /// deciding whether to lock.
+    ///
+    /// ```
+    /// use weft::sync::Mutex;
+    ///
+    /// let mutex = Mutex::new(());
+    /// assert!(!mutex.is_locked());
+    /// let guard = mutex.lock();
+    /// assert!(mutex.is_locked());
+    /// drop(guard);
+    /// assert!(!mutex.is_locked());
+    /// ```
+    pub fn is_locked(&self) -> bool {
+        self.raw.is_locked()
     }
 
     /// The value, through `&mut self` (no locking needed).
+    ///
+    /// ```
+    /// use weft::sync::Mutex;
+    ///
+    /// let mut mutex = Mutex::new(1);
+    /// *mutex.get_mut() += 1;
+    /// assert_eq!(*mutex.lock(), 2);
+    /// ```
     pub fn get_mut(&mut self) -> &mut T {
         // SAFETY: `&mut self` proves no guard and no other reference exists.
         self.data.with_mut(|p| unsafe { &mut *p })
@@ -416,6 +524,20 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
 
 /// Proof of holding a [`Mutex`]; unlocks on drop (also during unwinding).
 /// `!Send`: a lock is released by the coroutine or thread that took it.
+///
+/// ```
+/// use weft::sync::{Mutex, MutexGuard};
+///
+/// fn bump(guard: &mut MutexGuard<'_, u32>) {
+///     **guard += 1;
+/// }
+///
+/// let mutex = Mutex::new(0);
+/// let mut guard = mutex.lock();
+/// bump(&mut guard);
+/// drop(guard); // unlocks
+/// assert_eq!(*mutex.lock(), 1);
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct MutexGuard<'a, T: ?Sized> {
     mutex: &'a Mutex<T>,
@@ -429,6 +551,77 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
     /// The mutex this guard locks (Condvar uses it).
     pub(crate) fn mutex(guard: &Self) -> &'a Mutex<T> {
         guard.mutex
+    }
+
+    /// Turns the guard into one for a part of the data (a field, an
+    /// element), still holding the whole lock; it is released when the
+    /// mapped guard drops. An associated function (`MutexGuard::map(guard,
+    /// f)`), so that it does not hide a method of `T`.
+    ///
+    /// A mapped guard cannot be used with a [`Condvar`](super::Condvar):
+    /// waiting needs the whole mutex.
+    ///
+    /// If `f` panics, the lock is released as the guard unwinds.
+    ///
+    /// ```
+    /// use weft::sync::{MappedMutexGuard, Mutex, MutexGuard};
+    ///
+    /// struct Account {
+    ///     name: String,
+    ///     balance: i64,
+    /// }
+    ///
+    /// let account = Mutex::new(Account { name: "a".into(), balance: 10 });
+    /// let mut balance: MappedMutexGuard<'_, i64> = MutexGuard::map(account.lock(), |a| &mut a.balance);
+    /// *balance -= 3;
+    /// assert!(account.try_lock().is_none(), "still locked through the mapped guard");
+    /// drop(balance);
+    /// assert_eq!(account.lock().balance, 7);
+    /// assert_eq!(account.lock().name, "a");
+    /// ```
+    pub fn map<U: ?Sized, F>(guard: Self, f: F) -> MappedMutexGuard<'a, U>
+    where
+        F: FnOnce(&mut T) -> &mut U,
+    {
+        let mutex: &'a Mutex<T> = guard.mutex;
+        let raw = &mutex.raw;
+        // SAFETY: the guard proves we hold the lock, and it lives (owned
+        // here) until `f` returns: no one else touches the data meanwhile.
+        let data = NonNull::from(f(mutex.data.with_mut(|p| unsafe { &mut *p })));
+        // The mapped guard takes over the unlock.
+        std::mem::forget(guard);
+        MappedMutexGuard { raw, data, _marker: PhantomData }
+    }
+
+    /// Like [`map`](Self::map), for a part that may be absent: if `f`
+    /// returns `None`, the original guard comes back in `Err`, still
+    /// holding the lock.
+    ///
+    /// ```
+    /// use weft::sync::{Mutex, MutexGuard};
+    ///
+    /// let slots = Mutex::new(vec![1, 2, 3]);
+    /// let second = MutexGuard::try_map(slots.lock(), |v| v.get_mut(1)).expect("present");
+    /// assert_eq!(*second, 2);
+    /// drop(second);
+    /// let guard = MutexGuard::try_map(slots.lock(), |v| v.get_mut(10)).expect_err("absent");
+    /// assert_eq!(guard.len(), 3, "the lock is still held by the returned guard");
+    /// ```
+    pub fn try_map<U: ?Sized, F>(guard: Self, f: F) -> Result<MappedMutexGuard<'a, U>, Self>
+    where
+        F: FnOnce(&mut T) -> Option<&mut U>,
+    {
+        let mutex: &'a Mutex<T> = guard.mutex;
+        let raw = &mutex.raw;
+        // SAFETY: as in `map`.
+        match f(mutex.data.with_mut(|p| unsafe { &mut *p })) {
+            Some(data) => {
+                let data = NonNull::from(data);
+                std::mem::forget(guard);
+                Ok(MappedMutexGuard { raw, data, _marker: PhantomData })
+            }
+            None => Err(guard),
+        }
     }
 }
 
@@ -463,6 +656,123 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
 }
 
 impl<T: ?Sized + fmt::Display> fmt::Display for MutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
+/// A [`MutexGuard`] mapped to a part of the data ([`MutexGuard::map`]); it
+/// holds the whole lock and unlocks on drop (also during unwinding).
+/// `!Send`, like every guard.
+///
+/// ```
+/// use weft::sync::{MappedMutexGuard, Mutex, MutexGuard};
+///
+/// let pair = Mutex::new((1, String::from("x")));
+/// let mut text: MappedMutexGuard<'_, String> = MutexGuard::map(pair.lock(), |p| &mut p.1);
+/// text.push('y');
+/// drop(text);
+/// assert_eq!(pair.lock().1, "xy");
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct MappedMutexGuard<'a, T: ?Sized> {
+    raw: &'a RawMutex,
+    /// The mapped part; valid and ours while the lock is held.
+    data: NonNull<T>,
+    /// Borrows the data mutably for `'a` (invariant in `T`, as `&mut T`);
+    /// the pointer also makes the guard `!Send`.
+    _marker: PhantomData<&'a mut T>,
+}
+
+// SAFETY: sharing a guard only shares `&T`: T: Sync suffices.
+unsafe impl<T: ?Sized + Sync> Sync for MappedMutexGuard<'_, T> {}
+
+impl<'a, T: ?Sized> MappedMutexGuard<'a, T> {
+    /// Maps further, to a part of this part (see [`MutexGuard::map`]).
+    ///
+    /// ```
+    /// use weft::sync::{MappedMutexGuard, Mutex, MutexGuard};
+    ///
+    /// let nested = Mutex::new(((0, 1), 2));
+    /// let inner = MutexGuard::map(nested.lock(), |n| &mut n.0);
+    /// let mut one = MappedMutexGuard::map(inner, |i| &mut i.1);
+    /// *one = 10;
+    /// drop(one);
+    /// assert_eq!(*nested.lock(), ((0, 10), 2));
+    /// ```
+    pub fn map<U: ?Sized, F>(guard: Self, f: F) -> MappedMutexGuard<'a, U>
+    where
+        F: FnOnce(&mut T) -> &mut U,
+    {
+        let raw = guard.raw;
+        let mut ptr = guard.data;
+        // SAFETY: the guard holds the lock and lives until `f` returns; the
+        // pointer is the data it guards, borrowed mutably only here.
+        let data = NonNull::from(f(unsafe { ptr.as_mut() }));
+        std::mem::forget(guard);
+        MappedMutexGuard { raw, data, _marker: PhantomData }
+    }
+
+    /// Like [`map`](Self::map), for a part that may be absent; `Err` gives
+    /// this guard back.
+    ///
+    /// ```
+    /// use weft::sync::{MappedMutexGuard, Mutex, MutexGuard};
+    ///
+    /// let lists = Mutex::new((vec![1], vec![2, 3]));
+    /// let second = MutexGuard::map(lists.lock(), |l| &mut l.1);
+    /// let last = MappedMutexGuard::try_map(second, |v| v.last_mut()).expect("present");
+    /// assert_eq!(*last, 3);
+    /// ```
+    pub fn try_map<U: ?Sized, F>(guard: Self, f: F) -> Result<MappedMutexGuard<'a, U>, Self>
+    where
+        F: FnOnce(&mut T) -> Option<&mut U>,
+    {
+        let raw = guard.raw;
+        let mut ptr = guard.data;
+        // SAFETY: as in `map`.
+        match f(unsafe { ptr.as_mut() }) {
+            Some(data) => {
+                let data = NonNull::from(data);
+                std::mem::forget(guard);
+                Ok(MappedMutexGuard { raw, data, _marker: PhantomData })
+            }
+            None => Err(guard),
+        }
+    }
+}
+
+impl<T: ?Sized> Deref for MappedMutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock, and `data` points into the
+        // locked data (see `MutexGuard::map`).
+        unsafe { self.data.as_ref() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for MappedMutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in deref, and `&mut self` makes this the only reference.
+        unsafe { self.data.as_mut() }
+    }
+}
+
+impl<T: ?Sized> Drop for MappedMutexGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: the guard holds the lock (taken over from a MutexGuard).
+        unsafe { self.raw.unlock() };
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for MappedMutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Display> fmt::Display for MappedMutexGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&**self, f)
     }
@@ -504,6 +814,36 @@ mod loom_models {
     #[test]
     fn three_threads_increment() {
         increments(3);
+    }
+
+    /// A timed lock (which may give up at any moment) and an untimed one
+    /// queue behind the holder: the untimed one always gets in (a PARKED
+    /// bit cleared under it, or a wake lost to the timed-out waiter, is a
+    /// loom deadlock), no increment is lost, and the word ends clear.
+    #[test]
+    fn timed_lock_leaves_no_trace() {
+        loom::model(|| {
+            let mutex = Arc::new(Mutex::new(0usize));
+            let held = mutex.lock();
+            let timed = {
+                let mutex = Arc::clone(&mutex);
+                thread::spawn(move || {
+                    if let Some(mut guard) = mutex.try_lock_for(Duration::from_secs(3600)) {
+                        *guard += 1;
+                    }
+                })
+            };
+            let untimed = {
+                let mutex = Arc::clone(&mutex);
+                thread::spawn(move || *mutex.lock() += 10)
+            };
+            drop(held);
+            timed.join().unwrap();
+            untimed.join().unwrap();
+            let total = *mutex.lock();
+            assert!(total == 10 || total == 11, "an increment was lost: {total}");
+            assert_eq!(mutex.raw().state.load(Ordering::Relaxed), 0, "the word is not clear");
+        });
     }
 
     /// A failed try_lock never disturbs the holder: if it released the

@@ -1,5 +1,7 @@
 //! `Semaphore`: a counting semaphore with strict FIFO hand-off, for
 //! coroutines and OS threads alike (they can wait on the same semaphore).
+//! A waiter may ask for several permits at once (`acquire_many`); it keeps
+//! its place, and those behind it wait until it is served.
 //!
 //! # State word
 //!
@@ -8,41 +10,77 @@
 //!
 //!  permits   WAITING   meaning
 //!  -------   -------   ---------------------------------------------------
-//!  n > 0     0         n permits free, nobody queued
-//!  0         0         none free, nobody queued
-//!  0         1         none free, waiters queued (or one about to queue):
-//!                      a release must hand its permit to the oldest waiter
-//!  n > 0     1         never: a release with WAITING set hands its permit
-//!                      over instead of banking it (see "Invariant")
+//!  n         0         n permits free, nobody queued
+//!  r         1         waiters queued (or one about to queue); the r permits
+//!                      are set aside for the waiter at the head of the
+//!                      queue, and are fewer than it asked for (see
+//!                      "Invariant"); nobody else may take them
 //! ```
 //!
-//! - Fast paths: `try_acquire`/`acquire` take a permit with one CAS
-//!   (permits -= 1) when WAITING is clear; a release adds with one CAS
-//!   when WAITING is clear.
-//! - Slow path of `acquire` (`#[cold]`): spin briefly while nobody is
-//!   queued, then set WAITING and park on the state word's address,
-//!   validating under the bucket lock that WAITING is still set.
-//! - Slow path of a release (`#[cold]`): WAITING is set, so the permit goes
-//!   straight to the oldest waiter: `unpark_one` takes it off the queue and
-//!   hands it [`TOKEN_PERMIT`], "you were handed a permit"; the waiter
-//!   returns owning it without touching the counter. The callback clears
-//!   WAITING when that was the last waiter (it runs under the bucket lock,
-//!   so no waiter can validate in between). If no waiter was queued after
-//!   all (WAITING was set by an acquirer that has not validated yet), it
-//!   clears WAITING and the release banks its permit with the fast-path CAS
-//!   instead, which sees WAITING again if that acquirer set it anew.
+//! Beside the word, `queued` counts the waiters on the queue; it is read
+//! and written only under the key's bucket lock.
+//!
+//! ```text
+//!  transition                           who                      bucket lock
+//!  -----------------------------------  -----------------------  -----------
+//!  n -> n - k           (WAITING clear)  an acquirer of k <= n    no
+//!  n -> n + k           (WAITING clear)  a release of k           no
+//!  n -> n | WAITING     (n < k)          an acquirer of k,        no
+//!                                        before it parks
+//!  r|W -> (r + k - served)|W or, with    a release of k serves    yes
+//!         the queue emptied, no W        the head while it can
+//!  r|W -> (r - k), no W (queued == 0)    an acquirer of k <= r    yes (its
+//!                                        that would be the head   validate)
+//!  r|W -> r, no W                        the last waiter leaves   yes
+//!                                        by a timeout, or a
+//!                                        release finds no waiter
+//!  r|W -> 0|W  (r given back at once)    a waiter that leaves by  yes
+//!                                        a timeout, not last
+//! ```
+//!
+//! - Fast paths: `try_acquire`/`acquire` take with one CAS when WAITING is
+//!   clear and enough permits are free; a release adds with one CAS when
+//!   WAITING is clear.
+//! - Slow path of an acquire (`#[cold]`): spin briefly while nobody is
+//!   queued, then set WAITING and park on the state word's address with a
+//!   park token saying how many permits it wants (`lot::park_with_token`),
+//!   validating under the bucket lock that WAITING is still set. A waiter
+//!   that finds, at that moment, nobody queued and enough permits set aside
+//!   takes them instead of parking (someone who set WAITING asking for more
+//!   has not queued yet; it retries).
+//! - Slow path of a release (`#[cold]`): WAITING is set, so the permits go
+//!   to the queue (`lot::unpark_filter`): under the bucket lock, they are
+//!   added to those set aside, and the waiter at the head is served (taken
+//!   off the queue and handed [`TOKEN_PERMIT`], "your permits are yours")
+//!   while they cover what it asked for; then the next, and so on. The first
+//!   waiter they do not cover stops the serving: it keeps them set aside,
+//!   and every waiter behind it keeps waiting, however few permits it asked
+//!   for. WAITING is cleared with the last waiter served; if no waiter was
+//!   queued after all (WAITING was set by an acquirer that has not
+//!   validated yet), it is cleared and the release banks its permits with
+//!   the fast-path CAS instead, which sees WAITING again if that acquirer
+//!   set it anew.
 //! - A waiter whose deadline passes removes itself (the parking lot does it
-//!   under the bucket lock) and clears WAITING if it was the last one.
+//!   under the bucket lock). If it was the last, WAITING is cleared and the
+//!   permits set aside become free. Otherwise it may have been the head, and
+//!   the permits set aside for it may cover the next waiter: it takes them
+//!   out of the word and gives them back through a release once the bucket
+//!   is unlocked, which serves the queue as any release does. So a waiter
+//!   that gives up leaves the semaphore as if it had never waited. A runtime
+//!   unwinding a parked coroutine leaves the same way.
 //!
-//! # Invariant: WAITING => no free permits
+//! # Invariant: WAITING => the permits set aside do not cover the head
 //!
-//! An acquirer sets WAITING only on a state with 0 permits; permits are
-//! banked only by a CAS that saw WAITING clear; the hand-off never banks.
-//! So a free permit and a queued waiter never coexist, and that is what
-//! makes the semaphore FIFO: an acquirer that finds WAITING set queues
-//! behind the waiters even when it arrives at the very moment a permit is
-//! released, because that permit is already on its way to the oldest
-//! waiter. `acquire` never overtakes an earlier waiter.
+//! An acquirer sets WAITING only on a state with fewer permits than it asks
+//! for; permits are banked only by a CAS that saw WAITING clear; a release
+//! with WAITING set serves the queue until the head is not covered. So a
+//! waiter is never left queued behind permits that would serve it, and no
+//! newcomer takes permits while anyone waits. That is what makes the
+//! semaphore FIFO: an acquirer that finds WAITING set queues behind the
+//! waiters even when it arrives at the very moment permits are released,
+//! because those permits are already on their way to the waiters before it.
+//! `acquire` never overtakes an earlier waiter, and a waiter for many
+//! permits is never overtaken by later waiters for fewer.
 //!
 //! Rejected alternative: waking the oldest waiter and letting it compete
 //! for a banked permit (barging, as `Mutex` does). It is faster under
@@ -52,34 +90,44 @@
 //! # Limits
 //!
 //! At most [`Semaphore::MAX_PERMITS`] (`usize::MAX >> 1`) permits; adding
-//! past it panics with a message instead of wrapping.
+//! past it panics with a message instead of wrapping, and so does asking for
+//! more at once than a semaphore can ever hold.
 //!
 //! Orderings: taking a permit is Acquire and banking one is Release, so
 //! whatever a releaser did before releasing is visible to the acquirer that
 //! gets its permit (as with tokio's semaphore); a handed-over permit is
-//! published by the parking lot's `removed` Release/Acquire pair.
+//! published by the parking lot's `removed` Release/Acquire pair, and every
+//! change of the word is a read-modify-write, so no release sequence is
+//! broken by the changes made under the bucket lock.
 
 use super::spinlock::SpinWait;
 use crate::loom::{AtomicUsize, Ordering};
-use crate::park::lot::{self, DEFAULT_TOKEN, ParkResult};
+use crate::park::lot::{self, FilterOp, ParkResult};
 use crate::sys::futex::Deadline;
+use std::cell::Cell;
 use std::fmt;
 use std::time::Duration;
 
 const WAITING: usize = 0b1;
-/// One permit in the state word.
-const ONE_PERMIT: usize = 0b10;
 
-/// Token for a waiter that was handed a permit (it returns owning it).
+/// Token for a waiter that was handed its permits (it returns owning them).
 const TOKEN_PERMIT: usize = 1;
 
-/// A counting semaphore, FIFO: `acquire` never overtakes an earlier waiter.
+/// The free permits in `state` (none while waiters are queued: those in the
+/// word are set aside for the head of the queue).
+fn free_permits(state: usize) -> usize {
+    if state & WAITING != 0 { 0 } else { state >> 1 }
+}
+
+/// A counting semaphore, FIFO: `acquire` never overtakes an earlier waiter,
+/// and a waiter for several permits ([`acquire_many`](Self::acquire_many))
+/// is served before everyone who came after it.
 ///
 /// Works from coroutines (a waiting coroutine parks and its worker runs
 /// others) and from OS threads (a waiting thread blocks on a futex).
 ///
-/// A [`SemaphorePermit`] gives its permit back when dropped; [`forget`]
-/// keeps it taken, which gives the classic P/V operations:
+/// A [`SemaphorePermit`] gives its permits back when dropped; [`forget`]
+/// keeps them taken, which gives the classic P/V operations:
 ///
 /// ```
 /// use std::sync::Arc;
@@ -112,10 +160,21 @@ const TOKEN_PERMIT: usize = 1;
 pub struct Semaphore {
     /// `permits << 1 | WAITING`; see the module docs.
     state: AtomicUsize,
+    /// Waiters on the queue. Read and written only under the key's bucket
+    /// lock (so Relaxed): +1 in a waiter's validation, -1 when a release
+    /// serves one or one leaves by a timeout.
+    queued: AtomicUsize,
 }
 
 impl Semaphore {
     /// The most permits a semaphore can hold.
+    ///
+    /// ```
+    /// use weft::sync::Semaphore;
+    ///
+    /// let sem = Semaphore::new(Semaphore::MAX_PERMITS);
+    /// assert_eq!(sem.available_permits(), usize::MAX >> 1);
+    /// ```
     pub const MAX_PERMITS: usize = usize::MAX >> 1;
 
     /// A semaphore with `permits` free permits.
@@ -123,17 +182,25 @@ impl Semaphore {
     /// # Panics
     ///
     /// If `permits` exceeds [`MAX_PERMITS`](Self::MAX_PERMITS).
+    ///
+    /// ```
+    /// use weft::sync::Semaphore;
+    ///
+    /// static CONNECTIONS: Semaphore = Semaphore::new(4);
+    /// let _permit = CONNECTIONS.acquire();
+    /// assert_eq!(CONNECTIONS.available_permits(), 3);
+    /// ```
     #[cfg(not(loom))]
     pub const fn new(permits: usize) -> Semaphore {
         assert!(permits <= Self::MAX_PERMITS, "Semaphore::new: more permits than Semaphore::MAX_PERMITS");
-        Semaphore { state: AtomicUsize::new(permits << 1) }
+        Semaphore { state: AtomicUsize::new(permits << 1), queued: AtomicUsize::new(0) }
     }
 
     /// A semaphore with `permits` free permits.
     #[cfg(loom)]
     pub fn new(permits: usize) -> Semaphore {
         assert!(permits <= Self::MAX_PERMITS, "Semaphore::new: more permits than Semaphore::MAX_PERMITS");
-        Semaphore { state: AtomicUsize::new(permits << 1) }
+        Semaphore { state: AtomicUsize::new(permits << 1), queued: AtomicUsize::new(0) }
     }
 
     /// The parking-lot key of this semaphore.
@@ -143,28 +210,140 @@ impl Semaphore {
 
     /// Takes a permit, waiting (parking the coroutine, or blocking the
     /// thread) until one is free and every earlier waiter has been served.
+    ///
+    /// ```
+    /// use weft::sync::Semaphore;
+    ///
+    /// let sem = Semaphore::new(1);
+    /// let permit = sem.acquire();
+    /// assert_eq!(sem.available_permits(), 0);
+    /// drop(permit);
+    /// assert_eq!(sem.available_permits(), 1);
+    /// ```
     #[inline]
     pub fn acquire(&self) -> SemaphorePermit<'_> {
-        if !self.try_take() {
-            let acquired = self.acquire_contended(None);
+        if !self.try_take(1) {
+            let acquired = self.acquire_contended(1, None);
             debug_assert!(acquired, "Semaphore: an untimed acquire gave up");
         }
-        SemaphorePermit { semaphore: self }
+        SemaphorePermit { semaphore: self, permits: 1 }
     }
 
     /// Takes a permit if one is free right now and nobody is queued for one
     /// (FIFO: it does not overtake waiters); never waits.
+    ///
+    /// ```
+    /// use weft::sync::Semaphore;
+    ///
+    /// let sem = Semaphore::new(1);
+    /// let permit = sem.try_acquire().expect("one is free");
+    /// assert!(sem.try_acquire().is_none());
+    /// drop(permit);
+    /// ```
     #[inline]
     pub fn try_acquire(&self) -> Option<SemaphorePermit<'_>> {
-        self.try_take().then(|| SemaphorePermit { semaphore: self })
+        self.try_take(1).then(|| SemaphorePermit { semaphore: self, permits: 1 })
     }
 
     /// Takes a permit, waiting at most `timeout`; `None` if none came in
     /// time. Never returns `None` before `timeout` has passed (the deadline
-    /// is on `CLOCK_MONOTONIC`); it may return a little after.
+    /// is on `CLOCK_MONOTONIC`); it may return a little after. A waiter that
+    /// gives up leaves the semaphore as if it had never waited.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::Semaphore;
+    ///
+    /// let sem = Semaphore::new(0);
+    /// let start = Instant::now();
+    /// assert!(sem.acquire_timeout(Duration::from_millis(10)).is_none());
+    /// assert!(start.elapsed() >= Duration::from_millis(10));
+    /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Option<SemaphorePermit<'_>> {
+        self.acquire_many_timeout(1, timeout)
+    }
+
+    /// Takes `n` permits at once, waiting until they are free and every
+    /// earlier waiter has been served. While it waits at the head of the
+    /// queue, permits released are set aside for it until there are `n`;
+    /// waiters behind it, even for a single permit, wait until it is served
+    /// (so a request for more permits than will ever be free waits for ever,
+    /// and so does everyone behind it). `n == 0` returns an empty permit at
+    /// once.
+    ///
+    /// # Panics
+    ///
+    /// If `n` exceeds [`MAX_PERMITS`](Self::MAX_PERMITS): the semaphore
+    /// could never hold that many.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use weft::sync::Semaphore;
+    ///
+    /// let budget = Arc::new(Semaphore::new(1));
+    /// let b = Arc::clone(&budget);
+    /// let big = weft::spawn(move || b.acquire_many(3).num_permits());
+    /// budget.add_permits(2); // 3 free in all: the waiter for 3 gets them
+    /// assert_eq!(big.join().unwrap(), 3);
+    /// assert_eq!(budget.available_permits(), 3, "given back on drop");
+    /// ```
+    #[inline]
+    pub fn acquire_many(&self, n: usize) -> SemaphorePermit<'_> {
+        check_request(n);
+        if n > 0 && !self.try_take(n) {
+            let acquired = self.acquire_contended(n, None);
+            debug_assert!(acquired, "Semaphore: an untimed acquire gave up");
+        }
+        SemaphorePermit { semaphore: self, permits: n }
+    }
+
+    /// Takes `n` permits if they are free right now and nobody is queued
+    /// (FIFO: it does not overtake waiters); never waits. `n == 0` always
+    /// succeeds.
+    ///
+    /// # Panics
+    ///
+    /// If `n` exceeds [`MAX_PERMITS`](Self::MAX_PERMITS).
+    ///
+    /// ```
+    /// use weft::sync::Semaphore;
+    ///
+    /// let sem = Semaphore::new(3);
+    /// let two = sem.try_acquire_many(2).expect("3 free");
+    /// assert!(sem.try_acquire_many(2).is_none(), "1 free");
+    /// assert_eq!(two.num_permits(), 2);
+    /// ```
+    #[inline]
+    pub fn try_acquire_many(&self, n: usize) -> Option<SemaphorePermit<'_>> {
+        check_request(n);
+        (n == 0 || self.try_take(n)).then(|| SemaphorePermit { semaphore: self, permits: n })
+    }
+
+    /// Takes `n` permits at once, waiting at most `timeout` (FIFO, as
+    /// [`acquire_many`](Self::acquire_many)); `None` if they did not come
+    /// in time, never before `timeout` has passed. A waiter that gives up
+    /// leaves the semaphore as if it had never waited: permits set aside
+    /// for it go to the waiters behind it, or become free.
+    ///
+    /// # Panics
+    ///
+    /// If `n` exceeds [`MAX_PERMITS`](Self::MAX_PERMITS).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::Semaphore;
+    ///
+    /// let sem = Semaphore::new(2);
+    /// let start = Instant::now();
+    /// assert!(sem.acquire_many_timeout(3, Duration::from_millis(10)).is_none());
+    /// assert!(start.elapsed() >= Duration::from_millis(10));
+    /// assert_eq!(sem.available_permits(), 2, "the two stayed free");
+    /// ```
+    pub fn acquire_many_timeout(&self, n: usize, timeout: Duration) -> Option<SemaphorePermit<'_>> {
+        check_request(n);
         let deadline = Deadline::after(timeout);
-        (self.try_take() || self.acquire_contended(Some(deadline))).then(|| SemaphorePermit { semaphore: self })
+        let acquired = n == 0 || self.try_take(n) || self.acquire_contended(n, Some(deadline));
+        acquired.then(|| SemaphorePermit { semaphore: self, permits: n })
     }
 
     /// Adds `n` permits: hands them to queued waiters first, oldest first,
@@ -172,57 +351,79 @@ impl Semaphore {
     ///
     /// # Panics
     ///
-    /// If the free permits would exceed [`MAX_PERMITS`](Self::MAX_PERMITS).
+    /// If the permits would exceed [`MAX_PERMITS`](Self::MAX_PERMITS).
+    ///
+    /// ```
+    /// use weft::sync::Semaphore;
+    ///
+    /// let sem = Semaphore::new(0);
+    /// sem.add_permits(2);
+    /// assert_eq!(sem.available_permits(), 2);
+    /// ```
     #[inline]
     pub fn add_permits(&self, n: usize) {
         self.release(n);
     }
 
-    /// The free permits right now (a snapshot: others may change it at once).
+    /// The free permits right now (a snapshot: others may change it at
+    /// once). Permits set aside for a waiter at the head of the queue (one
+    /// that asked for more than have come so far) are not free.
+    ///
+    /// ```
+    /// use weft::sync::Semaphore;
+    ///
+    /// let sem = Semaphore::new(5);
+    /// let _three = sem.acquire_many(3);
+    /// assert_eq!(sem.available_permits(), 2);
+    /// ```
     pub fn available_permits(&self) -> usize {
-        self.state.load(Ordering::Relaxed) >> 1
+        free_permits(self.state.load(Ordering::Relaxed))
     }
 
-    /// One CAS loop: takes a permit if one is free and WAITING is clear.
+    /// One CAS loop: takes `n` (1..=MAX_PERMITS) permits if that many are
+    /// free and WAITING is clear.
     #[inline]
-    fn try_take(&self) -> bool {
+    fn try_take(&self, n: usize) -> bool {
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
-            if state & WAITING != 0 || state < ONE_PERMIT {
+            if state & WAITING != 0 || state >> 1 < n {
                 return false;
             }
-            // Acquire: pairs with the Release of the release that banked
-            // this permit.
-            match self.state.compare_exchange_weak(state, state - ONE_PERMIT, Ordering::Acquire, Ordering::Relaxed) {
+            // Acquire: pairs with the Release of the releases that banked
+            // these permits.
+            match self.state.compare_exchange_weak(state, state - (n << 1), Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => return true,
                 Err(actual) => state = actual,
             }
         }
     }
 
-    /// Waits for a permit (until `deadline`, if any); `false` on timeout.
+    /// Waits for `n` (1..=MAX_PERMITS) permits (until `deadline`, if any);
+    /// `false` on timeout.
     #[cold]
-    fn acquire_contended(&self, deadline: Option<Deadline>) -> bool {
+    fn acquire_contended(&self, n: usize, deadline: Option<Deadline>) -> bool {
+        debug_assert!(n > 0 && n <= Self::MAX_PERMITS, "Semaphore: waiting for {n} permits");
         let mut spin = SpinWait::new();
+        // Permits a timed-out waiter took out of the word to give back once
+        // the bucket is unlocked (module docs); dropped on every exit, so an
+        // unwind gives them back too.
+        let give_back = GiveBack { semaphore: self, permits: Cell::new(0) };
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
-            debug_assert!(
-                state & WAITING == 0 || state == WAITING,
-                "Semaphore: free permits while waiters are queued (state {state:#x})"
-            );
-            if state & WAITING == 0 && state >= ONE_PERMIT {
+            if state & WAITING == 0 && state >> 1 >= n {
                 // Acquire: as in try_take.
-                match self.state.compare_exchange_weak(state, state - ONE_PERMIT, Ordering::Acquire, Ordering::Relaxed)
-                {
+                match self.state.compare_exchange_weak(state, state - (n << 1), Ordering::Acquire, Ordering::Relaxed) {
                     Ok(_) => return true,
                     Err(actual) => state = actual,
                 }
                 continue;
             }
-            if deadline.is_some_and(|d| d.has_passed()) {
+            // Nothing of ours is in the word here (a WAITING we set before
+            // an earlier park is the queue's now): giving up leaves no trace.
+            if deadline.is_some_and(lot::deadline_passed) {
                 return false;
             }
-            // Spin while nobody is queued: a permit may come back at once.
+            // Spin while nobody is queued: permits may come back at once.
             if state & WAITING == 0 && spin.spin() {
                 state = self.state.load(Ordering::Relaxed);
                 continue;
@@ -231,38 +432,71 @@ impl Semaphore {
             // with the releaser's unpark.
             if state & WAITING == 0 {
                 if let Err(actual) =
-                    self.state.compare_exchange_weak(state, WAITING, Ordering::Relaxed, Ordering::Relaxed)
+                    self.state.compare_exchange_weak(state, state | WAITING, Ordering::Relaxed, Ordering::Relaxed)
                 {
                     state = actual;
                     continue;
                 }
             }
+            let mut took = false;
             crate::park::waiting_on(crate::park::ParkedOn::Semaphore(self.key()));
-            let result = lot::park_passing_on(
+            let result = lot::park_with_token(
                 self.key(),
-                // Park only while WAITING is set: then every release goes to
-                // `release_contended`, which will find us in the queue.
-                || self.state.load(Ordering::Relaxed) & WAITING != 0,
+                n,
+                || {
+                    let state = self.state.load(Ordering::Relaxed);
+                    // Park only while WAITING is set: then every release
+                    // goes to `release_contended`, which will find us.
+                    if state & WAITING == 0 {
+                        return false;
+                    }
+                    // Nobody queued and enough set aside: ours, instead of
+                    // parking at the head with nobody to serve us. The queue
+                    // is empty, so WAITING goes too.
+                    if self.queued.load(Ordering::Relaxed) == 0 && state >> 1 >= n {
+                        // Acquire: as in try_take. The word only changes
+                        // under this bucket lock while WAITING is set.
+                        let taken = self.state.compare_exchange(
+                            state,
+                            ((state >> 1) - n) << 1,
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        );
+                        debug_assert!(taken.is_ok(), "Semaphore: the word changed under the bucket lock");
+                        took = taken.is_ok();
+                        return false;
+                    }
+                    self.queued.fetch_add(1, Ordering::Relaxed);
+                    true
+                },
                 || {},
+                // Timed out, or unwound by a runtime while parked (under
+                // the bucket lock): see the module docs.
                 |_, was_last| {
-                    // Under the bucket lock: the last waiter leaves, so a
-                    // release may bank again. WAITING => 0 permits, so this
-                    // leaves the state at exactly 0.
+                    self.queued.fetch_sub(1, Ordering::Relaxed);
                     if was_last {
+                        // The permits set aside become free.
                         self.state.fetch_and(!WAITING, Ordering::Relaxed);
+                    } else {
+                        // We may have been the head: what was set aside for
+                        // us may serve the next one. Acquire: we give these
+                        // permits back with a Release of our own.
+                        let state = self.state.swap(WAITING, Ordering::Acquire);
+                        give_back.permits.set(state >> 1);
                     }
                 },
-                // Unwound by a shutdown after a release handed us a permit,
-                // before we ran: give it back (to the next waiter, if any).
+                // Unwound by a shutdown after a release served us, before
+                // we ran: give the permits back (to the next waiters).
                 |_, token| {
                     if token == TOKEN_PERMIT {
-                        self.release(1);
+                        self.release(n);
                     }
                 },
                 deadline,
             );
             match result {
                 ParkResult::Unparked(TOKEN_PERMIT) => return true,
+                ParkResult::Invalid if took => return true,
                 // Only after the deadline passed (the parking lot checks).
                 ParkResult::TimedOut => return false,
                 ParkResult::Unparked(_) | ParkResult::Invalid => {}
@@ -289,12 +523,15 @@ impl Semaphore {
         self.release_contended(n);
     }
 
-    /// The release loop: hand one permit to the oldest waiter while WAITING
-    /// is set, bank the rest once it is clear.
+    /// The release loop: serve the queue while WAITING is set, bank once it
+    /// is clear.
     #[cold]
-    fn release_contended(&self, mut n: usize) {
+    fn release_contended(&self, n: usize) {
+        if n > Self::MAX_PERMITS {
+            permit_overflow(self.state.load(Ordering::Relaxed) >> 1, n);
+        }
         let mut state = self.state.load(Ordering::Relaxed);
-        while n > 0 {
+        loop {
             if state & WAITING == 0 {
                 let banked = checked_add_permits(state, n);
                 // Release: as in `release`.
@@ -304,20 +541,85 @@ impl Semaphore {
                 }
                 continue;
             }
-            let woken = lot::unpark_one(self.key(), |result| {
-                // Under the bucket lock. The last waiter leaves (or none was
-                // queued after all): clear WAITING so releases bank again.
-                // An acquirer that set WAITING but has not validated yet sees
-                // it clear and retries instead of parking.
-                if result.unparked == 0 || !result.have_more {
-                    self.state.fetch_and(!WAITING, Ordering::Relaxed);
-                }
-                if result.unparked > 0 { TOKEN_PERMIT } else { DEFAULT_TOKEN }
-            });
-            n -= woken.unparked;
+            if self.serve_queue(n) {
+                return;
+            }
             state = self.state.load(Ordering::Relaxed);
         }
     }
+
+    /// Adds `n` (at most MAX_PERMITS) permits to those set aside for the
+    /// queue and serves waiters from the head while they cover what each
+    /// asked for (module docs). `false` if nobody was queued: WAITING is
+    /// then cleared, nothing added, and the caller banks the permits.
+    fn serve_queue(&self, n: usize) -> bool {
+        // The permits for the queue, read at the first waiter (under the
+        // bucket lock, where the word holds still while WAITING is set).
+        let for_queue: Cell<Option<usize>> = Cell::new(None);
+        let mut overflow = None;
+        lot::unpark_filter(
+            self.key(),
+            |wants| {
+                // No overflow: set aside < MAX_PERMITS, and n <= MAX_PERMITS.
+                let left = for_queue.get().unwrap_or_else(|| (self.state.load(Ordering::Relaxed) >> 1) + n);
+                if left < wants {
+                    for_queue.set(Some(left));
+                    return FilterOp::Stop; // the head waits on; so does everyone behind it
+                }
+                for_queue.set(Some(left - wants));
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                FilterOp::Unpark
+            },
+            |result| {
+                match for_queue.get() {
+                    None => {
+                        // Nobody queued: WAITING was set by an acquirer that
+                        // has not validated yet (it sees it clear and
+                        // retries), or the last waiter just left. Let
+                        // releases bank again.
+                        self.state.fetch_and(!WAITING, Ordering::Relaxed);
+                    }
+                    Some(left) => {
+                        // Never panic here (waiters are off the queue and
+                        // the bucket lock is held): keep what fits and
+                        // panic once unlocked.
+                        if left > Self::MAX_PERMITS {
+                            overflow = Some(left);
+                        }
+                        let waiting = if result.have_more { WAITING } else { 0 };
+                        // AcqRel: Acquire takes in the releases that banked
+                        // the permits we hand over; Release publishes ours
+                        // to whoever takes the rest once WAITING is clear.
+                        let previous = self.state.swap(left.min(Self::MAX_PERMITS) << 1 | waiting, Ordering::AcqRel);
+                        debug_assert!(previous & WAITING != 0, "Semaphore: served a queue without WAITING");
+                    }
+                }
+                TOKEN_PERMIT
+            },
+        );
+        if let Some(total) = overflow {
+            permit_overflow(total - n, n);
+        }
+        for_queue.get().is_some()
+    }
+}
+
+/// Panics for a request of more permits than a semaphore can hold.
+#[inline]
+fn check_request(n: usize) {
+    if n > Semaphore::MAX_PERMITS {
+        too_many_requested(n);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn too_many_requested(n: usize) -> ! {
+    panic!(
+        "Semaphore: {n} permits requested at once, more than Semaphore::MAX_PERMITS ({}): \
+         the request could never be served",
+        Semaphore::MAX_PERMITS
+    )
 }
 
 /// The state word with `n` more permits banked (WAITING clear in `state`).
@@ -345,6 +647,24 @@ fn permit_overflow(permits: usize, n: usize) -> ! {
     )
 }
 
+/// Permits a timed-out waiter took out of the word (module docs), given
+/// back when its wait ends, however it ends.
+struct GiveBack<'a> {
+    semaphore: &'a Semaphore,
+    permits: Cell<usize>,
+}
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        // Under loom a detected deadlock unwinds every model thread after
+        // loom has torn the execution down (as in the parking lot's guard).
+        if cfg!(loom) && std::thread::panicking() {
+            return;
+        }
+        self.semaphore.release(self.permits.get());
+    }
+}
+
 impl Default for Semaphore {
     /// A semaphore with no free permits.
     fn default() -> Self {
@@ -356,40 +676,74 @@ impl fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.state.load(Ordering::Relaxed);
         f.debug_struct("Semaphore")
-            .field("available_permits", &(state >> 1))
+            .field("available_permits", &free_permits(state))
             .field("waiters", &(state & WAITING != 0))
             .finish()
     }
 }
 
-/// One permit of a [`Semaphore`]; given back when dropped (also during
-/// unwinding), or kept taken with [`forget`](Self::forget).
+/// Permits of a [`Semaphore`] (one from `acquire`, `n` from
+/// `acquire_many(n)`); given back when dropped (also during unwinding), or
+/// kept taken with [`forget`](Self::forget).
 ///
 /// Unlike lock guards it is `Send`: a permit is a count, not an ownership
 /// of data, and may be given back from another coroutine or thread.
+///
+/// ```
+/// use weft::sync::{Semaphore, SemaphorePermit};
+///
+/// let sem = Semaphore::new(2);
+/// let permit: SemaphorePermit<'_> = sem.acquire();
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(permit)); // given back on another thread
+/// });
+/// assert_eq!(sem.available_permits(), 2);
+/// ```
 #[must_use = "the permit is given back as soon as it is dropped"]
 pub struct SemaphorePermit<'a> {
     semaphore: &'a Semaphore,
+    permits: usize,
 }
 
 impl SemaphorePermit<'_> {
-    /// Keeps the permit taken: it is not given back on drop (P without V).
-    /// [`Semaphore::add_permits`] gives permits back explicitly.
+    /// Keeps the permits taken: they are not given back on drop (P without
+    /// V). [`Semaphore::add_permits`] gives permits back explicitly.
+    ///
+    /// ```
+    /// use weft::sync::Semaphore;
+    ///
+    /// let sem = Semaphore::new(3);
+    /// sem.acquire_many(2).forget();
+    /// assert_eq!(sem.available_permits(), 1);
+    /// ```
     pub fn forget(self) {
         std::mem::forget(self);
+    }
+
+    /// How many permits this holds.
+    ///
+    /// ```
+    /// use weft::sync::Semaphore;
+    ///
+    /// let sem = Semaphore::new(5);
+    /// assert_eq!(sem.acquire().num_permits(), 1);
+    /// assert_eq!(sem.acquire_many(4).num_permits(), 4);
+    /// ```
+    pub fn num_permits(&self) -> usize {
+        self.permits
     }
 }
 
 impl Drop for SemaphorePermit<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.semaphore.release(1);
+        self.semaphore.release(self.permits);
     }
 }
 
 impl fmt::Debug for SemaphorePermit<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SemaphorePermit").finish_non_exhaustive()
+        f.debug_struct("SemaphorePermit").field("permits", &self.permits).finish_non_exhaustive()
     }
 }
 
@@ -571,6 +925,42 @@ mod tests {
         drop(permit);
         releaser.join().unwrap();
         assert_eq!(sem.available_permits(), 1);
+    }
+
+    /// A waiter for many at the head holds permits set aside; when it times
+    /// out, they go to the waiter behind it, and the word and the queued
+    /// count end exact.
+    #[test]
+    fn timed_out_head_leaves_exact_counts() {
+        let sem = Arc::new(Semaphore::new(0));
+        let s = Arc::clone(&sem);
+        let head = thread::spawn(move || s.acquire_many_timeout(4, Duration::from_millis(300)).is_none());
+        wait_until_queued(&sem);
+        let s = Arc::clone(&sem);
+        let behind = thread::spawn(move || s.acquire_many(3).forget());
+        thread::sleep(Duration::from_millis(30));
+        sem.add_permits(3);
+        assert_eq!(sem.state.load(Ordering::Relaxed), 3 << 1 | WAITING, "3 set aside for the head");
+        assert_eq!(sem.queued.load(Ordering::Relaxed), 2);
+        assert_eq!(sem.available_permits(), 0);
+        assert!(head.join().unwrap(), "the head got 4 of 3 permits");
+        behind.join().unwrap();
+        assert_eq!(sem.state.load(Ordering::Relaxed), 0);
+        assert_eq!(sem.queued.load(Ordering::Relaxed), 0);
+    }
+
+    /// A waiter that would be the head finds enough permits set aside for a
+    /// bigger waiter that set WAITING but has not queued: it takes them
+    /// instead of parking with nobody to serve it.
+    #[test]
+    fn validate_takes_permits_set_aside_when_nobody_is_queued() {
+        let sem = Semaphore::new(0);
+        // As if a waiter for 5 had set WAITING over 2 free permits and not
+        // queued yet.
+        sem.state.store(2 << 1 | WAITING, Ordering::Relaxed);
+        assert!(sem.acquire_many_timeout(2, Duration::from_secs(10)).map(SemaphorePermit::forget).is_some());
+        assert_eq!(sem.state.load(Ordering::Relaxed), 0, "took the two and cleared WAITING");
+        assert_eq!(sem.queued.load(Ordering::Relaxed), 0);
     }
 
     /// A timed-out waiter in the middle of the queue leaves it without
@@ -771,6 +1161,32 @@ mod loom_models {
         });
     }
 
+    /// FIFO with many: a waiter for two permits and a timed waiter for one
+    /// (which may give up at any moment), while permits come back one at a
+    /// time. Every wait ends (a permit stranded in the word, set aside for
+    /// a head that left, is a loom deadlock), and the count ends exact with
+    /// WAITING clear and nobody counted as queued.
+    #[test]
+    fn many_and_timed_one() {
+        loom::model(|| {
+            let sem = Arc::new(Semaphore::new(0));
+            let many = {
+                let sem = sem.clone();
+                thread::spawn(move || assert_eq!(sem.acquire_many(2).num_permits(), 2))
+            };
+            let timed = {
+                let sem = sem.clone();
+                thread::spawn(move || drop(sem.acquire_many_timeout(1, Duration::from_secs(3600))))
+            };
+            sem.add_permits(1);
+            sem.add_permits(1);
+            many.join().unwrap();
+            timed.join().unwrap();
+            assert_eq!(sem.state.load(Ordering::Relaxed), 2 << 1, "a permit was lost or WAITING left set");
+            assert_eq!(sem.queued.load(Ordering::Relaxed), 0);
+        });
+    }
+
     /// An already expired timed acquire racing a release: it either gets
     /// the permit or gives up, and in both cases the count ends exact and
     /// WAITING clear. (Loom has no clock, so only a zero timeout is
@@ -787,6 +1203,7 @@ mod loom_models {
             releaser.join().unwrap();
             let expected = if got { 0 } else { 1 };
             assert_eq!(sem.state.load(Ordering::Relaxed), expected << 1);
+            assert_eq!(sem.queued.load(Ordering::Relaxed), 0);
         });
     }
 }

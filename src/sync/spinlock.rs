@@ -161,6 +161,18 @@ unsafe impl<T: ?Sized + Send> Sync for SpinLock<T> {}
 
 impl<T> SpinLock<T> {
     /// A new, unlocked spin lock.
+    ///
+    /// ```
+    /// use weft::sync::SpinLock;
+    ///
+    /// static NEXT_ID: SpinLock<u64> = SpinLock::new(1);
+    /// let id = {
+    ///     let mut next = NEXT_ID.lock();
+    ///     *next += 1;
+    ///     *next - 1
+    /// };
+    /// assert_eq!(id, 1);
+    /// ```
     #[cfg(not(loom))]
     pub const fn new(value: T) -> SpinLock<T> {
         SpinLock { locked: AtomicBool::new(false), data: UnsafeCell::new(value) }
@@ -173,6 +185,14 @@ impl<T> SpinLock<T> {
     }
 
     /// Consumes the lock and returns its value.
+    ///
+    /// ```
+    /// use weft::sync::SpinLock;
+    ///
+    /// let lock = SpinLock::new(vec![1]);
+    /// lock.lock().push(2);
+    /// assert_eq!(lock.into_inner(), [1, 2]);
+    /// ```
     pub fn into_inner(self) -> T {
         self.data.into_inner()
     }
@@ -181,6 +201,18 @@ impl<T> SpinLock<T> {
 impl<T: ?Sized> SpinLock<T> {
     /// Locks, spinning (and, once the backoff is exhausted, yielding) while
     /// another holder has it.
+    ///
+    /// ```
+    /// use weft::sync::SpinLock;
+    ///
+    /// let lock = SpinLock::new(0);
+    /// std::thread::scope(|s| {
+    ///     for _ in 0..2 {
+    ///         s.spawn(|| *lock.lock() += 1);
+    ///     }
+    /// });
+    /// assert_eq!(*lock.lock(), 2);
+    /// ```
     #[inline]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         // Acquire: pairs with the Release store in `unlock` of the previous
@@ -192,6 +224,15 @@ impl<T: ?Sized> SpinLock<T> {
     }
 
     /// Locks if it is free right now; never waits.
+    ///
+    /// ```
+    /// use weft::sync::SpinLock;
+    ///
+    /// let lock = SpinLock::new(());
+    /// let guard = lock.try_lock().expect("free");
+    /// assert!(lock.try_lock().is_none());
+    /// drop(guard);
+    /// ```
     #[inline]
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
         // Acquire: as in `lock`. A strong CAS: a free lock is always taken.
@@ -231,6 +272,14 @@ impl<T: ?Sized> SpinLock<T> {
     }
 
     /// The value, through `&mut self` (no locking needed).
+    ///
+    /// ```
+    /// use weft::sync::SpinLock;
+    ///
+    /// let mut lock = SpinLock::new(1);
+    /// *lock.get_mut() = 2;
+    /// assert_eq!(*lock.lock(), 2);
+    /// ```
     pub fn get_mut(&mut self) -> &mut T {
         // SAFETY: `&mut self` proves no guard and no other reference exists.
         self.data.with_mut(|p| unsafe { &mut *p })
@@ -254,6 +303,18 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for SpinLock<T> {
 
 /// Proof of holding a [`SpinLock`]; unlocks on drop (also during unwinding).
 /// `!Send`: a lock is released by the coroutine or thread that took it.
+///
+/// ```
+/// use weft::sync::{SpinLock, SpinLockGuard};
+///
+/// fn reset(mut guard: SpinLockGuard<'_, u8>) {
+///     *guard = 0;
+/// }
+///
+/// let lock = SpinLock::new(9);
+/// reset(lock.lock());
+/// assert_eq!(*lock.lock(), 0);
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct SpinLockGuard<'a, T: ?Sized> {
     lock: &'a SpinLock<T>,

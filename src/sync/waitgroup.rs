@@ -18,17 +18,26 @@
 //!                                  the one that reaches 0 with PARKED set
 //!                                  wakes every waiter
 //!  PARKED := 1                     a waiter, before it parks
+//!  PARKED := 0                     a timed-out waiter that leaves the queue
+//!                                  last (under the bucket lock)
 //!  count == 0                      final: no handle is left to clone
 //! ```
 //!
 //! A waiter sets PARKED, then parks on the word's address validating (under
-//! the bucket lock) that the count is not yet zero. The last handle's
-//! decrement and the PARKED bit live in one word, so the decrement either
-//! sees PARKED (and then locks the bucket to wake: a waiter validated before,
-//! and is queued, or validates after and sees zero) or comes before the
-//! waiter's CAS that sets PARKED (which then fails on the changed word, and
-//! the waiter sees zero). PARKED is never cleared: after zero it costs
-//! nothing, and before zero a stale bit costs one empty `unpark_all`.
+//! the bucket lock) that the count is not yet zero and PARKED is still set.
+//! The last handle's decrement and the PARKED bit live in one word, so the
+//! decrement either sees PARKED (and then locks the bucket to wake: a waiter
+//! validated before, and is queued, or validates after and sees zero) or
+//! comes before the waiter's CAS that sets PARKED (which then fails on the
+//! changed word, and the waiter sees zero).
+//!
+//! PARKED is cleared only by a waiter whose deadline passed and that leaves
+//! the queue as its last waiter, under the bucket lock, so a timed-out
+//! waiter leaves the word as if it had never waited. Another waiter that
+//! set the bit but has not validated yet then finds it clear and sets it
+//! again (that is why validation checks it). Untimed waiters never clear
+//! it: after zero it costs nothing, and before zero a stale bit (a waiter
+//! woken, or unwound by its runtime) costs one empty `unpark_all`.
 //!
 //! Orderings: each decrement is Release, and every later change of the word
 //! is a read-modify-write, so the waiter's Acquire load that sees zero
@@ -37,9 +46,11 @@
 //! new handle comes from a live one, so the count cannot reach zero meanwhile.
 
 use crate::loom::{AtomicUsize, Ordering};
-use crate::park::lot::{self, DEFAULT_TOKEN};
+use crate::park::lot::{self, DEFAULT_TOKEN, ParkResult};
+use crate::sys::futex::Deadline;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Somebody may be parked waiting for the count to reach zero.
 const PARKED: usize = 0b1;
@@ -86,14 +97,20 @@ impl Inner {
         &self.state as *const AtomicUsize as usize
     }
 
-    /// Parks until the count reaches zero.
-    fn wait_for_zero(&self) {
+    /// Parks until the count reaches zero (`true`), or until `deadline`
+    /// (`false`).
+    fn wait_for_zero(&self, deadline: Option<Deadline>) -> bool {
         // Acquire (here and below): pairs with the handles' Release
         // decrements, so their work is visible once we see zero.
         let mut state = self.state.load(Ordering::Acquire);
         loop {
             if count(state) == 0 {
-                return;
+                return true;
+            }
+            // Nothing of ours is in the word here (a PARKED we set before an
+            // earlier park is the queue's): giving up leaves no trace.
+            if deadline.is_some_and(lot::deadline_passed) {
+                return false;
             }
             if state & PARKED == 0 {
                 // Relaxed: the word's modification order is what matters (see
@@ -105,15 +122,36 @@ impl Inner {
                     continue;
                 }
             }
-            self.park_until_zero();
+            let result = self.park_until_zero(deadline);
             state = self.state.load(Ordering::Acquire);
+            // Only once the deadline passed (the parking lot checks); the
+            // last handle may have gone meanwhile.
+            if result == ParkResult::TimedOut {
+                return count(state) == 0;
+            }
         }
     }
 
     #[cold]
-    fn park_until_zero(&self) {
+    fn park_until_zero(&self, deadline: Option<Deadline>) -> ParkResult {
         crate::park::waiting_on(crate::park::ParkedOn::WaitGroup(self.key()));
-        lot::park(self.key(), || count(self.state.load(Ordering::Relaxed)) != 0, || {}, |_, _| {}, None);
+        lot::park(
+            self.key(),
+            || {
+                let state = self.state.load(Ordering::Relaxed);
+                count(state) != 0 && state & PARKED != 0
+            },
+            || {},
+            // Timed out (or unwound by a runtime) as the last waiter: nobody
+            // is left for the last handle to wake. Relaxed: an RMW, so the
+            // handles' release sequence goes on through it.
+            |_, was_last| {
+                if was_last {
+                    self.state.fetch_and(!PARKED, Ordering::Relaxed);
+                }
+            },
+            deadline,
+        )
     }
 
     #[cold]
@@ -124,6 +162,13 @@ impl Inner {
 
 impl WaitGroup {
     /// A new group with one handle (this one).
+    ///
+    /// ```
+    /// use weft::sync::WaitGroup;
+    ///
+    /// let wg = WaitGroup::new();
+    /// wg.wait(); // no other handle: returns at once
+    /// ```
     pub fn new() -> WaitGroup {
         WaitGroup { inner: Arc::new(Inner { state: AtomicUsize::new(ONE) }) }
     }
@@ -153,10 +198,47 @@ impl WaitGroup {
     pub fn wait(self) {
         let inner = Arc::clone(&self.inner);
         drop(self);
-        inner.wait_for_zero();
+        let zero = inner.wait_for_zero(None);
+        debug_assert!(zero, "WaitGroup: an untimed wait gave up");
+    }
+
+    /// Drops this handle and waits at most `timeout` for every other handle
+    /// to go: `true` if they all did, `false` if some were still alive when
+    /// the time ran out (measured on `CLOCK_MONOTONIC`, never early). Either
+    /// way this handle is gone, as with [`wait`](Self::wait); to wait again,
+    /// keep a clone and call `wait_timeout` on that.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::WaitGroup;
+    ///
+    /// let wg = WaitGroup::new();
+    /// let worker = wg.clone();
+    /// let start = Instant::now();
+    /// // `worker` is still alive: times out.
+    /// assert!(!wg.clone().wait_timeout(Duration::from_millis(10)));
+    /// assert!(start.elapsed() >= Duration::from_millis(10));
+    ///
+    /// weft::spawn(move || drop(worker));
+    /// assert!(wg.wait_timeout(Duration::from_secs(60)));
+    /// ```
+    pub fn wait_timeout(self, timeout: Duration) -> bool {
+        let deadline = Deadline::after(timeout);
+        let inner = Arc::clone(&self.inner);
+        drop(self);
+        inner.wait_for_zero(Some(deadline))
     }
 
     /// Drops this handle: the same as `drop(wg)`, spelled for readers.
+    ///
+    /// ```
+    /// use weft::sync::WaitGroup;
+    ///
+    /// let wg = WaitGroup::new();
+    /// let task = wg.clone();
+    /// std::thread::spawn(move || task.done());
+    /// wg.wait();
+    /// ```
     pub fn done(self) {
         drop(self);
     }
@@ -164,6 +246,16 @@ impl WaitGroup {
 
 impl Clone for WaitGroup {
     /// Another handle: `wait` now also waits for this one.
+    ///
+    /// ```
+    /// use weft::sync::WaitGroup;
+    ///
+    /// let wg = WaitGroup::new();
+    /// let other = wg.clone();
+    /// assert!(!wg.clone().wait_timeout(std::time::Duration::ZERO), "`other` is alive");
+    /// drop(other);
+    /// wg.wait();
+    /// ```
     fn clone(&self) -> WaitGroup {
         // Relaxed: see the module docs.
         let previous = self.inner.state.fetch_add(ONE, Ordering::Relaxed);
@@ -316,6 +408,35 @@ mod loom_models {
             assert_eq!(data.load(Ordering::Relaxed), 2);
             for w in workers {
                 w.join().unwrap();
+            }
+        });
+    }
+
+    /// A timed wait racing the last drop; the park may time out at any
+    /// moment. If it reports success the worker's write is visible; if it
+    /// times out it leaves PARKED clear, so the word ends exactly empty.
+    #[test]
+    fn timed_wait_races_last_drop() {
+        loom::model(|| {
+            let wg = WaitGroup::new();
+            let inner = wg.inner.clone();
+            let data = loom::sync::Arc::new(AtomicUsize::new(0));
+            let worker = {
+                let (wg, data) = (wg.clone(), data.clone());
+                thread::spawn(move || {
+                    data.store(1, Ordering::Relaxed);
+                    drop(wg);
+                })
+            };
+            let zero = wg.wait_timeout(std::time::Duration::from_secs(3600));
+            if zero {
+                assert_eq!(data.load(Ordering::Relaxed), 1);
+            }
+            worker.join().unwrap();
+            let state = inner.state.load(Ordering::Relaxed);
+            assert_eq!(count(state), 0);
+            if !zero {
+                assert_eq!(state & PARKED, 0, "a timed-out waiter left PARKED set");
             }
         });
     }
