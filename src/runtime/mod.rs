@@ -725,6 +725,7 @@ pub(crate) fn current_task() -> Option<TaskRef> {
 /// reference of its own until the coroutine has returned), and the worker
 /// takes a new reference after the resume wherever it needs an owned one
 /// (`WorkerLocal::run_task`).
+#[inline] // on every park
 pub(crate) fn current_task_for_waker() -> Option<TaskRef> {
     let task = CURRENT_TASK.with(Cell::get);
     if task.is_null() {
@@ -892,6 +893,7 @@ pub fn is_cancelled() -> bool {
 }
 
 /// Wakes a parked task (or leaves it a token); schedules it on its home worker.
+#[inline] // on every hand-off; the wake from another thread is the cold part
 pub(crate) fn unpark(task: TaskRef) {
     if !task.park.unpark() {
         return;
@@ -900,16 +902,24 @@ pub(crate) fn unpark(task: TaskRef) {
     // hand-off between coroutines; spawn, steal and sleep are traced.)
     let home = task.home();
     let task = with_current_worker(|w| match w {
-        Some(w) if w.index == home && ptr::eq(Arc::as_ptr(&w.shared), task.runtime.as_ptr()) => {
+        Some(w) if w.index == home && std::sync::Weak::ptr_eq(&w.shared_weak, &task.runtime) => {
             metrics::bump(&w.counters().local_wakes);
             w.push_runnable(task);
             None
         }
         _ => Some(task),
     });
-    if let Some(task) = task
-        && let Some(shared) = task.runtime.upgrade()
-    {
+    if let Some(task) = task {
+        unpark_remote(task, home);
+    }
+}
+
+/// `unpark` from another thread than the task's home worker's: into that
+/// worker's inbox, waking it if it sleeps (unless its runtime is gone).
+#[cold]
+#[inline(never)]
+fn unpark_remote(task: TaskRef, home: usize) {
+    if let Some(shared) = task.runtime.upgrade() {
         let worker = &shared.workers[home];
         worker.inbox.push(task);
         worker.notify();

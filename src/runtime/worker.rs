@@ -419,6 +419,9 @@ impl Ord for Timer {
 pub(crate) struct WorkerLocal {
     pub(crate) index: usize,
     pub(crate) shared: Arc<Shared>,
+    /// `shared` as a `Weak`, for `unpark`'s is-this-the-task's-runtime test:
+    /// `Weak::ptr_eq` with the task's `runtime` is one compare.
+    pub(crate) shared_weak: std::sync::Weak<Shared>,
     /// `&shared.workers[index].counters`, without the indexing on the paths
     /// that bump them.
     counters: *const WorkerCounters,
@@ -477,6 +480,7 @@ thread_local! {
 }
 
 /// The worker running on this thread, if any.
+#[inline]
 pub(crate) fn with_current_worker<R>(f: impl FnOnce(Option<&WorkerLocal>) -> R) -> R {
     let local = CURRENT_WORKER.with(Cell::get);
     // SAFETY: the pointer is set by `run` for the lifetime of its stack frame,
@@ -1191,6 +1195,7 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
     let local = WorkerLocal {
         index,
         counters: &*shared.workers[index].counters,
+        shared_weak: Arc::downgrade(&shared),
         shared,
         runnable: RunQueue::new(),
         timers: RefCell::new(BinaryHeap::new()),
