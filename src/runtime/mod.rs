@@ -31,6 +31,7 @@
 //! described at the top of [`worker`].
 
 mod blocking;
+mod cell_cache;
 pub(crate) mod clock;
 mod dump;
 mod join;

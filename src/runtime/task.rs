@@ -34,8 +34,11 @@
 //! measured slower — 1881 instructions per spawn+join against 1254, most of
 //! the difference glibc's handling of the mixed chunk sizes — and its peak
 //! RSS varied with scheduling (14-32 MiB) rather than staying low. Shrinking
-//! the header (the coroutine's bookkeeping is 128 bytes of it) is the way to
-//! cut this cost.
+//! the header (the coroutine's bookkeeping is about 100 bytes of it) is the
+//! way to cut this cost.
+//!
+//! Cells come from a per-thread cache of freed cells (`cell_cache`, at most
+//! 1 MiB per thread) before the allocator: a spawn tree reuses them.
 //!
 //! # Ownership
 //!
@@ -68,7 +71,7 @@ use crate::coroutine::{self, Coroutine, Yielder};
 use crate::loom::process::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, UnsafeCell, fence};
 use crate::park::ParkState;
 use crate::sys::futex::Deadline;
-use std::alloc::{self, Layout};
+use std::alloc::Layout;
 use std::cell::Cell;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ops::Deref;
@@ -223,11 +226,7 @@ impl<B, T: Send> TaskCell<B, T> {
 
     /// Allocates the memory of a cell, uninitialised.
     fn allocate() -> NonNull<TaskCell<B, T>> {
-        let layout = Layout::new::<TaskCell<B, T>>();
-        // SAFETY: the layout is not zero-sized (the header is not).
-        let raw = unsafe { alloc::alloc(layout) }.cast::<TaskCell<B, T>>();
-        let Some(raw) = NonNull::new(raw) else { alloc::handle_alloc_error(layout) };
-        raw
+        super::cell_cache::allocate(Layout::new::<TaskCell<B, T>>()).cast::<TaskCell<B, T>>()
     }
 
     /// Initialises the head of a cell from [`allocate`](Self::allocate),
@@ -304,11 +303,11 @@ impl<B, T: Send> TaskCell<B, T> {
         // SAFETY: the caller's promise; the header is first in the cell
         // (repr(C)). Dropping the head drops the coroutine, which drops the
         // body in place if it never started (a finished one owns nothing); `body` itself
-        // is a MaybeUninit and owns nothing by then. Then the memory goes,
-        // with the layout it was allocated with.
+        // is a MaybeUninit and owns nothing by then. Then the memory goes
+        // back to the cell cache it came from (`allocate`), with its layout.
         unsafe {
             ptr::drop_in_place(&raw mut (*cell.as_ptr()).head);
-            alloc::dealloc(cell.as_ptr().cast(), Layout::new::<TaskCell<B, T>>());
+            super::cell_cache::free(cell.cast(), Layout::new::<TaskCell<B, T>>());
         }
     }
 }
