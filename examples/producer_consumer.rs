@@ -1,9 +1,11 @@
-//! Producers and consumers over a bounded buffer, on weft coroutines, two
+//! Producers and consumers over a bounded buffer, on weft coroutines, three
 //! ways:
 //!
 //! 1. a `Mutex<VecDeque>` with two `Condvar`s (`not_full`, `not_empty`);
 //! 2. the classic P/V solution with `Semaphore`s: `empty` counts free slots,
-//!    `full` counts filled ones, and a `Mutex` guards the buffer.
+//!    `full` counts filled ones, and a `Mutex` guards the buffer;
+//! 3. a `weft::sync::channel::bounded` channel, which is all of that built
+//!    in (and hands an item straight to a waiting consumer).
 //!
 //! Every item is tagged with its producer and sequence number; the consumers
 //! record what they got, and the check at the end proves each item was
@@ -21,6 +23,7 @@ mod args;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
+use weft::sync::channel::{self, Receiver, Sender};
 use weft::sync::{Condvar, Mutex, Semaphore};
 
 const CAPACITY: usize = 16;
@@ -75,6 +78,12 @@ impl SemaphoreBuffer {
     }
 }
 
+/// A bounded channel: `put` is `send`, `take` is `recv`.
+struct ChannelBuffer {
+    sender: Sender<Item>,
+    receiver: Receiver<Item>,
+}
+
 trait Buffer: Send + Sync + 'static {
     fn put(&self, item: Item);
     fn take(&self) -> Item;
@@ -93,6 +102,15 @@ impl Buffer for SemaphoreBuffer {
     }
     fn take(&self) -> Item {
         SemaphoreBuffer::take(self)
+    }
+}
+
+impl Buffer for ChannelBuffer {
+    fn put(&self, item: Item) {
+        self.sender.send(item).expect("the buffer keeps a receiver")
+    }
+    fn take(&self) -> Item {
+        self.receiver.recv().expect("the buffer keeps a sender")
     }
 }
 
@@ -173,5 +191,7 @@ fn main() {
         full: Semaphore::new(0),
     });
     run("Semaphores (P/V)", semaphores, producers, consumers, per_producer);
+    let (sender, receiver) = channel::bounded(CAPACITY);
+    run("channel::bounded", Arc::new(ChannelBuffer { sender, receiver }), producers, consumers, per_producer);
     println!("check: ok");
 }

@@ -52,8 +52,11 @@
 //!   [`Condvar`](sync::Condvar), [`Semaphore`](sync::Semaphore),
 //!   [`Barrier`](sync::Barrier) and [`WaitGroup`](sync::WaitGroup), each a
 //!   state word with a one-atomic fast path, where only a caller that must
-//!   wait takes the slow path; and a [`SpinLock`](sync::SpinLock) that spins
-//!   instead of parking.
+//!   wait takes the slow path; a [`SpinLock`](sync::SpinLock) that spins
+//!   instead of parking; and [`channel`](sync::channel)s (bounded, rendezvous
+//!   and unbounded, many senders and receivers, with
+//!   [`Select`](sync::channel::Select)) whose send hands a value straight to
+//!   a waiting receiver.
 //! - **Parking**, underneath `sync` and `join`: every wait goes through one
 //!   layer, "wait on this address / wake the waiters of this address". A
 //!   waiter that is a coroutine suspends and its worker runs others; a
@@ -106,7 +109,9 @@
 //!   a `LockResult` (`*m.lock() += 1`, no `.unwrap()`), and the `try_`
 //!   forms return an `Option`. Guards are `!Send`.
 //! - [`Semaphore`](sync::Semaphore), [`WaitGroup`](sync::WaitGroup) and
-//!   [`SpinLock`](sync::SpinLock) have no std counterpart.
+//!   [`SpinLock`](sync::SpinLock) have no std counterpart; the channels have
+//!   crossbeam-channel's names and errors (`std::sync::mpsc`'s are a subset,
+//!   for one receiver).
 //!
 //! # Costs and limits
 //!

@@ -22,6 +22,9 @@
 //!   **producer-consumer** (Mutex + 2 Condvars, and P/V Semaphores),
 //!   **readers-writers** (95 % reads) and **skynet** (a tree of tasks, each
 //!   parent spawning ten children and summing their results).
+//! - **channel**: producers and one consumer through a bounded channel,
+//!   `weft::sync::channel` on coroutines against `std::sync::mpsc` on OS
+//!   threads (std's receiver is single-consumer).
 //!
 //! Apart from the hand-off latency rows, each workload is written once (in
 //! `workloads.rs`, shared with the criterion bench `benches/versus.rs`) and
@@ -38,7 +41,7 @@
 //! `--only KEY,KEY` runs only the rows with those keys (`handoff_pinned`,
 //! `handoff_unpinned`, `spawn_join`, `parked_memory`, `condvar_handoff`,
 //! `contended_mutex`, `pc_condvar`, `pc_semaphore`, `readers_writers`,
-//! `skynet`; the keys are also in the JSON); `--list` prints the keys, one
+//! `skynet`, `channel`; the keys are also in the JSON); `--list` prints the keys, one
 //! per line, and exits.
 //!
 //! Every run checks its own results (sums, counts, invariants); the last
@@ -256,7 +259,7 @@ struct Context {
 type RowFn = fn(&mut Context) -> Row;
 
 /// The rows in table order, by key.
-const ROWS: [(&str, RowFn); 10] = [
+const ROWS: [(&str, RowFn); 11] = [
     ("handoff_pinned", |cx| handoff_row(cx, true)),
     ("handoff_unpinned", |cx| handoff_row(cx, false)),
     ("spawn_join", spawn_join_row),
@@ -267,6 +270,7 @@ const ROWS: [(&str, RowFn); 10] = [
     ("pc_semaphore", |cx| producer_consumer_row(cx, true)),
     ("readers_writers", readers_writers_row),
     ("skynet", skynet_row),
+    ("channel", channel_row),
 ];
 
 fn handoff_row(cx: &mut Context, pin: bool) -> Row {
@@ -484,6 +488,31 @@ fn skynet_row(cx: &mut Context) -> Row {
         count((s.thread_leaves * 10 - 1) / 9)
     );
     Row { key: "skynet", workload: "skynet", weft, threads, unit: "µs/leaf", higher_is_better: false, note }
+}
+
+fn channel_row(cx: &mut Context) -> Row {
+    let (s, workers) = (&cx.sizes, cx.workers);
+    cx.progress.begin("channel");
+    let items = s.items_per_producer;
+    let ops = workloads::channel_ops(items);
+    let weft =
+        median_of("weft", s.runs, || millions_per_second(on_weft(workers, || workloads::weft_channel(items)), ops));
+    let threads = median_of("threads", s.runs, || millions_per_second(workloads::mpsc_channel(items), ops));
+    cx.progress.end();
+    let note = format!(
+        "{PRODUCERS} producers, 1 consumer, capacity {CAPACITY}, {} items: weft::sync::channel::bounded with \
+         coroutines on {workers} workers, std::sync::mpsc::sync_channel with OS threads; every item counted and summed",
+        count(ops)
+    );
+    Row {
+        key: "channel",
+        workload: "channel, 4 producers 1 consumer",
+        weft,
+        threads,
+        unit: "M items/s",
+        higher_is_better: true,
+        note,
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -580,6 +580,59 @@ macro_rules! same_code {
 pub(crate) use same_code;
 
 // ---------------------------------------------------------------------------
+// Channels: weft's against std::sync::mpsc (not the same source: std's
+// receiver is single-consumer, so both sides run PRODUCERS producers and one
+// consumer)
+// ---------------------------------------------------------------------------
+
+/// Items through a channel workload of `per_producer` items per producer.
+pub fn channel_ops(per_producer: u64) -> u64 {
+    PRODUCERS as u64 * per_producer
+}
+
+/// `PRODUCERS` coroutines send distinct items (0..total) through a
+/// `weft::sync::channel::bounded(CAPACITY)` to one consumer coroutine,
+/// which sums them. Call from inside a runtime ([`on_weft`]).
+pub fn weft_channel(per_producer: u64) -> Duration {
+    let (tx, rx) = weft::sync::channel::bounded::<u64>(CAPACITY);
+    let start = Instant::now();
+    let producers: Vec<_> = (0..PRODUCERS as u64)
+        .map(|p| {
+            let tx = tx.clone();
+            weft::spawn(move || (p * per_producer..(p + 1) * per_producer).for_each(|i| tx.send(i).unwrap()))
+        })
+        .collect();
+    drop(tx);
+    let consumer = weft::spawn(move || rx.iter().fold((0u64, 0u64), |(n, sum), i| (n + 1, sum + i)));
+    producers.into_iter().for_each(|p| p.join().expect("a channel producer panicked"));
+    let (count, sum) = consumer.join().expect("the channel consumer panicked");
+    let elapsed = start.elapsed();
+    let total = channel_ops(per_producer);
+    verify(count == total && sum == total * (total - 1) / 2, "weft channel: every item received exactly once");
+    elapsed
+}
+
+/// The same on OS threads through `std::sync::mpsc::sync_channel(CAPACITY)`.
+pub fn mpsc_channel(per_producer: u64) -> Duration {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<u64>(CAPACITY);
+    let start = Instant::now();
+    let producers: Vec<_> = (0..PRODUCERS as u64)
+        .map(|p| {
+            let tx = tx.clone();
+            std::thread::spawn(move || (p * per_producer..(p + 1) * per_producer).for_each(|i| tx.send(i).unwrap()))
+        })
+        .collect();
+    drop(tx);
+    let consumer = std::thread::spawn(move || rx.iter().fold((0u64, 0u64), |(n, sum), i| (n + 1, sum + i)));
+    producers.into_iter().for_each(|p| p.join().expect("a channel producer panicked"));
+    let (count, sum) = consumer.join().expect("the channel consumer panicked");
+    let elapsed = start.elapsed();
+    let total = channel_ops(per_producer);
+    verify(count == total && sum == total * (total - 1) / 2, "std::sync::mpsc: every item received exactly once");
+    elapsed
+}
+
+// ---------------------------------------------------------------------------
 // The hand-off latency pair (yield vs futex: not the same source)
 // ---------------------------------------------------------------------------
 

@@ -942,15 +942,16 @@ fn default_shared() -> Arc<Shared> {
     Arc::clone(&runtime.shared)
 }
 
-/// The runtime [`Runtime::enter`] made current on this thread.
-fn entered_shared() -> Option<Arc<Shared>> {
-    ENTERED.with(|entered| entered.borrow().clone())
+/// The runtime a bare spawn uses on a plain thread: the one
+/// [`Runtime::enter`] made current there, or the default one.
+fn entered_or_default() -> Arc<Shared> {
+    ENTERED.with(|entered| entered.borrow().clone()).unwrap_or_else(default_shared)
 }
 
-/// The runtime a bare spawn uses: the caller's own (a coroutine), the one
-/// entered on this thread, or the default one.
+/// The runtime a bare spawn uses: the caller's own (a coroutine), else as
+/// [`entered_or_default`].
 fn current_or_default() -> Arc<Shared> {
-    current_shared().or_else(entered_shared).unwrap_or_else(default_shared)
+    current_shared().unwrap_or_else(entered_or_default)
 }
 
 /// Spawns a coroutine on the current runtime; outside any runtime and any
@@ -976,7 +977,7 @@ where
     with_current_worker(|w| match w {
         Some(w) => spawn_on(&w.shared, None, w.shared.stack_size, spawned_at, f),
         None => {
-            let shared = entered_shared().unwrap_or_else(default_shared);
+            let shared = entered_or_default();
             spawn_on(&shared, None, shared.stack_size, spawned_at, f)
         }
     })

@@ -16,6 +16,7 @@
 //! if it had never waited.
 
 mod barrier;
+pub mod channel;
 mod condvar;
 mod mutex;
 mod rwlock;

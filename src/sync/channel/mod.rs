@@ -1,0 +1,642 @@
+//! Channels: multi-producer multi-consumer message passing for coroutines
+//! and OS threads alike, with the API of crossbeam-channel.
+//!
+//! - [`bounded(cap)`](bounded): at most `cap` values wait in the channel;
+//!   a send on a full channel waits. `bounded(0)` is a *rendezvous*
+//!   channel: a send completes only when a receiver takes the value.
+//! - [`unbounded()`](unbounded): sends never wait.
+//! - [`Sender`] and [`Receiver`] are both `Clone + Send + Sync`: any number
+//!   of each. Each value is received exactly once.
+//! - [`Select`] (and the [`select!`](crate::select) macro) waits on several
+//!   sends and receives at once, with a timeout or a default case; when
+//!   several are ready it picks one at random, and exactly one completes.
+//! - [`oneshot()`]: one value, one sender, one receiver.
+//!
+//! A coroutine that waits parks (its worker runs other coroutines); an OS
+//! thread that waits blocks on a futex; both may wait on the same channel.
+//! A sender that finds a receiver waiting hands the value straight to it
+//! and wakes it — an unbuffered hand-off between two coroutines costs one
+//! wake and one switch — and waiting receivers are served in the order
+//! they arrived. Timeouts are measured on `CLOCK_MONOTONIC` and never end
+//! early.
+//!
+//! Disconnection works as in crossbeam-channel: when every `Receiver` is
+//! gone, a send fails and gives its value back in [`SendError`] (values
+//! still buffered are dropped); when every `Sender` is gone, receivers
+//! drain what is buffered and then get [`RecvError`].
+//!
+//! A coroutine cancelled ([`JoinHandle::cancel`](crate::JoinHandle::cancel))
+//! while it waits in a send, a receive or a select leaves the channel
+//! consistent: a value handed to a receiver that is cancelled before it
+//! runs goes back to the channel (to the next receiver), so every value is
+//! received exactly once or is still in the channel; a cancelled sender's
+//! value was either sent or is dropped with the sender's stack.
+//!
+//! ```
+//! use weft::sync::channel;
+//!
+//! // A pipeline: numbers -> squares -> sum, each stage a coroutine.
+//! let (numbers_tx, numbers_rx) = channel::bounded(16);
+//! let (squares_tx, squares_rx) = channel::bounded(16);
+//! let source = weft::spawn(move || {
+//!     for n in 1..=100u64 {
+//!         numbers_tx.send(n).unwrap();
+//!     }
+//! });
+//! let square = weft::spawn(move || {
+//!     for n in numbers_rx {
+//!         squares_tx.send(n * n).unwrap();
+//!     }
+//! });
+//! let sum: u64 = squares_rx.iter().sum();
+//! assert_eq!(sum, 338_350);
+//! source.join().unwrap();
+//! square.join().unwrap();
+//! ```
+//!
+//! # How it works
+//!
+//! Each channel is a lock, its buffer (none, a ring, or linked blocks) and
+//! two queues of parked operations, as Go's channels are; the protocol,
+//! with its state tables, is documented in the source next to the code
+//! (`chan.rs`, `waiter.rs`, one file per flavour, `select.rs`).
+
+mod array;
+mod chan;
+mod error;
+mod list;
+mod oneshot;
+mod select;
+mod waiter;
+mod zero;
+
+pub use error::{
+    RecvError, RecvTimeoutError, SelectTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySelectError,
+    TrySendError,
+};
+pub use oneshot::{OneshotReceiver, OneshotSender, oneshot};
+pub use select::{Select, SelectedOperation};
+
+use chan::{Buffer, Chan, Side};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::sys::futex::Deadline;
+
+/// A channel that holds at most `cap` values; `bounded(0)` is a rendezvous
+/// channel, whose sends complete only when a receiver takes the value.
+///
+/// The ring of `cap` slots is allocated up front.
+///
+/// ```
+/// use weft::sync::channel::{bounded, TrySendError};
+///
+/// let (tx, rx) = bounded(2);
+/// tx.send(1).unwrap();
+/// tx.send(2).unwrap();
+/// assert_eq!(tx.try_send(3), Err(TrySendError::Full(3)));
+/// assert_eq!(rx.recv(), Ok(1));
+///
+/// // A rendezvous: the send waits for the receiver.
+/// let (tx, rx) = bounded(0);
+/// let receiver = weft::spawn(move || rx.recv().unwrap());
+/// tx.send("hello").unwrap(); // returns once the coroutine has it
+/// assert_eq!(receiver.join().unwrap(), "hello");
+/// ```
+pub fn bounded<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
+    let buffer = if cap == 0 { Buffer::Zero } else { Buffer::Array(array::Ring::new(cap)) };
+    pair(buffer)
+}
+
+/// A channel without a bound: sends never wait.
+///
+/// Values are stored in linked blocks of a few dozen, allocated as the
+/// channel grows and recycled as it drains.
+///
+/// ```
+/// use weft::sync::channel::unbounded;
+///
+/// let (tx, rx) = unbounded();
+/// for i in 0..1000 {
+///     tx.send(i).unwrap(); // never waits
+/// }
+/// drop(tx);
+/// assert_eq!(rx.iter().sum::<i32>(), 499_500);
+/// ```
+pub fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
+    pair(Buffer::List(list::Blocks::default()))
+}
+
+fn pair<T>(buffer: Buffer<T>) -> (Sender<T>, Receiver<T>) {
+    let chan = Arc::new(Chan::new(buffer));
+    (Sender { chan: Arc::clone(&chan) }, Receiver { chan })
+}
+
+/// `Instant` as a `CLOCK_MONOTONIC` deadline (`Instant` is that clock on
+/// Linux; a deadline in the past has passed).
+fn deadline_of(instant: Instant) -> Deadline {
+    Deadline::after(instant.saturating_duration_since(Instant::now()))
+}
+
+/// The sending side of a channel. Clone it for more senders; the channel
+/// disconnects for receivers when the last one is dropped.
+///
+/// ```
+/// use weft::sync::channel::unbounded;
+///
+/// let (tx, rx) = unbounded();
+/// let senders: Vec<_> = (0..4)
+///     .map(|i| {
+///         let tx = tx.clone();
+///         weft::spawn(move || tx.send(i).unwrap())
+///     })
+///     .collect();
+/// drop(tx);
+/// for s in senders {
+///     s.join().unwrap();
+/// }
+/// let mut got: Vec<i32> = rx.iter().collect();
+/// got.sort();
+/// assert_eq!(got, [0, 1, 2, 3]);
+/// ```
+pub struct Sender<T> {
+    chan: Arc<Chan<T>>,
+}
+
+/// The receiving side of a channel. Clone it for more receivers (each
+/// value goes to one of them); the channel disconnects for senders when
+/// the last one is dropped.
+///
+/// ```
+/// use weft::sync::channel::bounded;
+///
+/// let (tx, rx) = bounded(4);
+/// let workers: Vec<_> = (0..3)
+///     .map(|_| {
+///         let rx = rx.clone();
+///         weft::spawn(move || rx.iter().count())
+///     })
+///     .collect();
+/// for job in 0..100 {
+///     tx.send(job).unwrap();
+/// }
+/// drop(tx);
+/// let done: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+/// assert_eq!(done, 100);
+/// ```
+pub struct Receiver<T> {
+    chan: Arc<Chan<T>>,
+}
+
+impl<T> Sender<T> {
+    /// Sends `msg`, waiting while the channel is full (for a rendezvous
+    /// channel: until a receiver takes it). Fails only when every receiver
+    /// is gone, giving `msg` back.
+    ///
+    /// ```
+    /// use weft::sync::channel::bounded;
+    ///
+    /// let (tx, rx) = bounded(1);
+    /// tx.send(1).unwrap();
+    /// let second = weft::spawn(move || tx.send(2)); // waits for room
+    /// assert_eq!(rx.recv(), Ok(1));
+    /// assert_eq!(rx.recv(), Ok(2));
+    /// second.join().unwrap().unwrap();
+    /// ```
+    pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
+        self.chan.send(msg, None).map_err(|error| SendError(error.into_inner()))
+    }
+
+    /// Sends `msg` if that can be done without waiting: there is room, or
+    /// (rendezvous) a receiver is waiting.
+    ///
+    /// ```
+    /// use weft::sync::channel::{bounded, TrySendError};
+    ///
+    /// let (tx, _rx) = bounded(0);
+    /// // Nobody is receiving: a rendezvous cannot complete.
+    /// assert_eq!(tx.try_send(1), Err(TrySendError::Full(1)));
+    /// ```
+    pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+        self.chan.try_send(msg)
+    }
+
+    /// Sends `msg`, waiting at most `timeout` for room. Never gives up
+    /// before `timeout` has passed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weft::sync::channel::{bounded, SendTimeoutError};
+    ///
+    /// let (tx, _rx) = bounded(1);
+    /// tx.send(1).unwrap();
+    /// let result = tx.send_timeout(2, Duration::from_millis(10));
+    /// assert_eq!(result, Err(SendTimeoutError::Timeout(2)));
+    /// ```
+    pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        self.chan.send(msg, Some(Deadline::after(timeout)))
+    }
+
+    /// Sends `msg`, waiting until `deadline` at most for room.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::channel::bounded;
+    ///
+    /// let (tx, rx) = bounded(1);
+    /// let deadline = Instant::now() + Duration::from_millis(50);
+    /// assert!(tx.send_deadline(1, deadline).is_ok());
+    /// assert!(tx.send_deadline(2, deadline).unwrap_err().is_timeout());
+    /// assert!(Instant::now() >= deadline);
+    /// # drop(rx);
+    /// ```
+    pub fn send_deadline(&self, msg: T, deadline: Instant) -> Result<(), SendTimeoutError<T>> {
+        self.chan.send(msg, Some(deadline_of(deadline)))
+    }
+
+    /// How many values wait in the channel (a snapshot).
+    ///
+    /// ```
+    /// use weft::sync::channel::unbounded;
+    ///
+    /// let (tx, _rx) = unbounded();
+    /// tx.send('a').unwrap();
+    /// assert_eq!(tx.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.chan.len()
+    }
+
+    /// Whether no value waits in the channel (a snapshot).
+    ///
+    /// ```
+    /// use weft::sync::channel::unbounded;
+    ///
+    /// let (tx, _rx) = unbounded::<u8>();
+    /// assert!(tx.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a send would have to wait for room (a snapshot). A
+    /// rendezvous channel is always full; an unbounded one never.
+    ///
+    /// ```
+    /// use weft::sync::channel::bounded;
+    ///
+    /// let (tx, _rx) = bounded(1);
+    /// assert!(!tx.is_full());
+    /// tx.send(()).unwrap();
+    /// assert!(tx.is_full());
+    /// ```
+    pub fn is_full(&self) -> bool {
+        self.chan.is_full()
+    }
+
+    /// The channel's capacity: `Some(cap)` for `bounded(cap)`, `None` for
+    /// an unbounded channel.
+    ///
+    /// ```
+    /// use weft::sync::channel::{bounded, unbounded};
+    ///
+    /// assert_eq!(bounded::<u8>(8).0.capacity(), Some(8));
+    /// assert_eq!(unbounded::<u8>().0.capacity(), None);
+    /// ```
+    pub fn capacity(&self) -> Option<usize> {
+        self.chan.capacity()
+    }
+
+    /// Whether both senders belong to the same channel.
+    ///
+    /// ```
+    /// use weft::sync::channel::unbounded;
+    ///
+    /// let (tx, _rx) = unbounded::<u8>();
+    /// let (other, _orx) = unbounded::<u8>();
+    /// assert!(tx.same_channel(&tx.clone()));
+    /// assert!(!tx.same_channel(&other));
+    /// ```
+    pub fn same_channel(&self, other: &Sender<T>) -> bool {
+        Arc::ptr_eq(&self.chan, &other.chan)
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Receives a value, waiting while the channel is empty. Fails only
+    /// once the channel is empty and every sender is gone.
+    ///
+    /// ```
+    /// use weft::sync::channel::{unbounded, RecvError};
+    ///
+    /// let (tx, rx) = unbounded();
+    /// let sender = weft::spawn(move || tx.send(5).unwrap());
+    /// assert_eq!(rx.recv(), Ok(5));
+    /// sender.join().unwrap(); // the sender is gone now
+    /// assert_eq!(rx.recv(), Err(RecvError));
+    /// ```
+    pub fn recv(&self) -> Result<T, RecvError> {
+        self.chan.recv(None).map_err(|_| RecvError)
+    }
+
+    /// Receives a value if one is there (for a rendezvous channel: if a
+    /// sender is waiting), without waiting.
+    ///
+    /// ```
+    /// use weft::sync::channel::{unbounded, TryRecvError};
+    ///
+    /// let (tx, rx) = unbounded();
+    /// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    /// tx.send(1).unwrap();
+    /// assert_eq!(rx.try_recv(), Ok(1));
+    /// ```
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.chan.try_recv()
+    }
+
+    /// Receives a value, waiting at most `timeout`. Never gives up before
+    /// `timeout` has passed.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::channel::{unbounded, RecvTimeoutError};
+    ///
+    /// let (_tx, rx) = unbounded::<u8>();
+    /// let start = Instant::now();
+    /// assert_eq!(rx.recv_timeout(Duration::from_millis(20)), Err(RecvTimeoutError::Timeout));
+    /// assert!(start.elapsed() >= Duration::from_millis(20));
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        self.recv_until(Deadline::after(timeout))
+    }
+
+    /// Receives a value, waiting until `deadline` at most.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::channel::unbounded;
+    ///
+    /// let (tx, rx) = unbounded();
+    /// tx.send(1).unwrap();
+    /// let deadline = Instant::now() + Duration::from_millis(5);
+    /// assert_eq!(rx.recv_deadline(deadline), Ok(1));
+    /// assert!(rx.recv_deadline(deadline).unwrap_err().is_timeout());
+    /// ```
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
+        self.recv_until(deadline_of(deadline))
+    }
+
+    fn recv_until(&self, deadline: Deadline) -> Result<T, RecvTimeoutError> {
+        self.chan.recv(Some(deadline)).map_err(|disconnected| {
+            if disconnected { RecvTimeoutError::Disconnected } else { RecvTimeoutError::Timeout }
+        })
+    }
+
+    /// An iterator that receives until the channel is empty and every
+    /// sender is gone (each `next` waits, as [`recv`](Self::recv)).
+    ///
+    /// ```
+    /// use weft::sync::channel::unbounded;
+    ///
+    /// let (tx, rx) = unbounded();
+    /// weft::spawn(move || (1..=3).for_each(|i| tx.send(i).unwrap()));
+    /// assert_eq!(rx.iter().collect::<Vec<_>>(), [1, 2, 3]);
+    /// ```
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { receiver: self }
+    }
+
+    /// An iterator over the values that are there now (it never waits).
+    ///
+    /// ```
+    /// use weft::sync::channel::unbounded;
+    ///
+    /// let (tx, rx) = unbounded();
+    /// tx.send(1).unwrap();
+    /// tx.send(2).unwrap();
+    /// assert_eq!(rx.try_iter().collect::<Vec<_>>(), [1, 2]);
+    /// assert_eq!(rx.try_iter().next(), None); // tx is still alive
+    /// ```
+    pub fn try_iter(&self) -> TryIter<'_, T> {
+        TryIter { receiver: self }
+    }
+
+    /// How many values wait in the channel (a snapshot).
+    ///
+    /// ```
+    /// use weft::sync::channel::bounded;
+    ///
+    /// let (tx, rx) = bounded(4);
+    /// tx.send(1).unwrap();
+    /// tx.send(2).unwrap();
+    /// assert_eq!(rx.len(), 2);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.chan.len()
+    }
+
+    /// Whether no value waits in the channel (a snapshot).
+    ///
+    /// ```
+    /// use weft::sync::channel::bounded;
+    ///
+    /// let (_tx, rx) = bounded::<u8>(4);
+    /// assert!(rx.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the channel is full (a snapshot; see [`Sender::is_full`]).
+    ///
+    /// ```
+    /// use weft::sync::channel::bounded;
+    ///
+    /// let (tx, rx) = bounded(1);
+    /// tx.send(0).unwrap();
+    /// assert!(rx.is_full());
+    /// ```
+    pub fn is_full(&self) -> bool {
+        self.chan.is_full()
+    }
+
+    /// The channel's capacity (see [`Sender::capacity`]).
+    ///
+    /// ```
+    /// use weft::sync::channel::bounded;
+    ///
+    /// assert_eq!(bounded::<u8>(0).1.capacity(), Some(0));
+    /// ```
+    pub fn capacity(&self) -> Option<usize> {
+        self.chan.capacity()
+    }
+
+    /// Whether both receivers belong to the same channel.
+    ///
+    /// ```
+    /// use weft::sync::channel::bounded;
+    ///
+    /// let (_tx, rx) = bounded::<u8>(1);
+    /// assert!(rx.same_channel(&rx.clone()));
+    /// ```
+    pub fn same_channel(&self, other: &Receiver<T>) -> bool {
+        Arc::ptr_eq(&self.chan, &other.chan)
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.chan.acquire(Side::Send);
+        Sender { chan: Arc::clone(&self.chan) }
+    }
+}
+
+impl<T> Clone for Receiver<T> {
+    fn clone(&self) -> Self {
+        self.chan.acquire(Side::Recv);
+        Receiver { chan: Arc::clone(&self.chan) }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        // Under loom a detected deadlock unwinds the model after its
+        // execution is gone: its atomics must not be touched then.
+        if cfg!(loom) && std::thread::panicking() {
+            return;
+        }
+        self.chan.release(Side::Send);
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        // As in Sender's drop.
+        if cfg!(loom) && std::thread::panicking() {
+            return;
+        }
+        self.chan.release(Side::Recv);
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").field("capacity", &self.capacity()).finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver").field("capacity", &self.capacity()).finish_non_exhaustive()
+    }
+}
+
+/// A waiting iterator over a [`Receiver`]'s values, from
+/// [`Receiver::iter`]: ends once the channel is empty and disconnected.
+///
+/// ```
+/// use weft::sync::channel::unbounded;
+///
+/// let (tx, rx) = unbounded();
+/// tx.send(1).unwrap();
+/// drop(tx);
+/// let mut iter = rx.iter();
+/// assert_eq!(iter.next(), Some(1));
+/// assert_eq!(iter.next(), None);
+/// ```
+pub struct Iter<'a, T> {
+    receiver: &'a Receiver<T>,
+}
+
+impl<T> Iterator for Iter<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        self.receiver.recv().ok()
+    }
+}
+
+impl<T> fmt::Debug for Iter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iter").finish_non_exhaustive()
+    }
+}
+
+/// A non-waiting iterator over a [`Receiver`]'s values, from
+/// [`Receiver::try_iter`]: ends at the first moment the channel is empty.
+///
+/// ```
+/// use weft::sync::channel::bounded;
+///
+/// let (tx, rx) = bounded(2);
+/// tx.send('x').unwrap();
+/// let mut iter = rx.try_iter();
+/// assert_eq!(iter.next(), Some('x'));
+/// assert_eq!(iter.next(), None);
+/// ```
+pub struct TryIter<'a, T> {
+    receiver: &'a Receiver<T>,
+}
+
+impl<T> Iterator for TryIter<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        self.receiver.try_recv().ok()
+    }
+}
+
+impl<T> fmt::Debug for TryIter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TryIter").finish_non_exhaustive()
+    }
+}
+
+/// A waiting iterator that owns its [`Receiver`] (`for value in receiver`).
+///
+/// ```
+/// use weft::sync::channel::unbounded;
+///
+/// let (tx, rx) = unbounded();
+/// tx.send(2).unwrap();
+/// tx.send(3).unwrap();
+/// drop(tx);
+/// let product: i32 = rx.into_iter().product();
+/// assert_eq!(product, 6);
+/// ```
+pub struct IntoIter<T> {
+    receiver: Receiver<T>,
+}
+
+impl<T> Iterator for IntoIter<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        self.receiver.recv().ok()
+    }
+}
+
+impl<T> fmt::Debug for IntoIter<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntoIter").finish_non_exhaustive()
+    }
+}
+
+impl<T> IntoIterator for Receiver<T> {
+    type Item = T;
+    type IntoIter = IntoIter<T>;
+
+    fn into_iter(self) -> IntoIter<T> {
+        IntoIter { receiver: self }
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Receiver<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}

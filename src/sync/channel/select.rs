@@ -1,0 +1,916 @@
+//! `Select`: wait on several sends and receives at once; exactly one
+//! completes.
+//!
+//! # Protocol
+//!
+//! A select runs in up to two passes, over its cases in a fresh random
+//! order each time (Go's `pollorder`: when several are ready, each is
+//! equally likely to be first, so no channel starves):
+//!
+//! 1. **Try**: each case in turn tries its operation without waiting
+//!    (`try_recv` into the case's slot, `try_send` from it), each under
+//!    its own channel's lock. The first that completes is the select's
+//!    one operation; the rest are not touched. A case on a disconnected
+//!    channel completes (with the disconnection).
+//! 2. **Register and wait**: one [`Waiter`] for the whole select, and one
+//!    entry per case in each channel's wait queue, registered one channel
+//!    at a time. Registration re-checks readiness under that channel's
+//!    lock, ignoring the select's own entries (a select with a send and a
+//!    receive on one rendezvous channel cannot meet itself): if the case
+//!    became ready since pass 1, the select gives up its wait
+//!    ([`Waiter::abort`]), leaves every channel, and starts over at pass 1.
+//!    Otherwise it sleeps until a waker selects one of its entries —
+//!    moving the value and winning the waiter's one CAS (`waiter.rs`) —
+//!    or until the deadline.
+//!
+//! ```text
+//!  pass 2, per case, under that channel's lock
+//!  ---------------------------------------------------------------------
+//!  not ready             queue the entry; go on with the next case
+//!  ready                 queue nothing; abort the waiter:
+//!                          won    -> leave the channels, back to pass 1
+//!                          lost   -> a waker already completed case k
+//!  woken / timed out     leave every channel but the selected one (its
+//!                        waker popped that entry); report k, or retry /
+//!                        time out
+//! ```
+//!
+//! **Exactly one operation completes**: in pass 1 the select stops at the
+//! first; in pass 2 every completion is a waker's CAS on the one waiter
+//! (WAITING -> case), so a second waker's CAS fails and that waker moves
+//! its value back and serves the next waiter. **A select that loses never
+//! consumes a value** (may#102): a waker moves a value into a case's slot
+//! only to select that case, and takes it back if the CAS fails.
+//!
+//! Send cases carry their value from [`Select::send`] (Go evaluates a send
+//! case's value up front too), so a receiver that selects one takes the
+//! value at once, as from a parked `send`; a case whose value went is
+//! spent and is never ready again. Received values wait in their case's
+//! slot until [`SelectedOperation::recv`] takes them.
+//!
+//! Cancellation: a select unwound while it waits gives up like a timeout;
+//! if a waker won first and handed a value to a receive case, that value
+//! goes back to its channel (`Chan::hand_back`), as does a received value
+//! whose [`SelectedOperation`] is dropped without `recv`.
+
+use super::chan::{Chan, Side};
+use super::error::{RecvError, SelectTimeoutError, SendError, TrySelectError};
+use super::waiter::{Entry, Slot, Waiter};
+use super::{Receiver, Sender, deadline_of};
+use crate::loom::UnsafeCell;
+use crate::sys::futex::Deadline;
+use std::cell::Cell;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Waits on several channel operations at once; exactly one completes.
+///
+/// Add receive cases with [`recv`](Self::recv) and send cases with
+/// [`send`](Self::send) (each returns the case's index), then
+/// [`select`](Self::select) (waits), [`try_select`](Self::try_select)
+/// (never waits: a default case) or
+/// [`select_timeout`](Self::select_timeout). The returned
+/// [`SelectedOperation`] says which case completed and hands over its
+/// result. When several cases are ready, one is chosen at random.
+///
+/// Unlike crossbeam-channel's, a send case takes its value when it is
+/// added (as in Go): the operation is complete when the select returns,
+/// so a value is handed over directly to a waiting receiver, and a
+/// select that loses a race has taken nothing. An unsent value is dropped
+/// with the `Select`.
+///
+/// The [`select!`](crate::select) macro is a shorter way to write this.
+///
+/// ```
+/// use std::time::Duration;
+/// use weft::sync::channel::{bounded, unbounded, Select};
+///
+/// let (jobs_tx, jobs_rx) = unbounded::<u32>();
+/// let (results_tx, results_rx) = bounded::<u32>(1);
+/// jobs_tx.send(20).unwrap();
+///
+/// let mut select = Select::new();
+/// let job = select.recv(&jobs_rx);
+/// let result = select.send(&results_tx, 99);
+/// let operation = select.select_timeout(Duration::from_secs(1)).unwrap();
+/// match operation.index() {
+///     i if i == job => assert_eq!(operation.recv(&jobs_rx), Ok(20)),
+///     i if i == result => {
+///         operation.send(&results_tx).unwrap();
+///         assert_eq!(results_rx.recv(), Ok(99));
+///     }
+///     _ => unreachable!(),
+/// }
+/// ```
+pub struct Select<'a> {
+    cases: Vec<Box<dyn Case + 'a>>,
+    /// The order of the current passes (a random permutation).
+    order: Vec<usize>,
+}
+
+impl<'a> Select<'a> {
+    /// A select with no cases (which waits for ever, or until its timeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weft::sync::channel::Select;
+    ///
+    /// let mut select = Select::new();
+    /// assert!(select.select_timeout(Duration::from_millis(1)).is_err());
+    /// ```
+    pub fn new() -> Select<'a> {
+        Select { cases: Vec::new(), order: Vec::new() }
+    }
+
+    /// Adds a case that receives from `receiver`; returns its index.
+    ///
+    /// ```
+    /// use weft::sync::channel::{unbounded, Select};
+    ///
+    /// let (tx, rx) = unbounded();
+    /// tx.send("ready").unwrap();
+    /// let mut select = Select::new();
+    /// let index = select.recv(&rx);
+    /// let operation = select.select();
+    /// assert_eq!(operation.index(), index);
+    /// assert_eq!(operation.recv(&rx), Ok("ready"));
+    /// ```
+    pub fn recv<T>(&mut self, receiver: &'a Receiver<T>) -> usize {
+        self.cases.push(Box::new(RecvCase { chan: &receiver.chan, slot: UnsafeCell::new(None) }));
+        self.cases.len() - 1
+    }
+
+    /// Adds a case that sends `msg` through `sender`; returns its index.
+    /// The case owns `msg` until a select sends it; an unsent value is
+    /// dropped with the `Select`.
+    ///
+    /// ```
+    /// use weft::sync::channel::{bounded, Select};
+    ///
+    /// let (tx, rx) = bounded(1);
+    /// let mut select = Select::new();
+    /// let index = select.send(&tx, 5);
+    /// let operation = select.select();
+    /// assert_eq!(operation.index(), index);
+    /// operation.send(&tx).unwrap();
+    /// assert_eq!(rx.recv(), Ok(5));
+    /// ```
+    pub fn send<T>(&mut self, sender: &'a Sender<T>, msg: T) -> usize {
+        self.cases.push(Box::new(SendCase { chan: &sender.chan, slot: UnsafeCell::new(Some(msg)) }));
+        self.cases.len() - 1
+    }
+
+    /// Waits until one case completes, and returns it.
+    ///
+    /// With no case that can ever complete (none, or only spent send
+    /// cases), it waits for ever (a coroutine can still be cancelled).
+    ///
+    /// ```
+    /// use weft::sync::channel::{bounded, Select};
+    ///
+    /// let (tx1, rx1) = bounded::<&str>(0);
+    /// let (_tx2, rx2) = bounded::<&str>(0);
+    /// let sender = weft::spawn(move || tx1.send("one").unwrap());
+    /// let mut select = Select::new();
+    /// let first = select.recv(&rx1);
+    /// select.recv(&rx2);
+    /// let operation = select.select();
+    /// assert_eq!(operation.index(), first);
+    /// assert_eq!(operation.recv(&rx1), Ok("one"));
+    /// sender.join().unwrap();
+    /// ```
+    pub fn select(&mut self) -> SelectedOperation<'_, 'a> {
+        let index = self.run(Until::Forever).expect("a select without deadline returned nothing");
+        SelectedOperation { select: self, index, done: false }
+    }
+
+    /// Completes a case that is ready now, or fails without waiting (a
+    /// `default` case).
+    ///
+    /// ```
+    /// use weft::sync::channel::{unbounded, Select};
+    ///
+    /// let (tx, rx) = unbounded::<u8>();
+    /// let mut select = Select::new();
+    /// select.recv(&rx);
+    /// assert!(select.try_select().is_err());
+    /// tx.send(1).unwrap();
+    /// assert_eq!(select.try_select().unwrap().recv(&rx), Ok(1));
+    /// ```
+    pub fn try_select(&mut self) -> Result<SelectedOperation<'_, 'a>, TrySelectError> {
+        match self.run(Until::Now) {
+            Some(index) => Ok(SelectedOperation { select: self, index, done: false }),
+            None => Err(TrySelectError),
+        }
+    }
+
+    /// Waits at most `timeout` for a case to complete. Never gives up
+    /// before `timeout` has passed.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::channel::{bounded, Select};
+    ///
+    /// let (_tx, rx) = bounded::<u8>(1);
+    /// let mut select = Select::new();
+    /// select.recv(&rx);
+    /// let start = Instant::now();
+    /// assert!(select.select_timeout(Duration::from_millis(20)).is_err());
+    /// assert!(start.elapsed() >= Duration::from_millis(20));
+    /// ```
+    pub fn select_timeout(&mut self, timeout: Duration) -> Result<SelectedOperation<'_, 'a>, SelectTimeoutError> {
+        self.select_until(Deadline::after(timeout))
+    }
+
+    /// Waits until `deadline` at most for a case to complete.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use weft::sync::channel::{unbounded, Select};
+    ///
+    /// let (tx, rx) = unbounded();
+    /// tx.send(1).unwrap();
+    /// let mut select = Select::new();
+    /// select.recv(&rx);
+    /// let deadline = Instant::now() + Duration::from_secs(1);
+    /// assert_eq!(select.select_deadline(deadline).unwrap().recv(&rx), Ok(1));
+    /// ```
+    pub fn select_deadline(&mut self, deadline: Instant) -> Result<SelectedOperation<'_, 'a>, SelectTimeoutError> {
+        self.select_until(deadline_of(deadline))
+    }
+
+    fn select_until(&mut self, deadline: Deadline) -> Result<SelectedOperation<'_, 'a>, SelectTimeoutError> {
+        match self.run(Until::Deadline(deadline)) {
+            Some(index) => Ok(SelectedOperation { select: self, index, done: false }),
+            None => Err(SelectTimeoutError),
+        }
+    }
+
+    /// The protocol (module docs): the index of the case that completed,
+    /// or `None` when `until` ran out.
+    fn run(&mut self, until: Until) -> Option<usize> {
+        // A received value whose operation was forgotten goes back first.
+        for case in &self.cases {
+            case.hand_back();
+        }
+        self.order.clear();
+        self.order.extend(0..self.cases.len());
+        shuffle(&mut self.order);
+        loop {
+            // Pass 1: try.
+            for &i in &self.order {
+                if self.cases[i].try_now() {
+                    return Some(i);
+                }
+            }
+            let deadline = match until {
+                Until::Now => return None,
+                Until::Forever => None,
+                Until::Deadline(deadline) if deadline.has_passed() => return None,
+                Until::Deadline(deadline) => Some(deadline),
+            };
+            // Pass 2: register and wait.
+            let waiter = Waiter::new();
+            let registration =
+                Registration { cases: &self.cases, order: &self.order, registered: Cell::new(0), waiter: &waiter };
+            let mut ready = false;
+            for (n, &i) in self.order.iter().enumerate() {
+                // SAFETY: the case's slot lives in its box, which `self`
+                // owns, and the registration leaves every channel before
+                // this function returns or unwinds past it.
+                if unsafe { self.cases[i].register(&waiter, i) } {
+                    registration.registered.set(n + 1);
+                } else {
+                    ready = true;
+                    break;
+                }
+            }
+            let selected = if ready { waiter.abort() } else { waiter.wait(deadline) };
+            registration.leave(selected);
+            match selected {
+                Some(i) => return Some(i),
+                None if ready => continue,
+                None => return None,
+            }
+        }
+    }
+}
+
+impl Default for Select<'_> {
+    /// [`Select::new`].
+    fn default() -> Self {
+        Select::new()
+    }
+}
+
+impl fmt::Debug for Select<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Select").field("cases", &self.cases.len()).finish_non_exhaustive()
+    }
+}
+
+/// How long a select may wait.
+#[derive(Clone, Copy)]
+enum Until {
+    Now,
+    Forever,
+    Deadline(Deadline),
+}
+
+/// The case that completed in a [`Select`], with its result: take it with
+/// [`recv`](Self::recv) or [`send`](Self::send), passing the same
+/// receiver or sender the case was added with.
+///
+/// The operation itself has already happened. Dropping a completed
+/// receive without [`recv`](Self::recv) gives the value back to its
+/// channel, so it is not lost.
+///
+/// ```
+/// use weft::sync::channel::{unbounded, Select};
+///
+/// let (tx, rx) = unbounded();
+/// tx.send(7).unwrap();
+/// let mut select = Select::new();
+/// select.recv(&rx);
+/// drop(select.select()); // not taken: back in the channel
+/// assert_eq!(rx.try_recv(), Ok(7));
+/// ```
+pub struct SelectedOperation<'s, 'a> {
+    select: &'s mut Select<'a>,
+    index: usize,
+    /// Its result was taken.
+    done: bool,
+}
+
+impl SelectedOperation<'_, '_> {
+    /// The index of the case that completed (as returned when it was
+    /// added).
+    ///
+    /// ```
+    /// use weft::sync::channel::{bounded, Select};
+    ///
+    /// let (tx, _rx) = bounded::<u8>(1);
+    /// let mut select = Select::new();
+    /// let index = select.send(&tx, 1);
+    /// assert_eq!(select.select().index(), index);
+    /// ```
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The result of the completed receive: the value, or [`RecvError`]
+    /// if the channel was empty and disconnected.
+    ///
+    /// # Panics
+    ///
+    /// If the completed case is not a receive from `receiver`'s channel.
+    ///
+    /// ```
+    /// use weft::sync::channel::{unbounded, RecvError, Select};
+    ///
+    /// let (tx, rx) = unbounded::<u8>();
+    /// drop(tx);
+    /// let mut select = Select::new();
+    /// select.recv(&rx);
+    /// assert_eq!(select.select().recv(&rx), Err(RecvError));
+    /// ```
+    pub fn recv<T>(mut self, receiver: &Receiver<T>) -> Result<T, RecvError> {
+        let slot = self.slot_of(Side::Recv, &receiver.chan);
+        self.done = true;
+        // SAFETY: `slot_of` checked it is a Slot<T> of a case of ours (the
+        // case was added with this very channel); the case completed, so
+        // no waker touches it any more.
+        unsafe { (*slot).with_mut(|p| (*p).take()) }.ok_or(RecvError)
+    }
+
+    /// The result of the completed send: `Ok` once the value went, or
+    /// [`SendError`] with the value if every receiver was gone.
+    ///
+    /// # Panics
+    ///
+    /// If the completed case is not a send through `sender`'s channel.
+    ///
+    /// ```
+    /// use weft::sync::channel::{bounded, Select};
+    ///
+    /// let (tx, rx) = bounded::<u8>(1);
+    /// drop(rx);
+    /// let mut select = Select::new();
+    /// select.send(&tx, 3);
+    /// assert_eq!(select.select().send(&tx).unwrap_err().into_inner(), 3);
+    /// ```
+    pub fn send<T>(mut self, sender: &Sender<T>) -> Result<(), SendError<T>> {
+        let slot = self.slot_of(Side::Send, &sender.chan);
+        self.done = true;
+        // SAFETY: as in `recv`.
+        match unsafe { (*slot).with_mut(|p| (*p).take()) } {
+            None => Ok(()),
+            Some(value) => Err(SendError(value)),
+        }
+    }
+
+    /// The completed case's slot, typed, after checking that it is a
+    /// `side` case on `chan`.
+    fn slot_of<T>(&self, side: Side, chan: &Arc<Chan<T>>) -> *const Slot<T> {
+        let case = &self.select.cases[self.index];
+        let what = match side {
+            Side::Send => "send",
+            Side::Recv => "recv",
+        };
+        assert!(
+            case.side() == side && case.chan_id() == Arc::as_ptr(chan) as *const (),
+            "SelectedOperation::{what}: case {} is not a {what} on this channel",
+            self.index
+        );
+        // The case is on this very channel (same address, both alive), so
+        // it was added as a `RecvCase<T>`/`SendCase<T>` of this `T`, whose
+        // slot is a `Slot<T>`.
+        case.slot() as *const Slot<T>
+    }
+}
+
+impl Drop for SelectedOperation<'_, '_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // A received value nobody took goes back to its channel.
+            self.select.cases[self.index].hand_back();
+        }
+    }
+}
+
+impl fmt::Debug for SelectedOperation<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SelectedOperation").field("index", &self.index).finish_non_exhaustive()
+    }
+}
+
+/// One case of a select, type-erased: the channel and the value slot.
+trait Case {
+    fn side(&self) -> Side;
+    /// The channel's address (its identity).
+    fn chan_id(&self) -> *const ();
+    /// The case's `Slot<T>`.
+    fn slot(&self) -> *const ();
+    /// Pass 1: completes the operation now if it can.
+    fn try_now(&self) -> bool;
+    /// Pass 2: registers case `case` of `waiter`; `false` if the operation
+    /// could complete now (then nothing is registered).
+    ///
+    /// # Safety
+    ///
+    /// `self` (its slot) and `waiter` stay alive until [`unregister`] or
+    /// a waker's selection took the entry out.
+    ///
+    /// [`unregister`]: Case::unregister
+    unsafe fn register(&self, waiter: &Waiter, case: usize) -> bool;
+    fn unregister(&self, waiter: &Waiter, case: usize);
+    /// Gives a received value that nobody took back to the channel.
+    fn hand_back(&self);
+}
+
+struct RecvCase<'a, T> {
+    chan: &'a Chan<T>,
+    slot: Slot<T>,
+}
+
+struct SendCase<'a, T> {
+    chan: &'a Chan<T>,
+    slot: Slot<T>,
+}
+
+impl<T> Case for RecvCase<'_, T> {
+    fn side(&self) -> Side {
+        Side::Recv
+    }
+
+    fn chan_id(&self) -> *const () {
+        self.chan as *const Chan<T> as *const ()
+    }
+
+    fn slot(&self) -> *const () {
+        &self.slot as *const Slot<T> as *const ()
+    }
+
+    fn try_now(&self) -> bool {
+        self.chan.select_try_recv(&self.slot)
+    }
+
+    unsafe fn register(&self, waiter: &Waiter, case: usize) -> bool {
+        // SAFETY: the caller's promise covers the slot and the waiter.
+        unsafe { self.chan.select_register(Side::Recv, Entry::new(waiter, case, &self.slot), waiter) }
+    }
+
+    fn unregister(&self, waiter: &Waiter, case: usize) {
+        self.chan.select_unregister(Side::Recv, waiter, case);
+    }
+
+    fn hand_back(&self) {
+        // SAFETY: called by the select's owner when no entry of the case
+        // is registered (before the passes, after them, or from a guard
+        // that left every channel): the slot is its own.
+        if self.slot.with(|p| unsafe { (*p).is_some() }) {
+            self.chan.hand_back(&self.slot);
+        }
+    }
+}
+
+impl<T> Drop for RecvCase<'_, T> {
+    fn drop(&mut self) {
+        // Under loom, see `LeaveOnUnwind` in chan.rs.
+        if cfg!(loom) && std::thread::panicking() {
+            return;
+        }
+        // A value left by a forgotten `SelectedOperation`.
+        self.hand_back();
+    }
+}
+
+impl<T> Case for SendCase<'_, T> {
+    fn side(&self) -> Side {
+        Side::Send
+    }
+
+    fn chan_id(&self) -> *const () {
+        self.chan as *const Chan<T> as *const ()
+    }
+
+    fn slot(&self) -> *const () {
+        &self.slot as *const Slot<T> as *const ()
+    }
+
+    fn try_now(&self) -> bool {
+        self.chan.select_try_send(&self.slot)
+    }
+
+    unsafe fn register(&self, waiter: &Waiter, case: usize) -> bool {
+        // SAFETY: the owner's own slot, with no entry registered yet.
+        if self.slot.with(|p| unsafe { (*p).is_none() }) {
+            return true; // spent: nothing to offer, never ready
+        }
+        // SAFETY: the caller's promise covers the slot and the waiter.
+        unsafe { self.chan.select_register(Side::Send, Entry::new(waiter, case, &self.slot), waiter) }
+    }
+
+    fn unregister(&self, waiter: &Waiter, case: usize) {
+        self.chan.select_unregister(Side::Send, waiter, case);
+    }
+
+    fn hand_back(&self) {
+        // An unsent value stays with the case: nothing was received.
+    }
+}
+
+/// Leaves the channels a select registered with, however its wait ends:
+/// normally through [`leave`](Self::leave), or when the waiting coroutine
+/// is unwound (cancelled, or its runtime shut down), by `Drop`, which also
+/// gives back a value that was handed to a receive case.
+struct Registration<'s, 'a> {
+    cases: &'s [Box<dyn Case + 'a>],
+    order: &'s [usize],
+    /// How many cases of `order` were registered.
+    registered: Cell<usize>,
+    waiter: &'s Waiter,
+}
+
+impl Registration<'_, '_> {
+    /// Unregisters every case but `selected` (whose waker popped it).
+    fn unregister_all_but(&self, selected: Option<usize>) {
+        for &i in &self.order[..self.registered.get()] {
+            if Some(i) != selected {
+                self.cases[i].unregister(self.waiter, i);
+            }
+        }
+    }
+
+    /// The normal end of a wait. A cancellation that unwinds out of a
+    /// channel's lock in here leaves the rest to `Drop`, which asks the
+    /// waiter again (the same answer) and finishes.
+    fn leave(self, selected: Option<usize>) {
+        self.unregister_all_but(selected);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Registration<'_, '_> {
+    #[cold]
+    fn drop(&mut self) {
+        // Under loom, see `LeaveOnUnwind` in chan.rs.
+        if cfg!(loom) && std::thread::panicking() {
+            return;
+        }
+        let selected = self.waiter.abort();
+        self.unregister_all_but(selected);
+        if let Some(i) = selected {
+            self.cases[i].hand_back();
+        }
+    }
+}
+
+/// Shuffles `order` (Fisher-Yates) with a per-thread xorshift generator,
+/// seeded from std's per-process random hash keys. Under loom the order
+/// stays as it is: a model must replay the same program every execution.
+fn shuffle(order: &mut [usize]) {
+    if cfg!(loom) || order.len() < 2 {
+        return;
+    }
+    std::thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            use std::hash::{BuildHasher, Hasher};
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_usize(&hasher as *const _ as usize);
+            hasher.finish() | 1
+        });
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        for i in (1..order.len()).rev() {
+            // xorshift64*: good enough to shuffle a handful of cases.
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+            let j = (((r >> 32) * (i as u64 + 1)) >> 32) as usize;
+            order.swap(i, j);
+        }
+        state.set(x);
+    });
+}
+
+/// Waits on several channel operations at once, like Go's `select`:
+/// exactly one completes, chosen at random among those that are ready.
+///
+/// ```text
+/// select! {
+///     recv(receiver) -> result => body,        // result: Result<T, RecvError>
+///     send(sender, value) -> result => body,   // result: Result<(), SendError<T>>
+///     default => body,                         // optional: nothing ready now
+///     default(timeout) => body,                // or: nothing ready in time
+/// }
+/// ```
+///
+/// Each `result` is a pattern (`_` ignores it). A send's value is
+/// evaluated before the select, as in Go, and dropped if another case is
+/// chosen. Bodies are blocks or expressions (separate an expression body
+/// from the next case with a comma); they may `break`, `continue` or
+/// `return` out of the surrounding code. At most 16 operations; the
+/// default case, if any, comes last. Built on [`Select`](crate::sync::channel::Select).
+///
+/// ```
+/// use std::time::Duration;
+/// use weft::select;
+/// use weft::sync::channel::{bounded, unbounded};
+///
+/// let (ticks_tx, ticks) = unbounded::<u32>();
+/// let (_quit_tx, quit) = bounded::<()>(0);
+/// let (out, results) = bounded::<u32>(8);
+/// ticks_tx.send(1).unwrap();
+/// ticks_tx.send(2).unwrap();
+///
+/// let mut total = 0;
+/// loop {
+///     select! {
+///         recv(ticks) -> tick => total += tick.unwrap(),
+///         recv(quit) -> _ => break,
+///         default(Duration::from_millis(10)) => break,
+///     }
+/// }
+/// assert_eq!(total, 3);
+///
+/// select! {
+///     send(out, total) -> sent => sent.unwrap(),
+///     default => unreachable!("there is room"),
+/// }
+/// assert_eq!(results.recv(), Ok(3));
+/// ```
+#[macro_export]
+macro_rules! select {
+    ($($cases:tt)*) => {
+        $crate::__select_parse!(
+            [] [(__weft_case0 0) (__weft_case1 1) (__weft_case2 2) (__weft_case3 3) (__weft_case4 4)
+                (__weft_case5 5) (__weft_case6 6) (__weft_case7 7) (__weft_case8 8) (__weft_case9 9)
+                (__weft_case10 10) (__weft_case11 11) (__weft_case12 12) (__weft_case13 13)
+                (__weft_case14 14) (__weft_case15 15)]
+            $($cases)*
+        )
+    };
+}
+
+/// `select!`'s parser: normalizes each case to `(kind name index (args)
+/// pattern {body})`, taking a fresh name and index for each operation.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __select_parse {
+    // An operation whose body is a block, with or without a comma.
+    ([$($done:tt)*] [($name:ident $index:tt) $($names:tt)*]
+     $kind:ident ($($args:tt)*) -> $res:pat => { $($body:tt)* } , $($rest:tt)*) => {
+        $crate::__select_parse!([$($done)* ($kind $name $index ($($args)*) $res => {{ $($body)* }})] [$($names)*] $($rest)*)
+    };
+    ([$($done:tt)*] [($name:ident $index:tt) $($names:tt)*]
+     $kind:ident ($($args:tt)*) -> $res:pat => { $($body:tt)* } $($rest:tt)*) => {
+        $crate::__select_parse!([$($done)* ($kind $name $index ($($args)*) $res => {{ $($body)* }})] [$($names)*] $($rest)*)
+    };
+    // An operation whose body is an expression: a comma, or the end.
+    ([$($done:tt)*] [($name:ident $index:tt) $($names:tt)*]
+     $kind:ident ($($args:tt)*) -> $res:pat => $body:expr , $($rest:tt)*) => {
+        $crate::__select_parse!([$($done)* ($kind $name $index ($($args)*) $res => { $body })] [$($names)*] $($rest)*)
+    };
+    ([$($done:tt)*] [($name:ident $index:tt) $($names:tt)*]
+     $kind:ident ($($args:tt)*) -> $res:pat => $body:expr) => {
+        $crate::__select_parse!([$($done)* ($kind $name $index ($($args)*) $res => { $body })] [$($names)*])
+    };
+    // The default case, last.
+    ([$($done:tt)*] [$($names:tt)*] default => $($body:tt)*) => {
+        $crate::__select_run!([$($done)*] (try) { $crate::__select_body!($($body)*) })
+    };
+    ([$($done:tt)*] [$($names:tt)*] default ($timeout:expr) => $($body:tt)*) => {
+        $crate::__select_run!([$($done)*] (timeout $timeout) { $crate::__select_body!($($body)*) })
+    };
+    // No default case.
+    ([$($done:tt)*] [$($names:tt)*]) => {
+        $crate::__select_run!([$($done)*] (wait) { ::std::unreachable!("a select without default always selects") })
+    };
+    ([$($done:tt)*] [] $kind:ident $($rest:tt)*) => {
+        ::std::compile_error!("select!: at most 16 operations")
+    };
+}
+
+/// A default case's body: a block or an expression, with an optional
+/// trailing comma.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __select_body {
+    ({ $($body:tt)* } $(,)?) => {{ $($body)* }};
+    ($body:expr $(,)?) => { $body };
+}
+
+/// `select!`'s code: registers the cases, selects, runs the chosen body.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __select_run {
+    ([$(($kind:ident $name:ident $index:tt ($($args:tt)*) $res:pat => $body:block))*] ($($mode:tt)*) $default:block) => {{
+        $( $crate::__select_bind!($kind $name ($($args)*)); )*
+        let mut __weft_select = $crate::sync::channel::Select::new();
+        $( $crate::__select_add!(__weft_select $kind $name ($($args)*)); )*
+        match $crate::__select_call!(__weft_select $($mode)*) {
+            ::std::option::Option::Some(__weft_operation) => {
+                match __weft_operation.index() {
+                    $( $index => {
+                        let $res = $crate::__select_complete!(__weft_operation $kind $name);
+                        $body
+                    } )*
+                    _ => ::std::unreachable!("select!: an index that no case has"),
+                }
+            }
+            ::std::option::Option::None => $default,
+        }
+    }};
+}
+
+/// Evaluates a case's channel once (`name` borrows it for the select).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __select_bind {
+    (recv $name:ident ($receiver:expr)) => {
+        let $name = &$receiver;
+    };
+    (send $name:ident ($sender:expr, $value:expr)) => {
+        let $name = &$sender;
+    };
+    ($kind:ident $name:ident ($($args:tt)*)) => {
+        ::std::compile_error!(::std::concat!(
+            "select!: unknown operation `",
+            ::std::stringify!($kind),
+            "` (expected recv, send or default)"
+        ))
+    };
+}
+
+/// Adds a case to the select.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __select_add {
+    ($select:ident recv $name:ident ($receiver:expr)) => {
+        $select.recv($name)
+    };
+    ($select:ident send $name:ident ($sender:expr, $value:expr)) => {
+        $select.send($name, $value)
+    };
+    ($select:ident $kind:ident $name:ident ($($args:tt)*)) => {
+        0
+    };
+}
+
+/// Runs the select: `Some(operation)`, or `None` for the default case.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __select_call {
+    ($select:ident wait) => {
+        ::std::option::Option::Some($select.select())
+    };
+    ($select:ident try) => {
+        $select.try_select().ok()
+    };
+    ($select:ident timeout $timeout:expr) => {
+        $select.select_timeout($timeout).ok()
+    };
+}
+
+/// Takes the completed case's result.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __select_complete {
+    ($operation:ident recv $name:ident) => {
+        $operation.recv($name)
+    };
+    ($operation:ident send $name:ident) => {
+        $operation.send($name)
+    };
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shuffle_is_a_permutation_and_varies() {
+        let mut seen_first = [0usize; 5];
+        for _ in 0..1000 {
+            let mut order: Vec<usize> = (0..5).collect();
+            shuffle(&mut order);
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, [0, 1, 2, 3, 4]);
+            seen_first[order[0]] += 1;
+        }
+        assert!(seen_first.iter().all(|&n| n > 100), "first places: {seen_first:?}");
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    //! A select over two channels racing two senders.
+    use super::super::bounded;
+    use super::Select;
+    use crate::loom::thread;
+
+    /// Two rendezvous channels, a sender on each, one select receiving
+    /// from both: exactly one value is taken by the select, and the other
+    /// is still there afterwards (its sender was not fooled into thinking
+    /// it was received). Each sender then finishes through a plain recv.
+    #[test]
+    fn select_over_two_channels_takes_exactly_one() {
+        loom::model(|| {
+            let (tx_a, rx_a) = bounded::<u32>(0);
+            let (tx_b, rx_b) = bounded::<u32>(0);
+            let sender_a = thread::spawn(move || tx_a.send(1).unwrap());
+            let sender_b = thread::spawn(move || tx_b.send(2).unwrap());
+            let (index, value) = {
+                let mut select = Select::new();
+                let a = select.recv(&rx_a);
+                let b = select.recv(&rx_b);
+                let operation = select.select();
+                let index = operation.index();
+                let value = if index == a { operation.recv(&rx_a) } else { operation.recv(&rx_b) };
+                assert!(index == a || index == b);
+                (index, value.unwrap())
+            };
+            assert_eq!(value, if index == 0 { 1 } else { 2 });
+            // The other value was not consumed: it is received now.
+            let other = if index == 0 { rx_b.recv() } else { rx_a.recv() };
+            assert_eq!(other.unwrap(), if index == 0 { 2 } else { 1 });
+            sender_a.join().unwrap();
+            sender_b.join().unwrap();
+        });
+    }
+
+    /// A timed select (under loom it may time out at any moment) racing a
+    /// send into a buffered channel: it either takes the value or takes
+    /// nothing; after a timeout the value is still in the channel.
+    #[test]
+    fn timed_select_that_loses_consumes_nothing() {
+        use std::time::Duration;
+        loom::model(|| {
+            let (tx_a, rx_a) = bounded::<u32>(1);
+            let (_tx_b, rx_b) = bounded::<u32>(1);
+            let sender = thread::spawn(move || tx_a.send(1).unwrap());
+            let got = {
+                let mut select = Select::new();
+                let a = select.recv(&rx_a);
+                select.recv(&rx_b);
+                match select.select_timeout(Duration::from_secs(60)) {
+                    Ok(operation) => {
+                        assert_eq!(operation.index(), a);
+                        Some(operation.recv(&rx_a).unwrap())
+                    }
+                    Err(_) => None,
+                }
+            };
+            sender.join().unwrap();
+            match got {
+                Some(value) => assert_eq!(value, 1),
+                None => assert_eq!(rx_a.try_recv(), Ok(1), "a select that timed out consumed the value"),
+            }
+        });
+    }
+}
