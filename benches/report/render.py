@@ -51,7 +51,10 @@ SOURCEs (a figure that is not in the results makes its placeholder "n/a"):
     go PROCS KEY            go.json row KEY at GOMAXPROCS=PROCS, in its unit
     cg BUILD WHO            callgrind instructions per switch round trip (BUILD default or fp-control,
                             WHO weft or corosensei)
-    cgrt WHAT               callgrind instructions per yield (yield) or per spawned+joined coroutine (spawn)
+    cgrt WHAT               callgrind instructions per yield (yield), per spawned+joined coroutine (spawn), per
+                            skynet leaf (skynet) or per one-way Mutex+Condvar hand-off (handoff)
+    cgb BUILD WHO           as `cg`, from before/ (a callgrind collection of an earlier commit)
+    cgrtb WHAT              as `cgrt`, from before/
     rss PATH                rss.json field by dotted path (parked.per_task_kib, peak_skynet.peak_rss_mib, or
                             the derived parked.stack_resident_kib and parked.stack_resident_share); the unit
                             comes from the name's suffix (_kib, _mib, _ms, _share; else a count)
@@ -73,7 +76,7 @@ EXPRESSIONs are Python expressions over those names, numbers and strings:
     a + b, a - b    figures of one unit; a * n
     a <= b ...      comparisons: figures of one unit, or a ratio and a number
     X if C else Y   and `and`, `or`, `not`: statements whose truth depends on the figures
-    ns(x) us(x) ms(x) kib(x)   a figure literal in that unit, for goals: `goal(yield_rt <= ns(20))`
+    ns(x) us(x) ms(x) kib(x) instr(x)   a figure literal in that unit, for goals: `goal(yield_rt <= ns(20))`
     min(...) max(...)
     goal(CONDITION) "met" or "missed" ("not measured" if a figure is missing)
     pct(r)          how far a ratio is from 1, as a percentage: pct(1.14) and pct(0.86) give "14 %"

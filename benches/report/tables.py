@@ -323,7 +323,7 @@ def source_present(results, source, group=None):
             if group else bool(results.crit)
     if source == "scaling":
         return bool(results.scaling)
-    return getattr(results, {"versus_threads": "vt"}.get(source, source)) is not None
+    return getattr(results, {"versus_threads": "vt", "before": "callgrind_before"}.get(source, source)) is not None
 
 
 COLLECT_HINT = {
