@@ -62,6 +62,7 @@ SOURCEs (a figure that is not in the results makes its placeholder "n/a"):
     scale KEY SIDE N        scaling/: row KEY (skynet, pc_condvar, contended_mutex) of SIDE (weft, threads, go)
                             with N workers (GOMAXPROCS=N for go), in the row's unit
     machine FIELD           machine.json field (text, or a count)
+    bmachine FIELD          before/machine.json field (text, or a count)
     obs WHAT ARG...         observability/ (observability.sh): `obs time WORKLOAD BUILD` (ns per yield or
                             handoff of the base, monitor-on or monitor-off build), `obs spread WORKLOAD BUILD`
                             (the runs' interquartile range over their median), `obs instr WORKLOAD BUILD`

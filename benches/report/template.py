@@ -158,6 +158,11 @@ def source_obs(results, what, *args):
     raise TemplateError(f"obs: unknown figure {what!r}: expected time, spread, instr, dump, idle, maps or base")
 
 
+def source_bmachine(results, field):
+    value = need((results.before_machine or {}).get(field), f"before/ machine {field}")
+    return Q(value, "count") if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 def source_machine(results, field):
     value = need((results.machine or {}).get(field), f"machine {field}")
     return Q(value, "count") if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
@@ -166,7 +171,7 @@ def source_machine(results, field):
 SOURCES = {"crit": (source_crit, 2), "versus": (source_versus, 2), "vt": (source_vt, 2), "vtmeta": (source_vtmeta, 1),
            "go": (source_go, 2), "cg": (source_cg, 2), "cgrt": (source_cgrt, 1), "cgb": (source_cgb, 2),
            "cgrtb": (source_cgrtb, 1), "rss": (source_rss, 1),
-           "skynet": (source_skynet, 2), "machine": (source_machine, 1), "scale": (source_scale, 3),
+           "skynet": (source_skynet, 2), "machine": (source_machine, 1), "bmachine": (source_bmachine, 1), "scale": (source_scale, 3),
            "obs": (source_obs, None)}
 
 
