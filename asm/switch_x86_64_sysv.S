@@ -5,21 +5,50 @@
 # The saved frame
 # ---------------------------------------------------------------------------
 # A context that is not running is a stack pointer. It points at this frame,
-# which the switch pushed on that context's own stack:
+# which the switch pushed on that context's own stack. Its layout depends on
+# the cargo feature `fp-control` (WEFT_FP_CONTROL), off by default:
 #
-#   slot  offset  content
-#   ----  ------  ------------------------------------------------------------
-#    0      0     MXCSR (bytes 0-3) and x87 control word (bytes 4-5), pad (6-7)
-#    1      8     rbx
-#    2     16     rbp
-#    3     24     continuation: the address this context resumes at
-#   ----  ------  ------------------------------------------------------------
-#   FRAME_SIZE = 32 bytes, the continuation included.
+#   default build                         with fp-control
+#   slot  offset  content                 slot  offset  content
+#   ----  ------  ----------------------  ----  ------  ---------------------
+#                                           0      0     MXCSR (bytes 0-3),
+#                                                        x87 control word
+#                                                        (bytes 4-5), pad
+#    0      0     rbx                       1      8     rbx
+#    1      8     rbp                       2     16     rbp
+#    2     16     continuation: the         3     24     continuation
+#                 address this context
+#                 resumes at
+#   ----  ------  ----------------------  ----  ------  ---------------------
+#   FRAME_SIZE = 24 bytes                 FRAME_SIZE = 32 bytes
+#   (the continuation included)
 #
 # The frame is pushed when the context's rsp is 8 mod 16 (just after a `call`
-# pushed the continuation), so a saved stack pointer is 16-byte aligned.
+# pushed the continuation, or after the suspend's hand-made push of it), so
+# a saved stack pointer is 8 mod 16 in the default build and 16-byte aligned
+# with fp-control. Nothing needs it aligned: weft_call_on_stack aligns its
+# callback's stack itself (CALL_ON_STACK_PAD below).
 # src/arch/x86_64.rs mirrors every offset as a const and passes its values in
 # as WEFT_RS_*; the `.if` checks below stop the build if the two disagree.
+#
+# ---------------------------------------------------------------------------
+# The two slots at the top of a coroutine stack, and the registers
+# ---------------------------------------------------------------------------
+# Both routines take the coroutine stack's *switch top* in r12: the sp slot
+# (its saved stack pointer while it is suspended) is at [r12 - 8], the link
+# slot (its resumer's saved stack pointer while it runs) at [r12 - 16]. The
+# word handed across the switch travels in rax, which neither routine
+# touches: what one side puts there, the other finds there. rcx and rdx are
+# scratch (rcx holds the continuation on the way into a coroutine; with
+# fp-control, rdx points at the outgoing frame for the compare).
+#
+# Why r12: a switch always pairs a resume of one stack with a suspend of the
+# *same* stack (a suspend continues the resumer waiting in the link slot of
+# the top it names, and that resumer named the same top), so both sides put
+# the same value in r12, and the routines leave it alone. r12 therefore
+# arrives on each side holding what that side put there: the inline asm
+# blocks declare it an input only, not clobbered, and the compiler may keep
+# the top in it across the switch instead of copying it elsewhere and back.
 #
 # ---------------------------------------------------------------------------
 # Who preserves which callee-saved register
@@ -30,20 +59,23 @@
 #   rbx, rbp    saved in the frame by these routines. Rust's inline asm cannot
 #               declare them clobbered (LLVM reserves rbx; rbp may be the
 #               frame pointer), so the routines must.
-#   r12-r15     never touched here: they pass through a switch with whatever
+#   r12         the switch top, the same on both sides of every switch (see
+#               above): read, never written, by these routines.
+#   r13-r15     never touched here: they pass through a switch with whatever
 #               the outgoing side left in them. The two inline asm blocks that
 #               enter these routines (src/arch/x86_64.rs: `resume`'s `call`
 #               and `suspend`'s `lea/push/jmp`) declare them clobbered, so the
 #               compiler keeps nothing live in them across a switch: it saves
 #               the values that are live (spill, or another register) and only
 #               those, as it does around any call. That is corosensei's trick:
-#               four pushes and four pops per switch become what the code
-#               around the switch needs, which is nothing when it has no live
-#               values there, and a save in the function's prologue (once per
-#               call of that function, not once per switch) otherwise.
+#               pushes and pops per switch become what the code around the
+#               switch needs, which is nothing when it has no live values
+#               there, and a save in the function's prologue (once per call of
+#               that function, not once per switch) otherwise.
 #
-# Anything else that enters these routines must obey the same contract:
-# treat r12-r15 (and all caller-saved registers) as clobbered.
+# Anything else that enters these routines must obey the same contract: put
+# the switch top in r12, and treat r13-r15 (and all caller-saved registers)
+# as clobbered.
 #
 # ---------------------------------------------------------------------------
 # Why two entry points: the return-stack predictor
@@ -58,7 +90,7 @@
 #   -------                               ---------
 #   call weft_switch_resume  ---------->  (jmp to its continuation)
 #        pushes R; predictor: [.., R]     runs...
-#                                         lea rax,[rip+2f]; push rax;
+#                                         lea rcx,[rip+2f]; push rcx;
 #                                         jmp weft_switch_suspend
 #   continues at R  <-------------------  ret   (pops R: predicted)
 #
@@ -70,18 +102,22 @@
 # if the suspend sits in an out-of-line function, the resumed coroutine
 # first returns from it (popping the resumer's entry: a miss), and the next
 # suspend's `ret` pops the entry of the call that led to it (another miss).
-# Hence `weft::yield_now` is inline (measured: ~30 ns -> ~16 ns per yield).
+# Hence `weft::yield_now` and `Yielder::suspend` are inline (measured:
+# ~30 ns -> ~16 ns per yield).
 #
 # ---------------------------------------------------------------------------
-# Floating-point control state
+# Floating-point control state (cargo feature `fp-control`, off by default)
 # ---------------------------------------------------------------------------
 # The ABI makes the MXCSR control bits (6-15) and the x87 control word
-# callee-saved. Each switch stores both into the outgoing frame (cheap), then
-# compares them with the incoming frame's and reloads only when the control
-# bits differ. MXCSR bits 0-5 are sticky exception flags that differ between
-# contexts all the time (any inexact division sets one): they are ignored by
-# the compare, because `ldmxcsr` is slow and serialising. With the cargo
-# feature `fp-control` off (WEFT_FP_CONTROL = 0) the slot is kept, unused.
+# callee-saved. With the feature on, each switch stores both into the
+# outgoing frame (cheap), then compares them with the incoming frame's and
+# reloads only when the control bits differ. MXCSR bits 0-5 are sticky
+# exception flags that differ between contexts all the time (any inexact
+# division sets one): they are ignored by the compare, because `ldmxcsr` is
+# slow and serialising. Without the feature (WEFT_FP_CONTROL = 0) the frame
+# has no FP slot and the switch never touches the FP state: Rust code cannot
+# change it soundly, and `stmxcsr` alone costs ~10 ns per round trip on
+# current AMD cores.
 #
 # ---------------------------------------------------------------------------
 # Unwinding and backtraces
@@ -98,8 +134,8 @@
 # A *suspended* coroutine can be walked too (the runtime's dump does):
 # weft_call_on_stack runs a callback on the coroutine's own stack, just below
 # its saved frame, with CFI at the call site that makes the saved frame the
-# callback's caller (CFA = rsp + FRAME_SIZE, rip/rbp/rbx at the frame
-# offsets). An unwinder started in the callback walks into the coroutine's
+# callback's caller (CFA = rsp + CALL_ON_STACK_PAD + FRAME_SIZE, rip/rbp/rbx
+# at the frame offsets). An unwinder started in the callback walks into the coroutine's
 # frames, down to the trampoline. While a coroutine is suspended its link
 # slot is stale (the stack pointer of a resumer that has moved on), so the
 # caller points it at an *end frame* first: a FRAME_SIZE block of zeroes,
@@ -109,69 +145,82 @@
 .error "WEFT_FP_CONTROL must be set by src/arch/x86_64.rs"
 .endif
 
+.if WEFT_FP_CONTROL
 .set FRAME_FP,      0
 .set FRAME_RBX,     8
 .set FRAME_RBP,    16
 .set FRAME_CONT,   24
 .set FRAME_SIZE,   32
-# The link slot is this far below the top of a coroutine stack.
+.if FRAME_FP != WEFT_RS_FRAME_FP
+.error "the FP slot's offset differs between asm/switch_x86_64_sysv.S and src/arch/x86_64.rs"
+.endif
+.else
+.set FRAME_RBX,     0
+.set FRAME_RBP,     8
+.set FRAME_CONT,   16
+.set FRAME_SIZE,   24
+.endif
+# The sp and link slots are this far below a stack's switch top.
+.set SP_BELOW_TOP,   8
 .set LINK_BELOW_TOP, 16
+# What weft_call_on_stack subtracts from a saved stack pointer to align its
+# callback's stack: saved stack pointers are FRAME_SIZE mod 16 (see above).
+.set CALL_ON_STACK_PAD, FRAME_SIZE % 16
 # MXCSR bits that are control (DAZ, masks, rounding, FZ); 0-5 are sticky flags.
 .set MXCSR_CONTROL_MASK, 0xFFC0
 
-.if FRAME_FP != WEFT_RS_FRAME_FP || FRAME_RBX != WEFT_RS_FRAME_RBX || FRAME_RBP != WEFT_RS_FRAME_RBP
+.if FRAME_RBX != WEFT_RS_FRAME_RBX || FRAME_RBP != WEFT_RS_FRAME_RBP
 .error "frame offsets differ between asm/switch_x86_64_sysv.S and src/arch/x86_64.rs"
 .endif
 .if FRAME_CONT != WEFT_RS_FRAME_CONT || FRAME_SIZE != WEFT_RS_FRAME_SIZE
 .error "frame offsets differ between asm/switch_x86_64_sysv.S and src/arch/x86_64.rs"
 .endif
-.if LINK_BELOW_TOP != WEFT_RS_LINK_BELOW_TOP
-.error "the link slot's place differs between asm/switch_x86_64_sysv.S and src/arch/x86_64.rs"
+.if SP_BELOW_TOP != WEFT_RS_SP_BELOW_TOP || LINK_BELOW_TOP != WEFT_RS_LINK_BELOW_TOP
+.error "the top slots' places differ between asm/switch_x86_64_sysv.S and src/arch/x86_64.rs"
 .endif
 
-# Pushes rbp, rbx and the FP control state: slots 2 to 0 (r12-r15 are the
-# compiler's business, see above). On entry [rsp] is the continuation
-# (slot 3); CFI tracks every push.
+# Pushes rbp, rbx and (fp-control) the FP control state: the frame's slots
+# from the continuation's down (r12-r15 are the compiler's business, see
+# above). On entry [rsp] is the continuation; CFI tracks every push.
 .macro PUSH_FRAME
-    push rbp                            # slot 2
+    push rbp
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset rbp, 0
-    push rbx                            # slot 1
+    push rbx
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset rbx, 0
-    sub rsp, 8                          # slot 0 (also keeps the frame 16-byte
-                                        # aligned when fp-control is off)
-    .cfi_adjust_cfa_offset 8
 .if WEFT_FP_CONTROL
+    sub rsp, 8                          # the FP slot
+    .cfi_adjust_cfa_offset 8
     stmxcsr dword ptr [rsp]             # save MXCSR (control bits and flags)
     fnstcw word ptr [rsp + 4]           # save the x87 control word
 .endif
 .endm
 
-# After the stack switch: rax = the outgoing frame (SAVE_OUTGOING put it
-# there), rsp = the incoming frame. Reloads MXCSR / the x87 control word only
-# if their control bits differ. Uses rcx. The reloads are out of line (label
-# 8/9) to keep the common path straight.
+# Before the stack switch (fp-control): rdx := the outgoing frame, for
+# CHECK_FP_CONTROL. Nothing to do without the feature.
+.macro SAVE_OUTGOING
+.if WEFT_FP_CONTROL
+    mov rdx, rsp
+.endif
+.endm
+
+# After the stack switch (fp-control): rdx = the outgoing frame, rsp = the
+# incoming frame. Reloads MXCSR / the x87 control word only if their control
+# bits differ. Uses rcx. The reloads are out of line (labels 8/9) to keep
+# the common path straight.
 .macro CHECK_FP_CONTROL
 .if WEFT_FP_CONTROL
     .cfi_remember_state                 # the reloads below run in this state
-    mov ecx, dword ptr [rax]            # outgoing MXCSR (same-size store: forwarded)
+    mov ecx, dword ptr [rdx]            # outgoing MXCSR (same-size store: forwarded)
     xor ecx, dword ptr [rsp]            # differs from the incoming one where set
     test ecx, MXCSR_CONTROL_MASK        # ignore the sticky flags
     jnz 8f
 7:
-    movzx ecx, word ptr [rax + 4]       # outgoing x87 control word
+    movzx ecx, word ptr [rdx + 4]       # outgoing x87 control word
     cmp cx, word ptr [rsp + 4]
     jne 9f
 6:
-.endif
-.endm
-
-# Before the stack switch: rax := the outgoing frame, for CHECK_FP_CONTROL.
-# Nothing to do without fp-control.
-.macro SAVE_OUTGOING
-.if WEFT_FP_CONTROL
-    mov rax, rsp
 .endif
 .endm
 
@@ -189,10 +238,13 @@
 .endif
 .endm
 
-# Pops slots 0 to 2 of the incoming frame, leaving [rsp] = its continuation.
+# Pops the incoming frame down to its continuation, leaving [rsp] = the
+# continuation.
 .macro POP_FRAME
-    add rsp, 8                          # slot 0 (already handled)
+.if WEFT_FP_CONTROL
+    add rsp, 8                          # the FP slot (already handled)
     .cfi_adjust_cfa_offset -8
+.endif
     pop rbx
     .cfi_adjust_cfa_offset -8
     .cfi_restore rbx
@@ -207,12 +259,13 @@
 # weft_switch_resume: enter a suspended (or fresh) coroutine.
 #
 # Called with `call` (extern "sysv64") from the resumer:
-#   rdi  the coroutine's saved stack pointer (a frame as above)
-#   rsi  the link slot: where to store the resumer's stack pointer
-#   rdx  a word for the coroutine; it arrives in rax at the continuation
+#   r12  the coroutine stack's switch top: its frame's address is in the sp
+#        slot [r12 - 8]; the resumer's goes into the link slot [r12 - 16]
+#   rax  a word for the coroutine; it arrives in rax at the continuation
 # Returns, when the coroutine suspends, with rax = the coroutine's word.
-# Preserves rbx, rbp, the MXCSR control bits and the x87 control word; r12-r15
-# come back as the coroutine left them (the caller declares them clobbered).
+# Preserves rbx, rbp and (fp-control) the MXCSR control bits and the x87
+# control word; r12-r15 come back as the coroutine left them (the caller
+# declares them clobbered).
 # ---------------------------------------------------------------------------
     .p2align 4
     .globl weft_switch_resume
@@ -221,16 +274,16 @@
 weft_switch_resume:
     .cfi_startproc
     PUSH_FRAME
-    mov qword ptr [rsi], rsp            # link slot := the resumer's frame
-    SAVE_OUTGOING                       # rax = outgoing frame, for the FP compare
-    mov rsp, rdi                        # now on the coroutine's stack; its frame
-                                        # has the same layout, so the CFI holds
+    mov qword ptr [r12 - LINK_BELOW_TOP], rsp   # link slot := the resumer's frame
+    SAVE_OUTGOING                       # rdx = outgoing frame, for the FP compare
+    mov rsp, qword ptr [r12 - SP_BELOW_TOP]     # now on the coroutine's stack;
+                                        # its frame has the same layout, so the
+                                        # CFI holds
     CHECK_FP_CONTROL
     POP_FRAME
     pop rcx                             # the coroutine's continuation
     .cfi_adjust_cfa_offset -8
     .cfi_register rip, rcx
-    mov rax, rdx                        # the word, for the coroutine
     jmp rcx                             # an indirect jump: no return-stack entry
     FP_CONTROL_RELOADS
     .cfi_endproc
@@ -242,13 +295,14 @@ weft_switch_resume:
 # Entered with `jmp`, never `call`: the coroutine has pushed its continuation
 # by hand (see the drawing above), so [rsp] is a return address exactly as if
 # it had been called.
-#   rdi  where to store the coroutine's stack pointer
-#   rsi  the link slot holding the resumer's stack pointer
-#   rdx  a word for the resumer; `weft_switch_resume` returns it in rax
+#   r12  the running coroutine stack's switch top: our frame's address goes
+#        into its sp slot [r12 - 8]; the resumer's is in the link slot
+#        [r12 - 16]
+#   rax  a word for the resumer; `weft_switch_resume` returns it in rax
 # When the coroutine is resumed, control continues at the pushed address with
-# rax = the resumer's word, and rbx, rbp and the FP control state restored;
-# r12-r15 arrive as the resumer left them (the coroutine's asm block declares
-# them clobbered).
+# rax = the resumer's word, and rbx, rbp and (fp-control) the FP control
+# state restored; r12-r15 arrive as the resumer left them (the coroutine's
+# asm block declares them clobbered).
 # ---------------------------------------------------------------------------
     .p2align 4
     .globl weft_switch_suspend
@@ -257,12 +311,11 @@ weft_switch_resume:
 weft_switch_suspend:
     .cfi_startproc
     PUSH_FRAME
-    mov qword ptr [rdi], rsp            # the coroutine's saved stack pointer
-    SAVE_OUTGOING                       # rax = outgoing frame, for the FP compare
-    mov rsp, qword ptr [rsi]            # back on the resumer's stack
+    mov qword ptr [r12 - SP_BELOW_TOP], rsp     # the coroutine's saved stack pointer
+    SAVE_OUTGOING                       # rdx = outgoing frame, for the FP compare
+    mov rsp, qword ptr [r12 - LINK_BELOW_TOP]   # back on the resumer's stack
     CHECK_FP_CONTROL
     POP_FRAME
-    mov rax, rdx                        # the word, for the resumer
     ret                                 # to just after its `call weft_switch_resume`
     FP_CONTROL_RELOADS
     .cfi_endproc
@@ -276,7 +329,8 @@ weft_switch_suspend:
 # function, rbp = its data pointer and rax = the resumer's word. It zeroes rbp
 # (the end of the frame-pointer chain) and calls
 #   entry(word: usize /*rdi*/, data: *mut () /*rsi*/, top: *mut u8 /*rdx*/) -> !
-# which never returns: a finished coroutine leaves with weft_switch_suspend.
+# where `top` is the switch top, and which never returns: a finished
+# coroutine leaves with weft_switch_suspend.
 #
 # CFI: the caller of this frame is the resumer, stopped in weft_switch_resume
 # with its frame at [link slot]. So CFA = [rsp] + FRAME_SIZE, and the
@@ -295,10 +349,10 @@ weft_coroutine_trampoline:
     .cfi_startproc
     .cfi_signal_frame
     # DW_CFA_def_cfa_expression (0x0f), 5 bytes: DW_OP_breg7 (rsp) 0,
-    # DW_OP_deref, DW_OP_plus_uconst 32 (FRAME_SIZE, checked below)
-    .cfi_escape 0x0f, 5, 0x77, 0x00, 0x06, 0x23, 0x20
-.if FRAME_SIZE != 0x20
-.error "update the DW_OP_plus_uconst operand in weft_coroutine_trampoline's CFA"
+    # DW_OP_deref, DW_OP_plus_uconst FRAME_SIZE (24 or 32: one ULEB128 byte)
+    .cfi_escape 0x0f, 5, 0x77, 0x00, 0x06, 0x23, FRAME_SIZE
+.if FRAME_SIZE > 0x7f
+.error "FRAME_SIZE no longer fits the one-byte ULEB128 in weft_coroutine_trampoline's CFA"
 .endif
     .cfi_offset rip, FRAME_CONT - FRAME_SIZE
     .cfi_offset rbp, FRAME_RBP - FRAME_SIZE
@@ -306,7 +360,7 @@ weft_coroutine_trampoline:
     mov rdi, rax                        # entry's first argument: the word
     mov rsi, rbp                        # entry's second argument: its data
     xor ebp, ebp                        # rbp = 0 ends frame-pointer chains
-    lea rdx, [rsp + LINK_BELOW_TOP]     # entry's third argument: the stack top
+    lea rdx, [rsp + LINK_BELOW_TOP]     # entry's third argument: the switch top
     call rbx                            # never returns
     .globl weft_coroutine_trampoline_ret
     .hidden weft_coroutine_trampoline_ret
@@ -321,8 +375,9 @@ weft_coroutine_trampoline_ret:          # the return address of that call: the
 # weft_call_on_stack: run a callback on a suspended coroutine's stack.
 #
 # Called with `call` (extern "sysv64"):
-#   rdi  the coroutine's saved stack pointer (a frame as above, 16-byte
-#        aligned); the callback runs with its stack just below that frame
+#   rdi  the coroutine's saved stack pointer (a frame as above); the callback
+#        runs with its stack just below that frame (CALL_ON_STACK_PAD below
+#        it, so that rsp is 16-byte aligned at the callback's call)
 #   rsi  the callback, extern "sysv64" fn(data)
 #   rdx  data, the callback's argument
 # Returns when the callback returns, on the caller's stack, with rbx and rbp
@@ -336,14 +391,15 @@ weft_coroutine_trampoline_ret:          # the return address of that call: the
 # is below) and that the coroutine cannot run meanwhile.
 #
 # CFI at the call site: the saved frame is the callback's caller, i.e.
-# CFA = rsp + FRAME_SIZE, with rip, rbp and rbx at their frame offsets (as
-# the trampoline says for its resumer, and as weft_switch_suspend's own CFI
-# said when it stored the frame). So a backtrace taken in the callback
-# reads: callback, weft_call_on_stack, the coroutine's frames from where it
-# suspended down to its entry, then weft_coroutine_trampoline, whose caller
-# is found through the link slot (see "Unwinding and backtraces").
-# weft_call_on_stack_ret marks the call's return address, so a walker can
-# tell where the coroutine's own frames begin.
+# CFA = rsp + CALL_ON_STACK_PAD + FRAME_SIZE, with rip, rbp and rbx at their
+# frame offsets (as the trampoline says for its resumer, and as
+# weft_switch_suspend's own CFI said when it stored the frame). So a
+# backtrace taken in the callback reads: callback, weft_call_on_stack, the
+# coroutine's frames from where it suspended down to its entry, then
+# weft_coroutine_trampoline, whose caller is found through the link slot
+# (see "Unwinding and backtraces"). weft_call_on_stack_ret marks the call's
+# return address, so a walker can tell where the coroutine's own frames
+# begin.
 # ---------------------------------------------------------------------------
     .p2align 4
     .globl weft_call_on_stack
@@ -351,14 +407,14 @@ weft_coroutine_trampoline_ret:          # the return address of that call: the
     .type weft_call_on_stack, @function
 weft_call_on_stack:
     .cfi_startproc
-    PUSH_FRAME                          # rbp, rbx and a slot that keeps our own
-                                        # frame 16-byte aligned (a switch frame's
-                                        # shape; its FP slot is not needed here)
+    PUSH_FRAME                          # rbp, rbx (and, with fp-control, the FP
+                                        # slot: a switch frame's shape; the FP
+                                        # state is not needed here)
     mov rbx, rsp                        # our stack pointer, kept across the
                                         # callback in a callee-saved register
     .cfi_remember_state
-    mov rsp, rdi                        # on the coroutine's stack, at its frame
-    .cfi_def_cfa rsp, FRAME_SIZE
+    lea rsp, [rdi - CALL_ON_STACK_PAD]  # on the coroutine's stack, below its frame
+    .cfi_def_cfa rsp, CALL_ON_STACK_PAD + FRAME_SIZE
     .cfi_offset rip, FRAME_CONT - FRAME_SIZE
     .cfi_offset rbp, FRAME_RBP - FRAME_SIZE
     .cfi_offset rbx, FRAME_RBX - FRAME_SIZE

@@ -6,8 +6,8 @@
 //! side in the report:
 //!
 //! ```text
-//! cargo bench -p weft-benches --bench switch                        # fp-control on (default)
-//! cargo bench -p weft-benches --bench switch --no-default-features  # fp-control compiled out
+//! cargo bench -p weft-benches --bench switch                        # fp-control off (the default)
+//! cargo bench -p weft-benches --bench switch --features fp-control  # the FP control state preserved
 //! ```
 //!
 //! Setting `WEFT_SWITCH_COUNT=N` skips criterion and runs N weft round trips,

@@ -136,12 +136,12 @@
 //!   the limit and how to raise it (`sudo sysctl -w vm.max_map_count=262144`);
 //!   it never crashes.
 //! - **Switches.** A coroutine switch saves and restores only what the
-//!   calling convention requires, a few nanoseconds; with the default cargo
-//!   feature `fp-control` it also keeps the floating-point control state
-//!   (rounding mode, exception masks) per coroutine, which costs about 10 ns
-//!   per round trip on some CPUs. Rust code cannot change that state
-//!   soundly, so programs without C code that changes rounding modes can
-//!   turn the feature off (`default-features = false`).
+//!   calling convention requires of integer registers, a few nanoseconds.
+//!   The floating-point control state (rounding mode, exception masks) is
+//!   kept per coroutine only with the cargo feature `fp-control`, off by
+//!   default: Rust code cannot change that state soundly, and reading it
+//!   costs about 10 ns per round trip on some CPUs. Programs whose C code
+//!   changes rounding modes across a switch turn the feature on.
 //! - **Panics** inside a coroutine are caught where it starts and reach
 //!   whoever joins or resumes it; they never unwind across a switch.
 //!   Cancelling a coroutine, shutting its runtime down or dropping a

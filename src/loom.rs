@@ -23,11 +23,15 @@ pub(crate) use std::sync::{
 
 /// Std's atomics and `UnsafeCell` in every build: for process-wide statics
 /// (which loom cannot construct in a `static`), for words the kernel reads
-/// (futex), and for the runtime's scheduler, which loom does not model
-/// (its parking protocol, `park::ParkState`, is modelled on its own).
+/// (futex), for the runtime's scheduler, which loom does not model (its
+/// parking protocol, `park::ParkState`, is modelled on its own), and the
+/// compiler fence that orders stores against a signal handler of the same
+/// thread (`stack::overflow`).
 pub(crate) mod process {
     pub(crate) use std::cell::UnsafeCell;
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+    pub(crate) use std::sync::atomic::{
+        AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, compiler_fence, fence,
+    };
 }
 
 /// `UnsafeCell` with loom's closure API (`with`, `with_mut`) in both builds,

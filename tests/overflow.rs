@@ -230,6 +230,44 @@ fn nested_inner_overflow_names_the_inner_coroutine() {
     assert!(!child.stderr.contains("'outer'"), "{}", child.describe());
 }
 
+/// Three deep, on a runtime: a named coroutine of the runtime (a task, with
+/// other tasks parked on its worker) resumes a generator, which resumes
+/// another that overflows. The innermost one is named, not the generator
+/// that resumed it nor the task, although all three stacks (and the parked
+/// tasks' stacks) are started on that thread.
+#[test]
+fn overflow_in_a_generator_driven_by_a_task_names_the_innermost_coroutine() {
+    let Some(child) = run_in_child("overflow_in_a_generator_driven_by_a_task_names_the_innermost_coroutine", || {
+        let rt = weft::Runtime::builder().workers(1).build().unwrap();
+        let parked: Vec<_> = (0..20).map(|_| rt.spawn(|| weft::sleep(std::time::Duration::from_secs(3600)))).collect();
+        let task = weft::Builder::new()
+            .name("task".to_string())
+            .spawn_on(&rt, || {
+                let mut middle = Coroutine::<(), (), ()>::builder()
+                    .name("middle".to_string())
+                    .stack_size(64 * 1024)
+                    .build(|_, ()| {
+                        let builder =
+                            Coroutine::<(), (), u64>::builder().name("innermost".to_string()).stack_size(40 * 1024);
+                        let (mut inner, line) = (builder.build(|_, ()| recurse(0)).unwrap(), line!());
+                        report("id", inner.id());
+                        report("line", line);
+                        inner.resume(());
+                    })
+                    .unwrap();
+                middle.resume(());
+            })
+            .unwrap();
+        let _ = task.join();
+        drop(parked);
+    }) else {
+        return;
+    };
+    let expected = expected_report(&child.reported("id"), "innermost", 40, &child.reported("line"));
+    assert_reported_overflow(&child, &expected);
+    assert!(!child.stderr.contains("'middle'") && !child.stderr.contains("'task'"), "{}", child.describe());
+}
+
 /// After an inner coroutine suspends back to its resumer, an overflow in the
 /// resumer (itself a coroutine) is reported under the resumer's name: the
 /// "current coroutine" is restored when the inner one switches out.

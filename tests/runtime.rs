@@ -751,6 +751,52 @@ fn a_coroutine_panic_names_the_coroutine() {
     );
 }
 
+/// A panic in a generator (a plain `Coroutine`) that a named coroutine of
+/// the runtime drives names the generator, the innermost coroutine, not the
+/// task that resumed it; a panic in the task itself, after the generator
+/// suspended, names the task again.
+#[test]
+fn a_panic_in_a_generator_driven_by_a_coroutine_names_the_generator() {
+    const NAME: &str = "a_panic_in_a_generator_driven_by_a_coroutine_names_the_generator";
+    let Some(stderr) = in_child_process(NAME, Duration::from_secs(30), || {
+        let rt = runtime(2);
+        // Other tasks alive on the workers, so the search for the running
+        // stack has several started stacks to choose from.
+        let parked: Vec<_> = (0..50).map(|_| rt.spawn(|| weft::sleep(Duration::from_millis(300)))).collect();
+        let handle = weft::Builder::new()
+            .name("driver".to_string())
+            .spawn_on(&rt, || {
+                let mut quiet = weft::coroutine::Coroutine::<(), (), ()>::builder()
+                    .name("quiet".to_string())
+                    .build(|yielder, ()| yielder.suspend(()))
+                    .expect("a generator");
+                quiet.resume(());
+                let mut parser = weft::coroutine::Coroutine::<(), (), ()>::builder()
+                    .name("parser".to_string())
+                    .build(|_, ()| panic!("the generator failed"))
+                    .expect("a generator");
+                let caught = panic::catch_unwind(panic::AssertUnwindSafe(|| parser.resume(())));
+                assert!(caught.is_err(), "the generator's panic reaches its resumer");
+                eprintln!("THE DRIVER'S ID WAS {}", weft::current().id());
+                panic!("the driver failed");
+            })
+            .expect("spawned");
+        assert!(handle.join().is_err(), "the driver panicked");
+        for task in parked {
+            task.join().expect("a sleeper");
+        }
+    }) else {
+        return;
+    };
+    assert!(stderr.contains("('parser') panicked at tests/runtime.rs:"), "the generator is not named:\n{stderr}");
+    assert!(stderr.contains("the generator failed"), "the generator's payload is missing:\n{stderr}");
+    let id = stderr.split("THE DRIVER'S ID WAS ").nth(1).and_then(|rest| rest.lines().next()).expect("the id line");
+    let expected = format!("coroutine {id} ('driver') panicked at tests/runtime.rs:");
+    assert!(stderr.contains(&expected), "no {expected:?} in the child's stderr:\n{stderr}");
+    assert!(!stderr.contains("'quiet'"), "a suspended generator was named:\n{stderr}");
+    assert!(!stderr.contains("thread 'weft-"), "the worker thread was named instead:\n{stderr}");
+}
+
 /// With the user's own panic hook installed before the runtime, a coroutine
 /// panic still names the coroutine, and the user's hook still runs (for it
 /// and for the plain thread).

@@ -21,11 +21,9 @@
 #                    after, the steps
 #   criterion.json   the group `channel`, labelled by the build that ran it:
 #                    default (the whole group, weft-benches' default
-#                    features), no-fp-control and fp-control (the weft
-#                    rendezvous rows again, built with --no-default-features
-#                    and with --features fp-control: the switch's FP check is
-#                    a visible part of a hand-off, and which of the two is
-#                    the default build is a setting of the day)
+#                    features: no fp-control) and fp-control (the weft
+#                    rendezvous rows again, built with --features fp-control:
+#                    the switch's FP check is a visible part of a hand-off)
 #   callgrind.json   instructions per rendezvous hand-off (`channel.
 #                    rendezvous.BUILD`) and per completed select over 4
 #                    rendezvous channels (`channel.select.BUILD`), each from
@@ -161,7 +159,6 @@ export WEFT_CHANNEL_PLACEMENTS="$tmp/placements.json"
 criterion_run default ${weft_filter[@]+"${weft_filter[@]}"}
 unset WEFT_CHANNEL_PLACEMENTS
 if [ -s "$tmp/placements.json" ]; then cp "$tmp/placements.json" "$out/placements.json"; fi
-criterion_run no-fp-control --no-default-features -- '^channel/rendezvous/weft'
 criterion_run fp-control --features fp-control -- '^channel/rendezvous/weft'
 
 # ---------------------------------------------------------------------------

@@ -6,6 +6,10 @@
 #   bash benches/report/collect.sh --quick         # short runs into target/bench-results-quick/
 #   bash benches/report/collect.sh --go            # also the Go peer (benches/peers/go)
 #   bash benches/report/collect.sh --out DIR       # another results directory
+#   bash benches/report/collect.sh --only callgrind  # only these sources (a comma-separated list of
+#                                                    # criterion, versus_threads, callgrind, rss, skynet, go)
+#   bash benches/report/collect.sh --tree DIR      # measure the checkout in DIR (another commit) with
+#                                                  # these scripts; see "before/" in README.md
 #
 # What it writes into DIR (each file names the commands that made it in
 # machine.json's "steps"):
@@ -18,12 +22,13 @@
 #                        of that key, merged into one file
 #   criterion.json       every benchmark of the switch, runtime, sync and
 #                        versus groups, labelled by the run that made it:
-#                        default, no-fp-control (switch built with
-#                        --no-default-features), may-1-worker (versus' may
+#                        default, fp-control (switch built with
+#                        --features fp-control), may-1-worker (versus' may
 #                        rows with WEFT_BENCH_MAY_WORKERS=1)
 #   callgrind.json       instructions per switch round trip (weft and
-#                        corosensei, both builds), per yield and per
-#                        spawned coroutine (runtime bench) and per
+#                        corosensei, both builds), per yield, per spawned
+#                        coroutine and per skynet leaf (runtime bench), per
+#                        Mutex+Condvar hand-off (sync bench) and per
 #                        rendezvous hand-off (channel bench), if valgrind exists
 #   rss.json             the WEFT_RSS_PROBE modes of benches/runtime.rs
 #   skynet.json          examples/skynet on 1 and 2 workers, 3 runs each,
@@ -51,29 +56,43 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-cd "$root"
 
 usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
 quick=0
 go=0
 out=""
+only=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1; shift ;;
         --go) go=1; shift ;;
         --out) out="${2:?--out needs a directory}"; shift 2 ;;
         --out=*) out="${1#*=}"; shift ;;
+        --only) only="${2:?--only needs a list of sources}"; shift 2 ;;
+        --tree) root="$(cd "${2:?--tree needs a directory}" && pwd)"; shift 2 ;;
         -h|--help) usage ;;
         *) echo "collect.sh: unknown argument '$1'" >&2; usage ;;
     esac
 done
+scripts_root="$(cd "$here/../.." && pwd)"
 if [ -z "$out" ]; then
-    if [ "$quick" = 1 ]; then out="target/bench-results-quick"; else out="benches/results"; fi
+    if [ "$root" != "$scripts_root" ]; then
+        echo "collect.sh: --tree needs --out (the default would replace this checkout's results)" >&2
+        exit 2
+    fi
+    if [ "$quick" = 1 ]; then out="$root/target/bench-results-quick"; else out="$root/benches/results"; fi
 fi
+# A relative DIR is taken from where the script was started.
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+cd "$root"
+
+# wants SOURCE: whether this collection measures SOURCE (--only).
+wants() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
@@ -87,8 +106,10 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/go"
 
-mkdir -p "$out"
-rm -f "$out"/{machine,versus_threads,criterion,callgrind,rss,skynet,go}.json "$out/steps.jsonl"
+rm -f "$out/machine.json" "$out/steps.jsonl"
+for source in versus_threads criterion callgrind rss skynet go; do
+    if wants "$source"; then rm -f "$out/$source.json"; fi
+done
 steps="$out/steps.jsonl"
 mode=full
 if [ "$quick" = 1 ]; then mode=quick; fi
@@ -166,6 +187,7 @@ criterion_run() {
     fi
 }
 
+if wants criterion || wants versus_threads; then
 criterion_run default switch clean
 criterion_run default runtime clean
 criterion_run default sync clean
@@ -179,8 +201,12 @@ criterion_run default sync clean
 # puts the drift during it into the row's range of runs, where the report
 # shows it, instead of between the two harnesses. The files are merged into
 # one versus_threads.json (record.py vt-merge).
+touch "$tmp/versus.list"
 if has_target bench versus; then
     cargo bench -p weft-benches --bench versus --no-run --quiet >&2 2>/dev/null || true
+    # The group's benchmark ids, to bracket only the rows it has.
+    cargo bench -p weft-benches --bench versus --quiet -- --list 2>/dev/null | sed 's/: benchmark$//' \
+        >"$tmp/versus.list" || true
 fi
 if has_target example versus_threads; then
     cargo build --release --example versus_threads --quiet >&2 2>/dev/null || true
@@ -189,10 +215,10 @@ if has_target example versus_threads; then
     clean=clean
     vt_parts=()
     for key in $vt_keys; do
-        # parked_memory is a size: the versus group has no benchmark of it,
-        # so it runs once.
+        # A row the versus group has no benchmark of (parked_memory is a
+        # size, and a row may be newer than the group) runs once.
         brackets=(before after)
-        if [ "$key" = parked_memory ]; then brackets=(before); fi
+        if ! grep -q "^versus/$key/" "$tmp/versus.list"; then brackets=(before); fi
         for bracket in "${brackets[@]}"; do
             if [ "$bracket" = after ]; then
                 criterion_run default versus "$clean" -- "^versus/$key/"
@@ -217,31 +243,42 @@ else
 fi
 # may's one-worker rows (its hand-off rows), added to the versus group.
 criterion_run may-1-worker versus keep WEFT_BENCH_MAY_WORKERS=1 -- /may
-# Last: the switch group again, built without fp-control (same bench ids).
-criterion_run no-fp-control switch clean --no-default-features
+# Last: the switch group again, built with fp-control (same bench ids; the
+# feature is off by default).
+criterion_run fp-control switch clean --features fp-control
+fi
 
 # ---------------------------------------------------------------------------
 # callgrind.json
 # ---------------------------------------------------------------------------
 
-# Round trips, yields and spawned coroutines per callgrind run (the runtime
-# counts run twice, at n and 2n, and their difference is divided by n).
+# Round trips per callgrind run of the switch bench; then, per operation of
+# the runtime and sync benches' count modes, two runs of different sizes
+# (BENCH:WHAT:SMALL:BIG), whose difference is divided by BIG - SMALL so
+# that start-up and shutdown cancel: yields (1 worker), spawned+joined
+# coroutines (100 000 alive at once, 2 workers), skynet leaves (a spawn
+# tree, 2 workers; sizes are powers of 10) and one-way Mutex+Condvar
+# hand-offs (1 worker).
 if [ "$quick" = 1 ]; then
     switch_count=100000
-    runtime_counts=(yield:50000 spawn:20000)
+    op_counts=(runtime:yield:50000:100000 runtime:spawn:20000:40000 runtime:skynet:10000:100000
+        sync:handoff:20000:40000)
 else
     switch_count=1000000
-    runtime_counts=(yield:500000 spawn:100000)
+    op_counts=(runtime:yield:500000:1000000 runtime:spawn:100000:200000 runtime:skynet:100000:1000000
+        sync:handoff:100000:200000)
 fi
 
-if ! command -v valgrind >/dev/null 2>&1; then
+if ! wants callgrind; then
+    :
+elif ! command -v valgrind >/dev/null 2>&1; then
     skip callgrind.json default "valgrind is not installed" \
         env WEFT_SWITCH_COUNT="$switch_count" valgrind --tool=callgrind "--toggle-collect=*weft_round_trips*" \
         "target/release/deps/switch-<hash>"
 else
-    for build in default no-fp-control; do
+    for build in default fp-control; do
         features=()
-        if [ "$build" = no-fp-control ]; then features=(--no-default-features); fi
+        if [ "$build" = fp-control ]; then features=(--features fp-control); fi
         bin="$(bench_exe switch ${features[@]+"${features[@]}"} || true)"
         if [ -z "$bin" ]; then
             fail callgrind.json "$build" "cannot build the switch bench" \
@@ -257,33 +294,40 @@ else
         done
     done
 
-    # Instructions per yield (1 worker) and per spawned+joined coroutine (2
-    # workers): two runs of different sizes, start-up cancelled.
-    bin="$(bench_exe runtime || true)"
-    if [ -z "$bin" ]; then
-        fail callgrind.json default "cannot build the runtime bench" cargo bench -p weft-benches --bench runtime --no-run
-    else
-        for spec in "${runtime_counts[@]}"; do
-            what="${spec%%:*}"
-            n="${spec#*:}"
-            ok=1
-            for count in "$n" "$((2 * n))"; do
-                step callgrind.json default env WEFT_RUNTIME_COUNT="$what:$count" valgrind --tool=callgrind \
-                    "--callgrind-out-file=$tmp/callgrind.$what.$count" "$bin" || ok=0
-            done
-            if [ "$ok" = 1 ]; then
-                record callgrind-diff "$out/callgrind.json" "$tmp/callgrind.$what.$n" "$n" \
-                    "$tmp/callgrind.$what.$((2 * n))" "$((2 * n))" runtime "$what"
-            fi
+    for spec in "${op_counts[@]}"; do
+        IFS=: read -r bench what small big <<<"$spec"
+        var=WEFT_RUNTIME_COUNT
+        if [ "$bench" = sync ]; then var=WEFT_SYNC_COUNT; fi
+        bin="$(bench_exe "$bench" || true)"
+        if [ -z "$bin" ]; then
+            fail callgrind.json default "cannot build the $bench bench" \
+                cargo bench -p weft-benches --bench "$bench" --no-run
+            continue
+        fi
+        ok=1
+        for count in "$small" "$big"; do
+            # Once more if valgrind itself fails: callgrind 3.19 can trip an
+            # assertion of its own (threads.c, vgCallgrind_post_signal) when
+            # the runtime's monitor signals a worker it finds stalled, which
+            # the slow spawn runs under callgrind provoke.
+            step callgrind.json default env "$var=$what:$count" valgrind --tool=callgrind \
+                "--callgrind-out-file=$tmp/callgrind.$what.$count" "$bin" \
+                || step callgrind.json "$what:$count again" env "$var=$what:$count" valgrind --tool=callgrind \
+                    "--callgrind-out-file=$tmp/callgrind.$what.$count" "$bin" \
+                || ok=0
         done
-    fi
+        if [ "$ok" = 1 ]; then
+            record callgrind-diff "$out/callgrind.json" "$tmp/callgrind.$what.$small" "$small" \
+                "$tmp/callgrind.$what.$big" "$big" runtime "$what"
+        fi
+    done
 fi
 
 # Instructions per rendezvous hand-off between two coroutines on one
 # worker (benches/channel.rs, WEFT_CHANNEL_COUNT=rendezvous:N), from two
 # run sizes, start-up cancelled. The channel figures themselves, with their
 # peers, are their own collection: benches/report/channel.sh.
-if command -v valgrind >/dev/null 2>&1 && has_target bench channel; then
+if wants callgrind && command -v valgrind >/dev/null 2>&1 && has_target bench channel; then
     bin="$(bench_exe channel || true)"
     n=$((switch_count / 5))
     if [ -z "$bin" ]; then
@@ -306,6 +350,7 @@ fi
 # ---------------------------------------------------------------------------
 
 for probe in 1 spawn skynet skynet1; do
+    wants rss || break
     if step rss.json "$probe" env WEFT_RSS_PROBE="$probe" cargo bench -p weft-benches --bench runtime; then
         cp "$tmp/step.out" "$tmp/rss.$probe"
         if ! record rss "$probe" "$tmp/rss.$probe" "$out/rss.json"; then
@@ -320,7 +365,7 @@ done
 # ---------------------------------------------------------------------------
 
 skynet_exe="$target_dir/release/examples/skynet"
-if step skynet.json build cargo build --release --example skynet; then
+if wants skynet && step skynet.json build cargo build --release --example skynet; then
     if [ -x /usr/bin/time ]; then
         timer=(/usr/bin/time -f %M -o "$tmp/peak_kib")
     else
@@ -348,7 +393,7 @@ fi
 
 go_quick=()
 if [ "$quick" = 1 ]; then go_quick=(-quick); fi
-if [ "$go" = 1 ]; then
+if [ "$go" = 1 ] && wants go; then
     # run.sh may leave a file per setting next to the one asked for: keep
     # them out of DIR.
     shown_as="$(shell_words bash benches/peers/go/run.sh ${go_quick[@]+"${go_quick[@]}"} -json "$out/go.json")"

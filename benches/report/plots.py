@@ -163,10 +163,10 @@ def handoff_bar(results, key, side, name, color):
 
 def plot_switch_latency(results):
     bars = [
-        crit_bar(results, "default", "switch/weft resume+suspend", "weft resume+suspend, fp-control on (round trip)",
+        crit_bar(results, "default", "switch/weft resume+suspend", "weft resume+suspend, default build (round trip)",
                  COLORS["weft"]),
-        crit_bar(results, "no-fp-control", "switch/weft resume+suspend",
-                 "weft resume+suspend, fp-control off (round trip)", COLORS["weft-alt"]),
+        crit_bar(results, "fp-control", "switch/weft resume+suspend",
+                 "weft resume+suspend, fp-control on (round trip)", COLORS["weft-alt"]),
         crit_bar(results, "default", "switch/corosensei resume+suspend", "corosensei resume+suspend (round trip)",
                  COLORS["corosensei"]),
         handoff_bar(results, "handoff_pinned", "weft", "weft yield hand-off, 1 worker", COLORS["weft"]),

@@ -21,11 +21,11 @@ units, number formatting), tables.py (tables and provenance), plots.py (SVG).
 An example, from BENCHMARKS.md.in:
 
     <!-- figures
-    let rt_off = crit no-fp-control "switch/weft resume+suspend"
-    let coro_off = crit no-fp-control "switch/corosensei resume+suspend"
+    let rt = crit default "switch/weft resume+suspend"
+    let coro = crit default "switch/corosensei resume+suspend"
     -->
-    weft's round trip is {{rt_off / coro_off}} corosensei's ({{rt_off}} against
-    {{coro_off}}; goal: within 1.5x: {{goal(rt_off / coro_off <= 1.5)}}).
+    weft's round trip is {{rt / coro}} corosensei's ({{rt}} against
+    {{coro}}; goal: within 1.5x: {{goal(rt / coro <= 1.5)}}).
 
 renders as "weft's round trip is 1.43x corosensei's (3.09 ns against 2.16 ns;
 goal: within 1.5x: met)".
@@ -43,15 +43,18 @@ Template syntax
 
 SOURCEs (a figure that is not in the results makes its placeholder "n/a"):
 
-    crit LABEL FULL_ID      criterion median of FULL_ID in the run LABEL (default, no-fp-control, may-1-worker)
+    crit LABEL FULL_ID      criterion median of FULL_ID in the run LABEL (default, fp-control, may-1-worker)
     versus KEY SIDE         criterion group `versus`, benchmark KEY/SIDE, per operation (median / throughput
                             elements), in the unit of versus_threads' row KEY
     vt KEY SIDE             versus_threads row KEY: SIDE weft or threads (in the row's unit), or ratio
     vtmeta FIELD            versus_threads' runs, costly_runs or workers
     go PROCS KEY            go.json row KEY at GOMAXPROCS=PROCS, in its unit
-    cg BUILD WHO            callgrind instructions per switch round trip (BUILD default or no-fp-control,
+    cg BUILD WHO            callgrind instructions per switch round trip (BUILD default or fp-control,
                             WHO weft or corosensei)
-    cgrt WHAT               callgrind instructions per yield (yield) or per spawned+joined coroutine (spawn)
+    cgrt WHAT               callgrind instructions per yield (yield), per spawned+joined coroutine (spawn), per
+                            skynet leaf (skynet) or per one-way Mutex+Condvar hand-off (handoff)
+    cgb BUILD WHO           as `cg`, from before/ (a callgrind collection of an earlier commit)
+    cgrtb WHAT              as `cgrt`, from before/
     rss PATH                rss.json field by dotted path (parked.per_task_kib, peak_skynet.peak_rss_mib, or
                             the derived parked.stack_resident_kib and parked.stack_resident_share); the unit
                             comes from the name's suffix (_kib, _mib, _ms, _share; else a count)
@@ -59,6 +62,7 @@ SOURCEs (a figure that is not in the results makes its placeholder "n/a"):
     scale KEY SIDE N        scaling/: row KEY (skynet, pc_condvar, contended_mutex) of SIDE (weft, threads, go)
                             with N workers (GOMAXPROCS=N for go), in the row's unit
     machine FIELD           machine.json field (text, or a count)
+    bmachine FIELD          before/machine.json field (text, or a count)
     in SUBDIR SOURCE ARG... SOURCE read from the collection in SUBDIR of the results (`in channel crit default
                             ID`: channel.sh's collection, benches/results/channel/, with its own machine.json)
     perop LABEL FULL_ID UNIT  criterion median of FULL_ID per element of its throughput, in UNIT (ns/hand-off,
@@ -84,7 +88,7 @@ EXPRESSIONs are Python expressions over those names, numbers and strings:
     a + b, a - b    figures of one unit; a * n
     a <= b ...      comparisons: figures of one unit, or a ratio and a number
     X if C else Y   and `and`, `or`, `not`: statements whose truth depends on the figures
-    ns(x) us(x) ms(x) kib(x)   a figure literal in that unit, for goals: `goal(yield_rt <= ns(20))`
+    ns(x) us(x) ms(x) kib(x) instr(x)   a figure literal in that unit, for goals: `goal(yield_rt <= ns(20))`
     min(...) max(...)
     goal(CONDITION) "met" or "missed" ("not measured" if a figure is missing)
     pct(r)          how far a ratio is from 1, as a percentage: pct(1.14) and pct(0.86) give "14 %"

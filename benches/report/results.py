@@ -74,8 +74,15 @@ class Results:
         obs_dir = os.path.join(directory, "observability")
         self.observability = read_json(os.path.join(obs_dir, "observability.json"))
         self.observability_machine = read_json(os.path.join(obs_dir, "machine.json"))
+        # before/ is a callgrind collection of an earlier commit (collect.sh
+        # --tree DIR --only callgrind --out before), for before/after tables.
+        before_dir = os.path.join(directory, "before")
+        self.callgrind_before = read_json(os.path.join(before_dir, "callgrind.json"))
+        self.before_machine = read_json(os.path.join(before_dir, "machine.json"))
         if self.rss and "parked" in self.rss:
             derive_stack_residency(self.rss["parked"])
+        normalise_fp_labels(self.crit, self.callgrind)
+        normalise_fp_labels([], self.callgrind_before)
 
     # -- criterion ----------------------------------------------------------
 
@@ -164,6 +171,8 @@ class Results:
             return self.scaling_machine
         if source == "observability":
             return self.observability_machine
+        if source == "before":
+            return self.before_machine
         return self.machine
 
     def steps_for(self, source, group=None):
@@ -172,7 +181,7 @@ class Results:
             if source == "scaling":
                 if not entry["source"].startswith("scaling/"):
                     continue
-            elif entry["source"] != source + ".json":
+            elif entry["source"] != ("callgrind" if source == "before" else source) + ".json":
                 continue
             if group and not re.search(rf"--bench {re.escape(group)}(\s|$)", entry["command"]):
                 continue
@@ -215,6 +224,25 @@ def collected(machine):
     if end.group(1) == start.group(1):
         return f"collected {start.group(1)} {start.group(2)}–{end.group(2)} UTC"
     return f"collected {start.group(1)} {start.group(2)} UTC to {end.group(1)} {end.group(2)} UTC"
+
+
+def normalise_fp_labels(crit, callgrind):
+    """Collections made while `fp-control` was a default feature label the
+    switch's two builds `default` (the FP check on) and `no-fp-control`;
+    since the feature is opt-in they are `default` (off) and `fp-control`
+    (on). The old labels are renamed as they are read, so that one template
+    reads both kinds of collection (machine.json keeps the commands that
+    ran: `--no-default-features` then, `--features fp-control` now)."""
+    switch_cg = (callgrind or {}).get("switch") or {}
+    legacy = "no-fp-control" in switch_cg or any(e["label"] == "no-fp-control" for e in crit)
+    if not legacy:
+        return
+    rename = {"default": "fp-control", "no-fp-control": "default"}
+    for entry in crit:
+        if entry["group"] == "switch" and entry["label"] in rename:
+            entry["label"] = rename[entry["label"]]
+    if switch_cg:
+        callgrind["switch"] = {rename.get(build, build): v for build, v in switch_cg.items()}
 
 
 def derive_stack_residency(parked):

@@ -203,7 +203,8 @@ def crit_rows_table(results, group, labels, headers):
 
 
 def table_switch(results):
-    return crit_rows_table(results, "switch", ["default", "no-fp-control"], ["fp-control on", "fp-control off"]) or ""
+    return crit_rows_table(results, "switch", ["default", "fp-control"],
+                           ["default (fp-control off)", "fp-control on"]) or ""
 
 
 def table_group(group):
@@ -318,11 +319,11 @@ def table_scaling(results):
 
 def source_present(results, source, group=None):
     if source == "criterion":
-        return bool(results.crit_group(group, "default") or results.crit_group(group, "no-fp-control")) \
+        return bool(results.crit_group(group, "default") or results.crit_group(group, "fp-control")) \
             if group else bool(results.crit)
     if source == "scaling":
         return bool(results.scaling)
-    return getattr(results, {"versus_threads": "vt"}.get(source, source)) is not None
+    return getattr(results, {"versus_threads": "vt", "before": "callgrind_before"}.get(source, source)) is not None
 
 
 COLLECT_HINT = {

@@ -76,6 +76,17 @@ def source_cgrt(results, what):
     return Q(entry["per_unit"], "instr")
 
 
+def source_cgb(results, build, who):
+    switch = (results.callgrind_before or {}).get("switch") or {}
+    entry = need(switch.get(build, {}).get(who), f"callgrind before/ {build} {who}")
+    return Q(entry["per_unit"], "instr")
+
+
+def source_cgrtb(results, what):
+    entry = need(((results.callgrind_before or {}).get("runtime") or {}).get(what), f"callgrind before/ {what}")
+    return Q(entry["per_unit"], "instr")
+
+
 def source_rss(results, path):
     value = results.rss
     for part in path.split("."):
@@ -149,14 +160,20 @@ def source_obs(results, what, *args):
     raise TemplateError(f"obs: unknown figure {what!r}: expected time, spread, instr, dump, idle, maps or base")
 
 
+def source_bmachine(results, field):
+    value = need((results.before_machine or {}).get(field), f"before/ machine {field}")
+    return Q(value, "count") if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 def source_machine(results, field):
     value = need((results.machine or {}).get(field), f"machine {field}")
     return Q(value, "count") if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
 SOURCES = {"crit": (source_crit, 2), "versus": (source_versus, 2), "vt": (source_vt, 2), "vtmeta": (source_vtmeta, 1),
-           "go": (source_go, 2), "cg": (source_cg, 2), "cgrt": (source_cgrt, 1), "rss": (source_rss, 1),
-           "skynet": (source_skynet, 2), "machine": (source_machine, 1), "scale": (source_scale, 3),
+           "go": (source_go, 2), "cg": (source_cg, 2), "cgrt": (source_cgrt, 1), "cgb": (source_cgb, 2),
+           "cgrtb": (source_cgrtb, 1), "rss": (source_rss, 1),
+           "skynet": (source_skynet, 2), "machine": (source_machine, 1), "bmachine": (source_bmachine, 1), "scale": (source_scale, 3),
            "obs": (source_obs, None)}
 
 
@@ -357,7 +374,7 @@ class Figures:
             except Missing:
                 return "not measured"
         args = [self.eval(a) for a in arg_nodes]
-        literals = {"ns": (1.0, "time"), "us": (1e3, "time"), "ms": (1e6, "time"), "kib": (1.0, "size")}
+        literals = {"ns": (1.0, "time"), "us": (1e3, "time"), "ms": (1e6, "time"), "kib": (1.0, "size"), "instr": (1.0, "instr")}
         if name in literals:
             return unit_literal(*literals[name])(args[0])
         if name in ("min", "max"):

@@ -2,15 +2,23 @@
 //! layout, builds the first frame of a fresh stack, and performs the
 //! coroutine-side half of a switch.
 //!
-//! The routines in the `.S` save only rbx, rbp and the FP control state;
-//! [`resume`] and [`suspend`] declare r12-r15 clobbered, so the compiler
-//! preserves those where they hold live values (see the `.S` header). Together
-//! the switch preserves every callee-saved register for its Rust callers.
+//! The routines in the `.S` save only rbx, rbp and (with the cargo feature
+//! `fp-control`) the FP control state; [`resume`] and [`suspend`] pass the
+//! switch top in r12, which arrives unchanged on the other side (both sides
+//! of a switch name the same stack), and declare r13-r15 clobbered, so the
+//! compiler preserves those where they hold live values (see the `.S`
+//! header). Together the switch preserves every callee-saved register for
+//! its Rust callers.
 //!
-//! # A fresh stack, ready for its first resume
+//! Every function here takes a stack's *switch top*: the address below
+//! which the switch owns two slots (the sp slot and the link slot) and
+//! builds the first frame. Whoever owns the stack may keep data of its own
+//! above it (`stack` keeps the overflow report's header there).
+//!
+//! # A fresh stack, ready for its first resume (default build)
 //!
 //! ```text
-//!  top (16-byte aligned, highest address)
+//!  switch top (16-byte aligned)
 //!  +----------------------------+ top
 //!  | sp slot                    |  <- the coroutine's saved stack pointer
 //!  +----------------------------+ top - 8    while it is suspended
@@ -18,11 +26,13 @@
 //!  +----------------------------+ top - 16   stack pointer here; the trampoline
 //!  | continuation = trampoline  |            runs with rsp here
 //!  | rbp = entry data           |  (the trampoline zeroes rbp before the call)
-//!  | rbx = entry function       |
-//!  | MXCSR | x87 CW (creator's) |  <- initial saved stack pointer (in sp slot)
+//!  | rbx = entry function       |  <- initial saved stack pointer (in sp slot)
 //!  +----------------------------+ top - 16 - FRAME_SIZE
 //!  | (free stack, grows down)   |
 //! ```
+//!
+//! With `fp-control` the frame has one more slot below rbx: the creator's
+//! MXCSR and x87 control word (the table at the top of the `.S`).
 //!
 //! # A suspended coroutine and its resumer
 //!
@@ -30,10 +40,10 @@
 //!  coroutine stack                      resumer stack
 //!  +---------------------+              +---------------------+
 //!  | sp slot  ---------+ |              |                     |
-//!  | link slot  -------+-+----------->  | frame (32 bytes)    |  while the
+//!  | link slot  -------+-+----------->  | frame (FRAME_SIZE)  |  while the
 //!  | trampoline's frame  |              |   ... return addr R |  coroutine runs
 //!  | entry, user frames  |              | Coroutine::resume   |
-//!  | frame (32 bytes) <+ |              | user code           |
+//!  | frame          <--+ |              | user code           |
 //!  +---------------------+              +---------------------+
 //! ```
 
@@ -43,36 +53,53 @@ use std::arch::{asm, global_asm};
 mod tests;
 
 /// Byte offsets of the saved frame; see the table at the top of the `.S`.
+/// With `fp-control` the frame starts with the FP slot, and every other
+/// slot is 8 bytes further up.
+#[cfg(feature = "fp-control")]
 pub(crate) const FRAME_FP: usize = 0;
-pub(crate) const FRAME_RBX: usize = 8;
-pub(crate) const FRAME_RBP: usize = 16;
-pub(crate) const FRAME_CONT: usize = 24;
-/// The whole frame, the continuation included.
-pub(crate) const FRAME_SIZE: usize = 32;
+#[cfg(feature = "fp-control")]
+const FP_SLOT_SIZE: usize = 8;
+#[cfg(not(feature = "fp-control"))]
+const FP_SLOT_SIZE: usize = 0;
+pub(crate) const FRAME_RBX: usize = FP_SLOT_SIZE;
+pub(crate) const FRAME_RBP: usize = FP_SLOT_SIZE + 8;
+pub(crate) const FRAME_CONT: usize = FP_SLOT_SIZE + 16;
+/// The whole frame, the continuation included: 24 bytes, 32 with
+/// `fp-control`.
+pub(crate) const FRAME_SIZE: usize = FP_SLOT_SIZE + 24;
 /// The sp slot (the suspended coroutine's stack pointer) sits this many
-/// bytes below the top of a stack.
+/// bytes below the switch top.
 pub(crate) const SP_BELOW_TOP: usize = 8;
 /// The link slot (the resumer's stack pointer) sits this many bytes below
-/// the top of a stack; the trampoline runs with rsp pointing at it.
+/// the switch top; the trampoline runs with rsp pointing at it.
 pub(crate) const LINK_BELOW_TOP: usize = 16;
-/// Bytes at the top of every stack that the switch owns (sp and link slots).
+/// Bytes below the switch top that the switch owns (sp and link slots).
 pub(crate) const STACK_RESERVED_TOP: usize = 16;
 
 const _: () = assert!(FRAME_SIZE == FRAME_CONT + 8, "the continuation is the last slot");
-const _: () = assert!(FRAME_SIZE % 16 == 0, "saved stack pointers must stay 16-byte aligned");
+const _: () = assert!(FRAME_SIZE % 8 == 0, "frame slots are 8 bytes (the .S aligns call_on_stack's callback)");
 const _: () = assert!(LINK_BELOW_TOP % 16 == 0, "the trampoline needs rsp 16-byte aligned before its call");
 const _: () = assert!(SP_BELOW_TOP < LINK_BELOW_TOP && LINK_BELOW_TOP <= STACK_RESERVED_TOP);
-const _: () = assert!(FRAME_RBX == FRAME_FP + 8 && FRAME_RBP == FRAME_RBX + 8 && FRAME_CONT == FRAME_RBP + 8);
+const _: () = assert!(FRAME_RBP == FRAME_RBX + 8 && FRAME_CONT == FRAME_RBP + 8);
 
 /// MXCSR at process start per the System V ABI: all exceptions masked,
 /// round to nearest.
+#[cfg(feature = "fp-control")]
 pub(crate) const DEFAULT_MXCSR: u32 = 0x1F80;
 /// The x87 control word at process start: exceptions masked, extended
 /// precision, round to nearest.
+#[cfg(feature = "fp-control")]
 pub(crate) const DEFAULT_X87_CW: u16 = 0x037F;
 
 /// Whether the switch preserves the FP control state (cargo feature `fp-control`).
 pub(crate) const FP_CONTROL: bool = cfg!(feature = "fp-control");
+
+/// The FP slot's offset as the `.S` checks it (not checked, and not there,
+/// without `fp-control`).
+#[cfg(feature = "fp-control")]
+const RS_FRAME_FP: usize = FRAME_FP;
+#[cfg(not(feature = "fp-control"))]
+const RS_FRAME_FP: usize = 0;
 
 // The .S checks each WEFT_RS_* against its own offsets and stops the build
 // with an error if any differ.
@@ -83,21 +110,23 @@ global_asm!(
     ".set WEFT_RS_FRAME_RBP, {rbp}",
     ".set WEFT_RS_FRAME_CONT, {cont}",
     ".set WEFT_RS_FRAME_SIZE, {size}",
+    ".set WEFT_RS_SP_BELOW_TOP, {sp}",
     ".set WEFT_RS_LINK_BELOW_TOP, {link}",
     include_str!("../../asm/switch_x86_64_sysv.S"),
     fp = const FP_CONTROL as u8,
-    fp_slot = const FRAME_FP,
+    fp_slot = const RS_FRAME_FP,
     rbx = const FRAME_RBX,
     rbp = const FRAME_RBP,
     cont = const FRAME_CONT,
     size = const FRAME_SIZE,
+    sp = const SP_BELOW_TOP,
     link = const LINK_BELOW_TOP,
 );
 
 unsafe extern "sysv64" {
     /// Called only from [`resume`]'s inline `call`: switches from the caller
-    /// to the coroutine whose frame is at rdi, storing the caller's stack
-    /// pointer in the link slot at rsi.
+    /// to the coroutine whose switch top is in r12, storing the caller's
+    /// stack pointer in its link slot.
     fn weft_switch_resume();
     /// Entered only by `jmp` from [`suspend`]; never called.
     fn weft_switch_suspend();
@@ -178,9 +207,9 @@ pub(crate) unsafe fn call_on_stack(top: *mut u8, callback: unsafe extern "sysv64
 pub(crate) type EntryFn = unsafe extern "sysv64" fn(word: usize, data: *mut (), top: *mut u8) -> !;
 
 /// Writes the first frame on a fresh stack (see the drawing above) and stores
-/// its stack pointer in the stack's sp slot, ready for [`resume`]. The coroutine starts with the FP
-/// control state of the thread that calls this, as a new thread inherits its
-/// creator's (POSIX).
+/// its stack pointer in the stack's sp slot, ready for [`resume`]. With
+/// `fp-control` the coroutine starts with the FP control state of the thread
+/// that calls this, as a new thread inherits its creator's (POSIX).
 ///
 /// # Safety
 ///
@@ -189,10 +218,9 @@ pub(crate) type EntryFn = unsafe extern "sysv64" fn(word: usize, data: *mut (), 
 pub(crate) unsafe fn init_stack(top: *mut u8, entry: EntryFn, data: *mut ()) {
     debug_assert_eq!(top as usize % 16, 0, "stack top must be 16-byte aligned");
     let frame = top.wrapping_sub(STACK_RESERVED_TOP + FRAME_SIZE);
-    // With the FP-control check compiled out the slot is never read: skip the
-    // (slow, ~3 ns) `stmxcsr` and write the ABI's initial values.
-    let mut fp_state: u64 = DEFAULT_MXCSR as u64 | (DEFAULT_X87_CW as u64) << 32;
-    if FP_CONTROL {
+    #[cfg(feature = "fp-control")]
+    {
+        let mut fp_state: u64 = DEFAULT_MXCSR as u64 | (DEFAULT_X87_CW as u64) << 32;
         // SAFETY: stores the current MXCSR and x87 control word into a local
         // u64; reads no other memory and changes no state.
         unsafe {
@@ -203,18 +231,21 @@ pub(crate) unsafe fn init_stack(top: *mut u8, entry: EntryFn, data: *mut ()) {
                 options(nostack, preserves_flags),
             );
         }
+        // SAFETY: the FP slot lies in the writable region the caller gave
+        // us, 8-byte aligned (frame is 8 mod 16 or 16-aligned).
+        unsafe { frame.add(FRAME_FP).cast::<u64>().write(fp_state) };
     }
     // The trampoline takes the entry function from rbx and its data from
     // rbp, then zeroes rbp (the end of frame-pointer chains) before the call.
-    let words: [(usize, u64); 4] = [
-        (FRAME_FP, fp_state),
+    let words: [(usize, u64); 3] = [
         (FRAME_RBX, entry as usize as u64),
         (FRAME_RBP, data as u64),
         (FRAME_CONT, weft_coroutine_trampoline as *const () as usize as u64),
     ];
     for (offset, value) in words {
         // SAFETY: `frame + offset` lies in the writable region the caller gave
-        // us (offset < FRAME_SIZE) and is 8-byte aligned (frame is 16-aligned).
+        // us (offset < FRAME_SIZE) and is 8-byte aligned (top is 16-aligned,
+        // and every size subtracted from it is a multiple of 8).
         unsafe { frame.add(offset).cast::<u64>().write(value) };
     }
     // SAFETY: the sp slot is inside the reserved top of the caller's region.
@@ -233,8 +264,8 @@ pub(crate) fn link_slot(top: *mut u8) -> *mut *mut u8 {
     top.wrapping_sub(LINK_BELOW_TOP).cast()
 }
 
-/// Switches into the coroutine whose stack has top `top`; returns the word
-/// it passes back when it suspends.
+/// Switches into the coroutine whose stack has switch top `top`; returns
+/// the word it passes back when it suspends.
 ///
 /// The routine is reached with a direct `call` from inline asm (an `extern`
 /// call would go through the GOT in a position-independent executable); the
@@ -242,32 +273,33 @@ pub(crate) fn link_slot(top: *mut u8) -> *mut *mut u8 {
 ///
 /// # Safety
 ///
-/// - `top` is the top of a stack prepared by [`init_stack`] whose coroutine
-///   is suspended (its sp slot holds a frame built by `init_stack` or saved
-///   by [`suspend`]) and runs nowhere else.
+/// - `top` is the switch top of a stack prepared by [`init_stack`] whose
+///   coroutine is suspended (its sp slot holds a frame built by `init_stack`
+///   or saved by [`suspend`]) and runs nowhere else.
 /// - The coroutine will, eventually, come back with [`suspend`] using this
 ///   stack's slots; until then the caller's stack frames stay untouched.
 #[inline(always)]
 pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
     let back: usize;
-    // Registers: the routine saves and restores rbx, rbp (which asm cannot
-    // declare clobbered) and the FP control state; r12-r15 come back as the
-    // coroutine left them and are declared clobbered here, the caller-saved
-    // ones with clobber_abi, so the compiler keeps nothing live in any of them
-    // across the block. It returns with rsp as before the `call`; rsp is
-    // 16-byte aligned at the `call`, as on entry to any asm block that may
-    // use the stack.
+    // Registers: the routine takes the switch top in r12 and passes rax
+    // through untouched both ways (the word); it saves and restores rbx, rbp
+    // (which asm cannot declare clobbered) and, with fp-control, the FP
+    // control state. r12 comes back holding `top`: the coroutine suspends
+    // through this same stack's slots, with its own `top` (the same value)
+    // in r12, so it is an input only. r13-r15 come back as the coroutine
+    // left them and are declared clobbered here, the caller-saved ones with
+    // clobber_abi, so the compiler keeps nothing live in any of them across
+    // the block. It returns with rsp as before the `call`; rsp is 16-byte
+    // aligned at the `call`, as on entry to any asm block that may use the
+    // stack.
     // SAFETY: the caller's promises make the switch valid; registers and the
     // stack are handled as just described.
     unsafe {
         asm!(
             "call {switch}",
             switch = sym weft_switch_resume,
-            in("rdi") *sp_slot(top),
-            in("rsi") link_slot(top),
-            in("rdx") word,
-            lateout("rax") back,
-            out("r12") _,
+            in("r12") top,
+            inlateout("rax") word => back,
             out("r13") _,
             out("r14") _,
             out("r15") _,
@@ -278,45 +310,42 @@ pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
 }
 
 /// The coroutine-side half of a switch: saves the running coroutine's frame,
-/// stores its stack pointer in the sp slot of its stack (whose top is `top`),
-/// and continues its resumer (whose stack pointer is in the link slot) with
-/// `word`. Returns the word of the next resume.
+/// stores its stack pointer in the sp slot of its stack (whose switch top is
+/// `top`), and continues its resumer (whose stack pointer is in the link
+/// slot) with `word`. Returns the word of the next resume.
 ///
 /// The continuation is pushed by hand and the routine entered with `jmp`, so
 /// the routine's `ret` pairs with the resumer's `call` (see the `.S`).
 ///
 /// # Safety
 ///
-/// - Runs inside a [`resume`] of the coroutine stack whose top is `top` that
-///   has not yet returned: on that stack, or on the stack of a coroutine
-///   resumed from it (transitively), which then stays suspended inside this
-///   call until the next resume of `top` returns here. The switch saves and
-///   restores whatever stack it runs on; the link slot of `top` says where
-///   to continue.
+/// - Runs inside a [`resume`] of the coroutine stack whose switch top is
+///   `top` that has not yet returned: on that stack, or on the stack of a
+///   coroutine resumed from it (transitively), which then stays suspended
+///   inside this call until the next resume of `top` returns here. The
+///   switch saves and restores whatever stack it runs on; the link slot of
+///   `top` says where to continue.
 /// - If this coroutine will never be resumed, no live value on its stack may
 ///   need dropping (the caller gives up on them).
 #[inline(always)]
 pub(crate) unsafe fn suspend(top: *mut u8, word: usize) -> usize {
     let back: usize;
-    // Registers: rbx, rbp and the FP control state are saved and restored by
-    // the routine; r12-r15 arrive at `2:` as the resumer left them and are
-    // declared clobbered here, the caller-saved ones with clobber_abi, so the
-    // compiler keeps nothing live in any of them across the block. The stack
-    // pointer is the same at `2:` as on entry to this block.
+    // Registers: as in `resume` (r12 the switch top, arriving at `2:`
+    // unchanged because the resume that continues us names the same stack;
+    // rax the word both ways; rcx scratch for the continuation); r13-r15
+    // arrive at `2:` as the resumer left them. The stack pointer is the same
+    // at `2:` as on entry to this block.
     // SAFETY: the caller's promises make the switch valid; registers and the
     // stack are handled as just described.
     unsafe {
         asm!(
-            "lea rax, [rip + 2f]",
-            "push rax",
+            "lea rcx, [rip + 2f]",
+            "push rcx",
             "jmp {switch}",
             "2:",
             switch = sym weft_switch_suspend,
-            in("rdi") sp_slot(top),
-            in("rsi") link_slot(top),
-            in("rdx") word,
-            lateout("rax") back,
-            out("r12") _,
+            in("r12") top,
+            inlateout("rax") word => back,
             out("r13") _,
             out("r14") _,
             out("r15") _,

@@ -37,12 +37,34 @@
 //! ```
 //!
 //! Every resume puts an `Exchange` on the resumer's stack and passes its
-//! address through the switch. The coroutine reads the input from it and
-//! writes back what it yields, returns or panicked with, then switches back;
-//! the resumer reads the result before it does anything else. The exchange
-//! also carries where the coroutine saves its stack pointer (a field of the
-//! [`Coroutine`], which cannot move while `resume` borrows it) and the
-//! stack's link slot.
+//! address through the switch, as the word `arch::resume` hands over. The
+//! coroutine moves the input out of it and writes back what it yields, then
+//! switches back with a word that says what happened:
+//!
+//! ```text
+//!  word                     direction             meaning
+//!  -----------------------  --------------------  ------------------------------------
+//!  &exchange                resumer -> coroutine  `input` is set: return it from suspend
+//!  &exchange | UNWIND       resumer -> coroutine  no input: unwind (a drop), then finish
+//!  YIELDED                  coroutine -> resumer  `yielded` is set
+//!  YIELDED_PANICKING        coroutine -> resumer  `yielded` is set, and the coroutine
+//!                                                 suspended while unwinding a panic (from
+//!                                                 a destructor): it must not be unwound
+//!                                                 again
+//!  &finish (any other)      coroutine -> resumer  it finished: how (returned, panicked,
+//!                                                 unwound) is the `Finish<R>` at that
+//!                                                 address, in its entry function's frame
+//!                                                 on its stack, which never runs again
+//! ```
+//!
+//! The resumer reads the result before it does anything else. Each field of
+//! the exchange is written by one side and moved out by the other exactly
+//! when the word says so (they are `MaybeUninit`: no flags, no drop glue), so
+//! a round trip moves only what it carries, and nothing at all when it
+//! carries nothing (`()` both ways: the coroutine does not even keep the
+//! exchange's address). A resume's hot path is one test (a started,
+//! unfinished coroutine has a non-null stack top), the switch, and one test
+//! of the word; everything else is out of line and cold.
 //!
 //! Panics never cross the switch (an unwind may not pass through the
 //! switch's assembly frames, and the frames above a coroutine's entry are
@@ -62,14 +84,15 @@
 
 use crate::arch;
 use crate::loom::process::{AtomicU64, Ordering};
-use crate::stack::{self, Stack, overflow::OverflowInfo};
+use crate::stack::{self, Stack, overflow};
 use std::any::Any;
 use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::mem::ManuallyDrop;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe, Location};
+use std::ptr::NonNull;
 
 pub use crate::stack::{DEFAULT_STACK_SIZE, MIN_STACK_SIZE};
 
@@ -147,19 +170,23 @@ pub fn set_thread_stack_cache_capacity(capacity: usize) {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Who the coroutine running on this thread is (the innermost one, when
-/// coroutines nest), for reports that should name it.
-pub(crate) struct Running<'a> {
-    pub(crate) id: u64,
-    pub(crate) name: Option<&'a str>,
-    pub(crate) spawned_at: &'static Location<'static>,
-}
+/// coroutines nest), for reports that should name it: id, name, spawn site.
+pub(crate) use crate::stack::overflow::Owner as Running;
 
-/// Calls `f` with the coroutine running on this thread, or `None` when the
-/// thread runs on its own stack.
-pub(crate) fn with_running<R>(f: impl FnOnce(Option<Running<'_>>) -> R) -> R {
-    stack::overflow::with_current(|info| {
-        f(info.map(|info| Running { id: info.id, name: info.name.as_deref(), spawned_at: info.spawned_at }))
-    })
+/// Calls `f` with the coroutine running on this thread (the innermost one,
+/// when coroutines nest), or `None` when the thread runs on its own stack.
+/// `hint` is the stack top of the coroutine that probably runs (see
+/// [`Yielder::switch_top`]; the runtime's current task): checked first, it
+/// spares a walk of the thread's started stacks.
+///
+/// # Safety
+///
+/// `hint`, if any, is the [`Yielder::switch_top`] of a coroutine whose stack
+/// is still mapped: one that has not finished, or whose stack was leaked.
+pub(crate) unsafe fn with_running<R>(hint: Option<NonNull<u8>>, f: impl FnOnce(Option<Running<'_>>) -> R) -> R {
+    // SAFETY: a coroutine's switch top is its stack's, mapped (the caller's
+    // promise).
+    unsafe { stack::overflow::running(hint, f) }
 }
 
 /// A fresh process-unique id, shared by plain coroutines and the runtime's
@@ -318,15 +345,23 @@ impl<I, Y, R> Default for Builder<I, Y, R> {
 /// While such a coroutine is suspended, `std::thread::panicking()` is true on
 /// its thread: std counts panics per thread, not per stack.
 pub struct Coroutine<I, Y, R> {
-    state: State,
-    /// The top of `stack` (null until started), where the switch keeps the
-    /// saved stack pointer and the link slot; kept here so a resume does not
-    /// recompute it.
+    /// The switch top of `stack` (where the switch keeps the saved stack
+    /// pointer and the link slot) while the coroutine is suspended: started
+    /// and not finished. Null while fresh or finished, so a resume's hot path
+    /// needs this one field (`State` says which of the two, on the cold path).
     top: *mut u8,
+    state: State,
     stack: Option<Stack>,
-    /// The coroutine's last suspend happened while it was unwinding a panic.
-    suspended_panicking: bool,
-    info: OverflowInfo,
+    /// The word of the coroutine's last suspend: YIELDED, or
+    /// YIELDED_PANICKING if it happened while the coroutine was unwinding a
+    /// panic (stored as it came, one store on the hot path; see
+    /// `suspended_panicking`).
+    last_suspend: usize,
+    id: u64,
+    name: Option<String>,
+    spawned_at: &'static Location<'static>,
+    /// Usable stack bytes (rounded).
+    stack_size: usize,
     _types: PhantomData<Markers<I, Y, R>>,
 }
 
@@ -490,11 +525,14 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         let fresh =
             FreshStart { closure: closure.cast(), entry: entry::<I, Y, R, F, H>, drop_closure: H::discard::<F> };
         Coroutine {
-            state: State::Fresh(fresh),
             top: std::ptr::null_mut(),
-            suspended_panicking: false,
+            state: State::Fresh(fresh),
             stack: None,
-            info: OverflowInfo { id, name, spawned_at, stack_size, guard: 0..0 },
+            last_suspend: YIELDED,
+            id,
+            name,
+            spawned_at,
+            stack_size,
             _types: PhantomData,
         }
     }
@@ -509,7 +547,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// assert_ne!(a.id(), b.id());
     /// ```
     pub fn id(&self) -> u64 {
-        self.info.id
+        self.id
     }
 
     /// The name given with [`Builder::name`].
@@ -522,7 +560,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// assert_eq!(named.name(), Some("lexer"));
     /// ```
     pub fn name(&self) -> Option<&str> {
-        self.info.name.as_deref()
+        self.name.as_deref()
     }
 
     /// The usable stack size in bytes (after rounding).
@@ -535,7 +573,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// assert_eq!(c.stack_size() % 4096, 0); // whole pages
     /// ```
     pub fn stack_size(&self) -> usize {
-        self.info.stack_size
+        self.stack_size
     }
 
     /// Whether the coroutine has been resumed at least once.
@@ -599,12 +637,13 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// - If the coroutine has already finished.
     /// - If this is the first resume and no stack can be mapped (see
     ///   [`try_resume`](Self::try_resume) to get that as an error).
-    #[inline]
+    #[inline(always)]
     pub fn resume(&mut self, input: I) -> CoroutineResult<Y, R> {
-        match self.try_resume(input) {
-            Ok(result) => result,
-            Err(e) => panic!("cannot start coroutine {}: {e}", self.info.id),
+        if self.top.is_null() {
+            return self.resume_fresh_or_finished(input);
         }
+        // SAFETY: a non-null top: started, not finished, so suspended.
+        unsafe { self.resume_suspended(input) }
     }
 
     /// Like [`resume`](Self::resume), but a failure to map the stack at the
@@ -625,36 +664,92 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     ///
     /// The stack could not be mapped: out of memory, or the process reached
     /// `vm.max_map_count` (the message says which, and how to raise it).
-    #[inline]
+    #[inline(always)]
     pub fn try_resume(&mut self, input: I) -> io::Result<CoroutineResult<Y, R>> {
-        match &self.state {
-            State::Finished => panic!(
-                "coroutine {} was resumed after it finished; check `is_finished()` before resuming",
-                self.info.id
-            ),
-            State::Fresh(_) => self.start()?,
-            State::Suspended => {}
+        if self.top.is_null() {
+            return self.try_resume_fresh_or_finished(input);
         }
-        // ManuallyDrop: by the time we return, every field has been moved out
-        // (the input by the coroutine, the result below), so there is nothing
-        // to drop, and skipping the drop glue keeps the hot path short.
-        let mut exchange = ManuallyDrop::new(Exchange::<I, Y, R>::new(Some(input), false));
-        self.switch_in(&mut exchange);
-        Ok(self.take_result(&mut exchange))
+        // SAFETY: as in `resume`.
+        Ok(unsafe { self.resume_suspended(input) })
+    }
+
+    /// [`resume`](Self::resume) of a coroutine that is not suspended: the
+    /// first resume, or a resume after the end (a panic).
+    #[cold]
+    #[inline(never)]
+    fn resume_fresh_or_finished(&mut self, input: I) -> CoroutineResult<Y, R> {
+        match self.try_resume_fresh_or_finished(input) {
+            Ok(result) => result,
+            Err(e) => panic!("cannot start coroutine {}: {e}", self.id),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn try_resume_fresh_or_finished(&mut self, input: I) -> io::Result<CoroutineResult<Y, R>> {
+        if matches!(self.state, State::Finished) {
+            panic!("coroutine {} was resumed after it finished; check `is_finished()` before resuming", self.id);
+        }
+        self.start()?;
+        // SAFETY: `start` left it suspended on its new stack.
+        Ok(unsafe { self.resume_suspended(input) })
+    }
+
+    /// Whether the coroutine has started and not finished: a resume of it
+    /// takes the hot path ([`resume_suspended`](Self::resume_suspended)).
+    #[inline(always)]
+    pub(crate) fn is_suspended(&self) -> bool {
+        !self.top.is_null()
+    }
+
+    /// Switches in with `input` and turns the word that comes back into the
+    /// result: [`resume`](Self::resume) of a coroutine known to be
+    /// suspended.
+    ///
+    /// # Safety
+    ///
+    /// The coroutine is suspended ([`is_suspended`](Self::is_suspended)).
+    #[inline(always)]
+    pub(crate) unsafe fn resume_suspended(&mut self, input: I) -> CoroutineResult<Y, R> {
+        let mut exchange = Exchange::<I, Y>::new(MaybeUninit::new(input));
+        // SAFETY: suspended (the caller's promise); the input is set.
+        let word = unsafe { self.switch_in(&mut exchange, 0) };
+        if word > YIELDED_PANICKING {
+            // SAFETY: a word other than the two YIELDEDs is its Finish's address.
+            return unsafe { self.take_finish(word) };
+        }
+        debug_assert!(word == YIELDED || word == YIELDED_PANICKING, "coroutine {}: word {word:#x}", self.id);
+        self.last_suspend = word;
+        // SAFETY: YIELDED or YIELDED_PANICKING: the suspend wrote `yielded`,
+        // which nobody has read.
+        CoroutineResult::Yield(unsafe { exchange.yielded.assume_init_read() })
+    }
+
+    /// Whether the coroutine's last suspend happened while it was unwinding a
+    /// panic (then it must not be unwound again).
+    fn suspended_panicking(&self) -> bool {
+        self.last_suspend == YIELDED_PANICKING
     }
 
     /// Takes a stack and builds its first frame; the state becomes Suspended.
     #[cold]
     fn start(&mut self) -> io::Result<()> {
-        let stack = stack::cache::take(self.info.stack_size)?;
+        let stack = stack::cache::take(self.stack_size)?;
         let State::Fresh(fresh) = std::mem::replace(&mut self.state, State::Suspended) else {
             unreachable!("start() is only called on a fresh coroutine")
         };
-        self.info.guard = stack.guard();
-        // SAFETY: the top of a Stack is page-aligned and the pages below it
-        // are ours and writable (a stack is at least MIN_STACK_SIZE).
-        unsafe { arch::init_stack(stack.top(), fresh.entry, fresh.closure) };
-        self.top = stack.top();
+        let owner = overflow::Owner { id: self.id, name: self.name.as_deref(), spawned_at: self.spawned_at };
+        // SAFETY: a stack just taken, so not linked; it stays mapped and on
+        // this thread (a Coroutine is !Send; the runtime's tasks never leave
+        // their worker once started) until `finish` or `leak_stack` unlinks
+        // it. The name is our own String, never changed, and outlives the
+        // link (both end only after those two).
+        unsafe { overflow::link(&stack, owner) };
+        let top = stack.switch_top();
+        // SAFETY: the switch top of a Stack is 16-byte aligned and the pages
+        // below it are ours and writable (a stack is at least MIN_STACK_SIZE).
+        unsafe { arch::init_stack(top, fresh.entry, fresh.closure) };
+        self.top = top;
         self.stack = Some(stack);
         // The closure now belongs to the new stack's entry function (FreshStart
         // owns it only through a raw pointer, so letting `fresh` go frees nothing).
@@ -662,47 +757,49 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         Ok(())
     }
 
-    /// Switches into the coroutine with `exchange` and returns when it
-    /// suspends or finishes.
-    #[inline]
-    fn switch_in(&mut self, exchange: &mut Exchange<I, Y, R>) {
+    /// Switches into the coroutine with `exchange` (`flags`: 0, or UNWIND)
+    /// and returns the word it comes back with.
+    ///
+    /// # Safety
+    ///
+    /// The coroutine is suspended (`self.top` is not null); `exchange`'s
+    /// input is set unless `flags` is UNWIND.
+    #[inline(always)]
+    unsafe fn switch_in(&mut self, exchange: &mut Exchange<I, Y>, flags: usize) -> usize {
         debug_assert!(matches!(self.state, State::Suspended));
-        let previous = stack::overflow::enter(&self.info);
+        const { assert!(align_of::<Exchange<I, Y>>() > UNWIND, "the UNWIND bit needs the exchange aligned") };
+        const { assert!(align_of::<Finish<R>>() > YIELDED_PANICKING, "a Finish's address is not a YIELDED word") };
         // The coroutine always comes back through `arch::suspend` on the same
         // stack (from `Yielder::suspend`, or from its entry function when it
         // finishes), before `exchange` goes away.
-        // SAFETY: `self.top` is the top of our stack, prepared by `start`; the
-        // coroutine is suspended and runs nowhere else (we hold `&mut self`).
-        unsafe { arch::resume(self.top, exchange as *mut Exchange<I, Y, R> as usize) };
-        stack::overflow::leave(previous);
-    }
-
-    /// Turns what the coroutine left in `exchange` into the resume's result.
-    #[inline]
-    fn take_result(&mut self, exchange: &mut Exchange<I, Y, R>) -> CoroutineResult<Y, R> {
-        if let Some(yielded) = exchange.head.yielded.take() {
-            self.suspended_panicking = exchange.head.suspended_panicking;
-            return CoroutineResult::Yield(yielded);
-        }
-        self.take_finish(exchange)
+        // SAFETY: `self.top` is the switch top of our stack, prepared by
+        // `start`; the coroutine is suspended and runs nowhere else (we hold
+        // `&mut self`).
+        unsafe { arch::resume(self.top, std::ptr::from_mut(exchange) as usize | flags) }
     }
 
     /// The coroutine has finished: give its stack back, hand over its result.
+    ///
+    /// # Safety
+    ///
+    /// `word` is what the coroutine's last switch back handed over: the
+    /// address of its `Finish<R>`, on its stack, not read yet.
     #[cold]
-    fn take_finish(&mut self, exchange: &mut Exchange<I, Y, R>) -> CoroutineResult<Y, R> {
-        debug_assert!(exchange.head.input.is_none(), "the coroutine took its input");
-        let finish = exchange.finish.take();
+    #[inline(never)]
+    unsafe fn take_finish(&mut self, word: usize) -> CoroutineResult<Y, R> {
+        // SAFETY: the caller's promise: a Finish<R> on the stack we still
+        // hold (`finish` below gives it back), moved out once.
+        let finish = unsafe { (word as *const Finish<R>).read() };
         self.finish();
         match finish {
-            Some(Finish::Returned(value)) => CoroutineResult::Return(value),
-            Some(Finish::Panicked(payload)) => panic::resume_unwind(payload),
+            Finish::Returned(value) => CoroutineResult::Return(value),
+            Finish::Panicked(payload) => panic::resume_unwind(payload),
             // Unwound although nobody dropped it: an outer coroutine
             // suspended from inside this one (a task that parked from a
             // generator it drives) and is being unwound itself. The unwind
             // went through this coroutine's frames to its entry; carry it on
             // through the outer one's.
-            Some(Finish::Unwound) => panic::resume_unwind(Box::new(ForcedUnwind)),
-            None => unreachable!("coroutine switched back without a result"),
+            Finish::Unwound => panic::resume_unwind(Box::new(ForcedUnwind)),
         }
     }
 
@@ -710,9 +807,11 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     #[cold]
     fn finish(&mut self) {
         self.state = State::Finished;
-        self.info.guard = 0..0;
         self.top = std::ptr::null_mut();
         if let Some(stack) = self.stack.take() {
+            // SAFETY: `start` linked it on this thread; nothing runs on it
+            // any more.
+            unsafe { overflow::unlink(&stack) };
             stack::cache::give_back(stack);
         }
     }
@@ -725,21 +824,29 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// destructors never run.
     #[cfg(panic = "unwind")]
     fn force_unwind(&mut self) {
-        while matches!(self.state, State::Suspended) {
-            if self.suspended_panicking {
+        while !self.top.is_null() {
+            if self.suspended_panicking() {
                 self.leak_stack();
                 return;
             }
-            let mut exchange = Exchange::<I, Y, R>::new(None, true);
-            self.switch_in(&mut exchange);
-            if exchange.head.yielded.is_some() {
+            let mut exchange = Exchange::<I, Y>::new(MaybeUninit::uninit());
+            // SAFETY: suspended (non-null top); UNWIND carries no input.
+            let word = unsafe { self.switch_in(&mut exchange, UNWIND) };
+            if word > YIELDED_PANICKING {
+                // Returned, panicked in a destructor, or unwound: finished
+                // either way. What it finished with is dropped after the
+                // stack went back.
+                // SAFETY: its Finish's address, on the stack we still hold.
+                let finish = unsafe { (word as *const Finish<R>).read() };
+                self.finish();
+                drop(finish);
+            } else {
                 // The closure caught the unwind and suspended again: drop what
                 // it yielded and ask again (or leak, if it is unwinding).
-                self.suspended_panicking = exchange.head.suspended_panicking;
-                continue;
+                self.last_suspend = word;
+                // SAFETY: a suspend wrote `yielded`, which nobody has read.
+                unsafe { exchange.yielded.assume_init_drop() };
             }
-            // Returned, panicked in a destructor, or unwound: finished either way.
-            self.finish();
         }
     }
 
@@ -756,10 +863,15 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     #[cold]
     fn leak_stack(&mut self) {
         tracing::warn!(
-            coroutine = self.info.id,
+            coroutine = self.id,
             "dropping a coroutine that cannot be unwound (it suspended while unwinding a panic, or panic=abort); \
              its stack is leaked and its remaining destructors do not run"
         );
+        if let Some(stack) = &self.stack {
+            // SAFETY: `start` linked it on this thread; it will never run
+            // again, so it can never overflow.
+            unsafe { overflow::unlink(stack) };
+        }
         std::mem::forget(self.stack.take());
         self.state = State::Finished;
         self.top = std::ptr::null_mut();
@@ -815,7 +927,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         }
         // SAFETY: a started coroutine's stack has its sp slot at the top.
         let sp = unsafe { arch::sp_slot(self.top).read() } as usize;
-        let lowest = self.info.guard.end;
+        let lowest = self.stack.as_ref().map_or(0, |stack| stack.guard().end);
         let highest = self.top as usize - arch::STACK_RESERVED_TOP - arch::FRAME_SIZE;
         if !(lowest..=highest).contains(&sp) {
             return Err(WalkRefused::OnAnotherStack);
@@ -859,6 +971,32 @@ pub(crate) fn stack_walk_bounds() -> (usize, usize) {
 
 impl<I, Y, R> Drop for Coroutine<I, Y, R> {
     fn drop(&mut self) {
+        self.end();
+    }
+}
+
+impl<I, Y, R> Coroutine<I, Y, R> {
+    /// A coroutine that has already finished and owns nothing: the runtime's
+    /// stand-in where a task has no coroutine (a `spawn_blocking` cell).
+    pub(crate) fn finished(id: u64, spawned_at: &'static Location<'static>) -> Self {
+        Coroutine {
+            top: std::ptr::null_mut(),
+            state: State::Finished,
+            stack: None,
+            last_suspend: YIELDED,
+            id,
+            name: None,
+            spawned_at,
+            stack_size: 0,
+            _types: PhantomData,
+        }
+    }
+
+    /// What dropping the coroutine does, in place: drops a fresh one's
+    /// closure, unwinds a suspended one's stack; the coroutine is finished
+    /// afterwards. (The runtime ends its tasks' coroutines where they lie,
+    /// inside the task's cell.)
+    pub(crate) fn end(&mut self) {
         match std::mem::replace(&mut self.state, State::Finished) {
             State::Fresh(fresh) => {
                 // SAFETY: the closure never started, so we still own it.
@@ -881,40 +1019,41 @@ impl<I, Y, R> fmt::Debug for Coroutine<I, Y, R> {
             State::Finished => "finished",
         };
         f.debug_struct("Coroutine")
-            .field("id", &self.info.id)
-            .field("name", &self.info.name)
+            .field("id", &self.id)
+            .field("name", &self.name)
             .field("state", &state)
-            .field("stack_size", &self.info.stack_size)
+            .field("stack_size", &self.stack_size)
             .finish()
     }
 }
 
-/// The half of an [`Exchange`] that [`Yielder`] sees (it does not know `R`).
-#[repr(C)]
-struct ExchangeHead<I, Y> {
-    /// Resumer -> coroutine. `None` only when `unwind` is set.
-    input: Option<I>,
-    /// Resumer -> coroutine: unwind instead of returning from `suspend`.
-    unwind: bool,
-    /// Coroutine -> resumer: the value of a suspend.
-    yielded: Option<Y>,
-    /// Coroutine -> resumer: it suspended while its stack was unwinding a
-    /// panic (from a destructor), so it must not be force-unwound.
-    suspended_panicking: bool,
-}
+/// Coroutine -> resumer: it suspended with a value (`yielded` is set).
+const YIELDED: usize = 0;
+/// Coroutine -> resumer: as YIELDED, and it suspended while its stack was
+/// unwinding a panic (from a destructor), so it must not be force-unwound.
+const YIELDED_PANICKING: usize = 1;
+/// Resumer -> coroutine, or'ed into the exchange's address: unwind instead
+/// of returning from the pending suspend (there is no input).
+const UNWIND: usize = 1;
 
 /// One resume's mailbox, on the resumer's stack; see the module docs.
-#[repr(C)]
-struct Exchange<I, Y, R> {
-    head: ExchangeHead<I, Y>,
-    /// Coroutine -> resumer: how it ended, when it did.
-    finish: Option<Finish<R>>,
+/// Which field is set is said by the word that crossed the switch.
+#[repr(C, align(2))] // the UNWIND bit: its address is even even when it is empty
+struct Exchange<I, Y> {
+    /// Resumer -> coroutine; set unless the resume is an UNWIND.
+    input: MaybeUninit<I>,
+    /// Coroutine -> resumer: the value of a suspend (YIELDED*).
+    yielded: MaybeUninit<Y>,
 }
 
-impl<I, Y, R> Exchange<I, Y, R> {
+impl<I, Y> Exchange<I, Y> {
+    /// Whether an exchange carries anything: when it does not (`()` both
+    /// ways), the coroutine need not remember where it is.
+    const CARRIES_DATA: bool = size_of::<I>() + size_of::<Y>() > 0;
+
     #[inline(always)]
-    fn new(input: Option<I>, unwind: bool) -> Self {
-        Exchange { head: ExchangeHead { input, unwind, yielded: None, suspended_panicking: false }, finish: None }
+    fn new(input: MaybeUninit<I>) -> Self {
+        Exchange { input, yielded: MaybeUninit::uninit() }
     }
 }
 
@@ -988,8 +1127,9 @@ pub(crate) fn start_forced_unwind() -> ! {
 pub struct Yielder<I, Y> {
     /// The top of the coroutine's stack (its sp and link slots).
     top: *mut u8,
-    /// The exchange of the resume in progress (updated at every resume).
-    exchange: Cell<*mut ExchangeHead<I, Y>>,
+    /// The exchange of the resume in progress (updated at every resume
+    /// whose exchange carries data; see `Exchange::CARRIES_DATA`).
+    exchange: Cell<*mut Exchange<I, Y>>,
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -1034,26 +1174,43 @@ impl<I, Y> Yielder<I, Y> {
     /// drop(holder);
     /// assert!(dropped.get());
     /// ```
+    #[inline(always)] // the switch belongs in the caller's code: see asm/switch_x86_64_sysv.S
     pub fn suspend(&self, value: Y) -> I {
         let head = self.exchange.get();
         // SAFETY: `head` is the exchange of the resume in progress: it lives
-        // on the resumer's stack, which is not running until we switch back.
-        unsafe {
-            (*head).yielded = Some(value);
-            (*head).suspended_panicking = std::thread::panicking();
+        // on the resumer's stack, which is not running until we switch back,
+        // and its `yielded` is empty (the resumer moved out the last one).
+        unsafe { (*head).yielded.write(value) };
+        let word = if std::thread::panicking() { YIELDED_PANICKING } else { YIELDED };
+        // SAFETY: we run on the coroutine's stack, whose switch top is
+        // `self.top`, inside the `resume` that gave us `head`. Our live
+        // values are kept: we are resumed (or unwound) later.
+        let back = unsafe { arch::suspend(self.top, word) };
+        if back & UNWIND != 0 {
+            self.unwind_for_drop(back);
         }
-        // SAFETY: we run on the coroutine's stack, whose top is `self.top`,
-        // inside the `resume` that gave us `head`. Our live values are kept:
-        // we are resumed (or unwound) later.
-        let word = unsafe { arch::suspend(self.top, 0) };
-        let head = word as *mut ExchangeHead<I, Y>;
-        self.exchange.set(head);
-        // SAFETY: the new resume's exchange, valid while we run.
-        let head = unsafe { &mut *head };
-        if head.unwind {
-            panic::resume_unwind(Box::new(ForcedUnwind));
+        let head = back as *mut Exchange<I, Y>;
+        if Exchange::<I, Y>::CARRIES_DATA {
+            self.exchange.set(head);
         }
-        head.input.take().expect("a resume always carries an input")
+        // SAFETY: the new resume's exchange, valid while we run; its input is
+        // set (not an UNWIND) and only we take it.
+        unsafe { (*head).input.assume_init_read() }
+    }
+
+    /// The resume that woke us asks us to unwind (the coroutine is being
+    /// dropped): remember its exchange, for a suspend from a destructor on
+    /// the way, and unwind.
+    #[cold]
+    #[inline(never)]
+    fn unwind_for_drop(&self, word: usize) -> ! {
+        self.exchange.set((word & !UNWIND) as *mut Exchange<I, Y>);
+        panic::resume_unwind(Box::new(ForcedUnwind))
+    }
+
+    /// The switch top of this coroutine's stack, for `with_running`'s hint.
+    pub(crate) fn switch_top(&self) -> *mut u8 {
+        self.top
     }
 }
 
@@ -1079,28 +1236,29 @@ where
     // SAFETY: the caller gives us ownership of the closure, in home `H`:
     // it moves onto this stack.
     let f = unsafe { H::take::<F>(closure) };
-    let yielder = Yielder::<I, Y> { top, exchange: Cell::new(word as *mut ExchangeHead<I, Y>), _not_send: PhantomData };
-    // SAFETY: the first resume's exchange, valid while we run.
-    let input = unsafe { (*(word as *mut ExchangeHead<I, Y>)).input.take() };
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-        let input = input.expect("the first resume always carries an input");
-        f(&yielder, input)
-    }));
+    if word & UNWIND != 0 {
+        impossible("a coroutine that never ran was asked to unwind");
+    }
+    let head = word as *mut Exchange<I, Y>;
+    let yielder = Yielder::<I, Y> { top, exchange: Cell::new(head), _not_send: PhantomData };
+    // SAFETY: the first resume's exchange, valid while we run, with its
+    // input set (not an UNWIND, checked above).
+    let input = unsafe { (*head).input.assume_init_read() };
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(&yielder, input)));
     let finish = match outcome {
         Ok(value) => Finish::Returned(value),
         Err(payload) if payload.is::<ForcedUnwind>() => Finish::Unwound,
         Err(payload) => Finish::Panicked(payload),
     };
-    let exchange = yielder.exchange.get().cast::<Exchange<I, Y, R>>();
-    // SAFETY: the exchange of the last resume; `head` is its first field
-    // (repr(C)), so the cast gives back the full Exchange<I, Y, R>.
-    unsafe { (*exchange).finish = Some(finish) };
-    // Nothing on this frame needs dropping (the closure was consumed, the
-    // Yielder owns nothing), so leaving it un-run is sound.
+    // The resumer moves it out of this frame, which never runs again: it
+    // must not be dropped here too, and nothing else on the frame needs
+    // dropping (the closure was consumed, the Yielder owns nothing).
+    let finish = ManuallyDrop::new(finish);
     let _ = ManuallyDrop::new(yielder);
     // SAFETY: as in Yielder::suspend; this stack is never resumed again
-    // (the resumer sees `finish` and gives the stack back).
-    unsafe { arch::suspend(top, 0) };
+    // (the resumer sees the Finish's address, reads it and gives the stack
+    // back).
+    unsafe { arch::suspend(top, std::ptr::from_ref(&*finish) as usize) };
     impossible("a finished coroutine was resumed")
 }
 

@@ -79,6 +79,7 @@ impl Unparker {
     /// scheduling). Its worker unwinds nothing else meanwhile, so a wait that
     /// only a not-yet-unwound coroutine could end never ends: `Runtime`'s
     /// docs warn about that.
+    #[inline] // on every park; the thread case is the cold one
     pub(crate) fn current() -> Unparker {
         match runtime::current_task_for_waker() {
             Some(task) if !task.unwinding.get() => Unparker::Task(task),
@@ -98,6 +99,7 @@ impl Unparker {
     /// (a thread passes the deadline to its futex wait instead). The waiter
     /// calls [`disarm_timer`] when the park ends (see
     /// [`WaiterKind::arms_timer`]).
+    #[inline] // on every park; nothing to do in the common untimed case
     pub(crate) fn prepare_deadline(&self, deadline: Option<Deadline>) {
         if let (Unparker::Task(task), Some(deadline)) = (self, deadline) {
             runtime::wake_at(deadline, task);

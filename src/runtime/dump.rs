@@ -621,11 +621,7 @@ impl PartBuilder {
             // SAFETY: the caller's promise: this is the task's home worker
             // and the task is not running, so its coroutine is ours to
             // touch and nobody else holds a reference to it.
-            let coroutine = unsafe { task.coroutine_mut() };
-            match coroutine.as_mut() {
-                Some(coroutine) => self.walk(coroutine),
-                None => TraceSlot::Skipped("its coroutine is gone".to_string()),
-            }
+            self.walk(unsafe { task.coroutine_mut() })
         };
         // A runnable task's stamp is that of its latest park (yields are
         // not stamped, nor wakes): no duration for it.

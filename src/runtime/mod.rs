@@ -31,12 +31,14 @@
 //! described at the top of [`worker`].
 
 mod blocking;
+mod cell_cache;
 pub(crate) mod clock;
 mod dump;
 mod join;
 mod metrics;
 mod monitor;
 mod panic_report;
+mod run_queue;
 mod task;
 mod task_local;
 mod worker;
@@ -632,8 +634,7 @@ impl fmt::Debug for Runtime {
 /// Ends the join handle of a task that will never start, and drops its closure.
 fn fail_unstarted(task: TaskRef) {
     // SAFETY: the task is unstarted and we took it from a queue: we own it.
-    let coroutine = unsafe { task.coroutine_mut() }.take();
-    drop(coroutine);
+    unsafe { task.coroutine_mut() }.end();
     task.fail(Failure::Shutdown { started: false });
 }
 
@@ -650,7 +651,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let body = move |yielder: &coroutine::Yielder<(), Switch>, ()| {
+    let body = move |yielder: &coroutine::Yielder<(), ()>, ()| {
         let task_ptr = CURRENT_TASK.with(Cell::get);
         // SAFETY: the worker sets CURRENT_TASK to this task around every
         // resume, and the task is alive while it runs (its lent reference or
@@ -679,6 +680,8 @@ where
         // this body, which runs inside it.
         let result_slot = unsafe { task::join_state_of::<T>(task_ptr) };
         result_slot.complete(outcome);
+        // Last: the panic report no longer looks for this task's stack.
+        task.clear_yielder();
     };
     let (task, joined) = task::new_task::<_, T>(name, stack_size, spawned_at, body, Arc::downgrade(shared));
     tracing::trace!(task = task.id, "spawn");
@@ -723,6 +726,7 @@ pub(crate) fn current_task() -> Option<TaskRef> {
 /// reference of its own until the coroutine has returned), and the worker
 /// takes a new reference after the resume wherever it needs an owned one
 /// (`WorkerLocal::run_task`).
+#[inline] // on every park
 pub(crate) fn current_task_for_waker() -> Option<TaskRef> {
     let task = CURRENT_TASK.with(Cell::get);
     if task.is_null() {
@@ -812,6 +816,16 @@ pub(crate) fn disarm_timer() {
     }
 }
 
+/// Where the panic report should look first for the running coroutine: the
+/// stack of the task running on this thread, if any (see
+/// `Task::stack_hint`).
+pub(crate) fn current_stack_hint() -> Option<std::ptr::NonNull<u8>> {
+    let task = CURRENT_TASK.with(Cell::get);
+    // SAFETY: as in `current_task`; CURRENT_TASK is set only on the task's
+    // home worker thread, which this is.
+    (!task.is_null()).then(|| unsafe { (*task).stack_hint() }).flatten()
+}
+
 /// Whether the calling coroutine is being unwound by its runtime's shutdown
 /// (its destructors are running; waiting would never end).
 pub(crate) fn current_task_is_unwinding() -> bool {
@@ -880,6 +894,7 @@ pub fn is_cancelled() -> bool {
 }
 
 /// Wakes a parked task (or leaves it a token); schedules it on its home worker.
+#[inline] // on every hand-off; the wake from another thread is the cold part
 pub(crate) fn unpark(task: TaskRef) {
     if !task.park.unpark() {
         return;
@@ -888,16 +903,24 @@ pub(crate) fn unpark(task: TaskRef) {
     // hand-off between coroutines; spawn, steal and sleep are traced.)
     let home = task.home();
     let task = with_current_worker(|w| match w {
-        Some(w) if w.index == home && ptr::eq(Arc::as_ptr(&w.shared), task.runtime.as_ptr()) => {
+        Some(w) if w.index == home && std::sync::Weak::ptr_eq(&w.shared_weak, &task.runtime) => {
             metrics::bump(&w.counters().local_wakes);
             w.push_runnable(task);
             None
         }
         _ => Some(task),
     });
-    if let Some(task) = task
-        && let Some(shared) = task.runtime.upgrade()
-    {
+    if let Some(task) = task {
+        unpark_remote(task, home);
+    }
+}
+
+/// `unpark` from another thread than the task's home worker's: into that
+/// worker's inbox, waking it if it sleeps (unless its runtime is gone).
+#[cold]
+#[inline(never)]
+fn unpark_remote(task: TaskRef, home: usize) {
+    if let Some(shared) = task.runtime.upgrade() {
         let worker = &shared.workers[home];
         worker.inbox.push(task);
         worker.notify();
@@ -1144,12 +1167,14 @@ pub fn yield_now() {
         std::thread::yield_now();
         return;
     }
-    if current_task_is_unwinding() {
+    // SAFETY: we are the running coroutine of `task`, which its worker's
+    // registry (or the reference lent to this resume) keeps alive.
+    let task = unsafe { &*task };
+    if task.unwinding.get() {
         return; // being unwound at shutdown: see park_current_task
     }
-    // SAFETY: we are the running coroutine of `task`, which its worker's
-    // registry keeps alive.
-    unsafe { (*task).switch_out(Switch::Yield) };
+    // SAFETY: as above.
+    unsafe { task.switch_out(Switch::Yield) };
 }
 
 /// Suspends the calling coroutine for at least `duration` (the worker runs

@@ -48,14 +48,19 @@ pub(crate) fn install() {
         let previous_is_default = std::ptr::eq(&*previous, &*default);
         drop(default);
         panic::set_hook(Box::new(move |info| {
-            coroutine::with_running(|running| match running {
-                None => previous(info),
-                Some(running) if previous_is_default => report(&running, info),
-                Some(running) => {
-                    let _ = writeln!(std::io::stderr().lock(), "{} panicked:", describe(&running));
-                    previous(info);
-                }
-            });
+            let hint = super::current_stack_hint();
+            // SAFETY: the hint is the running task's stack, which its body
+            // stops naming before the stack can go (`Task::stack_hint`).
+            unsafe {
+                coroutine::with_running(hint, |running| match running {
+                    None => previous(info),
+                    Some(running) if previous_is_default => report(&running, info),
+                    Some(running) => {
+                        let _ = writeln!(std::io::stderr().lock(), "{} panicked:", describe(&running));
+                        previous(info);
+                    }
+                })
+            };
         }));
     });
 }

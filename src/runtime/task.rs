@@ -34,8 +34,11 @@
 //! measured slower — 1881 instructions per spawn+join against 1254, most of
 //! the difference glibc's handling of the mixed chunk sizes — and its peak
 //! RSS varied with scheduling (14-32 MiB) rather than staying low. Shrinking
-//! the header (the coroutine's bookkeeping is 128 bytes of it) is the way to
-//! cut this cost.
+//! the header (the coroutine's bookkeeping is about 100 bytes of it) is the
+//! way to cut this cost.
+//!
+//! Cells come from a per-thread cache of freed cells (`cell_cache`, at most
+//! 1 MiB per thread) before the allocator: a spawn tree reuses them.
 //!
 //! # Ownership
 //!
@@ -68,7 +71,7 @@ use crate::coroutine::{self, Coroutine, Yielder};
 use crate::loom::process::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, UnsafeCell, fence};
 use crate::park::ParkState;
 use crate::sys::futex::Deadline;
-use std::alloc::{self, Layout};
+use std::alloc::Layout;
 use std::cell::Cell;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ops::Deref;
@@ -84,9 +87,11 @@ pub(crate) enum Switch {
     Park,
 }
 
-/// The coroutine type every task runs: resumed with `()`, it reports why it
-/// switched out, and returns nothing (its result goes to its join state).
-pub(crate) type TaskCoroutine = Coroutine<(), Switch, ()>;
+/// The coroutine type every task runs: resumed with `()`, suspending with
+/// `()`, returning nothing (its result goes to its join state). Why it
+/// switched out is in its task's `switched_for`: a coroutine whose resumes
+/// carry nothing skips the exchange altogether (see `coroutine`).
+pub(crate) type TaskCoroutine = Coroutine<(), (), ()>;
 
 /// No worker yet (not started).
 pub(crate) const NO_HOME: usize = usize::MAX;
@@ -135,12 +140,17 @@ pub(crate) struct Task {
     home: AtomicUsize,
     /// Link of the intrusive inbox stack (see `worker::Inbox`).
     pub(crate) next_in_inbox: AtomicPtr<Task>,
-    /// The coroutine; see the module docs for who may touch it. `None` for
-    /// a `spawn_blocking` cell, and once the coroutine finished or was
-    /// dropped.
-    coroutine: UnsafeCell<Option<TaskCoroutine>>,
+    /// The coroutine; see the module docs for who may touch it. Finished
+    /// (and owning nothing) in a `spawn_blocking` cell, and once it has
+    /// returned or been ended (`Coroutine::end`). Not an `Option`: a resume
+    /// of a started task tests only that its coroutine is suspended.
+    coroutine: UnsafeCell<TaskCoroutine>,
+    /// Why its coroutine last switched out: written by the task just before
+    /// it suspends, read by its worker right after; both on its home
+    /// worker's thread.
+    pub(crate) switched_for: Cell<Switch>,
     /// The coroutine's yielder, set by the coroutine itself when it starts.
-    yielder: Cell<*const Yielder<(), Switch>>,
+    yielder: Cell<*const Yielder<(), ()>>,
     /// Index in the home worker's registry of suspended tasks, or
     /// `NOT_REGISTERED`.
     pub(crate) registry_slot: Cell<usize>,
@@ -216,11 +226,7 @@ impl<B, T: Send> TaskCell<B, T> {
 
     /// Allocates the memory of a cell, uninitialised.
     fn allocate() -> NonNull<TaskCell<B, T>> {
-        let layout = Layout::new::<TaskCell<B, T>>();
-        // SAFETY: the layout is not zero-sized (the header is not).
-        let raw = unsafe { alloc::alloc(layout) }.cast::<TaskCell<B, T>>();
-        let Some(raw) = NonNull::new(raw) else { alloc::handle_alloc_error(layout) };
-        raw
+        super::cell_cache::allocate(Layout::new::<TaskCell<B, T>>()).cast::<TaskCell<B, T>>()
     }
 
     /// Initialises the head of a cell from [`allocate`](Self::allocate),
@@ -231,13 +237,14 @@ impl<B, T: Send> TaskCell<B, T> {
     /// # Safety
     ///
     /// `cell` came from `allocate` and its head is not initialised yet;
-    /// `coroutine`, if any, owns the cell's body (initialised by the caller).
+    /// `coroutine`, unless finished, owns the cell's body (initialised by the
+    /// caller).
     unsafe fn init_head(
         cell: NonNull<TaskCell<B, T>>,
         id: u64,
         name: Option<String>,
         spawned_at: &'static Location<'static>,
-        coroutine: Option<TaskCoroutine>,
+        coroutine: TaskCoroutine,
         runtime: std::sync::Weak<super::Shared>,
     ) {
         // SAFETY: fresh memory of the right layout (the caller's promise);
@@ -253,6 +260,7 @@ impl<B, T: Send> TaskCell<B, T> {
             (&raw mut (*task).home).write(AtomicUsize::new(NO_HOME));
             (&raw mut (*task).next_in_inbox).write(AtomicPtr::new(ptr::null_mut()));
             (&raw mut (*task).coroutine).write(UnsafeCell::new(coroutine));
+            (&raw mut (*task).switched_for).write(Cell::new(Switch::Yield));
             (&raw mut (*task).yielder).write(Cell::new(ptr::null()));
             (&raw mut (*task).registry_slot).write(Cell::new(NOT_REGISTERED));
             (&raw mut (*task).unwinding).write(Cell::new(false));
@@ -293,13 +301,13 @@ impl<B, T: Send> TaskCell<B, T> {
     unsafe fn dealloc(task: NonNull<Task>) {
         let cell = task.cast::<TaskCell<B, T>>();
         // SAFETY: the caller's promise; the header is first in the cell
-        // (repr(C)). Dropping the head drops the coroutine, if still there,
-        // which drops the body in place if it never started; `body` itself
-        // is a MaybeUninit and owns nothing by then. Then the memory goes,
-        // with the layout it was allocated with.
+        // (repr(C)). Dropping the head drops the coroutine, which drops the
+        // body in place if it never started (a finished one owns nothing); `body` itself
+        // is a MaybeUninit and owns nothing by then. Then the memory goes
+        // back to the cell cache it came from (`allocate`), with its layout.
         unsafe {
             ptr::drop_in_place(&raw mut (*cell.as_ptr()).head);
-            alloc::dealloc(cell.as_ptr().cast(), Layout::new::<TaskCell<B, T>>());
+            super::cell_cache::free(cell.cast(), Layout::new::<TaskCell<B, T>>());
         }
     }
 }
@@ -337,7 +345,7 @@ pub(crate) fn new_task<B, T>(
     runtime: std::sync::Weak<super::Shared>,
 ) -> (TaskRef, TaskRef)
 where
-    B: FnOnce(&Yielder<(), Switch>, ()) + Send + 'static,
+    B: FnOnce(&Yielder<(), ()>, ()) + Send + 'static,
     T: Send + 'static,
 {
     let id = next_id();
@@ -352,7 +360,7 @@ where
         let body_at = (&raw mut (*cell.as_ptr()).body).cast::<B>();
         body_at.write(body);
         let coroutine = TaskCoroutine::with_closure_in_place(body_at, id, coroutine_name, stack_size, spawned_at);
-        TaskCell::init_head(cell, id, name, spawned_at, Some(coroutine), runtime);
+        TaskCell::init_head(cell, id, name, spawned_at, coroutine, runtime);
     }
     let task = cell.cast::<Task>();
     (TaskRef { task }, TaskRef { task })
@@ -363,8 +371,11 @@ where
 #[track_caller]
 pub(crate) fn new_join_only<T: Send + 'static>() -> (TaskRef, TaskRef) {
     let cell = TaskCell::<(), T>::allocate();
-    // SAFETY: fresh, and its body stays uninitialised (no coroutine owns it).
-    unsafe { TaskCell::init_head(cell, next_id(), None, Location::caller(), None, std::sync::Weak::new()) };
+    let (id, spawned_at) = (next_id(), Location::caller());
+    let coroutine = TaskCoroutine::finished(id, spawned_at);
+    // SAFETY: fresh, and its body stays uninitialised (the finished
+    // coroutine owns nothing).
+    unsafe { TaskCell::init_head(cell, id, None, spawned_at, coroutine, std::sync::Weak::new()) };
     let task = cell.cast::<Task>();
     (TaskRef { task }, TaskRef { task })
 }
@@ -401,14 +412,36 @@ impl Task {
     ///   popper of an unstarted task, or its home worker) and holds no other
     ///   reference obtained from this method.
     #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn coroutine_mut(&self) -> &mut Option<TaskCoroutine> {
+    pub(crate) unsafe fn coroutine_mut(&self) -> &mut TaskCoroutine {
         // SAFETY: exclusive by the caller's promise.
         unsafe { &mut *self.coroutine.get() }
     }
 
     /// Records the yielder; called by the coroutine when it starts.
-    pub(crate) fn set_yielder(&self, yielder: &Yielder<(), Switch>) {
+    pub(crate) fn set_yielder(&self, yielder: &Yielder<(), ()>) {
         self.yielder.set(yielder);
+    }
+
+    /// Forgets the yielder; called by the coroutine as the last thing it
+    /// does, so that nothing reads it once its stack may be gone.
+    pub(crate) fn clear_yielder(&self) {
+        self.yielder.set(ptr::null());
+    }
+
+    /// The switch top of the task's stack while its coroutine has started
+    /// and its body has not ended (a stack that is mapped), for the panic
+    /// report's search (`coroutine::with_running`).
+    ///
+    /// # Safety
+    ///
+    /// Called on the task's home worker thread (the yielder is touched only
+    /// there).
+    pub(crate) unsafe fn stack_hint(&self) -> Option<NonNull<u8>> {
+        let yielder = self.yielder.get();
+        // SAFETY: a non-null yielder lives on the task's stack, which is
+        // mapped until the body clears it (see `clear_yielder`): it does so
+        // after everything else, and a leaked stack stays mapped.
+        (!yielder.is_null()).then(|| unsafe { (*yielder).switch_top() }).and_then(NonNull::new)
     }
 
     /// Switches the running task out, telling its worker why.
@@ -429,9 +462,10 @@ impl Task {
         if why == Switch::Park {
             self.since.set(super::clock::coarse());
         }
+        self.switched_for.set(why);
         // SAFETY: the yielder lives at the base of this running coroutine's
         // stack for as long as it runs (the caller's promise).
-        unsafe { (*yielder).suspend(why) };
+        unsafe { (*yielder).suspend(()) };
         // Resumed: a cancel that came while we were parked or queued unwinds
         // us here (one load on the way back; the wake that resumed a parked
         // task made the flag visible, see `runtime::cancel`).

@@ -66,7 +66,8 @@
 //! A round is on the path of every yield and every hand-off between two
 //! coroutines, so its common case stays short: the inbox and timer checks
 //! are one load each (the work behind them is out of line), the fairness
-//! rule is two countdowns rather than two divisions, and the `Arc` popped
+//! rule is one countdown rather than two divisions, the run queue is a
+//! power-of-two ring of task pointers (`run_queue`), and the reference popped
 //! from a queue is lent to the running task (its first park hands it to its
 //! waker, who queues it again: no reference-count traffic per hand-off; see
 //! `run_task` and `runtime::current_task_for_waker`).
@@ -145,7 +146,12 @@
 //! # Shutdown
 //!
 //! 1. `Runtime::drop` sets `shutdown` and wakes every worker.
-//! 2. Each worker leaves its loop, then unwinds every task it started that
+//! 2. Each worker sees the flag when it runs out of work (a sleeping one is
+//!    woken for that), at its next fairness round (at most 31 rounds away)
+//!    and before it would start a task (which then fails as unstarted
+//!    instead): not at every round, which would put a load of a shared line
+//!    on every yield and hand-off. It leaves its loop, then unwinds every
+//!    task it started that
 //!    has not finished (their destructors run on their own thread; their
 //!    join handles end with an error), and drops its queues.
 //! 3. `Runtime::drop` joins the worker threads, then fails the join handles
@@ -155,6 +161,7 @@ use super::dump::{self, CoroutineDump, Mailbox, PartBuilder};
 use super::join::Failure;
 use super::metrics::{self, WorkerCounters};
 use super::monitor::{self, WorkerWatch};
+use super::run_queue::RunQueue;
 use super::task::{NO_HOME, NO_TIMER, NOT_REGISTERED, Switch, Task, TaskRef};
 use super::{CURRENT_TASK, CURRENT_TASK_LENT, Shared, clock};
 use crate::coroutine::CoroutineResult;
@@ -412,10 +419,13 @@ impl Ord for Timer {
 pub(crate) struct WorkerLocal {
     pub(crate) index: usize,
     pub(crate) shared: Arc<Shared>,
+    /// `shared` as a `Weak`, for `unpark`'s is-this-the-task's-runtime test:
+    /// `Weak::ptr_eq` with the task's `runtime` is one compare.
+    pub(crate) shared_weak: std::sync::Weak<Shared>,
     /// `&shared.workers[index].counters`, without the indexing on the paths
     /// that bump them.
     counters: *const WorkerCounters,
-    runnable: RefCell<VecDeque<TaskRef>>,
+    runnable: RunQueue,
     timers: RefCell<BinaryHeap<Timer>>,
     timer_seq: Cell<u64>,
     /// How many entries of `timers` are stale (see "Timers" above).
@@ -430,10 +440,18 @@ pub(crate) struct WorkerLocal {
     /// Whether `timers` is non-empty: the round's check without a RefCell
     /// borrow (set by `add_timer`, cleared by `fire_timers`).
     has_timers: Cell<bool>,
-    /// Rounds left until the injector is checked first (counts down from
-    /// INJECTOR_INTERVAL; a countdown instead of a modulo of a round counter).
+    /// Rounds left until the next *fairness round*, one in which the
+    /// injector or the newest fresh task goes first: the one countdown a
+    /// round pays (a decrement and a test; no division, and not one
+    /// countdown per rule).
+    until_fairness: Cell<u32>,
+    /// What `until_fairness` was set to at the last fairness round.
+    fairness_span: Cell<u32>,
+    /// Rounds left, as of the last fairness round, until the injector is
+    /// checked first (every INJECTOR_INTERVAL rounds) ...
     until_injector: Cell<u32>,
-    /// Rounds left until the newest fresh task is taken first.
+    /// ... and until the newest fresh task is taken first (every
+    /// FRESH_INTERVAL rounds).
     until_fresh: Cell<u32>,
     /// Fresh-first rounds left until the oldest fresh task is checked.
     until_oldest_check: Cell<u32>,
@@ -462,6 +480,7 @@ thread_local! {
 }
 
 /// The worker running on this thread, if any.
+#[inline]
 pub(crate) fn with_current_worker<R>(f: impl FnOnce(Option<&WorkerLocal>) -> R) -> R {
     let local = CURRENT_WORKER.with(Cell::get);
     // SAFETY: the pointer is set by `run` for the lifetime of its stack frame,
@@ -479,7 +498,7 @@ impl WorkerLocal {
 
     /// Makes a started task of this worker ready to run (a local wake).
     pub(crate) fn push_runnable(&self, task: TaskRef) {
-        self.runnable.borrow_mut().push_back(task);
+        self.runnable.push_back(task);
     }
 
     /// Queues an unstarted task spawned on this worker.
@@ -629,7 +648,9 @@ impl WorkerLocal {
     fn drain_inbox(&self, inbox: &Inbox) {
         let woken = inbox.take_all();
         metrics::add(&self.counters().remote_wakes, woken.len() as u64);
-        self.runnable.borrow_mut().extend(woken);
+        for task in woken {
+            self.runnable.push_back(task);
+        }
     }
 
     /// Wakes the tasks whose deadline has passed (dropping the stale
@@ -704,16 +725,14 @@ impl WorkerLocal {
 
     #[inline]
     fn next_task(&self) -> Option<TaskRef> {
-        // The fairness rule (module docs, step 2), as two countdowns: one
-        // decrement and test each per round, no division.
-        let until_injector = self.until_injector.get() - 1;
-        let until_fresh = self.until_fresh.get() - 1;
-        self.until_injector.set(until_injector);
-        self.until_fresh.set(until_fresh);
-        if until_injector == 0 || until_fresh == 0 {
-            return self.next_task_fairness_round(until_injector == 0, until_fresh == 0);
+        // The fairness rule (module docs, step 2): one countdown to the next
+        // round in which either of its two rules applies.
+        let until_fairness = self.until_fairness.get() - 1;
+        self.until_fairness.set(until_fairness);
+        if until_fairness == 0 {
+            return self.next_task_fairness_round();
         }
-        if let Some(task) = self.runnable.borrow_mut().pop_front() {
+        if let Some(task) = self.runnable.pop_front() {
             return Some(task);
         }
         self.next_task_elsewhere()
@@ -723,17 +742,27 @@ impl WorkerLocal {
     /// newest fresh task (every FRESH_INTERVAL rounds) goes before `runnable`.
     #[cold]
     #[inline(never)]
-    fn next_task_fairness_round(&self, injector_first: bool, fresh_first: bool) -> Option<TaskRef> {
+    fn next_task_fairness_round(&self) -> Option<TaskRef> {
+        if self.shared.shutdown.load(Ordering::Acquire) {
+            return None; // the loop reads the flag again and stops
+        }
         clock::refresh_now_and_then();
         self.answer_dumps();
-        // Restart every countdown that ran out before anything returns (both
-        // run out together every 61 x 31 rounds).
-        if injector_first {
-            self.until_injector.set(INJECTOR_INTERVAL);
-        }
-        if fresh_first {
-            self.until_fresh.set(FRESH_INTERVAL);
-        }
+        // Bring both rules' countdowns up to this round, restart those that
+        // ran out (both do together every 61 x 31 rounds), and count down to
+        // whichever comes next; all before anything returns.
+        let span = self.fairness_span.get();
+        let until_injector = self.until_injector.get() - span;
+        let until_fresh = self.until_fresh.get() - span;
+        let (injector_first, fresh_first) = (until_injector == 0, until_fresh == 0);
+        debug_assert!(injector_first || fresh_first, "worker {}: a fairness round with no rule due", self.index);
+        let until_injector = if injector_first { INJECTOR_INTERVAL } else { until_injector };
+        let until_fresh = if fresh_first { FRESH_INTERVAL } else { until_fresh };
+        self.until_injector.set(until_injector);
+        self.until_fresh.set(until_fresh);
+        let next = until_injector.min(until_fresh);
+        self.until_fairness.set(next);
+        self.fairness_span.set(next);
         if injector_first && let Some(task) = self.shared.pop_injector() {
             return Some(task);
         }
@@ -750,7 +779,7 @@ impl WorkerLocal {
                 return Some(task);
             }
         }
-        if let Some(task) = self.runnable.borrow_mut().pop_front() {
+        if let Some(task) = self.runnable.pop_front() {
             return Some(task);
         }
         self.next_task_elsewhere()
@@ -908,53 +937,111 @@ impl WorkerLocal {
         shared.monitor.on_worker_running();
     }
 
+    /// Runs `task` until it switches out or finishes. The common case, a
+    /// started task (a yield's or a wake's), is the inline path: one test
+    /// that its coroutine is suspended, the lend, the switch, and the
+    /// switch's outcome; a task's first run goes out of line.
+    #[inline]
     fn run_task(&self, task: TaskRef) {
-        if task.home() == NO_HOME {
-            if task.cancel_requested() {
-                self.drop_cancelled_unstarted(task);
-                return;
-            }
-            task.set_home(self.index);
-            metrics::bump(&self.counters().started);
-        }
-        debug_assert_eq!(task.home(), self.index, "task {} resumed off its home worker", task.id);
-        // Workers do not nest: between two resumes CURRENT_TASK is null on
-        // this thread, so it is set and cleared rather than saved and restored.
-        debug_assert!(CURRENT_TASK.with(Cell::get).is_null(), "worker {}: a resume inside a resume", self.index);
         // Our reference to the task is lent to the coroutine for the length
         // of the resume (see `current_task_for_waker`): its first park may
         // hand it to whoever will wake it, after registering the task (if it
         // was not yet), so that the registry keeps it alive meanwhile.
         let raw = task.into_raw();
-        CURRENT_TASK.with(|c| c.set(raw));
-        CURRENT_TASK_LENT.with(|lent| lent.set(true));
-        // SAFETY: alive until `owned()` below: through the lent reference
-        // while the coroutine has not taken it, and through the registry
-        // once it has (it registers the task before taking it), which only
-        // `unregister` below ends, after `owned()`.
-        let task_ref = unsafe { &*raw };
+        // SAFETY: alive until `owned()` in `after_resume`: through our
+        // reference (lent to the coroutine during the resume) while the
+        // coroutine has not taken it, and through the registry once it has
+        // (it registers the task before taking it), which only `unregister`
+        // in `after_resume` ends, after `owned()`.
+        let task = unsafe { &*raw };
         // SAFETY: this worker owns the task now: it popped it from a queue
         // (unstarted), or it is the task's home worker (started).
-        let coroutine = unsafe { task_ref.coroutine_mut() };
+        let coroutine = unsafe { task.coroutine_mut() };
+        if !coroutine.is_suspended() {
+            // SAFETY: `raw` is our reference, handed over.
+            return unsafe { self.run_task_first(raw) };
+        }
+        debug_assert_eq!(task.home(), self.index, "task {} resumed off its home worker", task.id);
+        self.lend(raw);
+        // SAFETY: suspended, checked just above.
+        let result = unsafe { coroutine.resume_suspended(()) };
+        self.after_resume(raw, coroutine, Ok(result));
+    }
+
+    /// A task's first run: it may have been cancelled before it started;
+    /// otherwise this worker becomes its home and gives it a stack.
+    ///
+    /// # Safety
+    ///
+    /// `raw` is a reference to an unstarted task this worker popped from a
+    /// queue (`TaskRef::into_raw`), handed over to this call.
+    #[cold]
+    #[inline(never)]
+    unsafe fn run_task_first(&self, raw: *const Task) {
+        // SAFETY: the caller hands its reference over.
+        let task = unsafe { TaskRef::from_raw(raw) };
+        debug_assert_eq!(task.home(), NO_HOME, "task {} is started but its coroutine is not suspended", task.id);
+        if self.shared.shutdown.load(Ordering::Acquire) {
+            // Nothing starts once the runtime shuts down (the loop stops at
+            // its next fairness round, or when it runs out of work).
+            super::fail_unstarted(task);
+            return;
+        }
+        if task.cancel_requested() {
+            self.drop_cancelled_unstarted(task);
+            return;
+        }
+        task.set_home(self.index);
+        metrics::bump(&self.counters().started);
+        let raw = task.into_raw();
+        // SAFETY: as in `run_task`.
+        let coroutine = unsafe { (*raw).coroutine_mut() };
+        self.lend(raw);
+        let result = coroutine.try_resume(());
+        self.after_resume(raw, coroutine, result);
+    }
+
+    /// Makes `raw` the running task of this thread for a resume, lending it
+    /// our reference (`CURRENT_TASK_LENT`), and counts the switch.
+    #[inline(always)]
+    fn lend(&self, raw: *const Task) {
+        // Workers do not nest: between two resumes CURRENT_TASK is null on
+        // this thread, so it is set and cleared rather than saved and restored.
+        debug_assert!(CURRENT_TASK.with(Cell::get).is_null(), "worker {}: a resume inside a resume", self.index);
+        CURRENT_TASK.with(|c| c.set(raw));
+        CURRENT_TASK_LENT.with(|lent| lent.set(true));
         // The monitor's switch counter (see `monitor`): one store per resume.
         metrics::bump(&self.counters().switches);
-        let result = coroutine.as_mut().expect("a queued task has its coroutine").try_resume(());
+    }
+
+    /// What follows a resume of the task at `raw` (lent with [`lend`]
+    /// (Self::lend)): takes the reference back, and queues, registers or
+    /// retires the task as its coroutine says.
+    #[inline(always)]
+    fn after_resume(
+        &self,
+        raw: *const Task,
+        coroutine: &mut super::task::TaskCoroutine,
+        result: std::io::Result<CoroutineResult<(), ()>>,
+    ) {
         CURRENT_TASK.with(|c| c.set(ptr::null()));
         let still_lent = CURRENT_TASK_LENT.with(|lent| lent.replace(false));
         // An owned reference: ours back if the coroutine did not take it,
         // else a new one. Called at most once below.
-        // SAFETY: `raw` is our `into_raw` above, still lent only if the
+        // SAFETY: `raw` is `run_task`'s `into_raw`, still lent only if the
         // coroutine did not take it (then reclaimed once, here); otherwise
         // the task is alive, being registered until `unregister` below, which
         // runs after this call.
         let owned = || unsafe { reclaim(raw, still_lent) };
+        // SAFETY: alive (see `run_task`); its own fields, on its home worker.
+        let switched_for = unsafe { (*raw).switched_for.get() };
         match result {
-            Ok(CoroutineResult::Yield(Switch::Yield)) => {
+            Ok(CoroutineResult::Yield(())) if switched_for == Switch::Yield => {
                 let task = owned();
                 self.register_if_needed(&task);
                 self.push_runnable(task);
             }
-            Ok(CoroutineResult::Yield(Switch::Park)) => {
+            Ok(CoroutineResult::Yield(())) => {
                 // Whoever wakes it holds a reference (ours, if it took it;
                 // it registered the task then). Else the registry takes ours.
                 metrics::bump(&self.counters().parks);
@@ -965,7 +1052,7 @@ impl WorkerLocal {
             Ok(CoroutineResult::Return(())) => {
                 let task = owned();
                 self.unregister(&task);
-                *coroutine = None;
+                // (Its coroutine is finished and stays in the cell, inert.)
                 // A cancel can unwind a timed park before it disarmed its
                 // timer: the entry must not keep the task alive until then.
                 self.disarm_timer(&task);
@@ -977,7 +1064,7 @@ impl WorkerLocal {
                 // the cause) and drop the closure.
                 let task = owned();
                 self.shared.report_stack_failure(&task, &error);
-                *coroutine = None;
+                coroutine.end();
                 task.fail(Failure::NoStack(error));
                 metrics::bump(&self.counters().finished);
             }
@@ -991,8 +1078,7 @@ impl WorkerLocal {
     fn drop_cancelled_unstarted(&self, task: TaskRef) {
         tracing::debug!(task = task.id, "cancelled before it started");
         // SAFETY: the task is unstarted and we took it from a queue: we own it.
-        let coroutine = unsafe { task.coroutine_mut() }.take();
-        drop(coroutine);
+        unsafe { task.coroutine_mut() }.end();
         metrics::bump(&self.counters().finished);
         task.fail(Failure::Cancelled);
     }
@@ -1028,8 +1114,10 @@ impl WorkerLocal {
             self.drain_inbox(&me.inbox);
         }
         let mut part = PartBuilder::new(self.index, running);
-        let runnable: std::collections::HashSet<*const Task> =
-            self.runnable.borrow().iter().map(TaskRef::as_ptr).collect();
+        let mut runnable = std::collections::HashSet::new();
+        self.runnable.for_each(&mut |task| {
+            runnable.insert(task);
+        });
         // Our own references: no borrow is held while the stacks are walked.
         let started: Vec<TaskRef> = self.registry.borrow().iter().flatten().cloned().collect();
         for task in &started {
@@ -1053,7 +1141,7 @@ impl WorkerLocal {
 
     /// Unwinds every started, unfinished task of this worker (shutdown).
     fn unwind_all(&self) {
-        self.runnable.borrow_mut().clear();
+        drop(self.runnable.take_all());
         self.clear_timers();
         loop {
             let next = self.registry.borrow_mut().iter_mut().find_map(Option::take);
@@ -1061,9 +1149,9 @@ impl WorkerLocal {
             task.registry_slot.set(NOT_REGISTERED);
             task.unwinding.set(true);
             let previous = CURRENT_TASK.with(|c| c.replace(task.as_ptr()));
+            // Unwinds its stack; the wrapper completes the join handle.
             // SAFETY: this is the task's home worker.
-            let coroutine = unsafe { task.coroutine_mut() }.take();
-            drop(coroutine); // unwinds its stack; the wrapper completes the join handle
+            unsafe { task.coroutine_mut() }.end();
             if !task.is_finished() {
                 // It could not be unwound: it was suspended while unwinding a
                 // panic (a destructor parked), so its stack was leaked and
@@ -1073,7 +1161,7 @@ impl WorkerLocal {
             }
             CURRENT_TASK.with(|c| c.set(previous));
         }
-        self.runnable.borrow_mut().clear();
+        drop(self.runnable.take_all());
         drop(self.shared.workers[self.index].inbox.take_all());
         let fresh: Vec<_> = self.shared.workers[self.index].take_fresh_oldest(usize::MAX);
         for task in fresh {
@@ -1107,14 +1195,17 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
     let local = WorkerLocal {
         index,
         counters: &*shared.workers[index].counters,
+        shared_weak: Arc::downgrade(&shared),
         shared,
-        runnable: RefCell::new(VecDeque::new()),
+        runnable: RunQueue::new(),
         timers: RefCell::new(BinaryHeap::new()),
         timer_seq: Cell::new(0),
         stale_timers: Cell::new(0),
         registry: RefCell::new(Vec::new()),
         free_slots: RefCell::new(Vec::new()),
         has_timers: Cell::new(false),
+        until_fairness: Cell::new(INJECTOR_INTERVAL.min(FRESH_INTERVAL)),
+        fairness_span: Cell::new(INJECTOR_INTERVAL.min(FRESH_INTERVAL)),
         until_injector: Cell::new(INJECTOR_INTERVAL),
         until_fresh: Cell::new(FRESH_INTERVAL),
         until_oldest_check: Cell::new(OLDEST_CHECK_INTERVAL),
@@ -1125,7 +1216,7 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
     tracing::debug!(worker = index, "worker started");
     let me = &local.shared.workers[index];
     monitor::watch_this_thread(me);
-    while !local.shared.shutdown.load(Ordering::Acquire) {
+    loop {
         if !me.inbox.is_empty_relaxed() {
             local.drain_inbox(&me.inbox);
         }
@@ -1134,6 +1225,9 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
         }
         match local.next_task() {
             Some(task) => local.run_task(task),
+            // Out of work, or a fairness round saw the shutdown flag (see
+            // "Shutdown" above: read there and here, not every round).
+            None if local.shared.shutdown.load(Ordering::Acquire) => break,
             None => local.sleep(),
         }
     }

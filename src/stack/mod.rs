@@ -5,14 +5,20 @@
 //! ```text
 //!  high addresses
 //!  +-----------------------------+ <- top (mapping end, page aligned)
-//!  | usable stack, read-write,   |
-//!  | committed lazily by the     |    `size` bytes (a page multiple)
-//!  | kernel as it is touched     |
+//!  | header (HEADER_SIZE bytes)  |    who runs here, for the overflow report
+//!  +-----------------------------+ <- switch top: the switch's slots and the
+//!  | usable stack, read-write,   |    coroutine's frames start below it
+//!  | committed lazily by the     |    `size` bytes (a page multiple), the
+//!  | kernel as it is touched     |    header included
 //!  +-----------------------------+ <- base + page
 //!  | guard page, PROT_NONE       |    one page: any touch faults
 //!  +-----------------------------+ <- base (mapping start)
 //!  low addresses
 //! ```
+//!
+//! The header ([`overflow::Header`]) is written when a coroutine takes the
+//! stack and links it into its thread's list of started stacks, which the
+//! overflow handler and the panic report search (see [`overflow`]).
 //!
 //! One `mmap` reserves the whole range (read-write, `MAP_NORESERVE`), then
 //! `mprotect` turns the lowest page into the guard. The kernel keeps these as
@@ -67,6 +73,10 @@ pub const MIN_STACK_SIZE: usize = 32 * 1024;
 /// assert_eq!(Coroutine::<(), (), ()>::new(|_, ()| {}).stack_size(), DEFAULT_STACK_SIZE);
 /// ```
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+
+/// Bytes at the top of every stack that hold its [`overflow::Header`];
+/// the switch top is this far below the mapping's end.
+pub(crate) const HEADER_SIZE: usize = 64;
 
 /// Maps each stack uses against `vm.max_map_count`: the stack and its guard.
 pub const MAPS_PER_STACK: u64 = 2;
@@ -134,6 +144,18 @@ impl Stack {
     /// The highest address (exclusive): where the stack begins.
     pub(crate) fn top(&self) -> *mut u8 {
         self.base.as_ptr().wrapping_add(mem::page_size() + self.size)
+    }
+
+    /// The top of the part the coroutine runs on (16-byte aligned): the
+    /// switch's slots and the first frame go below it, the header above.
+    pub(crate) fn switch_top(&self) -> *mut u8 {
+        self.top().wrapping_sub(HEADER_SIZE)
+    }
+
+    /// Where this stack's header lives (the `HEADER_SIZE` bytes above the
+    /// switch top).
+    pub(crate) fn header(&self) -> *mut overflow::Header {
+        self.switch_top().cast()
     }
 
     /// The guard page, as an address range.

@@ -1,4 +1,5 @@
-//! Reporting a coroutine that overflowed its stack.
+//! Reporting a coroutine that overflowed its stack, and naming the coroutine
+//! a thread is running.
 //!
 //! # Protocol
 //!
@@ -7,65 +8,226 @@
 //!    thread gets an alternate signal stack if it has none (std gives one to
 //!    the threads it spawns; a thread created some other way may not). The
 //!    handler must run on it: the faulting stack has no room left.
-//! 2. Whoever switches into a coroutine publishes its [`OverflowInfo`] in the
-//!    thread-local [`CURRENT`] for as long as it runs ([`enter`]/[`leave`]),
-//!    restoring the previous value when it comes back (coroutines nest).
-//! 3. On a fault, [`on_fault`] compares the faulting address with the guard
-//!    page of the thread's current coroutine. A hit prints
+//! 2. When a coroutine takes a stack (its first resume), it writes a
+//!    [`Header`] into the top `HEADER_SIZE` bytes of that stack — its id,
+//!    name, spawn site, stack size and guard page — and links it into its
+//!    thread's list of *started* stacks ([`link`]); when it gives the stack
+//!    back (it finished, or its stack is leaked), it unlinks it
+//!    ([`unlink`]). A started coroutine never leaves its thread, so each
+//!    thread's list holds exactly the stacks its coroutines run on. Nothing
+//!    happens per resume: switching in and out costs the handler nothing.
+//! 3. On a fault, [`on_fault`] walks the faulting thread's list for the
+//!    stack whose guard page holds the faulting address. A hit prints
 //!    `coroutine <id> ('<name>') overflowed its <N> KiB stack (spawned at <file>:<line>)`
 //!    and aborts. Anything else returns, and `sys::signal` chains to the
 //!    handler installed before ours, so std's own "thread has overflowed its
-//!    stack" report and ordinary segfaults behave as without weft.
+//!    stack" report and ordinary segfaults behave as without weft. Coroutines
+//!    that nest (one resumed from inside another) each have their own guard
+//!    page in the list, so the one that overflowed is named, not its
+//!    resumer.
+//! 4. The panic report names the coroutine a panic happened in through
+//!    [`running`]: the stack in the list that holds the current stack
+//!    pointer (the innermost coroutine, when they nest); a caller that knows
+//!    a likely one (the runtime's current task) passes it as a hint and saves
+//!    the walk.
 //!
-//! The handler only reads: a thread-local `Cell` with a const initialiser and
-//! no destructor (a plain `fs:`-relative load), and the info it points at,
-//! which the running coroutine's owner keeps alive. It formats into a fixed
-//! buffer and writes with `write(2)`: no locks, no allocation.
+//! # The list and the signal handler
+//!
+//! ```text
+//!  thread-local STARTED ──> Header ──next──> Header ──next──> ... ──> null
+//!                           (top of the      (top of an
+//!                           newest stack)    older one)
+//! ```
+//!
+//! The handler runs on the faulting thread, interrupting it anywhere, even
+//! half-way through a [`link`] or an [`unlink`] (a fault in a guard page can
+//! come from any push or spill, and one of those functions' own spills may be
+//! the one that overflows). It only follows `next` pointers from `STARTED`,
+//! and both functions keep that chain whole at every instruction: a header is
+//! filled in before the store that makes it reachable, and a header is
+//! bypassed before anything else about it changes. Compiler fences keep the
+//! compiler from reordering those stores (the thread sees its own stores in
+//! program order, so no CPU fence is needed). The headers live on the stacks
+//! themselves, which stay mapped while linked: no allocation, no lock, and
+//! memory that is never freed under the handler. It formats into a fixed
+//! buffer and writes with `write(2)`.
 
+use super::{HEADER_SIZE, Stack};
+use crate::loom::process::{Ordering, compiler_fence};
 use crate::sys::{mem, signal};
 use std::cell::Cell;
 use std::fmt::Write as _;
 use std::panic::Location;
-use std::ptr::NonNull;
+use std::ptr::{self, NonNull};
 
-/// What the overflow handler needs to know about a running coroutine.
-#[derive(Debug)]
-pub(crate) struct OverflowInfo {
+/// What the top `HEADER_SIZE` bytes of a started stack hold: who runs on it,
+/// and the links of its thread's list of started stacks.
+#[repr(C)]
+pub(crate) struct Header {
+    /// The next-older started stack of this thread, or null.
+    next: *mut Header,
+    /// The next-newer one, or null (`STARTED` points at this header).
+    prev: *mut Header,
+    /// The guard page's first address (the mapping's start).
+    guard_start: usize,
+    /// The usable stack bytes (the guard page is just below them).
+    stack_size: usize,
+    id: u64,
+    /// The owner's name: the bytes of a `String` the owner keeps alive (and
+    /// unchanged) while the header is linked; null for no name.
+    name_ptr: *const u8,
+    name_len: usize,
+    spawned_at: &'static Location<'static>,
+}
+
+const _: () = assert!(size_of::<Header>() <= HEADER_SIZE, "the header outgrew its reserved bytes");
+const _: () = assert!(HEADER_SIZE % 16 == 0, "the switch top below the header must stay 16-byte aligned");
+
+/// Who a started stack belongs to, as [`link`] records it and [`running`]
+/// gives it back.
+#[derive(Clone, Copy)]
+pub(crate) struct Owner<'a> {
     pub(crate) id: u64,
-    pub(crate) name: Option<String>,
+    pub(crate) name: Option<&'a str>,
     pub(crate) spawned_at: &'static Location<'static>,
-    /// Usable stack bytes.
-    pub(crate) stack_size: usize,
-    /// The guard page; empty until the coroutine has a stack.
-    pub(crate) guard: std::ops::Range<usize>,
 }
 
 thread_local! {
-    /// The coroutine running on this thread, or null.
-    static CURRENT: Cell<*const OverflowInfo> = const { Cell::new(std::ptr::null()) };
+    /// The newest started stack's header on this thread, or null. A const
+    /// initialiser and no destructor: a plain `fs:`-relative load, which a
+    /// signal handler may do.
+    static STARTED: Cell<*mut Header> = const { Cell::new(ptr::null_mut()) };
 }
 
-/// Publishes `info` as this thread's running coroutine; returns the previous
-/// value for [`leave`].
-#[inline]
-pub(crate) fn enter(info: *const OverflowInfo) -> *const OverflowInfo {
-    CURRENT.with(|current| current.replace(info))
+/// Records `owner` in the header of `stack` and links it into this thread's
+/// list of started stacks.
+///
+/// # Safety
+///
+/// - `stack` is not linked, and stays mapped until [`unlink`] is called for
+///   it, on this thread, which is the only thread it is used on meanwhile.
+/// - `owner.name`'s bytes stay alive and unchanged until then.
+/// - Nothing else writes the top `HEADER_SIZE` bytes of `stack` meanwhile.
+pub(crate) unsafe fn link(stack: &Stack, owner: Owner<'_>) {
+    let header = stack.header();
+    let newest = STARTED.with(Cell::get);
+    let (name_ptr, name_len) = owner.name.map_or((ptr::null(), 0), |name| (name.as_ptr(), name.len()));
+    // SAFETY: the header's bytes are ours (the caller's promise) and not
+    // reachable from STARTED yet; `newest`, if not null, is a linked header
+    // of this thread, on a stack that is still mapped.
+    unsafe {
+        header.write(Header {
+            next: newest,
+            prev: ptr::null_mut(),
+            guard_start: stack.guard().start,
+            stack_size: stack.size(),
+            id: owner.id,
+            name_ptr,
+            name_len,
+            spawned_at: owner.spawned_at,
+        });
+        if !newest.is_null() {
+            (*newest).prev = header;
+        }
+    }
+    // The header is complete before the store that makes it reachable.
+    compiler_fence(Ordering::Release);
+    STARTED.with(|started| started.set(header));
+    compiler_fence(Ordering::Release);
 }
 
-/// Restores the value [`enter`] returned.
-#[inline]
-pub(crate) fn leave(previous: *const OverflowInfo) {
-    CURRENT.with(|current| current.set(previous));
+/// Takes `stack`'s header out of this thread's list.
+///
+/// # Safety
+///
+/// - `stack` was linked with [`link`] on this thread and not unlinked since.
+pub(crate) unsafe fn unlink(stack: &Stack) {
+    let header = stack.header();
+    // SAFETY: a linked header of this thread, and its neighbours, are on
+    // stacks that stay mapped while linked (the caller's promise, and
+    // `link`'s).
+    unsafe {
+        let Header { next, prev, .. } = header.read();
+        // Bypass it first: the chain from STARTED stays whole.
+        if prev.is_null() {
+            STARTED.with(|started| started.set(next));
+        } else {
+            (*prev).next = next;
+        }
+        compiler_fence(Ordering::Release);
+        if !next.is_null() {
+            (*next).prev = prev;
+        }
+    }
+    compiler_fence(Ordering::Release);
 }
 
-/// Calls `f` with the info of the coroutine running on this thread (the
-/// innermost, when coroutines nest), or `None` outside any coroutine.
-pub(crate) fn with_current<R>(f: impl FnOnce(Option<&OverflowInfo>) -> R) -> R {
-    let current = CURRENT.try_with(Cell::get).unwrap_or(std::ptr::null());
-    // SAFETY: `enter` published a pointer that its caller keeps alive until
-    // `leave`, and we are on the same thread, inside that coroutine (the
-    // pointer is not null), so before `leave`.
-    f(unsafe { current.as_ref() })
+/// Calls `f` for each started stack of this thread, newest first, until it
+/// returns `Some`.
+fn find<R>(mut f: impl FnMut(&Header) -> Option<R>) -> Option<R> {
+    let mut header = STARTED.try_with(Cell::get).unwrap_or(ptr::null_mut());
+    while !header.is_null() {
+        // SAFETY: linked headers are on mapped stacks (see `link`), and only
+        // this thread changes its list (we run on it).
+        let current = unsafe { &*header };
+        if let Some(found) = f(current) {
+            return Some(found);
+        }
+        header = current.next;
+    }
+    None
+}
+
+impl Header {
+    /// Whether `address` lies in this stack's usable bytes.
+    fn holds(&self, address: usize) -> bool {
+        let bottom = self.guard_start + mem::page_size();
+        (bottom..bottom + self.stack_size).contains(&address)
+    }
+
+    /// Whether `address` lies in this stack's guard page.
+    fn guards(&self, address: usize) -> bool {
+        (self.guard_start..self.guard_start + mem::page_size()).contains(&address)
+    }
+
+    /// # Safety
+    ///
+    /// The header is linked (so its owner, and its name, are alive), for `'a`.
+    unsafe fn owner<'a>(&self) -> Owner<'a> {
+        let name = (!self.name_ptr.is_null()).then(|| {
+            // SAFETY: the bytes of the owner's name `String`, alive and
+            // unchanged while the header is linked (`link`'s contract).
+            unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(self.name_ptr, self.name_len)) }
+        });
+        Owner { id: self.id, name, spawned_at: self.spawned_at }
+    }
+}
+
+/// Calls `f` with the coroutine running on this thread: the one whose stack
+/// holds the current stack pointer (the innermost one, when coroutines
+/// nest), or `None` when the thread runs on its own stack. `hint`, the
+/// switch top of the stack it probably is (the runtime's current task's),
+/// is checked first, which spares the walk of the thread's list.
+///
+/// # Safety
+///
+/// `hint`, if any, is the switch top of a [`Stack`] that is still mapped (its
+/// header is read; it is trusted only if the current stack pointer lies on
+/// that stack, which makes it the running coroutine's, hence linked).
+pub(crate) unsafe fn running<R>(hint: Option<NonNull<u8>>, f: impl FnOnce(Option<Owner<'_>>) -> R) -> R {
+    let here = 0u8;
+    let sp = std::hint::black_box(&here) as *const u8 as usize;
+    let hinted = hint.and_then(|top| {
+        // SAFETY: the bytes above a mapped stack's switch top are its header
+        // (the caller's promise); we read its plain fields only.
+        let header = unsafe { &*top.as_ptr().cast::<Header>() };
+        header.holds(sp).then_some(header as *const Header)
+    });
+    let found = hinted.or_else(|| find(|header| header.holds(sp).then_some(header as *const Header)));
+    // SAFETY: the header of the stack we are running on is linked (a stack
+    // is unlinked only once nothing runs on it), and stays so while we run
+    // on it.
+    f(found.map(|header| unsafe { (*header).owner() }))
 }
 
 /// Makes this thread ready to report an overflow: the process handler is
@@ -122,27 +284,23 @@ impl Drop for AltStack {
 }
 
 /// The fault callback: aborts with a report if `address` is in the guard page
-/// of the coroutine running on this thread; returns otherwise.
+/// of a started coroutine stack of this thread; returns otherwise.
 fn on_fault(address: usize) {
-    let current = CURRENT.try_with(Cell::get).unwrap_or(std::ptr::null());
-    if current.is_null() {
+    let Some((owner, stack_size)) = find(|header| {
+        // SAFETY: linked, so its owner is alive (we abort before it could go).
+        header.guards(address).then(|| (unsafe { header.owner() }, header.stack_size))
+    }) else {
         return;
-    }
-    // SAFETY: `enter` published a pointer that its caller keeps alive until
-    // `leave`, and the fault happened on this thread before `leave`.
-    let info = unsafe { &*current };
-    if !info.guard.contains(&address) {
-        return;
-    }
+    };
     let mut message = FixedBuf::new();
     let _ = writeln!(
         message,
         "coroutine {} ('{}') overflowed its {} KiB stack (spawned at {}:{})",
-        info.id,
-        info.name.as_deref().unwrap_or("<unnamed>"),
-        info.stack_size / 1024,
-        info.spawned_at.file(),
-        info.spawned_at.line(),
+        owner.id,
+        owner.name.unwrap_or("<unnamed>"),
+        stack_size / 1024,
+        owner.spawned_at.file(),
+        owner.spawned_at.line(),
     );
     signal::write_stderr(message.as_bytes());
     signal::abort();

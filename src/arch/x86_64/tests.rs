@@ -7,9 +7,11 @@
 //! resuming it and unmaps its stack (nothing on it needs dropping).
 //!
 //! The register contract under test: the assembly routines preserve rbx, rbp
-//! and the FP control state and pass r12-r15 through untouched; [`resume`]
-//! and [`suspend`] declare r12-r15 clobbered, so the compiler keeps values
-//! that are live across a switch out of them (or saves them).
+//! and (with `fp-control`) the FP control state, take the switch top in r12
+//! and leave it there (both sides of a switch put the same top in it), and
+//! pass r13-r15 through untouched; [`resume`] and [`suspend`] declare
+//! r13-r15 clobbered, so the compiler keeps values that are live across a
+//! switch out of them (or saves them).
 //!
 //! What makes these tests able to fail:
 //! - the register and FP tests load values on each side that differ from the
@@ -19,14 +21,15 @@
 //!   while its context is switched out and check that the readout sees the
 //!   overwritten value: the readout really observes what the switch restores,
 //!   and each `FRAME_*` offset belongs to the register it is named after;
-//! - the register test also checks that r12-r15 arrive holding the other
-//!   side's values, so the live-values test (which scribbles over r12-r15
-//!   right before each switch) really hands each side the other's garbage: a
-//!   wrapper that forgot to declare r12-r15 clobbered would let the compiler
-//!   keep live values there, and they would come back wrong (checked by hand:
-//!   with the `out("r12") _` .. `out("r15") _` lines deleted from both
-//!   wrappers, that test and most others here fail in release builds, mostly
-//!   by crashing, since the tests' own pointers live in r12-r15 as well).
+//! - the register test also checks that r13-r15 arrive holding the other
+//!   side's values (and r12 the top), so the live-values test (which
+//!   scribbles over r13-r15 right before each switch) really hands each side
+//!   the other's garbage: a wrapper that forgot to declare r13-r15 clobbered
+//!   would let the compiler keep live values there, and they would come back
+//!   wrong (checked by hand: with the `out("r13") _` .. `out("r15") _` lines
+//!   deleted from both wrappers, that test and most others here fail in
+//!   release builds, mostly by crashing, since the tests' own pointers live
+//!   in r13-r15 as well).
 
 use super::*;
 use crate::sys::mem::{map_anonymous, page_size, protect_none, unmap};
@@ -41,20 +44,24 @@ use std::ptr::NonNull;
 type Regs = [u64; 6];
 const REG_NAMES: [&str; 6] = ["rbx", "rbp", "r12", "r13", "r14", "r15"];
 /// The first `SAVED` registers of [`Regs`] (rbx, rbp) are the ones the
-/// routines save in the frame; the rest (r12-r15) pass through.
+/// routines save in the frame; then r12 (the switch top, [`TOP_REG`]); the
+/// rest (r13-r15) pass through.
 const SAVED: usize = 2;
+/// Where r12, which carries the switch top across every switch, is in [`Regs`].
+const TOP_REG: usize = 2;
 /// Where the switch saves each of the first `SAVED` registers of [`Regs`].
 const REG_SLOTS: [usize; SAVED] = [FRAME_RBX, FRAME_RBP];
 
 global_asm!(
-    // weft_test_resume_with_regs(sp, link, word, load: *const Regs, out: *mut Regs) -> usize
+    // weft_test_resume_with_regs(top, word, load: *const Regs, out: *mut Regs) -> usize
     //
-    // Does what `resume` does (`call weft_switch_resume` with rdi = the
-    // coroutine's sp, rsi = its link slot, rdx = the word), but with rbx, rbp,
-    // r12-r15 set to `load` across the call, and writes what those registers
-    // hold once the call returns into `out`. The caller's own values of all
-    // six are saved first and restored last (the switch itself keeps only rbx
-    // and rbp, so the helper must keep r12-r15 for its Rust caller).
+    // Does what `resume` does (`call weft_switch_resume` with r12 = the
+    // coroutine's switch top, rax = the word), but with rbx, rbp, r13-r15
+    // set to `load` across the call (`load`'s r12 is not used), and writes
+    // what rbx..r15 hold once the call returns into `out`. The caller's own
+    // values of all six are saved first and restored last (the switch itself
+    // keeps only rbx and rbp, so the helper must keep r12-r15 for its Rust
+    // caller).
     "    .p2align 4",
     "    .globl weft_test_resume_with_regs",
     "    .hidden weft_test_resume_with_regs",
@@ -66,21 +73,22 @@ global_asm!(
     "    push r13",
     "    push r14",
     "    push r15",
-    "    push r8", // the out pointer (caller-saved); rsp is now 16-byte aligned
-    "    mov rbx, qword ptr [rcx]",
-    "    mov rbp, qword ptr [rcx + 8]",
-    "    mov r12, qword ptr [rcx + 16]",
-    "    mov r13, qword ptr [rcx + 24]",
-    "    mov r14, qword ptr [rcx + 32]",
-    "    mov r15, qword ptr [rcx + 40]",
+    "    push rcx", // the out pointer (caller-saved); rsp is now 16-byte aligned
+    "    mov rbx, qword ptr [rdx]",
+    "    mov rbp, qword ptr [rdx + 8]",
+    "    mov r13, qword ptr [rdx + 24]",
+    "    mov r14, qword ptr [rdx + 32]",
+    "    mov r15, qword ptr [rdx + 40]",
+    "    mov rax, rsi", // the word
+    "    mov r12, rdi", // the switch top
     "    call {resume}", // rax = the coroutine's word
-    "    pop r8",
-    "    mov qword ptr [r8], rbx",
-    "    mov qword ptr [r8 + 8], rbp",
-    "    mov qword ptr [r8 + 16], r12",
-    "    mov qword ptr [r8 + 24], r13",
-    "    mov qword ptr [r8 + 32], r14",
-    "    mov qword ptr [r8 + 40], r15",
+    "    pop rcx",
+    "    mov qword ptr [rcx], rbx",
+    "    mov qword ptr [rcx + 8], rbp",
+    "    mov qword ptr [rcx + 16], r12",
+    "    mov qword ptr [rcx + 24], r13",
+    "    mov qword ptr [rcx + 32], r14",
+    "    mov qword ptr [rcx + 40], r15",
     "    pop r15",
     "    pop r14",
     "    pop r13",
@@ -90,14 +98,13 @@ global_asm!(
     "    ret",
     "    .size weft_test_resume_with_regs, . - weft_test_resume_with_regs",
     //
-    // weft_test_suspend_with_regs(sp_slot, link, word, load: *const Regs, out: *mut Regs) -> usize
+    // weft_test_suspend_with_regs(top, word, load: *const Regs, out: *mut Regs) -> usize
     //
     // The coroutine-side twin: does exactly what `suspend` does (push the
-    // continuation by hand, `jmp weft_switch_suspend` with rdi = the sp slot,
-    // rsi = the link slot, rdx = the word) with rbx, rbp, r12-r15 set to
-    // `load`, and after being resumed writes those registers into `out`.
-    // Returns the resumer's word. Saves and restores its caller's six, as
-    // the resume helper does.
+    // continuation by hand, `jmp weft_switch_suspend` with r12 = the switch
+    // top, rax = the word) with rbx, rbp, r13-r15 set to `load`, and after
+    // being resumed writes rbx..r15 into `out`. Returns the resumer's word.
+    // Saves and restores its caller's six, as the resume helper does.
     "    .p2align 4",
     "    .globl weft_test_suspend_with_regs",
     "    .hidden weft_test_suspend_with_regs",
@@ -109,24 +116,25 @@ global_asm!(
     "    push r13",
     "    push r14",
     "    push r15",
-    "    push r8", // 16-byte aligned, as `suspend`'s asm block is
-    "    mov rbx, qword ptr [rcx]",
-    "    mov rbp, qword ptr [rcx + 8]",
-    "    mov r12, qword ptr [rcx + 16]",
-    "    mov r13, qword ptr [rcx + 24]",
-    "    mov r14, qword ptr [rcx + 32]",
-    "    mov r15, qword ptr [rcx + 40]",
-    "    lea rax, [rip + 2f]",
-    "    push rax",
+    "    push rcx", // 16-byte aligned, as `suspend`'s asm block is
+    "    mov rbx, qword ptr [rdx]",
+    "    mov rbp, qword ptr [rdx + 8]",
+    "    mov r13, qword ptr [rdx + 24]",
+    "    mov r14, qword ptr [rdx + 32]",
+    "    mov r15, qword ptr [rdx + 40]",
+    "    mov rax, rsi", // the word
+    "    mov r12, rdi", // the switch top
+    "    lea rcx, [rip + 2f]",
+    "    push rcx",
     "    jmp {suspend}",
     "2:", // resumed: rax = the resumer's word
-    "    pop r8",
-    "    mov qword ptr [r8], rbx",
-    "    mov qword ptr [r8 + 8], rbp",
-    "    mov qword ptr [r8 + 16], r12",
-    "    mov qword ptr [r8 + 24], r13",
-    "    mov qword ptr [r8 + 32], r14",
-    "    mov qword ptr [r8 + 40], r15",
+    "    pop rcx",
+    "    mov qword ptr [rcx], rbx",
+    "    mov qword ptr [rcx + 8], rbp",
+    "    mov qword ptr [rcx + 16], r12",
+    "    mov qword ptr [rcx + 24], r13",
+    "    mov qword ptr [rcx + 32], r14",
+    "    mov qword ptr [rcx + 40], r15",
     "    pop r15",
     "    pop r14",
     "    pop r13",
@@ -164,20 +172,8 @@ global_asm!(
 );
 
 unsafe extern "sysv64" {
-    fn weft_test_resume_with_regs(
-        coroutine_sp: *mut u8,
-        link: *mut *mut u8,
-        word: usize,
-        load: *const Regs,
-        out: *mut Regs,
-    ) -> usize;
-    fn weft_test_suspend_with_regs(
-        sp_slot: *mut *mut u8,
-        link: *mut *mut u8,
-        word: usize,
-        load: *const Regs,
-        out: *mut Regs,
-    ) -> usize;
+    fn weft_test_resume_with_regs(top: *mut u8, word: usize, load: *const Regs, out: *mut Regs) -> usize;
+    fn weft_test_suspend_with_regs(top: *mut u8, word: usize, load: *const Regs, out: *mut Regs) -> usize;
     safe fn weft_test_rsp_before_call() -> usize;
     fn weft_test_entry_record_rsp(word: usize, data: *mut (), top: *mut u8) -> !;
 }
@@ -185,6 +181,11 @@ unsafe extern "sysv64" {
 // ---------------------------------------------------------------------------
 // Shared scaffolding
 // ---------------------------------------------------------------------------
+
+/// A saved stack pointer mod 16: a frame is pushed from an rsp that is
+/// 16-byte aligned before the continuation's push (a `call`, or the
+/// suspend's hand-made push), so it ends FRAME_SIZE below an aligned address.
+const SAVED_SP_MOD_16: usize = (16 - FRAME_SIZE % 16) % 16;
 
 /// Usable bytes of a test stack (a guard page sits below them).
 const STACK_SIZE: usize = 64 * 1024;
@@ -261,7 +262,7 @@ unsafe fn set_frame_word(frame: *mut u8, offset: usize, value: u64) {
 }
 
 // ---------------------------------------------------------------------------
-// 1. Callee-saved registers: rbx and rbp kept, r12-r15 passed through
+// 1. Callee-saved registers: rbx and rbp kept, r12 the top, r13-r15 passed through
 // ---------------------------------------------------------------------------
 
 const RESUMER: u64 = 0xA5;
@@ -290,18 +291,27 @@ fn assert_regs(got: &Regs, want: &Regs, regs: std::ops::Range<usize>, context: &
 }
 
 /// What the resumer finds after the switch back in `round` (< REG_ROUNDS):
-/// its own rbx and rbp; in r12-r15, what the coroutine loaded before its
-/// suspend.
-fn resumer_after(round: usize) -> Regs {
+/// its own rbx and rbp; in r12, `top`; in r13-r15, what the coroutine
+/// loaded before its suspend.
+fn resumer_after(round: usize, top: *mut u8) -> Regs {
     let (own, other) = (patterns(RESUMER, round), patterns(COROUTINE, round));
-    std::array::from_fn(|reg| if reg < SAVED { own[reg] } else { other[reg] })
+    std::array::from_fn(|reg| match reg {
+        _ if reg < SAVED => own[reg],
+        TOP_REG => top as u64,
+        _ => other[reg],
+    })
 }
 
 /// What the coroutine finds when resumed after `round`: its own rbx and rbp;
-/// in r12-r15, what the resumer loaded for the next round's resume.
-fn coroutine_after(round: usize) -> Regs {
+/// in r12, `top`; in r13-r15, what the resumer loaded for the next round's
+/// resume.
+fn coroutine_after(round: usize, top: *mut u8) -> Regs {
     let (own, other) = (patterns(COROUTINE, round), patterns(RESUMER, round + 1));
-    std::array::from_fn(|reg| if reg < SAVED { own[reg] } else { other[reg] })
+    std::array::from_fn(|reg| match reg {
+        _ if reg < SAVED => own[reg],
+        TOP_REG => top as u64,
+        _ => other[reg],
+    })
 }
 
 /// Where a register test's coroutine and the test meet.
@@ -348,9 +358,7 @@ unsafe extern "sysv64" fn regs_entry(word: usize, data: *mut (), top: *mut u8) -
         // SAFETY: runs on `top`'s stack inside a resume of it, like
         // `suspend`; `load` and `seen[round]` are valid; the helper restores
         // every callee-saved register it uses.
-        round = unsafe {
-            weft_test_suspend_with_regs(sp_slot(top), link_slot(top), round, &load, &raw mut (*shared).seen[round])
-        };
+        round = unsafe { weft_test_suspend_with_regs(top, round, &load, &raw mut (*shared).seen[round]) };
     }
     // SAFETY: as above; nothing on this stack needs dropping.
     unsafe { suspend(top, usize::MAX) };
@@ -378,38 +386,41 @@ fn run_register_rounds(stack: &TestStack, shared: *mut RegShared) -> [Regs; REG_
         // its previous round) and always comes back with a suspend.
         // SAFETY: as just said; the helper performs `resume`'s switch and
         // restores our callee-saved registers.
-        let back = unsafe { weft_test_resume_with_regs(saved_sp(top), link_slot(top), round, &load, out) };
+        let back = unsafe { weft_test_resume_with_regs(top, round, &load, out) };
         let want = if round < REG_ROUNDS { round } else { usize::MAX };
         assert_eq!(back, want, "the coroutine's word in round {round}");
         // SAFETY: suspended just now; the sp slot holds its frame.
         let sp = unsafe { saved_sp(top) } as usize;
-        assert_eq!(sp % 16, 0, "saved stack pointer {sp:#x} must be 16-byte aligned");
+        assert_eq!(sp % 16, SAVED_SP_MOD_16, "saved stack pointer {sp:#x} (FRAME_SIZE {FRAME_SIZE})");
         assert!(stack.contains(sp), "saved stack pointer {sp:#x} must lie on the coroutine's stack");
     }
     after
 }
 
-/// The routines restore rbx and rbp on both sides, and leave r12-r15 as the
-/// other side had them (the wrappers' callers are told they are clobbered).
+/// The routines restore rbx and rbp on both sides, bring the top back in r12,
+/// and leave r13-r15 as the other side had them (the wrappers' callers are
+/// told they are clobbered).
 #[test]
-fn rbx_rbp_survive_both_directions_and_r12_to_r15_pass_through() {
+fn rbx_rbp_survive_both_directions_r12_keeps_the_top_and_r13_to_r15_pass_through() {
     let stack = TestStack::new();
     let mut shared = RegShared::new(usize::MAX);
     let after = run_register_rounds(&stack, &raw mut shared);
     for (round, regs) in after.iter().enumerate() {
         let context = format!("resumer, after the switch back in round {round}");
         if round < REG_ROUNDS {
-            assert_regs(regs, &resumer_after(round), 0..6, &context);
+            assert_regs(regs, &resumer_after(round, stack.top()), 0..6, &context);
         } else {
-            // The last suspend is the Rust `suspend` in regs_entry: r12-r15
-            // hold whatever its code left there.
+            // The last suspend is the Rust `suspend` in regs_entry: r12
+            // holds the top, r13-r15 whatever its code left there.
+            assert_regs(regs, &resumer_after(round - 1, stack.top()), TOP_REG..TOP_REG + 1, &context);
             assert_regs(regs, &patterns(RESUMER, round), 0..SAVED, &context);
         }
     }
     for (round, regs) in shared.seen.iter().enumerate() {
-        assert_regs(regs, &coroutine_after(round), 0..6, &format!("coroutine, when resumed after round {round}"));
+        let context = format!("coroutine, when resumed after round {round}");
+        assert_regs(regs, &coroutine_after(round, stack.top()), 0..6, &context);
     }
-    assert_eq!(shared.link_at_start % 16, 0, "the resumer's saved stack pointer must be 16-byte aligned");
+    assert_eq!(shared.link_at_start % 16, SAVED_SP_MOD_16, "the resumer's saved stack pointer");
 }
 
 /// Negative control for the resumer side: the coroutine overwrites one
@@ -423,12 +434,12 @@ fn register_test_detects_a_wrong_restore_in_the_resumer() {
         let stack = TestStack::new();
         let mut shared = RegShared::new(slot);
         let after = run_register_rounds(&stack, &raw mut shared);
-        let mut want = resumer_after(0);
+        let mut want = resumer_after(0, stack.top());
         want[reg] = TAMPERED;
         assert_eq!(after[0], want, "round 0 with {} (frame offset {slot}) overwritten", REG_NAMES[reg]);
         // The later rounds are untouched.
         for (round, regs) in after.iter().enumerate().take(REG_ROUNDS).skip(1) {
-            assert_eq!(*regs, resumer_after(round), "round {round}");
+            assert_eq!(*regs, resumer_after(round, stack.top()), "round {round}");
         }
     }
 }
@@ -446,8 +457,7 @@ fn register_test_detects_a_wrong_restore_in_the_coroutine() {
         unsafe { init_stack(top, regs_entry, shared_ptr.cast()) };
         let mut out = [0; 6];
         // SAFETY: as in run_register_rounds; round 0 starts the coroutine.
-        let back =
-            unsafe { weft_test_resume_with_regs(saved_sp(top), link_slot(top), 0, &patterns(RESUMER, 0), &mut out) };
+        let back = unsafe { weft_test_resume_with_regs(top, 0, &patterns(RESUMER, 0), &mut out) };
         assert_eq!(back, 0);
         // SAFETY: the coroutine is suspended; its frame is switched out.
         unsafe {
@@ -467,7 +477,7 @@ fn register_test_detects_a_wrong_restore_in_the_coroutine() {
         want[reg] = TAMPERED;
         // SAFETY: the coroutine is suspended; nothing else touches `shared`.
         let seen = unsafe { (*shared_ptr).seen[0] };
-        // Resumed by the Rust `resume`: r12-r15 hold whatever this function's
+        // Resumed by the Rust `resume`: r13-r15 hold whatever this function's
         // code left there, so only the saved registers are compared.
         assert_eq!(
             seen[..SAVED],
@@ -479,33 +489,33 @@ fn register_test_detects_a_wrong_restore_in_the_coroutine() {
 }
 
 // ---------------------------------------------------------------------------
-// 1b. r12-r15 through the Rust wrappers: live values survive
+// 1b. r13-r15 through the Rust wrappers: live values survive
 // ---------------------------------------------------------------------------
 //
-// The routines no longer keep r12-r15; `resume` and `suspend` declare them
+// The routines do not keep r13-r15; `resume` and `suspend` declare them
 // clobbered, and the compiler must keep whatever is live across a switch
-// elsewhere. These tests hold more values live across every switch than the
-// routines preserve (rbx, rbp), with r12-r15 scribbled over by the other side
-// just before each switch, and check that every value comes back.
+// elsewhere (r12 comes back holding the top, which the wrappers say: it is
+// their input). These tests hold more values live across every switch than
+// the routines preserve (rbx, rbp, and the top in r12), with r13-r15
+// scribbled over by the other side just before each switch, and check that
+// every value comes back.
 
 /// Rounds of the live-values exchange.
 const LIVE_ROUNDS: usize = 16;
 
-/// Overwrites r12-r15 with values derived from `seed` and declares them
+/// Overwrites r13-r15 with values derived from `seed` and declares them
 /// clobbered. Placed right before a switch, it hands the other side these
-/// values in r12-r15 (which pass through the routines; see the register test
+/// values in r13-r15 (which pass through the routines; see the register test
 /// above), so anything the other side wrongly kept there is lost.
 #[inline(always)]
-fn scribble_r12_to_r15(seed: u64) {
-    // SAFETY: writes only the four registers it declares as outputs.
+fn scribble_r13_to_r15(seed: u64) {
+    // SAFETY: writes only the three registers it declares as outputs.
     unsafe {
         asm!(
-            "mov r12, {s}",
             "lea r13, [{s} + 1]",
             "lea r14, [{s} + 2]",
             "lea r15, [{s} + 3]",
             s = in(reg) seed,
-            out("r12") _,
             out("r13") _,
             out("r14") _,
             out("r15") _,
@@ -518,7 +528,7 @@ fn scribble_r12_to_r15(seed: u64) {
 /// `black_box`, so none can be recomputed from another), runs `$switch` while
 /// all of them are live, and evaluates to how many changed. Twelve is more
 /// than rbx and rbp can hold, so without the wrappers' clobbers the register
-/// allocator would put some of them in r12-r15.
+/// allocator would put some of them in r13-r15.
 macro_rules! changed_across {
     ($seed:expr, $switch:block) => {{
         let seed: u64 = $seed;
@@ -552,7 +562,7 @@ struct LiveShared {
 }
 
 /// Entry of the live-values test: in each round holds twelve values across a
-/// `suspend`, with r12-r15 scribbled just before it.
+/// `suspend`, with r13-r15 scribbled just before it.
 ///
 /// # Safety
 ///
@@ -563,7 +573,7 @@ unsafe extern "sysv64" fn live_entry(word: usize, data: *mut (), top: *mut u8) -
     while round < LIVE_ROUNDS {
         let next: usize;
         let changed = changed_across!(pattern(COROUTINE, round, 0), {
-            scribble_r12_to_r15(pattern(COROUTINE, round, 4));
+            scribble_r13_to_r15(pattern(COROUTINE, round, 4));
             // SAFETY: runs on `top`'s stack inside a resume of it.
             next = unsafe { suspend(top, round) };
         });
@@ -577,8 +587,8 @@ unsafe extern "sysv64" fn live_entry(word: usize, data: *mut (), top: *mut u8) -
 }
 
 /// Values live across `resume` (in the resumer) and across `suspend` (in the
-/// coroutine) survive, although the routines do not keep r12-r15 and each
-/// side fills r12-r15 with its own garbage right before switching.
+/// coroutine) survive, although the routines do not keep r13-r15 and each
+/// side fills r13-r15 with its own garbage right before switching.
 #[test]
 fn live_values_survive_resume_and_suspend() {
     let stack = TestStack::new();
@@ -590,7 +600,7 @@ fn live_values_survive_resume_and_suspend() {
     for round in 0..=LIVE_ROUNDS {
         let back: usize;
         let changed = changed_across!(pattern(RESUMER, round, 0), {
-            scribble_r12_to_r15(pattern(RESUMER, round, 4));
+            scribble_r13_to_r15(pattern(RESUMER, round, 4));
             // SAFETY: the coroutine is suspended (fresh, or by its previous
             // round) and always comes back with a suspend.
             back = unsafe { resume(top, round) };
@@ -608,252 +618,252 @@ fn live_values_survive_resume_and_suspend() {
 // 2. FP control state: MXCSR control bits and the x87 control word
 // ---------------------------------------------------------------------------
 
-const MXCSR_DEFAULT: u32 = 0x1F80;
-const FCW_DEFAULT: u16 = 0x037F;
-/// MXCSR bits 6-15: DAZ, exception masks, rounding, FZ. Bits 0-5 are the
-/// sticky exception flags.
-const MXCSR_CONTROL: u32 = 0xFFC0;
-const MXCSR_FLAGS: u32 = 0x003F;
+// Only with the cargo feature `fp-control`: without it the frame has no FP
+// slot and the switch promises nothing about the FP state (CI runs these
+// tests with the feature on).
+#[cfg(feature = "fp-control")]
+mod fp {
+    use super::*;
 
-/// MXCSR: all exceptions masked, rounding toward zero (RC = 11).
-const R_MXCSR: u32 = MXCSR_DEFAULT | 0x6000;
-/// x87: rounding toward zero (RC = 11), precision control double (PC = 10).
-const R_FCW: u16 = 0x0C00 | 0x0200 | 0x007F;
-/// MXCSR: rounding up (RC = 10), flush-to-zero, denormals-are-zero, and the
-/// denormal-operand exception unmasked (harmless: with DAZ it never fires).
-const C_MXCSR: u32 = (MXCSR_DEFAULT & !0x0100) | 0x4000 | 0x8000 | 0x0040;
-/// x87: rounding up (RC = 10), precision control single (PC = 00).
-const C_FCW: u16 = 0x0800 | 0x007F;
-/// The creator's state when the stack is built: rounding down everywhere.
-const INIT_MXCSR: u32 = MXCSR_DEFAULT | 0x2000;
-const INIT_FCW: u16 = 0x0400 | 0x037F;
+    const MXCSR_DEFAULT: u32 = 0x1F80;
+    const FCW_DEFAULT: u16 = 0x037F;
+    /// MXCSR bits 6-15: DAZ, exception masks, rounding, FZ. Bits 0-5 are the
+    /// sticky exception flags.
+    const MXCSR_CONTROL: u32 = 0xFFC0;
+    const MXCSR_FLAGS: u32 = 0x003F;
 
-/// Per round, the state the resumer sets before resuming and the state the
-/// coroutine sets before suspending. Between them: both parts differ, only
-/// MXCSR differs, only the control word differs, neither differs (only the
-/// sticky flags do), and back.
-const FP_ROUNDS: usize = 8;
-const RESUMER_FP: [(u32, u16); FP_ROUNDS] = [
-    (R_MXCSR, R_FCW),
-    (R_MXCSR, R_FCW),
-    (R_MXCSR, R_FCW),
-    (R_MXCSR, R_FCW),
-    (MXCSR_DEFAULT, FCW_DEFAULT),
-    (MXCSR_DEFAULT, FCW_DEFAULT),
-    (R_MXCSR, R_FCW),
-    (C_MXCSR, C_FCW),
-];
-const COROUTINE_FP: [(u32, u16); FP_ROUNDS] = [
-    (C_MXCSR, C_FCW),
-    (C_MXCSR, R_FCW),
-    (R_MXCSR, C_FCW),
-    (R_MXCSR, R_FCW),
-    (C_MXCSR, C_FCW),
-    (MXCSR_DEFAULT, FCW_DEFAULT),
-    (C_MXCSR, C_FCW),
-    (R_MXCSR, R_FCW),
-];
+    /// MXCSR: all exceptions masked, rounding toward zero (RC = 11).
+    const R_MXCSR: u32 = MXCSR_DEFAULT | 0x6000;
+    /// x87: rounding toward zero (RC = 11), precision control double (PC = 10).
+    const R_FCW: u16 = 0x0C00 | 0x0200 | 0x007F;
+    /// MXCSR: rounding up (RC = 10), flush-to-zero, denormals-are-zero, and the
+    /// denormal-operand exception unmasked (harmless: with DAZ it never fires).
+    const C_MXCSR: u32 = (MXCSR_DEFAULT & !0x0100) | 0x4000 | 0x8000 | 0x0040;
+    /// x87: rounding up (RC = 10), precision control single (PC = 00).
+    const C_FCW: u16 = 0x0800 | 0x007F;
+    /// The creator's state when the stack is built: rounding down everywhere.
+    const INIT_MXCSR: u32 = MXCSR_DEFAULT | 0x2000;
+    const INIT_FCW: u16 = 0x0400 | 0x037F;
 
-/// The current MXCSR and x87 control word.
-fn fp_state() -> (u32, u16) {
-    let mut mxcsr = 0u32;
-    let mut fcw = 0u16;
-    // SAFETY: stores into the two locals only; changes no state.
-    unsafe {
-        asm!(
-            "stmxcsr dword ptr [{m}]",
-            "fnstcw word ptr [{c}]",
-            m = in(reg) &raw mut mxcsr,
-            c = in(reg) &raw mut fcw,
-            options(nostack, preserves_flags),
-        );
-    }
-    (mxcsr, fcw)
-}
+    /// Per round, the state the resumer sets before resuming and the state the
+    /// coroutine sets before suspending. Between them: both parts differ, only
+    /// MXCSR differs, only the control word differs, neither differs (only the
+    /// sticky flags do), and back.
+    const FP_ROUNDS: usize = 8;
+    const RESUMER_FP: [(u32, u16); FP_ROUNDS] = [
+        (R_MXCSR, R_FCW),
+        (R_MXCSR, R_FCW),
+        (R_MXCSR, R_FCW),
+        (R_MXCSR, R_FCW),
+        (MXCSR_DEFAULT, FCW_DEFAULT),
+        (MXCSR_DEFAULT, FCW_DEFAULT),
+        (R_MXCSR, R_FCW),
+        (C_MXCSR, C_FCW),
+    ];
+    const COROUTINE_FP: [(u32, u16); FP_ROUNDS] = [
+        (C_MXCSR, C_FCW),
+        (C_MXCSR, R_FCW),
+        (R_MXCSR, C_FCW),
+        (R_MXCSR, R_FCW),
+        (C_MXCSR, C_FCW),
+        (MXCSR_DEFAULT, FCW_DEFAULT),
+        (C_MXCSR, C_FCW),
+        (R_MXCSR, R_FCW),
+    ];
 
-/// Loads MXCSR (flags included) and the x87 control word.
-///
-/// # Safety
-///
-/// Until the defaults are back ([`FpDefaultsOnDrop`]), the calling thread
-/// does no floating-point arithmetic whose result matters; every state used
-/// here keeps all exceptions that can occur masked.
-unsafe fn set_fp_state(mxcsr: u32, fcw: u16) {
-    // SAFETY: reads the two locals only; the caller accepts the new modes.
-    unsafe {
-        asm!(
-            "ldmxcsr dword ptr [{m}]",
-            "fldcw word ptr [{c}]",
-            m = in(reg) &mxcsr,
-            c = in(reg) &fcw,
-            options(nostack, preserves_flags, readonly),
-        );
-    }
-}
-
-/// 1 / 3 in SSE: sets MXCSR's sticky precision (inexact) flag.
-fn inexact_division() {
-    // SAFETY: a register-only division; the inexact exception is masked in
-    // every MXCSR these tests use.
-    unsafe {
-        asm!(
-            "divsd {a}, {b}",
-            a = inout(xmm_reg) 1.0f64 => _,
-            b = in(xmm_reg) 3.0f64,
-            options(nomem, nostack),
-        );
-    }
-}
-
-/// Puts this thread back on the default FP state, even if a test panics.
-struct FpDefaultsOnDrop;
-
-impl Drop for FpDefaultsOnDrop {
-    fn drop(&mut self) {
-        // SAFETY: the defaults.
-        unsafe { set_fp_state(MXCSR_DEFAULT, FCW_DEFAULT) };
-    }
-}
-
-#[repr(C)]
-struct FpShared {
-    /// The coroutine's state on entry (inherited from `init_stack`'s caller).
-    at_entry: (u32, u16),
-    /// The coroutine's state right after each resume.
-    seen: [(u32, u16); FP_ROUNDS],
-    /// Before suspending in round 0, the coroutine overwrites its resumer's
-    /// saved FP slot with this (MXCSR, control word), if set: a wrong restore.
-    tamper_resumer: Option<(u32, u16)>,
-}
-
-/// Entry of the FP tests: in each round sets `COROUTINE_FP[round]`, sets or
-/// clears the sticky flags (the opposite of the resumer), suspends with the
-/// round number, and records its state when resumed.
-///
-/// # Safety
-///
-/// `data` is an `FpShared` that outlives every resume of this stack.
-unsafe extern "sysv64" fn fp_entry(word: usize, data: *mut (), top: *mut u8) -> ! {
-    let shared = data.cast::<FpShared>();
-    // SAFETY: the test waits in resume while we use `shared`.
-    unsafe { (*shared).at_entry = fp_state() };
-    let mut round = word;
-    while round < FP_ROUNDS {
-        let (mxcsr, fcw) = COROUTINE_FP[round];
-        // SAFETY: all exceptions that can occur stay masked; the test
-        // restores the defaults on its thread at the end.
-        unsafe { set_fp_state(mxcsr, fcw) };
-        if round % 2 == 0 {
-            inexact_division();
-        }
-        // SAFETY: the resumer's frame is switched out while we run.
+    /// The current MXCSR and x87 control word.
+    fn fp_state() -> (u32, u16) {
+        let mut mxcsr = 0u32;
+        let mut fcw = 0u16;
+        // SAFETY: stores into the two locals only; changes no state.
         unsafe {
-            if let (0, Some((mxcsr, fcw))) = (round, (*shared).tamper_resumer) {
-                let frame = link_slot(top).read();
-                set_frame_word(frame, FRAME_FP, u64::from(mxcsr) | (u64::from(fcw) << 32));
-            }
+            asm!(
+                "stmxcsr dword ptr [{m}]",
+                "fnstcw word ptr [{c}]",
+                m = in(reg) &raw mut mxcsr,
+                c = in(reg) &raw mut fcw,
+                options(nostack, preserves_flags),
+            );
         }
-        // SAFETY: runs on `top`'s stack inside a resume of it.
-        let next = unsafe { suspend(top, round) };
-        let now = fp_state();
+        (mxcsr, fcw)
+    }
+
+    /// Loads MXCSR (flags included) and the x87 control word.
+    ///
+    /// # Safety
+    ///
+    /// Until the defaults are back ([`FpDefaultsOnDrop`]), the calling thread
+    /// does no floating-point arithmetic whose result matters; every state used
+    /// here keeps all exceptions that can occur masked.
+    unsafe fn set_fp_state(mxcsr: u32, fcw: u16) {
+        // SAFETY: reads the two locals only; the caller accepts the new modes.
+        unsafe {
+            asm!(
+                "ldmxcsr dword ptr [{m}]",
+                "fldcw word ptr [{c}]",
+                m = in(reg) &mxcsr,
+                c = in(reg) &fcw,
+                options(nostack, preserves_flags, readonly),
+            );
+        }
+    }
+
+    /// 1 / 3 in SSE: sets MXCSR's sticky precision (inexact) flag.
+    fn inexact_division() {
+        // SAFETY: a register-only division; the inexact exception is masked in
+        // every MXCSR these tests use.
+        unsafe {
+            asm!(
+                "divsd {a}, {b}",
+                a = inout(xmm_reg) 1.0f64 => _,
+                b = in(xmm_reg) 3.0f64,
+                options(nomem, nostack),
+            );
+        }
+    }
+
+    /// Puts this thread back on the default FP state, even if a test panics.
+    struct FpDefaultsOnDrop;
+
+    impl Drop for FpDefaultsOnDrop {
+        fn drop(&mut self) {
+            // SAFETY: the defaults.
+            unsafe { set_fp_state(MXCSR_DEFAULT, FCW_DEFAULT) };
+        }
+    }
+
+    #[repr(C)]
+    struct FpShared {
+        /// The coroutine's state on entry (inherited from `init_stack`'s caller).
+        at_entry: (u32, u16),
+        /// The coroutine's state right after each resume.
+        seen: [(u32, u16); FP_ROUNDS],
+        /// Before suspending in round 0, the coroutine overwrites its resumer's
+        /// saved FP slot with this (MXCSR, control word), if set: a wrong restore.
+        tamper_resumer: Option<(u32, u16)>,
+    }
+
+    /// Entry of the FP tests: in each round sets `COROUTINE_FP[round]`, sets or
+    /// clears the sticky flags (the opposite of the resumer), suspends with the
+    /// round number, and records its state when resumed.
+    ///
+    /// # Safety
+    ///
+    /// `data` is an `FpShared` that outlives every resume of this stack.
+    unsafe extern "sysv64" fn fp_entry(word: usize, data: *mut (), top: *mut u8) -> ! {
+        let shared = data.cast::<FpShared>();
         // SAFETY: the test waits in resume while we use `shared`.
-        unsafe { (*shared).seen[round] = now };
-        round = next;
-    }
-    // SAFETY: as above; nothing on this stack needs dropping.
-    unsafe { suspend(top, usize::MAX) };
-    die("an FP test coroutine was resumed after its end")
-}
-
-/// Runs the FP exchange and returns the resumer's state after each round's
-/// switch back. Leaves non-default FP state behind: the caller holds an
-/// [`FpDefaultsOnDrop`].
-fn run_fp_rounds(stack: &TestStack, shared: *mut FpShared) -> [(u32, u16); FP_ROUNDS] {
-    let top = stack.top();
-    // SAFETY: exceptions stay masked; the caller restores the defaults.
-    unsafe { set_fp_state(INIT_MXCSR, INIT_FCW) };
-    // SAFETY: our own stack's top; `shared` outlives the coroutine's use.
-    unsafe { init_stack(top, fp_entry, shared.cast()) };
-    let mut after = [(0, 0); FP_ROUNDS];
-    for (round, state) in after.iter_mut().enumerate() {
-        let (mxcsr, fcw) = RESUMER_FP[round];
-        // SAFETY: as above.
-        unsafe { set_fp_state(mxcsr, fcw) };
-        if round % 2 == 1 {
-            inexact_division();
+        unsafe { (*shared).at_entry = fp_state() };
+        let mut round = word;
+        while round < FP_ROUNDS {
+            let (mxcsr, fcw) = COROUTINE_FP[round];
+            // SAFETY: all exceptions that can occur stay masked; the test
+            // restores the defaults on its thread at the end.
+            unsafe { set_fp_state(mxcsr, fcw) };
+            if round % 2 == 0 {
+                inexact_division();
+            }
+            // SAFETY: the resumer's frame is switched out while we run.
+            unsafe {
+                if let (0, Some((mxcsr, fcw))) = (round, (*shared).tamper_resumer) {
+                    let frame = link_slot(top).read();
+                    set_frame_word(frame, FRAME_FP, u64::from(mxcsr) | (u64::from(fcw) << 32));
+                }
+            }
+            // SAFETY: runs on `top`'s stack inside a resume of it.
+            let next = unsafe { suspend(top, round) };
+            let now = fp_state();
+            // SAFETY: the test waits in resume while we use `shared`.
+            unsafe { (*shared).seen[round] = now };
+            round = next;
         }
-        // SAFETY: the coroutine is suspended on `top`'s stack and always
-        // comes back with a suspend.
-        let back = unsafe { resume(top, round) };
-        *state = fp_state();
-        assert_eq!(back, round, "the coroutine's word in round {round}");
+        // SAFETY: as above; nothing on this stack needs dropping.
+        unsafe { suspend(top, usize::MAX) };
+        die("an FP test coroutine was resumed after its end")
     }
-    // SAFETY: as above; the coroutine records its last round, then ends.
-    let back = unsafe { resume(top, FP_ROUNDS) };
-    assert_eq!(back, usize::MAX);
-    after
-}
 
-#[test]
-fn fp_control_state_survives_both_directions() {
-    let _defaults = FpDefaultsOnDrop;
-    let stack = TestStack::new();
-    let mut shared = FpShared { at_entry: (0, 0), seen: [(0, 0); FP_ROUNDS], tamper_resumer: None };
-    // The division below really sets a sticky flag, so the flags differ
-    // between the two sides at every switch (each side divides in alternate
-    // rounds, after clearing its flags).
-    // SAFETY: exceptions stay masked; `_defaults` restores the defaults.
-    unsafe { set_fp_state(MXCSR_DEFAULT, FCW_DEFAULT) };
-    inexact_division();
-    let flags = fp_state().0 & MXCSR_FLAGS;
-    let after = run_fp_rounds(&stack, &raw mut shared);
-    drop(_defaults);
-    // The body ran either way; without `fp-control` the switch promises
-    // nothing about FP state, so there is nothing to check.
-    if !FP_CONTROL {
-        return;
+    /// Runs the FP exchange and returns the resumer's state after each round's
+    /// switch back. Leaves non-default FP state behind: the caller holds an
+    /// [`FpDefaultsOnDrop`].
+    fn run_fp_rounds(stack: &TestStack, shared: *mut FpShared) -> [(u32, u16); FP_ROUNDS] {
+        let top = stack.top();
+        // SAFETY: exceptions stay masked; the caller restores the defaults.
+        unsafe { set_fp_state(INIT_MXCSR, INIT_FCW) };
+        // SAFETY: our own stack's top; `shared` outlives the coroutine's use.
+        unsafe { init_stack(top, fp_entry, shared.cast()) };
+        let mut after = [(0, 0); FP_ROUNDS];
+        for (round, state) in after.iter_mut().enumerate() {
+            let (mxcsr, fcw) = RESUMER_FP[round];
+            // SAFETY: as above.
+            unsafe { set_fp_state(mxcsr, fcw) };
+            if round % 2 == 1 {
+                inexact_division();
+            }
+            // SAFETY: the coroutine is suspended on `top`'s stack and always
+            // comes back with a suspend.
+            let back = unsafe { resume(top, round) };
+            *state = fp_state();
+            assert_eq!(back, round, "the coroutine's word in round {round}");
+        }
+        // SAFETY: as above; the coroutine records its last round, then ends.
+        let back = unsafe { resume(top, FP_ROUNDS) };
+        assert_eq!(back, usize::MAX);
+        after
     }
-    assert_eq!(flags, 0x20, "1 / 3 sets the precision flag and only it");
-    let (mxcsr, fcw) = shared.at_entry;
-    assert_eq!(mxcsr & MXCSR_CONTROL, INIT_MXCSR & MXCSR_CONTROL, "coroutine's MXCSR on entry: {mxcsr:#06x}");
-    assert_eq!(fcw, INIT_FCW, "coroutine's x87 control word on entry: {fcw:#06x}");
-    for round in 0..FP_ROUNDS {
-        let (mxcsr, fcw) = after[round];
-        let (want_mxcsr, want_fcw) = RESUMER_FP[round];
-        assert_eq!(
-            mxcsr & MXCSR_CONTROL,
-            want_mxcsr & MXCSR_CONTROL,
-            "resumer's MXCSR after round {round}: {mxcsr:#06x}, want {want_mxcsr:#06x} (flags aside)"
-        );
-        assert_eq!(fcw, want_fcw, "resumer's x87 control word after round {round}: {fcw:#06x}");
-        let (mxcsr, fcw) = shared.seen[round];
-        let (want_mxcsr, want_fcw) = COROUTINE_FP[round];
-        assert_eq!(
-            mxcsr & MXCSR_CONTROL,
-            want_mxcsr & MXCSR_CONTROL,
-            "coroutine's MXCSR when resumed after round {round}: {mxcsr:#06x}, want {want_mxcsr:#06x} (flags aside)"
-        );
-        assert_eq!(fcw, want_fcw, "coroutine's x87 control word when resumed after round {round}: {fcw:#06x}");
-    }
-}
 
-/// Negative control for the FP test: the coroutine overwrites its resumer's
-/// saved FP slot, and the resumer must come back with that state.
-#[test]
-fn fp_test_detects_a_wrong_restore() {
-    let _defaults = FpDefaultsOnDrop;
-    let stack = TestStack::new();
-    let tampered = (MXCSR_DEFAULT | 0x2000, 0x0400 | 0x007F); // rounding down; PC single
-    let mut shared = FpShared { at_entry: (0, 0), seen: [(0, 0); FP_ROUNDS], tamper_resumer: Some(tampered) };
-    let after = run_fp_rounds(&stack, &raw mut shared);
-    drop(_defaults);
-    if !FP_CONTROL {
-        return;
+    #[test]
+    fn fp_control_state_survives_both_directions() {
+        let _defaults = FpDefaultsOnDrop;
+        let stack = TestStack::new();
+        let mut shared = FpShared { at_entry: (0, 0), seen: [(0, 0); FP_ROUNDS], tamper_resumer: None };
+        // The division below really sets a sticky flag, so the flags differ
+        // between the two sides at every switch (each side divides in alternate
+        // rounds, after clearing its flags).
+        // SAFETY: exceptions stay masked; `_defaults` restores the defaults.
+        unsafe { set_fp_state(MXCSR_DEFAULT, FCW_DEFAULT) };
+        inexact_division();
+        let flags = fp_state().0 & MXCSR_FLAGS;
+        let after = run_fp_rounds(&stack, &raw mut shared);
+        drop(_defaults);
+        assert_eq!(flags, 0x20, "1 / 3 sets the precision flag and only it");
+        let (mxcsr, fcw) = shared.at_entry;
+        assert_eq!(mxcsr & MXCSR_CONTROL, INIT_MXCSR & MXCSR_CONTROL, "coroutine's MXCSR on entry: {mxcsr:#06x}");
+        assert_eq!(fcw, INIT_FCW, "coroutine's x87 control word on entry: {fcw:#06x}");
+        for round in 0..FP_ROUNDS {
+            let (mxcsr, fcw) = after[round];
+            let (want_mxcsr, want_fcw) = RESUMER_FP[round];
+            assert_eq!(
+                mxcsr & MXCSR_CONTROL,
+                want_mxcsr & MXCSR_CONTROL,
+                "resumer's MXCSR after round {round}: {mxcsr:#06x}, want {want_mxcsr:#06x} (flags aside)"
+            );
+            assert_eq!(fcw, want_fcw, "resumer's x87 control word after round {round}: {fcw:#06x}");
+            let (mxcsr, fcw) = shared.seen[round];
+            let (want_mxcsr, want_fcw) = COROUTINE_FP[round];
+            assert_eq!(
+                mxcsr & MXCSR_CONTROL,
+                want_mxcsr & MXCSR_CONTROL,
+                "coroutine's MXCSR when resumed after round {round}: {mxcsr:#06x}, want {want_mxcsr:#06x} (flags aside)"
+            );
+            assert_eq!(fcw, want_fcw, "coroutine's x87 control word when resumed after round {round}: {fcw:#06x}");
+        }
     }
-    let (mxcsr, fcw) = after[0];
-    assert_eq!(mxcsr & MXCSR_CONTROL, tampered.0, "resumer's MXCSR with its saved slot overwritten");
-    assert_eq!(fcw, tampered.1, "resumer's x87 control word with its saved slot overwritten");
-    assert_eq!(after[1].0 & MXCSR_CONTROL, RESUMER_FP[1].0 & MXCSR_CONTROL, "round 1 is untouched");
+
+    /// Negative control for the FP test: the coroutine overwrites its resumer's
+    /// saved FP slot, and the resumer must come back with that state.
+    #[test]
+    fn fp_test_detects_a_wrong_restore() {
+        let _defaults = FpDefaultsOnDrop;
+        let stack = TestStack::new();
+        let tampered = (MXCSR_DEFAULT | 0x2000, 0x0400 | 0x007F); // rounding down; PC single
+        let mut shared = FpShared { at_entry: (0, 0), seen: [(0, 0); FP_ROUNDS], tamper_resumer: Some(tampered) };
+        let after = run_fp_rounds(&stack, &raw mut shared);
+        drop(_defaults);
+        let (mxcsr, fcw) = after[0];
+        assert_eq!(mxcsr & MXCSR_CONTROL, tampered.0, "resumer's MXCSR with its saved slot overwritten");
+        assert_eq!(fcw, tampered.1, "resumer's x87 control word with its saved slot overwritten");
+        assert_eq!(after[1].0 & MXCSR_CONTROL, RESUMER_FP[1].0 & MXCSR_CONTROL, "round 1 is untouched");
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -927,7 +937,7 @@ fn rsp_is_aligned_at_entry_and_at_call_sites() {
     assert_eq!(unsafe { resume(top, 0x5EED) }, 1);
     // SAFETY: suspended now.
     let sp = unsafe { saved_sp(top) } as usize;
-    assert_eq!(sp % 16, 0, "the coroutine's saved stack pointer {sp:#x}");
+    assert_eq!(sp % 16, SAVED_SP_MOD_16, "the coroutine's saved stack pointer {sp:#x}");
     // SAFETY: as above.
     assert_eq!(unsafe { resume(top, 0) }, 2);
 
@@ -944,7 +954,12 @@ fn rsp_is_aligned_at_entry_and_at_call_sites() {
     }
     assert_eq!(shared.entry_word, 0x5EED, "the entry function's word");
     assert_eq!(shared.entry_top, top as usize, "the entry function's top");
-    assert_eq!(shared.resumer_frame % 16, 0, "the resumer's saved stack pointer: {:#x}", shared.resumer_frame);
+    assert_eq!(
+        shared.resumer_frame % 16,
+        SAVED_SP_MOD_16,
+        "the resumer's saved stack pointer: {:#x}",
+        shared.resumer_frame
+    );
     assert!(!stack.contains(shared.resumer_frame), "the resumer's frame is on the resumer's stack");
 }
 
