@@ -73,7 +73,7 @@ SOURCEs (a figure that is not in the results makes its placeholder "n/a"):
                             hand-off (rendezvous) or select (select) of BUILD (before or after), runs in turns
     placed WHAT FIELD       channel.sh's placements.json (use with `in channel`): the weft batches WHAT ("pc 4p4c
                             weft", "unbounded weft"); FIELD one_worker (share of batches all on one worker),
-                            one_worker_ms or spread_ms (median batch time of those, or of the others)
+                            one_worker_ms or spread_ms (median batch time of those, or of the others; "none")
     obs WHAT ARG...         observability/ (observability.sh): `obs time WORKLOAD BUILD` (ns per yield or
                             handoff of the base, monitor-on or monitor-off build), `obs spread WORKLOAD BUILD`
                             (the runs' interquartile range over their median), `obs instr WORKLOAD BUILD`
