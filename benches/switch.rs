@@ -12,8 +12,10 @@
 //!
 //! Setting `WEFT_SWITCH_COUNT=N` skips criterion and runs N weft round trips,
 //! then N corosensei round trips, in the `#[inline(never)]` functions
-//! `weft_round_trips` and `corosensei_round_trips`, so an instruction counter
-//! can be pointed at each one:
+//! `weft_round_trips` and `corosensei_round_trips`, then N create+run+drop
+//! of each (`weft_create_run_drops`, from a cached stack;
+//! `corosensei_create_run_drops`, on a reused stack), so an instruction
+//! counter can be pointed at each one:
 //!
 //! ```text
 //! WEFT_SWITCH_COUNT=1000000 valgrind --tool=callgrind \
@@ -174,6 +176,30 @@ fn corosensei_round_trips(co: &mut corosensei::Coroutine<(), (), ()>, n: u64) {
     }
 }
 
+/// `n` create+run+drop of a weft coroutine (from a cached stack after the
+/// first).
+#[inline(never)]
+fn weft_create_run_drops(n: u64) {
+    for _ in 0..n {
+        let mut co = Coroutine::<(), (), u8>::new(|_, ()| 1u8);
+        black_box(co.resume(()));
+    }
+}
+
+/// `n` create+run+drop of a corosensei coroutine on a reused stack.
+#[inline(never)]
+fn corosensei_create_run_drops(n: u64) {
+    let mut stack = Some(corosensei::stack::DefaultStack::default());
+    for _ in 0..n {
+        let mut co = corosensei::Coroutine::<(), (), u8, _>::with_stack(
+            stack.take().expect("the stack is put back after every iteration"),
+            |_, ()| 1u8,
+        );
+        black_box(co.resume(()));
+        stack = Some(co.into_stack());
+    }
+}
+
 /// The `WEFT_SWITCH_COUNT` mode: both coroutines are created and started
 /// (first resume: stack mapping, first frame) outside the counted functions.
 fn count_round_trips(n: u64) {
@@ -192,7 +218,12 @@ fn count_round_trips(n: u64) {
     });
     corosensei_co.resume(());
     corosensei_round_trips(&mut corosensei_co, n);
-    println!("ran {n} weft and {n} corosensei round trips");
+    // One first, outside the counted function: it maps the stack the
+    // others take from the cache.
+    weft_create_run_drops(1);
+    weft_create_run_drops(n);
+    corosensei_create_run_drops(n);
+    println!("ran {n} weft and {n} corosensei round trips, then {n} create+run+drop of each");
 }
 
 criterion_group!(benches, switch);

@@ -25,11 +25,12 @@
 #                        default, fp-control (switch built with
 #                        --features fp-control), may-1-worker (versus' may
 #                        rows with WEFT_BENCH_MAY_WORKERS=1)
-#   callgrind.json       instructions per switch round trip (weft and
-#                        corosensei, both builds), per yield, per spawned
-#                        coroutine and per skynet leaf (runtime bench), per
-#                        Mutex+Condvar hand-off (sync bench) and per
-#                        rendezvous hand-off (channel bench), if valgrind exists
+#   callgrind.json       instructions per switch round trip and per
+#                        create+run+drop (weft and corosensei, both
+#                        builds), per yield, per spawned coroutine and per
+#                        skynet leaf (runtime bench), per Mutex+Condvar
+#                        hand-off (sync bench) and per rendezvous hand-off
+#                        (channel bench), if valgrind exists
 #   rss.json             the WEFT_RSS_PROBE modes of benches/runtime.rs
 #   skynet.json          examples/skynet on 1 and 2 workers, 3 runs each,
 #                        with peak RSS if /usr/bin/time exists
@@ -285,10 +286,13 @@ else
                 cargo bench -p weft-benches --bench switch ${features[@]+"${features[@]}"} --no-run
             continue
         fi
-        for who in weft corosensei; do
+        # weft and corosensei: a round trip; *_create: a create+run+drop.
+        for who in weft corosensei weft_create corosensei_create; do
+            counted="${who}_round_trips"
+            case "$who" in *_create) counted="${who%_create}_create_run_drops" ;; esac
             cg_out="$tmp/callgrind.$build.$who"
             if step callgrind.json "$build" env WEFT_SWITCH_COUNT="$switch_count" valgrind --tool=callgrind \
-                "--callgrind-out-file=$cg_out" "--toggle-collect=*${who}_round_trips*" "$bin"; then
+                "--callgrind-out-file=$cg_out" "--toggle-collect=*${counted}*" "$bin"; then
                 record callgrind "$cg_out" "$switch_count" "$out/callgrind.json" switch "$build" "$who"
             fi
         done

@@ -678,17 +678,27 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     #[cold]
     #[inline(never)]
     fn resume_fresh_or_finished(&mut self, input: I) -> CoroutineResult<Y, R> {
-        match self.try_resume_fresh_or_finished(input) {
-            Ok(result) => result,
-            Err(e) => panic!("cannot start coroutine {}: {e}", self.id),
+        if matches!(self.state, State::Finished) {
+            self.resumed_after_finish();
         }
+        if let Err(e) = self.start() {
+            panic!("cannot start coroutine {}: {e}", self.id);
+        }
+        // SAFETY: `start` left it suspended on its new stack.
+        unsafe { self.resume_suspended(input) }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn resumed_after_finish(&self) -> ! {
+        panic!("coroutine {} was resumed after it finished; check `is_finished()` before resuming", self.id);
     }
 
     #[cold]
     #[inline(never)]
     fn try_resume_fresh_or_finished(&mut self, input: I) -> io::Result<CoroutineResult<Y, R>> {
         if matches!(self.state, State::Finished) {
-            panic!("coroutine {} was resumed after it finished; check `is_finished()` before resuming", self.id);
+            self.resumed_after_finish();
         }
         self.start()?;
         // SAFETY: `start` left it suspended on its new stack.

@@ -108,6 +108,7 @@ thread_local! {
 ///   it, on this thread, which is the only thread it is used on meanwhile.
 /// - `owner.name`'s bytes stay alive and unchanged until then.
 /// - Nothing else writes the top `HEADER_SIZE` bytes of `stack` meanwhile.
+#[inline] // called once per coroutine, from its (out-of-line) start
 pub(crate) unsafe fn link(stack: &Stack, owner: Owner<'_>) {
     let header = stack.header();
     let newest = STARTED.with(Cell::get);
@@ -141,6 +142,7 @@ pub(crate) unsafe fn link(stack: &Stack, owner: Owner<'_>) {
 /// # Safety
 ///
 /// - `stack` was linked with [`link`] on this thread and not unlinked since.
+#[inline] // called once per coroutine, from its (out-of-line) finish
 pub(crate) unsafe fn unlink(stack: &Stack) {
     let header = stack.header();
     // SAFETY: a linked header of this thread, and its neighbours, are on
