@@ -161,6 +161,7 @@
 mod arch;
 pub mod coroutine;
 mod loom;
+pub mod net;
 mod park;
 mod runtime;
 mod stack;

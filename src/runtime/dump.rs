@@ -110,6 +110,12 @@ pub enum ParkedOn {
     Join(u64),
     /// [`crate::sleep`].
     Sleep,
+    /// A read or an accept on the socket with this file descriptor
+    /// ([`crate::net`]): it waits until the socket is readable.
+    Readable(i32),
+    /// A write or a connect on the socket with this file descriptor: it
+    /// waits until the socket is writable.
+    Writable(i32),
     /// A wait that did not name itself.
     Other,
 }
@@ -126,6 +132,8 @@ impl fmt::Display for ParkedOn {
             ParkedOn::WaitGroup(at) => write!(f, "WaitGroup {at:#x}"),
             ParkedOn::Join(id) => write!(f, "join of coroutine {id}"),
             ParkedOn::Sleep => f.write_str("sleep"),
+            ParkedOn::Readable(fd) => write!(f, "socket {fd} to be readable"),
+            ParkedOn::Writable(fd) => write!(f, "socket {fd} to be writable"),
             ParkedOn::Other => f.write_str("an unnamed wait"),
         }
     }

@@ -53,6 +53,7 @@ pub(crate) struct WorkerCounters {
     pub(crate) sleeps: AtomicU64,
     pub(crate) wakeups: AtomicU64,
     pub(crate) timers_armed: AtomicU64,
+    pub(crate) io_events: AtomicU64,
 }
 
 /// Adds one to a counter that only the calling thread writes (see the
@@ -91,6 +92,7 @@ impl WorkerCounters {
             sleeps: load(&self.sleeps),
             wakeups: load(&self.wakeups),
             timers_armed: load(&self.timers_armed),
+            io_events: load(&self.io_events),
         }
     }
 }
@@ -136,6 +138,9 @@ pub struct WorkerMetrics {
     pub wakeups: u64,
     /// Timed waits armed on this worker (`weft::sleep`, waits with a timeout).
     pub timers_armed: u64,
+    /// Socket readiness events this worker's poller handled
+    /// ([`crate::net`]: each may wake the coroutines waiting on a socket).
+    pub io_events: u64,
 }
 
 impl WorkerMetrics {
@@ -153,6 +158,7 @@ impl WorkerMetrics {
         self.sleeps += other.sleeps;
         self.wakeups += other.wakeups;
         self.timers_armed += other.timers_armed;
+        self.io_events += other.io_events;
     }
 }
 

@@ -38,6 +38,7 @@ mod join;
 mod metrics;
 mod monitor;
 mod panic_report;
+pub(crate) mod poller;
 mod run_queue;
 mod task;
 mod task_local;
@@ -756,6 +757,15 @@ pub(crate) fn note_wait(on: ParkedOn) {
         // task's home worker thread, which this is (it runs the task).
         unsafe { (*task).waiting_on.set(on) };
     }
+}
+
+/// Whether the caller is a coroutine that may park (not one its runtime is
+/// unwinding at shutdown, which waits like an OS thread: see
+/// `park::Unparker::current`).
+pub(crate) fn in_parkable_coroutine() -> bool {
+    let task = CURRENT_TASK.with(Cell::get);
+    // SAFETY: as in `current_task`: non-null while its coroutine runs.
+    !task.is_null() && !unsafe { (*task).unwinding.get() }
 }
 
 /// Parks the running coroutine until [`unpark`] (may return spuriously).

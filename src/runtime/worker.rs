@@ -161,22 +161,30 @@ use super::dump::{self, CoroutineDump, Mailbox, PartBuilder};
 use super::join::Failure;
 use super::metrics::{self, WorkerCounters};
 use super::monitor::{self, WorkerWatch};
+use super::poller::Poller;
 use super::run_queue::RunQueue;
 use super::task::{NO_HOME, NO_TIMER, NOT_REGISTERED, Switch, Task, TaskRef};
 use super::{CURRENT_TASK, CURRENT_TASK_LENT, Shared, clock};
 use crate::coroutine::CoroutineResult;
 use crate::loom::process::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence};
+use crate::sys::epoll;
 use crate::sys::futex::{self, Deadline};
 use crossbeam_utils::CachePadded;
 use std::cell::{Cell, RefCell};
 use std::collections::{BinaryHeap, VecDeque};
+use std::io;
 use std::ptr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 const RUNNING: u32 = 0;
 const SLEEPING: u32 = 1;
 const NOTIFIED: u32 = 2;
+/// Asleep in its poller's `epoll_wait` instead of on the futex word (see
+/// "Sleeping and waking" and `poller`).
+const POLLING: u32 = 3;
+/// How many events one `epoll_wait` collects.
+const EVENTS_PER_POLL: usize = 256;
 
 /// How often (in rounds) the injector is checked first.
 const INJECTOR_INTERVAL: u32 = 61;
@@ -215,8 +223,11 @@ pub(crate) struct WorkerShared {
     fresh: Mutex<VecDeque<TaskRef>>,
     /// Length of `fresh`, readable without the lock (for idle checks).
     fresh_len: AtomicUsize,
-    /// RUNNING / SLEEPING / NOTIFIED; a futex word.
+    /// RUNNING / SLEEPING / NOTIFIED / POLLING; a futex word.
     sleep: AtomicU32,
+    /// The worker's epoll instance, created by the worker the first time
+    /// one of its coroutines waits for a socket (see `poller`).
+    poller: OnceLock<Arc<Poller>>,
     /// Written only by this worker's thread (see `metrics`); on lines of
     /// their own, away from the inbox that other threads push to.
     pub(crate) counters: CachePadded<WorkerCounters>,
@@ -233,6 +244,7 @@ impl WorkerShared {
             fresh: Mutex::new(VecDeque::new()),
             fresh_len: AtomicUsize::new(0),
             sleep: AtomicU32::new(RUNNING),
+            poller: OnceLock::new(),
             counters: CachePadded::new(WorkerCounters::default()),
             watch: WorkerWatch::new(),
             dump: Mailbox::new(),
@@ -242,7 +254,7 @@ impl WorkerShared {
     /// Whether the worker is asleep (or about to be: it re-checks for work
     /// after publishing SLEEPING).
     pub(crate) fn is_sleeping(&self, order: Ordering) -> bool {
-        self.sleep.load(order) == SLEEPING
+        matches!(self.sleep.load(order), SLEEPING | POLLING)
     }
 
     /// How many unstarted tasks wait in its `fresh` queue.
@@ -261,19 +273,35 @@ impl WorkerShared {
     pub(crate) fn notify(&self) -> bool {
         // SeqCst: the publisher's half of the Dekker pair (module docs).
         fence(Ordering::SeqCst);
-        if self.sleep.load(Ordering::Relaxed) == SLEEPING
-            && self.sleep.compare_exchange(SLEEPING, NOTIFIED, Ordering::SeqCst, Ordering::Relaxed).is_ok()
-        {
-            futex::wake(&self.sleep, 1);
-            return true;
+        match self.sleep.load(Ordering::Relaxed) {
+            SLEEPING
+                if self.sleep.compare_exchange(SLEEPING, NOTIFIED, Ordering::SeqCst, Ordering::Relaxed).is_ok() =>
+            {
+                futex::wake(&self.sleep, 1);
+                true
+            }
+            POLLING if self.sleep.compare_exchange(POLLING, NOTIFIED, Ordering::SeqCst, Ordering::Relaxed).is_ok() => {
+                self.wake_poller();
+                true
+            }
+            _ => false,
         }
-        false
+    }
+
+    /// Writes to the poller's eventfd: the worker sleeps in `epoll_wait`
+    /// (it created its poller before it published POLLING).
+    #[cold]
+    fn wake_poller(&self) {
+        if let Some(poller) = self.poller.get() {
+            poller.wake();
+        }
     }
 
     /// Wakes this worker unconditionally (shutdown).
     pub(crate) fn force_wake(&self) {
         self.sleep.store(NOTIFIED, Ordering::SeqCst);
         futex::wake(&self.sleep, 1);
+        self.wake_poller();
     }
 
     fn take_fresh_oldest(&self, max: usize) -> Vec<TaskRef> {
@@ -458,6 +486,8 @@ pub(crate) struct WorkerLocal {
     /// The oldest fresh task as the checks saw it; see
     /// `take_oldest_fresh_if_starved`.
     oldest_seen: Cell<Option<OldestFresh>>,
+    /// The buffer `epoll_wait` fills (allocated with the poller).
+    events: RefCell<Vec<epoll::Event>>,
 }
 
 /// The oldest fresh task of a worker when a check first saw it there.
@@ -494,6 +524,48 @@ impl WorkerLocal {
     pub(crate) fn counters(&self) -> &WorkerCounters {
         // SAFETY: points into `self.shared`, which `self` keeps alive.
         unsafe { &*self.counters }
+    }
+
+    /// This worker's poller, created on first use (by the worker's own
+    /// thread only: a coroutine of this worker asks for it).
+    pub(crate) fn poller(&self) -> io::Result<Arc<Poller>> {
+        let slot = &self.shared.workers[self.index].poller;
+        if let Some(poller) = slot.get() {
+            return Ok(Arc::clone(poller));
+        }
+        let poller = Arc::new(Poller::new().map_err(|err| {
+            io::Error::new(err.kind(), format!("weft: worker {} cannot create its epoll instance: {err}", self.index))
+        })?);
+        self.events.replace(vec![epoll::empty_event(); EVENTS_PER_POLL]);
+        // Only this thread sets it, so it was still empty.
+        let _ = slot.set(Arc::clone(&poller));
+        tracing::debug!(worker = self.index, "worker created its I/O poller");
+        Ok(poller)
+    }
+
+    /// This worker's poller, if it has one.
+    pub(crate) fn poller_if_created(&self) -> Option<Arc<Poller>> {
+        self.shared.workers[self.index].poller.get().cloned()
+    }
+
+    /// Collects ready I/O events without blocking (when any socket is
+    /// registered) and wakes their coroutines; how many events it handled.
+    #[inline]
+    fn poll_io_now(&self) -> usize {
+        match self.shared.workers[self.index].poller.get() {
+            Some(poller) if poller.has_registrations() => self.poll_io(poller, Some(Duration::ZERO)),
+            _ => 0,
+        }
+    }
+
+    #[inline(never)]
+    fn poll_io(&self, poller: &Poller, timeout: Option<Duration>) -> usize {
+        let mut events = self.events.borrow_mut();
+        let handled = poller.poll(&mut events, timeout);
+        if handled != 0 {
+            metrics::add(&self.counters().io_events, handled as u64);
+        }
+        handled
     }
 
     /// Makes a started task of this worker ready to run (a local wake).
@@ -748,6 +820,8 @@ impl WorkerLocal {
         }
         clock::refresh_now_and_then();
         self.answer_dumps();
+        // Serve I/O while coroutines keep this worker busy (decision 8).
+        self.poll_io_now();
         // Bring both rules' countdowns up to this round, restart those that
         // ran out (both do together every 61 x 31 rounds), and count down to
         // whichever comes next; all before anything returns.
@@ -903,6 +977,11 @@ impl WorkerLocal {
             self.answer_dumps();
             return;
         }
+        // Ready sockets first: their coroutines are work, found without
+        // spinning.
+        if self.poll_io_now() != 0 {
+            return;
+        }
         // Spin first: work often arrives within microseconds, and a spinning
         // worker spares publishers a futex wake (they skip it while anyone
         // spins). Safe because a spinner that gives up re-checks every queue
@@ -920,14 +999,28 @@ impl WorkerLocal {
             }
         }
         shared.spinning.fetch_sub(1, Ordering::SeqCst);
-        me.sleep.store(SLEEPING, Ordering::SeqCst);
+        // With sockets registered, sleep in the poller (their events are
+        // work); otherwise on the futex word, which costs fewer system calls.
+        let poller = me.poller.get().filter(|p| p.has_registrations());
+        me.sleep.store(if poller.is_some() { POLLING } else { SLEEPING }, Ordering::SeqCst);
         shared.sleepers.fetch_add(1, Ordering::SeqCst);
         if !self.has_work() {
             let deadline = self.next_deadline();
-            me.watch.sleeping_with_timer.store(deadline.is_some(), Ordering::Relaxed);
+            // A worker that waits for a timer or for sockets may wake by
+            // itself: the monitor does not call its parked coroutines stuck.
+            me.watch.sleeping_with_timer.store(deadline.is_some() || poller.is_some(), Ordering::Relaxed);
             metrics::bump(&self.counters().sleeps);
-            tracing::trace!(worker = self.index, "worker sleeps");
-            futex::wait(&me.sleep, SLEEPING, deadline);
+            tracing::trace!(worker = self.index, polling = poller.is_some(), "worker sleeps");
+            match poller {
+                Some(poller) => {
+                    let timeout =
+                        deadline.map(|d| Duration::from_nanos(d.as_nanos().saturating_sub(Deadline::now().as_nanos())));
+                    self.poll_io(poller, timeout);
+                }
+                None => {
+                    futex::wait(&me.sleep, SLEEPING, deadline);
+                }
+            }
             clock::refresh();
             tracing::trace!(worker = self.index, "worker wakes");
             metrics::bump(&self.counters().wakeups);
@@ -1210,6 +1303,7 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
         until_fresh: Cell::new(FRESH_INTERVAL),
         until_oldest_check: Cell::new(OLDEST_CHECK_INTERVAL),
         oldest_seen: Cell::new(None),
+        events: RefCell::new(Vec::new()),
     };
     CURRENT_WORKER.with(|c| c.set(&local));
     clock::refresh();
@@ -1232,6 +1326,9 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>) {
         }
     }
     local.unwind_all();
+    if let Some(poller) = me.poller.get() {
+        poller.worker_stopped();
+    }
     monitor::unwatch_this_thread(me);
     CURRENT_WORKER.with(|c| c.set(ptr::null()));
     tracing::debug!(worker = index, "worker stopped");

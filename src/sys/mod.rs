@@ -7,8 +7,10 @@
 //! that need a syscall of their own (pinning a thread, a bare futex
 //! hand-off, `gettid`) make it through `libc` themselves.
 
+pub(crate) mod epoll;
 pub(crate) mod futex;
 pub(crate) mod mem;
+pub(crate) mod net;
 pub(crate) mod signal;
 pub(crate) mod thread;
 pub(crate) mod unwind;

@@ -1,0 +1,301 @@
+//! Sockets that park the coroutine, not the worker: TCP, UDP and Unix
+//! sockets with `std::net`'s shapes.
+//!
+//! Code written for `std::net` moves over by changing the import: the same
+//! constructors, the same methods, `Read` and `Write` (also for `&TcpStream`,
+//! so one coroutine can read while another writes the same stream), the
+//! same errors. The difference is what happens when an operation would
+//! block:
+//!
+//! - **in a coroutine**, only that coroutine waits: it parks on its
+//!   worker's poller (an epoll instance per worker thread), and the worker
+//!   runs other coroutines until the socket is ready. Ten thousand
+//!   connections are ten thousand coroutines and a few threads;
+//! - **on a plain OS thread** (no runtime), the same types block the
+//!   thread exactly as std's do. One set of types serves both, as weft's
+//!   locks do.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use weft::net::{TcpListener, TcpStream};
+//!
+//! let runtime = weft::Runtime::builder().workers(2).build()?;
+//! let echoed = runtime.block_on(|| -> std::io::Result<Vec<u8>> {
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     let addr = listener.local_addr()?;
+//!     let server = weft::spawn(move || -> std::io::Result<()> {
+//!         let (mut stream, _) = listener.accept()?;
+//!         let mut buf = [0; 64];
+//!         loop {
+//!             let n = stream.read(&mut buf)?;
+//!             if n == 0 {
+//!                 return Ok(()); // the client shut down its half
+//!             }
+//!             stream.write_all(&buf[..n])?;
+//!         }
+//!     });
+//!     let mut client = TcpStream::connect(addr)?;
+//!     client.write_all(b"hello")?;
+//!     client.shutdown(std::net::Shutdown::Write)?;
+//!     let mut echoed = Vec::new();
+//!     client.read_to_end(&mut echoed)?;
+//!     server.join().expect("the server coroutine")?;
+//!     Ok(echoed)
+//! })?;
+//! assert_eq!(echoed, b"hello");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Timeouts
+//!
+//! `set_read_timeout` and `set_write_timeout` bound each read or write
+//! that has to wait, as in std: when the time passes the call fails with
+//! [`io::ErrorKind::WouldBlock`] (std's kind on Unix).
+//! [`TcpStream::connect_timeout`] and the accept timeouts
+//! ([`TcpListener::set_accept_timeout`], weft's own) fail with
+//! [`io::ErrorKind::TimedOut`]. A timeout never ends a wait early. In a
+//! coroutine the timeout is a timer on its worker; a coroutine parked in
+//! any of these can also be cancelled ([`JoinHandle::cancel`]): it unwinds
+//! out of the call, and its socket closes when its owner drops it.
+//!
+//! [`JoinHandle::cancel`]: crate::JoinHandle::cancel
+//!
+//! # What still blocks a worker
+//!
+//! - **Name resolution.** `connect("example.com:80")` resolves the name
+//!   with the C library, which blocks the calling thread. Resolve in
+//!   [`spawn_blocking`](crate::spawn_blocking) and pass the `SocketAddr`s,
+//!   or use addresses.
+//! - **Files and stdin.** Regular files are always "ready" for epoll, so
+//!   there is nothing to wait for: a `std::fs::File` read in a coroutine
+//!   holds its worker for as long as the disk takes. Put blocking file I/O
+//!   in [`spawn_blocking`](crate::spawn_blocking).
+//! - **std's own sockets.** A blocking `std::net` socket used in a
+//!   coroutine blocks its worker; the runtime's monitor reports a worker
+//!   held that long, naming the coroutine. Convert it with `from_std`.
+//!
+//! Dropping a socket closes it and removes it from every poller; no
+//! readiness reaches a later socket that gets the same descriptor number.
+
+mod tcp;
+mod udp;
+mod unix;
+
+pub use tcp::{Incoming, TcpListener, TcpStream};
+pub use udp::UdpSocket;
+pub use unix::{UnixIncoming, UnixListener, UnixStream};
+
+use crate::loom::process::{AtomicBool, AtomicU64, Ordering};
+use crate::runtime::poller::{Direction, IoRegistration};
+use crate::sys::futex::Deadline;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The options a socket shares with its clones (`try_clone`), as the
+/// kernel's socket options are shared: the timeouts and the user's
+/// non-blocking mode. Each is also set on the descriptor itself, so that
+/// `into_std` hands over a socket that behaves the same.
+#[derive(Debug, Default)]
+struct Options {
+    /// Nanoseconds; 0 means none.
+    read_timeout: AtomicU64,
+    write_timeout: AtomicU64,
+    /// The user asked for non-blocking mode: operations fail with
+    /// `WouldBlock` instead of waiting.
+    nonblocking: AtomicBool,
+}
+
+/// What every weft socket adds to its std socket: its registrations with
+/// the workers' pollers and the shared options. Declared before the std
+/// socket in each type, so that it drops (deregisters) before the
+/// descriptor closes.
+struct IoState {
+    registration: IoRegistration,
+    options: Arc<Options>,
+}
+
+impl std::fmt::Debug for IoState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoState").field("fd", &self.registration.fd()).finish_non_exhaustive()
+    }
+}
+
+/// How a wait that ran out of time is reported.
+#[derive(Clone, Copy)]
+enum OnTimeout {
+    /// Read and write timeouts: `WouldBlock`, as std's on Unix.
+    WouldBlock(&'static str),
+    /// Connect and accept timeouts: `TimedOut`.
+    TimedOut(&'static str),
+}
+
+impl OnTimeout {
+    fn error(self) -> io::Error {
+        match self {
+            OnTimeout::WouldBlock(what) => io::Error::new(io::ErrorKind::WouldBlock, what),
+            OnTimeout::TimedOut(what) => io::Error::new(io::ErrorKind::TimedOut, what),
+        }
+    }
+}
+
+fn nanos_of(timeout: Option<Duration>) -> u64 {
+    timeout.map_or(0, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1))
+}
+
+fn duration_of(nanos: u64) -> Option<Duration> {
+    (nanos != 0).then(|| Duration::from_nanos(nanos))
+}
+
+/// std's answer to a zero timeout, which it cannot represent.
+fn check_timeout(timeout: Option<Duration>) -> io::Result<()> {
+    if timeout == Some(Duration::ZERO) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot set a 0 duration timeout"));
+    }
+    Ok(())
+}
+
+impl IoState {
+    fn new(fd: RawFd, options: Arc<Options>) -> IoState {
+        IoState { registration: IoRegistration::new(fd), options }
+    }
+
+    fn read_timeout(&self) -> Option<Duration> {
+        duration_of(self.options.read_timeout.load(Ordering::Relaxed))
+    }
+
+    fn write_timeout(&self) -> Option<Duration> {
+        duration_of(self.options.write_timeout.load(Ordering::Relaxed))
+    }
+
+    fn is_nonblocking(&self) -> bool {
+        self.options.nonblocking.load(Ordering::Relaxed)
+    }
+
+    /// A read-side operation: retried until it does not return
+    /// `WouldBlock`, waiting for readability in between, bounded by the
+    /// read timeout.
+    fn read<R>(&self, op: impl FnMut() -> io::Result<R>) -> io::Result<R> {
+        let timeout = self.read_timeout();
+        self.run(Direction::Read, timeout, OnTimeout::WouldBlock("read timed out (set_read_timeout)"), op)
+    }
+
+    /// A write-side operation, bounded by the write timeout.
+    fn write<R>(&self, op: impl FnMut() -> io::Result<R>) -> io::Result<R> {
+        let timeout = self.write_timeout();
+        self.run(Direction::Write, timeout, OnTimeout::WouldBlock("write timed out (set_write_timeout)"), op)
+    }
+
+    /// Runs `op` (a call on the non-blocking descriptor) until it does not
+    /// fail with `WouldBlock`; between tries waits until the socket may be
+    /// ready in `dir`, at most `timeout` in all (counted from the first
+    /// `WouldBlock`). In non-blocking mode the first `WouldBlock` is the
+    /// answer.
+    fn run<R>(
+        &self,
+        dir: Direction,
+        timeout: Option<Duration>,
+        on_timeout: OnTimeout,
+        mut op: impl FnMut() -> io::Result<R>,
+    ) -> io::Result<R> {
+        let mut deadline = None;
+        loop {
+            match op() {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                result => return result,
+            }
+            if self.is_nonblocking() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            if deadline.is_none() && timeout.is_some() {
+                deadline = timeout.map(Deadline::after);
+            }
+            if !self.registration.wait(dir, deadline)? {
+                return Err(on_timeout.error());
+            }
+        }
+    }
+
+    /// Waits until the socket may be ready in `dir` (no operation to try:
+    /// a connect's completion), at most until `deadline`.
+    fn wait(&self, dir: Direction, deadline: Option<Deadline>, on_timeout: OnTimeout) -> io::Result<()> {
+        if self.registration.wait(dir, deadline)? { Ok(()) } else { Err(on_timeout.error()) }
+    }
+}
+
+/// Shared by every socket type: the options, set on our copy and on the
+/// descriptor.
+macro_rules! socket_options {
+    ($inner:ident) => {
+        /// Sets the read timeout: a read (or receive) that has waited this
+        /// long fails with [`std::io::ErrorKind::WouldBlock`], as std's does
+        /// on Unix. `None` waits without limit.
+        ///
+        /// # Errors
+        ///
+        /// A zero duration is an [`std::io::ErrorKind::InvalidInput`] error,
+        /// as in std.
+        pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> std::io::Result<()> {
+            super::check_timeout(timeout)?;
+            self.$inner.set_read_timeout(timeout)?;
+            self.state.options.read_timeout.store(super::nanos_of(timeout), crate::loom::process::Ordering::Relaxed);
+            Ok(())
+        }
+
+        /// Sets the write timeout; see
+        /// [`set_read_timeout`](Self::set_read_timeout).
+        ///
+        /// # Errors
+        ///
+        /// A zero duration is an [`std::io::ErrorKind::InvalidInput`] error.
+        pub fn set_write_timeout(&self, timeout: Option<std::time::Duration>) -> std::io::Result<()> {
+            super::check_timeout(timeout)?;
+            self.$inner.set_write_timeout(timeout)?;
+            self.state.options.write_timeout.store(super::nanos_of(timeout), crate::loom::process::Ordering::Relaxed);
+            Ok(())
+        }
+
+        /// The read timeout.
+        pub fn read_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
+            Ok(self.state.read_timeout())
+        }
+
+        /// The write timeout.
+        pub fn write_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
+            Ok(self.state.write_timeout())
+        }
+
+        /// Moves the socket into or out of non-blocking mode: in it, an
+        /// operation that would wait fails with
+        /// [`std::io::ErrorKind::WouldBlock`] instead, from a coroutine as
+        /// from a thread. (The descriptor itself is always non-blocking
+        /// while weft owns it.)
+        pub fn set_nonblocking(&self, nonblocking: bool) -> std::io::Result<()> {
+            self.state.options.nonblocking.store(nonblocking, crate::loom::process::Ordering::Relaxed);
+            Ok(())
+        }
+
+        /// Takes the pending error of the socket (`SO_ERROR`), if any.
+        pub fn take_error(&self) -> std::io::Result<Option<std::io::Error>> {
+            self.$inner.take_error()
+        }
+    };
+}
+use socket_options;
+
+/// The options of a socket that comes from std (or a raw descriptor):
+/// its timeouts as the kernel has them. Puts the descriptor in
+/// non-blocking mode.
+fn adopt(
+    set_nonblocking: impl FnOnce(bool) -> io::Result<()>,
+    read_timeout: io::Result<Option<Duration>>,
+    write_timeout: io::Result<Option<Duration>>,
+) -> io::Result<Arc<Options>> {
+    set_nonblocking(true)?;
+    let options = Options::default();
+    options.read_timeout.store(nanos_of(read_timeout?), Ordering::Relaxed);
+    options.write_timeout.store(nanos_of(write_timeout?), Ordering::Relaxed);
+    Ok(Arc::new(options))
+}

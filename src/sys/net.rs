@@ -1,0 +1,157 @@
+//! The socket calls std does not offer: a non-blocking `connect` (std's
+//! blocks the calling thread until the handshake ends) and `poll(2)` on one
+//! descriptor (how a plain OS thread waits for a `weft::net` socket, whose
+//! descriptor is always non-blocking). Everything else goes through std's
+//! socket types.
+
+use super::futex::Deadline;
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Readable, for [`poll_one`].
+pub(crate) const POLL_IN: i16 = libc::POLLIN;
+/// Writable, for [`poll_one`].
+pub(crate) const POLL_OUT: i16 = libc::POLLOUT;
+
+/// How a non-blocking [`connect_tcp`] or [`connect_unix`] began.
+pub(crate) enum Connect {
+    /// Connected already (loopback often is).
+    Done(OwnedFd),
+    /// The handshake is under way (`EINPROGRESS`): wait until the socket is
+    /// writable, then read its outcome with `take_error`.
+    InProgress(OwnedFd),
+}
+
+fn socket(domain: libc::c_int, kind: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: no pointers; returns a new descriptor or -1.
+    let fd = unsafe { libc::socket(domain, kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just returned to us, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A new non-blocking TCP socket for `addr`'s family, connecting to `addr`.
+pub(crate) fn connect_tcp(addr: &SocketAddr) -> io::Result<Connect> {
+    let (storage, len) = sockaddr_of(addr);
+    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let fd = socket(domain, libc::SOCK_STREAM)?;
+    start_connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len)
+}
+
+/// A new non-blocking Unix stream socket connecting to `path`. A listener
+/// whose backlog is full makes this fail with `WouldBlock` (Linux does not
+/// queue a non-blocking Unix connect); the caller retries.
+pub(crate) fn connect_unix(path: &Path) -> io::Result<Connect> {
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "socket path is {} bytes long; Unix socket paths hold at most {}",
+                bytes.len(),
+                addr.sun_path.len() - 1
+            ),
+        ));
+    }
+    if bytes.contains(&0) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path contains a NUL byte"));
+    }
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    let len = (mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+    let fd = socket(libc::AF_UNIX, libc::SOCK_STREAM)?;
+    start_connect(fd, (&addr as *const libc::sockaddr_un).cast(), len)
+}
+
+fn start_connect(fd: OwnedFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> io::Result<Connect> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `addr` points at a sockaddr of `len` bytes that the caller
+    // keeps alive across this call.
+    let rc = unsafe { libc::connect(fd.as_raw_fd(), addr, len) };
+    if rc == 0 {
+        return Ok(Connect::Done(fd));
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINPROGRESS) => Ok(Connect::InProgress(fd)),
+        // A signal interrupted it: the handshake goes on in the
+        // background, exactly as after EINPROGRESS.
+        Some(libc::EINTR) => Ok(Connect::InProgress(fd)),
+        _ => Err(err),
+    }
+}
+
+fn sockaddr_of(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>().write(sin) };
+            mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>().write(sin6) };
+            mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// Blocks the calling thread until `fd` reports one of `events` (or an
+/// error or hang-up, which the next I/O call reports), or `deadline`
+/// passes. Returns `false` when the deadline passed first. `EINTR` is
+/// retried with the time left.
+pub(crate) fn poll_one(fd: RawFd, events: i16, deadline: Option<Deadline>) -> io::Result<bool> {
+    loop {
+        let timeout_ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.as_nanos().saturating_sub(Deadline::now().as_nanos());
+                if left == 0 {
+                    return Ok(false);
+                }
+                // Rounded up: never back before the deadline.
+                left.div_ceil(1_000_000).min(i32::MAX as u64) as libc::c_int
+            }
+        };
+        let mut pfd = libc::pollfd { fd, events, revents: 0 };
+        // SAFETY: one valid pollfd for the call.
+        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if rc > 0 {
+            return Ok(true);
+        }
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINTR) {
+                return Err(err);
+            }
+        }
+        // Timed out by poll's millisecond clock, or interrupted: the loop
+        // judges the deadline by the monotonic clock.
+    }
+}
