@@ -2,11 +2,12 @@
 //! over a few OS worker threads, with locks that work from coroutines and
 //! from OS threads alike.
 //!
-//! You write plain blocking-style code — lock, wait, sleep, join — and each
-//! of those waits parks only the coroutine: its worker thread switches to
-//! another one at about the cost of a function call, where an OS thread
-//! pays a trip through the kernel. Names follow [`std::thread`] and
-//! [`std::sync`], so code moves over by changing an import.
+//! You write plain blocking-style code — lock, wait, sleep, join, read a
+//! socket — and each of those waits parks only the coroutine: its worker
+//! thread switches to another one at about the cost of a function call,
+//! where an OS thread pays a trip through the kernel. Names follow
+//! [`std::thread`], [`std::sync`] and [`std::net`], so code moves over by
+//! changing an import.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -46,8 +47,9 @@
 //!   A bare [`spawn`] uses the calling coroutine's runtime, or on a plain
 //!   thread the one entered there with [`Runtime::enter`]; outside both it
 //!   starts a default runtime (one worker per CPU) on first use. Each
-//!   worker has its own run queue and timers; an idle worker sleeps on a
-//!   futex and costs no CPU.
+//!   worker has its own run queue, timers and I/O poller; an idle worker
+//!   sleeps (on a futex, or in its poller while it has sockets to watch)
+//!   and costs no CPU.
 //! - **[`sync`]**: [`Mutex`](sync::Mutex), [`RwLock`](sync::RwLock),
 //!   [`Condvar`](sync::Condvar), [`Semaphore`](sync::Semaphore),
 //!   [`Barrier`](sync::Barrier) and [`WaitGroup`](sync::WaitGroup), each a
@@ -57,6 +59,15 @@
 //!   and unbounded, many senders and receivers, with
 //!   [`Select`](sync::channel::Select)) whose send hands a value straight to
 //!   a waiting receiver.
+//! - **[`net`]**: [`TcpListener`](net::TcpListener),
+//!   [`TcpStream`](net::TcpStream), [`UdpSocket`](net::UdpSocket),
+//!   [`UnixListener`](net::UnixListener) and [`UnixStream`](net::UnixStream)
+//!   with `std::net`'s shapes. A coroutine whose read, write, accept or
+//!   connect would block parks on its worker's epoll instance and the
+//!   worker runs others until the socket is ready, so a server is one
+//!   straight-line coroutine per connection; on a plain OS thread the same
+//!   types block like std's. Libraries written against `Read + Write`
+//!   (WebSocket, TLS, HTTP) run over them unchanged.
 //! - **Parking**, underneath `sync` and `join`: every wait goes through one
 //!   layer, "wait on this address / wake the waiters of this address". A
 //!   waiter that is a coroutine suspends and its worker runs others; a
@@ -85,7 +96,8 @@
 //! however idle the other workers are. So inside a coroutine use
 //! [`sleep`] rather than [`std::thread::sleep`], [`sync`]'s locks rather
 //! than `std::sync`'s (a `std::sync` lock blocks the whole worker), move
-//! blocking system calls and long computations to [`spawn_blocking`], and
+//! blocking system calls, file I/O and long computations to
+//! [`spawn_blocking`], use [`net`]'s sockets rather than `std::net`'s, and
 //! call [`yield_now`] now and then in long loops. Each runtime's monitor
 //! thread reports on stderr a coroutine that holds its worker for more than
 //! 100 ms ([`RuntimeBuilder::stall_threshold`]), naming it and where it was

@@ -87,7 +87,6 @@ pub use unix::{UnixIncoming, UnixListener, UnixStream};
 
 use crate::loom::process::{AtomicBool, AtomicU64, Ordering};
 use crate::runtime::poller::{Direction, IoRegistration};
-use crate::sys::futex::Deadline;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -173,55 +172,44 @@ impl IoState {
         self.options.nonblocking.load(Ordering::Relaxed)
     }
 
-    /// A read-side operation: retried until it does not return
-    /// `WouldBlock`, waiting for readability in between, bounded by the
-    /// read timeout.
+    /// A read-side operation that never empties the socket knowingly
+    /// (accept, peek, a datagram): retried until it does not return
+    /// `WouldBlock`, waiting for readability in between, bounded by the read
+    /// timeout.
     fn read<R>(&self, op: impl FnMut() -> io::Result<R>) -> io::Result<R> {
         let timeout = self.read_timeout();
-        self.run(Direction::Read, timeout, OnTimeout::WouldBlock("read timed out (set_read_timeout)"), op)
+        self.run(Direction::Read, timeout, OnTimeout::WouldBlock("read timed out (set_read_timeout)"), op, |_| false)
+    }
+
+    /// A read of a stream into buffers of `len` bytes in all: a read that
+    /// returns less than that (and not EOF) emptied the receive queue, so
+    /// the next one waits for new data before it calls the kernel.
+    fn read_stream(&self, len: usize, op: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+        let timeout = self.read_timeout();
+        let on_timeout = OnTimeout::WouldBlock("read timed out (set_read_timeout)");
+        self.run(Direction::Read, timeout, on_timeout, op, |&n| n > 0 && n < len)
     }
 
     /// A write-side operation, bounded by the write timeout.
     fn write<R>(&self, op: impl FnMut() -> io::Result<R>) -> io::Result<R> {
         let timeout = self.write_timeout();
-        self.run(Direction::Write, timeout, OnTimeout::WouldBlock("write timed out (set_write_timeout)"), op)
+        self.run(Direction::Write, timeout, OnTimeout::WouldBlock("write timed out (set_write_timeout)"), op, |_| false)
     }
 
     /// Runs `op` (a call on the non-blocking descriptor) until it does not
-    /// fail with `WouldBlock`; between tries waits until the socket may be
-    /// ready in `dir`, at most `timeout` in all (counted from the first
-    /// `WouldBlock`). In non-blocking mode the first `WouldBlock` is the
-    /// answer.
+    /// fail with `WouldBlock`, waiting until the socket may be ready in
+    /// `dir` in between, at most `timeout` in all (counted from the first
+    /// wait); in non-blocking mode the first would-be wait is a
+    /// `WouldBlock` instead. `drained` as in `IoRegistration::run`.
     fn run<R>(
         &self,
         dir: Direction,
         timeout: Option<Duration>,
         on_timeout: OnTimeout,
-        mut op: impl FnMut() -> io::Result<R>,
+        op: impl FnMut() -> io::Result<R>,
+        drained: impl Fn(&R) -> bool,
     ) -> io::Result<R> {
-        let mut deadline = None;
-        loop {
-            match op() {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                result => return result,
-            }
-            if self.is_nonblocking() {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            if deadline.is_none() && timeout.is_some() {
-                deadline = timeout.map(Deadline::after);
-            }
-            if !self.registration.wait(dir, deadline)? {
-                return Err(on_timeout.error());
-            }
-        }
-    }
-
-    /// Waits until the socket may be ready in `dir` (no operation to try:
-    /// a connect's completion), at most until `deadline`.
-    fn wait(&self, dir: Direction, deadline: Option<Deadline>, on_timeout: OnTimeout) -> io::Result<()> {
-        if self.registration.wait(dir, deadline)? { Ok(()) } else { Err(on_timeout.error()) }
+        self.registration.run(dir, timeout, self.is_nonblocking(), op, drained, || on_timeout.error())
     }
 }
 

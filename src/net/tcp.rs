@@ -4,7 +4,6 @@
 
 use super::{IoState, OnTimeout, Options, adopt, socket_options};
 use crate::runtime::poller::Direction;
-use crate::sys::futex::Deadline;
 use crate::sys::net::{Connect, connect_tcp};
 use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
@@ -67,10 +66,9 @@ impl TcpListener {
     }
 
     fn accept_within(&self, timeout: Option<Duration>) -> io::Result<(TcpStream, SocketAddr)> {
-        let (stream, peer) =
-            self.state
-                .run(Direction::Read, timeout, OnTimeout::TimedOut("accept timed out"), || self.inner.accept())?;
-        Ok((TcpStream::from_std(stream)?, peer))
+        let on_timeout = OnTimeout::TimedOut("accept timed out");
+        let (stream, peer) = self.state.run(Direction::Read, timeout, on_timeout, || self.inner.accept(), |_| false)?;
+        Ok((TcpStream::from_accepted(stream)?, peer))
     }
 
     /// Sets how long [`accept`](Self::accept) waits before it fails with
@@ -257,26 +255,29 @@ impl TcpStream {
         if timeout == Duration::ZERO {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot set a 0 duration timeout"));
         }
-        TcpStream::connect_addr(addr, Some(Deadline::after(timeout)))
+        TcpStream::connect_addr(addr, Some(timeout))
     }
 
-    fn connect_addr(addr: &SocketAddr, deadline: Option<Deadline>) -> io::Result<TcpStream> {
+    fn connect_addr(addr: &SocketAddr, timeout: Option<Duration>) -> io::Result<TcpStream> {
         match connect_tcp(addr)? {
             Connect::Done(fd) => Ok(TcpStream::from_owned(fd)),
             Connect::InProgress(fd) => {
                 let stream = TcpStream::from_owned(fd);
-                loop {
-                    stream.state.wait(Direction::Write, deadline, OnTimeout::TimedOut("connect timed out"))?;
+                // Writable once the handshake is over, one way or the other.
+                let handshake = || {
                     if let Some(err) = stream.inner.take_error()? {
                         return Err(err);
                     }
                     match stream.inner.peer_addr() {
-                        Ok(_) => return Ok(stream),
-                        // A spurious wake: the handshake is still under way.
-                        Err(err) if err.kind() == io::ErrorKind::NotConnected => continue,
-                        Err(err) => return Err(err),
+                        Ok(_) => Ok(()),
+                        // Still under way.
+                        Err(err) if err.kind() == io::ErrorKind::NotConnected => Err(io::ErrorKind::WouldBlock.into()),
+                        Err(err) => Err(err),
                     }
-                }
+                };
+                let on_timeout = OnTimeout::TimedOut("connect timed out");
+                stream.state.run(Direction::Write, timeout, on_timeout, handshake, |_| false)?;
+                Ok(stream)
             }
         }
     }
@@ -285,6 +286,13 @@ impl TcpStream {
     fn from_owned(fd: OwnedFd) -> TcpStream {
         let inner = net::TcpStream::from(fd);
         TcpStream { state: IoState::new(inner.as_raw_fd(), Arc::new(Options::default())), inner }
+    }
+
+    /// A stream `accept` returned: blocking on Linux (accept does not pass
+    /// O_NONBLOCK on), without timeouts of ours (so no `getsockopt`s).
+    fn from_accepted(stream: net::TcpStream) -> io::Result<TcpStream> {
+        stream.set_nonblocking(true)?;
+        Ok(TcpStream { state: IoState::new(stream.as_raw_fd(), Arc::new(Options::default())), inner: stream })
     }
 
     /// The address of the remote end.
@@ -369,11 +377,12 @@ impl fmt::Debug for TcpStream {
 
 impl Read for &TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.state.read(|| (&self.inner).read(buf))
+        self.state.read_stream(buf.len(), || (&self.inner).read(buf))
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.state.read(|| (&self.inner).read_vectored(bufs))
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.state.read_stream(len, || (&self.inner).read_vectored(bufs))
     }
 }
 

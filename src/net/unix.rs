@@ -61,7 +61,9 @@ impl UnixListener {
     /// operations (blocking mode) with no timeouts.
     pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
         let (stream, addr) = self.state.read(|| self.inner.accept())?;
-        Ok((UnixStream::from_std(stream)?, addr))
+        stream.set_nonblocking(true)?;
+        let state = IoState::new(stream.as_raw_fd(), Arc::new(Options::default()));
+        Ok((UnixStream { state, inner: stream }, addr))
     }
 
     /// An iterator over incoming connections (`accept` in a loop); it
@@ -183,10 +185,18 @@ impl UnixStream {
                 Ok(Connect::Done(fd)) => return Ok(UnixStream::from_owned(fd)),
                 Ok(Connect::InProgress(fd)) => {
                     let stream = UnixStream::from_owned(fd);
-                    stream.state.wait(Direction::Write, None, OnTimeout::TimedOut("connect timed out"))?;
-                    if let Some(err) = stream.inner.take_error()? {
-                        return Err(err);
-                    }
+                    let handshake = || match stream.inner.take_error()? {
+                        Some(err) => Err(err),
+                        None => match stream.inner.peer_addr() {
+                            Ok(_) => Ok(()),
+                            Err(err) if err.kind() == io::ErrorKind::NotConnected => {
+                                Err(io::ErrorKind::WouldBlock.into())
+                            }
+                            Err(err) => Err(err),
+                        },
+                    };
+                    let on_timeout = OnTimeout::TimedOut("connect timed out");
+                    stream.state.run(Direction::Write, None, on_timeout, handshake, |_| false)?;
                     return Ok(stream);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
@@ -263,11 +273,12 @@ impl fmt::Debug for UnixStream {
 
 impl Read for &UnixStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.state.read(|| (&self.inner).read(buf))
+        self.state.read_stream(buf.len(), || (&self.inner).read(buf))
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.state.read(|| (&self.inner).read_vectored(bufs))
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.state.read_stream(len, || (&self.inner).read_vectored(bufs))
     }
 }
 

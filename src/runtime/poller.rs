@@ -23,50 +23,72 @@
 //!
 //! # The readiness word (one per entry)
 //!
-//! Edge-triggered epoll reports a change once, so an edge that comes while
-//! nobody waits must not be lost. Each entry caches it, Go's `pollDesc`
-//! way: a bit per direction that says "an event came since a waiter last
-//! looked", and a bit per direction that says "someone is parked on it".
+//! Edge-triggered epoll reports a change once, so what it reported must be
+//! remembered until someone acts on it. Each entry keeps, per direction, a
+//! READY bit ("not known to be empty"), a WAITER bit ("someone is parked on
+//! it"), and an event count (`tick`, the upper bits) that says whether an
+//! event came since a given moment (tokio's `ScheduledIo` way):
 //!
 //! ```text
-//!  bit            set by                         cleared by
-//!  -------------  -----------------------------  -------------------------------
-//!  READ_READY     the poller, on EPOLLIN, RDHUP,  a reader, after a read returned
-//!                 HUP or ERR                      WouldBlock (`take`): it retries
-//!  WRITE_READY    the poller, on EPOLLOUT, HUP    a writer, likewise
-//!                 or ERR
+//!  bit / field    set by                         cleared by
+//!  -------------  -----------------------------  --------------------------------
+//!  READ_READY     the poller, on EPOLLIN (and at  a reader whose call returned
+//!                 creation)                       WouldBlock, or a short read of a
+//!                                                 stream, if `tick` has not moved
+//!                                                 since its snapshot (`clear`)
+//!  WRITE_READY    the poller, on EPOLLOUT (and    a writer whose call returned
+//!                 at creation)                    WouldBlock, likewise
+//!  READ_CLOSED    the poller, on RDHUP, HUP, ERR  never: once the peer has shut
+//!                                                 its half (or the socket failed),
+//!                                                 every read returns at once
+//!  WRITE_CLOSED   the poller, on HUP or ERR       never
 //!  READ_WAITER    a reader's park, in `validate`  the poller, when it sets
 //!                 (bucket locked), when           READ_READY: it then wakes every
 //!                 READ_READY is clear             reader parked on the entry
 //!  WRITE_WAITER   likewise for writers            likewise
+//!  tick           +1 by the poller at each event  never
 //! ```
 //!
-//! An operation always tries its system call first; only a `WouldBlock`
-//! brings it here:
+//! An operation in a coroutine ([`IoRegistration::run`]):
 //!
-//! 1. `take(dir)` clears the direction's READY bit and says whether it was
-//!    set. If it was, an event came after the last look (it may have come
-//!    between the `WouldBlock` and now): retry the call.
-//! 2. Otherwise park on the entry's key for that direction, with a
-//!    validation (run under the parking lot's bucket lock) that sets the
-//!    WAITER bit only if READY is still clear, in one compare-and-swap; if
-//!    READY was set meanwhile, do not park: retry.
-//! 3. The poller sets READY with one read-modify-write, clearing the WAITER
-//!    bit it found, and wakes every waiter of that key (`unpark_all`, which
-//!    takes the same bucket lock).
+//! 1. Snapshots the word. If READY and CLOSED are clear, nothing came since
+//!    the socket was last found empty: it parks at once (step 3), without a
+//!    system call that would only say `WouldBlock`.
+//! 2. Otherwise it makes its call. `WouldBlock` — or, for a stream, a read
+//!    that returned less than asked, which empties the receive queue —
+//!    means the socket is empty now: it clears READY, but only if `tick` is
+//!    still the snapshot's (`clear`); an event that came since then says it
+//!    may no longer be empty, and clearing READY would lose that edge for
+//!    good. Then it goes back to step 1. A short read says the socket has
+//!    no *data* left; an end of stream or an error may still wait behind
+//!    it, and its edge may have come before the snapshot: that is why the
+//!    CLOSED bits are separate and sticky (a reader that cleared one would
+//!    park after the last bytes and never see the EOF).
+//! 3. Parks on the entry's key for that direction, with a validation (run
+//!    under the parking lot's bucket lock) that sets the WAITER bit only if
+//!    READY and CLOSED are still clear, in one compare-and-swap; if READY was set
+//!    meanwhile, it does not park. Either way it goes back to step 1.
+//! 4. The poller sets READY and bumps `tick` with one read-modify-write,
+//!    clearing the WAITER bit it found, and wakes every waiter of that key
+//!    (`unpark_all`, which takes the same bucket lock).
 //!
-//! So an edge is never lost: it lands before step 1 (take sees it), between
-//! 1 and 2 (validate sees it), or after 2 (the waiter is queued and the
-//! poller saw its WAITER bit). A READY bit left over from an event the
-//! caller's own successful call already consumed costs one extra
-//! `WouldBlock` later, never a missed wake. Clearing READY at step 1
-//! without retrying would lose an edge that came after the `WouldBlock`:
-//! the loom model below checks the protocol and that negative control.
+//! So an edge is never lost: if it lands before the snapshot, READY is set
+//! and the call is made; between the snapshot and the clear, the tick moved
+//! and READY stays; between the clear and the validation, validation sees
+//! READY; after the validation, the waiter is queued and the poller saw
+//! its WAITER bit. A stale READY (an event whose data a successful call
+//! already took) costs one `WouldBlock`, never a missed wake. The loom model
+//! below checks the protocol, and that a `clear` which ignores the tick
+//! loses an edge (its negative control).
 //!
-//! Today only the entry's own worker thread touches its waiters and runs
-//! its poller, so the races above are those with an event that epoll
-//! reported before the call (stale), but the protocol is written, and
-//! modelled, for any interleaving.
+//! A steady request-response connection thus makes one read that succeeds,
+//! one write, and no read that fails: the short read cleared READY, and the
+//! coroutine parks until the next request's edge.
+//!
+//! Today only the entry's own worker thread runs its poller and its
+//! waiters, so the races above are with events the kernel queued before or
+//! during a call, but the protocol is written, and modelled, for any
+//! interleaving.
 //!
 //! # Deregistration and freeing
 //!
@@ -117,6 +139,14 @@ const READ_READY: usize = 1;
 const WRITE_READY: usize = 2;
 const READ_WAITER: usize = 4;
 const WRITE_WAITER: usize = 8;
+/// The peer shut its writing half, or the socket failed: reads end at once
+/// from now on (EOF or the error). Never cleared.
+const READ_CLOSED: usize = 16;
+/// The socket hung up or failed: writes end at once. Never cleared.
+const WRITE_CLOSED: usize = 32;
+/// `tick` lives above the flag bits.
+const TICK_ONE: usize = 1 << 8;
+const FLAGS: usize = TICK_ONE - 1;
 
 /// The interest every registration asks for (edge-triggered, both ways).
 const INTEREST: u32 = epoll::READABLE | epoll::WRITABLE | epoll::READ_CLOSED | epoll::PRIORITY | epoll::EDGE_TRIGGERED;
@@ -136,6 +166,14 @@ impl Direction {
         }
     }
 
+    /// The bits that let a call in this direction go ahead.
+    fn go_bits(self) -> usize {
+        match self {
+            Direction::Read => READ_READY | READ_CLOSED,
+            Direction::Write => WRITE_READY | WRITE_CLOSED,
+        }
+    }
+
     fn waiter_bit(self) -> usize {
         match self {
             Direction::Read => READ_WAITER,
@@ -147,29 +185,51 @@ impl Direction {
 /// The readiness word of one registration; see the module docs.
 ///
 /// Every access is Relaxed: the word guards no memory of ours (the data is
-/// in the kernel, which orders its own side), and what matters — that a
-/// take, a validation and an event never miss each other — holds in the
-/// word's own modification order; the waiter and the poller meet in the
-/// parking lot's bucket lock for everything else.
+/// in the kernel, which orders its own side), and what the protocol needs
+/// — that a clear, a validation and an event never miss each other — holds
+/// in the word's own modification order (each is a read-modify-write, or
+/// a load that a compare-and-swap then checks); the waiter and the poller
+/// meet in the parking lot's bucket lock for everything else.
 #[derive(Debug)]
 pub(crate) struct Readiness(AtomicUsize);
 
 impl Readiness {
+    /// Both directions "not known to be empty": the first call is made.
     pub(crate) fn new() -> Readiness {
-        Readiness(AtomicUsize::new(0))
+        Readiness(AtomicUsize::new(READ_READY | WRITE_READY))
     }
 
-    /// Step 1: clears `dir`'s READY bit; whether it was set.
-    pub(crate) fn take(&self, dir: Direction) -> bool {
-        self.0.fetch_and(!dir.ready_bit(), Ordering::Relaxed) & dir.ready_bit() != 0
+    /// Step 1's snapshot.
+    pub(crate) fn snapshot(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
     }
 
-    /// Step 2's validation: sets `dir`'s WAITER bit and returns true (park)
-    /// if READY is clear; returns false (retry) if it is set.
+    pub(crate) fn is_ready(snapshot: usize, dir: Direction) -> bool {
+        snapshot & dir.go_bits() != 0
+    }
+
+    /// Step 2: clears `dir`'s READY bit if no event came since `snapshot`.
+    pub(crate) fn clear(&self, dir: Direction, snapshot: usize) {
+        let mut current = self.0.load(Ordering::Relaxed);
+        while current & !FLAGS == snapshot & !FLAGS {
+            match self.0.compare_exchange_weak(
+                current,
+                current & !dir.ready_bit(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Step 3's validation: sets `dir`'s WAITER bit and returns true (park)
+    /// if READY is clear; returns false (go back to step 1) if it is set.
     pub(crate) fn register_waiter(&self, dir: Direction) -> bool {
         let mut current = self.0.load(Ordering::Relaxed);
         loop {
-            if current & dir.ready_bit() != 0 {
+            if current & dir.go_bits() != 0 {
                 return false;
             }
             match self.0.compare_exchange_weak(
@@ -184,14 +244,19 @@ impl Readiness {
         }
     }
 
-    /// Step 3: marks the directions in `ready` (READ_READY and/or
-    /// WRITE_READY) ready; returns the WAITER bits it cleared (whom to
-    /// wake).
+    /// Step 4: sets the bits in `ready` (READY and CLOSED bits) and counts
+    /// an event; returns the WAITER bits it cleared (whom to wake).
     pub(crate) fn set(&self, ready: usize) -> usize {
-        let waiters = ready << 2; // READ_READY -> READ_WAITER, WRITE_READY -> WRITE_WAITER
+        let mut waiters = 0;
+        if ready & Direction::Read.go_bits() != 0 {
+            waiters |= READ_WAITER;
+        }
+        if ready & Direction::Write.go_bits() != 0 {
+            waiters |= WRITE_WAITER;
+        }
         let mut current = self.0.load(Ordering::Relaxed);
         loop {
-            let new = (current | ready) & !waiters;
+            let new = ((current | ready) & !waiters).wrapping_add(TICK_ONE);
             match self.0.compare_exchange_weak(current, new, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return current & waiters,
                 Err(actual) => current = actual,
@@ -290,11 +355,17 @@ impl Poller {
                 continue;
             }
             let mut ready = 0;
-            if bits & (epoll::READABLE | epoll::READ_CLOSED | epoll::HUP | epoll::ERROR | epoll::PRIORITY) != 0 {
+            if bits & (epoll::READABLE | epoll::PRIORITY) != 0 {
                 ready |= READ_READY;
             }
-            if bits & (epoll::WRITABLE | epoll::HUP | epoll::ERROR) != 0 {
+            if bits & epoll::WRITABLE != 0 {
                 ready |= WRITE_READY;
+            }
+            if bits & (epoll::READ_CLOSED | epoll::HUP | epoll::ERROR) != 0 {
+                ready |= READ_CLOSED;
+            }
+            if bits & (epoll::HUP | epoll::ERROR) != 0 {
+                ready |= WRITE_CLOSED;
             }
             // SAFETY: `data` is the address of a live IoEntry: entries are
             // freed only after their removal from this epoll and, when
@@ -385,20 +456,29 @@ impl IoRegistration {
         self.fd
     }
 
-    /// This socket's entry on `poller` (the caller's worker), created and
-    /// added to its epoll the first time.
-    fn entry_on(&self, poller: &Arc<Poller>) -> io::Result<&IoEntry> {
-        // Acquire: pairs with the Release of the CAS that published the
-        // entry, so its fields are seen initialised.
-        let first = self.first.load(crate::loom::process::Ordering::Acquire);
-        // SAFETY: a non-null `first` is a live boxed entry, freed only by
-        // `drop` (which has `&mut self`).
-        if let Some(entry) = unsafe { first.as_ref() }
-            && Arc::ptr_eq(&entry.poller, poller)
-        {
-            return Ok(entry);
+    /// This socket's entry on the calling coroutine's worker (created and
+    /// added to its epoll the first time); `None` on a plain OS thread and
+    /// in a coroutine that its runtime is unwinding at shutdown (it may not
+    /// park any more, so it waits like a thread).
+    fn entry_for_current(&self) -> io::Result<Option<&IoEntry>> {
+        if !super::in_parkable_coroutine() {
+            return Ok(None);
         }
-        self.entry_slow(poller, first.is_null())
+        with_current_worker(|worker| {
+            let Some(worker) = worker else { return Ok(None) };
+            // Acquire: pairs with the Release of the CAS that published the
+            // entry, so its fields are seen initialised.
+            let first = self.first.load(crate::loom::process::Ordering::Acquire);
+            // SAFETY: a non-null `first` is a live boxed entry, freed only by
+            // `drop` (which has `&mut self`).
+            if let Some(entry) = unsafe { first.as_ref() }
+                && std::ptr::eq(Arc::as_ptr(&entry.poller), worker.poller_ptr())
+            {
+                return Ok(Some(entry));
+            }
+            let poller = worker.poller()?;
+            self.entry_slow(&poller, first.is_null()).map(Some)
+        })
     }
 
     #[cold]
@@ -442,24 +522,86 @@ impl IoRegistration {
         Ok(unsafe { &*raw })
     }
 
-    /// Waits until `dir` may be ready after an operation returned
-    /// `WouldBlock`, or until `deadline`; returns `Ok(false)` when the
-    /// deadline passed. A coroutine parks on its worker's poller; a plain
-    /// OS thread (or a coroutine being unwound at shutdown) blocks in
-    /// `poll(2)`. The caller retries its operation after `Ok(true)` (a
-    /// wake may be spurious).
-    pub(crate) fn wait(&self, dir: Direction, deadline: Option<Deadline>) -> io::Result<bool> {
-        match current_poller()? {
-            Some(poller) => {
-                let entry = self.entry_on(&poller)?;
-                Ok(wait_on_entry(entry, dir, deadline))
+    /// Runs `op`, a call on the non-blocking descriptor, until it does
+    /// not fail with `WouldBlock`, waiting for the socket to become ready
+    /// in `dir` in between (the protocol in the module docs), at most
+    /// `timeout` in all, counted from the first wait; then fails with
+    /// `on_timeout()`. `drained(result)` says that a successful call
+    /// emptied the socket in `dir` (a short read of a stream), so that the
+    /// next call waits for an event before it tries. With `nonblocking`,
+    /// the first would-be wait fails with `WouldBlock` instead.
+    ///
+    /// A coroutine parks on its worker's poller; a plain OS thread (or a
+    /// coroutine being unwound at shutdown) blocks in `poll(2)`.
+    pub(crate) fn run<R>(
+        &self,
+        dir: Direction,
+        timeout: Option<Duration>,
+        nonblocking: bool,
+        mut op: impl FnMut() -> io::Result<R>,
+        drained: impl Fn(&R) -> bool,
+        on_timeout: impl FnOnce() -> io::Error,
+    ) -> io::Result<R> {
+        let Some(entry) = self.entry_for_current()? else {
+            return self.run_on_thread(dir, timeout, nonblocking, op, on_timeout);
+        };
+        let mut deadline = None;
+        loop {
+            let snapshot = entry.readiness.snapshot();
+            if Readiness::is_ready(snapshot, dir) {
+                match op() {
+                    Ok(result) => {
+                        if drained(&result) {
+                            entry.readiness.clear(dir, snapshot);
+                        }
+                        return Ok(result);
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => entry.readiness.clear(dir, snapshot),
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(err),
+                }
+                continue;
             }
-            None => {
-                let events = match dir {
-                    Direction::Read => POLL_IN,
-                    Direction::Write => POLL_OUT,
-                };
-                poll_one(self.fd, events, deadline)
+            if nonblocking {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            if deadline.is_none() {
+                deadline = timeout.map(Deadline::after);
+            }
+            if !park_on_entry(entry, dir, deadline) {
+                return Err(on_timeout());
+            }
+        }
+    }
+
+    #[cold]
+    fn run_on_thread<R>(
+        &self,
+        dir: Direction,
+        timeout: Option<Duration>,
+        nonblocking: bool,
+        mut op: impl FnMut() -> io::Result<R>,
+        on_timeout: impl FnOnce() -> io::Error,
+    ) -> io::Result<R> {
+        let mut deadline = None;
+        loop {
+            match op() {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                result => return result,
+            }
+            if nonblocking {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            if deadline.is_none() {
+                deadline = timeout.map(Deadline::after);
+            }
+            let events = match dir {
+                Direction::Read => POLL_IN,
+                Direction::Write => POLL_OUT,
+            };
+            if !poll_one(self.fd, events, deadline)? {
+                return Err(on_timeout());
             }
         }
     }
@@ -485,23 +627,10 @@ impl Drop for IoRegistration {
     }
 }
 
-/// The calling coroutine's worker's poller (created on first use); `None`
-/// on a plain OS thread and in a coroutine that its runtime is unwinding
-/// at shutdown (it may not park any more).
-fn current_poller() -> io::Result<Option<Arc<Poller>>> {
-    if !super::in_parkable_coroutine() {
-        return Ok(None);
-    }
-    with_current_worker(|w| match w {
-        Some(worker) => worker.poller().map(Some),
-        None => Ok(None),
-    })
-}
-
-fn wait_on_entry(entry: &IoEntry, dir: Direction, deadline: Option<Deadline>) -> bool {
-    if entry.readiness.take(dir) {
-        return true; // step 1: an event came since the last look
-    }
+/// Step 3: parks the calling coroutine until an event for `dir` (or
+/// `deadline`: then returns false). Returns true at once if READY was set
+/// meanwhile.
+fn park_on_entry(entry: &IoEntry, dir: Direction, deadline: Option<Deadline>) -> bool {
     park::waiting_on(match dir {
         Direction::Read => ParkedOn::Readable(entry.fd),
         Direction::Write => ParkedOn::Writable(entry.fd),
@@ -513,9 +642,10 @@ fn wait_on_entry(entry: &IoEntry, dir: Direction, deadline: Option<Deadline>) ->
 #[cfg(all(test, loom))]
 mod loom_models {
     //! The readiness protocol (module docs): a "kernel" thread makes data
-    //! available and delivers its edge through the poller's `set` + wake; the
-    //! reader retries its call until it gets the data. It must always get
-    //! there (loom reports a reader parked for ever as a deadlock).
+    //! available and delivers its edge through the poller's `set` + wake,
+    //! while the reader makes its call, finds nothing (`WouldBlock`), clears
+    //! READY and parks. The reader must always get the data (loom reports a
+    //! reader parked for ever as a deadlock).
     use super::{Direction, READ_READY, Readiness};
     use crate::loom::{AtomicBool, Ordering, thread};
     use crate::park::lot;
@@ -531,7 +661,9 @@ mod loom_models {
         &s.readiness as *const Readiness as usize
     }
 
-    fn reader_gets_the_edge(correct: bool) {
+    /// `tick_checked: false` is the negative control: a clear that ignores
+    /// whether an event came since the snapshot.
+    fn reader_gets_the_edge(tick_checked: bool) {
         loom::model(move || {
             // std's Arc: loom's panics when dropped while loom unwinds the
             // deadlocked negative control.
@@ -547,19 +679,22 @@ mod loom_models {
                 })
             };
             loop {
-                // (A compare-and-swap, not `swap(false)`: loom 0.7's
-                // AtomicBool::swap returned a stale `false` here.)
-                if s.data.compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-                    break; // the read succeeded
-                }
-                // WouldBlock.
-                if correct {
-                    if s.readiness.take(Direction::Read) {
-                        continue;
+                let snapshot = s.readiness.snapshot();
+                if Readiness::is_ready(snapshot, Direction::Read) {
+                    // The read. (A compare-and-swap, not `swap(false)`:
+                    // loom 0.7's AtomicBool::swap returned a stale `false`
+                    // here.)
+                    if s.data.compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                        break;
                     }
-                } else {
-                    // The bug: forget what came, without retrying.
-                    s.readiness.take(Direction::Read);
+                    // WouldBlock.
+                    if tick_checked {
+                        s.readiness.clear(Direction::Read, snapshot);
+                    } else {
+                        // The bug: clear whatever came meanwhile.
+                        s.readiness.0.fetch_and(!READ_READY, Ordering::Relaxed);
+                    }
+                    continue;
                 }
                 lot::park(key(&s), || s.readiness.register_waiter(Direction::Read), || {}, |_, _| {}, None);
             }
@@ -574,7 +709,7 @@ mod loom_models {
 
     #[test]
     #[should_panic(expected = "deadlock")]
-    fn negative_control_clearing_without_retry_loses_the_edge() {
+    fn negative_control_a_clear_that_ignores_the_tick_loses_the_edge() {
         reader_gets_the_edge(false);
     }
 }

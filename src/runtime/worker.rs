@@ -543,6 +543,13 @@ impl WorkerLocal {
         Ok(poller)
     }
 
+    /// This worker's poller's address (null before it has one), to compare
+    /// with an entry's without touching reference counts.
+    #[inline]
+    pub(crate) fn poller_ptr(&self) -> *const Poller {
+        self.shared.workers[self.index].poller.get().map_or(ptr::null(), Arc::as_ptr)
+    }
+
     /// This worker's poller, if it has one.
     pub(crate) fn poller_if_created(&self) -> Option<Arc<Poller>> {
         self.shared.workers[self.index].poller.get().cloned()
