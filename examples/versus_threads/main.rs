@@ -25,6 +25,10 @@
 //! - **channel**: producers and one consumer through a bounded channel,
 //!   `weft::sync::channel` on coroutines against `std::sync::mpsc` on OS
 //!   threads (std's receiver is single-consumer).
+//! - **socket echo**: a round trip of a 64-byte message over a Unix socket
+//!   pair: two coroutines of a one-worker runtime with `weft::net` (each
+//!   waits for its socket on the worker's epoll) against two OS threads
+//!   with `std::os::unix::net` (blocking reads and writes).
 //!
 //! Apart from the hand-off latency rows, each workload is written once (in
 //! `workloads.rs`, shared with the criterion bench `benches/versus.rs`) and
@@ -41,7 +45,7 @@
 //! `--only KEY,KEY` runs only the rows with those keys (`handoff_pinned`,
 //! `handoff_unpinned`, `spawn_join`, `parked_memory`, `condvar_handoff`,
 //! `contended_mutex`, `pc_condvar`, `pc_semaphore`, `readers_writers`,
-//! `skynet`, `channel`; the keys are also in the JSON); `--list` prints the keys, one
+//! `skynet`, `channel`, `socket_echo`; the keys are also in the JSON); `--list` prints the keys, one
 //! per line, and exits.
 //!
 //! Every run checks its own results (sums, counts, invariants); the last
@@ -259,7 +263,7 @@ struct Context {
 type RowFn = fn(&mut Context) -> Row;
 
 /// The rows in table order, by key.
-const ROWS: [(&str, RowFn); 11] = [
+const ROWS: [(&str, RowFn); 12] = [
     ("handoff_pinned", |cx| handoff_row(cx, true)),
     ("handoff_unpinned", |cx| handoff_row(cx, false)),
     ("spawn_join", spawn_join_row),
@@ -271,6 +275,7 @@ const ROWS: [(&str, RowFn); 11] = [
     ("readers_writers", readers_writers_row),
     ("skynet", skynet_row),
     ("channel", channel_row),
+    ("socket_echo", socket_echo_row),
 ];
 
 fn handoff_row(cx: &mut Context, pin: bool) -> Row {
@@ -511,6 +516,33 @@ fn channel_row(cx: &mut Context) -> Row {
         threads,
         unit: "M items/s",
         higher_is_better: true,
+        note,
+    }
+}
+
+fn socket_echo_row(cx: &mut Context) -> Row {
+    let s = &cx.sizes;
+    cx.progress.begin("socket echo");
+    let round_trips = s.socket_round_trips;
+    let weft = median_of("weft", s.runs, || nanos_per(workloads::weft_socket_echo(round_trips), round_trips) / 1e3);
+    let threads =
+        median_of("threads", s.runs, || nanos_per(workloads::thread_socket_echo(round_trips), round_trips) / 1e3);
+    cx.progress.end();
+    let note = format!(
+        "{} round trips of a {}-byte message over a Unix socket pair (socketpair(2)), each echo read whole and \
+         compared: weft::net::UnixStream with 2 coroutines on a 1-worker runtime (a coroutine that would block \
+         parks and the worker waits in its epoll); std::os::unix::net::UnixStream with 2 unpinned OS threads \
+         blocking in read",
+        count(round_trips),
+        workloads::SOCKET_MESSAGE
+    );
+    Row {
+        key: "socket_echo",
+        workload: "socket echo round trip",
+        weft,
+        threads,
+        unit: "µs/round trip",
+        higher_is_better: false,
         note,
     }
 }

@@ -71,6 +71,8 @@ pub struct Sizes {
     pub rw_ops_per_task: u64,
     pub weft_leaves: u64,
     pub thread_leaves: u64,
+    /// Round trips of the socket echo (both sides).
+    pub socket_round_trips: u64,
 }
 
 impl Sizes {
@@ -91,6 +93,7 @@ impl Sizes {
         rw_ops_per_task: 100_000,
         weft_leaves: 1_000_000,
         thread_leaves: 10_000,
+        socket_round_trips: 20_000,
     };
 
     pub const QUICK: Sizes = Sizes {
@@ -110,6 +113,7 @@ impl Sizes {
         rw_ops_per_task: 20_000,
         weft_leaves: 100_000,
         thread_leaves: 1_000,
+        socket_round_trips: 5_000,
     };
 }
 
@@ -629,6 +633,80 @@ pub fn mpsc_channel(per_producer: u64) -> Duration {
     let elapsed = start.elapsed();
     let total = channel_ops(per_producer);
     verify(count == total && sum == total * (total - 1) / 2, "std::sync::mpsc: every item received exactly once");
+    elapsed
+}
+
+// ---------------------------------------------------------------------------
+// Socket echo: weft::net against std's sockets (not the same source: the
+// socket types differ, the loop is the same)
+// ---------------------------------------------------------------------------
+
+/// Bytes in one socket echo message.
+pub const SOCKET_MESSAGE: usize = 64;
+
+/// The two ends of a socket echo, written once for any socket whose `&T`
+/// reads and writes: `echo` writes back every message until EOF; `ping`
+/// sends `round_trips` messages (each numbered in its first 8 bytes), reads
+/// each echo whole and checks it, then shuts down its side. Returns the
+/// echoes that came back right.
+macro_rules! socket_echo_ends {
+    ($stream:ty) => {
+        fn echo(stream: $stream) {
+            use std::io::{Read, Write};
+            let mut buf = [0u8; SOCKET_MESSAGE];
+            loop {
+                match (&stream).read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => (&stream).write_all(&buf[..n]).expect("socket echo: write back"),
+                    Err(e) => panic!("socket echo: read: {e}"),
+                }
+            }
+        }
+
+        fn ping(stream: $stream, round_trips: u64) -> u64 {
+            use std::io::{Read, Write};
+            let (mut message, mut echoed) = ([0xa5u8; SOCKET_MESSAGE], [0u8; SOCKET_MESSAGE]);
+            let mut right = 0;
+            for i in 0..round_trips {
+                message[..8].copy_from_slice(&i.to_le_bytes());
+                (&stream).write_all(&message).expect("socket echo: send");
+                (&stream).read_exact(&mut echoed).expect("socket echo: read the echo");
+                right += u64::from(echoed == message);
+            }
+            stream.shutdown(std::net::Shutdown::Write).expect("socket echo: shutdown");
+            right
+        }
+    };
+}
+
+/// Two coroutines on a one-worker runtime ping-pong `round_trips` messages
+/// of [`SOCKET_MESSAGE`] bytes over a `weft::net::UnixStream::pair()`:
+/// each waits for its socket on the worker's epoll.
+pub fn weft_socket_echo(round_trips: u64) -> Duration {
+    socket_echo_ends!(weft::net::UnixStream);
+    on_weft(1, move || {
+        let (a, b) = weft::net::UnixStream::pair().expect("a weft Unix socket pair");
+        let start = Instant::now();
+        let echoer = weft::spawn(move || echo(b));
+        let right = weft::spawn(move || ping(a, round_trips)).join().expect("the pinging coroutine panicked");
+        echoer.join().expect("the echoing coroutine panicked");
+        let elapsed = start.elapsed();
+        verify(right == round_trips, "weft socket echo: every message came back unchanged");
+        elapsed
+    })
+}
+
+/// The same with two OS threads over a `std::os::unix::net::UnixStream::pair()`
+/// (blocking reads and writes).
+pub fn thread_socket_echo(round_trips: u64) -> Duration {
+    socket_echo_ends!(std::os::unix::net::UnixStream);
+    let (a, b) = std::os::unix::net::UnixStream::pair().expect("a std Unix socket pair");
+    let start = Instant::now();
+    let echoer = std::thread::spawn(move || echo(b));
+    let right = std::thread::spawn(move || ping(a, round_trips)).join().expect("the pinging thread panicked");
+    echoer.join().expect("the echoing thread panicked");
+    let elapsed = start.elapsed();
+    verify(right == round_trips, "std socket echo: every message came back unchanged");
     elapsed
 }
 
