@@ -374,10 +374,10 @@ impl Poller {
             let entry = unsafe { &*(data as usize as *const IoEntry) };
             let woken = entry.readiness.set(ready);
             if woken & READ_WAITER != 0 {
-                lot::unpark_all(entry.key(Direction::Read), lot::DEFAULT_TOKEN);
+                wake_all(entry.key(Direction::Read));
             }
             if woken & WRITE_WAITER != 0 {
-                lot::unpark_all(entry.key(Direction::Write), lot::DEFAULT_TOKEN);
+                wake_all(entry.key(Direction::Write));
             }
             handled += 1;
         }
@@ -625,6 +625,12 @@ impl Drop for IoRegistration {
             Arc::clone(&entry.poller).remove(entry, own);
         }
     }
+}
+
+/// Wakes every waiter of `key`, one `unpark_one` at a time: usually there
+/// is one, and this wakes it without the two vectors `unpark_all` builds.
+fn wake_all(key: usize) {
+    while lot::unpark_one(key, |_| lot::DEFAULT_TOKEN).have_more {}
 }
 
 /// Step 3: parks the calling coroutine until an event for `dir` (or
