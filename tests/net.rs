@@ -249,6 +249,7 @@ fn connect_timeout_against_a_full_backlog() {
     // SAFETY: plain socket calls on a descriptor this test owns.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
     assert!(fd >= 0);
+    // SAFETY: sockaddr_in is plain data; all zeroes is a valid value.
     let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     sin.sin_family = libc::AF_INET as libc::sa_family_t;
     sin.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
@@ -446,7 +447,7 @@ fn cancel_coroutines_parked_in_io() {
     assert!(TcpStream::connect(addr).is_err(), "the cancelled acceptor's listener is still open");
     // The runtime still serves I/O.
     let echo = echo_server(&rt);
-    assert_eq!(rt.block_on(move || echo_client(echo, 5, 10)) > 0, true);
+    assert!(rt.block_on(move || echo_client(echo, 5, 10)) > 0);
 }
 
 /// Two coroutines on different workers use one stream at once: one writes
