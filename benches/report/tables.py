@@ -2,6 +2,7 @@
 paragraph, and the provenance lines (which commands, which machine, when).
 """
 
+import os
 import re
 
 from results import GO_KEY_FOR, MAY_ONE_WORKER_KEYS, ONE_WORKER_KEYS, SCALING_KEYS, SIDE_NAMES, collected, \
@@ -415,7 +416,82 @@ def notes_versus_threads(results):
 # A table whose source was not collected is left out: the section's
 # {{about}} says so (the cross-check, which has no source of its own, says
 # itself what it misses).
-TABLES = {"versus_threads": lambda r: table_versus_threads(r) if r.vt else "",
+def table_net(results):
+    """net.sh's collection (benches/results/net/): the HTTP, echo and idle
+    connection tables, with the commands, the machine and the date."""
+    import json
+    path = os.path.join(results.dir, "net.json")
+    if not os.path.exists(path):
+        return ("*Not collected yet: run `bash benches/report/net.sh` (it installs wrk; about 15 minutes on 2 "
+                "cores) to write benches/results/net/.*")
+    net = json.load(open(path))
+    machine = json.load(open(os.path.join(results.dir, "machine.json")))
+    medians = net["medians"]
+
+    def find(kind, server, conns=None):
+        for m in medians:
+            if m["kind"] == kind and m["server"] == server and m.get("conns") == conns:
+                return m
+        return None
+
+    def k(x):
+        return "—" if x is None else f"{x / 1000:.1f} k"
+
+    parts = []
+    order = ["weft", "tokio", "may", "std-threads", "go-raw", "go-net-http"]
+    for conns in (100, 1000):
+        tokio = find("http", "tokio", conns)
+        rows = []
+        for server in order:
+            m = find("http", server, conns)
+            if not m:
+                continue
+            ratio = (f"{m['per_cpu_s'] / tokio['per_cpu_s']:.2f}x"
+                     if tokio and m.get("per_cpu_s") and tokio.get("per_cpu_s") else "—")
+            errors = [r for r in net["runs"] if r["kind"] == "http" and r["server"] == server
+                      and r["conns"] == conns and (sum(r["errors"].values()) or r["non_2xx"])]
+            rows.append([f"**{server}**" if server == "weft" else server, k(m.get("rps")),
+                         f"{m['p99_ms']:.2f} ms", f"{m.get('server_cpu_s', 0):.2f} s", k(m.get("per_cpu_s")), ratio,
+                         f"{len(errors)} of {m['runs']}" if errors else "none"])
+        parts.append(f"HTTP/1.1 hello, keep-alive, `wrk -t1 -c{conns}` ({machine['duration_s']} s runs, median of "
+                     f"{machine['repetitions']}):\n\n" + md_table(
+                         ["server (1 CPU)", "requests/s", "p99", "server CPU", "requests per server-CPU-s",
+                          "vs tokio (per CPU-s)", "runs with socket errors"],
+                         rows, ["l", "r", "r", "r", "r", "r", "r"]))
+    tokio = find("echo", "tokio")
+    rows = []
+    for server in order:
+        m = find("echo", server)
+        if not m:
+            continue
+        ratio = f"{m['per_cpu_s'] / tokio['per_cpu_s']:.2f}x" if tokio and tokio.get("per_cpu_s") else "—"
+        rows.append([f"**{server}**" if server == "weft" else server, k(m.get("rps")), f"{m['p99_ms']:.2f} ms",
+                     k(m.get("per_cpu_s")), ratio])
+    if rows:
+        parts.append("Echo, 100 connections, 64-byte ping-pong (Go load client on the other CPU):\n\n" + md_table(
+            ["server (1 CPU)", "round trips/s", "p99", "round trips per server-CPU-s", "vs tokio (per CPU-s)"],
+            rows, ["l", "r", "r", "r", "r"]))
+    rows = []
+    for server in order:
+        m = find("idle", server)
+        if m and m.get("kib_per_conn") is not None:
+            conns = next(r["conns"] for r in net["runs"] if r["kind"] == "idle" and r["server"] == server)
+            rows.append([server, f"{conns}", f"{m['kib_per_conn']:.1f} KiB"])
+    if rows:
+        parts.append("Idle keep-alive connections (one request each, then held open): server RSS per "
+                     "connection:\n\n" + md_table(["server", "connections", "RSS per connection"], rows,
+                                                   ["l", "r", "r"]))
+    dirty = " (with uncommitted changes)" if machine.get("dirty") else ""
+    quick = (" **These are --quick figures (short runs, one repetition): not for comparison.**"
+             if machine["duration_s"] < 10 else "")
+    parts.append("```sh\n" + "\n".join(machine["steps"]) + "\n```")
+    parts.append(f"*{machine['cpu']}, {machine['cpus']} CPUs, Linux {machine['kernel']}; commit "
+                 f"`{machine['commit'][:10]}`{dirty}; {machine['date']}; load average {machine['load_before']} "
+                 f"before, {machine['load_after']} after.{quick}*")
+    return "\n\n".join(parts)
+
+
+TABLES = {"net": table_net, "versus_threads": lambda r: table_versus_threads(r) if r.vt else "",
           "versus": lambda r: table_versus(r) if r.versus_keys() else "",
           "crosscheck": table_crosscheck, "switch": table_switch, "runtime": table_group("runtime"),
           "sync": table_group("sync"), "go": table_go, "scaling": table_scaling}

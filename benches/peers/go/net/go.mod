@@ -1,0 +1,3 @@
+module weftnetpeers
+
+go 1.19
