@@ -484,7 +484,16 @@ def table_net(results):
     dirty = " (with uncommitted changes)" if machine.get("dirty") else ""
     quick = (" **These are --quick figures (short runs, one repetition): not for comparison.**"
              if machine["duration_s"] < 10 else "")
-    parts.append("```sh\n" + "\n".join(machine["steps"]) + "\n```")
+    # Each command once, ports and the Go binary's temporary path generic.
+    steps = []
+    for step in machine["steps"]:
+        step = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", step)
+        step = re.sub(r"/tmp/tmp\.\w+/weftnetpeers", "$GO_PEER", step)
+        if step.startswith("go build"):
+            step = "(cd benches/peers/go/net && go build -o $GO_PEER .)"
+        if step not in steps:
+            steps.append(step)
+    parts.append("```sh\n" + "\n".join(steps) + "\n```")
     parts.append(f"*{machine['cpu']}, {machine['cpus']} CPUs, Linux {machine['kernel']}; commit "
                  f"`{machine['commit'][:10]}`{dirty}; {machine['date']}; load average {machine['load_before']} "
                  f"before, {machine['load_after']} after.{quick}*")
