@@ -74,7 +74,7 @@
 //!
 //! # Sleeping and waking (DESIGN.md decision 6)
 //!
-//! Each worker has a futex word: RUNNING, SLEEPING or NOTIFIED. An idle
+//! Each worker has a futex word: RUNNING, SLEEPING, NOTIFIED or POLLING. An idle
 //! worker stores SLEEPING, then (SeqCst) re-checks every queue it could take
 //! work from (and its dump mailbox), and only then waits on the word, with
 //! the next timer's deadline as timeout. Whoever publishes work pushes it first, then
@@ -84,6 +84,13 @@
 //! lost. Work for one worker (its inbox) wakes that worker; stealable work
 //! wakes one sleeping worker, if any. Nothing polls: an idle runtime makes
 //! no system calls until work or a timer arrives.
+//!
+//! A worker with sockets registered (see `poller`) publishes POLLING instead
+//! of SLEEPING and sleeps in its poller's `epoll_wait` (same timeout); a
+//! publisher that finds POLLING CASes it to NOTIFIED and writes the poller's
+//! eventfd instead of the futex wake. Such a worker first collects ready
+//! events without blocking, and does not spin (below): its work is mostly
+//! those events.
 //!
 //! Before sleeping, an idle worker spins for a few microseconds re-checking
 //! the queues (Go's "spinning M"). Publishers of stealable work skip the wake
