@@ -290,6 +290,15 @@ fn connect_timeout_against_a_full_backlog() {
         let cancelled = parked.join().expect_err("a cancelled connect").is_cancelled();
         (result.map(drop), elapsed, timeout, held.len(), cancelled)
     });
+    // A runtime dropped while a coroutine is parked in such a connect
+    // unwinds it promptly (its socket closes with it).
+    let doomed = runtime(1);
+    let parked = doomed.spawn(move || TcpStream::connect(addr).map(drop));
+    std::thread::sleep(Duration::from_millis(50));
+    let start = Instant::now();
+    drop(doomed);
+    assert!(start.elapsed() < Duration::from_secs(5), "dropping the runtime took {:?}", start.elapsed());
+    assert!(parked.join().is_err(), "the connect parked at shutdown did not end with an error");
     // SAFETY: our own descriptor, closed once.
     unsafe { libc::close(fd) };
     let (result, elapsed, timeout, held, cancelled) = result;
