@@ -418,3 +418,33 @@ fn the_dump_prints_on_the_signal_named_by_the_environment() {
         check_signal_dump(&stderr, libc::SIGUSR2);
     }
 }
+
+/// A coroutine blocked in a channel's `recv`, `send` or a `Select` shows
+/// what it waits on.
+#[test]
+fn dump_names_channel_waits() {
+    use weft::sync::channel;
+    let runtime = weft::Runtime::builder().workers(1).build().unwrap();
+    let (tx, rx) = channel::bounded::<u32>(0);
+    let (tx2, rx2) = channel::bounded::<u32>(0);
+    let (_keep_tx, never) = channel::bounded::<u32>(0);
+    let receiver = runtime.spawn(move || rx.recv().ok());
+    let sender = runtime.spawn(move || tx2.send(1).is_ok());
+    let selector = runtime.spawn(move || {
+        let mut select = channel::Select::new();
+        select.recv(&never);
+        select.recv(&never);
+        select.select_timeout(std::time::Duration::from_secs(30)).is_ok()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let text = runtime.dump().to_string();
+    assert!(text.contains("(recv)"), "{text}");
+    assert!(text.contains("(send)"), "{text}");
+    assert!(text.contains("select over 2 operations"), "{text}");
+    tx.send(7).unwrap();
+    assert_eq!(receiver.join().unwrap(), Some(7));
+    assert_eq!(rx2.recv().unwrap(), 1);
+    assert!(sender.join().unwrap());
+    selector.cancel();
+    let _ = selector.join();
+}

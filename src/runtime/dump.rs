@@ -110,6 +110,14 @@ pub enum ParkedOn {
     Join(u64),
     /// [`crate::sleep`].
     Sleep,
+    /// A blocking `send` on the channel at this address
+    /// ([`crate::sync::channel`]): it waits for room or for a receiver.
+    ChannelSend(usize),
+    /// A blocking `recv` on the channel at this address: it waits for a
+    /// value.
+    ChannelRecv(usize),
+    /// A [`Select`](crate::sync::channel::Select) over this many operations.
+    Select(usize),
     /// A read or an accept on the socket with this file descriptor
     /// ([`crate::net`]): it waits until the socket is readable.
     Readable(i32),
@@ -132,6 +140,9 @@ impl fmt::Display for ParkedOn {
             ParkedOn::WaitGroup(at) => write!(f, "WaitGroup {at:#x}"),
             ParkedOn::Join(id) => write!(f, "join of coroutine {id}"),
             ParkedOn::Sleep => f.write_str("sleep"),
+            ParkedOn::ChannelSend(at) => write!(f, "channel {at:#x} (send)"),
+            ParkedOn::ChannelRecv(at) => write!(f, "channel {at:#x} (recv)"),
+            ParkedOn::Select(n) => write!(f, "select over {n} operations"),
             ParkedOn::Readable(fd) => write!(f, "socket {fd} to be readable"),
             ParkedOn::Writable(fd) => write!(f, "socket {fd} to be writable"),
             ParkedOn::Other => f.write_str("an unnamed wait"),

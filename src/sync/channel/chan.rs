@@ -103,6 +103,7 @@ use super::error::{SendTimeoutError, TryRecvError, TrySendError};
 use super::list::Blocks;
 use super::waiter::{Entry, Slot, WaitQueue, Waiter, Wake};
 use crate::loom::{AtomicUsize, Ordering, UnsafeCell};
+use crate::park::ParkedOn;
 use crate::sys::futex::Deadline;
 use std::collections::VecDeque;
 use std::mem;
@@ -442,7 +443,7 @@ impl<T> Chan<T> {
         unsafe { inner.senders.push(Entry::new(&waiter, 0, &slot)) };
         drop(inner);
         let guard = LeaveOnUnwind { chan: self, side: Side::Send, waiter: &waiter, slot: &slot };
-        let selected = waiter.wait(deadline);
+        let selected = waiter.wait(deadline, ParkedOn::ChannelSend(self as *const Self as usize));
         if selected.is_none() {
             // (A cancellation may unwind out of this lock: the guard, still
             // armed, then removes the entry.)
@@ -473,7 +474,7 @@ impl<T> Chan<T> {
         unsafe { inner.receivers.push(Entry::new(&waiter, 0, &slot)) };
         drop(inner);
         let guard = LeaveOnUnwind { chan: self, side: Side::Recv, waiter: &waiter, slot: &slot };
-        let selected = waiter.wait(deadline);
+        let selected = waiter.wait(deadline, ParkedOn::ChannelRecv(self as *const Self as usize));
         if selected.is_none() {
             // As in `send_blocking`: the guard stays armed over the lock.
             self.lock().receivers.remove(&waiter, 0);

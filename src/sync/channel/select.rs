@@ -58,6 +58,7 @@ use super::error::{RecvError, SelectTimeoutError, SendError, TrySelectError};
 use super::waiter::{Entry, Slot, Waiter};
 use super::{Receiver, Sender, deadline_of};
 use crate::loom::UnsafeCell;
+use crate::park::ParkedOn;
 use crate::sys::futex::Deadline;
 use std::cell::Cell;
 use std::fmt;
@@ -298,7 +299,7 @@ fn run_cases<C: AsCase>(cases: &[C], order: &mut [usize], until: Until) -> Optio
                 break;
             }
         }
-        let selected = if ready { waiter.abort() } else { waiter.wait(deadline) };
+        let selected = if ready { waiter.abort() } else { waiter.wait(deadline, ParkedOn::Select(cases.len())) };
         registration.leave(selected);
         match selected {
             Some(i) => return Some(i),

@@ -142,21 +142,20 @@ impl Waiter {
     /// Cancellation and shutdown unwind out of here; the caller's guard
     /// then gives up with [`abort`](Self::abort) and cleans up.
     #[inline]
-    pub(super) fn wait(&self, deadline: Option<Deadline>) -> Option<usize> {
+    /// `on` is what `Runtime::dump` shows the coroutine waiting on.
+    pub(super) fn wait(&self, deadline: Option<Deadline>, on: ParkedOn) -> Option<usize> {
         // Acquire: pairs with the waker's Release CAS; its move of the
         // value into or out of our slot is visible from here on.
         let state = self.state.load(Ordering::Acquire);
         if state != WAITING {
             return Some(state);
         }
-        self.wait_parked(deadline)
+        self.wait_parked(deadline, on)
     }
 
     #[inline]
-    fn wait_parked(&self, deadline: Option<Deadline>) -> Option<usize> {
-        // `Runtime::dump` shows "an unnamed wait": `ParkedOn` has no
-        // channel variant yet (it lives in the runtime's dump module).
-        crate::park::waiting_on(ParkedOn::Other);
+    fn wait_parked(&self, deadline: Option<Deadline>, on: ParkedOn) -> Option<usize> {
+        crate::park::waiting_on(on);
         // A coroutine's deadline is a timer on its worker, ended however
         // the wait ends (`TimerGuard`, also on an unwind).
         let _timer = self.kind.arms_timer(deadline).then(|| {
