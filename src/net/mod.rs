@@ -273,6 +273,63 @@ macro_rules! socket_options {
 }
 use socket_options;
 
+/// `Read` and `Write` for a stream type and for a shared reference to it
+/// (so one coroutine can read while another writes): a read counts as
+/// emptying the socket when it returns less than asked (`read_stream`).
+macro_rules! stream_read_write {
+    ($ty:ident) => {
+        impl std::io::Read for &$ty {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.state.read_stream(buf.len(), || (&self.inner).read(buf))
+            }
+
+            fn read_vectored(&mut self, bufs: &mut [std::io::IoSliceMut<'_>]) -> std::io::Result<usize> {
+                let len = bufs.iter().map(|b| b.len()).sum();
+                self.state.read_stream(len, || (&self.inner).read_vectored(bufs))
+            }
+        }
+
+        impl std::io::Write for &$ty {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.state.write(|| (&self.inner).write(buf))
+            }
+
+            fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+                self.state.write(|| (&self.inner).write_vectored(bufs))
+            }
+
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        impl std::io::Read for $ty {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                (&*self).read(buf)
+            }
+
+            fn read_vectored(&mut self, bufs: &mut [std::io::IoSliceMut<'_>]) -> std::io::Result<usize> {
+                (&*self).read_vectored(bufs)
+            }
+        }
+
+        impl std::io::Write for $ty {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                (&*self).write(buf)
+            }
+
+            fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+                (&*self).write_vectored(bufs)
+            }
+
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+    };
+}
+use stream_read_write;
+
 /// The options of a socket that comes from std (or a raw descriptor):
 /// its timeouts as the kernel has them. Puts the descriptor in
 /// non-blocking mode.
