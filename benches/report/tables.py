@@ -422,7 +422,7 @@ def table_net(results):
     import json
     path = os.path.join(results.dir, "net.json")
     if not os.path.exists(path):
-        return ("*Not collected yet: run `bash benches/report/net.sh` (it installs wrk; about 15 minutes on 2 "
+        return ("*Not collected yet: run `bash benches/report/net.sh` (it installs wrk; about 12 minutes on 2 "
                 "cores) to write benches/results/net/.*")
     net = json.load(open(path))
     machine = json.load(open(os.path.join(results.dir, "machine.json")))
@@ -438,7 +438,11 @@ def table_net(results):
         return "—" if x is None else f"{x / 1000:.1f} k"
 
     parts = []
-    order = ["weft", "tokio", "may", "std-threads", "go-raw", "go-net-http"]
+    order = ["weft", "tokio", "hyper", "may", "std-threads", "go-raw", "go-net-http"]
+
+    def failed(m):
+        """A median's runs that did not finish, said after its figures."""
+        return f" ({m['failed']} of {m['runs'] + m['failed']} failed)" if m.get("failed") else ""
     for conns in (100, 1000):
         tokio = find("http", "tokio", conns)
         rows = []
@@ -446,11 +450,14 @@ def table_net(results):
             m = find("http", server, conns)
             if not m:
                 continue
+            if not m["runs"]:
+                rows.append([server + failed(m)] + ["—"] * 6)
+                continue
             ratio = (f"{m['per_cpu_s'] / tokio['per_cpu_s']:.2f}x"
                      if tokio and m.get("per_cpu_s") and tokio.get("per_cpu_s") else "—")
-            errors = [r for r in net["runs"] if r["kind"] == "http" and r["server"] == server
+            errors = [r for r in net["runs"] if r["kind"] == "http" and r["server"] == server and "failed" not in r
                       and r["conns"] == conns and (sum(r["errors"].values()) or r["non_2xx"])]
-            rows.append([f"**{server}**" if server == "weft" else server, k(m.get("rps")),
+            rows.append([(f"**{server}**" if server == "weft" else server) + failed(m), k(m.get("rps")),
                          f"{m['p99_ms']:.2f} ms", f"{m.get('server_cpu_s', 0):.2f} s", k(m.get("per_cpu_s")), ratio,
                          f"{len(errors)} of {m['runs']}" if errors else "none"])
         parts.append(f"HTTP/1.1 hello, keep-alive, `wrk -t1 -c{conns}` ({machine['duration_s']} s runs, median of "
@@ -458,25 +465,30 @@ def table_net(results):
                          ["server (1 CPU)", "requests/s", "p99", "server CPU", "requests per server-CPU-s",
                           "vs tokio (per CPU-s)", "runs with socket errors"],
                          rows, ["l", "r", "r", "r", "r", "r", "r"]))
-    tokio = find("echo", "tokio")
+    tokio = find("echo", "tokio", 100) or find("echo", "tokio")
     rows = []
     for server in order:
-        m = find("echo", server)
+        m = find("echo", server, 100) or find("echo", server)  # collections before 2026-12-05: no conns
         if not m:
             continue
-        ratio = f"{m['per_cpu_s'] / tokio['per_cpu_s']:.2f}x" if tokio and tokio.get("per_cpu_s") else "—"
-        rows.append([f"**{server}**" if server == "weft" else server, k(m.get("rps")), f"{m['p99_ms']:.2f} ms",
+        if not m["runs"]:
+            rows.append([server + failed(m)] + ["—"] * 5)
+            continue
+        ratio = (f"{m['per_cpu_s'] / tokio['per_cpu_s']:.2f}x"
+                 if tokio and m.get("per_cpu_s") and tokio.get("per_cpu_s") else "—")
+        rows.append([(f"**{server}**" if server == "weft" else server) + failed(m), k(m.get("rps")),
+                     f"{m['p50_ms']:.2f} ms" if m.get("p50_ms") is not None else "—", f"{m['p99_ms']:.2f} ms",
                      k(m.get("per_cpu_s")), ratio])
     if rows:
         parts.append("Echo, 100 connections, 64-byte ping-pong (Go load client on the other CPU):\n\n" + md_table(
-            ["server (1 CPU)", "round trips/s", "p99", "round trips per server-CPU-s", "vs tokio (per CPU-s)"],
-            rows, ["l", "r", "r", "r", "r"]))
+            ["server (1 CPU)", "round trips/s", "p50", "p99", "round trips per server-CPU-s", "vs tokio (per CPU-s)"],
+            rows, ["l", "r", "r", "r", "r", "r"]))
     rows = []
     for server in order:
-        m = find("idle", server)
+        m = next((m for m in medians if m["kind"] == "idle" and m["server"] == server), None)
         if m and m.get("kib_per_conn") is not None:
-            conns = next(r["conns"] for r in net["runs"] if r["kind"] == "idle" and r["server"] == server)
-            rows.append([server, f"{conns}", f"{m['kib_per_conn']:.1f} KiB"])
+            rows.append([f"**{server}**" if server == "weft" else server, f"{m['conns']}",
+                         f"{m['kib_per_conn']:.1f} KiB"])
     if rows:
         parts.append("Idle keep-alive connections (one request each, then held open): server RSS per "
                      "connection:\n\n" + md_table(["server", "connections", "RSS per connection"], rows,
@@ -484,7 +496,10 @@ def table_net(results):
     dirty = " (with uncommitted changes)" if machine.get("dirty") else ""
     quick = (" **These are --quick figures (short runs, one repetition): not for comparison.**"
              if machine["duration_s"] < 10 else "")
-    # Each command once, ports and the Go binary's temporary path generic.
+    for line in machine.get("notes", []):
+        parts.append(f"*Note from net.sh: {line}.*")
+    # machine.json has every command as run; here each once, the ports and
+    # the Go binary's temporary path generic.
     steps = []
     for step in machine["steps"]:
         step = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", step)

@@ -17,7 +17,6 @@ import (
 	"sort"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -29,6 +28,7 @@ func main() {
 	conns := flag.Int("conns", 100, "connections (clients)")
 	size := flag.Int("size", 64, "message size (echo-client)")
 	duration := flag.Duration("duration", 10*time.Second, "run time (echo-client)")
+	asJSON := flag.Bool("json", false, "echo-client: print one JSON line instead of text")
 	flag.Parse()
 	switch *mode {
 	case "http-raw":
@@ -46,7 +46,7 @@ func main() {
 			w.Write([]byte("Hello, World!"))
 		}))
 	case "echo-client":
-		echoClient(*addr, *conns, *size, *duration)
+		echoClient(*addr, *conns, *size, *duration, *asJSON)
 	case "idle-client":
 		idleClient(*addr, *conns)
 	default:
@@ -122,12 +122,21 @@ func serveEcho(c net.Conn) {
 	}
 }
 
-// echoClient: each connection ping-pongs `size`-byte messages for
-// `duration`, checking every byte; prints one JSON line.
-func echoClient(addr string, conns, size int, duration time.Duration) {
-	var total int64
+// echoClient: each connection (one goroutine) ping-pongs `size`-byte
+// messages for `duration`: write one, read exactly `size` bytes back,
+// compare them (the first byte changes every round, so a stale or repeated
+// answer is caught). Every 16th round trip's latency is kept for the
+// percentiles. Prints the round trips per second and p50/p99, as text or
+// as one JSON line (-json). A connection that fails or gets wrong bytes
+// ends the program with status 1.
+func echoClient(addr string, conns, size int, duration time.Duration, asJSON bool) {
 	var wg sync.WaitGroup
 	lat := make([][]time.Duration, conns)
+	counts := make([]int64, conns)
+	fail := func(format string, args ...interface{}) {
+		fmt.Fprintf(os.Stderr, "echo-client: "+format+"\n", args...)
+		os.Exit(1)
+	}
 	deadline := time.Now().Add(duration)
 	start := time.Now()
 	for i := 0; i < conns; i++ {
@@ -136,7 +145,7 @@ func echoClient(addr string, conns, size int, duration time.Duration) {
 			defer wg.Done()
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
-				panic(err)
+				fail("connection %d: %v", i, err)
 			}
 			defer c.Close()
 			msg := make([]byte, size)
@@ -148,23 +157,27 @@ func echoClient(addr string, conns, size int, duration time.Duration) {
 				msg[0] = byte(round)
 				t := time.Now()
 				if _, err := c.Write(msg); err != nil {
-					panic(err)
+					fail("connection %d, round %d: write: %v", i, round, err)
 				}
 				if _, err := io.ReadFull(c, back); err != nil {
-					panic(err)
+					fail("connection %d, round %d: read: %v", i, round, err)
 				}
 				if !bytes.Equal(msg, back) {
-					panic("echo differs")
+					fail("connection %d, round %d: the echo differs from what was sent", i, round)
 				}
 				if round%16 == 0 {
 					lat[i] = append(lat[i], time.Since(t))
 				}
-				atomic.AddInt64(&total, 1)
+				counts[i]++
 			}
 		}(i)
 	}
 	wg.Wait()
 	elapsed := time.Since(start).Seconds()
+	var total int64
+	for _, n := range counts {
+		total += n
+	}
 	var all []time.Duration
 	for _, l := range lat {
 		all = append(all, l...)
@@ -176,6 +189,11 @@ func echoClient(addr string, conns, size int, duration time.Duration) {
 		}
 		return all[int(p*float64(len(all)-1))].Seconds() * 1e3
 	}
+	if !asJSON {
+		fmt.Printf("%d connections, %d-byte messages, %.2f s: %d round trips, %.0f/s, p50 %.3f ms, p99 %.3f ms\n",
+			conns, size, elapsed, total, float64(total)/elapsed, pct(0.50), pct(0.99))
+		return
+	}
 	json.NewEncoder(os.Stdout).Encode(map[string]interface{}{
 		"round_trips": total, "seconds": elapsed, "per_second": float64(total) / elapsed,
 		"p50_ms": pct(0.50), "p99_ms": pct(0.99), "conns": conns, "size": size,
@@ -183,25 +201,34 @@ func echoClient(addr string, conns, size int, duration time.Duration) {
 }
 
 // idleClient opens `conns` keep-alive connections, sends one GET on each,
-// reads the answer, prints "ready N" and holds them until stdin closes.
+// reads the answer, prints "ready N" and holds them until stdin closes. A
+// connection that fails (too few file descriptors, the server's backlog)
+// ends the program with status 1, saying how many were open.
 func idleClient(addr string, conns int) {
 	held := make([]net.Conn, 0, conns)
 	req := []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	fail := func(what string, err error) {
+		fmt.Fprintf(os.Stderr, "idle-client: connection %d: %s: %v (%d open)\n", len(held), what, err, len(held))
+		os.Exit(1)
+	}
 	for i := 0; i < conns; i++ {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
-			panic(err)
+			fail("dial", err)
 		}
 		if _, err := c.Write(req); err != nil {
-			panic(err)
+			fail("write", err)
 		}
 		r := bufio.NewReader(c)
 		resp, err := http.ReadResponse(r, nil)
 		if err != nil {
-			panic(err)
+			fail("read", err)
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			fail("answer", fmt.Errorf("status %d", resp.StatusCode))
+		}
 		held = append(held, c)
 	}
 	fmt.Println("ready " + strconv.Itoa(len(held)))
