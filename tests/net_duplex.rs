@@ -17,6 +17,9 @@ use weft::net::{TcpListener, TcpStream};
 
 const BYTES: u64 = 32 << 20;
 
+/// A coroutine's handle; it returns its value and the name of its worker.
+type OnWorker<T> = JoinHandle<(T, String)>;
+
 /// Spawns `first` and `second` so that they run on different workers of
 /// the 2-worker `rt`: `first` starts, spawns `second`, and spins (holding
 /// its worker) until `second` has started, which only the other worker can
@@ -26,7 +29,7 @@ fn on_two_workers<A, B>(
     rt: &weft::Runtime,
     first: impl FnOnce() -> A + Send + 'static,
     second: impl FnOnce() -> B + Send + 'static,
-) -> (JoinHandle<(A, String)>, JoinHandle<(B, String)>)
+) -> (OnWorker<A>, OnWorker<B>)
 where
     A: Send + 'static,
     B: Send + 'static,
