@@ -122,3 +122,5 @@ pub fn gettid() -> u32 {
     // SAFETY: gettid has no preconditions and cannot fail.
     unsafe { libc::gettid() as u32 }
 }
+
+pub mod net;
