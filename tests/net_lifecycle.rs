@@ -190,6 +190,30 @@ fn cancelling_coroutines_parked_in_accept_read_write_and_connect_closes_their_so
     server.join().unwrap();
 }
 
+/// A runtime dropped while a coroutine is parked in a connect (to a
+/// listener that never answers) unwinds it promptly: its join reports the
+/// shutdown, and the socket it was connecting closes with it.
+#[test]
+fn dropping_a_runtime_with_a_coroutine_parked_in_connect_is_prompt() {
+    let _serial = serial();
+    let Some(full) = FullBacklog::new() else {
+        eprintln!("note: skipped (see above)");
+        return;
+    };
+    let addr = full.addr;
+    let before = open_fds();
+    let rt = weft::Runtime::builder().workers(1).build().unwrap();
+    let parked = rt.spawn(move || TcpStream::connect(addr).map(drop));
+    let on = wait_parked_on_socket(&rt, parked.id());
+    assert!(matches!(on, ParkedOn::Writable(_)), "the connect parked on {on}");
+    let start = std::time::Instant::now();
+    drop(rt);
+    assert!(start.elapsed() < Duration::from_secs(5), "dropping the runtime took {:?}", start.elapsed());
+    let err = parked.join().expect_err("a connect unwound at shutdown");
+    assert!(err.is_cancelled(), "{err}");
+    assert_eq!(open_fds(), before, "the connecting socket (or the worker's epoll) is still open");
+}
+
 /// The epoll trap: epoll registers (descriptor, open file), and closing a
 /// descriptor removes the registration only when no other descriptor (a
 /// `try_clone`) refers to the same open file. A socket that did not
