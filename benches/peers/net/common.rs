@@ -56,3 +56,41 @@ pub fn addr() -> String {
         .and_then(|i| args.get(i + 1).cloned())
         .unwrap_or_else(|| "127.0.0.1:8080".into())
 }
+
+/// Serves one HTTP connection on a blocking `Read + Write` stream (std's,
+/// or may's, whose blocking calls park its coroutine) until it closes.
+pub fn serve_http<S: std::io::Read + std::io::Write>(mut stream: S) {
+    let mut buf = Vec::with_capacity(4096);
+    let mut out = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let keep = answer(&mut buf, &mut out);
+        if !out.is_empty() && stream.write_all(&out).is_err() {
+            return;
+        }
+        out.clear();
+        if !keep {
+            return;
+        }
+    }
+}
+
+/// Echoes everything read on a blocking `Read + Write` stream until it
+/// closes.
+pub fn serve_echo<S: std::io::Read + std::io::Write>(mut stream: S) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stream.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
+}

@@ -4,27 +4,14 @@
 #[path = "common.rs"]
 mod common;
 
-use std::io::{Read, Write};
-
 fn main() -> std::io::Result<()> {
     may::config().set_workers(1);
     let listener = may::net::TcpListener::bind(common::addr())?;
     println!("listening on {}", listener.local_addr()?);
     for stream in listener.incoming() {
-        let mut stream = stream?;
+        let stream = stream?;
         stream.set_nodelay(true)?;
-        may::go!(move || {
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                let n = match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                if stream.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-        });
+        may::go!(move || common::serve_echo(stream));
     }
     Ok(())
 }

@@ -4,35 +4,14 @@
 #[path = "common.rs"]
 mod common;
 
-use std::io::{Read, Write};
-
 fn main() -> std::io::Result<()> {
     may::config().set_workers(1);
     let listener = may::net::TcpListener::bind(common::addr())?;
     println!("listening on {}", listener.local_addr()?);
     for stream in listener.incoming() {
-        let mut stream = stream?;
+        let stream = stream?;
         stream.set_nodelay(true)?;
-        may::go!(move || {
-            let mut buf = Vec::with_capacity(4096);
-            let mut out = Vec::with_capacity(4096);
-            let mut chunk = [0u8; 4096];
-            loop {
-                let n = match stream.read(&mut chunk) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                buf.extend_from_slice(&chunk[..n]);
-                let keep = common::answer(&mut buf, &mut out);
-                if !out.is_empty() && stream.write_all(&out).is_err() {
-                    return;
-                }
-                out.clear();
-                if !keep {
-                    return;
-                }
-            }
-        });
+        may::go!(move || common::serve_http(stream));
     }
     Ok(())
 }

@@ -4,26 +4,13 @@
 #[path = "common.rs"]
 mod common;
 
-use std::io::{Read, Write};
-
 fn main() -> std::io::Result<()> {
     let listener = std::net::TcpListener::bind(common::addr())?;
     println!("listening on {}", listener.local_addr()?);
     for stream in listener.incoming() {
-        let mut stream = stream?;
+        let stream = stream?;
         stream.set_nodelay(true)?;
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                let n = match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                if stream.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-        });
+        std::thread::spawn(move || common::serve_echo(stream));
     }
     Ok(())
 }
