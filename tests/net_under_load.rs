@@ -79,3 +79,42 @@ fn ping_pong_on_a_worker_that_a_yielding_coroutine_keeps_busy() {
     stop.store(true, Ordering::Relaxed);
     yielder.join().unwrap();
 }
+
+/// A socket that is always ready never parks its reader; the worker's I/O
+/// budget still makes that reader yield every so often, so a coroutine
+/// beside it on the same (only) worker keeps running while the reader reads
+/// 50 000 bytes one at a time.
+#[test]
+fn an_always_ready_socket_does_not_starve_its_worker() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let (mut fill, reader_end) = std::os::unix::net::UnixStream::pair().unwrap();
+    const BYTES: usize = 50_000;
+    fill.write_all(&vec![7u8; BYTES]).unwrap(); // all buffered before the read starts
+    let rt = weft::Runtime::builder().workers(1).build().unwrap();
+    let ticks = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (ticks, done) = (Arc::clone(&ticks), Arc::clone(&done));
+        rt.spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                ticks.fetch_add(1, Ordering::Relaxed);
+                weft::yield_now();
+            }
+        })
+    };
+    let seen_by_reader = rt.block_on(move || {
+        let mut stream = weft::net::UnixStream::from_std(reader_end).unwrap();
+        let mut byte = [0u8; 1];
+        let before = ticks.load(Ordering::Relaxed);
+        for _ in 0..BYTES {
+            stream.read_exact(&mut byte).unwrap();
+        }
+        ticks.load(Ordering::Relaxed) - before
+    });
+    done.store(true, Ordering::Relaxed);
+    ticker.join().unwrap();
+    // 50 000 reads at one yield per 128 give the ticker about 390 turns
+    // while they go on; without the budget it gets none.
+    assert!(seen_by_reader > 100, "the coroutine beside the reader ran {seen_by_reader} times");
+}

@@ -60,6 +60,16 @@
 //!
 //! [`JoinHandle::cancel`]: crate::JoinHandle::cancel
 //!
+//! # Fairness
+//!
+//! A socket that is always ready (a peer that sends faster than the
+//! coroutine reads, a listener whose backlog keeps filling) never makes its
+//! coroutine wait, and scheduling is cooperative. So the operations of a
+//! worker's coroutines share a budget: after 128 operations in a row of
+//! which none had to wait, the next one first yields the worker to the
+//! other coroutines ready there (tokio's cooperative budget does the same).
+//! An operation that waits refills the budget.
+//!
 //! # What still blocks a worker
 //!
 //! - **Name resolution.** `connect("example.com:80")` resolves the name

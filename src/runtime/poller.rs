@@ -90,6 +90,15 @@
 //! during a call, but the protocol is written, and modelled, for any
 //! interleaving.
 //!
+//! # The I/O budget
+//!
+//! An operation that never has to wait never parks, so a coroutine reading
+//! an always-ready socket would keep its worker for good. Each worker
+//! thread keeps a budget (`IO_BUDGET_OPS` operations, a thread-local
+//! count): every coroutine operation spends one, an operation that parks
+//! refills it, and the operation that finds it spent yields first (before
+//! its call, so a cancellation raised at that yield loses no data).
+//!
 //! # Deregistration and freeing
 //!
 //! A socket's drop removes each entry from its epoll (`EPOLL_CTL_DEL`)
@@ -551,6 +560,7 @@ impl IoRegistration {
         let Some(entry) = self.entry_for_current()? else {
             return self.run_on_thread(dir, timeout, nonblocking, op, on_timeout);
         };
+        spend_io_budget();
         let mut deadline = None;
         loop {
             let snapshot = entry.readiness.snapshot();
@@ -574,6 +584,7 @@ impl IoRegistration {
             if deadline.is_none() {
                 deadline = timeout.map(Deadline::after);
             }
+            IO_BUDGET.with(|b| b.set(IO_BUDGET_OPS));
             if !park_on_entry(entry, dir, deadline) {
                 return Err(on_timeout());
             }
@@ -630,6 +641,37 @@ impl Drop for IoRegistration {
             let own = on_own_worker(&entry);
             Arc::clone(&entry.poller).remove(entry, own);
         }
+    }
+}
+
+/// How many socket operations in a row a worker's coroutines may make
+/// without any of them parking before the next one yields first (tokio's
+/// cooperative budget has the same size).
+const IO_BUDGET_OPS: u32 = 128;
+
+std::thread_local! {
+    /// What is left of this worker thread's budget: reset when an operation
+    /// parks (its coroutine gave the worker away), spent by one per
+    /// operation.
+    static IO_BUDGET: std::cell::Cell<u32> = const { std::cell::Cell::new(IO_BUDGET_OPS) };
+}
+
+/// Spends one operation of the worker's I/O budget; when it runs out, the
+/// calling coroutine yields before its operation. A socket that is always
+/// ready (a fast peer, an accept backlog that keeps filling) never parks
+/// its reader, and without this the reader would keep its worker, and
+/// every other coroutine there would wait, for as long as data kept
+/// coming. Yielding *before* the call means a cancellation raised at the
+/// yield loses nothing (no data read, no connection accepted and dropped).
+#[inline]
+fn spend_io_budget() {
+    let left = IO_BUDGET.with(|b| {
+        let left = b.get().saturating_sub(1);
+        b.set(if left == 0 { IO_BUDGET_OPS } else { left });
+        left
+    });
+    if left == 0 {
+        super::yield_now();
     }
 }
 
