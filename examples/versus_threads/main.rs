@@ -6,7 +6,13 @@
 //! cargo run --release --example versus_threads -- --quick               # CI's short mode (a few seconds)
 //! cargo run --release --example versus_threads -- --json results.json   # also write the rows as JSON
 //! cargo run --release --example versus_threads -- --workers 8 --only skynet,pc_condvar
+//! cargo run --release --example versus_threads -- --same-worker --only contended_mutex,readers_writers
 //! ```
+//!
+//! `--same-worker` spawns weft's coroutines of the lock rows (contended
+//! Mutex, the two producer-consumers, readers-writers) with
+//! `weft::Builder::same_worker`, so that they all run on the worker of the
+//! coroutine that spawns them instead of being spread over the workers.
 //!
 //! What it measures, weft against OS threads:
 //!
@@ -64,23 +70,26 @@ use workloads::{CAPACITY, CONSUMERS, PRODUCERS, RW_TASKS, Sizes, on_weft};
 // ---------------------------------------------------------------------------
 
 /// The command line: `--quick`, `--json PATH`, `--workers N`, `--only KEYS`,
-/// `--list`.
+/// `--same-worker`, `--list`.
 struct Options {
     quick: bool,
+    same_worker: bool,
     json: Option<String>,
     workers: Option<usize>,
     only: Option<Vec<String>>,
 }
 
-const USAGE: &str = "usage: versus_threads [--quick] [--json PATH] [--workers N] [--only KEY,KEY...] [--list]";
+const USAGE: &str =
+    "usage: versus_threads [--quick] [--json PATH] [--workers N] [--only KEY,KEY...] [--same-worker] [--list]";
 
 impl Options {
     fn parse() -> Options {
-        let mut options = Options { quick: false, json: None, workers: None, only: None };
+        let mut options = Options { quick: false, same_worker: false, json: None, workers: None, only: None };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => options.quick = true,
+                "--same-worker" => options.same_worker = true,
                 "--json" => match args.next() {
                     Some(path) => options.json = Some(path),
                     None => usage("--json needs a path"),
@@ -218,6 +227,26 @@ mod weft_side {
     crate::workloads::same_code!();
 }
 
+/// The same workloads on weft, each coroutine spawned with
+/// `Builder::same_worker` (`--same-worker`): all on the worker of the
+/// coroutine that spawns them.
+// Only the lock rows use this side; the other workloads are compiled but unused.
+#[allow(dead_code)]
+mod weft_same_worker_side {
+    use weft::sync::{Condvar, Mutex, RwLock, Semaphore};
+    use weft::{sleep, yield_now};
+
+    fn spawn<F, T>(f: F) -> weft::JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        weft::Builder::new().same_worker(true).spawn(f).expect("the workloads spawn from a coroutine of the runtime")
+    }
+
+    crate::workloads::same_code!();
+}
+
 /// The same workloads on OS threads and `std::sync`.
 mod thread_side {
     use crate::workloads::os::{Condvar, Mutex, RwLock, Semaphore};
@@ -253,6 +282,8 @@ impl Row {
 /// What every row function gets.
 struct Context {
     sizes: Sizes,
+    /// `--same-worker`: the lock rows spawn with `Builder::same_worker`.
+    same_worker: bool,
     /// Workers of the multi-worker weft runtimes (one per core unless
     /// `--workers` says otherwise); also the contended Mutex's task count.
     workers: usize,
@@ -376,13 +407,24 @@ fn condvar_handoff_row(cx: &mut Context) -> Row {
     }
 }
 
+/// What a lock row's note says about `--same-worker`.
+fn same_worker_note(same_worker: bool) -> &'static str {
+    if same_worker {
+        "; --same-worker: weft's coroutines spawned with Builder::same_worker, all on the spawner's worker"
+    } else {
+        ""
+    }
+}
+
 fn contended_mutex_row(cx: &mut Context) -> Row {
     let (s, tasks) = (&cx.sizes, cx.workers.max(2));
     cx.progress.begin("contended Mutex");
     let ops = tasks as u64 * s.increments_per_task;
     let mut spread_over = Vec::new();
+    let contended_mutex =
+        if cx.same_worker { weft_same_worker_side::contended_mutex } else { weft_side::contended_mutex };
     let weft = median_of("weft", s.runs, || {
-        let (elapsed, threads) = on_weft(tasks, || weft_side::contended_mutex(tasks, s.increments_per_task));
+        let (elapsed, threads) = on_weft(tasks, || contended_mutex(tasks, s.increments_per_task));
         spread_over.push(threads);
         nanos_per(elapsed, ops)
     });
@@ -396,7 +438,7 @@ fn contended_mutex_row(cx: &mut Context) -> Row {
          runtime (the workers they ran on, run by run: {}), std::sync with {tasks} OS threads",
         count(s.increments_per_task),
         spread_over.join(", ")
-    );
+    ) + same_worker_note(cx.same_worker);
     Row {
         key: "contended_mutex",
         workload: "contended Mutex",
@@ -418,32 +460,35 @@ fn producer_consumer_row(cx: &mut Context, semaphores: bool) -> Row {
     cx.progress.begin(workload);
     let items = s.items_per_producer;
     let ops = workloads::producer_consumer_ops(items);
+    type Workload = fn(u64) -> Duration;
+    let (semaphore, condvar): (Workload, Workload) = if cx.same_worker {
+        (weft_same_worker_side::producer_consumer_semaphore, weft_same_worker_side::producer_consumer_condvar)
+    } else {
+        (weft_side::producer_consumer_semaphore, weft_side::producer_consumer_condvar)
+    };
     let (weft, threads) = if semaphores {
         (
-            median_of("weft", s.runs, || {
-                millions_per_second(on_weft(workers, || weft_side::producer_consumer_semaphore(items)), ops)
-            }),
+            median_of("weft", s.runs, || millions_per_second(on_weft(workers, || semaphore(items)), ops)),
             median_of("threads", s.runs, || millions_per_second(thread_side::producer_consumer_semaphore(items), ops)),
         )
     } else {
         (
-            median_of("weft", s.runs, || {
-                millions_per_second(on_weft(workers, || weft_side::producer_consumer_condvar(items)), ops)
-            }),
+            median_of("weft", s.runs, || millions_per_second(on_weft(workers, || condvar(items)), ops)),
             median_of("threads", s.runs, || millions_per_second(thread_side::producer_consumer_condvar(items), ops)),
         )
     };
     cx.progress.end();
     let total = count(ops);
+    let note = same_worker_note(cx.same_worker);
     let note = if semaphores {
         format!(
             "the same with P/V semaphores (empty, full) and a Mutex; std has no semaphore, so the threads use one \
-             built from a std Mutex + Condvar; {total} items"
+             built from a std Mutex + Condvar; {total} items{note}"
         )
     } else {
         format!(
             "{PRODUCERS} producers, {CONSUMERS} consumers, capacity {CAPACITY}, {total} items, Mutex<VecDeque> + 2 \
-             Condvars; weft: coroutines on {workers} workers; every item counted and summed"
+             Condvars; weft: coroutines on {workers} workers; every item counted and summed{note}"
         )
     };
     Row { key, workload, weft, threads, unit: "M items/s", higher_is_better: true, note }
@@ -453,9 +498,10 @@ fn readers_writers_row(cx: &mut Context) -> Row {
     let (s, workers) = (&cx.sizes, cx.workers);
     cx.progress.begin("readers-writers");
     let ops = workloads::readers_writers_ops(s.rw_ops_per_task);
-    let weft = median_of("weft", s.runs, || {
-        millions_per_second(on_weft(workers, || weft_side::readers_writers(s.rw_ops_per_task)), ops)
-    });
+    let readers_writers =
+        if cx.same_worker { weft_same_worker_side::readers_writers } else { weft_side::readers_writers };
+    let weft =
+        median_of("weft", s.runs, || millions_per_second(on_weft(workers, || readers_writers(s.rw_ops_per_task)), ops));
     let threads =
         median_of("threads", s.runs, || millions_per_second(thread_side::readers_writers(s.rw_ops_per_task), ops));
     cx.progress.end();
@@ -463,7 +509,7 @@ fn readers_writers_row(cx: &mut Context) -> Row {
         "{RW_TASKS} tasks x {} operations on one RwLock, 95 % reads (each checks the data's invariant): weft \
          RwLock on {workers} workers, std RwLock on {RW_TASKS} OS threads",
         count(s.rw_ops_per_task)
-    );
+    ) + same_worker_note(cx.same_worker);
     Row {
         key: "readers_writers",
         workload: "readers-writers (95 % reads)",
@@ -745,7 +791,12 @@ fn main() {
         .map(|&(_, row)| row)
         .collect();
     let started = Instant::now();
-    let mut cx = Context { sizes, workers, progress: Progress { step: 0, steps: selected.len(), started } };
+    let mut cx = Context {
+        sizes,
+        same_worker: options.same_worker,
+        workers,
+        progress: Progress { step: 0, steps: selected.len(), started },
+    };
     let rows: Vec<Row> = selected.iter().map(|row| row(&mut cx)).collect();
     eprintln!("all workloads done in {:.1} s", started.elapsed().as_secs_f64());
 

@@ -120,6 +120,8 @@ impl Shared {
 
     /// How many coroutines wait in this runtime's queues to start (each
     /// will need a stack): the injector and every worker's fresh queue.
+    /// Those spawned with [`Builder::same_worker`] wait in their worker's
+    /// run queue, which only that worker reads, and are not counted.
     fn unstarted(&self) -> usize {
         self.injector_len.load(Ordering::Relaxed) + self.workers.iter().map(WorkerShared::fresh_len).sum::<usize>()
     }
@@ -467,13 +469,14 @@ impl Runtime {
         let mut f = Some(f);
         let mut out: Option<std::thread::Result<T>> = None;
         let erased = Erased(run_erased::<F, T>, (&raw mut f).cast(), (&raw mut out).cast());
-        let handle = spawn_on(&self.shared, None, self.shared.stack_size, Location::caller(), move || {
-            let erased = erased;
-            // SAFETY: `f` and `out` live on block_on's stack, which does not
-            // return before this coroutine has finished: it joins it below,
-            // and the runtime cannot shut down meanwhile (block_on borrows it).
-            unsafe { (erased.0)(erased.1, erased.2) }
-        });
+        let handle =
+            spawn_on(&self.shared, None, self.shared.stack_size, Location::caller(), Placement::Anywhere, move || {
+                let erased = erased;
+                // SAFETY: `f` and `out` live on block_on's stack, which does not
+                // return before this coroutine has finished: it joins it below,
+                // and the runtime cannot shut down meanwhile (block_on borrows it).
+                unsafe { (erased.0)(erased.1, erased.2) }
+            });
         match handle.join() {
             Ok(()) => match out.take().expect("the coroutine stored its result") {
                 Ok(value) => value,
@@ -530,7 +533,7 @@ impl Runtime {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        spawn_on(&self.shared, None, self.shared.stack_size, Location::caller(), f)
+        spawn_on(&self.shared, None, self.shared.stack_size, Location::caller(), Placement::Anywhere, f)
     }
 
     /// Makes this runtime the one that bare [`weft::spawn`](crate::spawn),
@@ -639,6 +642,18 @@ fn fail_unstarted(task: TaskRef) {
     task.fail(Failure::Shutdown { started: false });
 }
 
+/// Which workers may start a new coroutine.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Its spawner's worker first (newest first), or whichever worker takes
+    /// it from there or from the injector.
+    Anywhere,
+    /// Only the spawner's worker, which is the current thread's (checked by
+    /// the caller): the task waits in that worker's run queue, which no
+    /// other worker touches ([`Builder::same_worker`]).
+    SameWorker,
+}
+
 /// Creates the task for `f` and queues it on `shared`.
 #[track_caller]
 fn spawn_on<F, T>(
@@ -646,6 +661,7 @@ fn spawn_on<F, T>(
     name: Option<String>,
     stack_size: usize,
     spawned_at: &'static Location<'static>,
+    placement: Placement,
     f: F,
 ) -> JoinHandle<T>
 where
@@ -689,7 +705,11 @@ where
     let task = with_current_worker(|w| match w {
         Some(w) if Arc::ptr_eq(&w.shared, shared) => {
             metrics::bump(&w.counters().spawned);
-            w.push_fresh(task);
+            match placement {
+                Placement::Anywhere => w.push_fresh(task),
+                // Only this worker pops its run queue: nobody can take it.
+                Placement::SameWorker => w.push_runnable(task),
+            }
             None
         }
         _ => Some(task),
@@ -989,10 +1009,10 @@ where
     // Borrow the worker's runtime rather than clone its Arc: two fewer
     // atomic operations per spawn on a line every worker touches.
     with_current_worker(|w| match w {
-        Some(w) => spawn_on(&w.shared, None, w.shared.stack_size, spawned_at, f),
+        Some(w) => spawn_on(&w.shared, None, w.shared.stack_size, spawned_at, Placement::Anywhere, f),
         None => {
             let shared = entered_or_default();
-            spawn_on(&shared, None, shared.stack_size, spawned_at, f)
+            spawn_on(&shared, None, shared.stack_size, spawned_at, Placement::Anywhere, f)
         }
     })
 }
@@ -1012,6 +1032,7 @@ where
 pub struct Builder {
     name: Option<String>,
     stack_size: Option<usize>,
+    same_worker: bool,
 }
 
 impl Builder {
@@ -1033,12 +1054,66 @@ impl Builder {
         self
     }
 
+    /// Starts the coroutine on the worker thread of the coroutine that
+    /// spawns it: no other worker may take it before it starts (and, like
+    /// every coroutine, it never moves once started). Off by default, where
+    /// an idle worker takes unstarted coroutines from a busy one.
+    ///
+    /// This is for a few coroutines that mostly wait on each other: the
+    /// users of one contended lock, a producer and its consumer. On one
+    /// worker they take turns on one CPU, and every lock, unlock and wake
+    /// between them stays in that CPU's cache and run queue; spread over
+    /// two workers they pass the lock's cache line between CPUs on every
+    /// operation and wake each other across threads, which can cost more
+    /// than the second CPU brings. What it gives up is parallelism: the
+    /// coroutines spawned this way share their spawner's CPU however long
+    /// they run. A coroutine spawned this way starts after those already
+    /// ready to run on that worker (first in, first out), so a spawn tree
+    /// built with it starts breadth-first; plain spawns (newest first) keep
+    /// a tree's live stacks few.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use weft::sync::Mutex;
+    ///
+    /// let runtime = weft::Runtime::builder().workers(2).build().expect("worker threads");
+    /// let total = runtime.block_on(|| {
+    ///     let counter = Arc::new(Mutex::new(0u64));
+    ///     let here = std::thread::current().id();
+    ///     let tasks: Vec<_> = (0..4)
+    ///         .map(|_| {
+    ///             let counter = Arc::clone(&counter);
+    ///             weft::Builder::new()
+    ///                 .same_worker(true)
+    ///                 .spawn(move || {
+    ///                     for _ in 0..1000 {
+    ///                         *counter.lock() += 1;
+    ///                     }
+    ///                     std::thread::current().id()
+    ///                 })
+    ///                 .expect("spawned from a coroutine of this runtime")
+    ///         })
+    ///         .collect();
+    ///     for task in tasks {
+    ///         assert_eq!(task.join().unwrap(), here, "every one ran on the spawner's worker");
+    ///     }
+    ///     *counter.lock()
+    /// });
+    /// assert_eq!(total, 4000);
+    /// ```
+    pub fn same_worker(mut self, yes: bool) -> Builder {
+        self.same_worker = yes;
+        self
+    }
+
     /// Spawns on the current runtime (or the default one, outside any).
     ///
     /// # Errors
     ///
     /// [`io::ErrorKind::InvalidInput`] for a stack size of 0 or one too large
-    /// to map; [`io::ErrorKind::OutOfMemory`] when the process is so close
+    /// to map, and for [`same_worker`](Self::same_worker) when the caller is
+    /// not a coroutine of the runtime it spawns on (there is no worker to
+    /// stay on); [`io::ErrorKind::OutOfMemory`] when the process is so close
     /// to `vm.max_map_count` that the coroutine could not get a stack (the
     /// message says how to raise the limit). The check counts the stacks
     /// mapped now plus one for every coroutine of the runtime that is
@@ -1078,8 +1153,17 @@ impl Builder {
             Some(bytes) => stack::round_stack_size(bytes)?,
             None => shared.stack_size,
         };
+        if self.same_worker && !with_current_worker(|w| w.is_some_and(|w| Arc::ptr_eq(&w.shared, shared))) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "weft::Builder::same_worker(true): the spawning thread is not a coroutine of the runtime it \
+                 spawns on, so there is no worker to stay on; spawn from one of its coroutines, or leave the \
+                 option off",
+            ));
+        }
         stack::check_map_headroom(shared.unstarted())?;
-        Ok(spawn_on(shared, self.name, stack_size, Location::caller(), f))
+        let placement = if self.same_worker { Placement::SameWorker } else { Placement::Anywhere };
+        Ok(spawn_on(shared, self.name, stack_size, Location::caller(), placement, f))
     }
 }
 

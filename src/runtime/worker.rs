@@ -5,7 +5,9 @@
 //! ```text
 //!  queue       holds                         pushed by            popped by
 //!  ----------  ----------------------------  -------------------  ------------------------
-//!  runnable    started tasks ready to run    this worker only     this worker only (FIFO)
+//!  runnable    started tasks ready to run,   this worker only     this worker only (FIFO)
+//!              and unstarted ones spawned
+//!              with `Builder::same_worker`
 //!  fresh       unstarted tasks spawned here  this worker only     this worker (newest first)
 //!                                                                  thieves (oldest first)
 //!  inbox       woken tasks of this worker    any thread           this worker (all at once)
@@ -16,7 +18,11 @@
 //!
 //! A started task never leaves its home worker (DESIGN.md decision 3): a
 //! wake from another thread goes to the home worker's inbox. Only unstarted
-//! tasks move between workers (stealing from `fresh` and the injector).
+//! tasks move between workers (stealing from `fresh` and the injector); an
+//! unstarted task spawned with `Builder::same_worker` waits in its
+//! spawner's `runnable`, which no other worker reads, so it starts there
+//! (in FIFO order with the tasks that are ready to run). A shutdown fails
+//! such a task as unstarted; a dump lists it as unstarted.
 //!
 //! Running the newest fresh task first makes a spawn tree run depth-first,
 //! so the number of started-but-unfinished coroutines (each holding a stack
@@ -1235,8 +1241,16 @@ impl WorkerLocal {
         }
         let mut part = PartBuilder::new(self.index, running);
         let mut runnable = std::collections::HashSet::new();
+        let mut unstarted = Vec::new();
         self.runnable.for_each(&mut |task| {
-            runnable.insert(task);
+            // SAFETY: a queued task is alive (the queue holds a reference).
+            if unsafe { (*task).home() } == NO_HOME {
+                // Spawned with `Builder::same_worker`, not started yet.
+                // SAFETY: as above; we add a reference of our own.
+                unstarted.push(unsafe { TaskRef::clone_from_ptr(task) });
+            } else {
+                runnable.insert(task);
+            }
         });
         // Our own references: no borrow is held while the stacks are walked.
         let started: Vec<TaskRef> = self.registry.borrow().iter().flatten().cloned().collect();
@@ -1255,13 +1269,26 @@ impl WorkerLocal {
             // SAFETY: as above; `task` is `running`, which is not walked.
             unsafe { part.add_started(&task, false) };
         }
+        unstarted.iter().for_each(|task| dump::add_fresh(&mut part, task));
         me.visit_fresh(&mut |task| dump::add_fresh(&mut part, task));
         part.finish()
     }
 
+    /// Empties `runnable` at shutdown: a started task's reference is only
+    /// dropped (the registry unwinds it); an unstarted one (spawned with
+    /// `Builder::same_worker`) fails its join handle as unstarted tasks in
+    /// the other queues do.
+    fn drop_runnable(&self) {
+        for task in self.runnable.take_all() {
+            if task.home() == NO_HOME {
+                super::fail_unstarted(task);
+            }
+        }
+    }
+
     /// Unwinds every started, unfinished task of this worker (shutdown).
     fn unwind_all(&self) {
-        drop(self.runnable.take_all());
+        self.drop_runnable();
         self.clear_timers();
         loop {
             let next = self.registry.borrow_mut().iter_mut().find_map(Option::take);
@@ -1281,7 +1308,7 @@ impl WorkerLocal {
             }
             CURRENT_TASK.with(|c| c.set(previous));
         }
-        drop(self.runnable.take_all());
+        self.drop_runnable();
         drop(self.shared.workers[self.index].inbox.take_all());
         let fresh: Vec<_> = self.shared.workers[self.index].take_fresh_oldest(usize::MAX);
         for task in fresh {

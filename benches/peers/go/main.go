@@ -674,7 +674,19 @@ func main() {
 	quickFlag := flag.Bool("quick", false, "short mode (a few seconds)")
 	jsonPath := flag.String("json", "", "also write the rows as one JSON object to `PATH`")
 	memoryChild := flag.Int("memory-child", 0, "internal: measure parked memory with N goroutines and print it")
+	only := flag.String("only", "", "run only the rows whose keys are in this comma-separated `LIST` (as versus_threads --only)")
 	flag.Parse()
+	wanted := func(key string) bool {
+		if *only == "" {
+			return true
+		}
+		for _, k := range strings.Split(*only, ",") {
+			if k == key {
+				return true
+			}
+		}
+		return false
+	}
 
 	if *memoryChild > 0 {
 		rss, rt := parkedMemory(*memoryChild)
@@ -703,6 +715,9 @@ func main() {
 	// measure fills r's Value and Runs from `runs` runs of f.
 	measure := func(r row, runs int, f func() float64) {
 		step++
+		if !wanted(r.Key) {
+			return
+		}
 		begun := time.Now()
 		fmt.Fprintf(os.Stderr, "[%d/%d] %s:", step, steps, r.Workload)
 		v, all := medianOf(runs, f)
@@ -739,12 +754,14 @@ func main() {
 		return rss
 	})
 	step++
-	rows = append(rows, row{
-		Key: "parked_memory_runtime", Workload: "memory per parked goroutine (Stack+HeapInuse)",
-		Value: figure(median(rtFigures)), Unit: "KiB/task", Runs: figures(rtFigures),
-		Note: "runtime.MemStats StackInuse+HeapInuse growth per goroutine (the runtime's own view), from the " +
-			"same child processes as parked_memory",
-	})
+	if wanted("parked_memory") {
+		rows = append(rows, row{
+			Key: "parked_memory_runtime", Workload: "memory per parked goroutine (Stack+HeapInuse)",
+			Value: figure(median(rtFigures)), Unit: "KiB/task", Runs: figures(rtFigures),
+			Note: "runtime.MemStats StackInuse+HeapInuse growth per goroutine (the runtime's own view), from the " +
+				"same child processes as parked_memory",
+		})
+	}
 	measure(row{
 		Key: "condvar_handoff", Workload: "Mutex+Cond hand-off", Unit: "ns/hand-off",
 		Note: fmt.Sprintf("2 goroutines x %s turns through a sync.Mutex-guarded counter and one sync.Cond, at "+

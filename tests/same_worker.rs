@@ -1,0 +1,185 @@
+//! `Builder::same_worker`: coroutines that start on their spawner's worker
+//! and nowhere else, however idle the other workers are; what a dump, a
+//! cancel and a shutdown make of them before they start; and the error
+//! when there is no spawner's worker to stay on.
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use weft::sync::Mutex;
+use weft::{Builder, CoroutineState, JoinErrorKind, Runtime};
+
+fn pinned<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> weft::JoinHandle<T> {
+    Builder::new().same_worker(true).spawn(f).expect("spawned from a coroutine of the runtime")
+}
+
+/// Many rounds of coroutines spawned with the option while the spawner
+/// parks in `join` (its worker then has nothing else to do, and the other
+/// three workers are idle and would steal plain spawns): every one runs on
+/// the spawner's thread, and none is counted as stolen. A control batch of
+/// plain spawns, spawned the same way, is taken by other workers, so the
+/// assertion can fail.
+#[test]
+fn coroutines_spawned_with_same_worker_run_only_on_the_spawners_worker() {
+    let runtime = Runtime::builder().workers(4).build().expect("worker threads");
+    let (pinned_threads, plain_threads) = runtime.block_on(|| {
+        let here = std::thread::current().id();
+        let mut pinned_threads = HashSet::new();
+        for _ in 0..50 {
+            let tasks: Vec<_> = (0..16)
+                .map(|_| {
+                    pinned(|| {
+                        // Long enough that idle workers would take the rest.
+                        std::thread::sleep(Duration::from_micros(200));
+                        weft::yield_now();
+                        std::thread::current().id()
+                    })
+                })
+                .collect();
+            pinned_threads.extend(tasks.into_iter().map(|t| t.join().expect("no panic")));
+        }
+        let plain: Vec<_> = (0..64)
+            .map(|_| {
+                weft::spawn(|| {
+                    std::thread::sleep(Duration::from_micros(200));
+                    std::thread::current().id()
+                })
+            })
+            .collect();
+        let plain_threads: HashSet<_> = plain.into_iter().map(|t| t.join().expect("no panic")).collect();
+        assert_eq!(pinned_threads, HashSet::from([here]), "a same_worker coroutine ran on another worker");
+        (pinned_threads.len(), plain_threads.len())
+    });
+    assert_eq!(pinned_threads, 1);
+    assert!(plain_threads > 1, "the control batch of plain spawns never left the spawner's worker");
+}
+
+/// The option works with the locks it is meant for: four coroutines on one
+/// worker of two increment one Mutex, nothing lost.
+#[test]
+fn a_contended_mutex_on_one_worker_loses_no_increment() {
+    let runtime = Runtime::builder().workers(2).build().expect("worker threads");
+    let total = runtime.block_on(|| {
+        let counter = Arc::new(Mutex::new(0u64));
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let counter = Arc::clone(&counter);
+                pinned(move || {
+                    for i in 0..20_000 {
+                        *counter.lock() += 1;
+                        if i % 1000 == 0 {
+                            weft::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        tasks.into_iter().for_each(|t| t.join().expect("no panic"));
+        *counter.lock()
+    });
+    assert_eq!(total, 80_000);
+}
+
+/// Outside a coroutine, and from a coroutine of another runtime, there is
+/// no worker of the target runtime to stay on: a clear error, and nothing
+/// is spawned.
+#[test]
+fn same_worker_needs_a_coroutine_of_the_target_runtime() {
+    let runtime = Runtime::builder().workers(1).build().expect("a worker thread");
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&ran);
+    let error = Builder::new()
+        .same_worker(true)
+        .spawn_on(&runtime, move || counted.fetch_add(1, Ordering::SeqCst))
+        .expect_err("an OS thread has no worker to stay on");
+    assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    assert!(error.to_string().contains("same_worker"), "{error}");
+
+    let other = Runtime::builder().workers(1).build().expect("a worker thread");
+    let runtime = Arc::new(runtime);
+    let target = Arc::clone(&runtime);
+    let counted = Arc::clone(&ran);
+    let kind = other.block_on(move || {
+        Builder::new()
+            .same_worker(true)
+            .spawn_on(&target, move || counted.fetch_add(1, Ordering::SeqCst))
+            .map(drop)
+            .expect_err("a coroutine of another runtime has no worker of this one")
+            .kind()
+    });
+    assert_eq!(kind, io::ErrorKind::InvalidInput);
+    // Leaving the option off works from both places.
+    let counted = Arc::clone(&ran);
+    Builder::new().spawn_on(&runtime, move || counted.fetch_add(1, Ordering::SeqCst)).unwrap().join().unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "only the spawn without the option ran");
+}
+
+/// Before they start, the dump lists them as unstarted on the spawner's
+/// worker; a cancel before they start ends them as cancelled without
+/// running them.
+#[test]
+fn unstarted_same_worker_coroutines_are_dumped_and_cancellable() {
+    let runtime = Arc::new(Runtime::builder().workers(2).build().expect("worker threads"));
+    let dumping = Arc::clone(&runtime);
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&ran);
+    runtime.block_on(move || {
+        let tasks: Vec<_> = (0..3)
+            .map(|_| {
+                let counted = Arc::clone(&counted);
+                pinned(move || counted.fetch_add(1, Ordering::SeqCst))
+            })
+            .collect();
+        // Cancelled before this coroutine first switches out (the dump may
+        // wait for the other worker's answer, and this worker would then
+        // start them).
+        tasks[1].cancel();
+        // This coroutine has not switched out since it spawned them: none
+        // has started.
+        let dump = dumping.dump();
+        let me = dump.coroutine(weft::current().id()).expect("the dumping coroutine is listed");
+        for task in &tasks {
+            let listed = dump.coroutine(task.id()).expect("an unstarted same_worker coroutine is listed");
+            assert_eq!(listed.state(), CoroutineState::Unstarted, "{dump}");
+            assert_eq!(listed.worker(), me.worker(), "listed on the spawner's worker");
+        }
+        let results: Vec<_> = tasks.into_iter().map(|t| t.join()).collect();
+        assert!(results[0].is_ok() && results[2].is_ok());
+        let error = results[1].as_ref().expect_err("cancelled before it started");
+        assert_eq!(error.kind(), JoinErrorKind::Cancelled);
+    });
+    assert_eq!(ran.load(Ordering::SeqCst), 2, "the cancelled one never ran");
+}
+
+/// A runtime dropped while coroutines spawned with the option wait to
+/// start: it does not hang, they never run, and their join handles end
+/// with the shutdown error.
+#[test]
+fn shutdown_fails_unstarted_same_worker_coroutines() {
+    let runtime = Runtime::builder().workers(2).build().expect("worker threads");
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&ran);
+    let (handles_tx, handles_rx) = std::sync::mpsc::channel();
+    let spawner = runtime.spawn(move || {
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let counted = Arc::clone(&counted);
+                pinned(move || counted.fetch_add(1, Ordering::SeqCst))
+            })
+            .collect();
+        handles_tx.send(tasks).expect("the test thread waits for the handles");
+        // Keep the worker (the only one that may start them) busy until
+        // the runtime is shutting down.
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    let tasks = handles_rx.recv().expect("the spawner sends its handles");
+    drop(runtime);
+    spawner.join().expect("the spawner finished before the workers stopped");
+    for task in tasks {
+        let error = task.join().expect_err("never started");
+        assert_eq!(error.kind(), JoinErrorKind::Shutdown, "{error}");
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+}
