@@ -515,7 +515,115 @@ def table_net(results):
     return "\n\n".join(parts)
 
 
-TABLES = {"net": table_net, "versus_threads": lambda r: table_versus_threads(r) if r.vt else "",
+def table_placement(results):
+    """placement.sh's collection (benches/results/placement/): the lock rows
+    on 2 workers with the default placement and with Builder::same_worker,
+    beside Go at GOMAXPROCS=2 and =1, with the commands, machine and date."""
+    import glob
+    import json
+    import statistics
+    d = results.dir
+    if not os.path.exists(os.path.join(d, "machine.json")):
+        return "*Not collected yet: run `bash benches/report/placement.sh` (about 2 minutes on 2 cores).*"
+    machine = json.load(open(os.path.join(d, "machine.json")))
+
+    def pooled(pattern, key, side):
+        """Every run of row `key` on `side` over the turns' files, and the row."""
+        runs, row = [], None
+        for path in sorted(glob.glob(os.path.join(d, pattern))):
+            for r in json.load(open(path))["rows"]:
+                if r["key"] == key:
+                    row = r
+                    runs += r[side + "_runs"] if side in ("weft", "threads") else r["runs"]
+        return runs, row
+
+    def cell(runs, unit):
+        if not runs:
+            return "—", None
+        m = statistics.median(runs)
+        return f"{fmt_num(m)} {spread(runs, m)}", m
+
+    rows, medians = [], {}
+    for key in ("contended_mutex", "pc_condvar", "pc_semaphore", "readers_writers"):
+        default_runs, row = pooled("default.*.json", key, "weft")
+        if row is None:
+            continue
+        unit = row["unit"]
+        threads_runs, _ = pooled("default.*.json", key, "threads")
+        same_runs, _ = pooled("same_worker.*.json", key, "weft")
+        go2_runs, _ = pooled("go2.*[0-9].json", key, "go")
+        go1_runs, _ = pooled("go1.*[0-9].json", key, "go")
+        default, dm = cell(default_runs, unit)
+        same, sm = cell(same_runs, unit)
+        go2, g2 = cell(go2_runs, unit)
+        go1, _ = cell(go1_runs, unit)
+        threads, _ = cell(threads_runs, unit)
+        vs_go = better_ratio(sm, g2, unit) if sm and g2 else None
+        vs_default = better_ratio(sm, dm, unit) if sm and dm else None
+        rows.append([row["workload"], default, f"**{same}**", go2, go1, threads, unit,
+                     fmt_ratio(vs_default) if vs_default else "—", fmt_ratio(vs_go) if vs_go else "—"])
+        medians[key] = {"default": dm, "same": sm, "go2": g2, "threads": cell(threads_runs, unit)[1], "unit": unit}
+    table = md_table(["workload", "weft, default placement", "weft, same_worker", "Go, GOMAXPROCS=2",
+                      "Go, GOMAXPROCS=1", "OS threads", "unit", "same_worker vs default", "same_worker vs Go (2)"],
+                     rows, ["l", "r", "r", "r", "r", "r", "l", "r", "r"])
+    cpu = []
+    for procs in (2, 1):
+        shares = [(t["user_s"] + t["sys_s"]) / t["wall_s"]
+                  for t in (json.load(open(p)) for p in sorted(glob.glob(os.path.join(d, f"go{procs}.*.cpu.json"))))
+                  if t["wall_s"] > 0]
+        if shares:
+            cpu.append(f"{fmt_num(statistics.median(shares))} CPUs at GOMAXPROCS={procs}")
+    parts = [table]
+
+    def verdict(key, what, goal):
+        """`goal(weft, m)` for each placement of row `key`: "met (…)" or "missed (…)"."""
+        m = medians.get(key)
+        if not m or m["go2"] is None:
+            return None
+        said = []
+        for placement, name in (("same", "with same_worker"), ("default", "with the default placement")):
+            ok, detail = goal(m[placement], m)
+            said.append(f"{name} {'met' if ok else 'missed'} ({detail})")
+        return f"{what}: " + "; ".join(said)
+
+    def vs_go(weft, m):
+        r = better_ratio(weft, m["go2"], m["unit"])
+        return r >= 1, f"{fmt_ratio(r)} Go's"
+
+    def pc_goal(weft, m):
+        rg, rt = better_ratio(weft, m["go2"], m["unit"]), better_ratio(weft, m["threads"], m["unit"])
+        return rg >= 1 and rt >= 5, f"{fmt_ratio(rg)} Go's, {fmt_ratio(rt)} OS threads'"
+
+    def mutex_goal(weft, m):
+        best = min(m["go2"], m["threads"])
+        return weft <= best, f"{fmt_num(weft)} against the better of Go and std, {fmt_num(best)} ns"
+    verdicts = [v for v in (
+        verdict("readers_writers", "Readers-writers, at least Go's throughput at 2 Ps", vs_go),
+        verdict("contended_mutex", "Contended Mutex, no slower than Go and std (parking_lot: see the Sync section)",
+                mutex_goal),
+        verdict("pc_condvar", "Producer-consumer (Mutex+Condvar), at least Go's and 5x OS threads' throughput",
+                pc_goal)) if v]
+    if verdicts:
+        parts.append("Against the 2-CPU goals of the scaling work (computed from the medians above):\n\n" +
+                     "\n".join(f"- {v}." for v in verdicts))
+    if cpu:
+        parts.append("The Go peer's process, running its three rows of this table (CPU seconds over wall seconds, "
+                     "median over the turns, `/usr/bin/time`): " + ", ".join(cpu) + ".")
+    steps = []
+    for step in machine["steps"]:
+        if step not in steps:
+            steps.append(step)
+    dirty = " (with uncommitted changes)" if machine.get("dirty") else ""
+    parts.append("```sh\nbash benches/report/placement.sh   # runs, in each of " + str(machine["repetitions"]) +
+                 " turns (N), the last four:\n" + "\n".join(steps) + "\n```")
+    parts.append(f"*{machine['cpu']}, {machine['cpus']} CPUs, Linux {machine['kernel']}; commit "
+                 f"`{machine['commit'][:10]}`{dirty}; {machine['date']}; load average {machine['load_before']} "
+                 f"before, {machine['load_after']} after. Each cell: the median of every run of every turn "
+                 f"(versus_threads: 5 runs per turn; Go: 5), ± half their range as a share of the median.*")
+    return "\n\n".join(parts)
+
+
+TABLES = {"net": table_net, "placement": table_placement, "versus_threads": lambda r: table_versus_threads(r) if r.vt else "",
           "versus": lambda r: table_versus(r) if r.versus_keys() else "",
           "crosscheck": table_crosscheck, "switch": table_switch, "runtime": table_group("runtime"),
           "sync": table_group("sync"), "go": table_go, "scaling": table_scaling}
