@@ -89,6 +89,11 @@
 //! value per worker thread, shared by every coroutine that runs there: for
 //! one value per coroutine, use [`task_local!`]. Load balancing still
 //! happens: an idle worker steals coroutines that have not started yet.
+//! Coroutines that mostly wait on each other (the users of one busy lock, a
+//! producer and its consumer) run faster together on one worker than spread
+//! over two, where every lock operation crosses between CPUs; since they
+//! cannot be moved together later, [`Builder::same_worker`] keeps them on
+//! their spawner's worker from the start.
 //!
 //! The price is that scheduling is cooperative and per worker. A coroutine
 //! keeps its worker until it yields, parks or returns; nothing preempts it,
