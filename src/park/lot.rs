@@ -103,7 +103,8 @@
 //! (the oldest is the one woken, and re-parks at the front until served).
 
 use super::Unparker;
-use crate::loom::{AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering};
+use super::bucket_lock::{BucketGuard, BucketLock};
+use crate::loom::{AtomicBool, AtomicUsize, Ordering};
 use crate::sys::futex::Deadline;
 use std::cell::Cell;
 use std::ptr;
@@ -251,18 +252,18 @@ struct Queue {
 unsafe impl Send for Queue {}
 
 struct Bucket {
-    queue: Mutex<Queue>,
+    queue: BucketLock<Queue>,
 }
 
 impl Bucket {
     #[cfg(not(loom))]
     const fn new() -> Bucket {
-        Bucket { queue: Mutex::new(Queue { head: ptr::null(), tail: ptr::null(), next_fair: None }) }
+        Bucket { queue: BucketLock::new(Queue { head: ptr::null(), tail: ptr::null(), next_fair: None }) }
     }
 
     #[cfg(loom)]
     fn new() -> Bucket {
-        Bucket { queue: Mutex::new(Queue { head: ptr::null(), tail: ptr::null(), next_fair: None }) }
+        Bucket { queue: BucketLock::new(Queue { head: ptr::null(), tail: ptr::null(), next_fair: None }) }
     }
 }
 
@@ -316,13 +317,13 @@ fn bucket_of(key: usize) -> &'static Bucket {
     &TABLE[index % BUCKETS]
 }
 
-fn lock(bucket: &'static Bucket) -> MutexGuard<'static, Queue> {
-    bucket.queue.lock().unwrap_or_else(|e| e.into_inner())
+fn lock(bucket: &'static Bucket) -> BucketGuard<'static, Queue> {
+    bucket.queue.lock()
 }
 
 /// Locks the bucket of the key `node` currently waits on (which a requeue
 /// may change until we hold the right lock).
-fn lock_node_bucket(node: &WaitNode) -> MutexGuard<'static, Queue> {
+fn lock_node_bucket(node: &WaitNode) -> BucketGuard<'static, Queue> {
     loop {
         let key = node.key.load(Ordering::Relaxed);
         let guard = lock(bucket_of(key));
@@ -333,7 +334,7 @@ fn lock_node_bucket(node: &WaitNode) -> MutexGuard<'static, Queue> {
 }
 
 /// Locks the buckets of two keys in a fixed order (no lock-order deadlock).
-fn lock_two(a: usize, b: usize) -> (MutexGuard<'static, Queue>, Option<MutexGuard<'static, Queue>>) {
+fn lock_two(a: usize, b: usize) -> (BucketGuard<'static, Queue>, Option<BucketGuard<'static, Queue>>) {
     let (ba, bb) = (bucket_of(a), bucket_of(b));
     if ptr::eq(ba, bb) {
         return (lock(ba), None);

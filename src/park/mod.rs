@@ -55,6 +55,7 @@
 //! The state machine is written against `crate::loom`, so the loom models in
 //! this module check it under every interleaving.
 
+mod bucket_lock;
 pub(crate) mod lot;
 pub(crate) mod thread;
 
