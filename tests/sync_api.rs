@@ -693,6 +693,42 @@ fn barrier_timeouts_racing_arrivals() {
 // WaitGroup
 // ---------------------------------------------------------------------------
 
+/// One release wakes a crowd: 40 coroutines and 12 OS threads wait on one
+/// WaitGroup (more than the 8 wakes the parking lot batches on its stack),
+/// and the last `done` wakes every one of them.
+#[test]
+fn waitgroup_release_wakes_every_waiter_of_a_crowd() {
+    const COROUTINES: usize = 40;
+    const THREADS: usize = 12;
+    let group = WaitGroup::new();
+    let member = group.clone();
+    let woken = Arc::new(AtomicUsize::new(0));
+    let waiters: Vec<_> = (0..COROUTINES + THREADS)
+        .map(|i| {
+            let (group, woken) = (group.clone(), Arc::clone(&woken));
+            let body = move || {
+                group.wait();
+                woken.fetch_add(1, Ordering::SeqCst);
+            };
+            if i < COROUTINES {
+                let handle = runtime().spawn(body);
+                in_background(move || handle.join().unwrap())
+            } else {
+                in_background(body)
+            }
+        })
+        .collect();
+    drop(group);
+    // Give every waiter time to park, then release them all at once.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(woken.load(Ordering::SeqCst), 0, "a waiter went through before the release");
+    drop(member);
+    for w in waiters {
+        w.recv_within(PATIENCE).expect("a waiter was not woken by the release");
+    }
+    assert_eq!(woken.load(Ordering::SeqCst), COROUTINES + THREADS);
+}
+
 #[test]
 fn waitgroup_wait_timeout_never_early_then_completes() {
     on_thread_and_coroutine(|who| {

@@ -348,6 +348,48 @@ fn lock_two(a: usize, b: usize) -> (BucketGuard<'static, Queue>, Option<BucketGu
     }
 }
 
+/// Nodes taken off a queue ([`Queue::detach_where`]), chained through
+/// their `next` links in queue order. The bucket lock they were taken under
+/// must still be held while the chain is walked: a node may be freed by its
+/// owner as soon as it is released (`release_node`), so `pop_front` reads
+/// the link before handing the node out.
+struct Detached {
+    head: *const WaitNode,
+    tail: *const WaitNode,
+    len: usize,
+}
+
+impl Detached {
+    fn push(&mut self, node: &WaitNode) {
+        node.next.set(ptr::null());
+        if self.tail.is_null() {
+            self.head = node;
+        } else {
+            // SAFETY: `tail` is a node of this chain: unlinked from its
+            // queue but still waiting (not released), so alive; the caller
+            // holds the bucket lock it was taken under.
+            unsafe { (*self.tail).next.set(node) };
+        }
+        self.tail = node;
+        self.len += 1;
+    }
+
+    fn pop_front(&mut self) -> Option<*const WaitNode> {
+        if self.head.is_null() {
+            return None;
+        }
+        let node = self.head;
+        // SAFETY: as in `push`: a chained node is alive until released, and
+        // its link is read before the caller may release it.
+        self.head = unsafe { (*node).next.get() };
+        if self.head.is_null() {
+            self.tail = ptr::null();
+        }
+        self.len -= 1;
+        Some(node)
+    }
+}
+
 impl Queue {
     /// Links `node` at the head: a fair wait's re-park (`park_fair`), ahead
     /// of every waiter, as the oldest of its key's waiters.
@@ -387,25 +429,26 @@ impl Queue {
         }
     }
 
-    /// Unlinks and returns the nodes for which `take(node)` says so, in queue
-    /// order, stopping after `limit` taken.
-    fn remove_where(&mut self, limit: usize, mut take: impl FnMut(&WaitNode) -> bool) -> Vec<*const WaitNode> {
-        let mut taken = Vec::new();
+    /// Unlinks the nodes for which `take(node)` says so, stopping after
+    /// `limit` taken, and chains them, in queue order, through their own
+    /// `next` links (no allocation: timeouts and wake-alls take this path).
+    fn detach_where(&mut self, limit: usize, mut take: impl FnMut(&WaitNode) -> bool) -> Detached {
+        let mut detached = Detached { head: ptr::null(), tail: ptr::null(), len: 0 };
         let mut prev: *const WaitNode = ptr::null();
         let mut current = self.head;
-        while !current.is_null() && taken.len() < limit {
+        while !current.is_null() && detached.len < limit {
             // SAFETY: queued nodes are alive and guarded by the lock we hold.
             let node = unsafe { &*current };
             let next = node.next.get();
             if take(node) {
                 self.unlink(prev, node);
-                taken.push(current);
+                detached.push(node);
             } else {
                 prev = current;
             }
             current = next;
         }
-        taken
+        detached
     }
 
     /// Unlinks the oldest node waiting on `key` (no allocation: this is on
@@ -640,8 +683,8 @@ fn park_inner(
             break ParkResult::Unparked(node.token.get());
         }
         let key = node.key.load(Ordering::Relaxed);
-        let removed = queue.remove_where(1, |n| ptr::eq(n, &node));
-        debug_assert_eq!(removed.len(), 1, "park: a waiter that was not woken is missing from its queue");
+        let removed = queue.detach_where(1, |n| ptr::eq(n, &node));
+        debug_assert_eq!(removed.len, 1, "park: a waiter that was not woken is missing from its queue");
         node.unparker.take();
         let was_last = !queue.contains_key(key);
         timed_out(key, was_last);
@@ -701,7 +744,7 @@ impl<F: FnOnce(usize, bool), A: FnOnce(usize, usize)> Drop for DequeueOnUnwind<'
         }
         let mut queue = lock_node_bucket(self.node);
         if !self.node.removed.load(Ordering::Acquire) {
-            queue.remove_where(1, |n| ptr::eq(n, self.node));
+            queue.detach_where(1, |n| ptr::eq(n, self.node));
             self.node.unparker.take();
             // The key it is queued on now (a requeue may have moved it).
             let key = self.node.key.load(Ordering::Relaxed);
@@ -782,14 +825,24 @@ fn unpark_one_inner(
 /// Wakes every waiter of `key`, handing each `token`; returns how many.
 pub(crate) fn unpark_all(key: usize, token: usize) -> usize {
     let mut queue = lock(bucket_of(key));
-    let taken = queue.remove_where(usize::MAX, |n| n.key.load(Ordering::Relaxed) == key);
-    // SAFETY: each was just unlinked; lock held.
-    let unparkers: Vec<Unparker> = taken.iter().map(|&node| unsafe { release_node(node, token) }).collect();
-    drop(queue);
-    let count = unparkers.len();
-    for unparker in unparkers {
-        unparker.unpark();
+    let mut taken = queue.detach_where(usize::MAX, |n| n.key.load(Ordering::Relaxed) == key);
+    let count = taken.len;
+    // The first few wakes wait in an array on this stack; only a crowd
+    // spills into a Vec.
+    let mut first: [Option<Unparker>; 8] = Default::default();
+    let mut rest = Vec::new();
+    let mut index = 0;
+    while let Some(node) = taken.pop_front() {
+        // SAFETY: just unlinked, lock held; `pop_front` is done with it.
+        let unparker = unsafe { release_node(node, token) };
+        match first.get_mut(index) {
+            Some(slot) => *slot = Some(unparker),
+            None => rest.push(unparker),
+        }
+        index += 1;
     }
+    drop(queue);
+    first.into_iter().flatten().chain(rest).for_each(Unparker::unpark);
     count
 }
 
@@ -884,19 +937,19 @@ pub(crate) fn unpark_requeue(
     if op == RequeueOp::Abort {
         return UnparkResult::default();
     }
-    let mut moved = from_queue.remove_where(usize::MAX, |n| n.key.load(Ordering::Relaxed) == from);
-    let woken = if op == RequeueOp::UnparkOneRequeueRest && !moved.is_empty() { Some(moved.remove(0)) } else { None };
+    let mut moved = from_queue.detach_where(usize::MAX, |n| n.key.load(Ordering::Relaxed) == from);
+    let woken = if op == RequeueOp::UnparkOneRequeueRest { moved.pop_front() } else { None };
     let mut result = UnparkResult {
         unparked: usize::from(woken.is_some()),
-        have_more: !moved.is_empty(),
-        requeued: moved.len(),
+        have_more: moved.len != 0,
+        requeued: moved.len,
         ..UnparkResult::default()
     };
     if let Some(node) = woken {
         // SAFETY: just unlinked, lock held.
         result.waited = unsafe { (*node).parked_at }.map_or(Duration::ZERO, waited_since);
     }
-    for &node in &moved {
+    while let Some(node) = moved.pop_front() {
         // SAFETY: unlinked from `from`, about to be linked into `to`; both
         // buckets are locked, so nobody else can see it in between.
         let node = unsafe { &*node };
