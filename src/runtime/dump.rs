@@ -845,8 +845,9 @@ fn wait<'a>(
     }
 }
 
-/// The unstarted tasks of a worker's `fresh` queue each get a line in the
-/// dump; the worker's part lists them from its own side too (`dump_part`).
+/// The unstarted tasks of a worker's `fresh` deque each get a line in the
+/// dump: the worker's own part lists them (`dump_part`, which empties and
+/// refills its deque), or the dumper, for a worker that does not answer.
 pub(crate) fn add_fresh(builder: &mut PartBuilder, task: &TaskRef) {
     PartBuilder::add_unstarted(&mut builder.out, builder.now, task, Some(builder.worker));
 }
