@@ -14,7 +14,11 @@
 //!  a worker's started coroutines  that worker, between two rounds  its registry, run queue,
 //!  (running, runnable, parked)    (or inline, when the dumper is   timers; backtraces walked on
 //!                                 one of its own coroutines)       each coroutine's own stack
-//!  a worker's unstarted ones      the dumper                       its `fresh` queue, locked
+//!  a worker's unstarted ones      that worker, with its part;      its `fresh` deque, emptied
+//!                                 for one that does not answer,    and refilled in order; from
+//!                                 the dumper                       one that does not answer,
+//!                                                                  stolen and moved to the
+//!                                                                  injector
 //!  the runtime's unstarted ones   the dumper                       the injector, locked
 //!  a worker that does not answer  the dumper, through the probe     the id, name and spawn site
 //!                                 signal of the stall monitor      of the coroutine it runs
@@ -49,7 +53,12 @@
 //!    there), and the dump lists what can be read without touching that
 //!    worker's coroutines: the coroutine it runs (asked of the worker's own
 //!    thread with the stall monitor's probe signal, where that coroutine is
-//!    surely alive; see `monitor`) and its unstarted ones.
+//!    surely alive; see `monitor`) and its unstarted ones. Those sit in
+//!    its `fresh` deque, which only its owner could put back into: the
+//!    dumper steals them all, lists them as queued on that worker, and
+//!    moves them to the runtime's injector (`Shared::requeue_unstarted`),
+//!    where the other workers may start them (decision 3 lets unstarted
+//!    tasks move; an idle worker would have stolen them anyway).
 //!
 //! # What it costs
 //!
@@ -696,10 +705,11 @@ impl PartBuilder {
         }
     }
 
-    /// Adds an unstarted task held in worker `queued_on`'s `fresh` queue (or
-    /// the injector, `None`). Any thread may call this while it holds that
-    /// queue's lock: an unstarted task's header is not written by anyone
-    /// while it sits in a queue.
+    /// Adds an unstarted task held in worker `queued_on`'s `fresh` deque (or
+    /// the injector, `None`). Any thread may call this while it holds the
+    /// injector's lock or has taken the task out of a `fresh` deque: an
+    /// unstarted task's header is not written by anyone while it sits in a
+    /// queue or in the hands of whoever took it.
     fn add_unstarted(out: &mut Vec<CoroutineDump>, now: u64, task: &TaskRef, queued_on: Option<usize>) {
         debug_assert_eq!(task.home(), NO_HOME, "a queued fresh task has no home");
         out.push(CoroutineDump {
@@ -799,9 +809,16 @@ pub(crate) fn collect(shared: &Arc<Shared>) -> Dump {
                         trace: TraceSlot::Skipped(format!("worker {index} did not answer")),
                     });
                 }
-                shared.workers[index].visit_fresh(&mut |task| {
+                // Its unstarted ones: a deque cannot be read in place, so
+                // the dumper takes them, as an idle worker would steal them,
+                // lists them as queued there, and hands them to the
+                // runtime's queue, where any worker may start them (they
+                // were stuck behind a busy worker anyway).
+                let taken = shared.workers[index].steal_all_fresh();
+                for task in &taken {
                     PartBuilder::add_unstarted(&mut coroutines, now, task, Some(index));
-                });
+                }
+                shared.requeue_unstarted(taken);
             }
         }
     }
@@ -828,8 +845,9 @@ fn wait<'a>(
     }
 }
 
-/// The unstarted tasks of a worker's `fresh` queue each get a line in the
-/// dump; the worker's part lists them from its own side too (`dump_part`).
+/// The unstarted tasks of a worker's `fresh` deque each get a line in the
+/// dump: the worker's own part lists them (`dump_part`, which empties and
+/// refills its deque), or the dumper, for a worker that does not answer.
 pub(crate) fn add_fresh(builder: &mut PartBuilder, task: &TaskRef) {
     PartBuilder::add_unstarted(&mut builder.out, builder.now, task, Some(builder.worker));
 }

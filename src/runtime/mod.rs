@@ -118,6 +118,36 @@ impl Shared {
         self.notify_one_sleeper();
     }
 
+    /// Queues unstarted tasks taken from a worker's `fresh` deque (by a dump
+    /// of a worker that did not answer) on the injector, oldest first. If
+    /// the runtime shuts down meanwhile, fails them instead: `Runtime::drop`
+    /// drains the injector once, after its workers stopped, and a push after
+    /// that drain would never be failed. The shutdown flag is read after
+    /// the pushes (their lock) and stored before the drain (its lock), so
+    /// either the drain finds the tasks or this sees the flag (and fails
+    /// what it finds in the injector itself).
+    fn requeue_unstarted(&self, tasks: Vec<TaskRef>) {
+        if tasks.is_empty() {
+            return;
+        }
+        {
+            let mut injector = self.injector.lock().unwrap_or_else(|e| e.into_inner());
+            injector.extend(tasks);
+            self.injector_len.store(injector.len(), Ordering::SeqCst);
+        }
+        self.notify_one_sleeper();
+        if self.shutdown.load(Ordering::SeqCst) {
+            let left: Vec<_> = {
+                let mut injector = self.injector.lock().unwrap_or_else(|e| e.into_inner());
+                self.injector_len.store(0, Ordering::SeqCst);
+                injector.drain(..).collect()
+            };
+            for task in left {
+                fail_unstarted(task);
+            }
+        }
+    }
+
     /// How many coroutines wait in this runtime's queues to start (each
     /// will need a stack): the injector and every worker's fresh queue.
     /// Those spawned with [`Builder::same_worker`] wait in their worker's
@@ -311,9 +341,12 @@ impl RuntimeBuilder {
             }
             None => dump_signal_from_env(),
         };
+        // Each worker's `fresh` deque: the owner's end goes to its thread,
+        // the thieves' end into its shared part.
+        let deques: Vec<worker::Deque<TaskRef>> = (0..workers).map(|_| worker::Deque::new_lifo()).collect();
         let shared = Arc::new(Shared {
             id,
-            workers: (0..workers).map(|_| WorkerShared::new()).collect(),
+            workers: deques.iter().map(|deque| WorkerShared::new(deque.stealer())).collect(),
             injector: Mutex::new(VecDeque::new()),
             injector_len: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
@@ -330,11 +363,11 @@ impl RuntimeBuilder {
             threads: Mutex::new(Vec::with_capacity(workers)),
             monitor: Mutex::new(None),
         };
-        for index in 0..workers {
+        for (index, deque) in deques.into_iter().enumerate() {
             let shared = Arc::clone(&shared);
             let thread = std::thread::Builder::new()
                 .name(format!("weft-r{id}-w{index}"))
-                .spawn(move || worker::run(index, shared))?;
+                .spawn(move || worker::run(index, shared, deque))?;
             runtime.threads.lock().unwrap_or_else(|e| e.into_inner()).push(thread);
         }
         if let Some(threshold) = self.stall_threshold {

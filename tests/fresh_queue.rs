@@ -1,0 +1,287 @@
+//! The fresh queue (each worker's queue of unstarted coroutines: the owner
+//! pushes and pops the newest, idle workers steal the oldest) as the runtime
+//! uses it, through the public API, in crossbeam-deque's test pattern
+//! (`crossbeam-deque/tests/lifo.rs`): smoke, stampede, stress, no
+//! starvation, destructors. Every spawned coroutine must run exactly once
+//! (or, if it never starts, have its closure dropped exactly once): each
+//! test counts runs per coroutine and drops per closure.
+//!
+//! The owner's push is `weft::spawn` from a coroutine; its pop is its worker
+//! taking the newest unstarted coroutine (when the spawner parks in `join`
+//! or yields); the thieves are the other workers, idle, stealing. Sizes are
+//! liveness sizes for a small shared machine, not benchmarks.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+use weft::{JoinErrorKind, JoinHandle, Runtime};
+
+/// The tests measure latencies and share two cores: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn runtime(workers: usize) -> Runtime {
+    Runtime::builder().workers(workers).build().expect("a runtime with its worker threads")
+}
+
+/// The worker this coroutine runs on, from its thread's name
+/// (`weft-r<R>-w<N>`).
+fn worker_index() -> usize {
+    let thread = thread::current();
+    let name = thread.name().expect("worker threads are named");
+    name.rsplit_once("-w").and_then(|(_, n)| n.parse().ok()).expect("a worker thread's name ends in -w<N>")
+}
+
+/// One counter per spawned coroutine: how many times it ran.
+fn counters(n: usize) -> Arc<Vec<AtomicUsize>> {
+    Arc::new((0..n).map(|_| AtomicUsize::new(0)).collect())
+}
+
+#[track_caller]
+fn assert_each_ran_once(runs: &[AtomicUsize]) {
+    for (i, count) in runs.iter().enumerate() {
+        assert_eq!(count.load(Ordering::SeqCst), 1, "coroutine {i} ran {} times", count.load(Ordering::SeqCst));
+    }
+}
+
+/// One coroutine spawns, joins; a few, joined newest first and oldest
+/// first.
+#[test]
+fn smoke() {
+    let _serial = serial();
+    let rt = runtime(2);
+    assert_eq!(rt.block_on(|| weft::spawn(|| 7).join().unwrap()), 7);
+    let sum = rt.block_on(|| {
+        let handles: Vec<_> = (0..10u64).map(|i| weft::spawn(move || i)).collect();
+        handles.into_iter().rev().map(|h| h.join().unwrap()).sum::<u64>()
+    });
+    assert_eq!(sum, 45);
+    let sum = rt.block_on(|| {
+        let handles: Vec<_> = (0..10u64).map(|i| weft::spawn(move || i)).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+    });
+    assert_eq!(sum, 45);
+}
+
+/// One coroutine fills its worker's fresh queue with 20 000 coroutines
+/// without switching out, while three idle workers steal from it at once;
+/// then it joins them all. Each runs exactly once, and the thieves took
+/// some.
+#[test]
+fn stampede() {
+    const COUNT: usize = 20_000;
+    let _serial = serial();
+    let rt = runtime(4);
+    let runs = counters(COUNT);
+    let by_others = Arc::new(AtomicUsize::new(0));
+    let (r, o) = (Arc::clone(&runs), Arc::clone(&by_others));
+    rt.block_on(move || {
+        let owner = worker_index();
+        let handles: Vec<JoinHandle<()>> = (0..COUNT)
+            .map(|i| {
+                let (r, o) = (Arc::clone(&r), Arc::clone(&o));
+                weft::spawn(move || {
+                    r[i].fetch_add(1, Ordering::SeqCst);
+                    if worker_index() != owner {
+                        o.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("a stampede coroutine");
+        }
+    });
+    assert_each_ran_once(&runs);
+    assert!(by_others.load(Ordering::SeqCst) > 0, "no coroutine was stolen by the three idle workers");
+}
+
+/// The owner pushes and pops against three thieves: a coroutine spawns in
+/// bursts and, between bursts, joins a random-ish earlier one (parking, so
+/// its worker pops the newest unstarted ones) or yields; the other three
+/// workers steal whenever they run dry, and every coroutine spawns a child
+/// now and then (so the thieves push and pop their own queues too).
+#[test]
+fn stress() {
+    const COUNT: usize = 60_000;
+    let _serial = serial();
+    let rt = runtime(4);
+    let runs = counters(2 * COUNT);
+    let r = Arc::clone(&runs);
+    rt.block_on(move || {
+        let mut pending = std::collections::VecDeque::new();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for i in 0..COUNT {
+            let r = Arc::clone(&r);
+            let child = i % 3 == 0;
+            pending.push_back(weft::spawn(move || {
+                r[i].fetch_add(1, Ordering::SeqCst);
+                if child {
+                    let r = Arc::clone(&r);
+                    weft::spawn(move || {
+                        r[COUNT + i].fetch_add(1, Ordering::SeqCst);
+                    })
+                    .join()
+                    .expect("a child");
+                } else {
+                    r[COUNT + i].fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+            match next() % 16 {
+                0 => weft::yield_now(),
+                1 | 2 if pending.len() > 64 => {
+                    let h = if next() % 2 == 0 { pending.pop_front() } else { pending.pop_back() };
+                    h.expect("pending").join().expect("a stress coroutine");
+                }
+                _ => {}
+            }
+        }
+        for h in pending {
+            h.join().expect("a stress coroutine");
+        }
+    });
+    assert_each_ran_once(&runs);
+}
+
+/// Neither side starves. The owner keeps spawning and yielding (its queue
+/// never runs dry and newest-first would never come back to the first
+/// one); the first coroutine it spawned must still start within a bounded
+/// time, alone on one worker (only the scheduler's fairness rule can start
+/// it) and with three thieves; and with thieves, they must get work while
+/// the owner keeps pushing (it pushes until they have, within a bound: on
+/// a loaded machine the thieves' threads may get a CPU only after a while).
+#[test]
+fn no_starvation() {
+    let _serial = serial();
+    for workers in [1, 4] {
+        let rt = runtime(workers);
+        let stolen = Arc::new(AtomicUsize::new(0));
+        let s = Arc::clone(&stolen);
+        let (waited, spawned, took) = rt.block_on(move || {
+            let owner = worker_index();
+            let ran = Arc::new(AtomicBool::new(false));
+            let ran_in_first = Arc::clone(&ran);
+            let start = Instant::now();
+            let first = weft::spawn(move || ran_in_first.store(true, Ordering::SeqCst));
+            let mut spawned = 0u64;
+            let mut waited = None;
+            let thieves_done = || workers == 1 || s.load(Ordering::SeqCst) > 0;
+            while (waited.is_none() || !thieves_done()) && start.elapsed() < Duration::from_secs(10) {
+                let s = Arc::clone(&s);
+                drop(weft::spawn(move || {
+                    if worker_index() != owner {
+                        s.fetch_add(1, Ordering::SeqCst);
+                    }
+                }));
+                spawned += 1;
+                if waited.is_none() && ran.load(Ordering::SeqCst) {
+                    waited = Some(start.elapsed());
+                }
+                weft::yield_now();
+            }
+            first.join().expect("the first coroutine");
+            (waited, spawned, start.elapsed())
+        });
+        let waited = waited.unwrap_or_else(|| panic!("the first coroutine never ran behind {spawned} newer ones"));
+        assert!(
+            waited < Duration::from_secs(2),
+            "the first coroutine waited {waited:?} behind {spawned} newer ones on {workers} worker(s)"
+        );
+        if workers > 1 {
+            assert!(
+                stolen.load(Ordering::SeqCst) > 0,
+                "the thieves got no coroutine in {took:?} ({spawned} spawned and counting)"
+            );
+        }
+    }
+}
+
+/// Counts drops of the closures' captures.
+struct Droppable(Arc<AtomicUsize>);
+
+impl Drop for Droppable {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Every closure is dropped exactly once, whether its coroutine ran,
+/// was cancelled before it started, or was still queued when the runtime
+/// was dropped; and none that was cancelled or left queued ran.
+#[test]
+fn destructors() {
+    const COUNT: usize = 10_000;
+    let _serial = serial();
+    let runs = counters(COUNT);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let released = Arc::new(AtomicBool::new(false));
+    {
+        let rt = runtime(4);
+        let (r, d, rel) = (Arc::clone(&runs), Arc::clone(&drops), Arc::clone(&released));
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The spawner keeps its worker busy after spawning (it spins until
+        // released), so what the other workers do not steal stays queued.
+        let spawner = rt.spawn(move || {
+            let handles: Vec<JoinHandle<()>> = (0..COUNT)
+                .map(|i| {
+                    let (r, guard) = (Arc::clone(&r), Droppable(Arc::clone(&d)));
+                    weft::spawn(move || {
+                        let _guard = guard;
+                        r[i].fetch_add(1, Ordering::SeqCst);
+                        // Keep the thieves' own workers busy for a while.
+                        thread::sleep(Duration::from_micros(20));
+                    })
+                })
+                .collect();
+            // Cancel every fourth one; those not started yet never start.
+            for h in handles.iter().step_by(4) {
+                h.cancel();
+            }
+            tx.send(handles).expect("the test waits for the handles");
+            while !rel.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+        });
+        let handles = rx.recv().expect("the spawner sends its handles");
+        thread::sleep(Duration::from_millis(20));
+        // Drop the runtime with coroutines still queued: released first,
+        // so that the spawner finishes and its worker can stop.
+        released.store(true, Ordering::SeqCst);
+        spawner.join().expect("the spawner");
+        drop(rt);
+        let mut outcomes = [0usize; 3]; // ran, cancelled, shut down unstarted
+        for (i, h) in handles.into_iter().enumerate() {
+            match h.join() {
+                Ok(()) => outcomes[0] += 1,
+                Err(e) if e.kind() == JoinErrorKind::Cancelled => {
+                    assert_eq!(i % 4, 0, "coroutine {i} was not cancelled, yet ended as cancelled");
+                    outcomes[1] += 1;
+                }
+                Err(e) => {
+                    assert!(!e.is_panic(), "coroutine {i} panicked: {e}");
+                    assert_eq!(runs[i].load(Ordering::SeqCst), 0, "coroutine {i} ran yet ended in error: {e}");
+                    outcomes[2] += 1;
+                }
+            }
+        }
+        assert_eq!(outcomes.iter().sum::<usize>(), COUNT);
+        assert!(outcomes[1] > 0, "no coroutine was cancelled before it started: {outcomes:?}");
+        // Each started one sleeps 20 us on its worker: 10 000 take three
+        // thieves far longer than the 20 ms before the runtime is dropped.
+        assert!(outcomes[2] > 0, "no coroutine was left queued at shutdown (untested): {outcomes:?}");
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), COUNT, "closures dropped");
+    for (i, count) in runs.iter().enumerate() {
+        assert!(count.load(Ordering::SeqCst) <= 1, "coroutine {i} ran {} times", count.load(Ordering::SeqCst));
+    }
+}
