@@ -348,6 +348,22 @@ fn lock_two(a: usize, b: usize) -> (BucketGuard<'static, Queue>, Option<BucketGu
     }
 }
 
+/// Appends `node` to the list `head`..`tail` linked through `next`.
+/// The list's nodes are alive and the caller holds the bucket lock that
+/// guards their links (a queue's, or the one a detached chain was taken
+/// under).
+fn link_at_tail(head: &mut *const WaitNode, tail: &mut *const WaitNode, node: &WaitNode) {
+    node.next.set(ptr::null());
+    if tail.is_null() {
+        *head = node;
+    } else {
+        // SAFETY: `tail` is a node of the list: alive, and its link guarded
+        // by the lock the caller holds (see above).
+        unsafe { (**tail).next.set(node) };
+    }
+    *tail = node;
+}
+
 /// Nodes taken off a queue ([`Queue::detach_where`]), chained through
 /// their `next` links in queue order. The bucket lock they were taken under
 /// must still be held while the chain is walked: a node may be freed by its
@@ -361,16 +377,10 @@ struct Detached {
 
 impl Detached {
     fn push(&mut self, node: &WaitNode) {
-        node.next.set(ptr::null());
-        if self.tail.is_null() {
-            self.head = node;
-        } else {
-            // SAFETY: `tail` is a node of this chain: unlinked from its
-            // queue but still waiting (not released), so alive; the caller
-            // holds the bucket lock it was taken under.
-            unsafe { (*self.tail).next.set(node) };
-        }
-        self.tail = node;
+        // A chained node is unlinked from its queue but still waiting (not
+        // released), so alive, and the caller holds the bucket lock it was
+        // taken under: `link_at_tail`'s promise.
+        link_at_tail(&mut self.head, &mut self.tail, node);
         self.len += 1;
     }
 
@@ -402,15 +412,9 @@ impl Queue {
     }
 
     fn push(&mut self, node: &WaitNode) {
-        node.next.set(ptr::null());
-        if self.tail.is_null() {
-            self.head = node;
-        } else {
-            // SAFETY: `tail` is a queued node; queued nodes stay alive (their
-            // owners wait until `removed`), and we hold the bucket lock.
-            unsafe { (*self.tail).next.set(node) };
-        }
-        self.tail = node;
+        // Queued nodes stay alive (their owners wait until `removed`), and
+        // we hold the bucket lock: `link_at_tail`'s promise.
+        link_at_tail(&mut self.head, &mut self.tail, node);
     }
 
     /// Unlinks `node`, whose predecessor in the queue is `prev` (null if it
