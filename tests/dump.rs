@@ -289,7 +289,7 @@ fn a_dump_from_an_os_thread_lists_every_state() {
 /// after its timeout (half a second), names the worker and the coroutine it
 /// is busy with (id and spawn site, asked of the worker's thread with the
 /// stall monitor's probe signal), and still lists the unstarted coroutines queued there and
-/// in the runtime's queue.
+/// in the runtime's queue (and counts those spawned there with `same_worker`).
 #[test]
 fn a_stuck_worker_is_reported_busy() {
     let _serial = serial();
@@ -300,11 +300,15 @@ fn a_stuck_worker_is_reported_busy() {
     let spinner = rt.spawn(move || {
         let queued: Vec<_> = (0..20).map(|_| weft::spawn(|| {})).collect();
         let ids: Vec<u64> = queued.iter().map(JoinHandle::id).collect();
+        // These wait in the worker's run queue, which only it reads: the
+        // dump can count them, not list them.
+        let pinned: Vec<_> =
+            (0..3).map(|_| weft::Builder::new().same_worker(true).spawn(|| {}).expect("a coroutine")).collect();
         s.store(true, Ordering::SeqCst);
         while !st.load(Ordering::SeqCst) {
             std::hint::spin_loop();
         }
-        for h in queued {
+        for h in queued.into_iter().chain(pinned) {
             h.join().unwrap();
         }
         ids
@@ -324,6 +328,7 @@ fn a_stuck_worker_is_reported_busy() {
     assert_eq!(busy.len(), 1, "{busy:?}");
     assert_eq!(busy[0].worker, 0);
     assert_eq!(busy[0].running, Some(spinner.id()), "{busy:?}");
+    assert_eq!(busy[0].unstarted_not_listed, 3, "{busy:?}");
     let listed = dump.coroutine(spinner.id()).expect("the spinner is listed");
     assert_eq!(listed.state(), CoroutineState::Running);
     // Asked of the worker's own thread: where the spinner was spawned.
@@ -336,6 +341,7 @@ fn a_stuck_worker_is_reported_busy() {
     let text = dump.to_string();
     assert!(text.contains("worker 0 did not answer"), "{text}");
     assert!(text.contains(&format!("busy running coroutine {}", spinner.id())), "{text}");
+    assert!(text.contains("nor the 3 spawned there with same_worker that have not started"), "{text}");
     let queued = spinner.join().expect("the spinner");
     for id in queued {
         let c = dump.coroutine(id).expect("an unstarted coroutine queued on the stuck worker is listed");

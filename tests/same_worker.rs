@@ -24,7 +24,9 @@ fn pinned<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> weft::Jo
 #[test]
 fn coroutines_spawned_with_same_worker_run_only_on_the_spawners_worker() {
     let runtime = Runtime::builder().workers(4).build().expect("worker threads");
-    let (pinned_threads, plain_threads) = runtime.block_on(|| {
+    let (pinned_threads, plain_threads, steals_pinned, steals_plain) = runtime.block_on(|| {
+        let steals = || runtime.metrics().total.steals;
+        let steals_before = steals();
         let here = std::thread::current().id();
         let mut pinned_threads = HashSet::new();
         for _ in 0..50 {
@@ -40,6 +42,7 @@ fn coroutines_spawned_with_same_worker_run_only_on_the_spawners_worker() {
                 .collect();
             pinned_threads.extend(tasks.into_iter().map(|t| t.join().expect("no panic")));
         }
+        let steals_pinned = steals() - steals_before;
         let plain: Vec<_> = (0..64)
             .map(|_| {
                 weft::spawn(|| {
@@ -50,36 +53,49 @@ fn coroutines_spawned_with_same_worker_run_only_on_the_spawners_worker() {
             .collect();
         let plain_threads: HashSet<_> = plain.into_iter().map(|t| t.join().expect("no panic")).collect();
         assert_eq!(pinned_threads, HashSet::from([here]), "a same_worker coroutine ran on another worker");
-        (pinned_threads.len(), plain_threads.len())
+        (pinned_threads.len(), plain_threads.len(), steals_pinned, steals() - steals_before - steals_pinned)
     });
     assert_eq!(pinned_threads, 1);
+    assert_eq!(steals_pinned, 0, "another worker stole a same_worker coroutine");
     assert!(plain_threads > 1, "the control batch of plain spawns never left the spawner's worker");
+    assert!(steals_plain > 0, "the control batch of plain spawns was never stolen");
 }
 
 /// The option works with the locks it is meant for: four coroutines on one
-/// worker of two increment one Mutex, nothing lost.
+/// worker of two increment one Mutex, every hundredth time yielding while
+/// they hold it, so that the others find it locked and park on it (on one
+/// worker nothing else could contend). Nothing is lost, all ran on the
+/// spawner's thread, and the lock was contended.
 #[test]
 fn a_contended_mutex_on_one_worker_loses_no_increment() {
     let runtime = Runtime::builder().workers(2).build().expect("worker threads");
-    let total = runtime.block_on(|| {
+    let (total, threads, parks) = runtime.block_on(|| {
         let counter = Arc::new(Mutex::new(0u64));
+        let parks_before = runtime.metrics().total.parks;
         let tasks: Vec<_> = (0..4)
             .map(|_| {
                 let counter = Arc::clone(&counter);
                 pinned(move || {
                     for i in 0..20_000 {
-                        *counter.lock() += 1;
-                        if i % 1000 == 0 {
+                        let mut guard = counter.lock();
+                        *guard += 1;
+                        if i % 100 == 0 {
                             weft::yield_now();
                         }
                     }
+                    std::thread::current().id()
                 })
             })
             .collect();
-        tasks.into_iter().for_each(|t| t.join().expect("no panic"));
-        *counter.lock()
+        let threads: HashSet<_> = tasks.into_iter().map(|t| t.join().expect("no panic")).collect();
+        let parks = runtime.metrics().total.parks - parks_before;
+        (*counter.lock(), threads, parks)
     });
     assert_eq!(total, 80_000);
+    assert_eq!(threads.len(), 1, "they ran on one worker: {threads:?}");
+    // Each yield under the lock lets the other three try it and park: far
+    // more parks than the spawner's one join at a time.
+    assert!(parks >= 200, "the Mutex was hardly contended: {parks} parks");
 }
 
 /// Outside a coroutine, and from a coroutine of another runtime, there is
@@ -155,7 +171,11 @@ fn unstarted_same_worker_coroutines_are_dumped_and_cancellable() {
 
 /// A runtime dropped while coroutines spawned with the option wait to
 /// start: it does not hang, they never run, and their join handles end
-/// with the shutdown error.
+/// with the shutdown error. There are more of them than the worker goes
+/// through between two looks at the shutdown flag, so some are failed as
+/// the worker takes them and the rest when it empties its run queue on the
+/// way out. Joined from another thread with a timeout, so that a handle
+/// that is never completed fails the test instead of hanging it.
 #[test]
 fn shutdown_fails_unstarted_same_worker_coroutines() {
     let runtime = Runtime::builder().workers(2).build().expect("worker threads");
@@ -163,7 +183,7 @@ fn shutdown_fails_unstarted_same_worker_coroutines() {
     let counted = Arc::clone(&ran);
     let (handles_tx, handles_rx) = std::sync::mpsc::channel();
     let spawner = runtime.spawn(move || {
-        let tasks: Vec<_> = (0..4)
+        let tasks: Vec<_> = (0..500)
             .map(|_| {
                 let counted = Arc::clone(&counted);
                 pinned(move || counted.fetch_add(1, Ordering::SeqCst))
@@ -177,9 +197,17 @@ fn shutdown_fails_unstarted_same_worker_coroutines() {
     let tasks = handles_rx.recv().expect("the spawner sends its handles");
     drop(runtime);
     spawner.join().expect("the spawner finished before the workers stopped");
-    for task in tasks {
-        let error = task.join().expect_err("never started");
-        assert_eq!(error.kind(), JoinErrorKind::Shutdown, "{error}");
-    }
+    let joiner = std::thread::spawn(move || {
+        tasks
+            .into_iter()
+            .map(|mut task| match task.join_timeout(Duration::from_secs(30)) {
+                Some(result) => result.expect_err("never started").kind(),
+                None => panic!("coroutine {} was never failed: its join handle would hang", task.id()),
+            })
+            .collect::<Vec<_>>()
+    });
+    let kinds = joiner.join().expect("every join handle ended");
+    assert_eq!(kinds.len(), 500);
+    assert!(kinds.iter().all(|kind| *kind == JoinErrorKind::Shutdown), "{kinds:?}");
     assert_eq!(ran.load(Ordering::SeqCst), 0);
 }

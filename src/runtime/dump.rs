@@ -19,6 +19,10 @@
 //!                                 the dumper                       one that does not answer,
 //!                                                                  stolen and moved to the
 //!                                                                  injector
+//!  its unstarted `same_worker`    that worker, with its part;      its run queue; for one that
+//!  ones                           counted only, by the dumper,     does not answer, its count
+//!                                 for one that does not answer     (`WorkerShared::
+//!                                                                  pinned_unstarted`)
 //!  the runtime's unstarted ones   the dumper                       the injector, locked
 //!  a worker that does not answer  the dumper, through the probe     the id, name and spawn site
 //!                                 signal of the stall monitor      of the coroutine it runs
@@ -391,6 +395,11 @@ pub struct BusyWorker {
     /// The coroutine it runs, as its thread answered the probe signal;
     /// `None` if it did not answer in time (or runs none).
     pub running: Option<u64>,
+    /// How many coroutines spawned there with
+    /// [`Builder::same_worker`](crate::Builder::same_worker) wait to start:
+    /// they wait in its run queue, which only it reads, so they are not
+    /// listed.
+    pub unstarted_not_listed: usize,
 }
 
 /// Every live coroutine of a runtime: what [`Runtime::dump`](super::Runtime::dump)
@@ -418,7 +427,8 @@ impl Dump {
     }
 
     /// The workers that did not answer in time (each busy running one
-    /// coroutine): their started coroutines other than that one are missing.
+    /// coroutine): their started coroutines other than that one are
+    /// missing, and so are their unstarted `same_worker` ones.
     pub fn busy_workers(&self) -> &[BusyWorker] {
         &self.busy
     }
@@ -459,7 +469,11 @@ impl Dump {
                 Some(id) => write!(f, "busy running coroutine {id}")?,
                 None => f.write_str("busy")?,
             }
-            writeln!(f, "; its other started coroutines are not listed")?;
+            f.write_str("; its other started coroutines are not listed")?;
+            match busy.unstarted_not_listed {
+                0 => writeln!(f)?,
+                n => writeln!(f, ", nor the {n} spawned there with same_worker that have not started")?,
+            }
         }
         for c in &self.coroutines {
             if backtraces {
@@ -797,7 +811,11 @@ pub(crate) fn collect(shared: &Arc<Shared>) -> Dump {
             Part::Started => unreachable!("the dump waits for every worker that started answering"),
             Part::Waiting => {
                 let running = super::monitor::running_on(&shared.workers[index]);
-                busy.push(BusyWorker { worker: index, running: running.as_ref().map(|r| r.id) });
+                busy.push(BusyWorker {
+                    worker: index,
+                    running: running.as_ref().map(|r| r.id),
+                    unstarted_not_listed: shared.workers[index].pinned_unstarted(),
+                });
                 if let Some(running) = running {
                     coroutines.push(CoroutineDump {
                         id: running.id,

@@ -149,11 +149,11 @@ impl Shared {
     }
 
     /// How many coroutines wait in this runtime's queues to start (each
-    /// will need a stack): the injector and every worker's fresh queue.
-    /// Those spawned with [`Builder::same_worker`] wait in their worker's
-    /// run queue, which only that worker reads, and are not counted.
+    /// will need a stack): the injector, every worker's fresh queue, and
+    /// those spawned with [`Builder::same_worker`] in their worker's run
+    /// queue.
     fn unstarted(&self) -> usize {
-        self.injector_len.load(Ordering::Relaxed) + self.workers.iter().map(WorkerShared::fresh_len).sum::<usize>()
+        self.injector_len.load(Ordering::Relaxed) + self.workers.iter().map(WorkerShared::unstarted_len).sum::<usize>()
     }
 
     /// Reports the first coroutine of this runtime that could not start
@@ -741,11 +741,14 @@ where
             match placement {
                 Placement::Anywhere => w.push_fresh(task),
                 // Only this worker pops its run queue: nobody can take it.
-                Placement::SameWorker => w.push_runnable(task),
+                Placement::SameWorker => w.push_pinned(task),
             }
             None
         }
-        _ => Some(task),
+        _ => {
+            debug_assert!(placement == Placement::Anywhere, "a same_worker spawn off a worker of its runtime");
+            Some(task)
+        }
     });
     if let Some(task) = task {
         shared.spawned_outside.fetch_add(1, Ordering::Relaxed);
@@ -1105,6 +1108,12 @@ impl Builder {
     /// built with it starts breadth-first; plain spawns (newest first) keep
     /// a tree's live stacks few.
     ///
+    /// Only that worker may start it, so it starts only when the coroutines
+    /// there let the worker go: a spawner that joins it, parks, sleeps or
+    /// yields lets it run; one that spins, or blocks the thread in a
+    /// `std::sync` lock or a blocking call, holds it back (the runtime's
+    /// stall report names such a coroutine).
+    ///
     /// ```
     /// use std::sync::Arc;
     /// use weft::sync::Mutex;
@@ -1186,7 +1195,13 @@ impl Builder {
             Some(bytes) => stack::round_stack_size(bytes)?,
             None => shared.stack_size,
         };
-        if self.same_worker && !with_current_worker(|w| w.is_some_and(|w| Arc::ptr_eq(&w.shared, shared))) {
+        // A coroutine, not only its worker's thread: between two resumes
+        // (at shutdown, say) the worker runs no coroutine to stay beside.
+        let in_a_coroutine_of_shared = || {
+            !CURRENT_TASK.with(Cell::get).is_null()
+                && with_current_worker(|w| w.is_some_and(|w| Arc::ptr_eq(&w.shared, shared)))
+        };
+        if self.same_worker && !in_a_coroutine_of_shared() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "weft::Builder::same_worker(true): the spawning thread is not a coroutine of the runtime it \

@@ -633,7 +633,7 @@ impl Monitor {
         let counters: WorkerMetrics = worker.counters.read();
         let ready = counters.alive.saturating_sub(counters.parked).saturating_sub(1);
         let parked = counters.parked.saturating_sub(data.inbox as u64);
-        (ready + data.inbox as u64 + worker.fresh_len() as u64, parked)
+        (ready + data.inbox as u64 + worker.unstarted_len() as u64, parked)
     }
 
     #[cold]

@@ -157,6 +157,12 @@ pub(crate) struct Task {
     /// Set by the home worker while it unwinds this task at shutdown: its
     /// destructors then must not suspend (see `runtime::park_current_task`).
     pub(crate) unwinding: Cell<bool>,
+    /// Spawned with `Builder::same_worker` and not yet taken off its
+    /// spawner's worker's run queue (started, failed or dropped as
+    /// cancelled): counted in that worker's `pinned_unstarted`. Set by the
+    /// spawner, which runs on that worker, before the task is queued;
+    /// cleared there. Only that worker's thread touches it while it is set.
+    pub(crate) pinned: Cell<bool>,
     /// `JoinHandle::cancel` was called: set once, by any thread (Release,
     /// before the wake that makes the task look: see `runtime::cancel`).
     cancel_requested: AtomicBool,
@@ -264,6 +270,7 @@ impl<B, T: Send> TaskCell<B, T> {
             (&raw mut (*task).yielder).write(Cell::new(ptr::null()));
             (&raw mut (*task).registry_slot).write(Cell::new(NOT_REGISTERED));
             (&raw mut (*task).unwinding).write(Cell::new(false));
+            (&raw mut (*task).pinned).write(Cell::new(false));
             (&raw mut (*task).cancel_requested).write(AtomicBool::new(false));
             (&raw mut (*task).cancel_begun).write(Cell::new(false));
             (&raw mut (*task).locals).write(UnsafeCell::new(super::task_local::Locals::new()));

@@ -239,7 +239,7 @@ use super::run_queue::RunQueue;
 use super::task::{NO_HOME, NO_TIMER, NOT_REGISTERED, Switch, Task, TaskRef};
 use super::{CURRENT_TASK, CURRENT_TASK_LENT, Shared, clock};
 use crate::coroutine::CoroutineResult;
-use crate::loom::process::{AtomicPtr, AtomicU32, Ordering, fence};
+use crate::loom::process::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence};
 use crate::sys::epoll;
 use crate::sys::futex::{self, Deadline};
 pub(crate) use crossbeam_deque::Worker as Deque;
@@ -311,6 +311,12 @@ pub(crate) struct WorkerShared {
     pub(crate) watch: WorkerWatch,
     /// Requests for `Runtime::dump` (see `dump`).
     pub(crate) dump: Mailbox,
+    /// How many unstarted tasks spawned with `Builder::same_worker` wait in
+    /// this worker's `runnable` (which only the worker reads). Written only
+    /// by this worker's thread (`WorkerLocal::push_pinned` and `unpin`),
+    /// read by others as a snapshot, like the counters: Relaxed everywhere,
+    /// it orders nothing.
+    pinned_unstarted: AtomicUsize,
 }
 
 impl WorkerShared {
@@ -325,6 +331,7 @@ impl WorkerShared {
             counters: CachePadded::new(WorkerCounters::default()),
             watch: WorkerWatch::new(),
             dump: Mailbox::new(),
+            pinned_unstarted: AtomicUsize::new(0),
         }
     }
 
@@ -337,6 +344,18 @@ impl WorkerShared {
     /// How many unstarted tasks wait in its `fresh` deque (a snapshot).
     pub(crate) fn fresh_len(&self) -> usize {
         self.fresh.len()
+    }
+
+    /// How many unstarted tasks spawned with `Builder::same_worker` wait in
+    /// its run queue (a snapshot).
+    pub(crate) fn pinned_unstarted(&self) -> usize {
+        self.pinned_unstarted.load(Ordering::Relaxed)
+    }
+
+    /// How many unstarted tasks wait on this worker, in either queue (a
+    /// snapshot).
+    pub(crate) fn unstarted_len(&self) -> usize {
+        self.fresh_len() + self.pinned_unstarted()
     }
 
     /// Takes every unstarted task out of this worker's `fresh` deque, oldest
@@ -676,7 +695,32 @@ impl WorkerLocal {
 
     /// Makes a started task of this worker ready to run (a local wake).
     pub(crate) fn push_runnable(&self, task: TaskRef) {
+        debug_assert_eq!(task.home(), self.index, "task {} woken off its home worker", task.id);
         self.runnable.push_back(task);
+    }
+
+    /// Queues an unstarted task spawned on this worker with
+    /// `Builder::same_worker`: behind the ready ones in `runnable`, which
+    /// no other worker reads, so only this worker starts it.
+    pub(crate) fn push_pinned(&self, task: TaskRef) {
+        debug_assert_eq!(task.home(), NO_HOME, "task {} is started already", task.id);
+        task.pinned.set(true);
+        self.add_pinned(1);
+        self.runnable.push_back(task);
+    }
+
+    /// Ends `task`'s wait in `runnable` as a same_worker task, if it was
+    /// one: it is being started, failed or dropped.
+    fn unpin(&self, task: &Task) {
+        if task.pinned.replace(false) {
+            self.add_pinned(-1);
+        }
+    }
+
+    /// This thread is the counter's only writer: a load and a store.
+    fn add_pinned(&self, delta: isize) {
+        let count = &self.shared.workers[self.index].pinned_unstarted;
+        count.store(count.load(Ordering::Relaxed).wrapping_add_signed(delta), Ordering::Relaxed);
     }
 
     /// Queues an unstarted task spawned on this worker.
@@ -1196,6 +1240,7 @@ impl WorkerLocal {
         // SAFETY: the caller hands its reference over.
         let task = unsafe { TaskRef::from_raw(raw) };
         debug_assert_eq!(task.home(), NO_HOME, "task {} is started but its coroutine is not suspended", task.id);
+        self.unpin(&task);
         if self.shared.shutdown.load(Ordering::Acquire) {
             // Nothing starts once the runtime shuts down (the loop stops at
             // its next fairness round, or when it runs out of work).
@@ -1386,6 +1431,7 @@ impl WorkerLocal {
     fn drop_runnable(&self) {
         for task in self.runnable.take_all() {
             if task.home() == NO_HOME {
+                self.unpin(&task);
                 super::fail_unstarted(task);
             }
         }
@@ -1413,6 +1459,11 @@ impl WorkerLocal {
             }
             CURRENT_TASK.with(|c| c.set(previous));
         }
+        // The unwinds' destructors ran as their coroutines: any
+        // `same_worker` spawn of theirs waits in `runnable`. From here on no
+        // coroutine runs on this thread, so none can be spawned that way
+        // (`Builder::spawn` refuses it outside a coroutine), and the plain
+        // spawns of destructors that run below go to `fresh`, drained last.
         self.drop_runnable();
         drop(self.shared.workers[self.index].inbox.take_all());
         // Our unstarted tasks (thieves that still run may take some
@@ -1420,6 +1471,8 @@ impl WorkerLocal {
         while let Some(task) = self.fresh.pop() {
             super::fail_unstarted(task);
         }
+        debug_assert_eq!(self.runnable.len(), 0, "worker {}: a task queued after shutdown's last drain", self.index);
+        debug_assert_eq!(self.shared.workers[self.index].pinned_unstarted(), 0, "worker {}", self.index);
     }
 }
 
