@@ -33,10 +33,21 @@ go_keys="contended_mutex,pc_condvar,readers_writers"
 command -v go >/dev/null || { echo "placement.sh: needs go (apt-get install golang-go)" >&2; exit 2; }
 [ -x /usr/bin/time ] || { echo "placement.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
 
-mkdir -p "$out"
-rm -f "$out"/*.json
+# Whether the tree differs from the commit, read now, before anything is
+# built or written (the collection's own directory does not count).
+commit="$(git rev-parse HEAD)"
+exclude=()
+case "$out" in /*) ;; *) exclude=(":(exclude)$out") ;; esac
+changes="$(git status --porcelain --untracked-files=no -- . "${exclude[@]}")"
+dirty=false
+[ -z "$changes" ] || dirty=true
+
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
+# Collected into $new and moved to $out at the end: an interrupted run
+# leaves the last collection as it was.
+new="$tmp/collection"
+mkdir -p "$new"
 steps=()
 step() { steps+=("$*"); "$@"; }
 # Each turn: weft default, weft --same-worker, Go at 2 Ps, Go at 1 P.
@@ -55,21 +66,18 @@ for procs in 2 1; do
 done
 for rep in $(seq 1 "$reps"); do
     echo "turn $rep of $reps" >&2
-    $vt --json "$out/default.$rep.json" >/dev/null
-    $vt --same-worker --json "$out/same_worker.$rep.json" >/dev/null
+    $vt --json "$new/default.$rep.json" >/dev/null
+    $vt --same-worker --json "$new/same_worker.$rep.json" >/dev/null
     for procs in 2 1; do
         env GOMAXPROCS=$procs /usr/bin/time -o "$tmp/time" -f '%e %U %S' \
-            "$tmp/weftpeers" -only "$go_keys" -json "$out/go$procs.$rep.json" >/dev/null 2>"$tmp/stderr" \
+            "$tmp/weftpeers" -only "$go_keys" -json "$new/go$procs.$rep.json" >/dev/null 2>"$tmp/stderr" \
             || { cat "$tmp/stderr" >&2; exit 1; }
         read -r wall user sys <"$tmp/time"
-        echo "{\"gomaxprocs\": $procs, \"wall_s\": $wall, \"user_s\": $user, \"sys_s\": $sys}" >"$out/go$procs.$rep.cpu.json"
+        echo "{\"gomaxprocs\": $procs, \"wall_s\": $wall, \"user_s\": $user, \"sys_s\": $sys}" >"$new/go$procs.$rep.cpu.json"
     done
 done
 
-commit="$(git rev-parse HEAD)"
-dirty=false
-if git status --porcelain --untracked-files=no | grep -v " $out/" | grep -q .; then dirty=true; fi
-python3 - "$out" "$commit" "$dirty" "$started" "$load_before" "$reps" "${steps[@]}" <<'EOF'
+python3 - "$new" "$commit" "$dirty" "$started" "$load_before" "$reps" "${steps[@]}" <<'EOF'
 import json, sys, time
 out, commit, dirty, started, load_before, reps, *steps = sys.argv[1:]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
@@ -81,4 +89,7 @@ json.dump({
     "repetitions": int(reps), "steps": steps,
 }, open(os.path.join(out, "machine.json"), "w"), indent=1)
 EOF
+mkdir -p "$out"
+rm -f "$out"/*.json
+mv "$new"/*.json "$out"/
 echo "wrote $out/ (render with: python3 benches/report/render.py)" >&2
