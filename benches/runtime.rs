@@ -70,6 +70,8 @@ use weft::Runtime;
 
 /// Coroutines per batch in the weft spawn+join benchmark.
 const SPAWN_BATCH: usize = 100_000;
+/// The burst before `WEFT_RUNTIME_COUNT=spawn_warm:n`'s measured one.
+const SPAWN_WARM_UP: usize = 200_000;
 /// Threads alive at once in the std::thread spawn+join benchmark.
 const THREAD_BATCH: u64 = 1_000;
 /// Coroutines parked at once by the RSS probe.
@@ -395,8 +397,10 @@ fn ms(d: Duration) -> f64 {
 
 /// `WEFT_RUNTIME_COUNT=what:n`: runs one workload once, outside criterion,
 /// for an instruction counter (`valgrind --tool=callgrind`): `yield:n` (n
-/// yields, 1 worker; `yield_nomon:n` the same without the monitor thread), `spawn:n` (spawn+join n, 2 workers) or `skynet:n` (n
-/// leaves, a power of 10, 2 workers). Comparing two values of n gives the
+/// yields, 1 worker; `yield_nomon:n` the same without the monitor thread), `spawn:n` (spawn+join n, 2 workers: the
+/// first burst, whose task cells come from the allocator), `spawn_warm:n` (the same after a burst of
+/// `SPAWN_WARM_UP`, which left its cells in the worker's cache, as every burst after the first finds them)
+/// or `skynet:n` (n leaves, a power of 10, 2 workers). Comparing two values of n gives the
 /// instructions per yield or per coroutine with start-up cost subtracted.
 fn count(spec: &str) {
     let (what, n) = spec.split_once(':').expect("WEFT_RUNTIME_COUNT is what:n");
@@ -415,11 +419,25 @@ fn count(spec: &str) {
             let rt = Runtime::builder().workers(2).build().expect("two worker threads");
             rt.block_on(move || spawn_join(n as usize));
         }
+        "spawn_warm" => {
+            // The same after a burst of SPAWN_WARM_UP on the same worker: the
+            // coroutine that spawns and joins both is the one that frees the
+            // cells, so the measured burst takes its cells from the worker's
+            // cache (n <= SPAWN_WARM_UP) instead of the allocator.
+            assert!(n <= SPAWN_WARM_UP as u64, "spawn_warm:n takes n <= {SPAWN_WARM_UP}");
+            let rt = Runtime::builder().workers(2).build().expect("two worker threads");
+            rt.block_on(move || {
+                spawn_join(SPAWN_WARM_UP);
+                spawn_join(n as usize);
+            });
+        }
         "skynet" => {
             let rt = Runtime::builder().workers(2).build().expect("two worker threads");
             assert_eq!(rt.block_on(move || skynet(0, n)), n * (n - 1) / 2);
         }
-        other => panic!("WEFT_RUNTIME_COUNT: unknown workload {other:?}: expected yield, yield_nomon, spawn or skynet"),
+        other => panic!(
+            "WEFT_RUNTIME_COUNT: unknown workload {other:?}: expected yield, yield_nomon, spawn, spawn_warm or skynet"
+        ),
     }
     println!("{what} x {n}: {:.1} ms", ms(start.elapsed()));
 }

@@ -257,17 +257,19 @@ fi
 # the runtime and sync benches' count modes, two runs of different sizes
 # (BENCH:WHAT:SMALL:BIG), whose difference is divided by BIG - SMALL so
 # that start-up and shutdown cancel: yields (1 worker), spawned+joined
-# coroutines (100 000 alive at once, 2 workers), skynet leaves (a spawn
+# coroutines (100 000 alive at once, 2 workers: spawn is a first burst,
+# whose cells come from the allocator; spawn_warm a burst after a burst of
+# 200 000, whose cells come from the worker's cache), skynet leaves (a spawn
 # tree, 2 workers; sizes are powers of 10) and one-way Mutex+Condvar
 # hand-offs (1 worker).
 if [ "$quick" = 1 ]; then
     switch_count=100000
-    op_counts=(runtime:yield:50000:100000 runtime:spawn:20000:40000 runtime:skynet:10000:100000
-        sync:handoff:20000:40000)
+    op_counts=(runtime:yield:50000:100000 runtime:spawn:20000:40000 runtime:spawn_warm:20000:40000
+        runtime:skynet:10000:100000 sync:handoff:20000:40000)
 else
     switch_count=1000000
-    op_counts=(runtime:yield:500000:1000000 runtime:spawn:100000:200000 runtime:skynet:100000:1000000
-        sync:handoff:100000:200000)
+    op_counts=(runtime:yield:500000:1000000 runtime:spawn:100000:200000 runtime:spawn_warm:50000:100000
+        runtime:skynet:100000:1000000 sync:handoff:100000:200000)
 fi
 
 if ! wants callgrind; then

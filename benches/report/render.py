@@ -51,7 +51,8 @@ SOURCEs (a figure that is not in the results makes its placeholder "n/a"):
     go PROCS KEY            go.json row KEY at GOMAXPROCS=PROCS, in its unit
     cg BUILD WHO            callgrind instructions per switch round trip (BUILD default or fp-control,
                             WHO weft or corosensei)
-    cgrt WHAT               callgrind instructions per yield (yield), per spawned+joined coroutine (spawn), per
+    cgrt WHAT               callgrind instructions per yield (yield), per spawned+joined coroutine (spawn: a first
+                            burst; spawn_warm: a burst after a burst), per
                             skynet leaf (skynet) or per one-way Mutex+Condvar hand-off (handoff)
     cgb BUILD WHO           as `cg`, from before/ (a callgrind collection of an earlier commit)
     cgrtb WHAT              as `cgrt`, from before/
