@@ -1711,3 +1711,46 @@ fn unstarted_coroutines_at_shutdown_fail_their_join_and_drop_their_closure_once(
         assert_eq!(Arc::strong_count(&drops), 1, "every closure is gone");
     });
 }
+
+/// A coroutine parked in `join` of an unstarted sibling when the runtime
+/// shuts down: the worker unwinds the joiner, then fails the sibling as
+/// unstarted, which wakes the (finished) joiner into the run queue after the
+/// queue was emptied once. The worker empties its queues until they stay
+/// empty, so the shutdown ends cleanly (a debug build's worker asserted
+/// that, and `Runtime::drop` passes a worker thread's panic on). The sibling is kept from starting by a coroutine
+/// that yields a few times (fewer or more than a fairness interval: every
+/// k below) and then blocks its worker while the runtime is dropped.
+#[test]
+fn shutdown_with_a_joiner_of_an_unstarted_task_ends_cleanly() {
+    isolated(Duration::from_secs(60), || {
+        for k in 0..40 {
+            let rt = runtime(1);
+            let (tx, rx) = mpsc::channel();
+            let joiner = rt.spawn(move || {
+                let sibling = weft::spawn(|| ());
+                let blocker = weft::spawn(move || {
+                    for _ in 0..k {
+                        weft::yield_now();
+                    }
+                    let _ = tx.send(());
+                    thread::sleep(Duration::from_millis(20));
+                });
+                let result = sibling.join();
+                drop(blocker);
+                result
+            });
+            rx.recv_timeout(Duration::from_secs(10)).expect("the blocker runs");
+            drop(rt);
+            // Unwound by the shutdown; or woken with the sibling's shutdown
+            // error (the worker failed it before it stopped); or the
+            // sibling ran (a fairness round started it, k >= 31).
+            match joiner.join() {
+                Err(error) => assert_eq!(error.kind(), weft::JoinErrorKind::Shutdown, "k = {k}: {}", describe(&error)),
+                Ok(Err(error)) => {
+                    assert_eq!(error.kind(), weft::JoinErrorKind::Shutdown, "k = {k}: {}", describe(&error))
+                }
+                Ok(Ok(())) => {}
+            }
+        }
+    });
+}

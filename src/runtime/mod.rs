@@ -648,14 +648,26 @@ impl Drop for Runtime {
             worker.force_wake();
         }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        // A worker thread never panics (a coroutine's panic is caught at its
+        // entry): one that did hit a bug of weft's own. Its message is on
+        // stderr already; its payload goes on to the dropper, after the
+        // rest of the shutdown, unless the dropper is panicking already.
+        let mut worker_panic = None;
         for thread in threads {
-            let _ = thread.join();
+            if let Err(payload) = thread.join() {
+                worker_panic.get_or_insert(payload);
+            }
         }
         let unstarted: Vec<_> = self.shared.injector.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
         for task in unstarted {
             fail_unstarted(task);
         }
         self.shared.blocking.shutdown();
+        if let Some(payload) = worker_panic
+            && !std::thread::panicking()
+        {
+            panic::resume_unwind(payload);
+        }
     }
 }
 
