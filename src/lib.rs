@@ -144,10 +144,12 @@
 //! - **Task memory.** Each spawned coroutine also takes a few hundred bytes
 //!   of heap (its bookkeeping, its closure and its result) until it has
 //!   finished and its [`JoinHandle`] is gone. A worker thread keeps the
-//!   memory of finished coroutines (up to 64 MiB) for its next spawns, so a
-//!   burst of spawns after a burst costs no allocation; what it has not
-//!   reused for about a second goes back to the allocator, and a runtime
-//!   that goes idle gives it all back within about two seconds.
+//!   memory of the coroutines whose last handle went on it (up to 64 MiB)
+//!   for its next spawns, so a burst of spawns after a burst takes no new
+//!   memory; what it has not reused for about a second (longer on a worker
+//!   whose coroutines run for milliseconds between switches) goes back to
+//!   the allocator, and a runtime that goes idle gives back all but about
+//!   1 MiB per thread within about two seconds.
 //! - **Guard pages.** Below each stack lies an inaccessible guard page. A
 //!   coroutine that overflows its stack hits it, and weft prints which
 //!   coroutine overflowed (id, name, spawn site, stack size) and aborts the

@@ -322,6 +322,22 @@ else
                     "--callgrind-out-file=$tmp/callgrind.$what.$count" "$bin" \
                 || ok=0
         done
+        # A warm burst must take no cell from the allocator: under valgrind
+        # the warm-up runs tens of times slower, and if an epoch of the
+        # worker's cell cache ended while its cells lay unused they went back
+        # (runtime/cell_cache.rs). Both runs then call allocate_new as often
+        # as the warm-up alone did.
+        if [ "$ok" = 1 ] && [ "$what" = spawn_warm ]; then
+            new_cells() {
+                callgrind_annotate --tree=calling "$1" 2>/dev/null \
+                    | grep -m1 -o 'cell_cache::allocate_new ([0-9,]*x)' | tr -dc 0-9 || true
+            }
+            if [ "$(new_cells "$tmp/callgrind.$what.$small")" != "$(new_cells "$tmp/callgrind.$what.$big")" ]; then
+                fail callgrind.json "$what" "the measured burst took cells from the allocator (a cell-cache epoch ended during the warm-up)" \
+                    env "$var=$what:$big" valgrind --tool=callgrind "$bin"
+                ok=0
+            fi
+        fi
         if [ "$ok" = 1 ]; then
             record callgrind-diff "$out/callgrind.json" "$tmp/callgrind.$what.$small" "$small" \
                 "$tmp/callgrind.$what.$big" "$big" runtime "$what"

@@ -26,21 +26,30 @@
 //!  thread            may keep             gives back
 //!  ----------------  -------------------  ---------------------------------------
 //!  any thread        1 MiB (BASE_BYTES)   a cell freed beyond the bound, at once
-//!  a worker thread   64 MiB (WORKER_      every epoch (about a second, counted by
-//!                    LIMIT_BYTES)         the worker), what its lists held
-//!                                         unused during the whole epoch beyond
-//!                                         1 MiB: their low-water mark
+//!  a worker thread   64 MiB (WORKER_      at the end of each epoch, class by class,
+//!                    LIMIT_BYTES)         the cells its list held unused during
+//!                                         the whole epoch (its low-water mark),
+//!                                         down to 1 MiB in all
 //! ```
 //!
 //! A worker's lists thus follow its bursts: cells freed after a burst of
 //! spawns serve the next burst, and when no burst comes for an epoch, the
-//! cells that stayed unused go back to the allocator (the *low-water mark*
-//! is the least the lists held at any moment of the epoch: that much was
-//! never needed). An idle worker with cells above 1 MiB sleeps with a
-//! deadline at the end of its epoch so that it gives them back within about
-//! two seconds of going idle (`worker::WorkerLocal::sleep`), as jemalloc
-//! purges dirty pages after a decay time and Go's scavenger returns idle
-//! memory in the background.
+//! cells that stayed unused go back to the allocator (a list's *low-water
+//! mark* is the least it held at any moment of the epoch: that many were
+//! never needed). Marks are kept per size class, so a class whose cells are
+//! all in use every epoch keeps them while an idle class gives its cells
+//! back.
+//!
+//! An epoch ends when the worker sees a second has passed on its coarse
+//! clock (`runtime::clock`), which it checks in its fairness rounds and
+//! after an idle sleep. A busy worker refreshes that clock about every
+//! thousand scheduling rounds, so its epochs last about a second or about a
+//! thousand rounds, whichever is longer (seconds, where its coroutines run
+//! milliseconds between switches: the 64 MiB bound holds meanwhile). An idle
+//! worker with cells above 1 MiB sleeps with a deadline at the end of its
+//! epoch, so it gives them back within about two seconds of going idle
+//! (`worker::WorkerLocal::sleep`), as jemalloc purges dirty pages after a
+//! decay time and Go's scavenger returns idle memory in the background.
 //!
 //! # What it buys (measured)
 //!
@@ -77,8 +86,10 @@ struct Lists {
     cached_bytes: Cell<usize>,
     /// BASE_BYTES, or what `raise_limit` set.
     limit: Cell<usize>,
-    /// The least `cached_bytes` held since the epoch began.
-    low_water: Cell<usize>,
+    /// Per class: how many cells the list holds, and the least it held
+    /// since the epoch began (its low-water mark: that many lay unused).
+    counts: [Cell<u32>; CLASSES],
+    low_water: [Cell<u32>; CLASSES],
 }
 
 impl Drop for Lists {
@@ -105,7 +116,8 @@ thread_local! {
             heads: [const { Cell::new(std::ptr::null_mut()) }; CLASSES],
             cached_bytes: Cell::new(0),
             limit: Cell::new(BASE_BYTES),
-            low_water: Cell::new(0),
+            counts: [const { Cell::new(0) }; CLASSES],
+            low_water: [const { Cell::new(0) }; CLASSES],
         }
     };
 }
@@ -143,9 +155,10 @@ pub(crate) fn allocate(layout: Layout) -> NonNull<u8> {
             }
             // SAFETY: a cached cell; its first word links to the next.
             lists.heads[class].set(unsafe { cell.cast::<*mut u8>().read() });
-            let cached = lists.cached_bytes.get() - class_layout(class).size();
-            lists.cached_bytes.set(cached);
-            lists.low_water.set(lists.low_water.get().min(cached));
+            lists.cached_bytes.set(lists.cached_bytes.get() - class_layout(class).size());
+            let count = lists.counts[class].get() - 1;
+            lists.counts[class].set(count);
+            lists.low_water[class].set(lists.low_water[class].get().min(count));
             NonNull::new(cell)
         })
         .ok()
@@ -184,6 +197,7 @@ pub(crate) unsafe fn free(cell: NonNull<u8>, layout: Layout) {
             unsafe { cell.as_ptr().cast::<*mut u8>().write(lists.heads[class].get()) };
             lists.heads[class].set(cell.as_ptr());
             lists.cached_bytes.set(lists.cached_bytes.get() + class_size);
+            lists.counts[class].set(lists.counts[class].get() + 1);
             true
         })
         .unwrap_or(false);
@@ -199,33 +213,33 @@ pub(crate) fn raise_limit(bytes: usize) {
     let _ = LISTS.try_with(|lists| lists.limit.set(bytes.max(BASE_BYTES)));
 }
 
-/// Ends this thread's epoch: gives back to the allocator what its lists
-/// held unused throughout it beyond `BASE_BYTES`, and starts the next.
-/// Returns how many bytes the lists still hold beyond `BASE_BYTES`.
+/// Ends this thread's epoch: gives back to the allocator, class by class,
+/// the cells that lay unused in its list throughout the epoch (the list's
+/// low-water mark), largest classes first, until the lists hold
+/// `BASE_BYTES`; then starts the next epoch. Returns how many bytes the
+/// lists still hold beyond `BASE_BYTES`.
 pub(crate) fn end_epoch() -> usize {
     LISTS
         .try_with(|lists| {
-            let mut unused = lists.low_water.get().saturating_sub(BASE_BYTES);
-            // Largest classes first: fewer calls into the allocator.
             for class in (0..CLASSES).rev() {
                 let layout = class_layout(class);
-                while unused > 0 {
+                let mut unused = lists.low_water[class].get();
+                while unused > 0 && lists.cached_bytes.get() > BASE_BYTES {
                     let cell = lists.heads[class].get();
-                    if cell.is_null() {
-                        break;
-                    }
-                    // SAFETY: a cached cell: its first word links to the
-                    // next, and it was allocated with its class's layout;
-                    // unlinked before it is freed.
+                    // SAFETY: a cached cell (the list holds at least
+                    // `unused` of them): its first word links to the next,
+                    // and it was allocated with its class's layout; unlinked
+                    // before it is freed.
                     unsafe {
                         lists.heads[class].set(cell.cast::<*mut u8>().read());
                         alloc::dealloc(cell, layout);
                     }
                     lists.cached_bytes.set(lists.cached_bytes.get() - layout.size());
-                    unused = unused.saturating_sub(layout.size());
+                    lists.counts[class].set(lists.counts[class].get() - 1);
+                    unused -= 1;
                 }
+                lists.low_water[class].set(lists.counts[class].get());
             }
-            lists.low_water.set(lists.cached_bytes.get());
             lists.cached_bytes.get().saturating_sub(BASE_BYTES)
         })
         .unwrap_or(0)
@@ -326,6 +340,39 @@ mod tests {
             assert!(cached() <= BASE_BYTES);
             assert_eq!(end_epoch(), 0);
             assert_eq!(super::surplus(), 0);
+        })
+        .join()
+        .expect("no panic");
+    }
+
+    /// The unused part is found per class: where one class's cells are all
+    /// in use every epoch and another's lie idle, an epoch gives back the
+    /// idle ones and keeps those in use (one low-water mark for all the
+    /// lists would have freed the busy class's cells, the largest first).
+    #[test]
+    fn an_epoch_gives_back_the_idle_class_and_keeps_the_busy_one() {
+        std::thread::spawn(|| {
+            let (busy, idle) = (Layout::from_size_align(900, 8).unwrap(), Layout::from_size_align(100, 8).unwrap());
+            let busy_size = class_layout(class_of(busy).unwrap()).size();
+            raise_limit(32 * BASE_BYTES);
+            let burst = |layout: Layout, bytes: usize| {
+                let cells: Vec<_> = (0..bytes / layout.size()).map(|_| allocate(layout)).collect();
+                for cell in cells {
+                    // SAFETY: from `allocate(layout)`, not used afterwards.
+                    unsafe { free(cell, layout) };
+                }
+            };
+            burst(idle, 8 * BASE_BYTES);
+            burst(busy, 4 * BASE_BYTES);
+            end_epoch();
+            let busy_cached = || LISTS.with(|lists| lists.counts[class_of(busy).unwrap()].get() as usize * busy_size);
+            let kept_busy = busy_cached();
+            // An epoch in which the busy class is used to the last cell and
+            // the idle one not at all.
+            burst(busy, 4 * BASE_BYTES);
+            end_epoch();
+            assert_eq!(busy_cached(), kept_busy, "the cells in use were given back");
+            assert!(cached() <= kept_busy + BASE_BYTES, "{} bytes kept: the idle class was not given back", cached());
         })
         .join()
         .expect("no panic");

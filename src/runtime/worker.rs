@@ -105,7 +105,9 @@
 //!    it) or finishes.
 //! 4. With nothing to run, sleep (see below).
 //!
-//! In the fairness rounds and before going idle, a worker also answers the
+//! In the fairness rounds a worker also ends its task-cell cache's epoch
+//! when its coarse clock says one is due (`cell_cache`). In the fairness
+//! rounds and before going idle, it answers the
 //! dump requests in its mailbox (`WorkerShared::dump`; the protocol is in
 //! `dump`): between two rounds no task of the worker runs, so it may walk
 //! their stacks.
@@ -149,7 +151,12 @@
 //!
 //! Work for one worker (its inbox) wakes that worker; stealable work
 //! wakes one sleeping worker, if any. Nothing polls: an idle runtime makes
-//! no system calls until work or a timer arrives.
+//! no system calls until work or a timer arrives, except that a worker
+//! whose task-cell cache holds more than it keeps for good sleeps at most
+//! until its cache's epoch ends (`cell_cache`, "How much a thread keeps"):
+//! at most two such wakes after a burst of spawns, and the cache is back to
+//! its base. That deadline wakes no coroutine, so it does not count as a
+//! timer for the monitor (`sleeping_with_timer`).
 //!
 //! A worker with sockets registered (see `poller`) publishes POLLING instead
 //! of SLEEPING and sleeps in its poller's `epoll_wait` (same timeout); a
