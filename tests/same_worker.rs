@@ -211,3 +211,29 @@ fn shutdown_fails_unstarted_same_worker_coroutines() {
     assert!(kinds.iter().all(|kind| *kind == JoinErrorKind::Shutdown), "{kinds:?}");
     assert_eq!(ran.load(Ordering::SeqCst), 0);
 }
+
+/// A worker thread between two resumes runs no coroutine to stay beside:
+/// a closure dropped there (a coroutine cancelled before it started) that
+/// tries a `same_worker` spawn gets the error, as an OS thread would.
+#[test]
+fn same_worker_is_refused_on_a_worker_thread_outside_any_coroutine() {
+    struct SpawnOnDrop(std::sync::mpsc::Sender<io::Result<()>>);
+    impl Drop for SpawnOnDrop {
+        fn drop(&mut self) {
+            let result = Builder::new().same_worker(true).spawn(|| ()).map(drop);
+            let _ = self.0.send(result);
+        }
+    }
+    let runtime = Runtime::builder().workers(1).build().expect("a worker thread");
+    let (tx, rx) = std::sync::mpsc::channel();
+    runtime.block_on(move || {
+        let guard = SpawnOnDrop(tx);
+        let task = weft::spawn(move || drop(guard));
+        task.cancel();
+        let error = task.join().expect_err("cancelled before it started");
+        assert_eq!(error.kind(), JoinErrorKind::Cancelled);
+    });
+    let result = rx.recv_timeout(Duration::from_secs(10)).expect("the closure was dropped");
+    let error = result.expect_err("no coroutine ran on the worker thread when the closure was dropped");
+    assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
+}

@@ -389,6 +389,7 @@ impl fmt::Debug for CoroutineDump {
 
 /// A worker that did not answer a [`Dump`] request in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BusyWorker {
     /// The worker's index.
     pub worker: usize,
@@ -398,7 +399,7 @@ pub struct BusyWorker {
     /// How many coroutines spawned there with
     /// [`Builder::same_worker`](crate::Builder::same_worker) wait to start:
     /// they wait in its run queue, which only it reads, so they are not
-    /// listed.
+    /// listed. Read when the dump gave up waiting for the worker.
     pub unstarted_not_listed: usize,
 }
 

@@ -698,6 +698,8 @@ impl Monitor {
         let mut parked = 0;
         let mut signature = shared.spawned_outside.load(Ordering::Relaxed);
         for worker in &shared.workers {
+            // `fresh_len`, not `unstarted_len`: a sleeping worker's run
+            // queue, where its `same_worker` tasks wait, is empty.
             if worker.watch.sleeping_with_timer.load(Ordering::Relaxed) || worker.fresh_len() != 0 {
                 return None;
             }

@@ -204,7 +204,9 @@ pub(crate) struct Task {
 // yielder pointer, the registry slot, the unwinding and cancel-begun flags,
 // the task-locals, the timer fields) are only touched by the one thread that
 // owns the task at the time — the popper of an unstarted task, then forever
-// its home worker. Everything else is atomic or immutable. (The task-locals
+// its home worker. The `pinned` flag is written before the task is
+// published and, while set, touched only by its spawner's worker, the only
+// one that can pop it. Everything else is atomic or immutable. (The task-locals
 // may hold values that are not `Send`: they are made and dropped by the
 // coroutine itself, on its home worker; `Locals` leaks rather than drops
 // what is left when the cell is freed elsewhere.)
