@@ -182,15 +182,27 @@ mod loom_lock {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::BucketLock;
-    use std::sync::{Arc, Barrier};
+    use std::sync::{Arc, Barrier, mpsc};
     use std::time::Duration;
 
+    /// Runs `body` on a thread of its own and waits for it at most `limit`:
+    /// a lost wake fails the test instead of hanging it.
+    fn within<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || done.send(body()));
+        finished.recv_timeout(limit).expect("finished in time (a sleeper left without its wake?)")
+    }
+
     /// Four threads add to a plain counter under the lock, now and then
-    /// holding it across a yield of the thread so that the others spin out
-    /// and sleep on the futex: every increment is there (mutual exclusion),
-    /// and the test ends (no sleeper is left without its wake).
+    /// holding it through a 200 µs sleep so that the others spin out and
+    /// sleep on the futex: every increment is there (mutual exclusion), and
+    /// the test ends in time (no sleeper is left without its wake).
     #[test]
     fn four_threads_lose_no_increment_across_spins_and_sleeps() {
+        within(Duration::from_secs(60), four_threads_increment);
+    }
+
+    fn four_threads_increment() {
         const THREADS: u64 = 4;
         const EACH: u64 = 50_000;
         let lock = Arc::new(BucketLock::new(0u64));
@@ -224,14 +236,18 @@ mod tests {
     fn a_sleeping_waiter_is_woken_by_the_unlock() {
         let lock = Arc::new(BucketLock::new(Vec::new()));
         let guard = lock.lock();
-        let waiter = {
+        let (done, finished) = mpsc::channel();
+        {
             let lock = Arc::clone(&lock);
-            std::thread::spawn(move || lock.lock().push("waiter"))
-        };
+            std::thread::spawn(move || {
+                lock.lock().push("waiter");
+                done.send(()).expect("the test waits");
+            });
+        }
         // Long past its spins: it sleeps on the futex meanwhile.
         std::thread::sleep(Duration::from_millis(50));
         drop(guard);
-        waiter.join().expect("the waiter got the lock");
+        finished.recv_timeout(Duration::from_secs(30)).expect("the unlock woke the sleeping waiter");
         lock.lock().push("main");
         assert_eq!(*lock.lock(), ["waiter", "main"]);
     }

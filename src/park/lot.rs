@@ -486,6 +486,26 @@ impl Queue {
         }
         false
     }
+
+    #[cfg(all(test, not(loom)))]
+    fn count_key(&self, key: usize) -> usize {
+        let mut count = 0;
+        let mut current = self.head;
+        while !current.is_null() {
+            // SAFETY: as in remove_where.
+            let node = unsafe { &*current };
+            count += usize::from(node.key.load(Ordering::Relaxed) == key);
+            current = node.next.get();
+        }
+        count
+    }
+}
+
+/// How many waiters are queued on `key` now (for tests that must queue
+/// waiters in a known order).
+#[cfg(all(test, not(loom)))]
+pub(crate) fn queued(key: usize) -> usize {
+    lock(bucket_of(key)).count_key(key)
 }
 
 /// Takes a removed node's unparker and token and marks it removed. Must be

@@ -800,13 +800,16 @@ mod tests {
     /// Waits until `sem` has its WAITING bit set, then a little longer, so
     /// the waiter that set it has validated and is queued. (The lot has no
     /// "how many are queued" query; the margin is generous.)
-    fn wait_until_queued(sem: &Semaphore) {
+    /// Waits until `n` waiters are queued on `sem` (the parking lot's
+    /// count: waiters spawned one after another then queue in that order,
+    /// however slow the machine is).
+    fn wait_until_queued(sem: &Semaphore, n: usize) {
         let start = Instant::now();
-        while sem.state.load(Ordering::Relaxed) & WAITING == 0 {
-            assert!(start.elapsed() < Duration::from_secs(10), "no waiter queued");
+        while crate::park::lot::queued(sem.key()) < n {
+            assert!(start.elapsed() < Duration::from_secs(10), "{n} waiters never queued");
             thread::sleep(Duration::from_millis(1));
         }
-        thread::sleep(Duration::from_millis(30));
+        assert!(sem.state.load(Ordering::Relaxed) & WAITING != 0, "queued waiters without the WAITING bit");
     }
 
     /// A permit freed while a waiter is queued goes to that waiter: a
@@ -816,7 +819,7 @@ mod tests {
         let sem = Arc::new(Semaphore::new(0));
         let s = Arc::clone(&sem);
         let waiter = thread::spawn(move || s.acquire().forget());
-        wait_until_queued(&sem);
+        wait_until_queued(&sem, 1);
         sem.add_permits(1);
         assert!(sem.try_acquire().is_none(), "the released permit must go to the queued waiter");
         assert_eq!(sem.available_permits(), 0);
@@ -848,7 +851,7 @@ mod tests {
                 threads.push(thread::spawn(body));
             }
             // Queue them strictly one after another.
-            wait_until_queued(&sem);
+            wait_until_queued(&sem, i + 1);
         }
         for i in 0..WAITERS {
             sem.add_permits(1);
@@ -873,10 +876,10 @@ mod tests {
     fn add_many_serves_waiters_then_banks() {
         let sem = Arc::new(Semaphore::new(0));
         let waiters: Vec<_> = (0..3)
-            .map(|_| {
+            .map(|i| {
                 let s = Arc::clone(&sem);
                 let handle = thread::spawn(move || s.acquire().forget());
-                wait_until_queued(&sem);
+                wait_until_queued(&sem, i + 1);
                 handle
             })
             .collect();
@@ -935,10 +938,10 @@ mod tests {
         let sem = Arc::new(Semaphore::new(0));
         let s = Arc::clone(&sem);
         let head = thread::spawn(move || s.acquire_many_timeout(4, Duration::from_millis(300)).is_none());
-        wait_until_queued(&sem);
+        wait_until_queued(&sem, 1);
         let s = Arc::clone(&sem);
         let behind = thread::spawn(move || s.acquire_many(3).forget());
-        thread::sleep(Duration::from_millis(30));
+        wait_until_queued(&sem, 2);
         sem.add_permits(3);
         assert_eq!(sem.state.load(Ordering::Relaxed), 3 << 1 | WAITING, "3 set aside for the head");
         assert_eq!(sem.queued.load(Ordering::Relaxed), 2);
@@ -970,7 +973,7 @@ mod tests {
         let sem = Arc::new(Semaphore::new(0));
         let s = Arc::clone(&sem);
         let first = thread::spawn(move || s.acquire().forget());
-        wait_until_queued(&sem);
+        wait_until_queued(&sem, 1);
         let s = Arc::clone(&sem);
         let timed = thread::spawn(move || s.acquire_timeout(Duration::from_millis(50)).is_some());
         assert!(!timed.join().unwrap(), "nothing was released: it times out");
