@@ -36,8 +36,10 @@ command -v go >/dev/null || { echo "placement.sh: needs go (apt-get install gola
 # Whether the tree differs from the commit, read now, before anything is
 # built or written (the collection's own directory does not count).
 commit="$(git rev-parse HEAD)"
+mkdir -p "$out"
+out_abs="$(realpath -m "$out")"
 exclude=()
-case "$out" in /*) ;; *) exclude=(":(exclude)$out") ;; esac
+case "$out_abs/" in "$root"/*) exclude=(":(exclude)${out_abs#"$root"/}") ;; esac
 changes="$(git status --porcelain --untracked-files=no -- . "${exclude[@]}")"
 dirty=false
 [ -z "$changes" ] || dirty=true
@@ -89,7 +91,6 @@ json.dump({
     "repetitions": int(reps), "steps": steps,
 }, open(os.path.join(out, "machine.json"), "w"), indent=1)
 EOF
-mkdir -p "$out"
 rm -f "$out"/*.json
 mv "$new"/*.json "$out"/
 echo "wrote $out/ (render with: python3 benches/report/render.py)" >&2

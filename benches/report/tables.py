@@ -598,6 +598,8 @@ def table_placement(results):
         the ratio's range over them."""
         runs, theirs = m["runs"][placement], m["runs"][other]
         r = better_ratio(m[placement], m[other], m["unit"])
+        if r is None or min(runs) <= 0 or min(theirs) <= 0:
+            return 0.0, "no usable figure"
         lo, hi = ratio_range((min(runs), max(runs)), (min(theirs), max(theirs)), m["unit"])
         overlap = lo < 1 < hi
         return r, f"{fmt_ratio(r)} {whose}" + (f", {fmt_ratio(lo)} to {fmt_ratio(hi)} over the runs" if overlap else "")
