@@ -80,7 +80,7 @@ impl Unparker {
     /// scheduling). Its worker unwinds nothing else meanwhile, so a wait that
     /// only a not-yet-unwound coroutine could end never ends: `Runtime`'s
     /// docs warn about that.
-    #[inline] // on every park; the thread case is the cold one
+    #[inline(always)] // on every park; the thread case is the cold one
     pub(crate) fn current() -> Unparker {
         match runtime::current_task_for_waker() {
             Some(task) if !task.unwinding.get() => Unparker::Task(task),
