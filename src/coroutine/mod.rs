@@ -749,12 +749,11 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             unreachable!("start() is only called on a fresh coroutine")
         };
         let owner = overflow::Owner { id: self.id, name: self.name.as_deref(), spawned_at: self.spawned_at };
-        // SAFETY: a stack just taken, so not linked; it stays mapped and on
-        // this thread (a Coroutine is !Send; the runtime's tasks never leave
-        // their worker once started) until `finish` or `leak_stack` unlinks
-        // it. The name is our own String, never changed, and outlives the
-        // link (both end only after those two).
-        unsafe { overflow::link(&stack, owner) };
+        // SAFETY: a stack just taken, so idle and linked (a Stack is linked
+        // while it lives). The name is our own String, never changed, and
+        // outlives the claim: `finish` releases the stack, or `leak_stack`
+        // unlinks it, before the name can go.
+        unsafe { overflow::claim(&stack, owner) };
         let top = stack.switch_top();
         // SAFETY: the switch top of a Stack is 16-byte aligned and the pages
         // below it are ours and writable (a stack is at least MIN_STACK_SIZE).
@@ -819,9 +818,9 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         self.state = State::Finished;
         self.top = std::ptr::null_mut();
         if let Some(stack) = self.stack.take() {
-            // SAFETY: `start` linked it on this thread; nothing runs on it
+            // SAFETY: a Stack is linked while it lives; nothing runs on it
             // any more.
-            unsafe { overflow::unlink(&stack) };
+            unsafe { overflow::release(&stack) };
             stack::cache::give_back(stack);
         }
     }
@@ -877,12 +876,9 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             "dropping a coroutine that cannot be unwound (it suspended while unwinding a panic, or panic=abort); \
              its stack is leaked and its remaining destructors do not run"
         );
-        if let Some(stack) = &self.stack {
-            // SAFETY: `start` linked it on this thread; it will never run
-            // again, so it can never overflow.
-            unsafe { overflow::unlink(stack) };
+        if let Some(stack) = self.stack.take() {
+            stack.leak();
         }
-        std::mem::forget(self.stack.take());
         self.state = State::Finished;
         self.top = std::ptr::null_mut();
     }
@@ -1320,6 +1316,33 @@ mod walk_tests {
         assert!(end > start + 2, "no coroutine frames between the walk's start and the trampoline: {ips:x?}");
         assert!(end + 1 >= ips.len(), "the walk went on past the trampoline: {} frames after it", ips.len() - end - 1);
         assert_eq!(c.resume(()), CoroutineResult::Return(43), "the coroutine's frame was disturbed");
+    }
+
+    /// A stack reused through the cache (its header written once, when it
+    /// was mapped) names the coroutine that runs on it now, not the one
+    /// before; so does a stack of another size, served by the cache's list.
+    #[test]
+    fn a_reused_stack_names_its_new_coroutine() {
+        fn named(name: &str, size: usize) -> Coroutine<(), (), (u64, Option<String>)> {
+            Builder::new()
+                .name(name.to_string())
+                .stack_size(size)
+                .build(|_, ()| {
+                    // SAFETY: no hint.
+                    unsafe { with_running(None, |r| r.map(|r| (r.id, r.name.map(str::to_string)))) }
+                        .expect("a coroutine runs")
+                })
+                .unwrap()
+        }
+        for size in [DEFAULT_STACK_SIZE, MIN_STACK_SIZE] {
+            for name in ["first", "second", "third"] {
+                let mut c = named(name, size);
+                let id = c.id();
+                assert_eq!(c.resume(()), CoroutineResult::Return((id, Some(name.to_string()))));
+            }
+        }
+        // SAFETY: no hint.
+        assert!(unsafe { with_running(None, |r| r.is_none()) }, "idle cached stacks name nobody");
     }
 
     #[test]
