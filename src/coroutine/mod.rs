@@ -685,7 +685,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             panic!("cannot start coroutine {}: {e}", self.id);
         }
         // SAFETY: `start` left it suspended on its new stack.
-        unsafe { self.resume_suspended(input) }
+        unsafe { self.switch_with::<true>(input) }
     }
 
     #[cold]
@@ -702,7 +702,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         }
         self.start()?;
         // SAFETY: `start` left it suspended on its new stack.
-        Ok(unsafe { self.resume_suspended(input) })
+        Ok(unsafe { self.switch_with::<true>(input) })
     }
 
     /// Whether the coroutine has started and not finished: a resume of it
@@ -721,12 +721,26 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// The coroutine is suspended ([`is_suspended`](Self::is_suspended)).
     #[inline(always)]
     pub(crate) unsafe fn resume_suspended(&mut self, input: I) -> CoroutineResult<Y, R> {
+        // SAFETY: the caller's promise.
+        unsafe { self.switch_with::<false>(input) }
+    }
+
+    /// [`resume_suspended`](Self::resume_suspended), with the finish read
+    /// out of line (`FINISH_INLINE` false: the hot path of a later resume)
+    /// or in line (true: the cold first resume, where a coroutine that runs
+    /// to its end without suspending is common and deserves no extra call).
+    ///
+    /// # Safety
+    ///
+    /// The coroutine is suspended ([`is_suspended`](Self::is_suspended)).
+    #[inline(always)]
+    unsafe fn switch_with<const FINISH_INLINE: bool>(&mut self, input: I) -> CoroutineResult<Y, R> {
         let mut exchange = Exchange::<I, Y>::new(MaybeUninit::new(input));
         // SAFETY: suspended (the caller's promise); the input is set.
         let word = unsafe { self.switch_in(&mut exchange, 0) };
         if word > YIELDED_PANICKING {
             // SAFETY: a word other than the two YIELDEDs is its Finish's address.
-            return unsafe { self.take_finish(word) };
+            return unsafe { if FINISH_INLINE { self.read_finish(word) } else { self.take_finish(word) } };
         }
         debug_assert!(word == YIELDED || word == YIELDED_PANICKING, "coroutine {}: word {word:#x}", self.id);
         self.last_suspend = word;
@@ -742,7 +756,9 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     }
 
     /// Takes a stack and builds its first frame; the state becomes Suspended.
-    #[cold]
+    /// Inlined into its two (cold, out-of-line) callers: one frame for the
+    /// whole first resume.
+    #[inline(always)]
     fn start(&mut self) -> io::Result<()> {
         let stack = stack::cache::take(self.stack_size)?;
         let State::Fresh(fresh) = std::mem::replace(&mut self.state, State::Suspended) else {
@@ -759,7 +775,9 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         // below it are ours and writable (a stack is at least MIN_STACK_SIZE).
         unsafe { arch::init_stack(top, fresh.entry, fresh.closure) };
         self.top = top;
-        self.stack = Some(stack);
+        // A fresh coroutine holds no stack: nothing to drop here.
+        debug_assert!(self.stack.is_none());
+        std::mem::forget(self.stack.replace(stack));
         // The closure now belongs to the new stack's entry function (FreshStart
         // owns it only through a raw pointer, so letting `fresh` go frees nothing).
         let _ = fresh;
@@ -796,6 +814,17 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     #[cold]
     #[inline(never)]
     unsafe fn take_finish(&mut self, word: usize) -> CoroutineResult<Y, R> {
+        // SAFETY: the caller's promise.
+        unsafe { self.read_finish(word) }
+    }
+
+    /// [`take_finish`](Self::take_finish), in line.
+    ///
+    /// # Safety
+    ///
+    /// As for `take_finish`.
+    #[inline(always)]
+    unsafe fn read_finish(&mut self, word: usize) -> CoroutineResult<Y, R> {
         // SAFETY: the caller's promise: a Finish<R> on the stack we still
         // hold (`finish` below gives it back), moved out once.
         let finish = unsafe { (word as *const Finish<R>).read() };
@@ -813,7 +842,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     }
 
     /// The coroutine has left its stack for the last time: give it back.
-    #[cold]
+    #[inline]
     fn finish(&mut self) {
         self.state = State::Finished;
         self.top = std::ptr::null_mut();
@@ -976,8 +1005,12 @@ pub(crate) fn stack_walk_bounds() -> (usize, usize) {
 }
 
 impl<I, Y, R> Drop for Coroutine<I, Y, R> {
+    #[inline]
     fn drop(&mut self) {
-        self.end();
+        // A finished coroutine owns nothing but its name: one test.
+        if !matches!(self.state, State::Finished) {
+            self.end();
+        }
     }
 }
 
