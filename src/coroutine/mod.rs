@@ -760,7 +760,10 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// whole first resume.
     #[inline(always)]
     fn start(&mut self) -> io::Result<()> {
-        let stack = stack::cache::take(self.stack_size)?;
+        let stack = match stack::cache::take_fast(self.stack_size) {
+            Some(stack) => stack,
+            None => stack::cache::take_slow(self.stack_size)?,
+        };
         let State::Fresh(fresh) = std::mem::replace(&mut self.state, State::Suspended) else {
             unreachable!("start() is only called on a fresh coroutine")
         };

@@ -35,7 +35,7 @@
 //! `FAST` has no destructor of its own, so something else must unmap the
 //! stack it holds when the thread exits: `LIST`'s destructor does. That
 //! destructor is registered on `LIST`'s first use, and every stack of this
-//! thread was first mapped by [`take`]'s slow path, which uses `LIST` before
+//! thread was first mapped by [`take_slow`], which uses `LIST` before
 //! mapping: so whenever `FAST` holds a stack, `LIST`'s destructor is
 //! registered. Once it has run, `FAST` is `CLOSED` and stays so.
 //!
@@ -116,24 +116,37 @@ pub(crate) fn set_capacity(capacity: usize) {
 /// thread's cache if one is there, else freshly mapped. A fresh stack also
 /// makes sure this thread can report an overflow (alternate signal stack +
 /// handler); a cached one was taken on this thread before, so it is ready.
-#[inline]
+/// (A coroutine's start calls the two halves itself, [`take_fast`] then
+/// [`take_slow`].)
+#[cfg(test)]
 pub(crate) fn take(size: usize) -> io::Result<Stack> {
-    if size == DEFAULT_STACK_SIZE {
-        let fast = FAST.get();
-        if let Some(base) = NonNull::new(fast).filter(|_| holds_stack(fast)) {
-            FAST.set(ptr::null_mut());
-            // SAFETY: FAST held this idle stack of DEFAULT_STACK_SIZE (put
-            // there by `give_back`) and no longer does.
-            return Ok(unsafe { Stack::from_raw(base, size) });
-        }
+    match take_fast(size) {
+        Some(stack) => Ok(stack),
+        None => take_slow(size),
     }
-    take_slow(size)
 }
 
-/// [`take`] when the fast slot cannot serve: search the list, else map.
+/// The stack in the fast slot, if `size` is the default and the slot holds
+/// one; else `None`, and [`take_slow`] serves. (Split from `take` so that
+/// a caller's fast path handles a `Stack` in registers, not a `Result` in
+/// memory.)
+#[inline(always)]
+pub(crate) fn take_fast(size: usize) -> Option<Stack> {
+    if size != DEFAULT_STACK_SIZE {
+        return None;
+    }
+    let fast = FAST.get();
+    let base = NonNull::new(fast).filter(|_| holds_stack(fast))?;
+    FAST.set(ptr::null_mut());
+    // SAFETY: FAST held this idle stack of DEFAULT_STACK_SIZE (put there by
+    // `give_back`) and no longer does.
+    Some(unsafe { Stack::from_raw(base, size) })
+}
+
+/// A stack when the fast slot cannot serve: search the list, else map.
 #[cold]
 #[inline(never)]
-fn take_slow(size: usize) -> io::Result<Stack> {
+pub(crate) fn take_slow(size: usize) -> io::Result<Stack> {
     // Uses LIST even when it is empty: that registers its destructor before
     // any stack of this thread can reach FAST (see the module docs).
     let cached = LIST
