@@ -132,7 +132,7 @@ unsafe extern "sysv64" {
     fn weft_switch_suspend();
     /// The first continuation of a fresh stack; never called.
     fn weft_coroutine_trampoline();
-    /// The return address of the trampoline's call of the entry function: a
+    /// The return address the trampoline pushes for the entry function: a
     /// label, never called.
     fn weft_coroutine_trampoline_ret();
     /// Runs a callback on a suspended coroutine's stack; see [`call_on_stack`].
