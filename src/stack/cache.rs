@@ -118,7 +118,7 @@ pub(crate) fn set_capacity(capacity: usize) {
 /// handler); a cached one was taken on this thread before, so it is ready.
 /// (A coroutine's start calls the two halves itself, [`take_fast`] then
 /// [`take_slow`].)
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 pub(crate) fn take(size: usize) -> io::Result<Stack> {
     match take_fast(size) {
         Some(stack) => Ok(stack),
@@ -195,7 +195,7 @@ fn give_back_slow(stack: Stack) {
 }
 
 /// How many idle stacks this thread's cache holds (both parts).
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 pub(crate) fn idle_stacks() -> usize {
     let in_fast = usize::from(holds_stack(FAST.get()));
     in_fast + LIST.try_with(|cache| cache.borrow().stacks.len()).unwrap_or(0)
