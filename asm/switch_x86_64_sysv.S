@@ -327,7 +327,7 @@ weft_switch_suspend:
 # src/arch/x86_64.rs builds the first frame so that weft_switch_resume
 # "returns" here with rsp at the link slot (16-byte aligned), rbx = the entry
 # function, rbp = its data pointer and rax = the resumer's word. It zeroes rbp
-# (the end of the frame-pointer chain) and calls
+# (the end of the frame-pointer chain) and calls (push + jmp, see below)
 #   entry(word: usize /*rdi*/, data: *mut () /*rsi*/, top: *mut u8 /*rdx*/) -> !
 # where `top` is the switch top, and which never returns: a finished
 # coroutine leaves with weft_switch_suspend.
@@ -361,10 +361,28 @@ weft_coroutine_trampoline:
     mov rsi, rbp                        # entry's second argument: its data
     xor ebp, ebp                        # rbp = 0 ends frame-pointer chains
     lea rdx, [rsp + LINK_BELOW_TOP]     # entry's third argument: the switch top
-    call rbx                            # never returns
+    # A call without `call`: push the return address and jump. A `call` would
+    # push an entry on the CPU's return-stack predictor that no `ret` ever
+    # pops (entry never returns: the coroutine leaves with
+    # weft_switch_suspend's `ret`, to its resumer), so that `ret` and every
+    # `ret` after it in the resumer would be mispredicted, one create+run
+    # costing several pipeline flushes (corosensei's trampoline does the
+    # same). Unwinders see exactly what a `call` leaves.
+    lea rcx, [rip + weft_coroutine_trampoline_ret]
+    push rcx                            # entry's return address
+    # For the jmp the link slot is at rsp + 8 (an unwinder that stops here,
+    # from a signal, reads it there).
+    .cfi_escape 0x0f, 5, 0x77, 0x08, 0x06, 0x23, FRAME_SIZE
+    jmp rbx                             # never returns
+    # An unwinder that comes back from entry's frame has popped the return
+    # address (rsp is at the link slot again) and looks up the row of the
+    # byte before it (return address - 1): this int3, never executed, so
+    # that the jmp's row above does not apply there.
+    .cfi_escape 0x0f, 5, 0x77, 0x00, 0x06, 0x23, FRAME_SIZE
+    int3
     .globl weft_coroutine_trampoline_ret
     .hidden weft_coroutine_trampoline_ret
-weft_coroutine_trampoline_ret:          # the return address of that call: the
+weft_coroutine_trampoline_ret:          # the return address pushed above: the
                                         # last frame of every coroutine's walk
     ud2                                 # keeps the return address inside this
                                         # function for the unwinder's lookup

@@ -178,6 +178,33 @@ fn overflow_on_a_reused_stack_is_reported() {
     assert_reported_overflow(&child, &expected);
 }
 
+/// The same with the default stack size, whose stacks are reused through the
+/// cache's fast slot: the stack's header is written once, when it is mapped,
+/// and each coroutine only claims it, so the report must still name the last
+/// claimant, not an earlier one.
+#[test]
+fn overflow_on_a_reused_default_stack_is_reported() {
+    let Some(child) = run_in_child("overflow_on_a_reused_default_stack_is_reported", || {
+        for i in 0..1_000u64 {
+            let mut c = Coroutine::<u64, u64, u64>::builder()
+                .name(format!("cycle {i}"))
+                .build(|y, x| y.suspend(x + 1) + recurse_a_little(8))
+                .unwrap();
+            assert_eq!(c.resume(i), CoroutineResult::Yield(i + 1));
+            assert!(matches!(c.resume(0), CoroutineResult::Return(_)));
+        }
+        let builder = Coroutine::<(), (), u64>::builder().name("reused default".to_string());
+        let (mut c, line) = (builder.build(|_, ()| recurse(0)).unwrap(), line!());
+        report("id", c.id());
+        report("line", line);
+        c.resume(());
+    }) else {
+        return;
+    };
+    let expected = expected_report(&child.reported("id"), "reused default", 256, &child.reported("line"));
+    assert_reported_overflow(&child, &expected);
+}
+
 /// Uses a few frames of stack (so a cached stack has touched pages).
 #[inline(never)]
 fn recurse_a_little(depth: u64) -> u64 {

@@ -132,7 +132,7 @@ unsafe extern "sysv64" {
     fn weft_switch_suspend();
     /// The first continuation of a fresh stack; never called.
     fn weft_coroutine_trampoline();
-    /// The return address of the trampoline's call of the entry function: a
+    /// The return address the trampoline pushes for the entry function: a
     /// label, never called.
     fn weft_coroutine_trampoline_ret();
     /// Runs a callback on a suspended coroutine's stack; see [`call_on_stack`].
@@ -215,6 +215,7 @@ pub(crate) type EntryFn = unsafe extern "sysv64" fn(word: usize, data: *mut (), 
 ///
 /// - `top` is 16-byte aligned and the `STACK_RESERVED_TOP + FRAME_SIZE` bytes
 ///   below it are writable memory owned by the caller.
+#[inline] // a few stores, from the first resume
 pub(crate) unsafe fn init_stack(top: *mut u8, entry: EntryFn, data: *mut ()) {
     debug_assert_eq!(top as usize % 16, 0, "stack top must be 16-byte aligned");
     let frame = top.wrapping_sub(STACK_RESERVED_TOP + FRAME_SIZE);

@@ -685,7 +685,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             panic!("cannot start coroutine {}: {e}", self.id);
         }
         // SAFETY: `start` left it suspended on its new stack.
-        unsafe { self.resume_suspended(input) }
+        unsafe { self.switch_with::<true>(input) }
     }
 
     #[cold]
@@ -702,7 +702,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         }
         self.start()?;
         // SAFETY: `start` left it suspended on its new stack.
-        Ok(unsafe { self.resume_suspended(input) })
+        Ok(unsafe { self.switch_with::<true>(input) })
     }
 
     /// Whether the coroutine has started and not finished: a resume of it
@@ -721,12 +721,26 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// The coroutine is suspended ([`is_suspended`](Self::is_suspended)).
     #[inline(always)]
     pub(crate) unsafe fn resume_suspended(&mut self, input: I) -> CoroutineResult<Y, R> {
+        // SAFETY: the caller's promise.
+        unsafe { self.switch_with::<false>(input) }
+    }
+
+    /// [`resume_suspended`](Self::resume_suspended), with the finish read
+    /// out of line (`FINISH_INLINE` false: the hot path of a later resume)
+    /// or in line (true: the cold first resume, where a coroutine that runs
+    /// to its end without suspending is common and deserves no extra call).
+    ///
+    /// # Safety
+    ///
+    /// The coroutine is suspended ([`is_suspended`](Self::is_suspended)).
+    #[inline(always)]
+    unsafe fn switch_with<const FINISH_INLINE: bool>(&mut self, input: I) -> CoroutineResult<Y, R> {
         let mut exchange = Exchange::<I, Y>::new(MaybeUninit::new(input));
         // SAFETY: suspended (the caller's promise); the input is set.
         let word = unsafe { self.switch_in(&mut exchange, 0) };
         if word > YIELDED_PANICKING {
             // SAFETY: a word other than the two YIELDEDs is its Finish's address.
-            return unsafe { self.take_finish(word) };
+            return unsafe { if FINISH_INLINE { self.read_finish(word) } else { self.take_finish(word) } };
         }
         debug_assert!(word == YIELDED || word == YIELDED_PANICKING, "coroutine {}: word {word:#x}", self.id);
         self.last_suspend = word;
@@ -742,25 +756,31 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     }
 
     /// Takes a stack and builds its first frame; the state becomes Suspended.
-    #[cold]
+    /// Inlined into its two (cold, out-of-line) callers: one frame for the
+    /// whole first resume.
+    #[inline(always)]
     fn start(&mut self) -> io::Result<()> {
-        let stack = stack::cache::take(self.stack_size)?;
+        let stack = match stack::cache::take_fast(self.stack_size) {
+            Some(stack) => stack,
+            None => stack::cache::take_slow(self.stack_size)?,
+        };
         let State::Fresh(fresh) = std::mem::replace(&mut self.state, State::Suspended) else {
             unreachable!("start() is only called on a fresh coroutine")
         };
         let owner = overflow::Owner { id: self.id, name: self.name.as_deref(), spawned_at: self.spawned_at };
-        // SAFETY: a stack just taken, so not linked; it stays mapped and on
-        // this thread (a Coroutine is !Send; the runtime's tasks never leave
-        // their worker once started) until `finish` or `leak_stack` unlinks
-        // it. The name is our own String, never changed, and outlives the
-        // link (both end only after those two).
-        unsafe { overflow::link(&stack, owner) };
+        // SAFETY: a stack just taken, so idle and linked (a Stack is linked
+        // while it lives). The name is our own String, never changed, and
+        // outlives the claim: `finish` releases the stack, or `leak_stack`
+        // unlinks it, before the name can go.
+        unsafe { overflow::claim(&stack, owner) };
         let top = stack.switch_top();
         // SAFETY: the switch top of a Stack is 16-byte aligned and the pages
         // below it are ours and writable (a stack is at least MIN_STACK_SIZE).
         unsafe { arch::init_stack(top, fresh.entry, fresh.closure) };
         self.top = top;
-        self.stack = Some(stack);
+        // A fresh coroutine holds no stack: nothing to drop here.
+        debug_assert!(self.stack.is_none());
+        std::mem::forget(self.stack.replace(stack));
         // The closure now belongs to the new stack's entry function (FreshStart
         // owns it only through a raw pointer, so letting `fresh` go frees nothing).
         let _ = fresh;
@@ -797,6 +817,17 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     #[cold]
     #[inline(never)]
     unsafe fn take_finish(&mut self, word: usize) -> CoroutineResult<Y, R> {
+        // SAFETY: the caller's promise.
+        unsafe { self.read_finish(word) }
+    }
+
+    /// [`take_finish`](Self::take_finish), in line.
+    ///
+    /// # Safety
+    ///
+    /// As for `take_finish`.
+    #[inline(always)]
+    unsafe fn read_finish(&mut self, word: usize) -> CoroutineResult<Y, R> {
         // SAFETY: the caller's promise: a Finish<R> on the stack we still
         // hold (`finish` below gives it back), moved out once.
         let finish = unsafe { (word as *const Finish<R>).read() };
@@ -814,14 +845,14 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     }
 
     /// The coroutine has left its stack for the last time: give it back.
-    #[cold]
+    #[inline]
     fn finish(&mut self) {
         self.state = State::Finished;
         self.top = std::ptr::null_mut();
         if let Some(stack) = self.stack.take() {
-            // SAFETY: `start` linked it on this thread; nothing runs on it
+            // SAFETY: a Stack is linked while it lives; nothing runs on it
             // any more.
-            unsafe { overflow::unlink(&stack) };
+            unsafe { overflow::release(&stack) };
             stack::cache::give_back(stack);
         }
     }
@@ -877,12 +908,9 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             "dropping a coroutine that cannot be unwound (it suspended while unwinding a panic, or panic=abort); \
              its stack is leaked and its remaining destructors do not run"
         );
-        if let Some(stack) = &self.stack {
-            // SAFETY: `start` linked it on this thread; it will never run
-            // again, so it can never overflow.
-            unsafe { overflow::unlink(stack) };
+        if let Some(stack) = self.stack.take() {
+            stack.leak();
         }
-        std::mem::forget(self.stack.take());
         self.state = State::Finished;
         self.top = std::ptr::null_mut();
     }
@@ -980,8 +1008,12 @@ pub(crate) fn stack_walk_bounds() -> (usize, usize) {
 }
 
 impl<I, Y, R> Drop for Coroutine<I, Y, R> {
+    #[inline]
     fn drop(&mut self) {
-        self.end();
+        // A finished coroutine owns nothing but its name: one test.
+        if !matches!(self.state, State::Finished) {
+            self.end();
+        }
     }
 }
 
@@ -1320,6 +1352,33 @@ mod walk_tests {
         assert!(end > start + 2, "no coroutine frames between the walk's start and the trampoline: {ips:x?}");
         assert!(end + 1 >= ips.len(), "the walk went on past the trampoline: {} frames after it", ips.len() - end - 1);
         assert_eq!(c.resume(()), CoroutineResult::Return(43), "the coroutine's frame was disturbed");
+    }
+
+    /// A stack reused through the cache (its header written once, when it
+    /// was mapped) names the coroutine that runs on it now, not the one
+    /// before; so does a stack of another size, served by the cache's list.
+    #[test]
+    fn a_reused_stack_names_its_new_coroutine() {
+        fn named(name: &str, size: usize) -> Coroutine<(), (), (u64, Option<String>)> {
+            Builder::new()
+                .name(name.to_string())
+                .stack_size(size)
+                .build(|_, ()| {
+                    // SAFETY: no hint.
+                    unsafe { with_running(None, |r| r.map(|r| (r.id, r.name.map(str::to_string)))) }
+                        .expect("a coroutine runs")
+                })
+                .unwrap()
+        }
+        for size in [DEFAULT_STACK_SIZE, MIN_STACK_SIZE] {
+            for name in ["first", "second", "third"] {
+                let mut c = named(name, size);
+                let id = c.id();
+                assert_eq!(c.resume(()), CoroutineResult::Return((id, Some(name.to_string()))));
+            }
+        }
+        // SAFETY: no hint.
+        assert!(unsafe { with_running(None, |r| r.is_none()) }, "idle cached stacks name nobody");
     }
 
     #[test]

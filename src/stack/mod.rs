@@ -16,9 +16,13 @@
 //!  low addresses
 //! ```
 //!
-//! The header ([`overflow::Header`]) is written when a coroutine takes the
-//! stack and links it into its thread's list of started stacks, which the
-//! overflow handler and the panic report search (see [`overflow`]).
+//! The header ([`overflow::Header`]) is written once, when the stack is
+//! mapped: it links the stack into its thread's list of stacks, which the
+//! overflow handler and the panic report search, until the stack is
+//! unmapped. Each coroutine that takes the stack then writes only who it is
+//! into the header, and marks it idle when it gives the stack back (see
+//! [`overflow`]). A `Stack` is therefore used, and dropped, only on the
+//! thread that mapped it (it is `!Send`).
 //!
 //! One `mmap` reserves the whole range (read-write, `MAP_NORESERVE`), then
 //! `mprotect` turns the lowest page into the guard. The kernel keeps these as
@@ -107,7 +111,10 @@ pub(crate) fn round_stack_size(requested: usize) -> io::Result<usize> {
     Ok(rounded)
 }
 
-/// One guarded stack: an owned mapping of `size + page` bytes.
+/// One guarded stack: an owned mapping of `size + page` bytes, linked into
+/// the list of stacks of the thread that mapped it (see [`overflow`]) from
+/// [`new`](Stack::new) until it is dropped. `!Send` (the `NonNull`): that
+/// list is per thread.
 #[derive(Debug)]
 pub(crate) struct Stack {
     /// Start of the mapping (the guard page).
@@ -133,7 +140,39 @@ impl Stack {
             return Err(explain_map_error(e, size));
         }
         LIVE_STACKS.fetch_add(1, Ordering::Relaxed);
-        Ok(Stack { base, size })
+        let stack = Stack { base, size };
+        // SAFETY: a fresh mapping, so not linked; it stays mapped until
+        // `drop` unlinks it, on this thread (a Stack is !Send), and nothing
+        // else writes its header bytes (the switch top is below them).
+        unsafe { overflow::link(&stack) };
+        Ok(stack)
+    }
+
+    /// Gives up ownership without unmapping: the base, for
+    /// [`from_raw`](Stack::from_raw). The stack stays linked.
+    pub(crate) fn into_raw(self) -> NonNull<u8> {
+        std::mem::ManuallyDrop::new(self).base
+    }
+
+    /// Gives up on the stack for good: it leaves this thread's list (nothing
+    /// will run on it again, so it cannot overflow) and stays mapped forever,
+    /// so that nothing on it is freed while something may still point at it.
+    pub(crate) fn leak(self) {
+        // SAFETY: `new` linked it on this thread, and it is never dropped,
+        // so this is its only unlink.
+        unsafe { overflow::unlink(&self) };
+        std::mem::forget(self);
+    }
+
+    /// Takes back ownership of a stack given up with
+    /// [`into_raw`](Stack::into_raw).
+    ///
+    /// # Safety
+    ///
+    /// `base` came from `into_raw` of a stack of `size` usable bytes, on this
+    /// thread, and this is the only `from_raw` for it.
+    pub(crate) unsafe fn from_raw(base: NonNull<u8>, size: usize) -> Stack {
+        Stack { base, size }
     }
 
     /// Usable bytes.
@@ -167,6 +206,9 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        // SAFETY: `new` linked it on this thread (a Stack never leaves its
+        // thread), and only drop unlinks it.
+        unsafe { overflow::unlink(self) };
         // SAFETY: we own the mapping of exactly `size + page` bytes; a Stack
         // is only dropped when no coroutine runs on it.
         unsafe { mem::unmap(self.base, self.size + mem::page_size()) };

@@ -8,16 +8,20 @@
 //!    thread gets an alternate signal stack if it has none (std gives one to
 //!    the threads it spawns; a thread created some other way may not). The
 //!    handler must run on it: the faulting stack has no room left.
-//! 2. When a coroutine takes a stack (its first resume), it writes a
-//!    [`Header`] into the top `HEADER_SIZE` bytes of that stack — its id,
-//!    name, spawn site, stack size and guard page — and links it into its
-//!    thread's list of *started* stacks ([`link`]); when it gives the stack
-//!    back (it finished, or its stack is leaked), it unlinks it
-//!    ([`unlink`]). A started coroutine never leaves its thread, so each
-//!    thread's list holds exactly the stacks its coroutines run on. Nothing
-//!    happens per resume: switching in and out costs the handler nothing.
+//! 2. When a stack is mapped ([`Stack::new`]), its [`Header`] is written
+//!    into its top `HEADER_SIZE` bytes — its guard page and size — and
+//!    linked into its thread's list of stacks ([`link`]); when it is
+//!    unmapped (or leaked), it is unlinked ([`unlink`]). A stack never
+//!    leaves its thread (it is `!Send`, and a started coroutine never moves),
+//!    so each thread's list holds exactly the stacks mapped there: those its
+//!    coroutines run on and those idle in its cache. A coroutine that takes
+//!    a stack (its first resume) writes only who it is into the header — id,
+//!    name, spawn site ([`claim`]) — and marks it idle (id 0) when it gives
+//!    the stack back ([`release`]). Nothing happens per resume: switching in
+//!    and out costs the handler nothing.
 //! 3. On a fault, [`on_fault`] walks the faulting thread's list for the
-//!    stack whose guard page holds the faulting address. A hit prints
+//!    stack whose guard page holds the faulting address. A hit on a claimed
+//!    stack prints
 //!    `coroutine <id> ('<name>') overflowed its <N> KiB stack (spawned at <file>:<line>)`
 //!    and aborts. Anything else returns, and `sys::signal` chains to the
 //!    handler installed before ours, so std's own "thread has overflowed its
@@ -27,14 +31,15 @@
 //!    resumer.
 //! 4. The panic report names the coroutine a panic happened in through
 //!    [`running`]: the stack in the list that holds the current stack
-//!    pointer (the innermost coroutine, when they nest); a caller that knows
+//!    pointer (the innermost coroutine, when they nest; an idle stack never
+//!    holds it, since nothing runs there); a caller that knows
 //!    a likely one (the runtime's current task) passes it as a hint and saves
 //!    the walk.
 //!
 //! # The list and the signal handler
 //!
 //! ```text
-//!  thread-local STARTED ──> Header ──next──> Header ──next──> ... ──> null
+//!  thread-local STACKS ──> Header ──next──> Header ──next──> ... ──> null
 //!                           (top of the      (top of an
 //!                           newest stack)    older one)
 //! ```
@@ -42,10 +47,14 @@
 //! The handler runs on the faulting thread, interrupting it anywhere, even
 //! half-way through a [`link`] or an [`unlink`] (a fault in a guard page can
 //! come from any push or spill, and one of those functions' own spills may be
-//! the one that overflows). It only follows `next` pointers from `STARTED`,
+//! the one that overflows). It only follows `next` pointers from `STACKS`,
 //! and both functions keep that chain whole at every instruction: a header is
 //! filled in before the store that makes it reachable, and a header is
-//! bypassed before anything else about it changes. Compiler fences keep the
+//! bypassed before anything else about it changes. The owner fields change
+//! while the header is reachable, but only while nothing runs on its stack
+//! (before the first switch in, after the last switch out), so a fault in
+//! its guard page cannot happen meanwhile: the handler reads the owner
+//! fields only of the header whose guard page faulted. Compiler fences keep the
 //! compiler from reordering those stores (the thread sees its own stores in
 //! program order, so no CPU fence is needed). The headers live on the stacks
 //! themselves, which stay mapped while linked: no allocation, no lock, and
@@ -60,21 +69,22 @@ use std::fmt::Write as _;
 use std::panic::Location;
 use std::ptr::{self, NonNull};
 
-/// What the top `HEADER_SIZE` bytes of a started stack hold: who runs on it,
-/// and the links of its thread's list of started stacks.
+/// What the top `HEADER_SIZE` bytes of a mapped stack hold: the links of its
+/// thread's list of stacks, where it is, and who runs on it.
 #[repr(C)]
 pub(crate) struct Header {
-    /// The next-older started stack of this thread, or null.
+    /// The next-older stack of this thread, or null.
     next: *mut Header,
-    /// The next-newer one, or null (`STARTED` points at this header).
+    /// The next-newer one, or null (`STACKS` points at this header).
     prev: *mut Header,
     /// The guard page's first address (the mapping's start).
     guard_start: usize,
     /// The usable stack bytes (the guard page is just below them).
     stack_size: usize,
+    /// The owner's id, or [`IDLE`] while no coroutine has claimed the stack.
     id: u64,
     /// The owner's name: the bytes of a `String` the owner keeps alive (and
-    /// unchanged) while the header is linked; null for no name.
+    /// unchanged) while it holds the stack; null for no name.
     name_ptr: *const u8,
     name_len: usize,
     spawned_at: &'static Location<'static>,
@@ -83,7 +93,10 @@ pub(crate) struct Header {
 const _: () = assert!(size_of::<Header>() <= HEADER_SIZE, "the header outgrew its reserved bytes");
 const _: () = assert!(HEADER_SIZE % 16 == 0, "the switch top below the header must stay 16-byte aligned");
 
-/// Who a started stack belongs to, as [`link`] records it and [`running`]
+/// `Header::id` of a stack no coroutine holds (coroutine ids start at 1).
+const IDLE: u64 = 0;
+
+/// Who a claimed stack belongs to, as [`claim`] records it and [`running`]
 /// gives it back.
 #[derive(Clone, Copy)]
 pub(crate) struct Owner<'a> {
@@ -93,28 +106,26 @@ pub(crate) struct Owner<'a> {
 }
 
 thread_local! {
-    /// The newest started stack's header on this thread, or null. A const
+    /// The newest stack's header on this thread, or null. A const
     /// initialiser and no destructor: a plain `fs:`-relative load, which a
     /// signal handler may do.
-    static STARTED: Cell<*mut Header> = const { Cell::new(ptr::null_mut()) };
+    static STACKS: Cell<*mut Header> = const { Cell::new(ptr::null_mut()) };
 }
 
-/// Records `owner` in the header of `stack` and links it into this thread's
-/// list of started stacks.
+/// Writes the header of a freshly mapped `stack` (idle) and links it into
+/// this thread's list of stacks.
 ///
 /// # Safety
 ///
 /// - `stack` is not linked, and stays mapped until [`unlink`] is called for
 ///   it, on this thread, which is the only thread it is used on meanwhile.
-/// - `owner.name`'s bytes stay alive and unchanged until then.
-/// - Nothing else writes the top `HEADER_SIZE` bytes of `stack` meanwhile.
-#[inline] // called once per coroutine, from its (out-of-line) start
-pub(crate) unsafe fn link(stack: &Stack, owner: Owner<'_>) {
+/// - Nothing else writes the top `HEADER_SIZE` bytes of `stack` meanwhile
+///   ([`claim`] and [`release`] aside).
+pub(crate) unsafe fn link(stack: &Stack) {
     let header = stack.header();
-    let newest = STARTED.with(Cell::get);
-    let (name_ptr, name_len) = owner.name.map_or((ptr::null(), 0), |name| (name.as_ptr(), name.len()));
+    let newest = STACKS.with(Cell::get);
     // SAFETY: the header's bytes are ours (the caller's promise) and not
-    // reachable from STARTED yet; `newest`, if not null, is a linked header
+    // reachable from STACKS yet; `newest`, if not null, is a linked header
     // of this thread, on a stack that is still mapped.
     unsafe {
         header.write(Header {
@@ -122,10 +133,10 @@ pub(crate) unsafe fn link(stack: &Stack, owner: Owner<'_>) {
             prev: ptr::null_mut(),
             guard_start: stack.guard().start,
             stack_size: stack.size(),
-            id: owner.id,
-            name_ptr,
-            name_len,
-            spawned_at: owner.spawned_at,
+            id: IDLE,
+            name_ptr: ptr::null(),
+            name_len: 0,
+            spawned_at: Location::caller(), // read only once claimed
         });
         if !newest.is_null() {
             (*newest).prev = header;
@@ -133,7 +144,47 @@ pub(crate) unsafe fn link(stack: &Stack, owner: Owner<'_>) {
     }
     // The header is complete before the store that makes it reachable.
     compiler_fence(Ordering::Release);
-    STARTED.with(|started| started.set(header));
+    STACKS.with(|started| started.set(header));
+    compiler_fence(Ordering::Release);
+}
+
+/// Records `owner` in the header of `stack`: a coroutine is about to run on
+/// it.
+///
+/// # Safety
+///
+/// - `stack` is linked (a [`Stack`] is, while it lives) and idle: nothing
+///   runs on it, and no coroutine has claimed it since its last [`release`].
+/// - `owner.name`'s bytes stay alive and unchanged until [`release`] is
+///   called for the stack, or the stack is unlinked.
+#[inline(always)] // a few stores, once per coroutine, from its (out-of-line) start
+pub(crate) unsafe fn claim(stack: &Stack, owner: Owner<'_>) {
+    debug_assert!(owner.id != IDLE, "coroutine ids start at 1");
+    let header = stack.header();
+    let (name_ptr, name_len) = owner.name.map_or((ptr::null(), 0), |name| (name.as_ptr(), name.len()));
+    // SAFETY: a linked header, on a mapped stack that nothing runs on (the
+    // caller's promise): the handler reads these fields only after a fault
+    // in this stack's guard page, which cannot happen before we switch in.
+    unsafe {
+        (*header).id = owner.id;
+        (*header).name_ptr = name_ptr;
+        (*header).name_len = name_len;
+        (*header).spawned_at = owner.spawned_at;
+    }
+    // Complete before the coroutine runs on the stack.
+    compiler_fence(Ordering::Release);
+}
+
+/// Marks `stack` idle: its coroutine has left it for the last time (its
+/// name may go away now).
+///
+/// # Safety
+///
+/// `stack` is linked and nothing runs on it any more.
+#[inline(always)] // one store, once per coroutine, from its (out-of-line) finish
+pub(crate) unsafe fn release(stack: &Stack) {
+    // SAFETY: a linked header on a mapped stack (the caller's promise).
+    unsafe { (*stack.header()).id = IDLE };
     compiler_fence(Ordering::Release);
 }
 
@@ -142,7 +193,6 @@ pub(crate) unsafe fn link(stack: &Stack, owner: Owner<'_>) {
 /// # Safety
 ///
 /// - `stack` was linked with [`link`] on this thread and not unlinked since.
-#[inline] // called once per coroutine, from its (out-of-line) finish
 pub(crate) unsafe fn unlink(stack: &Stack) {
     let header = stack.header();
     // SAFETY: a linked header of this thread, and its neighbours, are on
@@ -150,9 +200,9 @@ pub(crate) unsafe fn unlink(stack: &Stack) {
     // `link`'s).
     unsafe {
         let Header { next, prev, .. } = header.read();
-        // Bypass it first: the chain from STARTED stays whole.
+        // Bypass it first: the chain from STACKS stays whole.
         if prev.is_null() {
-            STARTED.with(|started| started.set(next));
+            STACKS.with(|started| started.set(next));
         } else {
             (*prev).next = next;
         }
@@ -164,10 +214,10 @@ pub(crate) unsafe fn unlink(stack: &Stack) {
     compiler_fence(Ordering::Release);
 }
 
-/// Calls `f` for each started stack of this thread, newest first, until it
-/// returns `Some`.
+/// Calls `f` for each stack of this thread (idle ones included), newest
+/// first, until it returns `Some`.
 fn find<R>(mut f: impl FnMut(&Header) -> Option<R>) -> Option<R> {
-    let mut header = STARTED.try_with(Cell::get).unwrap_or(ptr::null_mut());
+    let mut header = STACKS.try_with(Cell::get).unwrap_or(ptr::null_mut());
     while !header.is_null() {
         // SAFETY: linked headers are on mapped stacks (see `link`), and only
         // this thread changes its list (we run on it).
@@ -181,6 +231,11 @@ fn find<R>(mut f: impl FnMut(&Header) -> Option<R>) -> Option<R> {
 }
 
 impl Header {
+    /// Whether a coroutine holds the stack (it is not idle in a cache).
+    fn is_claimed(&self) -> bool {
+        self.id != IDLE
+    }
+
     /// Whether `address` lies in this stack's usable bytes.
     fn holds(&self, address: usize) -> bool {
         let bottom = self.guard_start + mem::page_size();
@@ -194,7 +249,8 @@ impl Header {
 
     /// # Safety
     ///
-    /// The header is linked (so its owner, and its name, are alive), for `'a`.
+    /// The header is linked and claimed (so its owner, and its name, are
+    /// alive), for `'a`.
     unsafe fn owner<'a>(&self) -> Owner<'a> {
         let name = (!self.name_ptr.is_null()).then(|| {
             // SAFETY: the bytes of the owner's name `String`, alive and
@@ -226,9 +282,9 @@ pub(crate) unsafe fn running<R>(hint: Option<NonNull<u8>>, f: impl FnOnce(Option
         header.holds(sp).then_some(header as *const Header)
     });
     let found = hinted.or_else(|| find(|header| header.holds(sp).then_some(header as *const Header)));
-    // SAFETY: the header of the stack we are running on is linked (a stack
-    // is unlinked only once nothing runs on it), and stays so while we run
-    // on it.
+    // SAFETY: the header of the stack we are running on is linked and
+    // claimed (a stack is released and unlinked only once nothing runs on
+    // it), and stays so while we run on it.
     f(found.map(|header| unsafe { (*header).owner() }))
 }
 
@@ -286,11 +342,13 @@ impl Drop for AltStack {
 }
 
 /// The fault callback: aborts with a report if `address` is in the guard page
-/// of a started coroutine stack of this thread; returns otherwise.
+/// of a claimed coroutine stack of this thread; returns otherwise (a fault
+/// in an idle stack's guard page is no coroutine's overflow).
 fn on_fault(address: usize) {
     let Some((owner, stack_size)) = find(|header| {
-        // SAFETY: linked, so its owner is alive (we abort before it could go).
-        header.guards(address).then(|| (unsafe { header.owner() }, header.stack_size))
+        // SAFETY: linked and claimed, so its owner is alive (we abort before
+        // it could go).
+        (header.guards(address) && header.is_claimed()).then(|| (unsafe { header.owner() }, header.stack_size))
     }) else {
         return;
     };
