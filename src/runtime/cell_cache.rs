@@ -288,6 +288,15 @@ mod tests {
         LISTS.with(|lists| lists.cached_bytes.get())
     }
 
+    /// A burst: `count` cells of `layout` allocated, then all freed.
+    fn burst(layout: Layout, count: usize) {
+        let cells: Vec<_> = (0..count).map(|_| allocate(layout)).collect();
+        for cell in cells {
+            // SAFETY: from `allocate(layout)`, not used afterwards.
+            unsafe { free(cell, layout) };
+        }
+    }
+
     /// On a thread with a raised limit (a worker's), a burst's cells are
     /// all kept; an epoch in which they were used keeps them; an epoch in
     /// which they lay unused gives back all but BASE_BYTES. Run on a thread
@@ -298,24 +307,17 @@ mod tests {
             let layout = Layout::from_size_align(300, 8).unwrap();
             let class_size = class_layout(class_of(layout).unwrap()).size();
             raise_limit(8 * BASE_BYTES);
-            let burst = 4 * BASE_BYTES / class_size;
-            let alloc_burst = || (0..burst).map(|_| allocate(layout)).collect::<Vec<_>>();
-            let free_all = |cells: Vec<NonNull<u8>>| {
-                for cell in cells {
-                    // SAFETY: from `allocate(layout)`, not used afterwards.
-                    unsafe { free(cell, layout) };
-                }
-            };
-            free_all(alloc_burst());
-            assert_eq!(cached(), burst * class_size, "the whole burst is kept under the raised limit");
+            let cells = 4 * BASE_BYTES / class_size;
+            burst(layout, cells);
+            assert_eq!(cached(), cells * class_size, "the whole burst is kept under the raised limit");
             // The lists were empty at this epoch's start: nothing lay unused
             // throughout it.
-            assert_eq!(end_epoch(), burst * class_size - BASE_BYTES);
-            assert_eq!(cached(), burst * class_size);
+            assert_eq!(end_epoch(), cells * class_size - BASE_BYTES);
+            assert_eq!(cached(), cells * class_size);
             // A busy epoch: the next burst takes every cached cell, and its
             // frees bring them back.
-            free_all(alloc_burst());
-            assert_eq!(end_epoch(), burst * class_size - BASE_BYTES, "cells used in the epoch are kept");
+            burst(layout, cells);
+            assert_eq!(end_epoch(), cells * class_size - BASE_BYTES, "cells used in the epoch are kept");
             // An idle epoch: all but BASE_BYTES go back.
             let surplus = end_epoch();
             assert_eq!(surplus, 0, "{} bytes still cached", cached());
@@ -332,11 +334,7 @@ mod tests {
     fn an_ordinary_thread_keeps_at_most_the_base() {
         std::thread::spawn(|| {
             let layout = Layout::from_size_align(500, 8).unwrap();
-            let cells: Vec<_> = (0..3 * BASE_BYTES / 512).map(|_| allocate(layout)).collect();
-            for cell in cells {
-                // SAFETY: from `allocate(layout)`, not used afterwards.
-                unsafe { free(cell, layout) };
-            }
+            burst(layout, 3 * BASE_BYTES / 512);
             assert!(cached() <= BASE_BYTES);
             assert_eq!(end_epoch(), 0);
             assert_eq!(super::surplus(), 0);
@@ -355,21 +353,14 @@ mod tests {
             let (busy, idle) = (Layout::from_size_align(900, 8).unwrap(), Layout::from_size_align(100, 8).unwrap());
             let busy_size = class_layout(class_of(busy).unwrap()).size();
             raise_limit(32 * BASE_BYTES);
-            let burst = |layout: Layout, bytes: usize| {
-                let cells: Vec<_> = (0..bytes / layout.size()).map(|_| allocate(layout)).collect();
-                for cell in cells {
-                    // SAFETY: from `allocate(layout)`, not used afterwards.
-                    unsafe { free(cell, layout) };
-                }
-            };
-            burst(idle, 8 * BASE_BYTES);
-            burst(busy, 4 * BASE_BYTES);
+            burst(idle, 8 * BASE_BYTES / idle.size());
+            burst(busy, 4 * BASE_BYTES / busy.size());
             end_epoch();
             let busy_cached = || LISTS.with(|lists| lists.counts[class_of(busy).unwrap()].get() as usize * busy_size);
             let kept_busy = busy_cached();
             // An epoch in which the busy class is used to the last cell and
             // the idle one not at all.
-            burst(busy, 4 * BASE_BYTES);
+            burst(busy, 4 * BASE_BYTES / busy.size());
             end_epoch();
             assert_eq!(busy_cached(), kept_busy, "the cells in use were given back");
             assert!(cached() <= kept_busy + BASE_BYTES, "{} bytes kept: the idle class was not given back", cached());
