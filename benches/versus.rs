@@ -16,7 +16,8 @@
 //! plus `channel_handoff` (may's and std's mpsc; weft has no channel, its
 //! nearest is `condvar_handoff`); the side is `weft`, `threads` or `may`.
 //! One iteration is one whole run of the workload, exactly as the example
-//! runs it (a fresh weft runtime per run); its throughput (criterion's
+//! runs it (a fresh weft runtime per run, but for `spawn_join`, whose runs
+//! share one, as the example's do); its throughput (criterion's
 //! `Elements`) is the run's operation count (hand-offs, tasks, increments,
 //! items, operations, leaves), so criterion's report also gives the time
 //! per operation.
@@ -235,7 +236,10 @@ fn versus(c: &mut Criterion) {
     });
 
     let tasks = s.weft_spawns;
-    bench(&mut group, "spawn_join/weft", tasks, || on_weft(workers, || weft_side::spawn_join(tasks)));
+    // One runtime for every run (as the example's row, which says why).
+    let runtime = weft::Runtime::builder().workers(workers).build().expect("cannot start weft's worker threads");
+    bench(&mut group, "spawn_join/weft", tasks, || runtime.block_on(|| weft_side::spawn_join(tasks)));
+    drop(runtime);
     if may_many {
         let tasks = MAY_SPAWNS;
         bench(&mut group, "spawn_join/may", tasks, || on_may(move || may_side::spawn_join(tasks)));
