@@ -796,6 +796,43 @@ fn task_locals_are_dropped_on_cancel_and_at_shutdown() {
     assert_eq!(drops.load(Ordering::SeqCst), 1000, "and so do those unwound at shutdown");
 }
 
+/// A task-local whose destructor touches another task-local (made again
+/// by that touch, after the coroutine's values were taken for dropping).
+struct Reviver {
+    drops: Arc<AtomicUsize>,
+}
+
+impl Drop for Reviver {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+        let drops = Arc::clone(&self.drops);
+        REVIVED.with(|r| *r.drops.borrow_mut() = Some(drops));
+    }
+}
+
+weft::task_local! {
+    static REVIVER: RefCell<Option<Reviver>> = RefCell::new(None);
+    static REVIVED: Tracked = Tracked { id: Cell::new(0), drops: RefCell::new(None) };
+}
+
+#[test]
+fn a_task_local_made_by_a_destructor_is_dropped_too() {
+    let rt = runtime(1);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..100)
+        .map(|_| {
+            let drops = Arc::clone(&drops);
+            rt.spawn(move || REVIVER.with(|r| *r.borrow_mut() = Some(Reviver { drops })))
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("a coroutine");
+    }
+    // Each coroutine: its Reviver in the first round, the REVIVED value
+    // its destructor made in the second.
+    assert_eq!(drops.load(Ordering::SeqCst), 200, "both values of every coroutine dropped, once each");
+}
+
 #[test]
 fn task_locals_outside_a_coroutine_say_why() {
     assert!(INITS.try_with(Cell::get).is_err());

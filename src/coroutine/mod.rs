@@ -297,7 +297,15 @@ impl<I, Y, R> Builder<I, Y, R> {
         let stack_size = stack::round_stack_size(self.stack_size)?;
         let closure = Box::into_raw(Box::new(f));
         // SAFETY: a fresh Box, handed over to the coroutine (`InBox`).
-        Ok(unsafe { Coroutine::from_parts::<F, InBox>(closure, next_id(), self.name, stack_size, spawned_at) })
+        Ok(unsafe {
+            Coroutine::from_parts::<F, InBox>(
+                closure,
+                next_id(),
+                self.name.map(String::into_boxed_str),
+                stack_size,
+                spawned_at,
+            )
+        })
     }
 }
 
@@ -358,7 +366,7 @@ pub struct Coroutine<I, Y, R> {
     /// `suspended_panicking`).
     last_suspend: usize,
     id: u64,
-    name: Option<String>,
+    name: Option<Box<str>>,
     spawned_at: &'static Location<'static>,
     /// Usable stack bytes (rounded).
     stack_size: usize,
@@ -495,7 +503,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     pub(crate) unsafe fn with_closure_in_place<F>(
         closure: *mut F,
         id: u64,
-        name: Option<String>,
+        name: Option<Box<str>>,
         stack_size: usize,
         spawned_at: &'static Location<'static>,
     ) -> Self
@@ -514,7 +522,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     unsafe fn from_parts<F, H>(
         closure: *mut F,
         id: u64,
-        name: Option<String>,
+        name: Option<Box<str>>,
         stack_size: usize,
         spawned_at: &'static Location<'static>,
     ) -> Self
@@ -769,7 +777,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         };
         let owner = overflow::Owner { id: self.id, name: self.name.as_deref(), spawned_at: self.spawned_at };
         // SAFETY: a stack just taken, so idle and linked (a Stack is linked
-        // while it lives). The name is our own String, never changed, and
+        // while it lives). The name is our own boxed str, never changed, and
         // outlives the claim: `finish` releases the stack, or `leak_stack`
         // unlinks it, before the name can go.
         unsafe { overflow::claim(&stack, owner) };

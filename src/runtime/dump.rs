@@ -654,7 +654,6 @@ impl PartBuilder {
                 .timer_armed
                 .get()
                 .then(|| task.timer_deadline.get())
-                .flatten()
                 .map(|deadline| Duration::from_nanos(deadline.as_nanos().saturating_sub(self.now)));
             CoroutineState::Parked { on: task.waiting_on.get(), wakes_in }
         };
@@ -676,7 +675,7 @@ impl PartBuilder {
         };
         self.out.push(CoroutineDump {
             id: task.id,
-            name: task.name.clone(),
+            name: task.name.as_deref().map(str::to_owned),
             spawned_at: Some(task.spawned_at),
             worker: Some(self.worker),
             state,
@@ -729,7 +728,7 @@ impl PartBuilder {
         debug_assert_eq!(task.home(), NO_HOME, "a queued fresh task has no home");
         out.push(CoroutineDump {
             id: task.id,
-            name: task.name.clone(),
+            name: task.name.as_deref().map(str::to_owned),
             spawned_at: Some(task.spawned_at),
             worker: queued_on,
             state: CoroutineState::Unstarted,

@@ -434,7 +434,7 @@ impl JoinError {
             Failure::NoStack(error) => Repr::NoStack(error),
             Failure::JoinerUnwinding => Repr::JoinerUnwinding,
         };
-        JoinError { id: task.id, name: task.name.clone(), repr }
+        JoinError { id: task.id, name: task.name.as_deref().map(str::to_owned), repr }
     }
 
     /// What happened.

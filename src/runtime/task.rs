@@ -26,16 +26,24 @@
 //! `spawn_blocking` uses the same cell without a coroutine or body, so every
 //! [`JoinHandle`](super::JoinHandle) has one representation.
 //!
-//! The price: a join handle keeps the whole cell (~280 bytes plus the body)
-//! alive until it is joined or dropped, where a separate join state would
-//! keep 80 bytes and free the rest when the task finishes. Spawning 100 000
-//! and then joining them peaks at ~32 MiB of RSS this way. The two-allocation
-//! layout was tried (commit "Experiment: join state back in its own Arc") and
+//! The price: a join handle keeps the whole cell (the 256-byte header, the
+//! join state — 48 bytes for a `u64` result — and the body) alive until it
+//! is joined or dropped, where a separate join state would keep 80 bytes
+//! and free the rest when the task finishes. Spawning 100 000 and then
+//! joining them peaks at ~31 MiB of RSS this way. The two-allocation layout
+//! was tried (commit "Experiment: join state back in its own Arc") and
 //! measured slower — 1881 instructions per spawn+join against 1254, most of
 //! the difference glibc's handling of the mixed chunk sizes — and its peak
-//! RSS varied with scheduling (14-32 MiB) rather than staying low. Shrinking
-//! the header (the coroutine's bookkeeping is about 100 bytes of it) is the
-//! way to cut this cost.
+//! RSS varied with scheduling (14-32 MiB) rather than staying low.
+//!
+//! So the header is kept small: what most tasks never use costs a word
+//! (the task-locals are boxed at their first use), names are boxed `str`s,
+//! the small fields share one word. It was 304 bytes, which put an empty
+//! task's cell in the 384-byte size class; at 256 it is in the 320-byte
+//! class, and a parked coroutine's RSS went from 4.46 to 4.40 KiB. The
+//! coroutine's own bookkeeping (104 bytes) is the largest part left, and
+//! it repeats the task's id, name and spawn site: those 32 bytes would take
+//! the next class.
 //!
 //! Cells come from a per-thread cache of freed cells (`cell_cache`: at most
 //! 1 MiB per thread, and on a worker thread up to 64 MiB, kept while it is
@@ -99,7 +107,7 @@ pub(crate) type TaskCoroutine = Coroutine<(), (), ()>;
 pub(crate) const NO_HOME: usize = usize::MAX;
 
 /// `Task::registry_slot` of a task that is in no worker's registry.
-pub(crate) const NOT_REGISTERED: usize = usize::MAX;
+pub(crate) const NOT_REGISTERED: u32 = u32::MAX;
 
 /// `Task::timer_entry` of a task that has no entry in its worker's timer
 /// heap (timer sequence numbers count up from 0 and never reach it).
@@ -131,7 +139,7 @@ pub(crate) struct Task {
     refs: AtomicUsize,
     vtable: &'static TaskVtable,
     pub(crate) id: u64,
-    pub(crate) name: Option<String>,
+    pub(crate) name: Option<Box<str>>,
     /// Where it was spawned (for the monitor's reports and `Runtime::dump`).
     pub(crate) spawned_at: &'static Location<'static>,
     pub(crate) park: ParkState,
@@ -155,7 +163,7 @@ pub(crate) struct Task {
     yielder: Cell<*const Yielder<(), ()>>,
     /// Index in the home worker's registry of suspended tasks, or
     /// `NOT_REGISTERED`.
-    pub(crate) registry_slot: Cell<usize>,
+    pub(crate) registry_slot: Cell<u32>,
     /// Set by the home worker while it unwinds this task at shutdown: its
     /// destructors then must not suspend (see `runtime::park_current_task`).
     pub(crate) unwinding: Cell<bool>,
@@ -183,9 +191,10 @@ pub(crate) struct Task {
     /// Whether a timed park of this task is under way: its current entry
     /// may wake it (it is *armed*).
     pub(crate) timer_armed: Cell<bool>,
-    /// The deadline of this task's latest timed park (`None` before its
-    /// first). The current entry's own deadline is never later.
-    pub(crate) timer_deadline: Cell<Option<Deadline>>,
+    /// The deadline of this task's latest timed park (`Deadline::ORIGIN`
+    /// before its first: a task with a current entry has had one). The
+    /// current entry's own deadline is never later.
+    pub(crate) timer_deadline: Cell<Deadline>,
     /// The runtime it belongs to (for `weft::spawn` from inside it).
     pub(crate) runtime: std::sync::Weak<super::Shared>,
     /// What its latest park waits on, named by the parker just before it
@@ -213,6 +222,11 @@ pub(crate) struct Task {
 unsafe impl Send for Task {}
 // SAFETY: as above.
 unsafe impl Sync for Task {}
+
+// A task's header sets the size class of every cell (see "Layout" above):
+// a field added here should pay for itself. (loom's atomics are larger.)
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<Task>() <= 256, "the task header grew past 256 bytes");
 
 /// The part of a cell that does not depend on the body type: what a
 /// `JoinHandle<T>` may read.
@@ -252,7 +266,7 @@ impl<B, T: Send> TaskCell<B, T> {
     unsafe fn init_head(
         cell: NonNull<TaskCell<B, T>>,
         id: u64,
-        name: Option<String>,
+        name: Option<Box<str>>,
         spawned_at: &'static Location<'static>,
         coroutine: TaskCoroutine,
         runtime: std::sync::Weak<super::Shared>,
@@ -280,7 +294,7 @@ impl<B, T: Send> TaskCell<B, T> {
             (&raw mut (*task).locals).write(UnsafeCell::new(super::task_local::Locals::new()));
             (&raw mut (*task).timer_entry).write(Cell::new(NO_TIMER));
             (&raw mut (*task).timer_armed).write(Cell::new(false));
-            (&raw mut (*task).timer_deadline).write(Cell::new(None));
+            (&raw mut (*task).timer_deadline).write(Cell::new(Deadline::ORIGIN));
             (&raw mut (*task).runtime).write(runtime);
             (&raw mut (*task).waiting_on).write(Cell::new(ParkedOn::Other));
             (&raw mut (*task).since).write(Cell::new(super::clock::coarse_or_now()));
@@ -360,6 +374,7 @@ where
     T: Send + 'static,
 {
     let id = next_id();
+    let name = name.map(String::into_boxed_str);
     let coroutine_name = name.clone();
     let cell = TaskCell::<B, T>::allocate();
     // SAFETY: `cell` is fresh and ours alone. The body is written before the

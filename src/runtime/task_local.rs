@@ -13,7 +13,9 @@
 //!
 //! Each key gets a process-wide index the first time it is used; a task's
 //! `Locals` is a vector indexed by it, filled lazily (`init` runs at a
-//! coroutine's first access). Values are boxed, so a `&T` handed to `with`
+//! coroutine's first access). The vector itself is boxed and made at the
+//! first access too: most coroutines never touch a task-local, and every
+//! task header carries a `Locals` (one word, where a `Vec` is three). Values are boxed, so a `&T` handed to `with`
 //! stays put while the closure runs even if it touches another key (the
 //! vector may grow; the boxes do not move). Values are dropped only when the
 //! coroutine ends (`drop_all`, called by the task's own body on its own
@@ -42,12 +44,16 @@ const DROP_ROUNDS: usize = 8;
 
 /// A task's task-local values (see the module docs).
 pub(crate) struct Locals {
-    values: Vec<Option<Box<dyn Any>>>,
+    /// `None` until the task's first access.
+    values: Option<Box<Values>>,
 }
+
+/// The values, indexed by their keys' indexes.
+type Values = Vec<Option<Box<dyn Any>>>;
 
 impl Locals {
     pub(crate) fn new() -> Locals {
-        Locals { values: Vec::new() }
+        Locals { values: None }
     }
 }
 
@@ -64,8 +70,8 @@ impl Drop for Locals {
 /// Drops the task-locals of `task`, the running coroutine, at its end.
 #[inline] // at every coroutine's end; most have never touched a task-local
 pub(crate) fn drop_all(task: &Task) {
-    // SAFETY: as in `drop_all_slow` (a read of the vector's length).
-    if unsafe { (*task.locals.get()).values.is_empty() } {
+    // SAFETY: as in `drop_all_slow` (a read of whether there is a vector).
+    if unsafe { (*task.locals.get()).values.is_none() } {
         return;
     }
     drop_all_slow(task);
@@ -78,7 +84,9 @@ fn drop_all_slow(task: &Task) {
         // SAFETY: `task` is the coroutine running on this thread (its own
         // body calls this); only it touches `locals`, and no `with` runs now
         // (the user's closure has returned), so no reference into it lives.
-        let values = std::mem::take(unsafe { &mut (*task.locals.get()).values });
+        let Some(values) = (unsafe { &mut (*task.locals.get()).values }).take() else {
+            return;
+        };
         if values.iter().all(Option::is_none) {
             return;
         }
@@ -212,7 +220,7 @@ impl<T: 'static> LocalKey<T> {
         }
         // SAFETY: only the running task touches its locals (module docs),
         // and no other reference to them is live (lookup's was temporary).
-        let values = unsafe { &mut (*task.locals.get()).values };
+        let values = unsafe { &mut (*task.locals.get()).values }.get_or_insert_with(Box::default);
         if values.len() <= index {
             values.resize_with(index + 1, || None);
         }
@@ -223,7 +231,7 @@ impl<T: 'static> LocalKey<T> {
     fn lookup(task: &Task, index: usize) -> Option<*const T> {
         // SAFETY: as in `get_or_init`: ours alone, no other borrow live.
         let values = unsafe { &(*task.locals.get()).values };
-        values.get(index)?.as_deref().map(Self::downcast)
+        values.as_ref()?.get(index)?.as_deref().map(Self::downcast)
     }
 
     fn downcast(value: &dyn Any) -> *const T {

@@ -586,7 +586,7 @@ pub(crate) struct WorkerLocal {
     /// resume (most spawned tasks) never needs it, and at shutdown no task
     /// is running.
     registry: RefCell<Vec<Option<TaskRef>>>,
-    free_slots: RefCell<Vec<usize>>,
+    free_slots: RefCell<Vec<u32>>,
     /// Whether `timers` is non-empty: the round's check without a RefCell
     /// borrow (set by `add_timer`, cleared by `fire_timers`).
     has_timers: Cell<bool>,
@@ -755,10 +755,9 @@ impl WorkerLocal {
             self.disarm_timer(task);
         }
         metrics::bump(&self.counters().timers_armed);
-        let revive =
-            task.timer_entry.get() != NO_TIMER && task.timer_deadline.get().is_some_and(|latest| latest <= deadline);
+        let revive = task.timer_entry.get() != NO_TIMER && task.timer_deadline.get() <= deadline;
         task.timer_armed.set(true);
-        task.timer_deadline.set(Some(deadline));
+        task.timer_deadline.set(deadline);
         if revive {
             // Its current entry is due no later than `deadline` (the
             // invariant, and the test above): armed again, it will move on
@@ -855,12 +854,17 @@ impl WorkerLocal {
         let mut registry = self.registry.borrow_mut();
         let slot = match self.free_slots.borrow_mut().pop() {
             Some(slot) => {
-                registry[slot] = Some(task.clone());
+                registry[slot as usize] = Some(task.clone());
                 slot
             }
             None => {
                 registry.push(Some(task.clone()));
-                registry.len() - 1
+                // Each registered task holds at least a 4 KiB stack page:
+                // memory runs out long before 2^32 of them.
+                u32::try_from(registry.len() - 1)
+                    .ok()
+                    .filter(|&slot| slot != NOT_REGISTERED)
+                    .expect("fewer than 2^32 - 1 suspended coroutines on one worker")
             }
         };
         task.registry_slot.set(slot);
@@ -869,7 +873,7 @@ impl WorkerLocal {
     fn unregister(&self, task: &Task) {
         let slot = task.registry_slot.replace(NOT_REGISTERED);
         if slot != NOT_REGISTERED {
-            self.registry.borrow_mut()[slot] = None;
+            self.registry.borrow_mut()[slot as usize] = None;
             self.free_slots.borrow_mut().push(slot);
         }
     }
@@ -900,14 +904,14 @@ impl WorkerLocal {
                 timer.forget();
                 continue; // stale: dropped here, outside the heap's borrow
             }
-            match timer.task.timer_deadline.get() {
-                Some(deadline) if deadline > now => self.push_timer(deadline, timer.task),
-                _ => {
-                    timer.forget();
-                    timer.task.timer_armed.set(false);
-                    super::unpark(timer.task);
-                    fired = true;
-                }
+            let deadline = timer.task.timer_deadline.get();
+            if deadline > now {
+                self.push_timer(deadline, timer.task);
+            } else {
+                timer.forget();
+                timer.task.timer_armed.set(false);
+                super::unpark(timer.task);
+                fired = true;
             }
         }
         self.has_timers.set(!self.timers.borrow().is_empty());
@@ -936,11 +940,10 @@ impl WorkerLocal {
     /// task's deadline first: the worker must not wake for a timer that no
     /// longer matters (nor hold a finished task through its timers' top).
     fn next_deadline(&self) -> Option<Deadline> {
-        let moved_on = |top: &Timer| !top.is_armed() || top.task.timer_deadline.get() != Some(top.deadline);
+        let moved_on = |top: &Timer| !top.is_armed() || top.task.timer_deadline.get() != top.deadline;
         while let Some(timer) = self.pop_timer_if(moved_on) {
             if timer.is_armed() {
-                let deadline = timer.task.timer_deadline.get().expect("an armed task has a deadline");
-                self.push_timer(deadline, timer.task);
+                self.push_timer(timer.task.timer_deadline.get(), timer.task);
             } else {
                 timer.forget();
             }

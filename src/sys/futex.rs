@@ -16,6 +16,10 @@ pub struct Deadline {
 }
 
 impl Deadline {
+    /// The clock's origin: no earlier than any deadline ever made. A
+    /// placeholder where no deadline was set yet.
+    pub(crate) const ORIGIN: Deadline = Deadline { secs: 0, nanos: 0 };
+
     /// Now on `CLOCK_MONOTONIC`.
     pub fn now() -> Deadline {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
