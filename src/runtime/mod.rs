@@ -82,6 +82,15 @@ thread_local! {
 }
 
 /// What all workers of one runtime share.
+///
+/// Aligned to two cache lines so that, in its `Arc`, the reference counts
+/// have a line pair of their own: every spawn takes a `Weak` (a CAS on the
+/// weak count) and every task cell's free drops one, while idle workers
+/// write `spinning` and `sleepers` and every push reads them. Sharing one
+/// line, they made each spawn wait for that line (perf, spawn+join of
+/// 100 000 on 2 workers: `push_fresh` and the thieves' steal went from
+/// 10.8 % and 9.2 % of the samples to 4.6 % and 4.8 %).
+#[repr(align(128))]
 pub(crate) struct Shared {
     /// A small process-unique number (1, 2, ...), in thread names and the
     /// monitor's messages.
