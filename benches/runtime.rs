@@ -42,9 +42,15 @@
 //! cargo bench -p weft-benches --bench runtime --no-run   # prints the path of the bench binary
 //! WEFT_RUNTIME_COUNT=yield:1000000  valgrind --tool=callgrind target/release/deps/runtime-<hash>
 //! WEFT_RUNTIME_COUNT=yield:2000000  valgrind --tool=callgrind target/release/deps/runtime-<hash>
-//! WEFT_RUNTIME_COUNT=spawn:100000   valgrind --tool=callgrind target/release/deps/runtime-<hash>
-//! WEFT_RUNTIME_COUNT=skynet:100000  valgrind --tool=callgrind target/release/deps/runtime-<hash>
+//! WEFT_RUNTIME_COUNT=spawn:100000   valgrind --tool=callgrind --fair-sched=yes target/release/deps/runtime-<hash>
+//! WEFT_RUNTIME_COUNT=skynet:100000  valgrind --tool=callgrind --fair-sched=yes target/release/deps/runtime-<hash>
 //! ```
+//!
+//! The modes on 2 workers (`spawn`, `spawn_warm`, `skynet`) want
+//! `--fair-sched=yes`: valgrind runs one thread at a time, and without it
+//! the order is the kernel's, so the second worker steals more or less of
+//! the work and the count moves by up to a third between runs of one build;
+//! with it, by about 0.2 %.
 //!
 //! Setting `WEFT_RUNTIME_MONITOR_AB=rounds` runs the yield ping-pong on a
 //! runtime with its monitor thread and on one without, alternately, and
