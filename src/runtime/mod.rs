@@ -754,27 +754,30 @@ where
         // Last: the panic report no longer looks for this task's stack.
         task.clear_yielder();
     };
-    let (task, joined) = task::new_task::<_, T>(name, stack_size, spawned_at, body, Arc::downgrade(shared));
-    tracing::trace!(task = task.id, "spawn");
-    let task = with_current_worker(|w| match w {
+    let spawned = with_current_worker(|w| match w {
         Some(w) if Arc::ptr_eq(&w.shared, shared) => {
+            // The task's `Weak` is a clone of the worker's: one increment,
+            // where `Arc::downgrade` is a compare-and-swap loop.
+            let (task, joined) = task::new_task::<_, T>(name, stack_size, spawned_at, body, w.shared_weak.clone());
+            tracing::trace!(task = task.id, "spawn");
             metrics::bump(&w.counters().spawned);
             match placement {
                 Placement::Anywhere => w.push_fresh(task),
                 // Only this worker pops its run queue: nobody can take it.
                 Placement::SameWorker => w.push_pinned(task),
             }
-            None
+            Ok(joined)
         }
-        _ => {
-            debug_assert!(placement == Placement::Anywhere, "a same_worker spawn off a worker of its runtime");
-            Some(task)
-        }
+        _ => Err((name, body)),
     });
-    if let Some(task) = task {
+    let joined = spawned.unwrap_or_else(|(name, body)| {
+        debug_assert!(placement == Placement::Anywhere, "a same_worker spawn off a worker of its runtime");
+        let (task, joined) = task::new_task::<_, T>(name, stack_size, spawned_at, body, Arc::downgrade(shared));
+        tracing::trace!(task = task.id, "spawn");
         shared.spawned_outside.fetch_add(1, Ordering::Relaxed);
         shared.push_injector(task);
-    }
+        joined
+    });
     // SAFETY: `joined` is the second reference new_task::<_, T> returned.
     unsafe { JoinHandle::from_task(joined) }
 }
