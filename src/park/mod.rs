@@ -232,7 +232,12 @@ impl ParkState {
     /// will); the word is EMPTY again.
     #[inline]
     pub(crate) fn unpark(&self) -> bool {
-        let mut state = self.state.load(Ordering::Relaxed);
+        // The common case first, a waiter that is parked: one CAS, no load
+        // before it. AcqRel: as below.
+        let mut state = match self.state.compare_exchange(PARKED, EMPTY, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(actual) => actual,
+        };
         loop {
             let next = if state == PARKED { EMPTY } else { NOTIFIED };
             // AcqRel: Release publishes the waker's writes to the waiter (a

@@ -811,7 +811,10 @@ pub(crate) fn current_task_for_waker() -> Option<TaskRef> {
         }
         return Some(lent);
     }
-    current_task()
+    // Not `current_task()`: that would read the thread-local and test it
+    // for null again, and so would the caller's match on the result.
+    // SAFETY: as in `current_task`.
+    Some(unsafe { TaskRef::clone_from_ptr(task) })
 }
 
 /// Names what the running coroutine is about to park on, for the dump
