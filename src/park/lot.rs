@@ -134,8 +134,8 @@ pub(crate) struct UnparkResult {
     /// Whether waiters remain on the key.
     pub(crate) have_more: bool,
     /// How long the woken waiter had waited since its wait began (its
-    /// `FairWait`'s first park; `unpark_one`, and only for a waiter that
-    /// parked with `park_fair`; zero otherwise).
+    /// `FairWait`'s first park; `unpark_one_fair`, and only for a waiter
+    /// that parked with `park_fair`; zero otherwise).
     pub(crate) waited: Duration,
     /// `unpark_one_fair`: the woken waiter is due a hand-over (module docs,
     /// "Fair hand-overs"); always false from the other `unpark_*`.
@@ -317,6 +317,7 @@ fn bucket_of(key: usize) -> &'static Bucket {
     &TABLE[index % BUCKETS]
 }
 
+#[inline] // on every park and wake: a call through the GOT from other crates
 fn lock(bucket: &'static Bucket) -> BucketGuard<'static, Queue> {
     bucket.queue.lock()
 }
@@ -651,15 +652,9 @@ fn park_inner(
         Some(wait) => (Some(wait.started.unwrap_or_else(stamp)), wait.started.is_some()),
         None => (None, false),
     };
-    let node = WaitNode {
-        key: AtomicUsize::new(key),
-        next: Cell::new(ptr::null()),
-        unparker: Cell::new(None),
-        token: Cell::new(DEFAULT_TOKEN),
-        removed: AtomicBool::new(false),
-        parked_at,
-        park_token,
-    };
+    // Built under the bucket lock, once `validate` has agreed, with the
+    // unparker in it from the start (no `Cell::set` dropping a `None`).
+    let node: WaitNode;
     {
         let mut queue = lock(bucket_of(key));
         if !validate() {
@@ -669,7 +664,15 @@ fn park_inner(
         // queued: once it is, a waker may take the unparker at any moment.
         unparker.prepare_deadline(deadline);
         // The node gets our only handle: we park through `kind`.
-        node.unparker.set(Some(unparker));
+        node = WaitNode {
+            key: AtomicUsize::new(key),
+            next: Cell::new(ptr::null()),
+            unparker: Cell::new(Some(unparker)),
+            token: Cell::new(DEFAULT_TOKEN),
+            removed: AtomicBool::new(false),
+            parked_at,
+            park_token,
+        };
         if reparked {
             queue.push_front(&node);
         } else {
@@ -721,6 +724,12 @@ fn park_inner(
     if armed_timer {
         super::disarm_timer();
     }
+    // Every way out of the loop took the unparker out of the node (the
+    // waker, or the timed-out path above): there is nothing left to drop,
+    // and forgetting the node spares the check of an `Option` known to be
+    // `None`.
+    debug_assert!(node.unparker.take().is_none(), "park: a node left with its unparker");
+    std::mem::forget(node);
     result
 }
 
@@ -831,13 +840,18 @@ fn unpark_one_inner(
     let mut result = UnparkResult { unparked: usize::from(taken.is_some()), ..UnparkResult::default() };
     if let Some(node) = taken {
         result.have_more = queue.contains_key(key);
-        // SAFETY: just unlinked, lock held.
-        result.waited = unsafe { (*node).parked_at }.map_or(Duration::ZERO, waited_since);
-        if let Some(interval) = fair_after.filter(|&interval| result.waited >= interval) {
-            let now = now();
-            if queue.next_fair.is_none_or(|next| now >= next) {
-                queue.next_fair = Some(after(now, interval));
-                result.be_fair = true;
+        // Only a fair unpark reads how long the waiter waited (`unpark_one`
+        // reports zero: nothing reads it, and the hand-off path of every
+        // Condvar notify skips the test).
+        if let Some(fair_after) = fair_after {
+            // SAFETY: just unlinked, lock held.
+            result.waited = unsafe { (*node).parked_at }.map_or(Duration::ZERO, waited_since);
+            if result.waited >= fair_after {
+                let now = now();
+                if queue.next_fair.is_none_or(|next| now >= next) {
+                    queue.next_fair = Some(after(now, fair_after));
+                    result.be_fair = true;
+                }
             }
         }
     }

@@ -107,8 +107,10 @@ impl Unparker {
         }
     }
 
-    /// Wakes the waiter (or leaves it a token).
-    #[inline]
+    /// Wakes the waiter (or leaves it a token). Always inline: left out of
+    /// line in `unpark_one`, its call, register saves and restores were
+    /// about 10 of a Condvar hand-off's instructions.
+    #[inline(always)]
     pub(crate) fn unpark(self) {
         match self {
             Unparker::Task(task) => runtime::unpark(task),
@@ -230,7 +232,12 @@ impl ParkState {
     /// will); the word is EMPTY again.
     #[inline]
     pub(crate) fn unpark(&self) -> bool {
-        let mut state = self.state.load(Ordering::Relaxed);
+        // The common case first, a waiter that is parked: one CAS, no load
+        // before it. AcqRel: as below.
+        let mut state = match self.state.compare_exchange(PARKED, EMPTY, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(actual) => actual,
+        };
         loop {
             let next = if state == PARKED { EMPTY } else { NOTIFIED };
             // AcqRel: Release publishes the waker's writes to the waiter (a

@@ -600,10 +600,12 @@ impl Condvar {
                 // in `ManuallyDrop` until then.
                 unsafe { raw.unlock() }
             },
+            // `self.key()`, not `key`: each capture is a store on the way
+            // into every park (the unwind guard keeps these closures).
             |node_key, was_last| {
                 // On the mutex's key: notify_all moved us there, so we were
                 // notified, and the condvar's state is not ours to touch.
-                requeued = node_key != key;
+                requeued = node_key != self.key();
                 if !requeued && was_last {
                     self.state.store(ptr::null_mut(), Ordering::Relaxed);
                 }
@@ -612,7 +614,7 @@ impl Condvar {
             // notify goes to another waiter; on the mutex's key (requeued),
             // the mutex's wake is passed on as a mutex waiter would.
             |node_key, token| {
-                if node_key == key {
+                if node_key == self.key() {
                     self.notify_one();
                     // notify_all may have woken us alone and requeued the
                     // others onto the mutex (PARKED set), for the unlock
@@ -625,6 +627,8 @@ impl Condvar {
             deadline,
         );
         match result {
+            // Notified (the common case first): re-lock.
+            ParkResult::Unparked(TOKEN_NOTIFIED) => raw.lock(),
             ParkResult::Invalid => {
                 debug_assert!(other_mutex, "Condvar: park declined for no reason");
                 // We never parked and still hold the lock: the guard unlocks
