@@ -15,9 +15,10 @@
 //! `Locals` is a vector indexed by it, filled lazily (`init` runs at a
 //! coroutine's first access). The vector itself is boxed and made at the
 //! first access too: most coroutines never touch a task-local, and every
-//! task header carries a `Locals` (one word, where a `Vec` is three). Values are boxed, so a `&T` handed to `with`
-//! stays put while the closure runs even if it touches another key (the
-//! vector may grow; the boxes do not move). Values are dropped only when the
+//! task header carries a `Locals` (one word, where a `Vec` is three).
+//! Values are boxed, so a `&T` handed to `with` stays put while the closure
+//! runs even if it touches another key (the vector may grow; the boxes do
+//! not move). Values are dropped only when the
 //! coroutine ends (`drop_all`, called by the task's own body on its own
 //! stack and worker, after the user's closure returned, panicked, or was
 //! unwound by a cancel or a shutdown), never while a `with` runs.
