@@ -407,6 +407,7 @@ pub(crate) fn new_join_only<T: Send + 'static>() -> (TaskRef, TaskRef) {
 }
 
 impl Task {
+    #[inline]
     pub(crate) fn home(&self) -> usize {
         self.home.load(Ordering::Acquire)
     }

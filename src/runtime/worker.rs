@@ -707,6 +707,7 @@ impl WorkerLocal {
     }
 
     /// Makes a started task of this worker ready to run (a local wake).
+    #[inline]
     pub(crate) fn push_runnable(&self, task: TaskRef) {
         debug_assert_eq!(task.home(), self.index, "task {} woken off its home worker", task.id);
         self.runnable.push_back(task);
