@@ -103,7 +103,10 @@
 # first returns from it (popping the resumer's entry: a miss), and the next
 # suspend's `ret` pops the entry of the call that led to it (another miss).
 # Hence `weft::yield_now` and `Yielder::suspend` are inline (measured:
-# ~30 ns -> ~16 ns per yield).
+# ~30 ns -> ~16 ns per yield). A park cannot be inline in the coroutine's own
+# frame (it sits in a lock's, a channel's or a socket's code), so it leaves
+# through a third routine, weft_switch_suspend_unpaired, which continues the
+# resumer with an indirect `jmp` instead of that `ret` (see there).
 #
 # ---------------------------------------------------------------------------
 # Floating-point control state (cargo feature `fp-control`, off by default)
@@ -303,23 +306,59 @@ weft_switch_resume:
 # rax = the resumer's word, and rbx, rbp and (fp-control) the FP control
 # state restored; r12-r15 arrive as the resumer left them (the coroutine's
 # asm block declares them clobbered).
+#
+# weft_switch_suspend_unpaired: the same, except that it continues the
+# resumer with an indirect `jmp` instead of the `ret` that pairs with the
+# resumer's `call`. For a suspend deep in the coroutine's calls (a park
+# inside a channel's `send`, a socket's `read`), where the pairing is lost
+# anyway: resumed, the coroutine first returns out of frames whose calls
+# the predictor never saw (its top is the resumer's `call`: a miss, which
+# consumes that entry), and then the `ret` of the next suspend would pop
+# the entry of the call that led to it (a second miss). The `jmp` is
+# predicted by the branch target buffer instead, and leaves that entry for
+# the coroutine's own `ret` when it is next resumed. A suspend in the
+# coroutine's own frame (`yield_now`, a generator's `suspend`) keeps the
+# paired `ret`, which is cheaper still. Measured on the rendezvous-channel
+# ping-pong of benches/channel.rs: 51 -> 45 ns per hand-off; with every
+# suspend unpaired, the generator round trip of benches/switch.rs went from
+# 3.45 to 3.9 ns, hence the two routines.
 # ---------------------------------------------------------------------------
-    .p2align 4
-    .globl weft_switch_suspend
-    .hidden weft_switch_suspend
-    .type weft_switch_suspend, @function
-weft_switch_suspend:
-    .cfi_startproc
+.macro SUSPEND_BODY
     PUSH_FRAME
     mov qword ptr [r12 - SP_BELOW_TOP], rsp     # the coroutine's saved stack pointer
     SAVE_OUTGOING                       # rdx = outgoing frame, for the FP compare
     mov rsp, qword ptr [r12 - LINK_BELOW_TOP]   # back on the resumer's stack
     CHECK_FP_CONTROL
     POP_FRAME
+.endm
+
+    .p2align 4
+    .globl weft_switch_suspend
+    .hidden weft_switch_suspend
+    .type weft_switch_suspend, @function
+weft_switch_suspend:
+    .cfi_startproc
+    SUSPEND_BODY
     ret                                 # to just after its `call weft_switch_resume`
     FP_CONTROL_RELOADS
     .cfi_endproc
     .size weft_switch_suspend, . - weft_switch_suspend
+
+    .p2align 4
+    .globl weft_switch_suspend_unpaired
+    .hidden weft_switch_suspend_unpaired
+    .type weft_switch_suspend_unpaired, @function
+weft_switch_suspend_unpaired:
+    .cfi_startproc
+    SUSPEND_BODY
+    pop rcx                             # the resumer's continuation
+    .cfi_adjust_cfa_offset -8
+    .cfi_register rip, rcx
+    jmp rcx                             # an indirect jump: the predictor's
+                                        # return stack is left alone
+    FP_CONTROL_RELOADS
+    .cfi_endproc
+    .size weft_switch_suspend_unpaired, . - weft_switch_suspend_unpaired
 
 # ---------------------------------------------------------------------------
 # weft_coroutine_trampoline: the first continuation of every fresh stack.

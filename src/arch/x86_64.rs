@@ -130,6 +130,8 @@ unsafe extern "sysv64" {
     fn weft_switch_resume();
     /// Entered only by `jmp` from [`suspend`]; never called.
     fn weft_switch_suspend();
+    /// Entered only by `jmp` from [`suspend_unpaired`]; never called.
+    fn weft_switch_suspend_unpaired();
     /// The first continuation of a fresh stack; never called.
     fn weft_coroutine_trampoline();
     /// The return address the trampoline pushes for the entry function: a
@@ -270,7 +272,8 @@ pub(crate) fn link_slot(top: *mut u8) -> *mut *mut u8 {
 ///
 /// The routine is reached with a direct `call` from inline asm (an `extern`
 /// call would go through the GOT in a position-independent executable); the
-/// coroutine's later `ret` pairs with this `call` (see the `.S`).
+/// `ret` of the coroutine's later [`suspend`] pairs with this `call` (see the
+/// `.S`), while [`suspend_unpaired`] comes back with a `jmp`.
 ///
 /// # Safety
 ///
@@ -310,6 +313,34 @@ pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
     back
 }
 
+/// The asm block of [`suspend`] and [`suspend_unpaired`], entering the
+/// suspend routine `$routine`; evaluates to the word of the next resume.
+/// Unsafe to expand: the expansion's caller makes [`suspend`]'s promises.
+macro_rules! suspend_via {
+    ($routine:ident, $top:expr, $word:expr) => {{
+        let back: usize;
+        // Registers: as in `resume` (r12 the switch top, arriving at `2:`
+        // unchanged because the resume that continues us names the same
+        // stack; rax the word both ways; rcx scratch for the continuation);
+        // r13-r15 arrive at `2:` as the resumer left them. The stack pointer
+        // is the same at `2:` as on entry to this block.
+        asm!(
+            "lea rcx, [rip + 2f]",
+            "push rcx",
+            "jmp {switch}",
+            "2:",
+            switch = sym $routine,
+            in("r12") $top,
+            inlateout("rax") $word => back,
+            out("r13") _,
+            out("r14") _,
+            out("r15") _,
+            clobber_abi("sysv64"),
+        );
+        back
+    }};
+}
+
 /// The coroutine-side half of a switch: saves the running coroutine's frame,
 /// stores its stack pointer in the sp slot of its stack (whose switch top is
 /// `top`), and continues its resumer (whose stack pointer is in the link
@@ -330,28 +361,22 @@ pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
 ///   need dropping (the caller gives up on them).
 #[inline(always)]
 pub(crate) unsafe fn suspend(top: *mut u8, word: usize) -> usize {
-    let back: usize;
-    // Registers: as in `resume` (r12 the switch top, arriving at `2:`
-    // unchanged because the resume that continues us names the same stack;
-    // rax the word both ways; rcx scratch for the continuation); r13-r15
-    // arrive at `2:` as the resumer left them. The stack pointer is the same
-    // at `2:` as on entry to this block.
-    // SAFETY: the caller's promises make the switch valid; registers and the
-    // stack are handled as just described.
-    unsafe {
-        asm!(
-            "lea rcx, [rip + 2f]",
-            "push rcx",
-            "jmp {switch}",
-            "2:",
-            switch = sym weft_switch_suspend,
-            in("r12") top,
-            inlateout("rax") word => back,
-            out("r13") _,
-            out("r14") _,
-            out("r15") _,
-            clobber_abi("sysv64"),
-        );
-    }
-    back
+    // SAFETY: the caller's promises, as `suspend_via` needs them.
+    unsafe { suspend_via!(weft_switch_suspend, top, word) }
+}
+
+/// [`suspend`] for a coroutine that suspends deep inside its own calls (a
+/// park): the routine continues the resumer with an indirect `jmp` rather
+/// than the `ret` that pairs with its `call`, which such a suspend would
+/// mispredict (see `weft_switch_suspend_unpaired` in the `.S`). Otherwise
+/// the same, frame and registers alike: a coroutine suspended either way is
+/// resumed, walked and unwound the same way.
+///
+/// # Safety
+///
+/// As [`suspend`].
+#[inline(always)]
+pub(crate) unsafe fn suspend_unpaired(top: *mut u8, word: usize) -> usize {
+    // SAFETY: the caller's promises, as `suspend_via` needs them.
+    unsafe { suspend_via!(weft_switch_suspend_unpaired, top, word) }
 }

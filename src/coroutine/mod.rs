@@ -1226,6 +1226,20 @@ impl<I, Y> Yielder<I, Y> {
     /// ```
     #[inline(always)] // the switch belongs in the caller's code: see asm/switch_x86_64_sysv.S
     pub fn suspend(&self, value: Y) -> I {
+        self.suspend_via::<true>(value)
+    }
+
+    /// [`suspend`](Self::suspend) for a suspend deep inside the coroutine's
+    /// own calls (the runtime's park): the switch back to the resumer does
+    /// not pair with its `call` (`arch::suspend_unpaired`), which a deep
+    /// suspend would mispredict anyway.
+    #[inline(always)]
+    pub(crate) fn suspend_unpaired(&self, value: Y) -> I {
+        self.suspend_via::<false>(value)
+    }
+
+    #[inline(always)]
+    fn suspend_via<const PAIRED: bool>(&self, value: Y) -> I {
         let head = self.exchange.get();
         // SAFETY: `head` is the exchange of the resume in progress: it lives
         // on the resumer's stack, which is not running until we switch back,
@@ -1235,7 +1249,8 @@ impl<I, Y> Yielder<I, Y> {
         // SAFETY: we run on the coroutine's stack, whose switch top is
         // `self.top`, inside the `resume` that gave us `head`. Our live
         // values are kept: we are resumed (or unwound) later.
-        let back = unsafe { arch::suspend(self.top, word) };
+        let back =
+            unsafe { if PAIRED { arch::suspend(self.top, word) } else { arch::suspend_unpaired(self.top, word) } };
         if back & UNWIND != 0 {
             self.unwind_for_drop(back);
         }

@@ -492,7 +492,11 @@ impl Task {
         self.switched_for.set(why);
         // SAFETY: the yielder lives at the base of this running coroutine's
         // stack for as long as it runs (the caller's promise).
-        unsafe { (*yielder).suspend(()) };
+        // A park sits deep in the coroutine's calls (a lock's, a channel's,
+        // a socket's): its switch does not pair with the worker's `call`
+        // (`Yielder::suspend_unpaired`). A yield is usually in the caller's
+        // own frame (`yield_now` is inline): paired.
+        unsafe { if why == Switch::Park { (*yielder).suspend_unpaired(()) } else { (*yielder).suspend(()) } };
         // Resumed: a cancel that came while we were parked or queued unwinds
         // us here (one load on the way back; the wake that resumed a parked
         // task made the flag visible, see `runtime::cancel`).

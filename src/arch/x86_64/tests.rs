@@ -98,13 +98,15 @@ global_asm!(
     "    ret",
     "    .size weft_test_resume_with_regs, . - weft_test_resume_with_regs",
     //
-    // weft_test_suspend_with_regs(top, word, load: *const Regs, out: *mut Regs) -> usize
+    // weft_test_suspend_with_regs(top, word, load: *const Regs, out: *mut Regs,
+    //                             routine) -> usize
     //
     // The coroutine-side twin: does exactly what `suspend` does (push the
-    // continuation by hand, `jmp weft_switch_suspend` with r12 = the switch
-    // top, rax = the word) with rbx, rbp, r13-r15 set to `load`, and after
-    // being resumed writes rbx..r15 into `out`. Returns the resumer's word.
-    // Saves and restores its caller's six, as the resume helper does.
+    // continuation by hand, `jmp routine` with r12 = the switch top, rax =
+    // the word; `routine` is weft_switch_suspend or
+    // weft_switch_suspend_unpaired) with rbx, rbp, r13-r15 set to `load`, and
+    // after being resumed writes rbx..r15 into `out`. Returns the resumer's
+    // word. Saves and restores its caller's six, as the resume helper does.
     "    .p2align 4",
     "    .globl weft_test_suspend_with_regs",
     "    .hidden weft_test_suspend_with_regs",
@@ -126,7 +128,7 @@ global_asm!(
     "    mov r12, rdi", // the switch top
     "    lea rcx, [rip + 2f]",
     "    push rcx",
-    "    jmp {suspend}",
+    "    jmp r8", // the routine (a scratch register, as rcx is for `suspend`)
     "2:", // resumed: rax = the resumer's word
     "    pop rcx",
     "    mov qword ptr [rcx], rbx",
@@ -167,13 +169,18 @@ global_asm!(
     "    jmp {align_entry}",
     "    .size weft_test_entry_record_rsp, . - weft_test_entry_record_rsp",
     resume = sym weft_switch_resume,
-    suspend = sym weft_switch_suspend,
     align_entry = sym align_entry,
 );
 
 unsafe extern "sysv64" {
     fn weft_test_resume_with_regs(top: *mut u8, word: usize, load: *const Regs, out: *mut Regs) -> usize;
-    fn weft_test_suspend_with_regs(top: *mut u8, word: usize, load: *const Regs, out: *mut Regs) -> usize;
+    fn weft_test_suspend_with_regs(
+        top: *mut u8,
+        word: usize,
+        load: *const Regs,
+        out: *mut Regs,
+        routine: unsafe extern "sysv64" fn(),
+    ) -> usize;
     safe fn weft_test_rsp_before_call() -> usize;
     fn weft_test_entry_record_rsp(word: usize, data: *mut (), top: *mut u8) -> !;
 }
@@ -355,10 +362,13 @@ unsafe extern "sysv64" fn regs_entry(word: usize, data: *mut (), top: *mut u8) -
     let mut round = word;
     while round < REG_ROUNDS {
         let load = patterns(COROUTINE, round);
+        // Both suspend routines, in turns: they differ only in how they
+        // continue the resumer (`ret` or `jmp`).
+        let routine = if round % 2 == 0 { weft_switch_suspend } else { weft_switch_suspend_unpaired };
         // SAFETY: runs on `top`'s stack inside a resume of it, like
         // `suspend`; `load` and `seen[round]` are valid; the helper restores
         // every callee-saved register it uses.
-        round = unsafe { weft_test_suspend_with_regs(top, round, &load, &raw mut (*shared).seen[round]) };
+        round = unsafe { weft_test_suspend_with_regs(top, round, &load, &raw mut (*shared).seen[round], routine) };
     }
     // SAFETY: as above; nothing on this stack needs dropping.
     unsafe { suspend(top, usize::MAX) };
@@ -770,8 +780,9 @@ mod fp {
                     set_frame_word(frame, FRAME_FP, u64::from(mxcsr) | (u64::from(fcw) << 32));
                 }
             }
-            // SAFETY: runs on `top`'s stack inside a resume of it.
-            let next = unsafe { suspend(top, round) };
+            // SAFETY: runs on `top`'s stack inside a resume of it. Both
+            // suspend routines, in turns (the FP check is in both).
+            let next = unsafe { if round % 3 == 1 { suspend_unpaired(top, round) } else { suspend(top, round) } };
             let now = fp_state();
             // SAFETY: the test waits in resume while we use `shared`.
             unsafe { (*shared).seen[round] = now };
