@@ -56,9 +56,11 @@
 //! # Cancellation and unwinding
 //!
 //! A parked operation's coroutine may be cancelled (`JoinHandle::cancel`)
-//! or unwound by its runtime's shutdown. Its guard then gives up
-//! (`Waiter::abort`): if that wins, it removes its entry under the lock
-//! (a sender's value unwinds with its stack). If a waker won, the
+//! or unwound by its runtime's shutdown. Its guard then takes the lock and
+//! gives up (`Waiter::abort`: a plain operation's waiter gives up only
+//! under its channel's lock, so that wakers can select it with a store;
+//! `waiter.rs`): if that wins, it removes its entry before unlocking (a
+//! sender's value unwinds with its stack). A timed-out wait does the same. If a waker won, the
 //! operation happened: a receiver was handed a value it will never return,
 //! so the guard hands it back ([`Chan::hand_back`]): to the oldest parked
 //! receiver, or to the front of `handed_back`. Every value is received
@@ -446,7 +448,7 @@ impl<T> Chan<T> {
             drop(inner);
             return Err(SendTimeoutError::Timeout(value));
         }
-        let waiter = Waiter::new();
+        let waiter = Waiter::exclusive();
         let slot: Slot<T> = UnsafeCell::new(Some(value));
         // SAFETY: a Slot<T>; `waiter` and `slot` outlive the entry, which
         // leaves the queue under the lock: popped by a waker, or removed
@@ -454,11 +456,17 @@ impl<T> Chan<T> {
         unsafe { inner.senders.push(Entry::new(&waiter, 0, &slot)) };
         drop(inner);
         let guard = LeaveOnUnwind { chan: self, side: Side::Send, waiter: &waiter, slot: &slot };
-        let selected = waiter.wait(deadline, ParkedOn::ChannelSend(self as *const Self as usize));
+        let mut selected = waiter.wait(deadline, ParkedOn::ChannelSend(self as *const Self as usize));
         if selected.is_none() {
-            // (A cancellation may unwind out of this lock: the guard, still
-            // armed, then removes the entry.)
-            self.lock().senders.remove(&waiter, 0);
+            // Timed out: give up under the lock (an exclusive waiter; a
+            // receiver may have taken the value meanwhile). (A cancellation
+            // may unwind out of this lock: the guard, still armed, then
+            // does the same.)
+            let mut inner = self.lock();
+            selected = waiter.abort();
+            if selected.is_none() {
+                inner.senders.remove(&waiter, 0);
+            }
         }
         guard.disarm();
         // SAFETY: selected (the waker is done with the slot) or removed
@@ -480,18 +488,23 @@ impl<T> Chan<T> {
         if deadline.is_some_and(|d| d.has_passed()) {
             return Err(false);
         }
-        let waiter = Waiter::new();
+        let waiter = Waiter::exclusive();
         let slot: Slot<T> = UnsafeCell::new(None);
         // SAFETY: as in `send_blocking`.
         unsafe { inner.receivers.push(Entry::new(&waiter, 0, &slot)) };
         drop(inner);
         let guard = LeaveOnUnwind { chan: self, side: Side::Recv, waiter: &waiter, slot: &slot };
-        let selected = waiter.wait(deadline, ParkedOn::ChannelRecv(self as *const Self as usize));
+        let mut selected = waiter.wait(deadline, ParkedOn::ChannelRecv(self as *const Self as usize));
         if selected.is_none() {
             // As in `send_blocking`: the guard stays armed over the lock.
-            self.lock().receivers.remove(&waiter, 0);
-            guard.disarm();
-            return Err(false);
+            let mut inner = self.lock();
+            selected = waiter.abort();
+            if selected.is_none() {
+                inner.receivers.remove(&waiter, 0);
+                drop(inner);
+                guard.disarm();
+                return Err(false);
+            }
         }
         guard.disarm();
         // SAFETY: as in `send_blocking`.
@@ -645,10 +658,13 @@ impl<T> Drop for LeaveOnUnwind<'_, T> {
         if cfg!(loom) && std::thread::panicking() {
             return;
         }
+        // An exclusive waiter: it gives up under the lock (waiter.rs).
+        let mut inner = self.chan.lock();
         match self.waiter.abort() {
-            None => self.chan.lock().queue(self.side).remove(self.waiter, 0),
+            None => inner.queue(self.side).remove(self.waiter, 0),
             // Selected: the waker popped the entry and is done with the slot.
             Some(_) => {
+                drop(inner);
                 if self.side == Side::Recv {
                     self.chan.hand_back(self.slot);
                 }
@@ -726,6 +742,22 @@ mod loom_models {
     /// told its value went when nobody took it, and the reverse.
     #[test]
     fn timeouts_race_a_rendezvous() {
+        timed_rendezvous();
+    }
+
+    /// Negative control for the exclusive waiter's protocol (waiter.rs): a
+    /// plain send or recv that gives up without the channel's lock races
+    /// the waker's plain store, and loom finds the schedule where the
+    /// waker overwrites ABORTED (both sides would think they won: a value
+    /// lost, or one received whose send failed; the waker checks first).
+    #[test]
+    #[should_panic(expected = "gave up without its channel's lock")]
+    fn negative_control_giving_up_unlocked_loses_the_race() {
+        let _broken = super::super::waiter::negative_control::give_up_unlocked();
+        timed_rendezvous();
+    }
+
+    fn timed_rendezvous() {
         use std::time::Duration;
         loom::model(|| {
             let (tx, rx) = bounded::<u32>(0);

@@ -27,6 +27,14 @@
 //!                       again gives the same answer)
 //! ```
 //!
+//! An *exclusive* waiter (a plain `send` or `recv`: one entry, in one
+//! channel) gives up only while it holds that channel's lock, and takes its
+//! entry out in the same critical section. A waker, which holds the same
+//! lock, therefore always finds it WAITING, and selects it with a plain
+//! Release store instead of the CAS: one atomic read-modify-write less per
+//! hand-off. A Select's waiter has entries in several channels, each under
+//! its own lock, and gives up with no lock held: its wakers race, and CAS.
+//!
 //! # The hand-off (Go's `sendDirect` and `goready`)
 //!
 //! A waker holds the channel's lock, pops the oldest entry of the other
@@ -117,15 +125,38 @@ pub(super) struct Waiter {
     unparker: UnsafeCell<ManuallyDrop<Unparker>>,
     /// How the waiter itself sleeps.
     kind: WaiterKind,
+    /// One entry in one channel, given up only under that channel's lock
+    /// (module docs): wakers select it with a store.
+    exclusive: bool,
 }
 
 impl Waiter {
-    /// A waiter for the calling coroutine or thread.
+    /// A Select's waiter for the calling coroutine or thread.
     #[inline]
     pub(super) fn new() -> Waiter {
+        Waiter::with(false)
+    }
+
+    /// The waiter of a plain `send` or `recv` (one entry in one channel),
+    /// which gives up only with that channel's lock held: after a timed-out
+    /// [`wait`](Self::wait), and in its unwind guard, the caller takes the
+    /// lock, asks [`abort`](Self::abort), and removes its entry if that
+    /// gave up, before releasing it.
+    #[inline]
+    pub(super) fn exclusive() -> Waiter {
+        Waiter::with(true)
+    }
+
+    #[inline]
+    fn with(exclusive: bool) -> Waiter {
         let unparker = Unparker::current();
         let kind = unparker.kind();
-        Waiter { state: AtomicUsize::new(WAITING), unparker: UnsafeCell::new(ManuallyDrop::new(unparker)), kind }
+        Waiter {
+            state: AtomicUsize::new(WAITING),
+            unparker: UnsafeCell::new(ManuallyDrop::new(unparker)),
+            kind,
+            exclusive,
+        }
     }
 
     /// Whether nothing has happened to it yet (a lock holder's look: it may
@@ -136,7 +167,9 @@ impl Waiter {
     }
 
     /// Sleeps until a waker selects a case (returned), or until `deadline`
-    /// passes (then it gives up: `None`, unless a waker won the race).
+    /// passes (then it gives up: `None`, unless a waker won the race; an
+    /// exclusive waiter returns `None` without giving up, for its caller to
+    /// do under the channel's lock).
     /// Parks the coroutine (its worker runs others) or blocks the thread.
     ///
     /// Cancellation and shutdown unwind out of here; the caller's guard
@@ -178,7 +211,7 @@ impl Waiter {
                 return Some(state);
             }
             if deadline.is_some_and(|d| expired || lot::deadline_passed(d)) {
-                return self.abort();
+                return if self.exclusive && !negative_control::gives_up_unlocked() { None } else { self.abort() };
             }
             negative_control::discard_a_wake(self.kind);
             // A wake that came since our look left a token: this returns at
@@ -193,6 +226,9 @@ impl Waiter {
     /// Idempotent: a cleanup that is itself unwound (a cancellation that
     /// lands while it waits for a channel's lock) is run again by its
     /// guard, which asks again and gets the same answer.
+    ///
+    /// An exclusive waiter asks only with its channel's lock held, and
+    /// removes its entry before releasing it if this gave up.
     pub(super) fn abort(&self) -> Option<usize> {
         // Acquire on failure: as in `wait`. Relaxed on success: the waiter
         // then takes the channel lock before it touches its slot again.
@@ -288,7 +324,26 @@ impl Entry {
         // SAFETY: a shared read of a field never written after `new`.
         let unparker = waiter.unparker.with(|p| unsafe { ptr::read(p) });
         // Release: publishes our move of the value (module docs). Nothing
-        // of the waiter is touched after a successful CAS: it may be gone.
+        // of the waiter is touched after a successful store or CAS: it may
+        // be gone.
+        if waiter.exclusive {
+            // Under the lock it gives up in, with its entry still queued:
+            // WAITING (module docs). Under loom the store is a swap that
+            // checks so, before anything goes wrong (the negative control
+            // in `chan.rs` breaks it).
+            #[cfg(loom)]
+            assert_eq!(
+                waiter.state.swap(self.case, Ordering::Release),
+                WAITING,
+                "channel: an exclusive waiter gave up without its channel's lock"
+            );
+            #[cfg(not(loom))]
+            {
+                debug_assert_eq!(waiter.state.load(Ordering::Relaxed), WAITING, "channel: a stale exclusive entry");
+                waiter.state.store(self.case, Ordering::Release);
+            }
+            return Some(Wake(unparker));
+        }
         match waiter.state.compare_exchange(WAITING, self.case, Ordering::Release, Ordering::Relaxed) {
             Ok(_) => Some(Wake(unparker)),
             // Its owner keeps it: forget our copy (a ManuallyDrop).
@@ -448,12 +503,42 @@ pub(super) mod negative_control {
         DISCARD_WAKES.with(|discard| discard.set(true));
         Restore
     }
+
+    std::thread_local! {
+        static GIVE_UP_UNLOCKED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// When broken: an exclusive waiter whose deadline passed gives up at
+    /// once, with no lock held, as a Select's does; its waker, which
+    /// selects it with a plain store, may then overwrite ABORTED, and both
+    /// sides believe they won.
+    pub(crate) fn gives_up_unlocked() -> bool {
+        GIVE_UP_UNLOCKED.with(Cell::get)
+    }
+
+    /// Breaks the exclusive waiter's protocol on this thread until the
+    /// result is dropped.
+    pub(crate) fn give_up_unlocked() -> impl Drop {
+        struct Restore;
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                GIVE_UP_UNLOCKED.with(|unlocked| unlocked.set(false));
+            }
+        }
+        GIVE_UP_UNLOCKED.with(|unlocked| unlocked.set(true));
+        Restore
+    }
 }
 
 #[cfg(not(loom))]
 mod negative_control {
     #[inline(always)]
     pub(super) fn discard_a_wake(_: crate::park::WaiterKind) {}
+
+    #[inline(always)]
+    pub(super) fn gives_up_unlocked() -> bool {
+        false
+    }
 }
 
 #[cfg(all(test, loom))]
