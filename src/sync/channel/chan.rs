@@ -219,7 +219,7 @@ impl<T> Inner<T> {
 
     /// Takes the next value without waiting (module docs, "recv"), with
     /// the wake of a parked sender it completed, to drop after the lock.
-    #[inline]
+    #[inline(always)]
     fn try_pop(&mut self) -> Option<(T, Option<Wake>)> {
         if let Some(value) = self.handed_back.pop_front() {
             return Some((value, None));
@@ -397,7 +397,9 @@ impl<T> Chan<T> {
         match inner.try_send(value) {
             Ok(wake) => {
                 drop(inner);
-                drop(wake);
+                if let Some(wake) = wake {
+                    wake.wake();
+                }
                 Ok(())
             }
             Err(TrySendError::Disconnected(value)) => {
@@ -416,7 +418,9 @@ impl<T> Chan<T> {
         match inner.try_recv() {
             Ok((value, wake)) => {
                 drop(inner);
-                drop(wake);
+                if let Some(wake) = wake {
+                    wake.wake();
+                }
                 Ok(value)
             }
             Err(TryRecvError::Disconnected) => Err(true),

@@ -273,6 +273,19 @@ impl Drop for TimerGuard {
 #[must_use = "dropping a Wake wakes its waiter: drop it after releasing the channel lock"]
 pub(super) struct Wake(ManuallyDrop<Unparker>);
 
+impl Wake {
+    /// Wakes the waiter now: what dropping does, inlined into the caller.
+    /// (The drop glue of an `Option<Wake>` stays out of line: a call on
+    /// every hand-off.)
+    #[inline(always)]
+    pub(super) fn wake(mut self) {
+        // SAFETY: taken once, here; `self` is forgotten right after.
+        let unparker = unsafe { ManuallyDrop::take(&mut self.0) };
+        std::mem::forget(self);
+        unparker.unpark();
+    }
+}
+
 impl Drop for Wake {
     #[inline]
     fn drop(&mut self) {
