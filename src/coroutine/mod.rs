@@ -192,8 +192,30 @@ pub(crate) unsafe fn with_running<R>(hint: Option<NonNull<u8>>, f: impl FnOnce(O
 /// A fresh process-unique id, shared by plain coroutines and the runtime's
 /// tasks (a green thread's coroutine carries its task's id, so the overflow
 /// report names the id that `weft::current().id()` shows).
+///
+/// Each thread takes the ids in blocks of `ID_BLOCK` from the process's
+/// counter and hands them out one by one: on one shared counter, every
+/// spawn on every worker wrote the same cache line (a fifth of skynet's
+/// time on 2 workers, perf). Ids are unique, not in creation order across
+/// threads.
+#[inline]
 pub(crate) fn next_id() -> u64 {
-    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    const ID_BLOCK: u64 = 64;
+    std::thread_local! {
+        /// The next id of this thread's block, and the block's end.
+        static BLOCK: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+    BLOCK.with(|block| {
+        let (next, end) = block.get();
+        let (id, end) = if next < end {
+            (next, end)
+        } else {
+            let start = NEXT_ID.fetch_add(ID_BLOCK, Ordering::Relaxed);
+            (start, start + ID_BLOCK)
+        };
+        block.set((id + 1, end));
+        id
+    })
 }
 
 /// Configures a [`Coroutine`] before it is created: its name (shown by the

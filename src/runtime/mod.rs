@@ -114,6 +114,9 @@ pub(crate) struct Shared {
     /// Coroutines spawned from outside the runtime (the workers count their
     /// own spawns; see `metrics`).
     spawned_outside: AtomicU64,
+    /// The anchor of the coroutines spawned from outside the runtime (each
+    /// worker has its own for the spawns of its coroutines: `task::Anchor`).
+    outside_anchor: Arc<task::Anchor>,
     monitor: MonitorShared,
 }
 
@@ -353,7 +356,7 @@ impl RuntimeBuilder {
         // Each worker's `fresh` deque: the owner's end goes to its thread,
         // the thieves' end into its shared part.
         let deques: Vec<worker::Deque<TaskRef>> = (0..workers).map(|_| worker::Deque::new_lifo()).collect();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|weak| Shared {
             id,
             workers: deques.iter().map(|deque| WorkerShared::new(deque.stealer())).collect(),
             injector: Mutex::new(VecDeque::new()),
@@ -365,6 +368,7 @@ impl RuntimeBuilder {
             stack_size,
             stack_failure_reported: AtomicBool::new(false),
             spawned_outside: AtomicU64::new(0),
+            outside_anchor: task::Anchor::new(weak.clone()),
             monitor: MonitorShared::new(),
         });
         let runtime = Runtime {
@@ -756,9 +760,9 @@ where
     };
     let spawned = with_current_worker(|w| match w {
         Some(w) if Arc::ptr_eq(&w.shared, shared) => {
-            // The task's `Weak` is a clone of the worker's: one increment,
-            // where `Arc::downgrade` is a compare-and-swap loop.
-            let (task, joined) = task::new_task::<_, T>(name, stack_size, spawned_at, body, w.shared_weak.clone());
+            // The worker's own anchor: its count is (mostly) this worker's
+            // alone (`task::Anchor`).
+            let (task, joined) = task::new_task::<_, T>(name, stack_size, spawned_at, body, Arc::clone(&w.anchor));
             tracing::trace!(task = task.id, "spawn");
             metrics::bump(&w.counters().spawned);
             match placement {
@@ -772,7 +776,8 @@ where
     });
     let joined = spawned.unwrap_or_else(|(name, body)| {
         debug_assert!(placement == Placement::Anywhere, "a same_worker spawn off a worker of its runtime");
-        let (task, joined) = task::new_task::<_, T>(name, stack_size, spawned_at, body, Arc::downgrade(shared));
+        let (task, joined) =
+            task::new_task::<_, T>(name, stack_size, spawned_at, body, Arc::clone(&shared.outside_anchor));
         tracing::trace!(task = task.id, "spawn");
         shared.spawned_outside.fetch_add(1, Ordering::Relaxed);
         shared.push_injector(task);
@@ -1003,7 +1008,7 @@ pub(crate) fn unpark(task: TaskRef) {
     // hand-off between coroutines; spawn, steal and sleep are traced.)
     let home = task.home();
     let task = with_current_worker(|w| match w {
-        Some(w) if w.index == home && std::sync::Weak::ptr_eq(&w.shared_weak, &task.runtime) => {
+        Some(w) if w.index == home && std::sync::Weak::ptr_eq(&w.shared_weak, &task.runtime.shared) => {
             metrics::bump(&w.counters().local_wakes);
             w.push_runnable(task);
             None
@@ -1020,7 +1025,7 @@ pub(crate) fn unpark(task: TaskRef) {
 #[cold]
 #[inline(never)]
 fn unpark_remote(task: TaskRef, home: usize) {
-    if let Some(shared) = task.runtime.upgrade() {
+    if let Some(shared) = task.runtime.shared.upgrade() {
         let worker = &shared.workers[home];
         worker.inbox.push(task);
         worker.notify();

@@ -568,6 +568,9 @@ pub(crate) struct WorkerLocal {
     /// `shared` as a `Weak`, for `unpark`'s is-this-the-task's-runtime test:
     /// `Weak::ptr_eq` with the task's `runtime` is one compare.
     pub(crate) shared_weak: std::sync::Weak<Shared>,
+    /// The anchor of the coroutines this worker's coroutines spawn
+    /// (`task::Anchor`).
+    pub(crate) anchor: Arc<super::task::Anchor>,
     /// `&shared.workers[index].counters`, without the indexing on the paths
     /// that bump them.
     counters: *const WorkerCounters,
@@ -1571,6 +1574,7 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>, fresh: Deque<TaskRef>) {
         index,
         counters: &*shared.workers[index].counters,
         shared_weak: Arc::downgrade(&shared),
+        anchor: super::task::Anchor::new(Arc::downgrade(&shared)),
         shared,
         runnable: RunQueue::new(),
         fresh,
