@@ -240,6 +240,7 @@ impl Waiter {
 }
 
 impl Drop for Waiter {
+    #[inline]
     fn drop(&mut self) {
         // Under loom a detected deadlock unwinds every model thread after
         // the execution is gone: touching its objects now would abort.
