@@ -106,7 +106,17 @@
 # ~30 ns -> ~16 ns per yield). A park cannot be inline in the coroutine's own
 # frame (it sits in a lock's, a channel's or a socket's code), so it leaves
 # through a third routine, weft_switch_suspend_unpaired, which continues the
-# resumer with an indirect `jmp` instead of that `ret` (see there).
+# resumer with an indirect `jmp` instead of that `ret` (see there). A
+# coroutine that left that way is entered the same way: the resumer pushes
+# its continuation by hand and jumps into weft_switch_resume
+# (`resume_unpaired` in src/arch/x86_64.rs), so no switch touches the
+# predictor's stack. Its top is then the return address of the call that
+# led to the last park on this thread, which is exactly where the resumed
+# coroutine returns first when it parked at the same place: coroutines
+# running the same code (a server's connections, a pool's workers) hand
+# off without a mispredicted return. Measured with two coroutines relaying
+# through two rendezvous channels in one function (benches/channel.rs,
+# WEFT_CHANNEL_COUNT=rendezvous_same_code): 41 -> 31 ns per hand-off.
 #
 # ---------------------------------------------------------------------------
 # Floating-point control state (cargo feature `fp-control`, off by default)

@@ -57,7 +57,9 @@
 //!
 //! Setting `WEFT_CHANNEL_COUNT=what:n` runs one weft workload once with n
 //! as its size, for an instruction counter (callgrind): `rendezvous` (n
-//! one-way hand-offs through `bounded(0)`, 1 worker), `pc` (n items, 4p4c
+//! one-way hand-offs through `bounded(0)`, 1 worker), `rendezvous_same_code`
+//! (the same with both sides running one function that receives and sends
+//! on, as a server's connections do), `pc` (n items, 4p4c
 //! cap 64, 2 workers), `unbounded` (n items, 2 workers), `select` (n
 //! selects over 4 rendezvous channels, 1 worker):
 //!
@@ -187,6 +189,33 @@ fn weft_rendezvous(rt: &Runtime, n: u64, clock: Clock, make: fn() -> ChanPair) -
 }
 
 type ChanPair = (weft::sync::channel::Sender<u64>, weft::sync::channel::Receiver<u64>);
+
+/// The ping-pong of `weft_rendezvous` with both sides running the same
+/// code (`relay`: receive, add one, send on), as a server's connections
+/// do: each parks at the same place. `n` one-way hand-offs in all.
+fn weft_relay(rt: &Runtime, n: u64) {
+    #[inline(never)]
+    fn relay(turns: u64, rx: &weft::sync::channel::Receiver<u64>, tx: &weft::sync::channel::Sender<u64>) -> u64 {
+        let mut last = 0;
+        for _ in 0..turns {
+            last = rx.recv().expect("the other side hung up");
+            tx.send(last + 1).expect("the other side hung up");
+        }
+        last
+    }
+    rt.block_on(move || {
+        let (ping_tx, ping_rx) = weft_bounded0();
+        let (pong_tx, pong_rx) = weft_bounded0();
+        let turns = n / 2;
+        let other = weft::spawn(move || relay(turns, &ping_rx, &pong_tx));
+        ping_tx.send(0).expect("the other side hung up");
+        relay(turns.saturating_sub(1), &pong_rx, &ping_tx);
+        let last = pong_rx.recv().expect("the other side hung up");
+        let other_last = other.join().expect("the relay does not panic");
+        // Each hand-off adds one to what the other side sent.
+        assert_eq!((last, other_last), (2 * turns - 1, 2 * turns - 2), "relay: the last values");
+    })
+}
 
 fn weft_bounded0() -> ChanPair {
     weft::sync::channel::bounded(0)
@@ -779,6 +808,10 @@ fn count_mode(spec: &str) {
             let rt = one_worker_runtime();
             weft_rendezvous(&rt, n, Clock::Wall, weft_bounded0);
         }
+        "rendezvous_same_code" => {
+            let rt = one_worker_runtime();
+            weft_relay(&rt, n);
+        }
         "pc" => {
             let rt = Runtime::builder().workers(2).build().expect("two worker threads");
             let workers = weft_prodcons(&rt, PC_SIDES, PC_SIDES, n, || weft::sync::channel::bounded(PC_CAPACITY)).1;
@@ -803,7 +836,9 @@ fn count_mode(spec: &str) {
             let rt = one_worker_runtime();
             weft_select(&rt, 0, n);
         }
-        _ => panic!("WEFT_CHANNEL_COUNT={spec}: what is one of rendezvous, pc, pc_split, unbounded, select"),
+        _ => panic!(
+            "WEFT_CHANNEL_COUNT={spec}: what is one of rendezvous, rendezvous_same_code, pc, pc_split, unbounded, select"
+        ),
     }
     println!("{what} x {n}: {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
 }

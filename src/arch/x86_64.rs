@@ -313,6 +313,43 @@ pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
     back
 }
 
+/// [`resume`] for a coroutine that last suspended with
+/// [`suspend_unpaired`] (a park): the continuation is pushed by hand and
+/// the routine entered with `jmp`, so the switch leaves the CPU's
+/// return-stack predictor as it is. Its top is then the return address
+/// of the call that led to the last unpaired suspend on this thread, which
+/// is where the resumed coroutine returns first whenever it parked at the
+/// same place (many coroutines running the same code, as a server's
+/// connections do); a `call` here would push an entry that return always
+/// mispredicts. Otherwise the same as `resume`.
+///
+/// # Safety
+///
+/// As [`resume`].
+#[inline(always)]
+pub(crate) unsafe fn resume_unpaired(top: *mut u8, word: usize) -> usize {
+    let back: usize;
+    // Registers and stack: as in `resume`; rcx is scratch (the
+    // continuation), as in `suspend`.
+    // SAFETY: as in `resume`.
+    unsafe {
+        asm!(
+            "lea rcx, [rip + 2f]",
+            "push rcx",
+            "jmp {switch}",
+            "2:",
+            switch = sym weft_switch_resume,
+            in("r12") top,
+            inlateout("rax") word => back,
+            out("r13") _,
+            out("r14") _,
+            out("r15") _,
+            clobber_abi("sysv64"),
+        );
+    }
+    back
+}
+
 /// The asm block of [`suspend`] and [`suspend_unpaired`], entering the
 /// suspend routine `$routine`; evaluates to the word of the next resume.
 /// Unsafe to expand: the expansion's caller makes [`suspend`]'s promises.

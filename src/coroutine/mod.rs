@@ -715,7 +715,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             panic!("cannot start coroutine {}: {e}", self.id);
         }
         // SAFETY: `start` left it suspended on its new stack.
-        unsafe { self.switch_with::<true>(input) }
+        unsafe { self.switch_with::<true, true>(input) }
     }
 
     #[cold]
@@ -732,7 +732,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         }
         self.start()?;
         // SAFETY: `start` left it suspended on its new stack.
-        Ok(unsafe { self.switch_with::<true>(input) })
+        Ok(unsafe { self.switch_with::<true, true>(input) })
     }
 
     /// Whether the coroutine has started and not finished: a resume of it
@@ -752,7 +752,20 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     #[inline(always)]
     pub(crate) unsafe fn resume_suspended(&mut self, input: I) -> CoroutineResult<Y, R> {
         // SAFETY: the caller's promise.
-        unsafe { self.switch_with::<false>(input) }
+        unsafe { self.switch_with::<false, true>(input) }
+    }
+
+    /// [`resume_suspended`](Self::resume_suspended) of a coroutine whose
+    /// last suspend was [`Yielder::suspend_unpaired`] (a park): the switch
+    /// in is unpaired too (`arch::resume_unpaired`).
+    ///
+    /// # Safety
+    ///
+    /// As `resume_suspended`.
+    #[inline(always)]
+    pub(crate) unsafe fn resume_parked(&mut self, input: I) -> CoroutineResult<Y, R> {
+        // SAFETY: the caller's promise.
+        unsafe { self.switch_with::<false, false>(input) }
     }
 
     /// [`resume_suspended`](Self::resume_suspended), with the finish read
@@ -764,10 +777,10 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     ///
     /// The coroutine is suspended ([`is_suspended`](Self::is_suspended)).
     #[inline(always)]
-    unsafe fn switch_with<const FINISH_INLINE: bool>(&mut self, input: I) -> CoroutineResult<Y, R> {
+    unsafe fn switch_with<const FINISH_INLINE: bool, const PAIRED: bool>(&mut self, input: I) -> CoroutineResult<Y, R> {
         let mut exchange = Exchange::<I, Y>::new(MaybeUninit::new(input));
         // SAFETY: suspended (the caller's promise); the input is set.
-        let word = unsafe { self.switch_in(&mut exchange, 0) };
+        let word = unsafe { self.switch_in::<PAIRED>(&mut exchange, 0) };
         if word > YIELDED_PANICKING {
             // SAFETY: a word other than the two YIELDEDs is its Finish's address.
             return unsafe { if FINISH_INLINE { self.read_finish(word) } else { self.take_finish(word) } };
@@ -825,7 +838,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// The coroutine is suspended (`self.top` is not null); `exchange`'s
     /// input is set unless `flags` is UNWIND.
     #[inline(always)]
-    unsafe fn switch_in(&mut self, exchange: &mut Exchange<I, Y>, flags: usize) -> usize {
+    unsafe fn switch_in<const PAIRED: bool>(&mut self, exchange: &mut Exchange<I, Y>, flags: usize) -> usize {
         debug_assert!(matches!(self.state, State::Suspended));
         const { assert!(align_of::<Exchange<I, Y>>() > UNWIND, "the UNWIND bit needs the exchange aligned") };
         const { assert!(align_of::<Finish<R>>() > YIELDED_PANICKING, "a Finish's address is not a YIELDED word") };
@@ -835,7 +848,10 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         // SAFETY: `self.top` is the switch top of our stack, prepared by
         // `start`; the coroutine is suspended and runs nowhere else (we hold
         // `&mut self`).
-        unsafe { arch::resume(self.top, std::ptr::from_mut(exchange) as usize | flags) }
+        unsafe {
+            let word = std::ptr::from_mut(exchange) as usize | flags;
+            if PAIRED { arch::resume(self.top, word) } else { arch::resume_unpaired(self.top, word) }
+        }
     }
 
     /// The coroutine has finished: give its stack back, hand over its result.
@@ -902,7 +918,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             }
             let mut exchange = Exchange::<I, Y>::new(MaybeUninit::uninit());
             // SAFETY: suspended (non-null top); UNWIND carries no input.
-            let word = unsafe { self.switch_in(&mut exchange, UNWIND) };
+            let word = unsafe { self.switch_in::<true>(&mut exchange, UNWIND) };
             if word > YIELDED_PANICKING {
                 // Returned, panicked in a destructor, or unwound: finished
                 // either way. What it finished with is dropped after the

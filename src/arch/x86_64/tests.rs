@@ -53,10 +53,13 @@ const TOP_REG: usize = 2;
 const REG_SLOTS: [usize; SAVED] = [FRAME_RBX, FRAME_RBP];
 
 global_asm!(
-    // weft_test_resume_with_regs(top, word, load: *const Regs, out: *mut Regs) -> usize
+    // weft_test_resume_with_regs(top, word, load: *const Regs, out: *mut Regs,
+    //                            unpaired: usize) -> usize
     //
     // Does what `resume` does (`call weft_switch_resume` with r12 = the
-    // coroutine's switch top, rax = the word), but with rbx, rbp, r13-r15
+    // coroutine's switch top, rax = the word), or, if `unpaired` is not 0,
+    // what `resume_unpaired` does (push the continuation by hand and `jmp`
+    // there), but with rbx, rbp, r13-r15
     // set to `load` across the call (`load`'s r12 is not used), and writes
     // what rbx..r15 hold once the call returns into `out`. The caller's own
     // values of all six are saved first and restored last (the switch itself
@@ -81,7 +84,15 @@ global_asm!(
     "    mov r15, qword ptr [rdx + 40]",
     "    mov rax, rsi", // the word
     "    mov r12, rdi", // the switch top
+    "    test r8, r8",
+    "    jnz 4f",
     "    call {resume}", // rax = the coroutine's word
+    "    jmp 3f",
+    "4:",
+    "    lea rcx, [rip + 3f]", // rcx is free: the out pointer is on the stack
+    "    push rcx",
+    "    jmp {resume}",
+    "3:",
     "    pop rcx",
     "    mov qword ptr [rcx], rbx",
     "    mov qword ptr [rcx + 8], rbp",
@@ -173,7 +184,13 @@ global_asm!(
 );
 
 unsafe extern "sysv64" {
-    fn weft_test_resume_with_regs(top: *mut u8, word: usize, load: *const Regs, out: *mut Regs) -> usize;
+    fn weft_test_resume_with_regs(
+        top: *mut u8,
+        word: usize,
+        load: *const Regs,
+        out: *mut Regs,
+        unpaired: usize,
+    ) -> usize;
     fn weft_test_suspend_with_regs(
         top: *mut u8,
         word: usize,
@@ -394,9 +411,12 @@ fn run_register_rounds(stack: &TestStack, shared: *mut RegShared) -> [Regs; REG_
         let load = patterns(RESUMER, round);
         // The coroutine is suspended on `top`'s stack (fresh, or suspended by
         // its previous round) and always comes back with a suspend.
+        // Both ways in, in turns (`resume`, and `resume_unpaired` every
+        // third round).
+        let unpaired = usize::from(round % 3 == 2);
         // SAFETY: as just said; the helper performs `resume`'s switch and
         // restores our callee-saved registers.
-        let back = unsafe { weft_test_resume_with_regs(top, round, &load, out) };
+        let back = unsafe { weft_test_resume_with_regs(top, round, &load, out, unpaired) };
         let want = if round < REG_ROUNDS { round } else { usize::MAX };
         assert_eq!(back, want, "the coroutine's word in round {round}");
         // SAFETY: suspended just now; the sp slot holds its frame.
@@ -467,7 +487,7 @@ fn register_test_detects_a_wrong_restore_in_the_coroutine() {
         unsafe { init_stack(top, regs_entry, shared_ptr.cast()) };
         let mut out = [0; 6];
         // SAFETY: as in run_register_rounds; round 0 starts the coroutine.
-        let back = unsafe { weft_test_resume_with_regs(top, 0, &patterns(RESUMER, 0), &mut out) };
+        let back = unsafe { weft_test_resume_with_regs(top, 0, &patterns(RESUMER, 0), &mut out, 0) };
         assert_eq!(back, 0);
         // SAFETY: the coroutine is suspended; its frame is switched out.
         unsafe {
@@ -811,8 +831,8 @@ mod fp {
                 inexact_division();
             }
             // SAFETY: the coroutine is suspended on `top`'s stack and always
-            // comes back with a suspend.
-            let back = unsafe { resume(top, round) };
+            // comes back with a suspend. Both ways in, in turns.
+            let back = unsafe { if round % 3 == 2 { resume_unpaired(top, round) } else { resume(top, round) } };
             *state = fp_state();
             assert_eq!(back, round, "the coroutine's word in round {round}");
         }
