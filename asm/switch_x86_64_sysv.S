@@ -102,12 +102,14 @@
 # if the suspend sits in an out-of-line function, the resumed coroutine
 # first returns from it (popping the resumer's entry: a miss), and the next
 # suspend's `ret` pops the entry of the call that led to it (another miss).
-# Hence `weft::yield_now` and `Yielder::suspend` are inline (measured:
-# ~30 ns -> ~16 ns per yield). A park cannot be inline in the coroutine's own
-# frame (it sits in a lock's, a channel's or a socket's code), so it leaves
-# through a third routine, weft_switch_suspend_unpaired, which continues the
-# resumer with an indirect `jmp` instead of that `ret` (see there). A
-# coroutine that left that way is entered the same way: the resumer pushes
+# Hence `Yielder::suspend` is inline (measured: ~30 ns -> ~16 ns per yield,
+# when the runtime's yields took this path). That is the generators' switch.
+# The runtime's tasks switch out deep in their calls instead (a park sits in
+# a lock's, a channel's or a socket's code, and so does a lock's yield), so
+# they leave through a third routine, weft_switch_suspend_unpaired, which
+# continues the resumer with an indirect `jmp` instead of that `ret` (see
+# there). A coroutine that left that way is entered the same way: the
+# resumer pushes
 # its continuation by hand and jumps into weft_switch_resume
 # (`resume_unpaired` in src/arch/x86_64.rs), so no switch touches the
 # predictor's stack. Its top is then the return address of the call that
@@ -326,12 +328,13 @@ weft_switch_resume:
 # consumes that entry), and then the `ret` of the next suspend would pop
 # the entry of the call that led to it (a second miss). The `jmp` is
 # predicted by the branch target buffer instead, and leaves that entry for
-# the coroutine's own `ret` when it is next resumed. A suspend in the
-# coroutine's own frame (`yield_now`, a generator's `suspend`) keeps the
-# paired `ret`, which is cheaper still. Measured on the rendezvous-channel
-# ping-pong of benches/channel.rs: 51 -> 45 ns per hand-off; with every
-# suspend unpaired, the generator round trip of benches/switch.rs went from
-# 3.45 to 3.9 ns, hence the two routines.
+# the coroutine's own `ret` when it is next resumed. A generator's
+# `suspend`, usually in its own frame, keeps the paired `ret`, which is
+# cheaper still there. Measured on the rendezvous-channel ping-pong of
+# benches/channel.rs: 51 -> 45 ns per hand-off; with every suspend unpaired,
+# the generator round trip of benches/switch.rs went from 3.45 to 3.9 ns,
+# hence the two routines. The runtime's tasks use only this one, yields
+# included (`Task::switch_out`).
 # ---------------------------------------------------------------------------
 .macro SUSPEND_BODY
     PUSH_FRAME

@@ -314,7 +314,7 @@ pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
 }
 
 /// [`resume`] for a coroutine that last suspended with
-/// [`suspend_unpaired`] (a park): the continuation is pushed by hand and
+/// [`suspend_unpaired`] (a runtime task): the continuation is pushed by hand and
 /// the routine entered with `jmp`, so the switch leaves the CPU's
 /// return-stack predictor as it is. Its top is then the return address
 /// of the call that led to the last unpaired suspend on this thread, which

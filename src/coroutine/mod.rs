@@ -756,7 +756,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     }
 
     /// [`resume_suspended`](Self::resume_suspended) of a coroutine whose
-    /// last suspend was [`Yielder::suspend_unpaired`] (a park): the switch
+    /// last suspend was [`Yielder::suspend_unpaired`] (a runtime task's): the switch
     /// in is unpaired too (`arch::resume_unpaired`).
     ///
     /// # Safety
@@ -1268,7 +1268,7 @@ impl<I, Y> Yielder<I, Y> {
     }
 
     /// [`suspend`](Self::suspend) for a suspend deep inside the coroutine's
-    /// own calls (the runtime's park): the switch back to the resumer does
+    /// own calls (the runtime's task switches): the switch back to the resumer does
     /// not pair with its `call` (`arch::suspend_unpaired`), which a deep
     /// suspend would mispredict anyway.
     #[inline(always)]

@@ -1335,12 +1335,11 @@ pub fn try_current() -> Option<GreenThread> {
 /// second.join().unwrap();
 /// assert_eq!(turns.load(Ordering::SeqCst), 6);
 /// ```
-// Inline, so that the switch sits in the caller's own code: a coroutine
-// resumed inside an out-of-line `yield_now` first returns from it, and that
-// `ret`, and the suspend's `ret` that follows the next call, both miss the
-// CPU's return-stack predictor (its top is the worker's `call` into the
-// switch; see asm/switch_x86_64_sysv.S). Measured on the yield ping-pong
-// benchmark: ~30 ns per yield out of line, ~16 ns inline.
+// Inline, so that the switch sits in the caller's own code: no call and
+// return around it. (Out of line, when the task switch still returned to
+// the worker with a `ret` paired with its `call`, the yield ping-pong took
+// ~30 ns per yield against ~16 ns inline; the switch is unpaired now, see
+// `Task::switch_out` and asm/switch_x86_64_sysv.S.)
 #[inline]
 pub fn yield_now() {
     let task = CURRENT_TASK.with(Cell::get);

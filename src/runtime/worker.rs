@@ -1281,15 +1281,10 @@ impl WorkerLocal {
         }
         debug_assert_eq!(task.home(), self.index, "task {} resumed off its home worker", task.id);
         self.lend(raw);
-        // SAFETY: suspended, checked just above. A parked task left by the
-        // unpaired switch (`Task::switch_out`): it comes back in the same way.
-        let result = unsafe {
-            if task.switched_for.get() == Switch::Park {
-                coroutine.resume_parked(())
-            } else {
-                coroutine.resume_suspended(())
-            }
-        };
+        // SAFETY: suspended, checked just above. A started task always left
+        // by the unpaired switch (`Task::switch_out`): it comes back the same
+        // way.
+        let result = unsafe { coroutine.resume_parked(()) };
         self.after_resume(raw, coroutine, Ok(result));
     }
 
