@@ -403,7 +403,7 @@ pub(crate) unsafe fn suspend(top: *mut u8, word: usize) -> usize {
 }
 
 /// [`suspend`] for a coroutine that suspends deep inside its own calls (a
-/// park): the routine continues the resumer with an indirect `jmp` rather
+/// runtime task: a park, a lock's yield): the routine continues the resumer with an indirect `jmp` rather
 /// than the `ret` that pairs with its `call`, which such a suspend would
 /// mispredict (see `weft_switch_suspend_unpaired` in the `.S`). Otherwise
 /// the same, frame and registers alike: a coroutine suspended either way is

@@ -756,14 +756,14 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     }
 
     /// [`resume_suspended`](Self::resume_suspended) of a coroutine whose
-    /// last suspend was [`Yielder::suspend_unpaired`] (a runtime task's): the switch
-    /// in is unpaired too (`arch::resume_unpaired`).
+    /// last suspend was [`Yielder::suspend_unpaired`] (a runtime task's): the
+    /// switch in is unpaired too (`arch::resume_unpaired`).
     ///
     /// # Safety
     ///
     /// As `resume_suspended`.
     #[inline(always)]
-    pub(crate) unsafe fn resume_parked(&mut self, input: I) -> CoroutineResult<Y, R> {
+    pub(crate) unsafe fn resume_unpaired(&mut self, input: I) -> CoroutineResult<Y, R> {
         // SAFETY: the caller's promise.
         unsafe { self.switch_with::<false, false>(input) }
     }

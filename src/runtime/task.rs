@@ -526,16 +526,16 @@ impl Task {
             self.since.set(super::clock::coarse());
         }
         self.switched_for.set(why);
+        // Unpaired (`Yielder::suspend_unpaired`; the worker resumes the task
+        // the same way, `Coroutine::resume_unpaired`): a park sits deep in
+        // the coroutine's calls (a lock's, a channel's, a socket's), and so
+        // does many a yield (a spin lock's, an RwLock's before it parks),
+        // where a `ret` paired with the worker's `call` would mispredict.
+        // Measured on the yield ping-pong (a yield in the coroutine's own
+        // frame, the paired switch's best case): 11.6 ns paired, 11.3 ns
+        // unpaired, for three instructions more (100 against 97).
         // SAFETY: the yielder lives at the base of this running coroutine's
         // stack for as long as it runs (the caller's promise).
-        // Unpaired (`Yielder::suspend_unpaired`; the worker resumes the task
-        // the same way, `Coroutine::resume_parked`): a park sits deep in the
-        // coroutine's calls (a lock's, a channel's, a socket's), and so does
-        // many a yield (a spin lock's, an RwLock's before it parks), where
-        // a `ret` paired with the worker's `call` would mispredict. Measured
-        // on the yield ping-pong (a yield in the coroutine's own frame, the
-        // paired switch's best case): 11.6 ns paired, 11.3 ns unpaired, for
-        // three instructions more (100 against 97).
         unsafe { (*yielder).suspend_unpaired(()) };
         // Resumed: a cancel that came while we were parked or queued unwinds
         // us here (one load on the way back; the wake that resumed a parked

@@ -1284,7 +1284,7 @@ impl WorkerLocal {
         // SAFETY: suspended, checked just above. A started task always left
         // by the unpaired switch (`Task::switch_out`): it comes back the same
         // way.
-        let result = unsafe { coroutine.resume_parked(()) };
+        let result = unsafe { coroutine.resume_unpaired(()) };
         self.after_resume(raw, coroutine, Ok(result));
     }
 
