@@ -313,54 +313,18 @@ pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
     back
 }
 
-/// [`resume`] for a coroutine that last suspended with
-/// [`suspend_unpaired`] (a runtime task): the continuation is pushed by hand and
-/// the routine entered with `jmp`, so the switch leaves the CPU's
-/// return-stack predictor as it is. Its top is then the return address
-/// of the call that led to the last unpaired suspend on this thread, which
-/// is where the resumed coroutine returns first whenever it parked at the
-/// same place (many coroutines running the same code, as a server's
-/// connections do); a `call` here would push an entry that return always
-/// mispredicts. Otherwise the same as `resume`.
-///
-/// # Safety
-///
-/// As [`resume`].
-#[inline(always)]
-pub(crate) unsafe fn resume_unpaired(top: *mut u8, word: usize) -> usize {
-    let back: usize;
-    // Registers and stack: as in `resume`; rcx is scratch (the
-    // continuation), as in `suspend`.
-    // SAFETY: as in `resume`.
-    unsafe {
-        asm!(
-            "lea rcx, [rip + 2f]",
-            "push rcx",
-            "jmp {switch}",
-            "2:",
-            switch = sym weft_switch_resume,
-            in("r12") top,
-            inlateout("rax") word => back,
-            out("r13") _,
-            out("r14") _,
-            out("r15") _,
-            clobber_abi("sysv64"),
-        );
-    }
-    back
-}
-
-/// The asm block of [`suspend`] and [`suspend_unpaired`], entering the
-/// suspend routine `$routine`; evaluates to the word of the next resume.
-/// Unsafe to expand: the expansion's caller makes [`suspend`]'s promises.
-macro_rules! suspend_via {
+/// The asm block of [`suspend`], [`suspend_unpaired`] and
+/// [`resume_unpaired`]: pushes the continuation by hand and jumps into the
+/// switch routine `$routine`; evaluates to the word that comes back.
+/// Unsafe to expand: the expansion's caller makes that function's promises.
+macro_rules! jump_into {
     ($routine:ident, $top:expr, $word:expr) => {{
         let back: usize;
         // Registers: as in `resume` (r12 the switch top, arriving at `2:`
-        // unchanged because the resume that continues us names the same
+        // unchanged because the switch that continues us names the same
         // stack; rax the word both ways; rcx scratch for the continuation);
-        // r13-r15 arrive at `2:` as the resumer left them. The stack pointer
-        // is the same at `2:` as on entry to this block.
+        // r13-r15 arrive at `2:` as the other side left them. The stack
+        // pointer is the same at `2:` as on entry to this block.
         asm!(
             "lea rcx, [rip + 2f]",
             "push rcx",
@@ -376,6 +340,26 @@ macro_rules! suspend_via {
         );
         back
     }};
+}
+
+/// [`resume`] for a coroutine that last suspended with
+/// [`suspend_unpaired`] (a runtime task): the continuation is pushed by hand and
+/// the routine entered with `jmp`, so the switch leaves the CPU's
+/// return-stack predictor as it is. Its top is then the return address
+/// of the call that led to the last unpaired suspend on this thread, which
+/// is where the resumed coroutine returns first whenever it parked at the
+/// same place (many coroutines running the same code, as a server's
+/// connections do); a `call` here would push an entry that return always
+/// mispredicts. Otherwise the same as `resume`.
+///
+/// # Safety
+///
+/// As [`resume`].
+#[inline(always)]
+pub(crate) unsafe fn resume_unpaired(top: *mut u8, word: usize) -> usize {
+    // SAFETY: as in `resume`, whose registers and stack handling the
+    // expansion shares (r12 the switch top, rax the word both ways).
+    unsafe { jump_into!(weft_switch_resume, top, word) }
 }
 
 /// The coroutine-side half of a switch: saves the running coroutine's frame,
@@ -398,8 +382,8 @@ macro_rules! suspend_via {
 ///   need dropping (the caller gives up on them).
 #[inline(always)]
 pub(crate) unsafe fn suspend(top: *mut u8, word: usize) -> usize {
-    // SAFETY: the caller's promises, as `suspend_via` needs them.
-    unsafe { suspend_via!(weft_switch_suspend, top, word) }
+    // SAFETY: the caller's promises, as `jump_into` needs them.
+    unsafe { jump_into!(weft_switch_suspend, top, word) }
 }
 
 /// [`suspend`] for a coroutine that suspends deep inside its own calls (a
@@ -414,6 +398,6 @@ pub(crate) unsafe fn suspend(top: *mut u8, word: usize) -> usize {
 /// As [`suspend`].
 #[inline(always)]
 pub(crate) unsafe fn suspend_unpaired(top: *mut u8, word: usize) -> usize {
-    // SAFETY: the caller's promises, as `suspend_via` needs them.
-    unsafe { suspend_via!(weft_switch_suspend_unpaired, top, word) }
+    // SAFETY: the caller's promises, as `jump_into` needs them.
+    unsafe { jump_into!(weft_switch_suspend_unpaired, top, word) }
 }

@@ -508,14 +508,19 @@ pub(super) mod negative_control {
 
     /// Breaks the protocol on this thread until the result is dropped.
     pub(crate) fn discard_wakes() -> impl Drop {
-        struct Restore;
+        set_until_dropped(&DISCARD_WAKES)
+    }
+
+    /// Sets `flag` on this thread until the result is dropped.
+    fn set_until_dropped(flag: &'static std::thread::LocalKey<Cell<bool>>) -> impl Drop {
+        struct Restore(&'static std::thread::LocalKey<Cell<bool>>);
         impl Drop for Restore {
             fn drop(&mut self) {
-                DISCARD_WAKES.with(|discard| discard.set(false));
+                self.0.with(|flag| flag.set(false));
             }
         }
-        DISCARD_WAKES.with(|discard| discard.set(true));
-        Restore
+        flag.with(|flag| flag.set(true));
+        Restore(flag)
     }
 
     std::thread_local! {
@@ -533,14 +538,7 @@ pub(super) mod negative_control {
     /// Breaks the exclusive waiter's protocol on this thread until the
     /// result is dropped.
     pub(crate) fn give_up_unlocked() -> impl Drop {
-        struct Restore;
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                GIVE_UP_UNLOCKED.with(|unlocked| unlocked.set(false));
-            }
-        }
-        GIVE_UP_UNLOCKED.with(|unlocked| unlocked.set(true));
-        Restore
+        set_until_dropped(&GIVE_UP_UNLOCKED)
     }
 }
 
