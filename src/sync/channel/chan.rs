@@ -60,10 +60,10 @@
 //! gives up (`Waiter::abort`: a plain operation's waiter gives up only
 //! under its channel's lock, so that wakers can select it with a store;
 //! `waiter.rs`): if that wins, it removes its entry before unlocking (a
-//! sender's value unwinds with its stack). A timed-out wait does the same. If a waker won, the
-//! operation happened: a receiver was handed a value it will never return,
-//! so the guard hands it back ([`Chan::hand_back`]): to the oldest parked
-//! receiver, or to the front of `handed_back`. Every value is received
+//! sender's value unwinds with its stack). A timed-out wait does the same.
+//! If a waker won, the operation happened: a receiver was handed a value
+//! it will never return, so the guard hands it back ([`Chan::hand_back`]):
+//! to the oldest parked receiver, or to the front of `handed_back`. Every value is received
 //! exactly once or is still in the channel. (Such a value may then reach a
 //! receiver after later values of the same sender: order is kept except
 //! across a cancelled receiver.)
