@@ -120,6 +120,17 @@ pub fn fd_is_open(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
 }
 
+/// What descriptor `fd` refers to, as (device, inode), if it is open: a
+/// socket closed and its number reused at once by another thread's open
+/// (a worker's epoll, a file) reads as a different identity, where
+/// [`fd_is_open`] would call it still open.
+pub fn fd_identity(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: all zeroes is a valid stat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into `st`, which outlives the call.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+}
+
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
 pub fn raise_fd_limit() -> u64 {
     // SAFETY: rlimit is plain data; all zeroes is valid.
