@@ -1290,7 +1290,14 @@ impl<I, Y> Yielder<I, Y> {
         let back =
             unsafe { if PAIRED { arch::suspend(self.top, word) } else { arch::suspend_unpaired(self.top, word) } };
         if back & UNWIND != 0 {
-            self.unwind_for_drop(back);
+            if Exchange::<I, Y>::CARRIES_DATA {
+                self.unwind_for_drop(back);
+            }
+            // An exchange that carries nothing (`()` both ways: a runtime
+            // task's) is never read, so there is nothing to remember and no
+            // `self` to keep across the switch for it: one register spill
+            // less on every such suspend.
+            forced_unwind();
         }
         let head = back as *mut Exchange<I, Y>;
         if Exchange::<I, Y>::CARRIES_DATA {
@@ -1308,13 +1315,21 @@ impl<I, Y> Yielder<I, Y> {
     #[inline(never)]
     fn unwind_for_drop(&self, word: usize) -> ! {
         self.exchange.set((word & !UNWIND) as *mut Exchange<I, Y>);
-        panic::resume_unwind(Box::new(ForcedUnwind))
+        forced_unwind()
     }
 
     /// The switch top of this coroutine's stack, for `with_running`'s hint.
     pub(crate) fn switch_top(&self) -> *mut u8 {
         self.top
     }
+}
+
+/// Unwinds the running coroutine because the resume that woke it asks so
+/// (its coroutine is being dropped).
+#[cold]
+#[inline(never)]
+fn forced_unwind() -> ! {
+    panic::resume_unwind(Box::new(ForcedUnwind))
 }
 
 impl<I, Y> fmt::Debug for Yielder<I, Y> {

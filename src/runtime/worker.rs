@@ -854,15 +854,20 @@ impl WorkerLocal {
 
     #[cold]
     #[inline(never)]
-    fn register(&self, task: &TaskRef) {
+    fn register(&self, task: &Task) {
+        // SAFETY: the caller holds a reference to the task (its `TaskRef`,
+        // passed to `register_if_needed` as the task it points at, so that
+        // the hot path keeps the pointer in a register rather than the
+        // `TaskRef` in memory for this cold call).
+        let registered = || Some(unsafe { TaskRef::clone_from_ptr(task) });
         let mut registry = self.registry.borrow_mut();
         let slot = match self.free_slots.borrow_mut().pop() {
             Some(slot) => {
-                registry[slot as usize] = Some(task.clone());
+                registry[slot as usize] = registered();
                 slot
             }
             None => {
-                registry.push(Some(task.clone()));
+                registry.push(registered());
                 // Each registered task holds at least a 4 KiB stack page:
                 // memory runs out long before 2^32 of them.
                 u32::try_from(registry.len() - 1)
