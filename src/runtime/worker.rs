@@ -855,10 +855,9 @@ impl WorkerLocal {
     #[cold]
     #[inline(never)]
     fn register(&self, task: &Task) {
-        // SAFETY: the caller holds a reference to the task (its `TaskRef`,
-        // passed to `register_if_needed` as the task it points at, so that
-        // the hot path keeps the pointer in a register rather than the
-        // `TaskRef` in memory for this cold call).
+        // SAFETY: the caller holds a `TaskRef` to the task (passed as the
+        // task it points at, so the hot path keeps a pointer in a register
+        // rather than the `TaskRef` in memory for this cold call).
         let registered = || Some(unsafe { TaskRef::clone_from_ptr(task) });
         let mut registry = self.registry.borrow_mut();
         let slot = match self.free_slots.borrow_mut().pop() {
