@@ -1754,3 +1754,32 @@ fn shutdown_with_a_joiner_of_an_unstarted_task_ends_cleanly() {
         }
     });
 }
+
+/// A `JoinError` is one pointer wide (its contents are boxed), so that a
+/// successful join moves no more than its value; the error survives the
+/// round trips through `try_into_panic` and `io::Error` whole.
+#[test]
+fn join_error_is_one_pointer_and_keeps_what_it_says() {
+    assert_eq!(std::mem::size_of::<JoinError>(), std::mem::size_of::<usize>());
+    assert_eq!(std::mem::size_of::<Result<(), JoinError>>(), std::mem::size_of::<usize>());
+    let rt = runtime(1);
+    let error = rt.block_on(|| {
+        let handle = weft::Builder::new()
+            .name("sleeper".to_string())
+            .spawn(|| weft::sleep(Duration::from_secs(60)))
+            .expect("spawn");
+        handle.cancel();
+        handle.join().expect_err("a cancelled coroutine has no result")
+    });
+    let (id, text) = (error.id(), error.to_string());
+    assert_eq!(error.kind(), JoinErrorKind::Cancelled, "{text}");
+    // Not a panic: the same error comes back.
+    let error = error.try_into_panic().expect_err("a cancellation is not a panic");
+    assert_eq!((error.id(), error.name(), error.kind()), (id, Some("sleeper"), JoinErrorKind::Cancelled));
+    assert_eq!(error.to_string(), text);
+    // Into io::Error: kind Other, carrying the JoinError.
+    let io_error = std::io::Error::from(error);
+    assert_eq!(io_error.kind(), std::io::ErrorKind::Other);
+    let inner = io_error.into_inner().expect("carries the JoinError").downcast::<JoinError>().expect("a JoinError");
+    assert_eq!(inner.to_string(), text);
+}

@@ -207,15 +207,19 @@ pub(crate) fn next_id() -> u64 {
     }
     BLOCK.with(|block| {
         let (next, end) = block.get();
-        let (id, end) = if next < end {
-            (next, end)
-        } else {
-            let start = NEXT_ID.fetch_add(ID_BLOCK, Ordering::Relaxed);
-            (start, start + ID_BLOCK)
-        };
+        let (id, end) = if next < end { (next, end) } else { take_id_block(ID_BLOCK) };
         block.set((id + 1, end));
         id
     })
+}
+
+/// A fresh block of `len` ids, `(first, end)`: next_id's slow path, once
+/// per block.
+#[cold]
+#[inline(never)]
+fn take_id_block(len: u64) -> (u64, u64) {
+    let start = NEXT_ID.fetch_add(len, Ordering::Relaxed);
+    (start, start + len)
 }
 
 /// Configures a [`Coroutine`] before it is created: its name (shown by the
@@ -727,6 +731,15 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     #[cold]
     #[inline(never)]
     fn try_resume_fresh_or_finished(&mut self, input: I) -> io::Result<CoroutineResult<Y, R>> {
+        self.try_resume_unstarted(input)
+    }
+
+    /// [`try_resume`](Self::try_resume) of a coroutine that is not suspended
+    /// (the caller checked [`is_suspended`](Self::is_suspended)), inlined
+    /// into its caller: the runtime's first run of a task, itself out of
+    /// line, then takes one frame instead of two.
+    #[inline(always)]
+    pub(crate) fn try_resume_unstarted(&mut self, input: I) -> io::Result<CoroutineResult<Y, R>> {
         if matches!(self.state, State::Finished) {
             self.resumed_after_finish();
         }

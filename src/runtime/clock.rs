@@ -42,6 +42,7 @@ pub(crate) fn coarse() -> u64 {
 }
 
 /// The coarse time on a worker thread, a real reading elsewhere.
+#[inline]
 pub(crate) fn coarse_or_now() -> u64 {
     match coarse() {
         0 => now(),

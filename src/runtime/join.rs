@@ -93,25 +93,37 @@ impl<T> JoinState<T> {
     }
 
     /// Stores the result and wakes the joiner. Called exactly once.
+    /// Inline: the end of every coroutine, where the joiner is usually not
+    /// waiting yet (one swap); waking one is the out-of-line part.
+    #[inline]
     pub(crate) fn complete(&self, result: Outcome<T>) {
         // SAFETY: only the finisher writes `result`, once, before publishing
-        // DONE; the joiner reads it only after seeing DONE.
-        unsafe { *self.result.get() = Some(result) };
-        match self.state.swap(DONE, Ordering::AcqRel) {
-            RUNNING => {}
-            WAITING => {
-                // SAFETY: the joiner wrote `waiter` before publishing WAITING,
-                // which we just observed with Acquire; it never touches it
-                // again (its CAS back to RUNNING can no longer succeed).
-                match unsafe { (*self.waiter.get()).take() } {
-                    Some(Waiter::Task(task)) => unpark(task),
-                    Some(Waiter::Thread) => {
-                        futex::wake(&self.state, u32::MAX);
-                    }
-                    None => unreachable!("JoinState: WAITING without a waiter"),
-                }
+        // DONE; the joiner reads it only after seeing DONE. It holds `None`
+        // until now (nothing to drop), so it is overwritten without a drop.
+        unsafe { self.result.get().write(Some(result)) };
+        // AcqRel: Release publishes `result` to the joiner's Acquire load of
+        // DONE; Acquire pairs with the joiner's Release CAS to WAITING, after
+        // which its `waiter` is ours to read.
+        let previous = self.state.swap(DONE, Ordering::AcqRel);
+        if previous != RUNNING {
+            self.wake_joiner(previous);
+        }
+    }
+
+    /// `complete`'s slow path: `previous` is the state it replaced.
+    #[cold]
+    #[inline(never)]
+    fn wake_joiner(&self, previous: u32) {
+        assert!(previous == WAITING, "JoinState: completed twice (state {previous})");
+        // SAFETY: the joiner wrote `waiter` before publishing WAITING, which
+        // `complete` observed with Acquire; it never touches it again (its
+        // CAS back to RUNNING can no longer succeed).
+        match unsafe { (*self.waiter.get()).take() } {
+            Some(Waiter::Task(task)) => unpark(task),
+            Some(Waiter::Thread) => {
+                futex::wake(&self.state, u32::MAX);
             }
-            other => panic!("JoinState: completed twice (state {other})"),
+            None => unreachable!("JoinState: WAITING without a waiter"),
         }
     }
 
@@ -122,9 +134,13 @@ impl<T> JoinState<T> {
     /// Waits for the result until `deadline` (for ever if `None`): parks the
     /// current coroutine, or blocks the current OS thread on the state word.
     /// `None` when the deadline passed first (the result stays for a later
-    /// wait). Only the single join handle calls it, never twice at once.
-    pub(crate) fn wait(&self, deadline: Option<Deadline>) -> Option<Outcome<T>> {
+    /// wait). Only the single join handle calls it, never twice at once;
+    /// `id` is the coroutine's whose result this is, which a parked joiner
+    /// names for the dump (only where it may park: the join of a finished
+    /// coroutine, the common case, skips the stores).
+    pub(crate) fn wait(&self, deadline: Option<Deadline>, id: u64) -> Option<Outcome<T>> {
         if !self.is_done() {
+            super::note_wait(super::ParkedOn::Join(id));
             let task = current_task();
             let waiter = match &task {
                 Some(task) => Waiter::Task(task.clone()),
@@ -300,8 +316,7 @@ impl<T> JoinHandle<T> {
             "JoinHandle: coroutine {}'s result was already returned by join_timeout; it can be taken only once",
             self.task.id
         );
-        super::note_wait(super::ParkedOn::Join(self.task.id));
-        let outcome = self.state().wait(deadline)?;
+        let outcome = self.state().wait(deadline, self.task.id)?;
         self.taken = true;
         Some(outcome.map_err(|failure| JoinError::new(&self.task, failure)))
     }
@@ -388,7 +403,12 @@ impl<T> fmt::Debug for JoinHandle<T> {
 /// let payload = error.into_panic();
 /// assert_eq!(payload.downcast_ref::<&str>(), Some(&"unexpected token"));
 /// ```
-pub struct JoinError {
+pub struct JoinError(Box<ErrorInner>);
+
+/// A `JoinError`'s contents, boxed so that a `Result<T, JoinError>` is no
+/// bigger than it must be (a `Result<(), JoinError>` is one pointer): every
+/// successful join moves one, a failed one is rare.
+struct ErrorInner {
     id: u64,
     name: Option<String>,
     repr: Repr,
@@ -434,12 +454,12 @@ impl JoinError {
             Failure::NoStack(error) => Repr::NoStack(error),
             Failure::JoinerUnwinding => Repr::JoinerUnwinding,
         };
-        JoinError { id: task.id, name: task.name.as_deref().map(str::to_owned), repr }
+        JoinError(Box::new(ErrorInner { id: task.id, name: task.name.as_deref().map(str::to_owned), repr }))
     }
 
     /// What happened.
     pub fn kind(&self) -> JoinErrorKind {
-        match self.repr {
+        match self.0.repr {
             Repr::Panic { .. } => JoinErrorKind::Panic,
             Repr::Cancelled => JoinErrorKind::Cancelled,
             Repr::Shutdown { .. } | Repr::JoinerUnwinding => JoinErrorKind::Shutdown,
@@ -449,19 +469,19 @@ impl JoinError {
 
     /// Whether the coroutine panicked.
     pub fn is_panic(&self) -> bool {
-        matches!(self.repr, Repr::Panic { .. })
+        matches!(self.0.repr, Repr::Panic { .. })
     }
 
     /// Whether the coroutine was cancelled: by [`JoinHandle::cancel`], or by
     /// its runtime's shutdown.
     pub fn is_cancelled(&self) -> bool {
-        matches!(self.repr, Repr::Cancelled | Repr::Shutdown { .. } | Repr::JoinerUnwinding)
+        matches!(self.0.repr, Repr::Cancelled | Repr::Shutdown { .. } | Repr::JoinerUnwinding)
     }
 
     /// The error that kept the coroutine from getting a stack
     /// ([`JoinErrorKind::NoStack`]), else `None`.
     pub fn stack_error(&self) -> Option<&io::Error> {
-        match &self.repr {
+        match &self.0.repr {
             Repr::NoStack(error) => Some(error),
             _ => None,
         }
@@ -469,12 +489,12 @@ impl JoinError {
 
     /// The id of the coroutine ([`JoinHandle::id`]).
     pub fn id(&self) -> u64 {
-        self.id
+        self.0.id
     }
 
     /// The coroutine's name, if it was given one.
     pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+        self.0.name.as_deref()
     }
 
     /// The panic's payload, to resume the panic in the joiner with
@@ -492,9 +512,11 @@ impl JoinError {
 
     /// The panic's payload, or the error itself if it is not a panic.
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
-        match self.repr {
-            Repr::Panic { payload, .. } => Ok(payload.into_inner().unwrap_or_else(|e| e.into_inner())),
-            repr => Err(JoinError { repr, ..self }),
+        match *self.0 {
+            ErrorInner { repr: Repr::Panic { payload, .. }, .. } => {
+                Ok(payload.into_inner().unwrap_or_else(|e| e.into_inner()))
+            }
+            inner => Err(JoinError(Box::new(inner))),
         }
     }
 }
@@ -507,11 +529,11 @@ fn payload_text(payload: &(dyn Any + Send)) -> Option<&str> {
 
 impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "coroutine {}", self.id)?;
-        if let Some(name) = &self.name {
+        write!(f, "coroutine {}", self.0.id)?;
+        if let Some(name) = &self.0.name {
             write!(f, " ('{name}')")?;
         }
-        match &self.repr {
+        match &self.0.repr {
             Repr::Panic { text: Some(text), .. } => write!(f, " panicked: {text}"),
             Repr::Panic { text: None, .. } => write!(f, " panicked (with a payload that is not text)"),
             Repr::Cancelled => write!(f, " was cancelled"),
@@ -528,8 +550,8 @@ impl fmt::Display for JoinError {
 impl fmt::Debug for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinError")
-            .field("id", &self.id)
-            .field("name", &self.name)
+            .field("id", &self.0.id)
+            .field("name", &self.0.name)
             .field("kind", &self.kind())
             .field("message", &format_args!("{self}"))
             .finish()
@@ -538,7 +560,7 @@ impl fmt::Debug for JoinError {
 
 impl std::error::Error for JoinError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.repr {
+        match &self.0.repr {
             Repr::NoStack(error) => Some(error),
             _ => None,
         }
@@ -549,9 +571,9 @@ impl From<JoinError> for io::Error {
     /// A stack failure gives back its own error; anything else becomes an
     /// error of kind `Other` that carries the `JoinError`.
     fn from(error: JoinError) -> io::Error {
-        match error.repr {
-            Repr::NoStack(error) => error,
-            _ => io::Error::other(error),
+        match *error.0 {
+            ErrorInner { repr: Repr::NoStack(error), .. } => error,
+            inner => io::Error::other(JoinError(Box::new(inner))),
         }
     }
 }

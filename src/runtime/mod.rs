@@ -774,17 +774,38 @@ where
         }
         _ => Err((name, body)),
     });
-    let joined = spawned.unwrap_or_else(|(name, body)| {
-        debug_assert!(placement == Placement::Anywhere, "a same_worker spawn off a worker of its runtime");
-        let (task, joined) =
-            task::new_task::<_, T>(name, stack_size, spawned_at, body, Arc::clone(&shared.outside_anchor));
-        tracing::trace!(task = task.id, "spawn");
-        shared.spawned_outside.fetch_add(1, Ordering::Relaxed);
-        shared.push_injector(task);
-        joined
-    });
+    let joined = match spawned {
+        Ok(joined) => joined,
+        Err((name, body)) => {
+            debug_assert!(placement == Placement::Anywhere, "a same_worker spawn off a worker of its runtime");
+            spawn_outside::<_, T>(shared, name, stack_size, spawned_at, body)
+        }
+    };
     // SAFETY: `joined` is the second reference new_task::<_, T> returned.
     unsafe { JoinHandle::from_task(joined) }
+}
+
+/// `spawn_on`'s path off the runtime's workers (an OS thread, or another
+/// runtime's worker): the task goes to the injector. Out of line, so that
+/// the spawn from a coroutine, the common one, holds one copy of `new_task`.
+#[cold]
+#[inline(never)]
+fn spawn_outside<B, T>(
+    shared: &Arc<Shared>,
+    name: Option<String>,
+    stack_size: usize,
+    spawned_at: &'static Location<'static>,
+    body: B,
+) -> TaskRef
+where
+    B: FnOnce(&coroutine::Yielder<(), ()>, ()) + Send + 'static,
+    T: Send + 'static,
+{
+    let (task, joined) = task::new_task::<_, T>(name, stack_size, spawned_at, body, Arc::clone(&shared.outside_anchor));
+    tracing::trace!(task = task.id, "spawn");
+    shared.spawned_outside.fetch_add(1, Ordering::Relaxed);
+    shared.push_injector(task);
+    joined
 }
 
 /// The task running on this thread.

@@ -741,6 +741,7 @@ impl WorkerLocal {
     }
 
     /// Queues an unstarted task spawned on this worker.
+    #[inline]
     pub(crate) fn push_fresh(&self, task: TaskRef) {
         // The deque's push ends with its store of the back index: the
         // publication that `notify_one_sleeper`'s SeqCst fence orders before
@@ -878,12 +879,22 @@ impl WorkerLocal {
         task.registry_slot.set(slot);
     }
 
+    /// Takes `task` out of the registry, if it is there. Inline: most tasks
+    /// finish without ever having parked (never registered), and the check
+    /// is one load.
+    #[inline]
     fn unregister(&self, task: &Task) {
         let slot = task.registry_slot.replace(NOT_REGISTERED);
         if slot != NOT_REGISTERED {
-            self.registry.borrow_mut()[slot as usize] = None;
-            self.free_slots.borrow_mut().push(slot);
+            self.unregister_slot(slot);
         }
+    }
+
+    /// `unregister`'s slow path: frees registry slot `slot`.
+    #[inline(never)]
+    fn unregister_slot(&self, slot: u32) {
+        self.registry.borrow_mut()[slot as usize] = None;
+        self.free_slots.borrow_mut().push(slot);
     }
 
     /// Moves every task woken from another thread (the inbox) to the back of
@@ -1322,7 +1333,8 @@ impl WorkerLocal {
         // SAFETY: as in `run_task`.
         let coroutine = unsafe { (*raw).coroutine_mut() };
         self.lend(raw);
-        let result = coroutine.try_resume(());
+        // Not suspended: `run_task` checked (and unstarted: no home).
+        let result = coroutine.try_resume_unstarted(());
         self.after_resume(raw, coroutine, result);
     }
 
