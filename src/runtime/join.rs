@@ -127,6 +127,14 @@ impl<T> JoinState<T> {
         }
     }
 
+    /// Whether the state owns nothing (no waiter, no result): so after a
+    /// join took the result, the usual end of a cell, whose drop can then
+    /// skip this state's. Only for the last owner of the cell.
+    #[inline]
+    pub(crate) fn owns_nothing(&mut self) -> bool {
+        self.waiter.get_mut().is_none() && self.result.get_mut().is_none()
+    }
+
     pub(crate) fn is_done(&self) -> bool {
         self.state.load(Ordering::Acquire) == DONE
     }

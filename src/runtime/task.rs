@@ -339,7 +339,10 @@ impl<B, T: Send> TaskCell<B, T> {
             // pattern names every field, so a new one cannot be forgotten).
             let CellHead { task, join } = &mut (*cell.as_ptr()).head;
             ptr::drop_in_place(task);
-            ptr::drop_in_place(join);
+            // A joined cell's join state owns nothing: no call to drop it.
+            if !join.owns_nothing() {
+                ptr::drop_in_place(join);
+            }
             super::cell_cache::free(cell.cast(), Layout::new::<TaskCell<B, T>>());
         }
     }
