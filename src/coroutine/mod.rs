@@ -385,14 +385,17 @@ pub struct Coroutine<I, Y, R> {
     /// needs this one field (`State` says which of the two, on the cold path).
     top: *mut u8,
     state: State,
-    stack: Option<Stack>,
+    /// `None` unless suspended. Dropped by hand in `drop` (as is `name`):
+    /// no field is left for the drop glue, so the drop of a finished
+    /// coroutine is a few inline tests instead of a call.
+    stack: ManuallyDrop<Option<Stack>>,
     /// The word of the coroutine's last suspend: YIELDED, or
     /// YIELDED_PANICKING if it happened while the coroutine was unwinding a
     /// panic (stored as it came, one store on the hot path; see
     /// `suspended_panicking`).
     last_suspend: usize,
     id: u64,
-    name: Option<Box<str>>,
+    name: ManuallyDrop<Option<Box<str>>>,
     spawned_at: &'static Location<'static>,
     /// Usable stack bytes (rounded).
     stack_size: usize,
@@ -561,10 +564,10 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         Coroutine {
             top: std::ptr::null_mut(),
             state: State::Fresh(fresh),
-            stack: None,
+            stack: ManuallyDrop::new(None),
             last_suspend: YIELDED,
             id,
-            name,
+            name: ManuallyDrop::new(name),
             spawned_at,
             stack_size,
             _types: PhantomData,
@@ -1073,6 +1076,12 @@ impl<I, Y, R> Drop for Coroutine<I, Y, R> {
         if !matches!(self.state, State::Finished) {
             self.end();
         }
+        // SAFETY: the two fields are dropped here only, once, and not used
+        // afterwards. (`end` left no stack: it finished or leaked it.)
+        unsafe {
+            ManuallyDrop::drop(&mut self.stack);
+            ManuallyDrop::drop(&mut self.name);
+        }
     }
 }
 
@@ -1083,10 +1092,10 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         Coroutine {
             top: std::ptr::null_mut(),
             state: State::Finished,
-            stack: None,
+            stack: ManuallyDrop::new(None),
             last_suspend: YIELDED,
             id,
-            name: None,
+            name: ManuallyDrop::new(None),
             spawned_at,
             stack_size: 0,
             _types: PhantomData,
