@@ -328,15 +328,15 @@ impl<B, T: Send> TaskCell<B, T> {
     /// just dropped (the caller fenced with Acquire): nobody else uses it.
     unsafe fn dealloc(task: NonNull<Task>) {
         let cell = task.cast::<TaskCell<B, T>>();
+        // The head is dropped field by field, as its drop glue would, but
+        // inline (the pattern names every field, so a new one cannot be
+        // forgotten). Dropping the task drops the coroutine, which drops the
+        // body in place if it never started (a finished one owns nothing);
+        // `body` itself is a MaybeUninit. Then the memory goes back to the
+        // cell cache it came from (`allocate`), with its layout.
         // SAFETY: the caller's promise; the header is first in the cell
-        // (repr(C)). Dropping the head drops the coroutine, which drops the
-        // body in place if it never started (a finished one owns nothing); `body` itself
-        // is a MaybeUninit and owns nothing by then. Then the memory goes
-        // back to the cell cache it came from (`allocate`), with its layout.
+        // (repr(C)); nothing touches the head after its fields are dropped.
         unsafe {
-            // Field by field, which is what dropping the head does, without
-            // the head's own drop glue, one call frame fewer per task (the
-            // pattern names every field, so a new one cannot be forgotten).
             let CellHead { task, join } = &mut (*cell.as_ptr()).head;
             task.drop_fields();
             // A joined cell's join state owns nothing: no call to drop it.
