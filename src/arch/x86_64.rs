@@ -189,10 +189,10 @@ struct EndFrame([u64; FRAME_SIZE / 8]);
 pub(crate) unsafe fn call_on_stack(top: *mut u8, callback: unsafe extern "sysv64" fn(*mut ()), data: *mut ()) {
     let end = EndFrame([0; FRAME_SIZE / 8]);
     let link = link_slot(top);
-    // SAFETY: the slots at the top of a prepared stack are readable and
-    // writable (the caller's promise); the link slot is only read by a
-    // running coroutine (its suspend) and by unwinders, and we put back what
-    // was there before anything can resume it.
+    // The link slot is only read by a running coroutine (its suspend) and
+    // by unwinders, and we put back what was there before anything resumes it.
+    // SAFETY: a prepared stack's top slots are readable and writable (the
+    // caller's promise), and the link slot is restored, as just said.
     unsafe {
         let stale = link.read();
         link.write((&raw const end).cast_mut().cast());

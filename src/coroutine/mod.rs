@@ -827,10 +827,11 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             unreachable!("start() is only called on a fresh coroutine")
         };
         let owner = overflow::Owner { id: self.id, name: self.name.as_deref(), spawned_at: self.spawned_at };
-        // SAFETY: a stack just taken, so idle and linked (a Stack is linked
-        // while it lives). The name is our own boxed str, never changed, and
-        // outlives the claim: `finish` releases the stack, or `leak_stack`
-        // unlinks it, before the name can go.
+        // A stack just taken is idle, and linked (a Stack is linked while it
+        // lives). The name is our own boxed str, never changed, and outlives
+        // the claim: `finish` releases the stack, or `leak_stack` unlinks it,
+        // before the name can go.
+        // SAFETY: an idle, linked stack and a name that outlives the claim.
         unsafe { overflow::claim(&stack, owner) };
         let top = stack.switch_top();
         // SAFETY: the switch top of a Stack is 16-byte aligned and the pages
@@ -1048,13 +1049,13 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             let _ = panic::catch_unwind(AssertUnwindSafe(f));
         }
         let mut f = f;
-        // SAFETY: `self.top` is our prepared stack and the coroutine is
-        // suspended on it (checked above: its frame lies on this stack); it
-        // cannot be resumed or dropped meanwhile (we hold `&mut self`, and a
-        // coroutine is !Send, so this is its thread). `free` bytes of mapped
-        // stack lie between its frame and the guard page, at least
-        // WALK_STACK_MARGIN. `run` catches panics and only calls `f`, which
-        // cannot reach this coroutine (borrowed mutably here).
+        // `self.top` is our prepared stack and the coroutine is suspended on
+        // it (checked above: its frame lies on this stack); it cannot be
+        // resumed or dropped meanwhile (we hold `&mut self`, and a coroutine
+        // is !Send, so this is its thread). `free` bytes of mapped stack, at
+        // least WALK_STACK_MARGIN, lie between its frame and the guard page.
+        // SAFETY: as just said; `run` catches panics and only calls `f`,
+        // which cannot reach this coroutine (borrowed mutably here).
         unsafe { arch::call_on_stack(self.top, run, (&raw mut f).cast()) };
         Ok(())
     }
@@ -1306,9 +1307,8 @@ impl<I, Y> Yielder<I, Y> {
         // and its `yielded` is empty (the resumer moved out the last one).
         unsafe { (*head).yielded.write(value) };
         let word = if std::thread::panicking() { YIELDED_PANICKING } else { YIELDED };
-        // SAFETY: we run on the coroutine's stack, whose switch top is
-        // `self.top`, inside the `resume` that gave us `head`. Our live
-        // values are kept: we are resumed (or unwound) later.
+        // SAFETY: we run on the coroutine's stack (switch top `self.top`),
+        // inside the `resume` that gave us `head`; our live values are kept.
         let back =
             unsafe { if PAIRED { arch::suspend(self.top, word) } else { arch::suspend_unpaired(self.top, word) } };
         if back & UNWIND != 0 {

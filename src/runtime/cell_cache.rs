@@ -226,10 +226,9 @@ pub(crate) fn end_epoch() -> usize {
                 let mut unused = lists.low_water[class].get();
                 while unused > 0 && lists.cached_bytes.get() > BASE_BYTES {
                     let cell = lists.heads[class].get();
-                    // SAFETY: a cached cell (the list holds at least
-                    // `unused` of them): its first word links to the next,
-                    // and it was allocated with its class's layout; unlinked
-                    // before it is freed.
+                    // SAFETY: a cached cell (the list holds `unused` or more):
+                    // its first word links to the next, it has its class's
+                    // layout, and it is unlinked before it is freed.
                     unsafe {
                         lists.heads[class].set(cell.cast::<*mut u8>().read());
                         alloc::dealloc(cell, layout);

@@ -312,7 +312,7 @@ impl RuntimeBuilder {
     }
 
     /// Prints the runtime's [`dump`](Runtime::dump) on stderr each time the
-    /// process receives `signal` (e.g. `libc::SIGUSR1`), as Go prints its
+    /// process receives `signal` (for example `SIGUSR1`, from the `libc` crate), as Go prints its
     /// goroutines on SIGQUIT. The signal's previous handler is replaced.
     /// Without this call, the environment variable `WEFT_DUMP_SIGNAL` (a
     /// number, or a name such as `SIGUSR1`) does the same; an invalid value
@@ -749,10 +749,9 @@ where
         // sees it in `Runtime::metrics`. A task runs on its worker's thread,
         // the counter's one writer.
         with_current_worker(|w| metrics::bump(&w.expect("a coroutine runs on a worker").counters().finished));
-        // SAFETY: this body runs in the task that `new_task::<_, T>` made for
-        // it below, so the cell's result type is T; CURRENT_TASK is the
-        // cell's own pointer (`TaskRef::into_raw`), and the cell outlives
-        // this body, which runs inside it.
+        // SAFETY: this body runs in the task `new_task::<_, T>` made for it
+        // below (result type T); `task_ptr` is that cell's own pointer, and
+        // the cell outlives this body, which runs inside it.
         let result_slot = unsafe { task::join_state_of::<T>(task_ptr) };
         result_slot.complete(outcome);
         // Last: the panic report no longer looks for this task's stack.
@@ -814,10 +813,10 @@ pub(crate) fn current_task() -> Option<TaskRef> {
     if task.is_null() {
         return None;
     }
-    // SAFETY: a running task is alive: the worker's reference, lent to it
-    // for this resume, or, once a park took that one (see
-    // `current_task_for_waker`), its home worker's registry, which holds a
-    // reference until its coroutine has returned. We add ours.
+    // A running task is alive: the worker's reference is lent to it for
+    // this resume, or, once a park took that one (`current_task_for_waker`),
+    // its worker's registry holds one until its coroutine has returned.
+    // SAFETY: alive, as just said; we add a reference of our own.
     Some(unsafe { TaskRef::clone_from_ptr(task) })
 }
 

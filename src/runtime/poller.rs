@@ -382,10 +382,9 @@ impl Poller {
             if bits & (epoll::HUP | epoll::ERROR) != 0 {
                 ready |= WRITE_CLOSED;
             }
-            // SAFETY: `data` is the address of a live IoEntry: entries are
-            // freed only after their removal from this epoll and, when
-            // removed by another thread, only by `empty_graveyard` above,
-            // before this batch was fetched (module docs).
+            // SAFETY: `data` is a live IoEntry's address: an entry is freed
+            // only once out of this epoll, and if removed by another thread,
+            // only by `empty_graveyard` above, before this batch was fetched.
             let entry = unsafe { &*(data as usize as *const IoEntry) };
             let woken = entry.readiness.set(ready);
             if woken & READ_WAITER != 0 {

@@ -460,11 +460,11 @@ where
     let name = name.map(String::into_boxed_str);
     let coroutine_name = name.clone();
     let cell = TaskCell::<B, T>::allocate();
-    // SAFETY: `cell` is fresh and ours alone. The body is written before the
-    // coroutine that owns it exists, and stays in place until the cell is
-    // freed, which happens only after the coroutine is dropped (it lives in
-    // the same cell's head, dropped first by `dealloc`). From now on only
-    // the coroutine touches the body.
+    // The body is written before the coroutine that owns it exists, and
+    // stays in place until the cell is freed, which is after the coroutine
+    // is dropped (it lives in the same cell's head, dropped first by
+    // `dealloc`). From now on only the coroutine touches the body.
+    // SAFETY: `cell` is fresh and ours alone; the body outlives its owner.
     unsafe {
         let body_at = (&raw mut (*cell.as_ptr()).body).cast::<B>();
         body_at.write(body);

@@ -1281,11 +1281,11 @@ impl WorkerLocal {
         // hand it to whoever will wake it, after registering the task (if it
         // was not yet), so that the registry keeps it alive meanwhile.
         let raw = task.into_raw();
-        // SAFETY: alive until `owned()` in `after_resume`: through our
-        // reference (lent to the coroutine during the resume) while the
-        // coroutine has not taken it, and through the registry once it has
-        // (it registers the task before taking it), which only `unregister`
-        // in `after_resume` ends, after `owned()`.
+        // The task stays alive until `owned()` in `after_resume`: through our
+        // reference, lent to the coroutine, until the coroutine takes it;
+        // then through the registry (it registers the task before taking
+        // it), which only `unregister` in `after_resume` ends, after `owned()`.
+        // SAFETY: alive, as just said.
         let task = unsafe { &*raw };
         // SAFETY: this worker owns the task now: it popped it from a queue
         // (unstarted), or it is the task's home worker (started).
@@ -1365,10 +1365,10 @@ impl WorkerLocal {
         let still_lent = CURRENT_TASK_LENT.with(|lent| lent.replace(false));
         // An owned reference: ours back if the coroutine did not take it,
         // else a new one. Called at most once below.
-        // SAFETY: `raw` is `run_task`'s `into_raw`, still lent only if the
-        // coroutine did not take it (then reclaimed once, here); otherwise
-        // the task is alive, being registered until `unregister` below, which
-        // runs after this call.
+        // `raw` is `run_task`'s `into_raw`: still lent only if the coroutine
+        // did not take it (then reclaimed once, here); otherwise the task is
+        // registered until `unregister` below, which runs after this call.
+        // SAFETY: a lent reference reclaimed once, or a live task, as said.
         let owned = || unsafe { reclaim(raw, still_lent) };
         // SAFETY: alive (see `run_task`); its own fields, on its home worker.
         let switched_for = unsafe { (*raw).switched_for.get() };
@@ -1466,10 +1466,9 @@ impl WorkerLocal {
         // Our own references: no borrow is held while the stacks are walked.
         let started: Vec<TaskRef> = self.registry.borrow().iter().flatten().cloned().collect();
         for task in &started {
-            // SAFETY: this is the home worker's thread (tasks in its
-            // registry are its own), and the only task that may be running
-            // is `running` (between rounds none is; inside a resume, the
-            // caller is that resume's task).
+            // SAFETY: the home worker's thread (its registry's tasks are its
+            // own); the only task that may be running is `running` (none
+            // between rounds; inside a resume, that resume's task).
             unsafe { part.add_started(task, runnable.contains(&task.as_ptr())) };
         }
         // A running task that never switched out is not registered yet.

@@ -543,10 +543,10 @@ impl Condvar {
                 self.state.store(ptr::null_mut(), Ordering::Relaxed);
                 // The state still names `mutex` under the condvar's bucket
                 // lock, so waiters are queued (the module docs' invariant).
-                // SAFETY: each queued waiter holds a guard borrowing the
-                // mutex, so it is alive. (A waiter that leaves without a
-                // wake, by timeout or by a shutdown's unwind, leaves through
-                // `timed_out`, which clears the state when it was the last.)
+                // (A waiter that leaves without a wake, by timeout or by a
+                // shutdown's unwind, goes through `timed_out`, which clears
+                // the state when it was the last.)
+                // SAFETY: each queued waiter's guard borrows the mutex: alive.
                 let raw = unsafe { &*mutex };
                 if raw.mark_parked_if_locked() { RequeueOp::RequeueAll } else { RequeueOp::UnparkOneRequeueRest }
             },
