@@ -166,6 +166,18 @@ pub(crate) fn disarm_timer() {
 
 pub(crate) use crate::runtime::ParkedOn;
 
+/// Whether parking the caller now would leave its worker with nothing to
+/// run: it is a coroutine, and no other task waits in its worker's queues.
+/// A waiter may then spin longer before it parks, as Go's runtime lets a
+/// goroutine spin on a mutex only while its P's run queue is empty
+/// (`sync_runtime_canSpin`): the CPU has nothing better to do, and a
+/// coroutine parked there would be woken from another thread (an inbox
+/// push, often a futex wake). `false` on an OS thread.
+#[inline]
+pub(crate) fn parking_would_idle_worker() -> bool {
+    runtime::worker_has_nothing_else()
+}
+
 /// Names what the calling coroutine is about to park on (shown by
 /// `Runtime::dump`): two stores into its task; nothing on an OS thread.
 /// Primitives call it right before they park.

@@ -67,7 +67,7 @@ use std::ptr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use task::{NOT_REGISTERED, Switch, Task};
-use worker::{WorkerShared, with_current_worker};
+use worker::{WorkerLocal, WorkerShared, with_current_worker};
 
 thread_local! {
     /// The task running on this thread (set by its worker around a resume).
@@ -865,6 +865,14 @@ pub(crate) fn note_wait(on: ParkedOn) {
         // task's home worker thread, which this is (it runs the task).
         unsafe { (*task).waiting_on.set(on) };
     }
+}
+
+/// Whether the caller is a coroutine whose worker has nothing else to run
+/// right now: no started task in its run queue and no unstarted one in its
+/// fresh deque (its inbox and the other workers' queues are not looked at).
+/// `false` on an OS thread.
+pub(crate) fn worker_has_nothing_else() -> bool {
+    with_current_worker(|w| w.is_some_and(WorkerLocal::has_nothing_queued))
 }
 
 /// Whether the caller is a coroutine that may park (not one its runtime is

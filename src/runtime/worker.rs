@@ -653,6 +653,12 @@ pub(crate) fn with_current_worker<R>(f: impl FnOnce(Option<&WorkerLocal>) -> R) 
 }
 
 impl WorkerLocal {
+    /// Whether this worker's own queues are empty: no started task waits
+    /// in its run queue, no unstarted one in its fresh deque.
+    pub(crate) fn has_nothing_queued(&self) -> bool {
+        self.runnable.len() == 0 && self.fresh.is_empty()
+    }
+
     /// This worker's counters (written only here; see `metrics`).
     #[inline(always)]
     pub(crate) fn counters(&self) -> &WorkerCounters {
@@ -1647,6 +1653,34 @@ mod tests {
     use crate::sync::{Condvar, Mutex};
     use std::sync::Arc;
     use std::time::Duration;
+
+    /// `worker_has_nothing_else` (what the parking layer's
+    /// `parking_would_idle_worker` asks): false on an OS thread; true for a
+    /// coroutine alone on its worker; false while a started task waits in
+    /// its run queue or an unstarted one in its fresh deque; true again
+    /// once they have run.
+    #[test]
+    fn nothing_else_to_run_sees_both_queues() {
+        use super::super::worker_has_nothing_else;
+        assert!(!worker_has_nothing_else(), "an OS thread has no worker");
+        let rt = Runtime::builder().workers(1).build().expect("runtime");
+        rt.block_on(|| {
+            assert!(worker_has_nothing_else(), "alone on its worker");
+            // Unstarted, in this worker's fresh deque (one worker: nobody
+            // steals it).
+            let fresh = crate::spawn(|| ());
+            assert!(!worker_has_nothing_else(), "an unstarted task is queued");
+            fresh.join().expect("the fresh task");
+            assert!(worker_has_nothing_else(), "the fresh task has run");
+            // Started, then made runnable again: a yield queues it in the
+            // run queue, behind us.
+            let started = crate::spawn(crate::yield_now);
+            crate::yield_now(); // it starts, yields, and waits in the run queue
+            assert!(!worker_has_nothing_else(), "a started task is runnable");
+            started.join().expect("the started task");
+            assert!(worker_has_nothing_else(), "the started task has finished");
+        });
+    }
 
     /// The timer heap of the calling coroutine's worker: (entries, stale).
     fn timer_counts() -> (usize, usize) {
