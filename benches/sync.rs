@@ -67,6 +67,21 @@
 //! ```text
 //! WEFT_SYNC_INTERLEAVED=20 cargo bench -p weft-benches --bench sync
 //! ```
+//!
+//! Setting `WEFT_HOST_PROBE=1` skips criterion and prints, as one JSON
+//! object, what the host charges for the operations every path above is
+//! made of: an uncontended atomic read-modify-write (`fetch_add`) and a
+//! successful compare-exchange on a line of the thread's own, a clock read
+//! (`Instant::now`) and a spin-loop hint (`pause` on x86-64), each in
+//! nanoseconds (the median of 7 timings of a few million). Hosts that look
+//! alike can differ severalfold here (two 2-CPU "AMD EPYC" hosts of the
+//! same day did), and a lock hand-off is a handful of such operations, so
+//! `collect.sh` records the probe in `machine.json` and the report prints
+//! it next to the machine:
+//!
+//! ```text
+//! WEFT_HOST_PROBE=1 cargo bench -p weft-benches --bench sync
+//! ```
 
 #[path = "common/clock.rs"]
 mod clock;
@@ -932,7 +947,49 @@ fn monitor(c: &mut Criterion) {
 
 criterion_group!(benches, sync, monitor);
 
+/// The `WEFT_HOST_PROBE` mode: see the module docs.
+fn host_probe() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const ITERATIONS: u64 = 4_000_000;
+    /// Nanoseconds per iteration of `op`, the median of 7 timings.
+    fn median_ns(mut op: impl FnMut(u64)) -> f64 {
+        let mut timings: Vec<f64> = (0..7)
+            .map(|_| {
+                let start = Instant::now();
+                for i in 0..ITERATIONS {
+                    op(i);
+                }
+                start.elapsed().as_nanos() as f64 / ITERATIONS as f64
+            })
+            .collect();
+        timings.sort_by(f64::total_cmp);
+        timings[timings.len() / 2]
+    }
+    let word = AtomicU64::new(0);
+    let rmw = median_ns(|_| {
+        black_box(word.fetch_add(1, Ordering::AcqRel));
+    });
+    let base = word.load(Ordering::Relaxed);
+    let mut next = base;
+    let cas = median_ns(|_| {
+        let swapped = word.compare_exchange(next, next + 1, Ordering::AcqRel, Ordering::Relaxed);
+        next += u64::from(black_box(swapped).is_ok());
+    });
+    assert_eq!(next - base, 7 * ITERATIONS, "host probe: every compare-exchange should succeed");
+    let clock = median_ns(|_| {
+        black_box(Instant::now());
+    });
+    let hint = median_ns(|_| std::hint::spin_loop());
+    println!(
+        "{{\"atomic_rmw_ns\": {rmw:.2}, \"compare_exchange_ns\": {cas:.2}, \"clock_read_ns\": {clock:.2}, \"spin_hint_ns\": {hint:.2}}}"
+    );
+}
+
 fn main() {
+    if std::env::var_os("WEFT_HOST_PROBE").is_some() {
+        host_probe();
+        return;
+    }
     if let Ok(rounds) = std::env::var("WEFT_SYNC_MONITOR_AB") {
         let rounds = rounds.parse().expect("WEFT_SYNC_MONITOR_AB=rounds");
         monitor_ab::monitor_ab("Mutex+Condvar hand-off (1 worker)", rounds, 1_000_000, |rt, n, clock| {

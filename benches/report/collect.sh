@@ -146,6 +146,24 @@ for line in sys.stdin:
 ' "$name"
 }
 
+# ---------------------------------------------------------------------------
+# machine.json's host_probe: what an atomic read-modify-write, a clock read
+# and a spin hint cost on this host, measured before anything else runs
+# (hosts that print the same CPU name differ severalfold here).
+# ---------------------------------------------------------------------------
+
+if has_target bench sync; then
+    probe_bin="$(bench_exe sync || true)"
+    if [ -n "$probe_bin" ]; then
+        shown_as="WEFT_HOST_PROBE=1 cargo bench -p weft-benches --bench sync"
+        if step machine.json host-probe env WEFT_HOST_PROBE=1 "$probe_bin"; then
+            record host-probe "$out/machine.json" "$tmp/step.out"
+        fi
+    else
+        fail machine.json host-probe "cannot build the sync bench" cargo bench -p weft-benches --bench sync --no-run
+    fi
+fi
+
 quick_flag=()
 criterion_flags=()
 if [ "$quick" = 1 ]; then

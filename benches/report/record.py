@@ -18,6 +18,9 @@ only. One subcommand per kind of source:
         failed: why). machine-finish folds these lines into machine.json.
     record.py machine-finish OUT/machine.json OUT/steps.jsonl
         The load average after the collection, the end time, the steps.
+    record.py host-probe OUT/machine.json PROBE_OUT
+        The host's cost of a few basic operations (`WEFT_HOST_PROBE=1` of
+        the sync bench prints them as one JSON object), as "host_probe".
     record.py vt-merge OUT/versus_threads.json PART.json...
         One versus_threads.json from runs of one row each (`--only KEY`):
         the first part's header (machine, mode, sizes, start time), every
@@ -221,6 +224,20 @@ def machine_finish(path, steps_path):
         with open(steps_path, encoding="utf-8") as f:
             steps = [json.loads(line) for line in f if line.strip()]
     machine["steps"] = steps
+    save(path, machine)
+
+
+def host_probe(path, probe_out):
+    with open(probe_out, encoding="utf-8") as f:
+        lines = [line for line in f if line.strip().startswith("{")]
+    if not lines:
+        raise SystemExit(f"record: {probe_out} holds no JSON object")
+    probe = json.loads(lines[-1])
+    expected = {"atomic_rmw_ns", "compare_exchange_ns", "clock_read_ns", "spin_hint_ns"}
+    if set(probe) != expected:
+        raise SystemExit(f"record: the host probe printed {sorted(probe)}, expected {sorted(expected)}")
+    machine = load(path, {})
+    machine["host_probe"] = probe
     save(path, machine)
 
 
@@ -562,6 +579,8 @@ def main(argv):
         step(*args)
     elif what == "machine-finish":
         machine_finish(*args)
+    elif what == "host-probe":
+        host_probe(*args)
     elif what == "vt-merge":
         vt_merge(*args)
     elif what == "criterion":

@@ -396,6 +396,15 @@ def machine_paragraph(results):
             f"C{collected(m)[1:]}, at commit `{m.get('commit')}` (\"{short_subject(m.get('commit_subject'))}\")"
             f"{', with uncommitted changes' if m.get('dirty') else ''}; load average {m.get('load_average_before')} "
             f"before the collection, {m.get('load_average_after', 'unknown')} after.")
+    probe = m.get("host_probe")
+    if probe:
+        text += (f" What the host charges for the operations the fast paths are made of "
+                 f"(`WEFT_HOST_PROBE=1 cargo bench -p weft-benches --bench sync`, at the start of the collection): "
+                 f"an uncontended atomic read-modify-write {fmt_num(probe['atomic_rmw_ns'])} ns, a compare-exchange "
+                 f"{fmt_num(probe['compare_exchange_ns'])} ns, a clock read (`Instant::now`) "
+                 f"{fmt_num(probe['clock_read_ns'])} ns, a spin-loop hint {fmt_num(probe['spin_hint_ns'])} ns; "
+                 f"hosts that print the same CPU name can differ severalfold here, so compare figures across "
+                 f"collections only as ratios to the peers measured in the same one.")
     if m.get("mode") == "quick":
         text = ("> **Quick mode.** These figures come from `collect.sh --quick`: short runs and small sizes, to "
                 "check the pipeline. Do not compare them with anything.\n\n") + text
