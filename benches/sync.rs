@@ -952,12 +952,12 @@ fn host_probe() {
     use std::sync::atomic::{AtomicU64, Ordering};
     const ITERATIONS: u64 = 4_000_000;
     /// Nanoseconds per iteration of `op`, the median of 7 timings.
-    fn median_ns(mut op: impl FnMut(u64)) -> f64 {
+    fn median_ns(mut op: impl FnMut()) -> f64 {
         let mut timings: Vec<f64> = (0..7)
             .map(|_| {
                 let start = Instant::now();
-                for i in 0..ITERATIONS {
-                    op(i);
+                for _ in 0..ITERATIONS {
+                    op();
                 }
                 start.elapsed().as_nanos() as f64 / ITERATIONS as f64
             })
@@ -966,20 +966,20 @@ fn host_probe() {
         timings[timings.len() / 2]
     }
     let word = AtomicU64::new(0);
-    let rmw = median_ns(|_| {
+    let rmw = median_ns(|| {
         black_box(word.fetch_add(1, Ordering::AcqRel));
     });
     let base = word.load(Ordering::Relaxed);
     let mut next = base;
-    let cas = median_ns(|_| {
+    let cas = median_ns(|| {
         let swapped = word.compare_exchange(next, next + 1, Ordering::AcqRel, Ordering::Relaxed);
         next += u64::from(black_box(swapped).is_ok());
     });
     assert_eq!(next - base, 7 * ITERATIONS, "host probe: every compare-exchange should succeed");
-    let clock = median_ns(|_| {
+    let clock = median_ns(|| {
         black_box(Instant::now());
     });
-    let hint = median_ns(|_| std::hint::spin_loop());
+    let hint = median_ns(std::hint::spin_loop);
     println!(
         "{{\"atomic_rmw_ns\": {rmw:.2}, \"compare_exchange_ns\": {cas:.2}, \"clock_read_ns\": {clock:.2}, \"spin_hint_ns\": {hint:.2}}}"
     );
