@@ -882,3 +882,38 @@ fn wakes_reach_a_waiter_while_another_coroutine_yields_forever() {
         assert_eq!(*shared.0.lock(), (ROUNDS, ROUNDS));
     });
 }
+
+/// A coroutine that waits for a Mutex while its worker has nothing else to
+/// run spins longer before it parks, but it still parks: behind a holder
+/// that keeps the lock for 200 ms (asleep, on another runtime's worker), the
+/// waiter parks instead of spinning the whole time, and gets the lock once
+/// the holder lets go. (Checked to fail with an unbounded spin.)
+#[test]
+fn an_idle_workers_mutex_waiter_still_parks_behind_a_long_holder() {
+    let holder_rt = weft::Runtime::builder().workers(1).build().expect("runtime");
+    let waiter_rt = weft::Runtime::builder().workers(1).build().expect("runtime");
+    let lock = Arc::new(Mutex::new(0u32));
+    let held = Arc::new(AtomicBool::new(false));
+    let holder = {
+        let (lock, held) = (Arc::clone(&lock), Arc::clone(&held));
+        holder_rt.spawn(move || {
+            let mut guard = lock.lock();
+            held.store(true, Ordering::SeqCst);
+            weft::sleep(Duration::from_millis(200));
+            *guard += 1;
+        })
+    };
+    while !held.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let before = waiter_rt.metrics().total;
+    let waiter = {
+        let lock = Arc::clone(&lock);
+        // Alone on its runtime's only worker: nothing else to run.
+        waiter_rt.spawn(move || *lock.lock() + 1)
+    };
+    assert_eq!(waiter.join().expect("the waiter"), 2, "the waiter got the lock after the holder's increment");
+    holder.join().expect("the holder");
+    let after = waiter_rt.metrics().total;
+    assert!(after.parks > before.parks, "the waiter never parked: it spun through a 200 ms hold");
+}
