@@ -42,13 +42,15 @@
 # scratch (rcx holds the continuation on the way into a coroutine; with
 # fp-control, rdx points at the outgoing frame for the compare).
 #
-# Why r12: a switch always pairs a resume of one stack with a suspend of the
-# *same* stack (a suspend continues the resumer waiting in the link slot of
-# the top it names, and that resumer named the same top), so both sides put
-# the same value in r12, and the routines leave it alone. r12 therefore
-# arrives on each side holding what that side put there: the inline asm
-# blocks declare it an input only, not clobbered, and the compiler may keep
-# the top in it across the switch instead of copying it elsewhere and back.
+# Why r12: a coroutine always comes back to where it left with its own top
+# in r12, whoever continues it: its resumer puts that top in r12 to resume
+# it, and a direct switch (weft_switch_direct, below) moves the top it
+# continues into r12. So the suspending side's inline asm blocks declare
+# r12 an input only, not clobbered, and the compiler may keep the top in it
+# across the switch instead of copying it elsewhere and back. A *resumer*
+# cannot: a runtime task it resumed may have switched directly to another
+# task, and then the coroutine that comes back to it (with its own top in
+# r12) is that other one. The resumes declare r12 clobbered.
 #
 # ---------------------------------------------------------------------------
 # Who preserves which callee-saved register
@@ -59,8 +61,9 @@
 #   rbx, rbp    saved in the frame by these routines. Rust's inline asm cannot
 #               declare them clobbered (LLVM reserves rbx; rbp may be the
 #               frame pointer), so the routines must.
-#   r12         the switch top, the same on both sides of every switch (see
-#               above): read, never written, by these routines.
+#   r12         the switch top (see above): read by these routines, and
+#               written only by weft_switch_direct, which hands it the top
+#               of the coroutine it continues.
 #   r13-r15     never touched here: they pass through a switch with whatever
 #               the outgoing side left in them. The two inline asm blocks that
 #               enter these routines (src/arch/x86_64.rs: `resume`'s `call`
@@ -372,6 +375,49 @@ weft_switch_suspend_unpaired:
     FP_CONTROL_RELOADS
     .cfi_endproc
     .size weft_switch_suspend_unpaired, . - weft_switch_suspend_unpaired
+
+# ---------------------------------------------------------------------------
+# weft_switch_direct: leave the running coroutine for another suspended one,
+# without passing through the resumer in between: a runtime task's yield,
+# straight to the next task its worker would run (`Yielder::switch_to` in
+# src/coroutine, `WorkerLocal::yield_direct` in src/runtime/worker.rs).
+#
+# Entered with `jmp`, as the suspends are (the continuation pushed by hand).
+#   r12  the running coroutine stack's switch top: our frame's address goes
+#        into its sp slot, as in a suspend
+#   rsi  the switch top of the suspended coroutine to continue. It takes over
+#        our link slot (the resumer that both run under, waiting in its
+#        resume), so that its next suspend continues that resumer; and r12
+#        becomes its top, as if its own resumer had resumed it
+#   rax  a word for the coroutine continued: its suspend returns it
+# The resumer is continued later by whichever coroutine suspends first, with
+# that coroutine's top in r12 (hence the resumes' clobbered r12, above). The
+# frames are the same as a suspend's and a resume's, so the CFI holds on
+# both stacks, and a coroutine that left this way is resumed, walked and
+# unwound as one that suspended.
+# ---------------------------------------------------------------------------
+    .p2align 4
+    .globl weft_switch_direct
+    .hidden weft_switch_direct
+    .type weft_switch_direct, @function
+weft_switch_direct:
+    .cfi_startproc
+    PUSH_FRAME
+    mov qword ptr [r12 - SP_BELOW_TOP], rsp     # our saved stack pointer
+    mov rcx, qword ptr [r12 - LINK_BELOW_TOP]   # the resumer we ran under ...
+    mov qword ptr [rsi - LINK_BELOW_TOP], rcx   # ... is the other one's now
+    mov r12, rsi
+    SAVE_OUTGOING                       # rdx = outgoing frame, for the FP compare
+    mov rsp, qword ptr [r12 - SP_BELOW_TOP]     # now on the other coroutine's stack
+    CHECK_FP_CONTROL
+    POP_FRAME
+    pop rcx                             # its continuation
+    .cfi_adjust_cfa_offset -8
+    .cfi_register rip, rcx
+    jmp rcx                             # an indirect jump, as the unpaired switches
+    FP_CONTROL_RELOADS
+    .cfi_endproc
+    .size weft_switch_direct, . - weft_switch_direct
 
 # ---------------------------------------------------------------------------
 # weft_coroutine_trampoline: the first continuation of every fresh stack.

@@ -132,6 +132,8 @@ unsafe extern "sysv64" {
     fn weft_switch_suspend();
     /// Entered only by `jmp` from [`suspend_unpaired`]; never called.
     fn weft_switch_suspend_unpaired();
+    /// Entered only by `jmp` from [`switch_direct`]; never called.
+    fn weft_switch_direct();
     /// The first continuation of a fresh stack; never called.
     fn weft_coroutine_trampoline();
     /// The return address the trampoline pushes for the entry function: a
@@ -288,9 +290,10 @@ pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
     // Registers: the routine takes the switch top in r12 and passes rax
     // through untouched both ways (the word); it saves and restores rbx, rbp
     // (which asm cannot declare clobbered) and, with fp-control, the FP
-    // control state. r12 comes back holding `top`: the coroutine suspends
-    // through this same stack's slots, with its own `top` (the same value)
-    // in r12, so it is an input only. r13-r15 come back as the coroutine
+    // control state. r12 comes back holding the top of whichever coroutine
+    // suspends to us: this one, or, if it was a runtime task that switched
+    // straight to another ([`switch_direct`]), that other one; so it is
+    // clobbered. r13-r15 come back as the coroutine
     // left them and are declared clobbered here, the caller-saved ones with
     // clobber_abi, so the compiler keeps nothing live in any of them across
     // the block. It returns with rsp as before the `call`; rsp is 16-byte
@@ -302,7 +305,7 @@ pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
         asm!(
             "call {switch}",
             switch = sym weft_switch_resume,
-            in("r12") top,
+            inout("r12") top => _,
             inlateout("rax") word => back,
             out("r13") _,
             out("r14") _,
@@ -318,13 +321,15 @@ pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
 /// switch routine `$routine`; evaluates to the word that comes back.
 /// Unsafe to expand: the expansion's caller makes that function's promises.
 macro_rules! jump_into {
+    // A suspend: r12 arrives at `2:` unchanged, because whoever continues
+    // a suspended coroutine puts its top there (its resumer, or a direct
+    // switch from another coroutine).
     ($routine:ident, $top:expr, $word:expr) => {{
         let back: usize;
-        // Registers: as in `resume` (r12 the switch top, arriving at `2:`
-        // unchanged because the switch that continues us names the same
-        // stack; rax the word both ways; rcx scratch for the continuation);
-        // r13-r15 arrive at `2:` as the other side left them. The stack
-        // pointer is the same at `2:` as on entry to this block.
+        // Registers: as in `resume` (r12 the switch top; rax the word both
+        // ways; rcx scratch for the continuation); r13-r15 arrive at `2:` as
+        // the other side left them. The stack pointer is the same at `2:` as
+        // on entry to this block.
         asm!(
             "lea rcx, [rip + 2f]",
             "push rcx",
@@ -332,6 +337,26 @@ macro_rules! jump_into {
             "2:",
             switch = sym $routine,
             in("r12") $top,
+            inlateout("rax") $word => back,
+            out("r13") _,
+            out("r14") _,
+            out("r15") _,
+            clobber_abi("sysv64"),
+        );
+        back
+    }};
+    // A resume: r12 arrives at `2:` holding the top of whichever coroutine
+    // suspends to us (see `resume`), so it is clobbered.
+    (resume $routine:ident, $top:expr, $word:expr) => {{
+        let back: usize;
+        // Registers: as above, but r12 clobbered.
+        asm!(
+            "lea rcx, [rip + 2f]",
+            "push rcx",
+            "jmp {switch}",
+            "2:",
+            switch = sym $routine,
+            inout("r12") $top => _,
             inlateout("rax") $word => back,
             out("r13") _,
             out("r14") _,
@@ -359,7 +384,7 @@ macro_rules! jump_into {
 pub(crate) unsafe fn resume_unpaired(top: *mut u8, word: usize) -> usize {
     // SAFETY: as in `resume`, whose registers and stack handling the
     // expansion shares (r12 the switch top, rax the word both ways).
-    unsafe { jump_into!(weft_switch_resume, top, word) }
+    unsafe { jump_into!(resume weft_switch_resume, top, word) }
 }
 
 /// The coroutine-side half of a switch: saves the running coroutine's frame,
@@ -400,4 +425,51 @@ pub(crate) unsafe fn suspend(top: *mut u8, word: usize) -> usize {
 pub(crate) unsafe fn suspend_unpaired(top: *mut u8, word: usize) -> usize {
     // SAFETY: the caller's promises, as `jump_into` needs them.
     unsafe { jump_into!(weft_switch_suspend_unpaired, top, word) }
+}
+
+/// Leaves the running coroutine (switch top `from`) for the suspended
+/// coroutine whose switch top is `to`, without returning to the resumer in
+/// between: `to` takes over `from`'s link slot, so its next suspend
+/// continues the resumer that `from` ran under (see `weft_switch_direct` in
+/// the `.S`). `to` gets `word` from its suspend; returns the word that
+/// continues `from` later (from its resumer, or from another direct
+/// switch). The frame saved on `from`'s stack is a suspend's: `from` is
+/// resumed, walked and unwound as a suspended coroutine.
+///
+/// # Safety
+///
+/// - As [`suspend`] for `from`: this runs inside a resume of `from` that has
+///   not returned, on `from`'s stack or a stack resumed from it.
+/// - `to` is the switch top of a different stack whose coroutine is
+///   suspended by [`suspend_unpaired`] or by this function (its frame
+///   continues with an indirect jump), runs nowhere else, and expects
+///   `word` from its suspend.
+/// - The resumer that `from` ran under stays in its resume until a
+///   coroutine suspends to it, and then takes whichever did (it declares
+///   r12 clobbered, as [`resume`] does).
+#[inline(always)]
+pub(crate) unsafe fn switch_direct(from: *mut u8, to: *mut u8, word: usize) -> usize {
+    let back: usize;
+    // Registers: as in `jump_into`'s suspend arm (r12 our top, arriving at
+    // `2:` unchanged because whoever continues us puts our top there), plus
+    // rsi, the other top, which the routine consumes.
+    // SAFETY: the caller's promises make the switch valid; registers and the
+    // stack are handled as just described.
+    unsafe {
+        asm!(
+            "lea rcx, [rip + 2f]",
+            "push rcx",
+            "jmp {switch}",
+            "2:",
+            switch = sym weft_switch_direct,
+            in("r12") from,
+            inout("rsi") to => _,
+            inlateout("rax") word => back,
+            out("r13") _,
+            out("r14") _,
+            out("r15") _,
+            clobber_abi("sysv64"),
+        );
+    }
+    back
 }

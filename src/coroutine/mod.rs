@@ -402,6 +402,87 @@ pub struct Coroutine<I, Y, R> {
     _types: PhantomData<Markers<I, Y, R>>,
 }
 
+/// A runtime task's coroutine (`()` in, out and at the end) can leave by a
+/// *direct switch* to another such coroutine ([`Yielder::switch_to`]), so
+/// the coroutine that comes back to a resume may not be the one it resumed.
+/// The runtime's worker resumes its tasks through these functions, which
+/// keep no reference to the coroutine across the switch, and then completes
+/// the resume on whichever coroutine came back (it knows which: the running
+/// task is recorded on every switch).
+impl Coroutine<(), (), ()> {
+    /// Makes a fresh coroutine ready for its first resume: takes a stack and
+    /// builds the first frame on it. Fails as [`try_resume`](Self::try_resume)
+    /// does when no stack can be had.
+    pub(crate) fn prepare_first_resume(&mut self) -> io::Result<()> {
+        if matches!(self.state, State::Finished) {
+            self.resumed_after_finish();
+        }
+        self.start()
+    }
+
+    /// Switches into the suspended coroutine at `this` and returns the word
+    /// that ends the resume: pass it to [`switched_out`](Self::switched_out)
+    /// of the coroutine that came back. `PAIRED`: the first resume (its
+    /// `call` pairs with the coroutine's first `ret`), else a later one.
+    ///
+    /// # Safety
+    ///
+    /// `this` points to a suspended coroutine ([`is_suspended`](Self::is_suspended))
+    /// that runs nowhere else, and no reference to it is held across this
+    /// call.
+    #[inline(always)]
+    pub(crate) unsafe fn switch_in_raw<const PAIRED: bool>(this: *mut Self) -> usize {
+        // SAFETY: a live coroutine (the caller's promise); read, not kept.
+        let top = unsafe { (*this).top };
+        debug_assert!(!top.is_null(), "resumed a coroutine that is not suspended");
+        // Nothing crosses in it (`()` both ways): it only needs an address.
+        let mut exchange = Exchange::<(), ()>::new(MaybeUninit::new(()));
+        let word = std::ptr::from_mut(&mut exchange) as usize;
+        // SAFETY: suspended on the stack whose switch top is `top`; the
+        // coroutine comes back (or another that was switched to from it)
+        // through `arch::suspend*` with that stack's link slot, before
+        // `exchange` goes away.
+        unsafe { if PAIRED { arch::resume(top, word) } else { arch::resume_unpaired(top, word) } }
+    }
+
+    /// Completes a resume for the coroutine that came back with `word`:
+    /// records its suspend, or takes its finish (giving its stack back).
+    /// `FINISH_INLINE` as in `switch_with`.
+    ///
+    /// # Safety
+    ///
+    /// `this` is the coroutine that switched back to the resume that
+    /// returned `word` (`switch_in_raw`), and nothing else refers to it now.
+    #[inline(always)]
+    pub(crate) unsafe fn switched_out<const FINISH_INLINE: bool>(
+        this: *mut Self,
+        word: usize,
+    ) -> CoroutineResult<(), ()> {
+        // SAFETY: the caller's promise: ours alone now.
+        let this = unsafe { &mut *this };
+        if word > YIELDED_PANICKING {
+            // SAFETY: a word other than the two YIELDEDs is its Finish's address.
+            return unsafe { if FINISH_INLINE { this.read_finish(word) } else { this.take_finish(word) } };
+        }
+        this.last_suspend = word;
+        CoroutineResult::Yield(())
+    }
+
+    /// Records that the running coroutine at `this` leaves by a direct
+    /// switch ([`Yielder::switch_to`]), which is a suspend that is not
+    /// unwinding a panic: no resume will complete for it.
+    ///
+    /// # Safety
+    ///
+    /// `this` is the running coroutine, and no reference to it is held
+    /// (its resumer holds none across the switch: `switch_in_raw`).
+    #[inline(always)]
+    pub(crate) unsafe fn left_by_direct_switch(this: *mut Self) {
+        // SAFETY: the caller's promise.
+        unsafe { (&raw mut (*this).last_suspend).write(YIELDED) };
+    }
+}
+
 /// `*mut ()` makes a coroutine `!Send + !Sync` (it must stay on its thread:
 /// see [`Coroutine`]); the function
 /// type ties the generic parameters without owning values of them.
@@ -771,19 +852,6 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         unsafe { self.switch_with::<false, true>(input) }
     }
 
-    /// [`resume_suspended`](Self::resume_suspended) of a coroutine whose
-    /// last suspend was [`Yielder::suspend_unpaired`] (a runtime task's): the
-    /// switch in is unpaired too (`arch::resume_unpaired`).
-    ///
-    /// # Safety
-    ///
-    /// As `resume_suspended`.
-    #[inline(always)]
-    pub(crate) unsafe fn resume_unpaired(&mut self, input: I) -> CoroutineResult<Y, R> {
-        // SAFETY: the caller's promise.
-        unsafe { self.switch_with::<false, false>(input) }
-    }
-
     /// [`resume_suspended`](Self::resume_suspended), with the finish read
     /// out of line (`FINISH_INLINE` false: the hot path of a later resume)
     /// or in line (true: the cold first resume, where a coroutine that runs
@@ -869,6 +937,14 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             let word = std::ptr::from_mut(exchange) as usize | flags;
             if PAIRED { arch::resume(self.top, word) } else { arch::resume_unpaired(self.top, word) }
         }
+    }
+
+    /// The switch top of the coroutine's stack while it is suspended (null
+    /// while fresh or finished): where a direct switch to it goes
+    /// ([`Yielder::switch_to`]).
+    #[inline(always)]
+    pub(crate) fn switch_top(&self) -> *mut u8 {
+        self.top
     }
 
     /// The coroutine has finished: give its stack back, hand over its result.
@@ -1329,7 +1405,41 @@ impl<I, Y> Yielder<I, Y> {
         // set (not an UNWIND) and only we take it.
         unsafe { (*head).input.assume_init_read() }
     }
+}
 
+impl Yielder<(), ()> {
+    /// Leaves this running coroutine for the suspended coroutine whose
+    /// switch top is `to`, which continues from its own suspend (or direct
+    /// switch) as if resumed: a runtime task's yield, straight to the next
+    /// task of its worker, without passing through the worker in between
+    /// (`arch::switch_direct`). Returns when something continues this
+    /// coroutine again: its resumer, or another coroutine's direct switch.
+    /// A resume that asks it to unwind unwinds it from here.
+    ///
+    /// # Safety
+    ///
+    /// - This coroutine runs, is not unwinding a panic, and its coroutine
+    ///   has been told so (`Coroutine::left_by_direct_switch`).
+    /// - `to` is the switch top of another suspended coroutine of type
+    ///   `Coroutine<(), (), ()>` that left by `suspend_unpaired` or
+    ///   `switch_to` and runs nowhere else.
+    /// - The resumer of this coroutine completes its resume on whichever
+    ///   coroutine switches back to it (`Coroutine::switch_in_raw`).
+    #[inline(always)]
+    pub(crate) unsafe fn switch_to(&self, to: *mut u8) {
+        // `to`'s suspend reads a `()` input from the word: any aligned
+        // address will do, and a dangling one is never an UNWIND.
+        let word = std::ptr::dangling_mut::<Exchange<(), ()>>() as usize;
+        // SAFETY: the caller's promises, as `arch::switch_direct` needs them.
+        let back = unsafe { arch::switch_direct(self.top, to, word) };
+        if back & UNWIND != 0 {
+            // Nothing to remember (see `suspend_via`): unwind.
+            forced_unwind();
+        }
+    }
+}
+
+impl<I, Y> Yielder<I, Y> {
     /// The resume that woke us asks us to unwind (the coroutine is being
     /// dropped): remember its exchange, for a suspend from a destructor on
     /// the way, and unwind.

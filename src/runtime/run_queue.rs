@@ -64,7 +64,7 @@ impl RunQueue {
     }
 
     /// Queues `task` behind the others.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push_back(&self, task: TaskRef) {
         let tail = self.tail.get();
         if self.len() > self.mask.get() {
@@ -75,6 +75,17 @@ impl RunQueue {
         // no queued task (fewer than `capacity` are queued now).
         unsafe { self.slots.get().add(slot).write(task.into_raw()) };
         self.tail.set(tail.wrapping_add(1));
+    }
+
+    /// The oldest queued task, left in the queue (null if it is empty).
+    #[inline]
+    pub(crate) fn front(&self) -> *const Task {
+        let head = self.head.get();
+        if head == self.tail.get() {
+            return std::ptr::null();
+        }
+        // SAFETY: as in `pop_front`; the pointer is read, not taken.
+        unsafe { self.slots.get().add(head & self.mask.get()).read() }
     }
 
     /// Takes the oldest queued task.

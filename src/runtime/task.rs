@@ -561,6 +561,13 @@ impl Task {
         unsafe { &mut *self.coroutine.get() }
     }
 
+    /// The coroutine, for the resumes that keep no reference to it across
+    /// the switch (`Coroutine::switch_in_raw`): its owner's (as for
+    /// [`coroutine_mut`](Self::coroutine_mut)) to use.
+    pub(crate) fn coroutine_ptr(&self) -> *mut TaskCoroutine {
+        self.coroutine.get()
+    }
+
     /// Records the yielder; called by the coroutine when it starts.
     pub(crate) fn set_yielder(&self, yielder: &Yielder<(), ()>) {
         self.yielder.set(yielder);
@@ -608,7 +615,7 @@ impl Task {
         }
         self.switched_for.set(why);
         // Unpaired (`Yielder::suspend_unpaired`; the worker resumes the task
-        // the same way, `Coroutine::resume_unpaired`): a park sits deep in
+        // the same way, `Coroutine::switch_in_raw`): a park sits deep in
         // the coroutine's calls (a lock's, a channel's, a socket's), and so
         // does many a yield (a spin lock's, an RwLock's before it parks),
         // where a `ret` paired with the worker's `call` would mispredict.
@@ -621,6 +628,35 @@ impl Task {
         // Resumed: a cancel that came while we were parked or queued unwinds
         // us here (one load on the way back; the wake that resumed a parked
         // task made the flag visible, see `runtime::cancel`).
+        if self.cancel_requested() {
+            super::begin_cancel_unwind(self);
+        }
+    }
+
+    /// Switches from this running task straight to `next`, a suspended task
+    /// of the same worker, which continues as if its worker had resumed it
+    /// (a yield's direct switch, `worker::WorkerLocal::yield_direct`).
+    /// Returns when this task is continued; a cancel that came meanwhile
+    /// unwinds it, as after [`switch_out`](Self::switch_out).
+    ///
+    /// # Safety
+    ///
+    /// - This is the running task of this thread (its worker's), not
+    ///   unwinding a panic, and queued already to run again.
+    /// - `next` is a started, suspended task of the same worker, taken from
+    ///   its queue; it is the running task of this thread from now on.
+    #[inline(always)]
+    pub(crate) unsafe fn switch_to(&self, next: &Task) {
+        let yielder = self.yielder.get();
+        debug_assert!(!yielder.is_null(), "task {} switched out before it started", self.id);
+        // SAFETY: the running coroutine: its worker keeps no reference to it
+        // across the resume (`Coroutine::switch_in_raw`).
+        unsafe { TaskCoroutine::left_by_direct_switch(self.coroutine_ptr()) };
+        // The worker owns `next`'s coroutine, and runs on this thread.
+        // SAFETY: the yielder lives at the base of this running coroutine's
+        // stack; `next` is suspended, of the same type, on this worker, and
+        // the worker completes its resume on whichever task comes back.
+        unsafe { (*yielder).switch_to((*next.coroutine_ptr()).switch_top()) };
         if self.cancel_requested() {
             super::begin_cancel_unwind(self);
         }
