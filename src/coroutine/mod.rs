@@ -412,7 +412,10 @@ pub struct Coroutine<I, Y, R> {
 impl Coroutine<(), (), ()> {
     /// Makes a fresh coroutine ready for its first resume: takes a stack and
     /// builds the first frame on it. Fails as [`try_resume`](Self::try_resume)
-    /// does when no stack can be had.
+    /// does when no stack can be had. Inlined into its one (cold,
+    /// out-of-line) caller, the worker's first run of a task, as
+    /// `try_resume_unstarted` is into its callers.
+    #[inline(always)]
     pub(crate) fn prepare_first_resume(&mut self) -> io::Result<()> {
         if matches!(self.state, State::Finished) {
             self.resumed_after_finish();
