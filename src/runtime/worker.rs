@@ -48,9 +48,12 @@
 //!
 //! # Stealing waits 100 µs
 //!
-//! A thief leaves a worker's unstarted tasks alone until its `fresh` deque
-//! has held work for `STEAL_AFTER_NANOS` (100 µs, from the push that found
-//! it empty: `WorkerShared::fresh_since`). A started coroutine never moves
+//! A thief leaves other workers' unstarted tasks alone until it has found
+//! work to steal for `STEAL_AFTER_NANOS` (100 µs) in a row. It times that
+//! itself (`WorkerLocal::work_seen_since`: from the first time it finds
+//! work to steal, until it finds none), so spawns pay nothing for it; once
+//! the wait is over it steals as before, batch after batch, for as long as
+//! it keeps finding work. A started coroutine never moves
 //! (decision 3), so where a task starts is where it stays: coroutines that
 //! a coroutine spawns together usually talk to each other (a pipeline's
 //! stages, producers and consumers, a pool around one lock), and when they
@@ -313,7 +316,7 @@ use super::run_queue::RunQueue;
 use super::task::{NO_HOME, NO_TIMER, NOT_REGISTERED, Switch, Task, TaskCoroutine, TaskRef};
 use super::{CURRENT_TASK, CURRENT_TASK_LENT, Shared, cell_cache, clock};
 use crate::coroutine::CoroutineResult;
-use crate::loom::process::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+use crate::loom::process::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence};
 use crate::sys::epoll;
 use crate::sys::futex::{self, Deadline};
 pub(crate) use crossbeam_deque::Worker as Deque;
@@ -394,11 +397,6 @@ pub(crate) struct WorkerShared {
     /// read by others as a snapshot, like the counters: Relaxed everywhere,
     /// it orders nothing.
     pinned_unstarted: AtomicUsize,
-    /// When this worker's `fresh` deque last went from empty to holding a
-    /// task (CLOCK_MONOTONIC nanoseconds; see `steal`). Written only by
-    /// this worker's thread, read by thieves: Relaxed, a placement hint
-    /// that orders nothing.
-    fresh_since: AtomicU64,
 }
 
 impl WorkerShared {
@@ -414,7 +412,6 @@ impl WorkerShared {
             watch: WorkerWatch::new(),
             dump: Mailbox::new(),
             pinned_unstarted: AtomicUsize::new(0),
-            fresh_since: AtomicU64::new(0),
         }
     }
 
@@ -649,6 +646,9 @@ pub(crate) struct WorkerLocal {
     counters: *const WorkerCounters,
     /// `&shared.workers[index].inbox`, likewise (for `yield_direct`).
     inbox: *const Inbox,
+    /// When this worker, looking for work to steal, first found some and
+    /// has kept finding some since (`steal`); `None` once it found none.
+    work_seen_since: Cell<Option<u64>>,
     runnable: RunQueue,
     /// The owner's end of this worker's `fresh` deque: pushes and pops at
     /// the newest end, touched only by this thread (its `Stealer` is
@@ -714,9 +714,8 @@ impl OldestClock {
     }
 }
 
-/// How long a worker's unstarted tasks stay its own before another worker
-/// may steal them, counted from when its `fresh` deque last went from empty
-/// to holding a task (module docs, "Stealing waits 100 µs").
+/// How long a worker looks at other workers' unstarted tasks before it may
+/// steal them (module docs, "Stealing waits 100 µs").
 const STEAL_AFTER_NANOS: u64 = 100_000;
 
 thread_local! {
@@ -845,13 +844,6 @@ impl WorkerLocal {
         // The deque's push ends with its store of the back index: the
         // publication that `notify_one_sleeper`'s SeqCst fence orders before
         // its read of the sleepers (see "Sleeping and waking").
-        // A deque that starts holding work starts the thieves' wait
-        // (`steal`); stamped before the push, so that a thief that finds
-        // the task usually finds the stamp too (a hint: a stale one only
-        // lets a thief in early).
-        if self.fresh.is_empty() {
-            self.shared.workers[self.index].fresh_since.store(clock::now(), Ordering::Relaxed);
-        }
         self.fresh.push(task);
         self.shared.notify_one_sleeper();
     }
@@ -1209,9 +1201,10 @@ impl WorkerLocal {
         self.fresh.pop()
     }
 
-    /// Takes a batch of the oldest unstarted tasks of the first worker that
-    /// has had some for at least 100 µs (module docs, "Stealing waits 100
-    /// µs"), starting after ourselves: about half of them, at most 32
+    /// Once we have found work to steal for 100 µs in a row (module docs,
+    /// "Stealing waits 100 µs"), takes a batch of the oldest unstarted
+    /// tasks of the first worker that has any, starting after ourselves:
+    /// about half of them, at most 32
     /// (crossbeam-deque's batch limit), the oldest of them into our own
     /// `fresh` deque (oldest at its oldest end, so the order of their spawns
     /// is kept), the newest of them to run now. Called only when our own
@@ -1226,14 +1219,23 @@ impl WorkerLocal {
     fn steal(&self) -> Option<TaskRef> {
         let workers = &self.shared.workers;
         let n = workers.len();
+        // The wait (module docs, "Stealing waits 100 µs"), timed by the
+        // thief: from when it first found work to steal, until it finds
+        // none (then the next work it finds starts a new wait).
+        if workers.iter().all(|w| w.fresh.is_empty()) {
+            self.work_seen_since.set(None);
+            return None;
+        }
         let now = clock::now();
+        let since = *self.work_seen_since.get().get_or_insert(now);
+        self.work_seen_since.set(Some(since));
+        if now.saturating_sub(since) < STEAL_AFTER_NANOS {
+            return None;
+        }
         loop {
             let mut lost_a_race = false;
             for offset in 1..n {
                 let victim = (self.index + offset) % n;
-                if now.saturating_sub(workers[victim].fresh_since.load(Ordering::Relaxed)) < STEAL_AFTER_NANOS {
-                    continue;
-                }
                 match workers[victim].fresh.steal_batch_and_pop(&self.fresh) {
                     Steal::Success(task) => {
                         let count = self.fresh.len() + 1;
@@ -1777,6 +1779,7 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>, fresh: Deque<TaskRef>) {
         index,
         counters: &*shared.workers[index].counters,
         inbox: &shared.workers[index].inbox,
+        work_seen_since: Cell::new(None),
         shared_weak: Arc::downgrade(&shared),
         anchor: super::task::Anchor::new(Arc::downgrade(&shared)),
         shared,
