@@ -441,10 +441,10 @@ impl Coroutine<(), (), ()> {
         // Nothing crosses in it (`()` both ways): it only needs an address.
         let mut exchange = Exchange::<(), ()>::new(MaybeUninit::new(()));
         let word = std::ptr::from_mut(&mut exchange) as usize;
-        // SAFETY: suspended on the stack whose switch top is `top`; the
-        // coroutine comes back (or another that was switched to from it)
+        // The coroutine comes back (or another that was switched to from it)
         // through `arch::suspend*` with that stack's link slot, before
         // `exchange` goes away.
+        // SAFETY: suspended on the stack whose switch top is `top`.
         unsafe { if PAIRED { arch::resume(top, word) } else { arch::resume_unpaired(top, word) } }
     }
 

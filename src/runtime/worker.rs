@@ -1415,10 +1415,10 @@ impl WorkerLocal {
         // SAFETY: as above.
         debug_assert_eq!(unsafe { (*raw).home() }, self.index, "task resumed off its home worker");
         self.lend(raw);
-        // SAFETY: suspended, checked just above, and no reference to the
-        // coroutine is held. A started task always left by the unpaired
-        // switch (`Task::switch_out`) or a direct one (`Task::switch_to`):
-        // it comes back the same way.
+        // A started task always left by the unpaired switch
+        // (`Task::switch_out`) or a direct one (`Task::switch_to`): it comes
+        // back the same way.
+        // SAFETY: suspended, checked just above; no reference to it is held.
         let word = unsafe { TaskCoroutine::switch_in_raw::<false>(coroutine) };
         self.after_switch::<false>(word);
     }
@@ -1587,10 +1587,11 @@ impl WorkerLocal {
         self.push_runnable(from_ref);
         CURRENT_TASK.with(|c| c.set(next));
         metrics::bump(&self.counters().switches);
-        // SAFETY: `from` runs on this thread, not panicking, queued again;
-        // `next` is a started, suspended task of this worker taken from its
-        // queue, and the running task from now on; `after_switch` completes
-        // the resume for whichever task comes back.
+        // `from` runs on this thread, not panicking, queued again; `next` is
+        // a started, suspended task of this worker taken from its queue, and
+        // the running task from now on; `after_switch` completes the resume
+        // for whichever task comes back.
+        // SAFETY: `switch_to`'s promises, as just said.
         unsafe { from.switch_to(&*next) };
         true
     }
