@@ -61,6 +61,15 @@ fn watched(body: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// Counts its drops (a coroutine's guard: its destructors ran once).
+struct Dropped(Arc<AtomicUsize>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// Spawns `count` coroutines on `rt` that yield until `stop` is set; each
 /// returns how many times it yielded.
 fn spawn_yielders(rt: &Runtime, count: usize, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<u64>> {
@@ -164,12 +173,6 @@ fn timers_and_wakes_from_other_threads_reach_a_worker_whose_coroutines_yield() {
 /// keeps yielding afterwards.
 #[test]
 fn a_coroutine_cancelled_between_yields_unwinds_at_its_next_turn() {
-    struct Dropped(Arc<AtomicUsize>);
-    impl Drop for Dropped {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
     watched(|| {
         let rt = runtime(1);
         let drops = Arc::new(AtomicUsize::new(0));
@@ -391,12 +394,6 @@ fn a_dump_walks_coroutines_that_yield_to_each_other() {
 /// promptly and unwinds each once.
 #[test]
 fn dropping_a_runtime_while_coroutines_yield_to_each_other() {
-    struct Dropped(Arc<AtomicUsize>);
-    impl Drop for Dropped {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
     watched(|| {
         let rt = runtime(1);
         let drops = Arc::new(AtomicUsize::new(0));

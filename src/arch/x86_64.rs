@@ -316,8 +316,8 @@ pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
     back
 }
 
-/// The asm block of [`suspend`], [`suspend_unpaired`] and
-/// [`resume_unpaired`]: pushes the continuation by hand and jumps into the
+/// The asm block of [`suspend`], [`suspend_unpaired`], [`resume_unpaired`]
+/// and [`switch_direct`]: pushes the continuation by hand and jumps into the
 /// switch routine `$routine`; evaluates to the word that comes back.
 /// Unsafe to expand: the expansion's caller makes that function's promises.
 macro_rules! jump_into {
@@ -357,6 +357,27 @@ macro_rules! jump_into {
             "2:",
             switch = sym $routine,
             inout("r12") $top => _,
+            inlateout("rax") $word => back,
+            out("r13") _,
+            out("r14") _,
+            out("r15") _,
+            clobber_abi("sysv64"),
+        );
+        back
+    }};
+    // A direct switch: as a suspend (r12 our top, arriving at `2:`
+    // unchanged because whoever continues us puts our top there), plus
+    // rsi, the other top, which the routine consumes.
+    (direct $routine:ident, $top:expr, $to:expr, $word:expr) => {{
+        let back: usize;
+        asm!(
+            "lea rcx, [rip + 2f]",
+            "push rcx",
+            "jmp {switch}",
+            "2:",
+            switch = sym $routine,
+            in("r12") $top,
+            inout("rsi") $to => _,
             inlateout("rax") $word => back,
             out("r13") _,
             out("r14") _,
@@ -449,27 +470,6 @@ pub(crate) unsafe fn suspend_unpaired(top: *mut u8, word: usize) -> usize {
 ///   r12 clobbered, as [`resume`] does).
 #[inline(always)]
 pub(crate) unsafe fn switch_direct(from: *mut u8, to: *mut u8, word: usize) -> usize {
-    let back: usize;
-    // Registers: as in `jump_into`'s suspend arm (r12 our top, arriving at
-    // `2:` unchanged because whoever continues us puts our top there), plus
-    // rsi, the other top, which the routine consumes.
-    // SAFETY: the caller's promises make the switch valid; registers and the
-    // stack are handled as just described.
-    unsafe {
-        asm!(
-            "lea rcx, [rip + 2f]",
-            "push rcx",
-            "jmp {switch}",
-            "2:",
-            switch = sym weft_switch_direct,
-            in("r12") from,
-            inout("rsi") to => _,
-            inlateout("rax") word => back,
-            out("r13") _,
-            out("r14") _,
-            out("r15") _,
-            clobber_abi("sysv64"),
-        );
-    }
-    back
+    // SAFETY: the caller's promises, as `jump_into`'s direct arm needs them.
+    unsafe { jump_into!(direct weft_switch_direct, from, to, word) }
 }
