@@ -321,10 +321,13 @@ pub(crate) unsafe fn resume(top: *mut u8, word: usize) -> usize {
 /// switch routine `$routine`; evaluates to the word that comes back.
 /// Unsafe to expand: the expansion's caller makes that function's promises.
 macro_rules! jump_into {
-    // A suspend: r12 arrives at `2:` unchanged, because whoever continues
-    // a suspended coroutine puts its top there (its resumer, or a direct
-    // switch from another coroutine).
-    ($routine:ident, $top:expr, $word:expr) => {{
+    // `$regs` says what r12 does: `in` for a suspend or a direct switch (r12
+    // arrives at `2:` unchanged, because whoever continues a suspended
+    // coroutine puts its top there: its resumer, or another coroutine's
+    // direct switch), `inout ... => _` for a resume (r12 arrives holding the
+    // top of whichever coroutine suspends to us, see `resume`). A direct
+    // switch also passes the other top in rsi, which the routine consumes.
+    ($routine:ident, $word:expr, $($regs:tt)*) => {{
         let back: usize;
         // Registers: as in `resume` (r12 the switch top; rax the word both
         // ways; rcx scratch for the continuation); r13-r15 arrive at `2:` as
@@ -336,48 +339,7 @@ macro_rules! jump_into {
             "jmp {switch}",
             "2:",
             switch = sym $routine,
-            in("r12") $top,
-            inlateout("rax") $word => back,
-            out("r13") _,
-            out("r14") _,
-            out("r15") _,
-            clobber_abi("sysv64"),
-        );
-        back
-    }};
-    // A resume: r12 arrives at `2:` holding the top of whichever coroutine
-    // suspends to us (see `resume`), so it is clobbered.
-    (resume $routine:ident, $top:expr, $word:expr) => {{
-        let back: usize;
-        // Registers: as above, but r12 clobbered.
-        asm!(
-            "lea rcx, [rip + 2f]",
-            "push rcx",
-            "jmp {switch}",
-            "2:",
-            switch = sym $routine,
-            inout("r12") $top => _,
-            inlateout("rax") $word => back,
-            out("r13") _,
-            out("r14") _,
-            out("r15") _,
-            clobber_abi("sysv64"),
-        );
-        back
-    }};
-    // A direct switch: as a suspend (r12 our top, arriving at `2:`
-    // unchanged because whoever continues us puts our top there), plus
-    // rsi, the other top, which the routine consumes.
-    (direct $routine:ident, $top:expr, $to:expr, $word:expr) => {{
-        let back: usize;
-        asm!(
-            "lea rcx, [rip + 2f]",
-            "push rcx",
-            "jmp {switch}",
-            "2:",
-            switch = sym $routine,
-            in("r12") $top,
-            inout("rsi") $to => _,
+            $($regs)*
             inlateout("rax") $word => back,
             out("r13") _,
             out("r14") _,
@@ -405,7 +367,7 @@ macro_rules! jump_into {
 pub(crate) unsafe fn resume_unpaired(top: *mut u8, word: usize) -> usize {
     // SAFETY: as in `resume`, whose registers and stack handling the
     // expansion shares (r12 the switch top, rax the word both ways).
-    unsafe { jump_into!(resume weft_switch_resume, top, word) }
+    unsafe { jump_into!(weft_switch_resume, word, inout("r12") top => _,) }
 }
 
 /// The coroutine-side half of a switch: saves the running coroutine's frame,
@@ -429,7 +391,7 @@ pub(crate) unsafe fn resume_unpaired(top: *mut u8, word: usize) -> usize {
 #[inline(always)]
 pub(crate) unsafe fn suspend(top: *mut u8, word: usize) -> usize {
     // SAFETY: the caller's promises, as `jump_into` needs them.
-    unsafe { jump_into!(weft_switch_suspend, top, word) }
+    unsafe { jump_into!(weft_switch_suspend, word, in("r12") top,) }
 }
 
 /// [`suspend`] for a coroutine that suspends deep inside its own calls (a
@@ -445,7 +407,7 @@ pub(crate) unsafe fn suspend(top: *mut u8, word: usize) -> usize {
 #[inline(always)]
 pub(crate) unsafe fn suspend_unpaired(top: *mut u8, word: usize) -> usize {
     // SAFETY: the caller's promises, as `jump_into` needs them.
-    unsafe { jump_into!(weft_switch_suspend_unpaired, top, word) }
+    unsafe { jump_into!(weft_switch_suspend_unpaired, word, in("r12") top,) }
 }
 
 /// Leaves the running coroutine (switch top `from`) for the suspended
@@ -470,6 +432,6 @@ pub(crate) unsafe fn suspend_unpaired(top: *mut u8, word: usize) -> usize {
 ///   r12 clobbered, as [`resume`] does).
 #[inline(always)]
 pub(crate) unsafe fn switch_direct(from: *mut u8, to: *mut u8, word: usize) -> usize {
-    // SAFETY: the caller's promises, as `jump_into`'s direct arm needs them.
-    unsafe { jump_into!(direct weft_switch_direct, from, to, word) }
+    // SAFETY: the caller's promises, as `jump_into` needs them.
+    unsafe { jump_into!(weft_switch_direct, word, in("r12") from, inout("rsi") to => _,) }
 }

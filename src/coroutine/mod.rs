@@ -806,7 +806,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             panic!("cannot start coroutine {}: {e}", self.id);
         }
         // SAFETY: `start` left it suspended on its new stack.
-        unsafe { self.switch_with::<true, true>(input) }
+        unsafe { self.switch_with::<true>(input) }
     }
 
     #[cold]
@@ -832,7 +832,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         }
         self.start()?;
         // SAFETY: `start` left it suspended on its new stack.
-        Ok(unsafe { self.switch_with::<true, true>(input) })
+        Ok(unsafe { self.switch_with::<true>(input) })
     }
 
     /// Whether the coroutine has started and not finished: a resume of it
@@ -852,7 +852,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     #[inline(always)]
     pub(crate) unsafe fn resume_suspended(&mut self, input: I) -> CoroutineResult<Y, R> {
         // SAFETY: the caller's promise.
-        unsafe { self.switch_with::<false, true>(input) }
+        unsafe { self.switch_with::<false>(input) }
     }
 
     /// [`resume_suspended`](Self::resume_suspended), with the finish read
@@ -864,10 +864,10 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     ///
     /// The coroutine is suspended ([`is_suspended`](Self::is_suspended)).
     #[inline(always)]
-    unsafe fn switch_with<const FINISH_INLINE: bool, const PAIRED: bool>(&mut self, input: I) -> CoroutineResult<Y, R> {
+    unsafe fn switch_with<const FINISH_INLINE: bool>(&mut self, input: I) -> CoroutineResult<Y, R> {
         let mut exchange = Exchange::<I, Y>::new(MaybeUninit::new(input));
         // SAFETY: suspended (the caller's promise); the input is set.
-        let word = unsafe { self.switch_in::<PAIRED>(&mut exchange, 0) };
+        let word = unsafe { self.switch_in(&mut exchange, 0) };
         if word > YIELDED_PANICKING {
             // SAFETY: a word other than the two YIELDEDs is its Finish's address.
             return unsafe { if FINISH_INLINE { self.read_finish(word) } else { self.take_finish(word) } };
@@ -926,7 +926,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// The coroutine is suspended (`self.top` is not null); `exchange`'s
     /// input is set unless `flags` is UNWIND.
     #[inline(always)]
-    unsafe fn switch_in<const PAIRED: bool>(&mut self, exchange: &mut Exchange<I, Y>, flags: usize) -> usize {
+    unsafe fn switch_in(&mut self, exchange: &mut Exchange<I, Y>, flags: usize) -> usize {
         debug_assert!(matches!(self.state, State::Suspended));
         const { assert!(align_of::<Exchange<I, Y>>() > UNWIND, "the UNWIND bit needs the exchange aligned") };
         const { assert!(align_of::<Finish<R>>() > YIELDED_PANICKING, "a Finish's address is not a YIELDED word") };
@@ -938,7 +938,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         // `&mut self`).
         unsafe {
             let word = std::ptr::from_mut(exchange) as usize | flags;
-            if PAIRED { arch::resume(self.top, word) } else { arch::resume_unpaired(self.top, word) }
+            arch::resume(self.top, word)
         }
     }
 
@@ -1014,7 +1014,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             }
             let mut exchange = Exchange::<I, Y>::new(MaybeUninit::uninit());
             // SAFETY: suspended (non-null top); UNWIND carries no input.
-            let word = unsafe { self.switch_in::<true>(&mut exchange, UNWIND) };
+            let word = unsafe { self.switch_in(&mut exchange, UNWIND) };
             if word > YIELDED_PANICKING {
                 // Returned, panicked in a destructor, or unwound: finished
                 // either way. What it finished with is dropped after the
