@@ -322,6 +322,57 @@ fn a_burst_that_parks_at_once_starts_on_its_spawners_worker() {
     assert!(local_rounds >= ROUNDS * 3 / 4, "only {local_rounds} of {ROUNDS} bursts started on their spawner's worker");
 }
 
+/// The wait starts afresh with each burst. One runtime, burst after burst,
+/// idle for a few milliseconds between them (both workers go to sleep): no
+/// coroutine of a burst starts on another worker sooner than 100 µs after
+/// the burst's first spawn (a thief sees the work only once it is pushed,
+/// and then waits 100 µs by the same monotonic clock). Whether the thief
+/// takes some at all depends on how fast the spawner starts them (waking
+/// the sleeping worker can take the spawner tens of microseconds on a
+/// virtual machine), so this checks the bound, not the placement. The
+/// thief's clock used to keep running across its sleep when the previous
+/// burst's work was started by its owner first, and it stole the next
+/// burst at once: checked to fail that way (a coroutine stolen 10-30 µs
+/// into its burst, in most runs of 20 rounds).
+#[test]
+fn a_thief_waits_100_us_for_every_burst() {
+    const ROUNDS: usize = 40;
+    const TASKS: usize = 16;
+    const WAIT: Duration = Duration::from_micros(100);
+    let _serial = serial();
+    let rt = runtime(2);
+    for round in 0..ROUNDS {
+        thread::sleep(Duration::from_millis(1));
+        let (home, starts) = rt.block_on(|| {
+            let home = worker_index();
+            let burst_began = Instant::now();
+            let barrier = Arc::new(weft::sync::Barrier::new(TASKS));
+            let handles: Vec<JoinHandle<(usize, Duration)>> = (0..TASKS)
+                .map(|_| {
+                    let barrier = Arc::clone(&barrier);
+                    weft::spawn(move || {
+                        let started = (worker_index(), burst_began.elapsed());
+                        // Long enough for the woken worker to see the burst.
+                        let busy = Instant::now();
+                        while busy.elapsed() < Duration::from_micros(10) {
+                            std::hint::spin_loop();
+                        }
+                        barrier.wait();
+                        started
+                    })
+                })
+                .collect();
+            (home, handles.into_iter().map(|h| h.join().expect("a burst coroutine")).collect::<Vec<_>>())
+        });
+        for (worker, after) in starts {
+            assert!(
+                worker == home || after >= WAIT,
+                "round {round}: a coroutine was stolen {after:?} into its burst (worker {worker}, spawner's {home})"
+            );
+        }
+    }
+}
+
 /// Work that keeps its worker busy is still stolen: two coroutines that
 /// compute for 30 ms each without yielding, spawned together on a runtime
 /// with two workers, run at the same time on different workers.
