@@ -373,6 +373,73 @@ fn a_thief_waits_100_us_for_every_burst() {
     }
 }
 
+/// A burst that its owner keeps starting stays on its owner's worker even
+/// when starting all of it takes longer than the 100 µs wait: eight
+/// coroutines that each compute for 30 µs before they wait for the others
+/// (240 µs in all). The thief restarts its wait whenever it finds fewer
+/// queued tasks than at its previous look while the queues have not grown.
+/// (Checked to fail without that restart: 1 and 5 of 20 rounds.)
+#[test]
+fn a_burst_its_owner_keeps_starting_stays_on_its_worker() {
+    const ROUNDS: usize = 20;
+    const TASKS: usize = 8;
+    let _serial = serial();
+    let mut local_rounds = 0;
+    for _ in 0..ROUNDS {
+        let rt = runtime(2);
+        let all_local = rt.block_on(|| {
+            let home = worker_index();
+            let barrier = Arc::new(weft::sync::Barrier::new(TASKS));
+            let handles: Vec<JoinHandle<usize>> = (0..TASKS)
+                .map(|_| {
+                    let barrier = Arc::clone(&barrier);
+                    weft::spawn(move || {
+                        let started_on = worker_index();
+                        let busy = Instant::now();
+                        while busy.elapsed() < Duration::from_micros(30) {
+                            std::hint::spin_loop();
+                        }
+                        barrier.wait();
+                        started_on
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a burst coroutine")).all(|worker| worker == home)
+        });
+        local_rounds += usize::from(all_local);
+    }
+    assert!(local_rounds >= ROUNDS * 3 / 4, "only {local_rounds} of {ROUNDS} bursts started on their spawner's worker");
+}
+
+/// A queue that its owner drains only slowly is still shared: 64
+/// coroutines that compute for 200 µs each and never wait (13 ms of work)
+/// run on both workers, although their owner keeps starting them (one
+/// every 200 µs): the thief's wait ends 1 ms after it began at the latest.
+/// (A thief that saw the queue grow while the burst was spawned steals
+/// 100 µs after its first look anyway; this checks that the restarts above
+/// do not keep such work on one worker, whichever way the thief saw it.)
+#[test]
+fn a_queue_drained_slowly_is_still_shared() {
+    const TASKS: usize = 64;
+    let _serial = serial();
+    let rt = runtime(2);
+    let workers = rt.block_on(|| {
+        let handles: Vec<JoinHandle<usize>> = (0..TASKS)
+            .map(|_| {
+                weft::spawn(|| {
+                    let busy = Instant::now();
+                    while busy.elapsed() < Duration::from_micros(200) {
+                        std::hint::spin_loop();
+                    }
+                    worker_index()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a computing coroutine")).collect::<std::collections::HashSet<_>>()
+    });
+    assert_eq!(workers.len(), 2, "all {TASKS} computing coroutines ran on worker(s) {workers:?}");
+}
+
 /// Work that keeps its worker busy is still stolen: two coroutines that
 /// compute for 30 ms each without yielding, spawned together on a runtime
 /// with two workers, run at the same time on different workers.

@@ -50,34 +50,57 @@
 //!
 //! A thief leaves other workers' unstarted tasks alone until it has found
 //! work to steal for `STEAL_AFTER_NANOS` (100 µs) in a row. It times that
-//! itself (`WorkerLocal::work_seen_since`), so spawns pay nothing for it:
-//! the wait runs from the first time it finds work to steal for as long as
-//! it keeps finding some, look after look. A look that finds none, a sleep,
-//! or 100 µs without a look (busy with its own tasks) ends it, and the next
-//! work it finds starts a new wait, since the thief cannot tell that work
-//! from a new burst. (Without the last two, a thief that saw a burst
-//! before its owner started it all kept the stamp through its sleep and
-//! stole the next burst at once: the channel bench's producer-consumer ran
-//! split over both workers in 45 % of its batches, 1 % after.) Once the
-//! wait is over it steals as before, batch after batch, for as long as it
-//! keeps finding work. A started coroutine never moves
-//! (decision 3), so where a task starts is where it stays: coroutines that
-//! a coroutine spawns together usually talk to each other (a pipeline's
-//! stages, producers and consumers, a pool around one lock), and when they
-//! start on the spawner's worker, their hand-offs stay on it, without an
-//! inbox push and a futex wake each. A burst whose coroutines park at once
-//! (waiting for one another) is started by its own worker well within the
-//! 100 µs; work that keeps the deque full longer (a spawn tree, a burst of
-//! computations, a worker busy in a long task) is stolen as before, 100 µs
-//! later. Measured on this machine's `versus_threads` (2 workers; medians
-//! of 5 runs, three invocations each way, in turns): producer-consumer
-//! with Mutex+2 Condvars 2.9/4.7/4.8 -> 11.1/11.4/11.5 M items/s (Go at
-//! GOMAXPROCS=2: 4.7), with Semaphores 2.0/3.9/3.6 -> 2.8/4.2/2.9,
-//! spawn+join, skynet, contended Mutex and readers-writers unchanged (their
-//! coroutines run long before they block, so the deque stays full and is
-//! stolen). Meanwhile an idle worker that sees such young work spins on it
-//! rather than sleeping (its idle loop finds work, the steal declines), for
-//! at most the 100 µs.
+//! itself (`WorkerLocal::steal_wait`), so spawns pay nothing for it: the
+//! wait runs from the first time it finds work to steal for as long as it
+//! keeps finding some. A look that finds none, or a sleep, ends it, and the
+//! next work it finds starts a new wait. Once the wait is over it steals as
+//! before, batch after batch, for as long as it keeps finding work.
+//!
+//! ```text
+//!  what the thief sees, look after look      it steals
+//!  ----------------------------------------  -------------------------------
+//!  the queued tasks grew at some look        100 µs after the wait began
+//!  (a spawn tree, a loop of spawns)
+//!  they only shrink: the owners start them   100 µs after the last look that
+//!  (a burst whose coroutines start, talk     found fewer than the look before,
+//!  and wait for each other)                  1 ms after the wait began at most
+//!  they stay as they are (the owner is busy  100 µs after the wait began
+//!  in a long task)
+//! ```
+//!
+//! A started coroutine never moves (decision 3), so where a task starts is
+//! where it stays: coroutines that a coroutine spawns together usually talk
+//! to each other (a pipeline's stages, producers and consumers, a pool
+//! around one lock), and when they start on the spawner's worker, their
+//! hand-offs stay on it, without an inbox push and a futex wake each. A
+//! burst whose coroutines park at once (waiting for one another) is started
+//! by its own worker, which takes a fresh task whenever its run queue is
+//! empty and every 31st round otherwise; the thief sees the queue shrink
+//! and waits, up to 1 ms. Work that keeps the deque full longer (a spawn
+//! tree, a worker busy in a long task) is stolen as before, 100 µs later,
+//! and a long queue of computations that its owner works through one by one
+//! 1 ms later. Meanwhile an idle worker that sees such young work spins on
+//! it rather than sleeping (its idle loop finds work, the steal declines),
+//! for at most that long.
+//!
+//! Measured on this machine's `versus_threads` (2 workers, medians of 5
+//! runs, three invocations each way, in turns). The first version, a plain
+//! 100 µs: producer-consumer with Mutex+2 Condvars 2.9/4.7/4.8 ->
+//! 11.1/11.4/11.5 M items/s (Go at GOMAXPROCS=2: 4.7), with Semaphores
+//! 2.0/3.9/3.6 -> 2.8/4.2/2.9, spawn+join, skynet, contended Mutex and
+//! readers-writers unchanged (their coroutines run long before they block,
+//! so the deque stays full and is stolen). Its wait kept running through
+//! the thief's sleep when the owner had started the burst first, so the
+//! next burst was stolen at once (the channel bench's producer-consumer
+//! ran split in 45 % of its batches; every batch on one worker since the
+//! sleep ends the wait). And one producer or consumer of the Mutex+Condvar
+//! rows was stolen in most runs: its worker, busy with the ones it had
+//! started, took the next fresh one only every 31st round, so starting all
+//! eight took over 100 µs. With the restarts on shrinking queues (the
+//! previous build's runs of the same day against three of this one):
+//! Mutex+2 Condvars 9.4-11.7 -> 18.5/19.5/18.7 M items/s, Semaphores
+//! 3.1-4.7 -> 4.9/4.8/4.8, skynet 0.083-0.089 µs/leaf and spawn+join
+//! 0.14-0.16 µs/task, as before the first version.
 //!
 //! The price: coroutines that park at once but do not talk to each other
 //! start together too, such as connection handlers that an accept loop
@@ -653,10 +676,9 @@ pub(crate) struct WorkerLocal {
     counters: *const WorkerCounters,
     /// `&shared.workers[index].inbox`, likewise (for `yield_direct`).
     inbox: *const Inbox,
-    /// When this worker, looking for work to steal, first found some and
-    /// has kept finding some since (`steal`), and when it last looked;
-    /// `None` once it found none or went to sleep.
-    work_seen_since: Cell<Option<(u64, u64)>>,
+    /// This worker's wait before stealing, while it keeps finding work to
+    /// steal (`steal`); `None` once it found none or went to sleep.
+    steal_wait: Cell<Option<StealWait>>,
     runnable: RunQueue,
     /// The owner's end of this worker's `fresh` deque: pushes and pops at
     /// the newest end, touched only by this thread (its `Stealer` is
@@ -725,6 +747,26 @@ impl OldestClock {
 /// How long a worker looks at other workers' unstarted tasks before it may
 /// steal them (module docs, "Stealing waits 100 µs").
 const STEAL_AFTER_NANOS: u64 = 100_000;
+/// How long, at most, owners that keep starting their unstarted tasks
+/// themselves can keep a thief waiting (module docs, "Stealing waits 100 µs").
+const STEAL_AFTER_PROGRESS_NANOS: u64 = 1_000_000;
+
+/// A thief's wait before it steals (`WorkerLocal::steal`), all in
+/// nanoseconds of the monotonic clock.
+#[derive(Clone, Copy)]
+struct StealWait {
+    /// When it first found work to steal: the wait's start.
+    began: u64,
+    /// When the current 100 µs window began: the wait's start, or the
+    /// latest look that found fewer unstarted tasks than the look before
+    /// while their number had not grown since the wait began.
+    window: u64,
+    /// How many unstarted tasks all the workers held at its latest look.
+    queued: usize,
+    /// Whether that number grew from one look to the next during the wait
+    /// (spawns outpace starts: a spawn tree, a loop of spawns).
+    grew: bool,
+}
 
 thread_local! {
     static CURRENT_WORKER: Cell<*const WorkerLocal> = const { Cell::new(ptr::null()) };
@@ -1229,21 +1271,33 @@ impl WorkerLocal {
         let n = workers.len();
         // The wait (module docs, "Stealing waits 100 µs"), timed by the
         // thief: from when it first found work to steal, for as long as it
-        // keeps finding some look after look. When it finds none, sleeps
-        // (`sleep` clears the stamp) or did not look for as long as the
-        // wait itself (it ran tasks of its own), the next work it finds
-        // starts a new wait: it cannot tell that work from a new burst.
-        if workers.iter().all(|w| w.fresh.is_empty()) {
-            self.work_seen_since.set(None);
+        // keeps finding some. When it finds none, or sleeps (`sleep` clears
+        // the wait), the next work it finds starts a new wait. It steals
+        // once a whole window (100 µs) passes without the owners starting
+        // any of their queued tasks while the queues only shrink, or once
+        // the wait is STEAL_AFTER_PROGRESS_NANOS old; when the queues grow,
+        // 100 µs after the wait began.
+        let queued: usize = workers.iter().map(|w| w.fresh.len()).sum();
+        if queued == 0 {
+            self.steal_wait.set(None);
             return None;
         }
         let now = clock::now();
-        let since = match self.work_seen_since.get() {
-            Some((since, last_look)) if now.saturating_sub(last_look) < STEAL_AFTER_NANOS => since,
-            _ => now,
+        let wait = match self.steal_wait.get() {
+            Some(wait) => {
+                let grew = wait.grew || queued > wait.queued;
+                let owners_progress = !grew && queued < wait.queued;
+                let window = if owners_progress && now.saturating_sub(wait.began) < STEAL_AFTER_PROGRESS_NANOS {
+                    now
+                } else {
+                    wait.window
+                };
+                StealWait { window, queued, grew, ..wait }
+            }
+            None => StealWait { began: now, window: now, queued, grew: false },
         };
-        self.work_seen_since.set(Some((since, now)));
-        if now.saturating_sub(since) < STEAL_AFTER_NANOS {
+        self.steal_wait.set(Some(wait));
+        if now.saturating_sub(wait.window) < STEAL_AFTER_NANOS {
             return None;
         }
         loop {
@@ -1328,7 +1382,7 @@ impl WorkerLocal {
             // It found no work to steal either: a wait it had begun ends
             // here ("Stealing waits 100 µs"), or the sleep would count
             // towards it, and the next burst would be stolen at once.
-            self.work_seen_since.set(None);
+            self.steal_wait.set(None);
             let timer = self.next_deadline();
             // A worker that waits for a timer or for sockets may wake by
             // itself: the monitor does not call its parked coroutines stuck.
@@ -1798,7 +1852,7 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>, fresh: Deque<TaskRef>) {
         index,
         counters: &*shared.workers[index].counters,
         inbox: &shared.workers[index].inbox,
-        work_seen_since: Cell::new(None),
+        steal_wait: Cell::new(None),
         shared_weak: Arc::downgrade(&shared),
         anchor: super::task::Anchor::new(Arc::downgrade(&shared)),
         shared,
