@@ -378,10 +378,12 @@ fn a_thief_waits_100_us_for_every_burst() {
 /// coroutines that each compute for 30 µs before they wait for the others
 /// (240 µs in all). The thief restarts its wait whenever it finds fewer
 /// queued tasks than at its previous look while the queues have not grown.
-/// (Checked to fail without that restart: 1 and 5 of 20 rounds.)
+/// A worker thread descheduled for 100 µs lets the thief in (a loaded CI
+/// machine: 14 of 20 rounds once), so the test asks for half the rounds.
+/// (Checked to fail without that restart: 2, 7 and 17 of 40 rounds.)
 #[test]
 fn a_burst_its_owner_keeps_starting_stays_on_its_worker() {
-    const ROUNDS: usize = 20;
+    const ROUNDS: usize = 40;
     const TASKS: usize = 8;
     let _serial = serial();
     let mut local_rounds = 0;
@@ -408,7 +410,7 @@ fn a_burst_its_owner_keeps_starting_stays_on_its_worker() {
         });
         local_rounds += usize::from(all_local);
     }
-    assert!(local_rounds >= ROUNDS * 3 / 4, "only {local_rounds} of {ROUNDS} bursts started on their spawner's worker");
+    assert!(local_rounds >= ROUNDS / 2, "only {local_rounds} of {ROUNDS} bursts started on their spawner's worker");
 }
 
 /// A queue that its owner drains only slowly is still shared: 64
