@@ -286,6 +286,46 @@ fn destructors() {
     }
 }
 
+/// Computes (spins) for `duration` without yielding.
+fn compute_for(duration: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        std::hint::spin_loop();
+    }
+}
+
+/// From a coroutine: spawns `tasks` coroutines that each compute for
+/// `compute`, then wait until all of them have; returns the spawner's
+/// worker, and where and how long after the burst began each one started.
+fn burst(tasks: usize, compute: Duration) -> (usize, Vec<(usize, Duration)>) {
+    let home = worker_index();
+    let burst_began = Instant::now();
+    let barrier = Arc::new(weft::sync::Barrier::new(tasks));
+    let handles: Vec<JoinHandle<(usize, Duration)>> = (0..tasks)
+        .map(|_| {
+            let barrier = Arc::clone(&barrier);
+            weft::spawn(move || {
+                let started = (worker_index(), burst_began.elapsed());
+                compute_for(compute);
+                barrier.wait();
+                started
+            })
+        })
+        .collect();
+    (home, handles.into_iter().map(|h| h.join().expect("a burst coroutine")).collect())
+}
+
+/// How many of `rounds` bursts, each on a fresh 2-worker runtime, started
+/// all their coroutines on the spawner's worker.
+fn local_bursts(rounds: usize, tasks: usize, compute: Duration) -> usize {
+    (0..rounds)
+        .filter(|_| {
+            let (home, starts) = runtime(2).block_on(|| burst(tasks, compute));
+            starts.iter().all(|&(worker, _)| worker == home)
+        })
+        .count()
+}
+
 /// Coroutines spawned together that park at once (they wait for one
 /// another) start on their spawner's worker: the other worker, idle and
 /// woken by the spawns, leaves a deque alone until it has held work for
@@ -297,28 +337,8 @@ fn destructors() {
 #[test]
 fn a_burst_that_parks_at_once_starts_on_its_spawners_worker() {
     const ROUNDS: usize = 20;
-    const TASKS: usize = 8;
     let _serial = serial();
-    let mut local_rounds = 0;
-    for _ in 0..ROUNDS {
-        let rt = runtime(2);
-        let all_local = rt.block_on(|| {
-            let home = worker_index();
-            let barrier = Arc::new(weft::sync::Barrier::new(TASKS));
-            let handles: Vec<JoinHandle<usize>> = (0..TASKS)
-                .map(|_| {
-                    let barrier = Arc::clone(&barrier);
-                    weft::spawn(move || {
-                        let started_on = worker_index();
-                        barrier.wait();
-                        started_on
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("a burst coroutine")).all(|worker| worker == home)
-        });
-        local_rounds += usize::from(all_local);
-    }
+    let local_rounds = local_bursts(ROUNDS, 8, Duration::ZERO);
     assert!(local_rounds >= ROUNDS * 3 / 4, "only {local_rounds} of {ROUNDS} bursts started on their spawner's worker");
 }
 
@@ -337,33 +357,13 @@ fn a_burst_that_parks_at_once_starts_on_its_spawners_worker() {
 #[test]
 fn a_thief_waits_100_us_for_every_burst() {
     const ROUNDS: usize = 40;
-    const TASKS: usize = 16;
     const WAIT: Duration = Duration::from_micros(100);
     let _serial = serial();
     let rt = runtime(2);
     for round in 0..ROUNDS {
         thread::sleep(Duration::from_millis(1));
-        let (home, starts) = rt.block_on(|| {
-            let home = worker_index();
-            let burst_began = Instant::now();
-            let barrier = Arc::new(weft::sync::Barrier::new(TASKS));
-            let handles: Vec<JoinHandle<(usize, Duration)>> = (0..TASKS)
-                .map(|_| {
-                    let barrier = Arc::clone(&barrier);
-                    weft::spawn(move || {
-                        let started = (worker_index(), burst_began.elapsed());
-                        // Long enough for the woken worker to see the burst.
-                        let busy = Instant::now();
-                        while busy.elapsed() < Duration::from_micros(10) {
-                            std::hint::spin_loop();
-                        }
-                        barrier.wait();
-                        started
-                    })
-                })
-                .collect();
-            (home, handles.into_iter().map(|h| h.join().expect("a burst coroutine")).collect::<Vec<_>>())
-        });
+        // Each computes 10 µs: long enough for the woken worker to see the burst.
+        let (home, starts) = rt.block_on(|| burst(16, Duration::from_micros(10)));
         for (worker, after) in starts {
             assert!(
                 worker == home || after >= WAIT,
@@ -384,32 +384,8 @@ fn a_thief_waits_100_us_for_every_burst() {
 #[test]
 fn a_burst_its_owner_keeps_starting_stays_on_its_worker() {
     const ROUNDS: usize = 40;
-    const TASKS: usize = 8;
     let _serial = serial();
-    let mut local_rounds = 0;
-    for _ in 0..ROUNDS {
-        let rt = runtime(2);
-        let all_local = rt.block_on(|| {
-            let home = worker_index();
-            let barrier = Arc::new(weft::sync::Barrier::new(TASKS));
-            let handles: Vec<JoinHandle<usize>> = (0..TASKS)
-                .map(|_| {
-                    let barrier = Arc::clone(&barrier);
-                    weft::spawn(move || {
-                        let started_on = worker_index();
-                        let busy = Instant::now();
-                        while busy.elapsed() < Duration::from_micros(30) {
-                            std::hint::spin_loop();
-                        }
-                        barrier.wait();
-                        started_on
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("a burst coroutine")).all(|worker| worker == home)
-        });
-        local_rounds += usize::from(all_local);
-    }
+    let local_rounds = local_bursts(ROUNDS, 8, Duration::from_micros(30));
     assert!(local_rounds >= ROUNDS / 2, "only {local_rounds} of {ROUNDS} bursts started on their spawner's worker");
 }
 
@@ -429,10 +405,7 @@ fn a_queue_drained_slowly_is_still_shared() {
         let handles: Vec<JoinHandle<usize>> = (0..TASKS)
             .map(|_| {
                 weft::spawn(|| {
-                    let busy = Instant::now();
-                    while busy.elapsed() < Duration::from_micros(200) {
-                        std::hint::spin_loop();
-                    }
+                    compute_for(Duration::from_micros(200));
                     worker_index()
                 })
             })
