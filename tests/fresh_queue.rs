@@ -438,3 +438,83 @@ fn a_burst_that_keeps_its_worker_busy_is_still_stolen() {
     assert_ne!(first, second, "both busy coroutines ran on worker {first}");
     assert!(first_start < second_end && second_start < first_end, "the two busy coroutines did not overlap in time");
 }
+
+/// Once a thief's wait has run out, it steals at each of its later looks
+/// in that wait, however the queues moved: its own steals shrink them too,
+/// and that is no sign that their owner is starting the work itself. The
+/// owner here is busy for 4 ms and starts nothing; the thief, busy in a
+/// coroutine of its own while a burst of 64 short computations (10 µs
+/// each) is spawned, finds the burst whole, waits its 100 µs, and then
+/// takes batch after batch: its starts, in order, are never more than a
+/// batch's steal apart (checked: under 60 µs, in most rounds). Its own
+/// steals used to restart its 100 µs window while the wait was younger
+/// than 1 ms, so it idled 100 µs between its first batches (checked to
+/// fail that way: gaps of 100-110 µs in every round).
+#[test]
+fn a_thief_whose_wait_ran_out_steals_at_each_look() {
+    const ROUNDS: usize = 10;
+    const ATTEMPTS: usize = 40;
+    const TASKS: usize = 64;
+    let _serial = serial();
+    let rt = runtime(2);
+    let mut judged = 0;
+    let mut without_pause = 0;
+    let mut gaps = Vec::new();
+    for _ in 0..ATTEMPTS {
+        if judged == ROUNDS {
+            break;
+        }
+        let (thief, starts) = rt.block_on(|| {
+            let home = worker_index();
+            // The thief's own coroutine, stolen while the spawner computes:
+            // it parks at once (its worker finds nothing queued, which ends
+            // that wait), then computes until well after the burst is
+            // spawned, so that the thief's next look finds the burst whole.
+            let thiefs = weft::spawn(|| {
+                weft::sleep(Duration::from_micros(50));
+                let computing_since = Instant::now();
+                compute_for(Duration::from_millis(2));
+                (worker_index(), computing_since)
+            });
+            compute_for(Duration::from_millis(1));
+            let began = Instant::now();
+            let handles: Vec<JoinHandle<(usize, Duration)>> = (0..TASKS)
+                .map(|_| {
+                    weft::spawn(move || {
+                        let started = (worker_index(), began.elapsed());
+                        compute_for(Duration::from_micros(10));
+                        started
+                    })
+                })
+                .collect();
+            // The owner starts none of them meanwhile.
+            compute_for(Duration::from_millis(4));
+            let (thief, computing_since) = thiefs.join().expect("the thief's coroutine");
+            let starts: Vec<(usize, Duration)> =
+                handles.into_iter().map(|h| h.join().expect("a burst coroutine")).collect();
+            // On a loaded machine the other worker may come too late: such a
+            // round is not judged.
+            let thief = (thief != home && computing_since < began).then_some(thief);
+            (thief, starts)
+        });
+        let Some(thief) = thief else { continue };
+        let mut stolen: Vec<Duration> =
+            starts.iter().filter(|&&(worker, _)| worker == thief).map(|&(_, at)| at).collect();
+        stolen.sort();
+        let longest = stolen.windows(2).map(|pair| pair[1] - pair[0]).max().unwrap_or_default();
+        judged += 1;
+        gaps.push(longest);
+        if stolen.len() >= 2 && longest < Duration::from_micros(60) {
+            without_pause += 1;
+        }
+    }
+    assert!(
+        judged >= ROUNDS / 2,
+        "only {judged} of {ATTEMPTS} rounds had the thief computing on the other worker when the burst began"
+    );
+    assert!(
+        without_pause * 2 >= judged,
+        "the thief paused between its batches in {} of {judged} rounds (longest gaps between its starts: {gaps:?})",
+        judged - without_pause
+    );
+}
