@@ -11,8 +11,9 @@
 //! its Rust callers.
 //!
 //! Every function here takes a stack's *switch top*: the address below
-//! which the switch owns two slots (the sp slot and the link slot) and
-//! builds the first frame. Whoever owns the stack may keep data of its own
+//! which the switch owns four slots (the sp slot, the link slot, and the
+//! resumer's rbp and rbx while the coroutine runs) and builds the first
+//! frame. Whoever owns the stack may keep data of its own
 //! above it (`stack` keeps the overflow report's header there).
 //!
 //! # A fresh stack, ready for its first resume (default build)
@@ -23,11 +24,15 @@
 //!  | sp slot                    |  <- the coroutine's saved stack pointer
 //!  +----------------------------+ top - 8    while it is suspended
 //!  | link slot                  |  <- weft_switch_resume stores the resumer's
-//!  +----------------------------+ top - 16   stack pointer here; the trampoline
-//!  | continuation = trampoline  |            runs with rsp here
+//!  +----------------------------+ top - 16   stack pointer here,
+//!  | resumer's rbp              |  <- and its rbp
+//!  +----------------------------+ top - 24
+//!  | resumer's rbx              |  <- and rbx; the trampoline runs with rsp
+//!  +----------------------------+ top - 32   here (STACK_RESERVED_TOP)
+//!  | continuation = trampoline  |
 //!  | rbp = entry data           |  (the trampoline zeroes rbp before the call)
 //!  | rbx = entry function       |  <- initial saved stack pointer (in sp slot)
-//!  +----------------------------+ top - 16 - FRAME_SIZE
+//!  +----------------------------+ top - 32 - FRAME_SIZE
 //!  | (free stack, grows down)   |
 //! ```
 //!
@@ -40,12 +45,19 @@
 //!  coroutine stack                      resumer stack
 //!  +---------------------+              +---------------------+
 //!  | sp slot  ---------+ |              |                     |
-//!  | link slot  -------+-+----------->  | frame (FRAME_SIZE)  |  while the
-//!  | trampoline's frame  |              |   ... return addr R |  coroutine runs
-//!  | entry, user frames  |              | Coroutine::resume   |
-//!  | frame          <--+ |              | user code           |
+//!  | link slot  -------+-+----------->  | return addr R       |  while the
+//!  | resumer's rbp, rbx| |              | Coroutine::resume   |  coroutine runs
+//!  | trampoline's frame| |              | user code           |
+//!  | entry, user frames| |              |                     |
+//!  | frame          <--+ |              |                     |
 //!  +---------------------+              +---------------------+
 //! ```
+//!
+//! The resumer's rbx and rbp sit under the coroutine's top rather than on
+//! the resumer's stack so that the suspend reloads them with addresses
+//! computed from r12 alone, not from the stack pointer it has just loaded
+//! (the `.S`, "The resumer's rbx and rbp"). With `fp-control` the resumer
+//! also leaves its FP control state on its stack, below R.
 
 use std::arch::{asm, global_asm};
 
@@ -71,15 +83,31 @@ pub(crate) const FRAME_SIZE: usize = FP_SLOT_SIZE + 24;
 /// bytes below the switch top.
 pub(crate) const SP_BELOW_TOP: usize = 8;
 /// The link slot (the resumer's stack pointer) sits this many bytes below
-/// the switch top; the trampoline runs with rsp pointing at it.
+/// the switch top.
 pub(crate) const LINK_BELOW_TOP: usize = 16;
-/// Bytes below the switch top that the switch owns (sp and link slots).
-pub(crate) const STACK_RESERVED_TOP: usize = 16;
+/// The resumer's rbp, while the coroutine runs, sits this many bytes below
+/// the switch top.
+pub(crate) const RESUMER_RBP_BELOW_TOP: usize = 24;
+/// The resumer's rbx, while the coroutine runs, sits this many bytes below
+/// the switch top.
+pub(crate) const RESUMER_RBX_BELOW_TOP: usize = 32;
+/// Bytes below the switch top that the switch owns (the sp and link slots,
+/// the resumer's rbp and rbx); the trampoline runs with rsp pointing at the
+/// lowest of them.
+pub(crate) const STACK_RESERVED_TOP: usize = 32;
+/// What a resume leaves on the resumer's own stack, where the link slot
+/// points: its continuation, below it (`fp-control`) its FP control state.
+pub(crate) const RESUMER_FRAME_SIZE: usize = FP_SLOT_SIZE + 8;
 
 const _: () = assert!(FRAME_SIZE == FRAME_CONT + 8, "the continuation is the last slot");
 const _: () = assert!(FRAME_SIZE % 8 == 0, "frame slots are 8 bytes (the .S aligns call_on_stack's callback)");
-const _: () = assert!(LINK_BELOW_TOP % 16 == 0, "the trampoline needs rsp 16-byte aligned before its call");
-const _: () = assert!(SP_BELOW_TOP < LINK_BELOW_TOP && LINK_BELOW_TOP <= STACK_RESERVED_TOP);
+const _: () = assert!(STACK_RESERVED_TOP % 16 == 0, "the trampoline needs rsp 16-byte aligned before its call");
+const _: () = assert!(
+    SP_BELOW_TOP < LINK_BELOW_TOP
+        && LINK_BELOW_TOP < RESUMER_RBP_BELOW_TOP
+        && RESUMER_RBP_BELOW_TOP < RESUMER_RBX_BELOW_TOP
+        && RESUMER_RBX_BELOW_TOP == STACK_RESERVED_TOP
+);
 const _: () = assert!(FRAME_RBP == FRAME_RBX + 8 && FRAME_CONT == FRAME_RBP + 8);
 
 /// MXCSR at process start per the System V ABI: all exceptions masked,
@@ -112,6 +140,10 @@ global_asm!(
     ".set WEFT_RS_FRAME_SIZE, {size}",
     ".set WEFT_RS_SP_BELOW_TOP, {sp}",
     ".set WEFT_RS_LINK_BELOW_TOP, {link}",
+    ".set WEFT_RS_RESUMER_RBP_BELOW_TOP, {resumer_rbp}",
+    ".set WEFT_RS_RESUMER_RBX_BELOW_TOP, {resumer_rbx}",
+    ".set WEFT_RS_STACK_RESERVED_TOP, {reserved}",
+    ".set WEFT_RS_RESUMER_FRAME_SIZE, {resumer_frame}",
     include_str!("../../asm/switch_x86_64_sysv.S"),
     fp = const FP_CONTROL as u8,
     fp_slot = const RS_FRAME_FP,
@@ -121,6 +153,10 @@ global_asm!(
     size = const FRAME_SIZE,
     sp = const SP_BELOW_TOP,
     link = const LINK_BELOW_TOP,
+    resumer_rbp = const RESUMER_RBP_BELOW_TOP,
+    resumer_rbx = const RESUMER_RBX_BELOW_TOP,
+    reserved = const STACK_RESERVED_TOP,
+    resumer_frame = const RESUMER_FRAME_SIZE,
 );
 
 unsafe extern "sysv64" {
@@ -165,11 +201,11 @@ pub(crate) fn walk_bounds() -> WalkBounds {
     }
 }
 
-/// A FRAME_SIZE block of zeroes: pointed at by a suspended coroutine's link
+/// A resumer's frame of zeroes: pointed at by a suspended coroutine's link
 /// slot while [`call_on_stack`] runs, its continuation 0 ends an unwinder's
 /// walk at the trampoline (see the `.S`).
 #[repr(C, align(16))]
-struct EndFrame([u64; FRAME_SIZE / 8]);
+struct EndFrame([u64; RESUMER_FRAME_SIZE / 8]);
 
 /// Runs `callback(data)` on the suspended coroutine stack whose top is
 /// `top`, just below its saved frame, with that frame as the callback's
@@ -189,7 +225,7 @@ struct EndFrame([u64; FRAME_SIZE / 8]);
 ///   of an `extern` function does) and does not resume or suspend this
 ///   coroutine.
 pub(crate) unsafe fn call_on_stack(top: *mut u8, callback: unsafe extern "sysv64" fn(*mut ()), data: *mut ()) {
-    let end = EndFrame([0; FRAME_SIZE / 8]);
+    let end = EndFrame([0; RESUMER_FRAME_SIZE / 8]);
     let link = link_slot(top);
     // The link slot is only read by a running coroutine (its suspend) and
     // by unwinders, and we put back what was there before anything resumes it.

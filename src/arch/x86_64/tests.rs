@@ -51,6 +51,9 @@ const SAVED: usize = 2;
 const TOP_REG: usize = 2;
 /// Where the switch saves each of the first `SAVED` registers of [`Regs`].
 const REG_SLOTS: [usize; SAVED] = [FRAME_RBX, FRAME_RBP];
+/// Where a running coroutine's resumer keeps rbx and rbp: bytes below the
+/// switch top, in `REG_NAMES` order.
+const RESUMER_REG_SLOTS: [usize; SAVED] = [RESUMER_RBX_BELOW_TOP, RESUMER_RBP_BELOW_TOP];
 
 global_asm!(
     // weft_test_resume_with_regs(top, word, load: *const Regs, out: *mut Regs,
@@ -346,9 +349,9 @@ struct RegShared {
     /// The resumer's saved stack pointer, as the coroutine found it in its
     /// link slot before its first suspend.
     link_at_start: usize,
-    /// Before its first suspend the coroutine overwrites this slot (an
-    /// offset; `usize::MAX` for none) of its resumer's saved frame with
-    /// [`TAMPERED`]: a wrong restore, on purpose.
+    /// Before its first suspend the coroutine overwrites this slot of its
+    /// resumer's saved registers (bytes below the switch top; `usize::MAX`
+    /// for none) with [`TAMPERED`]: a wrong restore, on purpose.
     tamper_resumer_slot: usize,
 }
 
@@ -367,13 +370,13 @@ impl RegShared {
 unsafe extern "sysv64" fn regs_entry(word: usize, data: *mut (), top: *mut u8) -> ! {
     let shared = data.cast::<RegShared>();
     // SAFETY: we run inside a resume of `top`'s stack: its link slot holds
-    // the resumer's saved frame, which stays switched out until we suspend.
+    // the resumer's saved frame, and the slots below the top its rbx and
+    // rbp, which stay switched out until we suspend.
     unsafe {
-        let resumer_frame = link_slot(top).read();
-        (*shared).link_at_start = resumer_frame as usize;
-        let slot = (*shared).tamper_resumer_slot;
-        if slot != usize::MAX {
-            set_frame_word(resumer_frame, slot, TAMPERED);
+        (*shared).link_at_start = link_slot(top).read() as usize;
+        let below = (*shared).tamper_resumer_slot;
+        if below != usize::MAX {
+            top.sub(below).cast::<u64>().write(TAMPERED);
         }
     }
     let mut round = word;
@@ -454,19 +457,19 @@ fn rbx_rbp_survive_both_directions_r12_keeps_the_top_and_r13_to_r15_pass_through
 }
 
 /// Negative control for the resumer side: the coroutine overwrites one
-/// register's slot in its resumer's saved frame, and the readout must show
-/// exactly that register changed. Proves the test observes what
-/// `weft_switch_suspend` restores, and that each FRAME_* offset is the slot
-/// of the register it is named after.
+/// register's slot among its resumer's saved registers (under the switch
+/// top), and the readout must show exactly that register changed. Proves
+/// the test observes what `weft_switch_suspend` restores, and that each
+/// RESUMER_*_BELOW_TOP is the slot of the register it is named after.
 #[test]
 fn register_test_detects_a_wrong_restore_in_the_resumer() {
-    for (reg, &slot) in REG_SLOTS.iter().enumerate() {
+    for (reg, &slot) in RESUMER_REG_SLOTS.iter().enumerate() {
         let stack = TestStack::new();
         let mut shared = RegShared::new(slot);
         let after = run_register_rounds(&stack, &raw mut shared);
         let mut want = resumer_after(0, stack.top());
         want[reg] = TAMPERED;
-        assert_eq!(after[0], want, "round 0 with {} (frame offset {slot}) overwritten", REG_NAMES[reg]);
+        assert_eq!(after[0], want, "round 0 with {} ({slot} bytes below the top) overwritten", REG_NAMES[reg]);
         // The later rounds are untouched.
         for (round, regs) in after.iter().enumerate().take(REG_ROUNDS).skip(1) {
             assert_eq!(*regs, resumer_after(round, stack.top()), "round {round}");
@@ -976,8 +979,8 @@ fn rsp_is_aligned_at_entry_and_at_call_sites() {
     assert_eq!(entry_rsp % 16, 8, "rsp on entry to the entry function: {entry_rsp:#x} (ABI: 8 mod 16)");
     assert_eq!(
         entry_rsp,
-        top as usize - LINK_BELOW_TOP - 8,
-        "the trampoline calls the entry function with rsp at the link slot"
+        top as usize - STACK_RESERVED_TOP - 8,
+        "the trampoline calls the entry function with rsp at the lowest top slot"
     );
     for (i, rsp) in shared.call_sites.iter().enumerate() {
         assert_eq!(rsp % 16, 0, "rsp at call site {i} in the coroutine: {rsp:#x}");
