@@ -585,7 +585,7 @@ weft_coroutine_trampoline:
     TRAMPOLINE_CFI 8
     jmp rbx                             # never returns
     # An unwinder that comes back from entry's frame has popped the return
-    # address (rsp is at the link slot again) and looks up the row of the
+    # address (rsp is at the lowest top slot again) and looks up the row of the
     # byte before it (return address - 1): this int3, never executed, so
     # that the jmp's row above does not apply there.
     TRAMPOLINE_CFI 0
