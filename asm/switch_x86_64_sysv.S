@@ -248,6 +248,24 @@
 .error "the top slots' places differ between asm/switch_x86_64_sysv.S and src/arch/x86_64.rs"
 .endif
 
+# With fp-control: pushes the FP slot (MXCSR and the x87 control word) of
+# the context that is leaving, the lowest slot of its frame; drops it again
+# (already compared) on the way back in. Nothing without the feature.
+.macro PUSH_FP_SLOT
+.if WEFT_FP_CONTROL
+    sub rsp, 8                          # the FP slot
+    .cfi_adjust_cfa_offset 8
+    stmxcsr dword ptr [rsp]             # save MXCSR (control bits and flags)
+    fnstcw word ptr [rsp + 4]           # save the x87 control word
+.endif
+.endm
+.macro DROP_FP_SLOT
+.if WEFT_FP_CONTROL
+    add rsp, 8                          # the FP slot (already handled)
+    .cfi_adjust_cfa_offset -8
+.endif
+.endm
+
 # Pushes rbp, rbx and (fp-control) the FP control state: the frame's slots
 # from the continuation's down (r12-r15 are the compiler's business, see
 # above). On entry [rsp] is the continuation; CFI tracks every push.
@@ -258,12 +276,7 @@
     push rbx
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset rbx, 0
-.if WEFT_FP_CONTROL
-    sub rsp, 8                          # the FP slot
-    .cfi_adjust_cfa_offset 8
-    stmxcsr dword ptr [rsp]             # save MXCSR (control bits and flags)
-    fnstcw word ptr [rsp + 4]           # save the x87 control word
-.endif
+    PUSH_FP_SLOT
 .endm
 
 # Before the stack switch (fp-control): rdx := the outgoing frame, for
@@ -310,10 +323,7 @@
 # Pops the incoming frame down to its continuation, leaving [rsp] = the
 # continuation.
 .macro POP_FRAME
-.if WEFT_FP_CONTROL
-    add rsp, 8                          # the FP slot (already handled)
-    .cfi_adjust_cfa_offset -8
-.endif
+    DROP_FP_SLOT
     pop rbx
     .cfi_adjust_cfa_offset -8
     .cfi_restore rbx
@@ -330,12 +340,7 @@
 # "The resumer's rbx and rbp" above). DW_CFA_expression rules (0x10) say
 # where: DW_OP_breg12 (0x7c) plus a one-byte SLEB128 offset.
 .macro SAVE_RESUMER
-.if WEFT_FP_CONTROL
-    sub rsp, 8                          # the FP slot
-    .cfi_adjust_cfa_offset 8
-    stmxcsr dword ptr [rsp]             # save MXCSR (control bits and flags)
-    fnstcw word ptr [rsp + 4]           # save the x87 control word
-.endif
+    PUSH_FP_SLOT
     mov qword ptr [r12 - RESUMER_RBP_BELOW_TOP], rbp
     .cfi_escape 0x10, 6, 2, 0x7c, (-RESUMER_RBP_BELOW_TOP) & 0x7f
     mov qword ptr [r12 - RESUMER_RBX_BELOW_TOP], rbx
@@ -357,10 +362,7 @@
     .cfi_restore rbx
     mov rbp, qword ptr [r12 - RESUMER_RBP_BELOW_TOP]
     .cfi_restore rbp
-.if WEFT_FP_CONTROL
-    add rsp, 8                          # the FP slot (already handled)
-    .cfi_adjust_cfa_offset -8
-.endif
+    DROP_FP_SLOT
 .endm
 
 # The CFI of a coroutine's frame, once rsp points at it (after the switch
