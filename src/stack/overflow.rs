@@ -276,9 +276,10 @@ pub(crate) unsafe fn running<R>(hint: Option<NonNull<u8>>, f: impl FnOnce(Option
     let here = 0u8;
     let sp = std::hint::black_box(&here) as *const u8 as usize;
     let hinted = hint.and_then(|top| {
-        // SAFETY: the bytes above a mapped stack's switch top are its header
-        // (the caller's promise); we read its plain fields only.
-        let header = unsafe { &*top.as_ptr().cast::<Header>() };
+        // SAFETY: a mapped stack's header is at the top of the page that
+        // holds its switch top (the caller's promise, and `header_above`);
+        // we read its plain fields only.
+        let header = unsafe { &*super::header_above(top.as_ptr()) };
         header.holds(sp).then_some(header as *const Header)
     });
     let found = hinted.or_else(|| find(|header| header.holds(sp).then_some(header as *const Header)));
