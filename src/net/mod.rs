@@ -86,6 +86,17 @@
 //!
 //! Dropping a socket closes it and removes it from every poller; no
 //! readiness reaches a later socket that gets the same descriptor number.
+//!
+//! # Back to std
+//!
+//! A weft socket keeps its descriptor in non-blocking mode; `into_std`
+//! hands the std socket back in blocking mode (unless it was set
+//! non-blocking), with its timeouts. Clones made by `try_clone` share the
+//! descriptor's open file, and the blocking mode belongs to the file, one
+//! for all of them: while a clone is alive, the std socket from `into_std`
+//! stays non-blocking (its calls fail with `WouldBlock` where they would
+//! wait), so that the clones keep parking their coroutines instead of
+//! blocking their workers. Drop the clones first for a blocking one.
 
 mod tcp;
 mod udp;
@@ -101,6 +112,10 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The most buffers std's vectored calls pass the kernel on Linux (its
+/// `IOV_MAX`); the rest of a longer slice is left untouched.
+pub(crate) const IOV_MAX: usize = 1024;
 
 /// The options a socket shares with its clones (`try_clone`), as the
 /// kernel's socket options are shared: the timeouts and the user's
@@ -166,6 +181,21 @@ fn check_timeout(timeout: Option<Duration>) -> io::Result<()> {
 }
 
 impl IoState {
+    /// Ends this weft socket's hold on its descriptor for `into_std`:
+    /// deregisters it from every poller, then puts the descriptor back in
+    /// blocking mode unless the user set it non-blocking (`set_nonblocking`
+    /// gets the mode to set). Unless clones made by `try_clone` are still
+    /// alive: they share the open file, and its `O_NONBLOCK` flag is one for
+    /// all of them, so a blocking file would make the clones' operations
+    /// block their worker thread instead of parking their coroutine. Then
+    /// the descriptor stays non-blocking.
+    fn release(self, set_nonblocking: impl FnOnce(bool) -> io::Result<()>) -> io::Result<()> {
+        let nonblocking = self.is_nonblocking();
+        let cloned = Arc::strong_count(&self.options) > 1;
+        drop(self);
+        if cloned { Ok(()) } else { set_nonblocking(nonblocking) }
+    }
+
     fn new(fd: RawFd, options: Arc<Options>) -> IoState {
         IoState { registration: IoRegistration::new(fd), options }
     }
@@ -294,7 +324,9 @@ macro_rules! stream_read_write {
             }
 
             fn read_vectored(&mut self, bufs: &mut [std::io::IoSliceMut<'_>]) -> std::io::Result<usize> {
-                let len = bufs.iter().map(|b| b.len()).sum();
+                // std passes the kernel at most IOV_MAX (1024) buffers: a call
+                // that fills those leaves the rest queued, and is not short.
+                let len = bufs.iter().take($crate::net::IOV_MAX).map(|b| b.len()).sum();
                 self.state.read_stream(len, || (&self.inner).read_vectored(bufs))
             }
         }

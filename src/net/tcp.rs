@@ -143,11 +143,12 @@ impl TcpListener {
 
     /// The std listener, deregistered from every poller, back in blocking
     /// mode unless this one was set non-blocking.
+    ///
+    /// Stays non-blocking while clones of it are alive: see ["Back to
+    /// std"](crate::net#back-to-std).
     pub fn into_std(self) -> io::Result<net::TcpListener> {
-        let nonblocking = self.state.is_nonblocking();
         let TcpListener { state, inner, .. } = self;
-        drop(state);
-        inner.set_nonblocking(nonblocking)?;
+        state.release(|nonblocking| inner.set_nonblocking(nonblocking))?;
         Ok(inner)
     }
 }
@@ -356,11 +357,12 @@ impl TcpStream {
 
     /// The std stream, deregistered from every poller, back in blocking
     /// mode unless this one was set non-blocking; the timeouts stay.
+    ///
+    /// Stays non-blocking while clones of it are alive: see ["Back to
+    /// std"](crate::net#back-to-std).
     pub fn into_std(self) -> io::Result<net::TcpStream> {
-        let nonblocking = self.state.is_nonblocking();
         let TcpStream { state, inner } = self;
-        drop(state);
-        inner.set_nonblocking(nonblocking)?;
+        state.release(|nonblocking| inner.set_nonblocking(nonblocking))?;
         Ok(inner)
     }
 }

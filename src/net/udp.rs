@@ -166,11 +166,12 @@ impl UdpSocket {
 
     /// The std socket, deregistered, back in blocking mode unless this one
     /// was set non-blocking.
+    ///
+    /// Stays non-blocking while clones of it are alive: see ["Back to
+    /// std"](crate::net#back-to-std).
     pub fn into_std(self) -> io::Result<net::UdpSocket> {
-        let nonblocking = self.state.is_nonblocking();
         let UdpSocket { state, inner } = self;
-        drop(state);
-        inner.set_nonblocking(nonblocking)?;
+        state.release(|nonblocking| inner.set_nonblocking(nonblocking))?;
         Ok(inner)
     }
 }

@@ -103,11 +103,12 @@ impl UnixListener {
 
     /// The std listener, deregistered, back in blocking mode unless this
     /// one was set non-blocking.
+    ///
+    /// Stays non-blocking while clones of it are alive: see ["Back to
+    /// std"](crate::net#back-to-std).
     pub fn into_std(self) -> io::Result<net::UnixListener> {
-        let nonblocking = self.state.is_nonblocking();
         let UnixListener { state, inner } = self;
-        drop(state);
-        inner.set_nonblocking(nonblocking)?;
+        state.release(|nonblocking| inner.set_nonblocking(nonblocking))?;
         Ok(inner)
     }
 }
@@ -256,11 +257,12 @@ impl UnixStream {
 
     /// The std stream, deregistered, back in blocking mode unless this one
     /// was set non-blocking.
+    ///
+    /// Stays non-blocking while clones of it are alive: see ["Back to
+    /// std"](crate::net#back-to-std).
     pub fn into_std(self) -> io::Result<net::UnixStream> {
-        let nonblocking = self.state.is_nonblocking();
         let UnixStream { state, inner } = self;
-        drop(state);
-        inner.set_nonblocking(nonblocking)?;
+        state.release(|nonblocking| inner.set_nonblocking(nonblocking))?;
         Ok(inner)
     }
 }

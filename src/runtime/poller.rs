@@ -38,10 +38,14 @@
 //!                                                 since its snapshot (`clear`)
 //!  WRITE_READY    the poller, on EPOLLOUT (and    a writer whose call returned
 //!                 at creation)                    WouldBlock, likewise
-//!  READ_CLOSED    the poller, on RDHUP, HUP, ERR  never: once the peer has shut
-//!                                                 its half (or the socket failed),
-//!                                                 every read returns at once
-//!  WRITE_CLOSED   the poller, on HUP or ERR       never
+//!  READ_CLOSED    the poller, on RDHUP, HUP, ERR  a reader whose call returned
+//!                                                 WouldBlock (`clear_empty`), if
+//!                                                 `tick` has not moved; never by a
+//!                                                 short read
+//!  WRITE_CLOSED   the poller, on HUP or ERR       a writer whose call returned
+//!                                                 WouldBlock, likewise
+//!  URGENT         the poller, on PRI (TCP urgent  with READ_READY, by a WouldBlock
+//!                 data)                           only
 //!  READ_WAITER    a reader's park, in `validate`  the poller, when it sets
 //!                 (bucket locked), when           READ_READY: it then wakes every
 //!                 READ_READY is clear             reader parked on the entry
@@ -62,8 +66,16 @@
 //!    good. Then it goes back to step 1. A short read says the socket has
 //!    no *data* left; an end of stream or an error may still wait behind
 //!    it, and its edge may have come before the snapshot: that is why the
-//!    CLOSED bits are separate and sticky (a reader that cleared one would
-//!    park after the last bytes and never see the EOF).
+//!    CLOSED bits are separate and outlive short reads (a reader that
+//!    cleared one would park after the last bytes and never see the EOF).
+//!    Only a `WouldBlock` clears them: the kernel then had nothing to
+//!    report, not even an end or an error (a socket error is consumed by
+//!    the call that reports it: a UDP socket's "connection refused" comes
+//!    once, and its next `recv` must wait again rather than spin). Nor does
+//!    a short read clear READY once EPOLLPRI has come (URGENT): a TCP read
+//!    stops short at the urgent mark, with data queued behind it. A call
+//!    in non-blocking mode is always made once, whatever the bits say, as
+//!    std's would be.
 //! 3. Parks on the entry's key for that direction, with a validation (run
 //!    under the parking lot's bucket lock) that sets the WAITER bit only if
 //!    READY and CLOSED are still clear, in one compare-and-swap; if READY was set
@@ -155,10 +167,16 @@ const WRITE_READY: usize = 2;
 const READ_WAITER: usize = 4;
 const WRITE_WAITER: usize = 8;
 /// The peer shut its writing half, or the socket failed: reads end at once
-/// from now on (EOF or the error). Never cleared.
+/// (EOF or the error). Cleared only by a read that says `WouldBlock`.
 const READ_CLOSED: usize = 16;
-/// The socket hung up or failed: writes end at once. Never cleared.
+/// The socket hung up or failed: writes end at once. Cleared only by a
+/// write that says `WouldBlock`.
 const WRITE_CLOSED: usize = 32;
+/// EPOLLPRI came (TCP urgent data): a read stops short at the urgent mark
+/// with data still queued behind it, so a short read no longer says the
+/// socket is empty. Cleared with READ_READY by a read that says
+/// `WouldBlock`.
+const URGENT: usize = 64;
 /// `tick` lives above the flag bits.
 const TICK_ONE: usize = 1 << 8;
 const FLAGS: usize = TICK_ONE - 1;
@@ -185,6 +203,16 @@ impl Direction {
     fn go_bits(self) -> usize {
         match self {
             Direction::Read => READ_READY | READ_CLOSED,
+            Direction::Write => WRITE_READY | WRITE_CLOSED,
+        }
+    }
+
+    /// What a `WouldBlock` in this direction disproves: the socket has
+    /// nothing to report now, neither data nor an end nor an error (a
+    /// pending error is consumed by the call that reports it).
+    fn empty_bits(self) -> usize {
+        match self {
+            Direction::Read => READ_READY | READ_CLOSED | URGENT,
             Direction::Write => WRITE_READY | WRITE_CLOSED,
         }
     }
@@ -223,16 +251,23 @@ impl Readiness {
         snapshot & dir.go_bits() != 0
     }
 
-    /// Step 2: clears `dir`'s READY bit if no event came since `snapshot`.
+    /// Step 2, after a short read: clears `dir`'s READY bit if no event
+    /// came since `snapshot`.
     pub(crate) fn clear(&self, dir: Direction, snapshot: usize) {
+        self.clear_bits(dir.ready_bit(), snapshot);
+    }
+
+    /// Step 2, after a `WouldBlock`: clears what it disproves (READY, and
+    /// CLOSED and URGENT too: see `Direction::empty_bits`) if no event came
+    /// since `snapshot`.
+    pub(crate) fn clear_empty(&self, dir: Direction, snapshot: usize) {
+        self.clear_bits(dir.empty_bits(), snapshot);
+    }
+
+    fn clear_bits(&self, bits: usize, snapshot: usize) {
         let mut current = self.0.load(Ordering::Relaxed);
         while current & !FLAGS == snapshot & !FLAGS {
-            match self.0.compare_exchange_weak(
-                current,
-                current & !dir.ready_bit(),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
+            match self.0.compare_exchange_weak(current, current & !bits, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(actual) => current = actual,
             }
@@ -372,6 +407,9 @@ impl Poller {
             let mut ready = 0;
             if bits & (epoll::READABLE | epoll::PRIORITY) != 0 {
                 ready |= READ_READY;
+            }
+            if bits & epoll::PRIORITY != 0 {
+                ready |= URGENT;
             }
             if bits & epoll::WRITABLE != 0 {
                 ready |= WRITE_READY;
@@ -561,17 +599,22 @@ impl IoRegistration {
         };
         spend_io_budget();
         let mut deadline = None;
+        // A non-blocking call asks the kernel at least once, as std's does:
+        // data that came after the socket was last found empty is there
+        // before the worker's poller has seen its event.
+        let mut must_try = nonblocking;
         loop {
             let snapshot = entry.readiness.snapshot();
-            if Readiness::is_ready(snapshot, dir) {
+            if Readiness::is_ready(snapshot, dir) || must_try {
+                must_try = false;
                 match op() {
                     Ok(result) => {
-                        if drained(&result) {
+                        if drained(&result) && snapshot & URGENT == 0 {
                             entry.readiness.clear(dir, snapshot);
                         }
                         return Ok(result);
                     }
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => entry.readiness.clear(dir, snapshot),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => entry.readiness.clear_empty(dir, snapshot),
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                     Err(err) => return Err(err),
                 }
