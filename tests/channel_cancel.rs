@@ -397,3 +397,62 @@ fn cancel_victims_in_timed_waits() {
         assert_eq!(all, (0..2 * PER_USER).collect::<Vec<_>>(), "round {round}");
     }
 }
+
+/// A cancellation meeting the last sender's drop (the documented edge in
+/// the channel module's cancellation paragraph): a value is handed to the
+/// oldest parked receiver, the last sender goes (the other parked receiver
+/// is told `RecvError`), and the first is cancelled before it runs. Its
+/// value goes back to the channel after that `RecvError`: it is not lost
+/// and not duplicated — the next `try_recv` returns it, once, and then the
+/// channel is empty and disconnected. Every flavour.
+#[test]
+fn a_value_handed_back_after_the_last_sender_went_is_received_once() {
+    use weft::sync::channel::{RecvError, TryRecvError};
+    for capacity in [Some(0), Some(4), None] {
+        let rt = runtime(1);
+        let (tx, rx): (Sender<u64>, Receiver<u64>) = match capacity {
+            Some(cap) => bounded(cap),
+            None => unbounded(),
+        };
+        let mut parked = park_victims(&rt, 2, {
+            let rx = rx.clone();
+            move |_| rx.recv()
+        });
+        let witness = parked.pop().unwrap();
+        let victim = parked.pop().unwrap();
+        // On the receivers' one worker: neither runs until this returns.
+        let driver = rt.spawn(move || {
+            tx.try_send(7).expect("the oldest parked receiver takes it");
+            drop(tx);
+            victim.cancel();
+            victim
+        });
+        assert_cancelled(vec![driver.join().unwrap()]);
+        assert_eq!(
+            witness.join().unwrap(),
+            Err(RecvError),
+            "{capacity:?}: the other receiver saw no value and no sender"
+        );
+        assert_eq!(rx.try_recv(), Ok(7), "{capacity:?}: the handed-back value is still in the channel");
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected), "{capacity:?}: and only once");
+    }
+}
+
+/// The same edge without a cancellation: a select's receive, dropped
+/// without `recv`, hands its value back after another receiver was told
+/// `RecvError`; the value is received once afterwards.
+#[test]
+fn a_dropped_selected_receive_hands_its_value_back_once() {
+    use weft::sync::channel::{RecvError, TryRecvError};
+    let (tx, rx) = unbounded::<u64>();
+    tx.send(7).unwrap();
+    let mut select = Select::new();
+    select.recv(&rx);
+    let operation = select.select();
+    drop(tx);
+    let other = rx.clone();
+    assert_eq!(other.recv(), Err(RecvError), "the selected value is out of the channel");
+    drop(operation);
+    assert_eq!(other.try_recv(), Ok(7), "dropping the operation hands the value back");
+    assert_eq!(other.try_recv(), Err(TryRecvError::Disconnected));
+}

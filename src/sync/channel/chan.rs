@@ -66,7 +66,11 @@
 //! to the oldest parked receiver, or to the front of `handed_back`. Every value is received
 //! exactly once or is still in the channel. (Such a value may then reach a
 //! receiver after later values of the same sender: order is kept except
-//! across a cancelled receiver.)
+//! across a cancelled receiver. It may also come back after
+//! `disconnect_senders` told the parked receivers `RecvError`: nothing
+//! counts the values handed to receivers that have not run yet, which
+//! would cost every direct hand-off one more read-modify-write; the public
+//! docs say so.)
 //!
 //! Every wait for the channel's lock is itself a point where a coroutine
 //! can be cancelled (a `SpinLock` that has spun its budget yields, and a

@@ -32,6 +32,18 @@
 //! received exactly once or is still in the channel; a cancelled sender's
 //! value was either sent or is dropped with the sender's stack.
 //!
+//! One edge of that: a value goes back when its receiver is cancelled,
+//! which may be after the last `Sender` went and another receiver was
+//! already told [`RecvError`] (the channel then counted the value as
+//! delivered). The value is in the channel again — the next `recv` or
+//! `try_recv` returns it — but a pool of consumers that all stop at their
+//! first `RecvError` leaves it there, to be dropped with the channel. Where
+//! that matters, drain with `try_recv` after the error, or do not cancel
+//! receivers while the senders may be going away. A [`SelectedOperation`]
+//! dropped without completing its receive hands its value back the same
+//! way. (Closing the edge would cost every hand-off to a parked receiver
+//! one more atomic read-modify-write, to count the values in flight.)
+//!
 //! ```
 //! use weft::sync::channel;
 //!
