@@ -271,6 +271,10 @@ impl<I, Y, R> Builder<I, Y, R> {
 
     /// The usable stack size in bytes; rounded up to a page multiple and to
     /// at least [`MIN_STACK_SIZE`]. Zero is rejected by [`build`](Self::build).
+    /// The top 0.1 to 1.1 KiB of it hold weft's own records (who runs on
+    /// the stack, for the overflow report, and the switch's slots, placed at
+    /// an offset that differs from stack to stack so that switches between
+    /// coroutines do not contend for one cache set).
     ///
     /// ```
     /// use weft::coroutine::{Builder, MIN_STACK_SIZE};
