@@ -158,7 +158,16 @@ impl<T> JoinState<T> {
             unsafe { *self.waiter.get() = Some(waiter) };
             if self.state.compare_exchange(RUNNING, WAITING, Ordering::Release, Ordering::Acquire).is_ok() {
                 let ended = match &task {
-                    Some(task) => self.wait_as_task(task, deadline),
+                    Some(task) => {
+                        // A cancel (or the runtime's shutdown) unwinds the
+                        // coroutine out of its park: the guard takes the
+                        // registration back, so that the handle, if it
+                        // outlives this coroutine, can be joined again.
+                        let guard = TakeBackOnUnwind(self);
+                        let ended = self.wait_as_task(task, deadline);
+                        std::mem::forget(guard);
+                        ended
+                    }
                     None => self.wait_as_thread(deadline),
                 };
                 match ended {
@@ -205,9 +214,9 @@ impl<T> JoinState<T> {
                 // destructor: the result may never come.
                 break Ended::GaveUp(Some(Err(Failure::JoinerUnwinding)));
             }
-            // (A cancel of this coroutine unwinds from here, leaving the
-            // registration: the finisher then wakes a finished task, which
-            // is harmless, and its worker disarms the timer.)
+            // (A cancel of this coroutine unwinds from here: `wait`'s guard
+            // takes the registration back, and its worker disarms the
+            // timer.)
             park_current_task();
         };
         if deadline.is_some() {
@@ -224,6 +233,26 @@ impl<T> JoinState<T> {
             }
         }
         Ended::Done
+    }
+}
+
+/// Takes a joining coroutine's registration back when it is unwound out of
+/// its wait (cancelled, or unwound at shutdown), as a wait that gave up
+/// does: left WAITING with a waiter that is gone, the state would make the
+/// handle's next join take a result that is not there, and the finisher
+/// wake a task that no longer waits.
+struct TakeBackOnUnwind<'a, T>(&'a JoinState<T>);
+
+impl<T> Drop for TakeBackOnUnwind<'_, T> {
+    fn drop(&mut self) {
+        // Acquire, as in `wait`'s give-up: unless the finisher swapped in
+        // DONE first (then the result stays for the next join, and the
+        // finisher took the waiter).
+        if self.0.state.compare_exchange(WAITING, RUNNING, Ordering::Acquire, Ordering::Acquire).is_ok() {
+            // SAFETY: the finisher has not swapped yet and will see RUNNING:
+            // it never reads `waiter` now.
+            unsafe { *self.0.waiter.get() = None };
+        }
     }
 }
 
@@ -372,6 +401,11 @@ impl<T> JoinHandle<T> {
     /// destructor that waits during the unwind parks as usual; while it is
     /// parked, [`std::thread::panicking`] reports `true` to the other
     /// coroutines of its worker thread (std keeps that count per thread).
+    /// A cancel never starts its unwind while the thread is unwinding a
+    /// panic (a second unwind there would abort the process): a coroutine
+    /// cancelled while a panic unwinds it, or while another coroutine of its
+    /// worker is parked in such an unwind, is unwound at its first park or
+    /// yield after that.
     ///
     /// A `spawn_blocking` job that has not started is dropped the same way;
     /// one that runs is not interrupted (its OS thread runs it to the end).

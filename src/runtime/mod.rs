@@ -696,8 +696,28 @@ impl fmt::Debug for Runtime {
 /// Ends the join handle of a task that will never start, and drops its closure.
 fn fail_unstarted(task: TaskRef) {
     // SAFETY: the task is unstarted and we took it from a queue: we own it.
-    unsafe { task.coroutine_mut() }.end();
+    unsafe { drop_unstarted_closure(&task) };
     task.fail(Failure::Shutdown { started: false });
+}
+
+/// Drops the closure of a task that will never start (cancelled, refused a
+/// stack, or left at shutdown), on the worker (or dropping) thread that took
+/// it. A captured value whose destructor panics must not unwind that
+/// thread: the panic is caught here, after the panic hook reported it, and
+/// the task's join handle still ends.
+///
+/// # Safety
+///
+/// The task is unstarted and the caller took it from a queue: it owns the
+/// task's coroutine.
+pub(crate) unsafe fn drop_unstarted_closure(task: &Task) {
+    // SAFETY: the caller's promise.
+    let coroutine = unsafe { task.coroutine_mut() };
+    // `end` marks the coroutine finished before it drops the closure, so a
+    // panic out of that drop leaves it consistent.
+    if panic::catch_unwind(AssertUnwindSafe(|| coroutine.end())).is_err() {
+        tracing::warn!(task = task.id, "the closure of a coroutine that never started panicked when dropped");
+    }
 }
 
 /// Which workers may start a new coroutine.
@@ -968,6 +988,15 @@ pub(crate) fn current_task_is_unwinding() -> bool {
 #[inline(never)]
 pub(crate) fn begin_cancel_unwind(task: &Task) {
     if task.cancel_begun.get() || task.unwinding.get() {
+        return;
+    }
+    // A destructor that parks while a panic unwinds the coroutine: a second
+    // unwind from inside it would abort the process (as `Coroutine`'s own
+    // drop knows, which leaks such a stack rather than unwind it). The
+    // request stays, and the next park or yield looks again. std counts
+    // panics per thread, so while any coroutine of this worker is suspended
+    // mid-panic, cancels of the others wait for that to end too.
+    if std::thread::panicking() {
         return;
     }
     task.cancel_begun.set(true);
@@ -1455,7 +1484,10 @@ where
         // SAFETY: new_join_only::<T> made the cell, so its result type is T.
         let result_slot = unsafe { task::join_state_of::<T>(finisher.as_ptr()) };
         if finisher.cancel_requested() {
-            drop(f); // cancelled before it started: it never runs
+            // Cancelled before it started: it never runs. A captured value
+            // whose destructor panics must not take the pool thread, and
+            // this join, with it (the panic hook has reported it).
+            let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
             result_slot.complete(Err(Failure::Cancelled));
             return;
         }

@@ -1540,7 +1540,7 @@ impl WorkerLocal {
             // cause) and drop the closure.
             self.shared.report_stack_failure(&task, &error);
             // SAFETY: as above.
-            unsafe { task.coroutine_mut() }.end();
+            unsafe { super::drop_unstarted_closure(&task) };
             task.fail(Failure::NoStack(error));
             metrics::bump(&self.counters().finished);
             return;
@@ -1687,7 +1687,7 @@ impl WorkerLocal {
     fn drop_cancelled_unstarted(&self, task: TaskRef) {
         tracing::debug!(task = task.id, "cancelled before it started");
         // SAFETY: the task is unstarted and we took it from a queue: we own it.
-        unsafe { task.coroutine_mut() }.end();
+        unsafe { super::drop_unstarted_closure(&task) };
         metrics::bump(&self.counters().finished);
         task.fail(Failure::Cancelled);
     }
