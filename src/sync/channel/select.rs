@@ -576,7 +576,20 @@ pub enum SelectMode {
 
 /// `select!`'s select over `cases` (at most 16): the index of the case that
 /// completed, or `None` if `mode` ran out first.
+///
+/// # Panics
+///
+/// If there are more than 16 cases, or one case appears twice (its slot
+/// would take two values, and the first would be lost): `select!` makes
+/// neither.
 pub fn select_cases(cases: &[CaseRef<'_>], mode: SelectMode) -> Option<usize> {
+    assert!(cases.len() <= 16, "select_cases: {} cases, at most 16", cases.len());
+    for (i, case) in cases.iter().enumerate() {
+        assert!(
+            cases[..i].iter().all(|other| other.0.slot() != case.0.slot()),
+            "select_cases: case {i} appears twice (each case must be its own)"
+        );
+    }
     let mut order = [0; 16];
     let order = &mut order[..cases.len()];
     let until = match mode {
