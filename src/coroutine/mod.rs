@@ -381,7 +381,36 @@ impl<I, Y, R> Default for Builder<I, Y, R> {
 /// `panic = "abort"` builds, and a coroutine that suspended from a destructor
 /// while unwinding a panic (a second unwind there would abort the process).
 /// While such a coroutine is suspended, `std::thread::panicking()` is true on
-/// its thread: std counts panics per thread, not per stack.
+/// its thread: std counts panics per thread, not per stack. So a coroutine
+/// that suspends while another one on its thread is suspended mid-unwind
+/// (or while the thread itself unwinds) is taken for one that unwinds too,
+/// and leaked if it is dropped before it suspends again in calmer times;
+/// and a coroutine dropped mid-unwind leaves std's count raised on its
+/// thread for good. Let a panicking coroutine finish its unwind rather than
+/// suspend in a destructor.
+///
+/// A coroutine keeps the values it was resumed with, so it cannot outlive
+/// them: it is invariant in its input type, and a coroutine that borrows
+/// its input cannot be made to accept longer-lived ones:
+///
+/// ```compile_fail
+/// use weft::coroutine::Coroutine;
+///
+/// fn extend<'a>(c: Coroutine<&'a String, (), usize>) -> Coroutine<&'static String, (), usize> {
+///     c // error: lifetime may not live long enough
+/// }
+/// ```
+///
+/// ```
+/// use weft::coroutine::Coroutine;
+///
+/// fn keep<'a>(c: Coroutine<&'a String, (), usize>) -> Coroutine<&'a String, (), usize> {
+///     c
+/// }
+/// let s = String::from("kept");
+/// let mut c = keep(Coroutine::new(|_, first: &String| first.len()));
+/// assert_eq!(c.resume(&s).as_return(), Some(&4));
+/// ```
 pub struct Coroutine<I, Y, R> {
     /// The switch top of `stack` (where the switch keeps the saved stack
     /// pointer and the link slot) while the coroutine is suspended: started
@@ -491,9 +520,13 @@ impl Coroutine<(), (), ()> {
 }
 
 /// `*mut ()` makes a coroutine `!Send + !Sync` (it must stay on its thread:
-/// see [`Coroutine`]); the function
-/// type ties the generic parameters without owning values of them.
-type Markers<I, Y, R> = (*mut (), fn(I) -> (Y, R));
+/// see [`Coroutine`]); the function types tie the generic parameters without
+/// owning values of them. `fn(I) -> I` makes it *invariant* in `I`: the
+/// coroutine keeps the inputs it was resumed with on its stack, so a
+/// `Coroutine<&'short T, ..>` must not pass for a `Coroutine<&'static T, ..>`
+/// (resumed later, it would read an input that is gone). `Y` and `R` only
+/// come out, so covariance there is sound.
+type Markers<I, Y, R> = (*mut (), fn(I) -> I, fn() -> (Y, R));
 
 /// The type-erased closure of a coroutine that has not started.
 struct FreshStart {
