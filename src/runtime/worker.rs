@@ -275,7 +275,17 @@
 //! the queues (Go's "spinning M"). Publishers of stealable work skip the wake
 //! while any worker spins: that worker will find the work, and if it gives up
 //! first, its SLEEPING re-check above sees the work. This saves a futex wake
-//! per spawn when spawns come in bursts.
+//! per spawn when spawns come in bursts. A spinner takes one task, though:
+//! the last spinner to stop, if stealable work is still in sight, wakes a
+//! sleeper itself (Go's `resetspinning` -> `wakep`), or a second spawn of
+//! the same spin would wait while a worker sleeps.
+//!
+//! A worker about to sleep looks up its next timer before anything else,
+//! because that drops stale timer entries, and the last reference to a
+//! finished task may be one of them: the task's result is dropped right
+//! there, and its destructor may wake a task of this very worker into its
+//! run queue, a local wake that notifies nobody. The checks that follow
+//! (`has_work` looks at the run queue too) then see that task.
 //!
 //! # Timers
 //!
@@ -1341,6 +1351,7 @@ impl WorkerLocal {
     fn has_work(&self) -> bool {
         let shared = &self.shared;
         shared.shutdown.load(Ordering::SeqCst)
+            || self.runnable.len() != 0
             || !shared.workers[self.index].inbox.is_empty()
             || shared.injector_len.load(Ordering::SeqCst) > 0
             || self.any_fresh()
@@ -1375,6 +1386,13 @@ impl WorkerLocal {
         // With sockets registered, sleep in the poller (their events are
         // work); otherwise on the futex word, which costs fewer system calls.
         let poller = me.poller.get().filter(|p| p.has_registrations());
+        // The next timer, before anything is published: finding it drops
+        // the stale entries at the top of the heap, and a stale entry may
+        // hold the last reference to a finished task, whose result's
+        // destructor runs here and may wake a task of this worker straight
+        // into `runnable` (a local wake notifies nobody). The checks below
+        // see it; found after SLEEPING, it would wait for the next wake.
+        let timer = self.next_deadline();
         // Spin first: work often arrives within microseconds, and a spinning
         // worker spares publishers a futex wake (they skip it while anyone
         // spins). Safe because a spinner that gives up re-checks every queue
@@ -1382,11 +1400,8 @@ impl WorkerLocal {
         // spin: what it waits for is mostly their events, which the spin
         // cannot see (it just polled them), and the spin's yields were about
         // 5 % of an HTTP server's CPU time (perf, benches/report/net.sh).
-        if poller.is_none() {
-            self.spin(shared);
-            if self.has_work() {
-                return;
-            }
+        if poller.is_none() && self.spin(shared) {
+            return;
         }
         me.sleep.store(if poller.is_some() { POLLING } else { SLEEPING }, Ordering::SeqCst);
         shared.sleepers.fetch_add(1, Ordering::SeqCst);
@@ -1395,7 +1410,6 @@ impl WorkerLocal {
             // here ("Stealing waits 100 µs"), or the sleep would count
             // towards it, and the next burst would be stolen at once.
             self.steal_wait.set(None);
-            let timer = self.next_deadline();
             // A worker that waits for a timer or for sockets may wake by
             // itself: the monitor does not call its parked coroutines stuck.
             // (The cache's deadline below wakes no coroutine: it does not
@@ -1451,8 +1465,17 @@ impl WorkerLocal {
     }
 
     /// The idle spin: up to SPIN_ROUNDS checks for work (every 16th yields
-    /// the CPU), counted in `shared.spinning` meanwhile.
-    fn spin(&self, shared: &Shared) {
+    /// the CPU), counted in `shared.spinning` meanwhile. Returns whether it
+    /// found work.
+    ///
+    /// Publishers skip their wake while anyone spins, counting on the
+    /// spinner to take the work; but a spinner takes one task, and a second
+    /// spawn during the same spin would then wait in the injector (or a
+    /// fresh queue) while another worker sleeps. So the last spinner to stop
+    /// with work in sight that other workers could take wakes a sleeper, as
+    /// Go's spinning M does (`resetspinning` -> `wakep`); the sleeper finds
+    /// nothing if the spinner's one task was all there was.
+    fn spin(&self, shared: &Shared) -> bool {
         shared.spinning.fetch_add(1, Ordering::SeqCst);
         for round in 0..SPIN_ROUNDS {
             if self.has_work() {
@@ -1464,7 +1487,17 @@ impl WorkerLocal {
                 std::hint::spin_loop();
             }
         }
-        shared.spinning.fetch_sub(1, Ordering::SeqCst);
+        // SeqCst, with the loads below: as a sleeper's re-check after it
+        // publishes SLEEPING, against the fence of `notify_one_sleeper`: a
+        // push whose publisher saw this spinner is seen here.
+        let last = shared.spinning.fetch_sub(1, Ordering::SeqCst) == 1;
+        if !self.has_work() {
+            return false;
+        }
+        if last && (shared.injector_len.load(Ordering::SeqCst) > 0 || self.any_fresh()) {
+            shared.notify_one_sleeper();
+        }
+        true
     }
 
     /// Runs `task` until it switches back to this worker (or finishes). The
