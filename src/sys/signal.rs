@@ -175,7 +175,13 @@ unsafe extern "C" fn on_fault(signal: libc::c_int, info: *mut libc::siginfo_t, c
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers; for
     // SIGSEGV and SIGBUS si_addr is the faulting address.
     let address = unsafe { (*info).si_addr() } as usize;
-    if let Some(callback) = FAULT_CALLBACK.get() {
+    // A signal sent by kill, tgkill or sigqueue (si_code <= 0: SI_USER,
+    // SI_TKILL, SI_QUEUE) is no fault: its si_addr holds the sender's pid
+    // and uid, and returning re-runs nothing, so a default action must be
+    // raised again rather than left to a faulting instruction.
+    // SAFETY: as above; si_code is set for every signal.
+    let sent = unsafe { (*info).si_code } <= 0;
+    if !sent && let Some(callback) = FAULT_CALLBACK.get() {
         callback(address);
     }
     let previous = if signal == libc::SIGBUS { PREVIOUS_BUS.get() } else { PREVIOUS_SEGV.get() };
@@ -187,16 +193,37 @@ unsafe extern "C" fn on_fault(signal: libc::c_int, info: *mut libc::siginfo_t, c
         let default: libc::sigaction = unsafe { std::mem::zeroed() };
         // SAFETY: SIG_DFL is valid for any signal.
         unsafe { restore_handler(signal, &default) };
+        if sent {
+            reraise(signal);
+        }
         return;
     };
     // SAFETY: called from the handler for `signal` with the kernel's
     // arguments; `previous` was the process's action for it.
     if !unsafe { call_handler(previous, signal, info, context) } {
+        if sent && previous.sa_sigaction == libc::SIG_IGN {
+            // Ignored, as it would have been without us; our handler stays
+            // for the faults it is there for.
+            return;
+        }
         // SIG_DFL or SIG_IGN: put it back; returning re-runs the faulting
-        // instruction, which then gets the default action.
+        // instruction, which then gets the default action (the kernel
+        // forces it on a fault even where the action was SIG_IGN). A sent
+        // signal with SIG_DFL is raised again instead.
         // SAFETY: `previous` was the process's action for this signal.
         unsafe { restore_handler(signal, previous) };
+        if sent {
+            reraise(signal);
+        }
     }
+}
+
+/// Raises `signal` again from its own handler, after its default action was
+/// put back: blocked while the handler runs, it is delivered, with that
+/// action, when the handler returns. `raise` is async-signal-safe.
+fn reraise(signal: libc::c_int) {
+    // SAFETY: raise(3) takes any signal number and touches no memory of ours.
+    unsafe { libc::raise(signal) };
 }
 
 /// Calls the handler of `action` for `signal` as the kernel would have
