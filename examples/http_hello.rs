@@ -30,8 +30,10 @@
 //! that does not parse (without an answer), on `Connection: close` (after
 //! its answer), on an HTTP/1.0 request without `Connection: keep-alive`,
 //! on a request body this server does not read (`Transfer-Encoding`), and
-//! on a request head larger than 64 KiB. A request body with
-//! `Content-Length` is skipped.
+//! on a request whose head and body together are larger than 64 KiB. A
+//! request body with `Content-Length` is read and skipped. An HTTP/1.0
+//! request with `Connection: keep-alive` gets that header back in its
+//! answer (a 1.0 client keeps the connection only then).
 //!
 //! Accepted connections get `TCP_NODELAY`, as in most benchmarked servers:
 //! each batch of answers goes out in one write, so Nagle's algorithm would
@@ -55,12 +57,16 @@ use weft::net::{TcpListener, TcpStream};
 const RESPONSE: &[u8] =
     b"HTTP/1.1 200 OK\r\nServer: weft\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
 
+/// The answer to an HTTP/1.0 request that asked to keep the connection: a
+/// 1.0 client keeps it only if the answer says so too.
+const RESPONSE_KEEP_ALIVE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: weft\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: keep-alive\r\n\r\nHello, World!";
+
 /// The size a connection's read buffer starts at; it grows (doubling) only
 /// for a request head that does not fit, up to [`MAX_HEAD`].
 const READ_BUFFER: usize = 4096;
 
-/// The largest request head (and skipped body) a connection buffers before
-/// it gives up on the client and closes.
+/// The most a request (its head and its skipped body together) may take in
+/// a connection's buffer; a larger one closes the connection.
 const MAX_HEAD: usize = 64 * 1024;
 
 /// How many headers a request may have; a request with more does not parse.
@@ -222,17 +228,18 @@ fn answer_all(input: &[u8], output: &mut Vec<u8>) -> (usize, Next) {
                 return (consumed, Next::Close); // a chunked body: not for a hello server
             }
         }
-        if body > MAX_HEAD {
-            return (consumed, Next::Close);
+        if head.saturating_add(body) > MAX_HEAD {
+            return (consumed, Next::Close); // more than the buffer may hold
         }
         if input.len() - consumed - head < body {
             break; // the body has not all arrived: answer once it has
         }
         consumed += head + body;
-        output.extend_from_slice(RESPONSE);
         // HTTP/1.1 keeps the connection unless told to close; HTTP/1.0
-        // closes it unless told to keep it.
-        if close || (request.version == Some(0) && !keep_alive) {
+        // closes it unless told to keep it, and says so in the answer.
+        let http10 = request.version == Some(0);
+        output.extend_from_slice(if http10 && keep_alive && !close { RESPONSE_KEEP_ALIVE } else { RESPONSE });
+        if close || (http10 && !keep_alive) {
             return (consumed, Next::Close);
         }
     }
@@ -346,33 +353,41 @@ fn expect_answers(stream: &mut TcpStream, buf: &mut [u8], count: usize) -> io::R
 }
 
 /// The ways a connection ends: `Connection: close` (answered, then
-/// closed), a pipelined batch cut short by one, an HTTP/1.0 request, and
-/// a request that does not parse (closed without an answer).
+/// closed), a pipelined batch cut short by one, an HTTP/1.0 request (with
+/// and without keep-alive, which its answer repeats), a request that does
+/// not parse (closed without an answer), and a large body skipped before
+/// the next request.
 fn edge_cases(addr: SocketAddr) -> io::Result<()> {
-    let cases: [(&str, Vec<u8>, usize); 5] = [
-        ("Connection: close", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec(), 1),
+    let big_body = [&b"POST / HTTP/1.1\r\nContent-Length: 60000\r\n\r\n"[..], &[b'x'; 60_000]].concat();
+    let cases: [(&str, Vec<u8>, Vec<u8>); 6] = [
+        ("Connection: close", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec(), RESPONSE.to_vec()),
         (
             "a pipelined batch with Connection: close in the middle",
             [GET, GET, b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n", GET].concat(),
-            3,
+            RESPONSE.repeat(3),
         ),
-        ("HTTP/1.0 without keep-alive", b"GET / HTTP/1.0\r\n\r\n".to_vec(), 1),
+        ("HTTP/1.0 without keep-alive", b"GET / HTTP/1.0\r\n\r\n".to_vec(), RESPONSE.to_vec()),
         (
             "HTTP/1.0 with keep-alive, then one without",
             b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\nGET / HTTP/1.0\r\n\r\n".to_vec(),
-            2,
+            [RESPONSE_KEEP_ALIVE, RESPONSE].concat(),
         ),
-        ("a request that does not parse, after a good one", [GET, b"NOT HTTP\r\n\r\n"].concat(), 1),
+        ("a request that does not parse, after a good one", [GET, b"NOT HTTP\r\n\r\n"].concat(), RESPONSE.to_vec()),
+        (
+            "a 60 000-byte body, skipped, then Connection: close",
+            [&big_body[..], b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"].concat(),
+            RESPONSE.repeat(2),
+        ),
     ];
-    for (what, request, answers) in cases {
+    for (what, request, expected) in cases {
         let mut stream = TcpStream::connect(addr)?;
         stream.write_all(&request)?;
         // The server closes its side: read everything until EOF, without
         // shutting ours.
         let mut got = Vec::new();
         stream.read_to_end(&mut got)?;
-        assert_eq!(got, RESPONSE.repeat(answers), "{what}: wrong answers {:?}", String::from_utf8_lossy(&got));
-        println!("{what}: {answers} answer(s), then the server closed");
+        assert_eq!(got, expected, "{what}: wrong answers {:?}", String::from_utf8_lossy(&got));
+        println!("{what}: {} byte(s) of answers, then the server closed", got.len());
     }
     Ok(())
 }

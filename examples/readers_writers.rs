@@ -32,6 +32,9 @@ fn main() {
     let readers = args.count(0, 16) as usize;
     let writers = args.count(1, 2) as usize;
     let millis = args.count(2, if args.quick { 100 } else { 1_000 });
+    if readers == 0 || writers == 0 {
+        args.fail("need at least one reader and one writer");
+    }
 
     let runtime = weft::Runtime::builder().workers(2).build().expect("cannot start the runtime");
     let data = Arc::new(RwLock::new(Shared { slots: [0; 16], sum: 0 }));

@@ -35,9 +35,12 @@ fn main() {
     let args = args::Args::parse(&ARGS);
     let leaves = args.count(0, if args.quick { 10_000 } else { 1_000_000 });
     let workers = args.workers;
-    let mut power = 1;
+    let mut power = 1u64;
     while power < leaves {
-        power *= 10;
+        match power.checked_mul(10) {
+            Some(next) => power = next,
+            None => break,
+        }
     }
     if power != leaves || leaves == 0 {
         args.fail(&format!("the leaf count must be a power of 10, got {leaves}"));
