@@ -7,7 +7,9 @@
 //!
 //! Forks are `Mutex`es. Each philosopher eats a fixed number of meals; the
 //! report shows meals per philosopher and the longest wait for forks, and
-//! the check proves everyone ate every meal (nobody starved).
+//! the check proves the forks were never shared (each fork counts exactly
+//! the meals of its two philosophers: no increment lost to two holders at
+//! once) and that the dinner ended (no deadlock).
 //!
 //! ```text
 //! cargo run --release --example dining_philosophers            # 1 000 meals each
@@ -70,8 +72,11 @@ fn dine(strategy: Strategy, meals: u64) -> (Vec<u64>, Duration) {
             .collect();
         let results: Vec<(u64, Duration)> =
             diners.into_iter().map(|d| d.join().expect("a philosopher panicked")).collect();
-        let uses: u64 = forks.iter().map(|f| *f.lock()).sum();
-        assert_eq!(uses, 2 * meals * PHILOSOPHERS as u64, "every meal uses two forks");
+        // Fork i is shared by philosophers i - 1 and i, who each ate every
+        // meal: an increment lost to two holders at once would show here.
+        for (i, fork) in forks.iter().enumerate() {
+            assert_eq!(*fork.lock(), 2 * meals, "fork {i} was used by two philosophers at once");
+        }
         let longest = results.iter().map(|r| r.1).max().unwrap_or_default();
         (results.into_iter().map(|r| r.0).collect(), longest)
     })
@@ -88,7 +93,6 @@ fn main() {
             start.elapsed().as_secs_f64() * 1e3,
             longest.as_secs_f64() * 1e3
         );
-        assert!(eaten.iter().all(|&e| e == meals), "{name}: a philosopher starved");
     }
-    println!("check: ok (no deadlock, nobody starved)");
+    println!("check: ok (no deadlock, no fork shared)");
 }
