@@ -6,6 +6,9 @@
 //! the dangerous thing (and dies); in the parent it checks how the child died
 //! and what it wrote to stderr.
 
+mod common;
+
+use common::recurse;
 use std::hint::black_box;
 use std::io::Write as _;
 use std::os::unix::process::ExitStatusExt as _;
@@ -76,19 +79,6 @@ fn report(key: &str, value: impl std::fmt::Display) {
     let mut out = std::io::stdout().lock();
     writeln!(out, "\nweft-child {key}={value}").unwrap();
     out.flush().unwrap();
-}
-
-/// Recurses until the stack runs out; each frame holds 256 bytes the
-/// optimiser cannot remove.
-#[inline(never)]
-fn recurse(depth: u64) -> u64 {
-    let mut frame = [0u8; 256];
-    frame[(depth % 256) as usize] = depth as u8;
-    let frame = black_box(&mut frame);
-    if black_box(depth) == u64::MAX {
-        return 0;
-    }
-    recurse(depth + 1).wrapping_add(frame[3] as u64)
 }
 
 /// Recurses with frames of 64 KiB each: the first frame alone is larger than

@@ -1,7 +1,9 @@
 //! Regressions found in a review of `src/sys` (2026-12-06), tested in child processes (each test re-executes
 //! this binary filtered to itself, with `WEFT_SYS_CHILD` naming the scenario).
 
-use std::hint::black_box;
+mod common;
+
+use common::recurse;
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Command, Output};
 use weft::coroutine::Coroutine;
@@ -36,17 +38,6 @@ fn describe(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
-}
-
-#[inline(never)]
-fn recurse(depth: u64) -> u64 {
-    let mut frame = [0u8; 256];
-    frame[(depth % 256) as usize] = depth as u8;
-    let frame = black_box(&mut frame);
-    if black_box(depth) == u64::MAX {
-        return 0;
-    }
-    recurse(depth + 1).wrapping_add(frame[3] as u64)
 }
 
 /// Makes weft install its SIGSEGV/SIGBUS handler (building a coroutine

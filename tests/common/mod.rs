@@ -124,3 +124,16 @@ pub fn gettid() -> u32 {
 }
 
 pub mod net;
+
+/// Recurses until the stack runs out; each frame holds 256 bytes the
+/// optimiser cannot remove.
+#[inline(never)]
+pub fn recurse(depth: u64) -> u64 {
+    let mut frame = [0u8; 256];
+    frame[(depth % 256) as usize] = depth as u8;
+    let frame = std::hint::black_box(&mut frame);
+    if std::hint::black_box(depth) == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1).wrapping_add(frame[3] as u64)
+}
