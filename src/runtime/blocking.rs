@@ -87,7 +87,13 @@ impl BlockingPool {
         loop {
             if let Some(job) = state.jobs.pop_front() {
                 drop(state);
-                job();
+                // A job catches its closure's panic, and a destructor's that
+                // panics as it frees the job's cell; should anything else
+                // unwind out of it, the thread must still give its place in
+                // `threads` back below, or the pool would count a thread that
+                // is gone (after `MAX_THREADS` of them, every later job would
+                // wait for ever). The panic hook has reported it.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                 state = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 continue;
             }

@@ -40,9 +40,11 @@ use crate::loom::process::UnsafeCell;
 use crate::loom::process::{AtomicU32, Ordering};
 use crate::sys::futex::{self, Deadline};
 use std::any::Any;
+use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
+use std::ptr;
 use std::time::Duration;
 
 const RUNNING: u32 = 0;
@@ -322,7 +324,9 @@ impl<T> JoinHandle<T> {
     ///
     /// # Panics
     ///
-    /// If [`join_timeout`](Self::join_timeout) already returned the result.
+    /// If [`join_timeout`](Self::join_timeout) already returned the result,
+    /// and if called from the coroutine it joins (it would wait for ever).
+    #[track_caller]
     pub fn join(mut self) -> Result<T, JoinError> {
         self.join_until(None).expect("a join without a deadline waits until the result comes")
     }
@@ -347,12 +351,22 @@ impl<T> JoinHandle<T> {
         self.join_until(Some(Deadline::after(timeout)))
     }
 
+    #[track_caller]
     fn join_until(&mut self, deadline: Option<Deadline>) -> Option<Result<T, JoinError>> {
         assert!(
             !self.taken,
             "JoinHandle: coroutine {}'s result was already returned by join_timeout; it can be taken only once",
             self.task.id
         );
+        // std reports a thread joining itself (EDEADLK) rather than wait for
+        // ever; so do we. (A timed join just times out.)
+        if deadline.is_none() && ptr::eq(super::CURRENT_TASK.with(Cell::get), self.task.as_ptr()) {
+            panic!(
+                "coroutine {} joined its own JoinHandle, which would wait for ever: a coroutine cannot wait for \
+                 its own end",
+                self.task.id
+            );
+        }
         let outcome = self.state().wait(deadline, self.task.id)?;
         self.taken = true;
         Some(outcome.map_err(|failure| JoinError::new(&self.task, failure)))

@@ -121,27 +121,29 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Queues a task spawned from outside the runtime's workers (an OS
+    /// thread, a `spawn_blocking` job, another runtime's coroutine).
     fn push_injector(&self, task: TaskRef) {
-        {
-            let mut injector = self.injector.lock().unwrap_or_else(|e| e.into_inner());
-            injector.push_back(task);
-            self.injector_len.store(injector.len(), Ordering::SeqCst);
-        }
-        self.notify_one_sleeper();
+        self.push_injector_all(std::iter::once(task));
     }
 
     /// Queues unstarted tasks taken from a worker's `fresh` deque (by a dump
-    /// of a worker that did not answer) on the injector, oldest first. If
-    /// the runtime shuts down meanwhile, fails them instead: `Runtime::drop`
-    /// drains the injector once, after its workers stopped, and a push after
-    /// that drain would never be failed. The shutdown flag is read after
-    /// the pushes (their lock) and stored before the drain (its lock), so
-    /// either the drain finds the tasks or this sees the flag (and fails
-    /// what it finds in the injector itself).
+    /// of a worker that did not answer) on the injector, oldest first.
     fn requeue_unstarted(&self, tasks: Vec<TaskRef>) {
-        if tasks.is_empty() {
-            return;
+        if !tasks.is_empty() {
+            self.push_injector_all(tasks);
         }
+    }
+
+    /// Pushes `tasks` onto the injector and wakes a worker for them. If the
+    /// runtime shuts down meanwhile, fails them instead: `Runtime::drop`
+    /// drains the injector once, after its workers stopped, and a push after
+    /// that drain would never be failed (its joiner would wait for ever; a
+    /// `spawn_blocking` job can outlive its runtime and spawn). The shutdown
+    /// flag is read after the push (its lock) and stored before the drain
+    /// (its lock), so either the drain finds the tasks or this sees the flag
+    /// (and fails what it finds in the injector itself).
+    fn push_injector_all(&self, tasks: impl IntoIterator<Item = TaskRef>) {
         {
             let mut injector = self.injector.lock().unwrap_or_else(|e| e.into_inner());
             injector.extend(tasks);
@@ -1473,12 +1475,31 @@ pub fn sleep(duration: Duration) {
 /// });
 /// assert!(handle.join().unwrap());
 /// ```
+///
+/// The pool belongs to the runtime the call is made in (the calling
+/// coroutine's, the one [`Runtime::enter`] made current, or the default
+/// one), and while `f` runs that runtime is current on its thread: a
+/// [`spawn`](crate::spawn) or `spawn_blocking` inside `f` goes to it.
+///
+/// ```
+/// let runtime = weft::Runtime::builder().workers(1).build().unwrap();
+/// let worker = runtime
+///     .spawn(|| {
+///         let inner = weft::spawn_blocking(|| weft::spawn(|| std::thread::current().name().map(str::to_owned)));
+///         inner.join().unwrap().join().unwrap()
+///     })
+///     .join()
+///     .unwrap();
+/// assert_eq!(worker.as_deref(), Some(format!("weft-r{}-w0", runtime.id()).as_str()));
+/// ```
 pub fn spawn_blocking<F, T>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     let shared = current_or_default();
+    // Weak: a job still queued must not keep a dropped runtime alive.
+    let runtime = Arc::downgrade(&shared);
     let (finisher, joined) = task::new_join_only::<T>();
     shared.blocking.submit(Box::new(move || {
         // SAFETY: new_join_only::<T> made the cell, so its result type is T.
@@ -1491,10 +1512,36 @@ where
             result_slot.complete(Err(Failure::Cancelled));
             return;
         }
-        result_slot.complete(panic::catch_unwind(AssertUnwindSafe(f)).map_err(Failure::Panic));
+        let outcome = {
+            let _entered = EnteredByPool::enter(runtime.upgrade());
+            panic::catch_unwind(AssertUnwindSafe(f))
+        };
+        result_slot.complete(outcome.map_err(Failure::Panic));
     }));
     // SAFETY: `joined` is the second reference new_join_only::<T> returned.
     unsafe { JoinHandle::from_task(joined) }
+}
+
+/// Makes a `spawn_blocking` job's runtime current on its pool thread while
+/// the job runs (as [`Runtime::enter`] would, without borrowing a
+/// `Runtime`), and puts back what was current before.
+struct EnteredByPool {
+    previous: Option<Arc<Shared>>,
+}
+
+impl EnteredByPool {
+    fn enter(shared: Option<Arc<Shared>>) -> EnteredByPool {
+        EnteredByPool { previous: ENTERED.with(|entered| entered.replace(shared)) }
+    }
+}
+
+impl Drop for EnteredByPool {
+    fn drop(&mut self) {
+        // The job's runtime is dropped outside the cell's borrow (it may be
+        // the last reference, if the runtime was dropped meanwhile).
+        let job_runtime = ENTERED.with(|entered| entered.replace(self.previous.take()));
+        drop(job_runtime);
+    }
 }
 
 // DESIGN.md: `Runtime: Send + Sync` (a runtime can be shared, e.g. in a

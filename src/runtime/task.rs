@@ -85,7 +85,7 @@ use std::alloc::Layout;
 use std::cell::Cell;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ops::Deref;
-use std::panic::Location;
+use std::panic::{self, AssertUnwindSafe, Location};
 use std::ptr::{self, NonNull};
 use std::sync::{Arc, Weak};
 
@@ -340,8 +340,15 @@ impl<B, T: Send> TaskCell<B, T> {
             let CellHead { task, join } = &mut (*cell.as_ptr()).head;
             task.drop_fields();
             // A joined cell's join state owns nothing: no call to drop it.
+            // Otherwise it holds a result (or a panic's payload) nobody
+            // joined, and whoever drops the last reference drops it: a
+            // worker, a pool thread, a waker. A destructor that panics there
+            // must not unwind that thread (a worker's other coroutines would
+            // be lost with it); the panic hook has reported it, as it does
+            // for a panicking closure or task-local.
             if !join.owns_nothing() {
-                ptr::drop_in_place(join);
+                let join = AssertUnwindSafe(join);
+                let _ = panic::catch_unwind(move || ptr::drop_in_place({ join }.0));
             }
             super::cell_cache::free(cell.cast(), Layout::new::<TaskCell<B, T>>());
         }

@@ -23,6 +23,14 @@
 //! stack and worker, after the user's closure returned, panicked, or was
 //! unwound by a cancel or a shutdown), never while a `with` runs.
 //!
+//! "Never while a `with` runs" needs a count: a `with` on the task's own
+//! stack has returned by its end, but a plain `Coroutine` made inside the
+//! task runs its `with`s on a stack of its own, and may suspend inside one
+//! and outlive the task (kept in a `thread_local!`, resumed later by
+//! another coroutine of the worker). So `Values` counts the `with` calls
+//! running on it (`borrows`, a plain cell: one thread), and `drop_all`
+//! leaks the values rather than drop them under such a borrow.
+//!
 //! Only the running coroutine touches its `Locals`, on its home worker's
 //! thread: no lock, no atomic. A coroutine never moves to another thread
 //! once started, so a value that is not `Send` is sound here too.
@@ -49,8 +57,39 @@ pub(crate) struct Locals {
     values: Option<Box<Values>>,
 }
 
-/// The values, indexed by their keys' indexes.
-type Values = Vec<Option<Box<dyn Any>>>;
+/// A task's values, and the `with` calls that borrow them now.
+#[derive(Default)]
+struct Values {
+    /// How many `with` calls are running with a value of this box (on the
+    /// task's stack, or on a plain coroutine's that it made).
+    borrows: Cell<usize>,
+    /// The values, indexed by their keys' indexes.
+    slots: Vec<Option<Box<dyn Any>>>,
+}
+
+/// One running `with`: counted in its values' `borrows` while it lives.
+struct Borrow(*const Values);
+
+impl Borrow {
+    /// # Safety
+    ///
+    /// `values` points to a live `Values` box, which stays allocated while
+    /// its `borrows` is not zero (`drop_all_slow` leaks it then).
+    unsafe fn new(values: *const Values) -> Borrow {
+        // SAFETY: the caller's promise.
+        let borrows = unsafe { &(*values).borrows };
+        borrows.set(borrows.get() + 1);
+        Borrow(values)
+    }
+}
+
+impl Drop for Borrow {
+    fn drop(&mut self) {
+        // SAFETY: our count kept the box allocated (`new`'s promise).
+        let borrows = unsafe { &(*self.0).borrows };
+        borrows.set(borrows.get() - 1);
+    }
+}
 
 impl Locals {
     pub(crate) fn new() -> Locals {
@@ -88,7 +127,17 @@ fn drop_all_slow(task: &Task) {
         let Some(values) = (unsafe { &mut (*task.locals.get()).values }).take() else {
             return;
         };
-        if values.iter().all(Option::is_none) {
+        if values.borrows.get() != 0 {
+            // A plain coroutine made by this task is suspended inside a
+            // `with` (see the module docs): its `&T` must stay valid.
+            tracing::warn!(
+                task = task.id,
+                "task-local values leaked: a coroutine this task made is suspended inside LocalKey::with"
+            );
+            std::mem::forget(values);
+            return;
+        }
+        if values.slots.iter().all(Option::is_none) {
             return;
         }
         // A destructor that panics loses the rest of its round's values
@@ -198,41 +247,47 @@ impl<T: 'static> LocalKey<T> {
         // SAFETY: the running task is alive while it runs (see
         // `runtime::current_task`), and so for the whole call.
         let task = unsafe { &*task };
-        let value = self.get_or_init(task);
+        let (values, value) = self.get_or_init(task);
+        // SAFETY: `values` is the task's live box of values; `drop_all`
+        // leaks it rather than free it while a `Borrow` counts in it.
+        let _borrow = unsafe { Borrow::new(values) };
         // SAFETY: the value is boxed in the task's locals, which drop it only
-        // at the coroutine's end (`drop_all`), after every `with` returned;
-        // it is only ever shared (`&T`), here and in nested `with`s.
+        // at the coroutine's end (`drop_all`), and not while this `with`
+        // runs (`_borrow`); it is only ever shared (`&T`), here and in
+        // nested `with`s.
         Ok(f(unsafe { &*value }))
     }
 
-    /// The running task's value of this key, made if it has none yet.
-    fn get_or_init(&self, task: &Task) -> *const T {
+    /// The running task's value of this key, made if it has none yet, and
+    /// the box of values it is in.
+    fn get_or_init(&self, task: &Task) -> (*const Values, *const T) {
         let index = self.index();
-        if let Some(value) = Self::lookup(task, index) {
-            return value;
+        if let Some(found) = Self::lookup(task, index) {
+            return found;
         }
         // No borrow of the locals is held while the initialiser runs: it may
         // use other task-locals (or this one: then its own value wins and
         // ours is dropped, as std's `thread_local!` does on re-entry).
         let made: Box<dyn Any> = Box::new((self.init)());
-        if let Some(value) = Self::lookup(task, index) {
+        if let Some(found) = Self::lookup(task, index) {
             drop(made);
-            return value;
+            return found;
         }
         // SAFETY: only the running task touches its locals (module docs),
         // and no other reference to them is live (lookup's was temporary).
         let values = unsafe { &mut (*task.locals.get()).values }.get_or_insert_with(Box::default);
-        if values.len() <= index {
-            values.resize_with(index + 1, || None);
+        if values.slots.len() <= index {
+            values.slots.resize_with(index + 1, || None);
         }
-        let slot = values[index].insert(made);
-        Self::downcast(&**slot)
+        let value = Self::downcast(&**values.slots[index].insert(made));
+        (&raw const **values, value)
     }
 
-    fn lookup(task: &Task, index: usize) -> Option<*const T> {
+    fn lookup(task: &Task, index: usize) -> Option<(*const Values, *const T)> {
         // SAFETY: as in `get_or_init`: ours alone, no other borrow live.
-        let values = unsafe { &(*task.locals.get()).values };
-        values.as_ref()?.get(index)?.as_deref().map(Self::downcast)
+        let values = unsafe { &(*task.locals.get()).values }.as_deref()?;
+        let value = values.slots.get(index)?.as_deref().map(Self::downcast)?;
+        Some((values, value))
     }
 
     fn downcast(value: &dyn Any) -> *const T {
