@@ -171,28 +171,6 @@ fn a_task_local_borrowed_by_an_escaped_generator_is_not_dropped_under_it() {
     assert!(alive, "the task-local value was dropped while a `with` borrow of it was still alive (use after free)");
 }
 
-/// A coroutine that joins its own handle waits for itself: for ever. std's
-/// `JoinHandle::join` of the calling thread is an error (EDEADLK, a panic);
-/// here it must be a clear error too, not a hang.
-#[test]
-fn a_coroutine_joining_itself_does_not_hang() {
-    let rt = weft::Runtime::builder().workers(2).build().unwrap();
-    let (handle_tx, handle_rx) = weft::sync::channel::bounded::<weft::JoinHandle<()>>(1);
-    let (report_tx, report_rx) = mpsc::channel::<String>();
-    let handle = rt.spawn(move || {
-        let me = handle_rx.recv().unwrap();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || me.join()));
-        let _ = report_tx.send(match outcome {
-            Ok(Ok(())) => "Ok".to_string(),
-            Ok(Err(e)) => format!("Err({e})"),
-            Err(_) => "panicked".to_string(),
-        });
-    });
-    handle_tx.send(handle).unwrap();
-    let report = report_rx.recv_timeout(Duration::from_secs(10));
-    assert!(report.is_ok(), "a coroutine joining its own handle never returned (self-join hangs)");
-}
-
 /// A `spawn_blocking` job runs with its runtime current, so a bare spawn
 /// inside it goes to that runtime (it went to the default one). A job that
 /// outlives its runtime's drop and spawns then gets a handle that ends (the

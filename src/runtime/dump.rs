@@ -906,4 +906,5 @@ pub(crate) fn dump_on_signal(signal: i32, shared: &Arc<Shared>) -> std::io::Resu
     }
     ON_SIGNAL.lock().unwrap_or_else(|e| e.into_inner()).push((signal, Arc::downgrade(shared)));
     crate::sys::signal::forward_to_pipe(signal)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot print dumps on signal {signal}: {e}")))
 }

@@ -346,7 +346,9 @@ impl<T> JoinHandle<T> {
     ///
     /// # Panics
     ///
-    /// If an earlier call already returned `Some` (the result is gone).
+    /// If an earlier call already returned `Some` (the result is gone), and
+    /// if called from the coroutine it joins.
+    #[track_caller]
     pub fn join_timeout(&mut self, timeout: Duration) -> Option<Result<T, JoinError>> {
         self.join_until(Some(Deadline::after(timeout)))
     }
@@ -359,8 +361,8 @@ impl<T> JoinHandle<T> {
             self.task.id
         );
         // std reports a thread joining itself (EDEADLK) rather than wait for
-        // ever; so do we. (A timed join just times out.)
-        if deadline.is_none() && ptr::eq(super::CURRENT_TASK.with(Cell::get), self.task.as_ptr()) {
+        // ever; so do we, timed or not (a timed one could only time out).
+        if ptr::eq(super::CURRENT_TASK.with(Cell::get), self.task.as_ptr()) {
             panic!(
                 "coroutine {} joined its own JoinHandle, which would wait for ever: a coroutine cannot wait for \
                  its own end",

@@ -27,7 +27,10 @@
 //!  started        run_task, first resume (home set)         no (cold branch)
 //!  finished       spawn_on's wrapper, before the result      once per task
 //!                 goes to the join handle; run_task, for a
-//!                 coroutine that could not get a stack
+//!                 coroutine that could not get a stack, and
+//!                 one cancelled before it started
+//!  dropped_       drop_cancelled_unstarted, with finished   no (cold)
+//!   unstarted     (not started: not in `alive`)
 //!  parks          run_task, the coroutine parked            hand-offs: one store
 //!  local_wakes    unpark from the home worker's thread      hand-offs: one store
 //!  remote_wakes   drain_inbox (wakes from other threads)     no (cold)
@@ -46,6 +49,9 @@ pub(crate) struct WorkerCounters {
     pub(crate) spawned: AtomicU64,
     pub(crate) started: AtomicU64,
     pub(crate) finished: AtomicU64,
+    /// Of `finished`, those cancelled before they started (never counted
+    /// in `started`).
+    pub(crate) dropped_unstarted: AtomicU64,
     pub(crate) parks: AtomicU64,
     pub(crate) local_wakes: AtomicU64,
     pub(crate) remote_wakes: AtomicU64,
@@ -82,7 +88,7 @@ impl WorkerCounters {
             spawned: load(&self.spawned),
             started,
             finished,
-            alive: started.saturating_sub(finished),
+            alive: started.saturating_sub(finished.saturating_sub(load(&self.dropped_unstarted))),
             parked: parks.saturating_sub(local_wakes + remote_wakes),
             switches: load(&self.switches),
             parks,
@@ -111,11 +117,13 @@ pub struct WorkerMetrics {
     pub spawned: u64,
     /// Coroutines that started here (their first run; they stay here).
     pub started: u64,
-    /// Coroutines of this worker that ended: returned, panicked, or could
-    /// not get a stack.
+    /// Coroutines of this worker that ended: returned, panicked, could not
+    /// get a stack, or were cancelled before they started (taken from a
+    /// queue by this worker and dropped).
     pub finished: u64,
-    /// `started - finished`: started and not finished (running, ready to
-    /// run, or parked).
+    /// Started and not finished (running, ready to run, or parked):
+    /// `started - finished`, not counting in `finished` those cancelled
+    /// before they started.
     pub alive: u64,
     /// Coroutines of this worker parked now: `parks - local_wakes -
     /// remote_wakes` (a woken one still in the inbox counts as parked).

@@ -265,13 +265,18 @@ impl Default for RuntimeBuilder {
     }
 }
 
+/// The most worker threads one runtime may have (said in
+/// [`RuntimeBuilder::workers`]'s docs).
+const MAX_WORKERS: usize = 4096;
+
 /// The environment variable that, when [`RuntimeBuilder::dump_on_signal`]
 /// is not called, names the signal (a number, or a name such as `SIGUSR1`
 /// or `USR1`) on which every runtime prints its dump.
 const DUMP_SIGNAL_ENV: &str = "WEFT_DUMP_SIGNAL";
 
 impl RuntimeBuilder {
-    /// The number of worker threads (default: `available_parallelism()`).
+    /// The number of worker threads (default: `available_parallelism()`),
+    /// from 1 to 4096; [`build`](Self::build) rejects others.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = Some(workers);
         self
@@ -290,8 +295,19 @@ impl RuntimeBuilder {
     /// `tracing` warning): once per stall, naming the coroutine, where it
     /// was spawned, how many coroutines wait for that worker, and the
     /// worker thread's backtrace; a second line when it lets go. Default
-    /// 100 ms. The monitor also prints a hint, once, when every coroutine of
-    /// the runtime is parked and nothing inside the runtime can wake them.
+    /// 100 ms. A worker held as long between coroutines (by a destructor
+    /// it runs there, say) is reported too. The monitor also prints a hint,
+    /// once, when every coroutine of the runtime is parked and nothing
+    /// inside the runtime can wake them.
+    ///
+    /// To name the coroutine, the monitor asks the stalled worker's own
+    /// thread, with one `SIGURG` per stall (its handler restarts what it
+    /// interrupts). A few blocking calls fail with
+    /// [`io::ErrorKind::Interrupted`] when a signal arrives, restart or
+    /// not (a socket read with a timeout, `poll`, `epoll_wait`: see
+    /// signal(7)); a stalled coroutine blocked in one of them sees that
+    /// error once. Blocking calls belong in
+    /// [`spawn_blocking`](crate::spawn_blocking), where no probe goes.
     ///
     /// `None` turns the monitor off: no monitor thread is started, and
     /// neither report is printed. The counters of
@@ -332,17 +348,27 @@ impl RuntimeBuilder {
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::InvalidInput`] for zero workers, an invalid stack
-    /// size, or a signal [`dump_on_signal`](Self::dump_on_signal) cannot use
-    /// (not a signal, or one of SIGSEGV, SIGBUS, SIGURG, SIGKILL and SIGSTOP); the OS
-    /// error if a worker thread cannot be started.
+    /// [`io::ErrorKind::InvalidInput`] for zero workers or more than
+    /// 4096, an invalid stack size, or a signal
+    /// [`dump_on_signal`](Self::dump_on_signal) cannot use (not a signal,
+    /// one of SIGSEGV, SIGBUS, SIGURG, SIGKILL and SIGSTOP, or one that
+    /// glibc keeps for itself: 32 up to SIGRTMIN); the OS error if a worker
+    /// thread cannot be started.
     pub fn build(self) -> io::Result<Runtime> {
         let workers = match self.workers {
             Some(0) => {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "a runtime needs at least one worker thread"));
             }
+            Some(n) if n > MAX_WORKERS => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "a runtime of {n} worker threads is more than weft supports ({MAX_WORKERS}); ask for fewer"
+                    ),
+                ));
+            }
             Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS),
         };
         let stack_size = stack::round_stack_size(self.stack_size)?;
         panic_report::install();
@@ -651,13 +677,11 @@ impl Drop for Runtime {
             panic!("a weft Runtime was dropped from inside one of its own coroutines; drop it from outside");
         }
         tracing::debug!(runtime = self.shared.id, "runtime shutting down");
-        // The monitor first: it may signal worker threads, which must still
-        // be there.
-        let monitor = self.monitor.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(monitor) = monitor {
-            self.shared.monitor.stop();
-            let _ = monitor.join();
-        }
+        // The monitor keeps watching while the workers unwind their
+        // coroutines and exit: a coroutine that holds its worker there holds
+        // up this drop, and is reported as any stall is. (A worker thread
+        // unwatches itself before it exits, after any probe in flight, so
+        // no probe signals a thread that is gone: `monitor`.)
         self.shared.shutdown.store(true, Ordering::SeqCst);
         for worker in &self.shared.workers {
             worker.force_wake();
@@ -672,6 +696,11 @@ impl Drop for Runtime {
             if let Err(payload) = thread.join() {
                 worker_panic.get_or_insert(payload);
             }
+        }
+        let monitor = self.monitor.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(monitor) = monitor {
+            self.shared.monitor.stop();
+            let _ = monitor.join();
         }
         let unstarted: Vec<_> = self.shared.injector.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
         for task in unstarted {
@@ -1475,6 +1504,11 @@ pub fn sleep(duration: Duration) {
 /// });
 /// assert!(handle.join().unwrap());
 /// ```
+///
+/// The pool starts a thread for a job when none is idle, up to 512 at
+/// once (an idle one exits after 10 s); beyond that, jobs wait in a queue
+/// for a thread to come free, so a job that waits for one queued behind it
+/// never finishes.
 ///
 /// The pool belongs to the runtime the call is made in (the calling
 /// coroutine's, the one [`Runtime::enter`] made current, or the default

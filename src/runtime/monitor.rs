@@ -109,7 +109,16 @@
 //! own sleep: either the monitor sees the worker awake and does not park,
 //! or the worker sees PARKED and wakes it. An idle runtime's monitor thus
 //! makes no system calls at all. `Runtime::drop` stores STOPPING and wakes
-//! it, then joins it before it stops the workers.
+//! it, then joins it, after the workers have stopped: a coroutine that
+//! holds its worker during the shutdown (which waits for it) is reported
+//! too. A worker thread that leaves its loop unwatches itself
+//! (`unwatch_this_thread`), and counts as idle from then on.
+//!
+//! A worker that is awake and has not switched for the threshold while it
+//! runs *no* coroutine is reported as well (the probe answers that none
+//! runs, with the thread's backtrace): code between coroutines holds it,
+//! such as the destructor of a detached coroutine's result, which the
+//! worker drops after the coroutine's last resume.
 
 use super::metrics::WorkerMetrics;
 use super::worker::WorkerShared;
@@ -270,11 +279,29 @@ pub(crate) fn watch_this_thread(worker: &WorkerShared) {
 
 /// Called by a worker thread before it exits (and its `WorkerShared` may
 /// go away): no probe reaches it any more, nor, through a stale thread id,
-/// a thread the kernel later gives the same id.
+/// a thread the kernel later gives the same id. Under `REQUESTER`, which a
+/// probe holds from its read of the thread id until it is answered or
+/// withdrawn: a probe in flight ends first (this thread answers it, if its
+/// signal arrives, while it waits here), and every later one reads 0.
 pub(crate) fn unwatch_this_thread(worker: &WorkerShared) {
+    let _no_probe = REQUESTER.lock().unwrap_or_else(|e| e.into_inner());
     worker.watch.tid.store(0, Ordering::Relaxed);
     WATCHED.with(|w| w.set(ptr::null()));
 }
+
+/// Whether `worker`'s thread has exited its loop (or not started yet):
+/// nothing there to watch.
+fn is_gone(worker: &WorkerShared) -> bool {
+    worker.watch.tid.load(Ordering::Relaxed) == 0
+}
+
+/// One requester of a probe at a time, process-wide: the monitor, a dump
+/// (through `running_on`) and the dump-on-signal thread may all probe the
+/// same worker, and the probe states assume that only the requester moves
+/// DONE on (two requesters could read `data` while the other's handler
+/// writes it). Also taken by `unwatch_this_thread`. The handler never takes
+/// it.
+static REQUESTER: Mutex<()> = Mutex::new(());
 
 static PREVIOUS_SIGURG: OnceLock<signal::SigAction> = OnceLock::new();
 
@@ -347,16 +374,18 @@ unsafe fn answer_probe(worker: &WorkerShared, context: *mut c_void) -> bool {
             data.name_len = len;
         }
         data.inbox = worker.inbox.len_on_owner_thread();
-        if !std::thread::panicking() {
-            let n = unwind::walk_into(&mut data.frames);
-            // SAFETY: our handler's own context.
-            let interrupted = unsafe { signal::interrupted_ip(context) };
-            // Drop the handler's own frames: start at the interrupted one.
-            let first = data.frames[..n].iter().position(|&ip| ip == interrupted).unwrap_or(0);
-            data.frames.copy_within(first..n, 0);
-            data.frame_count = n - first;
-            data.walked = true;
-        }
+    }
+    // Also between coroutines: a worker that does not switch there is held
+    // by a destructor it runs, or by weft itself.
+    if !std::thread::panicking() {
+        let n = unwind::walk_into(&mut data.frames);
+        // SAFETY: our handler's own context.
+        let interrupted = unsafe { signal::interrupted_ip(context) };
+        // Drop the handler's own frames: start at the interrupted one.
+        let first = data.frames[..n].iter().position(|&ip| ip == interrupted).unwrap_or(0);
+        data.frames.copy_within(first..n, 0);
+        data.frame_count = n - first;
+        data.walked = true;
     }
     // Release: publishes the data to the monitor's Acquire load of DONE.
     probe.state.store(DONE, Ordering::Release);
@@ -367,12 +396,7 @@ unsafe fn answer_probe(worker: &WorkerShared, context: *mut c_void) -> bool {
 /// Asks `worker`'s thread what it runs; `None` if it does not answer in
 /// time (or a previous probe is still being answered).
 fn probe(worker: &WorkerShared) -> Option<ProbeData> {
-    // One requester at a time, process-wide: the monitor, a dump (through
-    // `running_on`) and the dump-on-signal thread may all probe the same
-    // worker, and the states below assume that only the requester moves
-    // DONE on (two requesters could read `data` while the other's handler
-    // writes it). The handler never takes this lock.
-    static REQUESTER: Mutex<()> = Mutex::new(());
+    // One requester at a time (`REQUESTER`); the thread id is read under it.
     let _one_requester = REQUESTER.lock().unwrap_or_else(|e| e.into_inner());
     let probe = &worker.watch.probe;
     // A DONE left by a probe that timed out while its handler wrote.
@@ -430,6 +454,29 @@ pub(crate) fn running_on(worker: &WorkerShared) -> Option<Running> {
     }
     let name = data.has_name.then(|| String::from_utf8_lossy(&data.name[..data.name_len]).into_owned());
     Some(Running { id: data.task_id, name, spawned_at: data.spawned_at? })
+}
+
+/// Appends a probe's backtrace to a report.
+fn write_backtrace(text: &mut String, data: &ProbeData) {
+    if data.walked {
+        let _ = writeln!(
+            text,
+            "  backtrace of the worker thread (the interrupted instruction, then return addresses; \
+             `addr2line -Cfipe MODULE OFFSET` names them):"
+        );
+        for (i, &ip) in data.frames[..data.frame_count].iter().enumerate() {
+            match unwind::module_of(ip) {
+                Some((module, base)) => {
+                    let _ = writeln!(text, "    {i:2}: {ip:#x} {module} +{:#x}", ip - base);
+                }
+                None => {
+                    let _ = writeln!(text, "    {i:2}: {ip:#x}");
+                }
+            }
+        }
+    } else if data.answered {
+        let _ = writeln!(text, "  (no backtrace: the worker thread is unwinding a panic)");
+    }
 }
 
 /// Starts the monitor thread of `shared`.
@@ -507,24 +554,25 @@ impl Monitor {
                 Wait::Tick => {
                     futex::wait(word, TICKING, Some(Deadline::after(self.tick)));
                 }
-                Wait::Until(at) => {
-                    futex::wait(word, TICKING, Some(Deadline::after(at.saturating_duration_since(now))));
-                }
-                Wait::Park => self.park(),
+                // Parked, not a plain wait: a worker that wakes meanwhile
+                // must end the wait, or a stall that begins during a hint's
+                // quiet time (up to `MAX_HINT_QUIET`) would go unseen.
+                Wait::Until(at) => self.park(Some(Deadline::after(at.saturating_duration_since(now)))),
+                Wait::Park => self.park(None),
             }
         }
     }
 
-    /// Sleeps until a worker wakes up (module docs).
-    fn park(&self) {
+    /// Sleeps until a worker wakes up, or `deadline` passes (module docs).
+    fn park(&self, deadline: Option<Deadline>) {
         let word = &self.shared.monitor.word;
         // SeqCst: the monitor's half of the Dekker pair with
         // `on_worker_running`: this store comes before the loads below.
         if word.compare_exchange(TICKING, PARKED, Ordering::SeqCst, Ordering::Relaxed).is_err() {
             return; // STOPPING
         }
-        if self.shared.workers.iter().all(|w| w.is_sleeping(Ordering::SeqCst)) {
-            futex::wait(word, PARKED, None);
+        if self.shared.workers.iter().all(|w| w.is_sleeping(Ordering::SeqCst) || is_gone(w)) {
+            futex::wait(word, PARKED, deadline);
         }
         let _ = word.compare_exchange(PARKED, TICKING, Ordering::Relaxed, Ordering::Relaxed);
     }
@@ -533,7 +581,8 @@ impl Monitor {
     fn check_worker(&mut self, index: usize, now: Instant) -> bool {
         let worker = &self.shared.workers[index];
         let switches = worker.counters.switches.load(Ordering::Relaxed);
-        let sleeping = worker.is_sleeping(Ordering::Relaxed);
+        // A worker whose thread left its loop (at shutdown) is as idle.
+        let sleeping = worker.is_sleeping(Ordering::Relaxed) || is_gone(worker);
         let watch = &mut self.watches[index];
         if sleeping || watch.since.is_none() || switches != watch.switches {
             if let Some((who, since)) = watch.stall.take() {
@@ -552,8 +601,8 @@ impl Monitor {
         }
         watch.probed = true;
         let data = match probe(worker) {
-            // Between coroutines, or the stall just ended.
-            Some(data) if !data.running || data.switches != switches => return false,
+            // The stall just ended.
+            Some(data) if data.switches != switches => return false,
             Some(data) => data,
             // No answer (another SIGURG handler replaced ours, say): report
             // what the monitor knows.
@@ -574,6 +623,7 @@ impl Monitor {
             _ if !data.answered => {
                 "a coroutine (its worker thread did not answer the monitor's SIGURG probe)".to_string()
             }
+            _ if !data.running => return self.report_busy_between_coroutines(index, data, held),
             Some(name) => format!("coroutine {} ('{name}')", data.task_id),
             None => format!("coroutine {}", data.task_id),
         };
@@ -589,25 +639,7 @@ impl Monitor {
             held.as_millis(),
             if waiting == 1 { " is" } else { "s are" },
         );
-        if data.walked {
-            let _ = writeln!(
-                text,
-                "  backtrace of the worker thread (the interrupted instruction, then return addresses; \
-                 `addr2line -Cfipe MODULE OFFSET` names them):"
-            );
-            for (i, &ip) in data.frames[..data.frame_count].iter().enumerate() {
-                match unwind::module_of(ip) {
-                    Some((module, base)) => {
-                        let _ = writeln!(text, "    {i:2}: {ip:#x} {module} +{:#x}", ip - base);
-                    }
-                    None => {
-                        let _ = writeln!(text, "    {i:2}: {ip:#x}");
-                    }
-                }
-            }
-        } else if data.answered {
-            let _ = writeln!(text, "  (no backtrace: the worker thread is unwinding a panic)");
-        }
+        write_backtrace(&mut text, data);
         let _ = io::stderr().lock().write_all(text.as_bytes());
         tracing::warn!(
             runtime,
@@ -620,6 +652,31 @@ impl Monitor {
             "weft: a coroutine holds its worker without yielding"
         );
         who
+    }
+
+    /// The report of a worker that has not switched for the threshold
+    /// while awake and running no coroutine: something between coroutines
+    /// holds it, such as the destructor of a detached coroutine's result
+    /// that its worker drops, or weft itself. Returns how the stall end
+    /// line names it.
+    #[cold]
+    fn report_busy_between_coroutines(&self, index: usize, data: &ProbeData, held: Duration) -> String {
+        let runtime = self.shared.id;
+        let mut text = format!(
+            "weft: worker {index} of runtime {runtime} (thread weft-r{runtime}-w{index}) has run no coroutine for {} \
+             ms, and is not idle: code between its coroutines holds it, such as a destructor it runs (of a \
+             detached coroutine's result, or a value a finished coroutine left behind).\n",
+            held.as_millis(),
+        );
+        write_backtrace(&mut text, data);
+        let _ = io::stderr().lock().write_all(text.as_bytes());
+        tracing::warn!(
+            runtime,
+            worker = index,
+            held_ms = held.as_millis() as u64,
+            "weft: a worker is held between coroutines"
+        );
+        "code between coroutines".to_string()
     }
 
     /// How many coroutines wait to run on a stalled worker: started ones

@@ -1722,6 +1722,7 @@ impl WorkerLocal {
         // SAFETY: the task is unstarted and we took it from a queue: we own it.
         unsafe { super::drop_unstarted_closure(&task) };
         metrics::bump(&self.counters().finished);
+        metrics::bump(&self.counters().dropped_unstarted);
         task.fail(Failure::Cancelled);
     }
 

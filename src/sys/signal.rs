@@ -354,6 +354,19 @@ pub(crate) fn check_dump_signal(signal: libc::c_int) -> io::Result<()> {
             format!("{signal} is not a signal number (1 to {})", libc::SIGRTMAX()),
         ));
     }
+    // Between the classic signals (up to 31) and SIGRTMIN, glibc keeps a
+    // few real-time signals for its threads and refuses to hand them out.
+    if (32..libc::SIGRTMIN()).contains(&signal) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "cannot print dumps on signal {signal}: glibc reserves signals 32 to {} for its threads; use \
+                 SIGUSR1, SIGUSR2 or SIGRTMIN+n ({} and up)",
+                libc::SIGRTMIN() - 1,
+                libc::SIGRTMIN()
+            ),
+        ));
+    }
     if let Some((_, why)) = RESERVED_SIGNALS.iter().find(|(s, _)| *s == signal) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -1,5 +1,6 @@
 //! The bounded flavour, `bounded(cap)` with `cap > 0`: a ring of `cap`
-//! slots, allocated once, under the channel's lock (`chan.rs`).
+//! slots under the channel's lock (`chan.rs`), allocated once when `cap`
+//! is at most `UP_FRONT`, else grown as it fills.
 //!
 //! # State
 //!
@@ -25,9 +26,16 @@
 
 use std::collections::VecDeque;
 
+/// Rings of up to this many slots are allocated whole when the channel is
+/// made; larger ones start with this many and grow (doubling) as values
+/// wait in them, so `bounded(usize::MAX)` or `bounded(1 << 40)` cost memory
+/// only for what is queued, as `unbounded()` does, instead of failing (or
+/// aborting the process) on an allocation of the whole capacity.
+const UP_FRONT: usize = 1024;
+
 /// A ring of at most `capacity` values. `VecDeque` is std's ring buffer;
-/// allocated with room for `capacity` up front and never pushed past it,
-/// it never reallocates.
+/// allocated with room for `capacity` up front (at most `UP_FRONT`) and
+/// never pushed past it, it never reallocates unless `capacity` is larger.
 pub(super) struct Ring<T> {
     items: VecDeque<T>,
     capacity: usize,
@@ -37,7 +45,7 @@ impl<T> Ring<T> {
     /// A ring of `capacity > 0` slots.
     pub(super) fn new(capacity: usize) -> Ring<T> {
         debug_assert!(capacity > 0, "channel: a ring of no slots (use the zero flavour)");
-        Ring { items: VecDeque::with_capacity(capacity), capacity }
+        Ring { items: VecDeque::with_capacity(capacity.min(UP_FRONT)), capacity }
     }
 
     pub(super) fn len(&self) -> usize {
@@ -88,6 +96,17 @@ mod tests {
         }
         assert!(!ring.has_room());
         assert_eq!(ring.items.capacity(), allocated, "the ring reallocated");
+    }
+
+    #[test]
+    fn a_huge_capacity_is_allocated_as_it_fills() {
+        let mut ring = Ring::new(usize::MAX);
+        assert!(ring.items.capacity() < 2 * UP_FRONT);
+        for i in 0..3 * UP_FRONT {
+            ring.push(i);
+        }
+        assert!(ring.has_room());
+        assert_eq!((0..3 * UP_FRONT).map(|_| ring.pop().unwrap()).sum::<usize>(), (0..3 * UP_FRONT).sum());
     }
 }
 

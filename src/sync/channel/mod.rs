@@ -106,7 +106,9 @@ use crate::sys::futex::Deadline;
 /// A channel that holds at most `cap` values; `bounded(0)` is a rendezvous
 /// channel, whose sends complete only when a receiver takes the value.
 ///
-/// The ring of `cap` slots is allocated up front.
+/// The ring of `cap` slots is allocated up front when `cap` is at most
+/// 1024; a larger one grows as values wait in it, so a huge `cap` (even
+/// `usize::MAX`) costs memory only for what is queued.
 ///
 /// ```
 /// use weft::sync::channel::{bounded, TrySendError};
