@@ -115,7 +115,7 @@ use std::time::Duration;
 
 /// The most buffers std's vectored calls pass the kernel on Linux (its
 /// `IOV_MAX`); the rest of a longer slice is left untouched.
-pub(crate) const IOV_MAX: usize = 1024;
+pub(crate) use crate::sys::net::IOV_MAX;
 
 /// The options a socket shares with its clones (`try_clone`), as the
 /// kernel's socket options are shared: the timeouts and the user's
@@ -145,6 +145,10 @@ impl std::fmt::Debug for IoState {
         f.debug_struct("IoState").field("fd", &self.registration.fd()).finish_non_exhaustive()
     }
 }
+
+/// The messages of the read and write timeouts.
+const READ_TIMED_OUT: &str = "read timed out (set_read_timeout)";
+const WRITE_TIMED_OUT: &str = "write timed out (set_write_timeout)";
 
 /// How a wait that ran out of time is reported.
 #[derive(Clone, Copy)]
@@ -218,22 +222,24 @@ impl IoState {
     /// timeout.
     fn read<R>(&self, op: impl FnMut() -> io::Result<R>) -> io::Result<R> {
         let timeout = self.read_timeout();
-        self.run(Direction::Read, timeout, OnTimeout::WouldBlock("read timed out (set_read_timeout)"), op, |_| false)
+        self.run(Direction::Read, timeout, OnTimeout::WouldBlock(READ_TIMED_OUT), op, |_| false)
     }
 
-    /// A read of a stream into buffers of `len` bytes in all: a read that
-    /// returns less than that (and not EOF) emptied the receive queue, so
-    /// the next one waits for new data before it calls the kernel.
+    /// A read of a TCP stream into buffers of `len` bytes in all: a read
+    /// that returns less than that (and not EOF) emptied the receive queue,
+    /// so the next one waits for new data before it calls the kernel. (A TCP
+    /// read stops short with data still queued only at the urgent mark, and
+    /// the poller keeps that apart: its URGENT bit.) A Unix stream's read
+    /// has its own rule: `UnixStream::stream_read_vectored`.
     fn read_stream(&self, len: usize, op: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
         let timeout = self.read_timeout();
-        let on_timeout = OnTimeout::WouldBlock("read timed out (set_read_timeout)");
-        self.run(Direction::Read, timeout, on_timeout, op, |&n| n > 0 && n < len)
+        self.run(Direction::Read, timeout, OnTimeout::WouldBlock(READ_TIMED_OUT), op, |&n| n > 0 && n < len)
     }
 
     /// A write-side operation, bounded by the write timeout.
     fn write<R>(&self, op: impl FnMut() -> io::Result<R>) -> io::Result<R> {
         let timeout = self.write_timeout();
-        self.run(Direction::Write, timeout, OnTimeout::WouldBlock("write timed out (set_write_timeout)"), op, |_| false)
+        self.run(Direction::Write, timeout, OnTimeout::WouldBlock(WRITE_TIMED_OUT), op, |_| false)
     }
 
     /// Runs `op` (a call on the non-blocking descriptor) until it does not
@@ -314,30 +320,29 @@ macro_rules! socket_options {
 use socket_options;
 
 /// `Read` and `Write` for a stream type and for a shared reference to it
-/// (so one coroutine can read while another writes): a read counts as
-/// emptying the socket when it returns less than asked (`read_stream`).
+/// (so one coroutine can read while another writes), through the type's
+/// own `stream_read`, `stream_read_vectored`, `stream_write` and
+/// `stream_write_vectored` (each type knows when a short read empties its
+/// socket and how its writes wait: `TcpStream`'s and `UnixStream`'s say).
 macro_rules! stream_read_write {
     ($ty:ident) => {
         impl std::io::Read for &$ty {
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                self.state.read_stream(buf.len(), || (&self.inner).read(buf))
+                $ty::stream_read(*self, buf)
             }
 
             fn read_vectored(&mut self, bufs: &mut [std::io::IoSliceMut<'_>]) -> std::io::Result<usize> {
-                // std passes the kernel at most IOV_MAX (1024) buffers: a call
-                // that fills those leaves the rest queued, and is not short.
-                let len = bufs.iter().take($crate::net::IOV_MAX).map(|b| b.len()).sum();
-                self.state.read_stream(len, || (&self.inner).read_vectored(bufs))
+                $ty::stream_read_vectored(*self, bufs)
             }
         }
 
         impl std::io::Write for &$ty {
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.state.write(|| (&self.inner).write(buf))
+                $ty::stream_write(*self, buf)
             }
 
             fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
-                self.state.write(|| (&self.inner).write_vectored(bufs))
+                $ty::stream_write_vectored(*self, bufs)
             }
 
             fn flush(&mut self) -> std::io::Result<()> {

@@ -6,7 +6,7 @@ use super::{IoState, OnTimeout, Options, adopt, socket_options};
 use crate::runtime::poller::Direction;
 use crate::sys::net::{Connect, connect_tcp};
 use std::fmt;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{self, Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -374,6 +374,29 @@ impl fmt::Debug for TcpStream {
             .field("peer", &self.inner.peer_addr().ok())
             .field("fd", &self.as_raw_fd())
             .finish()
+    }
+}
+
+/// The calls behind `Read` and `Write` (`stream_read_write!`): a read that
+/// returns less than asked emptied the receive queue (`read_stream`).
+impl TcpStream {
+    fn stream_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.state.read_stream(buf.len(), || (&self.inner).read(buf))
+    }
+
+    fn stream_read_vectored(&self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        // std passes the kernel at most IOV_MAX (1024) buffers: a call that
+        // fills those leaves the rest queued, and is not short.
+        let len = bufs.iter().take(super::IOV_MAX).map(|b| b.len()).sum();
+        self.state.read_stream(len, || (&self.inner).read_vectored(bufs))
+    }
+
+    fn stream_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.state.write(|| (&self.inner).write(buf))
+    }
+
+    fn stream_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.state.write(|| (&self.inner).write_vectored(bufs))
     }
 }
 

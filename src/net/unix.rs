@@ -1,12 +1,44 @@
 //! Unix domain stream sockets: `UnixListener` and `UnixStream`,
 //! `std::os::unix::net`'s shapes over a non-blocking descriptor.
+//!
+//! # Where a Unix stream differs from TCP
+//!
+//! The readiness protocol (the poller's module docs) trusts two things the
+//! kernel does for TCP and does not quite do for a Unix stream:
+//!
+//! 1. **A short read empties the socket.** A Unix stream read also stops
+//!    after a message that carried descriptors (`SCM_RIGHTS`), and, under
+//!    `SO_PASSCRED`, between the messages of two writers
+//!    (`unix_stream_read_generic`), with data still queued behind it and no
+//!    new edge to come. So `UnixStream` reads with `recvmsg` and no control
+//!    buffer (as std's `read` does, the kernel closes the descriptors),
+//!    and the kernel then sets `MSG_CTRUNC` exactly when it had control
+//!    data for the read. A short read counts as emptying the socket only
+//!    when that flag is clear; with it set, the next read calls the kernel
+//!    again. (Under `SO_PASSCRED` every read has credentials, so the flag
+//!    is always set and a short read never clears READ_READY: the next read
+//!    costs one `WouldBlock`, never a lost wake. A read stopped at
+//!    out-of-band data, `MSG_OOB`, comes with EPOLLPRI, which the poller
+//!    keeps apart as for TCP's urgent mark.)
+//! 2. **A shut sending side is reported.** `unix_poll` reports neither
+//!    POLLOUT nor POLLHUP for a stream that is shut for sending only (the
+//!    peer shut its read half, or this socket or a clone shut its write
+//!    half), where std's blocked write fails with `BrokenPipe` (EPIPE) at
+//!    once. So a write that has to wait (send buffer full) waits in slices,
+//!    1 ms, then twice as long each time up to 64 ms (the schedule of
+//!    `connect`'s retries), and makes its call again after each: the call
+//!    after a shutdown fails with EPIPE within a slice. The write timeout
+//!    counts the slices that ran out (a slice never ends early, so the
+//!    sum never ends the wait early), and non-blocking mode still makes
+//!    one call. A write that does not wait costs nothing more.
 
 use super::tcp::fd_traits;
-use super::{IoState, OnTimeout, Options, adopt, socket_options};
+use super::{IOV_MAX, IoState, OnTimeout, Options, READ_TIMED_OUT, WRITE_TIMED_OUT, adopt, socket_options};
 use crate::runtime::poller::Direction;
-use crate::sys::net::{Connect, connect_unix};
+use crate::sys::net::{Connect, connect_unix, recv_vectored_no_control};
+use std::cell::Cell;
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{self, SocketAddr};
@@ -162,11 +194,13 @@ pub struct UnixStream {
     inner: net::UnixStream,
 }
 
-/// The first and the longest pause between tries of a Unix connect whose
-/// listener's backlog is full (Linux fails a non-blocking Unix connect
-/// with EAGAIN then, and offers nothing to wait on).
-const CONNECT_RETRY_FIRST: Duration = Duration::from_millis(1);
-const CONNECT_RETRY_MAX: Duration = Duration::from_millis(64);
+/// The first and the longest pause between tries where Linux offers
+/// nothing to wait on: a Unix connect whose listener's backlog is full
+/// (Linux fails a non-blocking Unix connect with EAGAIN then), and a write
+/// whose sending side may have been shut meanwhile (it reports no readiness
+/// for that: see the module docs).
+const RETRY_FIRST: Duration = Duration::from_millis(1);
+const RETRY_MAX: Duration = Duration::from_millis(64);
 
 impl UnixStream {
     /// Connects to the socket at `path`. If the listener's backlog is full
@@ -180,7 +214,7 @@ impl UnixStream {
     /// long for a Unix socket address.
     pub fn connect<P: AsRef<Path>>(path: P) -> io::Result<UnixStream> {
         let path = path.as_ref();
-        let mut pause = CONNECT_RETRY_FIRST;
+        let mut pause = RETRY_FIRST;
         loop {
             match connect_unix(path) {
                 Ok(Connect::Done(fd)) => return Ok(UnixStream::from_owned(fd)),
@@ -206,7 +240,7 @@ impl UnixStream {
                     } else {
                         std::thread::sleep(pause);
                     }
-                    pause = (pause * 2).min(CONNECT_RETRY_MAX);
+                    pause = (pause * 2).min(RETRY_MAX);
                 }
                 Err(err) => return Err(err),
             }
@@ -270,6 +304,81 @@ impl UnixStream {
 impl fmt::Debug for UnixStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UnixStream").field("fd", &self.as_raw_fd()).finish()
+    }
+}
+
+/// The calls behind `Read` and `Write` (`stream_read_write!`), with the
+/// two rules of the module docs.
+impl UnixStream {
+    fn stream_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream_read_vectored(&mut [io::IoSliceMut::new(buf)])
+    }
+
+    /// Rule 1: a short read empties the socket only if the kernel had no
+    /// control data for it (`MSG_CTRUNC` clear); after passed descriptors
+    /// (or between two writers' credentials) more data may be queued.
+    fn stream_read_vectored(&self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        // The kernel takes at most IOV_MAX buffers: a call that fills those
+        // leaves the rest queued, and is not short.
+        let len = bufs.iter().take(IOV_MAX).map(|b| b.len()).sum::<usize>();
+        let fd = self.inner.as_fd();
+        let emptied = |&(n, control_truncated): &(usize, bool)| n > 0 && n < len && !control_truncated;
+        let timeout = self.state.read_timeout();
+        let on_timeout = OnTimeout::WouldBlock(READ_TIMED_OUT);
+        let (n, _) =
+            self.state.run(Direction::Read, timeout, on_timeout, || recv_vectored_no_control(fd, bufs), emptied)?;
+        Ok(n)
+    }
+
+    fn stream_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.write_in_slices(|| (&self.inner).write(buf))
+    }
+
+    fn stream_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.write_in_slices(|| (&self.inner).write_vectored(bufs))
+    }
+
+    /// Rule 2: runs the write `op`, waiting in slices of `RETRY_FIRST`
+    /// doubling to `RETRY_MAX` and calling it again after each, so that a
+    /// shut sending side (which the kernel reports no readiness for) ends
+    /// the wait with EPIPE; bounded by the write timeout, counted as the
+    /// sum of the slices that ran out.
+    fn write_in_slices<R>(&self, mut op: impl FnMut() -> io::Result<R>) -> io::Result<R> {
+        let registration = &self.state.registration;
+        let timeout = self.state.write_timeout();
+        let nonblocking = self.state.is_nonblocking();
+        let timed_out = || OnTimeout::WouldBlock(WRITE_TIMED_OUT).error();
+        let mut waited = Duration::ZERO;
+        let mut slice = RETRY_FIRST;
+        loop {
+            // The last slice ends where the timeout does (`waited` is below it).
+            let this_slice = timeout.map_or(slice, |t| slice.min(t - waited));
+            let slice_ran_out = Cell::new(false);
+            let slice_end = || {
+                slice_ran_out.set(true);
+                io::Error::from(io::ErrorKind::WouldBlock)
+            };
+            // The first round is the plain write: one call when there is room.
+            let result =
+                registration.run(Direction::Write, Some(this_slice), nonblocking, &mut op, |_| false, slice_end);
+            if !slice_ran_out.get() {
+                return result;
+            }
+            waited += this_slice;
+            if timeout.is_some_and(|t| waited >= t) {
+                return Err(timed_out());
+            }
+            slice = (slice * 2).min(RETRY_MAX);
+            // The call the slice was for. In a coroutine the readiness word
+            // still says "full" (no event came), and a waiting `run` would
+            // park again without a call: one made in non-blocking mode is
+            // made whatever the word says, and says `WouldBlock` (its own,
+            // never the kernel's, which it takes as "full") if it would wait.
+            match registration.run(Direction::Write, None, true, &mut op, |_| false, timed_out) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                result => return result,
+            }
+        }
     }
 }
 

@@ -59,7 +59,10 @@
 //!    the socket was last found empty: it parks at once (step 3), without a
 //!    system call that would only say `WouldBlock`.
 //! 2. Otherwise it makes its call. `WouldBlock` — or, for a stream, a read
-//!    that returned less than asked, which empties the receive queue —
+//!    that returned less than asked, which empties the receive queue (for a
+//!    Unix stream, only when the kernel had no control data for the read:
+//!    a read stops after passed descriptors with data queued behind them;
+//!    see `net::unix`) —
 //!    means the socket is empty now: it clears READY, but only if `tick` is
 //!    still the snapshot's (`clear`); an event that came since then says it
 //!    may no longer be empty, and clearing READY would lose that edge for
@@ -75,7 +78,9 @@
 //!    a short read clear READY once EPOLLPRI has come (URGENT): a TCP read
 //!    stops short at the urgent mark, with data queued behind it. A call
 //!    in non-blocking mode is always made once, whatever the bits say, as
-//!    std's would be.
+//!    std's would be. (A Unix stream's write relies on that: Linux reports
+//!    no readiness when its sending side is shut down, so a waiting write
+//!    waits in slices and retries, see `net::unix`.)
 //! 3. Parks on the entry's key for that direction, with a validation (run
 //!    under the parking lot's bucket lock) that sets the WAITER bit only if
 //!    READY and CLOSED are still clear, in one compare-and-swap; if READY was set

@@ -1,14 +1,17 @@
 //! The socket calls std does not offer: a non-blocking `connect` (std's
-//! blocks the calling thread until the handshake ends) and `poll(2)` on one
+//! blocks the calling thread until the handshake ends), `poll(2)` on one
 //! descriptor (how a plain OS thread waits for a `weft::net` socket, whose
-//! descriptor is always non-blocking). Everything else goes through std's
-//! socket types.
+//! descriptor is always non-blocking) and a stream read that also says
+//! whether the kernel had control data for it (`MSG_CTRUNC`), which a
+//! Unix stream's reader needs to tell a drained socket from a read cut
+//! short by passed descriptors. Everything else goes through std's socket
+//! types.
 
 use super::futex::Deadline;
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -16,6 +19,11 @@ use std::path::Path;
 pub(crate) const POLL_IN: i16 = libc::POLLIN;
 /// Writable, for [`poll_one`].
 pub(crate) const POLL_OUT: i16 = libc::POLLOUT;
+
+/// The most buffers one vectored call passes the kernel (Linux's
+/// `UIO_MAXIOV`, std's `IOV_MAX`; more is `EINVAL`): the rest of a longer
+/// slice is left untouched, as std's vectored calls leave it.
+pub(crate) const IOV_MAX: usize = 1024;
 
 /// How a non-blocking [`connect_tcp`] or [`connect_unix`] began.
 pub(crate) enum Connect {
@@ -62,6 +70,12 @@ pub(crate) fn connect_unix(path: &Path) -> io::Result<Connect> {
             ),
         ));
     }
+    // The kernel takes an address of the family alone as "no name" and
+    // refuses it (std's connect("") fails so, EINVAL); our terminating NUL
+    // below would make it the abstract address with an empty name instead.
+    if bytes.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path is empty"));
+    }
     if bytes.contains(&0) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path contains a NUL byte"));
     }
@@ -73,8 +87,39 @@ pub(crate) fn connect_unix(path: &Path) -> io::Result<Connect> {
     start_connect(fd, (&addr as *const libc::sockaddr_un).cast(), len)
 }
 
+/// Reads from the stream socket `fd` into `bufs` (the first [`IOV_MAX`]
+/// of them) with `recvmsg` and no control buffer, as `read` and `readv`
+/// do; returns the bytes read and whether the kernel set `MSG_CTRUNC`: it
+/// had control data for this read that did not fit (descriptors passed
+/// with `SCM_RIGHTS`, which it closes, or credentials under
+/// `SO_PASSCRED`). A Unix stream read stops after a message that carried
+/// descriptors, and under `SO_PASSCRED` between two writers' messages,
+/// with more data queued (`unix_stream_read_generic`); the flag is set
+/// whenever that happens (under `SO_PASSCRED`, on every read). Errors,
+/// `EINTR` included, come back as they are.
+pub(crate) fn recv_vectored_no_control(
+    fd: BorrowedFd<'_>,
+    bufs: &mut [io::IoSliceMut<'_>],
+) -> io::Result<(usize, bool)> {
+    // SAFETY: msghdr is plain data; all zeroes (no name, no control
+    // buffer, no buffers, no flags) is a valid value.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    // IoSliceMut is ABI-compatible with iovec on Unix (std guarantees it).
+    msg.msg_iov = bufs.as_mut_ptr().cast::<libc::iovec>();
+    msg.msg_iovlen = bufs.len().min(IOV_MAX) as _;
+    // SAFETY: `msg` is a valid msghdr for the call: msg_iov points at
+    // msg_iovlen iovecs, each naming a live, writable buffer borrowed
+    // (mutably) for the call through `bufs`; name and control are null
+    // with zero lengths, so the kernel writes nothing else; `fd` is open
+    // for the call (borrowed).
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((n as usize, msg.msg_flags & libc::MSG_CTRUNC != 0))
+}
+
 fn start_connect(fd: OwnedFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> io::Result<Connect> {
-    use std::os::fd::AsRawFd;
     // SAFETY: `addr` points at a sockaddr of `len` bytes that the caller
     // keeps alive across this call.
     let rc = unsafe { libc::connect(fd.as_raw_fd(), addr, len) };
