@@ -203,3 +203,41 @@ fn a_stall_that_holds_up_shutdown_is_reported() {
         "the drop waited 800 ms (16 thresholds) on a coroutine that held its worker; it must be reported once; stderr:\n{stderr}"
     );
 }
+
+/// A worker that slept is not stalled when it wakes: the monitor, parked
+/// meanwhile, must not count the sleep as time the worker was held. Here
+/// the worker wakes to list its parked coroutines for `Runtime::dump`
+/// (from its sleep path: no switch), which takes a few milliseconds, long
+/// enough for the monitor it wakes to look. (Once the monitor reported
+/// workers held between coroutines, that look compared the counter with the
+/// one it saw before it parked, and reported the sleep as a stall.)
+#[test]
+fn a_worker_waking_from_a_long_sleep_is_not_reported() {
+    let stderr = in_child_process("a_worker_waking_from_a_long_sleep_is_not_reported", Duration::from_secs(30), || {
+        let rt =
+            Runtime::builder().workers(1).stall_threshold(Some(Duration::from_millis(50))).build().expect("a runtime");
+        let (tx, rx) = weft::sync::channel::bounded::<()>(1);
+        const PARKED: usize = 500;
+        for _ in 0..PARKED {
+            let rx = rx.clone();
+            drop(rt.spawn(move || {
+                let _ = rx.recv();
+            }));
+        }
+        wait_until("every coroutine parked", || rt.metrics().total.parked == PARKED as u64);
+        // (Starting them may be slow on a busy machine, and reported.)
+        thread::sleep(Duration::from_millis(100));
+        eprintln!("[all parked]");
+        for _ in 0..5 {
+            thread::sleep(Duration::from_millis(150));
+            assert_eq!(rt.dump().coroutines().len(), PARKED);
+        }
+        drop(tx);
+    });
+    let Some(stderr) = stderr else { return };
+    let (_, after) = stderr.split_once("[all parked]").expect("the child's marker");
+    assert!(
+        !after.contains("has run no coroutine") && !after.contains("has held worker"),
+        "nothing held the worker, nothing may be reported; stderr:\n{stderr}"
+    );
+}

@@ -501,9 +501,13 @@ pub(crate) fn start(shared: &Arc<Shared>, threshold: Duration) -> io::Result<std
 /// What the monitor remembers of one worker.
 #[derive(Default)]
 struct Watch {
-    /// The switch counter at the last tick, and since when it has that value.
+    /// The switch counter at the last tick, and since when it has that value
+    /// with the worker awake.
     switches: u64,
     since: Option<Instant>,
+    /// Whether the worker slept at the last look: then the time since is
+    /// no stall, however long the monitor itself slept in between.
+    slept: bool,
     /// Whether this resume was probed already.
     probed: bool,
     /// The reported stall, if one is under way: who, and since when.
@@ -584,13 +588,14 @@ impl Monitor {
         // A worker whose thread left its loop (at shutdown) is as idle.
         let sleeping = worker.is_sleeping(Ordering::Relaxed) || is_gone(worker);
         let watch = &mut self.watches[index];
-        if sleeping || watch.since.is_none() || switches != watch.switches {
+        if sleeping || watch.slept || watch.since.is_none() || switches != watch.switches {
             if let Some((who, since)) = watch.stall.take() {
                 self.report_stall_end(index, &who, now.duration_since(since));
             }
             let watch = &mut self.watches[index];
             watch.switches = switches;
             watch.since = Some(now);
+            watch.slept = sleeping;
             watch.probed = false;
             return sleeping;
         }
@@ -665,7 +670,8 @@ impl Monitor {
         let mut text = format!(
             "weft: worker {index} of runtime {runtime} (thread weft-r{runtime}-w{index}) has run no coroutine for {} \
              ms, and is not idle: code between its coroutines holds it, such as a destructor it runs (of a \
-             detached coroutine's result, or a value a finished coroutine left behind).\n",
+             detached coroutine's result, or a value a finished coroutine left behind), or weft's own work \
+             (listing many coroutines for a dump).\n",
             held.as_millis(),
         );
         write_backtrace(&mut text, data);
