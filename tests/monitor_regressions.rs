@@ -147,23 +147,23 @@ fn a_worker_blocked_dropping_a_detached_result_is_reported() {
                 .stall_threshold(Some(Duration::from_millis(50)))
                 .build()
                 .expect("a runtime");
-            let (go_tx, go_rx) = weft::sync::channel::bounded::<()>(1);
+            // Only the worker may hold a reference when the coroutine ends
+            // (a wake from this thread could leave the last one here, and
+            // the destructor would run on this thread): the handle goes at
+            // once, and a timer, the worker's own, ends the wait.
             let detached = weft::Builder::new()
                 .name("returns-a-slow-drop".to_string())
                 .spawn_on(&rt, move || {
-                    let _ = go_rx.recv();
+                    weft::sleep(Duration::from_millis(50));
                     SlowDrop(Duration::from_millis(500))
                 })
                 .expect("a valid builder");
             let id = detached.id();
             drop(detached);
             eprintln!("[detached id: {id}]");
-            go_tx.send(()).unwrap();
-            // The worker drops the result (500 ms) after the coroutine ends;
-            // this one runs after that.
-            let after = rt.spawn(|| ());
-            after.join().expect("runs after the drop");
-            thread::sleep(Duration::from_millis(300));
+            // The coroutine ends after 50 ms; its worker drops the result
+            // (500 ms) after it.
+            thread::sleep(Duration::from_millis(900));
         });
     let Some(stderr) = stderr else { return };
     let reports: Vec<_> = stderr.lines().filter(|l| l.contains("has run no coroutine for")).collect();

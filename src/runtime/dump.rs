@@ -893,8 +893,10 @@ pub(crate) fn dump_on_signal(signal: i32, shared: &Arc<Shared>) -> std::io::Resu
                     registered.retain(|(_, r)| r.strong_count() > 0);
                     registered.iter().filter(|(s, _)| *s == signal).filter_map(|(_, r)| r.upgrade()).collect()
                 };
-                for shared in runtimes {
-                    let dump = collect(&shared);
+                // (A runtime dropped while a `spawn_blocking` job still
+                // holds its shared part has no workers left to list.)
+                for shared in runtimes.iter().filter(|s| !s.shutdown.load(Ordering::Relaxed)) {
+                    let dump = collect(shared);
                     eprint!("weft: signal {signal}: {dump}");
                 }
             }

@@ -1532,8 +1532,9 @@ where
     T: Send + 'static,
 {
     let shared = current_or_default();
-    // Weak: a job still queued must not keep a dropped runtime alive.
-    let runtime = Arc::downgrade(&shared);
+    // The job keeps its runtime's shared part (not the runtime: its drop
+    // does not wait for jobs) until it has run; queued jobs always run.
+    let runtime = Arc::clone(&shared);
     let (finisher, joined) = task::new_join_only::<T>();
     shared.blocking.submit(Box::new(move || {
         // SAFETY: new_join_only::<T> made the cell, so its result type is T.
@@ -1547,7 +1548,7 @@ where
             return;
         }
         let outcome = {
-            let _entered = EnteredByPool::enter(runtime.upgrade());
+            let _entered = EnteredByPool::enter(Some(runtime));
             panic::catch_unwind(AssertUnwindSafe(f))
         };
         result_slot.complete(outcome.map_err(Failure::Panic));
