@@ -13,8 +13,9 @@
 //!
 //! Ids are `<key>/<side>`: the key is the example's row key
 //! (`handoff_pinned`, `spawn_join`, ...; all but `parked_memory`, a size),
-//! plus `channel_handoff` (may's and std's mpsc; weft has no channel, its
-//! nearest is `condvar_handoff`); the side is `weft`, `threads` or `may`.
+//! plus `channel_handoff` (a ping-pong over may's and std's mpsc; weft's
+//! channels have their own bench, `benches/channel.rs`, and the nearest
+//! row here is `condvar_handoff`); the side is `weft`, `threads` or `may`.
 //! One iteration is one whole run of the workload, exactly as the example
 //! runs it (a fresh weft runtime per run, but for `spawn_join`, whose runs
 //! share one, as the example's do); its throughput (criterion's

@@ -184,8 +184,8 @@ else
             n="${spec#*:}"
             ok=1
             for count in "$n" "$((2 * n))"; do
-                shown_as="$(shell_words env WEFT_CHANNEL_COUNT="$what:$count" valgrind --tool=callgrind \
-                    cargo bench -p weft-benches --bench channel "${features[@]}")"
+                # Shown as it runs: valgrind on the bench binary (on `cargo
+                # bench` it would profile cargo, not the bench).
                 step callgrind.json "$build $what" env WEFT_CHANNEL_COUNT="$what:$count" valgrind \
                     --tool=callgrind "--callgrind-out-file=$tmp/cg.$build.$what.$count" "$bin" || ok=0
             done
@@ -215,10 +215,15 @@ if [ -n "$before" ]; then
             log "ab.json: round $round of $rounds"
             for spec in "${ab_counts[@]}"; do
                 for build in before after; do
-                    bin="$after_bin"; shown_prefix=""
-                    if [ "$build" = before ]; then bin="$before_bin"; shown_prefix="(at $before_commit) "; fi
+                    bin="$after_bin"; shown_bin="$bin"; shown_prefix=""
+                    if [ "$build" = before ]; then
+                        bin="$before_bin"; shown_bin="${bin#"$before"/}"; shown_prefix="(at $before_commit) "
+                    fi
+                    # Shown as it runs, on the bench binary (the before
+                    # checkout's relative to it): timing `cargo bench` would
+                    # time cargo too. Its -o file is a temporary one.
                     shown_as="$shown_prefix$(shell_words /usr/bin/time -f "%e %U %S" env WEFT_CHANNEL_COUNT="$spec" \
-                        cargo bench -p weft-benches --bench channel --no-default-features)"
+                        "$shown_bin")"
                     if step ab.json "$build ${spec%%:*}" /usr/bin/time -f "%e %U %S" -o "$tmp/time" \
                         env WEFT_CHANNEL_COUNT="$spec" "$bin"; then
                         record channel-ab "$out/ab.json" "${spec%%:*}" "$build" "${spec#*:}" "$tmp/time"

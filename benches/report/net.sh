@@ -344,7 +344,8 @@ json.dump({"runs": runs, "medians": medians}, open(os.path.join(out, "net.json")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()
 machine = {"cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(), "commit": git("rev-parse", "HEAD"),
-    "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benches/results")),
+    "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benches/results",
+                      ":!BENCHMARKS.md", ":!benches/report/BENCHMARKS.md.in")),
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "started": started,
     "load_before": load_before, "load_after": load_after, "duration_s": int(duration), "repetitions": int(reps),
     "idle_connections": int(idle), "nofile": nofile, "wrk": wrk, "go": go, "rustc": rustc,

@@ -34,13 +34,15 @@ command -v go >/dev/null || { echo "placement.sh: needs go (apt-get install gola
 [ -x /usr/bin/time ] || { echo "placement.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
 
 # Whether the tree differs from the commit, read now, before anything is
-# built or written (the collection's own directory does not count).
+# built or written (the collection's own directory does not count, nor does
+# the report's prose: BENCHMARKS.md and its template are not measured).
 commit="$(git rev-parse HEAD)"
 mkdir -p "$out"
 out_abs="$(realpath -m "$out")"
 exclude=()
 case "$out_abs/" in "$root"/*) exclude=(":(exclude)${out_abs#"$root"/}") ;; esac
-changes="$(git status --porcelain --untracked-files=no -- . "${exclude[@]}")"
+changes="$(git status --porcelain --untracked-files=no -- . "${exclude[@]}" ":(exclude)BENCHMARKS.md" \
+    ":(exclude)benches/report/BENCHMARKS.md.in")"
 dirty=false
 [ -z "$changes" ] || dirty=true
 

@@ -162,9 +162,12 @@ def git(*args):
 def tree_info():
     """The commit and whether the code being measured has uncommitted
     changes; the results directory itself is excluded (collect.sh has just
-    removed the previous results, and this collection rewrites them)."""
+    removed the previous results, and this collection rewrites them), and so
+    is the report's prose (BENCHMARKS.md and its template), which is not
+    measured."""
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                            ":(exclude)benches/results"],
+                            ":(exclude)benches/results", ":(exclude)BENCHMARKS.md",
+                            ":(exclude)benches/report/BENCHMARKS.md.in"],
                            capture_output=True, text=True).stdout.strip() != ""
     return {
         "commit": git("rev-parse", "--short", "HEAD"),

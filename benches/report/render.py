@@ -71,7 +71,12 @@ SOURCEs (a figure that is not in the results makes its placeholder "n/a"):
     cgch WHAT BUILD         callgrind instructions per rendezvous hand-off (WHAT rendezvous) or per completed
                             select (select), BUILD no-fp-control or fp-control (channel.sh; use with `in channel`)
     ab WHAT BUILD           channel.sh --before's ab.json (use with `in channel`): median process CPU time per
-                            hand-off (rendezvous) or select (select) of BUILD (before or after), runs in turns
+                            hand-off (rendezvous) or select (select) of BUILD (before or after), runs in turns;
+                            BUILD step: the figures' resolution (/usr/bin/time's 10 ms over a run's operations)
+    plc KEY SIDE            placement.sh's collection (use with `in placement`): the median of every run of row
+                            KEY (contended_mutex, pc_condvar, pc_semaphore, readers_writers) of SIDE (default,
+                            same_worker, threads, go2, go1), as its table shows it; `plc cpu PROCS`: the Go
+                            peer's CPUs busy at GOMAXPROCS=PROCS (median over the turns)
     placed WHAT FIELD       channel.sh's placements.json (use with `in channel`): the weft batches WHAT ("pc 4p4c
                             weft", "unbounded weft"); FIELD one_worker (share of batches all on one worker),
                             one_worker_ms or spread_ms (median batch time of those, or of the others; "none")
@@ -90,6 +95,8 @@ EXPRESSIONs are Python expressions over those names, numbers and strings:
     a <= b ...      comparisons: figures of one unit, or a ratio and a number
     X if C else Y   and `and`, `or`, `not`: statements whose truth depends on the figures
     ns(x) us(x) ms(x) kib(x) instr(x)   a figure literal in that unit, for goals: `goal(yield_rt <= ns(20))`
+    unit(x, "UNIT") a figure literal in any unit of the results ("µs/task", "M items/s"), for a dated figure
+                    of an earlier collection set against this one's
     min(...) max(...)
     goal(CONDITION) "met" or "missed" ("not measured" if a figure is missing)
     pct(r)          how far a ratio is from 1, as a percentage: pct(1.14) and pct(0.86) give "14 %"

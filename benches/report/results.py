@@ -9,7 +9,7 @@ import json
 import os
 import re
 
-from units import higher_is_better, parse_unit
+from units import higher_is_better, median, parse_unit
 
 # The versus_threads rows' units, for criterion `versus` keys when
 # versus_threads.json is missing, and for keys it does not have.
@@ -83,6 +83,7 @@ class Results:
             derive_stack_residency(self.rss["parked"])
         normalise_fp_labels(self.crit, self.callgrind)
         normalise_fp_labels([], self.callgrind_before)
+        remedian_vt_rows(self.vt)
 
     # -- criterion ----------------------------------------------------------
 
@@ -243,6 +244,23 @@ def normalise_fp_labels(crit, callgrind):
             entry["label"] = rename[entry["label"]]
     if switch_cg:
         callgrind["switch"] = {rename.get(build, build): v for build, v in switch_cg.items()}
+
+
+def remedian_vt_rows(vt):
+    """Each versus_threads row's figures as the median of its pooled runs.
+    record.py's vt_merge stores the upper median (of 10 pooled runs, the
+    6th), which for a bimodal side is one mode's edge, not the middle; the
+    runs are in the file, so the median is recomputed here, and the ratio
+    from the two medians. A row whose sides have an odd number of runs is
+    unchanged (its upper median is its median)."""
+    for row in (vt or {}).get("rows", []):
+        for side in ("weft", "threads"):
+            if row.get(f"{side}_runs"):
+                row[side] = median(row[f"{side}_runs"])
+        if row.get("weft") and row.get("threads"):
+            better, worse = (row["weft"], row["threads"]) if row.get("higher_is_better") \
+                else (row["threads"], row["weft"])
+            row["ratio"] = better / worse
 
 
 def derive_stack_residency(parked):

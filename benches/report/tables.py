@@ -17,7 +17,7 @@ WEFT_FOR_GO = {
     "pc_condvar": ("vt", "pc_condvar"), "readers_writers": ("vt", "readers_writers"), "skynet": ("vt", "skynet"),
 }
 # Names of criterion `versus` keys that versus_threads has no row for.
-EXTRA_WORKLOADS = {"channel_handoff": "channel hand-off (mpsc; weft has no channel)",
+EXTRA_WORKLOADS = {"channel_handoff": "channel hand-off (may's and std's mpsc; weft's channels: see Channels)",
                    "yield_handoff": "yield hand-off"}
 # Within this factor of each other, two figures are "level" in the Go summary.
 LEVEL = 1.1
@@ -271,8 +271,8 @@ def table_go(results):
     go = results.go
     first = settings[0]
     return table + (f"\n\n{go.get('go_version')}, mode `{first.get('mode')}`. weft's figures: versus_threads "
-                    f"({results.workers()} workers; one worker for the hand-offs), the unbuffered-channel hand-off "
-                    f"from criterion's `versus` group. \"weft vs Go\": how many times better weft did than Go at the "
+                    f"({results.workers()} workers; one worker for the hand-offs); weft's channel figures are in the "
+                    f"Channels section. \"weft vs Go\": how many times better weft did than Go at the "
                     f"GOMAXPROCS in brackets (above 1: weft wins).")
 
 
@@ -524,6 +524,37 @@ def table_net(results):
     return "\n\n".join(parts)
 
 
+# placement.sh's files: per turn N, default.N.json and same_worker.N.json
+# (versus_threads), go2.N.json and go1.N.json (the Go peer), and
+# goP.N.cpu.json (the Go peer's /usr/bin/time).
+PLACEMENT_FILES = {"default": ("default.*.json", "weft"), "same_worker": ("same_worker.*.json", "weft"),
+                   "threads": ("default.*.json", "threads"), "go2": ("go2.*[0-9].json", "go"),
+                   "go1": ("go1.*[0-9].json", "go")}
+
+
+def placement_pooled(d, pattern, key, side):
+    """Every run of row `key` on `side` over placement.sh's turns' files
+    matching `pattern` in `d`, and the row."""
+    import glob
+    import json
+    runs, row = [], None
+    for path in sorted(glob.glob(os.path.join(d, pattern))):
+        for r in json.load(open(path))["rows"]:
+            if r["key"] == key:
+                row = r
+                runs += r[side + "_runs"] if side in ("weft", "threads") else r["runs"]
+    return runs, row
+
+
+def placement_cpu_shares(d, procs):
+    """The Go peer's CPU seconds over wall seconds, one per turn, at GOMAXPROCS=procs."""
+    import glob
+    import json
+    return [(t["user_s"] + t["sys_s"]) / t["wall_s"]
+            for t in (json.load(open(p)) for p in sorted(glob.glob(os.path.join(d, f"go{procs}.*.cpu.json"))))
+            if t["wall_s"] > 0]
+
+
 def table_placement(results):
     """placement.sh's collection (benches/results/placement/): the lock rows
     on 2 workers with the default placement and with Builder::same_worker,
@@ -537,14 +568,7 @@ def table_placement(results):
     machine = json.load(open(os.path.join(d, "machine.json")))
 
     def pooled(pattern, key, side):
-        """Every run of row `key` on `side` over the turns' files, and the row."""
-        runs, row = [], None
-        for path in sorted(glob.glob(os.path.join(d, pattern))):
-            for r in json.load(open(path))["rows"]:
-                if r["key"] == key:
-                    row = r
-                    runs += r[side + "_runs"] if side in ("weft", "threads") else r["runs"]
-        return runs, row
+        return placement_pooled(d, pattern, key, side)
 
     def cell(runs, unit):
         if not runs:
@@ -579,9 +603,7 @@ def table_placement(results):
                      rows, ["l", "r", "r", "r", "r", "r", "l", "r", "r"])
     cpu = []
     for procs in (2, 1):
-        shares = [(t["user_s"] + t["sys_s"]) / t["wall_s"]
-                  for t in (json.load(open(p)) for p in sorted(glob.glob(os.path.join(d, f"go{procs}.*.cpu.json"))))
-                  if t["wall_s"] > 0]
+        shares = placement_cpu_shares(d, procs)
         if shares:
             cpu.append(f"{fmt_num(statistics.median(shares))} CPUs at GOMAXPROCS={procs}")
     parts = [table]

@@ -15,7 +15,8 @@ import shlex
 
 from plots import PLOTS_BY_NAME, PLOTS_DIR
 from results import scaling_series
-from tables import TABLES, about, crosscheck_summary, go_summary, machine_paragraph, notes_versus_threads
+from tables import (PLACEMENT_FILES, TABLES, about, crosscheck_summary, go_summary, machine_paragraph,
+                    notes_versus_threads, placement_cpu_shares, placement_pooled)
 from units import Q, fmt_pct, plain
 
 
@@ -237,19 +238,44 @@ def read_placements(results):
 def source_ab(results, what, build):
     """`ab WHAT BUILD`: channel.sh --before's ab.json, the median CPU time
     per hand-off (WHAT rendezvous) or per select (select) of BUILD (before
-    or after), from runs in turns."""
+    or after), from runs in turns; BUILD `step`: the resolution of those
+    figures (/usr/bin/time's 10 ms over the operations of a run)."""
     path = os.path.join(results.dir, "ab.json")
     try:
         with open(path, encoding="utf-8") as f:
             ab = json.load(f)
     except FileNotFoundError:
         ab = {}
+    if build == "step":
+        # /usr/bin/time -f %U prints hundredths of a second: the smallest
+        # difference in CPU time per operation that a run can show.
+        entry = need((ab.get(what) or {}).get("after") or (ab.get(what) or {}).get("before"), f"ab.json {what}")
+        return Q(0.01e9 / entry["n"], "time")
     entry = need((ab.get(what) or {}).get(build), f"ab.json {what} {build}")
     return Q(entry["cpu_ns_per_unit"], "time")
 
 
+def source_plc(results, key, side):
+    """`plc KEY SIDE`: placement.sh's collection (use with `in placement`),
+    the median of every run of every turn, as its table shows it: row KEY
+    (contended_mutex, pc_condvar, pc_semaphore, readers_writers) of SIDE
+    (default, same_worker, threads, go2, go1), in the row's unit; or
+    `plc cpu PROCS`, the median over the turns of the Go peer's CPUs busy
+    (CPU seconds over wall seconds) at GOMAXPROCS=PROCS."""
+    import statistics
+    if key == "cpu":
+        shares = placement_cpu_shares(results.dir, int(side))
+        return Q(statistics.median(need(shares or None, f"placement Go CPU at GOMAXPROCS={side}")), "num")
+    if side not in PLACEMENT_FILES:
+        raise TemplateError(f"plc: unknown side {side!r}: expected one of {sorted(PLACEMENT_FILES)}")
+    pattern, field = PLACEMENT_FILES[side]
+    runs, row = placement_pooled(results.dir, pattern, key, field)
+    need(row, f"placement row {key}")
+    return Q.of(statistics.median(need(runs or None, f"placement {key} {side}")), row["unit"])
+
+
 SOURCES.update({"in": (source_in, None), "perop": (source_perop, 3), "cgch": (source_cgch, 2),
-                "placed": (source_placed, 2), "ab": (source_ab, 2)})
+                "placed": (source_placed, 2), "ab": (source_ab, 2), "plc": (source_plc, 2)})
 
 
 # ---------------------------------------------------------------------------
@@ -379,6 +405,11 @@ class Figures:
         literals = {"ns": (1.0, "time"), "us": (1e3, "time"), "ms": (1e6, "time"), "kib": (1.0, "size"), "instr": (1.0, "instr")}
         if name in literals:
             return unit_literal(*literals[name])(args[0])
+        if name == "unit":
+            # A figure literal in any unit the results use: unit(0.339, "µs/task").
+            if len(args) != 2 or not isinstance(args[1], str):
+                raise TemplateError("unit(x, UNIT) takes a number and a unit string")
+            return Q.of(float(to_q(args[0]).value), args[1])
         if name in ("min", "max"):
             qs = [to_q(a) for a in args]
             if len({q.dim for q in qs}) > 1:
