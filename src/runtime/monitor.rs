@@ -20,11 +20,13 @@
 //! 1. Every tick (half the threshold, 5-250 ms) read each worker's switch
 //!    counter and sleep word (Relaxed: a stale value only delays a report by
 //!    a tick). A stall is thus reported between one and one and a half
-//!    thresholds after it began. Each tick costs the monitor a futex wait
-//!    that times out: measured 55-70 us of CPU per tick on the 2-CPU VM of
-//!    BENCHMARKS.md, so 0.12-0.14 % of a core while the runtime runs (0.22 %
-//!    with ticks at a quarter threshold), and nothing while it is idle
-//!    (step 3). A moved counter or a sleeping worker ends that worker's
+//!    thresholds after it began (up to a tick later if it began as its
+//!    worker woke: the look that first finds a worker awake after a sleep
+//!    starts its time there, so the sleep never counts). Each tick costs
+//!    the monitor a futex wait that times out: measured 55-70 us of CPU per
+//!    tick on the 2-CPU VM of BENCHMARKS.md, so 0.12-0.14 % of a core while
+//!    the runtime runs (0.22 % with ticks at a quarter threshold), and
+//!    nothing while it is idle (step 3). A moved counter or a sleeping worker ends that worker's
 //!    stall, if one was reported ("released" line).
 //! 2. A worker whose counter has stood still for the threshold while awake
 //!    is probed, once per resume. If the probe answers that a coroutine runs
