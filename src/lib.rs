@@ -158,9 +158,13 @@
 //!   guard page), and Linux allows 65 530 maps per process by default
 //!   (`vm.max_map_count`). weft leaves 1 024 of them to the rest of the
 //!   process, so about 32 000 coroutines can be started and alive at once.
-//!   Past that, [`Builder::spawn`] returns an [`std::io::Error`] that names
-//!   the limit and how to raise it (`sudo sysctl -w vm.max_map_count=262144`);
-//!   it never crashes.
+//!   Past that, [`Builder::spawn`] returns an [`std::io::Error`] of kind
+//!   `OutOfMemory` that names the limit and how to raise it (`sudo sysctl
+//!   -w vm.max_map_count=262144`); [`spawn`] and [`Runtime::spawn`] do not
+//!   check, and a coroutine of theirs that cannot get a stack when it starts
+//!   ends its [`JoinHandle`] with a [`JoinError`] of kind
+//!   [`NoStack`](JoinErrorKind::NoStack) (the first such failure of a
+//!   runtime is also reported on stderr). It never crashes.
 //! - **Switches.** A coroutine switch saves and restores only what the
 //!   calling convention requires of integer registers, a few nanoseconds.
 //!   The floating-point control state (rounding mode, exception masks) is
@@ -178,7 +182,10 @@
 //!   is suspended in the middle of unwinding (a destructor that waits),
 //!   others on its worker see `true`.
 //! - **Dropping a [`Runtime`]** unwinds the stacks of its unfinished
-//!   coroutines, so their destructors run exactly once.
+//!   coroutines, so their destructors run, and never twice. A coroutine
+//!   suspended in the middle of unwinding a panic (a destructor that waited)
+//!   cannot be unwound again: its stack is leaked and its remaining
+//!   destructors never run (see [`Runtime`]).
 //! - **Platform**: Linux on x86-64 only.
 
 #![deny(unsafe_op_in_unsafe_fn)]

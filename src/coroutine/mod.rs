@@ -22,65 +22,86 @@
 //! assert!(adder.is_finished());
 //! ```
 //!
-//! # Protocol
+//! # States
 //!
 //! ```text
 //!  state       resume(input)                              drop
 //!  ---------   ----------------------------------------   --------------------
-//!  Fresh       take a stack, build its first frame,       drop the closure
-//!              switch in -> entry runs the closure
-//!  Suspended   switch in -> suspend() returns input       switch in with
-//!                                                         `unwind` set: the
-//!                                                         coroutine unwinds to
-//!                                                         its entry, then ends
+//!  Fresh       take a stack, start the closure with       drop the closure
+//!              `input`
+//!  Suspended   the pending `suspend` returns `input`      unwind its stack
+//!                                                         (the destructors on
+//!                                                         it run; `Coroutine`
+//!                                                         says when they
+//!                                                         cannot)
 //!  Finished    panic: nothing left to run                 nothing
 //! ```
 //!
-//! Every resume puts an `Exchange` on the resumer's stack and passes its
-//! address through the switch, as the word `arch::resume` hands over. The
-//! coroutine moves the input out of it and writes back what it yields, then
-//! switches back with a word that says what happened:
-//!
-//! ```text
-//!  word                     direction             meaning
-//!  -----------------------  --------------------  ------------------------------------
-//!  &exchange                resumer -> coroutine  `input` is set: return it from suspend
-//!  &exchange | UNWIND       resumer -> coroutine  no input: unwind (a drop), then finish
-//!  YIELDED                  coroutine -> resumer  `yielded` is set
-//!  YIELDED_PANICKING        coroutine -> resumer  `yielded` is set, and the coroutine
-//!                                                 suspended while unwinding a panic (from
-//!                                                 a destructor): it must not be unwound
-//!                                                 again
-//!  &finish (any other)      coroutine -> resumer  it finished: how (returned, panicked,
-//!                                                 unwound) is the `Finish<R>` at that
-//!                                                 address, in its entry function's frame
-//!                                                 on its stack, which never runs again
-//! ```
-//!
-//! The resumer reads the result before it does anything else. Each field of
-//! the exchange is written by one side and moved out by the other exactly
-//! when the word says so (they are `MaybeUninit`: no flags, no drop glue), so
-//! a round trip moves only what it carries, and nothing at all when it
-//! carries nothing (`()` both ways: the coroutine does not even keep the
-//! exchange's address). A resume's hot path is one test (a started,
-//! unfinished coroutine has a non-null stack top), the switch, and one test
-//! of the word; everything else is out of line and cold.
-//!
-//! Panics never cross the switch (an unwind may not pass through the
-//! switch's assembly frames, and the frames above a coroutine's entry are
-//! its resumer's, on another stack): the entry function
-//! wraps the closure in `catch_unwind`, passes the payload back as data, and
-//! `resume` continues the unwinding on the resumer's side with
-//! `resume_unwind`.
-//!
-//! The stack is taken from the per-thread cache at the first resume, not at
-//! creation, so creating many coroutines costs no memory maps until they
-//! run, and is given back as soon as the coroutine finishes.
-//!
-//! Until the first resume the closure waits in its *home* (`ClosureHome`):
-//! its own box for coroutines built with the public API, or memory its
-//! creator owns for the runtime's tasks (inside the task's one allocation).
-//! At the first resume the entry function moves it onto the new stack.
+//! A coroutine takes its stack from the per-thread cache at its first
+//! resume, not at creation, so creating many coroutines costs no memory
+//! maps until they run, and gives it back as soon as it finishes. A panic
+//! inside a coroutine never unwinds across the switch: it is caught at the
+//! coroutine's entry and continues in whoever called `resume`.
+
+// # Protocol (for maintainers; the public summary is in the module docs above)
+//
+// ```text
+//  state       resume(input)                              drop
+//  ---------   ----------------------------------------   --------------------
+//  Fresh       take a stack, build its first frame,       drop the closure
+//              switch in -> entry runs the closure
+//  Suspended   switch in -> suspend() returns input       switch in with
+//                                                         `unwind` set: the
+//                                                         coroutine unwinds to
+//                                                         its entry, then ends
+//  Finished    panic: nothing left to run                 nothing
+// ```
+//
+// Every resume puts an `Exchange` on the resumer's stack and passes its
+// address through the switch, as the word `arch::resume` hands over. The
+// coroutine moves the input out of it and writes back what it yields, then
+// switches back with a word that says what happened:
+//
+// ```text
+//  word                     direction             meaning
+//  -----------------------  --------------------  ------------------------------------
+//  &exchange                resumer -> coroutine  `input` is set: return it from suspend
+//  &exchange | UNWIND       resumer -> coroutine  no input: unwind (a drop), then finish
+//  YIELDED                  coroutine -> resumer  `yielded` is set
+//  YIELDED_PANICKING        coroutine -> resumer  `yielded` is set, and the coroutine
+//                                                 suspended while unwinding a panic (from
+//                                                 a destructor): it must not be unwound
+//                                                 again
+//  &finish (any other)      coroutine -> resumer  it finished: how (returned, panicked,
+//                                                 unwound) is the `Finish<R>` at that
+//                                                 address, in its entry function's frame
+//                                                 on its stack, which never runs again
+// ```
+//
+// The resumer reads the result before it does anything else. Each field of
+// the exchange is written by one side and moved out by the other exactly
+// when the word says so (they are `MaybeUninit`: no flags, no drop glue), so
+// a round trip moves only what it carries, and nothing at all when it
+// carries nothing (`()` both ways: the coroutine does not even keep the
+// exchange's address). A resume's hot path is one test (a started,
+// unfinished coroutine has a non-null stack top), the switch, and one test
+// of the word; everything else is out of line and cold.
+//
+// Panics never cross the switch (an unwind may not pass through the
+// switch's assembly frames, and the frames above a coroutine's entry are
+// its resumer's, on another stack): the entry function
+// wraps the closure in `catch_unwind`, passes the payload back as data, and
+// `resume` continues the unwinding on the resumer's side with
+// `resume_unwind`.
+//
+// The stack is taken from the per-thread cache at the first resume, not at
+// creation, so creating many coroutines costs no memory maps until they
+// run, and is given back as soon as the coroutine finishes.
+//
+// Until the first resume the closure waits in its *home* (`ClosureHome`):
+// its own box for coroutines built with the public API, or memory its
+// creator owns for the runtime's tasks (inside the task's one allocation).
+// At the first resume the entry function moves it onto the new stack.
 
 use crate::arch;
 use crate::loom::process::{AtomicU64, Ordering};
@@ -369,6 +390,17 @@ impl<I, Y, R> Default for Builder<I, Y, R> {
 /// }
 /// assert_eq!(seen, [1, 2, 3]);
 /// ```
+///
+/// Inside a coroutine of a [`Runtime`](crate::Runtime), a `Coroutine` runs
+/// on behalf of the runtime coroutine that resumes it: [`crate::yield_now`],
+/// [`crate::sleep`], a wait on a [`sync`](crate::sync) lock or a
+/// [`net`](crate::net) socket suspend that runtime coroutine, with this
+/// one's frames kept on this one's stack, and
+/// [`crate::current`], [`crate::is_cancelled`] and
+/// [`task_local!`](crate::task_local) values are the resuming coroutine's
+/// (a `Coroutine` resumed later by another runtime coroutine sees that one).
+/// Resumed from a plain OS thread, the same calls behave as on that thread:
+/// `sleep` and the locks block it, and task-locals are unavailable.
 ///
 /// A coroutine is `!Send`: once started, its stack may hold references to
 /// the thread-locals of the thread it runs on (the compiler may even keep a
@@ -822,6 +854,11 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     ///
     /// The stack could not be mapped: out of memory, or the process reached
     /// `vm.max_map_count` (the message says which, and how to raise it).
+    ///
+    /// # Panics
+    ///
+    /// As [`resume`](Self::resume), except that a stack that cannot be mapped
+    /// is returned as an error.
     #[inline(always)]
     pub fn try_resume(&mut self, input: I) -> io::Result<CoroutineResult<Y, R>> {
         if self.top.is_null() {

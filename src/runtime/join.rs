@@ -312,6 +312,12 @@ impl<T> JoinHandle<T> {
     /// runtime's shutdown), or it never started because no stack could be
     /// mapped.
     ///
+    /// A join made while the caller is itself being unwound by its runtime's
+    /// shutdown (in a destructor of a coroutine that the dropped runtime
+    /// unwinds) does not wait: it returns at once an error of kind
+    /// [`Shutdown`](JoinErrorKind::Shutdown), whether or not the coroutine
+    /// it joins has finished.
+    ///
     /// From a coroutine this parks only the coroutine (its worker runs
     /// others meanwhile); from an OS thread it blocks the thread.
     ///
@@ -491,8 +497,10 @@ pub enum JoinErrorKind {
     Panic,
     /// It was cancelled with [`JoinHandle::cancel`].
     Cancelled,
-    /// Its runtime shut down before it finished (or started); a kind of
-    /// cancellation ([`JoinError::is_cancelled`] holds).
+    /// Its runtime shut down before it finished (or started); or the
+    /// joiner gave up because its own runtime is shutting down and
+    /// unwinding it. A kind of cancellation ([`JoinError::is_cancelled`]
+    /// holds).
     Shutdown,
     /// It never started: no stack could be mapped for it
     /// ([`JoinError::stack_error`] says why; usually `vm.max_map_count` or

@@ -229,15 +229,37 @@ impl Shared {
 /// assert_eq!(sum, 385);
 /// ```
 ///
-/// Dropping the runtime stops its workers: coroutines that have not finished
-/// are unwound (their destructors run) and their join handles return an
-/// error. Each worker unwinds its coroutines one at a time, and an unwinding
-/// coroutine can no longer suspend: a destructor that waits (for a lock, a
-/// join, a sleep) blocks its worker thread until the wait ends. So a
-/// destructor must not wait for something only another unfinished coroutine
-/// of the same runtime would provide (a lock that coroutine holds, say):
-/// that coroutine may be unwound only after it, and the drop would hang.
-/// Waits that other threads end, and locks that nobody holds, are fine.
+/// Dropping the runtime stops its workers: coroutines that have not started
+/// never start, and those that have started and not finished are unwound
+/// (their destructors run on their own worker); the join handles of both
+/// return a [`JoinError`] of kind [`Shutdown`](JoinErrorKind::Shutdown).
+/// Each worker unwinds its coroutines one at a time, and an unwinding
+/// coroutine can no longer suspend. In a destructor that runs then, a wait
+/// on a lock, a condition variable, a semaphore, a barrier, a wait group, a
+/// channel or a socket blocks the worker thread until it ends; a
+/// [`sleep`](crate::sleep) returns at once, and a [`JoinHandle::join`]
+/// returns at once with an error of kind `Shutdown`. So a destructor must
+/// not wait for something only another unfinished coroutine of the same
+/// runtime would provide (a lock that coroutine holds, say): that coroutine
+/// may be unwound only after it, and the drop would hang. Waits that other
+/// threads end, and locks that nobody holds, are fine. The runtime's
+/// monitor keeps watching until the workers have stopped, so a coroutine
+/// that holds its worker during the shutdown is reported on stderr like any
+/// stall (see [`RuntimeBuilder::stall_threshold`]).
+///
+/// A coroutine that is suspended in the middle of unwinding a panic (a
+/// destructor that parked during the unwind) cannot be unwound a second
+/// time: its stack is leaked, the destructors still on it never run, and
+/// its join handle returns an error of kind `Shutdown`.
+///
+/// The drop does not wait for [`spawn_blocking`](crate::spawn_blocking)
+/// jobs: those running finish on their own threads, and those queued still
+/// run.
+///
+/// # Panics
+///
+/// Dropping a runtime from inside one of its own coroutines panics (the
+/// drop would wait for the worker that runs it).
 pub struct Runtime {
     shared: Arc<Shared>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -311,8 +333,9 @@ impl RuntimeBuilder {
     ///
     /// `None` turns the monitor off: no monitor thread is started, and
     /// neither report is printed. The counters of
-    /// [`Runtime::metrics`] are kept either way. See the crate docs,
-    /// "Blocking", for what holds a worker.
+    /// [`Runtime::metrics`] are kept either way. See the [crate docs](crate),
+    /// "A started coroutine never moves to another thread", for what holds
+    /// a worker.
     ///
     /// ```
     /// use std::time::Duration;
@@ -353,7 +376,8 @@ impl RuntimeBuilder {
     /// [`dump_on_signal`](Self::dump_on_signal) cannot use (not a signal,
     /// one of SIGSEGV, SIGBUS, SIGURG, SIGKILL and SIGSTOP, or one that
     /// glibc keeps for itself: 32 up to SIGRTMIN); the OS error if a worker
-    /// thread cannot be started.
+    /// thread, the monitor thread or the dump-signal thread cannot be
+    /// started.
     pub fn build(self) -> io::Result<Runtime> {
         let workers = match self.workers {
             Some(0) => {
@@ -446,7 +470,8 @@ impl Runtime {
     ///
     /// # Errors
     ///
-    /// The OS error if a worker thread cannot be started.
+    /// The OS error if a worker thread, the monitor thread or (with
+    /// `WEFT_DUMP_SIGNAL` set) the dump-signal thread cannot be started.
     pub fn new() -> io::Result<Runtime> {
         RuntimeBuilder::default().build()
     }
@@ -510,6 +535,9 @@ impl Runtime {
     /// When called from inside a coroutine: blocking would stall the worker
     /// thread that runs it (and could deadlock the runtime). Use
     /// [`Runtime::spawn`] and [`JoinHandle::join`] there instead.
+    ///
+    /// If `f`'s coroutine cannot get a stack (the process is at
+    /// `vm.max_map_count`, or out of memory); the message says why.
     #[track_caller]
     pub fn block_on<F, T>(&self, f: F) -> T
     where
@@ -630,6 +658,9 @@ impl Runtime {
     /// Inside a coroutine, where spawns already go to the coroutine's own
     /// runtime (entering another one there would make every coroutine of
     /// the worker thread see it).
+    ///
+    /// When a guard is dropped before a guard entered after it on the same
+    /// thread (guards must be dropped in the reverse order of `enter`).
     #[track_caller]
     pub fn enter(&self) -> EnterGuard<'_> {
         if !CURRENT_TASK.with(Cell::get).is_null() {
@@ -1151,13 +1182,19 @@ fn current_or_default() -> Arc<Shared> {
 /// [`Runtime::enter`], on a default runtime (one worker per CPU) that the
 /// first such spawn starts and that runs until the process exits.
 ///
-/// The current runtime is the calling coroutine's own, or, on a plain OS
-/// thread, the one entered there with [`Runtime::enter`].
+/// The current runtime is the calling coroutine's own; in a
+/// [`spawn_blocking`] job, the runtime of that job; on another OS thread,
+/// the one entered there with [`Runtime::enter`].
 ///
 /// ```
 /// let handle = weft::spawn(|| 6 * 7);
 /// assert_eq!(handle.join().unwrap(), 42);
 /// ```
+///
+/// # Panics
+///
+/// If the default runtime must be started and its threads cannot be (use
+/// [`Runtime::builder`] and [`Runtime::spawn`] to handle that error).
 #[track_caller]
 pub fn spawn<F, T>(f: F) -> JoinHandle<T>
 where
@@ -1271,7 +1308,10 @@ impl Builder {
         self
     }
 
-    /// Spawns on the current runtime (or the default one, outside any).
+    /// Spawns on the current runtime, as [`weft::spawn`](crate::spawn)
+    /// chooses it (the calling coroutine's, a `spawn_blocking` job's, or the
+    /// one [`Runtime::enter`] made current), or on the default one outside
+    /// all of those.
     ///
     /// # Errors
     ///
@@ -1288,6 +1328,11 @@ impl Builder {
     /// a coroutine that cannot get a stack when it starts ends its join
     /// handle with the error, and the runtime reports the first such failure
     /// on stderr.)
+    ///
+    /// # Panics
+    ///
+    /// As [`weft::spawn`](crate::spawn): if the default runtime must be
+    /// started and its threads cannot be.
     #[track_caller]
     pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
     where
@@ -1299,6 +1344,16 @@ impl Builder {
     }
 
     /// Spawns on `runtime`; errors as for [`Builder::spawn`].
+    ///
+    /// ```
+    /// let runtime = weft::Runtime::builder().workers(1).build().unwrap();
+    /// let handle = weft::Builder::new()
+    ///     .name("on-purpose".to_string())
+    ///     .spawn_on(&runtime, || std::thread::current().name().map(str::to_owned))
+    ///     .expect("a valid stack size");
+    /// let worker = handle.join().unwrap().expect("workers are named");
+    /// assert_eq!(worker, format!("weft-r{}-w0", runtime.id()));
+    /// ```
     #[track_caller]
     pub fn spawn_on<F, T>(self, runtime: &Runtime, f: F) -> io::Result<JoinHandle<T>>
     where
@@ -1514,6 +1569,11 @@ pub fn sleep(duration: Duration) {
 /// coroutine's, the one [`Runtime::enter`] made current, or the default
 /// one), and while `f` runs that runtime is current on its thread: a
 /// [`spawn`](crate::spawn) or `spawn_blocking` inside `f` goes to it.
+/// Dropping that runtime does not wait for its jobs: a running job
+/// finishes on its own thread and a queued one still runs, with the
+/// runtime current as before. A coroutine that a job spawns on the dropped
+/// runtime never starts, and its join returns an error of kind
+/// [`Shutdown`](crate::JoinErrorKind::Shutdown).
 ///
 /// ```
 /// let runtime = weft::Runtime::builder().workers(1).build().unwrap();

@@ -154,8 +154,9 @@ pub struct LocalKey<T: 'static> {
     index: OnceLock<usize>,
 }
 
-/// [`LocalKey::try_with`] was called where there is no coroutine: on a plain
-/// OS thread.
+/// [`LocalKey::try_with`] was called outside a coroutine of a runtime: on a
+/// plain OS thread, in a `spawn_blocking` job, or in a plain
+/// [`Coroutine`](crate::coroutine::Coroutine) that one of those resumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AccessError;
@@ -209,9 +210,12 @@ impl<T: 'static> LocalKey<T> {
     ///
     /// # Panics
     ///
-    /// Outside a coroutine (on a plain OS thread there is no coroutine to
-    /// hold the value: use `thread_local!` there, or
-    /// [`try_with`](Self::try_with) to ask), and if the initialiser panics.
+    /// Outside a coroutine of a runtime: on a plain OS thread, in a
+    /// [`spawn_blocking`](crate::spawn_blocking) job, or in a plain
+    /// [`Coroutine`](crate::coroutine::Coroutine) resumed by one of those
+    /// (use `thread_local!` there, or [`try_with`](Self::try_with) to ask);
+    /// and if the initialiser panics. (A plain `Coroutine` resumed by a
+    /// runtime coroutine uses that runtime coroutine's value.)
     #[track_caller]
     pub fn with<F, R>(&'static self, f: F) -> R
     where

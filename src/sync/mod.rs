@@ -1,11 +1,9 @@
 //! Synchronization primitives that work from coroutines and from OS threads.
 //!
 //! Each primitive is a state word with an inline fast path (one atomic
-//! operation) and a `#[cold]` slow path that parks in the parking lot
-//! (`crate::park::lot`). A waiting coroutine is suspended and its worker
-//! runs others; a waiting OS thread blocks on a futex. A coroutine and a
-//! thread can wait on the same primitive. Each file opens with its state
-//! word's table and protocol.
+//! operation) and a slow path that parks. A waiting coroutine is suspended
+//! and its worker runs others; a waiting OS thread blocks on a futex. A
+//! coroutine and a thread can wait on the same primitive.
 //!
 //! Locks do not poison: a panic while holding a guard releases the lock
 //! during unwinding. Guards are `!Send`.
@@ -14,6 +12,10 @@
 //! `wait_timeout`, `acquire_timeout`, ...) measures it on `CLOCK_MONOTONIC`
 //! and never gives up early; a waiter that gives up leaves the primitive as
 //! if it had never waited.
+
+// For maintainers: each slow path is `#[cold]` and parks in the parking lot
+// (`crate::park::lot`); each primitive's file opens with its state word's
+// table and protocol.
 
 mod barrier;
 pub mod channel;

@@ -123,10 +123,15 @@ fn yield_to_holder() {
 
 /// A mutual-exclusion lock that waits by spinning, never by parking.
 ///
-/// Works from coroutines and OS threads alike. Meant for very short critical
-/// sections; see the module docs for how a waiting coroutine avoids
-/// deadlocking its worker. Does not poison: a panic while the lock is held
-/// releases it during unwinding.
+/// Works from coroutines and OS threads alike. Meant for critical sections
+/// of a few instructions; use [`Mutex`](super::Mutex) for anything longer or
+/// anything that may wait inside. A waiter spins briefly, then calls
+/// [`crate::yield_now`] between tries: in a coroutine that lets the other
+/// coroutines of its worker run (the holder may be one of them, so the
+/// wait cannot deadlock the worker); on an OS thread it is
+/// `std::thread::yield_now`. There is no queue and no fairness: a waiter
+/// can lose the race to others indefinitely. Does not poison: a panic while
+/// the lock is held releases it during unwinding.
 ///
 /// ```
 /// use std::sync::Arc;
