@@ -25,6 +25,9 @@ struct State {
     threads: usize,
     idle: usize,
     shutdown: bool,
+    /// Whether a thread that could not start was reported on stderr (once
+    /// per pool, that is per runtime).
+    start_failure_reported: bool,
 }
 
 /// What [`BlockingPool::stats`] returns.
@@ -70,6 +73,16 @@ impl BlockingPool {
                 let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 state.threads -= 1;
                 tracing::warn!(error = %e, "cannot start a blocking-pool thread");
+                if !std::mem::replace(&mut state.start_failure_reported, true) {
+                    eprintln!(
+                        "weft: cannot start a spawn_blocking thread: {e}; the process may be at its limit of \
+                         threads (ulimit -u, kernel.threads-max, a cgroup's pids.max). Jobs wait for one of the \
+                         pool's {} thread{} to come free (or run on the calling thread when the pool has none); \
+                         each later job tries to start a thread again. (Reported once.)",
+                        state.threads,
+                        if state.threads == 1 { "" } else { "s" },
+                    );
+                }
                 if state.threads == 0 {
                     let job = state.jobs.pop_back();
                     drop(state);

@@ -882,8 +882,12 @@ static ON_SIGNAL: Mutex<Vec<(i32, Weak<Shared>)>> = Mutex::new(Vec::new());
 /// a thread named `weft-dump-signal`, started on first use, reads it and
 /// collects the dump.
 pub(crate) fn dump_on_signal(signal: i32, shared: &Arc<Shared>) -> std::io::Result<()> {
-    static THREAD: OnceLock<std::io::Result<()>> = OnceLock::new();
-    let started = THREAD.get_or_init(|| {
+    // Whether the thread runs. Only success is kept: a failure (out of
+    // descriptors for the pipe, or of threads) fails this build, and the
+    // next build tries again.
+    static THREAD: Mutex<bool> = Mutex::new(false);
+    let mut thread = THREAD.lock().unwrap_or_else(|e| e.into_inner());
+    let start = || -> std::io::Result<()> {
         let pipe = crate::sys::signal::signal_pipe()?;
         std::thread::Builder::new().name("weft-dump-signal".into()).spawn(move || {
             loop {
@@ -902,10 +906,14 @@ pub(crate) fn dump_on_signal(signal: i32, shared: &Arc<Shared>) -> std::io::Resu
             }
         })?;
         Ok(())
-    });
-    if let Err(e) = started {
-        return Err(std::io::Error::new(e.kind(), format!("cannot start the dump-on-signal thread: {e}")));
+    };
+    if !*thread {
+        if let Err(e) = start() {
+            return Err(std::io::Error::new(e.kind(), format!("cannot start the dump-on-signal thread: {e}")));
+        }
+        *thread = true;
     }
+    drop(thread);
     ON_SIGNAL.lock().unwrap_or_else(|e| e.into_inner()).push((signal, Arc::downgrade(shared)));
     crate::sys::signal::forward_to_pipe(signal)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot print dumps on signal {signal}: {e}")))

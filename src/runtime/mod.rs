@@ -432,11 +432,15 @@ impl RuntimeBuilder {
             let shared = Arc::clone(&shared);
             let thread = std::thread::Builder::new()
                 .name(format!("weft-r{id}-w{index}"))
-                .spawn(move || worker::run(index, shared, deque))?;
+                .spawn(move || worker::run(index, shared, deque))
+                .map_err(|e| {
+                    thread_start_error(e, &format!("worker thread {index} of {workers} (weft-r{id}-w{index})"))
+                })?;
             runtime.threads.lock().unwrap_or_else(|e| e.into_inner()).push(thread);
         }
         if let Some(threshold) = self.stall_threshold {
-            let thread = monitor::start(&shared, threshold)?;
+            let thread = monitor::start(&shared, threshold)
+                .map_err(|e| thread_start_error(e, &format!("the monitor thread (weft-mon-r{id})")))?;
             *runtime.monitor.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
         }
         if let Some(signal) = dump_signal {
@@ -445,6 +449,18 @@ impl RuntimeBuilder {
         tracing::debug!(runtime = id, workers, stack_size, "runtime started");
         Ok(runtime)
     }
+}
+
+/// A thread of the runtime's own that could not start: the error says
+/// which, and what limits the number of threads.
+fn thread_start_error(error: io::Error, which: &str) -> io::Error {
+    io::Error::new(
+        error.kind(),
+        format!(
+            "cannot start {which}: {error}; the process may be at its limit of threads (ulimit -u, \
+             kernel.threads-max, a cgroup's pids.max) or out of memory"
+        ),
+    )
 }
 
 /// The signal `WEFT_DUMP_SIGNAL` names, if it is set and valid (an invalid
