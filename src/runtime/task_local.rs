@@ -255,10 +255,11 @@ impl<T: 'static> LocalKey<T> {
         // SAFETY: `values` is the task's live box of values; `drop_all`
         // leaks it rather than free it while a `Borrow` counts in it.
         let _borrow = unsafe { Borrow::new(values) };
-        // SAFETY: the value is boxed in the task's locals, which drop it only
-        // at the coroutine's end (`drop_all`), and not while this `with`
-        // runs (`_borrow`); it is only ever shared (`&T`), here and in
-        // nested `with`s.
+        // The value is boxed in the task's locals, which drop it only at the
+        // coroutine's end (`drop_all`), and not while this `with` runs
+        // (`_borrow`); it is only ever shared (`&T`), here and in nested
+        // `with`s.
+        // SAFETY: alive and shared for the call, as just said.
         Ok(f(unsafe { &*value }))
     }
 

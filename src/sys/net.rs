@@ -107,11 +107,11 @@ pub(crate) fn recv_vectored_no_control(
     // IoSliceMut is ABI-compatible with iovec on Unix (std guarantees it).
     msg.msg_iov = bufs.as_mut_ptr().cast::<libc::iovec>();
     msg.msg_iovlen = bufs.len().min(IOV_MAX) as _;
-    // SAFETY: `msg` is a valid msghdr for the call: msg_iov points at
-    // msg_iovlen iovecs, each naming a live, writable buffer borrowed
-    // (mutably) for the call through `bufs`; name and control are null
-    // with zero lengths, so the kernel writes nothing else; `fd` is open
-    // for the call (borrowed).
+    // `msg` is a valid msghdr for the call: msg_iov points at msg_iovlen
+    // iovecs, each naming a live, writable buffer borrowed (mutably) for the
+    // call through `bufs`; name and control are null with zero lengths, so
+    // the kernel writes nothing else; `fd` is open for the call (borrowed).
+    // SAFETY: the call's arguments are valid, as just said.
     let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, 0) };
     if n < 0 {
         return Err(io::Error::last_os_error());
