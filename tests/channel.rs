@@ -155,7 +155,7 @@ fn many_hand_offs_on_coroutines() {
     let rt = runtime(2);
     for capacity in [Capacity::Bounded(0), Capacity::Bounded(4)] {
         let (tx, rx) = channel::<u64>(capacity);
-        let sum = rt.block_on(move || {
+        let received = rt.block_on(move || {
             let producers: Vec<_> = (0..4u64)
                 .map(|p| {
                     let tx = tx.clone();
@@ -166,13 +166,27 @@ fn many_hand_offs_on_coroutines() {
             let consumers: Vec<_> = (0..4)
                 .map(|_| {
                     let rx = rx.clone();
-                    weft::spawn(move || rx.iter().sum::<u64>())
+                    weft::spawn(move || rx.iter().collect::<Vec<u64>>())
                 })
                 .collect();
             producers.into_iter().for_each(|p| p.join().unwrap());
-            consumers.into_iter().map(|c| c.join().unwrap()).sum::<u64>()
+            consumers.into_iter().map(|c| c.join().unwrap()).collect::<Vec<_>>()
         });
-        assert_eq!(sum, 100_000 * 99_999 / 2, "{capacity:?}");
+        // Each value exactly once (a sum would miss a lost 0, or a loss and
+        // a duplicate of equal total), and each producer's in its order as
+        // every consumer saw them.
+        let mut seen = vec![false; 100_000];
+        for values in &received {
+            let mut last = [None::<u64>; 4];
+            for &value in values {
+                assert!(!std::mem::replace(&mut seen[value as usize], true), "{capacity:?}: {value} delivered twice");
+                let producer = (value / 25_000) as usize;
+                assert!(last[producer] < Some(value), "{capacity:?}: producer {producer}'s values out of order");
+                last[producer] = Some(value);
+            }
+        }
+        let lost = seen.iter().filter(|&&s| !s).count();
+        assert_eq!(lost, 0, "{capacity:?}: {lost} values lost");
     }
 }
 

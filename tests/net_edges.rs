@@ -227,12 +227,17 @@ fn connect_timeout_to_a_full_backlog_times_out_never_early() {
     let addr = full.addr;
     const TIMEOUT: Duration = Duration::from_millis(300);
     let rt = runtime(1);
-    let connect = move || {
-        let start = Instant::now();
-        let result = TcpStream::connect_timeout(&addr, TIMEOUT);
-        (result.map(drop), start.elapsed())
-    };
     let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let connect = {
+        let ticks = std::sync::Arc::clone(&ticks);
+        move || {
+            let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+            let start = Instant::now();
+            let result = TcpStream::connect_timeout(&addr, TIMEOUT);
+            // Ticks the (only) worker ran while this connect waited.
+            (result.map(drop), start.elapsed(), ticks.load(std::sync::atomic::Ordering::Relaxed) - before)
+        }
+    };
     let ticker = {
         let ticks = std::sync::Arc::clone(&ticks);
         rt.spawn(move || {
@@ -242,11 +247,15 @@ fn connect_timeout_to_a_full_backlog_times_out_never_early() {
             }
         })
     };
-    for (on_thread, (result, elapsed)) in
-        [(false, rt.spawn(connect).join().unwrap()), (true, std::thread::spawn(connect).join().unwrap())]
+    for (on_thread, (result, elapsed, ticked)) in
+        [(false, rt.spawn(connect.clone()).join().unwrap()), (true, std::thread::spawn(connect).join().unwrap())]
     {
         match result {
             Err(err) => {
+                // The ticker sleeps 10 ms a tick on the same single worker: a
+                // connect that parks lets it tick during its 300 ms; one that
+                // blocks the worker lets it tick not once.
+                assert!(on_thread || ticked > 0, "the worker ran no tick while the connect waited {elapsed:?}");
                 assert_eq!(err.kind(), ErrorKind::TimedOut, "on a thread: {on_thread}: {err:?}");
                 assert!(elapsed >= TIMEOUT, "connect_timeout returned after {elapsed:?}, before its {TIMEOUT:?}");
                 assert!(elapsed < TIMEOUT + Duration::from_secs(5), "connect_timeout took {elapsed:?}");

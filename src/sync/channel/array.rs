@@ -121,6 +121,22 @@ mod loom_models {
     /// park on the full ring and are completed by the receiver's pops.
     #[test]
     fn two_senders_one_slot_exactly_once_in_order() {
+        two_senders_one_slot();
+    }
+
+    /// Negative control: a waiter that throws away a wake that came between
+    /// its look and its park (the switch of `waiter::negative_control`)
+    /// sleeps through its completion: a sender parked on the full ring, or
+    /// the receiver on the empty one, is never woken, and loom must report
+    /// the deadlock.
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn negative_control_discarding_a_wake_strands_a_sender_or_the_receiver() {
+        let _broken = super::super::waiter::negative_control::discard_wakes();
+        two_senders_one_slot();
+    }
+
+    fn two_senders_one_slot() {
         loom::model(|| {
             let (tx, rx) = bounded::<u32>(1);
             let senders: Vec<_> = (0..2u32)
