@@ -31,6 +31,49 @@ pub(crate) mod process {
     };
 }
 
+/// The switch of the loom models' negative controls: a protocol consults
+/// [`broken`](negative_control::broken) at the one step its control breaks
+/// (the Mutex's wake on unlock, the Semaphore's hand-over to queued
+/// waiters, the WaitGroup's wake of its waiters), and a control model turns
+/// it on around its `loom::model` to show that loom finds the lost wakeup.
+/// Loom runs a model's threads on the test's own OS thread, so the
+/// thread-local reaches all of them, and no other test. Outside loom,
+/// `broken` is a constant `false`.
+#[cfg(loom)]
+pub(crate) mod negative_control {
+    use std::cell::Cell;
+
+    std::thread_local! {
+        static BROKEN: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Whether this test's protocols are broken on purpose.
+    pub(crate) fn broken() -> bool {
+        BROKEN.with(Cell::get)
+    }
+
+    /// Breaks them until the result is dropped.
+    #[cfg(test)]
+    pub(crate) fn break_until_dropped() -> impl Drop {
+        struct Restore;
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                BROKEN.with(|broken| broken.set(false));
+            }
+        }
+        BROKEN.with(|broken| broken.set(true));
+        Restore
+    }
+}
+
+#[cfg(not(loom))]
+pub(crate) mod negative_control {
+    #[inline(always)]
+    pub(crate) fn broken() -> bool {
+        false
+    }
+}
+
 /// `UnsafeCell` with loom's closure API (`with`, `with_mut`) in both builds,
 /// so protocol code is written once.
 #[cfg(not(loom))]

@@ -58,7 +58,7 @@
 //! Release, pairing lock holders one after another; a handed-over lock is
 //! published by the parking lot's `removed` Release/Acquire pair.
 
-use crate::loom::{AtomicU8, Ordering, UnsafeCell};
+use crate::loom::{AtomicU8, Ordering, UnsafeCell, negative_control};
 use crate::park::lot::{self, DEFAULT_TOKEN, ParkResult};
 use crate::sys::futex::Deadline;
 use crossbeam_utils::Backoff;
@@ -256,7 +256,9 @@ impl RawMutex {
         // A woken waiter is on its way (WOKEN), or nobody is parked: release
         // without waking anyone.
         let mut state = self.state.load(Ordering::Relaxed);
-        while state & WOKEN != 0 || state & PARKED == 0 || negative_control::skips_the_wake() {
+        // (The loom negative control releases without waking, stranding a
+        // parked waiter.)
+        while state & WOKEN != 0 || state & PARKED == 0 || negative_control::broken() {
             // Release: the next owner's Acquire CAS sees our critical section.
             match self.state.compare_exchange_weak(state, state & !LOCKED, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return,
@@ -803,47 +805,6 @@ impl<T: ?Sized + fmt::Display> fmt::Display for MappedMutexGuard<'_, T> {
     }
 }
 
-/// The loom negative control's switch: an unlock that finds a waiter
-/// parked releases the lock without waking it, stranding it; loom must
-/// find that (see `loom_models`).
-#[cfg(loom)]
-mod negative_control {
-    use std::cell::Cell;
-
-    std::thread_local! {
-        // Loom runs a model's threads on the test's own OS thread, so a
-        // thread-local set by the test reaches all of them, and no other
-        // test.
-        static SKIP_WAKES: Cell<bool> = const { Cell::new(false) };
-    }
-
-    /// When broken: the unlock releases without waking a parked waiter.
-    pub(super) fn skips_the_wake() -> bool {
-        SKIP_WAKES.with(Cell::get)
-    }
-
-    /// Breaks the unlock on this thread until the result is dropped.
-    #[cfg(test)]
-    pub(super) fn skip_wakes() -> impl Drop {
-        struct Restore;
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                SKIP_WAKES.with(|skip| skip.set(false));
-            }
-        }
-        SKIP_WAKES.with(|skip| skip.set(true));
-        Restore
-    }
-}
-
-#[cfg(not(loom))]
-mod negative_control {
-    #[inline(always)]
-    pub(super) fn skips_the_wake() -> bool {
-        false
-    }
-}
-
 #[cfg(all(test, loom))]
 mod loom_models {
     //! The Mutex protocol under loom: the fast path, the PARKED bit, parking
@@ -885,7 +846,7 @@ mod loom_models {
     #[test]
     #[should_panic(expected = "deadlock")]
     fn negative_control_an_unlock_that_skips_the_wake_strands_a_waiter() {
-        let _broken = super::negative_control::skip_wakes();
+        let _broken = crate::loom::negative_control::break_until_dropped();
         loom::model(|| {
             let mutex = std::sync::Arc::new(Mutex::new(0usize));
             let other = {

@@ -101,7 +101,7 @@
 //! broken by the changes made under the bucket lock.
 
 use super::spinlock::SpinWait;
-use crate::loom::{AtomicUsize, Ordering};
+use crate::loom::{AtomicUsize, Ordering, negative_control};
 use crate::park::lot::{self, FilterOp, ParkResult};
 use crate::sys::futex::Deadline;
 use std::cell::Cell;
@@ -532,7 +532,9 @@ impl Semaphore {
         }
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
-            if state & WAITING == 0 {
+            // (The loom negative control banks the permits past queued
+            // waiters, who then sleep on.)
+            if state & WAITING == 0 || negative_control::broken() {
                 let banked = checked_add_permits(state, n);
                 // Release: as in `release`.
                 match self.state.compare_exchange_weak(state, banked, Ordering::Release, Ordering::Relaxed) {
@@ -1136,6 +1138,25 @@ mod loom_models {
     #[test]
     fn one_permit_three_threads() {
         holders_never_exceed_permits(1, 3);
+    }
+
+    /// Negative control: a release that banks its permit although a waiter
+    /// is queued leaves that waiter parked, and loom must report the
+    /// deadlock. std's `Arc`, not loom's: loom's would panic again when
+    /// dropped while loom unwinds the deadlocked model.
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn negative_control_a_release_that_banks_past_a_waiter_strands_it() {
+        let _broken = crate::loom::negative_control::break_until_dropped();
+        loom::model(|| {
+            let sem = std::sync::Arc::new(Semaphore::new(1));
+            let other = {
+                let sem = std::sync::Arc::clone(&sem);
+                thread::spawn(move || drop(sem.acquire()))
+            };
+            drop(sem.acquire());
+            other.join().unwrap();
+        });
     }
 
     #[test]

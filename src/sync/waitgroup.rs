@@ -45,7 +45,7 @@
 //! handle is visible after `wait`. A clone is Relaxed, as `Arc::clone`: the
 //! new handle comes from a live one, so the count cannot reach zero meanwhile.
 
-use crate::loom::{AtomicUsize, Ordering};
+use crate::loom::{AtomicUsize, Ordering, negative_control};
 use crate::park::lot::{self, DEFAULT_TOKEN, ParkResult};
 use crate::sys::futex::Deadline;
 use std::fmt;
@@ -274,7 +274,8 @@ impl Drop for WaitGroup {
         // Release: publishes this handle's work to the waiter that sees zero.
         let previous = self.inner.state.fetch_sub(ONE, Ordering::Release);
         debug_assert!(count(previous) > 0, "WaitGroup: dropped a handle of an empty group");
-        if count(previous) == 1 && previous & PARKED != 0 {
+        // (The loom negative control skips the wake: the waiter sleeps on.)
+        if count(previous) == 1 && previous & PARKED != 0 && !negative_control::broken() {
             // We still hold our Arc, so the key's memory lives until we
             // have woken everyone.
             self.inner.wake_waiters();
@@ -409,6 +410,23 @@ mod loom_models {
             for w in workers {
                 w.join().unwrap();
             }
+        });
+    }
+
+    /// Negative control: a last drop that does not wake the parked waiter
+    /// strands it, and loom must report the deadlock.
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn negative_control_a_last_drop_that_skips_the_wake_strands_the_waiter() {
+        let _broken = crate::loom::negative_control::break_until_dropped();
+        loom::model(|| {
+            let wg = WaitGroup::new();
+            let worker = {
+                let wg = wg.clone();
+                thread::spawn(move || drop(wg))
+            };
+            wg.wait();
+            worker.join().unwrap();
         });
     }
 
