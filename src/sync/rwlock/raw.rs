@@ -215,7 +215,7 @@
 
 use super::super::mutex::RawMutex;
 use super::super::spinlock::SpinWait;
-use crate::loom::{AtomicU32, AtomicUsize, Ordering};
+use crate::loom::{AtomicU32, AtomicUsize, Ordering, negative_control};
 use crate::park::lot::{self, DEFAULT_TOKEN, ParkResult};
 use crate::sys::futex::Deadline;
 use std::cell::Cell;
@@ -645,6 +645,12 @@ impl RawRwLock {
 
     #[cold]
     fn write_unlock_contended(&self) {
+        if negative_control::broken() {
+            // The loom negative control: the write lock is dropped with its
+            // waiters' bits, and nobody is woken.
+            self.state.store(0, Ordering::Release);
+            return;
+        }
         // A writer leaves: the readers that wait go first.
         self.pass_on_write_lock(false);
     }
@@ -1109,6 +1115,26 @@ mod loom_models {
     use crate::loom::thread;
     use loom::sync::Arc;
     use std::time::Duration;
+
+    /// Negative control: a writer's unlock that drops its waiters' bits
+    /// and wakes nobody strands a reader queued behind it, and loom must
+    /// report the deadlock. std's `Arc`, not loom's: loom's would panic
+    /// again when dropped while loom unwinds the deadlocked model.
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn negative_control_a_write_unlock_that_wakes_nobody_strands_a_reader() {
+        let _broken = crate::loom::negative_control::break_until_dropped();
+        loom::model(|| {
+            let lock = std::sync::Arc::new(RwLock::new(0usize));
+            let guard = lock.write();
+            let reader = {
+                let lock = std::sync::Arc::clone(&lock);
+                thread::spawn(move || *lock.read())
+            };
+            drop(guard);
+            reader.join().unwrap();
+        });
+    }
 
     /// Two writers and a reader: the reader only ever sees whole states (a
     /// pair changed together is equal), no write is lost, and the word ends
