@@ -32,36 +32,39 @@ pub(crate) mod process {
 }
 
 /// The switch of the loom models' negative controls: a protocol consults
-/// [`broken`](negative_control::broken) at the one step its control breaks
-/// (the Mutex's wake on unlock, the Semaphore's hand-over to queued
-/// waiters, the WaitGroup's wake of its waiters), and a control model turns
-/// it on around its `loom::model` to show that loom finds the lost wakeup.
-/// Loom runs a model's threads on the test's own OS thread, so the
-/// thread-local reaches all of them, and no other test. Outside loom,
-/// `broken` is a constant `false`.
+/// [`broken`](negative_control::broken) with its own name at the one step
+/// its control breaks (the Mutex's wake on unlock, the Semaphore's
+/// hand-over to queued waiters, the WaitGroup's wake of its waiters, the
+/// RwLock's pass-on at a write unlock, the parking lot's validation), and a
+/// control model turns it on for that name around its `loom::model` to show
+/// that loom finds the lost wakeup. One name at a time, so that a control
+/// of a lock breaks the lock and not the parking lot under it. Loom runs a
+/// model's threads on the test's own OS thread, so the thread-local reaches
+/// all of them, and no other test. Outside loom, `broken` is a constant
+/// `false`.
 #[cfg(loom)]
 pub(crate) mod negative_control {
     use std::cell::Cell;
 
     std::thread_local! {
-        static BROKEN: Cell<bool> = const { Cell::new(false) };
+        static BROKEN: Cell<Option<&'static str>> = const { Cell::new(None) };
     }
 
-    /// Whether this test's protocols are broken on purpose.
-    pub(crate) fn broken() -> bool {
-        BROKEN.with(Cell::get)
+    /// Whether this test breaks the protocol called `what` on purpose.
+    pub(crate) fn broken(what: &'static str) -> bool {
+        BROKEN.with(Cell::get) == Some(what)
     }
 
-    /// Breaks them until the result is dropped.
+    /// Breaks the protocol called `what` until the result is dropped.
     #[cfg(test)]
-    pub(crate) fn break_until_dropped() -> impl Drop {
+    pub(crate) fn break_until_dropped(what: &'static str) -> impl Drop {
         struct Restore;
         impl Drop for Restore {
             fn drop(&mut self) {
-                BROKEN.with(|broken| broken.set(false));
+                BROKEN.with(|broken| broken.set(None));
             }
         }
-        BROKEN.with(|broken| broken.set(true));
+        BROKEN.with(|broken| broken.set(Some(what)));
         Restore
     }
 }
@@ -69,7 +72,7 @@ pub(crate) mod negative_control {
 #[cfg(not(loom))]
 pub(crate) mod negative_control {
     #[inline(always)]
-    pub(crate) fn broken() -> bool {
+    pub(crate) fn broken(_what: &'static str) -> bool {
         false
     }
 }

@@ -104,7 +104,7 @@
 
 use super::Unparker;
 use super::bucket_lock::{BucketGuard, BucketLock};
-use crate::loom::{AtomicBool, AtomicUsize, Ordering};
+use crate::loom::{AtomicBool, AtomicUsize, Ordering, negative_control};
 use crate::sys::futex::Deadline;
 use std::cell::Cell;
 use std::ptr;
@@ -657,7 +657,9 @@ fn park_inner(
     let node: WaitNode;
     {
         let mut queue = lock(bucket_of(key));
-        if !validate() {
+        // (The loom negative control parks without validating: a wake that
+        // came after the caller's last look strands it.)
+        if !negative_control::broken("lot") && !validate() {
             return ParkResult::Invalid;
         }
         // The timer (a coroutine's deadline) goes in before the node is
@@ -1038,6 +1040,32 @@ mod loom_models {
             while !flag.load(Ordering::Acquire) {
                 let result = park(key, || !flag.load(Ordering::Acquire), || {}, |_, _| {}, None);
                 assert_ne!(result, ParkResult::TimedOut);
+            }
+            waker.join().unwrap();
+        });
+    }
+
+    /// Negative control: a park that does not validate under the bucket
+    /// lock sleeps through a wake that came after the waiter's last look,
+    /// and loom must report the deadlock. std's `Arc`, not loom's: loom's
+    /// would panic again when dropped while loom unwinds the deadlocked
+    /// model.
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn negative_control_a_park_that_does_not_validate_loses_the_wake() {
+        let _broken = crate::loom::negative_control::break_until_dropped("lot");
+        loom::model(|| {
+            let flag = std::sync::Arc::new(AtomicBool::new(false));
+            let key = std::sync::Arc::as_ptr(&flag) as usize;
+            let waker = {
+                let flag = std::sync::Arc::clone(&flag);
+                thread::spawn(move || {
+                    flag.store(true, Ordering::Release);
+                    unpark_one(key, |_| DEFAULT_TOKEN)
+                })
+            };
+            while !flag.load(Ordering::Acquire) {
+                park(key, || !flag.load(Ordering::Acquire), || {}, |_, _| {}, None);
             }
             waker.join().unwrap();
         });

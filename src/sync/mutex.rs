@@ -258,7 +258,7 @@ impl RawMutex {
         let mut state = self.state.load(Ordering::Relaxed);
         // (The loom negative control releases without waking, stranding a
         // parked waiter.)
-        while state & WOKEN != 0 || state & PARKED == 0 || negative_control::broken() {
+        while state & WOKEN != 0 || state & PARKED == 0 || negative_control::broken("mutex") {
             // Release: the next owner's Acquire CAS sees our critical section.
             match self.state.compare_exchange_weak(state, state & !LOCKED, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return,
@@ -846,7 +846,7 @@ mod loom_models {
     #[test]
     #[should_panic(expected = "deadlock")]
     fn negative_control_an_unlock_that_skips_the_wake_strands_a_waiter() {
-        let _broken = crate::loom::negative_control::break_until_dropped();
+        let _broken = crate::loom::negative_control::break_until_dropped("mutex");
         loom::model(|| {
             let mutex = std::sync::Arc::new(Mutex::new(0usize));
             let other = {

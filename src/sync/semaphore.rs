@@ -534,7 +534,7 @@ impl Semaphore {
         loop {
             // (The loom negative control banks the permits past queued
             // waiters, who then sleep on.)
-            if state & WAITING == 0 || negative_control::broken() {
+            if state & WAITING == 0 || negative_control::broken("semaphore") {
                 let banked = checked_add_permits(state, n);
                 // Release: as in `release`.
                 match self.state.compare_exchange_weak(state, banked, Ordering::Release, Ordering::Relaxed) {
@@ -1147,7 +1147,7 @@ mod loom_models {
     #[test]
     #[should_panic(expected = "deadlock")]
     fn negative_control_a_release_that_banks_past_a_waiter_strands_it() {
-        let _broken = crate::loom::negative_control::break_until_dropped();
+        let _broken = crate::loom::negative_control::break_until_dropped("semaphore");
         loom::model(|| {
             let sem = std::sync::Arc::new(Semaphore::new(1));
             let other = {

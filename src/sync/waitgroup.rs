@@ -275,7 +275,7 @@ impl Drop for WaitGroup {
         let previous = self.inner.state.fetch_sub(ONE, Ordering::Release);
         debug_assert!(count(previous) > 0, "WaitGroup: dropped a handle of an empty group");
         // (The loom negative control skips the wake: the waiter sleeps on.)
-        if count(previous) == 1 && previous & PARKED != 0 && !negative_control::broken() {
+        if count(previous) == 1 && previous & PARKED != 0 && !negative_control::broken("waitgroup") {
             // We still hold our Arc, so the key's memory lives until we
             // have woken everyone.
             self.inner.wake_waiters();
@@ -418,7 +418,7 @@ mod loom_models {
     #[test]
     #[should_panic(expected = "deadlock")]
     fn negative_control_a_last_drop_that_skips_the_wake_strands_the_waiter() {
-        let _broken = crate::loom::negative_control::break_until_dropped();
+        let _broken = crate::loom::negative_control::break_until_dropped("waitgroup");
         loom::model(|| {
             let wg = WaitGroup::new();
             let worker = {

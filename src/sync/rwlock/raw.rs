@@ -645,7 +645,7 @@ impl RawRwLock {
 
     #[cold]
     fn write_unlock_contended(&self) {
-        if negative_control::broken() {
+        if negative_control::broken("rwlock") {
             // The loom negative control: the write lock is dropped with its
             // waiters' bits, and nobody is woken.
             self.state.store(0, Ordering::Release);
@@ -1123,7 +1123,7 @@ mod loom_models {
     #[test]
     #[should_panic(expected = "deadlock")]
     fn negative_control_a_write_unlock_that_wakes_nobody_strands_a_reader() {
-        let _broken = crate::loom::negative_control::break_until_dropped();
+        let _broken = crate::loom::negative_control::break_until_dropped("rwlock");
         loom::model(|| {
             let lock = std::sync::Arc::new(RwLock::new(0usize));
             let guard = lock.write();
