@@ -35,7 +35,8 @@ pub(crate) mod process {
 /// [`broken`](negative_control::broken) with its own name at the one step
 /// its control breaks (the Mutex's wake on unlock, the Semaphore's
 /// hand-over to queued waiters, the WaitGroup's wake of its waiters, the
-/// RwLock's pass-on at a write unlock, the parking lot's validation), and a
+/// RwLock's pass-on at a write unlock, the parking lot's validation, the
+/// SpinLock's Acquire), and a
 /// control model turns it on for that name around its `loom::model` to show
 /// that loom finds the lost wakeup. One name at a time, so that a control
 /// of a lock breaks the lock and not the parking lot under it. Loom runs a

@@ -42,7 +42,7 @@
 //! Orderings: the CAS that takes the lock is Acquire and the store that
 //! frees it is Release, so each holder sees the previous holder's writes.
 
-use crate::loom::{AtomicBool, Ordering, UnsafeCell};
+use crate::loom::{AtomicBool, Ordering, UnsafeCell, negative_control};
 use crossbeam_utils::Backoff;
 use std::fmt;
 use std::marker::PhantomData;
@@ -221,8 +221,10 @@ impl<T: ?Sized> SpinLock<T> {
     #[inline]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         // Acquire: pairs with the Release store in `unlock` of the previous
-        // holder, so its writes to `data` are visible to us.
-        if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        // holder, so its writes to `data` are visible to us. (The loom
+        // negative control takes it Relaxed: the holders' writes race.)
+        let acquire = if negative_control::broken("spinlock") { Ordering::Relaxed } else { Ordering::Acquire };
+        if self.locked.compare_exchange_weak(false, true, acquire, Ordering::Relaxed).is_err() {
             self.lock_contended();
         }
         SpinLockGuard { lock: self, _not_send: PhantomData }
@@ -259,8 +261,9 @@ impl<T: ?Sized> SpinLock<T> {
                     yield_to_holder();
                 }
             }
-            // Acquire: as in `lock`.
-            if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            // Acquire: as in `lock` (and broken as there by the control).
+            let acquire = if negative_control::broken("spinlock") { Ordering::Relaxed } else { Ordering::Acquire };
+            if self.locked.compare_exchange_weak(false, true, acquire, Ordering::Relaxed).is_ok() {
                 return;
             }
         }
@@ -516,6 +519,24 @@ mod loom_models {
             *lock.lock() += 1;
             other.join().unwrap();
             assert_eq!(*lock.lock(), 2);
+        });
+    }
+
+    /// Negative control: a lock taken with a Relaxed CAS does not see the
+    /// previous holder's writes to `data`, and loom must report the race
+    /// on its cell.
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn negative_control_a_relaxed_lock_races_on_the_data() {
+        let _broken = crate::loom::negative_control::break_until_dropped("spinlock");
+        loom::model(|| {
+            let lock = std::sync::Arc::new(SpinLock::new(0usize));
+            let other = {
+                let lock = std::sync::Arc::clone(&lock);
+                thread::spawn(move || *lock.lock() += 1)
+            };
+            *lock.lock() += 1;
+            other.join().unwrap();
         });
     }
 
