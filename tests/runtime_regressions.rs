@@ -167,3 +167,68 @@ fn cancelled_unstarted_coroutine_whose_closure_panics_on_drop_keeps_the_worker()
     assert!(matches!(joined, Some(Ok(Err(true)))), "{joined:?}");
     assert_eq!(rt.spawn(|| 5).join_timeout(Duration::from_secs(10)).map(|r| r.ok()), Some(Some(5)));
 }
+
+/// Locks a weft Mutex when dropped: in a cancelled coroutine's unwind, that
+/// parks (the lock is held elsewhere) in the middle of the unwind.
+struct LockOnDrop(Arc<weft::sync::Mutex<()>>, Arc<AtomicBool>);
+
+impl Drop for LockOnDrop {
+    fn drop(&mut self) {
+        self.1.store(true, Ordering::SeqCst);
+        drop(self.0.lock());
+    }
+}
+
+/// While one coroutine of a worker is parked in the middle of an unwind
+/// (here a cancel's: a destructor waits for a lock), std says the thread is
+/// panicking, so a cancel of another coroutine of that worker cannot start
+/// its unwind yet (it would abort the process if that coroutine were
+/// unwinding too). That deferred cancel must still happen once the first
+/// unwind ends. The second coroutine was woken by its cancel, found it
+/// deferred, and parked again on its channel with nothing left to wake it:
+/// its join waited for ever (found hung in a stress run of
+/// tests/channel_cancel.rs).
+#[test]
+fn a_cancel_deferred_by_another_coroutines_unwind_still_happens() {
+    let rt = weft::Runtime::builder().workers(1).build().unwrap();
+    let lock = Arc::new(weft::sync::Mutex::new(()));
+    let (go_tx, go_rx) = weft::sync::channel::bounded::<()>(1);
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = {
+        let lock = Arc::clone(&lock);
+        rt.spawn(move || {
+            let _held = lock.lock();
+            locked_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+        })
+    };
+    locked_rx.recv().unwrap();
+    // A waits on a channel nobody feeds; cancelled, its unwind parks on the lock.
+    let (_a_tx, a_rx) = weft::sync::channel::bounded::<()>(1);
+    let in_drop = Arc::new(AtomicBool::new(false));
+    let a = {
+        let guard = LockOnDrop(Arc::clone(&lock), Arc::clone(&in_drop));
+        rt.spawn(move || {
+            let _guard = guard;
+            let _ = a_rx.recv();
+        })
+    };
+    // B waits on a channel nobody feeds either.
+    let (_b_tx, b_rx) = weft::sync::channel::bounded::<()>(1);
+    let mut b = rt.spawn(move || {
+        let _ = b_rx.recv();
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    a.cancel();
+    while !in_drop.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(Duration::from_millis(50)); // A is parked on the lock, mid-unwind
+    b.cancel();
+    std::thread::sleep(Duration::from_millis(50)); // B woke, found its cancel deferred
+    go_tx.send(()).unwrap(); // the holder lets go: A's unwind ends
+    holder.join().unwrap();
+    assert!(a.join().unwrap_err().is_cancelled());
+    let joined = b.join_timeout(Duration::from_secs(10)).map(|r| r.map_err(|e| e.is_cancelled()));
+    assert_eq!(joined, Some(Err(true)), "the deferred cancel never happened: the coroutine stayed parked");
+}

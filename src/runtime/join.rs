@@ -427,7 +427,8 @@ impl<T> JoinHandle<T> {
     /// panic (a second unwind there would abort the process): a coroutine
     /// cancelled while a panic unwinds it, or while another coroutine of its
     /// worker is parked in such an unwind, is unwound at its first park or
-    /// yield after that.
+    /// yield after that (a wait it parks in meanwhile looks again every
+    /// millisecond, and so ends soon after that unwind does).
     ///
     /// A `spawn_blocking` job that has not started is dropped the same way;
     /// one that runs is not interrupted (its OS thread runs it to the end).

@@ -1003,6 +1003,14 @@ pub(crate) fn park_current_task() {
         // Cancelled while it ran: the wake that `cancel` sent may be the
         // token this park would consume, so nobody would wake it again.
         begin_cancel_unwind(task);
+        if !task.cancel_begun.get() {
+            // Still here, not unwinding: the cancel waits until the thread
+            // is not unwinding a panic (`begin_cancel_unwind`), which may be
+            // another coroutine's, parked mid-unwind. The cancel's wake is
+            // spent, so a plain park could sleep for good: look again soon.
+            park_deferring_cancel(task);
+            return;
+        }
     }
     if !task.park.prepare_park() {
         return; // a token was waiting: a (possibly spurious) wake
@@ -1010,6 +1018,28 @@ pub(crate) fn park_current_task() {
     // SAFETY: we are the running coroutine of `task`.
     unsafe { task.switch_out(Switch::Park) };
     task.park.after_wake();
+}
+
+/// How long a coroutine whose cancel is deferred (see
+/// [`begin_cancel_unwind`]) parks before it looks again.
+const DEFERRED_CANCEL_RETRY: Duration = Duration::from_millis(1);
+
+/// `park_current_task` for a task whose cancel could not begin: parks for
+/// at most [`DEFERRED_CANCEL_RETRY`] (or until woken), then returns as a
+/// spurious wake, so that its caller looks again and its next park retries
+/// the cancel. The thread stops panicking when the unwind that defers it
+/// ends: for another coroutine's, when that one is resumed and finishes.
+#[cold]
+#[inline(never)]
+fn park_deferring_cancel(task: &Task) {
+    let Some(task_ref) = current_task_for_waker() else { return };
+    wake_at(Deadline::after(DEFERRED_CANCEL_RETRY), &task_ref);
+    if task.park.prepare_park() {
+        // SAFETY: we are the running coroutine of `task`.
+        unsafe { task.switch_out(Switch::Park) };
+        task.park.after_wake();
+    }
+    disarm_timer();
 }
 
 /// Wakes `task` (the coroutine running on this thread) when `deadline`
@@ -1071,9 +1101,10 @@ pub(crate) fn begin_cancel_unwind(task: &Task) {
     // A destructor that parks while a panic unwinds the coroutine: a second
     // unwind from inside it would abort the process (as `Coroutine`'s own
     // drop knows, which leaks such a stack rather than unwind it). The
-    // request stays, and the next park or yield looks again. std counts
-    // panics per thread, so while any coroutine of this worker is suspended
-    // mid-panic, cancels of the others wait for that to end too.
+    // request stays, and the next park or yield looks again (a park does
+    // so every millisecond: `park_deferring_cancel`). std counts panics per
+    // thread, so while any coroutine of this worker is suspended mid-panic,
+    // cancels of the others wait for that to end too.
     if std::thread::panicking() {
         return;
     }
