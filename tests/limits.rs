@@ -66,15 +66,23 @@ fn thread_count() -> u64 {
 fn allow_only_more_threads(extra: u64) -> bool {
     // SAFETY: getuid has no preconditions.
     if unsafe { libc::getuid() } == 0 {
+        // A user of this process's own rather than `nobody`: RLIMIT_NPROC
+        // counts every thread of the user, and any other process running
+        // as nobody at the same time (another copy of this binary, a
+        // daemon) would take this process's slots. `nobody` where that id
+        // is not mapped (a user namespace).
+        let own = 2_000_000_000 + std::process::id();
         // SAFETY: setgid/setuid take plain ids; glibc applies them to every
         // thread of the process.
-        let ok = unsafe { libc::setgid(65534) == 0 && libc::setuid(65534) == 0 };
+        let ok = unsafe { libc::setgid(own) == 0 && libc::setuid(own) == 0 }
+            // SAFETY: as above.
+            || unsafe { libc::setgid(65534) == 0 && libc::setuid(65534) == 0 };
         if !ok {
             eprintln!("note: skipped: cannot become nobody: {}", io::Error::last_os_error());
             return false;
         }
     }
-    // The count is per user; ours are (nearly) all of nobody's.
+    // The count is per user; ours are all of that user's.
     set_soft_limit(libc::RLIMIT_NPROC, thread_count() + extra);
     let probe = std::thread::Builder::new().spawn(|| {});
     match extra {
@@ -334,6 +342,20 @@ fn stacks_beyond_the_address_space_limit_are_join_errors() {
         common::in_child_process(&SERIAL, "stacks_beyond_the_address_space_limit_are_join_errors", &[], LIMIT, || {
             let rt = weft::Runtime::builder().workers(1).build().unwrap();
             assert_eq!(rt.block_on(|| 1), 1);
+            // A thread maps its signal stack when it first runs (std's thread
+            // start), and the monitor's may not have run yet on a busy
+            // machine: with the address space limited, that mmap fails and
+            // the process aborts. Wait until it has named itself (after).
+            let monitor = format!("weft-mon-r{}", rt.id());
+            let waiting = Instant::now();
+            while !std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(Result::ok)
+                .any(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == monitor))
+            {
+                assert!(waiting.elapsed() < Duration::from_secs(10), "the monitor thread did not start");
+                std::thread::sleep(Duration::from_millis(1));
+            }
             let status = std::fs::read_to_string("/proc/self/status").unwrap();
             let vm_size_kib: u64 = status
                 .lines()

@@ -203,6 +203,10 @@ pub(crate) struct WorkerWatch {
     tid: AtomicU32,
     /// Set by the worker before it sleeps: whether it sleeps until a timer.
     pub(crate) sleeping_with_timer: AtomicBool,
+    /// Set by the worker while it spins for work before it sleeps: idle,
+    /// although awake (its spin yields the CPU, which on a busy machine can
+    /// take as long as a stall threshold).
+    pub(crate) spinning: AtomicBool,
     probe: Probe,
 }
 
@@ -211,6 +215,7 @@ impl WorkerWatch {
         WorkerWatch {
             tid: AtomicU32::new(0),
             sleeping_with_timer: AtomicBool::new(false),
+            spinning: AtomicBool::new(false),
             probe: Probe { state: AtomicU32::new(IDLE), data: UnsafeCell::new(ProbeData::EMPTY) },
         }
     }
@@ -274,9 +279,16 @@ thread_local! {
 }
 
 /// Called by a worker thread when it starts: makes it probe-able.
-pub(crate) fn watch_this_thread(worker: &WorkerShared) {
-    worker.watch.tid.store(sys_thread::gettid(), Ordering::Relaxed);
+///
+/// Until then the monitor counts the worker as idle (`is_gone`), and may
+/// have parked on that: a worker that starts straight into queued work
+/// never leaves a sleep, so it wakes the monitor here, as a worker leaving
+/// its sleep does (`MonitorShared::on_worker_running`). SeqCst: the
+/// worker's half of the Dekker pair with `Monitor::park`'s re-check.
+pub(crate) fn watch_this_thread(worker: &WorkerShared, monitor: &MonitorShared) {
+    worker.watch.tid.store(sys_thread::gettid(), Ordering::SeqCst);
     WATCHED.with(|w| w.set(worker));
+    monitor.on_worker_running();
 }
 
 /// Called by a worker thread before it exits (and its `WorkerShared` may
@@ -507,8 +519,9 @@ struct Watch {
     /// with the worker awake.
     switches: u64,
     since: Option<Instant>,
-    /// Whether the worker slept at the last look: then the time since is
-    /// no stall, however long the monitor itself slept in between.
+    /// Whether the worker slept (or spun for work) at the last look: then
+    /// the time since is no stall, however long the monitor itself slept in
+    /// between.
     slept: bool,
     /// Whether this resume was probed already.
     probed: bool,
@@ -577,7 +590,10 @@ impl Monitor {
         if word.compare_exchange(TICKING, PARKED, Ordering::SeqCst, Ordering::Relaxed).is_err() {
             return; // STOPPING
         }
-        if self.shared.workers.iter().all(|w| w.is_sleeping(Ordering::SeqCst) || is_gone(w)) {
+        // A worker not started yet counts as idle; it wakes us when it
+        // starts (`watch_this_thread`), hence SeqCst for its thread id too.
+        let idle = |w: &WorkerShared| w.is_sleeping(Ordering::SeqCst) || w.watch.tid.load(Ordering::SeqCst) == 0;
+        if self.shared.workers.iter().all(idle) {
             futex::wait(word, PARKED, deadline);
         }
         let _ = word.compare_exchange(PARKED, TICKING, Ordering::Relaxed, Ordering::Relaxed);
@@ -587,17 +603,21 @@ impl Monitor {
     fn check_worker(&mut self, index: usize, now: Instant) -> bool {
         let worker = &self.shared.workers[index];
         let switches = worker.counters.switches.load(Ordering::Relaxed);
-        // A worker whose thread left its loop (at shutdown) is as idle.
+        // A worker whose thread left its loop (at shutdown), or not started
+        // yet, is as idle.
         let sleeping = worker.is_sleeping(Ordering::Relaxed) || is_gone(worker);
+        // One spinning for work before it sleeps is awake (so no deadlock
+        // hint yet) but held by nothing: its time starts again too.
+        let idle = sleeping || worker.watch.spinning.load(Ordering::Relaxed);
         let watch = &mut self.watches[index];
-        if sleeping || watch.slept || watch.since.is_none() || switches != watch.switches {
+        if idle || watch.slept || watch.since.is_none() || switches != watch.switches {
             if let Some((who, since)) = watch.stall.take() {
                 self.report_stall_end(index, &who, now.duration_since(since));
             }
             let watch = &mut self.watches[index];
             watch.switches = switches;
             watch.since = Some(now);
-            watch.slept = sleeping;
+            watch.slept = idle;
             watch.probed = false;
             return sleeping;
         }

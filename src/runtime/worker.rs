@@ -1400,8 +1400,14 @@ impl WorkerLocal {
         // spin: what it waits for is mostly their events, which the spin
         // cannot see (it just polled them), and the spin's yields were about
         // 5 % of an HTTP server's CPU time (perf, benches/report/net.sh).
-        if poller.is_none() && self.spin(shared) {
-            return;
+        if poller.is_none() {
+            // Idle while it spins (the monitor does not count it as held).
+            me.watch.spinning.store(true, Ordering::Relaxed);
+            let found = self.spin(shared);
+            me.watch.spinning.store(false, Ordering::Relaxed);
+            if found {
+                return;
+            }
         }
         me.sleep.store(if poller.is_some() { POLLING } else { SLEEPING }, Ordering::SeqCst);
         shared.sleepers.fetch_add(1, Ordering::SeqCst);
@@ -1924,7 +1930,7 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>, fresh: Deque<TaskRef>) {
     cell_cache::raise_limit(cell_cache::WORKER_LIMIT_BYTES);
     tracing::debug!(worker = index, "worker started");
     let me = &local.shared.workers[index];
-    monitor::watch_this_thread(me);
+    monitor::watch_this_thread(me, &local.shared.monitor);
     loop {
         if !me.inbox.is_empty_relaxed() {
             local.drain_inbox(&me.inbox);
