@@ -61,10 +61,13 @@ fn park_victims<R: Send + 'static>(
 
 #[track_caller]
 fn assert_cancelled<R>(handles: Vec<JoinHandle<R>>) {
-    for (i, handle) in handles.into_iter().enumerate() {
-        match handle.join() {
-            Ok(_) => panic!("victim {i} got through"),
-            Err(error) => assert!(error.is_cancelled(), "victim {i}: {error}"),
+    for (i, mut handle) in handles.into_iter().enumerate() {
+        // Bounded: a cancel that is lost leaves its victim parked for ever
+        // (it happened: a cancel deferred by another coroutine's unwind).
+        match handle.join_timeout(Duration::from_secs(30)) {
+            None => panic!("victim {i} (coroutine {}) was cancelled and is still parked after 30 s", handle.id()),
+            Some(Ok(_)) => panic!("victim {i} got through"),
+            Some(Err(error)) => assert!(error.is_cancelled(), "victim {i}: {error}"),
         }
     }
 }
