@@ -305,8 +305,8 @@ pub(crate) fn unwatch_this_thread(worker: &WorkerShared) {
 
 /// Whether `worker`'s thread has exited its loop (or not started yet):
 /// nothing there to watch.
-fn is_gone(worker: &WorkerShared) -> bool {
-    worker.watch.tid.load(Ordering::Relaxed) == 0
+fn is_gone(worker: &WorkerShared, order: Ordering) -> bool {
+    worker.watch.tid.load(order) == 0
 }
 
 /// One requester of a probe at a time, process-wide: the monitor, a dump
@@ -592,7 +592,7 @@ impl Monitor {
         }
         // A worker not started yet counts as idle; it wakes us when it
         // starts (`watch_this_thread`), hence SeqCst for its thread id too.
-        let idle = |w: &WorkerShared| w.is_sleeping(Ordering::SeqCst) || w.watch.tid.load(Ordering::SeqCst) == 0;
+        let idle = |w: &WorkerShared| w.is_sleeping(Ordering::SeqCst) || is_gone(w, Ordering::SeqCst);
         if self.shared.workers.iter().all(idle) {
             futex::wait(word, PARKED, deadline);
         }
@@ -605,7 +605,7 @@ impl Monitor {
         let switches = worker.counters.switches.load(Ordering::Relaxed);
         // A worker whose thread left its loop (at shutdown), or not started
         // yet, is as idle.
-        let sleeping = worker.is_sleeping(Ordering::Relaxed) || is_gone(worker);
+        let sleeping = worker.is_sleeping(Ordering::Relaxed) || is_gone(worker, Ordering::Relaxed);
         // One spinning for work before it sleeps is awake (so no deadlock
         // hint yet) but held by nothing: its time starts again too.
         let idle = sleeping || worker.watch.spinning.load(Ordering::Relaxed);
