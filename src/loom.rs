@@ -36,10 +36,11 @@ pub(crate) mod process {
 /// its control breaks (the Mutex's wake on unlock, the Semaphore's
 /// hand-over to queued waiters, the WaitGroup's wake of its waiters, the
 /// RwLock's pass-on at a write unlock, the parking lot's validation, the
-/// SpinLock's Acquire), and a control model turns it on for that name
-/// around its `loom::model` to show that loom finds the lost wakeup (or
-/// the race). One name at a time, so that a control
-/// of a lock breaks the lock and not the parking lot under it. Loom runs a
+/// SpinLock's Acquire, the channel waiter's re-validation and its giving
+/// up under the channel's lock), and a control model turns it on for that
+/// name around its `loom::model` to show that loom finds the lost wakeup
+/// (or the race). One name at a time, so that a control of a lock breaks
+/// the lock and not the parking lot under it. Loom runs a
 /// model's threads on the test's own OS thread, so the thread-local reaches
 /// all of them, and no other test. Outside loom, `broken` is a constant
 /// `false`.

@@ -125,14 +125,15 @@ mod loom_models {
     }
 
     /// Negative control: a waiter that throws away a wake that came between
-    /// its look and its park (the switch of `waiter::negative_control`)
+    /// its look and its park (`waiter::negative_control::DISCARD_WAKES`)
     /// sleeps through its completion: a sender parked on the full ring, or
     /// the receiver on the empty one, is never woken, and loom must report
     /// the deadlock.
     #[test]
     #[should_panic(expected = "deadlock")]
     fn negative_control_discarding_a_wake_strands_a_sender_or_the_receiver() {
-        let _broken = super::super::waiter::negative_control::discard_wakes();
+        let _broken =
+            crate::loom::negative_control::break_until_dropped(super::super::waiter::negative_control::DISCARD_WAKES);
         two_senders_one_slot();
     }
 

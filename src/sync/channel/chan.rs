@@ -761,7 +761,9 @@ mod loom_models {
     #[test]
     #[should_panic(expected = "gave up without its channel's lock")]
     fn negative_control_giving_up_unlocked_loses_the_race() {
-        let _broken = super::super::waiter::negative_control::give_up_unlocked();
+        let _broken = crate::loom::negative_control::break_until_dropped(
+            super::super::waiter::negative_control::GIVE_UP_UNLOCKED,
+        );
         timed_rendezvous();
     }
 

@@ -480,76 +480,39 @@ impl<T> WaitQueue<T> {
     }
 }
 
-/// The loom negative control's switch: a waiter that throws away a wake
-/// that arrived between its look at its state and its park (as a park
-/// that does not re-validate would) sleeps through the waker's selection,
-/// and loom must find that (see `loom_models`).
-#[cfg(loom)]
+/// The waiter's steps that its loom negative controls break (the switch is
+/// `crate::loom::negative_control`; outside loom these cost nothing).
 pub(super) mod negative_control {
+    use crate::loom::negative_control::broken;
     use crate::park::WaiterKind;
     use crate::sys::futex::Deadline;
-    use std::cell::Cell;
     use std::time::Duration;
 
-    std::thread_local! {
-        // Loom runs a model's threads on the test's own OS thread, so a
-        // thread-local set by the test reaches all of them, and no other
-        // test.
-        static DISCARD_WAKES: Cell<bool> = const { Cell::new(false) };
-    }
+    /// A waiter that throws away a wake that arrived between its look at
+    /// its state and its park (as a park that does not re-validate would)
+    /// sleeps through the waker's selection, and loom must find that.
+    pub(crate) const DISCARD_WAKES: &str = "channel waiter: discard wakes";
 
-    /// When broken: consumes a pending wake, if any (under loom a timed
-    /// park may return at any moment, taking the token if there is one).
-    pub(crate) fn discard_a_wake(kind: WaiterKind) {
-        if DISCARD_WAKES.with(Cell::get) {
+    /// An exclusive waiter whose deadline passed gives up at once, with no
+    /// lock held, as a Select's does; its waker, which selects it with a
+    /// plain store, may then overwrite ABORTED, and both sides believe they
+    /// won.
+    pub(crate) const GIVE_UP_UNLOCKED: &str = "channel waiter: give up unlocked";
+
+    /// When `DISCARD_WAKES` is broken: consumes a pending wake, if any
+    /// (under loom a timed park may return at any moment, taking the token
+    /// if there is one).
+    #[inline(always)]
+    pub(super) fn discard_a_wake(kind: WaiterKind) {
+        if broken(DISCARD_WAKES) {
             kind.park(Some(Deadline::after(Duration::ZERO)));
         }
     }
 
-    /// Breaks the protocol on this thread until the result is dropped.
-    pub(crate) fn discard_wakes() -> impl Drop {
-        set_until_dropped(&DISCARD_WAKES)
-    }
-
-    /// Sets `flag` on this thread until the result is dropped.
-    fn set_until_dropped(flag: &'static std::thread::LocalKey<Cell<bool>>) -> impl Drop {
-        struct Restore(&'static std::thread::LocalKey<Cell<bool>>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                self.0.with(|flag| flag.set(false));
-            }
-        }
-        flag.with(|flag| flag.set(true));
-        Restore(flag)
-    }
-
-    std::thread_local! {
-        static GIVE_UP_UNLOCKED: Cell<bool> = const { Cell::new(false) };
-    }
-
-    /// When broken: an exclusive waiter whose deadline passed gives up at
-    /// once, with no lock held, as a Select's does; its waker, which
-    /// selects it with a plain store, may then overwrite ABORTED, and both
-    /// sides believe they won.
-    pub(crate) fn gives_up_unlocked() -> bool {
-        GIVE_UP_UNLOCKED.with(Cell::get)
-    }
-
-    /// Breaks the exclusive waiter's protocol on this thread until the
-    /// result is dropped.
-    pub(crate) fn give_up_unlocked() -> impl Drop {
-        set_until_dropped(&GIVE_UP_UNLOCKED)
-    }
-}
-
-#[cfg(not(loom))]
-mod negative_control {
-    #[inline(always)]
-    pub(super) fn discard_a_wake(_: crate::park::WaiterKind) {}
-
+    /// Whether `GIVE_UP_UNLOCKED` is broken.
     #[inline(always)]
     pub(super) fn gives_up_unlocked() -> bool {
-        false
+        broken(GIVE_UP_UNLOCKED)
     }
 }
 
@@ -575,9 +538,7 @@ mod loom_models {
     #[test]
     #[should_panic(expected = "deadlock")]
     fn negative_control_discarding_a_wake_loses_the_hand_off() {
-        let _broken = negative_control::discard_wakes();
+        let _broken = crate::loom::negative_control::break_until_dropped(super::negative_control::DISCARD_WAKES);
         rendezvous_once();
     }
-
-    use super::negative_control;
 }
