@@ -107,6 +107,36 @@ impl Unparker {
         }
     }
 
+    /// Gives up this handle as one non-zero word, for a waiter slot that is
+    /// a single atomic word (the poller's, `runtime::poller`); get it back
+    /// with [`from_raw`](Self::from_raw). A coroutine's is its task
+    /// header's address, a thread's its parker's address with the low bit
+    /// set (both are aligned to at least 4 bytes, so the bit is free).
+    pub(crate) fn into_raw(self) -> usize {
+        match self {
+            Unparker::Task(task) => task.into_raw() as usize,
+            Unparker::Thread(parker) => Arc::into_raw(parker) as usize | THREAD_TAG,
+        }
+    }
+
+    /// Takes back a handle given up with [`into_raw`](Self::into_raw).
+    ///
+    /// # Safety
+    ///
+    /// - `raw` came from `into_raw`;
+    /// - it is taken back once (the handle it stands for is owned by
+    ///   whoever holds the word, as a `Box::into_raw` pointer is).
+    pub(crate) unsafe fn from_raw(raw: usize) -> Unparker {
+        if raw & THREAD_TAG != 0 {
+            // SAFETY: the caller's promise: `Arc::into_raw` gave this
+            // address (tag cleared), and this is its one way back.
+            Unparker::Thread(unsafe { Arc::from_raw((raw & !THREAD_TAG) as *const thread::ThreadParker) })
+        } else {
+            // SAFETY: likewise, for `TaskRef::into_raw`.
+            Unparker::Task(unsafe { runtime::TaskRef::from_raw(raw as *const runtime::Task) })
+        }
+    }
+
     /// Wakes the waiter (or leaves it a token). Always inline: left out of
     /// line in `unpark_one`, its call, register saves and restores were
     /// about 10 of a Condvar hand-off's instructions.
@@ -118,6 +148,14 @@ impl Unparker {
         }
     }
 }
+
+/// The low bit of a thread's [`Unparker::into_raw`] word (a task's is
+/// clear).
+const THREAD_TAG: usize = 1;
+const _: () = assert!(
+    align_of::<runtime::Task>() > THREAD_TAG && align_of::<thread::ThreadParker>() > THREAD_TAG,
+    "Unparker::into_raw needs the low bit of both addresses free"
+);
 
 /// The kind of waiter the caller is; parking needs no handle on itself (a
 /// coroutine parks through `CURRENT_TASK`, a thread through its own

@@ -367,11 +367,19 @@ impl<T> JoinHandle<T> {
             self.task.id
         );
         // std reports a thread joining itself (EDEADLK) rather than wait for
-        // ever; so do we, timed or not (a timed one could only time out).
+        // ever; so do we, timed or not (a timed one could only time out),
+        // for a coroutine and for a `spawn_blocking` job alike.
         if ptr::eq(super::CURRENT_TASK.with(Cell::get), self.task.as_ptr()) {
             panic!(
                 "coroutine {} joined its own JoinHandle, which would wait for ever: a coroutine cannot wait for \
                  its own end",
+                self.task.id
+            );
+        }
+        if ptr::eq(super::CURRENT_BLOCKING_JOB.with(Cell::get), self.task.as_ptr()) {
+            panic!(
+                "a spawn_blocking job (task {}) joined its own JoinHandle, which would wait for ever: a job cannot \
+                 wait for its own end",
                 self.task.id
             );
         }

@@ -47,7 +47,7 @@ mod worker;
 pub use dump::{BusyWorker, CoroutineDump, CoroutineState, Dump, ParkedOn};
 pub use join::{JoinError, JoinErrorKind, JoinHandle};
 pub use metrics::{RuntimeMetrics, WorkerMetrics};
-pub(crate) use task::TaskRef;
+pub(crate) use task::{Task, TaskRef};
 pub use task_local::{AccessError, LocalKey};
 
 use crate::coroutine;
@@ -66,12 +66,16 @@ use std::panic::{self, AssertUnwindSafe, Location};
 use std::ptr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use task::{NOT_REGISTERED, Switch, Task};
+use task::{NOT_REGISTERED, Switch};
 use worker::{WorkerLocal, WorkerShared, with_current_worker};
 
 thread_local! {
     /// The task running on this thread (set by its worker around a resume).
     pub(crate) static CURRENT_TASK: Cell<*const Task> = const { Cell::new(ptr::null()) };
+    /// The `spawn_blocking` job running on this pool thread (its join cell),
+    /// so that the job joining its own handle is refused as a coroutine's
+    /// is (`JoinHandle::join_until`); null elsewhere.
+    pub(crate) static CURRENT_BLOCKING_JOB: Cell<*const Task> = const { Cell::new(ptr::null()) };
     /// Whether CURRENT_TASK is still the worker's own strong reference
     /// (`Arc::into_raw` of the `Arc` it popped from a queue), lent to the
     /// running coroutine for its first park of this resume: see
@@ -1656,7 +1660,10 @@ where
         }
         let outcome = {
             let _entered = EnteredByPool::enter(Some(runtime));
-            panic::catch_unwind(AssertUnwindSafe(f))
+            let previous = CURRENT_BLOCKING_JOB.with(|job| job.replace(finisher.as_ptr()));
+            let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+            CURRENT_BLOCKING_JOB.with(|job| job.set(previous));
+            outcome
         };
         result_slot.complete(outcome.map_err(Failure::Panic));
     }));

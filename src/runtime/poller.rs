@@ -46,10 +46,14 @@
 //!                                                 WouldBlock, likewise
 //!  URGENT         the poller, on PRI (TCP urgent  with READ_READY, by a WouldBlock
 //!                 data)                           only
-//!  READ_WAITER    a reader's park, in `validate`  the poller, when it sets
-//!                 (bucket locked), when           READ_READY: it then wakes every
-//!                 READ_READY is clear             reader parked on the entry
+//!  READ_WAITER    a reader's park, in its         the poller, when it sets
+//!                 validation, when READ_READY     READ_READY: it then wakes every
+//!                 is clear                        reader parked on the entry
 //!  WRITE_WAITER   likewise for writers            likewise
+//!  READ_CROWDED   a reader that parks while       never
+//!                 another reader fills the slot
+//!                 (below), with its WAITER bit
+//!  WRITE_CROWDED  likewise for writers            never
 //!  tick           +1 by the poller at each event  never
 //! ```
 //!
@@ -81,22 +85,60 @@
 //!    std's would be. (A Unix stream's write relies on that: Linux reports
 //!    no readiness when its sending side is shut down, so a waiting write
 //!    waits in slices and retries, see `net::unix`.)
-//! 3. Parks on the entry's key for that direction, with a validation (run
-//!    under the parking lot's bucket lock) that sets the WAITER bit only if
-//!    READY and CLOSED are still clear, in one compare-and-swap; if READY was set
-//!    meanwhile, it does not park. Either way it goes back to step 1.
+//! 3. Parks: puts its wake handle in the entry's slot for that direction
+//!    (below), then validates: sets the WAITER bit only if READY and
+//!    CLOSED are still clear, in one compare-and-swap; if READY was set
+//!    meanwhile, it takes its handle back and does not park. Either way it
+//!    goes back to step 1.
 //! 4. The poller sets READY and bumps `tick` with one read-modify-write,
-//!    clearing the WAITER bit it found, and wakes every waiter of that key
-//!    (`unpark_all`, which takes the same bucket lock).
+//!    clearing the WAITER bit it found, and wakes that direction's waiter:
+//!    it swaps the handle out of the slot and unparks it (and, if CROWDED,
+//!    the parking lot's waiters too).
 //!
 //! So an edge is never lost: if it lands before the snapshot, READY is set
 //! and the call is made; between the snapshot and the clear, the tick moved
 //! and READY stays; between the clear and the validation, validation sees
-//! READY; after the validation, the waiter is queued and the poller saw
-//! its WAITER bit. A stale READY (an event whose data a successful call
-//! already took) costs one `WouldBlock`, never a missed wake. The loom model
-//! below checks the protocol, and that a `clear` which ignores the tick
-//! loses an edge (its negative control).
+//! READY; after the validation, the waiter's handle is in the slot (it
+//! went in first) and the poller saw its WAITER bit. A stale READY (an
+//! event whose data a successful call already took) costs one
+//! `WouldBlock`, never a missed wake. The loom models below check the
+//! protocol with one waiter and with two (slot and crowd), that a `clear`
+//! which ignores the tick loses an edge, and that a handle put in the slot
+//! after the validation misses the event (the negative controls).
+//!
+//! # Waiting: the slot and the crowd
+//!
+//! ```text
+//!  IoState (in the entry, on the heap)
+//!  +-----------------------------------------------+
+//!  | readiness word  (bits above, tick)            |
+//!  | slots[Read]     a reader's wake handle, or 0  |  <- filled by the waiter (CAS),
+//!  | slots[Write]    a writer's wake handle, or 0  |     emptied by the poller (swap)
+//!  +-----------------------------------------------+     or by the waiter itself (CAS)
+//!  crowd: the parking lot's queue on the word's address (+1 for writers)
+//! ```
+//!
+//! Almost always one coroutine waits for each half of a socket, so the
+//! first waiter of a direction keeps its wake handle (its task, as a word)
+//! in the entry itself: the poller finds it in the entry it has just
+//! read, with no hashing, no lock and no walk of a queue through the
+//! waiters' stacks (cold memory when a server has a thousand
+//! connections). A second waiter of the same direction on the same worker
+//! (two coroutines reading one stream) finds the slot full and waits in
+//! the parking lot instead, setting the CROWDED bit, after which every
+//! event of that direction also wakes the lot's waiters. A waiter whose
+//! wait ends without the poller (a timeout, a cancel, its runtime's
+//! shutdown) takes its handle back with a compare-and-swap that fails if
+//! the poller took it first: then the poller's wake is on its way, and at
+//! worst leaves a token (a spurious wake later, which every waiter
+//! tolerates).
+//!
+//! Measured (callgrind, a 64-byte ping-pong over a Unix socket pair
+//! between two coroutines of one worker, `benches/net.rs`'s workload): 2 789
+//! instructions per round trip with every waiter in the parking lot, 2 653
+//! with the slots; and the wait's atomic read-modify-writes went from 8 to
+//! 6 (the bucket lock's lock and unlock on each side out, the slot's claim
+//! and swap in).
 //!
 //! A steady request-response connection thus makes one read that succeeds,
 //! one write, and no read that fails: the short read cleared READY, and the
@@ -104,8 +146,8 @@
 //!
 //! Today only the entry's own worker thread runs its poller and its
 //! waiters, so the races above are with events the kernel queued before or
-//! during a call, but the protocol is written, and modelled, for any
-//! interleaving.
+//! during a call, but the protocol (the slot's claim and take-back
+//! included) is written, and modelled, for any interleaving.
 //!
 //! # The I/O budget
 //!
@@ -156,9 +198,9 @@
 //! never does I/O creates no epoll instance at all).
 
 use super::worker::with_current_worker;
-use crate::loom::{AtomicUsize, Ordering};
+use crate::loom::{AtomicUsize, Ordering, negative_control};
 use crate::park::lot::{self, ParkResult};
-use crate::park::{self, ParkedOn};
+use crate::park::{self, ParkedOn, Unparker};
 use crate::sys::epoll::{self, Epoll, EventFd};
 use crate::sys::futex::Deadline;
 use crate::sys::net::{POLL_IN, POLL_OUT, poll_one};
@@ -182,8 +224,14 @@ const WRITE_CLOSED: usize = 32;
 /// socket is empty. Cleared with READ_READY by a read that says
 /// `WouldBlock`.
 const URGENT: usize = 64;
+/// More than one reader has waited on the entry at once: the ones its
+/// slot could not hold wait in the parking lot, which every read event
+/// then wakes too (see "Waiting"). Never cleared.
+const READ_CROWDED: usize = 128;
+/// Likewise for writers.
+const WRITE_CROWDED: usize = 256;
 /// `tick` lives above the flag bits.
-const TICK_ONE: usize = 1 << 8;
+const TICK_ONE: usize = 1 << 9;
 const FLAGS: usize = TICK_ONE - 1;
 
 /// The interest every registration asks for (edge-triggered, both ways).
@@ -228,16 +276,38 @@ impl Direction {
             Direction::Write => WRITE_WAITER,
         }
     }
+
+    fn crowded_bit(self) -> usize {
+        match self {
+            Direction::Read => READ_CROWDED,
+            Direction::Write => WRITE_CROWDED,
+        }
+    }
+
+    /// This direction's waiter slot in an [`IoState`].
+    fn index(self) -> usize {
+        match self {
+            Direction::Read => 0,
+            Direction::Write => 1,
+        }
+    }
 }
 
 /// The readiness word of one registration; see the module docs.
 ///
-/// Every access is Relaxed: the word guards no memory of ours (the data is
-/// in the kernel, which orders its own side), and what the protocol needs
-/// — that a clear, a validation and an event never miss each other — holds
-/// in the word's own modification order (each is a read-modify-write, or
-/// a load that a compare-and-swap then checks); the waiter and the poller
-/// meet in the parking lot's bucket lock for everything else.
+/// What the protocol needs — that a clear, a validation and an event never
+/// miss each other — holds in the word's own modification order (each is a
+/// read-modify-write, or a load that a compare-and-swap then checks). Three
+/// accesses are stronger than Relaxed, each saying why: an event's `set`
+/// (Release, Acquire) pairs with the `snapshot` that sees it (Acquire) and
+/// with a waiter's validation (Release), which publishes its slot. The
+/// data itself is in the kernel, which orders its own side, and today the
+/// poller and the waiters of an entry run on one thread, but the loom
+/// model runs them on two, with the socket's data as an atomic the
+/// "kernel" writes before it delivers the event: a snapshot that sees the
+/// event must then see the data too. On x86-64 these orderings cost
+/// nothing (plain loads acquire; every read-modify-write is a full
+/// barrier).
 #[derive(Debug)]
 pub(crate) struct Readiness(AtomicUsize);
 
@@ -247,9 +317,11 @@ impl Readiness {
         Readiness(AtomicUsize::new(READ_READY | WRITE_READY))
     }
 
-    /// Step 1's snapshot.
+    /// Step 1's snapshot. Acquire: pairs with the Release of the event's
+    /// `set`, so a call made after seeing the event sees what came before
+    /// it (see the type's docs).
     pub(crate) fn snapshot(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.0.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_ready(snapshot: usize, dir: Direction) -> bool {
@@ -279,20 +351,21 @@ impl Readiness {
         }
     }
 
-    /// Step 3's validation: sets `dir`'s WAITER bit and returns true (park)
-    /// if READY is clear; returns false (go back to step 1) if it is set.
-    pub(crate) fn register_waiter(&self, dir: Direction) -> bool {
+    /// Step 3's validation: sets `dir`'s WAITER bit (and its CROWDED bit
+    /// with `crowded`) and returns true (park) if READY is clear; returns
+    /// false (go back to step 1) if it is set.
+    ///
+    /// Release on success: publishes the waiter's slot word, stored just
+    /// before, to the poller, whose `set` reads this value with Acquire
+    /// before it takes the slot.
+    pub(crate) fn register_waiter(&self, dir: Direction, crowded: bool) -> bool {
+        let bits = dir.waiter_bit() | if crowded { dir.crowded_bit() } else { 0 };
         let mut current = self.0.load(Ordering::Relaxed);
         loop {
             if current & dir.go_bits() != 0 {
                 return false;
             }
-            match self.0.compare_exchange_weak(
-                current,
-                current | dir.waiter_bit(),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
+            match self.0.compare_exchange_weak(current, current | bits, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return true,
                 Err(actual) => current = actual,
             }
@@ -300,7 +373,12 @@ impl Readiness {
     }
 
     /// Step 4: sets the bits in `ready` (READY and CLOSED bits) and counts
-    /// an event; returns the WAITER bits it cleared (whom to wake).
+    /// an event; returns the WAITER bits it cleared (whom to wake), with the
+    /// CROWDED bits of those directions (wake the parking lot's too).
+    ///
+    /// Acquire: pairs with `register_waiter`'s Release, so the slot word of
+    /// a waiter whose WAITER bit this clears is seen. Release: pairs with
+    /// `snapshot`'s Acquire.
     pub(crate) fn set(&self, ready: usize) -> usize {
         let mut waiters = 0;
         if ready & Direction::Read.go_bits() != 0 {
@@ -312,24 +390,39 @@ impl Readiness {
         let mut current = self.0.load(Ordering::Relaxed);
         loop {
             let new = ((current | ready) & !waiters).wrapping_add(TICK_ONE);
-            match self.0.compare_exchange_weak(current, new, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return current & waiters,
+            match self.0.compare_exchange_weak(current, new, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => {
+                    let woken = current & waiters;
+                    let crowded = (if woken & READ_WAITER != 0 { READ_CROWDED } else { 0 })
+                        | (if woken & WRITE_WAITER != 0 { WRITE_CROWDED } else { 0 });
+                    return woken | (current & crowded);
+                }
                 Err(actual) => current = actual,
             }
         }
     }
 }
 
-/// One socket registered with one worker's epoll.
-pub(crate) struct IoEntry {
+/// No waiter in a slot (an `Unparker::into_raw` word is never 0).
+const NO_WAITER: usize = 0;
+
+/// What an entry's waiters and its poller share: the readiness word and,
+/// per direction, a slot for one parked waiter (see "Waiting").
+pub(crate) struct IoState {
     readiness: Readiness,
-    poller: Arc<Poller>,
-    fd: RawFd,
+    /// Read's and write's slot: the `Unparker::into_raw` word of the one
+    /// waiter parked here directly, or NO_WAITER. The word owns that handle.
+    slots: [AtomicUsize; 2],
 }
 
-impl IoEntry {
-    /// The parking-lot key of `dir`'s waiters: the readiness word's address
-    /// (+1 for writers, still inside the word, so no other primitive uses it).
+impl IoState {
+    pub(crate) fn new() -> IoState {
+        IoState { readiness: Readiness::new(), slots: [AtomicUsize::new(NO_WAITER), AtomicUsize::new(NO_WAITER)] }
+    }
+
+    /// The parking-lot key of `dir`'s crowd (the waiters a slot could not
+    /// hold): the readiness word's address (+1 for writers, still inside
+    /// the word, so no other primitive uses it).
     fn key(&self, dir: Direction) -> usize {
         let base = &self.readiness as *const Readiness as usize;
         match dir {
@@ -337,6 +430,186 @@ impl IoEntry {
             Direction::Write => base + 1,
         }
     }
+
+    /// Step 4, for one event: records it and wakes whoever waits for it.
+    fn event(&self, ready: usize) {
+        let woken = self.readiness.set(ready);
+        for dir in [Direction::Read, Direction::Write] {
+            if woken & dir.waiter_bit() == 0 {
+                continue;
+            }
+            // A swap: whoever takes the word owns the handle, and a waiter
+            // that gives up takes its own back with a compare-and-swap.
+            // (`set`'s Acquire made the word visible.) Release: a waiter
+            // that finds its slot emptied without parking (its Acquire
+            // loads in `park` and `take_back`) sees the event, and what the
+            // poller knew when it fetched it, as a woken one would.
+            let raw = self.slots[dir.index()].swap(NO_WAITER, Ordering::AcqRel);
+            if raw != NO_WAITER {
+                // SAFETY: a slot holds `into_raw` words only, and the swap
+                // made this one ours alone.
+                unsafe { Unparker::from_raw(raw) }.unpark();
+            }
+            if woken & dir.crowded_bit() != 0 {
+                wake_all(self.key(dir));
+            }
+        }
+    }
+
+    /// Step 3: parks the caller until an event for `dir` (or `deadline`:
+    /// then returns false). Returns true at once if READY was set
+    /// meanwhile, and may return true spuriously.
+    fn park(&self, dir: Direction, deadline: Option<Deadline>) -> bool {
+        let slot = &self.slots[dir.index()];
+        if slot.load(Ordering::Relaxed) != NO_WAITER {
+            return self.park_in_crowd(dir, deadline);
+        }
+        let unparker = Unparker::current();
+        let kind = unparker.kind();
+        // The timer goes in before the slot is filled: once it is, the
+        // poller may take the handle at any moment.
+        unparker.prepare_deadline(deadline);
+        let armed_timer = kind.arms_timer(deadline);
+        let mine = unparker.into_raw();
+        // (The loom negative control validates before it fills the slot:
+        // an event in between finds the WAITER bit and an empty slot.)
+        let broken = negative_control::broken("io slot");
+        if !broken && !claim(slot, mine) {
+            return self.give_up_claim(dir, deadline, mine, armed_timer);
+        }
+        let parks = self.readiness.register_waiter(dir, false);
+        if broken && !claim(slot, mine) {
+            return self.give_up_claim(dir, deadline, mine, armed_timer);
+        }
+        if !parks {
+            take_back(slot, mine);
+            if armed_timer {
+                super::disarm_timer();
+            }
+            return true;
+        }
+        let guard = LeaveSlotOnUnwind { slot, mine, armed_timer };
+        let mut expired = false;
+        let woken = loop {
+            // The poller took the handle: this is its wake (or the token
+            // it left, if it came before we parked). Acquire: pairs with
+            // the poller's swap (we may not have parked since).
+            if slot.load(Ordering::Acquire) != mine {
+                break true;
+            }
+            if deadline.is_some_and(|d| expired || lot::deadline_passed(d)) {
+                // Failing that, the poller took it just now: a wake.
+                break !take_back(slot, mine);
+            }
+            expired = !kind.park(deadline);
+        };
+        std::mem::forget(guard);
+        if armed_timer {
+            super::disarm_timer();
+        }
+        woken
+    }
+
+    /// [`park`](Self::park) for a waiter whose claim of the slot failed
+    /// (another waiter filled it since the check): takes back its handle
+    /// and its timer, and waits in the crowd instead.
+    #[cold]
+    #[inline(never)]
+    fn give_up_claim(&self, dir: Direction, deadline: Option<Deadline>, mine: usize, armed_timer: bool) -> bool {
+        // SAFETY: `mine` came from `into_raw` and never reached the slot.
+        drop(unsafe { Unparker::from_raw(mine) });
+        if armed_timer {
+            super::disarm_timer();
+        }
+        self.park_in_crowd(dir, deadline)
+    }
+
+    /// [`park`](Self::park) for a waiter that finds the slot taken (two
+    /// coroutines of one worker wait on one socket's half): it waits in the
+    /// parking lot, and sets the CROWDED bit with its WAITER bit, so that
+    /// every later event of this direction wakes the lot's waiters too.
+    #[cold]
+    #[inline(never)]
+    fn park_in_crowd(&self, dir: Direction, deadline: Option<Deadline>) -> bool {
+        let result = lot::park(self.key(dir), || self.readiness.register_waiter(dir, true), || {}, |_, _| {}, deadline);
+        !matches!(result, ParkResult::TimedOut)
+    }
+}
+
+impl Drop for IoState {
+    fn drop(&mut self) {
+        // (As in `LeaveSlotOnUnwind`: a loom model unwinding from a
+        // detected deadlock must not touch loom atomics.)
+        if cfg!(loom) && std::thread::panicking() {
+            return;
+        }
+        for slot in &self.slots {
+            // (A swap, not `get_mut`: loom's atomics have none.)
+            let raw = slot.swap(NO_WAITER, Ordering::Relaxed);
+            debug_assert_eq!(raw, NO_WAITER, "an I/O entry dropped with a waiter in its slot");
+            if raw != NO_WAITER {
+                // SAFETY: a slot's word owns its handle, and the swap took
+                // it (`&mut self`: nobody else could).
+                drop(unsafe { Unparker::from_raw(raw) });
+            }
+        }
+    }
+}
+
+/// Puts the caller's handle (`mine`) into `slot` if it is empty; returns
+/// whether it did. A compare-and-swap, not a store: two waiters that both
+/// saw the slot empty must not both fill it (one handle would be lost, and
+/// its waiter never woken).
+fn claim(slot: &AtomicUsize, mine: usize) -> bool {
+    // Relaxed: published by `register_waiter`'s Release.
+    slot.compare_exchange(NO_WAITER, mine, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
+/// Takes the caller's own handle (`mine`) back out of `slot` if the poller
+/// has not taken it; returns whether it did.
+fn take_back(slot: &AtomicUsize, mine: usize) -> bool {
+    // Relaxed on success: the word is the caller's own (it stored it).
+    // Acquire on failure: the poller took it; pairs with its swap, as in
+    // `park`.
+    if slot.compare_exchange(mine, NO_WAITER, Ordering::Relaxed, Ordering::Acquire).is_err() {
+        return false;
+    }
+    // SAFETY: `mine` came from `into_raw`, and the compare-and-swap took it
+    // out of the slot, so nobody else will take it back.
+    drop(unsafe { Unparker::from_raw(mine) });
+    true
+}
+
+/// Empties a waiter's slot if its coroutine is unwound while parked (a
+/// cancel, or its runtime's shutdown), before its stack goes; every normal
+/// exit forgets it.
+struct LeaveSlotOnUnwind<'a> {
+    slot: &'a AtomicUsize,
+    mine: usize,
+    armed_timer: bool,
+}
+
+impl Drop for LeaveSlotOnUnwind<'_> {
+    #[cold]
+    fn drop(&mut self) {
+        // Under loom a detected deadlock unwinds every model thread after
+        // loom has torn the execution down; touching a loom atomic then
+        // would panic inside this destructor and abort the test binary.
+        if cfg!(loom) && std::thread::panicking() {
+            return;
+        }
+        take_back(self.slot, self.mine);
+        if self.armed_timer {
+            super::disarm_timer();
+        }
+    }
+}
+
+/// One socket registered with one worker's epoll.
+pub(crate) struct IoEntry {
+    state: IoState,
+    poller: Arc<Poller>,
+    fd: RawFd,
 }
 
 /// What a worker's graveyard holds; see the module docs.
@@ -429,13 +702,7 @@ impl Poller {
             // only once out of this epoll, and if removed by another thread,
             // only by `empty_graveyard` above, before this batch was fetched.
             let entry = unsafe { &*(data as usize as *const IoEntry) };
-            let woken = entry.readiness.set(ready);
-            if woken & READ_WAITER != 0 {
-                wake_all(entry.key(Direction::Read));
-            }
-            if woken & WRITE_WAITER != 0 {
-                wake_all(entry.key(Direction::Write));
-            }
+            entry.state.event(ready);
             handled += 1;
         }
         handled
@@ -547,7 +814,7 @@ impl IoRegistration {
             // (which has `&mut self`), so the reference outlives the lock.
             return Ok(unsafe { &*ptr });
         }
-        let entry = Box::new(IoEntry { readiness: Readiness::new(), poller: Arc::clone(poller), fd: self.fd });
+        let entry = Box::new(IoEntry { state: IoState::new(), poller: Arc::clone(poller), fd: self.fd });
         poller.epoll.add(self.fd, INTEREST, &*entry as *const IoEntry as u64).map_err(|err| {
             io::Error::new(
                 err.kind(),
@@ -609,17 +876,19 @@ impl IoRegistration {
         // before the worker's poller has seen its event.
         let mut must_try = nonblocking;
         loop {
-            let snapshot = entry.readiness.snapshot();
+            let snapshot = entry.state.readiness.snapshot();
             if Readiness::is_ready(snapshot, dir) || must_try {
                 must_try = false;
                 match op() {
                     Ok(result) => {
                         if drained(&result) && snapshot & URGENT == 0 {
-                            entry.readiness.clear(dir, snapshot);
+                            entry.state.readiness.clear(dir, snapshot);
                         }
                         return Ok(result);
                     }
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => entry.readiness.clear_empty(dir, snapshot),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        entry.state.readiness.clear_empty(dir, snapshot)
+                    }
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                     Err(err) => return Err(err),
                 }
@@ -736,68 +1005,90 @@ fn park_on_entry(entry: &IoEntry, dir: Direction, deadline: Option<Deadline>) ->
         Direction::Read => ParkedOn::Readable(entry.fd),
         Direction::Write => ParkedOn::Writable(entry.fd),
     });
-    let result = lot::park(entry.key(dir), || entry.readiness.register_waiter(dir), || {}, |_, _| {}, deadline);
-    !matches!(result, ParkResult::TimedOut)
+    entry.state.park(dir, deadline)
 }
 
 #[cfg(all(test, loom))]
 mod loom_models {
     //! The readiness protocol (module docs): a "kernel" thread makes data
-    //! available and delivers its edge through the poller's `set` + wake,
-    //! while the reader makes its call, finds nothing (`WouldBlock`), clears
-    //! READY and parks. The reader must always get the data (loom reports a
-    //! reader parked for ever as a deadlock).
-    use super::{Direction, READ_READY, Readiness};
-    use crate::loom::{AtomicBool, Ordering, thread};
-    use crate::park::lot;
+    //! available and delivers its edge through the poller's `event`, while
+    //! readers make their call, find nothing (`WouldBlock`), clear READY
+    //! and park (in the slot, or in the parking lot when the slot is
+    //! taken). Every reader must get its data (loom reports a reader parked
+    //! for ever as a deadlock).
+    use super::{Direction, IoState, READ_READY, Readiness};
+    use crate::loom::{AtomicUsize, Ordering, negative_control, thread};
     use std::sync::Arc;
 
     struct Socket {
-        readiness: Readiness,
-        /// The kernel's receive buffer: data waiting or not.
-        data: AtomicBool,
+        state: IoState,
+        /// The kernel's receive buffer: how many units wait in it.
+        data: AtomicUsize,
     }
 
-    fn key(s: &Socket) -> usize {
-        &s.readiness as *const Readiness as usize
+    /// One reader: reads one unit, waiting for it as `IoRegistration::run`
+    /// does. `tick_checked: false` is a negative control: a clear that
+    /// ignores whether an event came since the snapshot.
+    fn read_one(s: &Socket, tick_checked: bool) {
+        loop {
+            let snapshot = s.state.readiness.snapshot();
+            if Readiness::is_ready(snapshot, Direction::Read) {
+                // The read: takes a unit, or finds none (WouldBlock). Only
+                // compare-and-swaps, which read the newest count, as the
+                // kernel's socket lock makes a real read see the newest
+                // buffer (a plain load could see the count from before the
+                // event that the snapshot saw; so could loom 0.7's
+                // `fetch_add`, which returned a stale 0 here).
+                let mut available: usize = 0;
+                let took = loop {
+                    let next = available.saturating_sub(1);
+                    match s.data.compare_exchange(available, next, Ordering::Relaxed, Ordering::Relaxed) {
+                        Ok(_) => break available > 0,
+                        Err(actual) => available = actual,
+                    }
+                };
+                if took {
+                    return;
+                }
+                // WouldBlock.
+                if tick_checked {
+                    s.state.readiness.clear(Direction::Read, snapshot);
+                } else {
+                    // The bug: clear whatever came meanwhile.
+                    s.state.readiness.0.fetch_and(!READ_READY, Ordering::Relaxed);
+                }
+                continue;
+            }
+            s.state.park(Direction::Read, None);
+        }
     }
 
-    /// `tick_checked: false` is the negative control: a clear that ignores
-    /// whether an event came since the snapshot.
-    fn reader_gets_the_edge(tick_checked: bool) {
+    /// `readers` threads each read one unit; the kernel makes `readers`
+    /// units arrive at once and delivers one edge.
+    fn readers_get_the_edge(readers: usize, tick_checked: bool) {
         loom::model(move || {
             // std's Arc: loom's panics when dropped while loom unwinds the
-            // deadlocked negative control.
-            let s = Arc::new(Socket { readiness: Readiness::new(), data: AtomicBool::new(false) });
+            // deadlocked negative controls.
+            let s = Arc::new(Socket { state: IoState::new(), data: AtomicUsize::new(0) });
             let kernel = {
                 let s = Arc::clone(&s);
                 thread::spawn(move || {
-                    s.data.store(true, Ordering::Relaxed); // a segment arrives ...
-                    // ... and the poller processes its edge.
-                    if s.readiness.set(READ_READY) != 0 {
-                        lot::unpark_all(key(&s), lot::DEFAULT_TOKEN);
-                    }
+                    // (A read-modify-write, not a store: loom 0.7 let a later
+                    // compare-and-swap of the reader succeed on the count from
+                    // before a plain store.)
+                    s.data.fetch_add(readers, Ordering::Relaxed); // segments arrive ...
+                    s.state.event(READ_READY); // ... and the poller processes their edge.
                 })
             };
-            loop {
-                let snapshot = s.readiness.snapshot();
-                if Readiness::is_ready(snapshot, Direction::Read) {
-                    // The read. (A compare-and-swap, not `swap(false)`:
-                    // loom 0.7's AtomicBool::swap returned a stale `false`
-                    // here.)
-                    if s.data.compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-                        break;
-                    }
-                    // WouldBlock.
-                    if tick_checked {
-                        s.readiness.clear(Direction::Read, snapshot);
-                    } else {
-                        // The bug: clear whatever came meanwhile.
-                        s.readiness.0.fetch_and(!READ_READY, Ordering::Relaxed);
-                    }
-                    continue;
-                }
-                lot::park(key(&s), || s.readiness.register_waiter(Direction::Read), || {}, |_, _| {}, None);
+            let others: Vec<_> = (1..readers)
+                .map(|_| {
+                    let s = Arc::clone(&s);
+                    thread::spawn(move || read_one(&s, tick_checked))
+                })
+                .collect();
+            read_one(&s, tick_checked);
+            for other in others {
+                other.join().unwrap();
             }
             kernel.join().unwrap();
         });
@@ -805,12 +1096,24 @@ mod loom_models {
 
     #[test]
     fn an_edge_between_would_block_and_park_is_never_lost() {
-        reader_gets_the_edge(true);
+        readers_get_the_edge(1, true);
+    }
+
+    #[test]
+    fn an_edge_reaches_the_slot_and_the_crowd() {
+        readers_get_the_edge(2, true);
     }
 
     #[test]
     #[should_panic(expected = "deadlock")]
     fn negative_control_a_clear_that_ignores_the_tick_loses_the_edge() {
-        reader_gets_the_edge(false);
+        readers_get_the_edge(1, false);
+    }
+
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn negative_control_a_slot_filled_after_the_validation_misses_the_event() {
+        let _broken = negative_control::break_until_dropped("io slot");
+        readers_get_the_edge(1, true);
     }
 }

@@ -515,7 +515,9 @@ pub struct SendCase<'a, T> {
 }
 
 /// A case lent to [`select_cases`] (`select!`'s cases live on its caller's
-/// stack: no allocation per select).
+/// stack: no allocation per select). It holds the case's exclusive borrow
+/// (`as_case` takes `&mut`), so no other select can use the case while
+/// this one may fill its slot.
 pub struct CaseRef<'c>(&'c dyn Case);
 
 impl<'a, T> RecvCase<'a, T> {
@@ -524,18 +526,39 @@ impl<'a, T> RecvCase<'a, T> {
         RecvCase { chan: &receiver.chan, slot: UnsafeCell::new(None) }
     }
 
-    /// Lends the case to [`select_cases`].
-    pub fn as_case(&self) -> CaseRef<'_> {
+    /// Lends the case to [`select_cases`]. Exclusively (`&mut`): a case
+    /// is one value slot, which two selects at once (two coroutines
+    /// sharing the case through an `Rc`) would both fill, losing a value
+    /// (and racing, with a sender on another thread). So a shared case
+    /// cannot be lent:
+    ///
+    /// ```compile_fail
+    /// use std::rc::Rc;
+    /// use weft::sync::channel::{__private::RecvCase, unbounded};
+    /// let (_tx, rx) = unbounded::<u32>();
+    /// let case = Rc::new(RecvCase::new(&rx));
+    /// let _lent = case.as_case(); // error: cannot borrow data in an `Rc` as mutable
+    /// ```
+    ///
+    /// nor one case twice to one select:
+    ///
+    /// ```compile_fail
+    /// use weft::sync::channel::{__private::{RecvCase, SelectMode, select_cases}, unbounded};
+    /// let (_tx, rx) = unbounded::<u32>();
+    /// let mut case = RecvCase::new(&rx);
+    /// select_cases(&[case.as_case(), case.as_case()], SelectMode::Try); // error: two mutable borrows
+    /// ```
+    pub fn as_case(&mut self) -> CaseRef<'_> {
         CaseRef(self)
     }
 
     /// The result of this case, once [`select_cases`] returned its index:
     /// the value, or [`RecvError`] (the channel was empty and
     /// disconnected).
-    pub fn take(&self) -> Result<T, RecvError> {
+    pub fn take(&mut self) -> Result<T, RecvError> {
         // SAFETY: no entry of this case is registered anywhere: cases are
         // registered only inside `select_cases`, which leaves every channel
-        // before it returns, and `&self` is all there is.
+        // before it returns, and `&mut self` says no select holds it.
         self.slot.with_mut(|p| unsafe { (*p).take() }).ok_or(RecvError)
     }
 }
@@ -546,15 +569,16 @@ impl<'a, T> SendCase<'a, T> {
         SendCase { chan: &sender.chan, slot: UnsafeCell::new(Some(msg)) }
     }
 
-    /// Lends the case to [`select_cases`].
-    pub fn as_case(&self) -> CaseRef<'_> {
+    /// Lends the case to [`select_cases`], exclusively (as
+    /// [`RecvCase::as_case`]).
+    pub fn as_case(&mut self) -> CaseRef<'_> {
         CaseRef(self)
     }
 
     /// The result of this case, once [`select_cases`] returned its index:
     /// `Ok` once the value went, or [`SendError`] with the value if every
     /// receiver was gone.
-    pub fn take(&self) -> Result<(), SendError<T>> {
+    pub fn take(&mut self) -> Result<(), SendError<T>> {
         // SAFETY: as in `RecvCase::take`.
         match self.slot.with_mut(|p| unsafe { (*p).take() }) {
             None => Ok(()),
@@ -579,17 +603,11 @@ pub enum SelectMode {
 ///
 /// # Panics
 ///
-/// If there are more than 16 cases, or one case appears twice (its slot
-/// would take two values, and the first would be lost): `select!` makes
-/// neither.
+/// If there are more than 16 cases: `select!` makes at most 16. (No case
+/// can appear twice, in one select or in two at once: each [`CaseRef`]
+/// holds its case's exclusive borrow.)
 pub fn select_cases(cases: &[CaseRef<'_>], mode: SelectMode) -> Option<usize> {
     assert!(cases.len() <= 16, "select_cases: {} cases, at most 16", cases.len());
-    for (i, case) in cases.iter().enumerate() {
-        assert!(
-            cases[..i].iter().all(|other| other.0.slot() != case.0.slot()),
-            "select_cases: case {i} appears twice (each case must be its own)"
-        );
-    }
     let mut order = [0; 16];
     let order = &mut order[..cases.len()];
     let until = match mode {
@@ -891,10 +909,10 @@ macro_rules! __select_run {
 #[macro_export]
 macro_rules! __select_bind {
     (recv $name:ident ($receiver:expr)) => {
-        let $name = $crate::sync::channel::__private::RecvCase::new(&$receiver);
+        let mut $name = $crate::sync::channel::__private::RecvCase::new(&$receiver);
     };
     (send $name:ident ($sender:expr, $value:expr)) => {
-        let $name = $crate::sync::channel::__private::SendCase::new(&$sender, $value);
+        let mut $name = $crate::sync::channel::__private::SendCase::new(&$sender, $value);
     };
     ($kind:ident $name:ident ($($args:tt)*)) => {
         ::std::compile_error!(::std::concat!(
