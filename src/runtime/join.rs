@@ -5,20 +5,34 @@
 //! # State word
 //!
 //! ```text
-//!  value    meaning
-//!  -------  -------------------------------------------------------------
-//!  RUNNING  no result yet, nobody waiting
-//!  WAITING  no result yet; `waiter` holds who to wake
-//!  DONE     `result` is written; the waiter (if any) is being woken
+//!  value     meaning
+//!  --------  ------------------------------------------------------------
+//!  RUNNING   no result yet, nobody waiting
+//!  WAITING   no result yet; `waiter` holds who to wake
+//!  DETACHED  no result yet, and the handle is gone: nobody will take it
+//!  DONE      `result` is written; the waiter (if any) is being woken
 //!
-//!  transition           who                       then
-//!  -------------------  ------------------------  ---------------------------
-//!  RUNNING -> WAITING   joiner (CAS, Release)     waits (parks or futex)
-//!  WAITING -> RUNNING   joiner whose timed wait   takes `waiter` back: the
-//!                       ran out (CAS, Acquire)    finisher will not read it
-//!  any     -> DONE      finisher (swap, AcqRel)   wakes `waiter` if it saw
-//!                                                 WAITING
+//!  transition            who                       then
+//!  --------------------  ------------------------  --------------------------
+//!  RUNNING -> WAITING    joiner (CAS, Release)     waits (parks or futex)
+//!  WAITING -> RUNNING    joiner whose timed wait   takes `waiter` back: the
+//!                        ran out (CAS, Acquire)    finisher will not read it
+//!  RUNNING -> DETACHED   the handle's drop (CAS)   -
+//!  any     -> DONE       finisher (swap, AcqRel)   wakes `waiter` if it saw
+//!                                                  WAITING; drops the result
+//!                                                  at once if it saw DETACHED
+//!  (DONE, handle drop)   the handle's drop         takes the result out and
+//!                                                  drops it
 //! ```
+//!
+//! A result nobody can take is dropped as soon as it exists (or as soon as
+//! its handle goes), not when the task's last reference goes: other
+//! references may live on well after the end (a timer entry of a wait the
+//! task left early stays in its worker's heap until that wait's deadline),
+//! and a result can hold what others wait for (a `Sender` whose receiver
+//! waits for the disconnection, a socket, a large buffer). Its destructor
+//! runs where the coroutine ended (or where the handle was dropped), and a
+//! panic in it is caught there, as at the cell's free.
 //!
 //! The joiner writes `waiter` and then CASes RUNNING -> WAITING (Release);
 //! the finisher writes `result` and swaps in DONE (AcqRel): if it saw
@@ -50,6 +64,7 @@ use std::time::Duration;
 const RUNNING: u32 = 0;
 const WAITING: u32 = 1;
 const DONE: u32 = 2;
+const DETACHED: u32 = 3;
 
 enum Waiter {
     Task(TaskRef),
@@ -116,6 +131,13 @@ impl<T> JoinState<T> {
     #[cold]
     #[inline(never)]
     fn wake_joiner(&self, previous: u32) {
+        if previous == DETACHED {
+            // SAFETY: the handle is gone (it published DETACHED, which our
+            // swap read), so nobody else will ever read `result`.
+            let result = unsafe { (*self.result.get()).take() };
+            drop_unjoined(result);
+            return;
+        }
         assert!(previous == WAITING, "JoinState: completed twice (state {previous})");
         // SAFETY: the joiner wrote `waiter` before publishing WAITING, which
         // `complete` observed with Acquire; it never touches it again (its
@@ -126,6 +148,27 @@ impl<T> JoinState<T> {
                 futex::wake(&self.state, u32::MAX);
             }
             None => unreachable!("JoinState: WAITING without a waiter"),
+        }
+    }
+
+    /// The handle goes without having taken the result: a result that is
+    /// there is dropped now, one still to come when it comes (see the
+    /// module docs).
+    fn detach(&self) {
+        // Relaxed on success: nothing is published (the finisher's swap
+        // reads DETACHED and needs nothing else from us). Acquire on
+        // failure: the state is DONE (a handle being dropped waits for
+        // nothing), and the result, published by the finisher's Release
+        // swap, is read below.
+        match self.state.compare_exchange(RUNNING, DETACHED, Ordering::Relaxed, Ordering::Acquire) {
+            Ok(_) => {}
+            Err(DONE) => {
+                // SAFETY: DONE was seen with Acquire, and the handle (whose
+                // drop this is) was the only reader of `result`.
+                let result = unsafe { (*self.result.get()).take() };
+                drop_unjoined(result);
+            }
+            Err(other) => unreachable!("JoinState: a handle dropped in state {other}"),
         }
     }
 
@@ -255,6 +298,16 @@ impl<T> Drop for TakeBackOnUnwind<'_, T> {
             // it never reads `waiter` now.
             unsafe { *self.0.waiter.get() = None };
         }
+    }
+}
+
+/// Drops a result nobody will take. A destructor that panics must not
+/// unwind whoever drops it (a worker, a pool thread, a coroutine's end):
+/// the panic hook has reported it, as for the cell's free.
+fn drop_unjoined<T>(result: Option<Outcome<T>>) {
+    if result.is_some() {
+        let result = std::panic::AssertUnwindSafe(result);
+        let _ = std::panic::catch_unwind(move || drop({ result }.0));
     }
 }
 
@@ -449,6 +502,16 @@ impl<T> JoinHandle<T> {
     /// ```
     pub fn cancel(&self) {
         super::cancel(&self.task);
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        // A handle that returned the result (`join`, `join_timeout`) has
+        // nothing to give up.
+        if !self.taken {
+            self.state().detach();
+        }
     }
 }
 
