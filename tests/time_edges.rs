@@ -1774,3 +1774,46 @@ fn waitgroup_timeouts_racing_the_last_drop() {
         dropper.join().unwrap();
     }
 }
+
+/// A timer revived while its worker had only stale entries (so its rounds
+/// skipped the timers) still fires, on a busy worker and on an idle one:
+/// a wait woken early leaves its entry stale; the next wait, with a longer
+/// timeout, revives that entry instead of pushing one, and must time out
+/// on time.
+#[test]
+fn a_revived_timer_fires_after_the_heap_held_only_stale_entries() {
+    for busy in [false, true] {
+        let rt = weft::Runtime::builder().workers(1).build().expect("runtime");
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinner = busy.then(|| {
+            let stop = Arc::clone(&stop);
+            rt.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    weft::yield_now();
+                }
+            })
+        });
+        let (tx, rx) = channel::bounded::<u32>(1);
+        let mut waiter = rt.spawn(move || {
+            // Woken early: its entry (due in 200 ms) is left stale.
+            assert_eq!(rx.recv_timeout(Duration::from_millis(200)), Ok(1));
+            // Revives that entry (due no later than this wait's deadline).
+            let start = Instant::now();
+            let timed_out = rx.recv_timeout(Duration::from_millis(300));
+            (timed_out, start.elapsed())
+        });
+        thread::sleep(Duration::from_millis(20));
+        tx.send(1).expect("the waiter is there");
+        let (timed_out, waited) = waiter
+            .join_timeout(PATIENCE)
+            .unwrap_or_else(|| panic!("a revived timer never fired (busy worker: {busy})"))
+            .expect("the waiter panicked");
+        assert_eq!(timed_out, Err(RecvTimeoutError::Timeout), "busy worker: {busy}");
+        assert!(waited >= Duration::from_millis(300), "timed out after {waited:?}, early (busy worker: {busy})");
+        stop.store(true, Ordering::Relaxed);
+        if let Some(spinner) = spinner {
+            spinner.join().expect("the spinner panicked");
+        }
+        drop(tx);
+    }
+}

@@ -332,7 +332,12 @@
 //! about `max(armed, COMPACT_MIN - 1)` stale entries (each a reference to a
 //! task's cell): memory follows the armed timers, not the number of timed
 //! waits. A rebuild costs time linear in the heap, paid for by the disarms
-//! that made over half of it stale.
+//! that made over half of it stale. A worker whose heap holds only stale
+//! entries runs its rounds as one with no timers (`has_timers` counts the
+//! armed ones): it neither reads the clock for them nor keeps its yields
+//! from switching directly. A stale entry keeps only its task's cell, not
+//! the task's result (a result nobody can take is dropped when it exists:
+//! `join`).
 //!
 //! Invariants: `stale_timers` is the number of stale entries (checked in
 //! debug builds at every compaction); a task whose timer is armed has a
@@ -711,8 +716,13 @@ pub(crate) struct WorkerLocal {
     /// is running.
     registry: RefCell<Vec<Option<TaskRef>>>,
     free_slots: RefCell<Vec<u32>>,
-    /// Whether `timers` is non-empty: the round's check without a RefCell
-    /// borrow (set by `add_timer`, cleared by `fire_timers`).
+    /// Whether `timers` holds an armed entry (more entries than stale
+    /// ones): the round's check without a RefCell borrow. Stale entries
+    /// alone do not set it: a task that left a timed wait early leaves one
+    /// behind until its deadline, and the rounds meanwhile would read the
+    /// clock for nothing, and yields could not switch directly. (They
+    /// leave at the worker's next idle look at its timers, or in a
+    /// compaction: at most `COMPACT_MIN` of them wait while none is armed.)
     has_timers: Cell<bool>,
     /// Rounds left until the next *fairness round*, one in which the
     /// injector or the newest fresh task goes first: the one countdown a
@@ -937,6 +947,7 @@ impl WorkerLocal {
             // invariant, and the test above): armed again, it will move on
             // to `deadline` when it comes due.
             self.stale_timers.set(self.stale_timers.get() - 1);
+            self.has_timers.set(true);
             return;
         }
         // A current entry due later (a shorter timeout than last time)
@@ -964,6 +975,13 @@ impl WorkerLocal {
         }
         self.stale_timers.set(self.stale_timers.get() + 1);
         self.compact_timers_if_mostly_stale();
+        self.note_armed_timers();
+    }
+
+    /// Sets `has_timers` from the heap's size and the stale count.
+    #[inline]
+    fn note_armed_timers(&self) {
+        self.has_timers.set(self.timers.borrow().len() > self.stale_timers.get());
     }
 
     /// Compacts the timer heap if stale entries are at least `COMPACT_MIN`
@@ -1102,11 +1120,11 @@ impl WorkerLocal {
                 fired = true;
             }
         }
-        self.has_timers.set(!self.timers.borrow().is_empty());
         if fired && self.stale_timers.get() != 0 {
             // Fewer armed timers now: the stale ones may outnumber them.
             self.compact_timers_if_mostly_stale();
         }
+        self.note_armed_timers();
     }
 
     /// Pops the top of the timer heap if `take(top)` (counting a stale one
