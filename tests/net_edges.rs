@@ -274,3 +274,38 @@ fn connect_timeout_to_a_full_backlog_times_out_never_early() {
     );
     drop(full);
 }
+
+/// A Unix stream written after its peer is gone fails with BrokenPipe, in a
+/// coroutine and on a thread, with SIGPIPE at its default action (a child
+/// process): the write is a `send` with MSG_NOSIGNAL, as std's is (a
+/// write without the flag would kill the child).
+#[test]
+fn unix_write_to_a_gone_peer_is_an_error_not_a_signal() {
+    let Some(stderr) = common::in_child_process(
+        &CHILD,
+        "unix_write_to_a_gone_peer_is_an_error_not_a_signal",
+        &[],
+        Duration::from_secs(30),
+        || {
+            // SAFETY: SIG_DFL is a valid disposition for SIGPIPE.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            let rt = runtime(1);
+            for on_thread in [false, true] {
+                let (mut a, b) = weft::net::UnixStream::pair().unwrap();
+                drop(b);
+                let write = move || {
+                    let err = a.write(b"hello").expect_err("a write to a gone peer succeeded");
+                    assert_eq!(err.kind(), ErrorKind::BrokenPipe, "on a thread: {on_thread}: {err:?}");
+                };
+                if on_thread {
+                    std::thread::spawn(write).join().unwrap();
+                } else {
+                    rt.spawn(write).join().unwrap();
+                }
+            }
+        },
+    ) else {
+        return; // the child's run
+    };
+    assert!(!stderr.contains("panicked"), "the child reported a panic:\n{stderr}");
+}

@@ -381,7 +381,8 @@ impl fmt::Debug for TcpStream {
 /// returns less than asked emptied the receive queue (`read_stream`).
 impl TcpStream {
     fn stream_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.state.read_stream(buf.len(), || (&self.inner).read(buf))
+        // (std's `read` is this `recv`, through glibc's wrapper.)
+        self.state.read_stream(buf.len(), || crate::sys::net::recv(self.inner.as_fd(), buf))
     }
 
     fn stream_read_vectored(&self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
@@ -392,7 +393,8 @@ impl TcpStream {
     }
 
     fn stream_write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.state.write(|| (&self.inner).write(buf))
+        // (std's `write` is this `send`, through glibc's wrapper.)
+        self.state.write(|| crate::sys::net::send(self.inner.as_fd(), buf))
     }
 
     fn stream_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {

@@ -331,7 +331,9 @@ impl UnixStream {
     }
 
     fn stream_write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.write_in_slices(|| (&self.inner).write(buf))
+        // `send` with MSG_NOSIGNAL, as std's write is (a gone peer gives
+        // EPIPE, not SIGPIPE), without glibc's wrapper (`sys::net`).
+        self.write_in_slices(|| crate::sys::net::send(self.inner.as_fd(), buf))
     }
 
     fn stream_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
