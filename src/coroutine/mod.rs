@@ -1081,6 +1081,10 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// destructors never run.
     #[cfg(panic = "unwind")]
     fn force_unwind(&mut self) {
+        // A thread's `thread_local!` destructors may drop a suspended
+        // coroutine after std has removed the thread's alternate signal
+        // stack: an overflow during this unwind must still be reported.
+        stack::overflow::ensure_alt_stack();
         while !self.top.is_null() {
             if self.suspended_panicking() {
                 self.leak_stack();

@@ -40,7 +40,10 @@
 //! registered. Once it has run, `FAST` is `CLOSED` and stays so.
 //!
 //! Capacity counts both parts: `LIST.stacks.len()` plus one if `FAST` holds
-//! a stack is at most `capacity`.
+//! a stack is at most `capacity`. So an empty `FAST` is `CLOSED`, not null,
+//! while the list alone fills the capacity (else a default-size stack given
+//! back would make one too many); whatever changes the list's length or
+//! the capacity sets it again (`sync_fast`).
 
 use super::{DEFAULT_STACK_SIZE, Stack, overflow};
 use std::cell::{Cell, RefCell};
@@ -91,6 +94,15 @@ fn close_fast() {
     }
 }
 
+/// An empty fast slot is open (null) while the list leaves room for one
+/// more stack, closed while it does not; a slot that holds a stack stays
+/// as it is. Called with `LIST` borrowed, so the thread is not exiting.
+fn sync_fast(cache: &Cache) {
+    if !holds_stack(FAST.get()) {
+        FAST.set(if cache.stacks.len() < cache.capacity { ptr::null_mut() } else { CLOSED });
+    }
+}
+
 /// Sets how many idle stacks the calling thread keeps; stacks beyond the new
 /// capacity are unmapped now.
 pub(crate) fn set_capacity(capacity: usize) {
@@ -100,13 +112,12 @@ pub(crate) fn set_capacity(capacity: usize) {
             cache.capacity = capacity;
             if capacity == 0 {
                 close_fast();
-            } else if FAST.get() == CLOSED {
-                // Reopened: LIST is alive, so the thread is not exiting.
-                FAST.set(ptr::null_mut());
             }
             let in_fast = usize::from(holds_stack(FAST.get()));
             let keep = cache.stacks.len().min(capacity - in_fast.min(capacity));
-            cache.stacks.drain(keep..).collect()
+            let excess = cache.stacks.drain(keep..).collect();
+            sync_fast(&cache);
+            excess
         })
         .ok();
     drop(excess);
@@ -153,7 +164,9 @@ pub(crate) fn take_slow(size: usize) -> io::Result<Stack> {
         .try_with(|cache| {
             let mut cache = cache.borrow_mut();
             let at = cache.stacks.iter().rposition(|s| s.size() == size)?;
-            Some(cache.stacks.swap_remove(at))
+            let stack = cache.stacks.swap_remove(at);
+            sync_fast(&cache);
+            Some(stack)
         })
         .ok()
         .flatten();
@@ -189,6 +202,7 @@ fn give_back_slow(stack: Stack) {
             && cache.stacks.len() + in_fast < cache.capacity
         {
             cache.stacks.push(stack.take().expect("stack given back twice"));
+            sync_fast(&cache);
         }
     });
     drop(stack); // unmapped here if the cache did not take it

@@ -289,11 +289,15 @@ pub(crate) unsafe fn running<R>(hint: Option<NonNull<u8>>, f: impl FnOnce(Option
     f(found.map(|header| unsafe { (*header).owner() }))
 }
 
+thread_local! {
+    /// Whether this thread has its own alternate stack (until it exits).
+    static OWN_ALT_STACK: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Makes this thread ready to report an overflow: the process handler is
 /// installed and the thread has an alternate signal stack.
 pub(crate) fn prepare_thread() {
     thread_local! {
-        static ALT_STACK: Cell<Option<AltStack>> = const { Cell::new(None) };
         static PREPARED: Cell<bool> = const { Cell::new(false) };
     }
     if PREPARED.with(Cell::get) {
@@ -301,10 +305,24 @@ pub(crate) fn prepare_thread() {
     }
     PREPARED.with(|p| p.set(true));
     signal::install_fault_handler(on_fault);
-    if !signal::has_alt_stack()
-        && let Some(alt) = AltStack::new()
-    {
-        let _ = ALT_STACK.try_with(|slot| slot.set(Some(alt)));
+    ensure_alt_stack();
+}
+
+/// Gives this thread an alternate signal stack of its own if it has none
+/// now. std's, on a thread it spawned, goes when the thread's closure
+/// returns, before the thread's `thread_local!` destructors run; a
+/// coroutine those destructors drop (a suspended generator kept in a
+/// `thread_local!`) is unwound on its own stack, and an overflow there
+/// must still be reported. So a coroutine's forced unwind calls this (a
+/// cold path: one `sigaltstack` query), and ours lives until after every
+/// `thread_local!` destructor of the thread (`AltStack::keep`).
+pub(crate) fn ensure_alt_stack() {
+    if OWN_ALT_STACK.try_with(Cell::get).unwrap_or(false) || signal::has_alt_stack() {
+        return;
+    }
+    if let Some(alt) = AltStack::new() {
+        alt.keep();
+        let _ = OWN_ALT_STACK.try_with(|own| own.set(true));
     }
 }
 
@@ -332,6 +350,30 @@ impl AltStack {
         unsafe { signal::enable_alt_stack(usable, size) }.ok()?;
         Some(stack)
     }
+}
+
+impl AltStack {
+    /// Keeps the stack until the thread exits, after its `thread_local!`
+    /// destructors (which may still unwind coroutines); if that cannot be
+    /// arranged, the stack stays for good (a leak of one mapping, rather
+    /// than an alternate stack freed while it may be needed).
+    fn keep(self) {
+        let raw = Box::into_raw(Box::new(self));
+        // SAFETY: `drop_kept` frees `raw` once, at this thread's exit; nothing
+        // else does.
+        let _ = unsafe { signal::drop_at_thread_exit(raw.cast(), drop_kept) };
+    }
+}
+
+/// The thread-exit destructor of a kept [`AltStack`].
+///
+/// # Safety
+///
+/// `raw` is a `Box<AltStack>` given up by `AltStack::keep` on this thread,
+/// passed here once.
+unsafe extern "C" fn drop_kept(raw: *mut std::ffi::c_void) {
+    // SAFETY: the caller's promise.
+    drop(unsafe { Box::from_raw(raw.cast::<AltStack>()) });
 }
 
 impl Drop for AltStack {

@@ -44,6 +44,41 @@ pub(crate) fn disable_alt_stack() {
     unsafe { libc::sigaltstack(&stack, std::ptr::null_mut()) };
 }
 
+/// Hands `value` to the calling thread's exit: `drop_value(value)` runs when
+/// the thread exits, after its `thread_local!` destructors (a pthread key's
+/// destructor: glibc runs those after the C++-style thread-local
+/// destructors that Rust's `thread_local!` uses). For what must outlive
+/// every `thread_local!` value of the thread, such as the alternate signal
+/// stack a coroutine unwound by one of those destructors may need.
+/// Returns false (and does not take `value`) if no key could be made.
+///
+/// # Safety
+///
+/// `drop_value` may be called with `value` once, on this thread, at its
+/// exit; nothing else frees `value`.
+pub(crate) unsafe fn drop_at_thread_exit(
+    value: *mut libc::c_void,
+    drop_value: unsafe extern "C" fn(*mut libc::c_void),
+) -> bool {
+    static KEY: std::sync::OnceLock<Option<libc::pthread_key_t>> = std::sync::OnceLock::new();
+    static DROP: std::sync::OnceLock<unsafe extern "C" fn(*mut libc::c_void)> = std::sync::OnceLock::new();
+    // One destructor per process (the key's): every caller passes the same
+    // one, which the first call records.
+    let recorded = *DROP.get_or_init(|| drop_value);
+    if recorded as usize != drop_value as usize {
+        return false;
+    }
+    let key = KEY.get_or_init(|| {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: `key` is valid to write; the destructor is an extern "C"
+        // function that lives for the whole program.
+        (unsafe { libc::pthread_key_create(&mut key, Some(drop_value)) } == 0).then_some(key)
+    });
+    let Some(key) = *key else { return false };
+    // SAFETY: a key made above; the value is the caller's to hand over.
+    unsafe { libc::pthread_setspecific(key, value) == 0 }
+}
+
 /// The size to give an alternate signal stack: generous, since the overflow
 /// handler formats a message on it.
 pub(crate) fn alt_stack_size() -> usize {
