@@ -856,6 +856,9 @@ where
         // the cell outlives this body, which runs inside it.
         let result_slot = unsafe { task::join_state_of::<T>(task_ptr) };
         result_slot.complete(outcome);
+        // A detached result was dropped in `complete`, and its destructor
+        // may have set task-locals: they go too (nothing to do, usually).
+        task_local::drop_all(task);
         // Last: the panic report no longer looks for this task's stack.
         task.clear_yielder();
     };
@@ -1003,7 +1006,7 @@ pub(crate) fn park_current_task() {
         // destructor, which aborts. Return as a spurious wake instead.
         return;
     }
-    if task.cancel_requested() {
+    if task.cancel_due() {
         // Cancelled while it ran: the wake that `cancel` sent may be the
         // token this park would consume, so nobody would wake it again.
         begin_cancel_unwind(task);
@@ -1100,6 +1103,11 @@ pub(crate) fn current_task_is_unwinding() -> bool {
 #[inline(never)]
 pub(crate) fn begin_cancel_unwind(task: &Task) {
     if task.cancel_begun.get() || task.unwinding.get() {
+        return;
+    }
+    // Its result is handed over: the cancel came too late (a detached
+    // result's destructor may be what parks now; see `Task::cancel_due`).
+    if !task.cancel_due() {
         return;
     }
     // A destructor that parks while a panic unwinds the coroutine: a second

@@ -555,6 +555,16 @@ impl Task {
         self.cancel_requested.load(Ordering::Acquire)
     }
 
+    /// Whether a cancel should still unwind the task: requested, and the
+    /// task has not handed over its result yet. Once it has (`complete`),
+    /// the cancel lost the race: a detached result's destructor, which
+    /// runs right after in the task, must run to its end even if it parks.
+    pub(crate) fn cancel_due(&self) -> bool {
+        // SAFETY: `self` is a live task header, of the cell its vtable
+        // belongs to.
+        self.cancel_requested() && !unsafe { (self.vtable.is_finished)(self) }
+    }
+
     /// The coroutine, for resuming or dropping it.
     ///
     /// # Safety
