@@ -583,11 +583,16 @@ fn a_destructor_may_park_during_the_cancel_unwind() {
     });
     wait_until(Duration::from_secs(10), "the holder to lock", || holding.load(Ordering::SeqCst));
     let victim_lock = Arc::clone(&lock);
+    let started = Arc::new(AtomicBool::new(false));
+    let victim_started = Arc::clone(&started);
     let victim = rt.spawn(move || {
         let _unregister = Unregister(victim_lock);
+        victim_started.store(true, Ordering::SeqCst);
         weft::sleep(Duration::from_secs(3600));
     });
-    thread::sleep(Duration::from_millis(10));
+    // Started (a cancel before the start would drop it unrun, and its
+    // destructor would never be built).
+    wait_until(Duration::from_secs(10), "the victim to start", || started.load(Ordering::SeqCst));
     victim.cancel();
     assert!(victim.join().expect_err("cancelled").is_cancelled());
     holder.join().expect("the holder");

@@ -25,8 +25,12 @@ const PAUSE: Duration = Duration::from_micros(100);
 /// Acquisitions by the waiter per round.
 const TAKES: usize = 10;
 const ROUNDS: usize = 10;
-/// The most a round's ten acquisitions may take in all.
+/// The most the median round's ten acquisitions may take in all (a
+/// loaded machine may hold one round's hand-over thread off its CPU longer;
+/// a starved waiter makes every round long).
 const BOUND: Duration = Duration::from_millis(100);
+/// The most any one round may take.
+const ROUND_LIMIT: Duration = Duration::from_secs(5);
 /// A starved waiter fails the test after this instead of hanging it.
 const WATCHDOG: Duration = Duration::from_secs(120);
 
@@ -129,11 +133,16 @@ fn scenario<P: Send + Sync + 'static>(
                     hog.join();
                 }
                 eprintln!("{what}, {side:?}, round {round}: {TAKES} acquisitions took {total:?}");
-                assert!(total < BOUND, "{what}, {side:?}, round {round}: {TAKES} acquisitions took {total:?}");
+                assert!(total < ROUND_LIMIT, "{what}, {side:?}, round {round}: {TAKES} acquisitions took {total:?}");
                 totals.push(total);
             }
             totals.sort();
             eprintln!("{what}, {side:?}: per round, median {:?}, max {:?}", totals[ROUNDS / 2], totals[ROUNDS - 1]);
+            assert!(
+                totals[ROUNDS / 2] < BOUND,
+                "{what}, {side:?}: the median round's {TAKES} acquisitions took {:?} (rounds: {totals:?})",
+                totals[ROUNDS / 2]
+            );
         }
         let _ = done.send(());
     });

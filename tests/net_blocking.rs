@@ -21,12 +21,14 @@ fn tcp_pair() -> (TcpStream, TcpStream) {
 #[test]
 fn a_read_waits_for_data_and_an_accept_for_a_connection() {
     let (mut a, mut b) = tcp_pair();
+    // Before the spawn: the writer's sleep begins after `start`, however
+    // late this thread runs again.
+    let start = Instant::now();
     let writer = std::thread::spawn(move || {
         std::thread::sleep(DELAY);
         b.write_all(b"late").unwrap();
         b
     });
-    let start = Instant::now();
     let mut buf = [0u8; 4];
     a.read_exact(&mut buf).unwrap();
     assert!(start.elapsed() >= DELAY, "the read returned after {:?}, before the data was sent", start.elapsed());
@@ -36,11 +38,11 @@ fn a_read_waits_for_data_and_an_accept_for_a_connection() {
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let start = Instant::now();
     let connector = std::thread::spawn(move || {
         std::thread::sleep(DELAY);
         TcpStream::connect(addr).unwrap()
     });
-    let start = Instant::now();
     let (_accepted, _) = listener.accept().unwrap();
     assert!(start.elapsed() >= DELAY, "accept returned after {:?}, before the connect", start.elapsed());
     connector.join().unwrap();

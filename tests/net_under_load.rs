@@ -14,11 +14,19 @@ use std::time::{Duration, Instant};
 use weft::net::{TcpListener, TcpStream};
 
 const ROUNDS: usize = 200;
+/// What a round takes when the worker serves its socket between the
+/// yielder's turns (well under a millisecond); a loaded machine may hold
+/// a thread off its CPU past it now and then, so up to a tenth of the
+/// rounds may exceed it.
 const ROUND_BOUND: Duration = Duration::from_millis(50);
+/// What no round may take: a worker that never polled its epoll while the
+/// yielder kept it busy would never finish one.
+const ROUND_LIMIT: Duration = Duration::from_secs(5);
 
 /// Runs `ROUNDS` ping-pongs from `stream`, returning the slowest round.
 fn ping(mut stream: &TcpStream) -> Duration {
     let mut slowest = Duration::ZERO;
+    let mut slow = Vec::new();
     for round in 0..ROUNDS as u64 {
         let start = Instant::now();
         stream.write_all(&round.to_le_bytes()).unwrap();
@@ -26,9 +34,17 @@ fn ping(mut stream: &TcpStream) -> Duration {
         stream.read_exact(&mut answer).unwrap();
         assert_eq!(u64::from_le_bytes(answer), round + 1);
         let took = start.elapsed();
-        assert!(took < ROUND_BOUND, "round {round} took {took:?} with a coroutine yielding on the same worker");
+        assert!(took < ROUND_LIMIT, "round {round} took {took:?} with a coroutine yielding on the same worker");
+        if took >= ROUND_BOUND {
+            slow.push((round, took));
+        }
         slowest = slowest.max(took);
     }
+    assert!(
+        slow.len() <= ROUNDS / 10,
+        "{} of {ROUNDS} rounds took {ROUND_BOUND:?} or more with a coroutine yielding on the same worker: {slow:?}",
+        slow.len()
+    );
     slowest
 }
 

@@ -350,8 +350,14 @@
 //! 2. Each worker sees the flag when it runs out of work (a sleeping one is
 //!    woken for that), at its next fairness round (at most 31 rounds away)
 //!    and before it would start a task (which then fails as unstarted
-//!    instead): not at every round, which would put a load of a shared line
-//!    on every yield and hand-off. It leaves its loop, then unwinds every
+//!    instead), and after it drains its inbox: not at every round, which
+//!    would put a load of a shared line on every yield and hand-off. (After
+//!    a drain, because another worker's shutdown unwinds its own tasks, and
+//!    their destructors and join handles wake coroutines of this one
+//!    through its inbox: resumed, a woken joiner would run on past its
+//!    join's Shutdown error, where the runtime's contract is that it is
+//!    unwound. The inbox's Release/Acquire pair makes the flag, set before
+//!    that unwind began, visible here.) It leaves its loop, then unwinds every
 //!    task it started that
 //!    has not finished (their destructors run on their own thread; their
 //!    join handles end with an error), and drops its queues.
@@ -1952,6 +1958,11 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>, fresh: Deque<TaskRef>) {
     loop {
         if !me.inbox.is_empty_relaxed() {
             local.drain_inbox(&me.inbox);
+            // (See "Shutdown" above: wakes from another worker's shutdown
+            // unwind come this way.)
+            if local.shared.shutdown.load(Ordering::Acquire) {
+                break;
+            }
         }
         if local.has_timers.get() {
             local.fire_timers();
