@@ -54,6 +54,13 @@
 //! report (a backtrace of a worker that valgrind's slowness makes look
 //! stalled) otherwise lands in one run's count and not the other's.
 //!
+//! Setting `WEFT_RUNTIME_PROBE=wake_many:N` prints the time per wake of N
+//! coroutines woken in batches by an OS thread, each waiting on its own
+//! channel (`probe_wake_many`): the case of a server with many
+//! connections, whose coroutines' stacks are cold by their turn. (Up to
+//! about 30 000: each stack is two memory maps, and `vm.max_map_count` is
+//! 65 530 by default.)
+//!
 //! Setting `WEFT_RUNTIME_MONITOR_AB=rounds` runs the yield ping-pong on a
 //! runtime with its monitor thread and on one without, alternately, and
 //! prints each one's median (`common/monitor_ab.rs`); the criterion group
@@ -507,8 +514,57 @@ fn probe(spec: &str) {
     let (what, arg) = spec.split_once(':').unwrap_or_else(|| panic!("WEFT_RUNTIME_PROBE={spec}: expected what:arg"));
     match what {
         "idle" => probe_idle(arg.parse().unwrap_or_else(|_| panic!("WEFT_RUNTIME_PROBE={spec}: seconds"))),
-        other => panic!("WEFT_RUNTIME_PROBE: unknown probe {other:?}: expected idle:SECONDS"),
+        "wake_many" => probe_wake_many(arg.parse().unwrap_or_else(|_| panic!("WEFT_RUNTIME_PROBE={spec}: coroutines"))),
+        other => panic!("WEFT_RUNTIME_PROBE: unknown probe {other:?}: expected idle:SECONDS or wake_many:COROUTINES"),
     }
+}
+
+/// `WEFT_RUNTIME_PROBE=wake_many:N`: N coroutines on one worker, each
+/// waiting on a channel of its own; an OS thread sends to all of them, 21
+/// rounds (the first a warm-up), and each wakes, touches its stack, counts
+/// and waits again. Prints the median round's time per wake. Their wakes
+/// reach the worker in batches, so its run queue holds many coroutines
+/// whose stacks are cold by their turn, as a server's connections are:
+/// what the worker's prefetch of the next resumes is for.
+fn probe_wake_many(n: usize) {
+    const ROUNDS: u64 = 21;
+    let rt = Runtime::builder().workers(1).build().expect("one worker thread");
+    let done = Arc::new(AtomicUsize::new(0));
+    let (senders, handles): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| {
+            let (tx, rx) = weft::sync::channel::bounded::<u64>(1);
+            let done = Arc::clone(&done);
+            let handle = rt.spawn(move || {
+                let mut scratch = [0u64; 32];
+                for round in rx.iter() {
+                    scratch[round as usize % 32] += round;
+                    black_box(&scratch);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            (tx, handle)
+        })
+        .unzip();
+    let mut per_wake = Vec::new();
+    for round in 0..ROUNDS {
+        let before = done.load(Ordering::Relaxed);
+        let start = Instant::now();
+        for tx in &senders {
+            tx.send(round).expect("a waiter is there");
+        }
+        while done.load(Ordering::Relaxed) < before + n {
+            std::hint::spin_loop();
+        }
+        if round > 0 {
+            per_wake.push(start.elapsed().as_nanos() as f64 / n as f64);
+        }
+    }
+    drop(senders);
+    for handle in handles {
+        handle.join().expect("a waiter panicked");
+    }
+    per_wake.sort_by(f64::total_cmp);
+    println!("wake_many {n}: {:.1} ns per wake (median of {} rounds)", per_wake[per_wake.len() / 2], ROUNDS - 1);
 }
 
 criterion_group!(benches, runtime, monitor);

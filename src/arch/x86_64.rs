@@ -299,6 +299,44 @@ pub(crate) fn sp_slot(top: *mut u8) -> *mut *mut u8 {
     top.wrapping_sub(SP_BELOW_TOP).cast()
 }
 
+/// Asks the CPU to start loading the line of the slots under `top` (the
+/// sp slot first), for a resume that will come soon: the first of
+/// [`prefetch_frame`]'s two stages. A hint: it never faults, whatever
+/// `top` is, and changes nothing a program can observe.
+#[inline(always)]
+pub(crate) fn prefetch_slots(top: *mut u8) {
+    prefetch(sp_slot(top).cast());
+}
+
+/// The second stage: asks the CPU to start loading the saved frame of the
+/// coroutine suspended on the stack whose top is `top` (its resume pops
+/// it, and returns into the code above it on its stack), reading the sp
+/// slot that [`prefetch_slots`] brought in earlier.
+///
+/// # Safety
+///
+/// `top` is the switch top of a suspended coroutine's stack, which stays
+/// mapped for the call: its sp slot is read.
+#[inline(always)]
+pub(crate) unsafe fn prefetch_frame(top: *mut u8) {
+    // SAFETY: the caller's promise: the slot is mapped and holds the saved
+    // stack pointer.
+    let sp = unsafe { sp_slot(top).read() };
+    prefetch(sp);
+    prefetch(sp.wrapping_add(64));
+}
+
+/// Asks the CPU to start loading the line at `line`. A hint: it never
+/// faults, whatever the address, and changes nothing a program can
+/// observe.
+#[inline(always)]
+pub(crate) fn prefetch(line: *const u8) {
+    // SAFETY: PREFETCHT0 is a hint with no architectural effect: it does
+    // not fault on any address and writes nothing (SSE, baseline on
+    // x86-64).
+    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.cast()) };
+}
+
 /// The link slot of the stack whose top is `top`.
 #[inline(always)]
 pub(crate) fn link_slot(top: *mut u8) -> *mut *mut u8 {

@@ -916,6 +916,42 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         !self.top.is_null()
     }
 
+    /// For a scheduler that will resume this coroutine after a few others:
+    /// starts loading the field a resume reads first (its switch top), the
+    /// first of three stages (then [`prefetch_resume`](Self::prefetch_resume)
+    /// without and with `frame`), each called a coroutine ahead of the
+    /// next, so that each reads only what the one before brought in. A
+    /// hint, which reads nothing: any address will do.
+    #[inline(always)]
+    pub(crate) fn prefetch_top(this: *const Self) {
+        arch::prefetch(this.cast::<u8>().wrapping_add(std::mem::offset_of!(Self, top)));
+    }
+
+    /// The later stages of [`prefetch_top`](Self::prefetch_top): starts
+    /// loading the line of the stack's switch slots, or (`frame`) the saved
+    /// frame a resume pops (see `arch::prefetch_frame`). Nothing for a
+    /// coroutine that is not suspended.
+    ///
+    /// # Safety
+    ///
+    /// `this` is a live coroutine that nobody resumes or drops during the
+    /// call (its stack stays mapped).
+    #[inline(always)]
+    pub(crate) unsafe fn prefetch_resume(this: *const Self, frame: bool) {
+        // SAFETY: the caller's promise; a read of one field.
+        let top = unsafe { (*this).top };
+        if top.is_null() {
+            return;
+        }
+        if frame {
+            // SAFETY: suspended (a non-null top), so its stack is mapped and
+            // its sp slot holds the saved stack pointer.
+            unsafe { arch::prefetch_frame(top) };
+        } else {
+            arch::prefetch_slots(top);
+        }
+    }
+
     /// Switches in with `input` and turns the word that comes back into the
     /// result: [`resume`](Self::resume) of a coroutine known to be
     /// suspended.

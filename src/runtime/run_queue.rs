@@ -88,6 +88,19 @@ impl RunQueue {
         unsafe { self.slots.get().add(head & self.mask.get()).read() }
     }
 
+    /// The task at position `i` from the front (0: the oldest), without
+    /// taking it; null if fewer are queued.
+    #[inline(always)]
+    pub(crate) fn peek(&self, i: usize) -> *const Task {
+        let head = self.head.get();
+        if i >= self.tail.get().wrapping_sub(head) {
+            return std::ptr::null();
+        }
+        // SAFETY: as in `pop_front`: position `head + i` is queued; the
+        // pointer is read, not taken.
+        unsafe { self.slots.get().add(head.wrapping_add(i) & self.mask.get()).read() }
+    }
+
     /// Takes the oldest queued task.
     #[inline]
     pub(crate) fn pop_front(&self) -> Option<TaskRef> {
