@@ -134,10 +134,14 @@ impl Drop for SlowDrop {
     }
 }
 
-/// A detached coroutine's result is dropped by its worker after the
-/// coroutine's last resume, with no coroutine running: a destructor there
-/// that blocks holds the worker as long as a blocking coroutine would, but
-/// the probe answers "no coroutine runs" and the monitor stays silent.
+/// A worker can block with no coroutine running: a coroutine cancelled
+/// before it started is dropped by its worker, closure and all, and a
+/// captured value whose destructor blocks holds the worker as long as a
+/// blocking coroutine would. The probe answers "no coroutine runs", and
+/// the monitor once stayed silent; it reports the worker once, and its end.
+/// (This test first used a detached coroutine's result, which its worker
+/// used to drop after the coroutine's end; a result nobody can take is now
+/// dropped inside the coroutine, and the next test checks that report.)
 #[test]
 fn a_worker_blocked_dropping_a_detached_result_is_reported() {
     let stderr =
@@ -147,22 +151,16 @@ fn a_worker_blocked_dropping_a_detached_result_is_reported() {
                 .stall_threshold(Some(Duration::from_millis(50)))
                 .build()
                 .expect("a runtime");
-            // Only the worker may hold a reference when the coroutine ends
-            // (a wake from this thread could leave the last one here, and
-            // the destructor would run on this thread): the handle goes at
-            // once, and a timer, the worker's own, ends the wait.
-            let detached = weft::Builder::new()
-                .name("returns-a-slow-drop".to_string())
-                .spawn_on(&rt, move || {
-                    weft::sleep(Duration::from_millis(50));
-                    SlowDrop(Duration::from_millis(500))
-                })
-                .expect("a valid builder");
-            let id = detached.id();
-            drop(detached);
-            eprintln!("[detached id: {id}]");
-            // The coroutine ends after 50 ms; its worker drops the result
-            // (500 ms) after it.
+            rt.block_on(|| {
+                // Pinned to this worker, which this coroutine holds until
+                // the cancel: the victim cannot start before it.
+                let slow = SlowDrop(Duration::from_millis(500));
+                let victim = weft::Builder::new().same_worker(true).spawn(move || drop(slow)).expect("a valid builder");
+                victim.cancel();
+                drop(victim);
+            });
+            // The worker drops the victim's closure (500 ms) after the
+            // block_on's coroutine ended.
             thread::sleep(Duration::from_millis(900));
         });
     let Some(stderr) = stderr else { return };
@@ -170,6 +168,42 @@ fn a_worker_blocked_dropping_a_detached_result_is_reported() {
     assert!(
         reports.len() == 1 && stderr.contains("released worker 0"),
         "a worker blocked for 500 ms (threshold 50 ms) must be reported once, and its end; stderr:\n{stderr}"
+    );
+}
+
+/// A detached coroutine's result is dropped at the coroutine's end, inside
+/// it (nobody can take it): a destructor there that blocks is that
+/// coroutine holding its worker, reported once with its name, and its end.
+#[test]
+fn a_coroutine_blocked_dropping_its_detached_result_is_reported() {
+    let stderr = in_child_process(
+        "a_coroutine_blocked_dropping_its_detached_result_is_reported",
+        Duration::from_secs(30),
+        || {
+            let rt = Runtime::builder()
+                .workers(1)
+                .stall_threshold(Some(Duration::from_millis(50)))
+                .build()
+                .expect("a runtime");
+            let detached = weft::Builder::new()
+                .name("returns-a-slow-drop".to_string())
+                .spawn_on(&rt, move || {
+                    weft::sleep(Duration::from_millis(50));
+                    SlowDrop(Duration::from_millis(500))
+                })
+                .expect("a valid builder");
+            drop(detached);
+            // The coroutine ends after 50 ms, dropping its result (500 ms).
+            thread::sleep(Duration::from_millis(900));
+        },
+    );
+    let Some(stderr) = stderr else { return };
+    let reports: Vec<_> =
+        stderr.lines().filter(|l| l.contains("('returns-a-slow-drop')") && l.contains("has held worker 0")).collect();
+    assert!(
+        reports.len() == 1 && stderr.contains("('returns-a-slow-drop') released worker 0"),
+        "a coroutine blocked for 500 ms (threshold 50 ms) in its result's destructor must be reported once, and its \
+         end; stderr:\n{stderr}"
     );
 }
 

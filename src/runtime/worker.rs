@@ -1586,10 +1586,11 @@ impl WorkerLocal {
         if next.is_null() {
             return;
         }
-        // SAFETY: a queued task is alive (the queue holds a reference), and
-        // a started one in this worker's run queue is suspended with this
-        // worker as its home: nobody else resumes or drops its coroutine
-        // (its stack stays mapped) while this worker runs another task.
+        // A queued task is alive (the queue holds a reference), and a
+        // started one in this worker's run queue is suspended with this
+        // worker as its home: nobody else resumes or drops its coroutine (its
+        // stack stays mapped) while this worker runs another task.
+        // SAFETY: as just said, for each of the three.
         unsafe {
             TaskCoroutine::prefetch_resume((*next).coroutine_ptr(), true);
             let second = self.runnable.peek(1);

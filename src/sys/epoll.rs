@@ -88,11 +88,11 @@ impl Epoll {
             Some(t) => t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int,
         };
         let max = events.len().min(i32::MAX as usize) as libc::c_int;
-        // SAFETY: `events` is a writable buffer of `max` epoll_events.
         // (`syscall(2)`, not glibc's `epoll_wait`, a cancellation point:
         // see `sys::net`'s module docs.)
-        let n =
-            unsafe { libc::syscall(libc::SYS_epoll_wait, self.fd.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
+        let (fd, buffer) = (self.fd.as_raw_fd(), events.as_mut_ptr());
+        // SAFETY: `events` is a writable buffer of `max` epoll_events.
+        let n = unsafe { libc::syscall(libc::SYS_epoll_wait, fd, buffer, max, timeout_ms) };
         if n < 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EINTR) {
