@@ -300,15 +300,15 @@ pub(crate) fn sp_slot(top: *mut u8) -> *mut *mut u8 {
 }
 
 /// Asks the CPU to start loading the line of the slots under `top` (the
-/// sp slot first), for a resume that will come soon: the first of
-/// [`prefetch_frame`]'s two stages. A hint: it never faults, whatever
-/// `top` is, and changes nothing a program can observe.
+/// sp slot first), for a resume that will come soon, so that a later
+/// [`prefetch_frame`] reads the sp slot from cache. A hint: it never
+/// faults, whatever `top` is, and changes nothing a program can observe.
 #[inline(always)]
 pub(crate) fn prefetch_slots(top: *mut u8) {
     prefetch(sp_slot(top).cast());
 }
 
-/// The second stage: asks the CPU to start loading the saved frame of the
+/// The stage after [`prefetch_slots`]: asks the CPU to start loading the saved frame of the
 /// coroutine suspended on the stack whose top is `top` (its resume pops
 /// it, and returns into the code above it on its stack), reading the sp
 /// slot that [`prefetch_slots`] brought in earlier.

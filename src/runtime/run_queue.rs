@@ -77,19 +77,8 @@ impl RunQueue {
         self.tail.set(tail.wrapping_add(1));
     }
 
-    /// The oldest queued task, left in the queue (null if it is empty).
-    #[inline]
-    pub(crate) fn front(&self) -> *const Task {
-        let head = self.head.get();
-        if head == self.tail.get() {
-            return std::ptr::null();
-        }
-        // SAFETY: as in `pop_front`; the pointer is read, not taken.
-        unsafe { self.slots.get().add(head & self.mask.get()).read() }
-    }
-
-    /// The task at position `i` from the front (0: the oldest), without
-    /// taking it; null if fewer are queued.
+    /// The task at position `i` from the front (0: the oldest), left in
+    /// the queue; null if fewer are queued.
     #[inline(always)]
     pub(crate) fn peek(&self, i: usize) -> *const Task {
         let head = self.head.get();

@@ -1738,7 +1738,7 @@ impl WorkerLocal {
         if !unsafe { &*self.inbox }.is_empty_relaxed() {
             return false;
         }
-        let next = self.runnable.front();
+        let next = self.runnable.peek(0);
         if next.is_null() {
             return false;
         }
