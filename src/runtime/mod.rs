@@ -994,7 +994,12 @@ pub(crate) fn in_parkable_coroutine() -> bool {
 /// # Panics
 ///
 /// Outside a coroutine.
-#[inline] // the switch inside goes to the parker's frame: see `yield_now`
+///
+/// Always inline, with the cancel's part out of line: the switch inside
+/// goes to the parker's frame (see `yield_now`), and every frame between a
+/// lock's or channel's caller and the suspend costs mispredicted returns
+/// when the coroutine is resumed (BENCHMARKS.md, "What the hand-off costs").
+#[inline(always)]
 pub(crate) fn park_current_task() {
     let task = CURRENT_TASK.with(Cell::get);
     assert!(!task.is_null(), "park_current_task called outside a coroutine");
@@ -1006,18 +1011,8 @@ pub(crate) fn park_current_task() {
         // destructor, which aborts. Return as a spurious wake instead.
         return;
     }
-    if task.cancel_due() {
-        // Cancelled while it ran: the wake that `cancel` sent may be the
-        // token this park would consume, so nobody would wake it again.
-        begin_cancel_unwind(task);
-        if !task.cancel_begun.get() {
-            // Still here, not unwinding: the cancel waits until the thread
-            // is not unwinding a panic (`begin_cancel_unwind`), which may be
-            // another coroutine's, parked mid-unwind. The cancel's wake is
-            // spent, so a plain park could sleep for good: look again soon.
-            park_deferring_cancel(task);
-            return;
-        }
+    if task.cancel_requested() && park_cancelled(task) {
+        return;
     }
     if !task.park.prepare_park() {
         return; // a token was waiting: a (possibly spurious) wake
@@ -1025,6 +1020,30 @@ pub(crate) fn park_current_task() {
     // SAFETY: we are the running coroutine of `task`.
     unsafe { task.switch_out(Switch::Park) };
     task.park.after_wake();
+}
+
+/// The part of [`park_current_task`] for a task whose cancel was requested:
+/// begins the cancel's unwind if it is due and can begin (then it does not
+/// return). Returns whether the park is over (it parked for a while
+/// instead, see below); false lets the caller park as usual.
+#[cold]
+#[inline(never)]
+fn park_cancelled(task: &Task) -> bool {
+    if !task.cancel_due() {
+        return false;
+    }
+    // Cancelled while it ran: the wake that `cancel` sent may be the token
+    // this park would consume, so nobody would wake it again.
+    begin_cancel_unwind(task);
+    if task.cancel_begun.get() {
+        return false;
+    }
+    // Still here, not unwinding: the cancel waits until the thread is not
+    // unwinding a panic (`begin_cancel_unwind`), which may be another
+    // coroutine's, parked mid-unwind. The cancel's wake is spent, so a plain
+    // park could sleep for good: look again soon.
+    park_deferring_cancel(task);
+    true
 }
 
 /// How long a coroutine whose cancel is deferred (see
