@@ -248,6 +248,13 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
 }
 
+/// The bytes malloc has handed out and not had back, over all its arenas
+/// (each chunk counted whole: its header and rounding included).
+fn malloc_in_use() -> usize {
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    unsafe { libc::mallinfo2() }.uordblks
+}
+
 /// How many memory maps this process holds.
 fn map_count() -> usize {
     std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps is readable").lines().count()
@@ -284,6 +291,7 @@ fn probe_parked() {
     let maps_before = map_count();
     let pte_before = status_kib("VmPTE");
     let before = status_kib("VmRSS");
+    let heap_before = malloc_in_use();
     let spawn_start = Instant::now();
     for _ in 0..PARKED {
         let started = Arc::clone(&started);
@@ -304,6 +312,7 @@ fn probe_parked() {
     // The last ones counted themselves just before parking: let them park.
     std::thread::sleep(Duration::from_millis(100));
     let after = status_kib("VmRSS");
+    let heap_after = malloc_in_use();
     let pte_after = status_kib("VmPTE");
     let maps_after = map_count();
     let histogram = stack_rss_histogram((weft::coroutine::DEFAULT_STACK_SIZE / 1024) as u64);
@@ -318,6 +327,10 @@ fn probe_parked() {
     println!("  all started after {:.1} ms; released and joined in {:.1} ms", ms(all_started), ms(joined));
     println!("  VmRSS before {before} KiB, after {after} KiB: {} KiB more", after - before);
     println!("  RSS per parked coroutine: {per:.2} KiB");
+    println!(
+        "  malloc's bytes in use: {heap_before} -> {heap_after}, {:.0} bytes per coroutine (the probe's own join handles: 8)",
+        (heap_after - heap_before) as f64 / PARKED as f64
+    );
     println!(
         "  page tables (VmPTE, not in VmRSS): {pte_before} -> {pte_after} KiB, {:.2} KiB per coroutine",
         (pte_after - pte_before) as f64 / PARKED as f64

@@ -40,6 +40,10 @@ only. One subcommand per kind of source:
     record.py callgrind-diff OUT/callgrind.json SMALL_OUT SMALL_N BIG_OUT BIG_N KEY...
         Instructions per unit from two runs of different sizes:
         (total(BIG) - total(SMALL)) / (BIG_N - SMALL_N), start-up cancelled.
+        If both runs were made with `--dump-instr=yes` and objdump exists,
+        also the atomic read-modify-writes per unit (the same difference of
+        how often `lock`-prefixed instructions and `xchg` with memory ran),
+        with the functions they ran in.
     record.py rss PROBE RAW_TEXT OUT/rss.json
         Parses the text `WEFT_RSS_PROBE=PROBE cargo bench -p weft-benches --bench runtime`
         printed (benches/runtime.rs) and stores it, raw text included.
@@ -362,13 +366,96 @@ def callgrind(cg_out, count, out, keys):
     save(out, results)
 
 
+def rmw_sites(obj, cache={}):
+    """Addresses of the atomic read-modify-writes in an object file, by
+    objdump: `lock`-prefixed instructions and `xchg` with a memory operand
+    (implicitly locked). {address: (function, instruction)}; None if objdump
+    cannot read it."""
+    if obj in cache:
+        return cache[obj]
+    try:
+        text = subprocess.run(["objdump", "-d", "--no-show-raw-insn", obj],
+                              capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        cache[obj] = None
+        return None
+    sites, function = {}, "?"
+    for line in text.splitlines():
+        m = re.match(r"^[0-9a-f]+ <(.*)>:", line)
+        if m:
+            function = m.group(1)
+            continue
+        m = re.match(r"\s*([0-9a-f]+):\s+(.*)", line)
+        if m and (m.group(2).startswith("lock ") or (m.group(2).startswith("xchg") and "(" in m.group(2))):
+            sites[int(m.group(1), 16)] = (function, " ".join(m.group(2).split()))
+    cache[obj] = sites
+    return sites
+
+
+def callgrind_rmw_counts(path):
+    """How often each atomic read-modify-write ran in a callgrind.out file
+    written with --dump-instr=yes: {(object, address): count}. None if the
+    file has no instruction positions or an object cannot be disassembled."""
+    names = {}  # compressed-string ids of ob= lines: "(3) /path" then "(3)"
+    counts = {}
+    obj, sites, addr, after_call, have_instr = None, None, 0, False, False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("positions:"):
+                have_instr = "instr" in line.split()[1:]
+                continue
+            if line.startswith("ob="):
+                m = re.match(r"ob=(?:\((\d+)\))?\s*(.*)", line.rstrip("\n"))
+                ident, name = m.group(1), m.group(2)
+                if ident is not None and name:
+                    names[ident] = name
+                obj = name if name else names.get(ident)
+                sites = rmw_sites(obj) if obj and obj.startswith("/") else {}
+                if sites is None:
+                    return None
+                continue
+            if line.startswith("calls="):
+                after_call = True  # the next cost line is the call's inclusive cost
+                continue
+            head = line[:1]
+            if not (head.isdigit() or head in "+-*"):
+                continue
+            parts = line.split()
+            if parts[0].startswith("0x"):
+                addr = int(parts[0], 16)
+            elif head in "+-":
+                addr += int(parts[0])
+            elif head != "*":
+                continue
+            if after_call:
+                after_call = False
+                continue
+            if sites and addr in sites and len(parts) >= 3:
+                key = (obj, addr)
+                counts[key] = counts.get(key, 0) + int(parts[-1])
+    return counts if have_instr else None
+
+
 def callgrind_diff(out, small_out, small_n, big_out, big_n, keys):
     small, big = callgrind_total(small_out), callgrind_total(big_out)
     small_n, big_n = int(small_n), int(big_n)
     results = load(out, {})
-    put(results, keys, {"instructions_small": small, "count_small": small_n,
-                        "instructions_big": big, "count_big": big_n,
-                        "per_unit": (big - small) / (big_n - small_n)})
+    entry = {"instructions_small": small, "count_small": small_n,
+             "instructions_big": big, "count_big": big_n,
+             "per_unit": (big - small) / (big_n - small_n)}
+    small_rmw, big_rmw = callgrind_rmw_counts(small_out), callgrind_rmw_counts(big_out)
+    if small_rmw is not None and big_rmw is not None:
+        per_site = {}
+        for key in set(small_rmw) | set(big_rmw):
+            per_unit = (big_rmw.get(key, 0) - small_rmw.get(key, 0)) / (big_n - small_n)
+            if per_unit >= 0.05:
+                obj, addr = key
+                function, instruction = rmw_sites(obj)[addr]
+                per_site[f"{os.path.basename(obj)}+{addr:#x}"] = {
+                    "per_unit": round(per_unit, 3), "function": function, "instruction": instruction}
+        entry["atomic_rmw_per_unit"] = round(sum(s["per_unit"] for s in per_site.values()), 2)
+        entry["atomic_rmw_sites"] = per_site
+    put(results, keys, entry)
     save(out, results)
 
 
