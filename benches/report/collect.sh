@@ -285,7 +285,9 @@ fi
 # 926), with the second worker stealing more or less of the burst.
 # --fair-sched=yes hands the lock round-robin, and the same build gives the
 # same count to about 0.2 % (741.0 to 742.7 in three runs); the 1-worker
-# counts are the same either way (yield: 97.33 and 97.34).
+# counts are the same either way (yield: 97.33 and 97.34). Each run keeps
+# its instruction addresses (--dump-instr=yes), from which record.py counts
+# the atomic read-modify-writes per operation as well.
 fair=--fair-sched=yes
 if [ "$quick" = 1 ]; then
     switch_count=100000
@@ -341,10 +343,10 @@ else
             # assertion of its own (threads.c, vgCallgrind_post_signal) when
             # the runtime's monitor signals a worker it finds stalled, which
             # the slow spawn runs under callgrind provoke.
-            step callgrind.json default env "$var=$what:$count" valgrind --tool=callgrind "$fair" \
+            step callgrind.json default env "$var=$what:$count" valgrind --tool=callgrind "$fair" --dump-instr=yes \
                 "--callgrind-out-file=$tmp/callgrind.$what.$count" "$bin" \
                 || step callgrind.json "$what:$count again" env "$var=$what:$count" valgrind --tool=callgrind "$fair" \
-                    "--callgrind-out-file=$tmp/callgrind.$what.$count" "$bin" \
+                    --dump-instr=yes "--callgrind-out-file=$tmp/callgrind.$what.$count" "$bin" \
                 || ok=0
         done
         # A warm burst must take no cell from the allocator: under valgrind
@@ -382,7 +384,7 @@ if wants callgrind && command -v valgrind >/dev/null 2>&1 && has_target bench ch
     else
         ok=1
         for count in "$n" "$((2 * n))"; do
-            step callgrind.json default env WEFT_CHANNEL_COUNT="rendezvous:$count" valgrind --tool=callgrind \
+            step callgrind.json default env WEFT_CHANNEL_COUNT="rendezvous:$count" valgrind --tool=callgrind --dump-instr=yes \
                 "--callgrind-out-file=$tmp/callgrind.rendezvous.$count" "$bin" || ok=0
         done
         if [ "$ok" = 1 ]; then

@@ -396,7 +396,7 @@ def callgrind_rmw_counts(path):
     """How often each atomic read-modify-write ran in a callgrind.out file
     written with --dump-instr=yes: {(object, address): count}. None if the
     file has no instruction positions or an object cannot be disassembled."""
-    names = {}  # compressed-string ids of ob= lines: "(3) /path" then "(3)"
+    names = {}  # compressed object names: "(3) /path" the first time, then "(3)", in ob= and cob= alike
     counts = {}
     obj, sites, addr, after_call, have_instr = None, None, 0, False, False
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -404,11 +404,13 @@ def callgrind_rmw_counts(path):
             if line.startswith("positions:"):
                 have_instr = "instr" in line.split()[1:]
                 continue
-            if line.startswith("ob="):
-                m = re.match(r"ob=(?:\((\d+)\))?\s*(.*)", line.rstrip("\n"))
+            if line.startswith(("ob=", "cob=")):
+                m = re.match(r"c?ob=(?:\((\d+)\))?\s*(.*)", line.rstrip("\n"))
                 ident, name = m.group(1), m.group(2)
                 if ident is not None and name:
                     names[ident] = name
+                if line.startswith("cob="):
+                    continue  # the object of the call that follows, not of the cost lines
                 obj = name if name else names.get(ident)
                 sites = rmw_sites(obj) if obj and obj.startswith("/") else {}
                 if sites is None:

@@ -56,6 +56,9 @@ SOURCEs (a figure that is not in the results makes its placeholder "n/a"):
                             skynet leaf (skynet) or per one-way Mutex+Condvar hand-off (handoff)
     cgb BUILD WHO           as `cg`, from before/ (a callgrind collection of an earlier commit)
     cgrtb WHAT              as `cgrt`, from before/
+    rmw PATH                atomic read-modify-writes per operation of the callgrind.json entry at the dotted
+                            PATH (runtime.handoff, channel.rendezvous.default), from --dump-instr=yes runs
+    probe FIELD             machine.json's host probe: the cost of one operation (atomic_rmw_ns, ...)
     rss PATH                rss.json field by dotted path (parked.per_task_kib, peak_skynet.peak_rss_mib, or
                             the derived parked.stack_resident_kib and parked.stack_resident_share); the unit
                             comes from the name's suffix (_kib, _mib, _ms, _share; else a count)

@@ -166,6 +166,24 @@ def source_bmachine(results, field):
     return Q(value, "count") if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
+def source_rmw(results, path):
+    """`rmw PATH`: atomic read-modify-writes per operation of a
+    callgrind-diff entry of callgrind.json (`rmw runtime.handoff`,
+    `rmw channel.rendezvous.default`)."""
+    value = results.callgrind
+    for part in path.split("."):
+        value = need((value or {}).get(part), f"callgrind {path}")
+    return Q(need(value.get("atomic_rmw_per_unit"), f"atomic read-modify-writes of callgrind {path}"), "num")
+
+
+def source_probe(results, field):
+    """`probe FIELD`: the host probe's cost of one operation (machine.json's
+    host_probe: atomic_rmw_ns, compare_exchange_ns, clock_read_ns,
+    spin_hint_ns)."""
+    probe = need((results.machine or {}).get("host_probe"), "machine host_probe")
+    return Q(need(probe.get(field), f"host_probe {field}"), "time")
+
+
 def source_machine(results, field):
     value = need((results.machine or {}).get(field), f"machine {field}")
     return Q(value, "count") if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
@@ -173,7 +191,7 @@ def source_machine(results, field):
 
 SOURCES = {"crit": (source_crit, 2), "versus": (source_versus, 2), "vt": (source_vt, 2), "vtmeta": (source_vtmeta, 1),
            "go": (source_go, 2), "cg": (source_cg, 2), "cgrt": (source_cgrt, 1), "cgb": (source_cgb, 2),
-           "cgrtb": (source_cgrtb, 1), "rss": (source_rss, 1),
+           "cgrtb": (source_cgrtb, 1), "rss": (source_rss, 1), "rmw": (source_rmw, 1), "probe": (source_probe, 1),
            "skynet": (source_skynet, 2), "machine": (source_machine, 1), "bmachine": (source_bmachine, 1), "scale": (source_scale, 3),
            "obs": (source_obs, None)}
 
