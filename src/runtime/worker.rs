@@ -625,7 +625,11 @@ impl Inbox {
             // SAFETY: every node was a TaskRef::into_raw pushed exactly once
             // and is owned by us since the swap.
             let task = unsafe { TaskRef::from_raw(node) };
-            node = task.next_in_inbox.swap(ptr::null_mut(), Ordering::Relaxed);
+            // A load, not a swap that clears it: nobody else writes the link
+            // until the task is pushed again, which takes a waker that finds
+            // it parked again, after it has run (the next push overwrites the
+            // link). One atomic read-modify-write less per remote wake.
+            node = task.next_in_inbox.load(Ordering::Relaxed);
             tasks.push(task);
         }
         tasks.reverse();
