@@ -421,7 +421,22 @@ impl<T> JoinHandle<T> {
         );
         // std reports a thread joining itself (EDEADLK) rather than wait for
         // ever; so do we, timed or not (a timed one could only time out),
-        // for a coroutine and for a `spawn_blocking` job alike.
+        // for a coroutine and for a `spawn_blocking` job alike. A task that
+        // has finished is not the caller: most joins (of a burst, of a
+        // spawn tree's leaves) find it so and skip the two thread-local
+        // reads.
+        if !self.state().is_done() {
+            self.refuse_self_join();
+        }
+        let outcome = self.state().wait(deadline, self.task.id)?;
+        self.taken = true;
+        Some(outcome.map_err(|failure| JoinError::new(&self.task, failure)))
+    }
+
+    /// Panics if the caller is the coroutine or `spawn_blocking` job this
+    /// handle joins.
+    #[track_caller]
+    fn refuse_self_join(&self) {
         if ptr::eq(super::CURRENT_TASK.with(Cell::get), self.task.as_ptr()) {
             panic!(
                 "coroutine {} joined its own JoinHandle, which would wait for ever: a coroutine cannot wait for \
@@ -436,9 +451,6 @@ impl<T> JoinHandle<T> {
                 self.task.id
             );
         }
-        let outcome = self.state().wait(deadline, self.task.id)?;
-        self.taken = true;
-        Some(outcome.map_err(|failure| JoinError::new(&self.task, failure)))
     }
 
     /// Whether the coroutine has finished (`join` would not wait).
