@@ -79,6 +79,16 @@ fn check(l: &Ledger) {
     assert!(bad.is_empty(), "made {made}; bad (id, drops, received, sent_ok): {:?}", &bad[..bad.len().min(20)]);
 }
 
+/// Receives what the channels still hold (values handed back after the
+/// disconnection).
+fn receive_leftovers(receivers: &[&Receiver<V>]) {
+    for rx in receivers {
+        for v in rx.try_iter() {
+            v.got();
+        }
+    }
+}
+
 /// xorshift64.
 fn rng(seed: &mut u64) -> u64 {
     *seed ^= *seed << 13;
@@ -235,13 +245,7 @@ fn mixed(cap: Option<usize>, workers: usize, cancel: bool, seed0: u64) {
     for t in ths {
         t.join().unwrap();
     }
-    // Drain (values handed back after the disconnection).
-    for v in rx.try_iter() {
-        v.got();
-    }
-    for v in rx2.try_iter() {
-        v.got();
-    }
+    receive_leftovers(&[&rx, &rx2]);
     drop((rx, rx2));
     drop(rt);
     check(&l);
@@ -315,12 +319,7 @@ fn shutdown_race(cap: Option<usize>, seed0: u64) {
         t.join().unwrap();
     }
     drain.join().unwrap();
-    for v in rx.try_iter() {
-        v.got();
-    }
-    for v in rx2.try_iter() {
-        v.got();
-    }
+    receive_leftovers(&[&rx, &rx2]);
     drop((rx, rx2));
     check(&l);
 }
@@ -524,9 +523,7 @@ fn selects_on_both_ends_of_one_rendezvous() {
         for mut h in hs {
             h.join_timeout(Duration::from_secs(60)).expect("stuck").unwrap();
         }
-        for v in rx.try_iter() {
-            v.got();
-        }
+        receive_leftovers(&[&rx]);
         drop((tx, rx, rt));
         check(&l);
     }

@@ -366,11 +366,15 @@ def callgrind(cg_out, count, out, keys):
     save(out, results)
 
 
-def rmw_sites(obj, cache={}):
+RMW_SITES = {}  # rmw_sites' answers, by object file: each is disassembled once
+
+
+def rmw_sites(obj):
     """Addresses of the atomic read-modify-writes in an object file, by
     objdump: `lock`-prefixed instructions and `xchg` with a memory operand
     (implicitly locked). {address: (function, instruction)}; None if objdump
     cannot read it."""
+    cache = RMW_SITES
     if obj in cache:
         return cache[obj]
     try:
