@@ -107,7 +107,11 @@
 //! thread reports on stderr a coroutine that holds its worker for more than
 //! 100 ms ([`RuntimeBuilder::stall_threshold`]), naming it and where it was
 //! spawned; [`Runtime::dump`] lists every coroutine with its state and the
-//! backtrace of each suspended one.
+//! backtrace of each suspended one. A panic in a coroutine is reported
+//! naming the coroutine instead of its worker thread. These reports are
+//! written as `eprint!` writes, so under `cargo test` they are captured with
+//! the output of the test that built the runtime, and shown only if it
+//! fails.
 //!
 //! # How the names relate to std
 //!

@@ -131,7 +131,7 @@ use crate::sys::{signal, thread as sys_thread, unwind};
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};
 use std::fmt::Write as _;
-use std::io::{self, Write as _};
+use std::io;
 use std::panic::Location;
 use std::ptr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -667,7 +667,7 @@ impl Monitor {
             if waiting == 1 { " is" } else { "s are" },
         );
         write_backtrace(&mut text, data);
-        let _ = io::stderr().lock().write_all(text.as_bytes());
+        super::panic_report::to_stderr(&text);
         tracing::warn!(
             runtime,
             worker = index,
@@ -697,7 +697,7 @@ impl Monitor {
             held.as_millis(),
         );
         write_backtrace(&mut text, data);
-        let _ = io::stderr().lock().write_all(text.as_bytes());
+        super::panic_report::to_stderr(&text);
         tracing::warn!(
             runtime,
             worker = index,
@@ -726,7 +726,7 @@ impl Monitor {
         let runtime = self.shared.id;
         let text =
             format!("weft: {who} released worker {index} of runtime {runtime} after about {} ms\n", held.as_millis());
-        let _ = io::stderr().lock().write_all(text.as_bytes());
+        super::panic_report::to_stderr(&text);
         tracing::info!(runtime, worker = index, held_ms = held.as_millis() as u64, "weft: {who} released its worker");
     }
 
@@ -832,7 +832,7 @@ impl Monitor {
         for busy in dump.busy_workers() {
             let _ = writeln!(text, "    (worker {} did not list its coroutines in time)", busy.worker);
         }
-        let _ = io::stderr().lock().write_all(text.as_bytes());
+        super::panic_report::to_stderr(&text);
         tracing::warn!(
             runtime,
             parked = counted,

@@ -28,7 +28,6 @@ use crate::coroutine::{self, Running};
 use crate::loom::process::{AtomicBool, Ordering};
 use std::any::Any;
 use std::backtrace::{Backtrace, BacktraceStatus};
-use std::io::Write as _;
 use std::panic::{self, PanicHookInfo};
 use std::sync::Once;
 
@@ -56,7 +55,7 @@ pub(crate) fn install() {
                     None => previous(info),
                     Some(running) if previous_is_default => report(&running, info),
                     Some(running) => {
-                        let _ = writeln!(std::io::stderr().lock(), "{} panicked:", describe(&running));
+                        to_stderr(&format!("{} panicked:\n", describe(&running)));
                         previous(info);
                     }
                 })
@@ -104,5 +103,23 @@ fn report(running: &Running<'_>, info: &PanicHookInfo<'_>) {
         _ => {}
     }
     // One write, so that reports of panics on two workers do not interleave.
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    to_stderr(&text);
+}
+
+/// Writes one of weft's reports to stderr as `eprint!` does (into the
+/// output capture of a test harness, if the thread has one: see "Where
+/// reports go"), in one piece, so that reports from two threads do not
+/// interleave.
+///
+/// `eprint!` panics when the write fails, and a panic inside the panic hook
+/// aborts the process; std's own report ignores such a failure. So a stderr
+/// whose reader is gone (a closed pipe: the write would fail with `EPIPE`,
+/// SIGPIPE being ignored in Rust programs) gets nothing. Only a reader that
+/// goes in the microseconds between that check and the write is left:
+/// then the `eprint!` panics (in the hook, an abort).
+pub(crate) fn to_stderr(text: &str) {
+    if crate::sys::stderr_is_broken() {
+        return;
+    }
+    eprint!("{text}");
 }
