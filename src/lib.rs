@@ -108,10 +108,11 @@
 //! 100 ms ([`RuntimeBuilder::stall_threshold`]), naming it and where it was
 //! spawned; [`Runtime::dump`] lists every coroutine with its state and the
 //! backtrace of each suspended one. A panic in a coroutine is reported
-//! naming the coroutine instead of its worker thread. These reports are
-//! written as `eprint!` writes, so under `cargo test` they are captured with
-//! the output of the test that built the runtime, and shown only if it
-//! fails.
+//! naming the coroutine instead of its worker thread. These reports go
+//! straight to the process's stderr, not into `cargo test`'s output
+//! capture: a test that hangs still shows the monitor's report of what
+//! every coroutine waits on, and a passing test whose coroutine panics on
+//! purpose shows that panic's report.
 //!
 //! # How the names relate to std
 //!

@@ -23,11 +23,32 @@
 //! right-hand column: one naming line, then std's own report. Nothing is
 //! lost either way.) A hook the user installs *after* the first runtime
 //! replaces weft's, as `set_hook` always does.
+//!
+//! # Where reports go
+//!
+//! Every report weft writes on its own (these, and the monitor's stall and
+//! deadlock reports) goes through [`to_stderr`]: straight to the process's
+//! stderr, in one write, ignoring a failed write as std's own report does.
+//! Not through `eprint!`, although that is what a test harness's output
+//! capture (libtest's) would hold:
+//!
+//! - `eprint!` panics when the write fails (a full disk, a non-blocking
+//!   stderr whose pipe is full, a reader gone), and a panic inside the
+//!   panic hook aborts the process (on the monitor's thread, it ended the
+//!   monitor);
+//! - a captured report is shown only when its test *ends*: the monitor's
+//!   deadlock report matters most in a test that hangs, and would be lost
+//!   with it when the test is killed.
+//!
+//! The price: under `cargo test`, a passing test whose coroutine panics on
+//! purpose prints that coroutine's report (tests/report_capture.rs pins
+//! all three behaviours).
 
 use crate::coroutine::{self, Running};
 use crate::loom::process::{AtomicBool, Ordering};
 use std::any::Any;
 use std::backtrace::{Backtrace, BacktraceStatus};
+use std::io::Write as _;
 use std::panic::{self, PanicHookInfo};
 use std::sync::Once;
 
@@ -106,20 +127,9 @@ fn report(running: &Running<'_>, info: &PanicHookInfo<'_>) {
     to_stderr(&text);
 }
 
-/// Writes one of weft's reports to stderr as `eprint!` does (into the
-/// output capture of a test harness, if the thread has one: see "Where
-/// reports go"), in one piece, so that reports from two threads do not
-/// interleave.
-///
-/// `eprint!` panics when the write fails, and a panic inside the panic hook
-/// aborts the process; std's own report ignores such a failure. So a stderr
-/// whose reader is gone (a closed pipe: the write would fail with `EPIPE`,
-/// SIGPIPE being ignored in Rust programs) gets nothing. Only a reader that
-/// goes in the microseconds between that check and the write is left:
-/// then the `eprint!` panics (in the hook, an abort).
+/// Writes one of weft's reports to stderr, in one write, so that reports
+/// from two threads do not interleave; a failed write is ignored (see
+/// "Where reports go").
 pub(crate) fn to_stderr(text: &str) {
-    if crate::sys::stderr_is_broken() {
-        return;
-    }
-    eprint!("{text}");
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }

@@ -14,15 +14,3 @@ pub(crate) mod net;
 pub(crate) mod signal;
 pub(crate) mod thread;
 pub(crate) mod unwind;
-
-/// Whether a write to stderr would fail now because its reader is gone or
-/// it hung up: `poll(2)` reports `POLLERR` for a pipe whose read end is
-/// closed, `POLLHUP` for a hung-up terminal or socket. (A closed
-/// descriptor 2 is not "broken": std's stderr writes to it as to a sink.)
-/// A zero-timeout poll, which never blocks.
-pub(crate) fn stderr_is_broken() -> bool {
-    let mut pfd = libc::pollfd { fd: libc::STDERR_FILENO, events: libc::POLLOUT, revents: 0 };
-    // SAFETY: one valid pollfd for the call.
-    let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
-    rc > 0 && pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0
-}
