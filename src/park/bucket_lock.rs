@@ -66,7 +66,7 @@
 //!  threads  unlock by swap        store, 1 ms deadlines   store, watch, 100 us first
 //!  -------  --------------------  ----------------------  --------------------------
 //!  4        2-24, 4.4-5.3 M       326-372, 6.2-6.3 M      16-54, 6.8-7.0 M
-//!  8        9-57, 5.9-6.1 M       2 088-2 600, 7.0-7.2 M  176-308, 6.4 M     
+//!  8        9-57, 5.9-6.1 M       2 088-2 600, 7.0-7.2 M  176-308, 6.4 M
 //! ```
 //!
 //! Under loom the bucket lock is loom's `Mutex`, so the models explore the
