@@ -23,6 +23,14 @@ fn runtime(workers: usize) -> Runtime {
     Runtime::builder().workers(workers).build().unwrap()
 }
 
+/// A channel of capacity `cap`, or unbounded for `None`.
+fn channel<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
+    match cap {
+        Some(c) => bounded(c),
+        None => unbounded(),
+    }
+}
+
 /// What happened to each value: indexed by its id.
 struct Ledger {
     drops: Vec<AtomicUsize>,
@@ -187,14 +195,8 @@ fn consumer(rx: &Receiver<V>, rx2: &Receiver<V>, mut seed: u64) {
 /// `cancel`, 40 more coroutines cancelled at random in their operations.
 fn mixed(cap: Option<usize>, workers: usize, cancel: bool, seed0: u64) {
     let l = Ledger::new(20_000);
-    let (tx, rx) = match cap {
-        Some(c) => bounded(c),
-        None => unbounded(),
-    };
-    let (tx2, rx2) = match cap {
-        Some(c) => bounded(c),
-        None => unbounded(),
-    };
+    let (tx, rx) = channel(cap);
+    let (tx2, rx2) = channel(cap);
     let rt = runtime(workers);
     let mut cos: Vec<JoinHandle<()>> = Vec::new();
     let mut ths = Vec::new();
@@ -271,14 +273,8 @@ fn mixed_cancel() {
 /// Runtime dropped while OS threads hammer hand-offs with coroutines.
 fn shutdown_race(cap: Option<usize>, seed0: u64) {
     let l = Ledger::new(50_000);
-    let (tx, rx) = match cap {
-        Some(c) => bounded(c),
-        None => unbounded(),
-    };
-    let (tx2, rx2) = match cap {
-        Some(c) => bounded(c),
-        None => unbounded(),
-    };
+    let (tx, rx) = channel(cap);
+    let (tx2, rx2) = channel(cap);
     let rt = runtime(2);
     let mut cos = Vec::new();
     for k in 0..30u64 {
@@ -421,10 +417,7 @@ impl Drop for PanicDrop {
 fn panic_in_drop_of_buffered_values_on_disconnect() {
     for cap in [Some(4usize), None] {
         let drops = Arc::new(AtomicUsize::new(0));
-        let (tx, rx) = match cap {
-            Some(c) => bounded(c),
-            None => unbounded(),
-        };
+        let (tx, rx) = channel(cap);
         for i in 0..3 {
             tx.send(PanicDrop { panic: i == 0, drops: Arc::clone(&drops) }).unwrap();
         }
