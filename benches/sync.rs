@@ -42,8 +42,11 @@
 //! size, for an instruction counter (callgrind); `what` is one of
 //! `handoff` (n one-way hand-offs; `handoff_nomon` the same without the
 //! runtime's monitor thread), `contended` (n increments per
-//! coroutine), `prodcons` (n items), `rwlock` (n ops per coroutine; `rwlock1`
-//! the same on a one-worker runtime), `handoff_timed` (n one-way hand-offs
+//! coroutine, 2 coroutines on 2 workers), `contended_many` (n increments
+//! per coroutine, 256 coroutines on 4 workers or on `WEFT_SYNC_WORKERS`;
+//! prints the runtime's parks, wakes and sleeps too), `prodcons` (n
+//! items), `rwlock` (n ops per coroutine; `rwlock1` the same on a
+//! one-worker runtime), `handoff_timed` (n one-way hand-offs
 //! whose every wait is a `wait_timeout` of an hour, always notified first:
 //! the cost of arming and cancelling a timer):
 //!
@@ -707,6 +710,24 @@ fn count_mode(spec: &str) {
         "contended" => {
             let rt = Runtime::builder().workers(2).build().expect("two worker threads");
             println!("workers: {:?}", weft_contended(&rt, 2, n).1);
+        }
+        "contended_many" => {
+            let workers = std::env::var("WEFT_SYNC_WORKERS")
+                .map_or(4, |w| w.parse().expect("WEFT_SYNC_WORKERS: expected a number of workers"));
+            let rt = Runtime::builder().workers(workers).build().expect("the worker threads");
+            let before = rt.metrics().total;
+            let (elapsed, _) = weft_contended(&rt, 256, n);
+            let after = rt.metrics().total;
+            println!(
+                "256 coroutines x {n} on {workers} workers: {:.1} ms; parks {}, local wakes {}, remote wakes {}, switches {}, sleeps {}, wakeups {}",
+                elapsed.as_secs_f64() * 1e3,
+                after.parks - before.parks,
+                after.local_wakes - before.local_wakes,
+                after.remote_wakes - before.remote_wakes,
+                after.switches - before.switches,
+                after.sleeps - before.sleeps,
+                after.wakeups - before.wakeups,
+            );
         }
         "prodcons" => {
             let rt = Runtime::builder().workers(2).build().expect("two worker threads");
