@@ -840,6 +840,34 @@ impl<T: ?Sized + fmt::Display> fmt::Display for MappedMutexGuard<'_, T> {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The fast paths on a word with PARKED and WOKEN set (a woken waiter
+    /// on its way, another parked): a free lock is taken at once, without
+    /// parking (nobody would wake this thread: no unlock is coming), and
+    /// with its flags kept; an unlock with WOKEN set releases without a
+    /// wake and keeps them too. With the flags cleared, the woken waiter
+    /// would find nobody to pass the wake on to.
+    #[test]
+    fn a_flagged_free_lock_is_taken_and_left_with_its_flags() {
+        let raw = RawMutex::new();
+        raw.state.store(PARKED | WOKEN, Ordering::Relaxed);
+        raw.lock();
+        assert_eq!(raw.state.load(Ordering::Relaxed), LOCKED | PARKED | WOKEN);
+        assert!(!raw.try_lock(), "taken twice");
+        // SAFETY: locked just above.
+        unsafe { raw.unlock() };
+        assert_eq!(raw.state.load(Ordering::Relaxed), PARKED | WOKEN);
+        assert!(raw.lock_until(Deadline::after(Duration::from_secs(3600))), "a free lock is taken at once");
+        assert_eq!(raw.state.load(Ordering::Relaxed), LOCKED | PARKED | WOKEN);
+        // SAFETY: locked just above.
+        unsafe { raw.unlock() };
+        assert_eq!(raw.state.load(Ordering::Relaxed), PARKED | WOKEN);
+    }
+}
+
 #[cfg(all(test, loom))]
 mod loom_models {
     //! The Mutex protocol under loom: the fast path, the PARKED bit, parking
