@@ -33,10 +33,10 @@
 //!   worker, uncontended: 55 ms); the same with the `unlock` change alone:
 //!   76-100 ms. Two coroutines on two workers (`contended:1000000`, where
 //!   the flags are rarely set) did not move beyond the run-to-run spread:
-//!   medians of 70 ms before and 65 ms after, runs from 46 to 77 ms. A lock that loads before it sets (load, then
-//!   CAS) takes the line twice under contention (shared, then exclusive)
-//!   and made that row 2x slower; `fetch_or` on a byte compiles to such a
-//!   loop.
+//!   medians of 70 ms before and 65 ms after, runs from 46 to 77 ms. A
+//!   lock that loads before it sets (load, then CAS) takes the line twice
+//!   under contention (shared, then exclusive) and made that row 2x
+//!   slower; `fetch_or` on a byte compiles to such a loop.
 //! - Slow path (`#[cold]`): spin briefly while nobody is parked (the holder
 //!   may be about to leave, on another thread), then set PARKED and park on
 //!   the lock's address in the parking lot, validating under the bucket lock
@@ -78,7 +78,7 @@
 //!   waiter leave (the unlocker, or a waiter that timed out), so it never
 //!   hides a waiter.
 //!
-//! Orderings: acquiring RMWs are Acquire and releasing stores/CASes are
+//! Orderings: acquiring RMWs are Acquire and releasing CASes and swaps are
 //! Release, pairing lock holders one after another; a handed-over lock is
 //! published by the parking lot's `removed` Release/Acquire pair.
 
@@ -272,10 +272,15 @@ impl RawMutex {
     #[inline]
     pub(crate) unsafe fn unlock(&self) {
         let state = self.state.load(Ordering::Relaxed);
-        // Release: the next owner's Acquire sees our critical section.
-        if state != LOCKED || self.state.compare_exchange(LOCKED, 0, Ordering::Release, Ordering::Relaxed).is_err() {
-            self.unlock_slow(state);
+        if state == LOCKED {
+            // Release: the next owner's Acquire sees our critical section.
+            match self.state.compare_exchange(LOCKED, 0, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                // A waiter set PARKED since the load: go on from its value.
+                Err(actual) => return self.unlock_slow(actual),
+            }
         }
+        self.unlock_slow(state);
     }
 
     #[cold]
@@ -285,7 +290,7 @@ impl RawMutex {
         // (The loom negative control releases without waking, stranding a
         // parked waiter.)
         while state & WOKEN != 0 || state & PARKED == 0 || negative_control::broken("mutex") {
-            // Release: the next owner's Acquire CAS sees our critical section.
+            // Release: the next owner's Acquire RMW sees our critical section.
             match self.state.compare_exchange_weak(state, state & !LOCKED, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(actual) => state = actual,
@@ -296,12 +301,16 @@ impl RawMutex {
         //
         // A swap, not a store: while we hold the lock, another thread's
         // `lock` still writes the word (its `fetch_or` sets the LOCKED bit
-        // that is set already), and loom orders a plain store concurrent
-        // with such a read-modify-write only partially: a later CAS could
-        // read the `fetch_or`'s value as the latest and undo our release
-        // (a "deadlock" in the models that no C++ execution has: a
-        // read-modify-write reads the last value before its own write). A
-        // swap is ordered after it. Only this slow path pays for it.
+        // that is set already), and loom leaves a plain store unordered
+        // with a read-modify-write its thread has not seen. The woken
+        // waiter, whose wake happens after our store, could then load the
+        // `fetch_or`'s older value, CAS it back and park for good: a
+        // "deadlock" in the models (three_threads_increment) that no C++
+        // execution has, since the `fetch_or` read the value before ours
+        // and so comes before our store in the word's modification order,
+        // and a load that happens after our store reads it or a later
+        // value. A swap reads the latest value and is ordered after it.
+        // Only this slow path pays for it.
         lot::unpark_one_fair(self.key(), FAIR_AFTER, |result| {
             if result.be_fair {
                 // Hand over: the lock stays LOCKED, now owned by the waiter.
