@@ -1090,6 +1090,40 @@ mod loom_models {
         });
     }
 
+    /// notify_all racing a barger: the notifier's unlock, the barger's
+    /// `lock` (a `fetch_or` that may hit the held lock and write the word)
+    /// and its unlock race the waiter's wait and `notify_all`'s
+    /// `mark_parked_if_locked`. The waiter always gets in, no increment is
+    /// lost, and nothing is left queued or flagged.
+    #[test]
+    fn notify_all_races_a_barger() {
+        loom::model(|| {
+            let s = shared();
+            let waiter = {
+                let s = s.clone();
+                thread::spawn(move || {
+                    let (lock, cv) = &*s;
+                    drop(cv.wait_while(lock.lock(), |n| *n == 0));
+                })
+            };
+            let barger = {
+                let s = s.clone();
+                thread::spawn(move || {
+                    *s.0.lock() += 2;
+                })
+            };
+            {
+                let (lock, cv) = &*s;
+                *lock.lock() += 1;
+                cv.notify_all();
+            }
+            waiter.join().unwrap();
+            barger.join().unwrap();
+            assert_eq!(*s.0.lock(), 3);
+            assert_quiescent(&s);
+        });
+    }
+
     /// notify_all while the notifier holds the mutex: the waiter is moved
     /// onto the mutex and woken by the unlock.
     #[test]
