@@ -1032,6 +1032,15 @@ mod loom_models {
         Arc::new((Mutex::new(0), Condvar::new()))
     }
 
+    /// A thread that waits until the counter is not 0.
+    fn spawn_waiter(s: &Shared) -> thread::JoinHandle<()> {
+        let s = s.clone();
+        thread::spawn(move || {
+            let (lock, cv) = &*s;
+            drop(cv.wait_while(lock.lock(), |n| *n == 0));
+        })
+    }
+
     /// Nobody is left queued: the state is null and the mutex free.
     fn assert_quiescent(s: &Shared) {
         assert!(s.1.state.load(Ordering::Relaxed).is_null(), "Condvar state left set with no waiters");
@@ -1069,15 +1078,7 @@ mod loom_models {
     fn notify_all_two_waiters() {
         loom::model(|| {
             let s = shared();
-            let waiters: Vec<_> = (0..2)
-                .map(|_| {
-                    let s = s.clone();
-                    thread::spawn(move || {
-                        let (lock, cv) = &*s;
-                        drop(cv.wait_while(lock.lock(), |n| *n == 0));
-                    })
-                })
-                .collect();
+            let waiters: Vec<_> = (0..2).map(|_| spawn_waiter(&s)).collect();
             {
                 let (lock, cv) = &*s;
                 *lock.lock() = 1;
@@ -1099,13 +1100,7 @@ mod loom_models {
     fn notify_all_races_a_barger() {
         loom::model(|| {
             let s = shared();
-            let waiter = {
-                let s = s.clone();
-                thread::spawn(move || {
-                    let (lock, cv) = &*s;
-                    drop(cv.wait_while(lock.lock(), |n| *n == 0));
-                })
-            };
+            let waiter = spawn_waiter(&s);
             let barger = {
                 let s = s.clone();
                 thread::spawn(move || {
@@ -1130,13 +1125,7 @@ mod loom_models {
     fn notify_all_under_the_lock_requeues() {
         loom::model(|| {
             let s = shared();
-            let waiter = {
-                let s = s.clone();
-                thread::spawn(move || {
-                    let (lock, cv) = &*s;
-                    drop(cv.wait_while(lock.lock(), |n| *n == 0));
-                })
-            };
+            let waiter = spawn_waiter(&s);
             {
                 let (lock, cv) = &*s;
                 let mut guard = lock.lock();
