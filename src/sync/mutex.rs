@@ -16,7 +16,8 @@
 //!   x86-64, which needs a 16-, 32- or 64-bit word: hence not a byte), and
 //!   owns the lock if LOCKED was clear, whatever else was set. `unlock`
 //!   loads the word and, if it is exactly LOCKED, clears it with one CAS;
-//!   anything else goes to the slow path with what it loaded.
+//!   anything else (or a CAS that finds a waiter's PARKED since the load)
+//!   goes to the slow path with the value it saw.
 //!
 //!   Both fast paths make one atomic read-modify-write (RMW) with PARKED or
 //!   WOKEN set too, and that matters under contention. A woken waiter
@@ -857,8 +858,10 @@ mod tests {
     /// on its way, another parked): a free lock is taken at once, without
     /// parking (nobody would wake this thread: no unlock is coming), and
     /// with its flags kept; an unlock with WOKEN set releases without a
-    /// wake and keeps them too. With the flags cleared, the woken waiter
-    /// would find nobody to pass the wake on to.
+    /// wake and keeps them too. A fast path that cleared PARKED would
+    /// strand the parked waiter (no later unlock would wake it); one that
+    /// cleared WOKEN would let the next unlock wake a second waiter while
+    /// the first is on its way.
     #[test]
     fn a_flagged_free_lock_is_taken_and_left_with_its_flags() {
         let raw = RawMutex::new();
