@@ -45,8 +45,8 @@
 //! coroutine, 2 coroutines on 2 workers), `contended_many` (n increments
 //! per coroutine, 256 coroutines on 4 workers or on `WEFT_SYNC_WORKERS`;
 //! prints the runtime's parks, wakes and sleeps too), `prodcons` (n
-//! items), `rwlock` (n ops per coroutine; `rwlock1` the same on a
-//! one-worker runtime), `handoff_timed` (n one-way hand-offs
+//! items), `rwlock` (n ops per coroutine; prints the runtime's parks,
+//! wakes and switches too; `rwlock1` the same on a one-worker runtime), `handoff_timed` (n one-way hand-offs
 //! whose every wait is a `wait_timeout` of an hour, always notified first:
 //! the cost of arming and cancelling a timer):
 //!
@@ -735,7 +735,17 @@ fn count_mode(spec: &str) {
         }
         "rwlock" => {
             let rt = Runtime::builder().workers(2).build().expect("two worker threads");
+            let before = rt.metrics().total;
             println!("workers: {:?}", weft_rwlock(&rt, n).1);
+            let after = rt.metrics().total;
+            println!(
+                "parks {}, local wakes {}, remote wakes {}, switches {}, sleeps {}",
+                after.parks - before.parks,
+                after.local_wakes - before.local_wakes,
+                after.remote_wakes - before.remote_wakes,
+                after.switches - before.switches,
+                after.sleeps - before.sleeps,
+            );
         }
         "rwlock1" => {
             let rt = Runtime::builder().workers(1).build().expect("one worker thread");
