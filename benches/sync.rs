@@ -689,6 +689,21 @@ fn threads_rwlock<L: CounterRwLock>(ops: u64) -> Duration {
 // Instruction-count mode
 // ---------------------------------------------------------------------------
 
+/// The runtime's parks, wakes, switches and sleeps since `before` (its
+/// total counters then), for the count modes that say why a run was slow.
+fn counters_since(rt: &Runtime, before: &weft::WorkerMetrics) -> String {
+    let after = rt.metrics().total;
+    format!(
+        "parks {}, local wakes {}, remote wakes {}, switches {}, sleeps {}, wakeups {}",
+        after.parks - before.parks,
+        after.local_wakes - before.local_wakes,
+        after.remote_wakes - before.remote_wakes,
+        after.switches - before.switches,
+        after.sleeps - before.sleeps,
+        after.wakeups - before.wakeups,
+    )
+}
+
 /// `WEFT_SYNC_COUNT=what:n`: one run of one workload, for callgrind.
 fn count_mode(spec: &str) {
     let (what, n) = spec.split_once(':').unwrap_or_else(|| panic!("WEFT_SYNC_COUNT={spec}: expected what:n"));
@@ -717,16 +732,10 @@ fn count_mode(spec: &str) {
             let rt = Runtime::builder().workers(workers).build().expect("the worker threads");
             let before = rt.metrics().total;
             let (elapsed, _) = weft_contended(&rt, 256, n);
-            let after = rt.metrics().total;
             println!(
-                "256 coroutines x {n} on {workers} workers: {:.1} ms; parks {}, local wakes {}, remote wakes {}, switches {}, sleeps {}, wakeups {}",
+                "256 coroutines x {n} on {workers} workers: {:.1} ms; {}",
                 elapsed.as_secs_f64() * 1e3,
-                after.parks - before.parks,
-                after.local_wakes - before.local_wakes,
-                after.remote_wakes - before.remote_wakes,
-                after.switches - before.switches,
-                after.sleeps - before.sleeps,
-                after.wakeups - before.wakeups,
+                counters_since(&rt, &before)
             );
         }
         "prodcons" => {
@@ -737,15 +746,7 @@ fn count_mode(spec: &str) {
             let rt = Runtime::builder().workers(2).build().expect("two worker threads");
             let before = rt.metrics().total;
             println!("workers: {:?}", weft_rwlock(&rt, n).1);
-            let after = rt.metrics().total;
-            println!(
-                "parks {}, local wakes {}, remote wakes {}, switches {}, sleeps {}",
-                after.parks - before.parks,
-                after.local_wakes - before.local_wakes,
-                after.remote_wakes - before.remote_wakes,
-                after.switches - before.switches,
-                after.sleeps - before.sleeps,
-            );
+            println!("{}", counters_since(&rt, &before));
         }
         "rwlock1" => {
             let rt = Runtime::builder().workers(1).build().expect("one worker thread");
