@@ -41,7 +41,9 @@
 //! compiled twice: with `weft::spawn` and `weft::sync`, and with
 //! `std::thread::spawn` and `std::sync` (behind thin wrappers that give them
 //! weft's names). Each figure is the median of several runs, after one
-//! unmeasured warm-up run (none for the memory row), and the `±`
+//! unmeasured warm-up run (none for the memory row, each of whose runs is
+//! a fresh process of this program, so that no earlier row's freed memory
+//! is reused), and the `±`
 //! columns give the runs' spread (half their range, as a share of the
 //! median); the ratio column says how many times better weft did (above 1:
 //! weft wins), whether the unit is a time, a size or a rate.
@@ -369,8 +371,8 @@ fn spawn_join_row(cx: &mut Context) -> Row {
 fn memory_row(cx: &mut Context) -> Row {
     let (s, workers) = (&cx.sizes, cx.workers);
     cx.progress.begin("memory per parked task");
-    let weft = median_of_cold("weft", s.costly_runs, || on_weft(workers, || weft_side::parked_memory(s.weft_parked)));
-    let threads = median_of_cold("threads", s.costly_runs, || thread_side::parked_memory(s.thread_parked));
+    let weft = median_of_cold("weft", s.costly_runs, || memory_in_child("weft", s.weft_parked, workers));
+    let threads = median_of_cold("threads", s.costly_runs, || memory_in_child("threads", s.thread_parked, workers));
     cx.progress.end();
     let note = format!(
         "VmRSS growth with {} coroutines ({} KiB stacks, resident only where touched) / {} OS threads (std's \
@@ -388,6 +390,54 @@ fn memory_row(cx: &mut Context) -> Row {
         higher_is_better: false,
         note,
     }
+}
+
+/// The environment variable that makes this program a memory row's child:
+/// `SIDE TASKS WORKERS`.
+const MEMORY_CHILD: &str = "WEFT_VERSUS_MEMORY_CHILD";
+
+/// One run of the memory row, in a fresh process of this program: growth
+/// of resident memory is what it measures, and in this process the rows
+/// before it (spawn+join's 100 000 task cells and stacks) leave freed heap
+/// and cached stacks that the parked tasks would reuse without growing it.
+fn memory_in_child(side: &str, tasks: usize, workers: usize) -> f64 {
+    let exe = std::env::current_exe().expect("versus_threads: cannot find its own executable for the memory row");
+    let output = std::process::Command::new(exe)
+        .env(MEMORY_CHILD, format!("{side} {tasks} {workers}"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("versus_threads: cannot start a child process for the memory row");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let kib = stdout.trim().parse::<f64>().ok().filter(|_| output.status.success());
+    workloads::verify(
+        kib.is_some(),
+        &format!("memory row: the {side} child process reported {stdout:?} ({})", output.status),
+    );
+    kib.unwrap_or(f64::NAN)
+}
+
+/// The child's side of [`memory_in_child`]: measures, prints KiB per task
+/// on stdout, and exits (non-zero if a check failed).
+fn memory_child(spec: &str) -> ! {
+    let fields: Vec<&str> = spec.split_whitespace().collect();
+    let (side, tasks, workers) = match fields[..] {
+        [side, tasks, workers] => (side, tasks.parse().ok(), workers.parse().ok()),
+        _ => ("", None, None),
+    };
+    let (Some(tasks), Some(workers)) = (tasks, workers) else {
+        eprintln!("{MEMORY_CHILD}={spec:?}: expected \"SIDE TASKS WORKERS\" (set by versus_threads itself)");
+        std::process::exit(2);
+    };
+    let kib = match side {
+        "weft" => on_weft(workers, || weft_side::parked_memory(tasks)),
+        "threads" => thread_side::parked_memory(tasks),
+        other => {
+            eprintln!("{MEMORY_CHILD}={spec:?}: unknown side {other:?} (weft or threads)");
+            std::process::exit(2);
+        }
+    };
+    println!("{kib}");
+    std::process::exit(if workloads::failed_checks() == 0 { 0 } else { 1 });
 }
 
 fn condvar_handoff_row(cx: &mut Context) -> Row {
@@ -785,6 +835,9 @@ fn json(machine: &Machine, options: &Options, sizes: &Sizes, workers: usize, row
 }
 
 fn main() {
+    if let Ok(spec) = std::env::var(MEMORY_CHILD) {
+        memory_child(&spec);
+    }
     let options = Options::parse();
     let sizes = if options.quick { Sizes::QUICK } else { Sizes::FULL };
     let machine = Machine::read();
