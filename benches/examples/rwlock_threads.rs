@@ -7,10 +7,20 @@
 //! `THREADS=2,4,8,16` picks the thread counts (default 2, 4, 8);
 //! `WRITE_EVERY=n` makes every n-th operation a write (default 20: 5 %);
 //! `HOLD=n` spins n `spin_loop` hints inside each write (default 0).
+//!
+//! Two bare lock words run beside them, with no queue and no parking (a
+//! waiter spins, then yields its thread): one takes a read lock as weft's
+//! RwLock does, a load then a compare-exchange, the other with a single
+//! `fetch_add`, as Go's RWMutex does (undone if a writer holds the word).
+//! Side by side they say what the read lock's instruction choice costs
+//! when the word's cache line is what the threads wait for (give each
+//! thread a few million operations, so that the threads overlap for most
+//! of the run: `THREADS=2 ... rwlock_threads 2000000`).
 
 #[path = "../../examples/common/args.rs"]
 mod args;
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 
 static ARGS: args::Spec = args::Spec { name: "rwlock_threads", counts: &["ops-per-thread", "runs"], workers: false };
@@ -55,6 +65,78 @@ macro_rules! impl_lock {
 impl_lock!(weft::sync::RwLock<[u64; 8]>,);
 impl_lock!(std::sync::RwLock<[u64; 8]>, unwrap);
 impl_lock!(parking_lot::RwLock<[u64; 8]>,);
+
+/// A bare reader-writer lock word (see the module docs), over data kept in
+/// atomics so that no `unsafe` is needed; `FETCH_ADD` picks the read lock.
+struct Word<const FETCH_ADD: bool> {
+    state: AtomicU32,
+    data: [AtomicU64; 8],
+}
+
+/// The writer's bit of a [`Word`]; the readers count below it.
+const WRITER: u32 = 1 << 31;
+
+impl<const FETCH_ADD: bool> Word<FETCH_ADD> {
+    fn read_lock(&self) {
+        let mut waited = 0u32;
+        loop {
+            if FETCH_ADD {
+                if self.state.fetch_add(1, Ordering::Acquire) & WRITER == 0 {
+                    return;
+                }
+                self.state.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                let state = self.state.load(Ordering::Relaxed);
+                if state & WRITER == 0
+                    && self.state.compare_exchange_weak(state, state + 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                {
+                    return;
+                }
+            }
+            while self.state.load(Ordering::Relaxed) & WRITER != 0 {
+                backoff(&mut waited);
+            }
+        }
+    }
+
+    fn write_lock(&self) {
+        let mut waited = 0u32;
+        while self.state.compare_exchange_weak(0, WRITER, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            backoff(&mut waited);
+        }
+    }
+}
+
+/// A spin hint for the first 64 waits, then an OS yield (the threads may
+/// outnumber the CPUs).
+fn backoff(waited: &mut u32) {
+    *waited += 1;
+    if *waited < 64 { std::hint::spin_loop() } else { std::thread::yield_now() }
+}
+
+impl<const FETCH_ADD: bool> Lock for Word<FETCH_ADD> {
+    fn new() -> Self {
+        Word { state: AtomicU32::new(0), data: Default::default() }
+    }
+    fn read_check(&self) -> bool {
+        self.read_lock();
+        let first = self.data[0].load(Ordering::Relaxed);
+        let torn = self.data.iter().any(|s| s.load(Ordering::Relaxed) != first);
+        // Release: the next writer's Acquire sees our reads done.
+        self.state.fetch_sub(1, Ordering::Release);
+        torn
+    }
+    fn write_bump(&self) {
+        self.write_lock();
+        let next = self.data[0].load(Ordering::Relaxed) + 1;
+        for slot in &self.data {
+            slot.store(next, Ordering::Relaxed);
+        }
+        hold();
+        // Release: the next reader's or writer's Acquire sees the new data.
+        self.state.fetch_sub(WRITER, Ordering::Release);
+    }
+}
 
 fn run<L: Lock>(threads: usize, ops: u64, write_every: u64) -> Duration {
     let lock = Arc::new(L::new());
@@ -121,8 +203,11 @@ fn main() {
         let (w, wl, wh) = median_mops::<weft::sync::RwLock<[u64; 8]>>(threads, ops, runs, write_every);
         let (s, sl, sh) = median_mops::<std::sync::RwLock<[u64; 8]>>(threads, ops, runs, write_every);
         let (p, pl, ph) = median_mops::<parking_lot::RwLock<[u64; 8]>>(threads, ops, runs, write_every);
+        let (c, cl, ch) = median_mops::<Word<false>>(threads, ops, runs, write_every);
+        let (a, al, ah) = median_mops::<Word<true>>(threads, ops, runs, write_every);
         println!(
-            "{threads} threads: weft {w:7.2} ({wl:.2}..{wh:.2})  std {s:7.2} ({sl:.2}..{sh:.2})  parking_lot {p:7.2} ({pl:.2}..{ph:.2})"
+            "{threads} threads: weft {w:7.2} ({wl:.2}..{wh:.2})  std {s:7.2} ({sl:.2}..{sh:.2})  parking_lot {p:7.2} ({pl:.2}..{ph:.2})  \
+             bare word, load+CAS {c:7.2} ({cl:.2}..{ch:.2})  bare word, fetch_add {a:7.2} ({al:.2}..{ah:.2})"
         );
     }
 }
