@@ -40,6 +40,7 @@
 //! ```
 
 use crate::loom::process::{AtomicU64, Ordering};
+use std::fmt;
 
 /// One worker's counters; see the module docs. Written only by the worker's
 /// own thread.
@@ -236,5 +237,98 @@ impl RuntimeMetrics {
             total.accumulate(worker);
         }
         RuntimeMetrics { workers, total, ..RuntimeMetrics::default() }
+    }
+}
+
+/// A table: one row per worker and a total row, then the runtime-wide
+/// figures, for a log line or a status page.
+///
+/// ```
+/// let runtime = weft::Runtime::builder().workers(2).build().expect("worker threads");
+/// runtime.block_on(|| weft::spawn(weft::yield_now).join().expect("no panic"));
+/// let text = runtime.metrics().to_string();
+/// assert!(text.starts_with("runtime "));
+/// assert_eq!(text.lines().filter(|line| line.starts_with("worker ")).count(), 2);
+/// assert!(text.lines().any(|line| line.starts_with("total")));
+/// println!("{text}");
+/// ```
+impl fmt::Display for RuntimeMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "runtime {}: {} spawned ({} from outside), {} alive",
+            self.runtime_id,
+            self.spawned(),
+            self.spawned_from_outside,
+            self.alive()
+        )?;
+        const HEADINGS: [&str; 14] = [
+            "spawned",
+            "started",
+            "finished",
+            "alive",
+            "parked",
+            "switches",
+            "parks",
+            "local wakes",
+            "remote wakes",
+            "steals",
+            "sleeps",
+            "wakeups",
+            "timers",
+            "io events",
+        ];
+        let row = |m: &WorkerMetrics| {
+            [
+                m.spawned,
+                m.started,
+                m.finished,
+                m.alive,
+                m.parked,
+                m.switches,
+                m.parks,
+                m.local_wakes,
+                m.remote_wakes,
+                m.steals,
+                m.sleeps,
+                m.wakeups,
+                m.timers_armed,
+                m.io_events,
+            ]
+        };
+        let rows: Vec<(String, [u64; 14])> = self
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("worker {i}"), row(m)))
+            .chain(std::iter::once(("total".to_string(), row(&self.total))))
+            .collect();
+        // Each column as wide as its heading or its widest number.
+        let widths: Vec<usize> = (0..HEADINGS.len())
+            .map(|c| rows.iter().map(|(_, r)| r[c].to_string().len()).chain([HEADINGS[c].len()]).max().unwrap_or(0))
+            .collect();
+        let label = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+        write!(f, "{:label$}", "")?;
+        for (heading, width) in HEADINGS.iter().zip(&widths) {
+            write!(f, "  {heading:>width$}")?;
+        }
+        writeln!(f)?;
+        for (name, values) in &rows {
+            write!(f, "{name:label$}")?;
+            for (value, width) in values.iter().zip(&widths) {
+                write!(f, "  {value:>width$}")?;
+            }
+            writeln!(f)?;
+        }
+        writeln!(
+            f,
+            "spawn_blocking: {} threads, {} jobs running, {} queued",
+            self.blocking_threads, self.blocking_jobs_running, self.blocking_jobs_queued
+        )?;
+        write!(f, "stacks mapped (whole process): {}, using {} memory maps", self.stacks_mapped, self.stack_maps)?;
+        match self.max_map_count {
+            Some(limit) => write!(f, " of vm.max_map_count {limit}"),
+            None => Ok(()),
+        }
     }
 }
