@@ -126,7 +126,7 @@ impl<T: ?Sized> RwLock<T> {
     ///
     /// # Panics
     ///
-    /// If more than about 2^29 read locks would be held at once.
+    /// If more than 2^27 read locks would be held at once.
     ///
     /// ```
     /// use weft::sync::RwLock;
@@ -716,6 +716,9 @@ impl<'a, T: ?Sized> RwLockUpgradableReadGuard<'a, T> {
 
     /// Turns the upgradable read into the write lock if no other reader
     /// holds the lock right now; otherwise gives the guard back in `Err`.
+    /// (While a writer waits, a reader arriving counts itself in for a
+    /// moment before it queues behind that writer: at that moment it is a
+    /// reader here too.)
     ///
     /// ```
     /// use weft::sync::{RwLock, RwLockUpgradableReadGuard};

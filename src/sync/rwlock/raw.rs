@@ -23,14 +23,18 @@
 //! # State word
 //!
 //! ```text
-//!   u32:  [ WRITERS_WAITING (31) | READERS_WAITING (30) | UPGRADING (29) | count (0..29) ]
+//!   u32:  [ WRITERS_WAITING (31) | READERS_WAITING (30) | UPGRADING (29)
+//!         | WRITE_LOCKED (28) | count (0..28) ]
 //!
-//!  count                  meaning
-//!  ---------------------  ---------------------------------------------
-//!  0                      free
-//!  1 ..= MAX_READERS      read-locked by that many readers (an upgradable
-//!                         reader, if one holds the lock, is one of them)
-//!  WRITE_LOCKED (= MASK)  write-locked
+//!  WRITE_LOCKED  count              meaning
+//!  ------------  -----------------  ------------------------------------------
+//!  0             0                  free
+//!  0             1 ..= MAX_READERS  read-locked by that many readers (an
+//!                                   upgradable reader, if one holds the lock,
+//!                                   is one of them), or some of them readers
+//!                                   backing out (below)
+//!  1             any                write-locked; the count is readers backing
+//!                                   out, nobody holds a read lock
 //!
 //!  READERS_WAITING   readers are parked on the reader key (or one is about to)
 //!  WRITERS_WAITING   writers are parked on the writer key (or one is about to,
@@ -46,6 +50,19 @@
 //!   not full, and neither WRITERS_WAITING nor UPGRADING is set
 //!   ([`is_read_lockable`]); a write lock by `0 -> WRITE_LOCKED`, only from
 //!   an entirely clear word.
+//! - `read` makes its `count += 1` with one `fetch_add`, before it knows
+//!   whether the word was read-lockable, as Go's RWMutex does: one atomic
+//!   instruction where a load and a compare-exchange would move the word's
+//!   cache line twice when another CPU holds it. If the word it found was
+//!   not read-lockable, the reader *backs out* at once: `count -= 1`, a read
+//!   unlock of a lock it never held, with the same duties (below: it may
+//!   turn out to be the last reader, and responsible). Meanwhile its count
+//!   looks like a reader's: a writer cannot take the lock from 0, an upgrade
+//!   waits, and a free-lock take-over gives up to it, exactly as for a
+//!   reader that is about to leave. While the lock is write-locked the count
+//!   holds only such readers, and their back-outs leave the passing on to
+//!   the writer's unlock. `try_read` and the waiting reader take their read
+//!   lock with a compare-exchange from a read-lockable word, as before.
 //! - A waiting bit is cleared only under its key's bucket lock, by whoever
 //!   takes the last waiter off that queue (or finds it empty, or leaves it
 //!   last by a timeout), so a set bit never hides a waiter from an unlocker,
@@ -56,16 +73,20 @@
 //!  transition                                 who
 //!  -----------------------------------------  ---------------------------------------
 //!  count += 1          (read-lockable word)   a reader, an upgradable reader
+//!  count += 1          (any word)             `read`'s fetch_add, kept if the word
+//!                                             was read-lockable, else backed out
 //!  0 -> WRITE_LOCKED   (clear word)           a writer
-//!  count -= 1                                 a reader leaving; the last one of a
-//!                                             phase with a bit set is responsible
+//!  count -= 1                                 a reader leaving or backing out; the
+//!                                             last one of a phase with a bit set
+//!                                             and no write lock is responsible
 //!                                             (below); 2 -> 1 with UPGRADING set
 //!                                             wakes the upgrading reader
 //!  0|bits -> WRITE_LOCKED|bits                the responsible party takes over
-//!  WRITE_LOCKED -> 1   (bits kept)            a read phase starts; a downgrade
+//!  WRITE_LOCKED|n -> n+1  (bits kept)         a read phase starts; a downgrade
 //!  1|UPGRADING|bits -> WRITE_LOCKED|bits      an upgrade, once it is the only reader
 //!  1 -> WRITE_LOCKED   (bits kept)            try_upgrade
-//!  WRITE_LOCKED -> 0   (no bits)              a writer leaving, nobody waiting
+//!  WRITE_LOCKED|n -> n  (no bits)             a writer leaving, nobody waiting (n:
+//!                                             readers backing out)
 //!  set a bit                                  a waiter before it parks (a writer
 //!                                             also before it spins)
 //!  clear a bit         (bucket lock held)     whoever takes the last waiter off,
@@ -219,11 +240,15 @@ use crate::loom::{AtomicU32, AtomicUsize, Ordering, negative_control};
 use crate::park::lot::{self, DEFAULT_TOKEN, ParkResult};
 use crate::sys::futex::Deadline;
 use std::cell::Cell;
-/// Bits 0..29: the reader count, or WRITE_LOCKED.
-pub(super) const MASK: u32 = (1 << 29) - 1;
-pub(super) const WRITE_LOCKED: u32 = MASK;
-/// The most readers at once; one more is a panic.
-pub(super) const MAX_READERS: u32 = MASK - 1;
+/// Bits 0..28: the reader count (readers that hold the lock, and readers
+/// backing out of a `count += 1` that found it not read-lockable).
+pub(super) const MASK: u32 = (1 << 28) - 1;
+pub(super) const WRITE_LOCKED: u32 = 1 << 28;
+/// The most readers at once; one more is a panic. Half the count's range:
+/// the other half is room for readers backing out, one per thread or
+/// coroutine in the middle of a `read` (each of which owns at least a 4 KiB
+/// stack page, so 2^27 of them would need 512 GiB).
+pub(super) const MAX_READERS: u32 = 1 << 27;
 pub(super) const UPGRADING: u32 = 1 << 29;
 pub(super) const READERS_WAITING: u32 = 1 << 30;
 pub(super) const WRITERS_WAITING: u32 = 1 << 31;
@@ -234,7 +259,7 @@ const TOKEN_HANDOFF: usize = 1;
 
 #[inline]
 fn is_write_locked(state: u32) -> bool {
-    state & MASK == WRITE_LOCKED
+    state & WRITE_LOCKED != 0
 }
 
 /// Whether a reader may take a read lock itself: not write-locked, room for
@@ -243,16 +268,18 @@ fn is_write_locked(state: u32) -> bool {
 /// each other.
 #[inline]
 fn is_read_lockable(state: u32) -> bool {
-    state & MASK < MAX_READERS && state & (WRITERS_WAITING | UPGRADING) == 0
+    state & MASK < MAX_READERS && state & (WRITE_LOCKED | WRITERS_WAITING | UPGRADING) == 0
 }
 
-/// Whether a read unlock that found `previous` has more to do than the
-/// decrement: it was the last reader with waiters flagged, or it leaves the
-/// upgrading reader alone.
+/// Whether a read unlock (or a back-out) that found `previous` has more to
+/// do than the decrement: it was the last reader with waiters flagged, or
+/// it leaves the upgrading reader alone. Never while write-locked: the
+/// count then holds only readers backing out, and the writer's unlock is
+/// the one responsible.
 #[inline]
 fn read_unlock_is_contended(previous: u32) -> bool {
     let count = previous & MASK;
-    (count == 1 && previous & WAITING != 0) || (count == 2 && previous & UPGRADING != 0)
+    !is_write_locked(previous) && ((count == 1 && previous & WAITING != 0) || (count == 2 && previous & UPGRADING != 0))
 }
 
 /// The lock without data: the state word and its protocol.
@@ -297,7 +324,7 @@ impl RawRwLock {
 
     /// Whether any lock is held (read, upgradable or write): a snapshot.
     pub(super) fn is_locked(&self) -> bool {
-        self.state.load(Ordering::Relaxed) & MASK != 0
+        self.state.load(Ordering::Relaxed) & (MASK | WRITE_LOCKED) != 0
     }
 
     /// Whether the write lock is held: a snapshot.
@@ -307,13 +334,42 @@ impl RawRwLock {
 
     #[inline]
     pub(crate) fn read(&self) {
-        let state = self.state.load(Ordering::Relaxed);
-        // Acquire: pairs with the Release of the writer that last unlocked.
-        if !is_read_lockable(state)
-            || self.state.compare_exchange_weak(state, state + 1, Ordering::Acquire, Ordering::Relaxed).is_err()
-        {
-            let locked = self.read_contended(None);
-            debug_assert!(locked, "RwLock: an untimed read gave up");
+        // One read-modify-write: count ourselves in, then look at what we
+        // found. Acquire: pairs with the Release of the writer that last
+        // unlocked.
+        let previous = self.state.fetch_add(1, Ordering::Acquire);
+        if !is_read_lockable(previous) {
+            self.read_refused(previous);
+        }
+    }
+
+    /// `read` found the lock not read-lockable: backs out, then waits.
+    #[cold]
+    fn read_refused(&self, previous: u32) {
+        self.back_out();
+        if previous & MASK >= MAX_READERS {
+            reader_overflow();
+        }
+        let locked = self.read_contended(None);
+        debug_assert!(locked, "RwLock: an untimed read gave up");
+    }
+
+    /// Takes back the `count += 1` of a reader that found the lock not
+    /// read-lockable: a read unlock of a lock it never held (module docs,
+    /// "State word"). It may leave the reader the last one with waiters
+    /// flagged, responsible as any last reader.
+    fn back_out(&self) {
+        // Release: nothing of ours to publish (we read nothing), so Relaxed
+        // would do: a take-over that follows reads the readers' Release
+        // decrements through this read-modify-write either way. Kept as a
+        // read unlock's, so that a back-out is one (the same instruction on
+        // x86).
+        let previous = self.state.fetch_sub(1, Ordering::Release);
+        debug_assert!(previous & MASK != 0, "RwLock: backing out of a count of 0 (state {previous:#x})");
+        // (The loom negative control drops that duty: a writer that waits
+        // for the last reader is stranded.)
+        if read_unlock_is_contended(previous) && !negative_control::broken("rwlock back-out") {
+            self.read_unlock_contended(previous);
         }
     }
 
@@ -352,7 +408,7 @@ impl RawRwLock {
                 }
                 continue;
             }
-            if state & MASK == MAX_READERS {
+            if state & MASK >= MAX_READERS {
                 reader_overflow();
             }
             // Nothing of ours is in the word here (our bit, if we set it
@@ -840,7 +896,7 @@ impl RawRwLock {
     fn take_over_free_lock(&self) -> bool {
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
-            if state & MASK != 0 || state & WAITING == 0 {
+            if state & (MASK | WRITE_LOCKED) != 0 || state & WAITING == 0 {
                 return false;
             }
             debug_assert_eq!(state & UPGRADING, 0, "RwLock: upgrading with no reader");
@@ -862,8 +918,10 @@ impl RawRwLock {
             debug_assert!(is_write_locked(state), "RwLock: passing on a lock not write-locked (state {state:#x})");
             debug_assert_eq!(state & UPGRADING, 0, "RwLock: upgrading while write-locked");
             if state & WAITING == 0 {
-                // Release: pairs with the Acquire of the next holders.
-                if self.state.compare_exchange_weak(state, 0, Ordering::Release, Ordering::Relaxed).is_ok() {
+                // Free it, keeping the count of readers backing out (they
+                // find it free when they leave). Release: pairs with the
+                // Acquire of the next holders.
+                if self.state.compare_exchange_weak(state, state & MASK, Ordering::Release, Ordering::Relaxed).is_ok() {
                     return;
                 }
                 continue;
@@ -1437,5 +1495,45 @@ mod loom_models {
             assert_eq!(lock.raw.state.load(Ordering::Relaxed), 0);
             assert_eq!(lock.raw.parked_readers.load(Ordering::Relaxed), 0);
         });
+    }
+
+    /// A reader that counts itself in while a writer waits for the last
+    /// reader backs out, and when the last reader's unlock finds that
+    /// reader's count still there, the back-out is the last: it passes the
+    /// lock on to the writer. Everyone gets in, the word ends clear.
+    /// std's `Arc`, as in the negative control above, which runs this too.
+    fn back_out_behind_a_waiting_writer() {
+        loom::model(|| {
+            let lock = std::sync::Arc::new(RwLock::new(0usize));
+            let guard = lock.read();
+            let writer = {
+                let lock = std::sync::Arc::clone(&lock);
+                thread::spawn(move || *lock.write() += 1)
+            };
+            let reader = {
+                let lock = std::sync::Arc::clone(&lock);
+                thread::spawn(move || *lock.read())
+            };
+            drop(guard);
+            writer.join().unwrap();
+            assert!(reader.join().unwrap() <= 1);
+            assert_eq!(*lock.read(), 1);
+            assert_eq!(lock.raw.state.load(Ordering::Relaxed), 0);
+        });
+    }
+
+    #[test]
+    fn a_reader_backing_out_passes_the_lock_on() {
+        back_out_behind_a_waiting_writer();
+    }
+
+    /// Negative control: a back-out that never passes the lock on strands
+    /// the writer when it was the last to leave, and loom must find that
+    /// interleaving.
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn negative_control_a_back_out_that_passes_nothing_on_strands_a_writer() {
+        let _broken = crate::loom::negative_control::break_until_dropped("rwlock back-out");
+        back_out_behind_a_waiting_writer();
     }
 }
