@@ -229,7 +229,10 @@ impl<T: ?Sized> RwLock<T> {
         self.write_guard()
     }
 
-    /// Locks for writing if the lock is free right now and nobody waits.
+    /// Locks for writing if the lock is free right now and nobody waits. (A
+    /// reader that arrived while a writer held or waited for the lock
+    /// counts as a reader until it has backed out, a moment later:
+    /// `try_write` can fail in that moment.)
     ///
     /// ```
     /// use weft::sync::RwLock;
@@ -342,7 +345,9 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     /// Whether the lock is held right now, in any mode (read, upgradable
-    /// read or write). A snapshot, for assertions and diagnostics.
+    /// read or write). A snapshot, for assertions and diagnostics (a
+    /// reader arriving while a writer holds or waits for the lock counts
+    /// for the moment before it backs out and waits).
     ///
     /// ```
     /// use weft::sync::RwLock;
@@ -716,9 +721,9 @@ impl<'a, T: ?Sized> RwLockUpgradableReadGuard<'a, T> {
 
     /// Turns the upgradable read into the write lock if no other reader
     /// holds the lock right now; otherwise gives the guard back in `Err`.
-    /// (While a writer waits, a reader arriving counts itself in for a
-    /// moment before it queues behind that writer: at that moment it is a
-    /// reader here too.)
+    /// (A reader that arrives while a writer holds or waits for the lock
+    /// counts itself in for a moment before it backs out and waits: at that
+    /// moment it is a reader here too.)
     ///
     /// ```
     /// use weft::sync::{RwLock, RwLockUpgradableReadGuard};

@@ -29,10 +29,11 @@
 //!  WRITE_LOCKED  count              meaning
 //!  ------------  -----------------  ------------------------------------------
 //!  0             0                  free
-//!  0             1 ..= MAX_READERS  read-locked by that many readers (an
-//!                                   upgradable reader, if one holds the lock,
-//!                                   is one of them), or some of them readers
-//!                                   backing out (below)
+//!  0             1 ..= MASK         read-locked by at most MAX_READERS
+//!                                   readers (an upgradable reader, if one
+//!                                   holds the lock, is one of them); the rest
+//!                                   of the count, if any, is readers backing
+//!                                   out (below)
 //!  1             any                write-locked; the count is readers backing
 //!                                   out, nobody holds a read lock
 //!
@@ -51,18 +52,25 @@
 //!   ([`is_read_lockable`]); a write lock by `0 -> WRITE_LOCKED`, only from
 //!   an entirely clear word.
 //! - `read` makes its `count += 1` with one `fetch_add`, before it knows
-//!   whether the word was read-lockable, as Go's RWMutex does: one atomic
-//!   instruction where a load and a compare-exchange would move the word's
-//!   cache line twice when another CPU holds it. If the word it found was
+//!   whether the word was read-lockable (the fast path of Go's RWMutex, whose
+//!   readers then never back out: its writer's unlock accounts for them):
+//!   one atomic instruction where a load and a compare-exchange would move
+//!   the word's cache line twice when another CPU holds it. If the word it
+//!   found was
 //!   not read-lockable, the reader *backs out* at once: `count -= 1`, a read
 //!   unlock of a lock it never held, with the same duties (below: it may
 //!   turn out to be the last reader, and responsible). Meanwhile its count
 //!   looks like a reader's: a writer cannot take the lock from 0, an upgrade
 //!   waits, and a free-lock take-over gives up to it, exactly as for a
 //!   reader that is about to leave. While the lock is write-locked the count
-//!   holds only such readers, and their back-outs leave the passing on to
-//!   the writer's unlock. `try_read` and the waiting reader take their read
+//!   holds only such readers, and the writer's unlock keeps their count and
+//!   passes the lock on. `try_read` and the waiting reader take their read
 //!   lock with a compare-exchange from a read-lockable word, as before.
+//!   The price: for the moment between its two instructions, a reader that
+//!   backs out counts as one, so a `try_write`, a `try_upgrade` or
+//!   `is_locked` can see a lock that nobody holds as read-locked, and a
+//!   writer's take-over waits for the back-out (for an OS thread preempted
+//!   right there, until it runs again).
 //! - A waiting bit is cleared only under its key's bucket lock, by whoever
 //!   takes the last waiter off that queue (or finds it empty, or leaves it
 //!   last by a timeout), so a set bit never hides a waiter from an unlocker,
@@ -116,8 +124,10 @@
 //! - The last reader (its `count -= 1` reached 0 with a bit set) first takes
 //!   the write lock with a CAS from `0 | bits`. No one else can lock that
 //!   state (WRITERS_WAITING or a non-zero word keeps others out), except a
-//!   reader when only READERS_WAITING is set; then that reader becomes the
-//!   one who unlocks last, and so responsible, and the CAS gives up.
+//!   reader when only READERS_WAITING is set; but any reader can count
+//!   itself in meanwhile, to keep its read lock or to back out. Then that
+//!   reader becomes the one who unlocks (or backs out) last, and so
+//!   responsible, and the CAS gives up.
 //! - A read phase: the responsible party turns its write lock into one read
 //!   lock of its own (a *phase holder*, so that the readers it wakes cannot
 //!   bring the count to 0 and start the next phase while it is still
@@ -245,7 +255,7 @@ use std::cell::Cell;
 pub(super) const MASK: u32 = (1 << 28) - 1;
 pub(super) const WRITE_LOCKED: u32 = 1 << 28;
 /// The most readers at once; one more is a panic. Half the count's range:
-/// the other half is room for readers backing out, one per thread or
+/// the other half (2^27 - 1) is room for readers backing out, one per thread or
 /// coroutine in the middle of a `read` (each of which owns at least a 4 KiB
 /// stack page, so 2^27 of them would need 512 GiB).
 pub(super) const MAX_READERS: u32 = 1 << 27;
@@ -275,7 +285,8 @@ fn is_read_lockable(state: u32) -> bool {
 /// do than the decrement: it was the last reader with waiters flagged, or
 /// it leaves the upgrading reader alone. Never while write-locked: the
 /// count then holds only readers backing out, and the writer's unlock is
-/// the one responsible.
+/// the one responsible (an early exit: the take-over would refuse a
+/// write-locked word anyway, and UPGRADING is never set with WRITE_LOCKED).
 #[inline]
 fn read_unlock_is_contended(previous: u32) -> bool {
     let count = previous & MASK;
@@ -718,7 +729,8 @@ impl RawRwLock {
     ///
     /// - The caller holds the write lock; it holds one read lock afterwards.
     pub(crate) unsafe fn downgrade(&self) {
-        // WRITE_LOCKED -> 1, bits kept. Release: readers that get in by
+        // WRITE_LOCKED|n -> n+1 (n: readers backing out), bits kept.
+        // Release: readers that get in by
         // themselves from now on see our critical section.
         let previous = self.state.fetch_sub(WRITE_LOCKED - 1, Ordering::Release);
         debug_assert!(is_write_locked(previous), "RwLock: downgrade without the write lock (state {previous:#x})");
@@ -889,10 +901,12 @@ impl RawRwLock {
     }
 
     /// The caller made the count 0 with waiting bits set (the last reader,
-    /// or a phase holder): takes the write lock so as to pass it on.
-    /// `false` if another reader got in meanwhile (only possible with
-    /// READERS_WAITING alone set: that reader is now the one responsible) or
-    /// the bits were dealt with by someone else.
+    /// a reader backing out, or a phase holder): takes the write lock so as
+    /// to pass it on. `false` if another reader counted itself in meanwhile
+    /// (to keep its read lock, possible with READERS_WAITING alone set, or
+    /// to back out: that reader is now the one responsible), or another
+    /// responsible party took the lock first, or the bits were dealt with
+    /// by someone else.
     fn take_over_free_lock(&self) -> bool {
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
@@ -962,7 +976,8 @@ impl RawRwLock {
     /// free with waiters flagged and we took it back as a writer: the caller
     /// must pass it on again.
     fn start_read_phase(&self) -> bool {
-        // WRITE_LOCKED -> 1: our write lock becomes one read lock. Release:
+        // WRITE_LOCKED|n -> n+1: our write lock becomes one read lock (n:
+        // readers backing out). Release:
         // readers that get in by themselves from now on (WRITERS_WAITING
         // clear) see the critical section before ours.
         let previous = self.state.fetch_sub(WRITE_LOCKED - 1, Ordering::Release);
@@ -1535,5 +1550,119 @@ mod loom_models {
     fn negative_control_a_back_out_that_passes_nothing_on_strands_a_writer() {
         let _broken = crate::loom::negative_control::break_until_dropped("rwlock back-out");
         back_out_behind_a_waiting_writer();
+    }
+
+    /// An upgradable reader holds the lock while a writer waits, a reader
+    /// counts itself in (and must back out: WRITERS_WAITING is set), and
+    /// the upgradable reader upgrades: the upgrade waits for that count,
+    /// and the back-out that takes it from 2 to 1 with UPGRADING set wakes
+    /// the upgrader. No write overlaps a read, every wait ends, the word
+    /// ends clear. std's `Arc`, for the negative control below.
+    fn upgrade_behind_a_back_out() {
+        loom::model(|| {
+            let lock = std::sync::Arc::new(RwLock::new((0usize, 0usize)));
+            let upgradable = lock.upgradable_read();
+            let writer = {
+                let lock = std::sync::Arc::clone(&lock);
+                thread::spawn(move || {
+                    let mut guard = lock.write();
+                    guard.0 += 1;
+                    guard.1 += 1;
+                })
+            };
+            let reader = {
+                let lock = std::sync::Arc::clone(&lock);
+                thread::spawn(move || {
+                    let guard = lock.read();
+                    assert_eq!(guard.0, guard.1, "a reader saw half a write");
+                })
+            };
+            let mut guard = RwLockUpgradableReadGuard::upgrade(upgradable);
+            guard.0 += 1;
+            guard.1 += 1;
+            drop(guard);
+            writer.join().unwrap();
+            reader.join().unwrap();
+            assert_eq!(*lock.read(), (2, 2));
+            assert_clear(&lock);
+            assert!(!lock.raw.upgradable.is_locked());
+        });
+    }
+
+    #[test]
+    fn a_back_out_wakes_the_upgrader() {
+        upgrade_behind_a_back_out();
+    }
+
+    /// Negative control: a back-out that does nothing but its decrement
+    /// leaves the upgrader parked when it was the last other reader.
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn negative_control_a_back_out_that_wakes_nobody_strands_the_upgrader() {
+        let _broken = crate::loom::negative_control::break_until_dropped("rwlock back-out");
+        upgrade_behind_a_back_out();
+    }
+
+    /// A reader counts itself in while a writer holds the lock and backs
+    /// out at any moment around the writer's unlock (before it, or after
+    /// the unlock freed the word with the reader's count kept in it). The
+    /// reader then gets in, and the word ends clear.
+    #[test]
+    fn a_write_unlock_keeps_a_backing_out_count() {
+        loom::model(|| {
+            let lock = Arc::new(RwLock::new((0usize, 0usize)));
+            let mut first = lock.write();
+            let reader = {
+                let lock = lock.clone();
+                thread::spawn(move || {
+                    let guard = lock.read();
+                    assert_eq!(guard.0, guard.1, "a reader saw half a write");
+                    guard.0
+                })
+            };
+            first.0 += 1;
+            first.1 += 1;
+            drop(first);
+            assert_eq!(reader.join().unwrap(), 1);
+            assert_clear(&lock);
+        });
+    }
+
+    /// An upgradable reader tries to upgrade while a writer waits and a
+    /// reader backs out: `try_upgrade` may fail (the back-out's count looks
+    /// like a reader's), but never lets the write overlap a read, and
+    /// every wait ends with the word clear.
+    #[test]
+    fn try_upgrade_beside_a_back_out() {
+        loom::model(|| {
+            let lock = Arc::new(RwLock::new((0usize, 0usize)));
+            let upgradable = lock.upgradable_read();
+            let writer = {
+                let lock = lock.clone();
+                thread::spawn(move || {
+                    let mut guard = lock.write();
+                    guard.0 += 1;
+                    guard.1 += 1;
+                })
+            };
+            let reader = {
+                let lock = lock.clone();
+                thread::spawn(move || {
+                    let guard = lock.read();
+                    assert_eq!(guard.0, guard.1, "a reader saw half a write");
+                })
+            };
+            match RwLockUpgradableReadGuard::try_upgrade(upgradable) {
+                Ok(mut guard) => {
+                    guard.0 += 1;
+                    guard.1 += 1;
+                }
+                Err(upgradable) => drop(upgradable),
+            }
+            writer.join().unwrap();
+            reader.join().unwrap();
+            assert_clear(&lock);
+            assert!(!lock.raw.upgradable.is_locked());
+        });
     }
 }
