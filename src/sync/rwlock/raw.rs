@@ -1189,6 +1189,32 @@ mod loom_models {
     use loom::sync::Arc;
     use std::time::Duration;
 
+    /// Spawns a thread that write-locks `lock` and bumps both halves of
+    /// its pair together.
+    fn spawn_writer<L>(lock: L) -> thread::JoinHandle<()>
+    where
+        L: std::ops::Deref<Target = RwLock<(usize, usize)>> + Send + 'static,
+    {
+        thread::spawn(move || {
+            let mut guard = lock.write();
+            guard.0 += 1;
+            guard.1 += 1;
+        })
+    }
+
+    /// Spawns a thread that read-locks `lock` and checks that it sees its
+    /// pair whole (a read overlapping a write is also a data race loom
+    /// reports).
+    fn spawn_reader<L>(lock: L) -> thread::JoinHandle<()>
+    where
+        L: std::ops::Deref<Target = RwLock<(usize, usize)>> + Send + 'static,
+    {
+        thread::spawn(move || {
+            let guard = lock.read();
+            assert_eq!(guard.0, guard.1, "a reader saw half a write");
+        })
+    }
+
     /// Negative control: a writer's unlock that drops its waiters' bits
     /// and wakes nobody strands a reader queued behind it, and loom must
     /// report the deadlock. std's `Arc`, not loom's: loom's would panic
@@ -1216,16 +1242,7 @@ mod loom_models {
     fn two_writers_one_reader() {
         loom::model(|| {
             let lock = Arc::new(RwLock::new((0usize, 0usize)));
-            let writers: Vec<_> = (0..2)
-                .map(|_| {
-                    let lock = lock.clone();
-                    thread::spawn(move || {
-                        let mut guard = lock.write();
-                        guard.0 += 1;
-                        guard.1 += 1;
-                    })
-                })
-                .collect();
+            let writers: Vec<_> = (0..2).map(|_| spawn_writer(lock.clone())).collect();
             {
                 let guard = lock.read();
                 assert_eq!(guard.0, guard.1, "the reader saw half a write");
@@ -1247,14 +1264,7 @@ mod loom_models {
         loom::model(|| {
             let lock = Arc::new(RwLock::new((0usize, 0usize)));
             let mut first = lock.write();
-            let writer = {
-                let lock = lock.clone();
-                thread::spawn(move || {
-                    let mut guard = lock.write();
-                    guard.0 += 1;
-                    guard.1 += 1;
-                })
-            };
+            let writer = spawn_writer(lock.clone());
             let reader = {
                 let lock = lock.clone();
                 thread::spawn(move || {
@@ -1282,15 +1292,7 @@ mod loom_models {
         loom::model(|| {
             let lock = Arc::new(RwLock::new((0usize, 0usize)));
             let mut first = lock.write();
-            let readers: Vec<_> = (0..2)
-                .map(|_| {
-                    let lock = lock.clone();
-                    thread::spawn(move || {
-                        let guard = lock.read();
-                        assert_eq!(guard.0, guard.1, "a reader saw half a write");
-                    })
-                })
-                .collect();
+            let readers: Vec<_> = (0..2).map(|_| spawn_reader(lock.clone())).collect();
             first.0 += 1;
             first.1 += 1;
             drop(first);
@@ -1383,13 +1385,7 @@ mod loom_models {
                     }
                 })
             };
-            let reader = {
-                let lock = lock.clone();
-                thread::spawn(move || {
-                    let guard = lock.read();
-                    assert_eq!(guard.0, guard.1, "a reader saw half a write");
-                })
-            };
+            let reader = spawn_reader(lock.clone());
             thread::yield_now();
             drop(first);
             writer.join().unwrap();
@@ -1428,13 +1424,7 @@ mod loom_models {
     fn upgrade_waits_for_reader() {
         loom::model(|| {
             let lock = Arc::new(RwLock::new((0usize, 0usize)));
-            let reader = {
-                let lock = lock.clone();
-                thread::spawn(move || {
-                    let guard = lock.read();
-                    assert_eq!(guard.0, guard.1, "a reader saw half a write");
-                })
-            };
+            let reader = spawn_reader(lock.clone());
             let upgradable = lock.upgradable_read();
             let mut guard = RwLockUpgradableReadGuard::upgrade(upgradable);
             guard.0 += 1;
@@ -1453,21 +1443,8 @@ mod loom_models {
         loom::model(|| {
             let lock = Arc::new(RwLock::new((0usize, 0usize)));
             let mut first = lock.write();
-            let reader = {
-                let lock = lock.clone();
-                thread::spawn(move || {
-                    let guard = lock.read();
-                    assert_eq!(guard.0, guard.1, "a reader saw half a write");
-                })
-            };
-            let writer = {
-                let lock = lock.clone();
-                thread::spawn(move || {
-                    let mut guard = lock.write();
-                    guard.0 += 1;
-                    guard.1 += 1;
-                })
-            };
+            let reader = spawn_reader(lock.clone());
+            let writer = spawn_writer(lock.clone());
             first.0 += 1;
             first.1 += 1;
             let read = RwLockWriteGuard::downgrade(first);
@@ -1493,14 +1470,7 @@ mod loom_models {
                     assert_eq!(guard.0, guard.1);
                 })
             };
-            let writer = {
-                let lock = lock.clone();
-                thread::spawn(move || {
-                    let mut guard = lock.write();
-                    guard.0 += 1;
-                    guard.1 += 1;
-                })
-            };
+            let writer = spawn_writer(lock.clone());
             {
                 let guard = lock.read();
                 assert_eq!(guard.0, guard.1);
@@ -1562,21 +1532,8 @@ mod loom_models {
         loom::model(|| {
             let lock = std::sync::Arc::new(RwLock::new((0usize, 0usize)));
             let upgradable = lock.upgradable_read();
-            let writer = {
-                let lock = std::sync::Arc::clone(&lock);
-                thread::spawn(move || {
-                    let mut guard = lock.write();
-                    guard.0 += 1;
-                    guard.1 += 1;
-                })
-            };
-            let reader = {
-                let lock = std::sync::Arc::clone(&lock);
-                thread::spawn(move || {
-                    let guard = lock.read();
-                    assert_eq!(guard.0, guard.1, "a reader saw half a write");
-                })
-            };
+            let writer = spawn_writer(std::sync::Arc::clone(&lock));
+            let reader = spawn_reader(std::sync::Arc::clone(&lock));
             let mut guard = RwLockUpgradableReadGuard::upgrade(upgradable);
             guard.0 += 1;
             guard.1 += 1;
@@ -1637,21 +1594,8 @@ mod loom_models {
         loom::model(|| {
             let lock = Arc::new(RwLock::new((0usize, 0usize)));
             let upgradable = lock.upgradable_read();
-            let writer = {
-                let lock = lock.clone();
-                thread::spawn(move || {
-                    let mut guard = lock.write();
-                    guard.0 += 1;
-                    guard.1 += 1;
-                })
-            };
-            let reader = {
-                let lock = lock.clone();
-                thread::spawn(move || {
-                    let guard = lock.read();
-                    assert_eq!(guard.0, guard.1, "a reader saw half a write");
-                })
-            };
+            let writer = spawn_writer(lock.clone());
+            let reader = spawn_reader(lock.clone());
             match RwLockUpgradableReadGuard::try_upgrade(upgradable) {
                 Ok(mut guard) => {
                     guard.0 += 1;
