@@ -236,10 +236,23 @@ impl<T> JoinState<T> {
                 unsafe { *self.waiter.get() = None };
             }
         }
-        // SAFETY: DONE was seen with Acquire, so the finisher's write is
-        // visible, and it never touches `result` again. Only the single
-        // JoinHandle reads it, and only once (`JoinHandle::taken`).
-        Some(unsafe { (*self.result.get()).take() }.expect("JoinState: result taken twice"))
+        // SAFETY: DONE was seen with Acquire; the caller is the single
+        // JoinHandle, taking the result once (`JoinHandle::taken`).
+        Some(unsafe { self.take_done() })
+    }
+
+    /// The result, once [`is_done`](Self::is_done) has returned true.
+    ///
+    /// # Safety
+    ///
+    /// - `is_done` returned true (its Acquire load makes the finisher's
+    ///   write of the result visible, and the finisher never touches it
+    ///   again);
+    /// - the caller is the single JoinHandle, and takes the result once.
+    #[inline]
+    pub(crate) unsafe fn take_done(&self) -> Outcome<T> {
+        // SAFETY: the caller's promises: nobody else reads or writes it.
+        unsafe { (*self.result.get()).take() }.expect("JoinState: result taken twice")
     }
 
     /// The coroutine's half of [`wait`](Self::wait), registered as WAITING.
@@ -387,6 +400,24 @@ impl<T> JoinHandle<T> {
     /// and if called from the coroutine it joins (it would wait for ever).
     #[track_caller]
     pub fn join(mut self) -> Result<T, JoinError> {
+        // Most joins find the coroutine finished (a burst's, a spawn tree's
+        // leaves): they take the result here, without the frame of the wait
+        // (its register saves alone cost more than this path).
+        if !self.taken && self.state().is_done() {
+            self.taken = true;
+            // SAFETY: done, seen just now; this handle is the only one, and
+            // `taken` was false: the result is still there, taken once.
+            let outcome = unsafe { self.state().take_done() };
+            return outcome.map_err(|failure| JoinError::new(&self.task, failure));
+        }
+        self.join_waiting()
+    }
+
+    /// [`join`](Self::join) of a coroutine that had not finished (or of a
+    /// handle whose result is gone: `join_until` panics then).
+    #[track_caller]
+    #[inline(never)]
+    fn join_waiting(mut self) -> Result<T, JoinError> {
         self.join_until(None).expect("a join without a deadline waits until the result comes")
     }
 

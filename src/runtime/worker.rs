@@ -1187,6 +1187,12 @@ impl WorkerLocal {
         if let Some(task) = self.runnable.pop_front() {
             return Some(task);
         }
+        // The newest fresh task, inline: a burst of spawns is run from here,
+        // one task per round, where a call would save and restore the
+        // loop's registers each time.
+        if let Some(task) = self.pop_fresh_newest() {
+            return Some(task);
+        }
         self.next_task_elsewhere()
     }
 
@@ -1240,8 +1246,8 @@ impl WorkerLocal {
         self.next_task_elsewhere()
     }
 
-    /// `runnable` is empty: the newest fresh task, then the injector, then
-    /// stealing.
+    /// `runnable` is empty: the newest fresh task (none, where `next_task`
+    /// just looked), then the injector, then stealing.
     #[inline(never)]
     fn next_task_elsewhere(&self) -> Option<TaskRef> {
         if let Some(task) = self.pop_fresh_newest() {
