@@ -8,7 +8,8 @@
 //!  value     meaning
 //!  --------  ------------------------------------------------------------
 //!  RUNNING   no result yet, nobody waiting
-//!  WAITING   no result yet; `waiter` holds who to wake
+//!  WAITING   no result yet; `waiter` holds who to wake (a coroutine, or
+//!            `None` for an OS thread, woken on this word)
 //!  DETACHED  no result yet, and the handle is gone: nobody will take it
 //!  DONE      `result` is written; the waiter (if any) is being woken
 //!
@@ -66,16 +67,14 @@ const WAITING: u32 = 1;
 const DONE: u32 = 2;
 const DETACHED: u32 = 3;
 
-enum Waiter {
-    Task(TaskRef),
-    Thread,
-}
-
 /// Why a coroutine produced no value; what a [`JoinError`] carries besides
 /// the coroutine's id and name.
 pub(crate) enum Failure {
-    /// Its closure panicked with this payload.
-    Panic(Box<dyn Any + Send + 'static>),
+    /// Its closure panicked with this payload. Boxed once more, so that the
+    /// pointer is thin: a failure is then one word besides its tag, and
+    /// so is a `()` coroutine's outcome in its task's cell (a panic's
+    /// payload is already an allocation; this is a second, per panic).
+    Panic(Box<Box<dyn Any + Send + 'static>>),
     /// [`JoinHandle::cancel`] unwound it (or it never started).
     Cancelled,
     /// Its runtime shut down before it finished (`started`) or started.
@@ -87,12 +86,23 @@ pub(crate) enum Failure {
     JoinerUnwinding,
 }
 
+impl Failure {
+    /// A panic, with the payload `catch_unwind` returned.
+    pub(crate) fn panic(payload: Box<dyn Any + Send + 'static>) -> Failure {
+        Failure::Panic(Box::new(payload))
+    }
+}
+
 /// A coroutine's outcome, as its join state holds it.
 pub(crate) type Outcome<T> = Result<T, Failure>;
 
 pub(crate) struct JoinState<T> {
     state: AtomicU32,
-    waiter: UnsafeCell<Option<Waiter>>,
+    /// Who waits, while the state is WAITING: the coroutine to wake, or
+    /// `None` for an OS thread, which blocks on the state word itself.
+    /// (Not an enum of the two: a `TaskRef`'s one niche holds `None`, and
+    /// the word is all a cell's join state spends on it.)
+    waiter: UnsafeCell<Option<TaskRef>>,
     result: UnsafeCell<Option<Outcome<T>>>,
 }
 
@@ -143,11 +153,10 @@ impl<T> JoinState<T> {
         // `complete` observed with Acquire; it never touches it again (its
         // CAS back to RUNNING can no longer succeed).
         match unsafe { (*self.waiter.get()).take() } {
-            Some(Waiter::Task(task)) => unpark(task),
-            Some(Waiter::Thread) => {
+            Some(task) => unpark(task),
+            None => {
                 futex::wake(&self.state, u32::MAX);
             }
-            None => unreachable!("JoinState: WAITING without a waiter"),
         }
     }
 
@@ -195,12 +204,8 @@ impl<T> JoinState<T> {
         if !self.is_done() {
             super::note_wait(super::ParkedOn::Join(id));
             let task = current_task();
-            let waiter = match &task {
-                Some(task) => Waiter::Task(task.clone()),
-                None => Waiter::Thread,
-            };
             // SAFETY: nobody reads `waiter` until we publish WAITING below.
-            unsafe { *self.waiter.get() = Some(waiter) };
+            unsafe { *self.waiter.get() = task.clone() };
             if self.state.compare_exchange(RUNNING, WAITING, Ordering::Release, Ordering::Acquire).is_ok() {
                 let ended = match &task {
                     Some(task) => {
@@ -627,8 +632,8 @@ impl JoinError {
     fn new(task: &TaskRef, failure: Failure) -> JoinError {
         let repr = match failure {
             Failure::Panic(payload) => Repr::Panic {
-                text: payload_text(&*payload).map(str::to_owned),
-                payload: std::sync::Mutex::new(payload),
+                text: payload_text(&**payload).map(str::to_owned),
+                payload: std::sync::Mutex::new(*payload),
             },
             Failure::Cancelled => Repr::Cancelled,
             Failure::Shutdown { started } => Repr::Shutdown { started },

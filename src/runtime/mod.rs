@@ -843,7 +843,7 @@ where
             Err(payload) if coroutine::is_forced_unwind(&*payload) => {
                 Err(if task.cancel_begun.get() { Failure::Cancelled } else { Failure::Shutdown { started: true } })
             }
-            Err(payload) => Err(Failure::Panic(payload)),
+            Err(payload) => Err(Failure::panic(payload)),
         };
         // Its task-locals go while it still runs on its own stack and worker.
         task_local::drop_all(task);
@@ -1692,7 +1692,7 @@ where
             CURRENT_BLOCKING_JOB.with(|job| job.set(previous));
             outcome
         };
-        result_slot.complete(outcome.map_err(Failure::Panic));
+        result_slot.complete(outcome.map_err(Failure::panic));
     }));
     // SAFETY: `joined` is the second reference new_join_only::<T> returned.
     unsafe { JoinHandle::from_task(joined) }

@@ -27,9 +27,9 @@
 //! [`JoinHandle`](super::JoinHandle) has one representation.
 //!
 //! The price: a join handle keeps the whole cell (the 256-byte header, the
-//! join state — 48 bytes for a `u64` result — and the body) alive until it
-//! is joined or dropped, where a separate join state would keep 80 bytes
-//! and free the rest when the task finishes. Spawning 100 000 and then
+//! join state — 32 bytes for a `()` or `u64` result — and the body) alive
+//! until it is joined or dropped, where a separate join state would keep
+//! 64 bytes and free the rest when the task finishes. Spawning 100 000 and then
 //! joining them peaks at ~31 MiB of RSS this way. The two-allocation layout
 //! was tried (commit "Experiment: join state back in its own Arc") and
 //! measured slower — 1881 instructions per spawn+join against 1254, most of
@@ -40,10 +40,15 @@
 //! (the task-locals are boxed at their first use), names are boxed `str`s,
 //! the small fields share one word. It was 304 bytes, which put an empty
 //! task's cell in the 384-byte size class; at 256 it is in the 320-byte
-//! class, and a parked coroutine's RSS went from 4.46 to 4.40 KiB. The
-//! coroutine's own bookkeeping (104 bytes) is the largest part left, and
-//! it repeats the task's id, name and spawn site: those 32 bytes would take
-//! the next class.
+//! class, and a parked coroutine's RSS went from 4.46 to 4.40 KiB. The join
+//! state then went from 48 to 32 bytes (its waiter one word, a panic's
+//! payload behind a thin pointer), which puts an empty task's cell (288
+//! bytes) in the 288-byte class: a spawn+join of 100 000 on one worker
+//! took about a twelfth less time (each phase of such a burst streams its
+//! cells through the caches, so its time follows their size: a closure of
+//! 64 bytes more, one class up, took a sixth longer). The coroutine's own
+//! bookkeeping (104 bytes) is the largest part left, and it repeats the
+//! task's id, name and spawn site: those 32 bytes would take the next class.
 //!
 //! Cells come from a per-thread cache of freed cells (`cell_cache`: at most
 //! 1 MiB per thread, and on a worker thread up to 64 MiB, kept while it is
