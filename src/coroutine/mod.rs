@@ -444,24 +444,37 @@ impl<I, Y, R> Default for Builder<I, Y, R> {
 /// assert_eq!(c.resume(&s).as_return(), Some(&4));
 /// ```
 pub struct Coroutine<I, Y, R> {
+    /// What runs it: its stack, state and switch top. Dropped by hand in
+    /// `drop`, before the name.
+    core: ManuallyDrop<CoroutineCore<I, Y, R>>,
+    id: u64,
+    /// Dropped by hand in `drop`, once the core has given its stack back: a
+    /// started coroutine's stack names it by this box (`overflow::claim`).
+    name: ManuallyDrop<Option<Box<str>>>,
+    spawned_at: &'static Location<'static>,
+}
+
+/// A coroutine without its name: its stack, its state and its switch top,
+/// which is all that resuming it takes. [`Coroutine`] adds the id, name and
+/// spawn site that its reports give; the runtime keeps those in its task,
+/// beside a core of its own, where a whole `Coroutine` would hold them twice
+/// (32 bytes of every task's allocation).
+pub(crate) struct CoroutineCore<I, Y, R> {
     /// The switch top of `stack` (where the switch keeps the saved stack
     /// pointer and the link slot) while the coroutine is suspended: started
     /// and not finished. Null while fresh or finished, so a resume's hot path
     /// needs this one field (`State` says which of the two, on the cold path).
     top: *mut u8,
     state: State,
-    /// `None` unless suspended. Dropped by hand in `drop` (as is `name`):
-    /// no field is left for the drop glue, so the drop of a finished
-    /// coroutine is a few inline tests instead of a call.
+    /// `None` unless suspended. Dropped by hand in `drop`: no field is left
+    /// for the drop glue, so the drop of a finished coroutine is a few
+    /// inline tests instead of a call.
     stack: ManuallyDrop<Option<Stack>>,
     /// The word of the coroutine's last suspend: YIELDED, or
     /// YIELDED_PANICKING if it happened while the coroutine was unwinding a
     /// panic (stored as it came, one store on the hot path; see
     /// `suspended_panicking`).
     last_suspend: usize,
-    id: u64,
-    name: ManuallyDrop<Option<Box<str>>>,
-    spawned_at: &'static Location<'static>,
     /// Usable stack bytes (rounded).
     stack_size: usize,
     _types: PhantomData<Markers<I, Y, R>>,
@@ -474,18 +487,25 @@ pub struct Coroutine<I, Y, R> {
 /// keep no reference to the coroutine across the switch, and then completes
 /// the resume on whichever coroutine came back (it knows which: the running
 /// task is recorded on every switch).
-impl Coroutine<(), (), ()> {
-    /// Makes a fresh coroutine ready for its first resume: takes a stack and
-    /// builds the first frame on it. Fails as [`try_resume`](Self::try_resume)
-    /// does when no stack can be had. Inlined into its one (cold,
-    /// out-of-line) caller, the worker's first run of a task, as
-    /// `try_resume_unstarted` is into its callers.
+impl CoroutineCore<(), (), ()> {
+    /// Makes a fresh coroutine ready for its first resume: takes a stack,
+    /// names it for the overflow report by `owner`, and builds the first
+    /// frame on it. Fails as [`Coroutine::try_resume`] does when no stack
+    /// can be had. Inlined into its one (cold, out-of-line) caller, the
+    /// worker's first run of a task, as `Coroutine`'s first resume is into
+    /// its callers.
+    ///
+    /// # Safety
+    ///
+    /// `owner.name`'s bytes stay alive and unchanged until the coroutine
+    /// has finished or been ended (its stack is given back then).
     #[inline(always)]
-    pub(crate) fn prepare_first_resume(&mut self) -> io::Result<()> {
+    pub(crate) unsafe fn prepare_first_resume(&mut self, owner: overflow::Owner<'_>) -> io::Result<()> {
         if matches!(self.state, State::Finished) {
-            self.resumed_after_finish();
+            self.resumed_after_finish(owner.id);
         }
-        self.start()
+        // SAFETY: the caller's promise.
+        unsafe { self.start(owner) }
     }
 
     /// Switches into the suspended coroutine at `this` and returns the word
@@ -669,34 +689,6 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         Builder::new()
     }
 
-    /// A coroutine whose closure lives in memory the caller owns (the
-    /// runtime keeps it inside its task's allocation, so a spawn allocates
-    /// once), with an id the caller took from [`next_id`] and a stack size
-    /// already rounded by `stack::round_stack_size`.
-    ///
-    /// # Safety
-    ///
-    /// - `closure` points at an initialised `F`, aligned, that stays in
-    ///   place (not moved, read, written or dropped by anyone else) until the
-    ///   coroutine is dropped. The coroutine owns that value: it moves it
-    ///   out at its first resume, or drops it in place if it is dropped
-    ///   without having started. The memory itself stays the caller's, and
-    ///   may be freed once the coroutine has been dropped.
-    pub(crate) unsafe fn with_closure_in_place<F>(
-        closure: *mut F,
-        id: u64,
-        name: Option<Box<str>>,
-        stack_size: usize,
-        spawned_at: &'static Location<'static>,
-    ) -> Self
-    where
-        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
-    {
-        debug_assert_eq!(stack::round_stack_size(stack_size).ok(), Some(stack_size), "stack size not rounded");
-        // SAFETY: the caller's promise is `InPlace`'s contract.
-        unsafe { Coroutine::from_parts::<F, InPlace>(closure, id, name, stack_size, spawned_at) }
-    }
-
     /// # Safety
     ///
     /// `closure` satisfies the contract of `H` (see [`ClosureHome`] and its
@@ -712,19 +704,9 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         F: FnOnce(&Yielder<I, Y>, I) -> R,
         H: ClosureHome,
     {
-        let fresh =
-            FreshStart { closure: closure.cast(), entry: entry::<I, Y, R, F, H>, drop_closure: H::discard::<F> };
-        Coroutine {
-            top: std::ptr::null_mut(),
-            state: State::Fresh(fresh),
-            stack: ManuallyDrop::new(None),
-            last_suspend: YIELDED,
-            id,
-            name: ManuallyDrop::new(name),
-            spawned_at,
-            stack_size,
-            _types: PhantomData,
-        }
+        // SAFETY: the caller's promise.
+        let core = unsafe { CoroutineCore::from_parts::<F, H>(closure, stack_size) };
+        Coroutine { core: ManuallyDrop::new(core), id, name: ManuallyDrop::new(name), spawned_at }
     }
 
     /// A process-unique id, as printed by the overflow report.
@@ -763,7 +745,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// assert_eq!(c.stack_size() % 4096, 0); // whole pages
     /// ```
     pub fn stack_size(&self) -> usize {
-        self.stack_size
+        self.core.stack_size
     }
 
     /// Whether the coroutine has been resumed at least once.
@@ -777,7 +759,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// assert!(c.is_started());
     /// ```
     pub fn is_started(&self) -> bool {
-        !matches!(self.state, State::Fresh(_))
+        !matches!(self.core.state, State::Fresh(_))
     }
 
     /// Whether the closure has returned (or panicked).
@@ -792,7 +774,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// assert!(c.is_finished());
     /// ```
     pub fn is_finished(&self) -> bool {
-        matches!(self.state, State::Finished)
+        matches!(self.core.state, State::Finished)
     }
 
     /// Runs the coroutine until it suspends or finishes.
@@ -829,11 +811,11 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     ///   [`try_resume`](Self::try_resume) to get that as an error).
     #[inline(always)]
     pub fn resume(&mut self, input: I) -> CoroutineResult<Y, R> {
-        if self.top.is_null() {
+        if self.core.top.is_null() {
             return self.resume_fresh_or_finished(input);
         }
         // SAFETY: a non-null top: started, not finished, so suspended.
-        unsafe { self.resume_suspended(input) }
+        unsafe { self.core.resume_suspended(input) }
     }
 
     /// Like [`resume`](Self::resume), but a failure to map the stack at the
@@ -861,11 +843,11 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// is returned as an error.
     #[inline(always)]
     pub fn try_resume(&mut self, input: I) -> io::Result<CoroutineResult<Y, R>> {
-        if self.top.is_null() {
+        if self.core.top.is_null() {
             return self.try_resume_fresh_or_finished(input);
         }
         // SAFETY: as in `resume`.
-        Ok(unsafe { self.resume_suspended(input) })
+        Ok(unsafe { self.core.resume_suspended(input) })
     }
 
     /// [`resume`](Self::resume) of a coroutine that is not suspended: the
@@ -873,40 +855,90 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     #[cold]
     #[inline(never)]
     fn resume_fresh_or_finished(&mut self, input: I) -> CoroutineResult<Y, R> {
-        if matches!(self.state, State::Finished) {
-            self.resumed_after_finish();
+        if matches!(self.core.state, State::Finished) {
+            self.core.resumed_after_finish(self.id);
         }
         if let Err(e) = self.start() {
             panic!("cannot start coroutine {}: {e}", self.id);
         }
         // SAFETY: `start` left it suspended on its new stack.
-        unsafe { self.switch_with::<true>(input) }
+        unsafe { self.core.switch_with::<true>(input) }
     }
 
-    #[cold]
-    #[inline(never)]
-    fn resumed_after_finish(&self) -> ! {
-        panic!("coroutine {} was resumed after it finished; check `is_finished()` before resuming", self.id);
-    }
-
+    /// [`try_resume`](Self::try_resume) of a coroutine that is not
+    /// suspended.
     #[cold]
     #[inline(never)]
     fn try_resume_fresh_or_finished(&mut self, input: I) -> io::Result<CoroutineResult<Y, R>> {
-        self.try_resume_unstarted(input)
-    }
-
-    /// [`try_resume`](Self::try_resume) of a coroutine that is not suspended
-    /// (the caller checked [`is_suspended`](Self::is_suspended)), inlined
-    /// into its caller: the runtime's first run of a task, itself out of
-    /// line, then takes one frame instead of two.
-    #[inline(always)]
-    pub(crate) fn try_resume_unstarted(&mut self, input: I) -> io::Result<CoroutineResult<Y, R>> {
-        if matches!(self.state, State::Finished) {
-            self.resumed_after_finish();
+        if matches!(self.core.state, State::Finished) {
+            self.core.resumed_after_finish(self.id);
         }
         self.start()?;
         // SAFETY: `start` left it suspended on its new stack.
-        Ok(unsafe { self.switch_with::<true>(input) })
+        Ok(unsafe { self.core.switch_with::<true>(input) })
+    }
+
+    /// Takes a stack, names it by our id, name and spawn site, and builds
+    /// the first frame (`CoroutineCore::start`). Inlined into its two
+    /// (cold, out-of-line) callers: one frame for the whole first resume.
+    #[inline(always)]
+    fn start(&mut self) -> io::Result<()> {
+        // SAFETY: the name is our own boxed str, never changed, and dropped
+        // only after the core has finished or been ended (`drop`).
+        unsafe {
+            self.core.start(overflow::Owner { id: self.id, name: self.name.as_deref(), spawned_at: self.spawned_at })
+        }
+    }
+}
+
+impl<I, Y, R> CoroutineCore<I, Y, R> {
+    /// A coroutine whose closure lives in memory the caller owns (the
+    /// runtime keeps it inside its task's allocation, so a spawn allocates
+    /// once), with a stack size already rounded by
+    /// `stack::round_stack_size`.
+    ///
+    /// # Safety
+    ///
+    /// - `closure` points at an initialised `F`, aligned, that stays in
+    ///   place (not moved, read, written or dropped by anyone else) until the
+    ///   coroutine is dropped. The coroutine owns that value: it moves it
+    ///   out at its first resume, or drops it in place if it is dropped
+    ///   without having started. The memory itself stays the caller's, and
+    ///   may be freed once the coroutine has been dropped.
+    pub(crate) unsafe fn with_closure_in_place<F>(closure: *mut F, stack_size: usize) -> Self
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
+        debug_assert_eq!(stack::round_stack_size(stack_size).ok(), Some(stack_size), "stack size not rounded");
+        // SAFETY: the caller's promise is `InPlace`'s contract.
+        unsafe { CoroutineCore::from_parts::<F, InPlace>(closure, stack_size) }
+    }
+
+    /// # Safety
+    ///
+    /// `closure` satisfies the contract of `H` (see [`ClosureHome`] and its
+    /// implementors): the coroutine owns the `F` it points at.
+    unsafe fn from_parts<F, H>(closure: *mut F, stack_size: usize) -> Self
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R,
+        H: ClosureHome,
+    {
+        let fresh =
+            FreshStart { closure: closure.cast(), entry: entry::<I, Y, R, F, H>, drop_closure: H::discard::<F> };
+        CoroutineCore {
+            top: std::ptr::null_mut(),
+            state: State::Fresh(fresh),
+            stack: ManuallyDrop::new(None),
+            last_suspend: YIELDED,
+            stack_size,
+            _types: PhantomData,
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn resumed_after_finish(&self, id: u64) -> ! {
+        panic!("coroutine {id} was resumed after it finished; check `is_finished()` before resuming");
     }
 
     /// Whether the coroutine has started and not finished: a resume of it
@@ -982,7 +1014,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
             // SAFETY: a word other than the two YIELDEDs is its Finish's address.
             return unsafe { if FINISH_INLINE { self.read_finish(word) } else { self.take_finish(word) } };
         }
-        debug_assert!(word == YIELDED || word == YIELDED_PANICKING, "coroutine {}: word {word:#x}", self.id);
+        debug_assert!(word == YIELDED || word == YIELDED_PANICKING, "a suspend's word {word:#x}");
         self.last_suspend = word;
         // SAFETY: YIELDED or YIELDED_PANICKING: the suspend wrote `yielded`,
         // which nobody has read.
@@ -995,11 +1027,17 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         self.last_suspend == YIELDED_PANICKING
     }
 
-    /// Takes a stack and builds its first frame; the state becomes Suspended.
-    /// Inlined into its two (cold, out-of-line) callers: one frame for the
-    /// whole first resume.
+    /// Takes a stack, claims it for `owner` (the overflow report names the
+    /// coroutine by it) and builds its first frame; the state becomes
+    /// Suspended. Inlined into its callers: one frame for the whole first
+    /// resume.
+    ///
+    /// # Safety
+    ///
+    /// `owner.name`'s bytes stay alive and unchanged until the coroutine has
+    /// finished or been ended.
     #[inline(always)]
-    fn start(&mut self) -> io::Result<()> {
+    unsafe fn start(&mut self, owner: overflow::Owner<'_>) -> io::Result<()> {
         let stack = match stack::cache::take_fast(self.stack_size) {
             Some(stack) => stack,
             None => stack::cache::take_slow(self.stack_size)?,
@@ -1007,11 +1045,10 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         let State::Fresh(fresh) = std::mem::replace(&mut self.state, State::Suspended) else {
             unreachable!("start() is only called on a fresh coroutine")
         };
-        let owner = overflow::Owner { id: self.id, name: self.name.as_deref(), spawned_at: self.spawned_at };
         // A stack just taken is idle, and linked (a Stack is linked while it
-        // lives). The name is our own boxed str, never changed, and outlives
-        // the claim: `finish` releases the stack, or `leak_stack` unlinks it,
-        // before the name can go.
+        // lives). The name outlives the claim (the caller's promise):
+        // `finish` releases the stack, or `leak_stack` unlinks it, before the
+        // coroutine has finished or been ended.
         // SAFETY: an idle, linked stack and a name that outlives the claim.
         unsafe { overflow::claim(&stack, owner) };
         let top = stack.switch_top();
@@ -1160,7 +1197,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     #[cold]
     fn leak_stack(&mut self) {
         tracing::warn!(
-            coroutine = self.id,
+            coroutine = self.stack.as_ref().map_or(0, overflow::claimant),
             "dropping a coroutine that cannot be unwound (it suspended while unwinding a panic, or panic=abort); \
              its stack is leaked and its remaining destructors do not run"
         );
@@ -1173,12 +1210,12 @@ impl<I, Y, R> Coroutine<I, Y, R> {
 }
 
 /// Stack a callback run on a suspended coroutine's stack may need
-/// ([`Coroutine::on_suspended_stack`]): enough for the system unwinder
+/// ([`CoroutineCore::on_suspended_stack`]): enough for the system unwinder
 /// (a few KiB) and `std::backtrace` (its capture allocates, and the
 /// allocator's slow path uses some stack), with room to spare.
 pub(crate) const WALK_STACK_MARGIN: usize = 32 * 1024;
 
-/// Why [`Coroutine::on_suspended_stack`] did not run its callback.
+/// Why [`CoroutineCore::on_suspended_stack`] did not run its callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WalkRefused {
     /// The coroutine is not suspended (fresh or finished).
@@ -1205,7 +1242,7 @@ impl fmt::Display for WalkRefused {
     }
 }
 
-impl<I, Y, R> Coroutine<I, Y, R> {
+impl<I, Y, R> CoroutineCore<I, Y, R> {
     /// Runs `f` on this suspended coroutine's own stack, just below its
     /// saved frame, in such a way that a backtrace taken in `f` walks the
     /// coroutine's frames, from where it suspended down to its entry (see
@@ -1255,7 +1292,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
 }
 
 /// The return addresses that delimit a suspended coroutine's frames in a
-/// walk taken inside [`Coroutine::on_suspended_stack`]: its frames are those
+/// walk taken inside [`CoroutineCore::on_suspended_stack`]: its frames are those
 /// after the one whose return address is `.0`, up to and including the one
 /// whose return address is `.1` (its entry trampoline).
 pub(crate) fn stack_walk_bounds() -> (usize, usize) {
@@ -1266,31 +1303,42 @@ pub(crate) fn stack_walk_bounds() -> (usize, usize) {
 impl<I, Y, R> Drop for Coroutine<I, Y, R> {
     #[inline]
     fn drop(&mut self) {
-        // A finished coroutine owns nothing but its name: one test.
-        if !matches!(self.state, State::Finished) {
-            self.end();
-        }
-        // SAFETY: the two fields are dropped here only, once, and not used
-        // afterwards. (`end` left no stack: it finished or leaked it.)
+        // The core first (its drop ends it: unwinds a suspended one), as a
+        // started coroutine's stack is claimed in our name until it is
+        // given back. If that drop panics (a value the coroutine yielded
+        // while being unwound panicked when dropped), the panic leaves here
+        // with both fields leaked: the stack stays claimed and mapped, and
+        // nothing else runs on it.
+        // SAFETY: each dropped here only, once, and not used afterwards.
         unsafe {
-            ManuallyDrop::drop(&mut self.stack);
+            ManuallyDrop::drop(&mut self.core);
             ManuallyDrop::drop(&mut self.name);
         }
     }
 }
 
-impl<I, Y, R> Coroutine<I, Y, R> {
+impl<I, Y, R> Drop for CoroutineCore<I, Y, R> {
+    #[inline]
+    fn drop(&mut self) {
+        // A finished coroutine owns nothing: one test.
+        if !matches!(self.state, State::Finished) {
+            self.end();
+        }
+        // SAFETY: dropped here only, once, and not used afterwards. (`end`
+        // left no stack: it finished or leaked it.)
+        unsafe { ManuallyDrop::drop(&mut self.stack) };
+    }
+}
+
+impl<I, Y, R> CoroutineCore<I, Y, R> {
     /// A coroutine that has already finished and owns nothing: the runtime's
     /// stand-in where a task has no coroutine (a `spawn_blocking` cell).
-    pub(crate) fn finished(id: u64, spawned_at: &'static Location<'static>) -> Self {
-        Coroutine {
+    pub(crate) fn finished() -> Self {
+        CoroutineCore {
             top: std::ptr::null_mut(),
             state: State::Finished,
             stack: ManuallyDrop::new(None),
             last_suspend: YIELDED,
-            id,
-            name: ManuallyDrop::new(None),
-            spawned_at,
             stack_size: 0,
             _types: PhantomData,
         }
@@ -1317,7 +1365,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
 
 impl<I, Y, R> fmt::Debug for Coroutine<I, Y, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.state {
+        let state = match self.core.state {
             State::Fresh(_) => "fresh",
             State::Suspended => "suspended",
             State::Finished => "finished",
@@ -1326,7 +1374,7 @@ impl<I, Y, R> fmt::Debug for Coroutine<I, Y, R> {
             .field("id", &self.id)
             .field("name", &self.name)
             .field("state", &state)
-            .field("stack_size", &self.stack_size)
+            .field("stack_size", &self.core.stack_size)
             .finish()
     }
 }
@@ -1536,12 +1584,12 @@ impl Yielder<(), ()> {
     /// # Safety
     ///
     /// - This coroutine runs, is not unwinding a panic, and its coroutine
-    ///   has been told so (`Coroutine::left_by_direct_switch`).
+    ///   has been told so (`CoroutineCore::left_by_direct_switch`).
     /// - `to` is the switch top of another suspended coroutine of type
     ///   `Coroutine<(), (), ()>` that left by `suspend_unpaired` or
     ///   `switch_to` and runs nowhere else.
     /// - The resumer of this coroutine completes its resume on whichever
-    ///   coroutine switches back to it (`Coroutine::switch_in_raw`).
+    ///   coroutine switches back to it (`CoroutineCore::switch_in_raw`).
     #[inline(always)]
     pub(crate) unsafe fn switch_to(&self, to: *mut u8) {
         // `to`'s suspend reads a `()` input from the word: any aligned
@@ -1639,7 +1687,7 @@ fn impossible(what: &str) -> ! {
 
 #[cfg(all(test, not(loom)))]
 mod walk_tests {
-    //! `Coroutine::on_suspended_stack`: the callback runs on the suspended
+    //! `CoroutineCore::on_suspended_stack`: the callback runs on the suspended
     //! stack with the coroutine's frames below it, the coroutine is left
     //! intact, and the refusals hold.
     use super::*;
@@ -1658,19 +1706,20 @@ mod walk_tests {
     fn a_walk_runs_on_the_suspended_stack_and_leaves_it_intact() {
         let mut c = Coroutine::<(), u32, u32>::new(|y, ()| suspends_here_marker(y, 14));
         assert_eq!(c.resume(()), CoroutineResult::Yield(1));
-        let stack = c.stack.as_ref().map(|s| (s.guard().end, s.top() as usize)).expect("started");
+        let stack = c.core.stack.as_ref().map(|s| (s.guard().end, s.top() as usize)).expect("started");
         let (first, last) = stack_walk_bounds();
         let mut local_at = 0usize;
         let mut ips = Vec::new();
-        c.on_suspended_stack(&mut || {
-            let here = 0u8;
-            local_at = std::hint::black_box(&here) as *const u8 as usize;
-            crate::sys::unwind::walk(&mut |ip| {
-                ips.push(ip);
-                ips.len() < 256
-            });
-        })
-        .expect("a suspended coroutine with a default stack can be walked");
+        c.core
+            .on_suspended_stack(&mut || {
+                let here = 0u8;
+                local_at = std::hint::black_box(&here) as *const u8 as usize;
+                crate::sys::unwind::walk(&mut |ip| {
+                    ips.push(ip);
+                    ips.len() < 256
+                });
+            })
+            .expect("a suspended coroutine with a default stack can be walked");
         assert!((stack.0..stack.1).contains(&local_at), "the callback did not run on the coroutine's stack");
         let start = ips.iter().position(|&ip| ip == first).expect("the walk passes weft_call_on_stack");
         let end = ips.iter().position(|&ip| ip == last).expect("the walk reaches the trampoline");
@@ -1710,16 +1759,16 @@ mod walk_tests {
     fn a_walk_is_refused_when_it_cannot_be_safe() {
         // Not started, then finished.
         let mut c = Coroutine::<(), (), ()>::new(|_, ()| ());
-        assert_eq!(c.on_suspended_stack(&mut || panic!("must not run")), Err(WalkRefused::NotSuspended));
+        assert_eq!(c.core.on_suspended_stack(&mut || panic!("must not run")), Err(WalkRefused::NotSuspended));
         c.resume(());
-        assert_eq!(c.on_suspended_stack(&mut || panic!("must not run")), Err(WalkRefused::NotSuspended));
+        assert_eq!(c.core.on_suspended_stack(&mut || panic!("must not run")), Err(WalkRefused::NotSuspended));
 
         // A 32 KiB stack never has 32 KiB free below a saved frame.
         let mut small =
             Coroutine::<(), (), ()>::builder().stack_size(MIN_STACK_SIZE).build(|y, ()| y.suspend(())).unwrap();
         small.resume(());
         assert!(matches!(
-            small.on_suspended_stack(&mut || panic!("must not run")),
+            small.core.on_suspended_stack(&mut || panic!("must not run")),
             Err(WalkRefused::LowOnStack { .. })
         ));
         small.resume(());
@@ -1736,7 +1785,7 @@ mod walk_tests {
             inner.resume(());
         });
         outer.resume(());
-        assert_eq!(outer.on_suspended_stack(&mut || panic!("must not run")), Err(WalkRefused::OnAnotherStack));
+        assert_eq!(outer.core.on_suspended_stack(&mut || panic!("must not run")), Err(WalkRefused::OnAnotherStack));
         outer.resume(());
         assert!(outer.is_finished());
     }

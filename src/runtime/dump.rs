@@ -42,7 +42,7 @@
 //!    into its run queue (so woken coroutines show as runnable), marks its
 //!    slot `Started`, collects its part — for each suspended coroutine, a
 //!    walk of its stack, run *on that stack* below its saved frame (see
-//!    `Coroutine::on_suspended_stack`) — and stores it, `Done`.
+//!    `CoroutineCore::on_suspended_stack`) — and stores it, `Done`.
 //! 3. A dumper that is itself a coroutine of this runtime collects its own
 //!    worker's part inline, after posting the others' requests (it is that
 //!    worker's running coroutine, so no other coroutine of the worker runs

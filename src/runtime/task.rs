@@ -26,7 +26,7 @@
 //! `spawn_blocking` uses the same cell without a coroutine or body, so every
 //! [`JoinHandle`](super::JoinHandle) has one representation.
 //!
-//! The price: a join handle keeps the whole cell (the 256-byte header, the
+//! The price: a join handle keeps the whole cell (the 224-byte header, the
 //! join state — 32 bytes for a `()` or `u64` result — and the body) alive
 //! until it is joined or dropped, where a separate join state would keep
 //! 64 bytes and free the rest when the task finishes. Spawning 100 000 and then
@@ -42,13 +42,15 @@
 //! task's cell in the 384-byte size class; at 256 it is in the 320-byte
 //! class, and a parked coroutine's RSS went from 4.46 to 4.40 KiB. The join
 //! state then went from 48 to 32 bytes (its waiter one word, a panic's
-//! payload behind a thin pointer), which puts an empty task's cell (288
-//! bytes) in the 288-byte class: a spawn+join of 100 000 on one worker
-//! took about a twelfth less time (each phase of such a burst streams its
-//! cells through the caches, so its time follows their size: a closure of
-//! 64 bytes more, one class up, took a sixth longer). The coroutine's own
-//! bookkeeping (104 bytes) is the largest part left, and it repeats the
-//! task's id, name and spawn site: those 32 bytes would take the next class.
+//! payload behind a thin pointer), which put an empty task's cell in the
+//! 288-byte class: a spawn+join of 100 000 on one worker took about a
+//! twelfth less time (each phase of such a burst streams its cells through
+//! the caches, so its time follows their size: a closure of 64 bytes more,
+//! one class up, took a sixth longer). And the task's coroutine is a
+//! `CoroutineCore` (72 bytes), without the id, name and spawn site that a
+//! standalone `Coroutine` carries and the task holds already: the header is
+//! 224 bytes, and an empty task's cell 256, in the 256-byte class (spawn+join
+//! of 100 000 on 2 workers about 8 % faster again, side by side).
 //!
 //! Cells come from a per-thread cache of freed cells (`cell_cache`: at most
 //! 1 MiB per thread, and on a worker thread up to 64 MiB, kept while it is
@@ -82,7 +84,7 @@
 
 use super::dump::ParkedOn;
 use super::join::{Failure, JoinState};
-use crate::coroutine::{self, Coroutine, Yielder};
+use crate::coroutine::{self, CoroutineCore, Yielder};
 use crate::loom::process::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, UnsafeCell, fence};
 use crate::park::ParkState;
 use crate::sys::futex::Deadline;
@@ -106,8 +108,10 @@ pub(crate) enum Switch {
 /// The coroutine type every task runs: resumed with `()`, suspending with
 /// `()`, returning nothing (its result goes to its join state). Why it
 /// switched out is in its task's `switched_for`: a coroutine whose resumes
-/// carry nothing skips the exchange altogether (see `coroutine`).
-pub(crate) type TaskCoroutine = Coroutine<(), (), ()>;
+/// carry nothing skips the exchange altogether (see `coroutine`). A core
+/// without a name: the task's id, name and spawn site are the task's own
+/// fields, and its first run names the stack by them (`Task::owner`).
+pub(crate) type TaskCoroutine = CoroutineCore<(), (), ()>;
 
 /// No worker yet (not started).
 pub(crate) const NO_HOME: usize = usize::MAX;
@@ -159,7 +163,7 @@ pub(crate) struct Task {
     pub(crate) next_in_inbox: AtomicPtr<Task>,
     /// The coroutine; see the module docs for who may touch it. Finished
     /// (and owning nothing) in a `spawn_blocking` cell, and once it has
-    /// returned or been ended (`Coroutine::end`). Not an `Option`: a resume
+    /// returned or been ended (`CoroutineCore::end`). Not an `Option`: a resume
     /// of a started task tests only that its coroutine is suspended.
     coroutine: UnsafeCell<TaskCoroutine>,
     /// Why its coroutine last switched out: written by the task just before
@@ -234,7 +238,7 @@ unsafe impl Sync for Task {}
 // A task's header sets the size class of every cell (see "Layout" above):
 // a field added here should pay for itself. (loom's atomics are larger.)
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Task>() <= 256, "the task header grew past 256 bytes");
+const _: () = assert!(std::mem::size_of::<Task>() <= 224, "the task header grew past 224 bytes");
 
 /// The part of a cell that does not depend on the body type: what a
 /// `JoinHandle<T>` may read.
@@ -248,7 +252,7 @@ struct CellHead<T> {
 #[repr(C)]
 struct TaskCell<B, T> {
     head: CellHead<T>,
-    /// Owned by the coroutine (`Coroutine::with_closure_in_place`); never
+    /// Owned by the coroutine (`CoroutineCore::with_closure_in_place`); never
     /// initialised in a `spawn_blocking` cell.
     body: UnsafeCell<MaybeUninit<B>>,
 }
@@ -401,7 +405,10 @@ impl Task {
         } = self;
         // SAFETY: each field is dropped once, here; the caller's promise
         // keeps anyone from using or dropping them again.
+        // The coroutine goes first: while its stack is claimed (a started
+        // coroutine not yet finished or ended), the claim names it by `name`.
         unsafe {
+            ptr::drop_in_place(coroutine);
             ptr::drop_in_place(refs);
             ptr::drop_in_place(vtable);
             ptr::drop_in_place(id);
@@ -410,7 +417,6 @@ impl Task {
             ptr::drop_in_place(park);
             ptr::drop_in_place(home);
             ptr::drop_in_place(next_in_inbox);
-            ptr::drop_in_place(coroutine);
             ptr::drop_in_place(switched_for);
             ptr::drop_in_place(yielder);
             ptr::drop_in_place(registry_slot);
@@ -470,7 +476,6 @@ where
 {
     let id = next_id();
     let name = name.map(String::into_boxed_str);
-    let coroutine_name = name.clone();
     let cell = TaskCell::<B, T>::allocate();
     // The body is written before the coroutine that owns it exists, and
     // stays in place until the cell is freed, which is after the coroutine
@@ -480,7 +485,7 @@ where
     unsafe {
         let body_at = (&raw mut (*cell.as_ptr()).body).cast::<B>();
         body_at.write(body);
-        let coroutine = TaskCoroutine::with_closure_in_place(body_at, id, coroutine_name, stack_size, spawned_at);
+        let coroutine = TaskCoroutine::with_closure_in_place(body_at, stack_size);
         TaskCell::init_head(cell, id, name, spawned_at, coroutine, runtime);
     }
     let task = cell.cast::<Task>();
@@ -493,7 +498,7 @@ where
 pub(crate) fn new_join_only<T: Send + 'static>() -> (TaskRef, TaskRef) {
     let cell = TaskCell::<(), T>::allocate();
     let (id, spawned_at) = (next_id(), Location::caller());
-    let coroutine = TaskCoroutine::finished(id, spawned_at);
+    let coroutine = TaskCoroutine::finished();
     // SAFETY: fresh, and its body stays uninitialised (the finished
     // coroutine owns nothing).
     unsafe { TaskCell::init_head(cell, id, None, spawned_at, coroutine, Anchor::none()) };
@@ -583,8 +588,16 @@ impl Task {
         unsafe { &mut *self.coroutine.get() }
     }
 
+    /// Who the task is, as its stack's overflow report names it: the
+    /// coroutine's first run claims its stack with this
+    /// (`CoroutineCore::prepare_first_resume`). The name lives as long as
+    /// the coroutine: `drop_fields` drops the coroutine first.
+    pub(crate) fn owner(&self) -> crate::stack::overflow::Owner<'_> {
+        crate::stack::overflow::Owner { id: self.id, name: self.name.as_deref(), spawned_at: self.spawned_at }
+    }
+
     /// The coroutine, for the resumes that keep no reference to it across
-    /// the switch (`Coroutine::switch_in_raw`): its owner's (as for
+    /// the switch (`CoroutineCore::switch_in_raw`): its owner's (as for
     /// [`coroutine_mut`](Self::coroutine_mut)) to use.
     pub(crate) fn coroutine_ptr(&self) -> *mut TaskCoroutine {
         self.coroutine.get()

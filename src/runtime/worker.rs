@@ -1640,8 +1640,9 @@ impl WorkerLocal {
         }
         task.set_home(self.index);
         metrics::bump(&self.counters().started);
-        // SAFETY: unstarted, popped by us: ours alone.
-        if let Err(error) = unsafe { task.coroutine_mut() }.prepare_first_resume() {
+        // SAFETY: unstarted, popped by us: ours alone; the task's name
+        // outlives its coroutine (`Task::owner`).
+        if let Err(error) = unsafe { task.coroutine_mut().prepare_first_resume(task.owner()) } {
             // No stack: the closure never ran. End its join handle with the
             // error (the message names vm.max_map_count if that is the
             // cause) and drop the closure.

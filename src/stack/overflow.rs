@@ -175,6 +175,14 @@ pub(crate) unsafe fn claim(stack: &Stack, owner: Owner<'_>) {
     compiler_fence(Ordering::Release);
 }
 
+/// The id of the coroutine that claimed `stack` ([`claim`]), or 0 if it is
+/// idle: for a report about a stack whose coroutine is not at hand.
+pub(crate) fn claimant(stack: &Stack) -> u64 {
+    // SAFETY: a Stack is linked, with its header written, while it lives;
+    // the header is on its mapping, and only this thread writes it.
+    unsafe { (*stack.header()).id }
+}
+
 /// Marks `stack` idle: its coroutine has left it for the last time (its
 /// name may go away now).
 ///
