@@ -632,7 +632,7 @@ unsafe impl ClosureHome for InBox {
 }
 
 /// In memory that the coroutine's creator owns and keeps in place
-/// (`Coroutine::with_closure_in_place`): the coroutine owns only the value,
+/// (`CoroutineCore::with_closure_in_place`): the coroutine owns only the value,
 /// which it moves out at its first resume or drops in place.
 enum InPlace {}
 
@@ -1586,7 +1586,7 @@ impl Yielder<(), ()> {
     /// - This coroutine runs, is not unwinding a panic, and its coroutine
     ///   has been told so (`CoroutineCore::left_by_direct_switch`).
     /// - `to` is the switch top of another suspended coroutine of type
-    ///   `Coroutine<(), (), ()>` that left by `suspend_unpaired` or
+    ///   `CoroutineCore<(), (), ()>` that left by `suspend_unpaired` or
     ///   `switch_to` and runs nowhere else.
     /// - The resumer of this coroutine completes its resume on whichever
     ///   coroutine switches back to it (`CoroutineCore::switch_in_raw`).

@@ -650,7 +650,7 @@ impl Task {
         }
         self.switched_for.set(why);
         // Unpaired (`Yielder::suspend_unpaired`; the worker resumes the task
-        // the same way, `Coroutine::switch_in_raw`): a park sits deep in
+        // the same way, `CoroutineCore::switch_in_raw`): a park sits deep in
         // the coroutine's calls (a lock's, a channel's, a socket's), and so
         // does many a yield (a spin lock's, an RwLock's before it parks),
         // where a `ret` paired with the worker's `call` would mispredict.
@@ -685,7 +685,7 @@ impl Task {
         let yielder = self.yielder.get();
         debug_assert!(!yielder.is_null(), "task {} switched out before it started", self.id);
         // SAFETY: the running coroutine: its worker keeps no reference to it
-        // across the resume (`Coroutine::switch_in_raw`).
+        // across the resume (`CoroutineCore::switch_in_raw`).
         unsafe { TaskCoroutine::left_by_direct_switch(self.coroutine_ptr()) };
         // The worker owns `next`'s coroutine, and runs on this thread.
         // SAFETY: the yielder lives at the base of this running coroutine's

@@ -222,7 +222,7 @@
 //! the outcome of every resume for the task running *when it returns*
 //! (`CURRENT_TASK`, which the direct switch updates with the lent
 //! reference, as `run_task` does), and holds no reference to a coroutine
-//! across a resume (`Coroutine::switch_in_raw`). The yielding task goes to
+//! across a resume (`CoroutineCore::switch_in_raw`). The yielding task goes to
 //! the back of `runnable` first, registered as after any yield; it is
 //! continued later by the worker or by another task's direct switch, both
 //! of which put its own switch top in r12 as its suspend expects.

@@ -83,8 +83,8 @@ pub(crate) struct Header {
     stack_size: usize,
     /// The owner's id, or [`IDLE`] while no coroutine has claimed the stack.
     id: u64,
-    /// The owner's name: the bytes of a `String` the owner keeps alive (and
-    /// unchanged) while it holds the stack; null for no name.
+    /// The owner's name: the bytes of a `str` the owner keeps alive (and
+    /// unchanged) until [`release`] or [`unlink`]; null for no name.
     name_ptr: *const u8,
     name_len: usize,
     spawned_at: &'static Location<'static>,
@@ -261,8 +261,8 @@ impl Header {
     /// alive), for `'a`.
     unsafe fn owner<'a>(&self) -> Owner<'a> {
         let name = (!self.name_ptr.is_null()).then(|| {
-            // SAFETY: the bytes of the owner's name `String`, alive and
-            // unchanged while the header is linked (`link`'s contract).
+            // SAFETY: the bytes of the owner's name, alive and unchanged
+            // while the header is claimed (`claim`'s contract).
             unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(self.name_ptr, self.name_len)) }
         });
         Owner { id: self.id, name, spawned_at: self.spawned_at }
