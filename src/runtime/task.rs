@@ -403,10 +403,10 @@ impl Task {
             waiting_on,
             since,
         } = self;
-        // SAFETY: each field is dropped once, here; the caller's promise
-        // keeps anyone from using or dropping them again.
         // The coroutine goes first: while its stack is claimed (a started
         // coroutine not yet finished or ended), the claim names it by `name`.
+        // SAFETY: each field is dropped once, here; the caller's promise
+        // keeps anyone from using or dropping them again.
         unsafe {
             ptr::drop_in_place(coroutine);
             ptr::drop_in_place(refs);
