@@ -1017,8 +1017,16 @@ pub(crate) fn park_current_task() {
     if !task.park.prepare_park() {
         return; // a token was waiting: a (possibly spurious) wake
     }
-    // SAFETY: we are the running coroutine of `task`.
-    unsafe { task.switch_out(Switch::Park) };
+    // For the dump: one load of a thread-local and one store (no clock
+    // read). A yield is not stamped: the yield path is the shortest there
+    // is, and a runnable task's wait is a queue's.
+    task.since.set(clock::coarse());
+    // Straight to the next task of this worker when the worker's round
+    // would do nothing else (see `WorkerLocal::park_direct`).
+    if !worker::park_direct(task) {
+        // SAFETY: we are the running coroutine of `task`.
+        unsafe { task.switch_out(Switch::Park) };
+    }
     task.park.after_wake();
 }
 
@@ -1061,6 +1069,7 @@ fn park_deferring_cancel(task: &Task) {
     let Some(task_ref) = current_task_for_waker() else { return };
     wake_at(Deadline::after(DEFERRED_CANCEL_RETRY), &task_ref);
     if task.park.prepare_park() {
+        task.since.set(clock::coarse());
         // SAFETY: we are the running coroutine of `task`.
         unsafe { task.switch_out(Switch::Park) };
         task.park.after_wake();

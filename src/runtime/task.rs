@@ -642,12 +642,8 @@ impl Task {
     pub(crate) unsafe fn switch_out(&self, why: Switch) {
         let yielder = self.yielder.get();
         debug_assert!(!yielder.is_null(), "task {} switched out before it started", self.id);
-        // For the dump, when it parks: one load of a thread-local and one
-        // store (no clock read). A yield is not stamped: the yield path is
-        // the shortest there is, and a runnable task's wait is a queue's.
-        if why == Switch::Park {
-            self.since.set(super::clock::coarse());
-        }
+        // (A park was stamped for the dump by `park_current_task`, before
+        // it chose this switch or the direct one.)
         self.switched_for.set(why);
         // Unpaired (`Yielder::suspend_unpaired`; the worker resumes the task
         // the same way, `CoroutineCore::switch_in_raw`): a park sits deep in
@@ -670,14 +666,16 @@ impl Task {
 
     /// Switches from this running task straight to `next`, a suspended task
     /// of the same worker, which continues as if its worker had resumed it
-    /// (a yield's direct switch, `worker::WorkerLocal::yield_direct`).
-    /// Returns when this task is continued; a cancel that came meanwhile
-    /// unwinds it, as after [`switch_out`](Self::switch_out).
+    /// (a yield's or a park's direct switch, `worker::WorkerLocal::yield_direct`
+    /// and `park_direct`). Returns when this task is continued; a cancel
+    /// that came meanwhile unwinds it, as after [`switch_out`](Self::switch_out).
     ///
     /// # Safety
     ///
     /// - This is the running task of this thread (its worker's), not
-    ///   unwinding a panic, and queued already to run again.
+    ///   unwinding a panic, and either queued already to run again (a
+    ///   yield) or PARKED, with whoever wakes it holding its reference or
+    ///   the registry holding one (a park).
     /// - `next` is a started, suspended task of the same worker, taken from
     ///   its queue; it is the running task of this thread from now on.
     #[inline(always)]
