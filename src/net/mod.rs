@@ -242,6 +242,18 @@ impl IoState {
         self.run(Direction::Write, timeout, OnTimeout::WouldBlock(WRITE_TIMED_OUT), op, |_| false)
     }
 
+    /// A stream write of `len` bytes: as [`write`](Self::write), except
+    /// that a write of nothing never waits for room. The kernel answers it
+    /// at once (0, or the socket's error) however full the send buffer is,
+    /// and std's blocking write returns so; waiting for writability first
+    /// would hold the caller until the peer reads.
+    fn write_stream(&self, len: usize, op: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+        let timeout = self.write_timeout();
+        let nonblocking = self.is_nonblocking() || len == 0;
+        let on_timeout = || OnTimeout::WouldBlock(WRITE_TIMED_OUT).error();
+        self.registration.run(Direction::Write, timeout, nonblocking, op, |_| false, on_timeout)
+    }
+
     /// Runs `op` (a call on the non-blocking descriptor) until it does not
     /// fail with `WouldBlock`, waiting until the socket may be ready in
     /// `dir` in between, at most `timeout` in all (counted from the first

@@ -394,11 +394,12 @@ impl TcpStream {
 
     fn stream_write(&self, buf: &[u8]) -> io::Result<usize> {
         // (std's `write` is this `send`, through glibc's wrapper.)
-        self.state.write(|| crate::sys::net::send(self.inner.as_fd(), buf))
+        self.state.write_stream(buf.len(), || crate::sys::net::send(self.inner.as_fd(), buf))
     }
 
     fn stream_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.state.write(|| (&self.inner).write_vectored(bufs))
+        let len = bufs.iter().take(super::IOV_MAX).map(|b| b.len()).sum();
+        self.state.write_stream(len, || (&self.inner).write_vectored(bufs))
     }
 }
 

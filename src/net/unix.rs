@@ -333,22 +333,25 @@ impl UnixStream {
     fn stream_write(&self, buf: &[u8]) -> io::Result<usize> {
         // `send` with MSG_NOSIGNAL, as std's write is (a gone peer gives
         // EPIPE, not SIGPIPE), without glibc's wrapper (`sys::net`).
-        self.write_in_slices(|| crate::sys::net::send(self.inner.as_fd(), buf))
+        self.write_in_slices(buf.len(), || crate::sys::net::send(self.inner.as_fd(), buf))
     }
 
     fn stream_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.write_in_slices(|| (&self.inner).write_vectored(bufs))
+        let len = bufs.iter().take(IOV_MAX).map(|b| b.len()).sum();
+        self.write_in_slices(len, || (&self.inner).write_vectored(bufs))
     }
 
     /// Rule 2: runs the write `op`, waiting in slices of `RETRY_FIRST`
     /// doubling to `RETRY_MAX` and calling it again after each, so that a
     /// shut sending side (which the kernel reports no readiness for) ends
     /// the wait with EPIPE; bounded by the write timeout, counted as the
-    /// sum of the slices that ran out.
-    fn write_in_slices<R>(&self, mut op: impl FnMut() -> io::Result<R>) -> io::Result<R> {
+    /// sum of the slices that ran out. A write of nothing (`len` 0) never
+    /// waits: the kernel answers it at once however full the buffer is, as
+    /// std's blocking write returns.
+    fn write_in_slices<R>(&self, len: usize, mut op: impl FnMut() -> io::Result<R>) -> io::Result<R> {
         let registration = &self.state.registration;
         let timeout = self.state.write_timeout();
-        let nonblocking = self.state.is_nonblocking();
+        let nonblocking = self.state.is_nonblocking() || len == 0;
         let timed_out = || OnTimeout::WouldBlock(WRITE_TIMED_OUT).error();
         let mut waited = Duration::ZERO;
         let mut slice = RETRY_FIRST;

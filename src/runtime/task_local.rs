@@ -46,8 +46,8 @@ use std::sync::OnceLock;
 /// How many keys have an index (the next key's index).
 static NEXT_INDEX: AtomicUsize = AtomicUsize::new(0);
 
-/// Destructors that create values again (they touch a task-local that is
-/// gone) are run again, at most this many rounds, as std does for
+/// Destructors that create values again (they touch a task-local already
+/// dropped) are run again, at most this many rounds, as std does for
 /// `thread_local!`; values still left after that are leaked.
 const DROP_ROUNDS: usize = 8;
 
@@ -120,30 +120,53 @@ pub(crate) fn drop_all(task: &Task) {
 #[cold]
 #[inline(never)]
 fn drop_all_slow(task: &Task) {
+    // Values are dropped one at a time, in place, as std drops its
+    // `thread_local!`s: a destructor that reads a sibling not dropped yet
+    // sees the coroutine's value, not a fresh one. (Taking the whole box out
+    // first made every sibling look gone, and re-made it from its
+    // initialiser.) A destructor that touches a value already dropped makes
+    // it again, and the next round drops that one.
     for _ in 0..DROP_ROUNDS {
-        // SAFETY: `task` is the coroutine running on this thread (its own
-        // body calls this); only it touches `locals`, and no `with` runs now
-        // (the user's closure has returned), so no reference into it lives.
-        let Some(values) = (unsafe { &mut (*task.locals.get()).values }).take() else {
-            return;
-        };
-        if values.borrows.get() != 0 {
-            // A plain coroutine made by this task is suspended inside a
-            // `with` (see the module docs): its `&T` must stay valid.
-            tracing::warn!(
-                task = task.id,
-                "task-local values leaked: a coroutine this task made is suspended inside LocalKey::with"
-            );
-            std::mem::forget(values);
+        let mut dropped_any = false;
+        let mut index = 0;
+        loop {
+            // SAFETY: `task` is the coroutine running on this thread (its
+            // own body calls this); only it touches `locals`, and no
+            // reference into them lives across this statement: the user's
+            // closure has returned, and a destructor's `with` ended before
+            // its destructor did. Nobody else takes the box out, so it is
+            // still there.
+            let values = unsafe { &mut (*task.locals.get()).values };
+            let Some(values) = values.as_deref_mut() else {
+                return;
+            };
+            if values.borrows.get() != 0 {
+                // A plain coroutine made by this task is suspended inside a
+                // `with` (see the module docs): its `&T` must stay valid.
+                tracing::warn!(
+                    task = task.id,
+                    "task-local values leaked: a coroutine this task made is suspended inside LocalKey::with"
+                );
+                // SAFETY: as above.
+                std::mem::forget(unsafe { &mut (*task.locals.get()).values }.take());
+                return;
+            }
+            let Some(slot) = values.slots.get_mut(index) else {
+                break;
+            };
+            index += 1;
+            if let Some(value) = slot.take() {
+                dropped_any = true;
+                // A destructor that panics is reported by the panic hook and
+                // goes no further; the other values are still dropped.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)));
+            }
+        }
+        if !dropped_any {
+            // SAFETY: as above.
+            drop(unsafe { &mut (*task.locals.get()).values }.take());
             return;
         }
-        if values.slots.iter().all(Option::is_none) {
-            return;
-        }
-        // A destructor that panics loses the rest of its round's values
-        // (they are dropped during that unwind, as a Vec's are); its panic
-        // is reported by the panic hook and goes no further.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(values)));
     }
 }
 
