@@ -55,7 +55,9 @@
 //!   [`Barrier`](sync::Barrier) and [`WaitGroup`](sync::WaitGroup), each a
 //!   state word with a one-atomic fast path, where only a caller that must
 //!   wait takes the slow path; a [`SpinLock`](sync::SpinLock) that spins
-//!   instead of parking; and [`channel`](sync::channel)s (bounded, rendezvous
+//!   instead of parking; [`OnceLock`](sync::OnceLock) and
+//!   [`LazyLock`](sync::LazyLock), whose initialiser may park while others
+//!   wait for it; and [`channel`](sync::channel)s (bounded, rendezvous
 //!   and unbounded, many senders and receivers, with
 //!   [`Select`](sync::channel::Select)) whose send hands a value straight to
 //!   a waiting receiver.

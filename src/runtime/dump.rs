@@ -118,6 +118,10 @@ pub enum ParkedOn {
     Barrier(usize),
     /// [`crate::sync::WaitGroup::wait`], at this address.
     WaitGroup(usize),
+    /// [`crate::sync::OnceLock`] (or [`crate::sync::LazyLock`]) at this
+    /// address, whose initialiser runs elsewhere (or, in
+    /// [`OnceLock::wait`](crate::sync::OnceLock::wait), has not begun).
+    OnceLock(usize),
     /// [`JoinHandle::join`](crate::JoinHandle::join) of the coroutine with
     /// this id (or of a `spawn_blocking` job).
     Join(u64),
@@ -151,6 +155,7 @@ impl fmt::Display for ParkedOn {
             ParkedOn::Condvar(at) => write!(f, "Condvar {at:#x}"),
             ParkedOn::Barrier(at) => write!(f, "Barrier {at:#x}"),
             ParkedOn::WaitGroup(at) => write!(f, "WaitGroup {at:#x}"),
+            ParkedOn::OnceLock(at) => write!(f, "OnceLock {at:#x} (its initialiser)"),
             ParkedOn::Join(id) => write!(f, "join of coroutine {id}"),
             ParkedOn::Sleep => f.write_str("sleep"),
             ParkedOn::ChannelSend(at) => write!(f, "channel {at:#x} (send)"),

@@ -925,6 +925,14 @@ pub(crate) fn current_task() -> Option<TaskRef> {
     Some(unsafe { TaskRef::clone_from_ptr(task) })
 }
 
+/// The address of the task running on this thread, if any: an identity
+/// unique among the tasks alive (a task keeps its address while it runs),
+/// without a reference taken.
+pub(crate) fn current_task_addr() -> Option<usize> {
+    let task = CURRENT_TASK.with(Cell::get);
+    (!task.is_null()).then_some(task as usize)
+}
+
 /// The task running on this thread, as the reference a waker will hold
 /// while it waits: the first call of a resume takes the worker's own
 /// reference (`CURRENT_TASK_LENT`), so a park and the wake that follows move

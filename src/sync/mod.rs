@@ -21,6 +21,7 @@ mod barrier;
 pub mod channel;
 mod condvar;
 mod mutex;
+mod once;
 mod rwlock;
 mod semaphore;
 mod spinlock;
@@ -29,6 +30,7 @@ mod waitgroup;
 pub use barrier::{Barrier, BarrierWaitResult};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use mutex::{MappedMutexGuard, Mutex, MutexGuard};
+pub use once::{LazyLock, OnceLock};
 pub use rwlock::{
     MappedRwLockReadGuard, MappedRwLockWriteGuard, RwLock, RwLockReadGuard, RwLockUpgradableReadGuard, RwLockWriteGuard,
 };
