@@ -69,22 +69,27 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_default()
 }
 
-/// Waits (from an OS thread) until the dump shows `id` parked on a
-/// OnceLock.
-fn wait_until_parked_on_once_lock(rt: &Runtime, id: u64) {
+/// Waits (from an OS thread) until the dump shows `id` parked on what
+/// `on` accepts.
+fn wait_until_parked_on(rt: &Runtime, id: u64, on: impl Fn(ParkedOn) -> bool) {
     let started = Instant::now();
     loop {
         let dump = rt.dump();
         let parked = dump
             .coroutines()
             .iter()
-            .any(|c| c.id() == id && matches!(c.state(), CoroutineState::Parked { on: ParkedOn::OnceLock(_), .. }));
+            .any(|c| c.id() == id && matches!(c.state(), CoroutineState::Parked { on: what, .. } if on(what)));
         if parked {
             return;
         }
-        assert!(started.elapsed() < WATCHDOG / 2, "coroutine {id} never parked on the OnceLock:\n{}", dump.summary());
+        assert!(started.elapsed() < WATCHDOG / 2, "coroutine {id} never parked as expected:\n{}", dump.summary());
         thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// [`wait_until_parked_on`] a OnceLock.
+fn wait_until_parked_on_once_lock(rt: &Runtime, id: u64) {
+    wait_until_parked_on(rt, id, |on| matches!(on, ParkedOn::OnceLock(_)));
 }
 
 /// The case std's `OnceLock` deadlocks on: the initialiser is a coroutine
@@ -265,6 +270,7 @@ fn cancelling_an_initialiser_or_a_waiter_leaves_the_cell_consistent() {
             let cell = Arc::clone(&cell);
             rt.spawn(move || *cell.get_or_init(|| never.recv().unwrap_or(0)))
         };
+        wait_until_parked_on(&rt, initialiser.id(), |on| matches!(on, ParkedOn::ChannelRecv(_)));
         let waiter = {
             let cell = Arc::clone(&cell);
             rt.spawn(move || *cell.get_or_init(|| 3u32))
@@ -297,6 +303,7 @@ fn shutdown_unwinds_coroutines_waiting_on_a_cell() {
             let cell = Arc::clone(&cell);
             rt.spawn(move || *cell.get_or_init(|| never.recv().unwrap_or(0)))
         };
+        wait_until_parked_on(&rt, initialiser.id(), |on| matches!(on, ParkedOn::ChannelRecv(_)));
         let waiters: Vec<_> = (0..4)
             .map(|_| {
                 let cell = Arc::clone(&cell);
