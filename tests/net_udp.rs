@@ -137,3 +137,30 @@ fn peek_leaves_the_datagram_and_waits_like_recv() {
     sender.send_to(b"third", addr).unwrap();
     peeker.join().unwrap();
 }
+
+/// The socket options std's `UdpSocket` has: each setter's value reads back
+/// through its getter, as on std's socket.
+#[test]
+fn socket_options_read_back_as_set() {
+    let socket = weft::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket on loopback");
+    socket.set_broadcast(true).unwrap();
+    assert!(socket.broadcast().unwrap());
+    socket.set_ttl(17).unwrap();
+    assert_eq!(socket.ttl().unwrap(), 17);
+    socket.set_multicast_loop_v4(false).unwrap();
+    assert!(!socket.multicast_loop_v4().unwrap());
+    socket.set_multicast_loop_v4(true).unwrap();
+    assert!(socket.multicast_loop_v4().unwrap());
+    socket.set_multicast_ttl_v4(9).unwrap();
+    assert_eq!(socket.multicast_ttl_v4().unwrap(), 9);
+    match weft::net::UdpSocket::bind("[::1]:0") {
+        Ok(v6) => {
+            v6.set_multicast_loop_v6(false).unwrap();
+            assert!(!v6.multicast_loop_v6().unwrap());
+            v6.set_multicast_loop_v6(true).unwrap();
+            assert!(v6.multicast_loop_v6().unwrap());
+        }
+        // A host without IPv6 on loopback: std's socket could not either.
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::AddrNotAvailable, "binding [::1]: {e}"),
+    }
+}
