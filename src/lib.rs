@@ -40,7 +40,7 @@
 //!   calls and be resumed later, on the thread that created it. The context
 //!   switch is weft's own, in assembly. Usable on its own, as a generator.
 //! - **The runtime**: [`Runtime`] runs coroutines on its worker threads;
-//!   [`spawn`], [`JoinHandle::join`], [`yield_now`], [`sleep`],
+//!   [`spawn`], [`JoinHandle::join`], [`yield_now`], [`sleep`], [`sleep_until`],
 //!   [`spawn_blocking`] and [`current`] mirror their `std::thread`
 //!   namesakes; [`JoinHandle::cancel`] unwinds a coroutine at its next park
 //!   or yield, and [`task_local!`] gives each coroutine a value of its own.
@@ -214,7 +214,7 @@ pub use coroutine::is_forced_unwind;
 pub use runtime::{
     AccessError, Builder, BusyWorker, CoroutineDump, CoroutineState, Dump, EnterGuard, GreenThread, JoinError,
     JoinErrorKind, JoinHandle, LocalKey, ParkedOn, Runtime, RuntimeBuilder, RuntimeMetrics, WorkerMetrics, current,
-    is_cancelled, sleep, spawn, spawn_blocking, try_current, yield_now,
+    is_cancelled, sleep, sleep_until, spawn, spawn_blocking, try_current, yield_now,
 };
 
 /// The README's code blocks, compiled and run as doctests (the crate docs

@@ -1817,3 +1817,21 @@ fn a_revived_timer_fires_after_the_heap_held_only_stale_entries() {
         drop(tx);
     }
 }
+
+/// `sleep_until`: never before its deadline (a few deadlines, each measured
+/// against the instant itself), and a deadline already past returns at once,
+/// from a thread and from a coroutine.
+#[test]
+fn sleep_until_never_wakes_before_its_deadline() {
+    on_thread_and_coroutine(|side| {
+        for micros in [1, 50, 300, 2_000, 10_000] {
+            let deadline = Instant::now() + Duration::from_micros(micros);
+            weft::sleep_until(deadline);
+            let now = Instant::now();
+            assert!(now >= deadline, "{side}: sleep_until woke {:?} early", deadline - now);
+        }
+        let start = Instant::now();
+        weft::sleep_until(start.checked_sub(Duration::from_millis(5)).unwrap_or(start));
+        assert!(start.elapsed() < PATIENCE, "{side}: a deadline already past still waited");
+    });
+}

@@ -1608,6 +1608,31 @@ pub fn yield_now() {
     unsafe { task.switch_out(Switch::Yield) };
 }
 
+/// Suspends the calling coroutine until `deadline` (the worker runs others
+/// meanwhile); on a plain OS thread, blocks the thread until then. Never
+/// returns before `deadline`; a deadline already past only yields. As
+/// [`sleep`], for loops that keep a fixed period without drifting.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+///
+/// let ticks = weft::spawn(|| {
+///     let start = Instant::now();
+///     let mut next = start;
+///     for _ in 0..3 {
+///         next += Duration::from_millis(5);
+///         weft::sleep_until(next); // no drift: each deadline from the last
+///     }
+///     start.elapsed()
+/// });
+/// assert!(ticks.join().unwrap() >= Duration::from_millis(15));
+/// ```
+pub fn sleep_until(deadline: std::time::Instant) {
+    // `sleep` reads the clock again for its own deadline, after this
+    // subtraction: it cannot end before `deadline`.
+    sleep(deadline.saturating_duration_since(std::time::Instant::now()));
+}
+
 /// Suspends the calling coroutine for at least `duration` (the worker runs
 /// others meanwhile); on a plain OS thread, [`std::thread::sleep`]. Never
 /// returns early (the deadline is on `CLOCK_MONOTONIC`), except in a
