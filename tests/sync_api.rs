@@ -1011,3 +1011,47 @@ fn rwlock_stress_every_kind_of_lock() {
     assert_eq!(a, writes.load(Ordering::Relaxed));
     assert!(!lock.is_locked());
 }
+
+/// Owned permits (`Semaphore::acquire_owned` and its variants) keep their
+/// semaphore's `Arc`: taken before a spawn, moved into the coroutine, given
+/// back when it ends; at most the semaphore's permits run at once.
+#[test]
+fn owned_permits_move_into_coroutines_and_bound_concurrency() {
+    let rt = weft::Runtime::builder().workers(2).build().expect("a runtime");
+    let slots = Arc::new(weft::sync::Semaphore::new(3));
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..24)
+        .map(|_| {
+            let permit = Arc::clone(&slots).acquire_owned();
+            assert_eq!(permit.num_permits(), 1);
+            let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+            rt.spawn(move || {
+                let _permit = permit;
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                weft::sleep(Duration::from_millis(1));
+                running.fetch_sub(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a worker coroutine");
+    }
+    assert!(most.load(Ordering::SeqCst) <= 3, "{} ran at once with 3 permits", most.load(Ordering::SeqCst));
+    assert_eq!(slots.available_permits(), 3, "every owned permit was given back");
+    assert_eq!(Arc::strong_count(&slots), 1, "no permit kept the semaphore");
+
+    let many = Arc::clone(&slots).acquire_many_owned(3);
+    assert!(Arc::clone(&slots).try_acquire_owned().is_none(), "none free");
+    assert_eq!(Arc::strong_count(&slots), 2, "the failed try dropped its Arc");
+    assert!(std::ptr::eq(&**many.semaphore(), &*slots));
+    many.forget();
+    assert_eq!(slots.available_permits(), 0, "forgotten permits stay taken");
+    assert_eq!(Arc::strong_count(&slots), 1, "forget dropped the Arc");
+    slots.add_permits(2);
+    let two = Arc::clone(&slots).try_acquire_many_owned(2).expect("two free");
+    assert_eq!(format!("{two:?}"), "OwnedSemaphorePermit { permits: 2, .. }");
+    drop(two);
+    assert_eq!(slots.available_permits(), 2);
+}

@@ -34,7 +34,7 @@ pub use once::{LazyLock, OnceLock};
 pub use rwlock::{
     MappedRwLockReadGuard, MappedRwLockWriteGuard, RwLock, RwLockReadGuard, RwLockUpgradableReadGuard, RwLockWriteGuard,
 };
-pub use semaphore::{Semaphore, SemaphorePermit};
+pub use semaphore::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 pub use spinlock::{SpinLock, SpinLockGuard};
 pub use waitgroup::WaitGroup;
 

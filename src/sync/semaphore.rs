@@ -106,6 +106,7 @@ use crate::park::lot::{self, FilterOp, ParkResult};
 use crate::sys::futex::Deadline;
 use std::cell::Cell;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 const WAITING: usize = 0b1;
@@ -344,6 +345,43 @@ impl Semaphore {
         let deadline = Deadline::after(timeout);
         let acquired = n == 0 || self.try_take(n) || self.acquire_contended(n, Some(deadline));
         acquired.then(|| SemaphorePermit { semaphore: self, permits: n })
+    }
+
+    /// [`acquire`](Self::acquire) for a semaphore in an [`Arc`]: the permit
+    /// keeps the `Arc`, so it can move into a coroutine or thread and be
+    /// given back there (see [`OwnedSemaphorePermit`]). Clone the `Arc` to
+    /// keep one: `Arc::clone(&sem).acquire_owned()`.
+    pub fn acquire_owned(self: Arc<Self>) -> OwnedSemaphorePermit {
+        self.acquire_many_owned(1)
+    }
+
+    /// [`acquire_many`](Self::acquire_many), owned (see
+    /// [`acquire_owned`](Self::acquire_owned)).
+    ///
+    /// # Panics
+    ///
+    /// As `acquire_many`: if `n` exceeds [`MAX_PERMITS`](Self::MAX_PERMITS).
+    pub fn acquire_many_owned(self: Arc<Self>, n: usize) -> OwnedSemaphorePermit {
+        self.acquire_many(n).forget();
+        OwnedSemaphorePermit { semaphore: self, permits: n }
+    }
+
+    /// [`try_acquire`](Self::try_acquire), owned (see
+    /// [`acquire_owned`](Self::acquire_owned)); `None` (and the `Arc`
+    /// dropped) if no permit is free.
+    pub fn try_acquire_owned(self: Arc<Self>) -> Option<OwnedSemaphorePermit> {
+        self.try_acquire_many_owned(1)
+    }
+
+    /// [`try_acquire_many`](Self::try_acquire_many), owned (see
+    /// [`acquire_owned`](Self::acquire_owned)).
+    ///
+    /// # Panics
+    ///
+    /// As `try_acquire_many`: if `n` exceeds [`MAX_PERMITS`](Self::MAX_PERMITS).
+    pub fn try_acquire_many_owned(self: Arc<Self>, n: usize) -> Option<OwnedSemaphorePermit> {
+        let taken = self.try_acquire_many(n).map(SemaphorePermit::forget).is_some();
+        taken.then(|| OwnedSemaphorePermit { semaphore: self, permits: n })
     }
 
     /// Adds `n` permits: hands them to queued waiters first, oldest first,
@@ -733,6 +771,70 @@ impl SemaphorePermit<'_> {
     /// ```
     pub fn num_permits(&self) -> usize {
         self.permits
+    }
+}
+
+/// Permits taken from a semaphore held in an [`Arc`], which this permit
+/// keeps: it owns its semaphore reference, so it can be moved into a
+/// spawned coroutine (or thread) and is given back when that one drops it.
+/// Made by [`Semaphore::acquire_owned`] and its variants.
+///
+/// ```
+/// use std::sync::Arc;
+/// use weft::sync::Semaphore;
+///
+/// let slots = Arc::new(Semaphore::new(2));
+/// let workers: Vec<_> = (0..8)
+///     .map(|i| {
+///         // Wait for a slot here, before spawning: at most two run at once.
+///         let permit = Arc::clone(&slots).acquire_owned();
+///         weft::spawn(move || {
+///             let _permit = permit; // given back when this coroutine ends
+///             i * 2
+///         })
+///     })
+///     .collect();
+/// let sum: u32 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+/// assert_eq!(sum, 56);
+/// assert_eq!(slots.available_permits(), 2);
+/// ```
+#[must_use = "the permit is given back as soon as it is dropped"]
+pub struct OwnedSemaphorePermit {
+    semaphore: Arc<Semaphore>,
+    permits: usize,
+}
+
+impl OwnedSemaphorePermit {
+    /// Keeps the permits taken: they are not given back on drop (see
+    /// [`SemaphorePermit::forget`]).
+    pub fn forget(mut self) {
+        // Nothing to give back; the semaphore's `Arc` is still dropped.
+        self.permits = 0;
+    }
+
+    /// How many permits this holds.
+    pub fn num_permits(&self) -> usize {
+        self.permits
+    }
+
+    /// The semaphore these permits came from.
+    pub fn semaphore(&self) -> &Arc<Semaphore> {
+        &self.semaphore
+    }
+}
+
+impl Drop for OwnedSemaphorePermit {
+    #[inline]
+    fn drop(&mut self) {
+        if self.permits != 0 {
+            self.semaphore.release(self.permits);
+        }
+    }
+}
+
+impl fmt::Debug for OwnedSemaphorePermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedSemaphorePermit").field("permits", &self.permits).finish_non_exhaustive()
     }
 }
 
