@@ -166,3 +166,56 @@ fn unix_connect_to_a_missing_path_fails() {
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     assert_eq!(UnixStream::connect(&path).unwrap_err().kind(), std::io::ErrorKind::NotFound);
 }
+
+/// `UnixListener::set_accept_timeout`, as on `TcpListener`: an accept with
+/// nobody connecting fails with `TimedOut`, never early, from a coroutine
+/// and from a thread; a connection within the timeout is accepted; a clone
+/// starts with the timeout; zero is refused.
+#[test]
+fn unix_accept_timeout_is_timed_out_never_early() {
+    use std::io::ErrorKind;
+    use std::time::{Duration, Instant};
+    let dir = TempDir::new("accept-timeout");
+    let listener = UnixListener::bind(dir.0.join("listener")).expect("bind");
+    assert_eq!(listener.accept_timeout().unwrap(), None);
+    assert_eq!(listener.set_accept_timeout(Some(Duration::ZERO)).unwrap_err().kind(), ErrorKind::InvalidInput);
+    let timeout = Duration::from_millis(30);
+    listener.set_accept_timeout(Some(timeout)).unwrap();
+    assert_eq!(listener.accept_timeout().unwrap(), Some(timeout));
+    let clone = listener.try_clone().expect("a clone");
+    assert_eq!(clone.accept_timeout().unwrap(), Some(timeout), "the clone starts with the timeout");
+
+    let started = Instant::now();
+    let error = listener.accept().expect_err("nobody connects (thread)");
+    assert_eq!(error.kind(), ErrorKind::TimedOut, "{error}");
+    assert!(started.elapsed() >= timeout, "a thread's accept timed out early: {:?}", started.elapsed());
+
+    let rt = weft::Runtime::builder().workers(1).build().expect("a runtime");
+    let listener = std::sync::Arc::new(listener);
+    let in_coroutine = {
+        let listener = std::sync::Arc::clone(&listener);
+        rt.spawn(move || {
+            let started = Instant::now();
+            let error = listener.accept().expect_err("nobody connects (coroutine)");
+            (error.kind(), started.elapsed())
+        })
+    };
+    let (kind, waited) = in_coroutine.join().expect("the coroutine");
+    assert_eq!(kind, ErrorKind::TimedOut);
+    assert!(waited >= timeout, "a coroutine's accept timed out early: {waited:?}");
+
+    listener.set_accept_timeout(Some(Duration::from_secs(30))).unwrap();
+    let path = dir.0.join("listener");
+    let accepting = {
+        let listener = std::sync::Arc::clone(&listener);
+        rt.spawn(move || {
+            listener.accept().map(|(mut stream, _)| {
+                let mut byte = [0u8; 1];
+                stream.read_exact(&mut byte).map(|()| byte[0])
+            })
+        })
+    };
+    let mut client = UnixStream::connect(&path).expect("connect");
+    client.write_all(&[7]).unwrap();
+    assert_eq!(accepting.join().unwrap().expect("accepted within the timeout").expect("a byte"), 7);
+}

@@ -52,7 +52,8 @@
 //! that has to wait, as in std: when the time passes the call fails with
 //! [`io::ErrorKind::WouldBlock`] (std's kind on Unix).
 //! [`TcpStream::connect_timeout`] and the accept timeouts
-//! ([`TcpListener::set_accept_timeout`], weft's own) fail with
+//! ([`TcpListener::set_accept_timeout`], [`UnixListener::set_accept_timeout`],
+//! weft's own) fail with
 //! [`io::ErrorKind::TimedOut`]. A timeout never ends a wait early. In a
 //! coroutine the timeout is a timer on its worker; a coroutine parked in
 //! any of these can also be cancelled ([`JoinHandle::cancel`]): it unwinds

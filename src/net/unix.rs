@@ -77,6 +77,8 @@ pub struct UnixListener {
     // Declared first: deregisters before `inner` closes the descriptor.
     state: IoState,
     inner: net::UnixListener,
+    /// Nanoseconds; 0 means none (see `set_accept_timeout`).
+    accept_timeout: crate::loom::process::AtomicU64,
 }
 
 impl UnixListener {
@@ -91,11 +93,38 @@ impl UnixListener {
 
     /// Accepts a connection, waiting for one. The new stream waits in its
     /// operations (blocking mode) with no timeouts.
+    ///
+    /// # Errors
+    ///
+    /// As std's `accept`, and a timeout set by
+    /// [`set_accept_timeout`](Self::set_accept_timeout)
+    /// ([`io::ErrorKind::TimedOut`]).
     pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let (stream, addr) = self.state.read(|| self.inner.accept())?;
+        let timeout = super::duration_of(self.accept_timeout.load(crate::loom::process::Ordering::Relaxed));
+        let on_timeout = OnTimeout::TimedOut("accept timed out");
+        let (stream, addr) = self.state.run(Direction::Read, timeout, on_timeout, || self.inner.accept(), |_| false)?;
         stream.set_nonblocking(true)?;
         let state = IoState::new(stream.as_raw_fd(), Arc::new(Options::default()));
         Ok((UnixStream { state, inner: stream }, addr))
+    }
+
+    /// Sets how long [`accept`](Self::accept) waits before it fails with
+    /// [`io::ErrorKind::TimedOut`]; `None` (the default) waits without
+    /// limit. (std's listener has no such setting; this is weft's, as on
+    /// [`TcpListener`](super::TcpListener).)
+    ///
+    /// # Errors
+    ///
+    /// A zero duration is an [`io::ErrorKind::InvalidInput`] error.
+    pub fn set_accept_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        super::check_timeout(timeout)?;
+        self.accept_timeout.store(super::nanos_of(timeout), crate::loom::process::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// How long [`accept`](Self::accept) waits; `None`: without limit.
+    pub fn accept_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(super::duration_of(self.accept_timeout.load(crate::loom::process::Ordering::Relaxed)))
     }
 
     /// An iterator over incoming connections (`accept` in a loop); it
@@ -121,16 +150,20 @@ impl UnixListener {
         self.inner.take_error()
     }
 
-    /// Another handle to the same listener.
+    /// Another handle to the same listener; it shares the non-blocking
+    /// mode and starts with this one's accept timeout.
     pub fn try_clone(&self) -> io::Result<UnixListener> {
         let inner = self.inner.try_clone()?;
-        Ok(UnixListener { state: IoState::new(inner.as_raw_fd(), Arc::clone(&self.state.options)), inner })
+        let state = IoState::new(inner.as_raw_fd(), Arc::clone(&self.state.options));
+        let timeout = self.accept_timeout.load(crate::loom::process::Ordering::Relaxed);
+        Ok(UnixListener { state, inner, accept_timeout: crate::loom::process::AtomicU64::new(timeout) })
     }
 
     /// Wraps a std listener, putting its descriptor in non-blocking mode.
     pub fn from_std(listener: net::UnixListener) -> io::Result<UnixListener> {
         listener.set_nonblocking(true)?;
-        Ok(UnixListener { state: IoState::new(listener.as_raw_fd(), Arc::new(Options::default())), inner: listener })
+        let state = IoState::new(listener.as_raw_fd(), Arc::new(Options::default()));
+        Ok(UnixListener { state, inner: listener, accept_timeout: crate::loom::process::AtomicU64::new(0) })
     }
 
     /// The std listener, deregistered, back in blocking mode unless this
@@ -139,7 +172,7 @@ impl UnixListener {
     /// Stays non-blocking while clones of it are alive: see ["Back to
     /// std"](crate::net#back-to-std).
     pub fn into_std(self) -> io::Result<net::UnixListener> {
-        let UnixListener { state, inner } = self;
+        let UnixListener { state, inner, .. } = self;
         state.release(|nonblocking| inner.set_nonblocking(nonblocking))?;
         Ok(inner)
     }
