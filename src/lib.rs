@@ -63,7 +63,8 @@
 //!   a waiting receiver.
 //! - **[`net`]**: [`TcpListener`](net::TcpListener),
 //!   [`TcpStream`](net::TcpStream), [`UdpSocket`](net::UdpSocket),
-//!   [`UnixListener`](net::UnixListener) and [`UnixStream`](net::UnixStream)
+//!   [`UnixListener`](net::UnixListener), [`UnixStream`](net::UnixStream)
+//!   and [`UnixDatagram`](net::UnixDatagram)
 //!   with `std::net`'s shapes. A coroutine whose read, write, accept or
 //!   connect would block parks on its worker's epoll instance and the
 //!   worker runs others until the socket is ready, so a server is one

@@ -102,10 +102,12 @@
 mod tcp;
 mod udp;
 mod unix;
+mod unix_datagram;
 
 pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixIncoming, UnixListener, UnixStream};
+pub use unix_datagram::UnixDatagram;
 
 use crate::loom::process::{AtomicBool, AtomicU64, Ordering};
 use crate::runtime::poller::{Direction, IoRegistration};

@@ -227,6 +227,56 @@ pub struct UnixStream {
     inner: net::UnixStream,
 }
 
+/// Rule 2: runs the write `op` of the socket whose state is `state`,
+/// waiting in slices of `RETRY_FIRST` doubling to `RETRY_MAX` and calling
+/// it again after each, so that a shut sending side (which the kernel
+/// reports no readiness for) ends the wait with EPIPE; bounded by the
+/// write timeout, counted as the sum of the slices that ran out. Also a
+/// datagram socket's send, for a full receiver that no edge reports
+/// (`unix_datagram`). `may_wait` false makes one call and never waits: a
+/// stream write of nothing, which the kernel answers at once however full
+/// the buffer is, as std's blocking write returns.
+pub(super) fn write_in_slices<R>(
+    state: &IoState,
+    may_wait: bool,
+    mut op: impl FnMut() -> io::Result<R>,
+) -> io::Result<R> {
+    let registration = &state.registration;
+    let timeout = state.write_timeout();
+    let nonblocking = state.is_nonblocking() || !may_wait;
+    let timed_out = || OnTimeout::WouldBlock(WRITE_TIMED_OUT).error();
+    let mut waited = Duration::ZERO;
+    let mut slice = RETRY_FIRST;
+    loop {
+        // The last slice ends where the timeout does (`waited` is below it).
+        let this_slice = timeout.map_or(slice, |t| slice.min(t - waited));
+        let slice_ran_out = Cell::new(false);
+        let slice_end = || {
+            slice_ran_out.set(true);
+            io::Error::from(io::ErrorKind::WouldBlock)
+        };
+        // The first round is the plain write: one call when there is room.
+        let result = registration.run(Direction::Write, Some(this_slice), nonblocking, &mut op, |_| false, slice_end);
+        if !slice_ran_out.get() {
+            return result;
+        }
+        waited += this_slice;
+        if timeout.is_some_and(|t| waited >= t) {
+            return Err(timed_out());
+        }
+        slice = (slice * 2).min(RETRY_MAX);
+        // The call the slice was for. In a coroutine the readiness word
+        // still says "full" (no event came), and a waiting `run` would
+        // park again without a call: one made in non-blocking mode is
+        // made whatever the word says, and says `WouldBlock` (its own,
+        // never the kernel's, which it takes as "full") if it would wait.
+        match registration.run(Direction::Write, None, true, &mut op, |_| false, timed_out) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            result => return result,
+        }
+    }
+}
+
 /// The first and the longest pause between tries where Linux offers
 /// nothing to wait on: a Unix connect whose listener's backlog is full
 /// (Linux fails a non-blocking Unix connect with EAGAIN then), and a write
@@ -366,57 +416,12 @@ impl UnixStream {
     fn stream_write(&self, buf: &[u8]) -> io::Result<usize> {
         // `send` with MSG_NOSIGNAL, as std's write is (a gone peer gives
         // EPIPE, not SIGPIPE), without glibc's wrapper (`sys::net`).
-        self.write_in_slices(buf.len(), || crate::sys::net::send(self.inner.as_fd(), buf))
+        write_in_slices(&self.state, !buf.is_empty(), || crate::sys::net::send(self.inner.as_fd(), buf))
     }
 
     fn stream_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let len = bufs.iter().take(IOV_MAX).map(|b| b.len()).sum();
-        self.write_in_slices(len, || (&self.inner).write_vectored(bufs))
-    }
-
-    /// Rule 2: runs the write `op`, waiting in slices of `RETRY_FIRST`
-    /// doubling to `RETRY_MAX` and calling it again after each, so that a
-    /// shut sending side (which the kernel reports no readiness for) ends
-    /// the wait with EPIPE; bounded by the write timeout, counted as the
-    /// sum of the slices that ran out. A write of nothing (`len` 0) never
-    /// waits: the kernel answers it at once however full the buffer is, as
-    /// std's blocking write returns.
-    fn write_in_slices<R>(&self, len: usize, mut op: impl FnMut() -> io::Result<R>) -> io::Result<R> {
-        let registration = &self.state.registration;
-        let timeout = self.state.write_timeout();
-        let nonblocking = self.state.is_nonblocking() || len == 0;
-        let timed_out = || OnTimeout::WouldBlock(WRITE_TIMED_OUT).error();
-        let mut waited = Duration::ZERO;
-        let mut slice = RETRY_FIRST;
-        loop {
-            // The last slice ends where the timeout does (`waited` is below it).
-            let this_slice = timeout.map_or(slice, |t| slice.min(t - waited));
-            let slice_ran_out = Cell::new(false);
-            let slice_end = || {
-                slice_ran_out.set(true);
-                io::Error::from(io::ErrorKind::WouldBlock)
-            };
-            // The first round is the plain write: one call when there is room.
-            let result =
-                registration.run(Direction::Write, Some(this_slice), nonblocking, &mut op, |_| false, slice_end);
-            if !slice_ran_out.get() {
-                return result;
-            }
-            waited += this_slice;
-            if timeout.is_some_and(|t| waited >= t) {
-                return Err(timed_out());
-            }
-            slice = (slice * 2).min(RETRY_MAX);
-            // The call the slice was for. In a coroutine the readiness word
-            // still says "full" (no event came), and a waiting `run` would
-            // park again without a call: one made in non-blocking mode is
-            // made whatever the word says, and says `WouldBlock` (its own,
-            // never the kernel's, which it takes as "full") if it would wait.
-            match registration.run(Direction::Write, None, true, &mut op, |_| false, timed_out) {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                result => return result,
-            }
-        }
+        let len: usize = bufs.iter().take(IOV_MAX).map(|b| b.len()).sum();
+        write_in_slices(&self.state, len != 0, || (&self.inner).write_vectored(bufs))
     }
 }
 

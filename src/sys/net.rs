@@ -232,6 +232,19 @@ fn sockaddr_of(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len as libc::socklen_t)
 }
 
+/// Whether `fd`'s receiving side is shut down (`POLLRDHUP` reported now,
+/// without waiting). A Unix datagram socket whose read half is shut reads
+/// `WouldBlock` in non-blocking mode, where a blocking `recv` returns 0.
+pub(crate) fn read_is_shut(fd: RawFd) -> io::Result<bool> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
+    // SAFETY: one valid pollfd for the call; a zero timeout never waits.
+    let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pfd.revents & libc::POLLRDHUP != 0)
+}
+
 /// Blocks the calling thread until `fd` reports one of `events` (or an
 /// error or hang-up, which the next I/O call reports), or `deadline`
 /// passes. Returns `false` when the deadline passed first. `EINTR` is
