@@ -4,29 +4,10 @@
 
 mod common;
 
-use common::net::Pattern;
+use common::net::{Pattern, TempDir};
 use std::io::{Read, Write};
 use std::net::Shutdown;
-use std::path::PathBuf;
 use weft::net::{UnixListener, UnixStream};
-
-/// A fresh directory for this test's socket files, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("weft-net-unix-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Sends `bytes` of pattern `seed` (from a second handle, so that writing
 /// and reading overlap), half-closes, and checks the echo to EOF.

@@ -9,6 +9,9 @@
 //! Each test runs under a watchdog: a wait that never ends fails the test
 //! instead of hanging it.
 
+mod common;
+
+use common::net::TempDir;
 use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::path::PathBuf;
@@ -20,37 +23,11 @@ use weft::net::UnixDatagram;
 const WATCHDOG: Duration = Duration::from_secs(60);
 
 fn watched(body: impl FnOnce() + Send + 'static) {
-    let started = Instant::now();
-    let runner = thread::Builder::new().name("test-body".into()).spawn(body).expect("a test-body thread");
-    while !runner.is_finished() {
-        assert!(started.elapsed() < WATCHDOG, "the test body did not finish within {WATCHDOG:?} (hang?)");
-        thread::sleep(Duration::from_millis(5));
-    }
-    if let Err(payload) = runner.join() {
-        std::panic::resume_unwind(payload);
-    }
+    common::watched(WATCHDOG, body);
 }
 
 fn runtime(workers: usize) -> weft::Runtime {
     weft::Runtime::builder().workers(workers).build().expect("a runtime")
-}
-
-/// A fresh directory for this test's socket files, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("weft-net-unix-dgram-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Datagram `i`: its length and contents, both from `i`.

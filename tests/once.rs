@@ -8,6 +8,8 @@
 //! Each test runs under a watchdog: a wait that never ends fails the test
 //! with a message instead of hanging it.
 
+mod common;
+
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
@@ -50,15 +52,7 @@ fn quiet_expected_panics() {
 /// than [`WATCHDOG`]; a panic in `body` fails the test with its payload.
 fn watched(body: impl FnOnce() + Send + 'static) {
     quiet_expected_panics();
-    let started = Instant::now();
-    let runner = thread::Builder::new().name("test-body".into()).spawn(body).expect("a test-body thread");
-    while !runner.is_finished() {
-        assert!(started.elapsed() < WATCHDOG, "the test body did not finish within {WATCHDOG:?} (hang?)");
-        thread::sleep(Duration::from_millis(5));
-    }
-    if let Err(payload) = runner.join() {
-        panic::resume_unwind(payload);
-    }
+    common::watched(WATCHDOG, body);
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

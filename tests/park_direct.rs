@@ -9,11 +9,12 @@
 //! Each test runs under a watchdog, as in tests/yield.rs: a wake lost by
 //! the switch hangs the test, which then fails with a message.
 
-use std::panic;
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weft::sync::{Condvar, Mutex, channel};
 use weft::{CoroutineState, Runtime};
 
@@ -27,15 +28,7 @@ fn runtime(workers: usize) -> Runtime {
 /// Runs `body` on a helper thread and fails the test if it takes longer
 /// than [`WATCHDOG`]; a panic in `body` fails the test with its payload.
 fn watched(body: impl FnOnce() + Send + 'static) {
-    let started = Instant::now();
-    let runner = thread::Builder::new().name("test-body".into()).spawn(body).expect("a test-body thread");
-    while !runner.is_finished() {
-        assert!(started.elapsed() < WATCHDOG, "the test body did not finish within {WATCHDOG:?} (hang?)");
-        thread::sleep(Duration::from_millis(5));
-    }
-    if let Err(payload) = runner.join() {
-        panic::resume_unwind(payload);
-    }
+    common::watched(WATCHDOG, body);
 }
 
 /// Yields until `stop` is set: keeps a started coroutine at the front of

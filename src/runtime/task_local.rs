@@ -130,12 +130,10 @@ fn drop_all_slow(task: &Task) {
         let mut dropped_any = false;
         let mut index = 0;
         loop {
+            // (No reference into `locals` lives here: the user's closure
+            // has returned, and a destructor's `with` ended with it.)
             // SAFETY: `task` is the coroutine running on this thread (its
-            // own body calls this); only it touches `locals`, and no
-            // reference into them lives across this statement: the user's
-            // closure has returned, and a destructor's `with` ended before
-            // its destructor did. Nobody else takes the box out, so it is
-            // still there.
+            // own body calls this), and only it touches `locals`.
             let values = unsafe { &mut (*task.locals.get()).values };
             let Some(values) = values.as_deref_mut() else {
                 return;

@@ -137,3 +137,18 @@ pub fn recurse(depth: u64) -> u64 {
     }
     recurse(depth + 1).wrapping_add(frame[3] as u64)
 }
+
+/// Runs `body` on a helper thread and fails the test if it takes longer
+/// than `limit` (a hang becomes a failure with a message); a panic in
+/// `body` fails the test with its payload.
+pub fn watched(limit: Duration, body: impl FnOnce() + Send + 'static) {
+    let started = Instant::now();
+    let runner = thread::Builder::new().name("test-body".into()).spawn(body).expect("a test-body thread");
+    while !runner.is_finished() {
+        assert!(started.elapsed() < limit, "the test body did not finish within {limit:?} (hang?)");
+        thread::sleep(Duration::from_millis(5));
+    }
+    if let Err(payload) = runner.join() {
+        std::panic::resume_unwind(payload);
+    }
+}

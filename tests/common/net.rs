@@ -259,3 +259,22 @@ pub fn listener_with_backlog(backlog: libc::c_int) -> std::net::TcpListener {
 pub fn worker_name() -> String {
     std::thread::current().name().unwrap_or("<unnamed>").to_owned()
 }
+
+/// A fresh directory for a test's Unix socket files (under the system's
+/// temporary directory, named by `name` and this process), removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("weft-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory for socket files");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
