@@ -42,6 +42,12 @@ fn yield_until(stop: &AtomicBool) -> u64 {
     turns
 }
 
+/// A coroutine of `rt` that runs [`yield_until`] `stop`.
+fn spawn_yielder(rt: &Runtime, stop: &Arc<AtomicBool>) -> weft::JoinHandle<u64> {
+    let stop = Arc::clone(stop);
+    rt.spawn(move || yield_until(&stop))
+}
+
 /// A ring of coroutines on one worker passes a counter through rendezvous
 /// channels while two others yield: every receive parks with a started
 /// coroutine runnable, and every value arrives once, in order.
@@ -52,12 +58,7 @@ fn a_ring_of_parks_beside_yielders_passes_every_value_in_order() {
         const LAPS: u64 = 5_000;
         let rt = runtime(1);
         let stop = Arc::new(AtomicBool::new(false));
-        let yielders: Vec<_> = (0..2)
-            .map(|_| {
-                let stop = Arc::clone(&stop);
-                rt.spawn(move || yield_until(&stop))
-            })
-            .collect();
+        let yielders: Vec<_> = (0..2).map(|_| spawn_yielder(&rt, &stop)).collect();
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..RING).map(|_| channel::bounded::<u64>(0)).unzip();
         let mut members = Vec::new();
         for (i, rx) in receivers.into_iter().enumerate() {
@@ -97,10 +98,7 @@ fn condvar_hand_offs_beside_a_yielder_lose_no_wake() {
         const ROUNDS: u64 = 20_000;
         let rt = runtime(1);
         let stop = Arc::new(AtomicBool::new(false));
-        let yielder = {
-            let stop = Arc::clone(&stop);
-            rt.spawn(move || yield_until(&stop))
-        };
+        let yielder = spawn_yielder(&rt, &stop);
         let pair = Arc::new((Mutex::new(0u64), Condvar::new()));
         let players: Vec<_> = (0..2u64)
             .map(|me| {
@@ -133,10 +131,7 @@ fn a_coroutine_parked_beside_a_yielder_is_cancelled() {
     watched(|| {
         let rt = runtime(1);
         let stop = Arc::new(AtomicBool::new(false));
-        let yielder = {
-            let stop = Arc::clone(&stop);
-            rt.spawn(move || yield_until(&stop))
-        };
+        let yielder = spawn_yielder(&rt, &stop);
         let (tx, rx) = channel::bounded::<u32>(0);
         let parked = Arc::new(AtomicBool::new(false));
         let receiver = {
@@ -173,10 +168,7 @@ fn shutdown_unwinds_coroutines_parked_beside_a_yielder() {
         const PARKED: usize = 16;
         let rt = runtime(1);
         let stop = Arc::new(AtomicBool::new(false));
-        let yielder = {
-            let stop = Arc::clone(&stop);
-            rt.spawn(move || yield_until(&stop))
-        };
+        let yielder = spawn_yielder(&rt, &stop);
         let dropped = Arc::new(AtomicUsize::new(0));
         let started = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(Mutex::new(()));
@@ -217,10 +209,7 @@ fn the_dump_times_a_park_beside_a_yielder() {
     watched(|| {
         let rt = runtime(1);
         let stop = Arc::new(AtomicBool::new(false));
-        let yielder = {
-            let stop = Arc::clone(&stop);
-            rt.spawn(move || yield_until(&stop))
-        };
+        let yielder = spawn_yielder(&rt, &stop);
         let (tx, rx) = channel::bounded::<()>(0);
         let receiver = rt.spawn(move || rx.recv().is_ok() && rx.recv().is_ok());
         let id = receiver.id();

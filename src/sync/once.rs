@@ -285,16 +285,7 @@ impl<T> OnceLock<T> {
     pub fn wait(&self) -> &T {
         let mut state = self.state.load(Ordering::Acquire);
         while state != COMPLETE {
-            if state & WAITERS == 0 {
-                if let Err(actual) =
-                    self.state.compare_exchange(state, state | WAITERS, Ordering::Relaxed, Ordering::Acquire)
-                {
-                    state = actual;
-                    continue;
-                }
-            }
-            self.park_while(state | WAITERS);
-            state = self.state.load(Ordering::Acquire);
+            state = self.wait_once(state);
         }
         // SAFETY: COMPLETE, seen with Acquire.
         unsafe { self.value_ref() }
@@ -370,16 +361,7 @@ impl<T> OnceLock<T> {
                              or make the inner use not need the value"
                         );
                     }
-                    if state & WAITERS == 0 {
-                        if let Err(actual) =
-                            self.state.compare_exchange(state, state | WAITERS, Ordering::Relaxed, Ordering::Acquire)
-                        {
-                            state = actual;
-                            continue;
-                        }
-                    }
-                    self.park_while(state | WAITERS);
-                    state = self.state.load(Ordering::Acquire);
+                    state = self.wait_once(state);
                 }
             }
         }
@@ -421,11 +403,23 @@ impl<T> OnceLock<T> {
         Ok(unsafe { self.value_ref() })
     }
 
-    /// Parks on the state word while it is `expected` (with WAITERS set).
+    /// One round of waiting while the word is `state` (INCOMPLETE or
+    /// RUNNING, as the caller read it): sets WAITERS if it is clear, then
+    /// parks while the word is still `state | WAITERS`. Returns the word
+    /// as read afterwards (Acquire), or as the failed CAS found it.
     #[cold]
-    fn park_while(&self, expected: u32) {
+    fn wait_once(&self, state: u32) -> u32 {
+        if state & WAITERS == 0 {
+            if let Err(actual) =
+                self.state.compare_exchange(state, state | WAITERS, Ordering::Relaxed, Ordering::Acquire)
+            {
+                return actual;
+            }
+        }
+        let expected = state | WAITERS;
         crate::park::waiting_on(crate::park::ParkedOn::OnceLock(self.key()));
         lot::park(self.key(), || self.state.load(Ordering::Relaxed) == expected, || {}, |_, _| {}, None);
+        self.state.load(Ordering::Acquire)
     }
 
     #[cold]
