@@ -59,6 +59,38 @@
 //! any of these can also be cancelled ([`JoinHandle::cancel`]): it unwinds
 //! out of the call, and its socket closes when its owner drops it.
 //!
+//! While a coroutine is being unwound for good, by its cancellation or by
+//! its runtime's shutdown ([`Runtime`](crate::Runtime)'s drop), its socket
+//! operations do not wait: one that would have to fails at once with
+//! [`io::ErrorKind::TimedOut`], as if its timeout had run out, and one that
+//! can complete at once still does. The destructors of that unwind may
+//! write (a `BufWriter` flushes what it holds as it is dropped), and a
+//! peer that has stopped reading would otherwise hold the cancel, or the
+//! runtime's drop, up for as long as it likes.
+//!
+//! ```
+//! use std::io::{BufWriter, Write};
+//! use std::time::Duration;
+//! use weft::net::{TcpListener, TcpStream};
+//!
+//! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! let addr = listener.local_addr()?;
+//! // A client that connects and never reads.
+//! let _client = std::net::TcpStream::connect(addr)?;
+//! let (socket, _) = listener.accept()?;
+//! let writer = weft::spawn(move || {
+//!     let mut out = BufWriter::with_capacity(1 << 20, socket);
+//!     // Far more than the socket's buffers hold: the flush in the
+//!     // BufWriter's drop would wait for the client.
+//!     out.write_all(&vec![b'x'; 8 << 20]).unwrap_or(());
+//!     weft::sleep(Duration::from_secs(3600));
+//! });
+//! weft::sleep(Duration::from_millis(20));
+//! writer.cancel();
+//! assert!(writer.join().unwrap_err().is_cancelled());
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! [`JoinHandle::cancel`]: crate::JoinHandle::cancel
 //!
 //! # Fairness

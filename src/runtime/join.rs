@@ -529,8 +529,12 @@ impl<T> JoinHandle<T> {
     /// not called): code that catches panics inside the coroutine must let
     /// it go on ([`crate::is_forced_unwind`] tells it apart); one that is
     /// swallowed leaves the coroutine running, and the cancel is spent. A
-    /// destructor that waits during the unwind parks as usual; while it is
-    /// parked, [`std::thread::panicking`] reports `true` to the other
+    /// destructor that waits during the unwind parks as usual, except on a
+    /// socket: an operation that would have to wait fails at once with an
+    /// error of kind [`TimedOut`](std::io::ErrorKind::TimedOut), so a peer
+    /// that stopped reading cannot hold the cancel up (a `BufWriter` that
+    /// flushes as it is dropped, say; see [`crate::net`]). While a
+    /// destructor is parked, [`std::thread::panicking`] reports `true` to the other
     /// coroutines of its worker thread (std keeps that count per thread).
     /// A cancel never starts its unwind while the thread is unwinding a
     /// panic (a second unwind there would abort the process): a coroutine

@@ -239,10 +239,14 @@ impl Shared {
 /// return a [`JoinError`] of kind [`Shutdown`](JoinErrorKind::Shutdown).
 /// Each worker unwinds its coroutines one at a time, and an unwinding
 /// coroutine can no longer suspend. In a destructor that runs then, a wait
-/// on a lock, a condition variable, a semaphore, a barrier, a wait group, a
-/// channel or a socket blocks the worker thread until it ends; a
-/// [`sleep`](crate::sleep) returns at once, and a [`JoinHandle::join`]
-/// returns at once with an error of kind `Shutdown`. So a destructor must
+/// on a lock, a condition variable, a semaphore, a barrier, a wait group or
+/// a channel blocks the worker thread until it ends; a
+/// [`sleep`](crate::sleep) returns at once, a [`JoinHandle::join`]
+/// returns at once with an error of kind `Shutdown`, and a socket
+/// operation that would have to wait fails at once with an error of kind
+/// [`TimedOut`](std::io::ErrorKind::TimedOut) (a peer that stopped reading
+/// cannot hold up the drop: a `BufWriter` flushing as it is dropped, say;
+/// see [`crate::net`]). So a destructor must
 /// not wait for something only another unfinished coroutine of the same
 /// runtime would provide (a lock that coroutine holds, say): that coroutine
 /// may be unwound only after it, and the drop would hang. Waits that other
@@ -1129,6 +1133,16 @@ pub(crate) fn current_task_is_unwinding() -> bool {
     let task = CURRENT_TASK.with(Cell::get);
     // SAFETY: as in `current_task`.
     !task.is_null() && unsafe { (*task).unwinding.get() }
+}
+
+/// Whether the calling coroutine is being unwound for good: by its
+/// cancellation (once that unwind has begun) or by its runtime's shutdown.
+/// A socket operation then does not wait (`poller`): its peer could hold
+/// the unwind up for as long as it likes.
+pub(crate) fn current_task_is_ending() -> bool {
+    let task = CURRENT_TASK.with(Cell::get);
+    // SAFETY: as in `current_task`.
+    !task.is_null() && unsafe { (*task).cancel_begun.get() || (*task).unwinding.get() }
 }
 
 /// Starts the cancellation unwind of `task`, the running coroutine, unless

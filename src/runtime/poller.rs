@@ -857,8 +857,10 @@ impl IoRegistration {
     /// next call waits for an event before it tries. With `nonblocking`,
     /// the first would-be wait fails with `WouldBlock` instead.
     ///
-    /// A coroutine parks on its worker's poller; a plain OS thread (or a
-    /// coroutine being unwound at shutdown) blocks in `poll(2)`.
+    /// A coroutine parks on its worker's poller; a plain OS thread blocks
+    /// in `poll(2)`. A coroutine being unwound for good (its cancellation,
+    /// its runtime's shutdown) does not wait: the would-be wait fails at
+    /// once (`ending_error`; see "Timeouts" in `weft::net`).
     pub(crate) fn run<R>(
         &self,
         dir: Direction,
@@ -902,6 +904,9 @@ impl IoRegistration {
             if deadline.is_none() {
                 deadline = timeout.map(Deadline::after);
             }
+            if super::current_task_is_ending() {
+                return Err(ending_error());
+            }
             IO_BUDGET.with(|b| b.set(IO_BUDGET_OPS));
             if !park_on_entry(entry, dir, deadline) {
                 return Err(on_timeout());
@@ -930,6 +935,11 @@ impl IoRegistration {
             }
             if deadline.is_none() {
                 deadline = timeout.map(Deadline::after);
+            }
+            // A coroutine unwound at its runtime's shutdown comes here (it
+            // can no longer park).
+            if super::current_task_is_ending() {
+                return Err(ending_error());
             }
             let events = match dir {
                 Direction::Read => POLL_IN,
@@ -960,6 +970,16 @@ impl Drop for IoRegistration {
             Arc::clone(&entry.poller).remove(entry, own);
         }
     }
+}
+
+/// What a socket operation that would wait returns in a coroutine that is
+/// being unwound for good (see [`IoRegistration::run`]).
+#[cold]
+fn ending_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "a socket operation does not wait while its coroutine is being cancelled or unwound by its runtime's shutdown",
+    )
 }
 
 /// How many socket operations in a row a worker's coroutines may make

@@ -528,6 +528,15 @@ impl<T: Eq> Eq for OnceLock<T> {}
 ///
 /// If the initialiser panics, that use panics, and so does every later use
 /// (the initialiser is gone: "poisoned"), as with std's.
+///
+/// A cancel ([`JoinHandle::cancel`](crate::JoinHandle::cancel)) or a
+/// runtime's shutdown that unwinds the coroutine while it runs the
+/// initialiser (parked in a fetch, a sleep, a lock) poisons it the same
+/// way: the initialiser is an `FnOnce`, consumed by that first try, so
+/// no later use can run it again. Where the coroutine that first touches
+/// the value may be cancelled, use [`OnceLock::get_or_init`] instead: each
+/// caller brings its own initialiser, and one that is cancelled hands the
+/// cell to the next caller.
 pub struct LazyLock<T, F = fn() -> T> {
     cell: OnceLock<T>,
     /// The initialiser, until the cell's one initialiser takes it.
@@ -540,6 +549,10 @@ pub struct LazyLock<T, F = fn() -> T> {
 // LazyLock: F: Send. The value as in OnceLock.
 unsafe impl<T: Sync + Send, F: Send> Sync for LazyLock<T, F> {}
 impl<T: RefUnwindSafe + UnwindSafe, F: UnwindSafe> RefUnwindSafe for LazyLock<T, F> {}
+
+/// What a use of a [`LazyLock`] whose initialiser is gone panics with.
+const POISONED: &str = "LazyLock instance has previously been poisoned: its initialiser panicked, or was cancelled or \
+                        unwound by its runtime's shutdown";
 
 impl<T, F: FnOnce() -> T> LazyLock<T, F> {
     /// A lazy value that `init` makes on first use.
@@ -559,14 +572,15 @@ impl<T, F: FnOnce() -> T> LazyLock<T, F> {
     ///
     /// # Panics
     ///
-    /// If the initialiser panics, now or in an earlier use.
+    /// If the initialiser panics, now or in an earlier use (or was
+    /// cancelled in an earlier use: see [`LazyLock`]).
     pub fn force(this: &LazyLock<T, F>) -> &T {
         this.cell.get_or_init(|| {
             // SAFETY: we are the cell's one running initialiser (see the
             // Sync impl): nobody else touches `init` meanwhile.
             match this.init.with_mut(|init| unsafe { (*init).take() }) {
                 Some(init) => init(),
-                None => panic!("LazyLock instance has previously been poisoned: its initialiser panicked"),
+                None => panic!("{POISONED}"),
             }
         })
     }
@@ -575,14 +589,13 @@ impl<T, F: FnOnce() -> T> LazyLock<T, F> {
     ///
     /// # Panics
     ///
-    /// If the initialiser panicked in an earlier use (it is gone).
+    /// If the initialiser panicked, or was cancelled, in an earlier use (it
+    /// is gone).
     pub fn into_inner(this: LazyLock<T, F>) -> Result<T, F> {
         let LazyLock { cell, init } = this;
         match cell.into_inner() {
             Some(value) => Ok(value),
-            None => Err(init
-                .into_inner()
-                .expect("LazyLock instance has previously been poisoned: its initialiser panicked")),
+            None => Err(init.into_inner().expect(POISONED)),
         }
     }
 }
