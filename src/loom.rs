@@ -37,7 +37,8 @@ pub(crate) mod process {
 /// hand-over to queued waiters, the WaitGroup's wake of its waiters, the
 /// RwLock's pass-on at a write unlock, the parking lot's validation, the
 /// SpinLock's Acquire, the channel waiter's re-validation and its giving
-/// up under the channel's lock), and a control model turns it on for that
+/// up under the channel's lock, the join state's swap to DONE and its
+/// joiner's registration), and a control model turns it on for that
 /// name around its `loom::model` to show that loom finds the lost wakeup
 /// (or the race). One name at a time, so that a control of a lock breaks
 /// the lock and not the parking lot under it. Loom runs a

@@ -48,17 +48,68 @@
 //!
 //! The join state lives inside its task's allocation (see [`super::task`]);
 //! a [`JoinHandle`] is a counted reference to that task.
+//!
+//! # The protocol's code, and its loom models
+//!
+//! The transitions above are the methods of [`Slots`], the state word and
+//! the two slots, generic in the result and in the waiter: the joiner
+//! registering a waiter and taking it back when it gives up
+//! ([`Slots::wait`], [`Slots::take_back`]), the finisher completing and
+//! deciding whom to wake ([`Slots::complete`]), the handle detaching
+//! ([`Slots::detach`]) and taking the result ([`Slots::take_done`]). The
+//! word and the slots are `crate::loom`'s atomic and `UnsafeCell`; the wake
+//! is the waiter's own ([`Waiter::wake`]), and how a registered joiner
+//! blocks is the closure its `wait` is given. [`JoinState`] is `Slots` at
+//! the runtime's types: the waiter an `Option<TaskRef>` (a coroutine,
+//! unparked through its runtime, or `None` for an OS thread, woken on the
+//! futex of the state word), the blocking the coroutine's park loop or the
+//! thread's futex wait. (The runtime does not run under loom, whose atomics
+//! only a model may touch; there the thread's futex is a loom yield.) The
+//! split costs the runtime nothing: the finisher's swap, its out-of-line
+//! wake, the finished join's fast path and the handle's drop compile to the
+//! same machine code as before it (compared instruction by instruction in
+//! the `runtime` bench binary); only the frame of a join that waits moved
+//! (the unwind guard now covers the thread's futex wait too).
+//!
+//! The loom models at the end of this file (`loom_models`; `RUSTFLAGS="--cfg
+//! loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p weft --lib join`)
+//! run those same methods with a loom thread as the waiter (blocking in
+//! loom's `park`, woken by its `unpark`), a result that counts its drops,
+//! and `JoinHandle`'s bookkeeping around them (the fast path of a finished
+//! join, the `taken` flag, the detach at drop):
+//!
+//! - a join racing the finish gets the result, exactly once, and never
+//!   sleeps for ever (loom reports a joiner left parked as a deadlock); the
+//!   waiter it registered is dropped exactly once, and woken at most once;
+//! - a timed join racing the finish, giving up as soon as it finds no
+//!   result (loom has no clock: a deadline may pass at any point): either
+//!   it gets the result, or it takes its waiter back and the finisher never
+//!   wakes it; then the handle's drop or a second, untimed join leaves the
+//!   result dropped exactly once;
+//! - the handle dropped racing the finish: the result is dropped exactly
+//!   once, by whichever side comes second;
+//! - every model ends with both slots empty (`owns_nothing`: the cell's
+//!   free would have nothing to drop), and loom checks every access to the
+//!   slots for a race;
+//! - two negative controls (`crate::loom::negative_control`), which loom
+//!   must report as races on the slots: a finisher whose swap to DONE is
+//!   Relaxed, and a joiner that writes its waiter after its CAS.
+//!
+//! What the models leave out is modelled elsewhere or not at all: a
+//! coroutine's park and unpark (`park::ParkState` has models of its own),
+//! the futex, timers, and the unwind of a cancelled joiner (its guard takes
+//! the registration back with the same `take_back`).
 
 use super::task::{self, TaskRef};
 use super::{current_task, current_task_is_unwinding, disarm_timer, park_current_task, unpark, wake_at};
-use crate::loom::process::UnsafeCell;
-use crate::loom::process::{AtomicU32, Ordering};
-use crate::sys::futex::{self, Deadline};
+use crate::loom::{AtomicU32, Ordering, UnsafeCell, negative_control};
+use crate::sys::futex::Deadline;
 use std::any::Any;
 use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
+use std::mem;
 use std::ptr;
 use std::time::Duration;
 
@@ -66,6 +117,13 @@ const RUNNING: u32 = 0;
 const WAITING: u32 = 1;
 const DONE: u32 = 2;
 const DETACHED: u32 = 3;
+
+/// The negative controls of the loom models (see `crate::loom`): the
+/// finisher's swap to DONE made Relaxed, and a joiner's waiter written
+/// after its CAS to WAITING.
+const RELAXED_FINISH: &str = "join: Relaxed swap to DONE";
+#[cfg(loom)]
+const WAITER_AFTER_CAS: &str = "join: waiter written after the CAS";
 
 /// Why a coroutine produced no value; what a [`JoinError`] carries besides
 /// the coroutine's id and name.
@@ -96,74 +154,239 @@ impl Failure {
 /// A coroutine's outcome, as its join state holds it.
 pub(crate) type Outcome<T> = Result<T, Failure>;
 
-pub(crate) struct JoinState<T> {
+/// Who a registered joiner is, and how the finisher wakes it: the
+/// runtime's `Option<TaskRef>`, a loom thread in the models. The default
+/// value is the empty `waiter` slot.
+trait Waiter: Default {
+    /// Wakes the joiner that registered `self` on the join whose state word
+    /// is `state` (now DONE), after the finisher took it out of the slot.
+    fn wake(self, state: &AtomicU32);
+}
+
+/// The runtime's waiter: a coroutine, or `None` for an OS thread, which
+/// blocks on the state word itself. (Not an enum of the two: a `TaskRef`'s
+/// one niche holds `None`, and the word is all a cell's join state spends
+/// on it.)
+///
+/// The futex wake of a thread touches the state word after the swap to
+/// DONE, when the joiner may already have seen DONE, taken the result and
+/// dropped its handle. The word stays valid because every finisher holds a
+/// reference to the task's cell of its own through the wake: the running
+/// coroutine's (its worker lent it for the resume), a `spawn_blocking`
+/// job's `finisher`, the `TaskRef` a worker fails.
+impl Waiter for Option<TaskRef> {
+    // Always: into the finisher's out-of-line `wake_joiner`, as before the
+    // protocol became generic.
+    #[inline(always)]
+    fn wake(self, state: &AtomicU32) {
+        match self {
+            Some(task) => unpark(task),
+            None => futex_wake_all(state),
+        }
+    }
+}
+
+/// The join protocol (see the module docs): the state word and the two
+/// slots, with the transitions as methods. `R` is the result, `W` the
+/// waiter. The methods that touch a slot are `unsafe`: each side's role
+/// (one finisher completing once, one handle joining and detaching) is what
+/// makes the slots race-free, and the caller promises to keep to it.
+struct Slots<R, W> {
     state: AtomicU32,
-    /// Who waits, while the state is WAITING: the coroutine to wake, or
-    /// `None` for an OS thread, which blocks on the state word itself.
-    /// (Not an enum of the two: a `TaskRef`'s one niche holds `None`, and
-    /// the word is all a cell's join state spends on it.)
-    waiter: UnsafeCell<Option<TaskRef>>,
-    result: UnsafeCell<Option<Outcome<T>>>,
+    /// Who waits, while the state is WAITING (and for a moment before the
+    /// CAS that publishes it); the empty `W::default()` otherwise.
+    waiter: UnsafeCell<W>,
+    result: UnsafeCell<Option<R>>,
 }
 
 // SAFETY: `waiter` and `result` are each written by one side before a
 // Release publication and read by the other only after the matching Acquire
-// (see the module docs); T crosses threads, hence T: Send. A `Failure`'s
-// payload is `Send`.
-unsafe impl<T: Send> Send for JoinState<T> {}
+// (see the module docs); the result and the waiter cross threads, hence
+// `Send`.
+unsafe impl<R: Send, W: Send> Send for Slots<R, W> {}
 // SAFETY: as above.
-unsafe impl<T: Send> Sync for JoinState<T> {}
+unsafe impl<R: Send, W: Send> Sync for Slots<R, W> {}
 
-impl<T> JoinState<T> {
-    pub(crate) fn new() -> JoinState<T> {
-        JoinState { state: AtomicU32::new(RUNNING), waiter: UnsafeCell::new(None), result: UnsafeCell::new(None) }
+impl<R, W: Waiter> Slots<R, W> {
+    fn new() -> Slots<R, W> {
+        Slots { state: AtomicU32::new(RUNNING), waiter: UnsafeCell::new(W::default()), result: UnsafeCell::new(None) }
     }
 
-    /// Stores the result and wakes the joiner. Called exactly once.
-    /// Inline: the end of every coroutine, where the joiner is usually not
-    /// waiting yet (one swap); waking one is the out-of-line part.
+    /// Whether the result is there. Acquire: pairs with the finisher's
+    /// Release swap to DONE, after which `result` may be read.
     #[inline]
-    pub(crate) fn complete(&self, result: Outcome<T>) {
-        // SAFETY: only the finisher writes `result`, once, before publishing
-        // DONE; the joiner reads it only after seeing DONE. It holds `None`
-        // until now (nothing to drop), so it is overwritten without a drop.
-        unsafe { self.result.get().write(Some(result)) };
-        // AcqRel: Release publishes `result` to the joiner's Acquire load of
-        // DONE; Acquire pairs with the joiner's Release CAS to WAITING, after
-        // which its `waiter` is ours to read.
-        let previous = self.state.swap(DONE, Ordering::AcqRel);
+    fn is_done(&self) -> bool {
+        self.state.load(Ordering::Acquire) == DONE
+    }
+
+    /// The finisher: stores the result and wakes the joiner, or drops the
+    /// result if the handle is gone. Inline: the end of every coroutine,
+    /// where the joiner is usually not waiting yet (one swap); waking one
+    /// is the out-of-line part.
+    ///
+    /// # Safety
+    ///
+    /// Called once per join, by its one finisher.
+    #[inline]
+    unsafe fn complete(&self, result: R) {
+        // SAFETY: only the finisher writes `result`, once (the caller's
+        // promise), before publishing DONE; the handle reads it only after
+        // seeing DONE. It holds `None` until now (nothing to drop), so it
+        // is overwritten without a drop.
+        self.result.with_mut(|slot| unsafe { slot.write(Some(result)) });
+        // AcqRel: Release publishes `result` to the joiner's Acquire load
+        // of DONE (`is_done`, or the failure of its CAS); Acquire pairs with
+        // the joiner's Release CAS to WAITING, after which its `waiter` is
+        // ours to read. (The negative control drops both.)
+        let order = if negative_control::broken(RELAXED_FINISH) { Ordering::Relaxed } else { Ordering::AcqRel };
+        let previous = self.state.swap(DONE, order);
         if previous != RUNNING {
-            self.wake_joiner(previous);
+            // SAFETY: `previous` is what our swap replaced.
+            unsafe { self.wake_joiner(previous) };
         }
     }
 
-    /// `complete`'s slow path: `previous` is the state it replaced.
+    /// `complete`'s slow path: a joiner to wake, or a result to drop.
+    ///
+    /// # Safety
+    ///
+    /// `previous` is the state that the finisher's swap to DONE replaced.
     #[cold]
     #[inline(never)]
-    fn wake_joiner(&self, previous: u32) {
+    unsafe fn wake_joiner(&self, previous: u32) {
         if previous == DETACHED {
             // SAFETY: the handle is gone (it published DETACHED, which our
             // swap read), so nobody else will ever read `result`.
-            let result = unsafe { (*self.result.get()).take() };
+            let result = self.result.with_mut(|slot| unsafe { (*slot).take() });
             drop_unjoined(result);
             return;
         }
         assert!(previous == WAITING, "JoinState: completed twice (state {previous})");
         // SAFETY: the joiner wrote `waiter` before publishing WAITING, which
-        // `complete` observed with Acquire; it never touches it again (its
+        // our swap observed with Acquire; it never touches it again (its
         // CAS back to RUNNING can no longer succeed).
-        match unsafe { (*self.waiter.get()).take() } {
-            Some(task) => unpark(task),
-            None => {
-                futex::wake(&self.state, u32::MAX);
+        let waiter = self.waiter.with_mut(|slot| unsafe { mem::take(&mut *slot) });
+        waiter.wake(&self.state);
+    }
+
+    /// The joiner, finding no result: registers `waiter` and lets `block`
+    /// wait (until DONE, or until it gives up: a deadline, an unwind).
+    /// Returns the result, or, if `block` gave up and
+    /// [`take_back`](Self::take_back) then won, the reason it gave (`None`
+    /// for a timeout). A cancel that unwinds `block` (a coroutine's park)
+    /// takes the registration back as a give-up would, so that the handle,
+    /// if it outlives the joiner, can be joined again.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the join's one handle, which has not taken the result
+    /// (nor detached), and is not waiting already; `block` returns
+    /// `Ended::Done` only after [`is_done`](Self::is_done) returned true.
+    #[inline]
+    unsafe fn wait(&self, waiter: W, block: impl FnOnce() -> Ended<R>) -> Option<R> {
+        // SAFETY: the caller's promise: the one joiner, not registered.
+        if unsafe { self.register(waiter) } {
+            let guard = TakeBackOnUnwind(self);
+            let ended = block();
+            mem::forget(guard);
+            if let Ended::GaveUp(why) = ended {
+                // SAFETY: registered above, not taken back yet.
+                if unsafe { self.take_back() } {
+                    return why;
+                }
+                // The finisher has just swapped in DONE: the result is
+                // here after all.
             }
         }
+        // SAFETY: DONE was seen with Acquire (by `block`, before it
+        // returned Done, or by the failed CAS of `register` or of
+        // `take_back`); the caller is the handle, which takes the result
+        // once.
+        Some(unsafe { self.take_done() })
+    }
+
+    /// Publishes `waiter` (RUNNING -> WAITING); `false`, with the slot
+    /// emptied again, if the result came first (the state is DONE).
+    ///
+    /// # Safety
+    ///
+    /// The caller is the join's one joiner, not registered now.
+    #[inline]
+    unsafe fn register(&self, waiter: W) -> bool {
+        #[cfg(loom)]
+        if negative_control::broken(WAITER_AFTER_CAS) {
+            // SAFETY: the caller's promise.
+            return unsafe { self.register_after_the_cas(waiter) };
+        }
+        // SAFETY: nobody reads `waiter` until we publish WAITING below (the
+        // caller is the only joiner; the finisher reads it only after
+        // seeing WAITING).
+        self.waiter.with_mut(|slot| unsafe { *slot = waiter });
+        // Release: publishes `waiter` to the finisher's AcqRel swap.
+        // Acquire on failure: the state is DONE (a joiner never finds
+        // DETACHED or WAITING), and `result`, published by the finisher's
+        // Release swap, is read next.
+        if self.state.compare_exchange(RUNNING, WAITING, Ordering::Release, Ordering::Acquire).is_ok() {
+            return true;
+        }
+        // Finished meanwhile: take back the waiter we registered.
+        // SAFETY: the finisher saw RUNNING, so it never reads `waiter`.
+        self.waiter.with_mut(|slot| unsafe { *slot = W::default() });
+        false
+    }
+
+    /// The negative control's `register`: writes the waiter after the CAS
+    /// that publishes it, so the finisher can read the slot before (or
+    /// while) the joiner writes it.
+    ///
+    /// # Safety
+    ///
+    /// As for [`register`](Self::register).
+    #[cfg(loom)]
+    unsafe fn register_after_the_cas(&self, waiter: W) -> bool {
+        if self.state.compare_exchange(RUNNING, WAITING, Ordering::Release, Ordering::Acquire).is_ok() {
+            // SAFETY: none: the race this control is for.
+            self.waiter.with_mut(|slot| unsafe { *slot = waiter });
+            return true;
+        }
+        false
+    }
+
+    /// A registered joiner gives up: takes its waiter back (WAITING ->
+    /// RUNNING) and returns `true`, unless the finisher has swapped in DONE
+    /// first (`false`: the result is there, and the finisher took the
+    /// waiter).
+    ///
+    /// # Safety
+    ///
+    /// The caller is the joiner whose registration this is ([`register`]
+    /// returned `true`), and has not taken it back yet.
+    ///
+    /// [`register`]: Self::register
+    #[inline]
+    unsafe fn take_back(&self) -> bool {
+        // Acquire on failure: the state is DONE, and the caller reads
+        // `result` next, published by the finisher's Release swap. (Success
+        // needs no ordering: the finisher has published nothing yet; the
+        // pair is kept as it always was.)
+        if self.state.compare_exchange(WAITING, RUNNING, Ordering::Acquire, Ordering::Acquire).is_ok() {
+            // SAFETY: the finisher has not swapped yet and will see
+            // RUNNING: it never reads `waiter` now.
+            self.waiter.with_mut(|slot| unsafe { *slot = W::default() });
+            return true;
+        }
+        false
     }
 
     /// The handle goes without having taken the result: a result that is
     /// there is dropped now, one still to come when it comes (see the
     /// module docs).
-    fn detach(&self) {
+    ///
+    /// # Safety
+    ///
+    /// The caller is the join's one handle, which has not taken the result,
+    /// is not waiting, and detaches once.
+    unsafe fn detach(&self) {
         // Relaxed on success: nothing is published (the finisher's swap
         // reads DETACHED and needs nothing else from us). Acquire on
         // failure: the state is DONE (a handle being dropped waits for
@@ -174,11 +397,122 @@ impl<T> JoinState<T> {
             Err(DONE) => {
                 // SAFETY: DONE was seen with Acquire, and the handle (whose
                 // drop this is) was the only reader of `result`.
-                let result = unsafe { (*self.result.get()).take() };
+                let result = self.result.with_mut(|slot| unsafe { (*slot).take() });
                 drop_unjoined(result);
             }
             Err(other) => unreachable!("JoinState: a handle dropped in state {other}"),
         }
+    }
+
+    /// The result, once [`is_done`](Self::is_done) has returned true.
+    ///
+    /// # Safety
+    ///
+    /// - `is_done` returned true (its Acquire load makes the finisher's
+    ///   write of the result visible, and the finisher never touches it
+    ///   again), or a CAS of the joiner failed on DONE with Acquire;
+    /// - the caller is the single handle, and takes the result once.
+    #[inline]
+    unsafe fn take_done(&self) -> R {
+        // SAFETY: the caller's promises: nobody else reads or writes it.
+        self.result.with_mut(|slot| unsafe { (*slot).take() }).expect("JoinState: result taken twice")
+    }
+}
+
+impl<R, X> Slots<R, Option<X>> {
+    /// Whether the slots own nothing (no waiter, no result): so after a
+    /// join took the result, or after a result nobody joined was dropped.
+    #[inline]
+    fn owns_nothing(&mut self) -> bool {
+        // SAFETY: `&mut self`: nobody else touches the slots.
+        self.waiter.with(|slot| unsafe { (*slot).is_none() }) && self.result.with(|slot| unsafe { (*slot).is_none() })
+    }
+}
+
+/// How a registered wait ended.
+enum Ended<R> {
+    Done,
+    /// Before the result came: `None` for a timeout, else what to return.
+    GaveUp(Option<R>),
+}
+
+/// Takes a joiner's registration back when it is unwound out of its wait
+/// (a coroutine cancelled, or unwound at shutdown), as a wait that gave up
+/// does: left WAITING with a waiter that is gone, the state would make the
+/// handle's next join take a result that is not there, and the finisher
+/// wake a task that no longer waits. Unless the finisher swapped in DONE
+/// first: then the result stays for the next join, and the finisher took
+/// the waiter.
+struct TakeBackOnUnwind<'a, R, W: Waiter>(&'a Slots<R, W>);
+
+impl<R, W: Waiter> Drop for TakeBackOnUnwind<'_, R, W> {
+    fn drop(&mut self) {
+        // SAFETY: the guard lives only between a successful `register` and
+        // the end of its wait (`Slots::wait`), by its one joiner.
+        unsafe { self.0.take_back() };
+    }
+}
+
+/// Drops a result nobody will take. A destructor that panics must not
+/// unwind whoever drops it (a worker, a pool thread, a coroutine's end):
+/// the panic hook has reported it, as for the cell's free.
+fn drop_unjoined<R>(result: Option<R>) {
+    if result.is_some() {
+        let result = std::panic::AssertUnwindSafe(result);
+        let _ = std::panic::catch_unwind(move || drop({ result }.0));
+    }
+}
+
+/// Wakes every thread blocked on the state word: the OS thread that joins.
+#[cfg(not(loom))]
+#[inline(always)]
+fn futex_wake_all(state: &AtomicU32) {
+    crate::sys::futex::wake(state, u32::MAX);
+}
+
+/// Blocks on the state word while it is WAITING, until `deadline`:
+/// `false` when it passed (see `futex::wait`).
+#[cfg(not(loom))]
+#[inline(always)]
+fn futex_wait(state: &AtomicU32, deadline: Option<Deadline>) -> bool {
+    crate::sys::futex::wait(state, WAITING, deadline)
+}
+
+/// Under loom the kernel cannot wait on the state word (a loom atomic):
+/// a thread's join spins with loom's yield instead, and a timed one may
+/// give up at any point (loom has no clock). The runtime does not run under
+/// loom; this keeps it compiling.
+#[cfg(loom)]
+fn futex_wake_all(_state: &AtomicU32) {}
+
+/// See the other `futex_wake_all`.
+#[cfg(loom)]
+fn futex_wait(_state: &AtomicU32, deadline: Option<Deadline>) -> bool {
+    crate::loom::thread::yield_now();
+    deadline.is_none()
+}
+
+/// A task's join state: [`Slots`] at the runtime's types (the result an
+/// [`Outcome`], the waiter a coroutine or `None` for an OS thread).
+pub(crate) struct JoinState<T>(Slots<Outcome<T>, Option<TaskRef>>);
+
+impl<T> JoinState<T> {
+    pub(crate) fn new() -> JoinState<T> {
+        JoinState(Slots::new())
+    }
+
+    /// Stores the result and wakes the joiner.
+    ///
+    /// # Safety
+    ///
+    /// Called exactly once per task, by its one finisher: its coroutine's
+    /// end, its job's end on a pool thread, or the vtable's `fail` of a task
+    /// that never ran (a second call would write the result while the
+    /// joiner may be reading it).
+    #[inline]
+    pub(crate) unsafe fn complete(&self, result: Outcome<T>) {
+        // SAFETY: the caller's promise: one finisher, once.
+        unsafe { self.0.complete(result) };
     }
 
     /// Whether the state owns nothing (no waiter, no result): so after a
@@ -186,64 +520,52 @@ impl<T> JoinState<T> {
     /// skip this state's. Only for the last owner of the cell.
     #[inline]
     pub(crate) fn owns_nothing(&mut self) -> bool {
-        self.waiter.get_mut().is_none() && self.result.get_mut().is_none()
+        self.0.owns_nothing()
     }
 
     pub(crate) fn is_done(&self) -> bool {
-        self.state.load(Ordering::Acquire) == DONE
+        self.0.is_done()
     }
 
     /// Waits for the result until `deadline` (for ever if `None`): parks the
     /// current coroutine, or blocks the current OS thread on the state word.
     /// `None` when the deadline passed first (the result stays for a later
-    /// wait). Only the single join handle calls it, never twice at once;
-    /// `id` is the coroutine's whose result this is, which a parked joiner
-    /// names for the dump (only where it may park: the join of a finished
-    /// coroutine, the common case, skips the stores).
-    pub(crate) fn wait(&self, deadline: Option<Deadline>, id: u64) -> Option<Outcome<T>> {
+    /// wait). `id` is the coroutine's whose result this is, which a parked
+    /// joiner names for the dump (only where it may park: the join of a
+    /// finished coroutine, the common case, skips the stores).
+    ///
+    /// # Safety
+    ///
+    /// The caller is the task's single join handle, which has not taken the
+    /// result, and does not call this twice at once.
+    pub(crate) unsafe fn wait(&self, deadline: Option<Deadline>, id: u64) -> Option<Outcome<T>> {
         if !self.is_done() {
             super::note_wait(super::ParkedOn::Join(id));
             let task = current_task();
-            // SAFETY: nobody reads `waiter` until we publish WAITING below.
-            unsafe { *self.waiter.get() = task.clone() };
-            if self.state.compare_exchange(RUNNING, WAITING, Ordering::Release, Ordering::Acquire).is_ok() {
-                let ended = match &task {
-                    Some(task) => {
-                        // A cancel (or the runtime's shutdown) unwinds the
-                        // coroutine out of its park: the guard takes the
-                        // registration back, so that the handle, if it
-                        // outlives this coroutine, can be joined again.
-                        let guard = TakeBackOnUnwind(self);
-                        let ended = self.wait_as_task(task, deadline);
-                        std::mem::forget(guard);
-                        ended
-                    }
-                    None => self.wait_as_thread(deadline),
-                };
-                match ended {
-                    Ended::Done => {}
-                    Ended::GaveUp(why) => {
-                        // Take the registration back, unless the finisher
-                        // has just swapped in DONE (then the result is here).
-                        // Acquire: on failure we read `result`, published by
-                        // the finisher's Release swap.
-                        if self.state.compare_exchange(WAITING, RUNNING, Ordering::Acquire, Ordering::Acquire).is_ok() {
-                            // SAFETY: the finisher has not swapped yet and
-                            // will see RUNNING: it never reads `waiter` now.
-                            unsafe { *self.waiter.get() = None };
-                            return why;
-                        }
-                    }
-                }
-            } else {
-                // Finished meanwhile: take back the waiter we registered.
-                // SAFETY: the finisher saw RUNNING, so it never reads `waiter`.
-                unsafe { *self.waiter.get() = None };
-            }
+            let block = || match &task {
+                Some(task) => self.wait_as_task(task, deadline),
+                None => self.wait_as_thread(deadline),
+            };
+            // SAFETY: the caller's promise; both halves return Done only
+            // after `is_done` returned true.
+            return unsafe { self.0.wait(task.clone(), block) };
         }
         // SAFETY: DONE was seen with Acquire; the caller is the single
         // JoinHandle, taking the result once (`JoinHandle::taken`).
         Some(unsafe { self.take_done() })
+    }
+
+    /// The handle goes without having taken the result; see
+    /// [`Slots::detach`].
+    ///
+    /// # Safety
+    ///
+    /// The caller is the task's single join handle, being dropped, which
+    /// has not taken the result.
+    unsafe fn detach(&self) {
+        // SAFETY: the caller's promise; a handle being dropped is not
+        // waiting (a wait borrows it).
+        unsafe { self.0.detach() };
     }
 
     /// The result, once [`is_done`](Self::is_done) has returned true.
@@ -256,12 +578,12 @@ impl<T> JoinState<T> {
     /// - the caller is the single JoinHandle, and takes the result once.
     #[inline]
     pub(crate) unsafe fn take_done(&self) -> Outcome<T> {
-        // SAFETY: the caller's promises: nobody else reads or writes it.
-        unsafe { (*self.result.get()).take() }.expect("JoinState: result taken twice")
+        // SAFETY: the caller's promises.
+        unsafe { self.0.take_done() }
     }
 
     /// The coroutine's half of [`wait`](Self::wait), registered as WAITING.
-    fn wait_as_task(&self, task: &TaskRef, deadline: Option<Deadline>) -> Ended<T> {
+    fn wait_as_task(&self, task: &TaskRef, deadline: Option<Deadline>) -> Ended<Outcome<T>> {
         if let Some(deadline) = deadline {
             wake_at(deadline, task);
         }
@@ -277,8 +599,8 @@ impl<T> JoinState<T> {
                 // destructor: the result may never come.
                 break Ended::GaveUp(Some(Err(Failure::JoinerUnwinding)));
             }
-            // (A cancel of this coroutine unwinds from here: `wait`'s guard
-            // takes the registration back, and its worker disarms the
+            // (A cancel of this coroutine unwinds from here: `Slots::wait`'s
+            // guard takes the registration back, and its worker disarms the
             // timer.)
             park_current_task();
         };
@@ -289,51 +611,14 @@ impl<T> JoinState<T> {
     }
 
     /// The OS thread's half of [`wait`](Self::wait), registered as WAITING.
-    fn wait_as_thread(&self, deadline: Option<Deadline>) -> Ended<T> {
-        while self.state.load(Ordering::Acquire) != DONE {
-            if !futex::wait(&self.state, WAITING, deadline) {
+    fn wait_as_thread(&self, deadline: Option<Deadline>) -> Ended<Outcome<T>> {
+        while !self.is_done() {
+            if !futex_wait(&self.0.state, deadline) {
                 return Ended::GaveUp(None);
             }
         }
         Ended::Done
     }
-}
-
-/// Takes a joining coroutine's registration back when it is unwound out of
-/// its wait (cancelled, or unwound at shutdown), as a wait that gave up
-/// does: left WAITING with a waiter that is gone, the state would make the
-/// handle's next join take a result that is not there, and the finisher
-/// wake a task that no longer waits.
-struct TakeBackOnUnwind<'a, T>(&'a JoinState<T>);
-
-impl<T> Drop for TakeBackOnUnwind<'_, T> {
-    fn drop(&mut self) {
-        // Acquire, as in `wait`'s give-up: unless the finisher swapped in
-        // DONE first (then the result stays for the next join, and the
-        // finisher took the waiter).
-        if self.0.state.compare_exchange(WAITING, RUNNING, Ordering::Acquire, Ordering::Acquire).is_ok() {
-            // SAFETY: the finisher has not swapped yet and will see RUNNING:
-            // it never reads `waiter` now.
-            unsafe { *self.0.waiter.get() = None };
-        }
-    }
-}
-
-/// Drops a result nobody will take. A destructor that panics must not
-/// unwind whoever drops it (a worker, a pool thread, a coroutine's end):
-/// the panic hook has reported it, as for the cell's free.
-fn drop_unjoined<T>(result: Option<Outcome<T>>) {
-    if result.is_some() {
-        let result = std::panic::AssertUnwindSafe(result);
-        let _ = std::panic::catch_unwind(move || drop({ result }.0));
-    }
-}
-
-/// How a registered wait ended.
-enum Ended<T> {
-    Done,
-    /// Before the result came: `None` for a timeout, else what to return.
-    GaveUp(Option<Outcome<T>>),
 }
 
 /// An owned permission to wait for a coroutine's result, like
@@ -464,7 +749,10 @@ impl<T> JoinHandle<T> {
         if !self.state().is_done() {
             self.refuse_self_join();
         }
-        let outcome = self.state().wait(deadline, self.task.id)?;
+        // SAFETY: this is the task's only handle (`from_task`'s promise),
+        // it has not taken the result (`taken` is false, asserted above),
+        // and `&mut self` rules out a second wait at once.
+        let outcome = unsafe { self.state().wait(deadline, self.task.id) }?;
         self.taken = true;
         Some(outcome.map_err(|failure| JoinError::new(&self.task, failure)))
     }
@@ -562,7 +850,9 @@ impl<T> Drop for JoinHandle<T> {
         // A handle that returned the result (`join`, `join_timeout`) has
         // nothing to give up.
         if !self.taken {
-            self.state().detach();
+            // SAFETY: this is the task's only handle (`from_task`'s
+            // promise), dropped now, and it has not taken the result.
+            unsafe { self.state().detach() };
         }
     }
 }
@@ -765,5 +1055,243 @@ impl From<JoinError> for io::Error {
             ErrorInner { repr: Repr::NoStack(error), .. } => error,
             inner => io::Error::other(JoinError(Box::new(inner))),
         }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    //! The join protocol's own code ([`Slots`]) under loom: a finisher
+    //! thread racing the handle's join, timed join, or drop (see the module
+    //! docs for what each model checks). The joiner is a loom thread that
+    //! blocks in loom's `park`; the counts are plain std atomics (loom runs
+    //! a model's threads one at a time on one OS thread, and they are
+    //! read only after every thread has been joined). std's `Arc`: loom's
+    //! panics when dropped while loom unwinds the failing negative controls.
+    use super::{AtomicU32, Ended, RELAXED_FINISH, Slots, WAITER_AFTER_CAS, Waiter};
+    use crate::loom::negative_control;
+    use crate::loom::process::{AtomicUsize, Ordering::SeqCst};
+    use crate::loom::thread;
+    use std::sync::Arc;
+
+    /// What happened to the result and the waiters in one execution.
+    #[derive(Default)]
+    struct Counts {
+        results_dropped: AtomicUsize,
+        waiters_made: AtomicUsize,
+        waiters_dropped: AtomicUsize,
+        wakes: AtomicUsize,
+    }
+
+    impl Counts {
+        fn get(counter: &AtomicUsize) -> usize {
+            counter.load(SeqCst)
+        }
+    }
+
+    /// The coroutine's result: counts its drops.
+    struct Value(u32, Arc<Counts>);
+
+    impl Drop for Value {
+        fn drop(&mut self) {
+            self.1.results_dropped.fetch_add(1, SeqCst);
+        }
+    }
+
+    /// A joiner's registration (the runtime's `TaskRef` clone): the loom
+    /// thread to unpark; counts its wakes and its drops.
+    struct Joiner {
+        thread: thread::Thread,
+        counts: Arc<Counts>,
+    }
+
+    impl Joiner {
+        fn current(counts: &Arc<Counts>) -> Joiner {
+            counts.waiters_made.fetch_add(1, SeqCst);
+            Joiner { thread: thread::current(), counts: Arc::clone(counts) }
+        }
+    }
+
+    impl Drop for Joiner {
+        fn drop(&mut self) {
+            self.counts.waiters_dropped.fetch_add(1, SeqCst);
+        }
+    }
+
+    impl Waiter for Option<Joiner> {
+        fn wake(self, _state: &AtomicU32) {
+            let joiner = self.expect("the finisher found WAITING and an empty waiter slot");
+            joiner.counts.wakes.fetch_add(1, SeqCst);
+            joiner.thread.unpark();
+        }
+    }
+
+    type Join = Slots<Value, Option<Joiner>>;
+
+    /// `JoinHandle`'s bookkeeping around the protocol: the one handle of a
+    /// join, which takes the result at most once and detaches when dropped
+    /// without it.
+    struct Handle {
+        join: Arc<Join>,
+        counts: Arc<Counts>,
+        taken: bool,
+    }
+
+    impl Handle {
+        /// `JoinHandle::join` (`timed: false`) or `join_timeout` (`true`):
+        /// the finished join's fast path, else a registered wait. An
+        /// untimed one parks until DONE; a timed one gives up as soon as it
+        /// finds no result (loom has no clock: the deadline may pass at
+        /// any point, and loom tries the give-up at each).
+        fn join(&mut self, timed: bool) -> Option<Value> {
+            assert!(!self.taken, "the result was taken already");
+            let join = &*self.join;
+            let outcome = if join.is_done() {
+                // SAFETY: DONE seen with Acquire; the one handle, `taken`
+                // false.
+                Some(unsafe { join.take_done() })
+            } else {
+                let block = || {
+                    if timed {
+                        return if join.is_done() { Ended::Done } else { Ended::GaveUp(None) };
+                    }
+                    while !join.is_done() {
+                        thread::park();
+                    }
+                    Ended::Done
+                };
+                // SAFETY: the one handle, `taken` false, not waiting (`&mut
+                // self`).
+                unsafe { join.wait(Some(Joiner::current(&self.counts)), block) }
+            };
+            self.taken = outcome.is_some();
+            outcome
+        }
+    }
+
+    impl Drop for Handle {
+        fn drop(&mut self) {
+            if !self.taken {
+                // SAFETY: the one handle, dropped, without the result.
+                unsafe { self.join.detach() };
+            }
+        }
+    }
+
+    /// A join, its handle, and its finisher thread completing it with 7.
+    fn start() -> (Arc<Join>, Handle, thread::JoinHandle<()>) {
+        let counts = Arc::new(Counts::default());
+        let join = Arc::new(Join::new());
+        let finisher = {
+            let (join, counts) = (Arc::clone(&join), Arc::clone(&counts));
+            // SAFETY: the join's one finisher, completing it once.
+            thread::spawn(move || unsafe { join.complete(Value(7, counts)) })
+        };
+        let handle = Handle { join: Arc::clone(&join), counts, taken: false };
+        (join, handle, finisher)
+    }
+
+    /// After every thread and the handle are gone: the result was dropped
+    /// exactly once, every waiter made was dropped exactly once (and woken
+    /// at most once), and the slots are empty.
+    fn check_the_end(mut join: Arc<Join>, counts: &Counts) {
+        assert_eq!(Counts::get(&counts.results_dropped), 1, "the result was not dropped exactly once");
+        let made = Counts::get(&counts.waiters_made);
+        assert!(made <= 2, "{made} waiters registered");
+        assert_eq!(Counts::get(&counts.waiters_dropped), made, "a waiter was leaked or dropped twice");
+        assert!(Counts::get(&counts.wakes) <= 1, "the joiner was woken twice");
+        let join = Arc::get_mut(&mut join).expect("the handle and the finisher are gone");
+        assert!(join.owns_nothing(), "a slot still holds a waiter or the result");
+    }
+
+    /// (a) An untimed join racing the finish gets the result, once, and
+    /// never sleeps for ever.
+    fn join_racing_the_finish() {
+        let (join, mut handle, finisher) = start();
+        let counts = Arc::clone(&handle.counts);
+        let value = handle.join(false).expect("an untimed join always gets the result");
+        assert_eq!(value.0, 7);
+        drop(value);
+        drop(handle);
+        finisher.join().unwrap();
+        check_the_end(join, &counts);
+    }
+
+    #[test]
+    fn a_join_racing_the_finish_gets_the_result_once() {
+        loom::model(join_racing_the_finish);
+    }
+
+    /// (b) A timed join racing the finish: the result, or its waiter taken
+    /// back (never woken after that); then `then_join` joins again,
+    /// untimed, or the handle is dropped.
+    fn timed_join_racing_the_finish(then_join: bool) {
+        let (join, mut handle, finisher) = start();
+        let counts = Arc::clone(&handle.counts);
+        match handle.join(true) {
+            Some(value) => assert_eq!(value.0, 7),
+            None => {
+                // Gave up: the registration is ours again, so the finisher
+                // must not have taken it (it may have finished since, on
+                // RUNNING, without a look at the waiter).
+                assert_eq!(Counts::get(&counts.wakes), 0, "the finisher woke a joiner that gave up");
+                assert_eq!(
+                    Counts::get(&counts.waiters_dropped),
+                    Counts::get(&counts.waiters_made),
+                    "the waiter taken back is not dropped"
+                );
+                if then_join {
+                    let value = handle.join(false).expect("an untimed join always gets the result");
+                    assert_eq!(value.0, 7);
+                }
+            }
+        }
+        drop(handle);
+        finisher.join().unwrap();
+        check_the_end(join, &counts);
+    }
+
+    #[test]
+    fn a_timed_join_that_gives_up_leaves_the_result_to_the_drop() {
+        loom::model(|| timed_join_racing_the_finish(false));
+    }
+
+    #[test]
+    fn a_timed_join_that_gives_up_can_join_again() {
+        loom::model(|| timed_join_racing_the_finish(true));
+    }
+
+    /// (c) The handle dropped racing the finish: the result is dropped
+    /// once, by the finisher (DETACHED) or by the drop (DONE).
+    #[test]
+    fn a_detach_racing_the_finish_drops_the_result_once() {
+        loom::model(|| {
+            let (join, handle, finisher) = start();
+            let counts = Arc::clone(&handle.counts);
+            drop(handle);
+            finisher.join().unwrap();
+            assert_eq!(Counts::get(&counts.waiters_made), 0);
+            check_the_end(join, &counts);
+        });
+    }
+
+    /// (d) Negative control: a finisher whose swap to DONE is Relaxed
+    /// publishes neither the result to the joiner nor takes the joiner's
+    /// waiter with Acquire: loom must report a race on a slot.
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn negative_control_a_relaxed_finish_races_on_the_slots() {
+        let _broken = negative_control::break_until_dropped(RELAXED_FINISH);
+        loom::model(join_racing_the_finish);
+    }
+
+    /// (d) Negative control: a joiner that writes its waiter after the CAS
+    /// that publishes it races with the finisher's read of the slot (or
+    /// the finisher finds it empty and the joiner sleeps for ever; loom
+    /// meets the race on the slot first).
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn negative_control_a_waiter_written_after_the_cas_races_on_the_slot() {
+        let _broken = negative_control::break_until_dropped(WAITER_AFTER_CAS);
+        loom::model(join_racing_the_finish);
     }
 }

@@ -783,7 +783,9 @@ impl fmt::Debug for Runtime {
 fn fail_unstarted(task: TaskRef) {
     // SAFETY: the task is unstarted and we took it from a queue: we own it.
     unsafe { drop_unstarted_closure(&task) };
-    task.fail(Failure::Shutdown { started: false });
+    // SAFETY: its closure is gone: it never runs, and nothing else fails it
+    // (we own the unstarted task).
+    unsafe { task.fail(Failure::Shutdown { started: false }) };
 }
 
 /// Drops the closure of a task that will never start (cancelled, refused a
@@ -859,7 +861,9 @@ where
         // below (result type T); `task_ptr` is that cell's own pointer, and
         // the cell outlives this body, which runs inside it.
         let result_slot = unsafe { task::join_state_of::<T>(task_ptr) };
-        result_slot.complete(outcome);
+        // SAFETY: the coroutine's body runs once, and this is its end: the
+        // task's one finisher (a task that runs never `fail`s).
+        unsafe { result_slot.complete(outcome) };
         // A detached result was dropped in `complete`, and its destructor
         // may have set task-locals: they go too (nothing to do, usually).
         task_local::drop_all(task);
@@ -1738,7 +1742,9 @@ where
             // whose destructor panics must not take the pool thread, and
             // this join, with it (the panic hook has reported it).
             let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
-            result_slot.complete(Err(Failure::Cancelled));
+            // SAFETY: this job (an FnOnce, run once) is the cell's one
+            // finisher, and it returns right after.
+            unsafe { result_slot.complete(Err(Failure::Cancelled)) };
             return;
         }
         let outcome = {
@@ -1748,7 +1754,8 @@ where
             CURRENT_BLOCKING_JOB.with(|job| job.set(previous));
             outcome
         };
-        result_slot.complete(outcome.map_err(Failure::panic));
+        // SAFETY: as above: the job's one completion.
+        unsafe { result_slot.complete(outcome.map_err(Failure::panic)) };
     }));
     // SAFETY: `joined` is the second reference new_join_only::<T> returned.
     unsafe { JoinHandle::from_task(joined) }

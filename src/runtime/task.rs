@@ -317,10 +317,12 @@ impl<B, T: Send> TaskCell<B, T> {
     /// # Safety
     ///
     /// `task` points at the header of a live `TaskCell<_, T>` (the vtable's
-    /// own type), with the whole cell's provenance.
+    /// own type), with the whole cell's provenance; nothing else completes
+    /// the task's join state, now or later (it never ran and never will, or
+    /// its coroutine was left before its end), and this is its one failure.
     unsafe fn fail(task: *const Task, failure: Failure) {
-        // SAFETY: the caller's promise.
-        unsafe { join_state_of::<T>(task) }.complete(Err(failure));
+        // SAFETY: the caller's promises.
+        unsafe { join_state_of::<T>(task).complete(Err(failure)) };
     }
 
     /// # Safety
@@ -717,9 +719,15 @@ unsafe impl Sync for TaskRef {}
 impl TaskRef {
     /// Ends the task's join handle with `failure` as the `Err` of `join()`
     /// (the task could not start, or will never start).
-    pub(crate) fn fail(&self, failure: Failure) {
+    ///
+    /// # Safety
+    ///
+    /// Nothing else completes the task's join state, now or later: its
+    /// coroutine never ran and never will, or was left before its end (a
+    /// stack leaked at shutdown); and the task is failed once.
+    pub(crate) unsafe fn fail(&self, failure: Failure) {
         // SAFETY: our pointer is the header of the live cell whose vtable
-        // this is, from its allocation.
+        // this is, from its allocation; the rest is the caller's promise.
         unsafe { (self.vtable.fail)(self.task.as_ptr(), failure) }
     }
 

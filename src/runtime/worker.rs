@@ -1674,7 +1674,9 @@ impl WorkerLocal {
             self.shared.report_stack_failure(&task, &error);
             // SAFETY: as above.
             unsafe { super::drop_unstarted_closure(&task) };
-            task.fail(Failure::NoStack(error));
+            // SAFETY: its closure is gone: it never runs, and nothing else
+            // fails it (we own the unstarted task).
+            unsafe { task.fail(Failure::NoStack(error)) };
             metrics::bump(&self.counters().finished);
             return;
         }
@@ -1862,7 +1864,9 @@ impl WorkerLocal {
         unsafe { super::drop_unstarted_closure(&task) };
         metrics::bump(&self.counters().finished);
         metrics::bump(&self.counters().dropped_unstarted);
-        task.fail(Failure::Cancelled);
+        // SAFETY: its closure is gone: it never runs, and nothing else
+        // fails it (we own the unstarted task).
+        unsafe { task.fail(Failure::Cancelled) };
     }
 
     /// Answers the dump requests in this worker's mailbox (see `dump`), if
@@ -1976,7 +1980,9 @@ impl WorkerLocal {
                 // panic (a destructor parked), so its stack was leaked and
                 // the wrapper never ran to its end. Its joiner must not wait
                 // forever; nobody else can complete it now.
-                task.fail(Failure::Shutdown { started: true });
+                // SAFETY: as just said: its wrapper never reaches its end,
+                // and this loop takes each task from the registry once.
+                unsafe { task.fail(Failure::Shutdown { started: true }) };
             }
             CURRENT_TASK.with(|c| c.set(previous));
         }
