@@ -16,6 +16,8 @@
 //! | `OS threads yield ping-pong`                               | one `std::thread::yield_now` (two threads, one core) |
 //! | `weft spawn+join 100k (2 workers)`                         | spawn 100 000 empty coroutines, then join them all   |
 //! | `std::thread spawn+join 1k`                                | one thread, spawned and joined in batches of 1 000   |
+//! | `weft spawn+join bursts of 100 (1 worker)`                 | spawn 100 empty coroutines, then join them, in a loop |
+//! | `weft spawn+join bursts of 100 (2 workers)`                | the same with a second worker idle beside the first  |
 //! | `weft skynet 100k leaves (2 workers)`                      | a skynet tree of 111 111 coroutines                  |
 //! | `weft skynet 1M leaves (2 workers)`                        | a skynet tree of 1 111 111 coroutines                |
 //!
@@ -85,6 +87,8 @@ use weft::Runtime;
 
 /// Coroutines per batch in the weft spawn+join benchmark.
 const SPAWN_BATCH: usize = 100_000;
+/// Coroutines per burst in the small-burst spawn+join benchmarks.
+const SMALL_BURST: usize = 100;
 /// The burst before `WEFT_RUNTIME_COUNT=spawn_warm:n`'s measured one.
 const SPAWN_WARM_UP: usize = 200_000;
 /// Threads alive at once in the std::thread spawn+join benchmark.
@@ -112,6 +116,29 @@ fn runtime(c: &mut Criterion) {
     group.bench_function("OS threads yield ping-pong", |b| {
         b.iter_custom(os_yield_ping_pong);
     });
+
+    // One iteration = a burst of SMALL_BURST coroutines spawned, then
+    // joined, by a coroutine that runs one burst after another, timed inside
+    // it. On 2 workers the second has nothing of its own to do: it watches
+    // the first one's queue, and may steal from it.
+    for workers in [1, 2] {
+        let runtime = Runtime::builder().workers(workers).build().expect("worker threads");
+        let id = format!(
+            "weft spawn+join bursts of {SMALL_BURST} ({workers} worker{})",
+            if workers == 1 { "" } else { "s" }
+        );
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                runtime.block_on(move || {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        spawn_join(SMALL_BURST);
+                    }
+                    start.elapsed()
+                })
+            });
+        });
+    }
 
     // The batch benchmarks take milliseconds to a second each: the same
     // iteration count in every sample (flat), so 10 samples take 10 x that
