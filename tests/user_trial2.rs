@@ -1309,6 +1309,9 @@ fn panicking_destructors_the_runtime_runs() {
 #[test]
 fn deadlock_hint_and_dump_name_the_culprits() {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let source = include_str!("user_trial2.rs");
+    let line_of = |mark: &str| source.lines().position(|l| l.ends_with(mark)).expect("marked line") + 1;
+    let (lock_line, recv_line) = (line_of("// lock_line"), line_of("// recv_line"));
     let stderr = common::in_child_process(&SERIAL, "deadlock_hint_and_dump_name_the_culprits", &[], LIVENESS, || {
         let rt = runtime(2);
         let accounts = Arc::new(Mutex::new(0u64));
@@ -1321,7 +1324,7 @@ fn deadlock_hint_and_dump_name_the_culprits() {
                 .spawn_on(&rt, move || {
                     let _a = first.lock();
                     both.wait();
-                    let _b = second.lock();
+                    let _b = second.lock(); // lock_line
                 })
                 .unwrap()
         };
@@ -1333,7 +1336,7 @@ fn deadlock_hint_and_dump_name_the_culprits() {
         let (reply, replies) = channel::bounded::<u32>(0);
         let _forgotten = Forgotten { _reply: reply };
         let _waiter =
-            weft::Builder::new().name("awaiting-reply".to_owned()).spawn_on(&rt, move || replies.recv()).unwrap();
+            weft::Builder::new().name("awaiting-reply".to_owned()).spawn_on(&rt, move || replies.recv()).unwrap(); // recv_line
         std::thread::sleep(Duration::from_millis(1600)); // the hint comes after ~1 s of quiet
         eprintln!("----- Runtime::dump -----\n{}", rt.dump());
         eprintln!("----- Runtime::dump {{:#}} -----\n{:#}", rt.dump());
@@ -1348,6 +1351,12 @@ fn deadlock_hint_and_dump_name_the_culprits() {
         }
         assert_eq!(hint.matches("parked on Mutex").count(), 2, "{stderr}");
         assert!(hint.contains("(recv)"), "{stderr}");
+        // Each names the line of its wait: the second lock of each transfer,
+        // the recv of the waiter.
+        for line in [lock_line, recv_line] {
+            assert!(hint.contains(&format!("user_trial2.rs:{line}:")), "the hint does not name line {line}:\n{stderr}");
+        }
+        assert_eq!(hint.matches("      waits in ").count(), 3, "{stderr}");
         // The dump's backtraces reach the line of each wait.
         let dump = &stderr[stderr.find("----- Runtime::dump").unwrap()..];
         assert!(dump.contains("user_trial2.rs"), "no user frame in the dump:\n{dump}");

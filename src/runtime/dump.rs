@@ -222,12 +222,50 @@ struct Trace {
     captured: Backtrace,
     /// The coroutine's own frames of `captured`, printed.
     text: OnceLock<String>,
+    /// The innermost of them outside weft and the standard library.
+    site: OnceLock<Option<String>>,
 }
 
 impl Trace {
+    fn new(captured: Backtrace) -> Trace {
+        Trace { captured, text: OnceLock::new(), site: OnceLock::new() }
+    }
+
     fn text(&self) -> &str {
         self.text.get_or_init(|| coroutine_frames(&self.captured.to_string()))
     }
+
+    fn site(&self) -> Option<&str> {
+        self.site.get_or_init(|| first_own_frame(self.text())).as_deref()
+    }
+}
+
+/// In frames printed by [`coroutine_frames`], the innermost frame of the
+/// program's own code: the first whose function is not weft's nor the
+/// standard library's (`core`, `alloc`, `std`), as `function at
+/// file:line:column` (the function alone where the binary has no line
+/// tables). `None` if every frame is theirs.
+fn first_own_frame(frames: &str) -> Option<String> {
+    let mut lines = frames.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some((number, function)) = line.trim_start().split_once(": ") else { continue };
+        if number.parse::<usize>().is_err() {
+            continue;
+        }
+        let location = lines.next_if(|l| l.trim_start().starts_with("at ")).map(|l| l.trim_start()[3..].to_owned());
+        // `<&weft::net::TcpStream as std::io::Write>::write` is weft's: its
+        // path is the type's, after the impl's brackets and references.
+        let path = function.trim_start_matches(['<', '&']).trim_start_matches("mut ").trim_start_matches("dyn ");
+        let theirs = ["weft::", "core::", "alloc::", "std::", "__rust", "rust_begin_unwind"];
+        if theirs.iter().any(|prefix| path.starts_with(prefix)) {
+            continue;
+        }
+        return Some(match location {
+            Some(at) => format!("{function} at {at}"),
+            None => function.to_owned(),
+        });
+    }
+    None
 }
 
 /// The frames of a backtrace printed by `std` that belong to the coroutine:
@@ -330,6 +368,35 @@ impl CoroutineDump {
     pub fn backtrace(&self) -> Option<&str> {
         match &self.trace {
             TraceSlot::Walked(trace) => Some(trace.text()),
+            _ => None,
+        }
+    }
+
+    /// Where in the program's own code a suspended coroutine waits: the
+    /// innermost frame of its [`backtrace`](Self::backtrace) that is not in
+    /// weft or the standard library, as `function at file:line:column` (the
+    /// function alone where the binary has no line tables), such as the
+    /// line that called [`Mutex::lock`](crate::sync::Mutex::lock). `None`
+    /// where there is no backtrace, or no such frame. (The compiler merges
+    /// functions whose machine code is the same, closures included; two
+    /// coroutines waiting in such twins are shown at the same line.)
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let runtime = weft::Runtime::builder().workers(1).build()?;
+    /// let sleeper = runtime.spawn(|| weft::sleep(Duration::from_secs(3600)));
+    /// std::thread::sleep(Duration::from_millis(50));
+    /// let dump = runtime.dump();
+    /// let coroutine = dump.coroutines().iter().find(|c| c.id() == sleeper.id()).unwrap();
+    /// // The closure given to `spawn`, where it called `weft::sleep`.
+    /// assert!(coroutine.waits_at().unwrap().contains("{{closure}}"));
+    /// sleeper.cancel();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn waits_at(&self) -> Option<&str> {
+        match &self.trace {
+            TraceSlot::Walked(trace) => trace.site(),
             _ => None,
         }
     }
@@ -715,7 +782,7 @@ impl PartBuilder {
         let walked = coroutine.on_suspended_stack(&mut || captured = Some(Backtrace::force_capture()));
         match (walked, captured) {
             (Ok(()), Some(captured)) => {
-                let trace = Arc::new(Trace { captured, text: OnceLock::new() });
+                let trace = Arc::new(Trace::new(captured));
                 self.traces.insert(ips, Arc::clone(&trace));
                 TraceSlot::Walked(trace)
             }

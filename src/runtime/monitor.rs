@@ -99,7 +99,8 @@
 //! The parked coroutines are listed from `Runtime::dump`'s collection
 //! (only a worker may read its own coroutines: the dump asks each worker,
 //! which answers from its sleep path and sleeps again), one summary line
-//! each, at most `HINT_LISTED` of them.
+//! each and where it waits in the program's own code
+//! (`CoroutineDump::waits_at`), at most `HINT_LISTED` of them.
 //!
 //! # Sleeping and waking the monitor
 //!
@@ -825,6 +826,9 @@ impl Monitor {
         );
         for coroutine in dump.coroutines().iter().take(HINT_LISTED) {
             let _ = writeln!(text, "    {}", coroutine.line());
+            if let Some(site) = coroutine.waits_at() {
+                let _ = writeln!(text, "      waits in {site}");
+            }
         }
         if let Some(more) = dump.coroutines().len().checked_sub(HINT_LISTED).filter(|&n| n > 0) {
             let _ = writeln!(text, "    ... and {more} more (Runtime::dump lists every coroutine)");
