@@ -454,3 +454,60 @@ fn dump_names_channel_waits() {
     selector.cancel();
     let _ = selector.join();
 }
+
+/// A cancelled coroutine whose destructor waits (here for a lock another
+/// coroutine holds) is listed as cancelled and unwinding, with the
+/// destructor's wait as its site: its cancel completes only when that wait
+/// ends. One that nobody cancelled is not marked.
+#[test]
+fn a_cancelled_coroutine_waiting_in_a_destructor_is_marked_unwinding() {
+    let _serial = serial();
+    let rt = runtime(1);
+    let lock = Arc::new(Mutex::new(()));
+    /// Takes the lock as it is dropped.
+    struct TakesTheLock(Arc<Mutex<()>>);
+    impl Drop for TakesTheLock {
+        fn drop(&mut self) {
+            let _held = self.0.lock();
+        }
+    }
+    let held = Arc::clone(&lock);
+    let (locked_tx, locked_rx) = mpsc::channel();
+    let (release_tx, release_rx) = weft::sync::channel::bounded::<()>(0);
+    let holder = rt.spawn(move || {
+        let _held = held.lock();
+        locked_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let guarded = Arc::clone(&lock);
+    let cancelled = rt.spawn(move || {
+        let _guard = TakesTheLock(guarded);
+        weft::sleep(Duration::from_secs(3600));
+    });
+    thread::sleep(Duration::from_millis(20));
+    cancelled.cancel();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let entry = loop {
+        let dump = rt.dump();
+        let entry = dump.coroutines().iter().find(|c| c.id() == cancelled.id()).cloned();
+        if let Some(entry) =
+            entry.filter(|c| matches!(c.state(), CoroutineState::Parked { on: ParkedOn::Mutex(_), .. }))
+        {
+            break entry;
+        }
+        assert!(Instant::now() < deadline, "the cancelled coroutine never parked on the lock:\n{dump}");
+        thread::sleep(Duration::from_millis(5));
+    };
+    assert!(entry.cancel_requested() && entry.is_unwinding(), "{entry:?}");
+    let dump = rt.dump();
+    let listing = format!("{dump:#}");
+    let line = listing.lines().find(|l| l.starts_with(&format!("coroutine {} ", cancelled.id()))).expect("listed");
+    assert!(line.contains("; cancelled, unwinding]"), "{listing}");
+    let holder_entry = dump.coroutines().iter().find(|c| c.id() == holder.id()).expect("the holder is listed");
+    assert!(!holder_entry.cancel_requested() && !holder_entry.is_unwinding(), "{holder_entry:?}");
+    // The holder lets go: the destructor takes the lock, and the cancel ends.
+    release_tx.send(()).unwrap();
+    assert!(cancelled.join().unwrap_err().is_cancelled());
+    holder.join().unwrap();
+}

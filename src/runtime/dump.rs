@@ -315,6 +315,10 @@ pub struct CoroutineDump {
     worker: Option<usize>,
     state: CoroutineState,
     in_state_for: Option<Duration>,
+    /// [`JoinHandle::cancel`](crate::JoinHandle::cancel) was called.
+    cancel_requested: bool,
+    /// Its unwind for good has begun: a cancel's, or its runtime's shutdown's.
+    unwinding: bool,
     trace: TraceSlot,
 }
 
@@ -401,6 +405,21 @@ impl CoroutineDump {
         }
     }
 
+    /// Whether [`JoinHandle::cancel`](crate::JoinHandle::cancel) was called
+    /// for it (it may not have reached a park or yield since, where the
+    /// cancel begins: see [`is_unwinding`](Self::is_unwinding)).
+    pub fn cancel_requested(&self) -> bool {
+        self.cancel_requested
+    }
+
+    /// Whether it is being unwound for good, by its cancel or by its
+    /// runtime's shutdown: what runs now are its destructors. One that is
+    /// parked waits in a destructor (a lock it takes, a channel it sends
+    /// on), and its cancel completes only when that wait ends.
+    pub fn is_unwinding(&self) -> bool {
+        self.unwinding
+    }
+
     /// Why a suspended coroutine has no backtrace (its worker did not
     /// answer, it suspended inside a nested coroutine, or too little of its
     /// stack is left to walk it safely).
@@ -433,6 +452,12 @@ impl CoroutineDump {
         if let Some(for_) = self.in_state_for {
             write!(f, ", for {}", Millis(for_))?;
         }
+        match (self.unwinding, self.cancel_requested) {
+            (true, true) => f.write_str("; cancelled, unwinding")?,
+            (true, false) => f.write_str("; unwinding at shutdown")?,
+            (false, true) => f.write_str("; cancel requested")?,
+            (false, false) => {}
+        }
         f.write_str("]")?;
         match self.worker {
             Some(w) if self.state == CoroutineState::Unstarted => write!(f, " queued on worker {w}")?,
@@ -455,6 +480,8 @@ impl fmt::Debug for CoroutineDump {
             .field("worker", &self.worker)
             .field("state", &self.state)
             .field("in_state_for", &self.in_state_for)
+            .field("cancel_requested", &self.cancel_requested)
+            .field("unwinding", &self.unwinding)
             .finish_non_exhaustive()
     }
 }
@@ -752,6 +779,8 @@ impl PartBuilder {
             worker: Some(self.worker),
             state,
             in_state_for: self.since(since),
+            cancel_requested: task.cancel_requested(),
+            unwinding: task.cancel_begun.get() || task.unwinding.get(),
             trace,
         });
     }
@@ -805,6 +834,10 @@ impl PartBuilder {
             worker: queued_on,
             state: CoroutineState::Unstarted,
             in_state_for: Some(Duration::from_nanos(now.saturating_sub(task.since.get()))),
+            // (An unstarted task whose cancel was requested is dropped by
+            // the worker that takes it, without starting.)
+            cancel_requested: task.cancel_requested(),
+            unwinding: false,
             trace: TraceSlot::NotSuspended,
         });
     }
@@ -896,6 +929,9 @@ pub(crate) fn collect(shared: &Arc<Shared>) -> Dump {
                         worker: Some(index),
                         state: CoroutineState::Running,
                         in_state_for: None,
+                        // Unknown: its task's fields are its worker's to read.
+                        cancel_requested: false,
+                        unwinding: false,
                         trace: TraceSlot::Skipped(format!("worker {index} did not answer")),
                     });
                 }
