@@ -849,3 +849,25 @@ fn task_locals_outside_a_coroutine_say_why() {
     let message = message.expect("a text message");
     assert!(message.contains("outside a coroutine") && message.contains("thread_local!"), "{message}");
 }
+
+/// A running `spawn_blocking` job is not interrupted by its cancel, but it
+/// sees it through `weft::is_cancelled` and can stop early; before the
+/// cancel it reads `false`, as does a plain thread.
+#[test]
+fn a_running_blocking_job_sees_its_cancel() {
+    let (started_tx, started_rx) = mpsc::channel();
+    let job = weft::spawn_blocking(move || {
+        started_tx.send(weft::is_cancelled()).unwrap();
+        let since = std::time::Instant::now();
+        while !weft::is_cancelled() {
+            assert!(since.elapsed() < Duration::from_secs(30), "the job never saw its cancel");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        "stopped early"
+    });
+    assert!(!started_rx.recv().unwrap(), "a job reads false before its cancel");
+    assert!(!weft::is_cancelled(), "a plain thread reads false");
+    job.cancel();
+    // It finished by itself: its value is its result.
+    assert_eq!(job.join().expect("the job returned"), "stopped early");
+}

@@ -832,7 +832,8 @@ impl<T> JoinHandle<T> {
     /// millisecond, and so ends soon after that unwind does).
     ///
     /// A `spawn_blocking` job that has not started is dropped the same way;
-    /// one that runs is not interrupted (its OS thread runs it to the end).
+    /// one that runs is not interrupted (its OS thread runs it to the end),
+    /// but it can poll [`crate::is_cancelled`] to stop early.
     ///
     /// ```
     /// use std::time::Duration;

@@ -1198,10 +1198,13 @@ pub(crate) fn cancel(task: &TaskRef) {
 }
 
 /// Whether the calling coroutine was cancelled with
-/// [`JoinHandle::cancel`]; `false` on a plain OS thread.
+/// [`JoinHandle::cancel`]; in a [`spawn_blocking`] job, whether the job's
+/// handle was; `false` elsewhere (a plain OS thread).
 ///
 /// A cancelled coroutine unwinds at its next park or yield; one that
-/// computes for long without either can poll this to stop early.
+/// computes for long without either can poll this to stop early. A
+/// blocking job that has started is never interrupted (its thread runs it
+/// to the end): polling this is how it stops early.
 ///
 /// ```
 /// let worker = weft::spawn(|| {
@@ -1222,8 +1225,13 @@ pub(crate) fn cancel(task: &TaskRef) {
 /// }
 /// ```
 pub fn is_cancelled() -> bool {
-    let task = CURRENT_TASK.with(Cell::get);
-    // SAFETY: as in `current_task`.
+    let mut task = CURRENT_TASK.with(Cell::get);
+    if task.is_null() {
+        task = CURRENT_BLOCKING_JOB.with(Cell::get);
+    }
+    // SAFETY: as in `current_task` for a coroutine's task; a blocking job's
+    // cell is kept alive by the job itself (its `finisher`) while it runs,
+    // which is while CURRENT_BLOCKING_JOB points at it.
     !task.is_null() && unsafe { (*task).cancel_requested() }
 }
 
