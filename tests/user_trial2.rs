@@ -763,10 +763,16 @@ fn timed_waits(on_coroutine: bool) -> Vec<TimedWait> {
     let peer = std::net::TcpStream::connect(addr).unwrap();
     let (stream, _) = listener.accept().unwrap();
     let writer = stream.try_clone().unwrap();
+    // The peer stays open until both waits on this connection are over:
+    // dropped by the write's wait alone, it would reset the connection
+    // (it holds unread data) under a read still waiting for its timeout.
+    let peer = Arc::new(peer);
+    let peer_for_the_read = Arc::clone(&peer);
     waits.push((
         "tcp read timeout",
         ms(30),
         Box::new(move |d| {
+            let _peer = peer_for_the_read;
             stream.set_read_timeout(Some(d)).unwrap();
             (&stream).read(&mut [0u8; 8]).unwrap_err().kind() == ErrorKind::WouldBlock
         }),
