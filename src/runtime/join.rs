@@ -229,10 +229,10 @@ impl<R, W: Waiter> Slots<R, W> {
     /// Called once per join, by its one finisher.
     #[inline]
     unsafe fn complete(&self, result: R) {
+        // The slot holds `None` until now (nothing to drop), so it is
+        // overwritten without a drop.
         // SAFETY: only the finisher writes `result`, once (the caller's
-        // promise), before publishing DONE; the handle reads it only after
-        // seeing DONE. It holds `None` until now (nothing to drop), so it
-        // is overwritten without a drop.
+        // promise), before publishing DONE; the handle reads it only after.
         self.result.with_mut(|slot| unsafe { slot.write(Some(result)) });
         // AcqRel: Release publishes `result` to the joiner's Acquire load
         // of DONE (`is_done`, or the failure of its CAS); Acquire pairs with
@@ -298,10 +298,9 @@ impl<R, W: Waiter> Slots<R, W> {
                 // here after all.
             }
         }
-        // SAFETY: DONE was seen with Acquire (by `block`, before it
-        // returned Done, or by the failed CAS of `register` or of
-        // `take_back`); the caller is the handle, which takes the result
-        // once.
+        // DONE was seen with Acquire: by `block`, before it returned Done,
+        // or by the failed CAS of `register` or of `take_back`.
+        // SAFETY: so the result is there; the caller is the one handle.
         Some(unsafe { self.take_done() })
     }
 

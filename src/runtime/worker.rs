@@ -1458,13 +1458,7 @@ impl WorkerLocal {
     /// Whether any queue this worker takes from has work (the sleeper's
     /// re-check; SeqCst loads after its SeqCst store of SLEEPING).
     fn has_work(&self) -> bool {
-        let shared = &self.shared;
-        shared.shutdown.load(Ordering::SeqCst)
-            || self.runnable.len() != 0
-            || !shared.workers[self.index].inbox.is_empty()
-            || shared.injector_len.load(Ordering::SeqCst) > 0
-            || self.any_fresh()
-            || shared.workers[self.index].dump.has_requests()
+        self.has_own_work() || self.any_fresh()
     }
 
     /// Whether any worker's `fresh` deque holds a task. The deques' indices
