@@ -1020,64 +1020,47 @@ fn one_socket_read_by_a_coroutine_written_by_a_thread() {
                 }
             })
         };
-        let coroutine_reader = rt.spawn(move || {
-            let mut pattern = common::net::Pattern::new(2);
-            let mut a = a;
-            let mut buf = vec![0u8; 7000];
-            let mut total = 0;
-            loop {
-                let n = a.read(&mut buf).unwrap();
-                if n == 0 {
-                    return total;
-                }
-                pattern.check(&buf[..n], "coroutine (b) to coroutine (a)");
-                total += n;
-            }
-        });
-        let coroutine_writer = rt.spawn(move || {
-            let mut pattern = common::net::Pattern::new(2);
-            let mut b = b;
-            let mut chunk = vec![0u8; 5000];
-            let mut left = BYTES;
-            while left > 0 {
-                let n = left.min(chunk.len());
-                pattern.fill(&mut chunk[..n]);
-                b.write_all(&chunk[..n]).unwrap();
-                left -= n;
-            }
-            b.shutdown(Shutdown::Write).unwrap();
-        });
-        let thread_reader = std::thread::spawn(move || {
-            let mut pattern = common::net::Pattern::new(1);
-            let mut b_reader = b_reader;
-            let mut buf = vec![0u8; 3000];
-            let mut total = 0;
-            loop {
-                let n = b_reader.read(&mut buf).unwrap();
-                if n == 0 {
-                    return total;
-                }
-                pattern.check(&buf[..n], "thread (a) to thread (b)");
-                total += n;
-            }
-        });
-        let mut pattern = common::net::Pattern::new(1);
-        let mut chunk = vec![0u8; 9000];
-        let mut left = BYTES;
-        let mut a_writer = a_writer;
-        while left > 0 {
-            let n = left.min(chunk.len());
-            pattern.fill(&mut chunk[..n]);
-            a_writer.write_all(&chunk[..n]).unwrap();
-            left -= n;
-        }
-        a_writer.shutdown(Shutdown::Write).unwrap();
+        let coroutine_reader = rt.spawn(move || read_pattern(a, 2, 7000, "coroutine (b) to coroutine (a)"));
+        let coroutine_writer = rt.spawn(move || write_pattern(b, 2, 5000, BYTES));
+        let thread_reader = std::thread::spawn(move || read_pattern(b_reader, 1, 3000, "thread (a) to thread (b)"));
+        write_pattern(a_writer, 1, 9000, BYTES);
         assert_eq!(coroutine_reader.join().unwrap(), BYTES);
         coroutine_writer.join().unwrap();
         assert_eq!(thread_reader.join().unwrap(), BYTES);
         ticker.join().unwrap();
         assert_eq!(ticks.load(Ordering::SeqCst), 20);
     });
+}
+
+/// Reads `stream` to its end in reads of at most `buf_len` bytes, checking
+/// each against the pattern `seed` makes; returns how many bytes came.
+fn read_pattern(mut stream: TcpStream, seed: u64, buf_len: usize, what: &str) -> usize {
+    let mut pattern = common::net::Pattern::new(seed);
+    let mut buf = vec![0u8; buf_len];
+    let mut total = 0;
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            return total;
+        }
+        pattern.check(&buf[..n], what);
+        total += n;
+    }
+}
+
+/// Writes `bytes` of the pattern `seed` makes to `stream`, in writes of at
+/// most `chunk_len` bytes, then shuts its writing half.
+fn write_pattern(mut stream: TcpStream, seed: u64, chunk_len: usize, bytes: usize) {
+    let mut pattern = common::net::Pattern::new(seed);
+    let mut chunk = vec![0u8; chunk_len];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        pattern.fill(&mut chunk[..n]);
+        stream.write_all(&chunk[..n]).unwrap();
+        left -= n;
+    }
+    stream.shutdown(Shutdown::Write).unwrap();
 }
 
 /// The misuses a user makes first, and what they are told.
