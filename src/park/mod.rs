@@ -3,65 +3,105 @@
 //!
 //! # The token protocol
 //!
-//! Every waiter has a [`ParkState`], a word with three states, the same
-//! protocol as std's futex thread parker:
+//! Every waiter has a wake token: a coroutine's is its task's
+//! [`ParkState`], a thread's is its futex parker (`thread`). A coroutine's
+//! has two parts, because a started coroutine never leaves its home worker
+//! (only that worker's thread runs it, parks it and resumes it):
+//!
+//! - `state`, touched only on the home worker's thread, with plain loads
+//!   and stores: the coroutine's own park, and every wake that comes from
+//!   that thread (the common case: a lock or channel hand-off between two
+//!   coroutines of one worker, a timer, the worker's poller);
+//! - `queued`, an atomic flag that a wake from any other thread claims
+//!   before it puts the task into its home worker's inbox; the home worker
+//!   clears it when it takes the task out, and then makes the wake on its
+//!   own thread.
 //!
 //! ```text
-//!  state      meaning
+//!  state      meaning (home thread only)
 //!  --------   ----------------------------------------------------------
-//!  EMPTY      no wake pending; the waiter is running
+//!  EMPTY      no wake pending; the waiter is running or ready to run
 //!  NOTIFIED   a wake arrived while the waiter was not parked (a token)
-//!  PARKED     the waiter is suspended and needs someone to reschedule it
+//!  PARKED     the waiter is suspended and needs its worker to reschedule it
 //!
-//!  transition                     who                          then
-//!  -----------------------------  ---------------------------  ----------------------
-//!  EMPTY    -> PARKED  (CAS)      waiter (prepare_park)         suspends
-//!  NOTIFIED -> EMPTY   (swap)     waiter (prepare_park, when    returns without parking
-//!                                 its CAS found a token)
-//!  PARKED   -> EMPTY   (CAS)      waker  (unpark)               reschedules the waiter:
-//!                                                               exactly one waker sees
-//!                                                               PARKED, so it is
-//!                                                               rescheduled exactly once
-//!  EMPTY or NOTIFIED -> NOTIFIED  waker  (unpark)               leaves a token
-//!                      (CAS)
+//!  transition                 who (all on the home thread)   then
+//!  -------------------------  -----------------------------  ----------------------
+//!  EMPTY    -> PARKED         waiter (prepare_park)          suspends
+//!  NOTIFIED -> EMPTY          waiter (prepare_park)          returns without parking
+//!  PARKED   -> EMPTY          waker (wake_here)              reschedules the waiter
+//!  EMPTY or NOTIFIED          waker (wake_here)              leaves a token
+//!           -> NOTIFIED
+//!
+//!  queued     meaning (any thread)
+//!  --------   ----------------------------------------------------------
+//!  false      no wake from another thread is on its way
+//!  true       one is: the task sits in its home worker's inbox, once;
+//!             or the task has not started (no home yet)
+//!
+//!  transition                 who                            then
+//!  -------------------------  -----------------------------  ----------------------
+//!  false -> true  (swap)      waker on another thread        pushes the task into
+//!                             (claim_delivery)               its home's inbox
+//!  true  -> true  (swap)      waker on another thread        nothing: the wake on
+//!                                                            its way stands for both
+//!  true  -> false (swap)      home worker, taking the task   wake_here
+//!                             from its inbox (end_delivery)
+//!  true  -> false (swap)      the worker that starts the     runs it (a task is
+//!                             task, after setting its home   born `queued`)
 //! ```
 //!
-//! A wake that races a park is never lost: if it lands before the waiter's
-//! CAS, the CAS fails and the waiter does not suspend; if it lands after, the
-//! waker sees PARKED and reschedules. Wakes coalesce: several wakes before a
-//! park leave one token, like `std::thread::unpark`. A waiter may wake
-//! spuriously (a stale token), so callers re-check their condition in a loop.
+//! A wake that races a park is never lost. On the home thread there is no
+//! race: the waiter and the waker take turns. From another thread, the wake
+//! reaches the home thread through its inbox and is made there, before or
+//! after the park: before, it leaves a token and the park returns; after,
+//! it reschedules the waiter. Wakes coalesce: several wakes before a park
+//! leave one token, like `std::thread::unpark`, and several wakes from other
+//! threads while one is on its way put the task into the inbox once (an
+//! intrusive list: it cannot hold a task twice). A waiter may wake
+//! spuriously (a stale token), so callers re-check their condition in a
+//! loop.
 //!
-//! The waker that reschedules a PARKED waiter also resets the word to EMPTY
-//! (its CAS), so the waiter, once resumed, owns a clean word and touches it
-//! no more: one atomic read-modify-write per wake on each side, instead of a
-//! token handed over and consumed. A waker that comes after that CAS, while
-//! the waiter is still queued or running, leaves a token (a spurious wake
-//! later, never a lost one). What the rescheduling waker wrote before its
-//! CAS reaches the resumed waiter through the scheduler's own hand-over (the
-//! run queue on the same thread, or the inbox's Release/Acquire pair), not
-//! through this word.
+//! What a waker on another thread wrote before its wake reaches the waiter
+//! through `queued`: every transition of it is a read-modify-write, so the
+//! home worker's swap that ends a delivery reads the value of the last
+//! waker's swap and synchronises with all of them (AcqRel), including
+//! those that found the flag set and pushed nothing. (The inbox's own
+//! Release/Acquire pair covers the waker that pushed.) A plain store there
+//! would lose that: a waker whose swap lands just before it would push
+//! nothing, and the waiter could run without seeing its writes (the loom
+//! model `negative_control_delivery_ended_by_a_store` shows it).
 //!
-//! Every read-modify-write here that ends a wait (the waiter's swap that
-//! takes a token, the waker's CAS) is one: a plain store could overwrite a
-//! token that another waker left in between, and the waiter would not
-//! synchronise with that waker (its writes could stay unseen).
+//! Only a started task can be waited on (its own code hands out its
+//! [`Unparker`]), but `JoinHandle::cancel` wakes any task. A task is born
+//! `queued`, so a wake before its start is dropped; the worker that starts
+//! it sets its home, then ends that first "delivery" with a swap, which
+//! makes the home visible to every later waker and the cancel flag (set
+//! before a dropped wake) visible to the task, which checks it at its first
+//! park or yield.
 //!
-//! Rescheduling a coroutine means pushing it to its home worker's inbox (or
-//! its local queue, when the waker runs on that worker); a coroutine that is
-//! PARKED cannot be resumed before it has switched out, because only its home
-//! worker resumes it and that worker is busy running it until it does.
+//! Same-worker hand-offs thus make no atomic read-modify-write on the
+//! waiter's word: a Mutex+Condvar hand-off between two coroutines of one
+//! worker made two (a CAS to park, a CAS to wake) when every waker used
+//! one shared atomic state machine. A wake from another thread makes one
+//! more than it did (the home worker's swap), and every task's start one.
 //!
-//! The state machine is written against `crate::loom`, so the loom models in
-//! this module check it under every interleaving.
+//! Rescheduling a coroutine means pushing it to its home worker's run queue;
+//! a coroutine that is PARKED cannot be resumed before it has switched out,
+//! because only its home worker resumes it and that worker is busy running
+//! it until it does.
+//!
+//! The protocol is written against `crate::loom`, so the loom models in this
+//! module check it under every interleaving, with the inbox and the worker's
+//! round modelled.
 
 mod bucket_lock;
 pub(crate) mod lot;
 pub(crate) mod thread;
 
-use crate::loom::{AtomicU32, Ordering};
+use crate::loom::{AtomicBool, Ordering};
 use crate::runtime;
 use crate::sys::futex::Deadline;
+use std::cell::Cell;
 use std::sync::Arc;
 
 /// Who to wake: a coroutine (through its runtime) or an OS thread (through
@@ -224,255 +264,294 @@ pub(crate) fn waiting_on(on: ParkedOn) {
     runtime::note_wait(on);
 }
 
-const EMPTY: u32 = 0;
-const NOTIFIED: u32 = 1;
-const PARKED: u32 = 2;
+const EMPTY: u8 = 0;
+const NOTIFIED: u8 = 1;
+const PARKED: u8 = 2;
 
-/// The wake token of one waiter; see the module docs.
+/// The wake token of one coroutine; see the module docs.
 #[derive(Debug)]
 pub(crate) struct ParkState {
-    state: AtomicU32,
+    /// EMPTY, NOTIFIED or PARKED. Only the task's home worker's thread
+    /// touches it (`Task`'s `Sync` rests on that contract, as for its other
+    /// `Cell`s).
+    state: Cell<u8>,
+    /// A wake from another thread is on its way (module docs).
+    queued: AtomicBool,
 }
 
 impl ParkState {
+    /// An unstarted task's: no wake pending, and `queued`, so that wakes
+    /// from other threads are dropped until its first start (module docs).
     pub(crate) fn new() -> ParkState {
-        ParkState { state: AtomicU32::new(EMPTY) }
+        ParkState { state: Cell::new(EMPTY), queued: AtomicBool::new(true) }
     }
 
     /// Announces that the waiter is about to suspend. `false` means a token
     /// arrived first: it has been consumed and the waiter must not suspend.
+    /// Only the waiter calls this, on its home worker's thread.
     #[inline]
     pub(crate) fn prepare_park(&self) -> bool {
-        // Release: a waker that sees PARKED (Acquire in its CAS) also sees
-        // everything the waiter did before parking.
-        match self.state.compare_exchange(EMPTY, PARKED, Ordering::Release, Ordering::Relaxed) {
-            Ok(_) => true,
-            Err(found) => {
-                self.consume_token(found);
-                false
-            }
+        if self.state.get() == NOTIFIED {
+            self.state.set(EMPTY);
+            return false;
         }
-    }
-
-    /// Takes the token `prepare_park` found.
-    #[cold]
-    fn consume_token(&self, found: u32) {
-        debug_assert_eq!(found, NOTIFIED, "ParkState: a waiter parked twice");
-        // A swap, not a store: a waker may add its token between our CAS and
-        // now, and reading its value is what makes its writes visible to
-        // us. Acquire: pairs with the wakers' Release.
-        let taken = self.state.swap(EMPTY, Ordering::Acquire);
-        debug_assert_eq!(taken, NOTIFIED, "ParkState: a token vanished");
+        debug_assert_eq!(self.state.get(), EMPTY, "ParkState: a waiter parked twice");
+        self.state.set(PARKED);
+        true
     }
 
     /// Called by the waiter when it runs again after suspending. The waker
-    /// that rescheduled it has already reset the word (module docs), so
+    /// that rescheduled it has already reset the word (`wake_here`), so
     /// there is nothing to consume; debug builds check the state.
     #[inline]
     pub(crate) fn after_wake(&self) {
-        debug_assert_ne!(
-            self.state.load(Ordering::Relaxed),
-            PARKED,
-            "ParkState: a parked waiter ran without being rescheduled"
-        );
+        debug_assert_ne!(self.state.get(), PARKED, "ParkState: a parked waiter ran without being rescheduled");
     }
 
-    /// Wakes the waiter or leaves it a token. Returns `true` exactly when the
-    /// waiter was PARKED: the caller must then reschedule it (and no one else
-    /// will); the word is EMPTY again.
+    /// Whether the waiter is suspended in a park, for the monitor's counts;
+    /// on the home worker's thread only, as every use of `state`.
+    pub(crate) fn is_parked(&self) -> bool {
+        self.state.get() == PARKED
+    }
+
+    /// Wakes the waiter or leaves it a token, on the waiter's home worker's
+    /// thread (the caller makes sure: `runtime::unpark`). Returns `true`
+    /// exactly when the waiter was PARKED: the caller must then reschedule
+    /// it (and no one else will); the word is EMPTY again.
     #[inline]
-    pub(crate) fn unpark(&self) -> bool {
-        // The common case first, a waiter that is parked: one CAS, no load
-        // before it. AcqRel: as below.
-        let mut state = match self.state.compare_exchange(PARKED, EMPTY, Ordering::AcqRel, Ordering::Relaxed) {
-            Ok(_) => return true,
-            Err(actual) => actual,
-        };
-        loop {
-            let next = if state == PARKED { EMPTY } else { NOTIFIED };
-            // AcqRel: Release publishes the waker's writes to the waiter (a
-            // token is taken with Acquire; a rescheduled waiter is reached
-            // through the scheduler as well); Acquire makes the waiter's
-            // pre-park writes visible to the waker that reschedules it.
-            match self.state.compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return state == PARKED,
-                Err(actual) => state = actual,
-            }
+    pub(crate) fn wake_here(&self) -> bool {
+        if self.state.get() == PARKED {
+            self.state.set(EMPTY);
+            true
+        } else {
+            self.state.set(NOTIFIED);
+            false
         }
+    }
+
+    /// A wake from another thread than the home worker's: `true` when the
+    /// caller must put the task into its home worker's inbox, `false` when
+    /// a wake is on its way already (or the task has not started), which
+    /// will do for this one too.
+    #[inline]
+    pub(crate) fn claim_delivery(&self) -> bool {
+        // AcqRel: Release publishes the waker's writes to the home worker's
+        // swap in `end_delivery` (which reads this swap's value or a later
+        // one of the same release sequence); Acquire makes the home set by
+        // `end_delivery` at the task's start visible to the caller.
+        !self.queued.swap(true, Ordering::AcqRel)
+    }
+
+    /// The home worker took the task out of its inbox (or starts it, after
+    /// setting its home): wakes from other threads may queue it again.
+    /// The caller then makes the wake (`wake_here`), or runs the task.
+    #[inline]
+    pub(crate) fn end_delivery(&self) {
+        if crate::loom::negative_control::broken("park delivery") {
+            // Wrong on purpose (a loom model's control): a store does not
+            // read the swaps of the wakers that found the flag set.
+            self.queued.store(false, Ordering::Release);
+            return;
+        }
+        // AcqRel: Acquire pairs with every waker's swap in
+        // `claim_delivery` (module docs); Release, at a start, publishes the
+        // task's home to the wakers that come after.
+        let was = self.queued.swap(false, Ordering::AcqRel);
+        debug_assert!(was, "ParkState: a delivery ended that was not on its way");
     }
 }
 
 #[cfg(all(test, loom))]
 mod loom_models {
-    //! The park/unpark races, explored exhaustively by loom. A "scheduler"
-    //! is modelled as an atomic counter of reschedules; the waiter "suspends"
-    //! by waiting (with loom's yield) until it has been rescheduled.
+    //! The park/wake races, explored exhaustively by loom. The model's main
+    //! thread is the coroutine's home worker: it runs the coroutine (the
+    //! waiter's loop) and, between its runs and while it is parked, the
+    //! worker's round, which takes deliveries out of the inbox. The inbox
+    //! is modelled as a count of deliveries (a Release add, an Acquire
+    //! take, as the real inbox's push and take), which also checks that a
+    //! task is never queued twice at once. Other threads wake the waiter
+    //! as `runtime::unpark` does from another thread.
     use super::*;
     use crate::loom::{AtomicUsize, thread};
-    use loom::sync::Arc;
+    // std's Arc, not loom's: loom's panics when it is dropped while loom
+    // unwinds a deadlocked negative control, which aborts the test binary.
+    use std::sync::Arc;
 
     struct Waiter {
         park: ParkState,
-        rescheduled: AtomicUsize,
-        data: AtomicUsize,
+        /// The home worker's inbox: deliveries of this task waiting in it.
+        inbox: AtomicUsize,
+        /// The home worker's sleep, ended after a push (`Worker::notify`).
+        /// loom's `Notify` rather than a thread's park and unpark: an unpark
+        /// that reaches the model's main thread while it joins a waker
+        /// trips an assertion inside loom.
+        worker_sleep: loom::sync::Notify,
     }
 
+    /// An unstarted task's waiter.
     fn new_waiter() -> Arc<Waiter> {
-        Arc::new(Waiter { park: ParkState::new(), rescheduled: AtomicUsize::new(0), data: AtomicUsize::new(0) })
+        Arc::new(Waiter { park: ParkState::new(), inbox: AtomicUsize::new(0), worker_sleep: loom::sync::Notify::new() })
     }
 
-    /// One park: returns once a token was consumed or the waiter was
-    /// rescheduled; never suspends forever if a wake happened. `suspended`
-    /// counts this waiter's suspensions: the scheduler has resumed it once
-    /// `rescheduled` catches up.
-    fn park(w: &Waiter, suspended: &mut usize) {
+    fn started_waiter() -> Arc<Waiter> {
+        let w = new_waiter();
+        w.park.end_delivery(); // its start (the home is set: here, implicit)
+        w
+    }
+
+    /// A wake from another thread (`runtime::unpark_remote`).
+    fn wake_from_afar(w: &Waiter) {
+        if w.park.claim_delivery() {
+            // Release: the inbox's push.
+            let before = w.inbox.fetch_add(1, Ordering::Release);
+            assert_eq!(before, 0, "a task was queued in its inbox twice");
+            w.worker_sleep.notify();
+        }
+    }
+
+    /// The home worker's round: takes the deliveries from the inbox and
+    /// makes their wakes here. Returns whether it rescheduled the waiter.
+    fn worker_round(w: &Waiter) -> bool {
+        // Acquire: the inbox's take.
+        match w.inbox.swap(0, Ordering::Acquire) {
+            0 => false,
+            1 => {
+                w.park.end_delivery();
+                w.park.wake_here()
+            }
+            n => panic!("{n} deliveries of one task at once"),
+        }
+    }
+
+    /// One park of the waiter, on the home thread: returns once a token was
+    /// consumed or the worker's round rescheduled it.
+    fn park(w: &Waiter) {
         if !w.park.prepare_park() {
             return;
         }
-        *suspended += 1;
-        while w.rescheduled.load(Ordering::Acquire) < *suspended {
-            thread::yield_now();
+        while !worker_round(w) {
+            w.worker_sleep.wait(); // until a push wakes it (or spuriously)
         }
         w.park.after_wake();
     }
 
-    fn unpark(w: &Waiter) {
-        if w.park.unpark() {
-            w.rescheduled.fetch_add(1, Ordering::Release);
+    /// The waiter parks until `done`, with the worker's round between its
+    /// runs (which may leave it a token instead of rescheduling it).
+    fn wait_until(w: &Waiter, done: impl Fn() -> bool) {
+        while !done() {
+            park(w);
+            worker_round(w);
         }
     }
 
-    /// A wake racing a park is never lost, and what the waker wrote first is
-    /// seen by the waiter.
+    /// A wake from another thread racing a park is never lost, and what
+    /// the waker wrote first is seen by the waiter.
     #[test]
-    fn park_unpark_race() {
+    fn park_and_wake_from_afar() {
         loom::model(|| {
-            let w = new_waiter();
+            let w = started_waiter();
+            let data = Arc::new(AtomicUsize::new(0));
             let waker = {
-                let w = w.clone();
+                let (w, data) = (w.clone(), data.clone());
                 thread::spawn(move || {
-                    w.data.store(42, Ordering::Relaxed);
-                    unpark(&w);
+                    data.store(42, Ordering::Relaxed);
+                    wake_from_afar(&w);
                 })
             };
-            // The waiter parks until it sees the data: every park ends.
-            let mut suspended = 0;
-            while w.data.load(Ordering::Relaxed) != 42 {
-                park(&w, &mut suspended);
-            }
+            wait_until(&w, || data.load(Ordering::Relaxed) == 42);
             waker.join().unwrap();
-            assert!(w.rescheduled.load(Ordering::Relaxed) <= 1, "rescheduled more than once");
         });
     }
 
-    /// A wake before the park leaves a token: the park returns at once and
-    /// nothing is rescheduled.
-    #[test]
-    fn wake_before_park() {
+    /// Two wakers on other threads, each publishing its own flag before it
+    /// wakes the waiter: the waiter, parking until it has seen both, always
+    /// gets there. The second may find the first's delivery on its way and
+    /// push nothing: its flag reaches the waiter through the home worker's
+    /// swap that ends the delivery. With that swap made a store (the
+    /// negative control), loom finds the waiter parked for good.
+    fn two_wakers_from_afar() {
         loom::model(|| {
-            let w = new_waiter();
-            let waker = {
-                let w = w.clone();
-                thread::spawn(move || unpark(&w))
-            };
-            waker.join().unwrap();
-            park(&w, &mut 0);
-            assert_eq!(w.rescheduled.load(Ordering::Relaxed), 0);
-        });
-    }
-
-    /// Two wakers racing one park reschedule the waiter at most once.
-    #[test]
-    fn double_wake() {
-        loom::model(|| {
-            let w = new_waiter();
-            let wakers: Vec<_> = (0..2)
-                .map(|_| {
-                    let w = w.clone();
-                    thread::spawn(move || unpark(&w))
-                })
-                .collect();
-            park(&w, &mut 0);
-            for waker in wakers {
-                waker.join().unwrap();
-            }
-            assert!(w.rescheduled.load(Ordering::Relaxed) <= 1, "a parked waiter was rescheduled twice");
-        });
-    }
-
-    /// Two wakers, each publishing its own flag before it wakes the waiter:
-    /// the waiter, parking until it has seen both, always gets there. The
-    /// second wake may land while the first one's reschedule is on its way
-    /// (it then leaves a token): its flag must still become visible, which
-    /// is why every transition that ends a wait is a read-modify-write.
-    #[test]
-    fn two_wakers_each_seen() {
-        loom::model(|| {
-            let w = new_waiter();
+            let w = started_waiter();
             let flags = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
             let wakers: Vec<_> = (0..2)
                 .map(|i| {
                     let (w, flags) = (w.clone(), flags.clone());
                     thread::spawn(move || {
                         flags[i].store(1, Ordering::Relaxed);
-                        unpark(&w);
+                        wake_from_afar(&w);
                     })
                 })
                 .collect();
-            let mut suspended = 0;
-            while flags[0].load(Ordering::Relaxed) == 0 || flags[1].load(Ordering::Relaxed) == 0 {
-                park(&w, &mut suspended);
-            }
+            wait_until(&w, || flags[0].load(Ordering::Relaxed) == 1 && flags[1].load(Ordering::Relaxed) == 1);
             for waker in wakers {
                 waker.join().unwrap();
             }
         });
     }
 
-    /// The cancel protocol (`JoinHandle::cancel` and the coroutine's park):
-    /// the canceller sets its flag (Release) and wakes; the waiter checks
-    /// the flag before it parks and again when it is resumed, and parks
-    /// again otherwise (a park that only consumed a token returns and is
-    /// retried, as the parking loops do). With both checks the waiter
-    /// always leaves; `check_before_park: false` is the negative control:
-    /// the cancel's wake can be the token a park consumes, and the retried
-    /// park then waits for ever.
-    fn cancel_racing_a_park(check_before_park: bool) {
-        loom::model(move || {
-            // std's Arc: loom's panics when dropped while loom unwinds the
-            // deadlocked negative control, which aborts the test binary.
-            let w = std::sync::Arc::new(Waiter {
-                park: ParkState::new(),
-                rescheduled: AtomicUsize::new(0),
-                data: AtomicUsize::new(0),
-            });
-            let cancelled = std::sync::Arc::new(crate::loom::AtomicBool::new(false));
-            let me = thread::current();
+    #[test]
+    fn two_wakers_from_afar_each_seen() {
+        two_wakers_from_afar();
+    }
+
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn negative_control_delivery_ended_by_a_store() {
+        let _broken = crate::loom::negative_control::break_until_dropped("park delivery");
+        two_wakers_from_afar();
+    }
+
+    /// A wake from the home thread itself (a coroutine of the same worker)
+    /// and one from afar, racing a park: the waiter is rescheduled at most
+    /// once per park and sees both wakers' writes.
+    #[test]
+    fn wake_here_and_from_afar() {
+        loom::model(|| {
+            let w = started_waiter();
+            let (near, far) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let waker = {
+                let (w, far) = (w.clone(), far.clone());
+                thread::spawn(move || {
+                    far.store(1, Ordering::Relaxed);
+                    wake_from_afar(&w);
+                })
+            };
+            // Another coroutine of this worker ran before the waiter's
+            // first park: its wake leaves a token.
+            near.store(1, Ordering::Relaxed);
+            assert!(!w.park.wake_here(), "a running waiter was rescheduled");
+            wait_until(&w, || near.load(Ordering::Relaxed) == 1 && far.load(Ordering::Relaxed) == 1);
+            waker.join().unwrap();
+        });
+    }
+
+    /// The cancel protocol across a task's start (`JoinHandle::cancel` and
+    /// `WorkerLocal::run_task_first`): the canceller sets its flag
+    /// (Release) and wakes from afar, which is dropped while the task is
+    /// unstarted. The starting worker checks the flag (an unstarted task
+    /// that is cancelled is dropped), sets the home and ends the task's
+    /// first delivery; the task checks the flag before each park, and
+    /// again when it is resumed, and parks again otherwise. With the start's
+    /// swap, the task always leaves; with a store (the negative control),
+    /// the cancel's dropped wake can go unseen and the task parks for good.
+    fn cancel_racing_a_start() {
+        loom::model(|| {
+            let w = new_waiter();
+            let cancelled = Arc::new(crate::loom::AtomicBool::new(false));
             let canceller = {
                 let (w, cancelled) = (w.clone(), cancelled.clone());
                 thread::spawn(move || {
                     cancelled.store(true, Ordering::Release);
-                    if w.park.unpark() {
-                        w.rescheduled.fetch_add(1, Ordering::Release);
-                        me.unpark();
-                    }
+                    wake_from_afar(&w);
                 })
             };
-            let mut suspended = 0;
-            loop {
-                if check_before_park && cancelled.load(Ordering::Acquire) {
-                    break;
-                }
-                if !w.park.prepare_park() {
-                    continue; // a token: the park returns, the loop parks again
-                }
-                suspended += 1;
-                while w.rescheduled.load(Ordering::Acquire) < suspended {
-                    thread::park();
-                }
-                w.park.after_wake();
-                if cancelled.load(Ordering::Acquire) {
-                    break; // the check on the way back from the switch
+            // The start.
+            if !cancelled.load(Ordering::Acquire) {
+                w.park.end_delivery();
+                // The task: parks (waits for anything) until cancelled.
+                while !cancelled.load(Ordering::Acquire) {
+                    park(&w);
+                    worker_round(&w);
                 }
             }
             canceller.join().unwrap();
@@ -480,13 +559,14 @@ mod loom_models {
     }
 
     #[test]
-    fn cancel_racing_a_park_is_never_lost() {
-        cancel_racing_a_park(true);
+    fn cancel_racing_a_start_is_never_lost() {
+        cancel_racing_a_start();
     }
 
     #[test]
     #[should_panic(expected = "deadlock")]
-    fn negative_control_cancel_checked_only_after_a_switch() {
-        cancel_racing_a_park(false);
+    fn negative_control_start_ended_by_a_store() {
+        let _broken = crate::loom::negative_control::break_until_dropped("park delivery");
+        cancel_racing_a_start();
     }
 }

@@ -1181,14 +1181,16 @@ pub(crate) fn begin_cancel_unwind(task: &Task) {
 
 /// `JoinHandle::cancel`: marks the task and wakes it if it is parked, so
 /// that it unwinds (see `begin_cancel_unwind`); an unstarted task is
-/// dropped by the worker that takes it (`WorkerLocal::run_task`).
+/// dropped by the worker that takes it (`WorkerLocal::run_task_first`).
 ///
 /// The flag is written (Release) before the wake. A parked task is resumed
-/// by its worker after that wake reaches it (inbox or run queue), so the
+/// by its worker after that wake reaches it (run queue, or inbox), so the
 /// check on its way back sees the flag. A running task gets a token
-/// instead: its next park finds the token (the park word's Acquire
-/// synchronises with the wake's Release), returns, and the park it retries
-/// sees the flag before it suspends.
+/// instead, made on its home thread after the flag was seen there: its next
+/// park finds the token, returns, and the park it retries sees the flag
+/// before it suspends. A wake that finds the task unstarted is dropped:
+/// the start's swap of its park word (`ParkState::end_delivery`) makes the
+/// flag visible to the task, which looks at its first park or yield.
 pub(crate) fn cancel(task: &TaskRef) {
     if task.is_finished() || !task.request_cancel() {
         return;
@@ -1235,40 +1237,52 @@ pub fn is_cancelled() -> bool {
     !task.is_null() && unsafe { (*task).cancel_requested() }
 }
 
-/// Wakes a parked task (or leaves it a token); schedules it on its home worker.
+/// Wakes a parked task (or leaves it a token); schedules it on its home
+/// worker. On that worker's own thread the wake is made here, with plain
+/// loads and stores; from any other thread it goes through the worker's
+/// inbox (see `park`'s module docs).
 // Always inline: on every hand-off (`park::Unparker::unpark`), where a call
 // costs its register saves and restores (~9 of a Condvar hand-off's
 // instructions); the wake from another thread is the cold, out-of-line part.
 #[inline(always)]
 pub(crate) fn unpark(task: TaskRef) {
-    if !task.park.unpark() {
-        return;
-    }
     // (No trace event here or in park_current_task: they sit on every
     // hand-off between coroutines; spawn, steal and sleep are traced.)
     let home = task.home();
     let task = with_current_worker(|w| match w {
         Some(w) if w.index == home && std::sync::Weak::ptr_eq(&w.shared_weak, &task.runtime.shared) => {
-            metrics::bump(&w.counters().local_wakes);
-            w.push_runnable(task);
+            // This thread is the task's home: its park word is ours to touch.
+            if task.park.wake_here() {
+                metrics::bump(&w.counters().local_wakes);
+                w.push_runnable(task);
+            }
             None
         }
         _ => Some(task),
     });
     if let Some(task) = task {
-        unpark_remote(task, home);
+        unpark_remote(task);
     }
 }
 
 /// `unpark` from another thread than the task's home worker's: into that
-/// worker's inbox, waking it if it sleeps (unless its runtime is gone).
+/// worker's inbox, waking it if it sleeps, unless a wake is on its way
+/// there already, the task has not started, or its runtime is gone.
 #[cold]
 #[inline(never)]
-fn unpark_remote(task: TaskRef, home: usize) {
+fn unpark_remote(task: TaskRef) {
+    if !task.park.claim_delivery() {
+        return;
+    }
+    // Read after the claim: a started task's home is set before its start
+    // ends its first delivery (`ParkState::end_delivery`, whose Release the
+    // claim's Acquire reads).
+    let home = task.home();
+    debug_assert_ne!(home, task::NO_HOME, "task {}: a delivery claimed before its start", task.id);
     if let Some(shared) = task.runtime.shared.upgrade() {
         let worker = &shared.workers[home];
         worker.inbox.push(task);
-        worker.notify();
+        worker.notify_after_seqcst_push();
     }
 }
 

@@ -234,7 +234,8 @@ struct ProbeData {
     name: [u8; NAME_BYTES],
     name_len: usize,
     spawned_at: Option<&'static Location<'static>>,
-    /// Woken coroutines waiting in the worker's inbox.
+    /// Parked coroutines woken from other threads whose wakes wait in the
+    /// worker's inbox.
     inbox: usize,
     /// Whether the stack was walked (not while panicking).
     walked: bool,
@@ -388,7 +389,7 @@ unsafe fn answer_probe(worker: &WorkerShared, context: *mut c_void) -> bool {
             data.name[..len].copy_from_slice(&name.as_bytes()[..len]);
             data.name_len = len;
         }
-        data.inbox = worker.inbox.len_on_owner_thread();
+        data.inbox = worker.inbox.parked_on_owner_thread();
     }
     // Also between coroutines: a worker that does not switch there is held
     // by a destructor it runs, or by weft itself.

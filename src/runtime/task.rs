@@ -155,9 +155,10 @@ pub(crate) struct Task {
     pub(crate) spawned_at: &'static Location<'static>,
     pub(crate) park: ParkState,
     /// The worker that first ran it; `NO_HOME` before. Written once by that
-    /// worker before the first resume, read by wakers (Acquire/Release pair:
-    /// a waker can only hold the task after it was published by a park,
-    /// whose Release in `ParkState` orders this store before it).
+    /// worker before the first resume, read by wakers: on the home thread
+    /// itself (its own store), or on another after `ParkState`'s
+    /// `claim_delivery`, whose Acquire reads the Release of the start's
+    /// `end_delivery`, made after this store.
     home: AtomicUsize,
     /// Link of the intrusive inbox stack (see `worker::Inbox`).
     pub(crate) next_in_inbox: AtomicPtr<Task>,
@@ -222,7 +223,7 @@ pub(crate) struct Task {
 }
 
 // SAFETY: see the module docs: the !Send/!Sync fields (the coroutine, its
-// yielder pointer, the registry slot, the unwinding and cancel-begun flags,
+// yielder pointer, the park word's state, the registry slot, the unwinding and cancel-begun flags,
 // the task-locals, the timer fields) are only touched by the one thread that
 // owns the task at the time — the popper of an unstarted task, then forever
 // its home worker. The `pinned` flag is written before the task is

@@ -560,7 +560,20 @@ impl WorkerShared {
     pub(crate) fn notify(&self) -> bool {
         // SeqCst: the publisher's half of the Dekker pair (module docs).
         fence(Ordering::SeqCst);
-        match self.sleep.load(Ordering::Relaxed) {
+        self.notify_after_seqcst_push()
+    }
+
+    /// [`notify`](Self::notify) for a caller whose push was a SeqCst
+    /// read-modify-write ([`Inbox::push`]): that push and this SeqCst load
+    /// of the sleep word are the publisher's half of the Dekker pair, in
+    /// the single total order of SeqCst operations with the sleeper's
+    /// SeqCst store of SLEEPING and its SeqCst load of the inbox's head
+    /// (`has_own_work`): either the sleeper's load sees the push, or this
+    /// load sees SLEEPING (or POLLING). No fence: on x86-64 a `fence(SeqCst)`
+    /// is an `mfence`, on top of the push's `lock cmpxchg`, which is a full
+    /// barrier already.
+    pub(crate) fn notify_after_seqcst_push(&self) -> bool {
+        match self.sleep.load(Ordering::SeqCst) {
             SLEEPING
                 if self.sleep.compare_exchange(SLEEPING, NOTIFIED, Ordering::SeqCst, Ordering::Relaxed).is_ok() =>
             {
@@ -593,8 +606,9 @@ impl WorkerShared {
 }
 
 /// A multi-producer, single-consumer stack of tasks, linked through
-/// `Task::next_in_inbox` (a task is in at most one inbox at a time: only the
-/// waker that saw it PARKED pushes it).
+/// `Task::next_in_inbox` (a task is in at most one inbox at a time, once:
+/// only the waker that claimed its delivery pushes it, and the next claim
+/// waits for `drain_inbox` to end that delivery, after `take_all`).
 pub(crate) struct Inbox {
     head: AtomicPtr<Task>,
 }
@@ -611,7 +625,10 @@ impl Inbox {
             // SAFETY: `node` is ours until the CAS publishes it.
             unsafe { (*node).next_in_inbox.store(head, Ordering::Relaxed) };
             // Release: publishes the link and the task to the popper.
-            match self.head.compare_exchange_weak(head, node, Ordering::Release, Ordering::Relaxed) {
+            // SeqCst (which includes it): the push is the publisher's half of
+            // the Dekker pair with a sleeping owner, with the SeqCst load in
+            // `Worker::notify_after_seqcst_push` that follows it.
+            match self.head.compare_exchange_weak(head, node, Ordering::SeqCst, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(current) => head = current,
             }
@@ -629,22 +646,26 @@ impl Inbox {
         self.head.load(Ordering::Relaxed).is_null()
     }
 
-    /// How many tasks wait in the inbox. Only the owning worker's thread
-    /// may call this (also from a signal handler that interrupted it
-    /// outside `take_all`): nodes leave the inbox, and may be freed, only in
-    /// `take_all`, which that thread runs.
-    pub(crate) fn len_on_owner_thread(&self) -> usize {
+    /// How many parked tasks the inbox holds wakes for (the coroutines
+    /// that its next drain makes ready; the others get a token). Only the
+    /// owning worker's thread may call this (also from a signal handler that
+    /// interrupted it outside `take_all`): nodes leave the
+    /// inbox, and may be freed, only in `take_all`, which that thread runs,
+    /// and a task's park word is that thread's to read.
+    pub(crate) fn parked_on_owner_thread(&self) -> usize {
         // Acquire: pairs with the pushers' Release CASes (a release sequence
         // on `head`), so every link below the head is visible.
         let mut node = self.head.load(Ordering::Acquire);
-        let mut len = 0;
-        while !node.is_null() && len < 1 << 20 {
-            len += 1;
+        let (mut seen, mut parked) = (0, 0);
+        while !node.is_null() && seen < 1 << 20 {
+            seen += 1;
             // SAFETY: nodes in the inbox are alive (it holds a reference to
             // each) until `take_all`, which cannot run meanwhile.
-            node = unsafe { (*node).next_in_inbox.load(Ordering::Relaxed) };
+            let task = unsafe { &*node };
+            parked += usize::from(task.park.is_parked());
+            node = task.next_in_inbox.load(Ordering::Relaxed);
         }
-        len
+        parked
     }
 
     /// Takes everything, oldest first.
@@ -660,9 +681,10 @@ impl Inbox {
             // and is owned by us since the swap.
             let task = unsafe { TaskRef::from_raw(node) };
             // A load, not a swap that clears it: nobody else writes the link
-            // until the task is pushed again, which takes a waker that finds
-            // it parked again, after it has run (the next push overwrites the
-            // link). One atomic read-modify-write less per remote wake.
+            // until the task is pushed again, which takes a new claim of its
+            // delivery, after `drain_inbox` has ended this one (the next
+            // push overwrites the link). One atomic read-modify-write less
+            // per remote wake.
             node = task.next_in_inbox.load(Ordering::Relaxed);
             tasks.push(task);
         }
@@ -1139,16 +1161,23 @@ impl WorkerLocal {
         self.free_slots.borrow_mut().push(slot);
     }
 
-    /// Moves every task woken from another thread (the inbox) to the back of
-    /// `runnable`, oldest first.
+    /// Makes the wakes that came from other threads (the inbox), oldest
+    /// first: a parked task goes to the back of `runnable`, any other gets a
+    /// token (see `park`'s module docs).
     #[cold]
     #[inline(never)]
     fn drain_inbox(&self, inbox: &Inbox) {
-        let woken = inbox.take_all();
-        metrics::add(&self.counters().remote_wakes, woken.len() as u64);
-        for task in woken {
-            self.runnable.push_back(task);
+        let mut woken = 0;
+        for task in inbox.take_all() {
+            // After `take_all` has read its link: from here on another
+            // thread may queue the task again.
+            task.park.end_delivery();
+            if task.park.wake_here() {
+                woken += 1;
+                self.runnable.push_back(task);
+            }
         }
+        metrics::add(&self.counters().remote_wakes, woken);
     }
 
     /// Wakes the tasks whose deadline has passed (dropping the stale
@@ -1724,6 +1753,9 @@ impl WorkerLocal {
             return;
         }
         task.set_home(self.index);
+        // Wakes from other threads may come now (they were dropped before:
+        // see `park`'s module docs).
+        task.park.end_delivery();
         metrics::bump(&self.counters().started);
         // SAFETY: unstarted, popped by us: ours alone; the task's name
         // outlives its coroutine (`Task::owner`).
