@@ -41,8 +41,8 @@
 //!   switch is weft's own, in assembly. Usable on its own, as a generator.
 //! - **The runtime**: [`Runtime`] runs coroutines on its worker threads;
 //!   [`spawn`], [`JoinHandle::join`], [`yield_now`], [`sleep`], [`sleep_until`],
-//!   [`spawn_blocking`] and [`current`] mirror their `std::thread`
-//!   namesakes; [`JoinHandle::cancel`] unwinds a coroutine at its next park
+//!   [`spawn_blocking`], [`current`], [`park`] and
+//!   [`GreenThread::unpark`] mirror their `std::thread` namesakes; [`JoinHandle::cancel`] unwinds a coroutine at its next park
 //!   or yield, and [`task_local!`] gives each coroutine a value of its own.
 //!   A bare [`spawn`] uses the calling coroutine's runtime, or on a plain
 //!   thread the one entered there with [`Runtime::enter`]; outside both it
@@ -119,8 +119,9 @@
 //!
 //! # How the names relate to std
 //!
-//! - `weft::spawn`, `JoinHandle`, `Builder`, `yield_now`, `sleep` and
-//!   `current` have `std::thread`'s shapes. [`JoinHandle::join`] works from
+//! - `weft::spawn`, `JoinHandle`, `Builder`, `yield_now`, `sleep`,
+//!   `current`, `park`, `park_timeout` and `GreenThread::unpark` have
+//!   `std::thread`'s shapes. [`JoinHandle::join`] works from
 //!   a coroutine (it parks) and from an OS thread (it blocks); its error is
 //!   a [`JoinError`] (tokio's shape rather than std's bare panic payload):
 //!   the coroutine panicked ([`into_panic`](JoinError::into_panic) gives the
@@ -215,7 +216,7 @@ pub use coroutine::is_forced_unwind;
 pub use runtime::{
     AccessError, Builder, BusyWorker, CoroutineDump, CoroutineState, Dump, EnterGuard, GreenThread, JoinError,
     JoinErrorKind, JoinHandle, LocalKey, ParkedOn, Runtime, RuntimeBuilder, RuntimeMetrics, WorkerMetrics, current,
-    is_cancelled, sleep, sleep_until, spawn, spawn_blocking, try_current, yield_now,
+    is_cancelled, park, park_timeout, sleep, sleep_until, spawn, spawn_blocking, try_current, yield_now,
 };
 
 /// The README's code blocks, compiled and run as doctests (the crate docs

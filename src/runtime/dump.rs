@@ -127,6 +127,9 @@ pub enum ParkedOn {
     Join(u64),
     /// [`crate::sleep`].
     Sleep,
+    /// [`crate::park`] or [`crate::park_timeout`]: until
+    /// [`GreenThread::unpark`](crate::GreenThread::unpark).
+    Park,
     /// A blocking `send` on the channel at this address
     /// ([`crate::sync::channel`]): it waits for room or for a receiver.
     ChannelSend(usize),
@@ -158,6 +161,7 @@ impl fmt::Display for ParkedOn {
             ParkedOn::OnceLock(at) => write!(f, "OnceLock {at:#x} (its initialiser)"),
             ParkedOn::Join(id) => write!(f, "join of coroutine {id}"),
             ParkedOn::Sleep => f.write_str("sleep"),
+            ParkedOn::Park => f.write_str("park (until unparked)"),
             ParkedOn::ChannelSend(at) => write!(f, "channel {at:#x} (send)"),
             ParkedOn::ChannelRecv(at) => write!(f, "channel {at:#x} (recv)"),
             ParkedOn::Select(n) => write!(f, "select over {n} operations"),

@@ -1546,6 +1546,43 @@ impl GreenThread {
     }
 }
 
+impl GreenThread {
+    /// Makes the coroutine's token available, like
+    /// [`std::thread::Thread::unpark`]: if it is parked in [`park`] or
+    /// [`park_timeout`], it is woken; otherwise its next call to either
+    /// returns at once, consuming the token. Tokens do not add up: several
+    /// `unpark`s before a `park` let one `park` through. Callable from any
+    /// coroutine or OS thread; after the coroutine has finished (or its
+    /// runtime is gone) it does nothing.
+    ///
+    /// The token is the one its runtime's own waits use too (locks,
+    /// channels, joins), so a `park` may also return spuriously: call it in
+    /// a loop that checks the condition it waits for, as with std's.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    ///
+    /// let ready = Arc::new(AtomicBool::new(false));
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let flag = Arc::clone(&ready);
+    /// let waiter = weft::spawn(move || {
+    ///     tx.send(weft::current()).unwrap(); // the handle to unpark it by
+    ///     while !flag.load(Ordering::Acquire) {
+    ///         weft::park(); // parks this coroutine only
+    ///     }
+    ///     "ready"
+    /// });
+    /// let handle = rx.recv().unwrap();
+    /// ready.store(true, Ordering::Release); // the condition first,
+    /// handle.unpark(); // then the wake
+    /// assert_eq!(waiter.join().unwrap(), "ready");
+    /// ```
+    pub fn unpark(&self) {
+        unpark(self.task.clone());
+    }
+}
+
 impl fmt::Debug for GreenThread {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GreenThread").field("id", &self.id()).field("name", &self.name()).finish()
@@ -1646,6 +1683,62 @@ pub fn yield_now() {
     }
     // SAFETY: as above.
     unsafe { task.switch_out(Switch::Yield) };
+}
+
+/// Parks the calling coroutine until its token is made available by
+/// [`GreenThread::unpark`], like [`std::thread::park`]; the worker runs
+/// other coroutines meanwhile. If the token is available already, consumes
+/// it and returns at once. On a plain OS thread, [`std::thread::park`].
+///
+/// It may return spuriously, without a token (the token is shared with the
+/// runtime's own waits), so call it in a loop that checks your condition:
+/// see [`GreenThread::unpark`] for an example. A coroutine parked here shows
+/// as parked on [`ParkedOn::Park`] in a [`Runtime::dump`];
+/// [`JoinHandle::cancel`] unwinds it, and a runtime that shuts down unwinds
+/// it as it does every parked coroutine. In a destructor that runs while
+/// the runtime shuts down and unwinds the coroutine, it returns at once.
+pub fn park() {
+    let task = CURRENT_TASK.with(Cell::get);
+    if task.is_null() {
+        std::thread::park();
+        return;
+    }
+    note_wait(ParkedOn::Park);
+    park_current_task();
+}
+
+/// As [`park`], but parks for at most `timeout`, like
+/// [`std::thread::park_timeout`]: returns when the token is made available
+/// (consuming it), when `timeout` has passed, or spuriously. Which one it
+/// was is not reported (as in std): check your condition, and the clock if
+/// the time matters.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+///
+/// let waited = weft::spawn(|| {
+///     let start = Instant::now();
+///     let timeout = Duration::from_millis(20);
+///     // Nobody unparks us: loop until the time is up.
+///     while start.elapsed() < timeout {
+///         weft::park_timeout(timeout.saturating_sub(start.elapsed()));
+///     }
+///     start.elapsed()
+/// });
+/// assert!(waited.join().unwrap() >= Duration::from_millis(20));
+/// ```
+pub fn park_timeout(timeout: Duration) {
+    let Some(task) = current_task_for_waker() else {
+        std::thread::park_timeout(timeout);
+        return;
+    };
+    if task.unwinding.get() {
+        return; // as `park_current_task` does, at shutdown
+    }
+    task.waiting_on.set(ParkedOn::Park);
+    wake_at(Deadline::after(timeout), &task);
+    park_current_task();
+    disarm_timer();
 }
 
 /// Suspends the calling coroutine until `deadline` (the worker runs others
