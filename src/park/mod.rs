@@ -35,8 +35,10 @@
 //!  queued     meaning (any thread)
 //!  --------   ----------------------------------------------------------
 //!  false      no wake from another thread is on its way
-//!  true       one is: the task sits in its home worker's inbox, once;
-//!             or the task has not started (no home yet)
+//!  true       one is: the task sits in its home worker's inbox, once
+//!             (or its claimer is pushing it there); or the task has not
+//!             started (no home yet); or it never runs again (its runtime
+//!             is gone, or unwound it at shutdown: nothing clears the flag)
 //!
 //!  transition                 who                            then
 //!  -------------------------  -----------------------------  ----------------------

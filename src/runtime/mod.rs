@@ -1550,10 +1550,16 @@ impl GreenThread {
     /// Makes the coroutine's token available, like
     /// [`std::thread::Thread::unpark`]: if it is parked in [`park`] or
     /// [`park_timeout`], it is woken; otherwise its next call to either
-    /// returns at once, consuming the token. Tokens do not add up: several
+    /// returns, consuming the token. Tokens do not add up: several
     /// `unpark`s before a `park` let one `park` through. Callable from any
     /// coroutine or OS thread; after the coroutine has finished (or its
-    /// runtime is gone) it does nothing.
+    /// runtime is gone) it has no effect.
+    ///
+    /// From a coroutine of the same worker the token is there at once. From
+    /// any other thread it travels to the coroutine's worker first, which
+    /// takes it in at its next round: a `park` that begins before then
+    /// suspends and is woken by it, so what the unparker wrote before
+    /// `unpark` is visible after `park` either way.
     ///
     /// The token is the one its runtime's own waits use too (locks,
     /// channels, joins), so a `park` may also return spuriously: call it in

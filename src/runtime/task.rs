@@ -155,10 +155,12 @@ pub(crate) struct Task {
     pub(crate) spawned_at: &'static Location<'static>,
     pub(crate) park: ParkState,
     /// The worker that first ran it; `NO_HOME` before. Written once by that
-    /// worker before the first resume, read by wakers: on the home thread
-    /// itself (its own store), or on another after `ParkState`'s
-    /// `claim_delivery`, whose Acquire reads the Release of the start's
-    /// `end_delivery`, made after this store.
+    /// worker before the first resume, read by wakers: first to ask whether
+    /// the waker runs on the home worker (compared with the current
+    /// worker's index only, so a stale `NO_HOME` seen on another thread
+    /// just sends the wake the remote way), then on another thread after
+    /// `ParkState`'s `claim_delivery`, whose Acquire reads the Release of
+    /// the start's `end_delivery`, made after this store.
     home: AtomicUsize,
     /// Link of the intrusive inbox stack (see `worker::Inbox`).
     pub(crate) next_in_inbox: AtomicPtr<Task>,

@@ -253,7 +253,9 @@
 //! work from (and its dump mailbox), and only then waits on the word, with
 //! the next timer's deadline as timeout. Whoever publishes work pushes it first, then
 //! (SeqCst fence) reads the word(s): a SLEEPING worker is CASed to NOTIFIED
-//! and woken. The two SeqCst sides form a Dekker pair: either the sleeper's
+//! and woken. (A wake from another thread pushes into the inbox with a
+//! SeqCst compare-exchange and reads the word with a SeqCst load, without
+//! the fence: `WorkerShared::notify_after_seqcst_push`.) The two SeqCst sides form a Dekker pair: either the sleeper's
 //! re-check sees the work, or the publisher sees SLEEPING — a wake is never
 //! lost.
 //!
