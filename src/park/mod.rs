@@ -372,7 +372,10 @@ mod loom_models {
     //! is modelled as a count of deliveries (a Release add, an Acquire
     //! take, as the real inbox's push and take), which also checks that a
     //! task is never queued twice at once. Other threads wake the waiter
-    //! as `runtime::unpark` does from another thread.
+    //! as `runtime::unpark` does from another thread. (Loom does not track
+    //! the `Cell` of the park state: the models keep the home-thread rule
+    //! by construction, calling `prepare_park` and `wake_here` only on the
+    //! main thread, and check the protocol around it.)
     use super::*;
     use crate::loom::{AtomicUsize, thread};
     // std's Arc, not loom's: loom's panics when it is dropped while loom

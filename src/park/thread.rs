@@ -1,6 +1,7 @@
 //! The waiter of a plain OS thread: a token parker on a futex word, one per
-//! thread, with the same three-state protocol as `ParkState` (see the module
-//! docs of `park`), plus deadlines.
+//! thread, with the same three states as a coroutine's `ParkState` (see the
+//! module docs of `park`), but atomic: any thread may wake it, so every
+//! transition is a read-modify-write on the word. Plus deadlines.
 //!
 //! Under `cfg(loom)` it is built on loom's `Mutex` and `Condvar` instead of
 //! the futex, so loom explores the primitives' protocols with real blocking,
