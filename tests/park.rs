@@ -20,6 +20,15 @@ fn runtime(workers: usize) -> Runtime {
     Runtime::builder().workers(workers).build().expect("worker threads")
 }
 
+/// Counts its drops (a coroutine's guard: dropped once, by its unwind or
+/// with its unstarted closure).
+struct Count(Arc<AtomicUsize>);
+impl Drop for Count {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// Spawns on `rt` a coroutine that parks until `flag` is set (counting its
 /// returns from `park` in `returns`), and gives back its handle once it
 /// runs.
@@ -251,12 +260,6 @@ fn a_runtime_drop_unwinds_coroutines_parked_for_ever() {
     watched(LIVENESS, || {
         let rt = runtime(2);
         let dropped = Arc::new(AtomicUsize::new(0));
-        struct Count(Arc<AtomicUsize>);
-        impl Drop for Count {
-            fn drop(&mut self) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
         let (tx, rx) = mpsc::channel();
         for _ in 0..16 {
             let (count, tx, never) = (Count(Arc::clone(&dropped)), tx.clone(), Arc::new(AtomicBool::new(false)));
@@ -328,12 +331,6 @@ fn cancels_racing_the_first_start_are_never_lost() {
     watched(LIVENESS, || {
         let rt = runtime(2);
         let unwound = Arc::new(AtomicUsize::new(0));
-        struct Count(Arc<AtomicUsize>);
-        impl Drop for Count {
-            fn drop(&mut self) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
         for round in 0..2_000 {
             let guard = Count(Arc::clone(&unwound));
             let never = Arc::new(AtomicBool::new(false));
