@@ -287,23 +287,69 @@ fn map_count() -> usize {
     std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps is readable").lines().count()
 }
 
-/// For every mapping of exactly `size_kib` (a coroutine stack without its
-/// guard page), its resident KiB: a histogram `(rss_kib, mappings)`.
-fn stack_rss_histogram(size_kib: u64) -> Vec<(u64, usize)> {
+/// The process's memory mappings, from `/proc/self/smaps`: start and end
+/// address, permissions, resident KiB, and whether a path names it.
+struct Mapping {
+    start: usize,
+    end: usize,
+    perms: String,
+    rss_kib: u64,
+    named: bool,
+}
+
+fn mappings() -> Vec<Mapping> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps is readable");
-    let mut histogram = std::collections::BTreeMap::new();
-    let mut in_stack = false;
+    let mut maps: Vec<Mapping> = Vec::new();
     for line in smaps.lines() {
-        let kib =
-            |prefix: &str| line.strip_prefix(prefix).and_then(|r| r.trim().trim_end_matches("kB").trim().parse().ok());
-        if let Some(size) = kib("Size:") {
-            in_stack = size == size_kib;
-        } else if in_stack && let Some(rss) = kib("Rss:") {
-            *histogram.entry(rss).or_insert(0) += 1;
-            in_stack = false;
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16))
+        {
+            let perms = fields.next().unwrap_or("").to_string();
+            let named = fields.nth(3).is_some();
+            maps.push(Mapping { start, end, perms, rss_kib: 0, named });
+        } else if let Some(rss) = line.strip_prefix("Rss:")
+            && let Some(last) = maps.last_mut()
+        {
+            last.rss_kib = rss.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+        }
+    }
+    maps
+}
+
+/// For every coroutine stack of `size` bytes (a read-write mapping right
+/// above a 4 KiB guard page), its resident KiB: a histogram
+/// `(rss_kib, mappings)`.
+fn stack_rss_histogram(maps: &[Mapping], size: usize) -> Vec<(u64, usize)> {
+    let mut histogram = std::collections::BTreeMap::new();
+    for pair in maps.windows(2) {
+        let (guard, stack) = (&pair[0], &pair[1]);
+        if guard.perms == "---p"
+            && guard.end - guard.start == 4096
+            && guard.end == stack.start
+            && stack.perms == "rw-p"
+            && stack.end - stack.start == size
+        {
+            *histogram.entry(stack.rss_kib).or_insert(0) += 1;
         }
     }
     histogram.into_iter().collect()
+}
+
+/// weft's task cells live in blocks of 256 KiB mapped at multiples of
+/// 256 KiB (adjacent blocks may show as one mapping): the resident KiB of
+/// the anonymous read-write mappings of that shape that are not stacks.
+fn cell_block_rss_kib(maps: &[Mapping]) -> u64 {
+    const BLOCK: usize = 256 << 10;
+    maps.iter()
+        .enumerate()
+        .filter(|(i, m)| {
+            let below_guard = *i > 0 && maps[i - 1].perms == "---p" && maps[i - 1].end == m.start;
+            m.perms == "rw-p" && !m.named && !below_guard && m.start % BLOCK == 0 && (m.end - m.start) % BLOCK == 0
+        })
+        .map(|(_, m)| m.rss_kib)
+        .sum()
 }
 
 /// `WEFT_RSS_PROBE=1`: RSS per parked coroutine, default stack size.
@@ -319,6 +365,7 @@ fn probe_parked() {
     let pte_before = status_kib("VmPTE");
     let before = status_kib("VmRSS");
     let heap_before = malloc_in_use();
+    let cells_before = cell_block_rss_kib(&mappings());
     let spawn_start = Instant::now();
     for _ in 0..PARKED {
         let started = Arc::clone(&started);
@@ -342,7 +389,9 @@ fn probe_parked() {
     let heap_after = malloc_in_use();
     let pte_after = status_kib("VmPTE");
     let maps_after = map_count();
-    let histogram = stack_rss_histogram((weft::coroutine::DEFAULT_STACK_SIZE / 1024) as u64);
+    let maps = mappings();
+    let cells_after = cell_block_rss_kib(&maps);
+    let histogram = stack_rss_histogram(&maps, weft::coroutine::DEFAULT_STACK_SIZE);
     release.store(true, Ordering::SeqCst);
     let join_start = Instant::now();
     for handle in handles {
@@ -357,6 +406,10 @@ fn probe_parked() {
     println!(
         "  malloc's bytes in use: {heap_before} -> {heap_after}, {:.0} bytes per coroutine (the probe's own join handles: 8)",
         (heap_after - heap_before) as f64 / PARKED as f64
+    );
+    println!(
+        "  task cell blocks, resident: {cells_before} -> {cells_after} KiB, {:.0} bytes per coroutine",
+        (cells_after - cells_before) as f64 * 1024.0 / PARKED as f64
     );
     println!(
         "  page tables (VmPTE, not in VmRSS): {pte_before} -> {pte_after} KiB, {:.2} KiB per coroutine",

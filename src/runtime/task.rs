@@ -54,8 +54,9 @@
 //!
 //! Cells come from a per-thread cache of freed cells (`cell_cache`: at most
 //! 1 MiB per thread, and on a worker thread up to 64 MiB, kept while it is
-//! used) before the allocator: a spawn tree reuses them, and so does every
-//! burst of spawns after the first.
+//! used): a spawn tree reuses them, and so does every burst of spawns after
+//! the first. New cells are carved from blocks that the cache maps itself
+//! (a pointer bump, not a `malloc`).
 //!
 //! # Ownership
 //!
