@@ -486,6 +486,7 @@ PARKED_PATTERNS = {
     "maps_after": r"memory maps: [0-9]+ -> ([0-9]+)",
     "stack_kib": r"resident KiB per ([0-9]+) KiB stack mapping",
     "malloc_bytes_per_task": r"malloc's bytes in use: [0-9]+ -> [0-9]+, ([0-9]+) bytes per coroutine",
+    "cell_bytes_per_task": r"task cell blocks, resident: [0-9]+ -> [0-9]+ KiB, ([0-9]+) bytes per coroutine",
 }
 
 PEAK_PATTERNS = {

@@ -6,10 +6,10 @@
 //! A task cell's layout depends on its closure and result types, so cells
 //! come in many sizes. The cache rounds a cell's size up to a multiple of
 //! `CLASS_STEP` (32 bytes) and keeps one free list per such class, up to
-//! `MAX_CACHED_SIZE`; every cell of a class is allocated with the class's
+//! `MAX_CACHED_SIZE`; every cell of a class is carved with the class's
 //! layout (its rounded size, `CELL_ALIGN`), so any cell of the class can
-//! serve any request of it, and the allocator gets back the layout it gave.
-//! Cells larger than that, or aligned more strictly, bypass the cache.
+//! serve any request of it. Cells larger than that, or aligned more
+//! strictly, bypass the cache (and the blocks below).
 //!
 //! # Blocks
 //!
@@ -44,14 +44,14 @@
 //! | `live` seen (Acquire load) | what the release does |
 //! |---|---|
 //! | equal to the cells it releases | nobody else holds a cell: it unmaps the block |
-//! | larger | it discards (`MADV_DONTNEED`) the pages whose count it brought to zero, except the header's, then takes its cells off `live` (AcqRel), and unmaps the block if that took the last ones |
+//! | larger | it discards (`MADV_DONTNEED`) the pages whose count it brought to zero, except the header's and those never written (past a thread's carving point, at its exit), then takes its cells off `live` (AcqRel), and unmaps the block if that took the last ones |
 //!
 //! Every count only falls after the block's creation, so a count that reaches
 //! zero stays there; each release's page counts and discards come before
 //! its `live` decrement, so nothing touches a block after the decrement
 //! that empties it. A long-lived task keeps its block mapped (virtual memory)
-//! but only its own page or two resident once the cells around it have
-//! been released. Cells larger than `MAX_CACHED_SIZE` or aligned more
+//! but only its own page or two, and the header's, resident once the cells
+//! around it have been released. Cells larger than `MAX_CACHED_SIZE` or aligned more
 //! strictly than `CELL_ALIGN` come from the global allocator and go back to
 //! it.
 //!
@@ -79,9 +79,9 @@
 //!
 //! A worker's lists thus follow its bursts: cells freed after a burst of
 //! spawns serve the next burst, and when no burst comes for an epoch, the
-//! cells that stayed unused go back to the allocator (a list's *low-water
-//! mark* is the least it held at any moment of the epoch: that many were
-//! never needed) and are released. Marks are kept per size class, so a class whose cells are
+//! cells that stayed unused are released to their blocks (a list's
+//! *low-water mark* is the least it held at any moment of the epoch: that
+//! many were never needed). Marks are kept per size class, so a class whose cells are
 //! all in use every epoch keeps them while an idle class gives its cells
 //! back.
 //!
@@ -400,9 +400,9 @@ impl Release {
     }
 
     /// Gives up the added cells: unmaps the block if they were its last,
-    /// else discards the pages they emptied (page 0, the header's, stays),
-    /// then takes them off `live` (and unmaps the block if others went
-    /// meanwhile).
+    /// else discards the pages they emptied (but page 0, the header's, and
+    /// the pages from `untouched_from` on), then takes them off `live` (and
+    /// unmaps the block if others went meanwhile).
     ///
     /// # Safety
     ///
@@ -436,10 +436,8 @@ impl Release {
                 emptied |= 1 << page;
             }
         }
-        let touched =
-            if untouched_from >= BLOCK_BYTES { u64::MAX } else { (1u64 << untouched_from.div_ceil(PAGE_SIZE)) - 1 };
         // Page 0 holds the header, which the last holder reads.
-        emptied &= touched & !1;
+        emptied &= pages_below(untouched_from) & !1;
         let discarded = emptied.count_ones();
         while emptied != 0 {
             // One call per run of consecutive pages.
@@ -460,6 +458,15 @@ impl Release {
             return Some(Released::Block);
         }
         Some(Released::Pages(discarded))
+    }
+}
+
+/// The mask of the pages of a block that begin below byte `offset` of it.
+fn pages_below(offset: usize) -> u64 {
+    match offset.div_ceil(PAGE_SIZE) {
+        // A shift by 64 would overflow: all pages, from an offset in the last.
+        pages @ 0..BLOCK_PAGES => (1u64 << pages) - 1,
+        _ => u64::MAX,
     }
 }
 
@@ -545,7 +552,7 @@ pub(crate) fn raise_limit(bytes: usize) {
     let _ = LISTS.try_with(|lists| lists.limit.set(bytes.max(BASE_BYTES)));
 }
 
-/// Ends this thread's epoch: gives back to the allocator, class by class,
+/// Ends this thread's epoch: releases to their blocks, class by class,
 /// the cells that lay unused in its list throughout the epoch (the list's
 /// low-water mark), largest classes first, until the lists hold
 /// `BASE_BYTES`; then starts the next epoch. Returns how many bytes the
@@ -745,6 +752,92 @@ mod tests {
         // SAFETY: the cell the thread handed over; nobody else holds it.
         // The thread's exit released the 9 cached and the uncarved cells.
         assert_eq!(unsafe { release_one(kept, class) }, Released::Block);
+    }
+
+    #[test]
+    fn pages_below_an_offset() {
+        assert_eq!(pages_below(0), 0);
+        assert_eq!(pages_below(1), 0b1);
+        assert_eq!(pages_below(PAGE_SIZE), 0b1);
+        assert_eq!(pages_below(PAGE_SIZE + 1), 0b11);
+        assert_eq!(pages_below(BLOCK_BYTES - PAGE_SIZE), u64::MAX >> 1);
+        assert_eq!(pages_below(BLOCK_BYTES - PAGE_SIZE + 1), u64::MAX);
+        assert_eq!(pages_below(BLOCK_BYTES), u64::MAX);
+    }
+
+    /// A thread whose carving point lies in its block's last page exits:
+    /// the pages its cached cells emptied go back (they read as zeros), up
+    /// to the last (helper-59's review found the mask of written pages
+    /// overflowing there); the block goes with the last cell held elsewhere.
+    #[test]
+    fn an_exit_with_the_carving_point_in_the_last_page_gives_back_the_emptied_pages() {
+        let layout = Layout::from_size_align(1024, 16).unwrap();
+        let class = class_of(layout).unwrap();
+        let (size, per_block) = (class_layout(class).size(), cells_per_block(class));
+        let offset_of_last = HEADER_BYTES + (per_block - 1) * size;
+        assert!(offset_of_last > BLOCK_BYTES - PAGE_SIZE, "the last cell begins in the last page");
+        let kept = std::thread::spawn(move || {
+            // All but the last cell; the carving point is then in the last page.
+            let cells: Vec<_> = (0..per_block - 1).map(|_| allocate(layout)).collect();
+            for &cell in &cells {
+                // SAFETY: a cell of `size` bytes that this thread holds.
+                unsafe { cell.as_ptr().write_bytes(0xa5, size) };
+            }
+            for &cell in &cells[1..] {
+                // SAFETY: from `allocate(layout)`, not used afterwards.
+                unsafe { free(cell, layout) };
+            }
+            cells[0].as_ptr().expose_provenance()
+        })
+        .join()
+        .expect("no panic");
+        let kept = std::ptr::with_exposed_provenance_mut::<u8>(kept);
+        let base = header_of(kept).as_ptr().cast::<u8>();
+        for page in [2, BLOCK_PAGES / 2, BLOCK_PAGES - 2] {
+            // SAFETY: the block stays mapped while this test holds `kept`.
+            let byte = unsafe { base.add(page * PAGE_SIZE + 100).read_volatile() };
+            assert_eq!(byte, 0, "page {page}, emptied at the thread's exit, was given back");
+        }
+        // SAFETY: the cell the thread handed over; nobody else holds it.
+        assert_eq!(unsafe { release_one(kept, class) }, Released::Block);
+    }
+
+    /// Two threads release the two halves of a block at once, 200 times:
+    /// each time exactly one of them unmaps it (whether it saw the other's
+    /// cells gone before it began or took the last ones off `live`).
+    #[test]
+    fn two_threads_releasing_one_block_at_once_unmap_it_once() {
+        let layout = Layout::from_size_align(900, 16).unwrap();
+        let class = class_of(layout).unwrap();
+        let per_block = cells_per_block(class);
+        for round in 0..200 {
+            // A fresh thread carves exactly one block and holds no rest.
+            let cells: Vec<usize> = std::thread::spawn(move || {
+                (0..per_block).map(|_| allocate(layout).as_ptr().expose_provenance()).collect()
+            })
+            .join()
+            .expect("no panic");
+            let start = std::sync::Barrier::new(2);
+            let outcomes: Vec<Released> = std::thread::scope(|scope| {
+                let halves = cells.chunks(per_block / 2 + 1).map(|half| {
+                    let start = &start;
+                    scope.spawn(move || {
+                        let first = std::ptr::with_exposed_provenance_mut::<u8>(half[0]);
+                        let mut release = Release::new(first, class);
+                        for &cell in half {
+                            // SAFETY: this thread holds its half of the block's cells.
+                            unsafe { release.add(std::ptr::with_exposed_provenance_mut(cell)) };
+                        }
+                        start.wait();
+                        // SAFETY: as above; each cell is added once.
+                        unsafe { release.finish(BLOCK_BYTES) }.expect("cells were added")
+                    })
+                });
+                halves.collect::<Vec<_>>().into_iter().map(|h| h.join().expect("no panic")).collect()
+            });
+            let unmapped = outcomes.iter().filter(|&&o| o == Released::Block).count();
+            assert_eq!(unmapped, 1, "round {round}: {outcomes:?}");
+        }
     }
 
     fn cached() -> usize {
