@@ -42,7 +42,9 @@
 //! - **The runtime**: [`Runtime`] runs coroutines on its worker threads;
 //!   [`spawn`], [`JoinHandle::join`], [`yield_now`], [`sleep`], [`sleep_until`],
 //!   [`spawn_blocking`], [`current`], [`park`] and
-//!   [`GreenThread::unpark`] mirror their `std::thread` namesakes; [`JoinHandle::cancel`] unwinds a coroutine at its next park
+//!   [`GreenThread::unpark`] mirror their `std::thread` namesakes; [`scope`]
+//!   spawns coroutines that borrow from the caller's stack, as
+//!   `std::thread::scope` does threads; [`JoinHandle::cancel`] unwinds a coroutine at its next park
 //!   or yield, and [`task_local!`] gives each coroutine a value of its own.
 //!   A bare [`spawn`] uses the calling coroutine's runtime, or on a plain
 //!   thread the one entered there with [`Runtime::enter`]; outside both it
@@ -120,8 +122,8 @@
 //! # How the names relate to std
 //!
 //! - `weft::spawn`, `JoinHandle`, `Builder`, `yield_now`, `sleep`,
-//!   `current`, `park`, `park_timeout` and `GreenThread::unpark` have
-//!   `std::thread`'s shapes. [`JoinHandle::join`] works from
+//!   `current`, `park`, `park_timeout`, `GreenThread::unpark` and `scope`
+//!   (with `Scope` and `ScopedJoinHandle`) have `std::thread`'s shapes. [`JoinHandle::join`] works from
 //!   a coroutine (it parks) and from an OS thread (it blocks); its error is
 //!   a [`JoinError`] (tokio's shape rather than std's bare panic payload):
 //!   the coroutine panicked ([`into_panic`](JoinError::into_panic) gives the
@@ -151,14 +153,16 @@
 //!   it first runs, and a finished one hands it back to a per-thread cache
 //!   for reuse.
 //! - **Task memory.** Each spawned coroutine also takes a few hundred bytes
-//!   of heap (its bookkeeping, its closure and its result) until it has
-//!   finished and its [`JoinHandle`] is gone. A worker thread keeps the
-//!   memory of the coroutines whose last handle went on it (up to 64 MiB)
-//!   for its next spawns, so a burst of spawns after a burst takes no new
-//!   memory; what it has not reused for about a second (longer on a worker
-//!   whose coroutines run for milliseconds between switches) goes back to
-//!   the allocator, and a runtime that goes idle gives back all but about
-//!   1 MiB per thread within about two seconds.
+//!   (its bookkeeping, its closure and its result) until it has finished
+//!   and its [`JoinHandle`] is gone, carved from blocks of 256 KiB that weft
+//!   maps itself rather than taken from the global allocator. A worker
+//!   thread keeps the memory of the coroutines whose last handle went on it
+//!   (up to 64 MiB) for its next spawns, so a burst of spawns after a burst
+//!   takes no new memory; what it has not reused for about a second (longer
+//!   on a worker whose coroutines run for milliseconds between switches)
+//!   goes back to its block, whose pages go back to the kernel once nothing
+//!   on them is in use, and a runtime that goes idle gives back all but
+//!   about 1 MiB per thread within about two seconds.
 //! - **Guard pages.** Below each stack lies an inaccessible guard page. A
 //!   coroutine that overflows its stack hits it, and weft prints which
 //!   coroutine overflowed (id, name, spawn site, stack size) and aborts the
@@ -215,8 +219,9 @@ mod test_rng;
 pub use coroutine::is_forced_unwind;
 pub use runtime::{
     AccessError, Builder, BusyWorker, CoroutineDump, CoroutineState, Dump, EnterGuard, GreenThread, JoinError,
-    JoinErrorKind, JoinHandle, LocalKey, ParkedOn, Runtime, RuntimeBuilder, RuntimeMetrics, WorkerMetrics, current,
-    is_cancelled, park, park_timeout, sleep, sleep_until, spawn, spawn_blocking, try_current, yield_now,
+    JoinErrorKind, JoinHandle, LocalKey, ParkedOn, Runtime, RuntimeBuilder, RuntimeMetrics, Scope, ScopedJoinHandle,
+    WorkerMetrics, current, is_cancelled, park, park_timeout, scope, sleep, sleep_until, spawn, spawn_blocking,
+    try_current, yield_now,
 };
 
 /// The README's code blocks, compiled and run as doctests (the crate docs

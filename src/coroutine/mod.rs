@@ -1344,6 +1344,18 @@ impl<I, Y, R> CoroutineCore<I, Y, R> {
         }
     }
 
+    /// Gives up on the coroutine without unwinding it, if it is suspended:
+    /// its stack stays mapped for ever and its destructors do not run (the
+    /// runtime's shutdown, for a coroutine whose frames others still borrow
+    /// from); otherwise as [`end`](Self::end).
+    pub(crate) fn leak(&mut self) {
+        if matches!(self.state, State::Suspended) {
+            self.leak_stack();
+        } else {
+            self.end();
+        }
+    }
+
     /// What dropping the coroutine does, in place: drops a fresh one's
     /// closure, unwinds a suspended one's stack; the coroutine is finished
     /// afterwards. (The runtime ends its tasks' coroutines where they lie,

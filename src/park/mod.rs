@@ -108,6 +108,7 @@ use std::sync::Arc;
 
 /// Who to wake: a coroutine (through its runtime) or an OS thread (through
 /// its futex parker).
+#[derive(Clone)]
 pub(crate) enum Unparker {
     Task(runtime::TaskRef),
     Thread(Arc<thread::ThreadParker>),

@@ -130,6 +130,9 @@ pub enum ParkedOn {
     /// [`crate::park`] or [`crate::park_timeout`]: until
     /// [`GreenThread::unpark`](crate::GreenThread::unpark).
     Park,
+    /// The end of a [`crate::scope`]: until the coroutines spawned in it
+    /// have ended.
+    Scope,
     /// A blocking `send` on the channel at this address
     /// ([`crate::sync::channel`]): it waits for room or for a receiver.
     ChannelSend(usize),
@@ -162,6 +165,7 @@ impl fmt::Display for ParkedOn {
             ParkedOn::Join(id) => write!(f, "join of coroutine {id}"),
             ParkedOn::Sleep => f.write_str("sleep"),
             ParkedOn::Park => f.write_str("park (until unparked)"),
+            ParkedOn::Scope => f.write_str("its scope's coroutines to end"),
             ParkedOn::ChannelSend(at) => write!(f, "channel {at:#x} (send)"),
             ParkedOn::ChannelRecv(at) => write!(f, "channel {at:#x} (recv)"),
             ParkedOn::Select(n) => write!(f, "select over {n} operations"),

@@ -40,6 +40,7 @@ mod monitor;
 mod panic_report;
 pub(crate) mod poller;
 mod run_queue;
+mod scope;
 mod task;
 mod task_local;
 mod worker;
@@ -47,6 +48,7 @@ mod worker;
 pub use dump::{BusyWorker, CoroutineDump, CoroutineState, Dump, ParkedOn};
 pub use join::{JoinError, JoinErrorKind, JoinHandle};
 pub use metrics::{RuntimeMetrics, WorkerMetrics};
+pub use scope::{Scope, ScopedJoinHandle, scope};
 pub(crate) use task::{Task, TaskRef};
 pub use task_local::{AccessError, LocalKey};
 
@@ -155,14 +157,22 @@ impl Shared {
         }
         self.notify_one_sleeper();
         if self.shutdown.load(Ordering::SeqCst) {
-            let left: Vec<_> = {
-                let mut injector = self.injector.lock().unwrap_or_else(|e| e.into_inner());
-                self.injector_len.store(0, Ordering::SeqCst);
-                injector.drain(..).collect()
-            };
-            for task in left {
-                fail_unstarted(task);
-            }
+            self.fail_injected();
+        }
+    }
+
+    /// Fails the tasks in the injector (shutdown: a worker that waits for
+    /// scoped coroutines, some of which may wait there, does it; see
+    /// `WorkerLocal::unwind_all`). `Runtime::drop` does it once more after
+    /// its workers have stopped.
+    fn fail_injected(&self) {
+        let left: Vec<_> = {
+            let mut injector = self.injector.lock().unwrap_or_else(|e| e.into_inner());
+            self.injector_len.store(0, Ordering::SeqCst);
+            injector.drain(..).collect()
+        };
+        for task in left {
+            fail_unstarted(task);
         }
     }
 
@@ -757,10 +767,7 @@ impl Drop for Runtime {
             self.shared.monitor.stop();
             let _ = monitor.join();
         }
-        let unstarted: Vec<_> = self.shared.injector.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
-        for task in unstarted {
-            fail_unstarted(task);
-        }
+        self.shared.fail_injected();
         self.shared.blocking.shutdown();
         if let Some(payload) = worker_panic
             && !std::thread::panicking()
@@ -996,6 +1003,28 @@ pub(crate) fn worker_has_nothing_else() -> bool {
     with_current_worker(|w| w.is_some_and(WorkerLocal::has_nothing_queued))
 }
 
+/// For a coroutine that its runtime is unwinding at shutdown and that
+/// waits (as a thread) for coroutines it spawned meanwhile: fails the
+/// unstarted tasks in its worker's queues, as the shutdown would after it.
+/// Nothing elsewhere.
+pub(crate) fn fail_unstarted_here_at_shutdown() {
+    if in_shutdown_unwind() {
+        with_current_worker(|w| {
+            if let Some(w) = w {
+                w.empty_queues();
+            }
+        });
+    }
+}
+
+/// Whether the caller is a coroutine that its runtime is unwinding at
+/// shutdown.
+pub(crate) fn in_shutdown_unwind() -> bool {
+    let task = CURRENT_TASK.with(Cell::get);
+    // SAFETY: as in `current_task`: non-null while its coroutine runs.
+    !task.is_null() && unsafe { (*task).unwinding.get() }
+}
+
 /// Whether the caller is a coroutine that may park (not one its runtime is
 /// unwinding at shutdown, which waits like an OS thread: see
 /// `park::Unparker::current`).
@@ -1017,6 +1046,19 @@ pub(crate) fn in_parkable_coroutine() -> bool {
 /// when the coroutine is resumed (BENCHMARKS.md, "What the hand-off costs").
 #[inline(always)]
 pub(crate) fn park_current_task() {
+    park_current_task_with::<true>();
+}
+
+/// As [`park_current_task`], but a requested cancel does not begin its
+/// unwind here: for a wait that must end before its frame may unwind
+/// (`weft::scope`'s wait for its scoped coroutines). A cancel's wake is a
+/// spurious one for it.
+pub(crate) fn park_current_task_uncancellable() {
+    park_current_task_with::<false>();
+}
+
+#[inline(always)]
+fn park_current_task_with<const CANCELLABLE: bool>() {
     let task = CURRENT_TASK.with(Cell::get);
     assert!(!task.is_null(), "park_current_task called outside a coroutine");
     // SAFETY: as in `current_task`.
@@ -1027,7 +1069,7 @@ pub(crate) fn park_current_task() {
         // destructor, which aborts. Return as a spurious wake instead.
         return;
     }
-    if task.cancel_requested() && park_cancelled(task) {
+    if CANCELLABLE && task.cancel_requested() && park_cancelled(task) {
         return;
     }
     if !task.park.prepare_park() {
@@ -1157,6 +1199,11 @@ pub(crate) fn current_task_is_ending() -> bool {
 #[inline(never)]
 pub(crate) fn begin_cancel_unwind(task: &Task) {
     if task.cancel_begun.get() || task.unwinding.get() {
+        return;
+    }
+    // Held while it waits at the end of a `weft::scope` (its frame must not
+    // unwind before its scoped coroutines end); the request stays.
+    if task_local::cancel_held(task) {
         return;
     }
     // Its result is handed over: the cancel came too late (a detached
@@ -1336,7 +1383,16 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let spawned_at = Location::caller();
+    spawn_at(Location::caller(), f)
+}
+
+/// [`spawn`], naming `spawned_at` as the spawn site.
+#[inline(always)]
+pub(crate) fn spawn_at<F, T>(spawned_at: &'static Location<'static>, f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
     // Borrow the worker's runtime rather than clone its Arc: two fewer
     // atomic operations per spawn on a line every worker touches.
     with_current_worker(|w| match w {
@@ -1474,8 +1530,17 @@ impl Builder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.spawn_at(Location::caller(), f)
+    }
+
+    /// [`Builder::spawn`], naming `spawned_at` as the spawn site.
+    pub(crate) fn spawn_at<F, T>(self, spawned_at: &'static Location<'static>, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let shared = current_or_default();
-        self.spawn_shared(&shared, f)
+        self.spawn_shared(&shared, spawned_at, f)
     }
 
     /// Spawns on `runtime`; errors as for [`Builder::spawn`].
@@ -1495,11 +1560,16 @@ impl Builder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.spawn_shared(&runtime.shared, f)
+        self.spawn_shared(&runtime.shared, Location::caller(), f)
     }
 
     #[track_caller]
-    fn spawn_shared<F, T>(self, shared: &Arc<Shared>, f: F) -> io::Result<JoinHandle<T>>
+    fn spawn_shared<F, T>(
+        self,
+        shared: &Arc<Shared>,
+        spawned_at: &'static Location<'static>,
+        f: F,
+    ) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -1524,7 +1594,7 @@ impl Builder {
         }
         stack::check_map_headroom(shared.unstarted())?;
         let placement = if self.same_worker { Placement::SameWorker } else { Placement::Anywhere };
-        Ok(spawn_on(shared, self.name, stack_size, Location::caller(), placement, f))
+        Ok(spawn_on(shared, self.name, stack_size, spawned_at, placement, f))
     }
 }
 

@@ -36,6 +36,7 @@
 //! once started, so a value that is not `Send` is sound here too.
 
 use super::CURRENT_TASK;
+use super::scope::ScopeLink;
 use super::task::Task;
 use crate::loom::process::{AtomicUsize, Ordering};
 use std::any::Any;
@@ -58,13 +59,139 @@ pub(crate) struct Locals {
 }
 
 /// A task's values, and the `with` calls that borrow them now.
-#[derive(Default)]
 struct Values {
     /// How many `with` calls are running with a value of this box (on the
     /// task's stack, or on a plain coroutine's that it made).
     borrows: Cell<usize>,
     /// The values, indexed by their keys' indexes.
     slots: Vec<Option<Box<dyn Any>>>,
+    /// The innermost [`crate::scope`] the task is in, or null (kept here,
+    /// boxed at first use, rather than in every task's header).
+    scope_head: Cell<*const ScopeLink>,
+    /// The task waits at a scope's end: a cancel does not begin there.
+    cancel_held: Cell<bool>,
+}
+
+impl Default for Values {
+    fn default() -> Values {
+        Values {
+            borrows: Cell::new(0),
+            slots: Vec::new(),
+            scope_head: Cell::new(std::ptr::null()),
+            cancel_held: Cell::new(false),
+        }
+    }
+}
+
+/// Holds the running coroutine's cancel (see `runtime::begin_cancel_unwind`)
+/// until the result is dropped.
+///
+/// # Panics
+///
+/// Outside a coroutine of a runtime.
+pub(crate) fn hold_cancel() -> impl Drop {
+    struct Held(*const Task);
+    impl Drop for Held {
+        fn drop(&mut self) {
+            // SAFETY: the task that held it, running (a coroutine does not
+            // move between tasks while it waits; `scope` checks it).
+            if let Some(values) = unsafe { (*(*self.0).locals.get()).values.as_deref() } {
+                values.cancel_held.set(false);
+            }
+        }
+    }
+    let task = CURRENT_TASK.with(Cell::get);
+    assert!(!task.is_null(), "hold_cancel outside a coroutine");
+    // SAFETY: as in `scope_head`.
+    let values = unsafe { &mut (*(*task).locals.get()).values }.get_or_insert_with(Box::default);
+    values.cancel_held.set(true);
+    Held(task)
+}
+
+/// Whether `task`, the running coroutine, holds its cancel.
+pub(crate) fn cancel_held(task: &Task) -> bool {
+    // SAFETY: only the running task touches its locals (module docs); this
+    // is it, and no reference to them is live here.
+    unsafe { (*task.locals.get()).values.as_deref() }.is_some_and(|values| values.cancel_held.get())
+}
+
+/// The running coroutine's innermost scope (null if none); `None` outside
+/// a coroutine of a runtime.
+pub(crate) fn scope_head() -> Option<*const ScopeLink> {
+    let task = CURRENT_TASK.with(Cell::get);
+    if task.is_null() {
+        return None;
+    }
+    // SAFETY: the running task is alive while it runs, and only it touches
+    // its locals (module docs); no reference to them is live here.
+    let values = unsafe { &(*(*task).locals.get()).values };
+    Some(values.as_deref().map_or(std::ptr::null(), |values| values.scope_head.get()))
+}
+
+/// Makes `link` the running coroutine's innermost scope; its `outer` is
+/// the innermost before (as `scope_head` said).
+///
+/// # Safety
+///
+/// The caller is a coroutine of a runtime (`scope_head` was `Some`);
+/// `link` is a live `ScopeLink` that stays where it is until
+/// [`unregister_scope`] takes it off.
+pub(crate) unsafe fn set_scope_head(link: *const ScopeLink) {
+    let task = CURRENT_TASK.with(Cell::get);
+    assert!(!task.is_null(), "set_scope_head outside a coroutine");
+    // SAFETY: as in `scope_head`.
+    let values = unsafe { &mut (*(*task).locals.get()).values }.get_or_insert_with(Box::default);
+    values.scope_head.set(link);
+}
+
+/// Takes `link` off the running coroutine's scopes, wherever it is in
+/// them: the innermost, normally; deeper if a scope made in a plain
+/// `Coroutine` that this task resumed ends after one made later.
+///
+/// # Safety
+///
+/// `link` was registered by this coroutine with [`set_scope_head`], and
+/// the links registered since are live.
+pub(crate) unsafe fn unregister_scope(link: *const ScopeLink) {
+    let task = CURRENT_TASK.with(Cell::get);
+    assert!(!task.is_null(), "unregister_scope outside a coroutine");
+    // SAFETY: as in `scope_head`; the box exists (`set_scope_head` made it).
+    let values = unsafe { (*(*task).locals.get()).values.as_deref() }.expect("a registered scope");
+    // SAFETY: `link` and the links on the way to it are live (the caller's
+    // promise).
+    unsafe {
+        let outer = (*link).outer.get();
+        if values.scope_head.get() == link {
+            values.scope_head.set(outer);
+            return;
+        }
+        let mut inner = values.scope_head.get();
+        while !inner.is_null() {
+            if (*inner).outer.get() == link {
+                (*inner).outer.set(outer);
+                return;
+            }
+            inner = (*inner).outer.get();
+        }
+    }
+}
+
+/// How many scoped coroutines of the scopes `task` is in (a started
+/// coroutine that its worker is about to unwind at shutdown) have not
+/// ended.
+///
+/// # Safety
+///
+/// The caller is `task`'s home worker, and `task` is suspended (not running).
+pub(crate) unsafe fn scoped_running(task: &Task) -> usize {
+    // SAFETY: the task does not run, so nothing else touches its locals;
+    // its registered links live in its suspended frames.
+    unsafe {
+        let Some(values) = (*task.locals.get()).values.as_deref() else {
+            return 0;
+        };
+        ScopeLink::running(values.scope_head.get())
+    }
 }
 
 /// One running `with`: counted in its values' `borrows` while it lives.

@@ -414,7 +414,7 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::ptr;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const RUNNING: u32 = 0;
 const SLEEPING: u32 = 1;
@@ -428,6 +428,11 @@ const EVENTS_PER_POLL: usize = 256;
 /// The epoch of a worker's task-cell cache: cells that it held unused for
 /// a whole epoch go back to the allocator (`cell_cache`).
 const CACHE_EPOCH: Duration = Duration::from_secs(1);
+
+/// At shutdown, how long a worker waits, without any scoped coroutine of
+/// its waiting `weft::scope`s ending, before it leaks those scopes'
+/// coroutines instead (see `WorkerLocal::unwind_all`).
+const SCOPE_SHUTDOWN_PATIENCE: Duration = Duration::from_secs(2);
 /// How often (in rounds) the injector is checked first.
 const INJECTOR_INTERVAL: u32 = 61;
 /// How often (in rounds) the newest fresh task is taken first.
@@ -2057,38 +2062,129 @@ impl WorkerLocal {
     }
 
     /// Unwinds every started, unfinished task of this worker (shutdown).
+    ///
+    /// A task inside a `weft::scope` whose scoped coroutines have not all
+    /// ended is unwound after them (they may borrow from its stack): it
+    /// waits in `deferred` while the rest of this worker's tasks are
+    /// unwound and its queues emptied (which ends the scoped ones here), and
+    /// while the other workers end theirs; the injector's unstarted tasks
+    /// are failed meanwhile. Scopes nest as a tree, so each round ends some
+    /// task, or some scoped coroutine elsewhere, until none is left. A
+    /// scoped coroutine that cannot end (one suspended while unwinding a
+    /// panic is leaked, not unwound) would keep its scope's task waiting for
+    /// ever: when no scoped coroutine of the waiting tasks has ended for
+    /// `SCOPE_SHUTDOWN_PATIENCE`, their stacks are leaked instead, and
+    /// reported (what the scoped ones borrowed stays mapped).
     fn unwind_all(&self) {
         self.drop_runnable();
         self.clear_timers();
+        let mut deferred: Vec<TaskRef> = Vec::new();
+        let mut last_pending = usize::MAX;
+        let mut unchanged_since = Instant::now();
         loop {
-            let next = self.registry.borrow_mut().iter_mut().find_map(Option::take);
-            let Some(task) = next else { break };
-            task.registry_slot.set(NOT_REGISTERED);
-            task.unwinding.set(true);
-            let previous = CURRENT_TASK.with(|c| c.replace(task.as_ptr()));
-            // Unwinds its stack; the wrapper completes the join handle.
-            // SAFETY: this is the task's home worker.
-            unsafe { task.coroutine_mut() }.end();
-            if !task.is_finished() {
-                // It could not be unwound: it was suspended while unwinding a
-                // panic (a destructor parked), so its stack was leaked and
-                // the wrapper never ran to its end. Its joiner must not wait
-                // forever; nobody else can complete it now.
-                // SAFETY: as just said: its wrapper never reaches its end,
-                // and this loop takes each task from the registry once.
-                unsafe { task.fail(Failure::Shutdown { started: true }) };
+            let mut ended_any = false;
+            loop {
+                let next = self.registry.borrow_mut().iter_mut().find_map(Option::take);
+                let Some(task) = next else { break };
+                task.registry_slot.set(NOT_REGISTERED);
+                // SAFETY: this is its home worker, and it is suspended.
+                if unsafe { super::task_local::scoped_running(&task) } > 0 {
+                    deferred.push(task);
+                } else {
+                    self.unwind_one(&task);
+                    ended_any = true;
+                }
             }
-            CURRENT_TASK.with(|c| c.set(previous));
+            self.empty_queues();
+            // Those whose scoped coroutines have all ended now.
+            let (ready, waiting): (Vec<TaskRef>, Vec<TaskRef>) = std::mem::take(&mut deferred)
+                .into_iter()
+                // SAFETY: as above: each is suspended, on this worker.
+                .partition(|task| unsafe { super::task_local::scoped_running(task) } == 0);
+            deferred = waiting;
+            if !ready.is_empty() {
+                for task in &ready {
+                    self.unwind_one(task);
+                }
+                // Their unwinds may have queued work: round again.
+                continue;
+            }
+            if deferred.is_empty() {
+                break;
+            }
+            if ended_any {
+                continue;
+            }
+            // Only tasks whose scoped coroutines are elsewhere: on the other
+            // workers, shutting down too, or in the injector.
+            self.shared.fail_injected();
+            // SAFETY: as above.
+            let pending: usize = deferred.iter().map(|task| unsafe { super::task_local::scoped_running(task) }).sum();
+            if pending != last_pending {
+                (last_pending, unchanged_since) = (pending, Instant::now());
+            } else if unchanged_since.elapsed() >= SCOPE_SHUTDOWN_PATIENCE {
+                for task in deferred.drain(..) {
+                    self.leak_one(&task, pending);
+                }
+                continue;
+            }
+            std::thread::sleep(Duration::from_micros(100));
         }
-        // What is left in the queues, until they stay empty: failing an
-        // unstarted task can put work back. Its join handle's waiter, a
-        // coroutine of this worker unwound above, is woken into `runnable`
-        // (its reference is only dropped: it has finished), and a
-        // destructor of its closure may spawn into `fresh`. A `same_worker`
-        // spawn cannot come from here on: no coroutine runs on this thread
-        // now, and `Builder::spawn` refuses it outside one (those of the
-        // unwinds' destructors above, which ran as their coroutines, wait
-        // in `runnable`).
+        debug_assert_eq!(self.shared.workers[self.index].pinned_unstarted(), 0, "worker {}", self.index);
+    }
+
+    /// At shutdown, gives up on a task that waits for scoped coroutines
+    /// that do not end (see `unwind_all`): its stack stays mapped, its
+    /// destructors do not run, its join handle fails.
+    #[cold]
+    fn leak_one(&self, task: &TaskRef, pending: usize) {
+        eprintln!(
+            "weft: at shutdown, coroutine {} ({}, spawned at {}) waits in a weft::scope whose scoped coroutines \
+             ({pending} in all, with the other scopes waiting on this worker) have not ended for {:?}: a scoped \
+             coroutine suspended while unwinding a panic cannot be unwound. Its stack is leaked rather than \
+             unwound, so that nothing they borrow goes away; its destructors do not run",
+            task.id,
+            task.name.as_deref().unwrap_or("unnamed"),
+            task.spawned_at,
+            SCOPE_SHUTDOWN_PATIENCE,
+        );
+        task.unwinding.set(true);
+        // SAFETY: this is the task's home worker; it is suspended.
+        unsafe { task.coroutine_mut() }.leak();
+        // SAFETY: its wrapper never reaches its end now, and `unwind_all`
+        // takes each task off the registry once.
+        unsafe { task.fail(Failure::Shutdown { started: true }) };
+    }
+
+    /// Unwinds one started task at shutdown (taken off the registry).
+    fn unwind_one(&self, task: &TaskRef) {
+        task.unwinding.set(true);
+        let previous = CURRENT_TASK.with(|c| c.replace(task.as_ptr()));
+        // Unwinds its stack; the wrapper completes the join handle.
+        // SAFETY: this is the task's home worker.
+        unsafe { task.coroutine_mut() }.end();
+        if !task.is_finished() {
+            // It could not be unwound: it was suspended while unwinding a
+            // panic (a destructor parked), so its stack was leaked and
+            // the wrapper never ran to its end. Its joiner must not wait
+            // forever; nobody else can complete it now.
+            // SAFETY: as just said: its wrapper never reaches its end,
+            // and `unwind_all` takes each task from the registry once.
+            unsafe { task.fail(Failure::Shutdown { started: true }) };
+        }
+        CURRENT_TASK.with(|c| c.set(previous));
+    }
+
+    /// At shutdown, after the unwinds: what is left in the queues, until
+    /// they stay empty: failing an unstarted task can put work back. Its
+    /// join handle's waiter, a coroutine of this worker unwound before, is
+    /// woken into `runnable` (its reference is only dropped: it has
+    /// finished), and a destructor of its closure may spawn into `fresh`.
+    /// A `same_worker` spawn cannot come from here on: no coroutine runs on
+    /// this thread now, and `Builder::spawn` refuses it outside one (those
+    /// of the unwinds' destructors, which ran as their coroutines, wait in
+    /// `runnable`).
+    pub(crate) fn empty_queues(&self) {
         loop {
             self.drop_runnable();
             drop(self.shared.workers[self.index].inbox.take_all());
@@ -2103,7 +2199,6 @@ impl WorkerLocal {
                 break;
             }
         }
-        debug_assert_eq!(self.shared.workers[self.index].pinned_unstarted(), 0, "worker {}", self.index);
     }
 }
 
