@@ -1004,17 +1004,23 @@ pub(crate) fn worker_has_nothing_else() -> bool {
 }
 
 /// For a coroutine that its runtime is unwinding at shutdown and that
-/// waits (as a thread) for coroutines it spawned meanwhile: fails the
-/// unstarted tasks in its worker's queues, as the shutdown would after it.
-/// Nothing elsewhere.
+/// waits for coroutines it spawned meanwhile (which will never run): fails
+/// the unstarted tasks in its worker's queues and in the injector, as the
+/// shutdown would after it.
 pub(crate) fn fail_unstarted_here_at_shutdown() {
-    if in_shutdown_unwind() {
-        with_current_worker(|w| {
-            if let Some(w) = w {
-                w.empty_queues();
-            }
-        });
-    }
+    with_current_worker(|w| {
+        if let Some(w) = w {
+            w.empty_queues();
+            w.shared.fail_injected();
+        }
+    });
+}
+
+/// Whether this is a worker thread running no coroutine: a destructor the
+/// worker runs between coroutines (of an unstarted closure, of a detached
+/// result), where waiting would hold the worker.
+pub(crate) fn on_worker_between_coroutines() -> bool {
+    CURRENT_TASK.with(Cell::get).is_null() && with_current_worker(|w| w.is_some())
 }
 
 /// Whether the caller is a coroutine that its runtime is unwinding at
@@ -1342,7 +1348,7 @@ fn current_shared() -> Option<Arc<Shared>> {
 
 /// The runtime `weft::spawn` uses outside any runtime: started on first use
 /// with one worker per CPU, and never shut down.
-fn default_shared() -> Arc<Shared> {
+pub(crate) fn default_shared() -> Arc<Shared> {
     static DEFAULT: OnceLock<Runtime> = OnceLock::new();
     let runtime = DEFAULT.get_or_init(|| Runtime::new().expect("weft: cannot start the default runtime's workers"));
     Arc::clone(&runtime.shared)
@@ -1352,6 +1358,13 @@ fn default_shared() -> Arc<Shared> {
 /// [`Runtime::enter`] made current there, or the default one.
 fn entered_or_default() -> Arc<Shared> {
     ENTERED.with(|entered| entered.borrow().clone()).unwrap_or_else(default_shared)
+}
+
+/// The caller's own runtime (a coroutine), else the one entered on this
+/// thread, if any: where a `weft::scope` made here spawns (the default
+/// runtime when `None`).
+pub(crate) fn current_or_entered() -> Option<Arc<Shared>> {
+    current_shared().or_else(|| ENTERED.with(|entered| entered.borrow().clone()))
 }
 
 /// The runtime a bare spawn uses: the caller's own (a coroutine), else as

@@ -35,9 +35,21 @@
 //! scope of it has a scoped coroutine left: the scoped ones first
 //! (`worker::WorkerLocal::unwind_all`), so nothing they borrowed goes
 //! before them. A scoped coroutine that cannot be unwound (it parked while
-//! unwinding a panic: its stack is leaked) would hold its scope's coroutine
-//! for ever: after about two seconds without any of them ending, the
-//! worker leaks that coroutine's stack too, and says so on stderr.
+//! unwinding a panic: its stack is leaked) is counted as *stuck* in its
+//! scope (`ScopeData::stuck`, through a mark its body keeps in its task's
+//! locals while it runs); a coroutine whose scoped coroutines left are all
+//! stuck is given up on too: its stack is leaked (still mapped, so what
+//! they borrow stays), it counts as stuck in its own scope if it is a
+//! scoped coroutine, and its worker says so on stderr. Scoped coroutines
+//! that still run (held in a blocking call, say) are waited for: there is
+//! no time limit, which could free what they borrow (a thread-local of the
+//! caller's worker, which exits after the shutdown) while they run.
+//!
+//! A scope made where waiting would hold the worker its coroutines need
+//! (on a worker thread between coroutines, in a destructor the runtime
+//! runs there) panics instead; one whose coroutine is being unwound at
+//! shutdown fails the scoped coroutines spawned meanwhile (they never run)
+//! rather than wait for them.
 
 use std::cell::{Cell, UnsafeCell};
 use std::io;
@@ -54,10 +66,11 @@ use crate::park::{Unparker, WaiterKind};
 /// once every coroutine spawned in the scope has ended, as
 /// [`std::thread::scope`] does for threads.
 ///
-/// Scoped coroutines run on the current runtime, as
-/// [`weft::spawn`](crate::spawn)'s do; the caller may be a coroutine (it
-/// parks while it waits, and its worker runs others) or an OS thread (it
-/// blocks).
+/// Scoped coroutines run on the runtime that is current where the scope
+/// is made, as [`weft::spawn`](crate::spawn)'s would (the caller's own, the
+/// one entered on its thread, or the default one), wherever they are
+/// spawned from; the caller may be a coroutine (it parks while it waits,
+/// and its worker runs others) or an OS thread (it blocks).
 ///
 /// ```
 /// let mut words = vec!["green", "threads"];
@@ -78,6 +91,8 @@ use crate::park::{Unparker, WaiterKind};
 ///
 /// # Panics
 ///
+/// On a worker thread outside any coroutine (in a destructor that the
+/// runtime runs between coroutines), where the wait would hold the worker.
 /// If `f` panics, after the scoped coroutines have ended, with `f`'s panic.
 /// If a scoped coroutine panicked and its [`ScopedJoinHandle::join`] did
 /// not take the panic, `scope` panics once they have all ended. A scoped
@@ -98,16 +113,25 @@ pub fn scope<'env, F, T>(f: F) -> T
 where
     F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> T,
 {
+    if super::on_worker_between_coroutines() {
+        panic!(
+            "weft::scope was called on a worker thread outside any coroutine (in a destructor the runtime runs \
+             between coroutines, of an unstarted closure or of a result nobody joined): its wait would hold the \
+             worker that its scoped coroutines may need. Make the scope in a coroutine or a spawn_blocking job"
+        );
+    }
     let scope = Scope {
         data: Arc::new(ScopeData {
             running: AtomicUsize::new(0),
+            stuck: AtomicUsize::new(0),
             unhandled_panics: AtomicUsize::new(0),
             owner: Unparker::current(),
+            runtime: super::current_or_entered(),
         }),
         scope: PhantomData,
         env: PhantomData,
     };
-    let link = ScopeLink { running: &raw const scope.data.running, outer: Cell::new(std::ptr::null()) };
+    let link = ScopeLink { data: Arc::as_ptr(&scope.data), outer: Cell::new(std::ptr::null()) };
     // Declared after `link`, so dropped (unregistered) before it, on every
     // way out of this frame.
     // SAFETY: `link` stays where it is until `registered` is dropped.
@@ -186,16 +210,36 @@ pub struct Scope<'scope, 'env: 'scope> {
 }
 
 /// What a scope and its coroutines share (see the module docs).
-struct ScopeData {
+pub(crate) struct ScopeData {
     /// Scoped coroutines whose body has not ended yet.
     running: AtomicUsize,
+    /// Of those, the ones whose runtime's shutdown gave up on them (their
+    /// stack leaked: they will never end).
+    stuck: AtomicUsize,
     /// Panics of scoped coroutines that no `join` has taken.
     unhandled_panics: AtomicUsize,
     /// The coroutine or thread that made the scope and waits at its end.
     owner: Unparker,
+    /// Where the scoped coroutines run: the runtime of the coroutine that
+    /// made the scope, or the one entered on its thread; `None`: the
+    /// default runtime.
+    runtime: Option<Arc<super::Shared>>,
 }
 
 impl ScopeData {
+    /// Counts, at shutdown, a scoped coroutine whose stack its worker
+    /// leaked (it cannot be unwound): it will never end.
+    ///
+    /// # Safety
+    ///
+    /// `data` is the scope of a body that has not ended and never will (its
+    /// `CountDown`, which holds the data, is on the leaked stack).
+    pub(crate) unsafe fn mark_stuck(data: *const ScopeData) {
+        // SAFETY: kept alive by the leaked CountDown (the caller's promise).
+        // Release: read by the owner's worker with Acquire (`counts`).
+        unsafe { (*data).stuck.fetch_add(1, Ordering::Release) };
+    }
+
     /// Waits until no scoped coroutine is left; a cancel does not end it
     /// (nor begins its unwind at the wake: the cancel is held meanwhile).
     fn wait(&self, registered: &Registered) {
@@ -205,20 +249,25 @@ impl ScopeData {
         // Acquire: with each body's Release decrement, so that what the
         // scoped coroutines did is seen after the scope.
         while self.running.load(Ordering::Acquire) != 0 {
+            if super::in_shutdown_unwind() {
+                // Unwound at shutdown (every scoped coroutine had ended), a
+                // destructor in `f` spawned into the scope, or the scope was
+                // made in such a destructor: those never run; this worker
+                // fails them (a park would return at once, and their end
+                // wakes the coroutine, not this thread: look again soon).
+                super::fail_unstarted_here_at_shutdown();
+                if self.running.load(Ordering::Acquire) != 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+                continue;
+            }
             match kind {
                 WaiterKind::Task => {
                     super::note_wait(ParkedOn::Scope);
                     super::park_current_task_uncancellable();
                 }
                 WaiterKind::Thread => {
-                    // A scope made in a destructor while the runtime shuts
-                    // down (its coroutine then waits as a thread, on its
-                    // worker): its scoped coroutines were queued on that
-                    // worker, which fails them here instead of running them.
-                    super::fail_unstarted_here_at_shutdown();
-                    if self.running.load(Ordering::Acquire) != 0 {
-                        kind.park(None);
-                    }
+                    kind.park(None);
                 }
             }
         }
@@ -228,29 +277,30 @@ impl ScopeData {
 /// One scope of a coroutine, in [`scope`]'s frame: the task's stack of
 /// them is what its runtime's shutdown looks at (see the module docs).
 pub(crate) struct ScopeLink {
-    running: *const AtomicUsize,
+    data: *const ScopeData,
     /// The scope this one is nested in, or null.
     pub(crate) outer: Cell<*const ScopeLink>,
 }
 
 impl ScopeLink {
     /// How many scoped coroutines of this scope, and of those it is nested
-    /// in, have not ended.
+    /// in, have not ended, and how many of those never will (`stuck`).
     ///
     /// # Safety
     ///
     /// `link` and those it is nested in are registered (their frames live).
-    pub(crate) unsafe fn running(mut link: *const ScopeLink) -> usize {
-        let mut running = 0;
+    pub(crate) unsafe fn counts(mut link: *const ScopeLink) -> (usize, usize) {
+        let (mut running, mut stuck) = (0, 0);
         while !link.is_null() {
             // SAFETY: registered links and their scopes' data live (the
             // caller's promise; the frame holds the data's Arc).
-            let (count, outer) = unsafe { (&*(*link).running, (*link).outer.get()) };
+            let (data, outer) = unsafe { (&*(*link).data, (*link).outer.get()) };
             // Acquire: as the owner's wait.
-            running += count.load(Ordering::Acquire);
+            running += data.running.load(Ordering::Acquire);
+            stuck += data.stuck.load(Ordering::Acquire);
             link = outer;
         }
-        running
+        (running, stuck)
     }
 }
 
@@ -270,11 +320,19 @@ impl<T> Drop for BodyEnd<T> {
 }
 
 /// Takes one scoped coroutine off its scope's count when dropped.
-struct CountDown(Arc<ScopeData>);
+struct CountDown {
+    data: Arc<ScopeData>,
+    /// The body runs, and has marked its task as this scope's (see
+    /// `task_local::set_scoped_body`): the mark goes before the count.
+    marked: bool,
+}
 
 impl Drop for CountDown {
     fn drop(&mut self) {
-        let data = Arc::clone(&self.0);
+        if self.marked {
+            super::task_local::set_scoped_body(std::ptr::null());
+        }
+        let data = Arc::clone(&self.data);
         // Release: everything the coroutine did, and the drops before this,
         // happen before the owner's wait sees the count fall.
         if data.running.fetch_sub(1, Ordering::Release) == 1 {
@@ -304,16 +362,14 @@ struct Body<F, T> {
 }
 
 impl<'scope, 'env> Scope<'scope, 'env> {
-    /// Spawns a coroutine in this scope, on the current runtime (as
-    /// [`weft::spawn`](crate::spawn)); it may borrow anything that outlives
-    /// `'scope`. [`scope`] waits for it; join it with the handle to get its
+    /// Spawns a coroutine in this scope, on the scope's runtime (see
+    /// [`scope`]); it may borrow anything that outlives `'scope`. [`scope`] waits for it; join it with the handle to get its
     /// result (or its panic).
     ///
     /// # Panics
     ///
-    /// As [`weft::spawn`](crate::spawn): if the default runtime must be
-    /// started and its threads cannot be (use [`Builder::spawn_scoped`] to
-    /// handle that error).
+    /// As [`weft::spawn`](crate::spawn): if the scope's runtime is the
+    /// default one, which must be started, and its threads cannot be.
     #[track_caller]
     pub fn spawn<F, T>(&'scope self, f: F) -> ScopedJoinHandle<'scope, T>
     where
@@ -321,8 +377,16 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         T: Send + 'scope,
     {
         let at = std::panic::Location::caller();
-        self.spawn_with(f, |body| Ok(super::spawn_at(at, body)))
-            .expect("weft::spawn reports its errors by panicking, not through Err")
+        let runtime = self.runtime();
+        self.spawn_with(f, |body| {
+            Ok(super::spawn_on(&runtime, None, runtime.stack_size, at, super::Placement::Anywhere, body))
+        })
+        .expect("a plain spawn reports its errors by panicking, not through Err")
+    }
+
+    /// The runtime the scope's coroutines run on.
+    fn runtime(&self) -> Arc<super::Shared> {
+        self.data.runtime.clone().unwrap_or_else(super::default_shared)
     }
 
     /// Spawns `f` through `spawner` (which spawns a `'static` body, or
@@ -340,10 +404,15 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         // Relaxed: the spawn's own hand-off orders it before the body runs,
         // and the owner reads it on this thread or after a body's Release.
         self.data.running.fetch_add(1, Ordering::Relaxed);
-        let end = BodyEnd { packet: Some(Arc::clone(&packet)), count: CountDown(Arc::clone(&self.data)) };
+        let count = CountDown { data: Arc::clone(&self.data), marked: false };
+        let end = BodyEnd { packet: Some(Arc::clone(&packet)), count };
         let body = Body { f, end };
         let body = move || {
-            let Body { f, end } = body;
+            let Body { f, mut end } = body;
+            // Its task is this scope's body until `end` goes: a shutdown that
+            // cannot unwind it counts it as stuck there.
+            super::task_local::set_scoped_body(Arc::as_ptr(&end.count.data));
+            end.count.marked = true;
             let packet = end.packet.as_ref().expect("the packet is dropped only at the end");
             match panic::catch_unwind(AssertUnwindSafe(f)) {
                 Ok(value) => {
@@ -356,7 +425,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
                     // unhandled until a join takes it.
                     if !crate::is_forced_unwind(&*payload) {
                         packet.panicked.store(true, Ordering::Relaxed);
-                        end.count.0.unhandled_panics.fetch_add(1, Ordering::Relaxed);
+                        end.count.data.unhandled_panics.fetch_add(1, Ordering::Relaxed);
                     }
                     drop(end);
                     panic::resume_unwind(payload);
@@ -402,7 +471,8 @@ impl Builder {
         T: Send + 'scope,
     {
         let at = std::panic::Location::caller();
-        scope.spawn_with(f, |body| self.spawn_at(at, body))
+        let runtime = scope.runtime();
+        scope.spawn_with(f, |body| self.spawn_shared(&runtime, at, body))
     }
 }
 

@@ -36,7 +36,7 @@
 //! once started, so a value that is not `Send` is sound here too.
 
 use super::CURRENT_TASK;
-use super::scope::ScopeLink;
+use super::scope::{ScopeData, ScopeLink};
 use super::task::Task;
 use crate::loom::process::{AtomicUsize, Ordering};
 use std::any::Any;
@@ -70,6 +70,9 @@ struct Values {
     scope_head: Cell<*const ScopeLink>,
     /// The task waits at a scope's end: a cancel does not begin there.
     cancel_held: Cell<bool>,
+    /// The scope whose scoped coroutine this task is, while its body runs
+    /// (null otherwise): a shutdown that leaks its stack counts it there.
+    scoped_body: Cell<*const ScopeData>,
 }
 
 impl Default for Values {
@@ -79,6 +82,7 @@ impl Default for Values {
             slots: Vec::new(),
             scope_head: Cell::new(std::ptr::null()),
             cancel_held: Cell::new(false),
+            scoped_body: Cell::new(std::ptr::null()),
         }
     }
 }
@@ -178,19 +182,52 @@ pub(crate) unsafe fn unregister_scope(link: *const ScopeLink) {
 
 /// How many scoped coroutines of the scopes `task` is in (a started
 /// coroutine that its worker is about to unwind at shutdown) have not
-/// ended.
+/// ended, and how many of those never will (their stacks were leaked).
 ///
 /// # Safety
 ///
 /// The caller is `task`'s home worker, and `task` is suspended (not running).
-pub(crate) unsafe fn scoped_running(task: &Task) -> usize {
+pub(crate) unsafe fn scoped_counts(task: &Task) -> (usize, usize) {
     // SAFETY: the task does not run, so nothing else touches its locals;
     // its registered links live in its suspended frames.
     unsafe {
         let Some(values) = (*task.locals.get()).values.as_deref() else {
-            return 0;
+            return (0, 0);
         };
-        ScopeLink::running(values.scope_head.get())
+        ScopeLink::counts(values.scope_head.get())
+    }
+}
+
+/// Marks the running coroutine as a body of the scope at `data` (or, with
+/// null, as none).
+pub(crate) fn set_scoped_body(data: *const ScopeData) {
+    let task = CURRENT_TASK.with(Cell::get);
+    if task.is_null() {
+        return;
+    }
+    // SAFETY: as in `scope_head`.
+    let values = unsafe { &mut (*(*task).locals.get()).values }.get_or_insert_with(Box::default);
+    values.scoped_body.set(data);
+}
+
+/// At shutdown, for a task whose stack its worker leaked (it could not be
+/// unwound): if it is a scoped coroutine whose body had not ended, counts
+/// it as stuck in its scope, whose coroutine may then be given up on too.
+///
+/// # Safety
+///
+/// The caller is `task`'s home worker; `task` is suspended for good.
+pub(crate) unsafe fn mark_stuck(task: &Task) {
+    // SAFETY: the task never runs again, so nothing else touches its locals
+    // (`Locals::drop` forgets them: the mark stays readable until here).
+    let Some(values) = (unsafe { (*task.locals.get()).values.as_deref() }) else {
+        return;
+    };
+    let data = values.scoped_body.get();
+    if !data.is_null() {
+        // SAFETY: marked, so the body's `CountDown` (which clears the mark
+        // before it ends) is on the leaked stack and keeps the data alive.
+        unsafe { ScopeData::mark_stuck(data) };
     }
 }
 

@@ -414,7 +414,7 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::ptr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const RUNNING: u32 = 0;
 const SLEEPING: u32 = 1;
@@ -428,11 +428,6 @@ const EVENTS_PER_POLL: usize = 256;
 /// The epoch of a worker's task-cell cache: cells that it held unused for
 /// a whole epoch go back to the allocator (`cell_cache`).
 const CACHE_EPOCH: Duration = Duration::from_secs(1);
-
-/// At shutdown, how long a worker waits, without any scoped coroutine of
-/// its waiting `weft::scope`s ending, before it leaks those scopes'
-/// coroutines instead (see `WorkerLocal::unwind_all`).
-const SCOPE_SHUTDOWN_PATIENCE: Duration = Duration::from_secs(2);
 /// How often (in rounds) the injector is checked first.
 const INJECTOR_INTERVAL: u32 = 61;
 /// How often (in rounds) the newest fresh task is taken first.
@@ -2069,18 +2064,16 @@ impl WorkerLocal {
     /// unwound and its queues emptied (which ends the scoped ones here), and
     /// while the other workers end theirs; the injector's unstarted tasks
     /// are failed meanwhile. Scopes nest as a tree, so each round ends some
-    /// task, or some scoped coroutine elsewhere, until none is left. A
-    /// scoped coroutine that cannot end (one suspended while unwinding a
-    /// panic is leaked, not unwound) would keep its scope's task waiting for
-    /// ever: when no scoped coroutine of the waiting tasks has ended for
-    /// `SCOPE_SHUTDOWN_PATIENCE`, their stacks are leaked instead, and
-    /// reported (what the scoped ones borrowed stays mapped).
+    /// task, here or on another worker, until none is left. A scoped
+    /// coroutine that cannot be unwound (one suspended while unwinding a
+    /// panic: its stack is leaked) is counted as *stuck* in its scope; a
+    /// task whose scoped coroutines left are all stuck is given up on too
+    /// (`leak_one`): its stack stays mapped, and it counts as stuck in its
+    /// own scope if it is a scoped coroutine itself.
     fn unwind_all(&self) {
         self.drop_runnable();
         self.clear_timers();
         let mut deferred: Vec<TaskRef> = Vec::new();
-        let mut last_pending = usize::MAX;
-        let mut unchanged_since = Instant::now();
         loop {
             let mut ended_any = false;
             loop {
@@ -2088,7 +2081,7 @@ impl WorkerLocal {
                 let Some(task) = next else { break };
                 task.registry_slot.set(NOT_REGISTERED);
                 // SAFETY: this is its home worker, and it is suspended.
-                if unsafe { super::task_local::scoped_running(&task) } > 0 {
+                if unsafe { super::task_local::scoped_counts(&task) }.0 > 0 {
                     deferred.push(task);
                 } else {
                     self.unwind_one(&task);
@@ -2096,61 +2089,60 @@ impl WorkerLocal {
                 }
             }
             self.empty_queues();
-            // Those whose scoped coroutines have all ended now.
-            let (ready, waiting): (Vec<TaskRef>, Vec<TaskRef>) = std::mem::take(&mut deferred)
-                .into_iter()
+            // Those whose scoped coroutines have all ended now, and those
+            // whose scoped coroutines left will never end.
+            let mut ready = Vec::new();
+            let mut stuck = Vec::new();
+            deferred.retain(|task| {
                 // SAFETY: as above: each is suspended, on this worker.
-                .partition(|task| unsafe { super::task_local::scoped_running(task) } == 0);
-            deferred = waiting;
-            if !ready.is_empty() {
-                for task in &ready {
-                    self.unwind_one(task);
+                match unsafe { super::task_local::scoped_counts(task) } {
+                    (0, _) => ready.push(task.clone()),
+                    (running, stuck_ones) if running == stuck_ones => stuck.push(task.clone()),
+                    _ => return true,
                 }
-                // Their unwinds may have queued work: round again.
+                false
+            });
+            for task in &ready {
+                self.unwind_one(task);
+            }
+            for task in &stuck {
+                self.leak_one(task);
+            }
+            if ended_any || !ready.is_empty() || !stuck.is_empty() {
+                // Their unwinds may have queued work or ended scopes: round
+                // again.
                 continue;
             }
             if deferred.is_empty() {
                 break;
             }
-            if ended_any {
-                continue;
-            }
             // Only tasks whose scoped coroutines are elsewhere: on the other
             // workers, shutting down too, or in the injector.
             self.shared.fail_injected();
-            // SAFETY: as above.
-            let pending: usize = deferred.iter().map(|task| unsafe { super::task_local::scoped_running(task) }).sum();
-            if pending != last_pending {
-                (last_pending, unchanged_since) = (pending, Instant::now());
-            } else if unchanged_since.elapsed() >= SCOPE_SHUTDOWN_PATIENCE {
-                for task in deferred.drain(..) {
-                    self.leak_one(&task, pending);
-                }
-                continue;
-            }
             std::thread::sleep(Duration::from_micros(100));
         }
         debug_assert_eq!(self.shared.workers[self.index].pinned_unstarted(), 0, "worker {}", self.index);
     }
 
-    /// At shutdown, gives up on a task that waits for scoped coroutines
-    /// that do not end (see `unwind_all`): its stack stays mapped, its
-    /// destructors do not run, its join handle fails.
+    /// At shutdown, gives up on a task whose scoped coroutines left will
+    /// never end (see `unwind_all`): its stack stays mapped (they may
+    /// borrow from it), its destructors do not run, its join handle fails.
     #[cold]
-    fn leak_one(&self, task: &TaskRef, pending: usize) {
+    fn leak_one(&self, task: &TaskRef) {
         eprintln!(
-            "weft: at shutdown, coroutine {} ({}, spawned at {}) waits in a weft::scope whose scoped coroutines \
-             ({pending} in all, with the other scopes waiting on this worker) have not ended for {:?}: a scoped \
-             coroutine suspended while unwinding a panic cannot be unwound. Its stack is leaked rather than \
-             unwound, so that nothing they borrow goes away; its destructors do not run",
+            "weft: at shutdown, coroutine {} ({}, spawned at {}) waits in a weft::scope for scoped coroutines that \
+             cannot be unwound (they parked while unwinding a panic, so their stacks were leaked); its stack is \
+             leaked too, rather than unwound, so that nothing they borrow from it goes away, and its destructors do \
+             not run",
             task.id,
             task.name.as_deref().unwrap_or("unnamed"),
             task.spawned_at,
-            SCOPE_SHUTDOWN_PATIENCE,
         );
         task.unwinding.set(true);
         // SAFETY: this is the task's home worker; it is suspended.
         unsafe { task.coroutine_mut() }.leak();
+        // SAFETY: as above; it never runs again.
+        unsafe { super::task_local::mark_stuck(task) };
         // SAFETY: its wrapper never reaches its end now, and `unwind_all`
         // takes each task off the registry once.
         unsafe { task.fail(Failure::Shutdown { started: true }) };
@@ -2166,8 +2158,11 @@ impl WorkerLocal {
         if !task.is_finished() {
             // It could not be unwound: it was suspended while unwinding a
             // panic (a destructor parked), so its stack was leaked and
-            // the wrapper never ran to its end. Its joiner must not wait
-            // forever; nobody else can complete it now.
+            // the wrapper never ran to its end. A scope waiting for it
+            // counts it as stuck. Its joiner must not wait forever; nobody
+            // else can complete it now.
+            // SAFETY: this is its home worker; it never runs again.
+            unsafe { super::task_local::mark_stuck(task) };
             // SAFETY: as just said: its wrapper never reaches its end,
             // and `unwind_all` takes each task from the registry once.
             unsafe { task.fail(Failure::Shutdown { started: true }) };
