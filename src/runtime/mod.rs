@@ -1004,14 +1004,13 @@ pub(crate) fn worker_has_nothing_else() -> bool {
 }
 
 /// For a coroutine that its runtime is unwinding at shutdown and that
-/// waits for coroutines it spawned meanwhile (which will never run): fails
-/// the unstarted tasks in its worker's queues and in the injector, as the
-/// shutdown would after it.
+/// waits for coroutines it spawned meanwhile (which will never run; a
+/// spawn from a coroutine goes to its own worker's queue): fails the
+/// unstarted tasks in its worker's queues, as the shutdown would after it.
 pub(crate) fn fail_unstarted_here_at_shutdown() {
     with_current_worker(|w| {
         if let Some(w) = w {
             w.empty_queues();
-            w.shared.fail_injected();
         }
     });
 }

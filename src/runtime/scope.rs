@@ -12,8 +12,10 @@
 //! | field | written by | read by |
 //! |---|---|---|
 //! | `running` | +1 by a spawn, before the coroutine exists; -1 (`CountDown`, Release) when a scoped coroutine's body is gone, run or dropped unrun, after everything in it that may borrow (its closure, and its result if no handle will take it) | the owner's wait (Acquire); the owner's worker at shutdown |
+//! | `stuck` | +1 (Release) by a worker at shutdown for a scoped coroutine whose stack it leaked (it never ends; `running` still counts it) | the owner's worker at shutdown (Acquire, before `running`) |
 //! | `unhandled_panics` | +1 by a body whose closure panicked (a payload that is not a cancel's or a shutdown's forced unwind); -1 by the `join` that takes that panic | the owner, after its wait |
 //! | `owner` | the scope's creation | the body whose -1 brought `running` to 0: it wakes the owner |
+//! | `runtime` | the scope's creation | each spawn into the scope |
 //!
 //! The owner's wait loops on `running` and parks, with its cancel *held*:
 //! neither the park nor the wake after it begins a cancel's unwind there
@@ -108,7 +110,10 @@ use crate::park::{Unparker, WaiterKind};
 /// the scope's end takes effect after it (cancel the scoped coroutines too,
 /// through their handles, to end it sooner). When the runtime shuts down,
 /// it unwinds the scoped coroutines before the coroutine that made their
-/// scope.
+/// scope. A scoped coroutine that the shutdown cannot unwind (one that
+/// parked while unwinding a panic: its stack is leaked) never ends: a
+/// coroutine waiting for it is leaked too (its destructors do not run), and
+/// an OS thread waiting for it waits for ever.
 pub fn scope<'env, F, T>(f: F) -> T
 where
     F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> T,
@@ -295,9 +300,17 @@ impl ScopeLink {
             // SAFETY: registered links and their scopes' data live (the
             // caller's promise; the frame holds the data's Arc).
             let (data, outer) = unsafe { (&*(*link).data, (*link).outer.get()) };
-            // Acquire: as the owner's wait.
+            // `stuck` first: it only grows, and never past `running` (a
+            // stuck body is one `running` still counts). Read after it,
+            // `running` equal to it means every scoped coroutine left was
+            // stuck when `running` was read. Read the other way round, a
+            // live one could spawn another and then get stuck between the
+            // two reads: equal counts with an unstarted one left, whose
+            // closure may still use what it borrowed (helper-62's review).
+            // Acquire: as the owner's wait, and with `mark_stuck`'s Release.
+            let stuck_here = data.stuck.load(Ordering::Acquire);
             running += data.running.load(Ordering::Acquire);
-            stuck += data.stuck.load(Ordering::Acquire);
+            stuck += stuck_here;
             link = outer;
         }
         (running, stuck)
@@ -363,8 +376,9 @@ struct Body<F, T> {
 
 impl<'scope, 'env> Scope<'scope, 'env> {
     /// Spawns a coroutine in this scope, on the scope's runtime (see
-    /// [`scope`]); it may borrow anything that outlives `'scope`. [`scope`] waits for it; join it with the handle to get its
-    /// result (or its panic).
+    /// [`scope`]); it may borrow anything that outlives `'scope`. [`scope`]
+    /// waits for it; join it with the handle to get its result (or its
+    /// panic).
     ///
     /// # Panics
     ///
