@@ -22,6 +22,14 @@ fn runtime(workers: usize) -> Runtime {
     Runtime::builder().workers(workers).build().expect("worker threads")
 }
 
+/// Parks the calling coroutine until a cancel or its runtime's shutdown
+/// unwinds it.
+fn parked_for_good() -> ! {
+    loop {
+        weft::sleep(Duration::from_secs(3600));
+    }
+}
+
 #[test]
 fn scoped_coroutines_borrow_the_callers_stack_and_return_results() {
     watched(LIVENESS, || {
@@ -212,9 +220,7 @@ fn a_cancelled_caller_waits_for_its_scoped_coroutines() {
                     }
                     started_tx.send(weft::current().id()).unwrap();
                     // Parks until cancelled.
-                    loop {
-                        weft::sleep(Duration::from_secs(3600));
-                    }
+                    parked_for_good()
                 });
             })
         };
@@ -291,9 +297,7 @@ fn shutdown_unwinds_scoped_coroutines_before_their_caller() {
                             let guard = ScopedGuard(&dropped);
                             let body = move || {
                                 let _guard = guard;
-                                loop {
-                                    weft::sleep(Duration::from_secs(3600));
-                                }
+                                parked_for_good()
                             };
                             let builder = weft::Builder::new().same_worker(placement != "either worker");
                             builder.spawn_scoped(s, body).expect("a scoped coroutine");
@@ -308,9 +312,7 @@ fn shutdown_unwinds_scoped_coroutines_before_their_caller() {
                             // stay unstarted until the drop.
                             std::thread::sleep(Duration::from_millis(50));
                         }
-                        loop {
-                            weft::sleep(Duration::from_secs(3600));
-                        }
+                        parked_for_good()
                     });
                 });
             }
@@ -352,7 +354,7 @@ fn a_cancel_during_the_final_wait_is_held_until_the_scoped_coroutines_end() {
                     started_tx.send(weft::current().id()).unwrap();
                 });
                 // Not reached: the cancel unwinds at the next park.
-                weft::sleep(Duration::from_secs(3600));
+                parked_for_good();
             })
         };
         let id = started_rx.recv().unwrap();
@@ -397,16 +399,16 @@ fn shutdown_with_nested_scopes() {
                     let guard = ScopedGuard(&dropped);
                     outer.spawn(move || {
                         let _guard = guard;
-                        weft::sleep(Duration::from_secs(3600));
+                        parked_for_good();
                     });
                     weft::scope(|inner| {
                         let guard = ScopedGuard(&dropped);
                         inner.spawn(move || {
                             let _guard = guard;
-                            weft::sleep(Duration::from_secs(3600));
+                            parked_for_good();
                         });
                         ready_tx.send(()).unwrap();
-                        weft::sleep(Duration::from_secs(3600));
+                        parked_for_good();
                     });
                 });
             });
@@ -439,7 +441,7 @@ fn a_spawn_from_the_callers_unwind_at_shutdown_is_failed_not_lost() {
                 }
                 let _spawns = SpawnsOnDrop(handle_tx, same_worker);
                 weft::scope(|s| {
-                    s.spawn(|| weft::sleep(Duration::from_secs(3600)));
+                    s.spawn(|| parked_for_good());
                     ready_tx.send(()).unwrap();
                 });
             });
@@ -542,7 +544,7 @@ fn a_scoped_coroutine_that_cannot_be_unwound_does_not_hang_shutdown() {
                     struct ParksInDrop;
                     impl Drop for ParksInDrop {
                         fn drop(&mut self) {
-                            weft::sleep(Duration::from_secs(3600));
+                            parked_for_good();
                         }
                     }
                     let _parks = ParksInDrop;
@@ -601,9 +603,7 @@ fn shutdown_waits_for_a_scoped_coroutine_that_holds_its_worker() {
                         // Hold this worker (not a park): the other one takes
                         // the scoped coroutine.
                         std::thread::sleep(Duration::from_millis(50));
-                        loop {
-                            weft::sleep(Duration::from_secs(3600));
-                        }
+                        parked_for_good()
                     });
                 });
             });
@@ -636,9 +636,7 @@ fn a_spawn_into_the_scope_during_its_callers_shutdown_unwind_is_failed() {
                     }
                     let _spawns = SpawnsOnDrop(s, &ran);
                     ready_tx.send(()).unwrap();
-                    loop {
-                        weft::sleep(Duration::from_secs(3600));
-                    }
+                    parked_for_good()
                 });
             });
         }

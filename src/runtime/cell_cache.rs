@@ -318,11 +318,11 @@ fn new_block(class: usize, held: usize) -> *mut u8 {
         )
     });
     let pages = page_counts(class_layout(class).size(), held);
+    // The block reaches another thread only through a cell's hand-off (a
+    // spawn's queue push, a join handle), which orders these stores before
+    // that thread's accesses: Relaxed suffices.
     // SAFETY: a fresh mapping, zero-filled and aligned for the header; all
-    // zeros is a valid header (atomics of 0). The block reaches another
-    // thread only through a cell's hand-off (a spawn's queue push, a join
-    // handle), which orders these stores before that thread's accesses:
-    // Relaxed suffices.
+    // zeros is a valid header (atomics of 0).
     let header = unsafe { base.cast::<BlockHeader>().as_ref() };
     header.live.store(held, Ordering::Relaxed);
     for (counter, count) in header.pages.iter().zip(pages) {

@@ -448,12 +448,14 @@ impl<'scope, 'env> Scope<'scope, 'env> {
             drop(end);
         };
         let body: Box<dyn FnOnce() + Send + 'scope> = Box::new(body);
-        // SAFETY: the body outlives `'scope` only as far as the type says:
-        // whether it runs or is dropped unrun, everything in it that may
-        // borrow (`f`, the result) is dropped before its `BodyEnd` takes it
-        // off `running`, and the scope's frame does not end before
-        // `running` is 0 (`scope` waits, uninterruptibly, and at shutdown
-        // its coroutine is unwound only after that).
+        // The body outlives `'scope` only as far as the type says: whether
+        // it runs or is dropped unrun, everything in it that may borrow
+        // (`f`, the result) is dropped before its `CountDown` takes it off
+        // `running`, and the scope's frame does not end before `running` is
+        // 0 (`scope` waits, uninterruptibly; at shutdown its coroutine is
+        // unwound only after that, or leaked, its frame kept, if they never
+        // end).
+        // SAFETY: as just said.
         let body: Box<dyn FnOnce() + Send + 'static> = unsafe { std::mem::transmute(body) };
         let handle = spawner(body)?;
         Ok(ScopedJoinHandle { handle, packet, data: Arc::clone(&self.data), scope: PhantomData })
