@@ -35,7 +35,7 @@
 use super::tcp::fd_traits;
 use super::{IOV_MAX, IoState, OnTimeout, Options, READ_TIMED_OUT, WRITE_TIMED_OUT, adopt, socket_options};
 use crate::runtime::poller::Direction;
-use crate::sys::net::{Connect, connect_unix, recv_vectored_no_control};
+use crate::sys::net::{Connect, UnixName, connect_unix, recv_vectored_no_control};
 use std::cell::Cell;
 use std::fmt;
 use std::io::{self, Write};
@@ -89,6 +89,20 @@ impl UnixListener {
     /// As [`std::os::unix::net::UnixListener::bind`].
     pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixListener> {
         UnixListener::from_std(net::UnixListener::bind(path)?)
+    }
+
+    /// Creates a listener bound to `addr`: an address with a path, or
+    /// (Linux) one in the abstract namespace (no file, gone with the last
+    /// socket), made with
+    /// [`SocketAddrExt::from_abstract_name`](std::os::linux::net::SocketAddrExt::from_abstract_name).
+    /// See [`UnixStream::connect_addr`] for an example.
+    ///
+    /// # Errors
+    ///
+    /// As [`std::os::unix::net::UnixListener::bind_addr`] (an abstract
+    /// name already bound: [`io::ErrorKind::AddrInUse`]).
+    pub fn bind_addr(addr: &SocketAddr) -> io::Result<UnixListener> {
+        UnixListener::from_std(net::UnixListener::bind_addr(addr)?)
     }
 
     /// Accepts a connection, waiting for one. The new stream waits in its
@@ -277,6 +291,21 @@ pub(super) fn write_in_slices<R>(
     }
 }
 
+/// The name `addr` holds, for a connect.
+fn unix_name(addr: &SocketAddr) -> io::Result<UnixName<'_>> {
+    use std::os::linux::net::SocketAddrExt;
+    if let Some(path) = addr.as_pathname() {
+        Ok(UnixName::Path(path))
+    } else if let Some(name) = addr.as_abstract_name() {
+        Ok(UnixName::Abstract(name))
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an unnamed Unix socket address (an unbound socket's) cannot be connected to",
+        ))
+    }
+}
+
 /// The first and the longest pause between tries where Linux offers
 /// nothing to wait on: a Unix connect whose listener's backlog is full
 /// (Linux fails a non-blocking Unix connect with EAGAIN then), and a write
@@ -296,10 +325,47 @@ impl UnixStream {
     /// As std's `connect`: no such socket, connection refused, a path too
     /// long for a Unix socket address.
     pub fn connect<P: AsRef<Path>>(path: P) -> io::Result<UnixStream> {
-        let path = path.as_ref();
+        UnixStream::connect_name(UnixName::Path(path.as_ref()))
+    }
+
+    /// Connects to the socket at `addr`, as [`connect`](Self::connect):
+    /// an address with a path, or (Linux) one in the abstract namespace,
+    /// made with [`SocketAddrExt::from_abstract_name`], as std's
+    /// `connect_addr`.
+    ///
+    /// ```
+    /// use std::os::linux::net::SocketAddrExt;
+    /// use std::os::unix::net::SocketAddr;
+    /// use std::io::{Read, Write};
+    ///
+    /// let name = format!("weft-doc-{}", std::process::id());
+    /// let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    /// let listener = weft::net::UnixListener::bind_addr(&addr).unwrap();
+    /// let server = weft::spawn(move || {
+    ///     let (mut stream, _) = listener.accept().unwrap();
+    ///     stream.write_all(b"no file in the way").unwrap();
+    /// });
+    /// let mut client = weft::net::UnixStream::connect_addr(&addr).unwrap();
+    /// let mut text = String::new();
+    /// client.read_to_string(&mut text).unwrap();
+    /// assert_eq!(text, "no file in the way");
+    /// server.join().unwrap();
+    /// ```
+    ///
+    /// [`SocketAddrExt::from_abstract_name`]: std::os::linux::net::SocketAddrExt::from_abstract_name
+    ///
+    /// # Errors
+    ///
+    /// As std's `connect_addr`; an unnamed address (an unbound socket's) is
+    /// an [`io::ErrorKind::InvalidInput`] error.
+    pub fn connect_addr(addr: &SocketAddr) -> io::Result<UnixStream> {
+        UnixStream::connect_name(unix_name(addr)?)
+    }
+
+    fn connect_name(name: UnixName<'_>) -> io::Result<UnixStream> {
         let mut pause = RETRY_FIRST;
         loop {
-            match connect_unix(path) {
+            match connect_unix(name) {
                 Ok(Connect::Done(fd)) => return Ok(UnixStream::from_owned(fd)),
                 Ok(Connect::InProgress(fd)) => {
                     let stream = UnixStream::from_owned(fd);

@@ -69,6 +69,17 @@ impl UnixDatagram {
         UnixDatagram::from_std(net::UnixDatagram::bind(path)?)
     }
 
+    /// Creates a socket bound to `addr`: an address with a path, or (Linux)
+    /// one in the abstract namespace, made with
+    /// [`SocketAddrExt::from_abstract_name`](std::os::linux::net::SocketAddrExt::from_abstract_name).
+    ///
+    /// # Errors
+    ///
+    /// As [`std::os::unix::net::UnixDatagram::bind_addr`].
+    pub fn bind_addr(addr: &SocketAddr) -> io::Result<UnixDatagram> {
+        UnixDatagram::from_std(net::UnixDatagram::bind_addr(addr)?)
+    }
+
     /// Creates a socket bound to no address (it can send, and receive
     /// what is sent to it once connected, or through a pair).
     pub fn unbound() -> io::Result<UnixDatagram> {
@@ -86,6 +97,12 @@ impl UnixDatagram {
     /// socket's connect only records the address).
     pub fn connect<P: AsRef<Path>>(&self, path: P) -> io::Result<()> {
         self.inner.connect(path)
+    }
+
+    /// As [`connect`](Self::connect), to the socket at `addr` (a path, or an
+    /// abstract name), as std's `connect_addr`.
+    pub fn connect_addr(&self, addr: &SocketAddr) -> io::Result<()> {
+        self.inner.connect_addr(addr)
     }
 
     /// Receives one datagram, waiting for one; returns its length and its
@@ -127,6 +144,12 @@ impl UnixDatagram {
     pub fn send_to<P: AsRef<Path>>(&self, buf: &[u8], path: P) -> io::Result<usize> {
         let path = path.as_ref();
         write_in_slices(&self.state, true, || self.inner.send_to(buf, path))
+    }
+
+    /// As [`send_to`](Self::send_to), to the socket at `addr` (a path, or an
+    /// abstract name), as std's `send_to_addr`.
+    pub fn send_to_addr(&self, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
+        write_in_slices(&self.state, true, || self.inner.send_to_addr(buf, addr))
     }
 
     /// Sends one datagram to the connected peer, waiting while its queue is

@@ -65,37 +65,57 @@ pub(crate) fn connect_tcp(addr: &SocketAddr) -> io::Result<Connect> {
     start_connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len)
 }
 
-/// A new non-blocking Unix stream socket connecting to `path`. A listener
+/// The name of a Unix socket: a path in the file system, or a name in the
+/// abstract namespace (Linux: no file; the name is the bytes after a NUL
+/// first byte of `sun_path`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum UnixName<'a> {
+    Path(&'a Path),
+    Abstract(&'a [u8]),
+}
+
+/// A new non-blocking Unix stream socket connecting to `name`. A listener
 /// whose backlog is full makes this fail with `WouldBlock` (Linux does not
 /// queue a non-blocking Unix connect); the caller retries.
-pub(crate) fn connect_unix(path: &Path) -> io::Result<Connect> {
+pub(crate) fn connect_unix(name: UnixName<'_>) -> io::Result<Connect> {
     // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.len() >= addr.sun_path.len() {
+    // What `sun_path` holds from its first byte, and how many of its bytes
+    // the address spans: a path and its terminating NUL; an abstract name's
+    // leading NUL and the name, no terminator (every byte counts).
+    let (bytes, offset, spans) = match name {
+        UnixName::Path(path) => {
+            let bytes = path.as_os_str().as_bytes();
+            // The kernel takes an address of the family alone as "no name"
+            // and refuses it (std's connect("") fails so, EINVAL); our
+            // terminating NUL would make it the abstract address with an
+            // empty name instead.
+            if bytes.is_empty() {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path is empty"));
+            }
+            if bytes.contains(&0) {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path contains a NUL byte"));
+            }
+            (bytes, 0, bytes.len() + 1)
+        }
+        UnixName::Abstract(name) => (name, 1, name.len() + 1),
+    };
+    if spans > addr.sun_path.len() {
+        let what = if offset == 0 { "socket path" } else { "abstract socket name" };
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "socket path is {} bytes long; Unix socket paths hold at most {}",
+                "{what} is {} bytes long; a Unix socket address holds at most {}",
                 bytes.len(),
                 addr.sun_path.len() - 1
             ),
         ));
     }
-    // The kernel takes an address of the family alone as "no name" and
-    // refuses it (std's connect("") fails so, EINVAL); our terminating NUL
-    // below would make it the abstract address with an empty name instead.
-    if bytes.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path is empty"));
-    }
-    if bytes.contains(&0) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path contains a NUL byte"));
-    }
-    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+    for (dst, src) in addr.sun_path[offset..].iter_mut().zip(bytes) {
         *dst = *src as libc::c_char;
     }
-    let len = (mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+    let len = (mem::size_of::<libc::sa_family_t>() + spans) as libc::socklen_t;
     let fd = socket(libc::AF_UNIX, libc::SOCK_STREAM)?;
     start_connect(fd, (&addr as *const libc::sockaddr_un).cast(), len)
 }
