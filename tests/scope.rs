@@ -588,21 +588,23 @@ fn shutdown_waits_for_a_scoped_coroutine_that_holds_its_worker() {
             let read = Arc::clone(&read);
             rt.spawn(move || {
                 ON_WORKER.with(|values| {
+                    let started = AtomicBool::new(false);
                     weft::scope(|s| {
-                        // On the other worker: not the caller's.
-                        let caller_thread = std::thread::current().id();
                         let read = Arc::clone(&read);
                         let ready_tx = ready_tx.clone();
+                        let started = &started;
                         s.spawn(move || {
-                            assert_ne!(std::thread::current().id(), caller_thread, "not on the other worker");
+                            started.store(true, Ordering::SeqCst);
                             ready_tx.send(()).unwrap();
                             std::thread::sleep(Duration::from_millis(2500));
                             let sum: u64 = values.0.iter().map(|v| v.load(Ordering::SeqCst)).sum();
                             read.store(sum as usize, Ordering::SeqCst);
                         });
-                        // Hold this worker (not a park): the other one takes
-                        // the scoped coroutine.
-                        std::thread::sleep(Duration::from_millis(50));
+                        // Hold this worker (not a park) until the scoped
+                        // coroutine has started: on the other worker, then.
+                        while !started.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
                         parked_for_good()
                     });
                 });
