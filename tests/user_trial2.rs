@@ -630,6 +630,9 @@ fn runtime_drop_with_coroutines_parked_everywhere_drops_each_once() {
             let _held = l.lock();
             drop(rx.recv());
         });
+        // The holder first: a "wants-lock" that ran before it took the lock
+        // (the other worker) would take it and end, never parked.
+        assert!(eventually(Duration::from_secs(10), || lock.is_locked()), "the holder never took the lock");
         let l = Arc::clone(&lock);
         parked.spawn(&rt, "wants-lock", &guards, move || drop(l.lock()));
         let sleeper = rt.spawn(|| weft::sleep(Duration::from_secs(3600)));
@@ -639,12 +642,14 @@ fn runtime_drop_with_coroutines_parked_everywhere_drops_each_once() {
         parked.spawn(&rt, "barrier", &guards, move || {
             b.wait();
         });
-        let (_release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let job_results = Arc::new(AtomicUsize::new(0));
         let r = Arc::clone(&job_results);
         parked.spawn(&rt, "join-blocking", &guards, move || {
+            // Ends once the runtime has been dropped (the test then drops
+            // `release_tx`): its joiner is parked until the drop.
             let job = weft::spawn_blocking(move || {
-                let _ = release_rx.recv_timeout(Duration::from_millis(300));
+                let _ = release_rx.recv_timeout(Duration::from_secs(20));
                 Counted(r)
             });
             drop(job.join());
@@ -675,6 +680,7 @@ fn runtime_drop_with_coroutines_parked_everywhere_drops_each_once() {
         let start = Instant::now();
         drop(rt);
         assert!(start.elapsed() < Duration::from_secs(5), "the drop took {:?}", start.elapsed());
+        drop(release_tx);
         assert_eq!(guards.load(Ordering::SeqCst), count, "each coroutine's locals (or closure) dropped once");
         for (what, handle) in parked.handles {
             assert_eq!(handle.join().unwrap_err().kind(), weft::JoinErrorKind::Shutdown, "{what}");
