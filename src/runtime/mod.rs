@@ -1395,16 +1395,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    spawn_at(Location::caller(), f)
-}
-
-/// [`spawn`], naming `spawned_at` as the spawn site.
-#[inline(always)]
-pub(crate) fn spawn_at<F, T>(spawned_at: &'static Location<'static>, f: F) -> JoinHandle<T>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
+    let spawned_at = Location::caller();
     // Borrow the worker's runtime rather than clone its Arc: two fewer
     // atomic operations per spawn on a line every worker touches.
     with_current_worker(|w| match w {
@@ -1542,17 +1533,8 @@ impl Builder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.spawn_at(Location::caller(), f)
-    }
-
-    /// [`Builder::spawn`], naming `spawned_at` as the spawn site.
-    pub(crate) fn spawn_at<F, T>(self, spawned_at: &'static Location<'static>, f: F) -> io::Result<JoinHandle<T>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
         let shared = current_or_default();
-        self.spawn_shared(&shared, spawned_at, f)
+        self.spawn_shared(&shared, Location::caller(), f)
     }
 
     /// Spawns on `runtime`; errors as for [`Builder::spawn`].
