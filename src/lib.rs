@@ -61,8 +61,9 @@
 //!   [`LazyLock`](sync::LazyLock), whose initialiser may park while others
 //!   wait for it; and [`channel`](sync::channel)s (bounded, rendezvous
 //!   and unbounded, many senders and receivers, with
-//!   [`Select`](sync::channel::Select)) whose send hands a value straight to
-//!   a waiting receiver.
+//!   [`Select`](sync::channel::Select) and timer receivers such as
+//!   [`after`](sync::channel::after) and [`tick`](sync::channel::tick))
+//!   whose send hands a value straight to a waiting receiver.
 //! - **[`net`]**: [`TcpListener`](net::TcpListener),
 //!   [`TcpStream`](net::TcpStream), [`UdpSocket`](net::UdpSocket),
 //!   [`UnixListener`](net::UnixListener), [`UnixStream`](net::UnixStream)

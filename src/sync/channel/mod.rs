@@ -11,6 +11,7 @@
 //!   sends and receives at once, with a timeout or a default case; when
 //!   several are ready it picks one at random, and exactly one completes.
 //! - [`oneshot()`]: one value, one sender, one receiver.
+//! - [`after`], [`at`], [`tick`] and [`never`]: receivers of timers.
 //!
 //! A coroutine that waits parks (its worker runs other coroutines); an OS
 //! thread that waits blocks on a futex; both may wait on the same channel.
@@ -19,6 +20,42 @@
 //! wake and one switch — and waiting receivers are served in the order
 //! they arrived. Timeouts are measured on `CLOCK_MONOTONIC` and never end
 //! early.
+//!
+//! Timers are receivers too, as in crossbeam-channel: [`after`] and [`at`]
+//! deliver one message (the instant it was due), [`tick`] one every
+//! period, and [`never`] none. They have no sender, are never
+//! disconnected, and take part in a [`Select`] like any receiver; the
+//! select then sleeps until its first timer is due (no timer thread, no
+//! coroutine per timer):
+//!
+//! ```
+//! use std::time::Duration;
+//! use weft::select;
+//! use weft::sync::channel::{after, tick, unbounded};
+//!
+//! let (jobs_tx, jobs) = unbounded::<u32>();
+//! weft::spawn(move || {
+//!     for job in 0..3 {
+//!         jobs_tx.send(job).unwrap();
+//!         weft::sleep(Duration::from_millis(5));
+//!     }
+//! });
+//! let heartbeat = tick(Duration::from_millis(2));
+//! let give_up = after(Duration::from_secs(10));
+//! let (mut done, mut beats) = (0, 0);
+//! loop {
+//!     select! {
+//!         recv(jobs) -> job => match job {
+//!             Ok(_) => done += 1,
+//!             Err(_) => break, // every sender is gone
+//!         },
+//!         recv(heartbeat) -> _ => beats += 1,
+//!         recv(give_up) -> _ => panic!("the jobs took 10 s"),
+//!     }
+//! }
+//! assert_eq!(done, 3);
+//! assert!(beats > 0);
+//! ```
 //!
 //! Disconnection works as in crossbeam-channel: when every `Receiver` is
 //! gone, a send fails and gives its value back in [`SendError`] (values
@@ -79,6 +116,7 @@ mod error;
 mod list;
 mod oneshot;
 mod select;
+mod timer;
 mod waiter;
 mod zero;
 
@@ -100,7 +138,10 @@ use chan::{Buffer, Chan, Side};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timer::Timer;
+use waiter::Waiter;
 
+use crate::park::ParkedOn;
 use crate::sys::futex::Deadline;
 
 /// A channel that holds at most `cap` values; `bounded(0)` is a rendezvous
@@ -151,7 +192,112 @@ pub fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
 
 fn pair<T>(buffer: Buffer<T>) -> (Sender<T>, Receiver<T>) {
     let chan = Arc::new(Chan::new(buffer));
-    (Sender { chan: Arc::clone(&chan) }, Receiver { chan })
+    (Sender { chan: Arc::clone(&chan) }, Receiver { flavour: Flavour::Chan(chan) })
+}
+
+/// A receiver that gets one message once `duration` has passed: the
+/// instant it was due. Like every timer receiver it has no sender and is
+/// never disconnected: after its message, `recv` waits for ever and
+/// `try_recv` says [`Empty`](TryRecvError::Empty). Its clones share the
+/// one message (one of them gets it).
+///
+/// In a [`Select`] it is a deadline for the select as a whole, as Go's
+/// `time.After` is:
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use weft::select;
+/// use weft::sync::channel::{after, bounded};
+///
+/// let (_tx, replies) = bounded::<u32>(1);
+/// let start = Instant::now();
+/// let timeout = after(Duration::from_millis(20));
+/// let answer = select! {
+///     recv(replies) -> reply => reply.ok(),
+///     recv(timeout) -> due => {
+///         assert!(due.unwrap() >= start + Duration::from_millis(20));
+///         None
+///     }
+/// };
+/// assert_eq!(answer, None);
+/// assert!(start.elapsed() >= Duration::from_millis(20));
+/// ```
+///
+/// A `duration` so long that the instant cannot be represented never comes.
+pub fn after(duration: Duration) -> Receiver<Instant> {
+    Receiver::of_timer(Timer::once_after(duration))
+}
+
+/// A receiver that gets one message, `when`, once `when` has come (at
+/// once if it has passed). As [`after`], with an instant.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use weft::sync::channel::{at, TryRecvError};
+///
+/// let when = Instant::now() + Duration::from_millis(10);
+/// let alarm = at(when);
+/// assert_eq!(alarm.try_recv(), Err(TryRecvError::Empty));
+/// assert_eq!(alarm.recv(), Ok(when)); // waits until `when`
+/// assert!(Instant::now() >= when);
+/// assert_eq!(alarm.try_recv(), Err(TryRecvError::Empty)); // one message only
+/// ```
+pub fn at(when: Instant) -> Receiver<Instant> {
+    Receiver::of_timer(Timer::once(when))
+}
+
+/// A receiver that gets a message every `period`, the first one `period`
+/// from now; each message is the instant it was due.
+///
+/// Deliveries stay on the grid `start + k * period`: a receiver that comes
+/// late gets the oldest due message at once, and the ticks it missed
+/// after that one are dropped (as Go's `time.Ticker` drops them), so the
+/// next message comes at the first grid point after the receive. It holds
+/// at most one message (`capacity()` is `Some(1)`). Its clones share the
+/// schedule: each tick goes to one of them.
+///
+/// # Panics
+///
+/// If `period` is zero (a ticker that is always ready is a busy loop; for
+/// one message at once, use `after(Duration::ZERO)`).
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use weft::sync::channel::tick;
+///
+/// let start = Instant::now();
+/// let ticker = tick(Duration::from_millis(5));
+/// let first = ticker.recv().unwrap();
+/// let second = ticker.recv().unwrap();
+/// assert_eq!((second - first).as_nanos() % 5_000_000, 0); // on the grid
+/// assert!(second > first);
+/// assert!(Instant::now() >= start + Duration::from_millis(10));
+/// ```
+#[track_caller]
+pub fn tick(period: Duration) -> Receiver<Instant> {
+    Receiver::of_timer(Timer::every(period))
+}
+
+/// A receiver that never gets a message and is never disconnected: a
+/// [`Select`] case that is never chosen, for a channel that is optional.
+///
+/// ```
+/// use std::time::Duration;
+/// use weft::select;
+/// use weft::sync::channel::{never, unbounded, Receiver};
+///
+/// let (tx, rx) = unbounded::<u32>();
+/// tx.send(1).unwrap();
+/// let shutdown: Option<Receiver<()>> = None; // none configured
+/// let shutdown = shutdown.unwrap_or_else(never);
+/// select! {
+///     recv(rx) -> value => assert_eq!(value, Ok(1)),
+///     recv(shutdown) -> _ => unreachable!(),
+/// }
+/// assert!(shutdown.recv_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
+/// ```
+pub fn never<T>() -> Receiver<T> {
+    Receiver { flavour: Flavour::Never }
 }
 
 /// `Instant` as a `CLOCK_MONOTONIC` deadline (`Instant` is that clock on
@@ -207,7 +353,20 @@ pub struct Sender<T> {
 /// assert_eq!(done, 100);
 /// ```
 pub struct Receiver<T> {
-    chan: Arc<Chan<T>>,
+    flavour: Flavour<T>,
+}
+
+/// Where a receiver's messages come from.
+enum Flavour<T> {
+    /// A channel made by [`bounded`] or [`unbounded`].
+    Chan(Arc<Chan<T>>),
+    /// [`after`], [`at`] or [`tick`]: each message made, when it is taken,
+    /// from the instant its delivery was due. Only `Receiver<Instant>`s are
+    /// made so (`make` is the identity), which the selected operation's
+    /// type check relies on (`select.rs`, `slot_of`).
+    Timer { timer: Arc<Timer>, make: fn(Instant) -> T },
+    /// [`never`].
+    Never,
 }
 
 impl<T> Sender<T> {
@@ -368,7 +527,11 @@ impl<T> Receiver<T> {
     // Inline always, as `Sender::send` (see there).
     #[inline(always)]
     pub fn recv(&self) -> Result<T, RecvError> {
-        self.chan.recv(None).map_err(|_| RecvError)
+        match &self.flavour {
+            Flavour::Chan(chan) => chan.recv(None).map_err(|_| RecvError),
+            // Without a deadline it returns only with a message.
+            _ => self.recv_made(None).ok_or(RecvError),
+        }
     }
 
     /// Receives a value if one is there (for a rendezvous channel: if a
@@ -383,7 +546,13 @@ impl<T> Receiver<T> {
     /// assert_eq!(rx.try_recv(), Ok(1));
     /// ```
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.chan.try_recv()
+        match &self.flavour {
+            Flavour::Chan(chan) => chan.try_recv(),
+            Flavour::Timer { timer, make } => {
+                timer.try_take().map(|taken| make(taken.due)).or(Err(TryRecvError::Empty))
+            }
+            Flavour::Never => Err(TryRecvError::Empty),
+        }
     }
 
     /// Receives a value, waiting at most `timeout`. Never gives up before
@@ -419,9 +588,47 @@ impl<T> Receiver<T> {
     }
 
     fn recv_until(&self, deadline: Deadline) -> Result<T, RecvTimeoutError> {
-        self.chan.recv(Some(deadline)).map_err(|disconnected| {
-            if disconnected { RecvTimeoutError::Disconnected } else { RecvTimeoutError::Timeout }
-        })
+        match &self.flavour {
+            Flavour::Chan(chan) => chan.recv(Some(deadline)).map_err(|disconnected| {
+                if disconnected { RecvTimeoutError::Disconnected } else { RecvTimeoutError::Timeout }
+            }),
+            _ => self.recv_made(Some(deadline)).ok_or(RecvTimeoutError::Timeout),
+        }
+    }
+
+    /// A timer's or `never`'s receive: waits until a delivery is taken
+    /// (returned), or until `deadline` passes (`None`). Nobody wakes the
+    /// waiter: it sleeps until the delivery is due, then takes it, and if
+    /// another receiver took it first, sleeps until the next.
+    #[cold]
+    fn recv_made(&self, deadline: Option<Deadline>) -> Option<T> {
+        loop {
+            let due = match &self.flavour {
+                Flavour::Timer { timer, make } => match timer.try_take() {
+                    Ok(taken) => return Some(make(taken.due)),
+                    Err(due) => due.map(deadline_of),
+                },
+                Flavour::Chan(_) | Flavour::Never => None,
+            };
+            if deadline.is_some_and(|deadline| deadline.has_passed()) {
+                return None;
+            }
+            let wake = match (due, deadline) {
+                (Some(due), Some(deadline)) => Some(due.min(deadline)),
+                (due, deadline) => due.or(deadline),
+            };
+            Waiter::new().wait(wake, ParkedOn::ChannelRecv(self.id() as usize));
+        }
+    }
+
+    /// The channel's (or timer's) address: its identity in a `Select`;
+    /// null for [`never`], which no select ever completes.
+    pub(super) fn id(&self) -> *const () {
+        match &self.flavour {
+            Flavour::Chan(chan) => Arc::as_ptr(chan) as *const (),
+            Flavour::Timer { timer, .. } => Arc::as_ptr(timer) as *const (),
+            Flavour::Never => std::ptr::null(),
+        }
     }
 
     /// An iterator that receives until the channel is empty and every
@@ -464,7 +671,11 @@ impl<T> Receiver<T> {
     /// assert_eq!(rx.len(), 2);
     /// ```
     pub fn len(&self) -> usize {
-        self.chan.len()
+        match &self.flavour {
+            Flavour::Chan(chan) => chan.len(),
+            Flavour::Timer { timer, .. } => timer.len(),
+            Flavour::Never => 0,
+        }
     }
 
     /// Whether no value waits in the channel (a snapshot).
@@ -489,10 +700,15 @@ impl<T> Receiver<T> {
     /// assert!(rx.is_full());
     /// ```
     pub fn is_full(&self) -> bool {
-        self.chan.is_full()
+        match &self.flavour {
+            Flavour::Chan(chan) => chan.is_full(),
+            Flavour::Timer { timer, .. } => timer.len() == 1,
+            Flavour::Never => true,
+        }
     }
 
-    /// The channel's capacity (see [`Sender::capacity`]).
+    /// The channel's capacity (see [`Sender::capacity`]); a timer's is
+    /// `Some(1)`, [`never`]'s `Some(0)`.
     ///
     /// ```
     /// use weft::sync::channel::bounded;
@@ -500,10 +716,15 @@ impl<T> Receiver<T> {
     /// assert_eq!(bounded::<u8>(0).1.capacity(), Some(0));
     /// ```
     pub fn capacity(&self) -> Option<usize> {
-        self.chan.capacity()
+        match &self.flavour {
+            Flavour::Chan(chan) => chan.capacity(),
+            Flavour::Timer { .. } => Some(1),
+            Flavour::Never => Some(0),
+        }
     }
 
-    /// Whether both receivers belong to the same channel.
+    /// Whether both receivers belong to the same channel (or timer; any
+    /// two [`never`]s are the same).
     ///
     /// ```
     /// use weft::sync::channel::bounded;
@@ -512,7 +733,13 @@ impl<T> Receiver<T> {
     /// assert!(rx.same_channel(&rx.clone()));
     /// ```
     pub fn same_channel(&self, other: &Receiver<T>) -> bool {
-        Arc::ptr_eq(&self.chan, &other.chan)
+        self.id() == other.id()
+    }
+}
+
+impl Receiver<Instant> {
+    fn of_timer(timer: Timer) -> Receiver<Instant> {
+        Receiver { flavour: Flavour::Timer { timer: Arc::new(timer), make: |due| due } }
     }
 }
 
@@ -525,8 +752,15 @@ impl<T> Clone for Sender<T> {
 
 impl<T> Clone for Receiver<T> {
     fn clone(&self) -> Self {
-        self.chan.acquire(Side::Recv);
-        Receiver { chan: Arc::clone(&self.chan) }
+        let flavour = match &self.flavour {
+            Flavour::Chan(chan) => {
+                chan.acquire(Side::Recv);
+                Flavour::Chan(Arc::clone(chan))
+            }
+            Flavour::Timer { timer, make } => Flavour::Timer { timer: Arc::clone(timer), make: *make },
+            Flavour::Never => Flavour::Never,
+        };
+        Receiver { flavour }
     }
 }
 
@@ -547,7 +781,9 @@ impl<T> Drop for Receiver<T> {
         if cfg!(loom) && std::thread::panicking() {
             return;
         }
-        self.chan.release(Side::Recv);
+        if let Flavour::Chan(chan) = &self.flavour {
+            chan.release(Side::Recv);
+        }
     }
 }
 
