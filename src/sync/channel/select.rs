@@ -1082,8 +1082,9 @@ mod tests {
 
 #[cfg(all(test, loom))]
 mod loom_models {
-    //! A select over two channels racing two senders.
-    use super::super::bounded;
+    //! A select over two channels racing two senders; over a channel and a
+    //! timer racing one.
+    use super::super::{at, bounded};
     use super::Select;
     use crate::loom::thread;
 
@@ -1114,6 +1115,37 @@ mod loom_models {
             assert_eq!(other.unwrap(), if index == 0 { 2 } else { 1 });
             sender_a.join().unwrap();
             sender_b.join().unwrap();
+        });
+    }
+
+    /// A select over a rendezvous channel and a timer that is due, racing
+    /// a sender: whichever case it takes, the other's message is still
+    /// there (a timer case that loses takes nothing from the timer).
+    #[test]
+    fn select_over_a_channel_and_a_due_timer_takes_exactly_one() {
+        loom::model(|| {
+            let (tx, rx) = bounded::<u32>(0);
+            let timer = at(std::time::Instant::now());
+            let sender = thread::spawn(move || tx.send(1).unwrap());
+            let took_value = {
+                let mut select = Select::new();
+                let from_channel = select.recv(&rx);
+                select.recv(&timer);
+                let operation = select.select();
+                if operation.index() == from_channel {
+                    assert_eq!(operation.recv(&rx), Ok(1));
+                    true
+                } else {
+                    assert!(operation.recv(&timer).is_ok());
+                    false
+                }
+            };
+            if took_value {
+                assert!(timer.try_recv().is_ok(), "a select that took the value also took the timer's message");
+            } else {
+                assert_eq!(rx.recv(), Ok(1), "a select that took the timer also consumed the value");
+            }
+            sender.join().unwrap();
         });
     }
 
