@@ -70,7 +70,10 @@ fn smoke() {
 /// One coroutine fills its worker's fresh queue with 20 000 coroutines
 /// without switching out, while three idle workers steal from it at once;
 /// then it joins them all. Each runs exactly once, and the thieves took
-/// some.
+/// some: the owner holds its worker (without switching out) until they
+/// have, so that this does not depend on the thieves' threads getting a
+/// CPU before the owner's worker has run the whole queue itself (on a
+/// loaded 2-CPU machine they did not, once).
 #[test]
 fn stampede() {
     const COUNT: usize = 20_000;
@@ -92,12 +95,16 @@ fn stampede() {
                 })
             })
             .collect();
+        let started = Instant::now();
+        while o.load(Ordering::SeqCst) == 0 && started.elapsed() < Duration::from_secs(30) {
+            thread::sleep(Duration::from_millis(1)); // holds this worker: the queue stays full
+        }
         for h in handles {
             h.join().expect("a stampede coroutine");
         }
     });
     assert_each_ran_once(&runs);
-    assert!(by_others.load(Ordering::SeqCst) > 0, "no coroutine was stolen by the three idle workers");
+    assert!(by_others.load(Ordering::SeqCst) > 0, "no coroutine was stolen by the three idle workers in 30 s");
 }
 
 /// The owner pushes and pops against three thieves: a coroutine spawns in
@@ -409,16 +416,26 @@ fn a_burst_its_owner_keeps_starting_stays_on_its_worker() {
 /// (A thief that saw the queue grow while the burst was spawned steals
 /// 100 µs after its first look anyway; this checks that the restarts above
 /// do not keep such work on one worker, whichever way the thief saw it.)
+/// The coroutines go on computing, 100 µs at a time, until one has run on
+/// each worker (30 s at most in all), so that a thief whose thread gets no
+/// CPU for those 13 ms on a loaded machine still finds work.
 #[test]
 fn a_queue_drained_slowly_is_still_shared() {
     const TASKS: usize = 64;
     let _serial = serial();
     let rt = runtime(2);
     let workers = rt.block_on(|| {
+        let ran_on = Arc::new(AtomicUsize::new(0)); // a bit per worker
+        let deadline = Instant::now() + Duration::from_secs(30);
         let handles: Vec<JoinHandle<usize>> = (0..TASKS)
             .map(|_| {
-                weft::spawn(|| {
+                let ran_on = Arc::clone(&ran_on);
+                weft::spawn(move || {
+                    ran_on.fetch_or(1 << worker_index(), Ordering::SeqCst);
                     compute_for(Duration::from_micros(200));
+                    while ran_on.load(Ordering::SeqCst).count_ones() < 2 && Instant::now() < deadline {
+                        compute_for(Duration::from_micros(100));
+                    }
                     worker_index()
                 })
             })
@@ -430,17 +447,26 @@ fn a_queue_drained_slowly_is_still_shared() {
 
 /// Work that keeps its worker busy is still stolen: two coroutines that
 /// compute for 30 ms each without yielding, spawned together on a runtime
-/// with two workers, run at the same time on different workers.
+/// with two workers, run at the same time on different workers. Each goes
+/// on computing until the other has started too (30 s at most), so that a
+/// thief whose thread gets no CPU for 30 ms on a loaded machine still
+/// finds the second one queued.
 #[test]
 fn a_burst_that_keeps_its_worker_busy_is_still_stolen() {
     let _serial = serial();
     let rt = runtime(2);
     let workers = rt.block_on(|| {
+        let started = Arc::new(AtomicUsize::new(0));
         let handles: Vec<JoinHandle<(usize, Instant, Instant)>> = (0..2)
             .map(|_| {
-                weft::spawn(|| {
+                let started = Arc::clone(&started);
+                weft::spawn(move || {
                     let start = Instant::now();
+                    started.fetch_add(1, Ordering::SeqCst);
                     compute_for(Duration::from_millis(30));
+                    while started.load(Ordering::SeqCst) < 2 && start.elapsed() < Duration::from_secs(30) {
+                        compute_for(Duration::from_millis(1));
+                    }
                     (worker_index(), start, Instant::now())
                 })
             })
