@@ -57,6 +57,11 @@
 //! assert!(beats > 0);
 //! ```
 //!
+//! Where weft differs from crossbeam-channel: a [`Select`]'s send case
+//! takes its value when it is added (as in Go), a [`SelectedOperation`]
+//! dropped without completing gives a received value back instead of
+//! panicking, and [`tick`] keeps to its grid and refuses a zero period.
+//!
 //! Disconnection works as in crossbeam-channel: when every `Receiver` is
 //! gone, a send fails and gives its value back in [`SendError`] (values
 //! still buffered are dropped); when every `Sender` is gone, receivers
@@ -224,6 +229,11 @@ fn pair<T>(buffer: Buffer<T>) -> (Sender<T>, Receiver<T>) {
 /// ```
 ///
 /// A `duration` so long that the instant cannot be represented never comes.
+///
+/// A [`SelectedOperation`] of this receiver dropped without
+/// [`recv`](SelectedOperation::recv) gives the message back: the next
+/// receive (of this receiver or a clone) gets it at once, but a clone that
+/// was already waiting when it came back is not woken for it.
 pub fn after(duration: Duration) -> Receiver<Instant> {
     Receiver::of_timer(Timer::once_after(duration))
 }
@@ -254,7 +264,9 @@ pub fn at(when: Instant) -> Receiver<Instant> {
 /// after that one are dropped (as Go's `time.Ticker` drops them), so the
 /// next message comes at the first grid point after the receive. It holds
 /// at most one message (`capacity()` is `Some(1)`). Its clones share the
-/// schedule: each tick goes to one of them.
+/// schedule: each tick goes to one of them. (crossbeam-channel's `tick`
+/// instead sends the next message a period after a late receive, and
+/// accepts a zero period.)
 ///
 /// # Panics
 ///

@@ -176,7 +176,9 @@ impl<'a> Select<'a> {
     /// Waits until one case completes, and returns it.
     ///
     /// With no case that can ever complete (none, or only spent send
-    /// cases), it waits for ever (a coroutine can still be cancelled).
+    /// cases, [`never`](super::never)s and spent [`after`](super::after)s
+    /// and [`at`](super::at)s), it waits for ever (a coroutine can still
+    /// be cancelled).
     ///
     /// ```
     /// use weft::sync::channel::{bounded, Select};
@@ -381,7 +383,10 @@ enum Until {
 ///
 /// The operation itself has already happened. Dropping a completed
 /// receive without [`recv`](Self::recv) gives the value back to its
-/// channel, so it is not lost.
+/// channel, so it is not lost. (A timer's delivery goes back to the timer
+/// the same way, for the next receive; a tick given back after a later
+/// tick was taken is dropped, as a missed tick. See
+/// [`after`](super::after).)
 ///
 /// ```
 /// use weft::sync::channel::{unbounded, Select};

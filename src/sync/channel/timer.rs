@@ -40,7 +40,12 @@
 //! word it wrote to the word it found (`hand_back`): for `after` and `at`
 //! nothing else can move DONE, so the one message is never lost; for a
 //! tick, a later delivery taken meanwhile wins, and the given-back one is
-//! dropped as a missed tick.
+//! dropped as a missed tick. A give-back wakes nobody: a receive that
+//! started after it takes the message at once, but one already waiting
+//! on the spent timer (a clone's, with no deadline of its own that ends
+//! sooner) goes on waiting. Waking those would take a wait queue per
+//! timer, for an edge that only a dropped `SelectedOperation` makes
+//! (crossbeam-channel panics there instead); the public docs say so.
 //!
 //! Orderings: the word is the whole shared state (the message is computed
 //! from it, nothing is published through it), so every access is Relaxed;
@@ -91,7 +96,8 @@ impl Timer {
     ///
     /// # Panics
     ///
-    /// If `period` is zero.
+    /// If `period` is zero (at the caller of [`tick`](super::tick)).
+    #[track_caller]
     pub(super) fn every(period: Duration) -> Timer {
         assert!(
             !period.is_zero(),
