@@ -169,11 +169,13 @@ mod tests {
 
     #[test]
     fn a_one_shot_delivers_once_at_its_instant() {
-        let when = Instant::now() + Duration::from_millis(20);
+        // Far enough ahead that a descheduled test thread still looks
+        // before it is due.
+        let when = Instant::now() + Duration::from_millis(300);
         let timer = Timer::once(when);
         assert_eq!(timer.try_take().unwrap_err(), Some(when));
         assert_eq!(timer.len(), 0);
-        std::thread::sleep(Duration::from_millis(25));
+        std::thread::sleep(Duration::from_millis(310));
         assert_eq!(timer.len(), 1);
         let taken = timer.try_take().unwrap();
         assert_eq!(taken.due, when);
