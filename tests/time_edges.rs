@@ -374,16 +374,18 @@ fn huge_timeouts_wait_and_still_succeed() {
             assert!(start.elapsed() < PATIENCE, "{on} {timeout:?}: mutex");
             holder.join().unwrap();
 
-            // Semaphore: a permit comes after 30 ms.
+            // Semaphore: a permit comes after 30 ms. (`start` is taken
+            // before the giver exists: the permit cannot come sooner than
+            // 30 ms after it, however late this thread runs.)
             let s = Arc::new(Semaphore::new(0));
             let s2 = Arc::clone(&s);
+            let start = Instant::now();
             let giver = thread::spawn(move || {
                 thread::sleep(Duration::from_millis(30));
                 s2.add_permits(1);
             });
-            let start = Instant::now();
             assert!(s.acquire_timeout(timeout).is_some(), "{on} {timeout:?}: semaphore timed out");
-            assert!(start.elapsed() >= Duration::from_millis(20), "{on} {timeout:?}: semaphore");
+            assert!(start.elapsed() >= Duration::from_millis(30), "{on} {timeout:?}: semaphore");
             giver.join().unwrap();
 
             // Channel: a value comes after 30 ms.
@@ -412,11 +414,12 @@ fn huge_timeouts_wait_and_still_succeed() {
             drop(g);
             notifier.join().unwrap();
 
-            // join_timeout: the coroutine ends after 30 ms.
-            let mut h = runtime().spawn(|| weft::sleep(Duration::from_millis(30)));
+            // join_timeout: the coroutine ends after 30 ms (of its own,
+            // so at least 30 ms after `start`, taken before the spawn).
             let start = Instant::now();
+            let mut h = runtime().spawn(|| weft::sleep(Duration::from_millis(30)));
             assert!(h.join_timeout(timeout).expect("did not time out").is_ok(), "{on} {timeout:?}: join");
-            assert!(start.elapsed() >= Duration::from_millis(20), "{on} {timeout:?}: join");
+            assert!(start.elapsed() >= Duration::from_millis(30), "{on} {timeout:?}: join");
 
             // Select
             let (tx, rx) = channel::bounded::<u32>(0);

@@ -844,12 +844,15 @@ fn timed_waits(on_coroutine: bool) -> Vec<TimedWait> {
         }),
     ));
     let lock = Arc::new(Mutex::new(()));
+    // The thread holds the lock until the wait is over (told so, or its
+    // sender dropped; 30 s at most), however late the wait starts.
+    let (waited_tx, waited_rx) = std::sync::mpsc::channel::<()>();
     let holder = {
         let (lock, (held_tx, held_rx)) = (Arc::clone(&lock), std::sync::mpsc::channel());
         let holder = std::thread::spawn(move || {
             let _g = lock.lock();
             held_tx.send(()).unwrap();
-            std::thread::sleep(Duration::from_millis(400));
+            let _ = waited_rx.recv_timeout(LIVENESS);
         });
         held_rx.recv().unwrap();
         holder
@@ -859,6 +862,7 @@ fn timed_waits(on_coroutine: bool) -> Vec<TimedWait> {
         ms(30),
         Box::new(move |d| {
             let timed_out = lock.try_lock_for(d).is_none();
+            drop(waited_tx);
             holder.join().unwrap();
             timed_out
         }),
@@ -890,7 +894,9 @@ fn timed_waits(on_coroutine: bool) -> Vec<TimedWait> {
             "join_timeout",
             ms(30),
             Box::new(|d| {
-                let mut sleeper = weft::spawn(|| weft::sleep(Duration::from_millis(300)));
+                // Far longer than the wait, however late it starts; the
+                // cancel below ends it.
+                let mut sleeper = weft::spawn(|| weft::sleep(Duration::from_secs(3600)));
                 let timed_out = sleeper.join_timeout(d).is_none();
                 sleeper.cancel();
                 timed_out
@@ -1332,7 +1338,9 @@ fn deadlock_hint_and_dump_name_the_culprits() {
         let _forgotten = Forgotten { _reply: reply };
         let _waiter =
             weft::Builder::new().name("awaiting-reply".to_owned()).spawn_on(&rt, move || replies.recv()).unwrap(); // recv_line
-        std::thread::sleep(Duration::from_millis(1600)); // the hint comes after ~1 s of quiet
+        // The hint comes after ~1 s of quiet; the monitor's thread may be
+        // late on a loaded machine.
+        std::thread::sleep(Duration::from_secs(5));
         eprintln!("----- Runtime::dump -----\n{}", rt.dump());
         eprintln!("----- Runtime::dump {{:#}} -----\n{:#}", rt.dump());
         drop(rt); // unwinds all three
@@ -1364,7 +1372,7 @@ fn deadlock_hint_and_dump_name_the_culprits() {
 
 #[test]
 fn unix_datagram_log_collector_gets_every_record_once() {
-    watched(LIVENESS, || {
+    watched(2 * LIVENESS, || {
         const SENDERS: u32 = 6;
         const RECORDS: u32 = 300;
         let dir = TempDir::new("trial2-logs");
@@ -1372,23 +1380,31 @@ fn unix_datagram_log_collector_gets_every_record_once() {
         let rt = runtime(2);
         let collector_socket = weft::net::UnixDatagram::bind(&path).unwrap();
         // The collector starts late: the kernel's queue (max_dgram_qlen,
-        // usually 512) fills and the senders wait.
+        // usually 512) fills and the senders wait. It collects until it has
+        // as many records as were sent (30 s at most), not until a quiet
+        // spell: a duplicate or a lost record shows in the sequences
+        // checked below (each sender's records arrive in order, so a
+        // duplicate comes before its sender's last record).
         let collector = rt.spawn(move || {
             weft::sleep(Duration::from_millis(50));
-            collector_socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            collector_socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            let deadline = Instant::now() + LIVENESS;
             let mut seen: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+            let mut count = 0;
             let mut buf = [0u8; 64];
-            loop {
+            while count < SENDERS * RECORDS && Instant::now() < deadline {
                 match collector_socket.recv(&mut buf) {
                     Ok(n) => {
                         let text = std::str::from_utf8(&buf[..n]).unwrap();
                         let (who, seq) = text.split_once(':').unwrap();
                         seen.entry(who.parse().unwrap()).or_default().push(seq.parse().unwrap());
+                        count += 1;
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return seen, // quiet for 300 ms
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(e) => panic!("recv: {e}"),
                 }
             }
+            seen
         });
         let senders: Vec<_> = (0..SENDERS)
             .map(|who| {
@@ -1491,25 +1507,33 @@ fn zero_and_past_deadlines_complete_what_is_ready() {
 /// passed). `OnceLock::get_or_init` hands the cell to the next caller. A
 /// `LazyLock`'s initialiser is an `FnOnce` that the cancelled try used up:
 /// every later use panics, and the message says that a cancel (not only a
-/// panic) can be why, as `LazyLock`'s docs do.
+/// panic) can be why, as `LazyLock`'s docs do. Each initialiser says when
+/// it is inside, and its fetch would take an hour: the cancel comes while
+/// both are in their initialisers, however slowly they got there.
 #[test]
 fn a_cancelled_initialiser_hands_a_once_lock_on_and_poisons_a_lazy_lock() {
+    static INSIDE: AtomicUsize = AtomicUsize::new(0);
     static CONFIG: weft::sync::LazyLock<String> = weft::sync::LazyLock::new(|| {
-        weft::sleep(Duration::from_millis(50)); // a fetch
+        INSIDE.fetch_add(1, Ordering::SeqCst);
+        weft::sleep(Duration::from_secs(3600)); // a fetch, ended by the cancel
         "config v1".to_owned()
     });
     static CELL: weft::sync::OnceLock<String> = weft::sync::OnceLock::new();
-    watched(LIVENESS, || {
+    watched(2 * LIVENESS, || {
         let rt = runtime(1);
         let first = rt.spawn(|| CONFIG.len());
         let first_cell = rt.spawn(|| {
             CELL.get_or_init(|| {
-                weft::sleep(Duration::from_millis(50));
+                INSIDE.fetch_add(1, Ordering::SeqCst);
+                weft::sleep(Duration::from_secs(3600));
                 "from the first".to_owned()
             })
             .len()
         });
-        std::thread::sleep(Duration::from_millis(10)); // both are in their initialisers now
+        assert!(
+            eventually(LIVENESS, || INSIDE.load(Ordering::SeqCst) == 2),
+            "the two initialisers did not both start within {LIVENESS:?}"
+        );
         first.cancel();
         first_cell.cancel();
         assert!(first.join().unwrap_err().is_cancelled());
@@ -1522,6 +1546,14 @@ fn a_cancelled_initialiser_hands_a_once_lock_on_and_poisons_a_lazy_lock() {
     });
 }
 
+/// Waits (30 s at most) until the coroutine `id` of `rt` is parked: the
+/// writers below park only once their output is buffered and they wait for
+/// their next message.
+fn wait_until_parked(rt: &weft::Runtime, id: u64) {
+    let parked = || rt.dump().coroutine(id).is_some_and(|c| matches!(c.state(), weft::CoroutineState::Parked { .. }));
+    assert!(eventually(LIVENESS, parked), "the writer did not park within {LIVENESS:?}:\n{}", rt.dump());
+}
+
 /// A connection's writer coroutine keeps a `BufWriter` with output not yet
 /// flushed while it waits for its next message; the client has stopped
 /// reading (its socket buffers are full), so the server cancels the
@@ -1532,7 +1564,7 @@ fn a_cancelled_initialiser_hands_a_once_lock_on_and_poisons_a_lazy_lock() {
 /// for good.
 #[test]
 fn cancel_of_a_writer_with_buffered_output_completes() {
-    watched(LIVENESS, || {
+    watched(3 * LIVENESS, || {
         let rt = runtime(1);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap(); // never reads
@@ -1550,11 +1582,11 @@ fn cancel_of_a_writer_with_buffered_output_completes() {
                 out.write_all(&message).unwrap();
             }
         });
-        std::thread::sleep(Duration::from_millis(50));
+        wait_until_parked(&rt, writer.id()); // in `next_rx.iter()`, with output buffered
         writer.cancel();
-        let ended = writer.join_timeout(Duration::from_secs(2));
+        let ended = writer.join_timeout(LIVENESS);
         let dump = rt.dump();
-        assert!(ended.is_some(), "the cancelled writer is still there after 2 s:\n{dump}");
+        assert!(ended.is_some(), "the cancelled writer is still there after {LIVENESS:?}:\n{dump}");
         drop(client);
     });
 }
@@ -1564,7 +1596,7 @@ fn cancel_of_a_writer_with_buffered_output_completes() {
 /// the client read, and the drop never returned.
 #[test]
 fn runtime_drop_with_a_writer_whose_client_stopped_reading_completes() {
-    watched(LIVENESS, || {
+    watched(3 * LIVENESS, || {
         let rt = runtime(1);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap(); // never reads
@@ -1591,9 +1623,9 @@ fn runtime_drop_with_a_writer_whose_client_stopped_reading_completes() {
                 out.0.as_mut().unwrap().write_all(&message).unwrap();
             }
         });
-        std::thread::sleep(Duration::from_millis(50));
+        wait_until_parked(&rt, writer.id()); // in `next_rx.iter()`, with output buffered
         drop(rt);
-        assert_eq!(flushes_rx.recv_timeout(Duration::from_secs(5)), Ok(std::io::ErrorKind::TimedOut));
+        assert_eq!(flushes_rx.recv_timeout(LIVENESS), Ok(std::io::ErrorKind::TimedOut));
         assert_eq!(writer.join().unwrap_err().kind(), weft::JoinErrorKind::Shutdown);
         drop(client);
     });

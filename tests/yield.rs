@@ -366,8 +366,19 @@ fn a_dump_walks_coroutines_that_yield_to_each_other() {
                 rt.spawn(move || yield_loop_marker(&stop))
             })
             .collect();
-        thread::sleep(Duration::from_millis(20));
-        let dump = rt.dump();
+        // Dumps until all three have started (30 s at most; on a loaded
+        // machine the worker's thread may not have run for a while).
+        let polling = Instant::now();
+        let dump = loop {
+            let dump = rt.dump();
+            let all_started = tasks
+                .iter()
+                .all(|task| dump.coroutine(task.id()).is_some_and(|entry| entry.state() != CoroutineState::Unstarted));
+            if all_started || polling.elapsed() >= Duration::from_secs(30) {
+                break dump;
+            }
+            thread::sleep(Duration::from_millis(1));
+        };
         stop.store(true, Ordering::Relaxed);
         for task in &tasks {
             let entry =
