@@ -969,3 +969,77 @@ fn metadata_of_each_flavour() {
     assert!(!nothing.same_channel(&spent));
     let _ = format!("{ticker:?} {nothing:?}");
 }
+
+// ---------------------------------------------------------------------
+// 7. A one-shot's message given back reaches a clone already waiting.
+// ---------------------------------------------------------------------
+
+/// A `Select` takes an `after`'s message into an operation that is then
+/// dropped unreceived; meanwhile a clone waits on the spent timer in
+/// `waiting` (which returns whether it got the message). The give-back
+/// must reach it well before its own 30 s run out.
+fn a_given_back_message_reaches(waiting: impl FnOnce(Receiver<Instant>) -> bool + Send + 'static, in_coroutine: bool) {
+    let rt = runtime(2);
+    let timer = after(Duration::ZERO);
+    let mut select = Select::new();
+    select.recv(&timer);
+    let operation = select.select();
+    let clone = timer.clone();
+    let (started_tx, started_rx) = bounded::<()>(1);
+    let wait = move || {
+        started_tx.send(()).unwrap();
+        waiting(clone)
+    };
+    let (coroutine, thread) = if in_coroutine {
+        let handle = rt.spawn(wait);
+        started_rx.recv().unwrap();
+        wait_parked_in_recv(&rt, handle.id());
+        (Some(handle), None)
+    } else {
+        let handle = thread::spawn(wait);
+        started_rx.recv().unwrap();
+        thread::sleep(ms(50)); // let it block (if it has not, it takes the message at once)
+        (None, Some(handle))
+    };
+    drop(operation); // the message goes back
+    let started = Instant::now();
+    let got = match (coroutine, thread) {
+        (Some(handle), _) => handle.join().unwrap(),
+        (_, Some(handle)) => handle.join().unwrap(),
+        _ => unreachable!(),
+    };
+    assert!(got, "the waiting clone did not get the given-back message");
+    assert!(started.elapsed() < Duration::from_secs(20), "it came only at the waiter's own deadline");
+    assert_eq!(timer.try_recv(), Err(TryRecvError::Empty), "received once, not twice");
+}
+
+#[test]
+fn a_given_back_after_reaches_a_coroutine_waiting_in_recv() {
+    a_given_back_message_reaches(|clone| clone.recv_timeout(LIMIT).is_ok(), true);
+}
+
+#[test]
+fn a_given_back_after_reaches_an_os_thread_waiting_in_recv() {
+    a_given_back_message_reaches(|clone| clone.recv_timeout(LIMIT).is_ok(), false);
+}
+
+#[test]
+fn a_given_back_after_reaches_a_coroutine_waiting_in_a_select() {
+    a_given_back_message_reaches(
+        |clone| {
+            let (_tx, idle) = unbounded::<u8>();
+            select! {
+                recv(idle) -> _ => false,
+                recv(clone) -> message => message.is_ok(),
+                default(LIMIT) => false,
+            }
+        },
+        true,
+    );
+}
+
+#[test]
+fn a_given_back_after_reaches_a_thread_in_plain_recv_without_deadline() {
+    // `recv` (no deadline) on a spent `after` waits on the back channel.
+    a_given_back_message_reaches(|clone| clone.recv().is_ok(), false);
+}

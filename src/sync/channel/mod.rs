@@ -231,9 +231,9 @@ fn pair<T>(buffer: Buffer<T>) -> (Sender<T>, Receiver<T>) {
 /// A `duration` so long that the instant cannot be represented never comes.
 ///
 /// A [`SelectedOperation`] of this receiver dropped without
-/// [`recv`](SelectedOperation::recv) gives the message back: the next
-/// receive (of this receiver or a clone) gets it at once, but a clone that
-/// was already waiting when it came back is not woken for it.
+/// [`recv`](SelectedOperation::recv) gives the message back, as a channel's
+/// value goes back: to a receive (of this receiver or a clone) that is
+/// waiting, or else to the next one.
 pub fn after(duration: Duration) -> Receiver<Instant> {
     Receiver::of_timer(Timer::once_after(duration))
 }
@@ -373,9 +373,10 @@ enum Flavour<T> {
     /// A channel made by [`bounded`] or [`unbounded`].
     Chan(Arc<Chan<T>>),
     /// [`after`], [`at`] or [`tick`]: each message made, when it is taken,
-    /// from the instant its delivery was due. Only `Receiver<Instant>`s are
-    /// made so (`make` is the identity), which the selected operation's
-    /// type check relies on (`select.rs`, `slot_of`).
+    /// from the instant its delivery was due (`timer.rs`). Only
+    /// `Receiver<Instant>`s are made so (`make` is the identity), which
+    /// the selected operation's type check relies on (`select.rs`,
+    /// `slot_of`).
     Timer { timer: Arc<Timer>, make: fn(Instant) -> T },
     /// [`never`].
     Never,
@@ -560,9 +561,7 @@ impl<T> Receiver<T> {
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
         match &self.flavour {
             Flavour::Chan(chan) => chan.try_recv(),
-            Flavour::Timer { timer, make } => {
-                timer.try_take().map(|taken| make(taken.due)).or(Err(TryRecvError::Empty))
-            }
+            Flavour::Timer { timer, make } => timer.try_recv().map(make).or(Err(TryRecvError::Empty)),
             Flavour::Never => Err(TryRecvError::Empty),
         }
     }
@@ -609,16 +608,23 @@ impl<T> Receiver<T> {
     }
 
     /// A timer's or `never`'s receive: waits until a delivery is taken
-    /// (returned), or until `deadline` passes (`None`). Nobody wakes the
-    /// waiter: it sleeps until the delivery is due, then takes it, and if
-    /// another receiver took it first, sleeps until the next.
+    /// (returned), or until `deadline` passes (`None`). Until a delivery is
+    /// due nobody wakes the waiter: it sleeps until then, takes it, and if
+    /// another receiver took it first, sleeps until the next. A spent
+    /// one-shot's receive waits on its back channel, where a given-back
+    /// message comes (`timer.rs`, "Giving back").
     #[cold]
     fn recv_made(&self, deadline: Option<Deadline>) -> Option<T> {
         loop {
             let due = match &self.flavour {
-                Flavour::Timer { timer, make } => match timer.try_take() {
-                    Ok(taken) => return Some(make(taken.due)),
-                    Err(due) => due.map(deadline_of),
+                Flavour::Timer { timer, make } => match timer.try_recv() {
+                    Ok(due) => return Some(make(due)),
+                    Err(Some(due)) => Some(deadline_of(due)),
+                    Err(None) => match timer.back() {
+                        // Never disconnected: an error is the deadline.
+                        Some(back) => return back.recv(deadline).ok().map(make),
+                        None => None,
+                    },
                 },
                 Flavour::Chan(_) | Flavour::Never => None,
             };

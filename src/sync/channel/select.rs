@@ -49,13 +49,15 @@
 //! slot until [`SelectedOperation::recv`] takes them.
 //!
 //! Timer cases ([`after`](super::after), [`tick`](super::tick), ...) have
-//! no queue and no waker. Pass 1 takes a due delivery straight into the
-//! case's slot (`timer.rs`); pass 2 registers nothing for them (a timer
-//! due by then counts as ready), and the wait's deadline becomes the
-//! earlier of the select's own and the first timer's due instant. A wait
-//! that ends at a timer's instant goes back to pass 1, which takes the
-//! delivery (or, if a clone of the receiver took it first, waits for the
-//! next); a channel case that completes first wins as usual. A
+//! no waker until their delivery is taken. Pass 1 takes a due delivery
+//! straight into the case's slot (`timer.rs`); pass 2 registers nothing
+//! for a timer not due yet (a timer due by then counts as ready), and the
+//! wait's deadline becomes the earlier of the select's own and the first
+//! timer's due instant. A wait that ends at a timer's instant goes back to
+//! pass 1, which takes the delivery (or, if a clone of the receiver took
+//! it first, waits for the next); a channel case that completes first
+//! wins as usual. A spent one-shot's case is a channel case on the
+//! timer's back channel, where a message given back comes. A
 //! [`never`](super::never) case is never ready and never registered.
 //!
 //! Cancellation: a select unwound while it waits gives up like a timeout;
@@ -383,10 +385,9 @@ enum Until {
 ///
 /// The operation itself has already happened. Dropping a completed
 /// receive without [`recv`](Self::recv) gives the value back to its
-/// channel, so it is not lost. (A timer's delivery goes back to the timer
-/// the same way, for the next receive; a tick given back after a later
-/// tick was taken is dropped, as a missed tick. See
-/// [`after`](super::after).)
+/// channel, so it is not lost. (A timer's message goes back the same way;
+/// a tick given back after a later tick was taken is dropped, as a missed
+/// tick.)
 ///
 /// ```
 /// use weft::sync::channel::{unbounded, Select};
@@ -554,8 +555,8 @@ pub struct RecvCase<'a, T> {
     /// 28 instructions more per select, callgrind).
     receiver: &'a Receiver<T>,
     slot: Slot<T>,
-    /// A timer's delivery that the case took into `slot` (a timer has no
-    /// wakers: it lands there at once), to give back if it goes unreceived.
+    /// A ticker's delivery that the case took into `slot` (it lands there
+    /// at once), to give back if it goes unreceived.
     taken: Cell<Option<Taken>>,
 }
 
@@ -699,13 +700,15 @@ impl<T> Case for RecvCase<'_, T> {
                 let queued = unsafe { chan.select_register(Side::Recv, Entry::new(waiter, case, &self.slot), waiter) };
                 if queued { Registered::Waiting } else { Registered::Ready }
             }
-            _ => self.register_timer(),
+            // SAFETY: the caller's promise, passed on.
+            _ => unsafe { self.register_timer(waiter, case) },
         }
     }
 
     fn unregister(&self, waiter: &Waiter, case: usize) {
-        if let Flavour::Chan(chan) = &self.receiver.flavour {
-            chan.select_unregister(Side::Recv, waiter, case);
+        match &self.receiver.flavour {
+            Flavour::Chan(chan) => chan.select_unregister(Side::Recv, waiter, case),
+            _ => self.unregister_timer(waiter, case),
         }
     }
 
@@ -724,8 +727,20 @@ impl<T> Case for RecvCase<'_, T> {
 }
 
 impl<T> RecvCase<'_, T> {
+    /// A timer's case's slot, as the `Slot<Instant>` it is: a timer's
+    /// back channel is a `Chan<Instant>` (not a `Chan<T>`, see `timer.rs`),
+    /// and the case registers its slot there.
+    fn instant_slot(&self) -> &Slot<Instant> {
+        debug_assert!(matches!(self.receiver.flavour, Flavour::Timer { .. }), "not a timer's case");
+        // SAFETY: only `Receiver<Instant>`s have timers (`Flavour::Timer`
+        // is made by `Receiver::of_timer` alone, and the enum is private),
+        // so for a timer's case `T` is `Instant`: the same type.
+        unsafe { &*(&self.slot as *const Slot<T> as *const Slot<Instant>) }
+    }
+
     /// `try_now` of a timer's or `never`'s case: takes a due delivery
-    /// into the slot.
+    /// into the slot, or a spent one-shot's given-back message from its
+    /// back channel.
     #[cold]
     #[inline(never)]
     fn try_now_timer(&self) -> bool {
@@ -734,43 +749,78 @@ impl<T> RecvCase<'_, T> {
         };
         match timer.try_take() {
             Ok(delivery) => {
-                // SAFETY: a timer case is never registered with anyone (no
-                // wakers): its slot is touched by the select's owner only,
-                // which is here.
+                // SAFETY: the case is registered nowhere during pass 1 (no
+                // wakers): its slot is the select's owner's, which is here.
                 self.slot.with_mut(|p| unsafe { *p = Some(make(delivery.due)) });
                 self.taken.set(Some(delivery));
                 true
             }
-            Err(_) => false,
+            // Spent: a one-shot's message may have come back. (Never
+            // disconnected: `true` means a message.)
+            Err(None) => timer.back().is_some_and(|back| back.select_try_recv(self.instant_slot())),
+            Err(Some(_)) => false,
         }
     }
 
-    /// `register` of a timer's or `never`'s case: nothing to register; the
-    /// select's wait ends when the timer is due, and a due one is ready.
+    /// `register` of a timer's or `never`'s case: a timer not due yet
+    /// registers nothing (the select's wait ends when it is due); a due one
+    /// is ready; a spent one-shot's case registers with its back channel,
+    /// as a channel's case, for a message given back.
+    ///
+    /// # Safety
+    ///
+    /// As [`Case::register`].
     #[cold]
     #[inline(never)]
-    fn register_timer(&self) -> Registered {
+    unsafe fn register_timer(&self, waiter: &Waiter, case: usize) -> Registered {
         let Flavour::Timer { timer, .. } = &self.receiver.flavour else {
             return Registered::Waiting; // never
         };
-        match timer.due() {
-            None => Registered::Waiting,
-            Some(due) if Instant::now() < due => Registered::Until(due),
-            Some(_) => Registered::Ready,
+        match (timer.due(), timer.back()) {
+            (Some(due), _) if Instant::now() < due => Registered::Until(due),
+            (Some(_), _) => Registered::Ready,
+            (None, Some(back)) => {
+                // SAFETY: the caller's promise covers the slot and the waiter.
+                let queued =
+                    unsafe { back.select_register(Side::Recv, Entry::new(waiter, case, self.instant_slot()), waiter) };
+                if queued { Registered::Waiting } else { Registered::Ready }
+            }
+            (None, None) => Registered::Waiting, // a ticker whose next tick never comes
         }
     }
 
-    /// `hand_back` of a timer's case whose slot holds a message: the
-    /// message goes, its delivery back to the timer.
+    /// `unregister` of a timer's or `never`'s case: only a spent
+    /// one-shot's case can have been registered (with its back channel;
+    /// spent it stays, and removing an entry that is not there does
+    /// nothing).
+    #[cold]
+    #[inline(never)]
+    fn unregister_timer(&self, waiter: &Waiter, case: usize) {
+        if let Flavour::Timer { timer, .. } = &self.receiver.flavour
+            && let Some(back) = timer.back()
+            && timer.due().is_none()
+        {
+            back.select_unregister(Side::Recv, waiter, case);
+        }
+    }
+
+    /// `hand_back` of a timer's case: a message it holds goes back, a
+    /// one-shot's to its back channel (to a receive waiting there, or the
+    /// next), a ticker's delivery to its schedule.
     #[cold]
     #[inline(never)]
     fn hand_back_timer(&self) {
-        // SAFETY: as in `hand_back`: the select's owner, no entry registered.
-        drop(self.slot.with_mut(|p| unsafe { (*p).take() }));
-        if let Flavour::Timer { timer, .. } = &self.receiver.flavour
-            && let Some(delivery) = self.taken.take()
-        {
-            timer.hand_back(delivery);
+        let Flavour::Timer { timer, .. } = &self.receiver.flavour else { return };
+        match timer.back() {
+            Some(back) => back.hand_back(self.instant_slot()),
+            None => {
+                // SAFETY: as in `hand_back`: the select's owner, no entry
+                // registered; the message goes, its delivery back.
+                drop(self.slot.with_mut(|p| unsafe { (*p).take() }));
+                if let Some(delivery) = self.taken.take() {
+                    timer.hand_back(delivery);
+                }
+            }
         }
     }
 }

@@ -4,10 +4,10 @@
 //!
 //! # Protocol
 //!
-//! A timer channel has no sender, no buffer and no wait queue: its one
-//! message is *made* when a receiver takes it, from a schedule in one
-//! atomic word. The word holds the next delivery as nanoseconds after the
-//! timer's `start` (an `Instant`), or DONE once nothing is left to deliver:
+//! A timer channel has no sender and no buffer: its one message is *made*
+//! when a receiver takes it, from a schedule in one atomic word. The word
+//! holds the next delivery as nanoseconds after the timer's `start` (an
+//! `Instant`), or DONE once nothing is left to deliver:
 //!
 //! ```text
 //!  flavour        start              word at creation   a receiver that takes it writes
@@ -29,28 +29,36 @@
 //! delivery was due, `start + word` (as crossbeam-channel's timers send).
 //!
 //! Waiting: a receiver that found the channel empty sleeps until the due
-//! instant (or for ever, after DONE: a timer channel is never
-//! disconnected) with an ordinary waiter that nobody else wakes, then takes
+//! instant with an ordinary waiter that nobody else wakes, then takes
 //! again. A `Select` folds its timer cases' due instants into its own
 //! deadline (`select.rs`), so a select over channels and timers sleeps once,
-//! until whichever comes first.
+//! until whichever comes first. After DONE a one-shot's receiver waits on
+//! its back channel (below), a ticker's for ever (its next tick is past
+//! the clock's end); a timer channel is never disconnected.
 //!
 //! Giving back: a `Select` that took a delivery into a case whose
-//! operation is then dropped unreceived puts it back, by a CAS from the
-//! word it wrote to the word it found (`hand_back`): for `after` and `at`
-//! nothing else can move DONE, so the one message is never lost; for a
-//! tick, a later delivery taken meanwhile wins, and the given-back one is
-//! dropped as a missed tick. A give-back wakes nobody: a receive that
-//! started after it takes the message at once, but one already waiting
-//! on the spent timer (a clone's, with no deadline of its own that ends
-//! sooner) goes on waiting. Waking those would take a wait queue per
-//! timer, for an edge that only a dropped `SelectedOperation` makes
-//! (crossbeam-channel panics there instead); the public docs say so.
+//! operation is then dropped unreceived gives it back.
+//!
+//! - A one-shot's (`after`, `at`) goes into the timer's *back channel*, a
+//!   rendezvous [`Chan`] of its own that never disconnects; its word stays
+//!   DONE. A receiver that finds the word DONE receives from the back
+//!   channel instead: a plain receive waits there as on any channel, a
+//!   select registers its case there. So a given-back message reaches a
+//!   receiver that was already waiting on the spent timer (handed to it
+//!   directly and woken, as a channel's give-back is), or waits for the
+//!   next receive; the one message is never lost nor received twice.
+//! - A ticker's goes back into the word, by a CAS from the word its take
+//!   wrote to the word it found (`hand_back`): unless a later tick was
+//!   taken meanwhile, which wins (the given-back one is then dropped, as a
+//!   missed tick). Receivers already waiting sleep until the tick they
+//!   saw next and get the given-back one then: up to a period late, never
+//!   lost while no later tick was taken.
 //!
 //! Orderings: the word is the whole shared state (the message is computed
 //! from it, nothing is published through it), so every access is Relaxed;
 //! the CAS's atomicity alone gives "exactly one taker".
 
+use super::chan::{Buffer, Chan};
 use crate::loom::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -58,12 +66,22 @@ use std::time::{Duration, Instant};
 const DONE: u64 = u64::MAX;
 
 /// The shared schedule of a timer channel (its clones share one).
+///
+/// Not generic: a `Receiver<T>`'s code instantiates nothing of a
+/// `Chan<T>` for it (a back channel of `T` made every `Receiver<u64>`'s
+/// `recv` call `Chan<u64>`'s receive from a second place, and the compiler
+/// stopped inlining its buffer's pop: 20 instructions more per rendezvous
+/// hand-off). The receiver makes its message from the `Instant`.
 pub(super) struct Timer {
     start: Instant,
     /// Nanoseconds between deliveries; 0 for a one-shot (`after`, `at`).
     period: u64,
     /// The next delivery, in nanoseconds after `start`, or DONE.
     next: AtomicU64,
+    /// A one-shot's back channel (module docs, "Giving back"); `None` for
+    /// a ticker. It is made with a sender and a receiver counted, which
+    /// are never released: it never disconnects.
+    back: Option<Chan<Instant>>,
 }
 
 /// A delivery taken by [`Timer::try_take`]: the message, and what to give
@@ -80,7 +98,7 @@ pub(super) struct Taken {
 impl Timer {
     /// One delivery at `when`.
     pub(super) fn once(when: Instant) -> Timer {
-        Timer { start: when, period: 0, next: AtomicU64::new(0) }
+        Timer::one_shot(when, 0)
     }
 
     /// One delivery `delay` from now (never, if that instant cannot be
@@ -88,8 +106,13 @@ impl Timer {
     pub(super) fn once_after(delay: Duration) -> Timer {
         match Instant::now().checked_add(delay) {
             Some(when) => Timer::once(when),
-            None => Timer { start: Instant::now(), period: 0, next: AtomicU64::new(DONE) },
+            None => Timer::one_shot(Instant::now(), DONE),
         }
+    }
+
+    fn one_shot(start: Instant, next: u64) -> Timer {
+        let back = Some(Chan::new(Buffer::Zero));
+        Timer { start, period: 0, next: AtomicU64::new(next), back }
     }
 
     /// A delivery every `period`, the first `period` from now.
@@ -106,13 +129,34 @@ impl Timer {
         );
         // A period beyond u64 nanoseconds (584 years) never comes.
         let period = u64::try_from(period.as_nanos()).unwrap_or(DONE);
-        Timer { start: Instant::now(), period, next: AtomicU64::new(period) }
+        Timer { start: Instant::now(), period, next: AtomicU64::new(period), back: None }
+    }
+
+    /// A one-shot's back channel, where a taken delivery goes when it is
+    /// given back; `None` for a ticker.
+    pub(super) fn back(&self) -> Option<&Chan<Instant>> {
+        self.back.as_ref()
     }
 
     /// The instant `nanos` after `start`; `None` if it cannot be
     /// represented (so it never comes).
     fn instant(&self, nanos: u64) -> Option<Instant> {
         if nanos == DONE { None } else { self.start.checked_add(Duration::from_nanos(nanos)) }
+    }
+
+    /// A receive that does not wait: the due delivery's instant, or a
+    /// given-back one (a one-shot's back channel); otherwise `Err` with
+    /// when the next delivery is due (`None`: none will come through the
+    /// schedule any more).
+    pub(super) fn try_recv(&self) -> Result<Instant, Option<Instant>> {
+        match self.try_take() {
+            Ok(taken) => Ok(taken.due),
+            Err(Some(due)) => Err(Some(due)),
+            Err(None) => match self.back.as_ref().map(Chan::try_recv) {
+                Some(Ok(message)) => Ok(message),
+                _ => Err(None),
+            },
+        }
     }
 
     /// When the next delivery is due; `None` if there will be none.
@@ -151,21 +195,31 @@ impl Timer {
         (elapsed / self.period).checked_add(1).and_then(|k| k.checked_mul(self.period)).unwrap_or(DONE)
     }
 
-    /// Puts back a delivery that was taken but not received, unless a
-    /// later one was taken since (module docs, "Giving back").
+    /// Puts back a ticker's delivery that was taken but not received,
+    /// unless a later one was taken since (module docs, "Giving back"). A
+    /// one-shot's goes to its [`back`](Self::back) channel instead.
     pub(super) fn hand_back(&self, taken: Taken) {
+        debug_assert!(self.back.is_none(), "a one-shot's delivery goes back through its back channel");
         let _ = self.next.compare_exchange(taken.to, taken.from, Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    /// How many messages wait: 1 if a delivery is due now, else 0.
+    /// How many messages wait: 1 if a delivery is due now or one was given
+    /// back, else 0.
     pub(super) fn len(&self) -> usize {
-        usize::from(self.due().is_some_and(|due| Instant::now() >= due))
+        let due = self.due().is_some_and(|due| Instant::now() >= due);
+        usize::from(due) + self.back.as_ref().map_or(0, |back| back.len())
     }
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::loom::UnsafeCell;
+
+    /// What a dropped selected operation does with a one-shot's message.
+    fn give_back(timer: &Timer, taken: Taken) {
+        timer.back().expect("a one-shot").hand_back(&UnsafeCell::new(Some(taken.due)));
+    }
 
     #[test]
     fn a_one_shot_delivers_once_at_its_instant() {
@@ -180,8 +234,12 @@ mod tests {
         let taken = timer.try_take().unwrap();
         assert_eq!(taken.due, when);
         assert_eq!(timer.try_take().unwrap_err(), None);
-        timer.hand_back(taken);
-        assert_eq!(timer.try_take().unwrap().due, when, "a given-back delivery comes again");
+        assert_eq!(timer.try_recv(), Err(None));
+        give_back(&timer, taken);
+        assert_eq!(timer.len(), 1);
+        assert_eq!(timer.try_take().unwrap_err(), None, "the schedule stays spent");
+        assert_eq!(timer.try_recv(), Ok(when), "a given-back delivery comes again");
+        assert_eq!(timer.try_recv(), Err(None));
     }
 
     #[test]
@@ -225,11 +283,12 @@ mod tests {
 mod loom_models {
     //! Receivers racing for one delivery.
     use super::*;
-    use crate::loom::thread;
+    use crate::loom::{UnsafeCell, thread};
     use std::sync::Arc;
 
     /// Three receivers take a due one-shot at once, one of them giving it
-    /// back: it is taken exactly once more than it is given back.
+    /// back (through the back channel): it is taken exactly once more than
+    /// it is given back.
     #[test]
     fn a_due_delivery_is_taken_exactly_once() {
         loom::model(|| {
@@ -237,15 +296,14 @@ mod loom_models {
             let takers: Vec<_> = (0..2)
                 .map(|_| {
                     let timer = Arc::clone(&timer);
-                    thread::spawn(move || timer.try_take().is_ok())
+                    thread::spawn(move || timer.try_recv().is_ok())
                 })
                 .collect();
-            let mine = timer.try_take();
-            if let Ok(taken) = mine {
-                timer.hand_back(taken);
+            if let Ok(taken) = timer.try_take() {
+                timer.back().unwrap().hand_back(&UnsafeCell::new(Some(taken.due)));
             }
             let taken: usize = takers.into_iter().map(|t| usize::from(t.join().unwrap())).sum();
-            let left = usize::from(timer.try_take().is_ok());
+            let left = usize::from(timer.try_recv().is_ok());
             assert_eq!(taken + left, 1, "one delivery, taken {taken} times by others, {left} left");
         });
     }
