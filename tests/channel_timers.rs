@@ -45,6 +45,22 @@ fn wait_parked_in_recv(rt: &Runtime, id: u64) {
     }
 }
 
+/// Waits until the coroutines `ids` of `rt` are parked in receives, then
+/// drops `rt` on another thread: the drop must return.
+#[track_caller]
+fn drop_once_parked(rt: Runtime, ids: &[u64], parked: &str) {
+    for &id in ids {
+        wait_parked_in_recv(&rt, id);
+    }
+    let (done_tx, done_rx) = bounded::<()>(1);
+    let dropper = thread::spawn(move || {
+        drop(rt);
+        done_tx.send(()).unwrap();
+    });
+    assert!(done_rx.recv_timeout(LIMIT).is_ok(), "Runtime drop hung with coroutines parked {parked}");
+    dropper.join().unwrap();
+}
+
 /// CPU time of the calling OS thread.
 fn thread_cpu_time() -> Duration {
     Duration::from_nanos(common::thread_activity(common::gettid()).0)
@@ -441,16 +457,7 @@ fn runtime_drop_with_coroutines_parked_on_timers_returns() {
         });
         ids.push(handle.id());
     }
-    for id in ids {
-        wait_parked_in_recv(&rt, id);
-    }
-    let (done_tx, done_rx) = bounded::<()>(1);
-    let dropper = thread::spawn(move || {
-        drop(rt);
-        done_tx.send(()).unwrap();
-    });
-    assert!(done_rx.recv_timeout(LIMIT).is_ok(), "Runtime drop hung with coroutines parked on timers");
-    dropper.join().unwrap();
+    drop_once_parked(rt, &ids, "on timers");
 }
 
 /// Many selects race for one `after`, half of them dropping what they took:
@@ -935,16 +942,7 @@ fn runtime_drop_with_coroutines_parked_in_selects_on_timers_returns() {
         });
         ids.push(handle.id());
     }
-    for id in ids {
-        wait_parked_in_recv(&rt, id);
-    }
-    let (done_tx, done_rx) = bounded::<()>(1);
-    let dropper = thread::spawn(move || {
-        drop(rt);
-        done_tx.send(()).unwrap();
-    });
-    assert!(done_rx.recv_timeout(LIMIT).is_ok(), "Runtime drop hung with coroutines parked in selects on timers");
-    dropper.join().unwrap();
+    drop_once_parked(rt, &ids, "in selects on timers");
 }
 
 // ---------------------------------------------------------------------
