@@ -1941,6 +1941,12 @@ impl WorkerLocal {
         metrics::bump(&self.counters().parks);
         CURRENT_TASK.with(|c| c.set(next));
         metrics::bump(&self.counters().switches);
+        // A server's connections park this way one after another, each
+        // continuing the next woken one: keep the pipeline of `run_task`'s
+        // prefetches going for the tasks behind `next`, or a chain of direct
+        // switches waits on cold stacks. (The yield's direct switch does not:
+        // its ping-pong budget has no room, and yielders are rarely cold.)
+        self.prefetch_next_resumes();
         // SAFETY: `from` runs on this thread, not panicking, PARKED (its
         // waker queues it: on this worker, and this thread resumes it only
         // after this switch); `next` as in `yield_direct`.
