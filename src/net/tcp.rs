@@ -6,7 +6,7 @@ use super::{IoState, OnTimeout, Options, adopt, socket_options};
 use crate::runtime::poller::Direction;
 use crate::sys::net::{Connect, connect_tcp};
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{self, Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -399,7 +399,9 @@ impl TcpStream {
 
     fn stream_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let len = bufs.iter().take(super::IOV_MAX).map(|b| b.len()).sum();
-        self.state.write_stream(len, || (&self.inner).write_vectored(bufs))
+        // (`sendmsg` with MSG_NOSIGNAL: std's `writev` would raise SIGPIPE
+        // where `write` gives EPIPE.)
+        self.state.write_stream(len, || crate::sys::net::send_vectored(self.inner.as_fd(), bufs))
     }
 }
 

@@ -38,7 +38,7 @@ use crate::runtime::poller::Direction;
 use crate::sys::net::{Connect, UnixName, connect_unix, recv_vectored_no_control};
 use std::cell::Cell;
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{self, SocketAddr};
@@ -487,7 +487,9 @@ impl UnixStream {
 
     fn stream_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let len: usize = bufs.iter().take(IOV_MAX).map(|b| b.len()).sum();
-        write_in_slices(&self.state, len != 0, || (&self.inner).write_vectored(bufs))
+        // (`sendmsg` with MSG_NOSIGNAL, as `stream_write`'s `send`: std's
+        // `writev` would raise SIGPIPE.)
+        write_in_slices(&self.state, len != 0, || crate::sys::net::send_vectored(self.inner.as_fd(), bufs))
     }
 }
 

@@ -6,7 +6,9 @@
 //! Unix stream's reader needs to tell a drained socket from a read cut
 //! short by passed descriptors. And the stream read and write of every
 //! request, made with `syscall(2)` rather than glibc's `recv`/`send`
-//! ([`recv`], [`send`]). Everything else goes through std's socket types.
+//! ([`recv`], [`send`]), and a vectored stream write with `MSG_NOSIGNAL`
+//! ([`send_vectored`]: std's `writev` raises SIGPIPE where its `write`
+//! gives `EPIPE`). Everything else goes through std's socket types.
 //!
 //! # Why the hot calls skip glibc's wrappers
 //!
@@ -198,6 +200,33 @@ pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
             0 as libc::socklen_t,
         )
     };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// `sendmsg(fd, bufs, MSG_NOSIGNAL)` with no address or control data:
+/// what std's `write_vectored` (a `writev`) does, except that a peer that
+/// is gone gives `EPIPE`, not `SIGPIPE`, as [`send`] does. Passes the first
+/// [`IOV_MAX`] buffers, as std's `writev` does. Errors, `EINTR` included,
+/// come back as they are.
+pub(crate) fn send_vectored(fd: BorrowedFd<'_>, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: msghdr is plain data; all zeroes (no name, no control
+    // buffer, no buffers, no flags) is a valid value.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    // IoSlice is ABI-compatible with iovec on Unix (std guarantees it); the
+    // kernel only reads through `msg_iov` for a send (the cast to *mut is
+    // the C type's, not a write).
+    msg.msg_iov = bufs.as_ptr().cast_mut().cast::<libc::iovec>();
+    msg.msg_iovlen = bufs.len().min(IOV_MAX) as _;
+    // SAFETY: `msg` is a valid msghdr for the call: msg_iov points at
+    // msg_iovlen iovecs, each naming a live buffer borrowed for the call
+    // through `bufs`; name and control are null with zero lengths; `fd` is
+    // open for the call (borrowed). (`syscall(2)`, not glibc's `sendmsg`:
+    // module docs.)
+    let n =
+        unsafe { libc::syscall(libc::SYS_sendmsg, fd.as_raw_fd(), &msg as *const libc::msghdr, libc::MSG_NOSIGNAL) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
