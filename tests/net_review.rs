@@ -1,16 +1,29 @@
 //! Edges found in a review of `weft::net` and the poller: vectored writes to
-//! a gone peer (an error, never SIGPIPE, as plain writes).
+//! a gone peer (an error, never SIGPIPE, as plain writes), and a Unix
+//! connect that would wait for a full backlog while its coroutine is being
+//! unwound (it fails at once, as every other socket wait does then).
 
 mod common;
 
-use common::net::set_linger_zero;
+use common::net::{TempDir, set_backlog, set_linger_zero};
 use std::io::{ErrorKind, IoSlice, Read, Write};
+use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use weft::net::{TcpListener, TcpStream, UnixStream};
 
 /// Serialises the tests that run a child process (see `common`).
 static CHILD: Mutex<()> = Mutex::new(());
+
+/// Waits (at most 30 s) until `flag` is set.
+fn wait_for(flag: &AtomicBool, what: &str) {
+    let started = Instant::now();
+    while !flag.load(Ordering::Acquire) {
+        assert!(started.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
 
 /// A vectored write (`write_vectored`, what `write_all_vectored` and many
 /// HTTP libraries call) to a TCP peer that reset the connection, and to a
@@ -81,4 +94,91 @@ fn vectored_writes_to_a_gone_peer_are_errors_not_signals() {
         return; // the child's run
     };
     assert!(!stderr.contains("panicked"), "the child reported a panic:\n{stderr}");
+}
+
+/// Records the outcome of a Unix connect made by its drop (a destructor
+/// that runs while its coroutine is unwound).
+struct ConnectOnDrop {
+    path: std::path::PathBuf,
+    outcome: Arc<Mutex<Option<std::io::Result<()>>>>,
+}
+
+impl Drop for ConnectOnDrop {
+    fn drop(&mut self) {
+        let result = UnixStream::connect(&self.path).map(drop);
+        *self.outcome.lock().unwrap() = Some(result);
+    }
+}
+
+/// Whether a non-blocking connect to `path` fails with EAGAIN now: the
+/// listener's backlog is full (Linux fails such a connect rather than queue it).
+fn backlog_is_full(path: &std::path::Path) -> bool {
+    // SAFETY: no pointers; a new descriptor or -1.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: sockaddr_un is plain data; all zeroes is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `addr` is a valid sockaddr_un that outlives the call, with its size.
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_un).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    rc != 0 && err.kind() == ErrorKind::WouldBlock
+}
+
+/// A Unix connect to a listener whose backlog is full retries until the
+/// listener makes room (as std's blocking connect waits). While its
+/// coroutine is being unwound for good (cancelled, or unwound by its
+/// runtime's drop), it must not: like every other socket operation that
+/// would wait then (the `weft::net` docs, "Timeouts"), it fails at once
+/// with `TimedOut`, instead of holding the cancel or the runtime's drop up
+/// until the listener accepts, here never.
+#[test]
+fn a_unix_connect_to_a_full_backlog_does_not_hold_up_a_cancel_or_a_runtime_drop() {
+    common::watched(Duration::from_secs(60), || {
+        let dir = TempDir::new("review-full-backlog");
+        let path = dir.0.join("full.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        set_backlog(&listener, 0);
+        // Backlog 0 queues one connection; nobody accepts it.
+        let _queued = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        assert!(backlog_is_full(&path), "the listener's backlog did not fill up");
+        for by_runtime_drop in [false, true] {
+            let rt = weft::Runtime::builder().workers(1).build().unwrap();
+            let outcome = Arc::new(Mutex::new(None));
+            let started = Arc::new(AtomicBool::new(false));
+            let handle = rt.spawn({
+                let guard = ConnectOnDrop { path: path.clone(), outcome: Arc::clone(&outcome) };
+                let started = Arc::clone(&started);
+                move || {
+                    let _guard = guard;
+                    started.store(true, Ordering::Release);
+                    weft::sleep(Duration::from_secs(3600));
+                }
+            });
+            wait_for(&started, "the coroutine to start");
+            if by_runtime_drop {
+                drop(rt);
+                drop(handle);
+            } else {
+                handle.cancel();
+                assert!(handle.join().unwrap_err().is_cancelled());
+                drop(rt);
+            }
+            let result = outcome.lock().unwrap().take().expect("the guard's drop ran");
+            let err = result.expect_err("a connect to a full backlog succeeded");
+            assert_eq!(err.kind(), ErrorKind::TimedOut, "by the runtime's drop: {by_runtime_drop}: {err:?}");
+        }
+    });
 }

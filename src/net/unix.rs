@@ -318,7 +318,9 @@ impl UnixStream {
     /// Connects to the socket at `path`. If the listener's backlog is full
     /// it retries, pausing 1 ms, then twice as long each time up to 64 ms,
     /// until the listener makes room (a blocking std connect waits the same
-    /// way, in the kernel).
+    /// way, in the kernel). In a coroutine being cancelled or unwound by its
+    /// runtime's drop it does not retry: it fails with
+    /// [`io::ErrorKind::TimedOut`], as any socket wait does then.
     ///
     /// # Errors
     ///
@@ -384,6 +386,14 @@ impl UnixStream {
                     return Ok(stream);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    // A coroutine being unwound for good (cancelled, or by
+                    // its runtime's drop) does not wait, here as in every
+                    // other socket operation (`weft::net`, "Timeouts"): a
+                    // listener that never makes room would hold the cancel
+                    // or the drop up for good.
+                    if crate::runtime::current_task_is_ending() {
+                        return Err(crate::runtime::poller::ending_error());
+                    }
                     if crate::runtime::in_parkable_coroutine() {
                         crate::sleep(pause);
                     } else {

@@ -975,7 +975,7 @@ impl Drop for IoRegistration {
 /// What a socket operation that would wait returns in a coroutine that is
 /// being unwound for good (see [`IoRegistration::run`]).
 #[cold]
-fn ending_error() -> io::Error {
+pub(crate) fn ending_error() -> io::Error {
     io::Error::new(
         io::ErrorKind::TimedOut,
         "a socket operation does not wait while its coroutine is being cancelled or unwound by its runtime's shutdown",
