@@ -1,16 +1,21 @@
 //! Edges found in a review of `weft::net` and the poller: vectored writes to
 //! a gone peer (an error, never SIGPIPE, as plain writes), and a Unix
 //! connect that would wait for a full backlog while its coroutine is being
-//! unwound (it fails at once, as every other socket wait does then).
+//! unwound (it fails at once, as every other socket wait does then). And
+//! two coroutines on different workers reading one stream at once, through
+//! one handle or through a `try_clone`: each byte reaches one of them, and
+//! the end of the stream wakes both. And `into_std` after a coroutine
+//! waited on the socket: blocking again, timeouts kept, out of the poller.
 
 mod common;
 
-use common::net::{TempDir, set_backlog, set_linger_zero};
+use common::net::{TempDir, set_backlog, set_linger_zero, worker_name};
 use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use weft::JoinHandle;
 use weft::net::{TcpListener, TcpStream, UnixStream};
 
 /// Serialises the tests that run a child process (see `common`).
@@ -180,5 +185,175 @@ fn a_unix_connect_to_a_full_backlog_does_not_hold_up_a_cancel_or_a_runtime_drop(
             let err = result.expect_err("a connect to a full backlog succeeded");
             assert_eq!(err.kind(), ErrorKind::TimedOut, "by the runtime's drop: {by_runtime_drop}: {err:?}");
         }
+    });
+}
+
+/// A coroutine's handle; it returns its value and the name of its worker.
+type OnWorker<T> = JoinHandle<(T, String)>;
+
+/// Spawns `first` and `second` on different workers of the 2-worker `rt`
+/// (as `net_duplex` does): `first` starts, spawns `second`, and spins,
+/// holding its worker, until `second` has started, which only the other
+/// worker can do (a started coroutine never moves).
+fn on_two_workers<A, B>(
+    rt: &weft::Runtime,
+    first: impl FnOnce() -> A + Send + 'static,
+    second: impl FnOnce() -> B + Send + 'static,
+) -> (OnWorker<A>, OnWorker<B>)
+where
+    A: Send + 'static,
+    B: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = rt.spawn(move || {
+        let started = Arc::new(AtomicBool::new(false));
+        let second = {
+            let started = Arc::clone(&started);
+            weft::spawn(move || {
+                started.store(true, Ordering::Release);
+                (second(), worker_name())
+            })
+        };
+        wait_for(&started, "the other worker to start the second coroutine");
+        tx.send(second).unwrap();
+        (first(), worker_name())
+    });
+    (handle, rx.recv().unwrap())
+}
+
+/// Reads one byte at a time until the end of the stream, counting each
+/// into `total`; returns how many it read.
+fn count_bytes(mut stream: &TcpStream, total: &AtomicUsize) -> usize {
+    let mut mine = 0;
+    let mut byte = [0u8; 1];
+    loop {
+        match stream.read(&mut byte).expect("a read of the shared stream") {
+            0 => return mine,
+            _ => {
+                mine += 1;
+                total.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// Two coroutines on different workers read one stream at once (through
+/// one shared handle, and through a handle and its `try_clone`), each
+/// registered with its own worker's epoll. A thread writes one byte at a
+/// time, each once the previous one was read (so that both readers keep
+/// parking), then shuts its half: every byte reaches exactly one reader,
+/// and the end of the stream wakes both, the one whose worker never saw
+/// the last byte's edge included.
+#[test]
+fn two_readers_on_different_workers_share_a_stream_and_both_see_its_end() {
+    const BYTES: usize = 200;
+    common::watched(Duration::from_secs(60), || {
+        let rt = weft::Runtime::builder().workers(2).stall_threshold(None).build().unwrap();
+        for cloned in [false, true] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut writer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let stream = Arc::new(TcpStream::from_std(listener.accept().unwrap().0).unwrap());
+            let other = if cloned { Arc::new(stream.try_clone().unwrap()) } else { Arc::clone(&stream) };
+            let total = Arc::new(AtomicUsize::new(0));
+            let (first, second) = on_two_workers(
+                &rt,
+                {
+                    let total = Arc::clone(&total);
+                    move || count_bytes(&stream, &total)
+                },
+                {
+                    let total = Arc::clone(&total);
+                    move || count_bytes(&other, &total)
+                },
+            );
+            let started = Instant::now();
+            for sent in 1..=BYTES {
+                writer.write_all(b"x").unwrap();
+                while total.load(Ordering::Acquire) < sent {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "byte {sent} was never read (cloned: {cloned})"
+                    );
+                    std::thread::yield_now();
+                }
+            }
+            writer.shutdown(std::net::Shutdown::Write).unwrap();
+            let (a, on_a) = first.join().unwrap();
+            let (b, on_b) = second.join().unwrap();
+            assert_ne!(on_a, on_b, "the readers ran on the same worker");
+            assert_eq!(a + b, BYTES, "bytes read (cloned: {cloned}): {a} + {b}");
+        }
+    });
+}
+
+/// Whether `fd`'s open file is in non-blocking mode.
+fn is_nonblocking(fd: &impl std::os::fd::AsRawFd) -> bool {
+    // SAFETY: F_GETFL reads the file's flags; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    assert!(flags >= 0, "F_GETFL: {}", std::io::Error::last_os_error());
+    flags & libc::O_NONBLOCK != 0
+}
+
+/// `into_std` of sockets that a coroutine has waited on (registered with
+/// its worker's epoll) hands back what a std user expects: a blocking
+/// socket (the docs: "back in blocking mode unless this one was set
+/// non-blocking") with the timeouts set through weft, whose read blocks
+/// (until its timeout, then `WouldBlock`) and then reads what comes later.
+#[test]
+fn into_std_after_a_coroutine_waited_gives_a_blocking_socket_with_its_timeouts() {
+    common::watched(Duration::from_secs(60), || {
+        let rt = weft::Runtime::builder().workers(1).build().unwrap();
+        let (tcp, tcp_peer, listener, udp) = rt
+            .spawn(|| {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let connector = weft::spawn(move || TcpStream::connect(addr).unwrap());
+                let (stream, _) = listener.accept().unwrap(); // may wait
+                let mut peer = connector.join().unwrap();
+                let reader = {
+                    let stream = Arc::new(stream);
+                    let reading = Arc::clone(&stream);
+                    let read = weft::spawn(move || {
+                        let mut byte = [0u8; 1];
+                        (&*reading).read_exact(&mut byte).unwrap(); // waits
+                    });
+                    weft::sleep(Duration::from_millis(1));
+                    peer.write_all(b"1").unwrap();
+                    read.join().unwrap();
+                    Arc::into_inner(stream).unwrap()
+                };
+                reader.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                let udp = weft::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                udp.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                let mut buf = [0u8; 4];
+                // Waits in the poller for its timeout.
+                assert_eq!(udp.recv(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
+                (reader.into_std().unwrap(), peer, listener.into_std().unwrap(), udp.into_std().unwrap())
+            })
+            .join()
+            .unwrap();
+        for (what, nonblocking) in
+            [("tcp", is_nonblocking(&tcp)), ("listener", is_nonblocking(&listener)), ("udp", is_nonblocking(&udp))]
+        {
+            assert!(!nonblocking, "{what}: into_std gave a non-blocking socket");
+        }
+        assert_eq!(tcp.read_timeout().unwrap().map(|t| t >= Duration::from_millis(50)), Some(true));
+        let mut tcp = tcp;
+        let mut byte = [0u8; 1];
+        let started = Instant::now();
+        let err = tcp.read(&mut byte).expect_err("a read with nothing sent succeeded");
+        assert_eq!(err.kind(), ErrorKind::WouldBlock, "{err:?}");
+        // (The kernel counts SO_RCVTIMEO in jiffies and may end up to one
+        // early; a non-blocking socket would answer in microseconds.)
+        assert!(started.elapsed() >= Duration::from_millis(25), "the std read did not block: {:?}", started.elapsed());
+        let mut peer = tcp_peer;
+        peer.write_all(b"2").unwrap();
+        tcp.read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"2");
+        let started = Instant::now();
+        let err = udp.recv(&mut byte).expect_err("a receive with nothing sent succeeded");
+        assert_eq!(err.kind(), ErrorKind::WouldBlock, "{err:?}");
+        assert!(started.elapsed() >= Duration::from_millis(25), "the std receive did not block");
+        drop(rt);
     });
 }
