@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Network benchmark (issue 12's figures): weft's http_hello and echo
 # examples against the same minimal servers on tokio (current-thread, by
-# hand with httparse, and through hyper), may (one worker), std threads
-# (one per connection) and Go (raw net + bufio, and net/http,
-# GOMAXPROCS=1), driven by a real load generator, wrk, on 127.0.0.1 only.
+# hand with httparse, and through hyper), monoio (its io_uring driver),
+# may (one worker), std threads (one per connection) and Go (raw net +
+# bufio, and net/http, GOMAXPROCS=1), driven by a real load generator,
+# wrk, on 127.0.0.1 only.
 # Every server runs on CPU 0 (`taskset -c 0`, one worker or thread), the
 # load generator on CPU 1, so each server gets the same single core.
 # Besides requests per second and p99 latency it records the server
@@ -16,7 +17,7 @@
 #   bash benches/report/net.sh --out DIR       # another results directory (default benches/results/net)
 #   bash benches/report/net.sh --only weft,tokio   # a subset of the servers (names below)
 #
-# Servers: weft, tokio, hyper, may, std-threads, go-raw, go-net-http (HTTP);
+# Servers: weft, tokio, hyper, monoio, may, std-threads, go-raw, go-net-http (HTTP);
 # weft, tokio, may, std-threads, go-raw (echo, driven by the Go echo client
 # of benches/peers/go/net); weft, tokio, may, go-raw (idle connections: the
 # server's VmRSS before and with N keep-alive connections, each having
@@ -116,6 +117,7 @@ declare -A http=(
     [weft]="$target/examples/http_hello --addr ADDR --workers 1"
     [tokio]="$target/tokio_http --addr ADDR"
     [hyper]="$target/hyper_http --addr ADDR"
+    [monoio]="$target/monoio_http --addr ADDR"
     [may]="$target/may_http --addr ADDR"
     [std-threads]="$target/std_http --addr ADDR"
     [go-raw]="env GOMAXPROCS=1 $gobin -mode http-raw -addr ADDR"
@@ -128,7 +130,7 @@ declare -A echo_servers=(
     [std-threads]="$target/std_echo --addr ADDR"
     [go-raw]="env GOMAXPROCS=1 $gobin -mode echo -addr ADDR"
 )
-http_order="weft tokio hyper may std-threads go-raw go-net-http"
+http_order="weft tokio hyper monoio may std-threads go-raw go-net-http"
 echo_order="weft tokio may std-threads go-raw"
 idle_order="weft tokio may go-raw"
 # Whether server NAME of KIND (http, echo) can run here.

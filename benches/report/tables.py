@@ -447,7 +447,7 @@ def table_net(results):
         return "—" if x is None else f"{x / 1000:.1f} k"
 
     parts = []
-    order = ["weft", "tokio", "hyper", "may", "std-threads", "go-raw", "go-net-http"]
+    order = ["weft", "tokio", "hyper", "monoio", "may", "std-threads", "go-raw", "go-net-http"]
 
     def failed(m):
         """A median's runs that did not finish, said after its figures."""
