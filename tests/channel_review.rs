@@ -11,27 +11,12 @@ use std::time::{Duration, Instant};
 
 use weft::select;
 use weft::sync::channel::{Receiver, Select, TryRecvError, after, bounded, unbounded};
-use weft::{CoroutineState, JoinHandle, ParkedOn, Runtime};
+use weft::{JoinHandle, Runtime};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn runtime(workers: usize) -> Runtime {
     Runtime::builder().workers(workers).build().expect("a runtime with its worker threads")
-}
-
-/// Waits until coroutine `id` of `rt` is parked in a receive or a select.
-#[track_caller]
-fn wait_parked_in_recv(rt: &Runtime, id: u64) {
-    let started = Instant::now();
-    loop {
-        if let Some(CoroutineState::Parked { on: ParkedOn::ChannelRecv(_) | ParkedOn::Select(_), .. }) =
-            rt.dump().coroutine(id).map(|c| c.state())
-        {
-            return;
-        }
-        assert!(started.elapsed() < LIMIT, "coroutine {id} never parked in a receive\n{}", rt.dump());
-        thread::sleep(Duration::from_millis(2));
-    }
 }
 
 #[track_caller]
@@ -104,7 +89,7 @@ fn given_back_timer_messages_handed_to_cancelled_waiters_go_back() {
         })
         .collect();
     for victim in &victims {
-        wait_parked_in_recv(&rt, victim.id());
+        common::wait_parked_in_recv(&rt, victim.id());
     }
     victims_tx.send(victims).unwrap();
     let victims = giver.join().unwrap();
@@ -145,7 +130,7 @@ fn runtime_drop_leaves_the_back_channel_of_a_timer_that_outlives_it() {
         })
         .collect();
     for &id in &ids {
-        wait_parked_in_recv(&rt, id);
+        common::wait_parked_in_recv(&rt, id);
     }
     let (done_tx, done_rx) = bounded::<()>(1);
     let dropper = thread::spawn(move || {

@@ -18,7 +18,7 @@ use weft::select;
 use weft::sync::channel::{
     Receiver, RecvTimeoutError, Select, TryRecvError, after, at, bounded, never, tick, unbounded,
 };
-use weft::{CoroutineState, JoinErrorKind, ParkedOn, Runtime};
+use weft::{JoinErrorKind, Runtime};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -30,27 +30,12 @@ fn runtime(workers: usize) -> Runtime {
     Runtime::builder().workers(workers).build().expect("a runtime with its worker threads")
 }
 
-/// Waits until coroutine `id` of `rt` is parked on a channel receive.
-#[track_caller]
-fn wait_parked_in_recv(rt: &Runtime, id: u64) {
-    let started = Instant::now();
-    loop {
-        if let Some(CoroutineState::Parked { on: ParkedOn::ChannelRecv(_) | ParkedOn::Select(_), .. }) =
-            rt.dump().coroutine(id).map(|c| c.state())
-        {
-            return;
-        }
-        assert!(started.elapsed() < LIMIT, "coroutine {id} never parked in a receive\n{}", rt.dump());
-        thread::sleep(ms(2));
-    }
-}
-
 /// Waits until the coroutines `ids` of `rt` are parked in receives, then
 /// drops `rt` on another thread: the drop must return.
 #[track_caller]
 fn drop_once_parked(rt: Runtime, ids: &[u64], parked: &str) {
     for &id in ids {
-        wait_parked_in_recv(&rt, id);
+        common::wait_parked_in_recv(&rt, id);
     }
     let (done_tx, done_rx) = bounded::<()>(1);
     let dropper = thread::spawn(move || {
@@ -423,7 +408,7 @@ fn cancelling_coroutines_parked_on_timers_and_never_ends_their_waits() {
     ];
     for (n, wait) in waits.into_iter().enumerate() {
         let victim = rt.spawn(wait);
-        wait_parked_in_recv(&rt, victim.id());
+        common::wait_parked_in_recv(&rt, victim.id());
         victim.cancel();
         let started = Instant::now();
         match victim.join() {
@@ -902,7 +887,7 @@ fn a_spent_after_waits_for_ever_until_cancelled() {
     ];
     for (n, wait) in waits.into_iter().enumerate() {
         let victim = rt.spawn(wait);
-        wait_parked_in_recv(&rt, victim.id());
+        common::wait_parked_in_recv(&rt, victim.id());
         thread::sleep(ms(20));
         assert!(!victim.is_finished(), "wait {n} ended");
         victim.cancel();
@@ -991,7 +976,7 @@ fn a_given_back_message_reaches(waiting: impl FnOnce(Receiver<Instant>) -> bool 
     let (coroutine, thread) = if in_coroutine {
         let handle = rt.spawn(wait);
         started_rx.recv().unwrap();
-        wait_parked_in_recv(&rt, handle.id());
+        common::wait_parked_in_recv(&rt, handle.id());
         (Some(handle), None)
     } else {
         let handle = thread::spawn(wait);

@@ -6,54 +6,13 @@
 
 mod common;
 
-use common::net::{Pattern, worker_name};
+use common::net::{Pattern, on_two_workers};
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-use weft::JoinHandle;
 use weft::net::{TcpListener, TcpStream};
 
 const BYTES: u64 = 32 << 20;
-
-/// A coroutine's handle; it returns its value and the name of its worker.
-type OnWorker<T> = JoinHandle<(T, String)>;
-
-/// Spawns `first` and `second` so that they run on different workers of
-/// the 2-worker `rt`: `first` starts, spawns `second`, and spins (holding
-/// its worker) until `second` has started, which only the other worker can
-/// do (a started coroutine never moves). Returns both handles and their
-/// worker names.
-fn on_two_workers<A, B>(
-    rt: &weft::Runtime,
-    first: impl FnOnce() -> A + Send + 'static,
-    second: impl FnOnce() -> B + Send + 'static,
-) -> (OnWorker<A>, OnWorker<B>)
-where
-    A: Send + 'static,
-    B: Send + 'static,
-{
-    let (tx, rx) = std::sync::mpsc::channel();
-    let handle = rt.spawn(move || {
-        let started = Arc::new(AtomicBool::new(false));
-        let second = {
-            let started = Arc::clone(&started);
-            weft::spawn(move || {
-                started.store(true, Ordering::Release);
-                (second(), worker_name())
-            })
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !started.load(Ordering::Acquire) {
-            assert!(Instant::now() < deadline, "the other worker never started the second coroutine");
-            std::hint::spin_loop();
-        }
-        tx.send(second).unwrap();
-        (first(), worker_name())
-    });
-    (handle, rx.recv().unwrap())
-}
 
 fn write_all_of(mut stream: &TcpStream, seed: u64) {
     let mut pattern = Pattern::new(seed);

@@ -9,13 +9,12 @@
 
 mod common;
 
-use common::net::{TempDir, set_backlog, set_linger_zero, worker_name};
+use common::net::{TempDir, on_two_workers, set_backlog, set_linger_zero};
 use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use weft::JoinHandle;
 use weft::net::{TcpListener, TcpStream, UnixStream};
 
 /// Serialises the tests that run a child process (see `common`).
@@ -186,39 +185,6 @@ fn a_unix_connect_to_a_full_backlog_does_not_hold_up_a_cancel_or_a_runtime_drop(
             assert_eq!(err.kind(), ErrorKind::TimedOut, "by the runtime's drop: {by_runtime_drop}: {err:?}");
         }
     });
-}
-
-/// A coroutine's handle; it returns its value and the name of its worker.
-type OnWorker<T> = JoinHandle<(T, String)>;
-
-/// Spawns `first` and `second` on different workers of the 2-worker `rt`
-/// (as `net_duplex` does): `first` starts, spawns `second`, and spins,
-/// holding its worker, until `second` has started, which only the other
-/// worker can do (a started coroutine never moves).
-fn on_two_workers<A, B>(
-    rt: &weft::Runtime,
-    first: impl FnOnce() -> A + Send + 'static,
-    second: impl FnOnce() -> B + Send + 'static,
-) -> (OnWorker<A>, OnWorker<B>)
-where
-    A: Send + 'static,
-    B: Send + 'static,
-{
-    let (tx, rx) = std::sync::mpsc::channel();
-    let handle = rt.spawn(move || {
-        let started = Arc::new(AtomicBool::new(false));
-        let second = {
-            let started = Arc::clone(&started);
-            weft::spawn(move || {
-                started.store(true, Ordering::Release);
-                (second(), worker_name())
-            })
-        };
-        wait_for(&started, "the other worker to start the second coroutine");
-        tx.send(second).unwrap();
-        (first(), worker_name())
-    });
-    (handle, rx.recv().unwrap())
 }
 
 /// Reads one byte at a time until the end of the stream, counting each

@@ -152,3 +152,21 @@ pub fn watched(limit: Duration, body: impl FnOnce() + Send + 'static) {
         std::panic::resume_unwind(payload);
     }
 }
+
+/// Waits (30 s at most) until coroutine `id` of `rt` is parked in a channel
+/// receive or a select, as `rt.dump()` shows it.
+#[track_caller]
+pub fn wait_parked_in_recv(rt: &weft::Runtime, id: u64) {
+    let started = Instant::now();
+    loop {
+        if let Some(weft::CoroutineState::Parked {
+            on: weft::ParkedOn::ChannelRecv(_) | weft::ParkedOn::Select(_),
+            ..
+        }) = rt.dump().coroutine(id).map(|c| c.state())
+        {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "coroutine {id} never parked in a receive\n{}", rt.dump());
+        thread::sleep(Duration::from_millis(2));
+    }
+}

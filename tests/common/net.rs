@@ -260,6 +260,46 @@ pub fn worker_name() -> String {
     std::thread::current().name().unwrap_or("<unnamed>").to_owned()
 }
 
+/// A coroutine's handle; it returns its value and the name of its worker.
+pub type OnWorker<T> = weft::JoinHandle<(T, String)>;
+
+/// Spawns `first` and `second` so that they run on different workers of
+/// the 2-worker `rt`: `first` starts, spawns `second`, and spins (holding
+/// its worker) until `second` has started, which only the other worker can
+/// do (a started coroutine never moves). Returns both handles; each
+/// coroutine returns its value and its worker's name.
+pub fn on_two_workers<A, B>(
+    rt: &weft::Runtime,
+    first: impl FnOnce() -> A + Send + 'static,
+    second: impl FnOnce() -> B + Send + 'static,
+) -> (OnWorker<A>, OnWorker<B>)
+where
+    A: Send + 'static,
+    B: Send + 'static,
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = rt.spawn(move || {
+        let started = Arc::new(AtomicBool::new(false));
+        let second = {
+            let started = Arc::clone(&started);
+            weft::spawn(move || {
+                started.store(true, Ordering::Release);
+                (second(), worker_name())
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !started.load(Ordering::Acquire) {
+            assert!(std::time::Instant::now() < deadline, "the other worker never started the second coroutine");
+            std::hint::spin_loop();
+        }
+        tx.send(second).unwrap();
+        (first(), worker_name())
+    });
+    (handle, rx.recv().unwrap())
+}
+
 /// A fresh directory for a test's Unix socket files (under the system's
 /// temporary directory, named by `name` and this process), removed on drop.
 pub struct TempDir(pub std::path::PathBuf);
