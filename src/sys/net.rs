@@ -220,13 +220,12 @@ pub(crate) fn send_vectored(fd: BorrowedFd<'_>, bufs: &[io::IoSlice<'_>]) -> io:
     // the C type's, not a write).
     msg.msg_iov = bufs.as_ptr().cast_mut().cast::<libc::iovec>();
     msg.msg_iovlen = bufs.len().min(IOV_MAX) as _;
-    // SAFETY: `msg` is a valid msghdr for the call: msg_iov points at
-    // msg_iovlen iovecs, each naming a live buffer borrowed for the call
-    // through `bufs`; name and control are null with zero lengths; `fd` is
-    // open for the call (borrowed). (`syscall(2)`, not glibc's `sendmsg`:
-    // module docs.)
-    let n =
-        unsafe { libc::syscall(libc::SYS_sendmsg, fd.as_raw_fd(), &msg as *const libc::msghdr, libc::MSG_NOSIGNAL) };
+    // (`syscall(2)`, not glibc's `sendmsg`: module docs.)
+    let msg: *const libc::msghdr = &msg;
+    // SAFETY: `msg` is a valid msghdr: msg_iov points at msg_iovlen iovecs naming
+    // live buffers borrowed through `bufs`, name and control are null with zero
+    // lengths; `fd` is open for the call (borrowed).
+    let n = unsafe { libc::syscall(libc::SYS_sendmsg, fd.as_raw_fd(), msg, libc::MSG_NOSIGNAL) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
