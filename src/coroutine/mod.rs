@@ -567,7 +567,16 @@ impl CoroutineCore<(), (), ()> {
     #[inline(always)]
     pub(crate) unsafe fn left_by_direct_switch(this: *mut Self) {
         // SAFETY: the caller's promise.
-        unsafe { (&raw mut (*this).last_suspend).write(YIELDED) };
+        let last = unsafe { &raw mut (*this).last_suspend };
+        // A store only when the word changes (it is YIELDED already unless
+        // the last suspend was made while panicking): a yield's stores are
+        // what a following atomic read-modify-write waits for.
+        // SAFETY: as above.
+        unsafe {
+            if *last != YIELDED {
+                last.write(YIELDED);
+            }
+        }
     }
 }
 

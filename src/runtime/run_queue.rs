@@ -66,6 +66,10 @@ impl RunQueue {
     /// Queues `task` behind the others.
     #[inline(always)]
     pub(crate) fn push_back(&self, task: TaskRef) {
+        // Raw first: a `TaskRef` held across `grow` would be spilled to the
+        // stack on every push, for the unwind out of a growth that fails
+        // (which would leak this one reference instead).
+        let task = task.into_raw();
         let tail = self.tail.get();
         if self.len() > self.mask.get() {
             self.grow();
@@ -73,7 +77,7 @@ impl RunQueue {
         let slot = tail & self.mask.get();
         // SAFETY: `slot` < capacity, inside the ring's allocation; it holds
         // no queued task (fewer than `capacity` are queued now).
-        unsafe { self.slots.get().add(slot).write(task.into_raw()) };
+        unsafe { self.slots.get().add(slot).write(task) };
         self.tail.set(tail.wrapping_add(1));
     }
 
@@ -105,6 +109,42 @@ impl RunQueue {
         // SAFETY: the queue's own reference, given up in `push_back`, taken
         // back once: the position is no longer queued.
         Some(unsafe { TaskRef::from_raw(task) })
+    }
+
+    /// Takes the oldest queued task and queues `task` behind the others (a
+    /// yield's re-queue, `pop_front` then `push_back` in one): the pop makes
+    /// room, so it never grows the ring; and when the front was the only
+    /// task queued, `task` simply takes its slot (one store instead of
+    /// three: a yield's stores are what a following atomic read-modify-write
+    /// waits for). `None`, and `task` queued, if the queue was empty.
+    #[inline(always)]
+    pub(crate) fn rotate(&self, task: TaskRef) -> Option<TaskRef> {
+        let head = self.head.get();
+        let tail = self.tail.get();
+        let task = task.into_raw();
+        if head == tail {
+            // SAFETY: `into_raw`'s reference, taken back once.
+            self.push_back(unsafe { TaskRef::from_raw(task) });
+            return None;
+        }
+        let mask = self.mask.get();
+        // SAFETY: position `head` is queued (head != tail), so its slot,
+        // inside the ring, holds a pointer from `into_raw`.
+        let front = unsafe { self.slots.get().add(head & mask).read() };
+        if tail.wrapping_sub(head) == 1 {
+            // SAFETY: the front's slot, whose task was just read out of it:
+            // `task` is now the only one queued, at the same position.
+            unsafe { self.slots.get().add(head & mask).write(task) };
+        } else {
+            // SAFETY: position `tail` is not queued (fewer than capacity are
+            // queued: the ring held at most capacity, and `head` leaves).
+            unsafe { self.slots.get().add(tail & mask).write(task) };
+            self.head.set(head.wrapping_add(1));
+            self.tail.set(tail.wrapping_add(1));
+        }
+        // SAFETY: the front's reference, given up in `push_back`, taken back
+        // once: its position is no longer queued (or holds `task` now).
+        Some(unsafe { TaskRef::from_raw(front) })
     }
 
     /// Calls `f` with each queued task, oldest first, without taking it.
@@ -208,6 +248,54 @@ mod tests {
         let mut seen = Vec::new();
         queue.for_each(&mut |task| seen.push(task));
         assert_eq!(seen, expected.iter().copied().collect::<Vec<_>>());
+        drop(queue);
+        for cell in &cells {
+            assert_eq!(cell.ref_count(), 1, "a queued reference leaked or was dropped twice");
+        }
+    }
+
+    /// `rotate` is `pop_front` then `push_back` at every length: empty (it
+    /// only queues), one (the slot is reused in place), several, a full
+    /// ring (no growth needed), and across wraps; every reference handed
+    /// back exactly once.
+    #[test]
+    fn rotate_is_a_pop_then_a_push_at_every_length() {
+        let queue = RunQueue::new();
+        let cells: Vec<TaskRef> = (0..200).map(|_| task::new_join_only::<()>().0).collect();
+        let mut expected = std::collections::VecDeque::new();
+        let mut next = 0;
+        let mut fresh = || {
+            next += 1;
+            cells[next % cells.len()].clone()
+        };
+        assert!(queue.rotate(fresh()).is_none(), "an empty queue has no front to give back");
+        expected.push_back(queue.peek(0));
+        for target in [1, 1, 2, 5, INITIAL_CAPACITY, 3, 1, 0, 1] {
+            while expected.len() < target {
+                let cell = fresh();
+                expected.push_back(cell.as_ptr());
+                queue.push_back(cell);
+            }
+            while expected.len() > target {
+                assert_eq!(queue.pop_front().map(|t| t.as_ptr()), expected.pop_front());
+            }
+            // Enough rotations to wrap the positions past the ring's end.
+            for _ in 0..INITIAL_CAPACITY + 7 {
+                let cell = fresh();
+                let front = queue.rotate(cell.clone()).map(|t| t.as_ptr());
+                if expected.is_empty() {
+                    assert_eq!(front, None);
+                } else {
+                    assert_eq!(front, expected.pop_front());
+                }
+                expected.push_back(cell.as_ptr());
+                assert_eq!(queue.len(), expected.len());
+            }
+            let mut seen = Vec::new();
+            queue.for_each(&mut |task| seen.push(task));
+            assert_eq!(seen, expected.iter().copied().collect::<Vec<_>>());
+        }
+        drop(queue.take_all());
         drop(queue);
         for cell in &cells {
             assert_eq!(cell.ref_count(), 1, "a queued reference leaked or was dropped twice");

@@ -1846,12 +1846,12 @@ impl WorkerLocal {
         }
     }
 
-    /// The task a direct switch from `from` continues, taken from the front
-    /// of `runnable` (its reference is the caller's now), if this round
-    /// would be an ordinary one (see "A yield's round, without the
-    /// worker"); null otherwise, and nothing taken.
+    /// The task a direct switch from `from` continues, at the front of
+    /// `runnable` (the caller takes it from there), if this round would be
+    /// an ordinary one (see "A yield's round, without the worker"); null
+    /// otherwise.
     #[inline(always)]
-    fn take_direct_next(&self, from: &Task) -> *const Task {
+    fn direct_next(&self, from: &Task) -> *const Task {
         let until_fairness = self.until_fairness.get();
         if until_fairness <= 1 || self.has_timers.get() {
             return ptr::null();
@@ -1876,7 +1876,7 @@ impl WorkerLocal {
         debug_assert!(!ptr::eq(next, from), "task {} queued while it runs", from.id);
         debug_assert_eq!(next.home(), self.index, "task {} queued off its home worker", next.id);
         self.until_fairness.set(until_fairness - 1);
-        self.runnable.pop_front().expect("the front just read").into_raw()
+        next
     }
 
     /// A yield's direct switch: if the next task this worker would run is a
@@ -1895,21 +1895,35 @@ impl WorkerLocal {
     /// the fairness rounds, shutdown) is seen as soon as the loop would.
     #[inline(always)]
     pub(crate) fn yield_direct(&self, from: &Task) -> bool {
-        let next = self.take_direct_next(from);
+        let next = self.direct_next(from);
         if next.is_null() {
             return false;
         }
-        // `next`'s reference is lent now; ours comes back (reclaimed, or a new
-        // one if we lent it to a waker for a park that did not happen).
-        let still_lent = CURRENT_TASK_LENT.with(|lent| lent.replace(true));
+        // `next`'s reference (taken from the queue below) is lent now; ours
+        // comes back (reclaimed, or a new one if we lent it to a waker for a
+        // park that did not happen). A load, and a store only when the flag
+        // changes: a yield ping-pong keeps it set, and every store here is
+        // one more that a following atomic read-modify-write waits for.
+        let still_lent = CURRENT_TASK_LENT.with(|lent| {
+            let was = lent.get();
+            if !was {
+                lent.set(true);
+            }
+            was
+        });
+        // Before the reclaim, so that no `TaskRef` is live across this cold
+        // call (it would be spilled on every yield, for the unwind). `from`
+        // is alive: this resume holds its lent reference, or the registry one.
+        if from.registry_slot.get() == NOT_REGISTERED {
+            self.register(from);
+        }
         // SAFETY: `from` is the running task, lent to this resume by `run_task`
         // or by a direct switch; if still lent, reclaimed only here (the
         // lending resume completes for another task); otherwise registered.
         let from_ref = unsafe { reclaim(from, still_lent) };
-        if from.registry_slot.get() == NOT_REGISTERED {
-            self.register(from);
-        }
-        self.push_runnable(from_ref);
+        debug_assert_eq!(from.home(), self.index, "task {} yields off its home worker", from.id);
+        // `next` leaves the front, `from` joins the back.
+        let next = self.runnable.rotate(from_ref).expect("the front just read").into_raw();
         CURRENT_TASK.with(|c| c.set(next));
         metrics::bump(&self.counters().switches);
         // `from` runs on this thread, not panicking, queued again; `next` is
@@ -1928,10 +1942,11 @@ impl WorkerLocal {
     /// reference lent to this resume, give it to the registry) is done here.
     #[inline(always)]
     pub(crate) fn park_direct(&self, from: &Task) -> bool {
-        let next = self.take_direct_next(from);
+        let next = self.direct_next(from);
         if next.is_null() {
             return false;
         }
+        let next = self.runnable.pop_front().expect("the front just read").into_raw();
         if CURRENT_TASK_LENT.with(|lent| lent.replace(true)) {
             // SAFETY: `from`'s lent reference, reclaimed once, here: the
             // registry takes a reference of its own.
