@@ -401,6 +401,83 @@ fn a_dump_walks_coroutines_that_yield_to_each_other() {
     });
 }
 
+/// A coroutine spawned with `Builder::same_worker` joins two coroutines
+/// that yield to each other: it waits unstarted in their worker's run
+/// queue, behind the one that spawned it. The yield that finds it at the
+/// front cannot switch straight to it (a first run needs the worker's
+/// stack) and goes through the worker, which starts it in queue order;
+/// its own yields then switch straight on. The log of turns is exactly
+/// that of a FIFO ring (modelled here): the newcomer takes its place
+/// behind the spawner's yield, takes every third turn while it runs, and
+/// leaves the ring after its last.
+#[test]
+fn a_same_worker_spawn_joins_a_ring_of_yielders_in_queue_order() {
+    const ROUNDS: usize = 600;
+    const SPAWN_AT: usize = 100;
+    const NEWCOMER_ROUNDS: usize = 300;
+    watched(|| {
+        let rt = runtime(1);
+        let log = Arc::new(Mutex::new(Vec::with_capacity(2 * ROUNDS + NEWCOMER_ROUNDS)));
+        let start = Arc::new(weft::sync::Barrier::new(2));
+        let yielder = |name: char| {
+            let (log, start) = (Arc::clone(&log), Arc::clone(&start));
+            rt.spawn(move || {
+                start.wait();
+                weft::yield_now();
+                let mut newcomer = None;
+                for round in 0..ROUNDS {
+                    log.lock().unwrap().push(name);
+                    if name == 'A' && round == SPAWN_AT {
+                        let log = Arc::clone(&log);
+                        let here = thread::current().id();
+                        let spawned = weft::Builder::new().same_worker(true).spawn(move || {
+                            assert_eq!(thread::current().id(), here, "a same_worker coroutine moved");
+                            for _ in 0..NEWCOMER_ROUNDS {
+                                log.lock().unwrap().push('P');
+                                weft::yield_now();
+                            }
+                        });
+                        newcomer = Some(spawned.expect("spawned from a coroutine of the runtime"));
+                    }
+                    weft::yield_now();
+                }
+                if let Some(newcomer) = newcomer {
+                    newcomer.join().expect("the newcomer");
+                }
+            })
+        };
+        let (a, b) = (yielder('A'), yielder('B'));
+        a.join().expect("A");
+        b.join().expect("B");
+        let log = log.lock().unwrap();
+        // The model: a FIFO ring; the one at the front logs its turn, a
+        // spawn queues the newcomer, then the yielder goes to the back
+        // unless that was its last turn.
+        let mut ring: std::collections::VecDeque<char> = log.iter().copied().take(2).collect();
+        assert!(ring == ['A', 'B'] || ring == ['B', 'A'], "first turns {ring:?}");
+        let mut turns_left = std::collections::HashMap::from([('A', ROUNDS), ('B', ROUNDS), ('P', NEWCOMER_ROUNDS)]);
+        let mut expected = Vec::with_capacity(log.len());
+        while let Some(name) = ring.pop_front() {
+            expected.push(name);
+            let left = turns_left.get_mut(&name).expect("a known coroutine");
+            *left -= 1;
+            if name == 'A' && *left == ROUNDS - SPAWN_AT - 1 {
+                ring.push_back('P');
+            }
+            if *left > 0 {
+                ring.push_back(name);
+            }
+        }
+        let first_difference = log.iter().zip(&expected).position(|(seen, model)| seen != model);
+        assert!(
+            first_difference.is_none() && log.len() == expected.len(),
+            "the turns differ from the FIFO ring's at turn {first_difference:?} (of {} and {})",
+            log.len(),
+            expected.len()
+        );
+    });
+}
+
 /// A runtime dropped while its coroutines yield to each other stops them
 /// promptly and unwinds each once.
 #[test]

@@ -2478,6 +2478,64 @@ mod tests {
         }
     }
 
+    /// A yield made after the running task gave its lent reference away
+    /// without parking: `sleep(Duration::ZERO)` takes it
+    /// (`current_task_for_waker`, which registers the task) and holds it
+    /// across a plain `yield_now`, so the yield's direct switch finds the
+    /// lent flag clear and must queue a new reference (`reclaim` from the
+    /// registry), not the one the sleep holds. Three coroutines of one
+    /// worker mix such yields with plain ones (direct switches between
+    /// them, one re-queue of each kind per turn); each reads its own
+    /// task's strong count and the lent flag after every turn: the count
+    /// never drifts, the flag is always set again (the reference of the
+    /// switch that continued it), and the turns keep queue order.
+    #[test]
+    fn yields_after_a_reference_was_taken_for_a_waker_balance() {
+        use super::super::CURRENT_TASK_LENT;
+        use std::sync::Mutex as StdMutex;
+        const TASKS: usize = 3;
+        const ROUNDS: usize = 3_000;
+        let rt = Runtime::builder().workers(1).build().expect("runtime");
+        let log = Arc::new(StdMutex::new(Vec::with_capacity(TASKS * ROUNDS)));
+        let counts = rt.block_on(|| {
+            let start = Arc::new(crate::sync::Barrier::new(TASKS));
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|index| {
+                    let (log, start) = (Arc::clone(&log), Arc::clone(&start));
+                    crate::spawn(move || {
+                        let count = || current_task().expect("in a coroutine").ref_count();
+                        let lent = || CURRENT_TASK_LENT.with(std::cell::Cell::get);
+                        start.wait();
+                        // Registered from its first switch out on (the last
+                        // to reach the barrier did not park in it).
+                        crate::yield_now();
+                        let first = count();
+                        for round in 0..ROUNDS {
+                            log.lock().unwrap().push(index);
+                            if round % 2 == 0 {
+                                crate::sleep(Duration::ZERO);
+                            } else {
+                                crate::yield_now();
+                            }
+                            assert!(lent(), "task {index}, round {round}: continued without a lent reference");
+                            assert_eq!(count(), first, "task {index}, round {round}: its reference count drifted");
+                        }
+                        first
+                    })
+                })
+                .collect();
+            tasks.into_iter().map(|t| t.join().expect("a yielder panicked")).collect::<Vec<_>>()
+        });
+        assert!(counts.iter().all(|&c| c >= 2), "counts {counts:?}");
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), TASKS * ROUNDS);
+        // The first TASKS entries are the barrier's wake order; from then on
+        // the run queue is a ring of the three, whichever way each yielded.
+        for i in TASKS..log.len() {
+            assert_eq!(log[i], log[i - TASKS], "turn {i}: not the task that waited longest");
+        }
+    }
+
     /// A worker keeps the task cells of a burst of spawns for the next
     /// burst (far more than an ordinary thread's 1 MiB), and once it has
     /// been idle for about two cache epochs it has given them back.
