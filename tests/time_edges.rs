@@ -1616,51 +1616,80 @@ fn dropping_a_runtime_ends_threads_timed_waits_on_it() {
 
 // A Select whose send case races a receiver's recv_timeout on a rendezvous
 // channel: a select that timed out sent nothing; a recv that timed out
-// received nothing; sends reported == values received, exactly.
+// received nothing; sends reported == values received, exactly. The counts
+// are checked after every batch of 400 rounds; the race is exercised only
+// when some select times out, which on a loaded machine may not happen in a
+// batch (its timers fire late while the receiver comes back in time: 3 of
+// 12 runs failed that way with two busy loops beside the test on 2 CPUs),
+// so batches repeat until one did, for up to `EXERCISE_WITHIN`.
 #[test]
 fn select_send_timeouts_racing_recv_timeouts_keep_exact_counts() {
+    const EXERCISE_WITHIN: Duration = Duration::from_secs(60);
     for on_coroutine in [false, true] {
-        let (tx, rx) = channel::bounded::<u64>(0);
-        let rounds = 400u64;
-        let sender = move || {
-            let mut sent = 0u64;
-            for i in 0..rounds {
-                let mut sel = Select::new();
-                sel.send(&tx, i);
-                let d = Duration::from_micros(100 + i % 5 * 80);
-                let start = Instant::now();
-                match sel.select_timeout(d) {
-                    Ok(op) => {
-                        op.send(&tx).expect("the receiver is alive");
-                        sent += 1;
-                    }
-                    Err(_) => assert!(start.elapsed() >= d, "select early"),
-                }
-            }
-            sent
-        };
-        let sender = if on_coroutine {
-            runtime().spawn(sender)
-        } else {
-            runtime().spawn(move || thread::spawn(sender).join().unwrap())
-        };
-        let mut got = 0u64;
-        let mut turns = 0u64;
+        let started = Instant::now();
+        let mut batches = 0;
         loop {
-            turns += 1;
-            if turns % 3 == 0 {
-                thread::sleep(Duration::from_micros(150 + turns % 4 * 100));
+            batches += 1;
+            let (sent, rounds) = select_send_race_batch(on_coroutine);
+            if sent < rounds {
+                eprintln!(
+                    "coroutine {on_coroutine}: {} of {rounds} selects timed out, in batch {batches}",
+                    rounds - sent
+                );
+                break;
             }
-            match rx.recv_timeout(Duration::from_micros(230)) {
-                Ok(_) => got += 1,
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            assert!(
+                started.elapsed() < EXERCISE_WITHIN,
+                "coroutine {on_coroutine}: no select timed out in {batches} batches of {rounds} rounds \
+                 ({EXERCISE_WITHIN:?}): the race was not exercised"
+            );
+        }
+    }
+}
+
+/// One batch of `select_send_timeouts_racing_recv_timeouts_keep_exact_counts`:
+/// checks the counts; returns (sends, rounds).
+fn select_send_race_batch(on_coroutine: bool) -> (u64, u64) {
+    let (tx, rx) = channel::bounded::<u64>(0);
+    let rounds = 400u64;
+    let sender = move || {
+        let mut sent = 0u64;
+        for i in 0..rounds {
+            let mut sel = Select::new();
+            sel.send(&tx, i);
+            let d = Duration::from_micros(100 + i % 5 * 80);
+            let start = Instant::now();
+            match sel.select_timeout(d) {
+                Ok(op) => {
+                    op.send(&tx).expect("the receiver is alive");
+                    sent += 1;
+                }
+                Err(_) => assert!(start.elapsed() >= d, "select early"),
             }
         }
-        let sent = sender.join().unwrap();
-        assert!(sent < rounds, "no select timed out: the race was not exercised");
-        assert_eq!(got, sent, "coroutine {on_coroutine}");
+        sent
+    };
+    let sender = if on_coroutine {
+        runtime().spawn(sender)
+    } else {
+        runtime().spawn(move || thread::spawn(sender).join().unwrap())
+    };
+    let mut got = 0u64;
+    let mut turns = 0u64;
+    loop {
+        turns += 1;
+        if turns % 3 == 0 {
+            thread::sleep(Duration::from_micros(150 + turns % 4 * 100));
+        }
+        match rx.recv_timeout(Duration::from_micros(230)) {
+            Ok(_) => got += 1,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
     }
+    let sent = sender.join().unwrap();
+    assert_eq!(got, sent, "coroutine {on_coroutine}");
+    (sent, rounds)
 }
 
 // Cancels racing the timers they interrupt (sleep, timed semaphore, timed
