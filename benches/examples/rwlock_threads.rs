@@ -16,6 +16,12 @@
 //! when the word's cache line is what the threads wait for (give each
 //! thread a few million operations, so that the threads overlap for most
 //! of the run: `THREADS=2 ... rwlock_threads 2000000`).
+//!
+//! A third bare lock gives each thread its own reader slot (a count on its
+//! own cache line) and makes the writer wait for every slot to empty, so
+//! readers share no line while no writer comes: how much of the read
+//! lock's cost under contention is the line the readers share, and how
+//! much the writes leave when they no longer do.
 
 #[path = "../../examples/common/args.rs"]
 mod args;
@@ -138,6 +144,83 @@ impl<const FETCH_ADD: bool> Lock for Word<FETCH_ADD> {
     }
 }
 
+/// Reader slots of a [`Sharded`] lock: threads beyond this share slots
+/// (each slot is a count, so sharing is correct, only slower).
+const SHARDS: usize = 16;
+
+/// One reader slot, alone on its cache lines (128 bytes: the adjacent-line
+/// prefetcher pairs lines).
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(AtomicU64);
+
+/// A lock whose readers do not share a cache line while no writer comes:
+/// each reader counts itself in its own thread's slot, then checks the
+/// writer's word (a read-mostly line, which the readers' CPUs keep a copy
+/// of); a writer takes the word, then waits for every slot to empty. The
+/// design of NUMA-aware reader-writer locks (per-node read indicators) and
+/// of Linux's percpu-rwsem, bare here as [`Word`] is (no queue, no parking).
+/// It asks how much of the read lock's cost is the line its readers share:
+/// the writes (one in `WRITE_EVERY`) still cross between the CPUs.
+struct Sharded {
+    writer: AtomicU32,
+    shards: [Shard; SHARDS],
+    data: [AtomicU64; 8],
+}
+
+/// This thread's reader slot in a [`Sharded`] lock.
+fn shard_index() -> usize {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    thread_local!(static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) as usize % SHARDS);
+    INDEX.with(|i| *i)
+}
+
+impl Lock for Sharded {
+    fn new() -> Self {
+        Sharded { writer: AtomicU32::new(0), shards: Default::default(), data: Default::default() }
+    }
+    fn read_check(&self) -> bool {
+        let shard = &self.shards[shard_index()].0;
+        let mut waited = 0u32;
+        loop {
+            // SeqCst, with the load after it: a reader counts itself before
+            // it looks for a writer, a writer flags itself before it looks
+            // for readers (SeqCst both), so one of the two sees the other.
+            shard.fetch_add(1, Ordering::SeqCst);
+            if self.writer.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            shard.fetch_sub(1, Ordering::Release);
+            while self.writer.load(Ordering::Relaxed) != 0 {
+                backoff(&mut waited);
+            }
+        }
+        let first = self.data[0].load(Ordering::Relaxed);
+        let torn = self.data.iter().any(|s| s.load(Ordering::Relaxed) != first);
+        // Release: the writer's Acquire load of the slot sees our reads done.
+        shard.fetch_sub(1, Ordering::Release);
+        torn
+    }
+    fn write_bump(&self) {
+        let mut waited = 0u32;
+        while self.writer.compare_exchange_weak(0, 1, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+            backoff(&mut waited);
+        }
+        for shard in &self.shards {
+            while shard.0.load(Ordering::SeqCst) != 0 {
+                backoff(&mut waited);
+            }
+        }
+        let next = self.data[0].load(Ordering::Relaxed) + 1;
+        for slot in &self.data {
+            slot.store(next, Ordering::Relaxed);
+        }
+        hold();
+        // Release: the next reader's or writer's SeqCst load sees the data.
+        self.writer.store(0, Ordering::Release);
+    }
+}
+
 fn run<L: Lock>(threads: usize, ops: u64, write_every: u64) -> Duration {
     let lock = Arc::new(L::new());
     let barrier = Arc::new(Barrier::new(threads + 1));
@@ -205,9 +288,11 @@ fn main() {
         let (p, pl, ph) = median_mops::<parking_lot::RwLock<[u64; 8]>>(threads, ops, runs, write_every);
         let (c, cl, ch) = median_mops::<Word<false>>(threads, ops, runs, write_every);
         let (a, al, ah) = median_mops::<Word<true>>(threads, ops, runs, write_every);
+        let (d, dl, dh) = median_mops::<Sharded>(threads, ops, runs, write_every);
         println!(
             "{threads} threads: weft {w:7.2} ({wl:.2}..{wh:.2})  std {s:7.2} ({sl:.2}..{sh:.2})  parking_lot {p:7.2} ({pl:.2}..{ph:.2})  \
-             bare word, load+CAS {c:7.2} ({cl:.2}..{ch:.2})  bare word, fetch_add {a:7.2} ({al:.2}..{ah:.2})"
+             bare word, load+CAS {c:7.2} ({cl:.2}..{ch:.2})  bare word, fetch_add {a:7.2} ({al:.2}..{ah:.2})  \
+             bare, a reader slot per thread {d:7.2} ({dl:.2}..{dh:.2})"
         );
     }
 }
