@@ -1848,8 +1848,9 @@ impl WorkerLocal {
 
     /// The task a direct switch from `from` continues, at the front of
     /// `runnable` (the caller takes it from there), if this round would be
-    /// an ordinary one (see "A yield's round, without the worker"); null
-    /// otherwise.
+    /// an ordinary one (see "A yield's round, without the worker"), and
+    /// then the round is counted towards the next fairness round (the
+    /// caller makes it); null otherwise, and nothing counted.
     #[inline(always)]
     fn direct_next(&self, from: &Task) -> *const Task {
         let until_fairness = self.until_fairness.get();
